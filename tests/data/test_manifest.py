@@ -1,0 +1,60 @@
+import pytest
+
+from kospeech.data.manifest import ManifestEntry, ManifestError, read_manifest, write_manifest
+from kospeech.vocabs import Vocabulary
+
+
+@pytest.fixture
+def corpus(tmp_path):
+    (tmp_path / "wavs").mkdir()
+    for name in ("a", "b"):
+        (tmp_path / "wavs" / f"{name}.wav").write_bytes(b"RIFF")
+    vocab = Vocabulary.build(["불 꺼 줘", "세 시"])
+    return tmp_path, vocab
+
+
+def test_write_then_read_round_trip(corpus):
+    root, vocab = corpus
+    entries = [
+        ManifestEntry(root / "wavs" / "a.wav", "불 꺼 줘", tuple(vocab.encode("불 꺼 줘")), "spk1"),
+        ManifestEntry(root / "wavs" / "b.wav", "세 시", tuple(vocab.encode("세 시"))),
+    ]
+    path = write_manifest(root / "train.tsv", entries)
+    first_line = path.read_text(encoding="utf-8").splitlines()[0]
+    assert first_line.startswith("wavs/a.wav\t불 꺼 줘\t")
+    assert read_manifest(path, vocab) == entries
+
+
+def test_crlf_and_bom_are_accepted(corpus):
+    root, vocab = corpus
+    ids = " ".join(map(str, vocab.encode("세 시")))
+    (root / "m.tsv").write_bytes(("\ufeffwavs/a.wav\t세 시\t" + ids + "\r\n").encode("utf-8"))
+    (entry,) = read_manifest(root / "m.tsv", vocab)
+    assert entry.transcript == "세 시"
+    assert entry.audio_path == root / "wavs" / "a.wav"
+
+
+@pytest.mark.parametrize(
+    "line, message",
+    [
+        ("wavs/a.wav", "expected 3 tab-separated columns"),
+        ("wavs/a.wav\t\t5", "empty transcript"),
+        ("wavs/missing.wav\t세 시\t", "audio file not found"),
+        ("wavs/a.wav\t세 시\tx y", "must be space-separated integers"),
+        ("wavs/a.wav\t세 시\t4 4 4", "disagree with the transcript"),
+        ("wavs/a.wav\t세 힣\t", "'힣'"),
+    ],
+)
+def test_bad_lines_name_file_and_line(corpus, line, message):
+    root, vocab = corpus
+    (root / "bad.tsv").write_text("wavs/b.wav\t세 시\t\n" + line + "\n", encoding="utf-8")
+    with pytest.raises(ManifestError, match=message) as info:
+        read_manifest(root / "bad.tsv", vocab)
+    assert f"{root / 'bad.tsv'}:2" in str(info.value)
+
+
+def test_cp949_manifest_is_refused_with_hint(corpus):
+    root, _ = corpus
+    (root / "m.tsv").write_bytes("wavs/a.wav\t세 시\t5 6\n".encode("cp949"))
+    with pytest.raises(ManifestError, match="not UTF-8"):
+        read_manifest(root / "m.tsv")
