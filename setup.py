@@ -1,0 +1,26 @@
+"""Installs the kospeech library and its command-line tools."""
+
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+ROOT = Path(__file__).parent
+
+
+def read_requirements(name: str) -> list:
+    lines = (ROOT / name).read_text(encoding="utf-8").splitlines()
+    return [line.strip() for line in lines if line.strip() and not line.startswith(("#", "-r"))]
+
+
+setup(
+    name="kospeech",
+    version="0.1.0",
+    description="Personalized Korean speech recognition: DeepSpeech2 CTC with per-user adapters",
+    long_description=(ROOT / "README.md").read_text(encoding="utf-8") if (ROOT / "README.md").exists() else "",
+    long_description_content_type="text/markdown",
+    python_requires=">=3.10",
+    packages=find_packages(include=["kospeech", "kospeech.*"]),
+    install_requires=read_requirements("requirements.txt"),
+    extras_require={"dev": read_requirements("requirements-dev.txt")},
+    entry_points={"console_scripts": []},
+)
