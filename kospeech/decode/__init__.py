@@ -1,0 +1,14 @@
+"""CTC decoding: greedy (best path) and prefix beam search, both returning ``CTCHypothesis`` records."""
+
+from kospeech.decode.beam import BeamSearchCTCDecoder
+from kospeech.decode.ctc import CTCHypothesis, CTCVocabulary, check_ctc_inputs
+from kospeech.decode.greedy import GreedyCTCDecoder, greedy_ctc_ids
+
+__all__ = [
+    "BeamSearchCTCDecoder",
+    "CTCHypothesis",
+    "CTCVocabulary",
+    "GreedyCTCDecoder",
+    "check_ctc_inputs",
+    "greedy_ctc_ids",
+]

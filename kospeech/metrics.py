@@ -1,0 +1,188 @@
+"""Character and word error rates (edit distances from python-Levenshtein).
+
+Conventions:
+
+- Corpus level: the total edit distance over all utterances divided by the total reference length, not the mean
+  of per-utterance rates (short utterances would otherwise weigh as much as long ones).
+- CER follows KoSpeech: all whitespace is removed from reference and hypothesis before the character edit distance,
+  and reference length counts non-whitespace characters only. Word spacing in Korean is inconsistent between
+  transcribers, so spacing differences are not counted as character errors; WER measures them instead.
+- WER splits on whitespace (``str.split()``) and counts word substitutions, insertions and deletions.
+- Empty references: an utterance with an empty reference simply adds its hypothesis length as insertions. If the
+  whole corpus has zero reference characters (or words), the rate is 0.0 when every hypothesis is empty too, and a
+  ``ValueError`` otherwise (insertions over nothing have no finite rate). A corpus with no utterances raises.
+"""
+
+from __future__ import annotations
+
+from typing import Dict, Optional, Sequence, Tuple
+
+import Levenshtein
+
+__all__ = ["ErrorRateMeter", "char_errors", "character_error_rate", "word_error_rate", "word_errors"]
+
+
+def char_errors(reference: str, hypothesis: str) -> Tuple[int, int]:
+    """Character edit distance and reference length of one utterance, whitespace removed from both.
+
+    Args:
+        reference: ground-truth transcript.
+        hypothesis: decoded transcript.
+
+    Returns:
+        ``(edit_distance, num_reference_chars)``.
+    """
+    ref = "".join(reference.split())
+    hyp = "".join(hypothesis.split())
+    return Levenshtein.distance(ref, hyp), len(ref)
+
+
+def word_errors(reference: str, hypothesis: str) -> Tuple[int, int]:
+    """Word edit distance and reference word count of one utterance (whitespace-split words).
+
+    Args:
+        reference: ground-truth transcript.
+        hypothesis: decoded transcript.
+
+    Returns:
+        ``(edit_distance, num_reference_words)``.
+    """
+    ref = reference.split()
+    return Levenshtein.distance(ref, hypothesis.split()), len(ref)
+
+
+def _check_pair(references: Sequence[str], hypotheses: Sequence[str]) -> None:
+    for name, value in (("references", references), ("hypotheses", hypotheses)):
+        if isinstance(value, str):
+            raise TypeError(f"{name} must be a sequence of transcripts, got a single str {value!r}")
+    if len(references) != len(hypotheses):
+        raise ValueError(f"got {len(references)} references but {len(hypotheses)} hypotheses; they must pair up")
+    for index, (ref, hyp) in enumerate(zip(references, hypotheses)):
+        if not isinstance(ref, str) or not isinstance(hyp, str):
+            raise TypeError(
+                f"utterance {index}: reference and hypothesis must be str, got {type(ref).__name__} "
+                f"and {type(hyp).__name__}"
+            )
+
+
+def _rate(errors: int, total: int, num_utterances: int, unit: str, label: str) -> float:
+    if num_utterances == 0:
+        raise ValueError(f"{label}: no utterances, the {unit} error rate is undefined")
+    if total == 0:
+        if errors == 0:
+            return 0.0
+        raise ValueError(
+            f"{label}: references contain no {unit}s but hypotheses have {errors} {unit} insertions; "
+            "the error rate is undefined"
+        )
+    return errors / total
+
+
+def character_error_rate(references: Sequence[str], hypotheses: Sequence[str]) -> float:
+    """Corpus CER: total character edit distance / total reference characters, whitespace removed.
+
+    Args:
+        references: ground-truth transcripts.
+        hypotheses: decoded transcripts, paired with ``references`` by position.
+
+    Returns:
+        The CER as a fraction (can exceed 1.0 with many insertions).
+
+    Raises:
+        TypeError: inputs are not sequences of str.
+        ValueError: lengths differ, no utterances, or zero reference characters with a non-empty hypothesis.
+    """
+    meter = ErrorRateMeter()
+    meter.update(references, hypotheses)
+    return meter.cer
+
+
+def word_error_rate(references: Sequence[str], hypotheses: Sequence[str]) -> float:
+    """Corpus WER: total word edit distance / total reference words (whitespace-split).
+
+    Args:
+        references: ground-truth transcripts.
+        hypotheses: decoded transcripts, paired with ``references`` by position.
+
+    Returns:
+        The WER as a fraction.
+
+    Raises:
+        TypeError: inputs are not sequences of str.
+        ValueError: lengths differ, no utterances, or zero reference words with a non-empty hypothesis.
+    """
+    meter = ErrorRateMeter()
+    meter.update(references, hypotheses)
+    return meter.wer
+
+
+class ErrorRateMeter:
+    """Accumulates corpus CER and WER over batches; use one meter per data split and never mix splits.
+
+    Args:
+        name: label for error messages and ``to_dict`` (e.g. ``"dev"``).
+    """
+
+    def __init__(self, name: Optional[str] = None) -> None:
+        self.name = name
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget everything accumulated so far."""
+        self.num_utterances = 0
+        self.char_errors = 0
+        self.num_chars = 0
+        self.word_errors = 0
+        self.num_words = 0
+
+    def update(self, references: Sequence[str], hypotheses: Sequence[str]) -> None:
+        """Add a batch of paired transcripts.
+
+        Args:
+            references: ground-truth transcripts.
+            hypotheses: decoded transcripts, same length as ``references``.
+
+        Raises:
+            TypeError: inputs are not sequences of str.
+            ValueError: the two sequences have different lengths (nothing is accumulated then).
+        """
+        _check_pair(references, hypotheses)
+        for ref, hyp in zip(references, hypotheses):
+            edits, chars = char_errors(ref, hyp)
+            self.char_errors += edits
+            self.num_chars += chars
+            edits, words = word_errors(ref, hyp)
+            self.word_errors += edits
+            self.num_words += words
+        self.num_utterances += len(references)
+
+    @property
+    def _label(self) -> str:
+        return f"ErrorRateMeter({self.name!r})" if self.name else "ErrorRateMeter"
+
+    @property
+    def cer(self) -> float:
+        """Corpus character error rate so far (see the module docstring for empty cases)."""
+        return _rate(self.char_errors, self.num_chars, self.num_utterances, "character", self._label)
+
+    @property
+    def wer(self) -> float:
+        """Corpus word error rate so far (see the module docstring for empty cases)."""
+        return _rate(self.word_errors, self.num_words, self.num_utterances, "word", self._label)
+
+    def to_dict(self) -> Dict[str, object]:
+        """Counts and rates as plain values (for results JSON and checkpoints).
+
+        Raises:
+            ValueError: as ``cer`` / ``wer`` when a rate is undefined.
+        """
+        return {
+            "name": self.name,
+            "num_utterances": self.num_utterances,
+            "char_errors": self.char_errors,
+            "num_chars": self.num_chars,
+            "word_errors": self.word_errors,
+            "num_words": self.num_words,
+            "cer": self.cer,
+            "wer": self.wer,
+        }
