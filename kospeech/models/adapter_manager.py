@@ -1,0 +1,471 @@
+"""Save, load, inspect, list and delete per-user adapter files.
+
+An adapter file is ``{save_dir}/{adapter_name}_adapter.pt``: a plain dict that ``torch.load(weights_only=True)``
+reads, holding only the adapter's weights plus what is needed to rebuild and check it:
+
+========================  =========================================================================
+``format_version``        int, 1
+``adapter_name``          str, the name it was saved under
+``adapter_type``          ``"head"``, ``"residual_head"`` or ``"encoder"``
+``adapter_state_dict``    {str: Tensor}, keys relative to the adapter (``'0.weight'``, ``'layers.0.up.bias'``)
+``input_dim``             int, RNN output size the adapter reads
+``hidden_dims``           list[int], MLP hidden sizes; ``[bottleneck_dim]`` for ``encoder``
+``output_dim``            int, classes for the head types; the RNN output size for ``encoder``
+``dropout_p``             float
+``num_layers``            int for ``encoder`` (RNN layers adapted), None for the head types
+``base_fingerprint``      str, :meth:`DeepSpeech2.base_fingerprint` of the base it was trained on
+``vocab_fingerprint``     str or None, the vocabulary's fingerprint
+``feature_config``        dict or None, the feature extraction settings (plain values)
+``created_at``            str, ISO 8601 UTC time of saving
+``kospeech_version``      str
+``training_stats``        dict of plain values (e.g. utterances, audio_seconds, cer_before, cer_after)
+========================  =========================================================================
+
+Names are validated before any path is built, lookups use the exact file name (``an4`` never matches
+``an4_v2``), files are written atomically and read with the weights-only loader, and a symlink that resolves
+outside its directory is not followed.
+"""
+
+from __future__ import annotations
+
+import logging
+import numbers
+import os
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
+
+import torch
+from omegaconf import DictConfig, ListConfig, OmegaConf
+from torch import nn
+
+import kospeech
+from kospeech.fileio import atomic_torch_save, safe_torch_load
+from kospeech.models.adapter import ADAPTER_TYPES, AdapterModule, build_adapter
+from kospeech.models.deepspeech2 import AdapterCompatibilityError, DeepSpeech2
+from kospeech.models.utils import state_dict_problems
+
+__all__ = [
+    "AdapterManager",
+    "AdapterCompatibilityError",
+    "validate_adapter_name",
+    "FORMAT_VERSION",
+    "ADAPTER_FILE_SUFFIX",
+    "MAX_ADAPTER_NAME_LENGTH",
+]
+
+logger = logging.getLogger(__name__)
+
+PathLike = Union[str, os.PathLike]
+
+FORMAT_VERSION = 1
+ADAPTER_FILE_SUFFIX = "_adapter.pt"
+MAX_ADAPTER_NAME_LENGTH = 64
+_NAME_CHARACTERS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-")
+_NAME_RULE = (
+    f"an adapter name is 1 to {MAX_ADAPTER_NAME_LENGTH} ASCII letters, digits, '_', '.' or '-', "
+    "does not start with '.' and does not contain '..'"
+)
+
+_NONE = type(None)
+_FIELD_TYPES: Dict[str, Tuple[type, ...]] = {
+    "adapter_name": (str,),
+    "adapter_type": (str,),
+    "adapter_state_dict": (dict,),
+    "input_dim": (int,),
+    "hidden_dims": (list,),
+    "output_dim": (int,),
+    "dropout_p": (int, float),
+    "num_layers": (int, _NONE),
+    "base_fingerprint": (str,),
+    "vocab_fingerprint": (str, _NONE),
+    "feature_config": (dict, _NONE),
+    "created_at": (str,),
+    "kospeech_version": (str,),
+    "training_stats": (dict,),
+}
+
+
+def validate_adapter_name(name: str) -> str:
+    """Check an adapter name before it becomes part of a path.
+
+    Args:
+        name: the candidate name.
+
+    Returns:
+        ``name`` unchanged.
+
+    Raises:
+        ValueError: the name breaks the rule: 1 to 64 ASCII characters from ``[A-Za-z0-9_.-]``, not starting
+            with ``'.'``, no ``'..'`` (so no path separators, NUL bytes or look-alike Unicode letters).
+    """
+    if not isinstance(name, str):
+        raise ValueError(f"invalid adapter name {name!r}: {_NAME_RULE}")
+    if (
+        not name
+        or len(name) > MAX_ADAPTER_NAME_LENGTH
+        or any(character not in _NAME_CHARACTERS for character in name)
+        or name.startswith(".")
+        or ".." in name
+    ):
+        shown = name if len(name) <= 80 else f"{name[:77]}..."
+        raise ValueError(f"invalid adapter name {shown!r}: {_NAME_RULE}")
+    return name
+
+
+def _name_from_file_name(file_name: str) -> Optional[str]:
+    """The adapter name of ``'<name>_adapter.pt'``, or None when the file name does not have that form."""
+    if not file_name.endswith(ADAPTER_FILE_SUFFIX):
+        return None
+    name = file_name[: -len(ADAPTER_FILE_SUFFIX)]
+    try:
+        return validate_adapter_name(name)
+    except ValueError:
+        return None
+
+
+def _check_inside(path: Path, directory: Path) -> None:
+    """Refuse ``path`` when it (through symlinks) resolves outside ``directory``."""
+    resolved = path.resolve()
+    root = directory.resolve()
+    if not resolved.is_relative_to(root):
+        raise ValueError(f"{path} is a link to {resolved}, outside {root}; refusing to follow it")
+
+
+def _to_plain(value: Any, where: str) -> Any:
+    """Copy ``value`` into str/int/float/bool/None/list/dict only (what the weights-only loader accepts)."""
+    if isinstance(value, (DictConfig, ListConfig)):
+        value = OmegaConf.to_container(value, resolve=True)
+    if value is None or isinstance(value, bool):
+        return value
+    if isinstance(value, numbers.Integral):
+        return int(value)
+    if isinstance(value, numbers.Real):
+        return float(value)
+    if isinstance(value, str):
+        return str(value)
+    if isinstance(value, Mapping):
+        plain = {}
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise TypeError(f"{where}: keys must be str, found {key!r} ({type(key).__name__})")
+            plain[str(key)] = _to_plain(item, f"{where}.{key}")
+        return plain
+    if isinstance(value, (list, tuple)):
+        return [_to_plain(item, f"{where}[{index}]") for index, item in enumerate(value)]
+    raise TypeError(
+        f"{where}: a {type(value).__name__} cannot be stored in an adapter file; "
+        "use str, int, float, bool, None, lists and dicts"
+    )
+
+
+def _dict_differences(stored: Mapping[str, Any], given: Mapping[str, Any], prefix: str = "") -> List[str]:
+    differences = []
+    for key in sorted(set(stored) | set(given)):
+        name = f"{prefix}{key}"
+        if key not in stored:
+            differences.append(f"{name}: not in the file, given {given[key]!r}")
+        elif key not in given:
+            differences.append(f"{name}: file has {stored[key]!r}, not given")
+        elif isinstance(stored[key], Mapping) and isinstance(given[key], Mapping):
+            differences += _dict_differences(stored[key], given[key], prefix=f"{name}.")
+        elif stored[key] != given[key]:
+            differences.append(f"{name}: file has {stored[key]!r}, given {given[key]!r}")
+    return differences
+
+
+def _unwrap(model: nn.Module) -> DeepSpeech2:
+    while isinstance(model, (nn.DataParallel, nn.parallel.DistributedDataParallel)):
+        model = model.module
+    if not isinstance(model, DeepSpeech2):
+        raise TypeError(f"expected a DeepSpeech2 model (optionally wrapped), got {type(model).__name__}")
+    return model
+
+
+def _is_main_process() -> bool:
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank() == 0
+    return True
+
+
+def _read_adapter_file(path: Path) -> Tuple[Dict[str, Any], AdapterModule]:
+    """Load and validate an adapter file; returns its content and the adapter rebuilt with its weights."""
+    _check_inside(path, path.parent)
+    content = safe_torch_load(path, what="adapter")
+    version = content.get("format_version")
+    if isinstance(version, bool) or not isinstance(version, int):
+        raise ValueError(f"{path}: not a kospeech adapter file (no integer 'format_version')")
+    if version != FORMAT_VERSION:
+        raise ValueError(
+            f"{path}: adapter format_version {version} is not supported; this kospeech reads {FORMAT_VERSION}"
+        )
+    for key, types in _FIELD_TYPES.items():
+        if key not in content:
+            raise ValueError(f"{path}: adapter file lacks the field {key!r}")
+        value = content[key]
+        if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
+            allowed = " or ".join("None" if kind is _NONE else kind.__name__ for kind in types)
+            raise ValueError(f"{path}: field {key!r} must be {allowed}, found {type(value).__name__}")
+    if content["adapter_type"] not in ADAPTER_TYPES:
+        raise ValueError(
+            f"{path}: unknown adapter_type {content['adapter_type']!r}; known types are {list(ADAPTER_TYPES)}"
+        )
+    try:
+        adapter = build_adapter(
+            content["adapter_type"],
+            content["input_dim"],
+            content["hidden_dims"],
+            content["output_dim"],
+            content["dropout_p"],
+            content["num_layers"],
+        )
+    except ValueError as exc:
+        raise ValueError(f"{path}: invalid adapter sizes: {exc}") from exc
+    state_dict = content["adapter_state_dict"]
+    missing, unexpected, mismatched = state_dict_problems(adapter.state_dict(), state_dict)
+    mismatched += [
+        f"{key}: expected a floating point tensor, found {value.dtype}"
+        for key, value in state_dict.items()
+        if isinstance(value, torch.Tensor) and key not in unexpected and not value.is_floating_point()
+    ]
+    if missing or unexpected or mismatched:
+        raise ValueError(
+            f"{path}: adapter weights do not match a {content['adapter_type']!r} adapter of the recorded sizes: "
+            f"missing keys {missing}, unexpected keys {unexpected}, mismatched entries {mismatched}"
+        )
+    adapter.load_state_dict(state_dict, strict=True)
+    return content, adapter
+
+
+def _info(path: Path, content: Mapping[str, Any], adapter: AdapterModule) -> Dict[str, Any]:
+    info = {key: value for key, value in content.items() if key != "adapter_state_dict"}
+    info["name"] = _name_from_file_name(path.name) or content["adapter_name"]
+    info["path"] = str(path)
+    info["num_parameters"] = sum(parameter.numel() for parameter in adapter.parameters())
+    return info
+
+
+class AdapterManager:
+    """Static helpers for adapter files; see the module docstring for the file format."""
+
+    @staticmethod
+    def adapter_file(save_dir: PathLike, adapter_name: str) -> Path:
+        """Path ``{save_dir}/{adapter_name}_adapter.pt`` after validating the name (the file need not exist)."""
+        return Path(save_dir) / f"{validate_adapter_name(adapter_name)}{ADAPTER_FILE_SUFFIX}"
+
+    @staticmethod
+    def adapter_names(save_dir: PathLike) -> List[str]:
+        """Sorted names of the files ``<name>_adapter.pt`` in ``save_dir`` (files are not opened)."""
+        save_dir = Path(save_dir)
+        if not save_dir.is_dir():
+            raise FileNotFoundError(f"adapter directory not found: {save_dir}")
+        names = (_name_from_file_name(entry.name) for entry in save_dir.iterdir())
+        return sorted(name for name in names if name is not None)
+
+    @staticmethod
+    def find_adapter(save_dir: PathLike, adapter_name: str) -> Path:
+        """The file of adapter ``adapter_name`` in ``save_dir``, matched by exact name.
+
+        Raises:
+            ValueError: invalid name, or the file is a link that resolves outside ``save_dir``.
+            FileNotFoundError: no such adapter (the message lists the adapters that exist).
+        """
+        path = AdapterManager.adapter_file(save_dir, adapter_name)
+        if not path.is_file():
+            available = AdapterManager.adapter_names(save_dir)
+            raise FileNotFoundError(f"no adapter named {adapter_name!r} in {save_dir}; available: {available}")
+        _check_inside(path, Path(save_dir))
+        return path
+
+    @staticmethod
+    def save_adapter(
+        model: nn.Module,
+        save_path: PathLike,
+        adapter_name: str,
+        *,
+        vocab_fingerprint: Optional[str] = None,
+        feature_config: Optional[Mapping[str, Any]] = None,
+        training_stats: Optional[Mapping[str, Any]] = None,
+    ) -> Path:
+        """Write the model's adapter to ``{save_path}/{adapter_name}_adapter.pt`` atomically.
+
+        Under ``torch.distributed`` only rank 0 writes; other ranks return the path without writing.
+
+        Args:
+            model: a :class:`DeepSpeech2` with an adapter, possibly wrapped in DataParallel / DDP.
+            save_path: directory for the file (created if missing).
+            adapter_name: the adapter's name (see :func:`validate_adapter_name`).
+            vocab_fingerprint: the vocabulary's fingerprint, checked again on loading.
+            feature_config: the feature settings as plain values (e.g. ``FeatureConfig.to_dict()`` or a
+                DictConfig), checked again on loading.
+            training_stats: plain values such as ``utterances``, ``audio_seconds``, ``cer_before``, ``cer_after``.
+
+        Returns:
+            The file's path.
+        """
+        name = validate_adapter_name(adapter_name)
+        base = _unwrap(model)
+        if base.adapter is None:
+            raise ValueError("the model has no adapter to save; build it with use_adapter=True or call add_adapter()")
+        if vocab_fingerprint is not None and not isinstance(vocab_fingerprint, str):
+            raise TypeError(f"vocab_fingerprint must be a str or None, got {type(vocab_fingerprint).__name__}")
+        if feature_config is not None and not isinstance(feature_config, (Mapping, DictConfig)):
+            raise TypeError(f"feature_config must be a dict or None, got {type(feature_config).__name__}")
+        if training_stats is not None and not isinstance(training_stats, (Mapping, DictConfig)):
+            raise TypeError(f"training_stats must be a dict or None, got {type(training_stats).__name__}")
+        path = AdapterManager.adapter_file(save_path, name)
+        content: Dict[str, Any] = {
+            "format_version": FORMAT_VERSION,
+            "adapter_name": name,
+            **base.adapter.adapter_config(),
+            "adapter_state_dict": {
+                key: value.detach().to("cpu").clone() for key, value in base.adapter_state_dict().items()
+            },
+            "base_fingerprint": base.base_fingerprint(),
+            "vocab_fingerprint": vocab_fingerprint,
+            "feature_config": None if feature_config is None else _to_plain(feature_config, "feature_config"),
+            "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "kospeech_version": kospeech.__version__,
+            "training_stats": _to_plain(training_stats or {}, "training_stats"),
+        }
+        if not _is_main_process():
+            return path
+        atomic_torch_save(content, path)
+        logger.info("saved %s adapter %r to %s", content["adapter_type"], name, path)
+        return path
+
+    @staticmethod
+    def get_adapter_info(adapter_path: PathLike) -> Dict[str, Any]:
+        """Describe an adapter file without a model.
+
+        Args:
+            adapter_path: the ``.pt`` file.
+
+        Returns:
+            Every field of the file except the weights, plus ``name`` (the name the file is found under, i.e. the
+            ``<name>`` of ``<name>_adapter.pt``, else the recorded ``adapter_name``), ``path`` and
+            ``num_parameters``.
+
+        Raises:
+            FileNotFoundError: no such file.
+            ValueError: not a valid adapter file (including pickles the weights-only loader refuses).
+        """
+        path = Path(adapter_path)
+        content, adapter = _read_adapter_file(path)
+        return _info(path, content, adapter)
+
+    @staticmethod
+    def load_adapter(
+        model: nn.Module,
+        adapter_path: PathLike,
+        *,
+        vocab_fingerprint: Optional[str] = None,
+        feature_config: Optional[Mapping[str, Any]] = None,
+        force: bool = False,
+    ) -> Dict[str, Any]:
+        """Load an adapter file into ``model``, attaching a new adapter when it has none of that type and size.
+
+        An attached adapter of the same type and sizes gets the weights in place (so an optimizer holding its
+        parameters stays valid); otherwise the rebuilt adapter replaces it. The model's train/eval mode is left
+        as it is. The file's ``base_fingerprint`` is compared with ``model.base_fingerprint()``, and the vocabulary
+        fingerprint and feature config with the given ones (when given and recorded).
+
+        Args:
+            model: a :class:`DeepSpeech2`, possibly wrapped in DataParallel / DDP.
+            adapter_path: the ``.pt`` file.
+            vocab_fingerprint: the current vocabulary's fingerprint, or None to skip that check.
+            feature_config: the current feature settings (plain dict), or None to skip that check.
+            force: load despite base / vocabulary / feature differences (logged as a warning instead).
+
+        Returns:
+            :meth:`get_adapter_info`'s dict plus ``missing_keys`` and ``unexpected_keys`` of the load (empty: the
+            load is strict) and ``mismatches`` (the differences overridden by ``force``).
+
+        Raises:
+            AdapterCompatibilityError: the adapter was made for another base, vocabulary or features (unless
+                ``force``), or its sizes do not fit the model (always).
+            FileNotFoundError / ValueError: as :meth:`get_adapter_info`.
+        """
+        path = Path(adapter_path)
+        base = _unwrap(model)
+        content, adapter = _read_adapter_file(path)
+        try:
+            base.check_adapter_fits(adapter)
+        except AdapterCompatibilityError as exc:
+            message = f"{path}: {exc} (force=True cannot override sizes)"
+            raise AdapterCompatibilityError(message, exc.mismatches) from exc
+
+        mismatches = []
+        model_fingerprint = base.base_fingerprint()
+        if content["base_fingerprint"] != model_fingerprint:
+            mismatches.append(
+                f"base_fingerprint: file has {content['base_fingerprint'][:16]}..., "
+                f"model has {model_fingerprint[:16]}... (trained on other base weights)"
+            )
+        if vocab_fingerprint is not None:
+            if content["vocab_fingerprint"] is None:
+                logger.warning("%s records no vocab_fingerprint; the vocabulary cannot be checked", path)
+            elif content["vocab_fingerprint"] != vocab_fingerprint:
+                mismatches.append(
+                    f"vocab_fingerprint: file has {content['vocab_fingerprint']!r}, given {vocab_fingerprint!r}"
+                )
+        if feature_config is not None:
+            if content["feature_config"] is None:
+                logger.warning("%s records no feature_config; the features cannot be checked", path)
+            else:
+                differences = _dict_differences(content["feature_config"], _to_plain(feature_config, "feature_config"))
+                mismatches += [f"feature_config.{difference}" for difference in differences]
+        if mismatches:
+            message = f"adapter {path} does not match this model: " + "; ".join(mismatches)
+            if not force:
+                raise AdapterCompatibilityError(message + ". Pass force=True to load it anyway.", mismatches)
+            logger.warning("%s (loading anyway: force=True)", message)
+
+        if base.adapter is not None and base.adapter.adapter_config() == adapter.adapter_config():
+            result = base.load_adapter_state_dict(adapter.state_dict(), strict=True)
+        else:
+            base.attach_adapter(adapter, replace=True)
+            result = base.adapter.load_state_dict(adapter.state_dict(), strict=True)
+        info = _info(path, content, adapter)
+        info["missing_keys"] = list(result.missing_keys)
+        info["unexpected_keys"] = list(result.unexpected_keys)
+        info["mismatches"] = mismatches
+        logger.info("loaded %s adapter %r from %s", content["adapter_type"], info["name"], path)
+        return info
+
+    @staticmethod
+    def list_adapters(save_dir: PathLike) -> List[Dict[str, Any]]:
+        """Info dicts (as :meth:`get_adapter_info`) of every ``<name>_adapter.pt`` in ``save_dir``, sorted by name.
+
+        Files that cannot be read as adapters, and links resolving outside ``save_dir``, are skipped with a
+        warning naming the file and the reason.
+
+        Raises:
+            FileNotFoundError: ``save_dir`` is not a directory.
+        """
+        save_dir = Path(save_dir)
+        infos = []
+        for name in AdapterManager.adapter_names(save_dir):
+            path = AdapterManager.adapter_file(save_dir, name)
+            try:
+                _check_inside(path, save_dir)
+                infos.append(AdapterManager.get_adapter_info(path))
+            except (ValueError, FileNotFoundError) as exc:
+                logger.warning("skipping %s: %s", path, exc)
+        return infos
+
+    @staticmethod
+    def delete_adapter(save_dir: PathLike, adapter_name: str) -> Path:
+        """Delete adapter ``adapter_name`` (exact name) from ``save_dir``.
+
+        Returns:
+            The deleted file's path.
+
+        Raises:
+            FileNotFoundError: no such adapter (the message lists the adapters that exist).
+            ValueError: invalid name, or the file is a link resolving outside ``save_dir``.
+        """
+        path = AdapterManager.find_adapter(save_dir, adapter_name)
+        path.unlink()
+        logger.info("deleted adapter %r: %s", adapter_name, path)
+        return path
