@@ -1,0 +1,861 @@
+"""Build the built-in synthetic Korean corpus: plan, synthesize (in parallel, cached), write manifests and a card.
+
+Layout of a corpus folder ``DIR``::
+
+    DIR/corpus.json                 the card: seed, preset, sizes, speakers, channels, users, counts, hours, build
+    DIR/vocab.csv                   character vocabulary of every transcript (base and users)
+    DIR/utterances.tsv              one line per utterance: id, split, speaker, channel, domain, frames, sha256,
+                                    audio path, written sentence (with digits)
+    DIR/base/{train,dev,test}.tsv   KoSpeech manifests of the base speakers (4th column: speaker id)
+    DIR/base/wavs/<speaker>/*.wav
+    DIR/users/<user>/{enroll,test}.tsv
+    DIR/users/<user>/wavs/*.wav
+
+Audio is 16 kHz mono 16-bit PCM. Every file depends only on the seed, the sizes and the code versions (no
+timestamps, no absolute paths), so the same seed gives byte-identical folders. A wav file's name carries a hash
+of everything that determines its samples; a second build reuses every existing, verified file.
+
+Users are held out: each has a speaker profile with a voice variant no base speaker uses, its own channel from
+a hard family (telephone, reverberant, noisy, tilted, clipped) that no base utterance goes through, and
+favourite words (names, places) that are rare in the base sentences and frequent in its own.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import hashlib
+import json
+import logging
+import multiprocessing
+import os
+import random
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
+
+import numpy as np
+import soundfile as sf
+from scipy import signal
+from tqdm import tqdm
+
+import kospeech
+from kospeech.data.manifest import ManifestEntry, write_manifest
+from kospeech.data.synthetic.channel import apply_channel
+from kospeech.data.synthetic.espeak import espeak_version, synthesize
+from kospeech.data.synthetic.grammar import FAVOURITE_KINDS, RARE_PERSONS, RARE_PLACES, SentenceGenerator
+from kospeech.data.synthetic.profiles import (
+    USER_CHANNEL_KINDS,
+    ChannelProfile,
+    SpeakerProfile,
+    assign_variants,
+    sample_base_channel,
+    sample_speaker_profile,
+    sample_user_channel,
+)
+from kospeech.fileio import atomic_write, atomic_write_text, sha256_file
+from kospeech.vocabs import Vocabulary
+
+__all__ = [
+    "CorpusSizes",
+    "CorpusCard",
+    "PlannedUtterance",
+    "PlannedUser",
+    "CorpusPlan",
+    "PRESETS",
+    "SAMPLE_RATE",
+    "plan_corpus",
+    "render_utterance",
+    "build_corpus",
+    "ensure_corpus",
+]
+
+logger = logging.getLogger(__name__)
+
+SAMPLE_RATE = 16000
+FORMAT_VERSION = 1
+# Bump when the sentence generator, the synthesis/channel chain or the file layout changes output.
+GENERATOR_VERSION = 1
+RENDER_VERSION = 1
+BASE_SPLITS = ("train", "dev", "test")
+USER_SPLITS = ("enroll", "test")
+PathLike = Union[str, os.PathLike]
+
+
+@dataclass(frozen=True)
+class CorpusSizes:
+    """How big a corpus is.
+
+    Args:
+        num_base_speakers: base speakers (train/dev/test).
+        utterances_per_speaker: utterances per base speaker, split into train/dev/test.
+        num_base_channels: clean-ish channels the base utterances are spread over.
+        num_users: held-out users.
+        enroll_per_user: enrollment utterances per user.
+        test_per_user: test utterances per user.
+        dev_fraction: share of each base speaker's utterances in ``dev`` (at least one).
+        test_fraction: share of each base speaker's utterances in ``test`` (at least one).
+        favourites_per_kind: favourite names and favourite places per user.
+        favourite_prob: share of a user's sentences built around one of its favourite words.
+        rare_prob: chance that a name/place slot of a base sentence takes a word from the rare pools.
+    """
+
+    num_base_speakers: int
+    utterances_per_speaker: int
+    num_base_channels: int
+    num_users: int
+    enroll_per_user: int
+    test_per_user: int
+    dev_fraction: float = 0.05
+    test_fraction: float = 0.05
+    favourites_per_kind: int = 3
+    favourite_prob: float = 0.5
+    rare_prob: float = 0.02
+
+    def validate(self) -> "CorpusSizes":
+        """Check every size; returns ``self``.
+
+        Raises:
+            ValueError: a size out of range, naming the field and what is allowed.
+        """
+        minimums = {
+            "num_base_speakers": 1,
+            "utterances_per_speaker": 3,
+            "num_base_channels": 1,
+            "num_users": 0,
+            "enroll_per_user": 1,
+            "test_per_user": 1,
+            "favourites_per_kind": 1,
+        }
+        for name, minimum in minimums.items():
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+                raise ValueError(f"corpus size {name} must be an int >= {minimum}, got {value!r}")
+        for name in ("dev_fraction", "test_fraction"):
+            value = getattr(self, name)
+            if not 0.0 <= value < 0.5:
+                raise ValueError(f"corpus size {name} must be in [0, 0.5), got {value!r}")
+        for name in ("favourite_prob", "rare_prob"):
+            value = getattr(self, name)
+            if not 0.0 <= value <= 1.0:
+                raise ValueError(f"corpus size {name} must be in [0, 1], got {value!r}")
+        pool = min(len(RARE_PERSONS), len(RARE_PLACES))
+        if self.num_users * self.favourites_per_kind > pool:
+            raise ValueError(
+                f"{self.num_users} users x {self.favourites_per_kind} favourites per kind exceed the {pool} rare "
+                f"names/places available; lower num_users or favourites_per_kind"
+            )
+        return self
+
+    def split_counts(self) -> Tuple[int, int, int]:
+        """``(train, dev, test)`` utterances per base speaker."""
+        n = self.utterances_per_speaker
+        dev = max(1, round(self.dev_fraction * n))
+        test = max(1, round(self.test_fraction * n))
+        return n - dev - test, dev, test
+
+
+PRESETS: Dict[str, CorpusSizes] = {
+    # Seconds to build: for tests.
+    "tiny": CorpusSizes(
+        num_base_speakers=3,
+        utterances_per_speaker=8,
+        num_base_channels=2,
+        num_users=2,
+        enroll_per_user=4,
+        test_per_user=3,
+        dev_fraction=0.125,
+        test_fraction=0.125,
+        favourites_per_kind=2,
+    ),
+    # A few minutes of CPU: the demo and the default for training examples.
+    "demo": CorpusSizes(
+        num_base_speakers=10,
+        utterances_per_speaker=200,
+        num_base_channels=4,
+        num_users=4,
+        enroll_per_user=100,
+        test_per_user=100,
+    ),
+    # Benchmarks.
+    "bench": CorpusSizes(
+        num_base_speakers=40,
+        utterances_per_speaker=500,
+        num_base_channels=8,
+        num_users=10,
+        enroll_per_user=200,
+        test_per_user=200,
+    ),
+}
+
+
+def resolve_sizes(preset: str, overrides: Mapping[str, Any]) -> CorpusSizes:
+    """A preset's sizes with the non-``None`` overrides applied.
+
+    Raises:
+        ValueError: unknown preset or override name, or invalid sizes.
+    """
+    if preset not in PRESETS:
+        raise ValueError(f"unknown corpus preset {preset!r}; choose one of {sorted(PRESETS)}")
+    names = {f.name for f in dataclasses.fields(CorpusSizes)}
+    unknown = sorted(set(overrides) - names)
+    if unknown:
+        raise ValueError(f"unknown corpus size overrides {unknown}; allowed: {sorted(names)}")
+    changes = {name: value for name, value in overrides.items() if value is not None}
+    return dataclasses.replace(PRESETS[preset], **changes).validate()
+
+
+def _derive_seed(seed: int, *labels: Any) -> int:
+    """A 32-bit seed derived from the corpus seed and labels (independent random streams per purpose)."""
+    digest = hashlib.sha256("/".join(str(part) for part in (seed,) + labels).encode("utf-8")).digest()
+    return int.from_bytes(digest[:4], "little")
+
+
+@dataclass(frozen=True)
+class PlannedUtterance:
+    """Everything that determines one utterance's audio and manifest line.
+
+    Args:
+        utt_id: unique id (``"spk01-0003"``, ``"user01-enroll-0002"``).
+        group: ``"base"`` or ``"users/<user>"`` (the folder of its manifests).
+        split: ``train``/``dev``/``test`` (base) or ``enroll``/``test`` (users).
+        speaker: the speaker profile.
+        channel: the channel profile.
+        text: normalized transcript (Hangul and spaces).
+        written: the sentence as generated, with digits.
+        domain: the sentence template's domain.
+        favourite: the favourite word the sentence was built around, if any.
+        seed: seed of the synthesis, voice jitter, padding and noise.
+    """
+
+    utt_id: str
+    group: str
+    split: str
+    speaker: SpeakerProfile
+    channel: ChannelProfile
+    text: str
+    written: str
+    domain: str
+    favourite: Optional[str]
+    seed: int
+
+    def cache_key(self) -> str:
+        """Hash of every input of the audio: text, speaker, channel, seed and code versions."""
+        payload = json.dumps(
+            {
+                "text": self.text,
+                "speaker": self.speaker.to_dict(),
+                "channel": self.channel.to_dict(),
+                "seed": self.seed,
+                "render_version": RENDER_VERSION,
+                "espeak": espeak_version(),
+                "sample_rate": SAMPLE_RATE,
+            },
+            sort_keys=True,
+            ensure_ascii=False,
+        )
+        return hashlib.sha256(payload.encode("utf-8")).hexdigest()[:16]
+
+    @functools.cached_property
+    def relative_path(self) -> str:
+        """Audio path relative to the corpus folder (POSIX separators)."""
+        speaker_dir = f"{self.speaker.speaker_id}/" if self.group == "base" else ""
+        return f"{self.group}/wavs/{speaker_dir}{self.utt_id}-{self.cache_key()}.wav"
+
+
+@dataclass(frozen=True)
+class PlannedUser:
+    """A held-out user.
+
+    Args:
+        user_id: ``"user01"``, ...; also the speaker id in its manifests.
+        speaker: its speaker profile (a voice variant no base speaker uses).
+        channel: its channel profile (a hard channel no base utterance goes through).
+        favourites: favourite words per kind (``"person"``, ``"place"``), taken from the rare pools.
+    """
+
+    user_id: str
+    speaker: SpeakerProfile
+    channel: ChannelProfile
+    favourites: Dict[str, Tuple[str, ...]]
+
+
+@dataclass(frozen=True)
+class CorpusPlan:
+    """A corpus before synthesis: profiles, users and every utterance."""
+
+    preset: str
+    seed: int
+    sizes: CorpusSizes
+    base_speakers: Tuple[SpeakerProfile, ...]
+    base_channels: Tuple[ChannelProfile, ...]
+    users: Tuple[PlannedUser, ...]
+    utterances: Tuple[PlannedUtterance, ...]
+
+
+def plan_corpus(preset: str = "tiny", seed: int = 0, **overrides: Any) -> CorpusPlan:
+    """Decide every speaker, channel, user and sentence of a corpus (no audio; fast and deterministic).
+
+    Args:
+        preset: ``tiny``, ``demo`` or ``bench``.
+        seed: the corpus seed.
+        **overrides: :class:`CorpusSizes` fields to change (``None`` keeps the preset's value).
+
+    Returns:
+        The plan.
+
+    Raises:
+        ValueError: unknown preset, bad sizes, or not enough voice variants for the users.
+    """
+    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
+        raise ValueError(f"corpus seed must be a non-negative int, got {seed!r}")
+    sizes = resolve_sizes(preset, overrides)
+    base_variants, user_variants = assign_variants(
+        random.Random(_derive_seed(seed, "variants")), sizes.num_base_speakers, sizes.num_users
+    )
+    base_width = max(2, len(str(sizes.num_base_speakers)))
+    base_speakers = tuple(
+        sample_speaker_profile(random.Random(_derive_seed(seed, "speaker", index)), f"spk{index + 1:0{base_width}d}", v)
+        for index, v in enumerate(base_variants)
+    )
+    base_channels = tuple(
+        sample_base_channel(random.Random(_derive_seed(seed, "channel", index)), f"ch{index + 1:02d}")
+        for index in range(sizes.num_base_channels)
+    )
+    kinds = list(USER_CHANNEL_KINDS)
+    random.Random(_derive_seed(seed, "user-channel-kinds")).shuffle(kinds)
+    persons, places = list(RARE_PERSONS), list(RARE_PLACES)
+    favourite_rng = random.Random(_derive_seed(seed, "favourites"))
+    favourite_rng.shuffle(persons)
+    favourite_rng.shuffle(places)
+    k = sizes.favourites_per_kind
+    users = []
+    for index, variant in enumerate(user_variants):
+        user_id = f"user{index + 1:02d}"
+        kind = kinds[index % len(kinds)]
+        users.append(
+            PlannedUser(
+                user_id=user_id,
+                speaker=sample_speaker_profile(random.Random(_derive_seed(seed, "user", user_id)), user_id, variant),
+                channel=sample_user_channel(
+                    random.Random(_derive_seed(seed, "user-channel", user_id)), f"{user_id}-{kind}", kind
+                ),
+                favourites={
+                    "person": tuple(persons[index * k : (index + 1) * k]),
+                    "place": tuple(places[index * k : (index + 1) * k]),
+                },
+            )
+        )
+
+    generator = SentenceGenerator(rare_prob=sizes.rare_prob)
+    sentence_rng = random.Random(_derive_seed(seed, "base-sentences"))
+    assignment_rng = random.Random(_derive_seed(seed, "base-channels"))
+    n_train, n_dev, _ = sizes.split_counts()
+    utterances: List[PlannedUtterance] = []
+    seen: set = set()
+    for speaker in base_speakers:
+        sentences = generator.sample_unique(sentence_rng, sizes.utterances_per_speaker, exclude=seen)
+        seen.update(sentence.text for sentence in sentences)
+        for index, sentence in enumerate(sentences):
+            split = "train" if index < n_train else "dev" if index < n_train + n_dev else "test"
+            utt_id = f"{speaker.speaker_id}-{index:04d}"
+            utterances.append(
+                PlannedUtterance(
+                    utt_id=utt_id,
+                    group="base",
+                    split=split,
+                    speaker=speaker,
+                    channel=base_channels[assignment_rng.randrange(len(base_channels))],
+                    text=sentence.text,
+                    written=sentence.written,
+                    domain=sentence.domain,
+                    favourite=None,
+                    seed=_derive_seed(seed, "utterance", utt_id),
+                )
+            )
+    for user in users:
+        user_rng = random.Random(_derive_seed(seed, "user-sentences", user.user_id))
+        for split, count in (("enroll", sizes.enroll_per_user), ("test", sizes.test_per_user)):
+            sentences = generator.sample_unique(
+                user_rng, count, exclude=seen, favourites=user.favourites, favourite_prob=sizes.favourite_prob
+            )
+            seen.update(sentence.text for sentence in sentences)
+            for index, sentence in enumerate(sentences):
+                utt_id = f"{user.user_id}-{split}-{index:04d}"
+                utterances.append(
+                    PlannedUtterance(
+                        utt_id=utt_id,
+                        group=f"users/{user.user_id}",
+                        split=split,
+                        speaker=user.speaker,
+                        channel=user.channel,
+                        text=sentence.text,
+                        written=sentence.written,
+                        domain=sentence.domain,
+                        favourite=sentence.favourite,
+                        seed=_derive_seed(seed, "utterance", utt_id),
+                    )
+                )
+    return CorpusPlan(
+        preset=preset,
+        seed=seed,
+        sizes=sizes,
+        base_speakers=base_speakers,
+        base_channels=base_channels,
+        users=tuple(users),
+        utterances=tuple(utterances),
+    )
+
+
+def render_utterance(utterance: PlannedUtterance) -> np.ndarray:
+    """Synthesize one planned utterance: espeak-ng, vocal-tract scaling, resampling, padding, channel.
+
+    Args:
+        utterance: the planned utterance.
+
+    Returns:
+        int16 samples ``(N,)`` at 16 kHz.
+    """
+    rng = random.Random(utterance.seed)
+    samples, native_rate = synthesize(utterance.text, utterance.speaker.voice(rng), seed=utterance.seed)
+    waveform = samples.astype(np.float64) / 32768.0
+    # Playing the native samples tract_scale times faster shifts formants and pitch; then resample to 16 kHz.
+    target_length = int(round(len(waveform) * SAMPLE_RATE / (native_rate * utterance.speaker.tract_scale)))
+    waveform = signal.resample(waveform, target_length)
+    lead = np.zeros(int(rng.uniform(0.05, 0.25) * SAMPLE_RATE))
+    tail = np.zeros(int(rng.uniform(0.1, 0.3) * SAMPLE_RATE))
+    waveform = np.concatenate([lead, waveform, tail])
+    noisy = apply_channel(waveform, SAMPLE_RATE, utterance.channel, np.random.default_rng(utterance.seed))
+    return np.round(noisy * 32767.0).astype(np.int16)
+
+
+def _write_wav(path: Path, samples: np.ndarray) -> None:
+    atomic_write(path, lambda handle: sf.write(handle, samples, SAMPLE_RATE, format="WAV", subtype="PCM_16"))
+
+
+def _render_job(job: Tuple[PlannedUtterance, str]) -> Tuple[str, int]:
+    """Worker body: render and write one utterance; returns its relative path and frame count."""
+    utterance, path = job
+    samples = render_utterance(utterance)
+    _write_wav(Path(path), samples)
+    return utterance.relative_path, len(samples)
+
+
+def _cached_frames(path: Path, expected_sha: Optional[str]) -> Optional[int]:
+    """Frames of a reusable cached wav, or ``None`` when it must be (re)synthesized."""
+    if not path.is_file():
+        return None
+    try:
+        info = sf.info(str(path))
+    except sf.LibsndfileError as exc:
+        logger.warning("cached audio %s is unreadable (%s); synthesizing it again", path, exc)
+        return None
+    if info.samplerate != SAMPLE_RATE or info.channels != 1 or info.subtype != "PCM_16" or info.frames <= 0:
+        logger.warning("cached audio %s has the wrong format (%s); synthesizing it again", path, info)
+        return None
+    if expected_sha is not None and sha256_file(path) != expected_sha:
+        logger.warning("cached audio %s does not match its recorded checksum; synthesizing it again", path)
+        return None
+    return int(info.frames)
+
+
+def _read_index(path: Path) -> Dict[str, str]:
+    """``relative audio path -> sha256`` from a previous build's ``utterances.tsv`` (empty if none)."""
+    if not path.is_file():
+        return {}
+    index = {}
+    lines = path.read_text(encoding="utf-8").splitlines()
+    header = lines[0].split("\t") if lines else []
+    if "audio_path" not in header or "sha256" not in header:
+        return {}
+    path_column, sha_column = header.index("audio_path"), header.index("sha256")
+    for line in lines[1:]:
+        columns = line.split("\t")
+        if len(columns) == len(header):
+            index[columns[path_column]] = columns[sha_column]
+    return index
+
+
+def _default_workers() -> int:
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return max(1, os.cpu_count() or 1)
+
+
+def _synthesize_missing(
+    root: Path, utterances: Sequence[PlannedUtterance], num_workers: int
+) -> Tuple[Dict[str, int], int]:
+    """Render every utterance whose wav is not cached; returns frames per relative path and the render count."""
+    previous = _read_index(root / "utterances.tsv")
+    frames: Dict[str, int] = {}
+    jobs = []
+    for utterance in utterances:
+        relative = utterance.relative_path
+        cached = _cached_frames(root / relative, previous.get(relative))
+        if cached is None:
+            jobs.append((utterance, str(root / relative)))
+        else:
+            frames[relative] = cached
+    logger.info("%d of %d utterances cached, synthesizing %d", len(frames), len(utterances), len(jobs))
+    progress = tqdm(total=len(jobs), desc="synthesizing", unit="utt", disable=None)
+    try:
+        if num_workers <= 1 or len(jobs) <= 1:
+            for job in jobs:
+                relative, count = _render_job(job)
+                frames[relative] = count
+                progress.update(1)
+        else:
+            context = multiprocessing.get_context("fork")
+            with context.Pool(processes=min(num_workers, len(jobs))) as pool:
+                for relative, count in pool.imap_unordered(_render_job, jobs, chunksize=1):
+                    frames[relative] = count
+                    progress.update(1)
+    finally:
+        progress.close()
+    return frames, len(jobs)
+
+
+def _remove_stale_files(root: Path, plan: CorpusPlan) -> int:
+    """Delete wavs and user folders of earlier builds in ``root`` that the current plan does not use."""
+    keep = {root / utterance.relative_path for utterance in plan.utterances}
+    user_ids = {user.user_id for user in plan.users}
+    stale = [path for path in (root / "base" / "wavs").rglob("*.wav") if path not in keep]
+    users_dir = root / "users"
+    for user_dir in sorted(users_dir.iterdir()) if users_dir.is_dir() else []:
+        if not user_dir.is_dir():
+            continue
+        if user_dir.name in user_ids:
+            stale += [path for path in (user_dir / "wavs").glob("*.wav") if path not in keep]
+        else:
+            stale += list((user_dir / "wavs").glob("*.wav")) + [user_dir / f"{split}.tsv" for split in USER_SPLITS]
+    removed = 0
+    for path in stale:
+        if path.is_file():
+            path.unlink()
+            removed += 1
+    for directory in sorted((root / "base" / "wavs").glob("*"), reverse=True) + sorted(users_dir.glob("*/wavs")):
+        if directory.is_dir() and not any(directory.iterdir()):
+            directory.rmdir()
+    for user_dir in sorted(users_dir.glob("*")):
+        if user_dir.is_dir() and user_dir.name not in user_ids and not any(user_dir.iterdir()):
+            user_dir.rmdir()
+    if removed:
+        logger.info("removed %d stale files from %s", removed, root)
+    return removed
+
+
+def _hours(frames: int) -> float:
+    return round(frames / SAMPLE_RATE / 3600.0, 4)
+
+
+def _requested_config(preset: str, seed: int, sizes: CorpusSizes) -> Dict[str, Any]:
+    """The card entries that must match for a built corpus to be reused as is."""
+    return {
+        "preset": preset,
+        "seed": seed,
+        "sizes": dataclasses.asdict(sizes),
+        "format_version": FORMAT_VERSION,
+        "generator_version": GENERATOR_VERSION,
+        "render_version": RENDER_VERSION,
+        "espeak_ng": espeak_version(),
+    }
+
+
+@dataclass(frozen=True)
+class CorpusCard:
+    """A built corpus: its folder and the content of ``corpus.json``.
+
+    Args:
+        root: the corpus folder.
+        data: the parsed card.
+    """
+
+    root: Path
+    data: Dict[str, Any] = field(repr=False)
+
+    @classmethod
+    def load(cls, root: PathLike) -> "CorpusCard":
+        """Read ``root/corpus.json``.
+
+        Raises:
+            FileNotFoundError: no card in ``root``.
+            ValueError: the card is not valid JSON.
+        """
+        root = Path(root)
+        path = root / "corpus.json"
+        if not path.is_file():
+            raise FileNotFoundError(f"corpus card not found: {path} (build the corpus with bin/make_corpus.py)")
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{path}: not a valid corpus card: {exc}") from exc
+        return cls(root=root, data=data)
+
+    @property
+    def preset(self) -> str:
+        """The preset the corpus was built from."""
+        return self.data["preset"]
+
+    @property
+    def seed(self) -> int:
+        """The corpus seed."""
+        return self.data["seed"]
+
+    @property
+    def users(self) -> List[str]:
+        """Held-out user ids."""
+        return [user["id"] for user in self.data["users"]]
+
+    @property
+    def vocab_path(self) -> Path:
+        """The vocabulary CSV."""
+        return self.root / "vocab.csv"
+
+    @property
+    def hours(self) -> float:
+        """Hours of audio in the whole corpus."""
+        return self.data["totals"]["hours"]
+
+    def base_manifest(self, split: str) -> Path:
+        """Manifest of a base split (``train``, ``dev`` or ``test``).
+
+        Raises:
+            ValueError: unknown split.
+        """
+        if split not in BASE_SPLITS:
+            raise ValueError(f"unknown base split {split!r}; choose one of {BASE_SPLITS}")
+        return self.root / "base" / f"{split}.tsv"
+
+    def user_manifest(self, user: str, split: str) -> Path:
+        """Manifest of a user split (``enroll`` or ``test``).
+
+        Raises:
+            ValueError: unknown user or split.
+        """
+        if user not in self.users:
+            raise ValueError(f"unknown user {user!r}; this corpus has {self.users}")
+        if split not in USER_SPLITS:
+            raise ValueError(f"unknown user split {split!r}; choose one of {USER_SPLITS}")
+        return self.root / "users" / user / f"{split}.tsv"
+
+    def summary(self) -> str:
+        """One line: preset, seed, utterances, hours, speakers, users."""
+        totals = self.data["totals"]
+        return (
+            f"corpus {self.root}: preset={self.preset} seed={self.seed} utterances={totals['utterances']} "
+            f"hours={totals['hours']:.3f} base_speakers={self.data['sizes']['num_base_speakers']} "
+            f"users={len(self.users)} vocab={self.data['vocab']['size']}"
+        )
+
+
+def _count_word(word: str, texts: Iterable[str]) -> int:
+    pattern = re.compile(re.escape(word))
+    return sum(len(pattern.findall(text)) for text in texts)
+
+
+def _utterance_index(utterances: Sequence[PlannedUtterance], frames: Mapping[str, int], root: Path) -> str:
+    header = ["utt_id", "group", "split", "speaker", "channel", "domain", "favourite", "frames", "sha256"]
+    header += ["audio_path", "written"]
+    lines = ["\t".join(header)]
+    for utterance in utterances:
+        relative = utterance.relative_path
+        columns = [
+            utterance.utt_id,
+            utterance.group,
+            utterance.split,
+            utterance.speaker.speaker_id,
+            utterance.channel.channel_id,
+            utterance.domain,
+            utterance.favourite or "",
+            str(frames[relative]),
+            sha256_file(root / relative),
+            relative,
+            utterance.written,
+        ]
+        lines.append("\t".join(columns))
+    return "\n".join(lines) + "\n"
+
+
+def _write_outputs(root: Path, plan: CorpusPlan, frames: Mapping[str, int]) -> Dict[str, Any]:
+    """Write utterances.tsv, manifests, vocab.csv and corpus.json; returns the card data."""
+    utterances = plan.utterances
+    atomic_write_text(root / "utterances.tsv", _utterance_index(utterances, frames, root))
+    vocab = Vocabulary.build((utterance.text for utterance in utterances), unit="character")
+    vocab.to_csv(root / "vocab.csv")
+
+    groups: Dict[str, List[PlannedUtterance]] = {}
+    for utterance in utterances:
+        groups.setdefault(f"{utterance.group}/{utterance.split}", []).append(utterance)
+    splits: Dict[str, Any] = {}
+    for name in [f"base/{split}" for split in BASE_SPLITS] + [
+        f"users/{user.user_id}/{split}" for user in plan.users for split in USER_SPLITS
+    ]:
+        members = sorted(groups.get(name, []), key=lambda u: u.utt_id)
+        entries = [
+            ManifestEntry(
+                audio_path=(root / u.relative_path).resolve(),
+                transcript=u.text,
+                label_ids=tuple(vocab.encode(u.text, where=u.utt_id)),
+                speaker=u.speaker.speaker_id,
+            )
+            for u in members
+        ]
+        manifest = f"{name}.tsv"
+        write_manifest(root / manifest, entries)
+        split_frames = sum(frames[u.relative_path] for u in members)
+        splits[name] = {
+            "manifest": manifest,
+            "utterances": len(members),
+            "seconds": round(split_frames / SAMPLE_RATE, 2),
+            "hours": _hours(split_frames),
+            "speakers": sorted({u.speaker.speaker_id for u in members}),
+            "channels": sorted({u.channel.channel_id for u in members}),
+        }
+
+    base_train_texts = [u.text for u in groups.get("base/train", [])]
+    users = []
+    for user in plan.users:
+        favourite_words = [word for kind in FAVOURITE_KINDS for word in user.favourites[kind]]
+        counts = {"base_train": sum(_count_word(word, base_train_texts) for word in favourite_words)}
+        for split in USER_SPLITS:
+            texts = [u.text for u in groups.get(f"users/{user.user_id}/{split}", [])]
+            counts[split] = sum(_count_word(word, texts) for word in favourite_words)
+        users.append(
+            {
+                "id": user.user_id,
+                "speaker": user.speaker.speaker_id,
+                "channel": user.channel.channel_id,
+                "channel_kind": user.channel.kind,
+                "favourite_words": {kind: list(user.favourites[kind]) for kind in FAVOURITE_KINDS},
+                "favourite_word_counts": counts,
+                "manifests": {split: f"users/{user.user_id}/{split}.tsv" for split in USER_SPLITS},
+            }
+        )
+
+    domains: Dict[str, int] = {}
+    for utterance in utterances:
+        domains[utterance.domain] = domains.get(utterance.domain, 0) + 1
+    total_frames = sum(frames[u.relative_path] for u in utterances)
+    files = {
+        name: sha256_file(root / name)
+        for name in ["utterances.tsv", "vocab.csv"] + [split["manifest"] for split in splits.values()]
+    }
+    card = {
+        **_requested_config(plan.preset, plan.seed, plan.sizes),
+        "name": "kospeech synthetic Korean speech corpus",
+        "sample_rate": SAMPLE_RATE,
+        "audio": "16 kHz mono 16-bit PCM WAV",
+        "build": {
+            "kospeech": kospeech.__version__,
+            "espeak_ng": espeak_version(),
+            "synthesizer": "espeak-ng via espeakng-loader, one forked process per utterance",
+        },
+        "speakers": [{"role": "base", **s.to_dict()} for s in plan.base_speakers]
+        + [{"role": "user", **user.speaker.to_dict()} for user in plan.users],
+        "channels": [c.to_dict() for c in plan.base_channels] + [user.channel.to_dict() for user in plan.users],
+        "users": users,
+        "splits": splits,
+        "domains": dict(sorted(domains.items())),
+        "vocab": {"path": "vocab.csv", "unit": "character", "size": len(vocab), "fingerprint": vocab.fingerprint()},
+        "totals": {
+            "utterances": len(utterances),
+            "seconds": round(total_frames / SAMPLE_RATE, 2),
+            "hours": _hours(total_frames),
+        },
+        "files": files,
+    }
+    atomic_write_text(root / "corpus.json", json.dumps(card, indent=2, ensure_ascii=False, sort_keys=True) + "\n")
+    return card
+
+
+def build_corpus(
+    out_dir: PathLike,
+    preset: str = "tiny",
+    seed: int = 0,
+    num_workers: Optional[int] = None,
+    **overrides: Any,
+) -> CorpusCard:
+    """Build (or complete) a synthetic corpus in ``out_dir``, reusing every cached wav.
+
+    Args:
+        out_dir: the corpus folder (created if needed).
+        preset: ``tiny`` (tests, seconds), ``demo`` (a few CPU minutes) or ``bench`` (large).
+        seed: the corpus seed; the same seed gives byte-identical files.
+        num_workers: synthesis processes (default: the number of usable CPU cores).
+        **overrides: :class:`CorpusSizes` fields to change, e.g. ``num_base_speakers=4``.
+
+    Returns:
+        The corpus card.
+
+    Raises:
+        ValueError: unknown preset or override, invalid sizes or seed.
+    """
+    started = time.perf_counter()
+    root = Path(out_dir)
+    plan = plan_corpus(preset, seed, **overrides)
+    workers = _default_workers() if num_workers is None else num_workers
+    if not isinstance(workers, int) or workers < 1:
+        raise ValueError(f"num_workers must be a positive int or None, got {num_workers!r}")
+    root.mkdir(parents=True, exist_ok=True)
+    frames, rendered = _synthesize_missing(root, plan.utterances, workers)
+    _remove_stale_files(root, plan)
+    _write_outputs(root, plan, frames)
+    card = CorpusCard.load(root)
+    logger.info(
+        "%s (%d synthesized, %d reused) in %.1f s",
+        card.summary(),
+        rendered,
+        len(plan.utterances) - rendered,
+        time.perf_counter() - started,
+    )
+    return card
+
+
+def ensure_corpus(
+    out_dir: PathLike,
+    preset: str = "tiny",
+    seed: int = 0,
+    num_workers: Optional[int] = None,
+    **overrides: Any,
+) -> CorpusCard:
+    """Return the corpus in ``out_dir`` if it is complete and was built with these settings, else build it.
+
+    The quick check reads the card, compares preset, seed, sizes and code versions, checks the recorded
+    checksums of the manifests, vocabulary and index, and that every wav listed in the index exists.
+
+    Args:
+        out_dir: the corpus folder.
+        preset: see :func:`build_corpus`.
+        seed: see :func:`build_corpus`.
+        num_workers: see :func:`build_corpus`.
+        **overrides: see :func:`build_corpus`.
+
+    Returns:
+        The corpus card.
+    """
+    root = Path(out_dir)
+    sizes = resolve_sizes(preset, overrides)
+    if _is_complete(root, _requested_config(preset, seed, sizes)):
+        card = CorpusCard.load(root)
+        logger.info("using cached %s", card.summary())
+        return card
+    return build_corpus(root, preset=preset, seed=seed, num_workers=num_workers, **overrides)
+
+
+def _is_complete(root: Path, expected: Mapping[str, Any]) -> bool:
+    try:
+        card = CorpusCard.load(root)
+    except (FileNotFoundError, ValueError):
+        return False
+    if any(card.data.get(key) != value for key, value in expected.items()):
+        return False
+    files = card.data.get("files", {})
+    if not files:
+        return False
+    for name, digest in files.items():
+        path = root / name
+        if not path.is_file() or sha256_file(path) != digest:
+            return False
+    return all((root / relative).is_file() for relative in _read_index(root / "utterances.tsv"))

@@ -1,0 +1,235 @@
+"""Tests for building the synthetic corpus (tiny preset): determinism, cache, manifests, splits, speaker ID."""
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from kospeech.data.dataset import SpeechDataset
+from kospeech.data.features import FeatureConfig, FeatureExtractor
+from kospeech.data.manifest import read_manifest
+from kospeech.data.synthetic import CorpusCard, build_corpus, ensure_corpus, plan_corpus
+from kospeech.data.synthetic.corpus import PRESETS
+from kospeech.vocabs import Vocabulary
+
+
+def _files(root: Path):
+    return {path.relative_to(root).as_posix(): path.read_bytes() for path in sorted(root.rglob("*")) if path.is_file()}
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    root = tmp_path_factory.mktemp("corpus") / "seed0"
+    return build_corpus(root, preset="tiny", seed=0, num_workers=2)
+
+
+@pytest.fixture(scope="module")
+def manifests(corpus):
+    vocab = Vocabulary.from_csv(corpus.vocab_path)
+    entries = {"base/" + split: read_manifest(corpus.base_manifest(split), vocab) for split in ("train", "dev", "test")}
+    for user in corpus.users:
+        for split in ("enroll", "test"):
+            entries[f"users/{user}/{split}"] = read_manifest(corpus.user_manifest(user, split), vocab)
+    return entries
+
+
+def test_layout_and_card(corpus):
+    root = corpus.root
+    for name in ["corpus.json", "vocab.csv", "utterances.tsv", "base/train.tsv", "base/dev.tsv", "base/test.tsv"]:
+        assert (root / name).is_file(), name
+    sizes = PRESETS["tiny"]
+    assert corpus.users == [f"user{i + 1:02d}" for i in range(sizes.num_users)]
+    for user in corpus.users:
+        assert (root / "users" / user / "enroll.tsv").is_file() and (root / "users" / user / "test.tsv").is_file()
+    card = json.loads((root / "corpus.json").read_text(encoding="utf-8"))
+    assert card["preset"] == "tiny" and card["seed"] == 0
+    expected = sizes.num_base_speakers * sizes.utterances_per_speaker + sizes.num_users * (
+        sizes.enroll_per_user + sizes.test_per_user
+    )
+    assert card["totals"]["utterances"] == expected
+    assert card["totals"]["hours"] > 0
+    assert sum(split["utterances"] for split in card["splits"].values()) == expected
+    assert len(card["speakers"]) == sizes.num_base_speakers + sizes.num_users
+    assert len(card["channels"]) == sizes.num_base_channels + sizes.num_users
+    text = (root / "corpus.json").read_text(encoding="utf-8") + (root / "base/train.tsv").read_text(encoding="utf-8")
+    assert str(root) not in text and str(root.resolve()) not in text  # no absolute paths
+
+
+def test_audio_format(corpus, manifests):
+    durations = []
+    for entries in manifests.values():
+        for entry in entries:
+            info = sf.info(str(entry.audio_path))
+            assert (info.samplerate, info.channels, info.subtype, info.format) == (16000, 1, "PCM_16", "WAV")
+            durations.append(info.frames / info.samplerate)
+    assert 0.5 < min(durations) and max(durations) < 15.0
+
+
+def test_manifests_load_through_the_dataset(manifests):
+    extractor = FeatureExtractor(FeatureConfig())
+    dataset = SpeechDataset(manifests["base/train"], extractor)
+    features, targets = dataset[0]
+    assert features.ndim == 2 and features.shape[1] == 80 and features.shape[0] > 50
+    assert targets.dtype == torch.int64 and len(targets) == len(manifests["base/train"][0].label_ids)
+    user_dataset = SpeechDataset(manifests["users/user01/enroll"], extractor)
+    assert user_dataset[len(user_dataset) - 1][0].shape[1] == 80
+
+
+def test_every_transcript_is_in_the_vocabulary(corpus, manifests):
+    vocab = Vocabulary.from_csv(corpus.vocab_path)
+    known = set(vocab.tokens)
+    for entries in manifests.values():
+        for entry in entries:
+            assert set(entry.transcript) <= known
+            assert vocab.decode(entry.label_ids) == entry.transcript
+            assert not any(ch.isdigit() for ch in entry.transcript)
+
+
+def test_speaker_column_and_split_sizes(corpus, manifests):
+    sizes = PRESETS["tiny"]
+    n_train, n_dev, n_test = sizes.split_counts()
+    base_speakers = {e.speaker for e in manifests["base/train"]}
+    assert len(base_speakers) == sizes.num_base_speakers
+    assert len(manifests["base/train"]) == n_train * sizes.num_base_speakers
+    assert len(manifests["base/dev"]) == n_dev * sizes.num_base_speakers
+    assert len(manifests["base/test"]) == n_test * sizes.num_base_speakers
+    for user in corpus.users:
+        assert {e.speaker for e in manifests[f"users/{user}/enroll"]} == {user}
+        assert len(manifests[f"users/{user}/enroll"]) == sizes.enroll_per_user
+        assert len(manifests[f"users/{user}/test"]) == sizes.test_per_user
+
+
+def test_users_are_disjoint_from_base_in_speaker_and_channel(corpus):
+    card = corpus.data
+    base_ids = {s for split in ("train", "dev", "test") for s in card["splits"][f"base/{split}"]["speakers"]}
+    base_channels = {c for split in ("train", "dev", "test") for c in card["splits"][f"base/{split}"]["channels"]}
+    profiles = {s["speaker_id"]: s for s in card["speakers"]}
+    channels = {c["channel_id"]: c for c in card["channels"]}
+    strip = lambda d, key: {k: v for k, v in d.items() if k not in (key, "role")}  # noqa: E731
+    base_variants = {profiles[s]["variant"] for s in base_ids}
+    for user in card["users"]:
+        for split in ("enroll", "test"):
+            entry = card["splits"][f"users/{user['id']}/{split}"]
+            assert not set(entry["speakers"]) & base_ids
+            assert not set(entry["channels"]) & base_channels
+        assert profiles[user["speaker"]]["variant"] not in base_variants
+        user_profile = strip(profiles[user["speaker"]], "speaker_id")
+        assert all(strip(profiles[s], "speaker_id") != user_profile for s in base_ids)
+        user_channel = channels[user["channel"]]
+        assert user_channel["kind"] != "base"
+        assert all(strip(channels[c], "channel_id") != strip(user_channel, "channel_id") for c in base_channels)
+    # no sentence is shared between any two splits
+    texts = [
+        line.split("\t")[1]
+        for path in corpus.root.rglob("*.tsv")
+        if path.name != "utterances.tsv"
+        for line in path.read_text(encoding="utf-8").splitlines()
+    ]
+    assert len(texts) == len(set(texts))
+
+
+def test_favourite_words_are_frequent_for_their_user():
+    plan = plan_corpus("tiny", seed=0, enroll_per_user=40, test_per_user=20)
+    for user in plan.users:
+        words = [w for kind in ("person", "place") for w in user.favourites[kind]]
+        texts = [u.text for u in plan.utterances if u.group == f"users/{user.user_id}"]
+        hits = sum(any(w in t for w in words) for t in texts)
+        assert hits >= 0.3 * len(texts)
+    assert len({w for user in plan.users for kind in ("person", "place") for w in user.favourites[kind]}) == (
+        2 * plan.sizes.num_users * plan.sizes.favourites_per_kind
+    )
+
+
+def test_same_seed_gives_byte_identical_files_and_other_seed_differs(corpus, tmp_path):
+    again = build_corpus(tmp_path / "again", preset="tiny", seed=0, num_workers=1)
+    assert _files(again.root) == _files(corpus.root)
+    other = build_corpus(tmp_path / "other", preset="tiny", seed=1, num_workers=2)
+    original, different = _files(corpus.root), _files(other.root)
+    assert original["corpus.json"] != different["corpus.json"]
+    assert original["base/train.tsv"] != different["base/train.tsv"]
+    assert not set(v for k, v in original.items() if k.endswith(".wav")) & set(
+        v for k, v in different.items() if k.endswith(".wav")
+    )
+
+
+def test_second_build_reuses_the_cache_and_repairs_damage(corpus, tmp_path):
+    root = tmp_path / "copy"
+    shutil.copytree(corpus.root, root)
+    wavs = sorted(root.rglob("*.wav"))
+    stamps = {path: path.stat().st_mtime_ns for path in wavs}
+    build_corpus(root, preset="tiny", seed=0, num_workers=1)
+    assert {path: path.stat().st_mtime_ns for path in wavs} == stamps
+
+    damaged = wavs[0]
+    original = damaged.read_bytes()
+    damaged.write_bytes(original[:-200] + bytes(200))  # same size and header, wrong samples
+    build_corpus(root, preset="tiny", seed=0, num_workers=1)
+    assert damaged.read_bytes() == original
+    assert all(path.stat().st_mtime_ns == stamps[path] for path in wavs[1:])
+    assert _files(root) == _files(corpus.root)
+
+
+def test_ensure_corpus_returns_quickly_when_complete_and_rebuilds_otherwise(corpus, tmp_path):
+    root = tmp_path / "ensure"
+    shutil.copytree(corpus.root, root)
+    stamps = {path: path.stat().st_mtime_ns for path in root.rglob("*") if path.is_file()}
+    card = ensure_corpus(root, preset="tiny", seed=0)
+    assert isinstance(card, CorpusCard) and card.data == corpus.data
+    assert {path: path.stat().st_mtime_ns for path in root.rglob("*") if path.is_file()} == stamps
+
+    (root / "base" / "dev.tsv").unlink()
+    ensure_corpus(root, preset="tiny", seed=0, num_workers=1)
+    assert (root / "base" / "dev.tsv").read_bytes() == (corpus.root / "base" / "dev.tsv").read_bytes()
+
+
+def test_smaller_rebuild_removes_stale_files_and_matches_a_fresh_build(corpus, tmp_path):
+    root = tmp_path / "shrink"
+    shutil.copytree(corpus.root, root)
+    build_corpus(root, preset="tiny", seed=0, num_workers=1, num_users=1)
+    assert not (root / "users" / "user02").exists()
+    fresh = build_corpus(tmp_path / "fresh", preset="tiny", seed=0, num_workers=1, num_users=1)
+    assert _files(root) == _files(fresh.root)
+    # the base speakers and sentences do not depend on the number of users (label ids do: the vocabulary changes)
+    base_audio = {k: v for k, v in _files(root).items() if k.startswith("base/wavs/")}
+    assert base_audio == {k: v for k, v in _files(corpus.root).items() if k.startswith("base/wavs/")}
+
+
+def test_bad_presets_and_sizes_are_rejected(tmp_path):
+    with pytest.raises(ValueError, match="unknown corpus preset"):
+        build_corpus(tmp_path, preset="huge")
+    with pytest.raises(ValueError, match="unknown corpus size overrides"):
+        build_corpus(tmp_path, preset="tiny", num_speakers=3)
+    with pytest.raises(ValueError, match="utterances_per_speaker"):
+        plan_corpus("tiny", utterances_per_speaker=2)
+    with pytest.raises(ValueError, match="seed"):
+        plan_corpus("tiny", seed=-1)
+    with pytest.raises(ValueError, match="num_workers"):
+        build_corpus(tmp_path, preset="tiny", num_workers=0)
+    assert not any(tmp_path.iterdir())
+
+
+def test_speakers_are_distinguishable(manifests):
+    """Nearest-centroid speaker ID on mean/std MFCCs, leave one out, over the base speakers."""
+    extractor = FeatureExtractor(FeatureConfig(feature_type="mfcc", normalize="none"))
+    vectors, labels = [], []
+    for split in ("train", "dev", "test"):
+        for entry in manifests[f"base/{split}"]:
+            features = extractor.from_file(entry.audio_path).numpy()
+            vectors.append(np.concatenate([features.mean(axis=0), features.std(axis=0)]))
+            labels.append(entry.speaker)
+    vectors = np.stack(vectors)
+    vectors = (vectors - vectors.mean(axis=0)) / (vectors.std(axis=0) + 1e-8)
+    labels = np.array(labels)
+    speakers = sorted(set(labels))
+    correct = 0
+    for i in range(len(labels)):
+        keep = np.arange(len(labels)) != i
+        centroids = np.stack([vectors[keep & (labels == s)].mean(axis=0) for s in speakers])
+        predicted = speakers[int(np.argmin(((centroids - vectors[i]) ** 2).sum(axis=1)))]
+        correct += predicted == labels[i]
+    accuracy = correct / len(labels)
+    assert accuracy >= 0.9, accuracy  # chance is 1 / len(speakers)
