@@ -175,6 +175,8 @@ def build_dataloader(
         bucket_size_multiplier=bucket_size_multiplier,
         keyed=True,
     )
+    # The loader's own generator: starting an epoch must not draw from the global RNG, or a run resumed from a
+    # checkpoint would see different dropout masks than the uninterrupted run.
     return DataLoader(
         dataset,
         batch_sampler=sampler,
@@ -183,4 +185,5 @@ def build_dataloader(
         persistent_workers=num_workers > 0,
         worker_init_fn=worker_init_fn if num_workers > 0 else None,
         pin_memory=pin_memory,
+        generator=torch.Generator().manual_seed(seed),
     )

@@ -1,0 +1,27 @@
+# Quick start: `make demo` and `make test`. Both create ./.venv on first use (about 90 s) and reuse it after.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.kospeech-installed
+
+.PHONY: venv demo test test-fast clean-runs
+
+$(STAMP): requirements.txt requirements-dev.txt setup.py
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
+	@touch $(STAMP)
+
+venv: $(STAMP)
+
+demo: venv
+	$(BIN)/python bin/demo.py
+
+test: venv
+	$(BIN)/python -m pytest -q
+
+test-fast: venv
+	$(BIN)/python -m pytest -q -m "not slow"
+
+clean-runs:
+	rm -rf runs

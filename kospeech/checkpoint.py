@@ -1,0 +1,178 @@
+"""Training checkpoints: state_dicts plus everything needed to rebuild and use the model.
+
+A checkpoint is a plain dict that ``torch.load(..., weights_only=True)`` reads:
+
+========================  =====================================================================
+key                       content
+========================  =====================================================================
+``format_version``        int, :data:`CHECKPOINT_FORMAT_VERSION`
+``kospeech_version``      version that wrote the file
+``model_state_dict``      the model's ``state_dict()`` (base weights; adapter weights if any)
+``model_config``          ``input_dim``, ``num_classes`` and the ``DeepSpeech2Config`` fields
+``vocab``                 :meth:`Vocabulary.to_dict`
+``feature_config``        :meth:`FeatureConfig.to_dict` (training and inference use the same)
+``optimizer_state_dict``  optimizer + scheduler state for resuming (optional)
+``trainer_state``         epoch, step, best CER, history, RNG state (optional)
+``train_config``          the resolved training config as plain containers (optional)
+``metrics``               last validation loss / CER / WER (optional)
+========================  =====================================================================
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, Optional, Union
+
+import torch
+from torch import nn
+
+from kospeech import __version__
+from kospeech.data.features import FeatureConfig
+from kospeech.fileio import atomic_torch_save, safe_torch_load
+from kospeech.model_builder import build_deepspeech2
+from kospeech.models import DeepSpeech2
+from kospeech.vocabs import Vocabulary
+
+__all__ = ["CHECKPOINT_FORMAT_VERSION", "Checkpoint", "save_checkpoint", "load_checkpoint", "load_model"]
+
+CHECKPOINT_FORMAT_VERSION = 1
+_REQUIRED_KEYS = ("format_version", "model_state_dict", "model_config", "vocab", "feature_config")
+
+
+@dataclass
+class Checkpoint:
+    """A loaded checkpoint.
+
+    Args:
+        path: the file it was read from.
+        model_state_dict: parameter and buffer tensors.
+        model_config: ``input_dim``, ``num_classes`` and the architecture fields.
+        vocab: the output vocabulary.
+        feature_config: the feature pipeline the model was trained with.
+        optimizer_state_dict: optimizer/scheduler state (``None`` in exported base models).
+        trainer_state: progress counters for resuming.
+        train_config: the training config that produced it.
+        metrics: validation figures at save time.
+        kospeech_version: library version that wrote it.
+    """
+
+    path: Path
+    model_state_dict: Dict[str, torch.Tensor]
+    model_config: Dict[str, Any]
+    vocab: Vocabulary
+    feature_config: FeatureConfig
+    optimizer_state_dict: Optional[Dict[str, Any]] = None
+    trainer_state: Dict[str, Any] = field(default_factory=dict)
+    train_config: Dict[str, Any] = field(default_factory=dict)
+    metrics: Dict[str, Any] = field(default_factory=dict)
+    kospeech_version: str = ""
+
+    def build_model(self, device: Union[str, torch.device] = "cpu", strict: bool = True) -> DeepSpeech2:
+        """A model with this checkpoint's architecture and weights, in eval mode."""
+        config = {key: value for key, value in self.model_config.items() if key not in ("input_dim", "num_classes")}
+        model = build_deepspeech2(self.model_config["input_dim"], self.model_config["num_classes"], config)
+        try:
+            model.load_state_dict(self.model_state_dict, strict=strict)
+        except RuntimeError as exc:
+            raise ValueError(f"{self.path}: weights do not match the recorded architecture: {exc}") from exc
+        return model.to(device).eval()
+
+
+def _unwrap(model: nn.Module) -> nn.Module:
+    return model.module if isinstance(model, (nn.DataParallel, nn.parallel.DistributedDataParallel)) else model
+
+
+def save_checkpoint(
+    path: Union[str, os.PathLike],
+    model: nn.Module,
+    *,
+    model_config: Dict[str, Any],
+    vocab: Vocabulary,
+    feature_config: FeatureConfig,
+    optimizer_state_dict: Optional[Dict[str, Any]] = None,
+    trainer_state: Optional[Dict[str, Any]] = None,
+    train_config: Optional[Dict[str, Any]] = None,
+    metrics: Optional[Dict[str, Any]] = None,
+) -> Path:
+    """Atomically write a checkpoint (see the module docstring for its keys).
+
+    Args:
+        path: destination ``.pt`` file.
+        model: the model (``DataParallel``/DDP wrappers are unwrapped).
+        model_config: ``input_dim``, ``num_classes`` and architecture fields, plain values.
+        vocab: output vocabulary.
+        feature_config: feature pipeline.
+        optimizer_state_dict: optional optimizer/scheduler state.
+        trainer_state: optional progress counters (plain values and tensors).
+        train_config: optional resolved training config (plain containers).
+        metrics: optional validation figures.
+
+    Returns:
+        The written path.
+    """
+    missing = [key for key in ("input_dim", "num_classes") if key not in model_config]
+    if missing:
+        raise ValueError(f"model_config lacks {missing}")
+    state = {
+        "format_version": CHECKPOINT_FORMAT_VERSION,
+        "kospeech_version": __version__,
+        "created_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "model_state_dict": {key: value.detach().cpu() for key, value in _unwrap(model).state_dict().items()},
+        "model_config": dict(model_config),
+        "vocab": vocab.to_dict(),
+        "feature_config": feature_config.to_dict(),
+        "optimizer_state_dict": optimizer_state_dict,
+        "trainer_state": dict(trainer_state or {}),
+        "train_config": dict(train_config or {}),
+        "metrics": dict(metrics or {}),
+    }
+    return atomic_torch_save(state, path)
+
+
+def load_checkpoint(path: Union[str, os.PathLike]) -> Checkpoint:
+    """Read and validate a checkpoint with the weights-only loader.
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: not a kospeech checkpoint, a newer format, or malformed content (names the file and key).
+    """
+    path = Path(path)
+    raw = safe_torch_load(path, what="checkpoint")
+    missing = [key for key in _REQUIRED_KEYS if key not in raw]
+    if missing:
+        raise ValueError(f"{path}: not a kospeech checkpoint, missing keys {missing} (found {sorted(raw)})")
+    version = raw["format_version"]
+    if not isinstance(version, int) or version > CHECKPOINT_FORMAT_VERSION:
+        raise ValueError(
+            f"{path}: checkpoint format_version {version!r} is not supported "
+            f"(this kospeech {__version__} reads up to {CHECKPOINT_FORMAT_VERSION})"
+        )
+    state_dict = raw["model_state_dict"]
+    if not isinstance(state_dict, dict) or not all(isinstance(v, torch.Tensor) for v in state_dict.values()):
+        raise ValueError(f"{path}: model_state_dict must map names to tensors")
+    try:
+        vocab = Vocabulary.from_dict(raw["vocab"])
+        feature_config = FeatureConfig.from_dict(raw["feature_config"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ValueError(f"{path}: bad vocab or feature_config entry: {exc}") from exc
+    return Checkpoint(
+        path=path,
+        model_state_dict=state_dict,
+        model_config=dict(raw["model_config"]),
+        vocab=vocab,
+        feature_config=feature_config,
+        optimizer_state_dict=raw.get("optimizer_state_dict"),
+        trainer_state=dict(raw.get("trainer_state") or {}),
+        train_config=dict(raw.get("train_config") or {}),
+        metrics=dict(raw.get("metrics") or {}),
+        kospeech_version=str(raw.get("kospeech_version", "")),
+    )
+
+
+def load_model(path: Union[str, os.PathLike], device: Union[str, torch.device] = "cpu"):
+    """Convenience: ``(model, vocab, feature_config)`` of a checkpoint, model in eval mode."""
+    checkpoint = load_checkpoint(path)
+    return checkpoint.build_model(device), checkpoint.vocab, checkpoint.feature_config

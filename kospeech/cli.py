@@ -1,0 +1,56 @@
+"""Helpers shared by the thin command-line tools in ``bin/``: logging setup and path resolution."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Iterable, Optional
+
+from hydra.utils import to_absolute_path
+from omegaconf import DictConfig, open_dict
+
+__all__ = ["setup_logging", "absolutize_paths", "PATH_KEYS"]
+
+PATH_KEYS = (
+    "output_dir",
+    "corpus_dir",
+    "train_manifest",
+    "valid_manifest",
+    "vocab_path",
+    "base_model_path",
+    "adapter_save_dir",
+    "checkpoint_path",
+    "manifest_path",
+    "adapter_path",
+    "out_dir",
+)
+
+
+def setup_logging(log_file: Optional[Path] = None, level: int = logging.INFO) -> None:
+    """Log INFO and above to stderr and, when given, to ``log_file`` (appending)."""
+    handlers = [logging.StreamHandler(sys.stderr)]
+    if log_file is not None:
+        Path(log_file).parent.mkdir(parents=True, exist_ok=True)
+        handlers.append(logging.FileHandler(log_file, encoding="utf-8"))
+    logging.basicConfig(
+        level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", handlers=handlers, force=True
+    )
+
+
+def absolutize_paths(config: DictConfig, keys: Iterable[str] = PATH_KEYS) -> DictConfig:
+    """Resolve every relative path field (at any depth) against the directory the command ran from.
+
+    Hydra may change the working directory to its run folder; ``to_absolute_path`` uses the
+    original one, so ``train.base_model_path=models/base.pt`` means what the user typed.
+    """
+    keys = set(keys)
+    with open_dict(config):
+        for key in list(config.keys()):
+            value = config.get(key)
+            if isinstance(value, DictConfig):
+                absolutize_paths(value, keys)
+            elif key in keys and isinstance(value, str) and value and not os.path.isabs(value) and value != "???":
+                config[key] = to_absolute_path(value)
+    return config

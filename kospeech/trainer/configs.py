@@ -1,0 +1,105 @@
+"""Dataclass configs of the training jobs (Hydra groups ``train`` and ``data``).
+
+The dataclasses are the schema; the YAML files under ``configs/`` only pick values. Paths are
+stored as the user wrote them and resolved against the launch directory at the CLI boundary.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import List, Optional
+
+from omegaconf import MISSING
+
+__all__ = ["DataConfig", "TrainConfig", "AdapterTrainConfig"]
+
+
+@dataclass
+class DataConfig:
+    """Where the speech comes from: the built-in synthetic corpus by default, or explicit manifests."""
+
+    corpus_dir: str = field(
+        default="data/corpus_demo", metadata={"help": "built-in corpus folder; built on first use if missing"}
+    )
+    corpus_preset: str = field(default="demo", metadata={"help": "built-in corpus preset: tiny, demo or bench"})
+    corpus_seed: int = field(default=0, metadata={"help": "seed of the built-in corpus"})
+    train_manifest: Optional[str] = field(
+        default=None,
+        metadata={"help": "training manifest (default: corpus base/train.tsv, or the user's enroll.tsv for adapters)"},
+    )
+    valid_manifest: Optional[str] = field(
+        default=None,
+        metadata={"help": "validation manifest (default: corpus base/dev.tsv; for adapters a held-out enrollment part)"},
+    )
+    vocab_path: Optional[str] = field(default=None, metadata={"help": "vocabulary CSV (default: corpus vocab.csv)"})
+    user: str = field(default="user01", metadata={"help": "built-in user whose enrollment set trains an adapter"})
+
+
+@dataclass
+class TrainConfig:
+    """Base-model training (group ``train``, preset ``ds2_train``)."""
+
+    output_dir: str = field(default="runs/ds2_train", metadata={"help": "run folder: config, log, checkpoints"})
+    seed: int = field(default=1, metadata={"help": "seed of every random choice (init, shuffling, SpecAugment)"})
+    device: str = field(default="auto", metadata={"help": "cpu, cuda, cuda:N or auto"})
+    num_threads: int = field(default=2, metadata={"help": "torch intra-op threads on CPU"})
+    batch_size: int = field(default=16, metadata={"help": "utterances per batch"})
+    num_epochs: int = field(default=20, metadata={"help": "epochs over the training manifest"})
+    max_minutes: Optional[float] = field(
+        default=None, metadata={"help": "stop after this many minutes of training (a checkpoint is written)"}
+    )
+    num_workers: int = field(default=1, metadata={"help": "DataLoader worker processes"})
+    optimizer: str = field(default="adam", metadata={"help": "adam, adamw or sgd"})
+    weight_decay: float = field(default=0.0, metadata={"help": "optimizer weight decay"})
+    init_lr: float = field(default=1e-5, metadata={"help": "learning rate at step 0"})
+    peak_lr: float = field(default=1e-3, metadata={"help": "learning rate after warm-up"})
+    final_lr: float = field(default=1e-5, metadata={"help": "learning rate at the end of decay"})
+    warmup_steps: int = field(default=200, metadata={"help": "linear warm-up steps"})
+    lr_scheduler: str = field(
+        default="tri_stage_lr_scheduler", metadata={"help": "tri_stage_lr_scheduler, warmup_lr_scheduler or constant"}
+    )
+    max_grad_norm: float = field(default=400.0, metadata={"help": "gradient-norm clipping threshold"})
+    spec_augment: bool = field(default=True, metadata={"help": "SpecAugment on training features"})
+    log_every: int = field(default=20, metadata={"help": "log step, loss, CER, lr every N steps"})
+    checkpoint_every: int = field(default=200, metadata={"help": "write a resumable checkpoint every N steps"})
+    resume: bool = field(default=False, metadata={"help": "resume from output_dir/last.pt when it exists"})
+    beam_size: int = field(default=1, metadata={"help": "validation decoding: 1 = greedy CTC, >1 = beam search"})
+
+
+@dataclass
+class AdapterTrainConfig(TrainConfig):
+    """Per-user adapter training on a frozen base (group ``train``, preset ``adapter_train``).
+
+    ``rnn_type`` .. ``activation`` describe the base architecture expected by the original design;
+    the base checkpoint records its own architecture, which always wins (a difference is logged).
+    """
+
+    output_dir: str = field(default="runs/adapter_train", metadata={"help": "run folder: config, log"})
+    base_model_path: str = field(default=MISSING, metadata={"help": "base checkpoint (.pt) to adapt"})
+    adapter_name: str = field(default="default", metadata={"help": "adapter (user) name: [A-Za-z0-9_.-]"})
+    adapter_save_dir: str = field(default="./adapters", metadata={"help": "folder of <name>_adapter.pt files"})
+    adapter_type: str = field(default="head", metadata={"help": "head, residual_head or encoder"})
+    adapter_hidden_dims: List[int] = field(
+        default_factory=lambda: [512, 256], metadata={"help": "hidden sizes of the MLP adapter"}
+    )
+    adapter_dropout_p: float = field(default=0.1, metadata={"help": "dropout inside the adapter"})
+    adapter_bottleneck_dim: int = field(default=64, metadata={"help": "bottleneck size of encoder adapters"})
+    batch_size: int = field(default=32, metadata={"help": "utterances per batch"})
+    num_epochs: int = field(default=10, metadata={"help": "epochs over the enrollment set"})
+    num_workers: int = field(default=4, metadata={"help": "DataLoader worker processes"})
+    init_lr: float = field(default=1e-4, metadata={"help": "learning rate at step 0"})
+    peak_lr: float = field(default=1e-4, metadata={"help": "learning rate after warm-up"})
+    final_lr: float = field(default=1e-5, metadata={"help": "learning rate at the end of decay"})
+    warmup_steps: int = field(default=500, metadata={"help": "linear warm-up steps"})
+    spec_augment: bool = field(default=False, metadata={"help": "SpecAugment on enrollment features"})
+    valid_fraction: float = field(
+        default=0.1, metadata={"help": "share of the enrollment set held out for early stopping (no valid manifest)"}
+    )
+    early_stopping_patience: int = field(
+        default=3, metadata={"help": "stop after this many validations without a better CER"}
+    )
+    rnn_type: str = field(default="gru", metadata={"help": "expected base RNN type (checkpoint wins)"})
+    num_rnn_layers: int = field(default=5, metadata={"help": "expected base RNN layers (checkpoint wins)"})
+    rnn_hidden_dim: int = field(default=512, metadata={"help": "expected base RNN hidden size (checkpoint wins)"})
+    dropout_p: float = field(default=0.1, metadata={"help": "expected base dropout (checkpoint wins)"})
+    activation: str = field(default="hardtanh", metadata={"help": "expected base activation (checkpoint wins)"})

@@ -1,0 +1,84 @@
+"""CTC loss that skips impossible alignments instead of turning them into NaN or silent zeros."""
+
+from __future__ import annotations
+
+import logging
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+__all__ = ["CTCLoss", "CTCLossOutput"]
+
+logger = logging.getLogger(__name__)
+
+
+class CTCLossOutput(NamedTuple):
+    """Result of :class:`CTCLoss`.
+
+    Args:
+        loss: scalar, mean over the kept utterances of (CTC loss / target length); 0 with no grad path
+            when nothing was kept.
+        num_kept: utterances that contributed.
+        num_skipped: utterances whose transcript cannot be aligned to their frames.
+    """
+
+    loss: Tensor
+    num_kept: int
+    num_skipped: int
+
+
+class CTCLoss(nn.Module):
+    """CTC loss over batch-major log-probs.
+
+    An utterance needs at least ``L + repeats`` output frames for a label sequence of length ``L``
+    (a blank must separate repeated labels); shorter ones cannot be aligned and are dropped from the
+    batch and counted, rather than producing ``inf`` (``zero_infinity`` is kept as a second guard).
+
+    Args:
+        blank_id: the vocabulary's blank id.
+
+    Inputs:
+        log_probs: (B, T', C) log-softmax outputs.
+        output_lengths: (B,) valid frames per row.
+        targets: (B, L) label ids, padded.
+        target_lengths: (B,) valid labels per row.
+
+    Returns:
+        :class:`CTCLossOutput`.
+    """
+
+    def __init__(self, blank_id: int) -> None:
+        super().__init__()
+        self.blank_id = blank_id
+
+    def forward(self, log_probs: Tensor, output_lengths: Tensor, targets: Tensor, target_lengths: Tensor) -> CTCLossOutput:
+        output_lengths = output_lengths.to(torch.long).cpu()
+        target_lengths = target_lengths.to(torch.long).cpu()
+        targets_cpu = targets.cpu()
+        repeats = (targets_cpu[:, 1:] == targets_cpu[:, :-1]).to(torch.long)
+        positions = torch.arange(targets_cpu.size(1) - 1).unsqueeze(0) if targets_cpu.size(1) > 1 else None
+        if positions is not None:
+            repeats = (repeats * (positions < (target_lengths.unsqueeze(1) - 1))).sum(dim=1)
+        else:
+            repeats = torch.zeros_like(target_lengths)
+        feasible = (target_lengths > 0) & (output_lengths >= target_lengths + repeats)
+        num_skipped = int((~feasible).sum())
+        if num_skipped:
+            logger.debug("skipping %d utterance(s) whose transcript is longer than their frames allow", num_skipped)
+        if not bool(feasible.any()):
+            return CTCLossOutput(log_probs.sum() * 0.0, 0, num_skipped)
+        keep = feasible.nonzero(as_tuple=True)[0].to(log_probs.device)
+        kept_log_probs = log_probs.index_select(0, keep).transpose(0, 1).float()
+        per_utterance = F.ctc_loss(
+            kept_log_probs,
+            targets.index_select(0, keep),
+            output_lengths[feasible],
+            target_lengths[feasible],
+            blank=self.blank_id,
+            reduction="none",
+            zero_infinity=True,
+        )
+        loss = (per_utterance / target_lengths[feasible].to(per_utterance.device).clamp(min=1)).mean()
+        return CTCLossOutput(loss, int(keep.numel()), num_skipped)

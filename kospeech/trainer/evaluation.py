@@ -1,0 +1,128 @@
+"""Evaluate a model on a data loader: CTC loss, CER and WER of one split."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Iterable, List, Optional, Tuple, Union
+
+import torch
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from kospeech.decode import BeamSearchCTCDecoder, GreedyCTCDecoder
+from kospeech.metrics import ErrorRateMeter
+from kospeech.trainer.criterion import CTCLoss
+from kospeech.vocabs import Vocabulary
+
+__all__ = ["EvaluationResult", "evaluate", "select_log_probs", "build_decoder"]
+
+
+@dataclass
+class EvaluationResult:
+    """Figures of one split.
+
+    Args:
+        loss: mean CTC loss per batch (normalized by target length); ``nan`` when nothing was scored.
+        cer: character error rate (spaces removed), corpus level.
+        wer: word error rate, corpus level.
+        num_utterances: utterances decoded.
+        num_skipped: utterances the loss could not align (still decoded and scored).
+        pairs: ``(reference, hypothesis)`` per utterance, in loader order.
+    """
+
+    loss: float
+    cer: float
+    wer: float
+    num_utterances: int
+    num_skipped: int = 0
+    pairs: List[Tuple[str, str]] = field(default_factory=list)
+
+    def as_dict(self) -> dict:
+        """Numbers only (no pairs), for logs and JSON."""
+        return {
+            "loss": self.loss,
+            "cer": self.cer,
+            "wer": self.wer,
+            "num_utterances": self.num_utterances,
+            "num_skipped": self.num_skipped,
+        }
+
+
+def select_log_probs(outputs: Tuple[Tensor, ...], use_adapter_output: bool) -> Tuple[Tensor, Tensor]:
+    """Pick ``(log_probs, output_lengths)`` from a DeepSpeech2 forward result.
+
+    A model without an adapter returns ``(log_probs, lengths)``; with one it returns
+    ``(base_log_probs, lengths, adapter_log_probs)``.
+    """
+    if use_adapter_output:
+        if len(outputs) != 3:
+            raise ValueError("the adapter output was requested but the model has no adapter")
+        return outputs[2], outputs[1]
+    return outputs[0], outputs[1]
+
+
+def build_decoder(vocab: Vocabulary, beam_size: int = 1) -> Union[GreedyCTCDecoder, BeamSearchCTCDecoder]:
+    """Greedy CTC decoding for ``beam_size == 1``, prefix beam search otherwise."""
+    if beam_size < 1:
+        raise ValueError(f"beam_size must be >= 1, got {beam_size}")
+    return GreedyCTCDecoder(vocab) if beam_size == 1 else BeamSearchCTCDecoder(vocab, beam_size=beam_size)
+
+
+@torch.inference_mode()
+def evaluate(
+    model: nn.Module,
+    batches: Iterable,
+    vocab: Vocabulary,
+    *,
+    device: Union[str, torch.device] = "cpu",
+    use_adapter_output: bool = False,
+    beam_size: int = 1,
+    description: Optional[str] = None,
+) -> EvaluationResult:
+    """Decode every batch and score it against its references.
+
+    Args:
+        model: a DeepSpeech2 (or a DataParallel/DDP wrapper of one); it is put in eval mode and
+            its previous mode restored afterwards.
+        batches: an iterable of :class:`kospeech.data.dataset.SpeechBatch`.
+        vocab: the vocabulary that decodes label ids.
+        device: where to run.
+        use_adapter_output: score the adapter's output instead of the base head's.
+        beam_size: 1 for greedy decoding, more for beam search.
+        description: tqdm label; ``None`` hides the progress bar.
+
+    Returns:
+        :class:`EvaluationResult`.
+    """
+    criterion = CTCLoss(vocab.blank_id)
+    decoder = build_decoder(vocab, beam_size)
+    meter = ErrorRateMeter()
+    was_training = model.training
+    model.eval()
+    total_loss, scored_batches, skipped = 0.0, 0, 0
+    pairs: List[Tuple[str, str]] = []
+    try:
+        for batch in tqdm(batches, desc=description, disable=description is None, leave=False):
+            inputs, input_lengths = batch.inputs.to(device), batch.input_lengths.to(device)
+            log_probs, output_lengths = select_log_probs(model(inputs, input_lengths), use_adapter_output)
+            loss = criterion(log_probs, output_lengths, batch.targets.to(device), batch.target_lengths)
+            skipped += loss.num_skipped
+            if loss.num_kept:
+                total_loss += float(loss.loss)
+                scored_batches += 1
+            hypotheses = [hyp.text for hyp in decoder(log_probs.cpu(), output_lengths.cpu())]
+            references = [
+                vocab.decode(row[:length].tolist()) for row, length in zip(batch.targets, batch.target_lengths)
+            ]
+            meter.update(references, hypotheses)
+            pairs.extend(zip(references, hypotheses))
+    finally:
+        model.train(was_training)
+    return EvaluationResult(
+        loss=total_loss / scored_batches if scored_batches else float("nan"),
+        cer=meter.cer,
+        wer=meter.wer,
+        num_utterances=meter.num_utterances,
+        num_skipped=skipped,
+        pairs=pairs,
+    )

@@ -1,0 +1,265 @@
+"""The training jobs behind ``bin/main.py``, callable from Python without Hydra.
+
+``train_base_model`` trains a DeepSpeech2 from scratch; ``train_adapter_model`` trains one user's
+adapter on a frozen base checkpoint. Both take the composed job config (a ``TrainJobConfig`` or the
+equivalent ``DictConfig``) whose paths are already absolute or relative to the current directory.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from kospeech.checkpoint import load_checkpoint
+from kospeech.data.dataset import build_dataloader
+from kospeech.data.features import FeatureConfig, FeatureExtractor
+from kospeech.data.manifest import ManifestEntry, read_manifest
+from kospeech.data.synthetic import ensure_corpus
+from kospeech.fileio import atomic_write_text
+from kospeech.inference import Recognizer, evaluate_users, read_user_map
+from kospeech.model_builder import DeepSpeech2Config, build_deepspeech2
+from kospeech.models import AdapterManager
+from kospeech.trainer.adapter_trainer import AdapterTrainer
+from kospeech.trainer.configs import AdapterTrainConfig, DataConfig, TrainConfig
+from kospeech.trainer.evaluation import evaluate
+from kospeech.trainer.supervised_trainer import SupervisedTrainer, resolve_device
+from kospeech.vocabs import Vocabulary
+
+__all__ = ["DataSources", "resolve_data", "train_base_model", "train_adapter_model", "evaluate_checkpoint"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class DataSources:
+    """Resolved manifest and vocabulary paths of a job (``None`` where there is none)."""
+
+    train_manifest: Path
+    valid_manifest: Optional[Path]
+    test_manifest: Optional[Path]
+    vocab_path: Path
+
+
+def _to_dataclass(node: Any, schema: type) -> Any:
+    if isinstance(node, schema):
+        return node
+    values = OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else dict(node)
+    return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(schema), values))
+
+
+def resolve_data(data: DataConfig, adapter: bool = False) -> DataSources:
+    """Pick the manifests of a job, building the built-in corpus first when the job relies on it.
+
+    Without explicit manifests, base training uses the corpus' ``base/{train,dev,test}.tsv`` and
+    adapter training uses ``users/<data.user>/enroll.tsv`` (validation: a held-out part of it) and
+    ``users/<data.user>/test.tsv``.
+    """
+    uses_corpus = data.train_manifest is None or data.vocab_path is None
+    corpus_dir = Path(data.corpus_dir)
+    if uses_corpus:
+        ensure_corpus(corpus_dir, preset=data.corpus_preset, seed=data.corpus_seed)
+    if adapter:
+        user_dir = corpus_dir / "users" / data.user
+        default_train, default_valid, default_test = user_dir / "enroll.tsv", None, user_dir / "test.tsv"
+        if data.train_manifest is None and not user_dir.is_dir():
+            users = sorted(path.name for path in (corpus_dir / "users").glob("*") if path.is_dir())
+            raise ValueError(f"unknown built-in user {data.user!r}; the corpus in {corpus_dir} has {users}")
+    else:
+        base_dir = corpus_dir / "base"
+        default_train, default_valid, default_test = base_dir / "train.tsv", base_dir / "dev.tsv", base_dir / "test.tsv"
+    train_manifest = Path(data.train_manifest) if data.train_manifest else default_train
+    return DataSources(
+        train_manifest=train_manifest,
+        valid_manifest=Path(data.valid_manifest) if data.valid_manifest else default_valid,
+        test_manifest=None if data.train_manifest else default_test,
+        vocab_path=Path(data.vocab_path) if data.vocab_path else corpus_dir / "vocab.csv",
+    )
+
+
+def _write_results(output_dir: Path, results: Dict[str, Any]) -> Path:
+    return atomic_write_text(output_dir / "results.json", json.dumps(results, indent=2, ensure_ascii=False) + "\n")
+
+
+def train_base_model(job: Any) -> Dict[str, Any]:
+    """Train a DeepSpeech2 on the job's data; returns (and writes to ``results.json``) its figures.
+
+    Args:
+        job: a ``TrainJobConfig`` or a ``DictConfig`` with ``audio``, ``model``, ``data``, ``train``.
+
+    Returns:
+        ``checkpoint`` (best weights), per-split ``valid``/``test`` figures and the run folder.
+    """
+    train_config: TrainConfig = _to_dataclass(job.train, TrainConfig)
+    feature_config: FeatureConfig = _to_dataclass(job.audio, FeatureConfig).validate()
+    model_config: DeepSpeech2Config = _to_dataclass(job.model, DeepSpeech2Config)
+    data = _to_dataclass(job.data, DataConfig)
+    sources = resolve_data(data)
+    vocab = Vocabulary.from_csv(sources.vocab_path)
+    train_entries = read_manifest(sources.train_manifest, vocab)
+    valid_entries = read_manifest(sources.valid_manifest, vocab) if sources.valid_manifest else []
+
+    torch.manual_seed(train_config.seed)
+    model = build_deepspeech2(feature_config.feature_dim, len(vocab), model_config)
+    model_record = {"input_dim": feature_config.feature_dim, "num_classes": len(vocab), **_plain(model_config)}
+    resolved = OmegaConf.to_container(OmegaConf.structured(job), resolve=True) if not isinstance(job, DictConfig) else (
+        OmegaConf.to_container(job, resolve=True)
+    )
+    trainer = SupervisedTrainer(
+        train_config, vocab, feature_config, train_entries, valid_entries, model_record, resolved_config=resolved
+    )
+    model = trainer.train(model)
+
+    output_dir = Path(train_config.output_dir)
+    results: Dict[str, Any] = {
+        "checkpoint": str(output_dir / ("best.pt" if (output_dir / "best.pt").exists() else "last.pt")),
+        "output_dir": str(output_dir),
+        "steps": trainer.state.global_step,
+        "train_seconds": round(trainer.state.elapsed_seconds, 1),
+        "skipped_steps": trainer.state.skipped_steps,
+        "skipped_utterances": trainer.state.skipped_utterances,
+    }
+    for split, manifest in (("valid", sources.valid_manifest), ("test", sources.test_manifest)):
+        if manifest is not None and manifest.exists():
+            loader = trainer.build_loader(read_manifest(manifest, vocab), train_config.batch_size, train=False)
+            result = evaluate(model, loader, vocab, device=trainer.device, beam_size=train_config.beam_size, description=split)
+            results[split] = result.as_dict()
+            logger.info("%s: CER %.4f WER %.4f (%d utterances)", split, result.cer, result.wer, result.num_utterances)
+    _write_results(output_dir, results)
+    return results
+
+
+def train_adapter_model(job: Any) -> Dict[str, Any]:
+    """Train one user's adapter on a frozen base checkpoint; returns (and writes) its figures.
+
+    Args:
+        job: a ``TrainJobConfig``/``DictConfig`` whose ``train`` node is an ``AdapterTrainConfig``.
+
+    Returns:
+        ``adapter_path``, parameter counts, base vs adapter CER on the held-out part and on the
+        user's test set when there is one, and training time.
+    """
+    config: AdapterTrainConfig = _to_dataclass(job.train, AdapterTrainConfig)
+    data = _to_dataclass(job.data, DataConfig)
+    checkpoint = load_checkpoint(config.base_model_path)
+    vocab, feature_config = checkpoint.vocab, checkpoint.feature_config
+    _warn_architecture_differences(config, checkpoint.model_config)
+    sources = resolve_data(data, adapter=True)
+    corpus_vocab = Vocabulary.from_csv(sources.vocab_path)
+    if corpus_vocab != vocab:
+        raise ValueError(
+            f"{sources.vocab_path} differs from the vocabulary of the base model {config.base_model_path}: "
+            "an adapter must use its base model's vocabulary"
+        )
+    train_entries = read_manifest(sources.train_manifest, vocab)
+    valid_entries = read_manifest(sources.valid_manifest, vocab) if sources.valid_manifest else None
+
+    torch.manual_seed(config.seed)
+    model = checkpoint.build_model(device=resolve_device(config.device))
+    resolved = OmegaConf.to_container(job, resolve=True) if isinstance(job, DictConfig) else (
+        OmegaConf.to_container(OmegaConf.structured(job), resolve=True)
+    )
+    trainer = AdapterTrainer(
+        config, vocab, feature_config, train_entries, valid_entries, checkpoint.model_config, resolved_config=resolved
+    )
+    model = trainer.train(model, adapter_name=config.adapter_name)
+    stats = trainer.training_stats()
+    results: Dict[str, Any] = {
+        "adapter_name": config.adapter_name,
+        "adapter_path": str(trainer.adapter_path) if trainer.adapter_path else None,
+        "adapter_type": model.adapter_type,
+        "trainable_params": stats["trainable_params"],
+        "total_params": stats["total_params"],
+        "heldout_base_cer": stats["cer_before"],
+        "heldout_adapter_cer": stats["cer_after"],
+        "train_seconds": stats["train_seconds"],
+    }
+    if sources.test_manifest is not None and sources.test_manifest.exists():
+        loader = trainer.build_loader(read_manifest(sources.test_manifest, vocab), config.batch_size, train=False)
+        with model.disable_adapter():
+            base = evaluate(model, loader, vocab, device=trainer.device, description="test (base)")
+        adapted = evaluate(model, loader, vocab, device=trainer.device, use_adapter_output=True, description="test (adapter)")
+        results.update(test_base_cer=base.cer, test_adapter_cer=adapted.cer, test_utterances=adapted.num_utterances)
+        logger.info("user test set: base CER %.4f -> adapter CER %.4f", base.cer, adapted.cer)
+    _write_results(Path(config.output_dir), results)
+    return results
+
+
+def _plain(config: Any) -> Dict[str, Any]:
+    return OmegaConf.to_container(OmegaConf.structured(config), resolve=True)
+
+
+def _warn_architecture_differences(config: AdapterTrainConfig, model_config: Dict[str, Any]) -> None:
+    for key in ("rnn_type", "num_rnn_layers", "rnn_hidden_dim", "dropout_p", "activation"):
+        recorded = model_config.get(key)
+        if recorded is not None and recorded != getattr(config, key):
+            logger.info("base checkpoint has %s=%r (config says %r): using the checkpoint's", key, recorded, getattr(config, key))
+
+
+def evaluate_checkpoint(job: Any) -> Dict[str, Any]:
+    """CER/WER of a checkpoint (plus an optional adapter) on a manifest; writes ``results.json``.
+
+    Args:
+        job: an ``EvalConfig`` or equivalent ``DictConfig`` (``checkpoint_path``, ``manifest_path``,
+            ``adapter_path``, ``data``, ``batch_size``, ``beam_size``, ``device``, ``output_dir``; optionally
+            ``adapter_dir``, ``user_map``, ``fallback_to_base`` for per-user figures).
+
+    Returns:
+        The figures of the base model and, with an adapter, of the adapter output on the same data; with
+        ``adapter_dir``, also ``per_user``: base and own-adapter CER/WER per user and overall
+        (:func:`kospeech.inference.evaluate_users`).
+    """
+    checkpoint = load_checkpoint(job.checkpoint_path)
+    vocab, feature_config = checkpoint.vocab, checkpoint.feature_config
+    device = resolve_device(job.device)
+    model = checkpoint.build_model(device=device)
+    manifest = Path(job.manifest_path) if job.manifest_path else resolve_data(_to_dataclass(job.data, DataConfig)).test_manifest
+    if manifest is None:
+        raise ValueError("no manifest to evaluate: set manifest_path")
+    entries = read_manifest(manifest, vocab)
+    loader = build_dataloader(entries, FeatureExtractor(feature_config), job.batch_size, shuffle=False)
+    results: Dict[str, Any] = {"checkpoint": str(job.checkpoint_path), "manifest": str(manifest)}
+    base_model_output = evaluate(model, loader, vocab, device=device, beam_size=job.beam_size, description="base")
+    results["base"] = base_model_output.as_dict()
+    if job.adapter_path:
+        info = AdapterManager.load_adapter(
+            model, job.adapter_path, vocab_fingerprint=vocab.fingerprint(), feature_config=feature_config.to_dict()
+        )
+        model.eval()
+        adapted = evaluate(
+            model, loader, vocab, device=device, use_adapter_output=True, beam_size=job.beam_size, description="adapter"
+        )
+        results["adapter"] = {"path": str(job.adapter_path), "name": info.get("adapter_name"), **adapted.as_dict()}
+    if getattr(job, "adapter_dir", None):
+        results["per_user"] = _evaluate_per_user(job, entries)
+    _write_results(Path(job.output_dir), results)
+    return results
+
+
+def _evaluate_per_user(job: Any, entries: List[ManifestEntry]) -> Dict[str, Any]:
+    """CER/WER per user and overall, each utterance with its own user's adapter (mixed-user batches).
+
+    The user of an utterance comes from ``job.user_map`` when it lists the audio file, else from the manifest's
+    speaker column; utterances without a user are scored with the base model.
+    """
+    user_map_path = getattr(job, "user_map", None)
+    user_map = read_user_map(user_map_path) if user_map_path else {}
+    users = [user_map.get(entry.audio_path.resolve(), entry.speaker) for entry in entries]
+    recognizer = Recognizer.from_checkpoint(
+        job.checkpoint_path,
+        adapter_dir=job.adapter_dir,
+        device=resolve_device(job.device),
+        fallback_to_base=bool(getattr(job, "fallback_to_base", False)),
+        beam_size=job.beam_size,
+        batch_size=job.batch_size,
+    )
+    paths = [entry.audio_path for entry in entries]
+    figures = evaluate_users(recognizer, paths, [entry.transcript for entry in entries], users)
+    for user, values in figures["per_user"].items():
+        logger.info("user %s: base CER %.4f -> adapter CER %.4f", user, values["base"]["cer"], values["adapter"]["cer"])
+    return {"adapter_dir": str(job.adapter_dir), **figures}

@@ -1,0 +1,381 @@
+"""KoSpeech-style supervised CTC trainer: train, validate, checkpoint, resume."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Dict, Iterator, List, Optional, Sequence
+
+import torch
+from omegaconf import OmegaConf
+from torch import nn
+from tqdm.auto import tqdm
+
+from kospeech.checkpoint import load_checkpoint, save_checkpoint
+from kospeech.data.dataset import build_dataloader
+from kospeech.data.features import FeatureConfig, FeatureExtractor, SpecAugment
+from kospeech.data.manifest import ManifestEntry
+from kospeech.decode import GreedyCTCDecoder
+from kospeech.fileio import atomic_write_text
+from kospeech.metrics import ErrorRateMeter
+from kospeech.optim import Optimizer, build_lr_scheduler, build_optimizer
+from kospeech.trainer.configs import TrainConfig
+from kospeech.trainer.criterion import CTCLoss
+from kospeech.trainer.evaluation import EvaluationResult, evaluate, select_log_probs
+from kospeech.vocabs import Vocabulary
+
+__all__ = ["SupervisedTrainer", "TrainerState", "resolve_device"]
+
+logger = logging.getLogger(__name__)
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` picks CUDA when available; anything else is passed to ``torch.device``."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {name!r} requested but CUDA is not available")
+    return device
+
+
+def unwrap_model(model: nn.Module) -> nn.Module:
+    """The module inside a DataParallel / DistributedDataParallel wrapper (or the model itself)."""
+    return model.module if isinstance(model, (nn.DataParallel, nn.parallel.DistributedDataParallel)) else model
+
+
+@dataclass
+class TrainerState:
+    """Progress counters, saved in every checkpoint so training resumes where it stopped.
+
+    Args:
+        epoch: current epoch (0-based).
+        step_in_epoch: optimizer steps already done in ``epoch``.
+        global_step: optimizer steps in total.
+        best_cer: best validation CER so far.
+        skipped_steps: steps whose loss or gradient was not finite (not applied).
+        skipped_utterances: utterances whose transcript could not be aligned to their frames.
+        elapsed_seconds: training time so far, across resumes.
+        history: one record per validation (epoch, step, train/valid loss and CER, lr).
+    """
+
+    epoch: int = 0
+    step_in_epoch: int = 0
+    global_step: int = 0
+    best_cer: float = math.inf
+    skipped_steps: int = 0
+    skipped_utterances: int = 0
+    elapsed_seconds: float = 0.0
+    history: List[Dict[str, Any]] = field(default_factory=list)
+
+
+class SupervisedTrainer:
+    """Trains a DeepSpeech2 with CTC on manifest entries.
+
+    Args:
+        config: training hyper-parameters and run folder (``config.output_dir``).
+        vocab: output vocabulary (its blank id drives the loss and decoding).
+        feature_config: feature pipeline, identical for training, validation and inference.
+        train_entries: training utterances.
+        valid_entries: validation utterances (optional; without them the best model is the last).
+        model_config: ``input_dim``, ``num_classes`` and architecture fields, stored in checkpoints.
+        resolved_config: the full job config (plain containers), written as ``config.yaml``/stored in checkpoints.
+
+    Example:
+        >>> trainer = SupervisedTrainer(config, vocab, feature_config, train_entries, valid_entries, model_config)
+        >>> result = trainer.train(model, batch_size=16, epoch_time_step=None, num_epochs=5)
+    """
+
+    use_adapter_output = False
+    checkpoint_name = "last.pt"
+    best_checkpoint_name = "best.pt"
+
+    def __init__(
+        self,
+        config: TrainConfig,
+        vocab: Vocabulary,
+        feature_config: FeatureConfig,
+        train_entries: Sequence[ManifestEntry],
+        valid_entries: Optional[Sequence[ManifestEntry]] = None,
+        model_config: Optional[Dict[str, Any]] = None,
+        resolved_config: Optional[Dict[str, Any]] = None,
+    ) -> None:
+        if not train_entries:
+            raise ValueError("no training utterances")
+        self.config = config
+        self.vocab = vocab
+        self.feature_config = feature_config
+        self.feature_extractor = FeatureExtractor(feature_config)
+        self.train_entries = list(train_entries)
+        self.valid_entries = list(valid_entries) if valid_entries else []
+        self.model_config = dict(model_config or {})
+        self.resolved_config = dict(resolved_config or {})
+        self.output_dir = Path(config.output_dir)
+        self.device = resolve_device(config.device)
+        self.criterion = CTCLoss(vocab.blank_id)
+        self.decoder = GreedyCTCDecoder(vocab)
+        self.state = TrainerState()
+
+    def train(
+        self,
+        model: nn.Module,
+        batch_size: Optional[int] = None,
+        epoch_time_step: Optional[int] = None,
+        num_epochs: Optional[int] = None,
+        resume: Optional[bool] = None,
+    ) -> nn.Module:
+        """Train ``model`` and return it with the best validated weights loaded.
+
+        Args:
+            model: the model (may be wrapped in DataParallel / DDP).
+            batch_size: utterances per batch (default ``config.batch_size``).
+            epoch_time_step: optimizer steps per epoch used to size the LR schedule
+                (default: batches per epoch).
+            num_epochs: epochs (default ``config.num_epochs``).
+            resume: continue from ``output_dir/last.pt`` (default ``config.resume``).
+
+        Returns:
+            The trained model.
+        """
+        batch_size = batch_size or self.config.batch_size
+        num_epochs = num_epochs or self.config.num_epochs
+        resume = self.config.resume if resume is None else resume
+        if self.device.type == "cpu":
+            torch.set_num_threads(max(1, self.config.num_threads))
+        torch.manual_seed(self.config.seed)
+        model.to(self.device)
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        self._write_run_config()
+
+        train_loader = self.build_loader(self.train_entries, batch_size, train=True)
+        valid_loader = self.build_loader(self.valid_entries, batch_size, train=False) if self.valid_entries else None
+        steps_per_epoch = epoch_time_step or len(train_loader)
+        optimizer = self._build_optimizer(model, total_steps=steps_per_epoch * num_epochs)
+        self.state = TrainerState()
+        if resume:
+            self._resume(model, optimizer)
+        self._on_train_start(model, valid_loader)
+        self._train_epoches(model, train_loader, valid_loader, optimizer, num_epochs)
+        self._on_train_end(model)
+        return model
+
+    def build_loader(self, entries: Sequence[ManifestEntry], batch_size: int, train: bool):
+        """A length-bucketed loader with this trainer's features (SpecAugment and workers only for training)."""
+        spec_augment = SpecAugment() if (train and self.config.spec_augment) else None
+        return build_dataloader(
+            entries,
+            self.feature_extractor,
+            batch_size,
+            shuffle=train,
+            seed=self.config.seed,
+            num_workers=self.config.num_workers if train else 0,
+            spec_augment=spec_augment,
+        )
+
+    def _trainable_parameters(self, model: nn.Module) -> List[nn.Parameter]:
+        return [parameter for parameter in model.parameters() if parameter.requires_grad]
+
+    def _build_optimizer(self, model: nn.Module, total_steps: int) -> Optimizer:
+        parameters = self._trainable_parameters(model)
+        if not parameters:
+            raise ValueError("the model has no trainable parameters")
+        torch_optimizer = build_optimizer(
+            self.config.optimizer, parameters, lr=self.config.init_lr, weight_decay=self.config.weight_decay
+        )
+        scheduler = build_lr_scheduler(
+            self.config.lr_scheduler,
+            torch_optimizer,
+            init_lr=self.config.init_lr,
+            peak_lr=self.config.peak_lr,
+            final_lr=self.config.final_lr,
+            warmup_steps=self.config.warmup_steps,
+            total_steps=total_steps,
+        )
+        return Optimizer(torch_optimizer, scheduler, max_grad_norm=self.config.max_grad_norm)
+
+    def _forward(self, model: nn.Module, batch) -> tuple:
+        outputs = model(batch.inputs.to(self.device), batch.input_lengths.to(self.device))
+        return select_log_probs(outputs, self.use_adapter_output)
+
+    def _train_epoches(self, model: nn.Module, train_loader, valid_loader, optimizer: Optimizer, num_epochs: int) -> None:
+        state = self.state
+        budget_seconds = self.config.max_minutes * 60 if self.config.max_minutes else None
+        out_of_time = False
+        while state.epoch < num_epochs and not out_of_time:
+            model.train()
+            if hasattr(train_loader.batch_sampler, "set_epoch"):
+                train_loader.batch_sampler.set_epoch(state.epoch)
+            meter = ErrorRateMeter()
+            loss_sum, loss_count = 0.0, 0
+            started = time.monotonic()
+            elapsed_before = state.elapsed_seconds
+            progress = tqdm(
+                total=len(train_loader), initial=state.step_in_epoch, desc=f"epoch {state.epoch + 1}/{num_epochs}"
+            )
+            for batch in self._batches_from(train_loader, state.step_in_epoch):
+                loss_value = self._train_step(model, batch, optimizer, meter)
+                if loss_value is not None:
+                    loss_sum, loss_count = loss_sum + loss_value, loss_count + 1
+                state.step_in_epoch += 1
+                state.global_step += 1
+                state.elapsed_seconds = elapsed_before + time.monotonic() - started
+                progress.update(1)
+                progress.set_postfix(loss=f"{loss_sum / max(loss_count, 1):.3f}", cer=f"{meter.cer:.3f}")
+                if state.global_step % self.config.log_every == 0:
+                    self._log_step(loss_sum / max(loss_count, 1), meter.cer, optimizer.get_lr())
+                if self.config.checkpoint_every and state.global_step % self.config.checkpoint_every == 0:
+                    self._save_checkpoint(model, optimizer, self.checkpoint_name)
+                if budget_seconds is not None and state.elapsed_seconds >= budget_seconds:
+                    logger.info("time budget of %.1f min reached at step %d", self.config.max_minutes, state.global_step)
+                    out_of_time = True
+                    break
+            progress.close()
+            train_figures = {"loss": loss_sum / loss_count if loss_count else float("nan"), "cer": meter.cer}
+            if not out_of_time:
+                state.epoch += 1
+                state.step_in_epoch = 0
+            stop = self._end_of_epoch(model, optimizer, valid_loader, train_figures)
+            if stop:
+                break
+
+    def _batches_from(self, loader, start: int) -> Iterator:
+        if start and hasattr(loader.batch_sampler, "start_batch"):
+            loader.batch_sampler.start_batch = start
+            return iter(loader)
+        iterator = iter(loader)
+        for _ in range(start):
+            next(iterator, None)
+        return iterator
+
+    def _train_step(self, model: nn.Module, batch, optimizer: Optimizer, meter: ErrorRateMeter) -> Optional[float]:
+        log_probs, output_lengths = self._forward(model, batch)
+        loss = self.criterion(log_probs, output_lengths, batch.targets.to(self.device), batch.target_lengths)
+        self.state.skipped_utterances += loss.num_skipped
+        with torch.no_grad():
+            hypotheses = [h.text for h in self.decoder(log_probs.detach().cpu(), output_lengths.cpu())]
+            references = [self.vocab.decode(r[:n].tolist()) for r, n in zip(batch.targets, batch.target_lengths)]
+            meter.update(references, hypotheses)
+        if loss.num_kept == 0:
+            return None
+        if not torch.isfinite(loss.loss):
+            self.state.skipped_steps += 1
+            logger.warning("non-finite loss at step %d: update skipped", self.state.global_step + 1)
+            optimizer.zero_grad()
+            return None
+        optimizer.zero_grad()
+        loss.loss.backward()
+        grad_norm = optimizer.step(model)
+        if not math.isfinite(grad_norm):
+            self.state.skipped_steps += 1
+            logger.warning("non-finite gradient norm at step %d: update skipped", self.state.global_step + 1)
+        return loss.loss.item()
+
+    def _log_step(self, loss: float, cer: float, lr: float) -> None:
+        state = self.state
+        logger.info(
+            "epoch %d step %d loss %.4f cer %.4f lr %.2e elapsed %s",
+            state.epoch + 1,
+            state.global_step,
+            loss,
+            cer,
+            lr,
+            time.strftime("%H:%M:%S", time.gmtime(state.elapsed_seconds)),
+        )
+
+    def _validate(self, model: nn.Module, valid_loader) -> EvaluationResult:
+        return evaluate(
+            model,
+            valid_loader,
+            self.vocab,
+            device=self.device,
+            use_adapter_output=self.use_adapter_output,
+            beam_size=self.config.beam_size,
+            description="validate",
+        )
+
+    def _end_of_epoch(self, model: nn.Module, optimizer: Optimizer, valid_loader, train_figures: Dict) -> bool:
+        """Validate, record, checkpoint. Returns True to stop training early."""
+        state = self.state
+        record = {
+            "epoch": state.epoch,
+            "step": state.global_step,
+            "lr": optimizer.get_lr(),
+            "train_loss": train_figures["loss"],
+            "train_cer": train_figures["cer"],
+            "elapsed_seconds": round(state.elapsed_seconds, 2),
+        }
+        improved = True
+        if valid_loader is not None:
+            result = self._validate(model, valid_loader)
+            record.update(valid_loss=result.loss, valid_cer=result.cer, valid_wer=result.wer)
+            improved = result.cer < state.best_cer
+            if improved:
+                state.best_cer = result.cer
+        state.history.append(record)
+        logger.info("validation after epoch %d: %s", state.epoch, _format_record(record))
+        if improved:
+            self._on_improvement(model, optimizer)
+        self._save_checkpoint(model, optimizer, self.checkpoint_name)
+        atomic_write_text(self.output_dir / "history.json", json.dumps(state.history, indent=2) + "\n")
+        return False
+
+    def _on_train_start(self, model: nn.Module, valid_loader) -> None:
+        logger.info("training on %s: %d utterances, %d validation", self.device, len(self.train_entries), len(self.valid_entries))
+
+    def _on_improvement(self, model: nn.Module, optimizer: Optimizer) -> None:
+        self._save_checkpoint(model, optimizer, self.best_checkpoint_name, with_optimizer=False)
+
+    def _on_train_end(self, model: nn.Module) -> None:
+        best = self.output_dir / self.best_checkpoint_name
+        if best.exists():
+            checkpoint = load_checkpoint(best)
+            unwrap_model(model).load_state_dict(checkpoint.model_state_dict)
+            logger.info("loaded the best weights (valid CER %.4f) from %s", self.state.best_cer, best)
+
+    def _save_checkpoint(self, model: nn.Module, optimizer: Optimizer, name: str, with_optimizer: bool = True) -> Path:
+        trainer_state = asdict(self.state)
+        trainer_state["torch_rng_state"] = torch.get_rng_state()
+        return save_checkpoint(
+            self.output_dir / name,
+            model,
+            model_config=self.model_config,
+            vocab=self.vocab,
+            feature_config=self.feature_config,
+            optimizer_state_dict=optimizer.state_dict() if with_optimizer else None,
+            trainer_state=trainer_state,
+            train_config=self.resolved_config,
+            metrics=self.state.history[-1] if self.state.history else {},
+        )
+
+    def _resume(self, model: nn.Module, optimizer: Optimizer) -> None:
+        path = self.output_dir / self.checkpoint_name
+        if not path.exists():
+            logger.info("no checkpoint at %s: starting from scratch", path)
+            return
+        checkpoint = load_checkpoint(path)
+        if checkpoint.vocab != self.vocab:
+            raise ValueError(f"{path}: the checkpoint's vocabulary differs from the training vocabulary")
+        if checkpoint.feature_config.to_dict() != self.feature_config.to_dict():
+            raise ValueError(f"{path}: the checkpoint's feature config differs from the training feature config")
+        if checkpoint.optimizer_state_dict is None:
+            raise ValueError(f"{path}: no optimizer state, cannot resume training from it")
+        unwrap_model(model).load_state_dict(checkpoint.model_state_dict)
+        optimizer.load_state_dict(checkpoint.optimizer_state_dict)
+        saved = dict(checkpoint.trainer_state)
+        rng_state = saved.pop("torch_rng_state", None)
+        self.state = TrainerState(**saved)
+        if rng_state is not None:
+            torch.set_rng_state(rng_state)
+        logger.info("resumed from %s at epoch %d, step %d", path, self.state.epoch + 1, self.state.global_step)
+
+    def _write_run_config(self) -> None:
+        if self.resolved_config:
+            atomic_write_text(self.output_dir / "config.yaml", OmegaConf.to_yaml(OmegaConf.create(self.resolved_config)))
+
+
+def _format_record(record: Dict[str, Any]) -> str:
+    return " ".join(f"{key} {value:.4f}" if isinstance(value, float) else f"{key} {value}" for key, value in record.items())

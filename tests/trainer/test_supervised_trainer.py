@@ -1,0 +1,113 @@
+import json
+
+import pytest
+import torch
+
+from kospeech.checkpoint import load_checkpoint, save_checkpoint
+from kospeech.model_builder import build_deepspeech2
+from kospeech.trainer import SupervisedTrainer, TrainConfig
+from kospeech.trainer.evaluation import evaluate
+
+
+def _model(feature_config, vocab, model_config, seed=0):
+    torch.manual_seed(seed)
+    return build_deepspeech2(feature_config.feature_dim, len(vocab), model_config)
+
+
+def _record(feature_config, vocab, model_config):
+    return {"input_dim": feature_config.feature_dim, "num_classes": len(vocab), **model_config.__dict__}
+
+
+@pytest.mark.slow
+def test_tiny_model_overfits_a_handful_of_utterances(tmp_path, base_entries, corpus_vocab, feature_config, tiny_model_config):
+    entries = base_entries[:4]
+    config = TrainConfig(
+        output_dir=str(tmp_path / "run"), batch_size=4, num_epochs=150, num_workers=0, spec_augment=False,
+        lr_scheduler="constant", peak_lr=3e-3, init_lr=3e-3, log_every=1000, checkpoint_every=0, num_threads=1,
+    )
+    model = _model(feature_config, corpus_vocab, tiny_model_config)
+    trainer = SupervisedTrainer(config, corpus_vocab, feature_config, entries, entries,
+                                _record(feature_config, corpus_vocab, tiny_model_config))
+    trainer.train(model)
+    result = evaluate(model, trainer.build_loader(entries, 4, train=False), corpus_vocab)
+    assert result.cer < 0.05, result.pairs
+    history = json.loads((tmp_path / "run" / "history.json").read_text())
+    assert history[-1]["valid_cer"] <= history[0]["valid_cer"]
+    assert (tmp_path / "run" / "best.pt").exists() and (tmp_path / "run" / "last.pt").exists()
+
+
+def test_checkpoint_round_trip_gives_identical_outputs(tmp_path, corpus_vocab, feature_config, tiny_model_config):
+    model = _model(feature_config, corpus_vocab, tiny_model_config).eval()
+    path = save_checkpoint(
+        tmp_path / "ckpt.pt", model, model_config=_record(feature_config, corpus_vocab, tiny_model_config),
+        vocab=corpus_vocab, feature_config=feature_config, metrics={"cer": 0.5},
+    )
+    raw = torch.load(path, weights_only=True)
+    assert {"model_state_dict", "vocab", "feature_config", "model_config", "format_version"} <= set(raw)
+    checkpoint = load_checkpoint(path)
+    assert checkpoint.vocab == corpus_vocab
+    assert checkpoint.feature_config == feature_config
+    restored = checkpoint.build_model()
+    inputs, lengths = torch.randn(2, 50, feature_config.feature_dim), torch.tensor([50, 31])
+    expected, actual = model(inputs, lengths), restored(inputs, lengths)
+    assert torch.equal(expected[0], actual[0]) and torch.equal(expected[1], actual[1])
+
+
+class _KilledAtStep(SupervisedTrainer):
+    """Raises at the start of a given global step, as a kill would stop the process."""
+
+    kill_at_step = 0
+
+    def _train_step(self, model, batch, optimizer, meter):
+        if self.state.global_step + 1 == self.kill_at_step:
+            raise KeyboardInterrupt("simulated kill")
+        return super()._train_step(model, batch, optimizer, meter)
+
+
+def _train(tmp_path, entries, vocab, feature_config, model_config, resume, kill_at_step=0):
+    config = TrainConfig(
+        output_dir=str(tmp_path), batch_size=2, num_epochs=2, num_workers=0, spec_augment=True,
+        warmup_steps=3, log_every=1000, checkpoint_every=4, num_threads=1, resume=resume, seed=7,
+    )
+    model = _model(feature_config, vocab, model_config)
+    trainer = _KilledAtStep(config, vocab, feature_config, entries, entries[:2], _record(feature_config, vocab, model_config))
+    trainer.kill_at_step = kill_at_step
+    trainer.train(model)
+    return trainer, load_checkpoint(tmp_path / "last.pt")
+
+
+def test_resume_after_a_kill_continues_exactly(tmp_path, base_entries, corpus_vocab, feature_config):
+    from kospeech.model_builder import DeepSpeech2Config
+
+    model_config = DeepSpeech2Config(num_rnn_layers=1, rnn_hidden_dim=16, dropout_p=0.2)
+    entries = base_entries[:6]
+    _, straight = _train(tmp_path / "straight", entries, corpus_vocab, feature_config, model_config, False)
+    with pytest.raises(KeyboardInterrupt):
+        _train(tmp_path / "resumed", entries, corpus_vocab, feature_config, model_config, False, kill_at_step=6)
+    interrupted = load_checkpoint(tmp_path / "resumed" / "last.pt")
+    assert (interrupted.trainer_state["global_step"], interrupted.trainer_state["step_in_epoch"]) == (4, 1)
+    _, resumed = _train(tmp_path / "resumed", entries, corpus_vocab, feature_config, model_config, True)
+    assert resumed.trainer_state["global_step"] == straight.trainer_state["global_step"] == 6
+    for key, value in straight.model_state_dict.items():
+        torch.testing.assert_close(resumed.model_state_dict[key], value, rtol=0, atol=1e-6, msg=key)
+    assert resumed.optimizer_state_dict["scheduler"] == straight.optimizer_state_dict["scheduler"]
+
+
+def test_time_budget_stops_and_leaves_a_resumable_checkpoint(tmp_path, base_entries, corpus_vocab, feature_config):
+    from kospeech.model_builder import DeepSpeech2Config
+
+    model_config = DeepSpeech2Config(num_rnn_layers=1, rnn_hidden_dim=16)
+    config = TrainConfig(output_dir=str(tmp_path), batch_size=2, num_epochs=50, num_workers=0, max_minutes=1e-6,
+                         log_every=1000, checkpoint_every=0, num_threads=1)
+    model = _model(feature_config, corpus_vocab, model_config)
+    trainer = SupervisedTrainer(config, corpus_vocab, feature_config, base_entries[:4], None,
+                                _record(feature_config, corpus_vocab, model_config))
+    trainer.train(model)
+    checkpoint = load_checkpoint(tmp_path / "last.pt")
+    assert checkpoint.trainer_state["global_step"] == 1
+    assert checkpoint.optimizer_state_dict is not None
+
+
+def test_trainer_refuses_empty_training_set(corpus_vocab, feature_config):
+    with pytest.raises(ValueError, match="no training utterances"):
+        SupervisedTrainer(TrainConfig(), corpus_vocab, feature_config, [])
