@@ -18,6 +18,7 @@ from __future__ import annotations
 from enum import Enum
 from typing import Any, Dict, List, Optional, Sequence, Union
 
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 __all__ = [
@@ -25,6 +26,8 @@ __all__ = [
     "MergeStrategy",
     "MERGE_STRATEGIES",
     "merge_adapter_output",
+    "apply_head_adapter",
+    "apply_encoder_adapter",
     "MLPAdapter",
     "ResidualHeadAdapter",
     "BottleneckAdapter",
@@ -268,6 +271,50 @@ class EncoderAdapter(_FreezeMixin, nn.Module):
 
 
 AdapterModule = Union[MLPAdapter, ResidualHeadAdapter, EncoderAdapter]
+
+
+def apply_head_adapter(adapter: AdapterModule, features: Tensor, base_logits: Tensor) -> Tensor:
+    """The output of a ``head`` / ``residual_head`` adapter at the model's head, as log-probabilities.
+
+    ``head`` replaces the base output with the :class:`MLPAdapter`'s log-probabilities; ``residual_head`` adds its
+    correction to the base logits and takes ``log_softmax`` (via :func:`merge_adapter_output`). Shared by the
+    single-adapter forward pass and mixed-adapter batches, so both compute exactly the same function.
+
+    Args:
+        adapter: a :class:`MLPAdapter` or :class:`ResidualHeadAdapter`.
+        features: (B, T', H * num_directions) trunk output.
+        base_logits: (B, T', C) logits of the base head for the same rows.
+
+    Returns:
+        (B, T', C) log-probabilities.
+    """
+    adapter_type = adapter.adapter_type
+    if adapter_type == "encoder":
+        raise ValueError("apply_head_adapter takes a 'head' or 'residual_head' adapter, got an 'encoder' adapter")
+    merged = merge_adapter_output(adapter_type, base_logits, adapter(features))
+    if MERGE_STRATEGIES[adapter_type] is MergeStrategy.REPLACE:
+        return merged  # the MLPAdapter ends in LogSoftmax
+    return F.log_softmax(merged, dim=-1)
+
+
+def apply_encoder_adapter(adapter: EncoderAdapter, layer_index: int, hidden: Tensor, mask: Tensor) -> Tensor:
+    """RNN layer ``layer_index``'s output after its ``encoder`` adapter; padded frames stay unchanged.
+
+    Shared by the single-adapter forward pass and mixed-adapter batches.
+
+    Args:
+        adapter: an :class:`EncoderAdapter`.
+        layer_index: index of the RNN layer whose output is ``hidden``.
+        hidden: (B, T', H * num_directions) the layer's output.
+        mask: (B, T', 1) bool, True on valid frames.
+
+    Returns:
+        (B, T', H * num_directions) ``hidden`` plus the correction on valid frames.
+    """
+    if adapter.adapter_type != "encoder":
+        raise ValueError(f"apply_encoder_adapter takes an 'encoder' adapter, got a {adapter.adapter_type!r} adapter")
+    correction = adapter(hidden, layer_index).masked_fill(~mask, 0.0)
+    return merge_adapter_output(adapter.adapter_type, hidden, correction)
 
 
 def build_adapter(

@@ -17,19 +17,21 @@ from torch import Tensor, nn
 
 from kospeech.models.adapter import (
     ADAPTER_TYPES,
-    MERGE_STRATEGIES,
     AdapterModule,
-    MergeStrategy,
+    apply_encoder_adapter,
+    apply_head_adapter,
     build_adapter,
-    merge_adapter_output,
 )
 from kospeech.models.modules import ACTIVATIONS, RNN_TYPES, BNReluRNN, MaskConv2d
 from kospeech.models.utils import describe_state_dict_problems, lengths_to_mask, state_dict_problems
 
-__all__ = ["DeepSpeech2", "AdapterCompatibilityError", "DEFAULT_ADAPTER_HIDDEN_DIMS"]
+__all__ = ["DeepSpeech2", "AdapterCompatibilityError", "AdapterGroup", "DEFAULT_ADAPTER_HIDDEN_DIMS"]
 
 DEFAULT_ADAPTER_HIDDEN_DIMS = (512, 256)
 _ADAPTER_ATTRIBUTE = "adapter"
+
+AdapterGroup = Tuple[Union[Tensor, Sequence[int]], AdapterModule]
+"""One group of a mixed-adapter batch: the batch rows (indices) that go through one adapter module."""
 
 
 class AdapterCompatibilityError(ValueError):
@@ -60,6 +62,9 @@ class DeepSpeech2(nn.Module):
     - ``head``: :class:`MLPAdapter` on the trunk output replaces the base head's output.
     - ``residual_head``: base logits plus a zero-initialized MLP correction, then ``log_softmax``.
     - ``encoder``: a zero-initialized residual bottleneck after each RNN layer (call point: ``_encoder_adapter``).
+
+    For serving many users, :meth:`forward_mixed` runs one batch whose rows use different adapter modules (or
+    none) without attaching them: the trunk runs once and each group of rows goes through its own adapter.
 
     Args:
         input_dim: D, feature bins per input frame.
@@ -205,8 +210,7 @@ class DeepSpeech2(nn.Module):
             hidden: (B, T', H * num_directions).
             mask: (B, T', 1) bool, True on valid frames.
         """
-        correction = self.adapter(hidden, layer_index).masked_fill(~mask, 0.0)
-        return merge_adapter_output(self.adapter.adapter_type, hidden, correction)
+        return apply_encoder_adapter(self.adapter, layer_index, hidden, mask)
 
     def _rnn_stack(self, hidden: Tensor, lengths: Tensor, adapt: bool) -> Tensor:
         mask = lengths_to_mask(lengths.to(hidden.device), hidden.size(1)).unsqueeze(-1) if adapt else None
@@ -218,11 +222,7 @@ class DeepSpeech2(nn.Module):
 
     def _head_adapter(self, features: Tensor, base_logits: Tensor) -> Tensor:
         """Call point of ``head`` / ``residual_head`` adapters: merged log-probabilities (B, T', C)."""
-        adapter_type = self.adapter.adapter_type
-        merged = merge_adapter_output(adapter_type, base_logits, self.adapter(features))
-        if MERGE_STRATEGIES[adapter_type] is MergeStrategy.REPLACE:
-            return merged  # the MLPAdapter ends in LogSoftmax
-        return F.log_softmax(merged, dim=-1)
+        return apply_head_adapter(self.adapter, features, base_logits)
 
     def encode(self, inputs: Tensor, input_lengths: Tensor) -> Tuple[Tensor, Tensor]:
         """Trunk: extractor and RNN layers (with ``encoder`` adapters applied when attached and enabled).
@@ -292,6 +292,88 @@ class DeepSpeech2(nn.Module):
         else:
             adapter_log_probs = self._head_adapter(base_features, base_logits)
         return base_log_probs, lengths, adapter_log_probs
+
+    def _check_groups(
+        self, groups: Sequence[AdapterGroup], batch_size: int, device: torch.device
+    ) -> List[Tuple[Tensor, AdapterModule]]:
+        """Validate the groups of :meth:`forward_mixed`; returns them with (n,) int64 row tensors on ``device``."""
+        if self.training:
+            raise ValueError("mixed-adapter batches are for inference only: call model.eval() first")
+        checked = []
+        taken = torch.zeros(batch_size, dtype=torch.bool)
+        for position, group in enumerate(groups):
+            if not isinstance(group, (tuple, list)) or len(group) != 2:
+                raise ValueError(f"group {position} must be a (row indices, adapter) pair, got {type(group).__name__}")
+            rows, adapter = group
+            if not isinstance(adapter, nn.Module) or not hasattr(adapter, "adapter_config"):
+                raise TypeError(f"group {position}: expected an adapter module, got {type(adapter).__name__}")
+            if adapter.training:
+                raise ValueError(
+                    f"group {position}: the {adapter.adapter_type!r} adapter is in training mode; call adapter.eval()"
+                )
+            self.check_adapter_fits(adapter)
+            rows = torch.as_tensor(rows).reshape(-1).cpu()
+            if rows.is_floating_point() or rows.is_complex() or rows.dtype == torch.bool:
+                raise ValueError(f"group {position}: row indices must be integers, got {rows.dtype}")
+            rows = rows.long()
+            if rows.numel() == 0:
+                continue
+            if int(rows.min()) < 0 or int(rows.max()) >= batch_size:
+                raise ValueError(f"group {position}: row indices must lie in [0, {batch_size}), got {rows.tolist()}")
+            if len(set(rows.tolist())) != rows.numel() or bool(taken[rows].any()):
+                raise ValueError(f"group {position}: rows {rows.tolist()} repeat a row of this or an earlier group")
+            taken[rows] = True
+            checked.append((rows.to(device), adapter))
+        return checked
+
+    def forward_mixed(
+        self, inputs: Tensor, input_lengths: Tensor, groups: Sequence[AdapterGroup]
+    ) -> Tuple[Tensor, Tensor]:
+        """Run a batch whose rows use different adapters (or none), in eval mode only.
+
+        The extractor and every RNN layer run once for the whole batch. For each ``encoder`` group, each RNN
+        layer's output rows of that group get the group's bottleneck adapter before the next layer; for each
+        ``head`` / ``residual_head`` group, the group's rows of the trunk output go through its adapter at the
+        head. Rows in no group get the base model's output, bitwise equal to that row of ``forward`` of the same
+        batch on this model without an adapter. Each adapted row equals (within float rounding, ~1e-6) the row of
+        a model with that adapter attached. The adapter attached to this model (``self.adapter``), if any, is not
+        used; the adapters' dropout is off because they must be in eval mode.
+
+        Inputs:
+            inputs: (B, T, D) float, padded features.
+            input_lengths: (B,) int64, valid frames per row, any order, any device, 1 <= L <= T.
+            groups: ``(rows, adapter)`` pairs: ``rows`` a (n,) integer tensor or list of distinct batch row
+                indices, ``adapter`` an :class:`MLPAdapter`, :class:`ResidualHeadAdapter` or
+                :class:`EncoderAdapter` that fits this model, on its device, in eval mode. A row belongs to at
+                most one group; types may be mixed within one batch.
+
+        Returns:
+            log_probs: (B, T', C) log-probabilities, ``T' = ceil(T / 2)``.
+            output_lengths: (B,) int64 on ``input_lengths.device``.
+
+        Raises:
+            ValueError: the model or an adapter is in training mode, or a group's rows are invalid or overlap.
+            AdapterCompatibilityError: an adapter's sizes do not fit this model.
+        """
+        self._check_inputs(inputs, input_lengths)
+        routes = self._check_groups(groups, inputs.size(0), inputs.device)
+        encoder_routes = [(rows, adapter) for rows, adapter in routes if adapter.adapter_type == "encoder"]
+        head_routes = [(rows, adapter) for rows, adapter in routes if adapter.adapter_type != "encoder"]
+        hidden, lengths = self.conv(inputs, input_lengths)
+        mask = lengths_to_mask(lengths.to(hidden.device), hidden.size(1)).unsqueeze(-1) if encoder_routes else None
+        for index, layer in enumerate(self.rnn_layers):
+            hidden = layer(hidden, lengths)  # (B, T', H * num_directions)
+            for rows, adapter in encoder_routes:
+                adapted = apply_encoder_adapter(
+                    adapter, index, hidden.index_select(0, rows), mask.index_select(0, rows)
+                )  # (n, T', H * num_directions)
+                hidden = hidden.index_copy(0, rows, adapted)
+        logits = self.fc(hidden)  # (B, T', C)
+        log_probs = F.log_softmax(logits, dim=-1)
+        for rows, adapter in head_routes:
+            adapted = apply_head_adapter(adapter, hidden.index_select(0, rows), logits.index_select(0, rows))
+            log_probs = log_probs.index_copy(0, rows, adapted)
+        return log_probs, lengths
 
     @torch.no_grad()
     def recognize(self, inputs: Tensor, input_lengths: Tensor) -> Tensor:

@@ -1,0 +1,159 @@
+"""bin/inference.py (files, directories, user maps, text/jsonl, errors) and per-user CER/WER evaluation."""
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+from inference_world import TOKENS
+
+from kospeech.data.manifest import ManifestEntry, write_manifest
+from kospeech.inference import Recognizer, collect_audio_files, evaluate_users, read_user_map, transcribe_files
+from kospeech.metrics import character_error_rate
+from kospeech.vocabs import Vocabulary
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def cli():
+    spec = importlib.util.spec_from_file_location("inference_cli", ROOT / "bin" / "inference.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.main
+
+
+def test_text_output_one_line_per_file_with_a_directory(cli, world, capsys):
+    status = cli(["--checkpoint", str(world.checkpoint), str(world.wavs[0].parent)])
+    lines = capsys.readouterr().out.splitlines()
+    assert status == 0
+    assert [line.split("\t")[0] for line in lines] == [str(path) for path in world.wavs]
+    expected = Recognizer.from_checkpoint(world.checkpoint).transcribe(world.wavs)
+    assert [line.split("\t")[1] for line in lines] == [result.text for result in expected]
+
+
+def test_jsonl_with_user_map_timestamps_and_a_default_user(cli, world, tmp_path, capsys):
+    user_map = tmp_path / "users.tsv"
+    user_map.write_text(f"# audio\tuser\nwav/utt1.wav\tbob\n{world.wavs[2]}\talice\n", encoding="utf-8")
+    status = cli(
+        [
+            "--checkpoint", str(world.checkpoint),
+            "--adapter-dir", str(world.adapter_dir),
+            "--user-map", str(user_map),
+            "--user", "alice",
+            "--format", "jsonl",
+            "--timestamps",
+            *map(str, world.wavs[:3]),
+        ]
+    )  # fmt: skip
+    records = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert status == 0
+    assert [record["user"] for record in records] == ["alice", "bob", "alice"]
+    recognizer = Recognizer.from_checkpoint(world.checkpoint, adapter_dir=world.adapter_dir)
+    expected = recognizer.transcribe(world.wavs[:3], user=["alice", "bob", "alice"], return_timestamps=True)
+    for record, result in zip(records, expected):
+        assert record["text"] == result.text and record["tokens"] == result.tokens
+        assert [stamp["start"] for stamp in record["timestamps"]] == [stamp.start for stamp in result.timestamps]
+
+
+def test_bad_file_is_reported_and_the_others_still_transcribed(cli, world, tmp_path, capsys):
+    bad = tmp_path / "wav" / "broken.wav"
+    bad.write_bytes(b"not audio" * 50)
+    status = cli(["--checkpoint", str(world.checkpoint), "--format", "jsonl", str(world.wavs[0]), str(bad)])
+    captured = capsys.readouterr()
+    records = [json.loads(line) for line in captured.out.splitlines()]
+    assert status == 1
+    assert "text" in records[0] and "broken.wav" in records[1]["error"]
+    assert "broken.wav" in captured.err and "1 of 2 files failed" in captured.err
+
+
+def test_unknown_user_stops_before_any_output(cli, world, capsys):
+    args = ["--checkpoint", str(world.checkpoint), "--adapter-dir", str(world.adapter_dir), "--user", "zoe"]
+    status = cli([*args, str(world.wavs[0])])
+    captured = capsys.readouterr()
+    assert status == 2 and captured.out == ""
+    assert "unknown user 'zoe'" in captured.err and "['alice', 'bob']" in captured.err
+    assert cli([*args, "--fallback-to-base", str(world.wavs[0])]) == 0
+    assert cli(["--checkpoint", str(world.checkpoint), "--timestamps", str(world.wavs[0])]) == 2
+
+
+def test_collect_files_and_read_user_map_errors(world, tmp_path):
+    (tmp_path / "wav" / "notes.txt").write_text("not audio")
+    assert collect_audio_files([tmp_path / "wav"]) == world.wavs
+    with pytest.raises(FileNotFoundError, match="nothing.wav"):
+        collect_audio_files([tmp_path / "nothing.wav"])
+    bad = tmp_path / "map.tsv"
+    bad.write_text("a.wav\tbob\nb.wav\n", encoding="utf-8")
+    with pytest.raises(ValueError, match="map.tsv:2"):
+        read_user_map(bad)
+    bad.write_text("a.wav\t../bob\n", encoding="utf-8")
+    with pytest.raises(ValueError, match="map.tsv:1: invalid adapter name"):
+        read_user_map(bad)
+    bad.write_text("a.wav\tbob\n./a.wav\tcarol\n", encoding="utf-8")
+    with pytest.raises(ValueError, match="listed twice"):
+        read_user_map(bad)
+
+
+def test_transcribe_files_isolates_bad_files(world, tmp_path):
+    bad = tmp_path / "bad.wav"
+    bad.write_bytes(b"RIFF")
+    recognizer = Recognizer.from_checkpoint(world.checkpoint, adapter_dir=world.adapter_dir, batch_size=2)
+    files = [world.wavs[0], bad, world.wavs[1]]
+    results = list(transcribe_files(recognizer, files, ["alice", "bob", None], files_per_call=3))
+    assert [path for path, _, _ in results] == files
+    assert isinstance(results[1][2], ValueError) and "bad.wav" in str(results[1][2])
+    assert results[0][2].adapter == "alice" and results[2][2].adapter is None
+
+
+def test_evaluate_users_per_user_and_overall(world):
+    recognizer = Recognizer.from_checkpoint(world.checkpoint, adapter_dir=world.adapter_dir)
+    references = ["가나", "다라 마", "바사", "아자차"]
+    users = ["alice", "bob", None, "alice"]
+    figures = evaluate_users(recognizer, world.wavs, references, users)
+    adapted = recognizer.transcribe(world.wavs, user=users)
+    base = recognizer.transcribe(world.wavs)
+    assert figures["overall"]["adapter"]["cer"] == pytest.approx(
+        character_error_rate(references, [result.text for result in adapted])
+    )
+    assert figures["overall"]["base"]["cer"] == pytest.approx(
+        character_error_rate(references, [result.text for result in base])
+    )
+    alice = figures["per_user"]["alice"]
+    assert alice["adapter_applied"] and alice["adapter"]["num_utterances"] == 2
+    assert alice["adapter"]["cer"] == pytest.approx(
+        character_error_rate([references[0], references[3]], [adapted[0].text, adapted[3].text])
+    )
+    nobody = figures["per_user"]["<none>"]
+    assert nobody["adapter"] == {**nobody["base"], "name": "<none>/adapter"} and not nobody["adapter_applied"]
+
+
+def test_eval_recipe_reports_per_user_figures(world, tmp_path):
+    from kospeech.config import EvalConfig
+    from kospeech.trainer.recipes import evaluate_checkpoint
+
+    vocab = Vocabulary(TOKENS)
+    transcripts = ["가나", "다라", "바사", "아자"]
+    entries = [
+        ManifestEntry(path, text, tuple(vocab.encode(text)), speaker)
+        for path, text, speaker in zip(world.wavs, transcripts, ["alice", "bob", "alice", None])
+    ]
+    manifest = tmp_path / "test.tsv"
+    write_manifest(manifest, entries)
+    user_map = tmp_path / "users.tsv"
+    user_map.write_text(f"{world.wavs[3]}\tbob\n", encoding="utf-8")
+    job = EvalConfig(
+        checkpoint_path=str(world.checkpoint),
+        manifest_path=str(manifest),
+        adapter_dir=str(world.adapter_dir),
+        user_map=str(user_map),
+        batch_size=4,
+        device="cpu",
+        output_dir=str(tmp_path / "eval"),
+    )
+    results = evaluate_checkpoint(job)
+    per_user = results["per_user"]
+    assert sorted(per_user["per_user"]) == ["alice", "bob"]
+    assert per_user["per_user"]["bob"]["adapter"]["num_utterances"] == 2
+    assert per_user["overall"]["base"]["cer"] == pytest.approx(results["base"]["cer"])
+    written = json.loads((tmp_path / "eval" / "results.json").read_text(encoding="utf-8"))
+    assert written["per_user"]["overall"] == per_user["overall"]
