@@ -1,0 +1,215 @@
+"""Personalization benchmark: base vs each adapter type vs full fine-tuning on held-out users.
+
+For every held-out user of the built-in corpus and every enrollment size, train each method on the
+first N enrollment utterances (a seeded 10% of them held out for early stopping), then score the
+user's whole test set. Reports CER per user, the median relative CER reduction per method and size,
+the share of the base-to-full-fine-tuning gap each adapter closes, trainable parameters and training
+time; and checks that the base speakers' CER is unchanged when no adapter is selected.
+
+    python benchmarks/personalization.py --quick        # 2 users, 2 sizes, short training (minutes)
+    python benchmarks/personalization.py                # 4 users x 10/25/50/100 utterances (long)
+
+Writes runs/benchmarks/personalization/{results.json,results.md,personalization.png}.
+"""
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import torch  # noqa: E402
+
+from kospeech.checkpoint import load_checkpoint  # noqa: E402
+from kospeech.cli import setup_logging  # noqa: E402
+from kospeech.data import FeatureExtractor, build_dataloader, read_manifest  # noqa: E402
+from kospeech.data.synthetic import ensure_corpus  # noqa: E402
+from kospeech.models import count_parameters  # noqa: E402
+from kospeech.trainer import AdapterTrainConfig, AdapterTrainer, SupervisedTrainer, TrainConfig, evaluate  # noqa: E402
+from kospeech.trainer.adapter_trainer import split_holdout  # noqa: E402
+
+ADAPTER_METHODS = ("head", "residual_head", "encoder")
+
+
+def train_adapter(checkpoint, entries, method, args, workdir):
+    model = checkpoint.build_model()
+    config = AdapterTrainConfig(
+        base_model_path=str(checkpoint.path), adapter_type=method, adapter_name=f"bench_{method}",
+        adapter_save_dir=str(workdir / "adapters"), output_dir=str(workdir / "run"), num_epochs=args.epochs,
+        batch_size=16, num_workers=0, warmup_steps=10, init_lr=1e-4, peak_lr=args.adapter_lr, final_lr=1e-4,
+        early_stopping_patience=args.patience, num_threads=args.threads, log_every=10_000, seed=args.seed,
+        adapter_hidden_dims=[512, 256], adapter_bottleneck_dim=64,
+    )
+    trainer = AdapterTrainer(config, checkpoint.vocab, checkpoint.feature_config, entries,
+                             model_config=checkpoint.model_config)
+    trainer.train(model, adapter_name=config.adapter_name)
+    return model, trainer.parameter_stats["trainable"], True
+
+
+def fine_tune(checkpoint, entries, args, workdir):
+    model = checkpoint.build_model()
+    train_entries, valid_entries = split_holdout(entries, 0.1, args.seed)
+    config = TrainConfig(
+        output_dir=str(workdir / "full"), num_epochs=args.epochs, batch_size=16, num_workers=0, warmup_steps=10,
+        init_lr=1e-5, peak_lr=args.full_lr, final_lr=1e-5, spec_augment=False, num_threads=args.threads,
+        log_every=10_000, checkpoint_every=0, seed=args.seed,
+    )
+    trainer = SupervisedTrainer(config, checkpoint.vocab, checkpoint.feature_config, train_entries, valid_entries,
+                                checkpoint.model_config)
+    trainer.train(model)
+    return model.eval(), count_parameters(model)["total"], False
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--base", default="pretrained/ds2_synthetic.pt")
+    parser.add_argument("--corpus-dir", default="data/corpus_demo")
+    parser.add_argument("--preset", default="demo")
+    parser.add_argument("--users", nargs="*", default=None)
+    parser.add_argument("--sizes", nargs="*", type=int, default=[10, 25, 50, 100])
+    parser.add_argument("--methods", nargs="*", default=[*ADAPTER_METHODS, "full"])
+    parser.add_argument("--epochs", type=int, default=15)
+    parser.add_argument("--patience", type=int, default=4)
+    parser.add_argument("--adapter-lr", type=float, default=2e-3)
+    parser.add_argument("--full-lr", type=float, default=2e-4)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--quick", action="store_true", help="2 users, sizes 25 and 100, at most 6 epochs")
+    parser.add_argument("--output-dir", default="runs/benchmarks/personalization")
+    args = parser.parse_args()
+    if args.quick:
+        args.sizes, args.epochs = [25, 100], min(args.epochs, 6)
+    setup_logging()
+    torch.set_num_threads(args.threads)
+
+    card = ensure_corpus(Path(args.corpus_dir), preset=args.preset, seed=0)
+    checkpoint = load_checkpoint(args.base)
+    vocab, extractor = checkpoint.vocab, FeatureExtractor(checkpoint.feature_config)
+    users = args.users or sorted(card.users)[: 2 if args.quick else None]
+    base_model = checkpoint.build_model()
+
+    def test_cer(model, entries, adapter_output):
+        loader = build_dataloader(entries, extractor, 16, shuffle=False)
+        return evaluate(model, loader, vocab, use_adapter_output=adapter_output).cer
+
+    rows = []
+    started = time.monotonic()
+    for user in users:
+        enroll = read_manifest(card.user_manifest(user, "enroll"), vocab)
+        test = read_manifest(card.user_manifest(user, "test"), vocab)
+        base_cer = test_cer(base_model, test, False)
+        for size in args.sizes:
+            subset = enroll[: min(size, len(enroll))]
+            for method in args.methods:
+                with tempfile.TemporaryDirectory() as workdir:
+                    torch.manual_seed(args.seed)
+                    clock = time.monotonic()
+                    if method == "full":
+                        model, trainable, adapter_output = fine_tune(checkpoint, subset, args, Path(workdir))
+                    else:
+                        model, trainable, adapter_output = train_adapter(checkpoint, subset, method, args, Path(workdir))
+                    seconds = time.monotonic() - clock
+                    cer = test_cer(model, test, adapter_output)
+                rows.append({"user": user, "size": len(subset), "method": method, "base_cer": base_cer, "cer": cer,
+                             "relative_reduction": (base_cer - cer) / base_cer if base_cer else 0.0,
+                             "trainable_params": trainable, "train_seconds": round(seconds, 1)})
+                print(f"{user} n={len(subset):<3} {method:<13} base {base_cer:.3f} -> {cer:.3f} "
+                      f"({rows[-1]['relative_reduction'] * 100:+.1f}%) {seconds:.0f}s", flush=True)
+
+    base_test = read_manifest(card.base_manifest("test"), vocab)
+    plain_cer = test_cer(base_model, base_test, False)
+    with_adapter = checkpoint.build_model()
+    with_adapter.add_adapter("encoder", bottleneck_dim=64)
+    torch.nn.init.normal_(next(p for n, p in with_adapter.named_parameters() if "adapter" in n and "up" in n))
+    with with_adapter.disable_adapter():
+        unselected_cer = test_cer(with_adapter, base_test, False)
+
+    total_params = count_parameters(base_model)["total"]
+    summary = summarize(rows, args.methods, args.sizes, total_params)
+    report = {"base": str(args.base), "users": users, "sizes": args.sizes, "epochs": args.epochs, "rows": rows,
+              "summary": summary, "base_speakers_cer": plain_cer, "base_speakers_cer_adapter_attached_unselected":
+              unselected_cer, "total_params": total_params, "seconds": round(time.monotonic() - started, 1),
+              "quick": args.quick}
+    output_dir = Path(args.output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    (output_dir / "results.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    markdown = to_markdown(summary, args.methods, args.sizes)
+    (output_dir / "results.md").write_text(markdown + "\n", encoding="utf-8")
+    plot(summary, args.methods, args.sizes, output_dir / "personalization.png")
+    print()
+    print(markdown)
+    print(f"\nbase speakers' test CER: {plain_cer:.4f} plain, {unselected_cer:.4f} with an adapter attached but "
+          f"not selected ({'unchanged' if plain_cer == unselected_cer else 'CHANGED'})")
+    print(f"written: {output_dir}/results.json, results.md, personalization.png")
+
+
+def summarize(rows, methods, sizes, total_params):
+    summary = {}
+    for method in methods:
+        summary[method] = {}
+        for size in sizes:
+            cells = [r for r in rows if r["method"] == method and r["size"] == size]
+            if not cells:
+                continue
+            gap_closed = []
+            for cell in cells:
+                full = [r for r in rows if r["method"] == "full" and r["size"] == size and r["user"] == cell["user"]]
+                if full and cell["base_cer"] > full[0]["cer"]:
+                    gap_closed.append((cell["base_cer"] - cell["cer"]) / (cell["base_cer"] - full[0]["cer"]))
+            summary[method][str(size)] = {
+                "median_relative_reduction": statistics.median(c["relative_reduction"] for c in cells),
+                "median_cer": statistics.median(c["cer"] for c in cells),
+                "median_base_cer": statistics.median(c["base_cer"] for c in cells),
+                "median_gap_closed": statistics.median(gap_closed) if gap_closed else None,
+                "trainable_params": cells[0]["trainable_params"],
+                "trainable_percent": 100.0 * cells[0]["trainable_params"] / total_params,
+                "median_train_seconds": statistics.median(c["train_seconds"] for c in cells),
+            }
+    return summary
+
+
+def to_markdown(summary, methods, sizes):
+    lines = ["| method | trainable (% of base) | " + " | ".join(f"n={s}: CER / rel. red. / gap closed" for s in sizes)
+             + " | train s (n=max) |", "|---|---|" + "---|" * len(sizes) + "---|"]
+    for method in methods:
+        cells = []
+        for size in sizes:
+            cell = summary[method].get(str(size))
+            if cell is None:
+                cells.append("–")
+                continue
+            gap = "–" if cell["median_gap_closed"] is None or method == "full" else f"{cell['median_gap_closed'] * 100:.0f}%"
+            cells.append(f"{cell['median_cer']:.3f} / {cell['median_relative_reduction'] * 100:+.0f}% / {gap}")
+        last = summary[method][str(max(sizes))]
+        lines.append(f"| {method} | {last['trainable_params']:,} ({last['trainable_percent']:.1f}%) | "
+                     + " | ".join(cells) + f" | {last['median_train_seconds']:.0f} |")
+    base = summary[methods[0]][str(max(sizes))]["median_base_cer"]
+    lines.append(f"\nmedian base CER on the users' test sets: {base:.3f}")
+    return "\n".join(lines)
+
+
+def plot(summary, methods, sizes, path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(6, 4))
+    for method in methods:
+        points = [(s, summary[method][str(s)]["median_cer"]) for s in sizes if str(s) in summary[method]]
+        axis.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=method)
+    axis.axhline(summary[methods[0]][str(max(sizes))]["median_base_cer"], color="gray", linestyle="--", label="base")
+    axis.set(xlabel="enrollment utterances", ylabel="median test CER", title="held-out users", xscale="log")
+    axis.set_xticks(sizes, [str(s) for s in sizes])
+    axis.legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+
+
+if __name__ == "__main__":
+    main()
