@@ -70,6 +70,7 @@ __all__ = [
     "render_utterance",
     "build_corpus",
     "ensure_corpus",
+    "build_user_sets",
 ]
 
 logger = logging.getLogger(__name__)
@@ -859,3 +860,70 @@ def _is_complete(root: Path, expected: Mapping[str, Any]) -> bool:
         if not path.is_file() or sha256_file(path) != digest:
             return False
     return all((root / relative).is_file() for relative in _read_index(root / "utterances.tsv"))
+
+
+def build_user_sets(
+    out_dir: PathLike,
+    vocab: Vocabulary,
+    *,
+    preset: str = "demo",
+    seed: int = 0,
+    users: Optional[Sequence[str]] = None,
+    max_enroll: Optional[int] = None,
+    max_test: Optional[int] = None,
+    num_workers: int = 1,
+) -> Dict[str, Dict[str, Path]]:
+    """Synthesize only some held-out users' utterances of a corpus plan, with manifests in ``vocab``'s ids.
+
+    A cheap way to get a user's enrollment and test sets that match a base model trained on the full
+    corpus of the same preset and seed (same sentences, voices and channels), without building the
+    base speakers' audio. The files are the ones :func:`build_corpus` would write for these users.
+
+    Args:
+        out_dir: folder that receives ``users/<user>/{enroll,test}.tsv`` and the wavs.
+        vocab: the base model's vocabulary (label ids are encoded with it).
+        preset: corpus preset of the plan.
+        seed: corpus seed of the plan.
+        users: user ids to build (default: every user of the plan).
+        max_enroll: keep the first N enrollment utterances of each user (default: all).
+        max_test: keep the first N test utterances of each user (default: all).
+        num_workers: synthesis processes.
+
+    Returns:
+        ``{user: {"enroll": manifest path, "test": manifest path}}``.
+
+    Raises:
+        ValueError: an unknown user id; UnknownCharacterError: a transcript outside ``vocab``.
+    """
+    root = Path(out_dir)
+    plan = plan_corpus(preset, seed)
+    known = [user.user_id for user in plan.users]
+    wanted = list(known if users is None else users)
+    unknown = sorted(set(wanted) - set(known))
+    if unknown:
+        raise ValueError(f"unknown users {unknown}; the {preset!r} plan with seed {seed} has {known}")
+    limits = {"enroll": max_enroll, "test": max_test}
+    chosen: Dict[Tuple[str, str], List[PlannedUtterance]] = {}
+    for utterance in sorted(plan.utterances, key=lambda u: u.utt_id):
+        user_id = utterance.group.split("/", 1)[-1]
+        if not utterance.group.startswith("users/") or user_id not in wanted:
+            continue
+        members = chosen.setdefault((user_id, utterance.split), [])
+        limit = limits.get(utterance.split)
+        if limit is None or len(members) < limit:
+            members.append(utterance)
+    root.mkdir(parents=True, exist_ok=True)
+    _synthesize_missing(root, [u for members in chosen.values() for u in members], num_workers)
+    manifests: Dict[str, Dict[str, Path]] = {}
+    for (user_id, split), members in sorted(chosen.items()):
+        entries = [
+            ManifestEntry(
+                audio_path=(root / u.relative_path).resolve(),
+                transcript=u.text,
+                label_ids=tuple(vocab.encode(u.text, where=u.utt_id)),
+                speaker=user_id,
+            )
+            for u in members
+        ]
+        manifests.setdefault(user_id, {})[split] = write_manifest(root / "users" / user_id / f"{split}.tsv", entries)
+    return manifests
