@@ -99,8 +99,8 @@ def main() -> None:
     rows = []
     started = time.monotonic()
     for user in users:
-        enroll = read_manifest(card.user_manifest(user, "enroll"), vocab)
-        test = read_manifest(card.user_manifest(user, "test"), vocab)
+        enroll = read_manifest(card.user_manifest(user, "enroll"), vocab, relabel=True)
+        test = read_manifest(card.user_manifest(user, "test"), vocab, relabel=True)
         base_cer = test_cer(base_model, test, False)
         for size in args.sizes:
             subset = enroll[: min(size, len(enroll))]
@@ -120,7 +120,7 @@ def main() -> None:
                 print(f"{user} n={len(subset):<3} {method:<13} base {base_cer:.3f} -> {cer:.3f} "
                       f"({rows[-1]['relative_reduction'] * 100:+.1f}%) {seconds:.0f}s", flush=True)
 
-    base_test = read_manifest(card.base_manifest("test"), vocab)
+    base_test = read_manifest(card.base_manifest("test"), vocab, relabel=True)
     plain_cer = test_cer(base_model, base_test, False)
     with_adapter = checkpoint.build_model()
     with_adapter.add_adapter("encoder", bottleneck_dim=64)

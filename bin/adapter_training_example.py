@@ -46,8 +46,8 @@ def main() -> None:
                                                output_dir=args.output_dir))
     checkpoint = load_checkpoint(base_path)
     vocab, feature_config = checkpoint.vocab, checkpoint.feature_config
-    enroll = read_manifest(card.user_manifest(args.user, "enroll"), vocab)
-    test = read_manifest(card.user_manifest(args.user, "test"), vocab)
+    enroll = read_manifest(card.user_manifest(args.user, "enroll"), vocab, relabel=True)
+    test = read_manifest(card.user_manifest(args.user, "test"), vocab, relabel=True)
 
     model = checkpoint.build_model()
     model.add_adapter(args.adapter_type, hidden_dims=[512, 256])

@@ -21,7 +21,7 @@ from kospeech.config import TrainJobConfig
 from kospeech.data.dataset import build_dataloader
 from kospeech.data.features import FeatureExtractor
 from kospeech.data.manifest import read_manifest
-from kospeech.data.synthetic import ensure_corpus
+from kospeech.data.synthetic import build_user_sets
 from kospeech.fileio import atomic_write_text
 from kospeech.model_builder import DeepSpeech2Config
 from kospeech.models import AdapterManager
@@ -39,15 +39,21 @@ logger = logging.getLogger(__name__)
 class DemoConfig:
     """Settings of :func:`run_demo`."""
 
-    corpus_dir: str = field(default="data/corpus_demo", metadata={"help": "built-in corpus folder (cached)"})
+    corpus_dir: str = field(
+        default="data/corpus_demo", metadata={"help": "full built-in corpus; only needed to train a missing base"}
+    )
+    users_dir: str = field(default="data/demo_users", metadata={"help": "the users' synthesized speech (cached)"})
     corpus_preset: str = field(default="demo", metadata={"help": "tiny, demo or bench"})
     corpus_seed: int = field(default=0, metadata={"help": "corpus seed"})
     base_model_path: str = field(
         default="pretrained/ds2_synthetic.pt", metadata={"help": "shipped base; trained first when missing"}
     )
+    synthesis_workers: int = field(default=2, metadata={"help": "processes synthesizing the users' speech"})
     base_train_minutes: float = field(default=8.0, metadata={"help": "time budget when a base must be trained"})
     output_dir: str = field(default="runs/demo", metadata={"help": "adapters, results.json, plot"})
     users: Optional[List[str]] = field(default=None, metadata={"help": "users to adapt (default: all)"})
+    max_enroll: Optional[int] = field(default=None, metadata={"help": "enrollment utterances per user (default all)"})
+    max_test: Optional[int] = field(default=None, metadata={"help": "test utterances per user (default all)"})
     adapter: AdapterTrainConfig = field(
         default_factory=lambda: AdapterTrainConfig(
             base_model_path="", num_epochs=15, batch_size=16, num_workers=0, warmup_steps=20,
@@ -80,20 +86,21 @@ def run_demo(config: DemoConfig) -> List[Dict[str, Any]]:
         ``trainable_params``, ``adapter_bytes``, ``train_seconds``, ``adapter_path`` and the curves.
     """
     output_dir = Path(config.output_dir)
-    card = ensure_corpus(Path(config.corpus_dir), preset=config.corpus_preset, seed=config.corpus_seed)
     base_path = Path(config.base_model_path)
     if not base_path.exists():
         base_path = train_demo_base(config)
     checkpoint = load_checkpoint(base_path)
     vocab, feature_config = checkpoint.vocab, checkpoint.feature_config
     extractor = FeatureExtractor(feature_config)
-    users = config.users or sorted(path.name for path in (Path(config.corpus_dir) / "users").iterdir() if path.is_dir())
+    manifests = build_user_sets(
+        config.users_dir, vocab, preset=config.corpus_preset, seed=config.corpus_seed, users=config.users,
+        max_enroll=config.max_enroll, max_test=config.max_test, num_workers=config.synthesis_workers,
+    )
     adapter_dir = output_dir / "adapters"
     records = []
-    for user in users:
-        user_dir = Path(config.corpus_dir) / "users" / user
-        enroll = read_manifest(user_dir / "enroll.tsv", vocab)
-        test = read_manifest(user_dir / "test.tsv", vocab)
+    for user, paths in sorted(manifests.items()):
+        enroll = read_manifest(paths["enroll"], vocab)
+        test = read_manifest(paths["test"], vocab)
         torch.manual_seed(config.adapter.seed)
         model = checkpoint.build_model()
         adapter_config = AdapterTrainConfig(
@@ -132,7 +139,6 @@ def run_demo(config: DemoConfig) -> List[Dict[str, Any]]:
         logger.info("%s: base CER %.4f -> adapter CER %.4f", user, base.cer, adapted.cer)
     atomic_write_text(output_dir / "results.json", json.dumps(records, indent=2, ensure_ascii=False) + "\n")
     plot_results(records, output_dir / "personalization.png")
-    logger.info("corpus %s, %d users", card.get("preset") if isinstance(card, dict) else config.corpus_preset, len(users))
     return records
 
 

@@ -39,7 +39,10 @@ class ManifestEntry:
 
 
 def read_manifest(
-    path: Union[str, os.PathLike], vocab: Optional[Vocabulary] = None, check_audio_exists: bool = True
+    path: Union[str, os.PathLike],
+    vocab: Optional[Vocabulary] = None,
+    check_audio_exists: bool = True,
+    relabel: bool = False,
 ) -> List[ManifestEntry]:
     """Parse a manifest.
 
@@ -48,6 +51,8 @@ def read_manifest(
         vocab: when given, the label ids of each line must equal ``vocab.encode(transcript)``;
             a line whose id column is empty gets its ids from the vocabulary.
         check_audio_exists: refuse lines whose audio file does not exist.
+        relabel: ignore the stored label ids and encode each transcript with ``vocab`` (to train with
+            other output units than the manifest was written for, e.g. jamo from a syllable manifest).
 
     Returns:
         The entries in file order.
@@ -64,15 +69,16 @@ def read_manifest(
     except UnicodeDecodeError as exc:
         raise ManifestError(f"{path}: not UTF-8 text ({exc}); convert it (e.g. from cp949) first") from exc
     entries = []
-    for line_number, line in enumerate(text.splitlines(), start=1):
+    # only "\n" ends a line: str.splitlines() would also split inside a transcript at U+2028, U+0085, \f, \v, ...
+    for line_number, line in enumerate(text.split("\n"), start=1):
         if not line.strip():
             continue
-        entries.append(_parse_line(line, f"{path}:{line_number}", path.parent, vocab, check_audio_exists))
+        entries.append(_parse_line(line, f"{path}:{line_number}", path.parent, vocab, check_audio_exists, relabel))
     return entries
 
 
 def _parse_line(
-    line: str, where: str, root: Path, vocab: Optional[Vocabulary], check_audio_exists: bool
+    line: str, where: str, root: Path, vocab: Optional[Vocabulary], check_audio_exists: bool, relabel: bool
 ) -> ManifestEntry:
     columns = line.rstrip("\r").split("\t")
     if len(columns) < 2 or len(columns) > 4:
@@ -97,12 +103,14 @@ def _parse_line(
         label_ids = tuple(int(token) for token in ids_column.split())
     except ValueError as exc:
         raise ManifestError(f"{where}: label ids must be space-separated integers, got {ids_column!r}") from exc
+    if relabel and vocab is None:
+        raise ValueError("relabel=True needs a vocabulary")
     if vocab is not None:
         try:
             expected = tuple(vocab.encode(transcript, where=where))
         except UnknownCharacterError as exc:
             raise ManifestError(str(exc)) from exc
-        if not label_ids:
+        if relabel or not label_ids:
             label_ids = expected
         elif label_ids != expected:
             raise ManifestError(

@@ -32,6 +32,10 @@ class DataConfig:
         metadata={"help": "validation manifest (default: corpus base/dev.tsv; for adapters a held-out enrollment part)"},
     )
     vocab_path: Optional[str] = field(default=None, metadata={"help": "vocabulary CSV (default: corpus vocab.csv)"})
+    unit: str = field(
+        default="character",
+        metadata={"help": "output units of a new base: character (syllables) or grapheme (jamo, from the same CSV)"},
+    )
     user: str = field(default="user01", metadata={"help": "built-in user whose enrollment set trains an adapter"})
 
 
@@ -64,6 +68,13 @@ class TrainConfig:
     checkpoint_every: int = field(default=200, metadata={"help": "write a resumable checkpoint every N steps"})
     resume: bool = field(default=False, metadata={"help": "resume from output_dir/last.pt when it exists"})
     beam_size: int = field(default=1, metadata={"help": "validation decoding: 1 = greedy CTC, >1 = beam search"})
+    ddp_backend: str = field(
+        default="auto",
+        metadata={
+            "help": "torchrun-launched DistributedDataParallel (WORLD_SIZE > 1): auto (nccl on CUDA, gloo on CPU), "
+            "nccl or gloo"
+        },
+    )
 
 
 @dataclass
@@ -103,3 +114,20 @@ class AdapterTrainConfig(TrainConfig):
     rnn_hidden_dim: int = field(default=512, metadata={"help": "expected base RNN hidden size (checkpoint wins)"})
     dropout_p: float = field(default=0.1, metadata={"help": "expected base dropout (checkpoint wins)"})
     activation: str = field(default="hardtanh", metadata={"help": "expected base activation (checkpoint wins)"})
+    cache_trunk: bool = field(
+        default=True,
+        metadata={
+            "help": "run the frozen base once per utterance and train the adapter on its cached output; the "
+            "training set falls back to recomputing when SpecAugment or dither change the features every epoch"
+        },
+    )
+    trunk_cache_max_mb: float = field(
+        default=2048.0, metadata={"help": "megabytes of cached trunk outputs kept in memory"}
+    )
+    trunk_cache_spill: bool = field(
+        default=True,
+        metadata={"help": "over trunk_cache_max_mb: keep the rest on disk (true) or refuse with an error (false)"},
+    )
+    trunk_cache_dir: Optional[str] = field(
+        default=None, metadata={"help": "folder for spilled cache entries (default: {output_dir}/trunk_cache)"}
+    )

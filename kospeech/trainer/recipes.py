@@ -100,9 +100,11 @@ def train_base_model(job: Any) -> Dict[str, Any]:
     model_config: DeepSpeech2Config = _to_dataclass(job.model, DeepSpeech2Config)
     data = _to_dataclass(job.data, DataConfig)
     sources = resolve_data(data)
-    vocab = Vocabulary.from_csv(sources.vocab_path)
-    train_entries = read_manifest(sources.train_manifest, vocab)
-    valid_entries = read_manifest(sources.valid_manifest, vocab) if sources.valid_manifest else []
+    manifest_vocab = Vocabulary.from_csv(sources.vocab_path)
+    vocab = manifest_vocab.with_unit(data.unit)
+    relabel = vocab.unit != manifest_vocab.unit
+    train_entries = read_manifest(sources.train_manifest, vocab, relabel=relabel)
+    valid_entries = read_manifest(sources.valid_manifest, vocab, relabel=relabel) if sources.valid_manifest else []
 
     torch.manual_seed(train_config.seed)
     model = build_deepspeech2(feature_config.feature_dim, len(vocab), model_config)
@@ -126,7 +128,8 @@ def train_base_model(job: Any) -> Dict[str, Any]:
     }
     for split, manifest in (("valid", sources.valid_manifest), ("test", sources.test_manifest)):
         if manifest is not None and manifest.exists():
-            loader = trainer.build_loader(read_manifest(manifest, vocab), train_config.batch_size, train=False)
+            entries = read_manifest(manifest, vocab, relabel=relabel)
+            loader = trainer.build_loader(entries, train_config.batch_size, train=False)
             result = evaluate(model, loader, vocab, device=trainer.device, beam_size=train_config.beam_size, description=split)
             results[split] = result.as_dict()
             logger.info("%s: CER %.4f WER %.4f (%d utterances)", split, result.cer, result.wer, result.num_utterances)
@@ -150,14 +153,15 @@ def train_adapter_model(job: Any) -> Dict[str, Any]:
     vocab, feature_config = checkpoint.vocab, checkpoint.feature_config
     _warn_architecture_differences(config, checkpoint.model_config)
     sources = resolve_data(data, adapter=True)
-    corpus_vocab = Vocabulary.from_csv(sources.vocab_path)
-    if corpus_vocab != vocab:
+    manifest_vocab = Vocabulary.from_csv(sources.vocab_path)
+    relabel = vocab.unit != manifest_vocab.unit
+    if manifest_vocab.with_unit(vocab.unit) != vocab:
         raise ValueError(
             f"{sources.vocab_path} differs from the vocabulary of the base model {config.base_model_path}: "
             "an adapter must use its base model's vocabulary"
         )
-    train_entries = read_manifest(sources.train_manifest, vocab)
-    valid_entries = read_manifest(sources.valid_manifest, vocab) if sources.valid_manifest else None
+    train_entries = read_manifest(sources.train_manifest, vocab, relabel=relabel)
+    valid_entries = read_manifest(sources.valid_manifest, vocab, relabel=relabel) if sources.valid_manifest else None
 
     torch.manual_seed(config.seed)
     model = checkpoint.build_model(device=resolve_device(config.device))
@@ -180,7 +184,8 @@ def train_adapter_model(job: Any) -> Dict[str, Any]:
         "train_seconds": stats["train_seconds"],
     }
     if sources.test_manifest is not None and sources.test_manifest.exists():
-        loader = trainer.build_loader(read_manifest(sources.test_manifest, vocab), config.batch_size, train=False)
+        test_entries = read_manifest(sources.test_manifest, vocab, relabel=relabel)
+        loader = trainer.build_loader(test_entries, config.batch_size, train=False)
         with model.disable_adapter():
             base = evaluate(model, loader, vocab, device=trainer.device, description="test (base)")
         adapted = evaluate(model, loader, vocab, device=trainer.device, use_adapter_output=True, description="test (adapter)")
@@ -221,7 +226,7 @@ def evaluate_checkpoint(job: Any) -> Dict[str, Any]:
     manifest = Path(job.manifest_path) if job.manifest_path else resolve_data(_to_dataclass(job.data, DataConfig)).test_manifest
     if manifest is None:
         raise ValueError("no manifest to evaluate: set manifest_path")
-    entries = read_manifest(manifest, vocab)
+    entries = read_manifest(manifest, vocab, relabel=True)  # ids come from the checkpoint's own vocabulary
     loader = build_dataloader(entries, FeatureExtractor(feature_config), job.batch_size, shuffle=False)
     results: Dict[str, Any] = {"checkpoint": str(job.checkpoint_path), "manifest": str(manifest)}
     base_model_output = evaluate(model, loader, vocab, device=device, beam_size=job.beam_size, description="base")

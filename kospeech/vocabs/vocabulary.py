@@ -70,6 +70,10 @@ class Vocabulary:
         counts: Counter = Counter()
         for transcript in transcripts:
             counts.update(_split(transcript, unit))
+        return cls._from_counts(counts, unit)
+
+    @classmethod
+    def _from_counts(cls, counts: Counter, unit: str) -> "Vocabulary":
         reserved = [token for token in counts if token in SPECIAL_TOKENS]
         if reserved:
             raise ValueError(f"transcripts contain reserved tokens {reserved}")
@@ -78,13 +82,39 @@ class Vocabulary:
         freqs = [0] * len(SPECIAL_TOKENS) + [count for _, count in ordered]
         return cls(tokens, unit=unit, freqs=freqs)
 
+    def with_unit(self, unit: str) -> "Vocabulary":
+        """A vocabulary of another output unit that can encode every text this one can.
+
+        Frequencies carry over (a syllable seen N times adds N to each of its jamo), so the order is the
+        one :meth:`build` would give on the same transcripts. Returns ``self`` for the same unit.
+        """
+        if unit not in OUTPUT_UNITS:
+            raise ValueError(f"unknown output unit {unit!r}; expected one of {OUTPUT_UNITS}")
+        if unit == self.unit:
+            return self
+        counts: Counter = Counter()
+        for token, freq in zip(self.tokens[len(SPECIAL_TOKENS) :], self.freqs[len(SPECIAL_TOKENS) :]):
+            for piece in _split(token, unit):
+                counts[piece] += max(freq, 1)
+        return self._from_counts(counts, unit)
+
     @classmethod
-    def from_csv(cls, path: Union[str, os.PathLike], unit: str = "character") -> "Vocabulary":
-        """Read an ``id,char,freq`` CSV (UTF-8, optional BOM). Ids must be 0..N-1 in order."""
+    def from_csv(cls, path: Union[str, os.PathLike], unit: Optional[str] = None) -> "Vocabulary":
+        """Read an ``id,char,freq`` CSV (UTF-8, optional BOM). Ids must be 0..N-1 in order.
+
+        Args:
+            path: the CSV file.
+            unit: ``"character"`` or ``"grapheme"``; ``None`` infers it: a file whose tokens include
+                conjoining jamo (U+1100..U+11FF) and no precomposed syllable is a grapheme vocabulary.
+        """
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"vocabulary file not found: {path}")
-        with open(path, encoding="utf-8-sig", newline="") as handle:
+        try:
+            content = path.read_text(encoding="utf-8-sig")
+        except UnicodeDecodeError as exc:
+            raise ValueError(f"{path}: not UTF-8 text ({exc}); convert it (e.g. from cp949) first") from exc
+        with io.StringIO(content, newline="") as handle:
             reader = csv.DictReader(handle)
             if reader.fieldnames is None or not {"id", "char"} <= set(reader.fieldnames):
                 raise ValueError(f"{path}: expected a header 'id,char,freq', got {reader.fieldnames}")
@@ -102,6 +132,8 @@ class Vocabulary:
                     raise ValueError(f"{path}:{line_number}: empty token")
                 tokens.append(row["char"])
                 freqs.append(freq)
+        if unit is None:
+            unit = _infer_unit(tokens[len(SPECIAL_TOKENS) :])
         try:
             return cls(tokens, unit=unit, freqs=freqs)
         except ValueError as exc:
@@ -183,3 +215,9 @@ def _split(text: str, unit: str) -> List[str]:
     if unit == "grapheme":
         return list(unicodedata.normalize("NFD", text))
     return list(unicodedata.normalize("NFC", text))
+
+
+def _infer_unit(tokens: Sequence[str]) -> str:
+    has_jamo = any("\u1100" <= token <= "\u11ff" for token in tokens)
+    has_syllables = any("\uac00" <= token <= "\ud7a3" for token in tokens)
+    return "grapheme" if has_jamo and not has_syllables else "character"

@@ -58,3 +58,15 @@ def test_cp949_manifest_is_refused_with_hint(corpus):
     (root / "m.tsv").write_bytes("wavs/a.wav\t세 시\t5 6\n".encode("cp949"))
     with pytest.raises(ManifestError, match="not UTF-8"):
         read_manifest(root / "m.tsv")
+
+
+def test_relabel_encodes_transcripts_with_another_unit(corpus):
+    root, vocab = corpus
+    ids = " ".join(map(str, vocab.encode("세 시")))
+    (root / "m.tsv").write_text(f"wavs/a.wav\t세 시\t{ids}\n", encoding="utf-8")
+    graphemes = Vocabulary.build(["불 꺼 줘", "세 시"], unit="grapheme")
+    with pytest.raises(ManifestError, match="disagree"):
+        read_manifest(root / "m.tsv", graphemes)
+    (entry,) = read_manifest(root / "m.tsv", graphemes, relabel=True)
+    assert entry.label_ids == tuple(graphemes.encode("세 시"))
+    assert graphemes.decode(entry.label_ids) == "세 시"

@@ -67,3 +67,15 @@ def test_bad_csv_is_refused(tmp_path):
         Vocabulary.from_csv(path)
     with pytest.raises(FileNotFoundError):
         Vocabulary.from_csv(tmp_path / "missing.csv")
+
+
+def test_with_unit_covers_every_text_and_csv_infers_the_unit(tmp_path):
+    characters = Vocabulary.build(TRANSCRIPTS)
+    graphemes = characters.with_unit("grapheme")
+    assert graphemes == Vocabulary.build(TRANSCRIPTS, unit="grapheme")
+    assert graphemes.freqs == Vocabulary.build(TRANSCRIPTS, unit="grapheme").freqs
+    for text in TRANSCRIPTS:
+        assert graphemes.decode(graphemes.encode(text)) == text
+    assert characters.with_unit("character") is characters
+    assert Vocabulary.from_csv(graphemes.to_csv(tmp_path / "g.csv")).unit == "grapheme"
+    assert Vocabulary.from_csv(characters.to_csv(tmp_path / "c.csv")).unit == "character"
