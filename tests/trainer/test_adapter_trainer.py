@@ -104,3 +104,17 @@ def test_invalid_adapter_name_is_refused_before_training(tmp_path, user_entries,
     with pytest.raises(ValueError):
         trainer.train(model, adapter_name="../evil")
     assert not (tmp_path / "adapters").exists()
+
+
+def test_data_parallel_wrapped_model_trains_and_saves_the_same_adapter(tmp_path, user_entries, corpus_vocab, feature_config):
+    results = {}
+    for wrapped in (False, True):
+        torch.manual_seed(0)
+        model = build_deepspeech2(feature_config.feature_dim, len(corpus_vocab), {"num_rnn_layers": 1, "rnn_hidden_dim": 16})
+        config = _adapter_config(tmp_path / str(wrapped), adapter_type="residual_head", num_epochs=1)
+        trainer = AdapterTrainer(config, corpus_vocab, feature_config, user_entries)
+        trainer.train(torch.nn.DataParallel(model) if wrapped else model, adapter_name="dp_user")
+        results[wrapped] = torch.load(trainer.adapter_path, weights_only=True)["adapter_state_dict"]
+    assert results[True].keys() == results[False].keys()
+    for key in results[False]:
+        assert torch.equal(results[True][key], results[False][key]), key
