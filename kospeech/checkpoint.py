@@ -34,6 +34,7 @@ from kospeech.data.features import FeatureConfig
 from kospeech.fileio import atomic_torch_save, safe_torch_load
 from kospeech.model_builder import build_deepspeech2
 from kospeech.models import DeepSpeech2
+from kospeech.models.utils import describe_state_dict_problems, state_dict_problems
 from kospeech.vocabs import Vocabulary
 
 __all__ = ["CHECKPOINT_FORMAT_VERSION", "Checkpoint", "save_checkpoint", "load_checkpoint", "load_model"]
@@ -71,13 +72,34 @@ class Checkpoint:
     kospeech_version: str = ""
 
     def build_model(self, device: Union[str, torch.device] = "cpu", strict: bool = True) -> DeepSpeech2:
-        """A model with this checkpoint's architecture and weights, in eval mode."""
-        config = {key: value for key, value in self.model_config.items() if key not in ("input_dim", "num_classes")}
-        model = build_deepspeech2(self.model_config["input_dim"], self.model_config["num_classes"], config)
+        """A model with this checkpoint's architecture and weights, in eval mode.
+
+        The recorded architecture is first built without memory (on the ``meta`` device) and compared with the
+        stored weights, so a file whose ``model_config`` claims a huge model it does not hold allocates nothing.
+
+        Raises:
+            ValueError: ``model_config`` is invalid, or the weights do not match it (missing or unexpected keys
+                when ``strict``, other shapes, integer weights for floating point parameters, ...).
+        """
         try:
-            model.load_state_dict(self.model_state_dict, strict=strict)
-        except RuntimeError as exc:
-            raise ValueError(f"{self.path}: weights do not match the recorded architecture: {exc}") from exc
+            input_dim, num_classes = self.model_config["input_dim"], self.model_config["num_classes"]
+            config = {key: value for key, value in self.model_config.items() if key not in ("input_dim", "num_classes")}
+            with torch.device("meta"):
+                skeleton = build_deepspeech2(input_dim, num_classes, config, device="meta")
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"{self.path}: invalid model_config {self.model_config!r}: {exc}") from exc
+        expected = skeleton.state_dict()
+        missing, unexpected, mismatched = state_dict_problems(expected, self.model_state_dict)
+        mismatched += [
+            f"{key}: expected {expected[key].dtype}, found {value.dtype}"
+            for key, value in self.model_state_dict.items()
+            if key in expected and value.is_floating_point() != expected[key].is_floating_point()
+        ]
+        if mismatched or (strict and (missing or unexpected)):
+            problems = describe_state_dict_problems(missing, unexpected, mismatched)
+            raise ValueError(f"{self.path}: weights do not match the recorded architecture: {problems}")
+        model = build_deepspeech2(input_dim, num_classes, config)
+        model.load_state_dict(self.model_state_dict, strict=strict)
         return model.to(device).eval()
 
 

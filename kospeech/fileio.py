@@ -79,6 +79,7 @@ def safe_torch_load(path: PathLike, what: str = "file") -> Dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{what} not found: {path}")
+    _refuse_compressed_entries(path, what)
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, zipfile.BadZipFile, RuntimeError, EOFError, AttributeError, TypeError) as exc:
@@ -86,6 +87,27 @@ def safe_torch_load(path: PathLike, what: str = "file") -> Dict[str, Any]:
     if not isinstance(obj, dict):
         raise ValueError(f"{path}: a {what} must hold a dict, found {type(obj).__name__}")
     return obj
+
+
+def _refuse_compressed_entries(path: Path, what: str) -> None:
+    """Refuse a zip-format file with a compressed entry before ``torch.load`` inflates it.
+
+    ``torch.save`` stores every entry uncompressed, so what a genuine file holds is bounded by its size. A compressed
+    entry can inflate a few hundred kilobytes into gigabytes (a zip bomb), which ``torch.load`` would allocate.
+    """
+    if not zipfile.is_zipfile(path):
+        return
+    try:
+        with zipfile.ZipFile(path) as archive:
+            entries = archive.infolist()
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise ValueError(f"{path}: not a valid {what} (unreadable zip archive): {exc}") from exc
+    for entry in entries:
+        if entry.compress_type != zipfile.ZIP_STORED or entry.file_size != entry.compress_size:
+            raise ValueError(
+                f"{path}: not a valid {what}: entry {entry.filename!r} is compressed ({entry.compress_size} bytes "
+                f"inflating to {entry.file_size}); torch.save never compresses, so the file is refused unread"
+            )
 
 
 def sha256_file(path: PathLike, chunk_size: int = 1 << 20) -> str:

@@ -127,9 +127,10 @@ def audio_info(path: PathLike) -> AudioInfo:
 
     Raises:
         FileNotFoundError: the file does not exist.
-        AudioError: the file is not readable audio.
+        AudioError: the file is not readable audio, or a WAV file holds less audio data than its header declares.
     """
     path = _existing_file(path)
+    _check_wav_not_truncated(path)
     try:
         with sf.SoundFile(str(path), **_open_kwargs(path)) as handle:
             sample_rate, num_frames, channels = int(handle.samplerate), int(handle.frames), int(handle.channels)
@@ -269,7 +270,6 @@ def iter_audio_chunks(path: PathLike, chunk_seconds: float = 30.0) -> Iterator[n
         raise ValueError(f"chunk_seconds must be > 0, got {chunk_seconds!r}")
     info = audio_info(path)
     path = Path(path)
-    _check_wav_not_truncated(path)
     block_frames = max(1, int(round(chunk_seconds * info.sample_rate)))
     try:
         for offset, block in enumerate(

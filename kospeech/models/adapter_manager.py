@@ -210,29 +210,35 @@ def _read_adapter_file(path: Path) -> Tuple[Dict[str, Any], AdapterModule]:
         raise ValueError(
             f"{path}: unknown adapter_type {content['adapter_type']!r}; known types are {list(ADAPTER_TYPES)}"
         )
+    sizes = (
+        content["adapter_type"],
+        content["input_dim"],
+        content["hidden_dims"],
+        content["output_dim"],
+        content["dropout_p"],
+        content["num_layers"],
+    )
     try:
-        adapter = build_adapter(
-            content["adapter_type"],
-            content["input_dim"],
-            content["hidden_dims"],
-            content["output_dim"],
-            content["dropout_p"],
-            content["num_layers"],
-        )
-    except ValueError as exc:
+        # built without memory first: recorded sizes the stored weights do not back allocate nothing
+        with torch.device("meta"):
+            skeleton = build_adapter(*sizes)
+    except (TypeError, ValueError) as exc:
         raise ValueError(f"{path}: invalid adapter sizes: {exc}") from exc
     state_dict = content["adapter_state_dict"]
-    missing, unexpected, mismatched = state_dict_problems(adapter.state_dict(), state_dict)
-    mismatched += [
-        f"{key}: expected a floating point tensor, found {value.dtype}"
-        for key, value in state_dict.items()
-        if isinstance(value, torch.Tensor) and key not in unexpected and not value.is_floating_point()
-    ]
+    missing, unexpected, mismatched = state_dict_problems(skeleton.state_dict(), state_dict)
+    for key, value in state_dict.items():
+        if not isinstance(value, torch.Tensor) or key in unexpected:
+            continue
+        if not value.is_floating_point():
+            mismatched.append(f"{key}: expected a floating point tensor, found {value.dtype}")
+        elif not bool(torch.isfinite(value).all()):
+            mismatched.append(f"{key}: holds NaN/Inf values")
     if missing or unexpected or mismatched:
         raise ValueError(
             f"{path}: adapter weights do not match a {content['adapter_type']!r} adapter of the recorded sizes: "
             f"missing keys {missing}, unexpected keys {unexpected}, mismatched entries {mismatched}"
         )
+    adapter = build_adapter(*sizes)
     adapter.load_state_dict(state_dict, strict=True)
     return content, adapter
 
