@@ -42,7 +42,7 @@ def train_adapter(checkpoint, entries, method, args, workdir):
         adapter_save_dir=str(workdir / "adapters"), output_dir=str(workdir / "run"), num_epochs=args.epochs,
         batch_size=16, num_workers=0, warmup_steps=10, init_lr=1e-4, peak_lr=args.adapter_lr, final_lr=1e-4,
         early_stopping_patience=args.patience, num_threads=args.threads, log_every=10_000, seed=args.seed,
-        adapter_hidden_dims=[512, 256], adapter_bottleneck_dim=64,
+        adapter_hidden_dims=list(args.hidden_dims), adapter_bottleneck_dim=args.bottleneck,
     )
     trainer = AdapterTrainer(config, checkpoint.vocab, checkpoint.feature_config, entries,
                              model_config=checkpoint.model_config)
@@ -76,6 +76,8 @@ def main() -> None:
     parser.add_argument("--patience", type=int, default=4)
     parser.add_argument("--adapter-lr", type=float, default=2e-3)
     parser.add_argument("--full-lr", type=float, default=2e-4)
+    parser.add_argument("--hidden-dims", nargs="*", type=int, default=[512, 256], help="head/residual_head MLP sizes")
+    parser.add_argument("--bottleneck", type=int, default=64, help="encoder adapter bottleneck size")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--quick", action="store_true", help="2 users, sizes 25 and 100, at most 6 epochs")
