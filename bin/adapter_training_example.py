@@ -32,8 +32,8 @@ def main() -> None:
     parser.add_argument("--base", default="pretrained/ds2_synthetic.pt", help="base checkpoint (trained if missing)")
     parser.add_argument("--corpus-dir", default="data/corpus_demo", help="built-in corpus folder")
     parser.add_argument("--preset", default="demo", help="corpus preset: tiny, demo or bench")
-    parser.add_argument("--adapter-type", default="residual_head", help="head, residual_head or encoder")
-    parser.add_argument("--epochs", type=int, default=15, help="maximum adapter epochs")
+    parser.add_argument("--adapter-type", default="encoder", help="head, residual_head or encoder")
+    parser.add_argument("--epochs", type=int, default=8, help="maximum adapter epochs")
     parser.add_argument("--output-dir", default="runs/adapter_example", help="adapters and logs go here")
     args = parser.parse_args()
     setup_logging()
@@ -50,11 +50,12 @@ def main() -> None:
     test = read_manifest(card.user_manifest(args.user, "test"), vocab, relabel=True)
 
     model = checkpoint.build_model()
-    model.add_adapter(args.adapter_type, hidden_dims=[512, 256])
+    model.add_adapter(args.adapter_type, hidden_dims=[128], bottleneck_dim=32)
     model.freeze_base_model()
     config = AdapterTrainConfig(
         base_model_path=str(base_path), adapter_name=args.user, adapter_save_dir=f"{args.output_dir}/adapters",
         output_dir=f"{args.output_dir}/run", adapter_type=args.adapter_type, num_epochs=args.epochs,
+        adapter_hidden_dims=[128], adapter_bottleneck_dim=32,
         batch_size=16, num_workers=0, warmup_steps=20, peak_lr=2e-3, final_lr=1e-4,
     )
     trainer = AdapterTrainer(config, vocab, feature_config, enroll, model_config=checkpoint.model_config)

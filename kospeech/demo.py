@@ -56,7 +56,7 @@ class DemoConfig:
     max_test: Optional[int] = field(default=None, metadata={"help": "test utterances per user (default all)"})
     adapter: AdapterTrainConfig = field(
         default_factory=lambda: AdapterTrainConfig(
-            base_model_path="", adapter_type="residual_head", adapter_hidden_dims=[128], num_epochs=12,
+            base_model_path="", adapter_type="encoder", adapter_bottleneck_dim=32, num_epochs=8,
             batch_size=16, num_workers=0, warmup_steps=10, init_lr=1e-4, peak_lr=2e-3, final_lr=1e-4,
             early_stopping_patience=3,
         ),
