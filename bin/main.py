@@ -3,6 +3,10 @@
     python bin/main.py --config-name=train train=ds2_train
     python bin/main.py --config-name=train train=adapter_train \
         train.base_model_path=path/to/base.pt train.adapter_name=user_john train.adapter_save_dir=./adapters
+
+Base training on several processes (DistributedDataParallel; see docs/performance.md for several machines):
+
+    torchrun --standalone --nproc_per_node=2 bin/main.py --config-name=train train=ds2_train
 """
 
 import json
@@ -17,7 +21,9 @@ from omegaconf import DictConfig, OmegaConf  # noqa: E402
 
 from kospeech.cli import absolutize_paths, setup_logging  # noqa: E402
 from kospeech.config import register_configs  # noqa: E402
+from kospeech.trainer.distributed import cleanup_distributed, init_distributed, world_size_from_env  # noqa: E402
 from kospeech.trainer.recipes import train_adapter_model, train_base_model  # noqa: E402
+from kospeech.trainer.supervised_trainer import resolve_device  # noqa: E402
 
 logger = logging.getLogger("kospeech.main")
 
@@ -38,11 +44,29 @@ register_configs()
 @hydra.main(config_path="../configs", config_name="train", version_base="1.3")
 def main(config: DictConfig) -> None:
     absolutize_paths(config)
-    setup_logging(Path(config.train.output_dir) / "train.log")
-    logger.info("resolved config:\n%s", OmegaConf.to_yaml(config))
     is_adapter_job = "base_model_path" in config.train
-    results = train_adapter(config) if is_adapter_job else train_base(config)
-    print(json.dumps(results, indent=2, ensure_ascii=False))
+    if is_adapter_job:
+        if world_size_from_env() > 1:
+            raise ValueError(
+                "adapter training runs in one process; to train many users at once use bin/train_adapters.py"
+            )
+        setup_logging(Path(config.train.output_dir) / "train.log")
+        logger.info("resolved config:\n%s", OmegaConf.to_yaml(config))
+        print(json.dumps(train_adapter(config), indent=2, ensure_ascii=False))
+        return
+    # under torchrun: join the process group first; rank 0 alone logs to the console and the run folder
+    context = init_distributed(config.train.ddp_backend, resolve_device(config.train.device))
+    try:
+        if context.is_main:
+            setup_logging(Path(config.train.output_dir) / "train.log")
+            logger.info("resolved config:\n%s", OmegaConf.to_yaml(config))
+        else:
+            setup_logging(level=logging.WARNING)
+        results = train_base(config)
+        if context.is_main:
+            print(json.dumps(results, indent=2, ensure_ascii=False))
+    finally:
+        cleanup_distributed()
 
 
 if __name__ == "__main__":

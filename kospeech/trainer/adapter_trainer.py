@@ -10,16 +10,27 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 
 from kospeech.data.audio import audio_duration
 from kospeech.data.features import FeatureConfig
 from kospeech.data.manifest import ManifestEntry
-from kospeech.models import AdapterManager, count_parameters
+from kospeech.models import AdapterManager, DeepSpeech2, count_parameters
 from kospeech.models.adapter_manager import validate_adapter_name
 from kospeech.optim import Optimizer
 from kospeech.trainer.configs import AdapterTrainConfig
 from kospeech.trainer.evaluation import EvaluationResult, evaluate
 from kospeech.trainer.supervised_trainer import SupervisedTrainer, unwrap_model
+from kospeech.trainer.trunk_cache import (
+    CachedBatch,
+    CachedFeatureLoader,
+    CachedTrunkModel,
+    TrunkCache,
+    build_trunk_cache,
+    cache_point_for,
+    spill_folder,
+    train_cache_blocker,
+)
 from kospeech.vocabs import Vocabulary
 
 __all__ = ["AdapterTrainer", "split_holdout"]
@@ -58,6 +69,14 @@ class AdapterTrainer(SupervisedTrainer):
     Without ``valid_entries`` a seeded ``config.valid_fraction`` of the enrollment set is held out, and
     training stops after ``config.early_stopping_patience`` validations without improvement.
 
+    With ``config.cache_trunk`` (the default) the frozen base runs once per utterance and every epoch trains the
+    adapter on the cached output of the last frozen computation before it (:mod:`kospeech.trainer.trunk_cache`):
+    the same batches, the same random draws and the same losses as recomputing (within float rounding), at a
+    fraction of the cost. SpecAugment or dither change the features every epoch, so the training set is then
+    recomputed every epoch (the held-out set is still cached). Cached steps run on the bare model (a DataParallel
+    wrapper is bypassed for them); a model wrapped in DistributedDataParallel is never cached, since its steps must
+    go through the wrapper.
+
     Args:
         config: adapter hyper-parameters, adapter folder and run folder.
         vocab: the base model's vocabulary.
@@ -69,6 +88,7 @@ class AdapterTrainer(SupervisedTrainer):
     """
 
     use_adapter_output = True
+    distributed_training = False
 
     def __init__(
         self,
@@ -88,9 +108,15 @@ class AdapterTrainer(SupervisedTrainer):
         self.adapter_path: Optional[Path] = None
         self.parameter_stats: Dict[str, Any] = {}
         self.base_result: Optional[EvaluationResult] = None
+        self.trunk_cache: Optional[TrunkCache] = None
+        self.cache_info: Dict[str, Any] = {"train": False, "valid": False}
+        self._cached_model: Optional[CachedTrunkModel] = None
+        self._owns_cache = False
+        self._shared_cache: Optional[Tuple[TrunkCache, Optional[List[int]], List[int]]] = None
         self._best_adapter_state: Optional[Dict[str, Any]] = None
         self._stale_validations = 0
         self._started = 0.0
+        self._audio_seconds: Optional[float] = None
 
     def train(
         self,
@@ -111,6 +137,19 @@ class AdapterTrainer(SupervisedTrainer):
 
         Returns:
             The model with its best adapter weights loaded and the base still frozen.
+        """
+        self.prepare_adapter(model, adapter_name)
+        self._started = time.monotonic()
+        try:
+            return super().train(model, batch_size, epoch_time_step, num_epochs, resume=False)
+        finally:
+            self.release_trunk_cache()
+
+    def prepare_adapter(self, model: nn.Module, adapter_name: str) -> DeepSpeech2:
+        """Check the name, attach an adapter from the config when the model has none, freeze the base, log sizes.
+
+        Returns:
+            The bare DeepSpeech2 (unwrapped).
         """
         validate_adapter_name(adapter_name)
         self.adapter_name = adapter_name
@@ -134,21 +173,137 @@ class AdapterTrainer(SupervisedTrainer):
             stats["trainable"],
             stats["trainable_percent"],
         )
-        self._started = time.monotonic()
-        return super().train(model, batch_size, epoch_time_step, num_epochs, resume=False)
+        return base
+
+    # ------------------------------------------------------------------ trunk cache
+
+    def use_shared_trunk_cache(
+        self,
+        cache: Optional[TrunkCache],
+        train_keys: Optional[Sequence[int]],
+        valid_keys: Sequence[int],
+        cached_model: CachedTrunkModel,
+    ) -> None:
+        """Take trunk outputs from a cache built for several trainers (this trainer never closes it).
+
+        Args:
+            cache: a trunk cache at the cache point of this trainer's adapter type, or ``None`` when nothing is
+                cached (batches of trunk outputs may still be handed to :meth:`_train_step` as ``CachedBatch``).
+            train_keys: keys of ``self.train_entries`` in order, or ``None`` to load the training set from audio.
+            valid_keys: keys of ``self.valid_entries`` in order (ignored without a cache).
+            cached_model: the model above the cache point (it uses whatever adapter the model has attached).
+        """
+        self._cached_model = cached_model
+        if cache is None:
+            self._shared_cache = None
+            return
+        if train_keys is not None and len(train_keys) != len(self.train_entries):
+            raise ValueError(f"{len(train_keys)} training keys for {len(self.train_entries)} training utterances")
+        if len(valid_keys) != len(self.valid_entries):
+            raise ValueError(f"{len(valid_keys)} validation keys for {len(self.valid_entries)} validation utterances")
+        self._shared_cache = (cache, None if train_keys is None else list(train_keys), list(valid_keys))
+
+    def _cache_plan(self, model: nn.Module) -> Tuple[bool, bool]:
+        """Whether to cache the training set and the validation set, logging why not."""
+        if not self.config.cache_trunk:
+            logger.info("trunk cache off (cache_trunk=false): the frozen base runs on every step")
+            return False, False
+        if isinstance(model, DistributedDataParallel):
+            logger.info("trunk cache off: under DistributedDataParallel every step goes through its forward")
+            return False, False
+        blocker = train_cache_blocker(self.config.spec_augment, self.feature_config)
+        if blocker is not None:
+            logger.info("trunk cache for the held-out set only: %s, so training recomputes the trunk", blocker)
+        return blocker is None, True
+
+    def _build_loaders(self, model: nn.Module, batch_size: int):
+        self.release_trunk_cache()
+        seed, device = self.config.seed, self.device
+        if self._shared_cache is not None:
+            cache, train_keys, valid_keys = self._shared_cache
+        else:
+            cache_train, cache_valid = self._cache_plan(model)
+            if not (cache_train or cache_valid):
+                return super()._build_loaders(model, batch_size)
+            base = unwrap_model(model)
+            point = cache_point_for(base.adapter_type)
+            entries = list(self.train_entries) if cache_train else []
+            started = time.monotonic()
+            cache = build_trunk_cache(
+                base,
+                entries + list(self.valid_entries),
+                self.feature_extractor,
+                point=point,
+                batch_size=batch_size,
+                device=device,
+                max_mb=self.config.trunk_cache_max_mb,
+                spill_dir=spill_folder(self.output_dir, self.config.trunk_cache_dir)
+                if self.config.trunk_cache_spill
+                else None,
+                num_workers=self.config.num_workers,
+            )
+            build_seconds = time.monotonic() - started
+            self._owns_cache = True
+            self._cached_model = CachedTrunkModel(base, point)
+            train_keys = list(range(len(entries))) if cache_train else None
+            valid_keys = list(range(len(entries), len(entries) + len(self.valid_entries)))
+            logger.info("trunk cache: %s, built in %.1f s", cache.describe(), build_seconds)
+        self.trunk_cache = cache
+        self.cache_info = {
+            "train": train_keys is not None,
+            "valid": True,
+            "point": cache.point,
+            "memory_mb": round(cache.memory_bytes / 2**20, 2),
+            "disk_mb": round(cache.disk_bytes / 2**20, 2),
+        }
+        if self._owns_cache:
+            self.cache_info["build_seconds"] = round(build_seconds, 3)
+        if train_keys is not None:
+            train_loader = CachedFeatureLoader(cache, train_keys, batch_size, shuffle=True, seed=seed, device=device)
+        else:
+            train_loader = self.build_loader(self.train_entries, batch_size, train=True)
+        valid_loader = CachedFeatureLoader(cache, valid_keys, batch_size, shuffle=False, seed=seed, device=device)
+        return train_loader, valid_loader
+
+    def release_trunk_cache(self) -> None:
+        """Free the trunk cache this trainer built (and its spilled files); a shared cache is left alone."""
+        if self.trunk_cache is not None and self._owns_cache:
+            self.trunk_cache.close()
+        self.trunk_cache = None
+        self._owns_cache = False
+
+    # ------------------------------------------------------------------ steps and validation
+
+    def _forward(self, model: nn.Module, batch) -> tuple:
+        if isinstance(batch, CachedBatch):
+            return self._cached_model(batch.inputs.to(self.device), batch.input_lengths.to(self.device))
+        if isinstance(model, DeepSpeech2):
+            # only the adapted output is trained: for encoder adapters forward() would also run the unadapted stack
+            features, lengths = model.encode(batch.inputs.to(self.device), batch.input_lengths.to(self.device))
+            return model.head(features), lengths
+        return super()._forward(model, batch)
+
+    def _evaluate(self, model: nn.Module, loader, use_adapter_output: bool, description: str) -> EvaluationResult:
+        if isinstance(loader, CachedFeatureLoader):
+            # the cached model returns the active output alone: the adapter's, or the base's inside disable_adapter()
+            model, use_adapter_output = self._cached_model, False
+        return evaluate(
+            model,
+            loader,
+            self.vocab,
+            device=self.device,
+            use_adapter_output=use_adapter_output,
+            beam_size=self.config.beam_size,
+            description=description,
+        )
+
+    def _validate(self, model: nn.Module, valid_loader) -> EvaluationResult:
+        return self._evaluate(model, valid_loader, True, "validate")
 
     def _on_train_start(self, model: nn.Module, valid_loader) -> None:
         base = unwrap_model(model)
         with base.disable_adapter():
-            self.base_result = evaluate(
-                model,
-                valid_loader,
-                self.vocab,
-                device=self.device,
-                use_adapter_output=False,
-                beam_size=self.config.beam_size,
-                description="base model",
-            )
+            self.base_result = self._evaluate(model, valid_loader, False, "base model")
         logger.info(
             "base model on %d held-out utterances: loss %.4f CER %.4f",
             self.base_result.num_utterances,
@@ -196,9 +351,11 @@ class AdapterTrainer(SupervisedTrainer):
 
     def training_stats(self) -> Dict[str, Any]:
         """Plain figures stored in the adapter file: data used, base vs adapter CER, curves, parameters."""
+        if self._audio_seconds is None:
+            self._audio_seconds = round(sum(audio_duration(entry.audio_path) for entry in self.train_entries), 3)
         return {
             "utterances": len(self.train_entries),
-            "audio_seconds": round(sum(audio_duration(entry.audio_path) for entry in self.train_entries), 3),
+            "audio_seconds": self._audio_seconds,
             "valid_utterances": len(self.valid_entries),
             "cer_before": self.base_result.cer if self.base_result else None,
             "cer_after": self.state.best_cer,
@@ -208,4 +365,5 @@ class AdapterTrainer(SupervisedTrainer):
             "trainable_params": self.parameter_stats.get("trainable"),
             "total_params": self.parameter_stats.get("total"),
             "history": list(self.state.history),
+            "trunk_cache": dict(self.cache_info),
         }

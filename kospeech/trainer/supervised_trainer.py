@@ -8,11 +8,12 @@ import math
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional, Sequence
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import torch
 from omegaconf import OmegaConf
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
 from kospeech.checkpoint import load_checkpoint, save_checkpoint
@@ -25,6 +26,7 @@ from kospeech.metrics import ErrorRateMeter
 from kospeech.optim import Optimizer, build_lr_scheduler, build_optimizer
 from kospeech.trainer.configs import TrainConfig
 from kospeech.trainer.criterion import CTCLoss
+from kospeech.trainer.distributed import DistributedContext, init_distributed
 from kospeech.trainer.evaluation import EvaluationResult, evaluate, select_log_probs
 from kospeech.vocabs import Vocabulary
 
@@ -85,12 +87,17 @@ class SupervisedTrainer:
         model_config: ``input_dim``, ``num_classes`` and architecture fields, stored in checkpoints.
         resolved_config: the full job config (plain containers), written as ``config.yaml``/stored in checkpoints.
 
+    Launched by ``torchrun`` with ``WORLD_SIZE > 1``, ``train`` joins the process group and trains with
+    DistributedDataParallel (see :mod:`kospeech.trainer.distributed`): each rank takes its share of every epoch's
+    batches, rank 0 alone validates, logs and writes checkpoints.
+
     Example:
         >>> trainer = SupervisedTrainer(config, vocab, feature_config, train_entries, valid_entries, model_config)
         >>> result = trainer.train(model, batch_size=16, epoch_time_step=None, num_epochs=5)
     """
 
     use_adapter_output = False
+    distributed_training = True
     checkpoint_name = "last.pt"
     best_checkpoint_name = "best.pt"
 
@@ -119,6 +126,7 @@ class SupervisedTrainer:
         self.criterion = CTCLoss(vocab.blank_id)
         self.decoder = GreedyCTCDecoder(vocab)
         self.state = TrainerState()
+        self.dist = DistributedContext()
 
     def train(
         self,
@@ -139,32 +147,56 @@ class SupervisedTrainer:
             resume: continue from ``output_dir/last.pt`` (default ``config.resume``).
 
         Returns:
-            The trained model.
+            The trained model (without the DistributedDataParallel wrapper this method adds under ``torchrun``).
         """
         batch_size = batch_size or self.config.batch_size
         num_epochs = num_epochs or self.config.num_epochs
         resume = self.config.resume if resume is None else resume
+        if self.distributed_training:
+            self.dist = init_distributed(self.config.ddp_backend, self.device)
+            self.device = self.dist.device_for(self.device)
         if self.device.type == "cpu":
             torch.set_num_threads(max(1, self.config.num_threads))
-        torch.manual_seed(self.config.seed)
+        # rank 0 draws what a single process draws; DDP copies rank 0's initial weights to every rank
+        torch.manual_seed(self.config.seed + self.dist.rank)
         model.to(self.device)
-        self.output_dir.mkdir(parents=True, exist_ok=True)
-        self._write_run_config()
+        trained = self._wrap_distributed(model)
+        if self.dist.is_main:
+            self.output_dir.mkdir(parents=True, exist_ok=True)
+            self._write_run_config()
 
-        train_loader = self.build_loader(self.train_entries, batch_size, train=True)
-        valid_loader = self.build_loader(self.valid_entries, batch_size, train=False) if self.valid_entries else None
+        train_loader, valid_loader = self._build_loaders(trained, batch_size)
         steps_per_epoch = epoch_time_step or len(train_loader)
-        optimizer = self._build_optimizer(model, total_steps=steps_per_epoch * num_epochs)
+        optimizer = self._build_optimizer(trained, total_steps=steps_per_epoch * num_epochs)
         self.state = TrainerState()
         if resume:
-            self._resume(model, optimizer)
-        self._on_train_start(model, valid_loader)
-        self._train_epoches(model, train_loader, valid_loader, optimizer, num_epochs)
-        self._on_train_end(model)
+            self._resume(trained, optimizer)
+        self._on_train_start(trained, valid_loader)
+        self._train_epoches(trained, train_loader, valid_loader, optimizer, num_epochs)
+        self._on_train_end(trained)
         return model
 
+    def _wrap_distributed(self, model: nn.Module) -> nn.Module:
+        """Wrap ``model`` in DistributedDataParallel when this is a multi-process job (and it is not wrapped yet)."""
+        if not self.dist.enabled or isinstance(model, DistributedDataParallel):
+            return model
+        device_ids = [self.device.index] if self.device.type == "cuda" else None
+        has_adapter = getattr(unwrap_model(model), "adapter", None) is not None
+        logger.info("DistributedDataParallel over %d processes (%s)", self.dist.world_size, self.dist.backend)
+        return DistributedDataParallel(model, device_ids=device_ids, find_unused_parameters=has_adapter)
+
+    def _build_loaders(self, model: nn.Module, batch_size: int) -> Tuple[Any, Optional[Any]]:
+        """The training loader and the validation loader (``None`` without validation entries)."""
+        train_loader = self.build_loader(self.train_entries, batch_size, train=True)
+        valid_loader = self.build_loader(self.valid_entries, batch_size, train=False) if self.valid_entries else None
+        return train_loader, valid_loader
+
     def build_loader(self, entries: Sequence[ManifestEntry], batch_size: int, train: bool):
-        """A length-bucketed loader with this trainer's features (SpecAugment and workers only for training)."""
+        """A length-bucketed loader with this trainer's features (SpecAugment and workers only for training).
+
+        Under DDP the training loader yields this rank's share of the batches (the same count on every rank);
+        evaluation loaders are not sharded (rank 0 validates on everything).
+        """
         spec_augment = SpecAugment() if (train and self.config.spec_augment) else None
         return build_dataloader(
             entries,
@@ -174,6 +206,9 @@ class SupervisedTrainer:
             seed=self.config.seed,
             num_workers=self.config.num_workers if train else 0,
             spec_augment=spec_augment,
+            num_replicas=self.dist.world_size if train else 1,
+            rank=self.dist.rank if train else 0,
+            pin_memory=train and self.device.type == "cuda",
         )
 
     def _trainable_parameters(self, model: nn.Module) -> List[nn.Parameter]:
@@ -214,7 +249,10 @@ class SupervisedTrainer:
             started = time.monotonic()
             elapsed_before = state.elapsed_seconds
             progress = tqdm(
-                total=len(train_loader), initial=state.step_in_epoch, desc=f"epoch {state.epoch + 1}/{num_epochs}"
+                total=len(train_loader),
+                initial=state.step_in_epoch,
+                desc=f"epoch {state.epoch + 1}/{num_epochs}",
+                disable=not self.dist.is_main,
             )
             for batch in self._batches_from(train_loader, state.step_in_epoch):
                 loss_value = self._train_step(model, batch, optimizer, meter)
@@ -223,14 +261,18 @@ class SupervisedTrainer:
                 state.step_in_epoch += 1
                 state.global_step += 1
                 state.elapsed_seconds = elapsed_before + time.monotonic() - started
-                progress.update(1)
-                progress.set_postfix(loss=f"{loss_sum / max(loss_count, 1):.3f}", cer=f"{meter.cer:.3f}")
-                if state.global_step % self.config.log_every == 0:
+                if not progress.disable:
+                    progress.update(1)
+                    progress.set_postfix(loss=f"{loss_sum / max(loss_count, 1):.3f}", cer=f"{meter.cer:.3f}")
+                if state.global_step % self.config.log_every == 0 and self.dist.is_main:
                     self._log_step(loss_sum / max(loss_count, 1), meter.cer, optimizer.get_lr())
                 if self.config.checkpoint_every and state.global_step % self.config.checkpoint_every == 0:
                     self._save_checkpoint(model, optimizer, self.checkpoint_name)
-                if budget_seconds is not None and state.elapsed_seconds >= budget_seconds:
-                    logger.info("time budget of %.1f min reached at step %d", self.config.max_minutes, state.global_step)
+                # under DDP every rank must stop after the same step: the budget is agreed on
+                if budget_seconds is not None and self.dist.any_true(state.elapsed_seconds >= budget_seconds):
+                    logger.info(
+                        "time budget of %.1f min reached at step %d", self.config.max_minutes, state.global_step
+                    )
                     out_of_time = True
                     break
             progress.close()
@@ -238,8 +280,8 @@ class SupervisedTrainer:
             if not out_of_time:
                 state.epoch += 1
                 state.step_in_epoch = 0
-            stop = self._end_of_epoch(model, optimizer, valid_loader, train_figures)
-            if stop:
+            stop = self._end_of_epoch(model, optimizer, valid_loader, train_figures) if self.dist.is_main else False
+            if self.dist.broadcast_flag(stop, self.device):
                 break
 
     def _batches_from(self, loader, start: int) -> Iterator:
@@ -259,9 +301,18 @@ class SupervisedTrainer:
             hypotheses = [h.text for h in self.decoder(log_probs.detach().cpu(), output_lengths.cpu())]
             references = [self.vocab.decode(r[:n].tolist()) for r, n in zip(batch.targets, batch.target_lengths)]
             meter.update(references, hypotheses)
+        loss_value = loss.loss.item()
+        if self.dist.enabled:
+            # every rank joins the gradient all-reduce: nothing kept gives zero gradients, a non-finite loss gives a
+            # non-finite all-reduced norm, and Optimizer.step then skips the update on every rank alike
+            optimizer.zero_grad()
+            loss.loss.backward()
+            if not math.isfinite(optimizer.step(model)):
+                self.state.skipped_steps += 1
+            return loss_value if loss.num_kept and math.isfinite(loss_value) else None
         if loss.num_kept == 0:
             return None
-        if not torch.isfinite(loss.loss):
+        if not math.isfinite(loss_value):
             self.state.skipped_steps += 1
             logger.warning("non-finite loss at step %d: update skipped", self.state.global_step + 1)
             optimizer.zero_grad()
@@ -272,7 +323,7 @@ class SupervisedTrainer:
         if not math.isfinite(grad_norm):
             self.state.skipped_steps += 1
             logger.warning("non-finite gradient norm at step %d: update skipped", self.state.global_step + 1)
-        return loss.loss.item()
+        return loss_value
 
     def _log_step(self, loss: float, cer: float, lr: float) -> None:
         state = self.state
@@ -287,8 +338,9 @@ class SupervisedTrainer:
         )
 
     def _validate(self, model: nn.Module, valid_loader) -> EvaluationResult:
+        # the bare module: a DDP forward on rank 0 alone could wait for the other ranks (buffer broadcast)
         return evaluate(
-            model,
+            unwrap_model(model) if self.dist.enabled else model,
             valid_loader,
             self.vocab,
             device=self.device,
@@ -336,7 +388,12 @@ class SupervisedTrainer:
             unwrap_model(model).load_state_dict(checkpoint.model_state_dict)
             logger.info("loaded the best weights (valid CER %.4f) from %s", self.state.best_cer, best)
 
-    def _save_checkpoint(self, model: nn.Module, optimizer: Optimizer, name: str, with_optimizer: bool = True) -> Path:
+    def _save_checkpoint(
+        self, model: nn.Module, optimizer: Optimizer, name: str, with_optimizer: bool = True
+    ) -> Optional[Path]:
+        """Write ``output_dir/name`` (rank 0 only; other ranks return ``None``)."""
+        if not self.dist.is_main:
+            return None
         trainer_state = asdict(self.state)
         trainer_state["torch_rng_state"] = torch.get_rng_state()
         return save_checkpoint(
@@ -353,9 +410,15 @@ class SupervisedTrainer:
 
     def _resume(self, model: nn.Module, optimizer: Optimizer) -> None:
         path = self.output_dir / self.checkpoint_name
-        if not path.exists():
+        # every rank must resume from the same checkpoint: rank 0 decides, the others must see the same file
+        if not self.dist.broadcast_flag(path.exists(), self.device):
             logger.info("no checkpoint at %s: starting from scratch", path)
             return
+        if not path.exists():
+            raise FileNotFoundError(
+                f"{path}: rank {self.dist.rank} cannot read the checkpoint rank 0 resumes from; with several "
+                "machines, output_dir must be on storage that every machine shares"
+            )
         checkpoint = load_checkpoint(path)
         if checkpoint.vocab != self.vocab:
             raise ValueError(f"{path}: the checkpoint's vocabulary differs from the training vocabulary")
@@ -368,7 +431,7 @@ class SupervisedTrainer:
         saved = dict(checkpoint.trainer_state)
         rng_state = saved.pop("torch_rng_state", None)
         self.state = TrainerState(**saved)
-        if rng_state is not None:
+        if rng_state is not None and self.dist.is_main:  # the saved stream is rank 0's; other ranks keep their own
             torch.set_rng_state(rng_state)
         logger.info("resumed from %s at epoch %d, step %d", path, self.state.epoch + 1, self.state.global_step)
 

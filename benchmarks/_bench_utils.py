@@ -1,0 +1,135 @@
+"""Shared setup of the training benchmarks: the demo corpus, a base model, timing and result files.
+
+Not a benchmark itself. The base model is either a checkpoint (``--base``) or, by default, a DeepSpeech2 of the
+``ds2_small`` sizes (3 x 256 bidirectional GRU; ``--model full``: the spec's 5 x 512) with RANDOM weights on 80-bin
+fbank features: the figures are about speed, never accuracy.
+"""
+
+import argparse
+import json
+import logging
+import os
+import platform
+import resource
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Tuple
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from kospeech.checkpoint import load_checkpoint  # noqa: E402
+from kospeech.data.features import FeatureConfig  # noqa: E402
+from kospeech.data.manifest import ManifestEntry, read_manifest  # noqa: E402
+from kospeech.data.synthetic import ensure_corpus  # noqa: E402
+from kospeech.fileio import atomic_write_text  # noqa: E402
+from kospeech.model_builder import DeepSpeech2Config, build_deepspeech2  # noqa: E402
+from kospeech.models import DeepSpeech2, count_parameters  # noqa: E402
+from kospeech.vocabs import Vocabulary  # noqa: E402
+
+MODELS = {
+    "small": (DeepSpeech2Config(num_rnn_layers=3, rnn_hidden_dim=256), "ds2_small (3 x 256 biGRU)"),
+    "full": (DeepSpeech2Config(num_rnn_layers=5, rnn_hidden_dim=512), "spec-size DeepSpeech2 (5 x 512 biGRU)"),
+}
+
+
+def base_parser(description: str, output: str) -> argparse.ArgumentParser:
+    """Options every training benchmark takes."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--quick", action="store_true", help="a smaller run that finishes in under a minute")
+    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads (set explicitly)")
+    parser.add_argument("--corpus-dir", default="data/corpus_demo", help="built-in demo corpus (built if missing)")
+    parser.add_argument("--base", default=None, help="base checkpoint; default: a random-weight model on fbank 80")
+    parser.add_argument("--model", choices=sorted(MODELS), default="small",
+                        help="size of the random-weight model: small = ds2_small 3 x 256, full = 5 x 512")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--output", default=output, help="results JSON")
+    parser.add_argument("--verbose", action="store_true", help="show the library's logs")
+    return parser
+
+
+class World:
+    """Corpus, vocabulary, features and a way to build fresh copies of the base model."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, force=True)
+        if not args.verbose:
+            os.environ.setdefault("TQDM_DISABLE", "1")
+        torch.set_num_threads(args.threads)
+        self.corpus_dir = Path(args.corpus_dir).resolve()  # manifests written elsewhere keep valid audio paths
+        self.card = ensure_corpus(self.corpus_dir, preset="demo", seed=0)
+        self.checkpoint = load_checkpoint(args.base) if args.base else None
+        if self.checkpoint is not None:
+            self.vocab: Vocabulary = self.checkpoint.vocab
+            self.feature_config: FeatureConfig = self.checkpoint.feature_config
+            self.model_description = f"checkpoint {args.base}"
+        else:
+            self.vocab = Vocabulary.from_csv(self.corpus_dir / "vocab.csv")
+            self.feature_config = FeatureConfig()
+            self.model_config, name = MODELS[args.model]
+            self.model_description = f"random-weight {name}, fbank 80"
+        self.seed = args.seed
+        self.model_params = count_parameters(self.build_model())["total"]
+
+    def build_model(self) -> DeepSpeech2:
+        """A fresh base model on the CPU (the same weights every call)."""
+        if self.checkpoint is not None:
+            return self.checkpoint.build_model()
+        torch.manual_seed(self.seed)
+        return build_deepspeech2(self.feature_config.feature_dim, len(self.vocab), self.model_config)
+
+    def users(self) -> List[str]:
+        return sorted(path.name for path in (self.corpus_dir / "users").iterdir() if path.is_dir())
+
+    def enrollment(self, user: str) -> List[ManifestEntry]:
+        return read_manifest(self.corpus_dir / "users" / user / "enroll.tsv", self.vocab)
+
+    def base_entries(self) -> List[ManifestEntry]:
+        return read_manifest(self.corpus_dir / "base" / "train.tsv", self.vocab)
+
+    def describe(self) -> Dict[str, Any]:
+        return {
+            "model": self.model_description,
+            "model_params": self.model_params,
+            "feature_dim": self.feature_config.feature_dim,
+            "num_classes": len(self.vocab),
+        }
+
+
+def timed(run: Callable[[], Any]) -> Tuple[float, Any]:
+    """Wall seconds of one call and its result."""
+    start = time.perf_counter()
+    result = run()
+    return time.perf_counter() - start, result
+
+
+def peak_rss_mb() -> float:
+    """Peak resident set size of this process so far, in MiB (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def machine() -> Dict[str, Any]:
+    return {
+        "device": "cpu",
+        "torch_threads": torch.get_num_threads(),
+        "torch_version": torch.__version__,
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "load_average_1min": round(os.getloadavg()[0], 2),
+    }
+
+
+def write_results(path: str, results: Dict[str, Any]) -> Path:
+    return atomic_write_text(Path(path), json.dumps(results, indent=2, ensure_ascii=False) + "\n")
+
+
+def print_table(header: List[str], rows: List[List[Any]], widths: Optional[List[int]] = None) -> None:
+    widths = widths or [max(len(str(cell)) for cell in column) + 2 for column in zip(header, *rows)]
+    print("".join(str(cell).ljust(width) if index == 0 else str(cell).rjust(width)
+                  for index, (cell, width) in enumerate(zip(header, widths))))
+    for row in rows:
+        print("".join(str(cell).ljust(width) if index == 0 else str(cell).rjust(width)
+                      for index, (cell, width) in enumerate(zip(row, widths))))

@@ -1,0 +1,179 @@
+"""Many users' adapters in one process vs one user after the other, side by side in one run.
+
+    python benchmarks/multi_user_training.py              # 8 users x 48 utterances, 3 epochs, both regimes
+    python benchmarks/multi_user_training.py --quick      # 8 users x 12 utterances, 2 epochs (under a minute)
+    python benchmarks/multi_user_training.py --processes  # also: 8 CLI processes vs one bin/train_adapters.py
+
+The 8 users are the demo corpus' 4 users, each enrollment set cut in two halves. Both sides use the same
+AdapterTrainConfig (head adapter [512, 256], batch 16, the default trunk cache, no workers):
+
+- sequential: ``AdapterTrainer(...).train(...)`` for each user in turn on a fresh copy of the base (what running the
+  single-user job N times does, minus the process start);
+- one process: ``MultiUserAdapterTrainer(...).train(...)`` (one cache build over all users' utterances in mixed
+  batches, then every user's epochs in lockstep).
+
+Without ``--quick`` the SpecAugment regime (no training cache: one shared trunk forward per step for all users vs
+one per user) is measured as well. ``--processes`` adds the process-level comparison (N ``bin/main.py
+train=adapter_train`` runs vs one ``bin/train_adapters.py`` run), Python start-up and model loading included.
+Each user's result is checked against its sequential twin (max adapter weight difference).
+Results go to ``runs/benchmarks/multi_user_training.json``; the last line is ``ratio: X.XX`` = sequential seconds /
+one-process seconds for the default (cached) regime.
+"""
+
+import copy
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import torch  # noqa: E402
+from _bench_utils import World, base_parser, machine, print_table, timed, write_results  # noqa: E402
+
+from kospeech.checkpoint import save_checkpoint  # noqa: E402
+from kospeech.data.manifest import write_manifest  # noqa: E402
+from kospeech.trainer import AdapterTrainConfig, AdapterTrainer  # noqa: E402
+from kospeech.trainer.multi_user import MultiUserAdapterTrainer  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+NUM_USERS = 8
+
+
+def make_users(world: World, per_user: int):
+    users = {}
+    for name in world.users():
+        entries = world.enrollment(name)
+        half = len(entries) // 2
+        users[f"{name}a"] = entries[:half][:per_user]
+        users[f"{name}b"] = entries[half:][:per_user]
+    return dict(list(users.items())[:NUM_USERS])
+
+
+def config_for(root: Path, epochs: int, spec_augment: bool, seed: int) -> AdapterTrainConfig:
+    return AdapterTrainConfig(
+        base_model_path="unused", output_dir=str(root / "runs"), adapter_save_dir=str(root / "adapters"),
+        batch_size=16, num_epochs=epochs, num_workers=0, warmup_steps=10, init_lr=1e-4, peak_lr=2e-3, final_lr=1e-4,
+        early_stopping_patience=epochs + 1, num_threads=torch.get_num_threads(), seed=seed, spec_augment=spec_augment,
+        log_every=10_000,
+    )
+
+
+def sequential(world: World, users, config: AdapterTrainConfig, root: Path):
+    adapters = {}
+    for name, entries in users.items():
+        model = world.build_model()
+        torch.manual_seed(config.seed)
+        model.add_adapter(config.adapter_type, hidden_dims=list(config.adapter_hidden_dims),
+                          dropout_p=config.adapter_dropout_p, bottleneck_dim=config.adapter_bottleneck_dim)
+        user_config = AdapterTrainConfig(**{**config.__dict__, "adapter_name": name,
+                                            "output_dir": str(root / "sequential" / name),
+                                            "adapter_save_dir": str(root / "sequential_adapters")})
+        AdapterTrainer(user_config, world.vocab, world.feature_config, entries).train(model, adapter_name=name)
+        adapters[name] = copy.deepcopy(model.adapter_state_dict())
+    return adapters
+
+
+def one_process(world: World, users, config: AdapterTrainConfig):
+    trainer = MultiUserAdapterTrainer(config, world.vocab, world.feature_config, users)
+    trainer.train(world.build_model())
+    return {name: adapter.state_dict() for name, adapter in trainer.adapters.items()}, trainer.cache_seconds
+
+
+def max_difference(first, second) -> float:
+    return max(float((first[user][key] - second[user][key]).abs().max()) for user in first for key in first[user])
+
+
+def compare(world: World, users, epochs: int, spec_augment: bool, seed: int, root: Path) -> dict:
+    config = config_for(root, epochs, spec_augment, seed)
+    sequential_seconds, sequential_adapters = timed(lambda: sequential(world, users, config, root))
+    config = config_for(root / "multi", epochs, spec_augment, seed)
+    multi_seconds, (multi_adapters, cache_seconds) = timed(lambda: one_process(world, users, config))
+    return {
+        "regime": "SpecAugment, shared trunk forward per step" if spec_augment else "trunk cache (default)",
+        "sequential_seconds": round(sequential_seconds, 3),
+        "one_process_seconds": round(multi_seconds, 3),
+        "one_process_cache_build_seconds": round(cache_seconds, 3),
+        "ratio": round(sequential_seconds / multi_seconds, 3),
+        "max_adapter_weight_difference": max_difference(multi_adapters, sequential_adapters),
+    }
+
+
+def processes(world: World, users, epochs: int, root: Path) -> dict:
+    """N single-user CLI runs vs one multi-user CLI run (start-up, checkpoint loading and everything included)."""
+    model = world.build_model()
+    record = {"input_dim": world.feature_config.feature_dim, "num_classes": len(world.vocab),
+              "num_rnn_layers": model.num_rnn_layers, "rnn_hidden_dim": model.rnn_hidden_dim}
+    base = save_checkpoint(root / "base.pt", model, model_config=record, vocab=world.vocab,
+                           feature_config=world.feature_config)
+    world.vocab.to_csv(root / "vocab.csv")
+    for name, entries in users.items():
+        write_manifest(root / "users" / f"{name}.tsv", entries)
+    common = [f"train.num_epochs={epochs}", "train.batch_size=16", "train.num_workers=0",
+              f"train.num_threads={torch.get_num_threads()}", f"train.early_stopping_patience={epochs + 1}",
+              "train.warmup_steps=10", "train.peak_lr=2e-3"]
+    started = time.perf_counter()
+    for name in users:
+        subprocess.run(
+            [sys.executable, str(ROOT / "bin" / "main.py"), "--config-name=train", "train=adapter_train",
+             f"train.base_model_path={base}", f"train.adapter_name={name}", f"train.adapter_save_dir={root / 'cli_a'}",
+             f"train.output_dir={root / 'cli_runs' / name}", f"data.train_manifest={root / 'users' / (name + '.tsv')}",
+             f"data.vocab_path={root / 'vocab.csv'}", *common],
+            check=True, capture_output=True, cwd=root,
+        )
+    separate = time.perf_counter() - started
+    started = time.perf_counter()
+    subprocess.run(
+        [sys.executable, str(ROOT / "bin" / "train_adapters.py"), "--users-dir", str(root / "users"), "--base-model",
+         str(base), "--adapter-save-dir", str(root / "cli_b"), "--output-dir", str(root / "cli_multi"), *common],
+        check=True, capture_output=True, cwd=root,
+    )
+    together = time.perf_counter() - started
+    return {"separate_processes_seconds": round(separate, 3), "one_process_seconds": round(together, 3),
+            "ratio": round(separate / together, 3)}
+
+
+def main() -> None:
+    parser = base_parser(__doc__.split("\n\n")[0], "runs/benchmarks/multi_user_training.json")
+    parser.add_argument("--processes", action="store_true", help="also compare N CLI processes with one")
+    args = parser.parse_args()
+    world = World(args)
+    per_user, epochs = (12, 2) if args.quick else (48, 3)
+    users = make_users(world, per_user)
+    with tempfile.TemporaryDirectory(prefix="kospeech_bench_") as tmp:
+        root = Path(tmp)
+        regimes = [compare(world, users, epochs, False, args.seed, root / "cached")]
+        if not args.quick:
+            regimes.append(compare(world, users, epochs, True, args.seed, root / "specaug"))
+        process_level = processes(world, users, epochs, root / "processes") if args.processes else None
+    results = {
+        "mode": "quick" if args.quick else "full",
+        "note": "speed only; random weights unless --base",
+        **machine(),
+        **world.describe(),
+        "num_users": len(users),
+        "utterances_per_user": {name: len(entries) for name, entries in users.items()},
+        "epochs": epochs,
+        "adapter": "head [512, 256]",
+        "regimes": regimes,
+        "process_level": process_level,
+    }
+    output = write_results(args.output, results)
+    print(f"multi-user adapter training ({results['mode']}, CPU, {results['torch_threads']} thread(s), "
+          f"load average {results['load_average_1min']})")
+    print(f"{world.model_description}; {len(users)} users x {per_user} utterances, {epochs} epochs, batch 16")
+    print()
+    rows = [[regime["regime"], f"{regime['sequential_seconds']:.2f}", f"{regime['one_process_seconds']:.2f}",
+             f"{regime['ratio']:.2f}", f"{regime['max_adapter_weight_difference']:.1e}"] for regime in regimes]
+    if process_level:
+        rows.append(["CLI processes (start-up included)", f"{process_level['separate_processes_seconds']:.2f}",
+                     f"{process_level['one_process_seconds']:.2f}", f"{process_level['ratio']:.2f}", "-"])
+    print_table(["regime", "sequential s", "one process s", "ratio", "max |dW|"], rows)
+    print()
+    print(f"results: {output}")
+    print(f"ratio: {regimes[0]['ratio']:.2f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,539 @@
+"""Train adapters for many users in one process, sharing one frozen base.
+
+The frozen base runs once per batch for all users together; each user keeps an adapter, an optimizer, a learning-rate
+schedule, a held-out set, early stopping and an adapter file of their own (``{adapter_save_dir}/{user}_adapter.pt``).
+
+How the base is shared:
+
+- with the trunk cache (``cache_trunk``, the default where valid) the base runs once over every user's utterances, in
+  length-sorted batches that mix users (:func:`~kospeech.trainer.trunk_cache.build_trunk_cache`); the epochs then
+  train each adapter on the cached outputs;
+- without it (SpecAugment or dither on, or ``cache_trunk=false``) every step draws each active user's next batch, pads
+  them into one batch, runs the frozen trunk once over it (no gradient: nothing below the first adapter trains) and
+  hands each user its group of rows.
+
+Each user's result equals training that user alone with :class:`~kospeech.trainer.adapter_trainer.AdapterTrainer`
+(same config and seed, the adapter initialized after ``torch.manual_seed(config.seed)``), within float rounding:
+every user has the batches its own sampler draws, its own optimizer and schedule (sized by its own number of
+batches), its own early stopping, and its own stream of random numbers (the global RNG state is swapped per user
+around each step, so the adapters' dropout masks are those of the run alone). What differs is only where the trunk
+output of a row comes from: a batch with other users' rows, which the padding-invariant base makes equal within
+1e-5.
+
+For ``encoder`` adapters the shared part is the extractor and the first RNN layer (the cache point); the later RNN
+layers run per user, because each user's adapters change their inputs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
+
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset, Sampler
+from tqdm.auto import tqdm
+
+from kospeech.checkpoint import load_checkpoint
+from kospeech.data.collate import SpeechBatch, collate_speech_batch
+from kospeech.data.dataset import SpeechDataset, worker_init_fn
+from kospeech.data.features import FeatureConfig
+from kospeech.data.manifest import ManifestEntry, read_manifest
+from kospeech.data.sampler import BucketBatchSampler, SampleKey
+from kospeech.fileio import atomic_write_text
+from kospeech.metrics import ErrorRateMeter
+from kospeech.models import DeepSpeech2
+from kospeech.models.adapter import AdapterModule
+from kospeech.models.adapter_manager import validate_adapter_name
+from kospeech.optim import Optimizer
+from kospeech.trainer.adapter_trainer import AdapterTrainer
+from kospeech.trainer.configs import AdapterTrainConfig
+from kospeech.trainer.supervised_trainer import TrainerState, resolve_device, unwrap_model
+from kospeech.trainer.trunk_cache import (
+    CachedBatch,
+    CachedTrunkModel,
+    TrunkCache,
+    build_trunk_cache,
+    cache_point_for,
+    spill_folder,
+    train_cache_blocker,
+    trunk_features,
+)
+from kospeech.vocabs import Vocabulary
+
+__all__ = ["MultiUserAdapterTrainer", "UserManifests", "discover_user_manifests", "train_user_adapters"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class _UserRun:
+    """One user's training state inside the shared loop."""
+
+    name: str
+    trainer: AdapterTrainer
+    adapter: AdapterModule
+    optimizer: Optimizer
+    train_loader: Any
+    valid_loader: Any
+    rng_state: Tensor
+    meter: ErrorRateMeter = field(default_factory=ErrorRateMeter)
+    loss_sum: float = 0.0
+    loss_count: int = 0
+    done: bool = False
+
+
+class _UsersDataset(Dataset):
+    """Items of several users' datasets, addressed as ``(user position, key)``; each item also says its user."""
+
+    def __init__(self, datasets: Sequence[SpeechDataset]) -> None:
+        self.datasets = list(datasets)
+
+    def __len__(self) -> int:
+        return sum(len(dataset) for dataset in self.datasets)
+
+    def __getitem__(self, item: Tuple[int, Union[int, SampleKey]]) -> Tuple[Tensor, Tensor, int]:
+        user, key = item
+        features, targets = self.datasets[user][key]
+        return features, targets, user
+
+
+def _collate_users(samples: Sequence[Tuple[Tensor, Tensor, int]]) -> Tuple[SpeechBatch, Tensor]:
+    """Pad every user's rows into one batch; also returns the (B,) user position of each row."""
+    batch = collate_speech_batch([(features, targets) for features, targets, _ in samples])
+    return batch, torch.tensor([user for _, _, user in samples], dtype=torch.int64)
+
+
+class _LockstepSampler(Sampler):
+    """Step ``k`` of an epoch is the ``k``-th batch of every active user, rows grouped by user in user order."""
+
+    def __init__(self, samplers: Sequence[BucketBatchSampler]) -> None:
+        self.samplers = list(samplers)
+        self.active = [True] * len(self.samplers)
+
+    def set_epoch(self, epoch: int) -> None:
+        for sampler in self.samplers:
+            sampler.set_epoch(epoch)
+
+    def __len__(self) -> int:
+        return max((len(sampler) for sampler, on in zip(self.samplers, self.active) if on), default=0)
+
+    def __iter__(self) -> Iterator[List[Tuple[int, Union[int, SampleKey]]]]:
+        iterators = [iter(sampler) if on else None for sampler, on in zip(self.samplers, self.active)]
+        for _ in range(len(self)):
+            rows: List[Tuple[int, Union[int, SampleKey]]] = []
+            for user, iterator in enumerate(iterators):
+                keys = next(iterator, None) if iterator is not None else None
+                if keys is not None:
+                    rows.extend((user, key) for key in keys)
+            yield rows
+
+
+class MultiUserAdapterTrainer:
+    """Adapters for several users trained together on one frozen base (see the module docstring).
+
+    Args:
+        config: adapter settings shared by every user; ``adapter_name`` is replaced by each user's name and each
+            user's run folder is ``{config.output_dir}/{user}``.
+        vocab: the base model's vocabulary.
+        feature_config: the base model's feature pipeline.
+        users: enrollment utterances per user name (names follow the adapter name rule).
+        valid_users: optional validation utterances per user; users without them hold out
+            ``config.valid_fraction`` of their enrollment set.
+        model_config: architecture record of the base (stored for reference).
+        resolved_config: the full job config, written as each user's ``config.yaml``.
+
+    Example:
+        >>> users = {"john": john_entries, "mina": mina_entries}
+        >>> trainer = MultiUserAdapterTrainer(config, vocab, feature_config, users)
+        >>> results = trainer.train(model)   # writes john_adapter.pt and mina_adapter.pt
+    """
+
+    def __init__(
+        self,
+        config: AdapterTrainConfig,
+        vocab: Vocabulary,
+        feature_config: FeatureConfig,
+        users: Mapping[str, Sequence[ManifestEntry]],
+        valid_users: Optional[Mapping[str, Sequence[ManifestEntry]]] = None,
+        model_config: Optional[Dict[str, Any]] = None,
+        resolved_config: Optional[Dict[str, Any]] = None,
+    ) -> None:
+        if not users:
+            raise ValueError("no users to train adapters for")
+        valid_users = dict(valid_users or {})
+        unknown = sorted(set(valid_users) - set(users))
+        if unknown:
+            raise ValueError(f"validation sets given for users without enrollment sets: {unknown}")
+        self.config = config
+        self.vocab = vocab
+        self.feature_config = feature_config
+        self.trainers: Dict[str, AdapterTrainer] = {}
+        for name, entries in users.items():
+            validate_adapter_name(name)
+            user_config = dataclasses.replace(
+                config, adapter_name=name, output_dir=str(Path(config.output_dir) / name)
+            )
+            self.trainers[name] = AdapterTrainer(
+                user_config, vocab, feature_config, entries, valid_users.get(name), model_config, resolved_config
+            )
+        self.adapters: Dict[str, AdapterModule] = {}
+        self.device = resolve_device(config.device)
+        self.cache_seconds = 0.0
+
+    # ------------------------------------------------------------------ setup
+
+    def _fresh_adapters(self, model: DeepSpeech2) -> Dict[str, AdapterModule]:
+        """One adapter per user, each built right after ``torch.manual_seed(config.seed)``."""
+        adapters = {}
+        for name in self.trainers:
+            torch.manual_seed(self.config.seed)
+            model.add_adapter(
+                self.config.adapter_type,
+                hidden_dims=list(self.config.adapter_hidden_dims),
+                dropout_p=self.config.adapter_dropout_p,
+                bottleneck_dim=self.config.adapter_bottleneck_dim,
+                replace=True,
+            )
+            adapters[name] = model.remove_adapter()
+        return adapters
+
+    def _shared_cache(
+        self, model: DeepSpeech2, point: str, cache_train: bool, batch_size: int
+    ) -> Tuple[TrunkCache, Dict[str, Tuple[Optional[List[int]], List[int]]]]:
+        """One cache over every user's utterances (one base forward per mixed batch) and each user's keys."""
+        entries: List[ManifestEntry] = []
+        keys: Dict[str, Tuple[Optional[List[int]], List[int]]] = {}
+        for name, trainer in self.trainers.items():
+            train_keys = None
+            if cache_train:
+                train_keys = list(range(len(entries), len(entries) + len(trainer.train_entries)))
+                entries.extend(trainer.train_entries)
+            valid_keys = list(range(len(entries), len(entries) + len(trainer.valid_entries)))
+            entries.extend(trainer.valid_entries)
+            keys[name] = (train_keys, valid_keys)
+        started = time.monotonic()
+        cache = build_trunk_cache(
+            model,
+            entries,
+            next(iter(self.trainers.values())).feature_extractor,
+            point=point,
+            batch_size=batch_size,
+            device=self.device,
+            max_mb=self.config.trunk_cache_max_mb,
+            spill_dir=spill_folder(self.config.output_dir, self.config.trunk_cache_dir)
+            if self.config.trunk_cache_spill
+            else None,
+            num_workers=self.config.num_workers,
+        )
+        self.cache_seconds = time.monotonic() - started
+        logger.info("shared trunk cache for %d users: %s, built in %.1f s", len(self.trainers), cache.describe(),
+                    self.cache_seconds)
+        return cache, keys
+
+    def _start_user(
+        self,
+        name: str,
+        model: DeepSpeech2,
+        cache: Optional[TrunkCache],
+        keys: Tuple[Optional[List[int]], List[int]],
+        cached_model: CachedTrunkModel,
+        batch_size: int,
+        num_epochs: int,
+        rng_state: Tensor,
+    ) -> _UserRun:
+        trainer = self.trainers[name]
+        adapter = self.adapters[name]
+        model.attach_adapter(adapter, replace=True)
+        trainer.prepare_adapter(model, name)
+        trainer._started = time.monotonic()
+        trainer.output_dir.mkdir(parents=True, exist_ok=True)
+        trainer._write_run_config()
+        trainer.use_shared_trunk_cache(cache, keys[0], keys[1], cached_model)
+        train_loader, valid_loader = trainer._build_loaders(model, batch_size)
+        optimizer = trainer._build_optimizer(model, total_steps=len(train_loader) * num_epochs)
+        trainer.state = TrainerState()
+        trainer._on_train_start(model, valid_loader)
+        return _UserRun(name, trainer, adapter, optimizer, train_loader, valid_loader, rng_state)
+
+    # ------------------------------------------------------------------ training
+
+    def train(self, model: DeepSpeech2, batch_size: Optional[int] = None, num_epochs: Optional[int] = None
+              ) -> Dict[str, Dict[str, Any]]:
+        """Train every user's adapter; each improvement is saved as ``{adapter_save_dir}/{user}_adapter.pt``.
+
+        Args:
+            model: the base DeepSpeech2 (not wrapped); an adapter attached to it is set aside and put back after.
+            batch_size: utterances per batch and user (default ``config.batch_size``).
+            num_epochs: maximum epochs (default ``config.num_epochs``); each user may stop early.
+
+        Returns:
+            Per user: ``adapter_path`` plus the figures of :meth:`AdapterTrainer.training_stats`. The trained
+            adapters (best weights) are in ``self.adapters``.
+        """
+        if unwrap_model(model) is not model:
+            raise ValueError(f"multi-user training takes the bare DeepSpeech2, got a {type(model).__name__} wrapper")
+        config = self.config
+        batch_size = batch_size or config.batch_size
+        num_epochs = num_epochs or config.num_epochs
+        if self.device.type == "cpu":
+            torch.set_num_threads(max(1, config.num_threads))
+        model.to(self.device)
+        set_aside = model.remove_adapter()
+        cache: Optional[TrunkCache] = None
+        started = time.monotonic()
+        try:
+            self.adapters = self._fresh_adapters(model)
+            model.freeze_base_model()
+            point = cache_point_for(config.adapter_type)
+            blocker = train_cache_blocker(config.spec_augment, self.feature_config)
+            cache_train = config.cache_trunk and blocker is None
+            if config.cache_trunk and blocker is not None:
+                logger.info("trunk cache for the held-out sets only: %s; each step runs the trunk once for all users",
+                            blocker)
+            keys: Dict[str, Tuple[Optional[List[int]], List[int]]] = {name: (None, []) for name in self.trainers}
+            if config.cache_trunk:
+                cache, keys = self._shared_cache(model, point, cache_train, batch_size)
+            cached_model = CachedTrunkModel(model, point)
+            torch.manual_seed(config.seed)
+            rng_state = torch.get_rng_state()
+            runs = [
+                self._start_user(name, model, cache, keys[name], cached_model, batch_size, num_epochs, rng_state)
+                for name in self.trainers
+            ]
+            mixed_loader = None if cache_train else self._mixed_loader(runs)
+            self._train_lockstep(model, runs, mixed_loader, point, num_epochs, started)
+            results = {}
+            for run in runs:
+                model.attach_adapter(run.adapter, replace=True)
+                run.trainer._on_train_end(model)
+                results[run.name] = {"adapter_path": str(run.trainer.adapter_path), **run.trainer.training_stats()}
+            return results
+        finally:
+            if cache is not None:
+                cache.close()
+            model.remove_adapter()
+            if set_aside is not None:
+                model.attach_adapter(set_aside)
+
+    def _mixed_loader(self, runs: Sequence[_UserRun]) -> DataLoader:
+        """One loader over every user's training set: each step holds every active user's next batch."""
+        samplers = [run.train_loader.batch_sampler for run in runs]
+        datasets = [run.train_loader.dataset for run in runs]
+        workers = self.config.num_workers
+        return DataLoader(
+            _UsersDataset(datasets),
+            batch_sampler=_LockstepSampler(samplers),
+            collate_fn=_collate_users,
+            num_workers=workers,
+            persistent_workers=workers > 0,
+            worker_init_fn=worker_init_fn if workers > 0 else None,
+            generator=torch.Generator().manual_seed(self.config.seed),
+        )
+
+    @contextmanager
+    def _user_rng(self, run: _UserRun) -> Iterator[None]:
+        """Run with the user's own global RNG stream (as if the user trained alone), then keep its new state."""
+        outside = torch.get_rng_state()
+        torch.set_rng_state(run.rng_state)
+        try:
+            yield
+        finally:
+            run.rng_state = torch.get_rng_state()
+            torch.set_rng_state(outside)
+
+    def _step_batches(
+        self, model: DeepSpeech2, runs: Sequence[_UserRun], mixed: Optional[Tuple[SpeechBatch, Tensor]], point: str,
+        iterators: Dict[str, Iterator],
+    ) -> List[Tuple[_UserRun, CachedBatch]]:
+        """This step's batch of every active user: from the cache, or split from one shared trunk forward.
+
+        ``runs`` are all users in the order of the mixed loader's user positions; finished users are skipped.
+        """
+        if mixed is None:
+            pairs = []
+            for run in runs:
+                batch = next(iterators[run.name], None) if not run.done else None
+                if batch is not None:
+                    pairs.append((run, batch))
+            return pairs
+        batch, users = mixed
+        with torch.no_grad():
+            features, lengths = trunk_features(
+                model, batch.inputs.to(self.device), batch.input_lengths.to(self.device), point
+            )  # (B, T', F), (B,)
+        lengths = lengths.cpu()
+        pairs = []
+        for position, run in enumerate(runs):
+            rows = (users == position).nonzero(as_tuple=True)[0]
+            if run.done or rows.numel() == 0:
+                continue
+            frames = int(lengths[rows].max())
+            labels = int(batch.target_lengths[rows].max())
+            pairs.append(
+                (
+                    run,
+                    CachedBatch(
+                        inputs=features[rows.to(features.device), :frames],  # (n, T'_u, F): the user's own padding
+                        input_lengths=lengths[rows],
+                        targets=batch.targets[rows, :labels],
+                        target_lengths=batch.target_lengths[rows],
+                    ),
+                )
+            )
+        return pairs
+
+    def _train_lockstep(
+        self,
+        model: DeepSpeech2,
+        runs: List[_UserRun],
+        mixed_loader: Optional[DataLoader],
+        point: str,
+        num_epochs: int,
+        started: float,
+    ) -> None:
+        budget = self.config.max_minutes * 60 if self.config.max_minutes else None
+        for epoch in range(num_epochs):
+            active = [run for run in runs if not run.done]
+            if not active:
+                break
+            for run in active:
+                run.train_loader.batch_sampler.set_epoch(epoch)
+                run.meter, run.loss_sum, run.loss_count = ErrorRateMeter(), 0.0, 0
+            iterators = {run.name: iter(run.train_loader) for run in active} if mixed_loader is None else {}
+            if mixed_loader is not None:
+                mixed_loader.batch_sampler.active = [not run.done for run in runs]
+                mixed_loader.batch_sampler.set_epoch(epoch)
+                steps: Iterator = iter(mixed_loader)
+                total = len(mixed_loader.batch_sampler)
+            else:
+                total = max(len(run.train_loader) for run in active)
+                steps = iter([None] * total)
+            model.train()
+            out_of_time = False
+            for mixed in tqdm(steps, total=total, desc=f"epoch {epoch + 1}/{num_epochs} ({len(active)} users)"):
+                for run, batch in self._step_batches(model, runs, mixed, point, iterators):
+                    model.attach_adapter(run.adapter, replace=True)
+                    with self._user_rng(run):
+                        loss = run.trainer._train_step(model, batch, run.optimizer, run.meter)
+                    if loss is not None:
+                        run.loss_sum, run.loss_count = run.loss_sum + loss, run.loss_count + 1
+                    state = run.trainer.state
+                    state.step_in_epoch += 1
+                    state.global_step += 1
+                    state.elapsed_seconds = time.monotonic() - started
+                    if state.global_step % self.config.log_every == 0:
+                        run.trainer._log_step(run.loss_sum / max(run.loss_count, 1), run.meter.cer,
+                                              run.optimizer.get_lr())
+                if budget is not None and time.monotonic() - started >= budget:
+                    logger.info("time budget of %.1f min reached", self.config.max_minutes)
+                    out_of_time = True
+                    break
+            for run in active:
+                model.attach_adapter(run.adapter, replace=True)
+                figures = {"loss": run.loss_sum / run.loss_count if run.loss_count else float("nan"),
+                           "cer": run.meter.cer}
+                run.trainer.state.epoch += 1
+                run.trainer.state.step_in_epoch = 0
+                run.done = run.trainer._end_of_epoch(model, run.optimizer, run.valid_loader, figures) or out_of_time
+            if out_of_time:
+                break
+
+
+@dataclass
+class UserManifests:
+    """A user's manifests found by :func:`discover_user_manifests`."""
+
+    enroll: Path
+    valid: Optional[Path] = None
+
+
+def discover_user_manifests(users_dir: Union[str, Path]) -> Dict[str, UserManifests]:
+    """Find one enrollment manifest per user in a folder.
+
+    Two layouts are recognized (they may be mixed): ``{users_dir}/{user}.tsv``, and ``{users_dir}/{user}/enroll.tsv``
+    with an optional ``{users_dir}/{user}/valid.tsv`` (the layout of the built-in corpus' ``users/`` folder). User
+    names must be valid adapter names.
+
+    Returns:
+        Manifests per user name, sorted by name.
+
+    Raises:
+        FileNotFoundError: the folder does not exist or holds no user manifest.
+        ValueError: a user name is invalid or found in both layouts.
+    """
+    folder = Path(users_dir)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"users folder {folder} does not exist")
+    found: Dict[str, UserManifests] = {}
+    for path in sorted(folder.iterdir()):
+        if path.is_file() and path.suffix == ".tsv":
+            name, manifests = path.stem, UserManifests(path)
+        elif path.is_dir() and (path / "enroll.tsv").is_file():
+            valid = path / "valid.tsv"
+            name, manifests = path.name, UserManifests(path / "enroll.tsv", valid if valid.is_file() else None)
+        else:
+            continue
+        try:
+            validate_adapter_name(name)
+        except ValueError as exc:
+            raise ValueError(f"{path}: the user name {name!r} is not a valid adapter name: {exc}") from exc
+        if name in found:
+            raise ValueError(f"user {name!r} has two enrollment manifests: {found[name].enroll} and {manifests.enroll}")
+        found[name] = manifests
+    if not found:
+        raise FileNotFoundError(
+            f"no user manifests in {folder}: expected <user>.tsv files or <user>/enroll.tsv folders"
+        )
+    return found
+
+
+def train_user_adapters(
+    config: AdapterTrainConfig, users_dir: Union[str, Path], users: Optional[Sequence[str]] = None
+) -> Dict[str, Any]:
+    """Train one adapter per user found in ``users_dir`` on the base ``config.base_model_path``, in one process.
+
+    Args:
+        config: shared adapter settings (``base_model_path``, ``adapter_save_dir``, ``output_dir``, ...).
+        users_dir: folder of per-user manifests (see :func:`discover_user_manifests`).
+        users: train only these users (default: all found).
+
+    Returns:
+        ``users`` (per-user figures and adapter paths), ``train_seconds``, ``cache_seconds``; also written to
+        ``{config.output_dir}/results.json``.
+    """
+    manifests = discover_user_manifests(users_dir)
+    if users:
+        missing = sorted(set(users) - set(manifests))
+        if missing:
+            raise ValueError(f"users {missing} have no manifest in {users_dir}; found {sorted(manifests)}")
+        manifests = {name: manifests[name] for name in users}
+    checkpoint = load_checkpoint(config.base_model_path)
+    vocab = checkpoint.vocab
+    enroll = {name: read_manifest(item.enroll, vocab) for name, item in manifests.items()}
+    valid = {name: read_manifest(item.valid, vocab) for name, item in manifests.items() if item.valid is not None}
+    torch.manual_seed(config.seed)
+    model = checkpoint.build_model(device=resolve_device(config.device))
+    trainer = MultiUserAdapterTrainer(
+        config, vocab, checkpoint.feature_config, enroll, valid, checkpoint.model_config,
+        resolved_config={"train": dataclasses.asdict(config), "users_dir": str(users_dir)},
+    )
+    started = time.monotonic()
+    per_user = trainer.train(model)
+    results = {
+        "base_model_path": str(config.base_model_path),
+        "users_dir": str(users_dir),
+        "adapter_save_dir": str(config.adapter_save_dir),
+        "train_seconds": round(time.monotonic() - started, 2),
+        "cache_seconds": round(trainer.cache_seconds, 2),
+        "users": per_user,
+    }
+    text = json.dumps(results, indent=2, ensure_ascii=False) + "\n"
+    atomic_write_text(Path(config.output_dir) / "results.json", text)
+    return results

@@ -1,0 +1,158 @@
+import copy
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from kospeech.checkpoint import save_checkpoint
+from kospeech.data.manifest import write_manifest
+from kospeech.model_builder import build_deepspeech2
+from kospeech.models import AdapterManager
+from kospeech.trainer import AdapterTrainConfig, AdapterTrainer
+from kospeech.trainer.multi_user import MultiUserAdapterTrainer, discover_user_manifests
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _config(tmp_path, **overrides):
+    values = dict(
+        base_model_path="unused.pt", output_dir=str(tmp_path / "run"), adapter_save_dir=str(tmp_path / "adapters"),
+        adapter_hidden_dims=[24], adapter_bottleneck_dim=8, adapter_dropout_p=0.2, batch_size=2, num_epochs=3,
+        num_workers=0, warmup_steps=2, init_lr=3e-3, peak_lr=3e-3, final_lr=1e-3, num_threads=1, log_every=1000,
+        seed=11, early_stopping_patience=100, spec_augment=False,
+    )
+    values.update(overrides)
+    return AdapterTrainConfig(**values)
+
+
+def _base(feature_config, vocab):
+    torch.manual_seed(0)
+    model = build_deepspeech2(feature_config.feature_dim, len(vocab), {"num_rnn_layers": 2, "rnn_hidden_dim": 16,
+                                                                       "dropout_p": 0.3})
+    model.train()
+    with torch.no_grad():
+        model(torch.randn(3, 60, feature_config.feature_dim) + 0.3, torch.tensor([60, 45, 30]))
+    return model.eval()
+
+
+@pytest.fixture
+def users(base_entries):
+    """Three users with 7, 5 and 6 enrollment utterances (so they have different numbers of batches)."""
+    return {"ann": base_entries[:7], "bo": base_entries[7:12], "cy": base_entries[12:18]}
+
+
+def _alone(tmp_path, base, config, name, entries, vocab, feature_config):
+    model = copy.deepcopy(base)
+    torch.manual_seed(config.seed)
+    model.add_adapter(config.adapter_type, hidden_dims=list(config.adapter_hidden_dims),
+                      dropout_p=config.adapter_dropout_p, bottleneck_dim=config.adapter_bottleneck_dim)
+    alone_config = AdapterTrainConfig(**{**config.__dict__, "adapter_name": name,
+                                         "output_dir": str(tmp_path / "alone" / name),
+                                         "adapter_save_dir": str(tmp_path / "alone_adapters")})
+    trainer = AdapterTrainer(alone_config, vocab, feature_config, entries)
+    trainer.train(model, adapter_name=name)
+    return trainer, model
+
+
+def _assert_same_as_alone(tmp_path, multi, results, base, config, users, vocab, feature_config, atol):
+    for name, entries in users.items():
+        trainer, model = _alone(tmp_path, base, config, name, entries, vocab, feature_config)
+        multi_trainer = multi.trainers[name]
+        assert multi_trainer.state.global_step == trainer.state.global_step > 0
+        assert len(multi_trainer.state.history) == len(trainer.state.history)
+        for mine, theirs in zip(multi_trainer.state.history, trainer.state.history):
+            assert abs(mine["train_loss"] - theirs["train_loss"]) < atol, (name, mine, theirs)
+            assert abs(mine["valid_loss"] - theirs["valid_loss"]) < atol, (name, mine, theirs)
+        expected = model.adapter_state_dict()
+        actual = multi.adapters[name].state_dict()
+        for key, value in expected.items():
+            torch.testing.assert_close(actual[key], value, rtol=0, atol=atol, msg=f"{name}: {key}")
+        path = Path(results[name]["adapter_path"])
+        assert path == tmp_path / "adapters" / f"{name}_adapter.pt" and path.exists()
+        saved = AdapterManager.get_adapter_info(path)
+        assert saved["name"] == name
+
+
+def test_cached_multi_user_training_equals_each_user_alone(tmp_path, users, corpus_vocab, feature_config):
+    base = _base(feature_config, corpus_vocab)
+    config = _config(tmp_path, adapter_type="residual_head", early_stopping_patience=1)
+    before = copy.deepcopy(base.state_dict())
+    multi = MultiUserAdapterTrainer(config, corpus_vocab, feature_config, users)
+    model = copy.deepcopy(base)
+    results = multi.train(model)
+    assert model.adapter is None  # the shared base gets no user's adapter left on it
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, before[key]), key
+    assert all(trainer.cache_info["train"] for trainer in multi.trainers.values())
+    _assert_same_as_alone(tmp_path, multi, results, base, config, users, corpus_vocab, feature_config, atol=1e-5)
+
+
+@pytest.mark.parametrize("adapter_type", ["head", "encoder"])
+def test_shared_trunk_forward_with_spec_augment_equals_each_user_alone(tmp_path, users, corpus_vocab, feature_config,
+                                                                       adapter_type):
+    base = _base(feature_config, corpus_vocab)
+    config = _config(tmp_path, adapter_type=adapter_type, spec_augment=True, num_epochs=2)
+    multi = MultiUserAdapterTrainer(config, corpus_vocab, feature_config, users)
+    results = multi.train(copy.deepcopy(base))
+    assert not any(trainer.cache_info["train"] for trainer in multi.trainers.values())
+    _assert_same_as_alone(tmp_path, multi, results, base, config, users, corpus_vocab, feature_config, atol=1e-4)
+
+
+def test_without_any_cache_users_still_train_from_one_trunk_forward(tmp_path, users, corpus_vocab, feature_config):
+    base = _base(feature_config, corpus_vocab)
+    config = _config(tmp_path, adapter_type="head", cache_trunk=False, num_epochs=1)
+    multi = MultiUserAdapterTrainer(config, corpus_vocab, feature_config, users)
+    results = multi.train(copy.deepcopy(base))
+    assert set(results) == set(users)
+    _assert_same_as_alone(tmp_path, multi, results, base, config, users, corpus_vocab, feature_config, atol=1e-4)
+
+
+def test_user_manifest_discovery_layouts_and_errors(tmp_path, base_entries):
+    folder = tmp_path / "users"
+    write_manifest(folder / "ann.tsv", base_entries[:3])
+    write_manifest(folder / "bo" / "enroll.tsv", base_entries[3:6])
+    write_manifest(folder / "bo" / "valid.tsv", base_entries[6:8])
+    (folder / "notes.txt").write_text("not a manifest\n")
+    found = discover_user_manifests(folder)
+    assert sorted(found) == ["ann", "bo"]
+    assert found["ann"].valid is None and found["bo"].valid == folder / "bo" / "valid.tsv"
+    write_manifest(folder / "bo.tsv", base_entries[:2])
+    with pytest.raises(ValueError, match="two enrollment manifests"):
+        discover_user_manifests(folder)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match="no user manifests"):
+        discover_user_manifests(tmp_path / "empty")
+
+
+def test_unknown_validation_user_is_refused(tmp_path, users, corpus_vocab, feature_config):
+    with pytest.raises(ValueError, match="without enrollment sets"):
+        MultiUserAdapterTrainer(_config(tmp_path), corpus_vocab, feature_config, users, {"zed": users["ann"]})
+    with pytest.raises(ValueError):
+        MultiUserAdapterTrainer(_config(tmp_path), corpus_vocab, feature_config, {"../x": users["ann"]})
+
+
+@pytest.mark.slow
+def test_train_adapters_cli_writes_one_adapter_per_user(tmp_path, users, corpus_vocab, feature_config):
+    base = _base(feature_config, corpus_vocab)
+    record = {"input_dim": feature_config.feature_dim, "num_classes": len(corpus_vocab), "num_rnn_layers": 2,
+              "rnn_hidden_dim": 16, "dropout_p": 0.3}
+    checkpoint = save_checkpoint(tmp_path / "base.pt", base, model_config=record, vocab=corpus_vocab,
+                                 feature_config=feature_config)
+    for name, entries in users.items():
+        write_manifest(tmp_path / "users" / f"{name}.tsv", entries)
+    command = [
+        "nice", "-n", "19", sys.executable, str(ROOT / "bin" / "train_adapters.py"), "--users-dir",
+        str(tmp_path / "users"), "--base-model", str(checkpoint), "--adapter-save-dir", str(tmp_path / "adapters"),
+        "--output-dir", str(tmp_path / "out"), "--users", "ann,cy", "train.num_epochs=1", "train.batch_size=4",
+        "train.num_workers=0", "train.num_threads=1", "train.adapter_hidden_dims=[16]",
+    ]
+    completed = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=tmp_path,
+                               env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    written = sorted(path.name for path in (tmp_path / "adapters").iterdir())
+    assert written == ["ann_adapter.pt", "cy_adapter.pt"]
+    assert (tmp_path / "out" / "results.json").exists() and "ann" in completed.stdout
+    assert AdapterManager.get_adapter_info(tmp_path / "adapters" / "ann_adapter.pt")["hidden_dims"] == [16]
