@@ -32,6 +32,9 @@ class CTCLossOutput(NamedTuple):
 class CTCLoss(nn.Module):
     """CTC loss over batch-major log-probs.
 
+    Non-finite log-probabilities on valid frames make the loss ``inf`` (not the zero that ``zero_infinity``
+    would give), so the trainer skips and counts the step.
+
     An utterance needs at least ``L + repeats`` output frames for a label sequence of length ``L``
     (a blank must separate repeated labels); shorter ones cannot be aligned and are dropped from the
     batch and counted, rather than producing ``inf`` (``zero_infinity`` is kept as a second guard).
@@ -71,10 +74,15 @@ class CTCLoss(nn.Module):
             return CTCLossOutput(log_probs.sum() * 0.0, 0, num_skipped)
         keep = feasible.nonzero(as_tuple=True)[0].to(log_probs.device)
         kept_log_probs = log_probs.index_select(0, keep).transpose(0, 1).float()
+        kept_lengths = output_lengths[feasible]
+        frames = torch.arange(kept_log_probs.size(0)).unsqueeze(1) < kept_lengths.unsqueeze(0)  # (T', kept)
+        if not bool(torch.isfinite(kept_log_probs[frames.to(kept_log_probs.device)]).all()):
+            # zero_infinity would quietly turn this into a zero loss: report it so the step is skipped and counted
+            return CTCLossOutput(log_probs.new_tensor(float("inf")), int(keep.numel()), num_skipped)
         per_utterance = F.ctc_loss(
             kept_log_probs,
             targets.index_select(0, keep),
-            output_lengths[feasible],
+            kept_lengths,
             target_lengths[feasible],
             blank=self.blank_id,
             reduction="none",

@@ -276,7 +276,10 @@ class SupervisedTrainer:
                     out_of_time = True
                     break
             progress.close()
-            train_figures = {"loss": loss_sum / loss_count if loss_count else float("nan"), "cer": meter.cer}
+            train_figures = {
+                "loss": loss_sum / loss_count if loss_count else float("nan"),
+                "cer": meter.cer if meter.num_utterances else float("nan"),  # a resume at the epoch's end trains none
+            }
             if not out_of_time:
                 state.epoch += 1
                 state.step_in_epoch = 0
