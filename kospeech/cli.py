@@ -24,6 +24,9 @@ PATH_KEYS = (
     "checkpoint_path",
     "manifest_path",
     "adapter_path",
+    "adapter_dir",
+    "user_map",
+    "trunk_cache_dir",
     "out_dir",
 )
 

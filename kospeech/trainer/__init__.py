@@ -4,6 +4,7 @@ from kospeech.trainer.adapter_trainer import AdapterTrainer, split_holdout
 from kospeech.trainer.configs import AdapterTrainConfig, DataConfig, TrainConfig
 from kospeech.trainer.criterion import CTCLoss
 from kospeech.trainer.evaluation import EvaluationResult, evaluate
+from kospeech.trainer.multi_user import MultiUserAdapterTrainer, train_user_adapters
 from kospeech.trainer.supervised_trainer import SupervisedTrainer, TrainerState
 
 __all__ = [
@@ -17,4 +18,6 @@ __all__ = [
     "EvaluationResult",
     "evaluate",
     "split_holdout",
+    "MultiUserAdapterTrainer",
+    "train_user_adapters",
 ]

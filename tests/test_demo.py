@@ -1,0 +1,32 @@
+"""The demo's code path, small: the shipped base, one held-out user generated here, base vs adapter."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from kospeech.demo import DemoConfig, format_table, run_demo
+
+ROOT = Path(__file__).resolve().parents[1]
+BASE = ROOT / "pretrained" / "ds2_synthetic.pt"
+
+
+@pytest.mark.slow
+def test_demo_adapter_beats_the_base_on_an_unseen_channel(tmp_path):
+    config = DemoConfig(
+        base_model_path=str(BASE), users_dir=str(tmp_path / "users"), output_dir=str(tmp_path / "demo"),
+        users=["user01"], max_enroll=40, max_test=20,
+    )
+    config.adapter.num_epochs = 6
+    config.adapter.num_threads = 1
+    records = run_demo(config)
+
+    (record,) = records
+    assert record["user"] == "user01"
+    assert record["adapter_cer"] < record["base_cer"], record
+    saved = json.loads((tmp_path / "demo" / "results.json").read_text())
+    assert saved[0]["adapter_cer"] == record["adapter_cer"]
+    assert {"base_cer", "adapter_cer", "trainable_params", "adapter_bytes", "train_seconds"} <= set(saved[0])
+    assert record["adapter_bytes"] == Path(record["adapter_path"]).stat().st_size
+    assert (tmp_path / "demo" / "personalization.png").stat().st_size > 0
+    assert "user01" in format_table(records)
