@@ -34,6 +34,7 @@ from kospeech.data.features import FeatureConfig
 from kospeech.fileio import atomic_torch_save, safe_torch_load
 from kospeech.model_builder import build_deepspeech2
 from kospeech.models import DeepSpeech2
+from kospeech.models.utils import unwrap_model
 from kospeech.models.utils import describe_state_dict_problems, state_dict_problems
 from kospeech.vocabs import Vocabulary
 
@@ -103,10 +104,6 @@ class Checkpoint:
         return model.to(device).eval()
 
 
-def _unwrap(model: nn.Module) -> nn.Module:
-    return model.module if isinstance(model, (nn.DataParallel, nn.parallel.DistributedDataParallel)) else model
-
-
 def save_checkpoint(
     path: Union[str, os.PathLike],
     model: nn.Module,
@@ -142,7 +139,7 @@ def save_checkpoint(
         "format_version": CHECKPOINT_FORMAT_VERSION,
         "kospeech_version": __version__,
         "created_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "model_state_dict": {key: value.detach().cpu() for key, value in _unwrap(model).state_dict().items()},
+        "model_state_dict": {key: value.detach().cpu() for key, value in unwrap_model(model).state_dict().items()},
         "model_config": dict(model_config),
         "vocab": vocab.to_dict(),
         "feature_config": feature_config.to_dict(),

@@ -43,7 +43,7 @@ import kospeech
 from kospeech.fileio import atomic_torch_save, safe_torch_load
 from kospeech.models.adapter import ADAPTER_TYPES, AdapterModule, build_adapter
 from kospeech.models.deepspeech2 import AdapterCompatibilityError, DeepSpeech2
-from kospeech.models.utils import state_dict_problems
+from kospeech.models.utils import state_dict_problems, unwrap_model
 
 __all__ = [
     "AdapterManager",
@@ -175,8 +175,7 @@ def _dict_differences(stored: Mapping[str, Any], given: Mapping[str, Any], prefi
 
 
 def _unwrap(model: nn.Module) -> DeepSpeech2:
-    while isinstance(model, (nn.DataParallel, nn.parallel.DistributedDataParallel)):
-        model = model.module
+    model = unwrap_model(model)
     if not isinstance(model, DeepSpeech2):
         raise TypeError(f"expected a DeepSpeech2 model (optionally wrapped), got {type(model).__name__}")
     return model

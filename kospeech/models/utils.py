@@ -7,7 +7,14 @@ from typing import Any, Dict, List, Mapping, Tuple, Union
 import torch
 from torch import Tensor, nn
 
-__all__ = ["count_parameters", "lengths_to_mask", "state_dict_problems", "describe_state_dict_problems"]
+__all__ = ["count_parameters", "unwrap_model", "lengths_to_mask", "state_dict_problems", "describe_state_dict_problems"]
+
+
+def unwrap_model(model: nn.Module) -> nn.Module:
+    """The module inside ``DataParallel`` / ``DistributedDataParallel`` wrappers (or the model itself)."""
+    while isinstance(model, (nn.DataParallel, nn.parallel.DistributedDataParallel)):
+        model = model.module
+    return model
 
 
 def count_parameters(model: nn.Module) -> Dict[str, Union[int, float]]:

@@ -20,7 +20,8 @@ from kospeech.models.adapter_manager import validate_adapter_name
 from kospeech.optim import Optimizer
 from kospeech.trainer.configs import AdapterTrainConfig
 from kospeech.trainer.evaluation import EvaluationResult, evaluate
-from kospeech.trainer.supervised_trainer import SupervisedTrainer, unwrap_model
+from kospeech.models.utils import unwrap_model
+from kospeech.trainer.supervised_trainer import SupervisedTrainer
 from kospeech.trainer.trunk_cache import (
     CachedBatch,
     CachedFeatureLoader,

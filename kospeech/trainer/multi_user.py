@@ -54,7 +54,8 @@ from kospeech.models.adapter_manager import validate_adapter_name
 from kospeech.optim import Optimizer
 from kospeech.trainer.adapter_trainer import AdapterTrainer
 from kospeech.trainer.configs import AdapterTrainConfig
-from kospeech.trainer.supervised_trainer import TrainerState, resolve_device, unwrap_model
+from kospeech.models.utils import unwrap_model
+from kospeech.trainer.supervised_trainer import TrainerState, resolve_device
 from kospeech.trainer.trunk_cache import (
     CachedBatch,
     CachedTrunkModel,

@@ -23,6 +23,7 @@ from kospeech.data.manifest import ManifestEntry
 from kospeech.decode import GreedyCTCDecoder
 from kospeech.fileio import atomic_write_text
 from kospeech.metrics import ErrorRateMeter
+from kospeech.models.utils import unwrap_model
 from kospeech.optim import Optimizer, build_lr_scheduler, build_optimizer
 from kospeech.trainer.configs import TrainConfig
 from kospeech.trainer.criterion import CTCLoss
@@ -43,11 +44,6 @@ def resolve_device(name: str) -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device {name!r} requested but CUDA is not available")
     return device
-
-
-def unwrap_model(model: nn.Module) -> nn.Module:
-    """The module inside a DataParallel / DistributedDataParallel wrapper (or the model itself)."""
-    return model.module if isinstance(model, (nn.DataParallel, nn.parallel.DistributedDataParallel)) else model
 
 
 @dataclass
