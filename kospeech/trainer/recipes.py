@@ -109,9 +109,7 @@ def train_base_model(job: Any) -> Dict[str, Any]:
     torch.manual_seed(train_config.seed)
     model = build_deepspeech2(feature_config.feature_dim, len(vocab), model_config)
     model_record = {"input_dim": feature_config.feature_dim, "num_classes": len(vocab), **_plain(model_config)}
-    resolved = OmegaConf.to_container(OmegaConf.structured(job), resolve=True) if not isinstance(job, DictConfig) else (
-        OmegaConf.to_container(job, resolve=True)
-    )
+    resolved = _plain(job)
     trainer = SupervisedTrainer(
         train_config, vocab, feature_config, train_entries, valid_entries, model_record, resolved_config=resolved
     )
@@ -165,9 +163,7 @@ def train_adapter_model(job: Any) -> Dict[str, Any]:
 
     torch.manual_seed(config.seed)
     model = checkpoint.build_model(device=resolve_device(config.device))
-    resolved = OmegaConf.to_container(job, resolve=True) if isinstance(job, DictConfig) else (
-        OmegaConf.to_container(OmegaConf.structured(job), resolve=True)
-    )
+    resolved = _plain(job)
     trainer = AdapterTrainer(
         config, vocab, feature_config, train_entries, valid_entries, checkpoint.model_config, resolved_config=resolved
     )
@@ -196,7 +192,9 @@ def train_adapter_model(job: Any) -> Dict[str, Any]:
 
 
 def _plain(config: Any) -> Dict[str, Any]:
-    return OmegaConf.to_container(OmegaConf.structured(config), resolve=True)
+    """A dataclass or DictConfig as plain, resolved containers (for config.yaml and checkpoints)."""
+    node = config if isinstance(config, DictConfig) else OmegaConf.structured(config)
+    return OmegaConf.to_container(node, resolve=True)
 
 
 def _warn_architecture_differences(config: AdapterTrainConfig, model_config: Dict[str, Any]) -> None:
