@@ -23,7 +23,8 @@ from kospeech.data import FeatureExtractor, build_dataloader, read_manifest  # n
 from kospeech.data.synthetic import ensure_corpus  # noqa: E402
 from kospeech.demo import DemoConfig, train_demo_base  # noqa: E402
 from kospeech.models import AdapterManager, count_parameters  # noqa: E402
-from kospeech.trainer import AdapterTrainConfig, AdapterTrainer, evaluate  # noqa: E402
+from kospeech.trainer import AdapterTrainConfig, AdapterTrainer  # noqa: E402
+from kospeech.trainer.evaluation import evaluate_base_and_adapter  # noqa: E402
 
 
 def main() -> None:
@@ -66,9 +67,7 @@ def main() -> None:
                                 feature_config=feature_config.to_dict())
     fresh.eval()
     loader = build_dataloader(test, FeatureExtractor(feature_config), 16, shuffle=False)
-    with fresh.disable_adapter():
-        base = evaluate(fresh, loader, vocab)
-    adapted = evaluate(fresh, loader, vocab, use_adapter_output=True)
+    base, adapted = evaluate_base_and_adapter(fresh, loader, vocab)
     stats = count_parameters(fresh)
     info = AdapterManager.get_adapter_info(trainer.adapter_path)
     print(f"user {args.user}: {len(enroll)} enrollment / {len(test)} test utterances")

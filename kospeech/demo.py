@@ -27,7 +27,7 @@ from kospeech.model_builder import DeepSpeech2Config
 from kospeech.models import AdapterManager
 from kospeech.trainer.adapter_trainer import AdapterTrainer
 from kospeech.trainer.configs import AdapterTrainConfig, DataConfig, TrainConfig
-from kospeech.trainer.evaluation import evaluate
+from kospeech.trainer.evaluation import evaluate_base_and_adapter
 from kospeech.trainer.recipes import train_base_model
 
 __all__ = ["DemoConfig", "run_demo", "train_demo_base", "format_table", "plot_results"]
@@ -118,9 +118,7 @@ def run_demo(config: DemoConfig) -> List[Dict[str, Any]]:
         )
         fresh.eval()
         loader = build_dataloader(test, extractor, 16, shuffle=False)
-        with fresh.disable_adapter():
-            base = evaluate(fresh, loader, vocab, description=f"{user} base")
-        adapted = evaluate(fresh, loader, vocab, use_adapter_output=True, description=f"{user} adapter")
+        base, adapted = evaluate_base_and_adapter(fresh, loader, vocab, description=user)
         records.append(
             {
                 "user": user,

@@ -11,10 +11,11 @@ from tqdm.auto import tqdm
 
 from kospeech.decode import BeamSearchCTCDecoder, GreedyCTCDecoder
 from kospeech.metrics import ErrorRateMeter
+from kospeech.models.utils import unwrap_model
 from kospeech.trainer.criterion import CTCLoss
 from kospeech.vocabs import Vocabulary
 
-__all__ = ["EvaluationResult", "evaluate", "select_log_probs", "build_decoder"]
+__all__ = ["EvaluationResult", "evaluate", "evaluate_base_and_adapter", "select_log_probs", "build_decoder"]
 
 
 @dataclass
@@ -126,3 +127,34 @@ def evaluate(
         num_skipped=skipped,
         pairs=pairs,
     )
+
+
+def evaluate_base_and_adapter(
+    model: nn.Module,
+    batches: Iterable,
+    vocab: Vocabulary,
+    *,
+    device: Union[str, torch.device] = "cpu",
+    beam_size: int = 1,
+    description: Optional[str] = None,
+) -> Tuple[EvaluationResult, EvaluationResult]:
+    """Score the same batches with the adapter bypassed, then with the adapter output.
+
+    Args:
+        model: a DeepSpeech2 with an adapter (DataParallel/DDP wrappers are unwrapped for the bypass).
+        batches: a re-iterable of :class:`kospeech.data.dataset.SpeechBatch` (e.g. a DataLoader).
+        vocab: the vocabulary that decodes label ids.
+        device: where to run.
+        beam_size: 1 for greedy decoding, more for beam search.
+        description: tqdm label prefix; ``None`` hides the progress bars.
+
+    Returns:
+        ``(base_result, adapter_result)``.
+    """
+    labels = (None, None) if description is None else (f"{description} (base)", f"{description} (adapter)")
+    with unwrap_model(model).disable_adapter():
+        base = evaluate(model, batches, vocab, device=device, beam_size=beam_size, description=labels[0])
+    adapted = evaluate(
+        model, batches, vocab, device=device, use_adapter_output=True, beam_size=beam_size, description=labels[1]
+    )
+    return base, adapted

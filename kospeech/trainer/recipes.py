@@ -27,7 +27,7 @@ from kospeech.model_builder import DeepSpeech2Config, build_deepspeech2
 from kospeech.models import AdapterManager
 from kospeech.trainer.adapter_trainer import AdapterTrainer
 from kospeech.trainer.configs import AdapterTrainConfig, DataConfig, TrainConfig
-from kospeech.trainer.evaluation import evaluate
+from kospeech.trainer.evaluation import evaluate, evaluate_base_and_adapter
 from kospeech.trainer.supervised_trainer import SupervisedTrainer, resolve_device
 from kospeech.vocabs import Vocabulary
 
@@ -182,9 +182,7 @@ def train_adapter_model(job: Any) -> Dict[str, Any]:
     if sources.test_manifest is not None and sources.test_manifest.exists():
         test_entries = read_manifest(sources.test_manifest, vocab, relabel=relabel)
         loader = trainer.build_loader(test_entries, config.batch_size, train=False)
-        with model.disable_adapter():
-            base = evaluate(model, loader, vocab, device=trainer.device, description="test (base)")
-        adapted = evaluate(model, loader, vocab, device=trainer.device, use_adapter_output=True, description="test (adapter)")
+        base, adapted = evaluate_base_and_adapter(model, loader, vocab, device=trainer.device, description="test")
         results.update(test_base_cer=base.cer, test_adapter_cer=adapted.cer, test_utterances=adapted.num_utterances)
         logger.info("user test set: base CER %.4f -> adapter CER %.4f", base.cer, adapted.cer)
     _write_results(Path(config.output_dir), results)
