@@ -16,7 +16,11 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
-import torch
+# tqdm reads TQDM_* variables when it is first imported (torch imports it): bars stay off unless --verbose
+if "--verbose" not in sys.argv:
+    os.environ.setdefault("TQDM_DISABLE", "1")
+
+import torch  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -55,8 +59,6 @@ class World:
 
     def __init__(self, args: argparse.Namespace) -> None:
         logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, force=True)
-        if not args.verbose:
-            os.environ.setdefault("TQDM_DISABLE", "1")
         torch.set_num_threads(args.threads)
         self.corpus_dir = Path(args.corpus_dir).resolve()  # manifests written elsewhere keep valid audio paths
         self.card = ensure_corpus(self.corpus_dir, preset="demo", seed=0)
@@ -70,6 +72,8 @@ class World:
             self.feature_config = FeatureConfig()
             self.model_config, name = MODELS[args.model]
             self.model_description = f"random-weight {name}, fbank 80"
+        # a checkpoint may use other output units (e.g. jamo) than the corpus' syllable manifests were written with
+        self.relabel = self.checkpoint is not None
         self.seed = args.seed
         self.model_params = count_parameters(self.build_model())["total"]
 
@@ -84,10 +88,10 @@ class World:
         return sorted(path.name for path in (self.corpus_dir / "users").iterdir() if path.is_dir())
 
     def enrollment(self, user: str) -> List[ManifestEntry]:
-        return read_manifest(self.corpus_dir / "users" / user / "enroll.tsv", self.vocab)
+        return read_manifest(self.corpus_dir / "users" / user / "enroll.tsv", self.vocab, relabel=self.relabel)
 
     def base_entries(self) -> List[ManifestEntry]:
-        return read_manifest(self.corpus_dir / "base" / "train.tsv", self.vocab)
+        return read_manifest(self.corpus_dir / "base" / "train.tsv", self.vocab, relabel=self.relabel)
 
     def describe(self) -> Dict[str, Any]:
         return {

@@ -21,8 +21,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import torch  # noqa: E402
+# first: it switches progress bars off before torch (and with it tqdm) is imported
 from _bench_utils import World, base_parser, machine, print_table, timed, write_results  # noqa: E402
+import torch  # noqa: E402
 
 from kospeech.trainer import AdapterTrainConfig, AdapterTrainer  # noqa: E402
 
@@ -72,6 +73,8 @@ def main() -> None:
     parser = base_parser(__doc__.split("\n\n")[0], "runs/benchmarks/adapter_training_speed.json")
     parser.add_argument("--user", default="user01")
     parser.add_argument("--adapter-type", default="head", choices=["head", "residual_head", "encoder"])
+    # the spec's DeepSpeech2 (5 x 512): the trunk the cache exists for; --model small or --base for others
+    parser.set_defaults(model="full")
     args = parser.parse_args()
     world = World(args)
     entries = world.enrollment(args.user)

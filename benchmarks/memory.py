@@ -23,8 +23,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import torch  # noqa: E402
+# first: it switches progress bars off before torch (and with it tqdm) is imported
 from _bench_utils import World, base_parser, machine, peak_rss_mb, print_table, write_results  # noqa: E402
+import torch  # noqa: E402
 
 from kospeech.checkpoint import save_checkpoint  # noqa: E402
 from kospeech.inference import Recognizer  # noqa: E402

@@ -29,8 +29,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import torch  # noqa: E402
+# first: it switches progress bars off before torch (and with it tqdm) is imported
 from _bench_utils import World, base_parser, machine, print_table, timed, write_results  # noqa: E402
+import torch  # noqa: E402
 
 from kospeech.checkpoint import save_checkpoint  # noqa: E402
 from kospeech.data.manifest import write_manifest  # noqa: E402

@@ -3,12 +3,16 @@
     python benchmarks/profile_train_step.py            # 4 profiled steps of 16 utterances after a warm-up
     python benchmarks/profile_train_step.py --quick    # 2 profiled steps
 
-Times steps without the profiler first (the profiler's own overhead inflates many small ops), then profiles the same
-batches and prints the operators with the most self CPU time, grouped by input shape, and the share of the
-forward pieces (conv extractor vs RNN layers) measured directly. Results go to
-``runs/benchmarks/profile_train_step.json``.
+Times steps without the profiler first (the profiler's own overhead inflates many small ops), once with the RNN layers'
+packed path (how every step ran before: ``BNReluRNN.padded_cpu_training = False``) and once with the default padded
+per-direction CPU path, from the same weights and seed on the same batches; then profiles the default path and prints
+the operators with the most self CPU time, grouped by input shape, and the share of the forward pieces (conv
+extractor vs RNN layers) measured directly. Results go to
+``runs/benchmarks/profile_train_step.json``; the last line is ``ratio: X.XX`` = packed step seconds / default step
+seconds.
 """
 
+import copy
 import statistics
 import sys
 import tempfile
@@ -17,11 +21,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import torch  # noqa: E402
+# first: it switches progress bars off before torch (and with it tqdm) is imported
 from _bench_utils import World, base_parser, machine, print_table, write_results  # noqa: E402
+import torch  # noqa: E402
 from torch.profiler import ProfilerActivity, profile  # noqa: E402
 
 from kospeech.metrics import ErrorRateMeter  # noqa: E402
+from kospeech.models import BNReluRNN  # noqa: E402
 from kospeech.trainer import SupervisedTrainer, TrainConfig  # noqa: E402
 
 
@@ -40,15 +46,30 @@ def main() -> None:
         trainer = SupervisedTrainer(config, world.vocab, world.feature_config, entries, None, record)
         batches = list(trainer.build_loader(entries, 16, train=True))
     warm_up, batches = batches[0], batches[1 : num_batches + 1]
+    initial_state = copy.deepcopy(model.state_dict())
+
+    def time_steps(padded: bool) -> list:
+        """Seconds per step over ``batches`` from the same initial weights, with one RNN path."""
+        BNReluRNN.padded_cpu_training = padded
+        model.load_state_dict(initial_state)
+        torch.manual_seed(args.seed)  # the same dropout masks on both paths
+        optimizer = trainer._build_optimizer(model, total_steps=100)
+        model.train()
+        trainer._train_step(model, warm_up, optimizer, ErrorRateMeter())
+        seconds = []
+        for batch in batches:
+            started = time.perf_counter()
+            trainer._train_step(model, batch, optimizer, ErrorRateMeter())
+            seconds.append(time.perf_counter() - started)
+        return seconds
+
+    packed_seconds = time_steps(padded=False)
+    packed_weights = copy.deepcopy(model.state_dict())
+    step_seconds = time_steps(padded=True)
+    weight_gap = max(float((packed_weights[key].float() - value.float()).abs().max())
+                     for key, value in model.state_dict().items())
     optimizer = trainer._build_optimizer(model, total_steps=100)
     meter = ErrorRateMeter()
-    model.train()
-    trainer._train_step(model, warm_up, optimizer, meter)
-    step_seconds = []
-    for batch in batches:
-        started = time.perf_counter()
-        trainer._train_step(model, batch, optimizer, meter)
-        step_seconds.append(time.perf_counter() - started)
     forward = {"conv": 0.0, "rnn": 0.0, "head": 0.0}
     with torch.no_grad():
         for batch in batches:
@@ -81,6 +102,10 @@ def main() -> None:
         "batch_frames": [list(batch.inputs.shape[:2]) for batch in batches],
         "step_seconds": [round(value, 4) for value in step_seconds],
         "mean_step_seconds": round(statistics.mean(step_seconds), 4),
+        "packed_rnn_step_seconds": [round(value, 4) for value in packed_seconds],
+        "packed_rnn_mean_step_seconds": round(statistics.mean(packed_seconds), 4),
+        "max_weight_difference_after_steps": weight_gap,
+        "ratio_packed_over_default": round(statistics.mean(packed_seconds) / statistics.mean(step_seconds), 3),
         "forward_seconds_no_grad": {key: round(value / len(batches), 4) for key, value in forward.items()},
         "profiled_self_cpu_seconds": round(total / 1e6, 3),
         "top_ops": top,
@@ -89,7 +114,11 @@ def main() -> None:
     print(f"base training step profile ({results['mode']}, CPU, {results['torch_threads']} thread(s), load average "
           f"{results['load_average_1min']}); {world.model_description}")
     print(f"batches (B, T): {results['batch_frames']}")
-    print(f"step seconds (no profiler): {results['step_seconds']}  mean {results['mean_step_seconds']:.3f}")
+    print(f"step seconds (no profiler), packed RNN backward (before): {results['packed_rnn_step_seconds']}  mean "
+          f"{results['packed_rnn_mean_step_seconds']:.3f}")
+    print(f"step seconds (no profiler), padded per-direction RNN (default): {results['step_seconds']}  mean "
+          f"{results['mean_step_seconds']:.3f}")
+    print(f"max |weight difference| after the same steps on both paths: {weight_gap:.1e}")
     print("forward without grad, per batch: " + ", ".join(
         f"{key} {value:.3f} s" for key, value in results["forward_seconds_no_grad"].items()))
     print()
@@ -98,6 +127,7 @@ def main() -> None:
                   f"{100 * item['share']:.1f}%"] for item in top])
     print()
     print(f"results: {output}")
+    print(f"ratio: {results['ratio_packed_over_default']:.2f}")
 
 
 if __name__ == "__main__":

@@ -11,11 +11,12 @@ from typing import Callable, Dict, Tuple
 
 import torch
 from torch import Tensor, nn
+from torch.func import functional_call
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
 from kospeech.models.utils import lengths_to_mask
 
-__all__ = ["ACTIVATIONS", "RNN_TYPES", "MaskConv2d", "BNReluRNN", "conv_output_length"]
+__all__ = ["ACTIVATIONS", "RNN_TYPES", "MaskConv2d", "BNReluRNN", "conv_output_length", "reverse_within_lengths"]
 
 ACTIVATIONS: Dict[str, Callable[[], nn.Module]] = {
     "hardtanh": lambda: nn.Hardtanh(0.0, 20.0),
@@ -138,12 +139,43 @@ class MaskConv2d(nn.Module):
         return outputs, lengths.to(input_lengths.device)
 
 
+_DIRECTION_PARAMETERS = ("weight_ih_l0", "weight_hh_l0", "bias_ih_l0", "bias_hh_l0")
+
+
+def reverse_within_lengths(lengths: Tensor, total_length: int) -> Tensor:
+    """Time indices that reverse each row's valid frames and leave its padding in place.
+
+    Gathering a (B, T, F) tensor along time with these indices (and gathering the result again) is an involution:
+    ``row[t] <- row[L - 1 - t]`` for ``t < L``, ``row[t] <- row[t]`` beyond.
+
+    Inputs:
+        lengths: (B,) int64 valid frames per row, on the device of the tensor to gather.
+        total_length: T.
+
+    Returns:
+        (B, T) int64 indices.
+    """
+    steps = torch.arange(total_length, device=lengths.device).unsqueeze(0)  # (1, T)
+    ends = lengths.unsqueeze(1)  # (B, 1)
+    return torch.where(steps < ends, ends - 1 - steps, steps)
+
+
 class BNReluRNN(nn.Module):
     """BatchNorm1d over features -> ReLU -> one (bi)directional GRU/LSTM/RNN layer -> dropout.
 
-    The sequence is packed first (``enforce_sorted=False``) and BatchNorm runs on the packed frames, so
-    padded frames never enter the batch statistics; the RNN then reads the packed sequence, so padding
-    never reaches its state either. Padded output frames are zero.
+    BatchNorm runs on the valid frames only, so padded frames never enter the batch statistics, and padding never
+    reaches a valid frame's RNN state. Padded output frames are zero.
+
+    Two equivalent ways to keep padding out of the RNN (outputs and gradients agree within float rounding):
+
+    - packed (``pack_padded_sequence``): used on GPUs (cuDNN) and whenever no gradient is needed;
+    - padded, per direction, on the CPU when a gradient flows through the layer: the forward direction reads the
+      padded batch as it is (padding comes after every valid frame, so it only changes outputs that are masked), the
+      backward direction reads each row reversed within its length. The CPU backward pass of a packed RNN zero-fills
+      a (sum of lengths, gates * H) buffer for every time step, which made it most of a base training step; this
+      path avoids it (``benchmarks/profile_train_step.py``). Each direction runs a unidirectional RNN through
+      ``torch.func.functional_call`` with this layer's own parameters, so the state dict is the plain ``nn.GRU``
+      one either way.
 
     Args:
         input_size: F, features per input frame.
@@ -152,6 +184,9 @@ class BNReluRNN(nn.Module):
         bidirectional: run a backward direction too; the output then has ``2 * H`` features.
         dropout_p: dropout probability applied to the layer's output.
     """
+
+    padded_cpu_training: bool = True
+    """Use the padded path on the CPU when a gradient is needed (``False`` always packs; benchmarks compare both)."""
 
     def __init__(
         self,
@@ -175,6 +210,11 @@ class BNReluRNN(nn.Module):
         )
         self.dropout = nn.Dropout(p=dropout_p)
         self.output_dim = hidden_state_dim * (2 if bidirectional else 1)
+        # a parameterless (meta) unidirectional twin that runs one direction with this layer's weights; kept in a
+        # tuple so that it is not a submodule (no state-dict keys, nothing to move between devices)
+        self._direction_runner = (
+            RNN_TYPES[rnn_type](input_size, hidden_state_dim, num_layers=1, bias=True, batch_first=True, device="meta"),
+        )
 
     def forward(self, inputs: Tensor, input_lengths: Tensor) -> Tensor:
         """Run the layer.
@@ -186,9 +226,34 @@ class BNReluRNN(nn.Module):
         Returns:
             (B, T', H * num_directions) float; frames at or beyond a row's length are zero.
         """
+        if self.padded_cpu_training and inputs.device.type == "cpu" and torch.is_grad_enabled() and self._needs_gradient(
+            inputs
+        ):
+            return self.dropout(self._padded_forward(inputs, input_lengths.to(inputs.device)))
         packed = pack_padded_sequence(inputs, input_lengths.cpu(), batch_first=True, enforce_sorted=False)
         normed = torch.relu(self.batch_norm(packed.data))
         packed = PackedSequence(normed, packed.batch_sizes, packed.sorted_indices, packed.unsorted_indices)
         outputs, _ = self.rnn(packed)
         outputs, _ = pad_packed_sequence(outputs, batch_first=True, total_length=inputs.size(1))
         return self.dropout(outputs)
+
+    def _needs_gradient(self, inputs: Tensor) -> bool:
+        return inputs.requires_grad or any(parameter.requires_grad for parameter in self.parameters())
+
+    def _padded_forward(self, inputs: Tensor, lengths: Tensor) -> Tensor:
+        batch, frames, features = inputs.shape
+        valid = lengths_to_mask(lengths, frames)  # (B, T')
+        normed = inputs.new_zeros(batch, frames, features)
+        normed[valid] = torch.relu(self.batch_norm(inputs[valid]))  # statistics over the valid frames only
+        outputs = [self._run_direction(normed, "")]
+        if self.rnn.bidirectional:
+            order = reverse_within_lengths(lengths, frames).unsqueeze(-1)  # (B, T', 1)
+            reversed_inputs = normed.gather(1, order.expand(-1, -1, features))
+            backward = self._run_direction(reversed_inputs, "_reverse")
+            outputs.append(backward.gather(1, order.expand(-1, -1, backward.size(-1))))
+        return torch.cat(outputs, dim=-1).masked_fill(~valid.unsqueeze(-1), 0.0)  # (B, T', H * directions)
+
+    def _run_direction(self, inputs: Tensor, suffix: str) -> Tensor:
+        weights = {name: getattr(self.rnn, name + suffix) for name in _DIRECTION_PARAMETERS}
+        outputs, _ = functional_call(self._direction_runner[0], weights, (inputs,))
+        return outputs

@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
+import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
@@ -149,6 +150,9 @@ class AdapterTrainer(SupervisedTrainer):
     def prepare_adapter(self, model: nn.Module, adapter_name: str) -> DeepSpeech2:
         """Check the name, attach an adapter from the config when the model has none, freeze the base, log sizes.
 
+        A new adapter is initialized right after ``torch.manual_seed(config.seed)``, so the same seed gives the same
+        adapter whatever the caller drew from the global RNG before (an attached one is kept as it is).
+
         Returns:
             The bare DeepSpeech2 (unwrapped).
         """
@@ -156,6 +160,8 @@ class AdapterTrainer(SupervisedTrainer):
         self.adapter_name = adapter_name
         base = unwrap_model(model)
         if not base.use_adapter:
+            # the adapter's initial weights are part of the seeded run, whatever drew from the global RNG before
+            torch.manual_seed(self.config.seed)
             base.add_adapter(
                 self.config.adapter_type,
                 hidden_dims=list(self.config.adapter_hidden_dims),

@@ -103,7 +103,9 @@ def evaluate(
     total_loss, scored_batches, skipped = 0.0, 0, 0
     pairs: List[Tuple[str, str]] = []
     try:
-        for batch in tqdm(batches, desc=description, disable=description is None, leave=False):
+        # ``disable`` is only ever forced on, so that TQDM_DISABLE=1 in the environment silences the bar
+        hidden = {"disable": True} if description is None else {}
+        for batch in tqdm(batches, desc=description, leave=False, **hidden):
             inputs, input_lengths = batch.inputs.to(device), batch.input_lengths.to(device)
             log_probs, output_lengths = select_log_probs(model(inputs, input_lengths), use_adapter_output)
             loss = criterion(log_probs, output_lengths, batch.targets.to(device), batch.target_lengths)

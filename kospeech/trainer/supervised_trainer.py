@@ -248,7 +248,7 @@ class SupervisedTrainer:
                 total=len(train_loader),
                 initial=state.step_in_epoch,
                 desc=f"epoch {state.epoch + 1}/{num_epochs}",
-                disable=not self.dist.is_main,
+                **({} if self.dist.is_main else {"disable": True}),  # unset on rank 0: TQDM_DISABLE=1 still applies
             )
             for batch in self._batches_from(train_loader, state.step_in_epoch):
                 loss_value = self._train_step(model, batch, optimizer, meter)

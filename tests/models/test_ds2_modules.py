@@ -1,11 +1,12 @@
 """MaskConv2d and BNReluRNN: length formula, masking, padding kept out of BatchNorm."""
 
+import copy
 import math
 
 import pytest
 import torch
 
-from kospeech.models.modules import BNReluRNN, MaskConv2d, conv_output_length
+from kospeech.models.modules import BNReluRNN, MaskConv2d, conv_output_length, reverse_within_lengths
 
 
 @pytest.mark.parametrize("frames", [1, 2, 3, 4, 7, 10, 11, 16])
@@ -89,3 +90,65 @@ def test_bn_relu_rnn_accepts_lengths_on_any_order_and_rejects_unknown_type():
     assert torch.allclose(both[0, :3], alone[0], atol=1e-6)
     with pytest.raises(ValueError, match="rnn_type"):
         BNReluRNN(4, 3, rnn_type="transformer")
+
+
+def test_reverse_within_lengths_reverses_valid_frames_and_is_its_own_inverse():
+    lengths = torch.tensor([3, 5, 1])
+    order = reverse_within_lengths(lengths, 5)
+    assert order.tolist() == [[2, 1, 0, 3, 4], [4, 3, 2, 1, 0], [0, 1, 2, 3, 4]]
+    values = torch.randn(3, 5, 2)
+    index = order.unsqueeze(-1).expand(-1, -1, 2)
+    assert torch.equal(values.gather(1, index).gather(1, index), values)
+
+
+def _run_path(layer, inputs, lengths, padded, upstream):
+    """Outputs and gradients (input and every parameter) of one training step on one RNN path."""
+    previous = BNReluRNN.padded_cpu_training
+    BNReluRNN.padded_cpu_training = padded
+    try:
+        inputs = inputs.clone().requires_grad_(True)
+        outputs = layer(inputs, lengths)
+        (outputs * upstream).sum().backward()
+    finally:
+        BNReluRNN.padded_cpu_training = previous
+    grads = {name: parameter.grad.clone() for name, parameter in layer.named_parameters()}
+    layer.zero_grad()
+    return outputs.detach(), inputs.grad, grads
+
+
+@pytest.mark.parametrize("rnn_type", ["gru", "lstm", "rnn"])
+@pytest.mark.parametrize("bidirectional", [True, False])
+def test_bn_relu_rnn_padded_cpu_path_matches_packed_path(rnn_type, bidirectional):
+    torch.manual_seed(0)
+    packed_layer = BNReluRNN(6, 5, rnn_type=rnn_type, bidirectional=bidirectional, dropout_p=0.0).train()
+    padded_layer = BNReluRNN(6, 5, rnn_type=rnn_type, bidirectional=bidirectional, dropout_p=0.0).train()
+    padded_layer.load_state_dict(packed_layer.state_dict())
+    inputs = torch.randn(4, 9, 6)
+    lengths = torch.tensor([6, 9, 1, 4])
+    for row, length in enumerate(lengths.tolist()):
+        inputs[row, length:] = 50.0  # padding content must not matter on either path
+    upstream = torch.randn(4, 9, packed_layer.output_dim)
+    packed = _run_path(packed_layer, inputs, lengths, False, upstream)
+    padded = _run_path(padded_layer, inputs, lengths, True, upstream)
+    assert torch.allclose(padded[0], packed[0], atol=1e-5)
+    assert torch.allclose(padded[1], packed[1], atol=1e-5)
+    for row, length in enumerate(lengths.tolist()):
+        assert torch.equal(padded[0][row, length:], torch.zeros_like(padded[0][row, length:]))
+        assert torch.equal(padded[1][row, length:], torch.zeros_like(padded[1][row, length:]))
+    assert packed[2].keys() == padded[2].keys()
+    for name in packed[2]:
+        assert torch.allclose(padded[2][name], packed[2][name], atol=1e-4, rtol=1e-4), name
+    for name in ("running_mean", "running_var"):
+        assert torch.allclose(getattr(padded_layer.batch_norm, name), getattr(packed_layer.batch_norm, name), atol=1e-6)
+
+
+def test_bn_relu_rnn_direction_runner_adds_no_state_and_survives_copies():
+    layer = BNReluRNN(6, 5, rnn_type="gru", bidirectional=True)
+    plain = {name for name, _ in layer.rnn.named_parameters()}
+    assert {key[len("rnn."):] for key in layer.state_dict() if key.startswith("rnn.")} == plain
+    assert sum(parameter.numel() for parameter in layer.parameters()) == sum(
+        parameter.numel() for parameter in [*layer.batch_norm.parameters(), *layer.rnn.parameters()]
+    )
+    twin = copy.deepcopy(layer)
+    inputs, lengths = torch.randn(2, 5, 6, requires_grad=True), torch.tensor([5, 3])
+    assert torch.equal(twin.eval()(inputs, lengths), layer.eval()(inputs, lengths))

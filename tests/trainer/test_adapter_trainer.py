@@ -48,7 +48,8 @@ def test_spec_example_snippet_runs(tmp_path, user_entries, corpus_vocab, feature
                                 feature_config=feature_config.to_dict())
     model.eval(), fresh.eval()
     inputs, lengths = torch.randn(2, 40, feature_config.feature_dim), torch.tensor([40, 25])
-    assert torch.equal(model(inputs, lengths)[2], fresh(inputs, lengths)[2])
+    with torch.no_grad():
+        assert torch.equal(model(inputs, lengths)[2], fresh(inputs, lengths)[2])
 
 
 @pytest.mark.parametrize("adapter_type", ["head", "residual_head", "encoder"])
@@ -118,3 +119,23 @@ def test_data_parallel_wrapped_model_trains_and_saves_the_same_adapter(tmp_path,
     assert results[True].keys() == results[False].keys()
     for key in results[False]:
         assert torch.equal(results[True][key], results[False][key]), key
+
+
+def test_same_seed_gives_the_same_adapter_whatever_the_global_rng_drew_before(
+    tmp_path, user_entries, corpus_vocab, feature_config
+):
+    adapters = []
+    for run, draws in enumerate([0, 7]):
+        torch.manual_seed(0)
+        model = DeepSpeech2(
+            input_dim=feature_config.feature_dim, num_classes=len(corpus_vocab), num_rnn_layers=1, rnn_hidden_dim=16
+        )
+        torch.rand(draws)  # e.g. a caller that built other models first
+        trainer = AdapterTrainer(
+            _adapter_config(tmp_path / str(run), num_epochs=1), corpus_vocab, feature_config, user_entries
+        )
+        trainer.train(model, adapter_name="same_seed")
+        adapters.append(model.adapter_state_dict())
+    assert adapters[0].keys() == adapters[1].keys()
+    for key in adapters[0]:
+        assert torch.equal(adapters[0][key], adapters[1][key]), key
