@@ -31,6 +31,7 @@ from kospeech.data.synthetic import ensure_corpus  # noqa: E402
 from kospeech.fileio import atomic_write_text  # noqa: E402
 from kospeech.model_builder import DeepSpeech2Config, build_deepspeech2  # noqa: E402
 from kospeech.models import DeepSpeech2, count_parameters  # noqa: E402
+from kospeech.trainer.supervised_trainer import resolve_device  # noqa: E402
 from kospeech.vocabs import Vocabulary  # noqa: E402
 
 MODELS = {
@@ -39,8 +40,8 @@ MODELS = {
 }
 
 
-def base_parser(description: str, output: str) -> argparse.ArgumentParser:
-    """Options every training benchmark takes."""
+def base_parser(description: str, output: str, device_option: bool = False) -> argparse.ArgumentParser:
+    """Options every training benchmark takes (``--device`` only where the benchmark supports GPUs)."""
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--quick", action="store_true", help="a smaller run that finishes in under a minute")
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads (set explicitly)")
@@ -49,6 +50,8 @@ def base_parser(description: str, output: str) -> argparse.ArgumentParser:
     parser.add_argument("--model", choices=sorted(MODELS), default="small",
                         help="size of the random-weight model: small = ds2_small 3 x 256, full = 5 x 512")
     parser.add_argument("--seed", type=int, default=0)
+    if device_option:
+        parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (the figures in docs are CPU)")
     parser.add_argument("--output", default=output, help="results JSON")
     parser.add_argument("--verbose", action="store_true", help="show the library's logs")
     return parser
@@ -60,6 +63,7 @@ class World:
     def __init__(self, args: argparse.Namespace) -> None:
         logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, force=True)
         torch.set_num_threads(args.threads)
+        self.device = resolve_device(getattr(args, "device", "cpu"))
         self.corpus_dir = Path(args.corpus_dir).resolve()  # manifests written elsewhere keep valid audio paths
         self.card = ensure_corpus(self.corpus_dir, preset="demo", seed=0)
         self.checkpoint = load_checkpoint(args.base) if args.base else None
@@ -114,9 +118,11 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
-def machine() -> Dict[str, Any]:
+def machine(device: torch.device = torch.device("cpu")) -> Dict[str, Any]:
+    """Where the figures were measured: the device (and GPU name), threads, versions, load."""
     return {
-        "device": "cpu",
+        "device": str(device),
+        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
         "torch_threads": torch.get_num_threads(),
         "torch_version": torch.__version__,
         "platform": platform.platform(),
@@ -124,6 +130,11 @@ def machine() -> Dict[str, Any]:
         "cpu_count": os.cpu_count(),
         "load_average_1min": round(os.getloadavg()[0], 2),
     }
+
+
+def device_label(results: Dict[str, Any]) -> str:
+    """``CPU`` or the GPU's name, for the first line a benchmark prints."""
+    return "CPU" if results["device"] == "cpu" else f"{results['device']} {results['device_name']}"
 
 
 def write_results(path: str, results: Dict[str, Any]) -> Path:

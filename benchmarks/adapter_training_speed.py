@@ -22,7 +22,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 # first: it switches progress bars off before torch (and with it tqdm) is imported
-from _bench_utils import World, base_parser, machine, print_table, timed, write_results  # noqa: E402
+from _bench_utils import World, base_parser, device_label, machine, print_table, timed, write_results  # noqa: E402
 import torch  # noqa: E402
 
 from kospeech.trainer import AdapterTrainConfig, AdapterTrainer  # noqa: E402
@@ -47,7 +47,7 @@ def run(world: World, entries, cache_trunk: bool, epochs: int, adapter_type: str
         base_model_path="unused", output_dir=str(root / f"run_{cache_trunk}"), adapter_save_dir=str(root / "adapters"),
         adapter_type=adapter_type, batch_size=16, num_epochs=epochs, num_workers=0, warmup_steps=10, peak_lr=2e-3,
         init_lr=1e-4, final_lr=1e-4, early_stopping_patience=epochs + 1, num_threads=torch.get_num_threads(),
-        seed=world.seed, cache_trunk=cache_trunk, log_every=10_000,
+        seed=world.seed, cache_trunk=cache_trunk, log_every=10_000, device=str(world.device),
     )
     trainer = _TimedAdapterTrainer(config, world.vocab, world.feature_config, copy.copy(entries))
     seconds, _ = timed(lambda: trainer.train(model, adapter_name=f"bench_{cache_trunk}"))
@@ -70,7 +70,7 @@ def run(world: World, entries, cache_trunk: bool, epochs: int, adapter_type: str
 
 
 def main() -> None:
-    parser = base_parser(__doc__.split("\n\n")[0], "runs/benchmarks/adapter_training_speed.json")
+    parser = base_parser(__doc__.split("\n\n")[0], "runs/benchmarks/adapter_training_speed.json", device_option=True)
     parser.add_argument("--user", default="user01")
     parser.add_argument("--adapter-type", default="head", choices=["head", "residual_head", "encoder"])
     # the spec's DeepSpeech2 (5 x 512): the trunk the cache exists for; --model small or --base for others
@@ -90,7 +90,7 @@ def main() -> None:
     results = {
         "mode": "quick" if args.quick else "full",
         "note": "speed only; random weights unless --base",
-        **machine(),
+        **machine(world.device),
         **world.describe(),
         "user": args.user,
         "adapter_type": args.adapter_type,
@@ -105,7 +105,7 @@ def main() -> None:
         "ratio_whole_train_call": round(uncached["train_call_seconds"] / cached["train_call_seconds"], 3),
     }
     output = write_results(args.output, results)
-    print(f"adapter training speed ({results['mode']}, CPU, {results['torch_threads']} thread(s), "
+    print(f"adapter training speed ({results['mode']}, {device_label(results)}, {results['torch_threads']} thread(s), "
           f"load average {results['load_average_1min']})")
     print(f"{world.model_description}; {args.adapter_type} adapter [512, 256]; user {args.user}, "
           f"{cached['train_utterances']} training utterances, batch 16, {epochs} epochs")

@@ -1,23 +1,24 @@
-"""Many users' adapters in one process vs one user after the other, side by side in one run.
+"""Many users' adapters in one process vs N sequential runs of the single-user job, side by side in one run.
 
-    python benchmarks/multi_user_training.py              # 8 users x 48 utterances, 3 epochs, both regimes
-    python benchmarks/multi_user_training.py --quick      # 8 users x 12 utterances, 2 epochs (under a minute)
-    python benchmarks/multi_user_training.py --processes  # also: 8 CLI processes vs one bin/train_adapters.py
+    python benchmarks/multi_user_training.py            # 8 users x 48 utterances, 3 epochs
+    python benchmarks/multi_user_training.py --quick    # 8 users x 12 utterances, 2 epochs (under a minute)
+    python benchmarks/multi_user_training.py --device cuda
 
-The 8 users are the demo corpus' 4 users, each enrollment set cut in two halves. Both sides use the same
-AdapterTrainConfig (head adapter [512, 256], batch 16, the default trunk cache, no workers):
+The 8 users are the demo corpus' 4 users, each enrollment set cut in two halves; every side uses the same adapter
+settings (head adapter [512, 256], batch 16, the default trunk cache, no workers, the same seed).
 
-- sequential: ``AdapterTrainer(...).train(...)`` for each user in turn on a fresh copy of the base (what running the
-  single-user job N times does, minus the process start);
-- one process: ``MultiUserAdapterTrainer(...).train(...)`` (one cache build over all users' utterances in mixed
-  batches, then every user's epochs in lockstep).
+The headline (``ratio``) is what a user sees: N runs of the single-user job (``bin/main.py train=adapter_train``, one
+process each: start-up, checkpoint loading, cache build, training) one after the other vs one ``bin/train_adapters.py``
+run over the folder of the N users' manifests. Two in-process rows isolate what sharing the base saves once start-up
+is taken out:
 
-Without ``--quick`` the SpecAugment regime (no training cache: one shared trunk forward per step for all users vs
-one per user) is measured as well. ``--processes`` adds the process-level comparison (N ``bin/main.py
-train=adapter_train`` runs vs one ``bin/train_adapters.py`` run), Python start-up and model loading included.
-Each user's result is checked against its sequential twin (max adapter weight difference).
-Results go to ``runs/benchmarks/multi_user_training.json``; the last line is ``ratio: X.XX`` = sequential seconds /
-one-process seconds for the default (cached) regime.
+- trunk cache: ``AdapterTrainer(...).train(...)`` per user in turn vs ``MultiUserAdapterTrainer`` (one cache build over
+  all users' utterances in mixed batches, then every user's epochs in lockstep);
+- SpecAugment (full mode only; no training cache): one trunk forward per user and step vs one per step for all users.
+
+Each in-process user's adapter is checked against its sequential twin (max weight difference).
+Results go to ``runs/benchmarks/multi_user_training.json``; the last line is ``ratio: X.XX`` = seconds of the N
+single-user runs / seconds of the one multi-user run.
 """
 
 import copy
@@ -30,7 +31,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 # first: it switches progress bars off before torch (and with it tqdm) is imported
-from _bench_utils import World, base_parser, machine, print_table, timed, write_results  # noqa: E402
+from _bench_utils import World, base_parser, device_label, machine, print_table, timed, write_results  # noqa: E402
 import torch  # noqa: E402
 
 from kospeech.checkpoint import save_checkpoint  # noqa: E402
@@ -52,12 +53,12 @@ def make_users(world: World, per_user: int):
     return dict(list(users.items())[:NUM_USERS])
 
 
-def config_for(root: Path, epochs: int, spec_augment: bool, seed: int) -> AdapterTrainConfig:
+def config_for(root: Path, epochs: int, spec_augment: bool, seed: int, device: str) -> AdapterTrainConfig:
     return AdapterTrainConfig(
         base_model_path="unused", output_dir=str(root / "runs"), adapter_save_dir=str(root / "adapters"),
         batch_size=16, num_epochs=epochs, num_workers=0, warmup_steps=10, init_lr=1e-4, peak_lr=2e-3, final_lr=1e-4,
         early_stopping_patience=epochs + 1, num_threads=torch.get_num_threads(), seed=seed, spec_augment=spec_augment,
-        log_every=10_000,
+        log_every=10_000, device=device,
     )
 
 
@@ -87,9 +88,9 @@ def max_difference(first, second) -> float:
 
 
 def compare(world: World, users, epochs: int, spec_augment: bool, seed: int, root: Path) -> dict:
-    config = config_for(root, epochs, spec_augment, seed)
+    config = config_for(root, epochs, spec_augment, seed, str(world.device))
     sequential_seconds, sequential_adapters = timed(lambda: sequential(world, users, config, root))
-    config = config_for(root / "multi", epochs, spec_augment, seed)
+    config = config_for(root / "multi", epochs, spec_augment, seed, str(world.device))
     multi_seconds, (multi_adapters, cache_seconds) = timed(lambda: one_process(world, users, config))
     return {
         "regime": "SpecAugment, shared trunk forward per step" if spec_augment else "trunk cache (default)",
@@ -113,7 +114,7 @@ def processes(world: World, users, epochs: int, root: Path) -> dict:
         write_manifest(root / "users" / f"{name}.tsv", entries)
     common = [f"train.num_epochs={epochs}", "train.batch_size=16", "train.num_workers=0",
               f"train.num_threads={torch.get_num_threads()}", f"train.early_stopping_patience={epochs + 1}",
-              "train.warmup_steps=10", "train.peak_lr=2e-3"]
+              "train.warmup_steps=10", "train.peak_lr=2e-3", f"train.device={world.device}"]
     started = time.perf_counter()
     for name in users:
         subprocess.run(
@@ -136,44 +137,44 @@ def processes(world: World, users, epochs: int, root: Path) -> dict:
 
 
 def main() -> None:
-    parser = base_parser(__doc__.split("\n\n")[0], "runs/benchmarks/multi_user_training.json")
-    parser.add_argument("--processes", action="store_true", help="also compare N CLI processes with one")
+    parser = base_parser(__doc__.split("\n\n")[0], "runs/benchmarks/multi_user_training.json", device_option=True)
     args = parser.parse_args()
     world = World(args)
     per_user, epochs = (12, 2) if args.quick else (48, 3)
     users = make_users(world, per_user)
     with tempfile.TemporaryDirectory(prefix="kospeech_bench_") as tmp:
         root = Path(tmp)
+        process_level = processes(world, users, epochs, root / "processes")
         regimes = [compare(world, users, epochs, False, args.seed, root / "cached")]
         if not args.quick:
             regimes.append(compare(world, users, epochs, True, args.seed, root / "specaug"))
-        process_level = processes(world, users, epochs, root / "processes") if args.processes else None
     results = {
         "mode": "quick" if args.quick else "full",
         "note": "speed only; random weights unless --base",
-        **machine(),
+        **machine(world.device),
         **world.describe(),
         "num_users": len(users),
         "utterances_per_user": {name: len(entries) for name, entries in users.items()},
         "epochs": epochs,
         "adapter": "head [512, 256]",
-        "regimes": regimes,
         "process_level": process_level,
+        "regimes": regimes,
+        "ratio": process_level["ratio"],
     }
     output = write_results(args.output, results)
-    print(f"multi-user adapter training ({results['mode']}, CPU, {results['torch_threads']} thread(s), "
-          f"load average {results['load_average_1min']})")
+    print(f"multi-user adapter training ({results['mode']}, {device_label(results)}, "
+          f"{results['torch_threads']} thread(s), load average {results['load_average_1min']})")
     print(f"{world.model_description}; {len(users)} users x {per_user} utterances, {epochs} epochs, batch 16")
     print()
-    rows = [[regime["regime"], f"{regime['sequential_seconds']:.2f}", f"{regime['one_process_seconds']:.2f}",
-             f"{regime['ratio']:.2f}", f"{regime['max_adapter_weight_difference']:.1e}"] for regime in regimes]
-    if process_level:
-        rows.append(["CLI processes (start-up included)", f"{process_level['separate_processes_seconds']:.2f}",
-                     f"{process_level['one_process_seconds']:.2f}", f"{process_level['ratio']:.2f}", "-"])
-    print_table(["regime", "sequential s", "one process s", "ratio", "max |dW|"], rows)
+    rows = [["N single-user CLI runs vs one multi-user CLI run", f"{process_level['separate_processes_seconds']:.2f}",
+             f"{process_level['one_process_seconds']:.2f}", f"{process_level['ratio']:.2f}", "-"]]
+    rows += [[f"in one process: {regime['regime']}", f"{regime['sequential_seconds']:.2f}",
+              f"{regime['one_process_seconds']:.2f}", f"{regime['ratio']:.2f}",
+              f"{regime['max_adapter_weight_difference']:.1e}"] for regime in regimes]
+    print_table(["comparison", "sequential s", "together s", "ratio", "max |dW|"], rows)
     print()
     print(f"results: {output}")
-    print(f"ratio: {regimes[0]['ratio']:.2f}")
+    print(f"ratio: {process_level['ratio']:.2f}")
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ Base training on several processes (DistributedDataParallel; see docs/performanc
 
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -70,4 +71,6 @@ def main(config: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    if int(os.environ.get("RANK", "0")) > 0:
+        sys.argv.append("hydra.output_subdir=null")  # under torchrun rank 0 alone writes .hydra/ to the run folder
     main()

@@ -93,7 +93,8 @@ def train_base_model(job: Any) -> Dict[str, Any]:
         job: a ``TrainJobConfig`` or a ``DictConfig`` with ``audio``, ``model``, ``data``, ``train``.
 
     Returns:
-        ``checkpoint`` (best weights), per-split ``valid``/``test`` figures and the run folder.
+        ``checkpoint`` (best weights), per-split ``valid``/``test`` figures and the run folder; on the other ranks of
+        a DistributedDataParallel job only ``rank`` and ``steps`` (they neither evaluate nor write files).
     """
     train_config: TrainConfig = _to_dataclass(job.train, TrainConfig)
     feature_config: FeatureConfig = _to_dataclass(job.audio, FeatureConfig).validate()
@@ -114,6 +115,9 @@ def train_base_model(job: Any) -> Dict[str, Any]:
         train_config, vocab, feature_config, train_entries, valid_entries, model_record, resolved_config=resolved
     )
     model = trainer.train(model)
+    if not trainer.dist.is_main:
+        # under torchrun rank 0 alone scores the held-out splits and writes results.json
+        return {"rank": trainer.dist.rank, "steps": trainer.state.global_step}
 
     output_dir = Path(train_config.output_dir)
     results: Dict[str, Any] = {
