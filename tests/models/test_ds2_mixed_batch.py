@@ -58,6 +58,8 @@ def test_mixed_batch_equals_each_row_alone_and_base_rows_are_bitwise_base(make_m
     first = make_adapter(model, adapter_type, seed=1).to(device)
     second = make_adapter(model, adapter_type, seed=2).to(device)
     groups = [(torch.tensor([0, 3]), first), ([4, 1], second)]  # rows 2 and 5: base
+    # cuDNN convolutions run in TF32 by default: a row's output then moves ~1e-4 with the batch it is in
+    tolerance = 1e-5 if device == "cpu" else 1e-3
     with torch.inference_mode():
         mixed, output_lengths = model.forward_mixed(inputs, lengths, groups)
         base, base_lengths = model(inputs, lengths)
@@ -68,8 +70,8 @@ def test_mixed_batch_equals_each_row_alone_and_base_rows_are_bitwise_base(make_m
             for row in rows:
                 frames = math.ceil(int(lengths[row]) / 2)
                 oracle = alone_with(model, adapter, inputs, lengths, row)
-                assert (mixed[row, :frames] - oracle).abs().max() <= 1e-5
-                assert (mixed[row, :frames] - base[row, :frames]).abs().max() > 1e-3  # the adapter matters
+                assert (mixed[row, :frames] - oracle).abs().max() <= tolerance
+                assert (mixed[row, :frames] - base[row, :frames]).abs().max() > 1e-2  # the adapter matters
     assert model.adapter is None
 
 

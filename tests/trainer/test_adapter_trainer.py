@@ -11,7 +11,7 @@ def _adapter_config(tmp_path, **overrides):
     values = dict(
         base_model_path="unused.pt", output_dir=str(tmp_path / "run"), adapter_save_dir=str(tmp_path / "adapters"),
         adapter_hidden_dims=[32], batch_size=4, num_epochs=2, num_workers=0, warmup_steps=2, init_lr=1e-3,
-        peak_lr=1e-3, num_threads=1, log_every=1000, seed=3,
+        peak_lr=1e-3, num_threads=1, log_every=1000, seed=3, device="cpu",
     )
     values.update(overrides)
     return AdapterTrainConfig(**values)

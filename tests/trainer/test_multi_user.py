@@ -23,6 +23,7 @@ def _config(tmp_path, **overrides):
         adapter_hidden_dims=[24], adapter_bottleneck_dim=8, adapter_dropout_p=0.2, batch_size=2, num_epochs=3,
         num_workers=0, warmup_steps=2, init_lr=3e-3, peak_lr=3e-3, final_lr=1e-3, num_threads=1, log_every=1000,
         seed=11, early_stopping_patience=100, spec_augment=False,
+        device="cpu",  # equal to each user alone within 1e-5 is a CPU claim (cuDNN runs TF32, nondeterministic)
     )
     values.update(overrides)
     return AdapterTrainConfig(**values)

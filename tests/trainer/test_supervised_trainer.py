@@ -68,6 +68,7 @@ def _train(tmp_path, entries, vocab, feature_config, model_config, resume, kill_
     config = TrainConfig(
         output_dir=str(tmp_path), batch_size=2, num_epochs=2, num_workers=0, spec_augment=True,
         warmup_steps=3, log_every=1000, checkpoint_every=4, num_threads=1, resume=resume, seed=7,
+        device="cpu",  # bit-exact resume needs deterministic kernels; cuDNN's backward passes are not
     )
     model = _model(feature_config, vocab, model_config)
     trainer = _KilledAtStep(config, vocab, feature_config, entries, entries[:2], _record(feature_config, vocab, model_config))

@@ -41,7 +41,7 @@ def _config(tmp_path, **overrides):
         base_model_path="unused.pt", output_dir=str(tmp_path / "run"), adapter_save_dir=str(tmp_path / "adapters"),
         adapter_hidden_dims=[32], adapter_bottleneck_dim=8, batch_size=2, num_epochs=3, num_workers=0,
         warmup_steps=2, init_lr=3e-3, peak_lr=3e-3, final_lr=1e-3, num_threads=1, log_every=1000, seed=5,
-        early_stopping_patience=100, spec_augment=False,
+        early_stopping_patience=100, spec_augment=False, device="cpu",  # the 1e-4 agreement is a CPU (fp32) claim
     )
     values.update(overrides)
     return AdapterTrainConfig(**values)
