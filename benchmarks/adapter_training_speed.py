@@ -81,6 +81,7 @@ def main() -> None:
     epochs = 2 if args.quick else 4
     if args.quick:
         entries = entries[:32]
+    world.warm_up_device()
     with tempfile.TemporaryDirectory(prefix="kospeech_bench_") as tmp:
         cached = run(world, entries, True, epochs, args.adapter_type, Path(tmp))
         uncached = run(world, entries, False, epochs, args.adapter_type, Path(tmp))

@@ -25,7 +25,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 # first: it switches progress bars off before torch (and with it tqdm) is imported
-from _bench_utils import World, base_parser, device_label, machine, print_table, write_results  # noqa: E402
+from _bench_utils import World, base_parser, machine, print_table, write_results  # noqa: E402
 import torch  # noqa: E402
 
 from kospeech.metrics import ErrorRateMeter  # noqa: E402
@@ -83,7 +83,7 @@ def main() -> None:
     first_wait = waits[0]
     results = {
         "mode": "quick" if args.quick else "full",
-        **machine(world.device),
+        **machine(),
         **world.describe(),
         "num_workers": args.num_workers,
         "batches": len(batches),
@@ -101,7 +101,7 @@ def main() -> None:
         "ratio_loader_over_trainer": round(ratio, 3),
     }
     output = write_results(args.output, results)
-    print(f"data loading vs training steps ({results['mode']}, {device_label(results)}, {results['torch_threads']} thread(s), "
+    print(f"data loading vs training steps ({results['mode']}, CPU, {results['torch_threads']} thread(s), "
           f"{args.num_workers} worker(s), load average {results['load_average_1min']})")
     print(f"{world.model_description}; batch 16 with SpecAugment; {len(batches)} batches")
     print()

@@ -24,7 +24,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 # first: it switches progress bars off before torch (and with it tqdm) is imported
-from _bench_utils import World, base_parser, device_label, machine, peak_rss_mb, print_table, write_results  # noqa: E402
+from _bench_utils import World, base_parser, machine, peak_rss_mb, print_table, write_results  # noqa: E402
 import torch  # noqa: E402
 
 from kospeech.checkpoint import save_checkpoint  # noqa: E402
@@ -97,10 +97,10 @@ def main() -> None:
         phases[phase] = json.loads(completed.stdout.strip().splitlines()[-1])
     world_info = World(args).describe()
     peak = max(phases["train_cached"]["peak_rss_mb"], phases["inference"]["peak_rss_mb"])
-    results = {"mode": "quick" if args.quick else "full", **machine(world.device), **world_info, "user": args.user,
+    results = {"mode": "quick" if args.quick else "full", **machine(), **world_info, "user": args.user,
                "phases": phases, "peak_rss_mb": peak}
     output = write_results(args.output, results)
-    print(f"peak memory ({results['mode']}, {device_label(results)}, {results['torch_threads']} thread(s)); {world_info['model']}")
+    print(f"peak memory ({results['mode']}, CPU, {results['torch_threads']} thread(s)); {world_info['model']}")
     print()
     floor = phases["imports"]["peak_rss_mb"]
     print_table(["phase", "peak RSS MB", "above imports MB"],

@@ -56,7 +56,7 @@ def make_users(world: World, per_user: int):
 def config_for(root: Path, epochs: int, spec_augment: bool, seed: int, device: str) -> AdapterTrainConfig:
     return AdapterTrainConfig(
         base_model_path="unused", output_dir=str(root / "runs"), adapter_save_dir=str(root / "adapters"),
-        batch_size=16, num_epochs=epochs, num_workers=0, warmup_steps=10, init_lr=1e-4, peak_lr=2e-3, final_lr=1e-4,
+        batch_size=16, num_epochs=epochs, num_workers=0, warmup_steps=3, init_lr=1e-4, peak_lr=2e-3, final_lr=1e-4,
         early_stopping_patience=epochs + 1, num_threads=torch.get_num_threads(), seed=seed, spec_augment=spec_augment,
         log_every=10_000, device=device,
     )
@@ -114,7 +114,7 @@ def processes(world: World, users, epochs: int, root: Path) -> dict:
         write_manifest(root / "users" / f"{name}.tsv", entries)
     common = [f"train.num_epochs={epochs}", "train.batch_size=16", "train.num_workers=0",
               f"train.num_threads={torch.get_num_threads()}", f"train.early_stopping_patience={epochs + 1}",
-              "train.warmup_steps=10", "train.peak_lr=2e-3", f"train.device={world.device}"]
+              "train.warmup_steps=3", "train.peak_lr=2e-3", f"train.device={world.device}"]
     started = time.perf_counter()
     for name in users:
         subprocess.run(
@@ -145,6 +145,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="kospeech_bench_") as tmp:
         root = Path(tmp)
         process_level = processes(world, users, epochs, root / "processes")
+        world.warm_up_device()
         regimes = [compare(world, users, epochs, False, args.seed, root / "cached")]
         if not args.quick:
             regimes.append(compare(world, users, epochs, True, args.seed, root / "specaug"))

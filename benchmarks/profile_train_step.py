@@ -22,7 +22,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 # first: it switches progress bars off before torch (and with it tqdm) is imported
-from _bench_utils import World, base_parser, device_label, machine, print_table, write_results  # noqa: E402
+from _bench_utils import World, base_parser, machine, print_table, write_results  # noqa: E402
 import torch  # noqa: E402
 from torch.profiler import ProfilerActivity, profile  # noqa: E402
 
@@ -97,7 +97,7 @@ def main() -> None:
     ]
     results = {
         "mode": "quick" if args.quick else "full",
-        **machine(world.device),
+        **machine(),
         **world.describe(),
         "batch_frames": [list(batch.inputs.shape[:2]) for batch in batches],
         "step_seconds": [round(value, 4) for value in step_seconds],
@@ -111,7 +111,7 @@ def main() -> None:
         "top_ops": top,
     }
     output = write_results(args.output, results)
-    print(f"base training step profile ({results['mode']}, {device_label(results)}, {results['torch_threads']} thread(s), load average "
+    print(f"base training step profile ({results['mode']}, CPU, {results['torch_threads']} thread(s), load average "
           f"{results['load_average_1min']}); {world.model_description}")
     print(f"batches (B, T): {results['batch_frames']}")
     print(f"step seconds (no profiler), packed RNN backward (before): {results['packed_rnn_step_seconds']}  mean "

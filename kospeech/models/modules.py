@@ -226,9 +226,7 @@ class BNReluRNN(nn.Module):
         Returns:
             (B, T', H * num_directions) float; frames at or beyond a row's length are zero.
         """
-        if self.padded_cpu_training and inputs.device.type == "cpu" and torch.is_grad_enabled() and self._needs_gradient(
-            inputs
-        ):
+        if self._use_padded_path(inputs):
             return self.dropout(self._padded_forward(inputs, input_lengths.to(inputs.device)))
         packed = pack_padded_sequence(inputs, input_lengths.cpu(), batch_first=True, enforce_sorted=False)
         normed = torch.relu(self.batch_norm(packed.data))
@@ -237,7 +235,9 @@ class BNReluRNN(nn.Module):
         outputs, _ = pad_packed_sequence(outputs, batch_first=True, total_length=inputs.size(1))
         return self.dropout(outputs)
 
-    def _needs_gradient(self, inputs: Tensor) -> bool:
+    def _use_padded_path(self, inputs: Tensor) -> bool:
+        if not (self.padded_cpu_training and inputs.device.type == "cpu" and torch.is_grad_enabled()):
+            return False
         return inputs.requires_grad or any(parameter.requires_grad for parameter in self.parameters())
 
     def _padded_forward(self, inputs: Tensor, lengths: Tensor) -> Tensor:
