@@ -297,7 +297,8 @@ class SupervisedTrainer:
         loss = self.criterion(log_probs, output_lengths, batch.targets.to(self.device), batch.target_lengths)
         self.state.skipped_utterances += loss.num_skipped
         with torch.no_grad():
-            hypotheses = [h.text for h in self.decoder(log_probs.detach().cpu(), output_lengths.cpu())]
+            # the greedy decoder takes its argmax where the log-probs are: only (B, T') ids leave a GPU, not (B, T', C)
+            hypotheses = [h.text for h in self.decoder(log_probs.detach(), output_lengths)]
             references = [self.vocab.decode(r[:n].tolist()) for r, n in zip(batch.targets, batch.target_lengths)]
             meter.update(references, hypotheses)
         loss_value = loss.loss.item()
