@@ -9,8 +9,9 @@ How the base is shared:
   length-sorted batches that mix users (:func:`~kospeech.trainer.trunk_cache.build_trunk_cache`); the epochs then
   train each adapter on the cached outputs;
 - without it (SpecAugment or dither on, or ``cache_trunk=false``) every step draws each active user's next batch, pads
-  them into one batch, runs the frozen trunk once over it (no gradient: nothing below the first adapter trains) and
-  hands each user its group of rows.
+  them into one batch, runs the frozen trunk once over it (no gradient: nothing below the first adapter trains; on the
+  CPU in length-sorted chunks of ``batch_size`` rows, see :meth:`MultiUserAdapterTrainer._shared_trunk`) and hands
+  each user its group of rows.
 
 Each user's result equals training that user alone with :class:`~kospeech.trainer.adapter_trainer.AdapterTrainer`
 (same config and seed, the adapter initialized after ``torch.manual_seed(config.seed)``), within float rounding:
@@ -366,9 +367,7 @@ class MultiUserAdapterTrainer:
             return pairs
         batch, users = mixed
         with torch.no_grad():
-            features, lengths = trunk_features(
-                model, batch.inputs.to(self.device), batch.input_lengths.to(self.device), point
-            )  # (B, T', F), (B,)
+            features, lengths = self._shared_trunk(model, batch, point)  # (B, T', F), (B,)
         lengths = lengths.cpu()
         pairs = []
         for position, run in enumerate(runs):
@@ -389,6 +388,34 @@ class MultiUserAdapterTrainer:
                 )
             )
         return pairs
+
+    def _shared_trunk(self, model: DeepSpeech2, batch: SpeechBatch, point: str) -> Tuple[Tensor, Tensor]:
+        """The frozen trunk's output at ``point`` for every row of a mixed-user batch (call without gradient).
+
+        On a GPU one forward over the whole batch. On the CPU the rows go through in length-sorted chunks of
+        ``batch_size``: there the convolutions cost what every row padded to the step's longest row costs, which is
+        more than one big batch saves. Each row's output is the same either way (the base is padding-invariant).
+
+        Returns:
+            features: (B, ceil(T / 2), F), zero beyond each row's frames.
+            lengths: (B,) int64 output frames per row.
+        """
+        inputs, input_lengths = batch.inputs.to(self.device), batch.input_lengths.to(self.device)
+        if self.device.type != "cpu":
+            return trunk_features(model, inputs, input_lengths, point)
+        chunk_size = self.config.batch_size
+        order = torch.argsort(batch.input_lengths, descending=True)
+        features: Optional[Tensor] = None
+        lengths = torch.zeros_like(input_lengths)
+        for start in range(0, order.numel(), chunk_size):
+            rows = order[start : start + chunk_size]
+            frames = int(input_lengths[rows].max())
+            chunk, chunk_lengths = trunk_features(model, inputs[rows, :frames], input_lengths[rows], point)
+            if features is None:  # the longest rows come first: their chunk fixes the feature size
+                features = chunk.new_zeros(inputs.size(0), (inputs.size(1) + 1) // 2, chunk.size(-1))
+            features[rows, : chunk.size(1)] = chunk
+            lengths[rows] = chunk_lengths
+        return features, lengths
 
     def _train_lockstep(
         self,
