@@ -39,7 +39,7 @@ GOOD = f"wav/a.wav\t가나 다\t{_ids('가나 다')}"
         pytest.param(f"\t가\t{_ids('가')}", "empty audio path", id="empty-path"),
         pytest.param(f"wav/missing.wav\t가\t{_ids('가')}", r"audio file not found: .*/missing\.wav", id="no-audio"),
         pytest.param(f"wav\\b.wav\t가\t{_ids('가')}", r"audio file not found: .*wav\\b\.wav", id="backslash-path"),
-        pytest.param(f"wav/b.wav\t가 힣\t", r"character '힣' \(U\+D7A3\) at position 2", id="out-of-vocab-char"),
+        pytest.param("wav/b.wav\t가 힣\t", r"character '힣' \(U\+D7A3\) at position 2", id="out-of-vocab-char"),
         pytest.param("wav/b.wav\tabc\t", r"character 'a' \(U\+0061\)", id="latin-char"),
         pytest.param("wav/b.wav\t\t5", "empty transcript", id="empty-transcript"),
         pytest.param("wav/b.wav\t   \t5", "empty transcript", id="blank-transcript"),
@@ -101,7 +101,7 @@ def test_line_ends_and_bom_give_the_same_entries(root, encode):
 def test_crlf_error_line_numbers_are_right(root):
     path = root / "crlf.tsv"
     path.write_bytes(f"{GOOD}\r\n{GOOD}\r\nwav/b.wav\t힣\t\r\n".encode("utf-8"))
-    with pytest.raises(ManifestError, match=rf"crlf\.tsv:3: .*'힣'"):
+    with pytest.raises(ManifestError, match=r"crlf\.tsv:3: .*'힣'"):
         read_manifest(path, VOCAB)
 
 
