@@ -404,15 +404,14 @@ class MultiUserAdapterTrainer:
         if self.device.type != "cpu":
             return trunk_features(model, inputs, input_lengths, point)
         chunk_size = self.config.batch_size
-        order = torch.argsort(batch.input_lengths, descending=True)
-        features: Optional[Tensor] = None
+        output_frames = int(model.conv.output_lengths(torch.tensor([inputs.size(1)]))[0])
+        features = inputs.new_zeros(inputs.size(0), output_frames, model.rnn_output_dim)
         lengths = torch.zeros_like(input_lengths)
+        order = torch.argsort(batch.input_lengths, descending=True)
         for start in range(0, order.numel(), chunk_size):
             rows = order[start : start + chunk_size]
             frames = int(input_lengths[rows].max())
             chunk, chunk_lengths = trunk_features(model, inputs[rows, :frames], input_lengths[rows], point)
-            if features is None:  # the longest rows come first: their chunk fixes the feature size
-                features = chunk.new_zeros(inputs.size(0), (inputs.size(1) + 1) // 2, chunk.size(-1))
             features[rows, : chunk.size(1)] = chunk
             lengths[rows] = chunk_lengths
         return features, lengths
