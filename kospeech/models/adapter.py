@@ -1,33 +1,66 @@
-"""Per-user adapters for DeepSpeech2 and the one place that decides how their outputs are merged.
+"""Per-user adapters for DeepSpeech2 and the registry that is the one place knowing each adapter type.
 
-Three adapter types share one file format (see :mod:`kospeech.models.adapter_manager`):
+An adapter type is one entry of the registry (:func:`register_adapter`, in the spirit of PEFT's
+``register_peft_method`` and NeMo's adapter strategies): its module class, its config dataclass, its
+*placement* (where in the model it is called), its *merge rule* (how its output combines with the base value
+there) and its *cache point* (the last frozen value before it, which adapter training may compute once). The
+model, the trunk cache, the adapter files and the trainers read these fields; nothing else in the library tests
+an adapter type's name.
 
-- ``head`` (:class:`MLPAdapter`, the original design): an MLP from the RNN output to log-probabilities that
-  *replaces* the base head's output.
-- ``residual_head`` (:class:`ResidualHeadAdapter`): an MLP whose output is *added* to the base head's logits
-  before ``log_softmax``; its last Linear starts at zero, so at initialization the output equals the base's.
-- ``encoder`` (:class:`EncoderAdapter`): one residual bottleneck (:class:`BottleneckAdapter`) after each RNN
-  layer, *added* to that layer's output; the up-projection starts at zero, so it is an exact no-op at first.
+Built-in types (one file format, see :mod:`kospeech.models.adapter_manager`):
 
-Every adapter module knows how to describe itself (``adapter_config()``) in the plain values that
-:func:`build_adapter` takes back, which is what an adapter file stores to rebuild it.
+- ``head`` (:class:`MLPAdapter`, the original design): placed at the head, an MLP from the RNN output to
+  log-probabilities that *replaces* the base head's output.
+- ``residual_head`` (:class:`ResidualHeadAdapter`): placed at the head, an MLP whose output is *added* to the
+  base head's logits before ``log_softmax``; its last Linear starts at zero, so at first the output is the base's.
+- ``encoder`` (:class:`EncoderAdapter`): placed after every RNN layer, one residual bottleneck
+  (:class:`BottleneckAdapter`) per layer *added* to that layer's output; the up-projection starts at zero.
+
+Call conventions by placement (what a new type's module implements):
+
+- :attr:`Placement.HEAD`: ``module(features)`` with features (B, T', F) the trunk output; returns (B, T', C):
+  log-probabilities for :attr:`MergeStrategy.REPLACE`, a logit correction for :attr:`MergeStrategy.RESIDUAL`.
+- :attr:`Placement.RNN_LAYERS`: ``module(hidden, layer_index)`` with hidden (B, T', F) the output of RNN layer
+  ``layer_index``; returns (B, T', F): the new output (REPLACE) or a correction (RESIDUAL). Padded frames keep the
+  base value either way.
+
+Every adapter module also has a class attribute ``adapter_type`` (its registry name) and ``adapter_config()``,
+the plain values an adapter file stores (``adapter_type, input_dim, hidden_dims, output_dim, dropout_p,
+num_layers``), which the entry's ``from_fields`` turns back into an identical untrained module.
 """
 
 from __future__ import annotations
 
+import dataclasses
+from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any, Dict, List, Optional, Sequence, Union
+from typing import Any, Callable, Dict, List, Mapping, NamedTuple, Optional, Sequence, Tuple, Type, Union
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 __all__ = [
     "ADAPTER_TYPES",
+    "DEFAULT_ADAPTER_HIDDEN_DIMS",
+    "Placement",
     "MergeStrategy",
-    "MERGE_STRATEGIES",
+    "CachePoint",
+    "TrunkDims",
+    "AdapterType",
+    "register_adapter",
+    "unregister_adapter",
+    "registered_adapter",
+    "adapter_type_of",
+    "registered_adapter_types",
+    "adapter_config_for",
+    "placement_problems",
     "merge_adapter_output",
     "apply_head_adapter",
+    "apply_layer_adapter",
     "apply_encoder_adapter",
+    "HeadAdapterConfig",
+    "EncoderAdapterConfig",
     "MLPAdapter",
     "ResidualHeadAdapter",
     "BottleneckAdapter",
@@ -35,6 +68,17 @@ __all__ = [
     "AdapterModule",
     "build_adapter",
 ]
+
+DEFAULT_ADAPTER_HIDDEN_DIMS = (512, 256)
+
+
+class Placement(str, Enum):
+    """Where the model calls an adapter."""
+
+    HEAD = "head"
+    """On the trunk output, merged with the base head's logits."""
+    RNN_LAYERS = "rnn_layers"
+    """After every RNN layer, on that layer's output (valid frames only)."""
 
 
 class MergeStrategy(str, Enum):
@@ -44,31 +88,191 @@ class MergeStrategy(str, Enum):
     RESIDUAL = "residual"
 
 
-MERGE_STRATEGIES: Dict[str, MergeStrategy] = {
-    "head": MergeStrategy.REPLACE,
-    "residual_head": MergeStrategy.RESIDUAL,
-    "encoder": MergeStrategy.RESIDUAL,
-}
-ADAPTER_TYPES = tuple(MERGE_STRATEGIES)
+class CachePoint(str, Enum):
+    """The last frozen value before an adapter's first call point: what adapter training may compute once.
+
+    The values are the names recorded in training statistics and trunk-cache descriptions.
+    """
+
+    TRUNK_OUTPUT = "rnn_output"
+    """The output of the whole unadapted trunk (extractor and every RNN layer)."""
+    FIRST_RNN_LAYER = "rnn_layer_0"
+    """The output of RNN layer 0, before any adapter: the input of the first layer adapter."""
 
 
-def merge_adapter_output(adapter_type: str, base: Tensor, adapter_output: Tensor) -> Tensor:
-    """Combine an adapter's output with the base value it adapts.
+class TrunkDims(NamedTuple):
+    """The sizes of a model that an adapter must fit.
 
-    ``head`` replaces the base log-probabilities; ``residual_head`` adds a correction to the base logits;
-    ``encoder`` adds a correction to an RNN layer's output.
+    Attributes:
+        rnn_output_dim: F, features of every RNN layer's output (``2 * H`` when bidirectional).
+        num_classes: C, output classes.
+        num_rnn_layers: N, RNN layers.
+    """
+
+    rnn_output_dim: int
+    num_classes: int
+    num_rnn_layers: int
+
+
+@dataclass(frozen=True)
+class AdapterType:
+    """One registry entry: everything the library knows about one adapter type.
+
+    Attributes:
+        name: the type's name, stored as ``adapter_type`` in adapter files.
+        module_class: the adapter module's class (its ``adapter_type`` class attribute equals ``name``).
+        config_class: a dataclass of the sizes a user chooses (e.g. hidden dims, dropout); every field has a default.
+        placement: where the model calls the module.
+        merge: how the module's output combines with the base value.
+        cache_point: the last frozen value before the module's first call point.
+        create: builds a fresh module for a model from ``(config, dims)``.
+        from_fields: rebuilds a module from the file fields ``(input_dim, hidden_dims, output_dim, dropout_p,
+            num_layers)``; raises ``ValueError`` for sizes the type cannot take.
+    """
+
+    name: str
+    module_class: Type[nn.Module]
+    config_class: type
+    placement: Placement
+    merge: MergeStrategy
+    cache_point: CachePoint
+    create: Callable[[Any, TrunkDims], nn.Module]
+    from_fields: Callable[..., nn.Module]
+
+
+_REGISTRY: Dict[str, AdapterType] = {}
+
+
+def register_adapter(
+    name: str,
+    *,
+    module_class: Type[nn.Module],
+    config_class: type,
+    placement: Placement,
+    merge: MergeStrategy,
+    create: Callable[[Any, TrunkDims], nn.Module],
+    from_fields: Callable[..., nn.Module],
+    cache_point: Optional[CachePoint] = None,
+) -> AdapterType:
+    """Register an adapter type; the model, files, trunk cache and trainers then handle it like a built-in one.
 
     Args:
-        adapter_type: one of ``ADAPTER_TYPES``.
+        name: the type's name (a new one; a duplicate is refused).
+        module_class: the module class; must have a class attribute ``adapter_type == name`` and an
+            ``adapter_config()`` method (see the module docstring).
+        config_class: a dataclass whose fields all have defaults.
+        placement: :attr:`Placement.HEAD` or :attr:`Placement.RNN_LAYERS`.
+        merge: :attr:`MergeStrategy.REPLACE` or :attr:`MergeStrategy.RESIDUAL`.
+        create: ``create(config, dims) -> module``.
+        from_fields: ``from_fields(input_dim, hidden_dims, output_dim, dropout_p, num_layers) -> module``.
+        cache_point: defaults to :attr:`CachePoint.TRUNK_OUTPUT` for head placement and
+            :attr:`CachePoint.FIRST_RNN_LAYER` for layer placement (the only values the model can serve).
+
+    Returns:
+        The new entry.
+
+    Raises:
+        ValueError: a duplicate or empty name, a module class whose ``adapter_type`` differs, a config class that
+            is not a dataclass, or an unknown placement / merge rule / cache point.
+    """
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"an adapter type needs a non-empty name, got {name!r}")
+    if name in _REGISTRY:
+        raise ValueError(f"adapter type {name!r} is already registered (by {_REGISTRY[name].module_class.__name__})")
+    if getattr(module_class, "adapter_type", None) != name:
+        raise ValueError(f"{module_class.__name__}.adapter_type must be {name!r} to register it as that type")
+    if not dataclasses.is_dataclass(config_class):
+        raise ValueError(f"config_class of adapter type {name!r} must be a dataclass, got {config_class!r}")
+    placement, merge = Placement(placement), MergeStrategy(merge)
+    if cache_point is None:
+        cache_point = CachePoint.TRUNK_OUTPUT if placement is Placement.HEAD else CachePoint.FIRST_RNN_LAYER
+    entry = AdapterType(
+        name, module_class, config_class, placement, merge, CachePoint(cache_point), create, from_fields
+    )
+    _REGISTRY[name] = entry
+    return entry
+
+
+def unregister_adapter(name: str) -> AdapterType:
+    """Remove a registered type (for plugins and tests); returns its entry."""
+    return _REGISTRY.pop(registered_adapter(name).name)
+
+
+def registered_adapter_types() -> Tuple[str, ...]:
+    """Names of every registered type, in registration order."""
+    return tuple(_REGISTRY)
+
+
+def registered_adapter(name: str) -> AdapterType:
+    """The registry entry of ``name``.
+
+    Raises:
+        ValueError: no type of that name is registered (the message lists the registered ones).
+    """
+    entry = _REGISTRY.get(name) if isinstance(name, str) else None
+    if entry is None:
+        raise ValueError(f"unknown adapter_type {name!r}; choose one of {list(_REGISTRY)}")
+    return entry
+
+
+def adapter_type_of(module: nn.Module) -> AdapterType:
+    """The registry entry of an adapter module (by its ``adapter_type`` attribute).
+
+    Raises:
+        TypeError: ``module`` is not an adapter module of a registered type.
+    """
+    name = getattr(module, "adapter_type", None)
+    if not isinstance(module, nn.Module) or not callable(getattr(module, "adapter_config", None)) or name not in _REGISTRY:
+        raise TypeError(f"expected an adapter module of a registered type, got {type(module).__name__}")
+    return _REGISTRY[name]
+
+
+def adapter_config_for(name: str, **settings: Any) -> Any:
+    """The config dataclass of type ``name`` from whichever of ``settings`` it has fields for.
+
+    Settings the type has no field for, and settings given as ``None``, are ignored (the field's default applies),
+    so one flat set of options (``hidden_dims``, ``bottleneck_dim``, ``dropout_p``, ...) serves every type.
+    """
+    config_class = registered_adapter(name).config_class
+    names = {item.name for item in dataclasses.fields(config_class)}
+    return config_class(**{key: value for key, value in settings.items() if key in names and value is not None})
+
+
+def placement_problems(fields: Mapping[str, Any], dims: TrunkDims) -> List[str]:
+    """What keeps an adapter (described by its ``adapter_config()`` fields) from fitting a model of ``dims``.
+
+    A head adapter reads the trunk output and produces C classes; a layer adapter reads and writes every RNN
+    layer's output and has one part per layer.
+
+    Returns:
+        One line per size that does not fit (empty when it fits).
+    """
+    placement = registered_adapter(fields["adapter_type"]).placement
+    problems = []
+    if fields["input_dim"] != dims.rnn_output_dim:
+        problems.append(f"input_dim {fields['input_dim']} != RNN output size {dims.rnn_output_dim}")
+    if placement is Placement.RNN_LAYERS:
+        if fields["num_layers"] != dims.num_rnn_layers:
+            problems.append(f"num_layers {fields['num_layers']} != num_rnn_layers {dims.num_rnn_layers}")
+    elif fields["output_dim"] != dims.num_classes:
+        problems.append(f"output_dim {fields['output_dim']} != num_classes {dims.num_classes}")
+    return problems
+
+
+def merge_adapter_output(adapter_type_name: str, base: Tensor, adapter_output: Tensor) -> Tensor:
+    """Combine an adapter's output with the base value it adapts, by the type's merge rule.
+
+    ``REPLACE`` returns the adapter's output; ``RESIDUAL`` adds it to the base value.
+
+    Args:
+        adapter_type_name: a registered type.
         base: the base model's tensor at the call point, any shape.
         adapter_output: the adapter's tensor, same shape as ``base``.
 
     Returns:
         The merged tensor, same shape as ``base``.
     """
-    if adapter_type not in MERGE_STRATEGIES:
-        raise ValueError(f"unknown adapter_type {adapter_type!r}; choose one of {list(ADAPTER_TYPES)}")
-    if MERGE_STRATEGIES[adapter_type] is MergeStrategy.REPLACE:
+    if registered_adapter(adapter_type_name).merge is MergeStrategy.REPLACE:
         return adapter_output
     return base + adapter_output
 
@@ -271,85 +475,167 @@ class EncoderAdapter(_FreezeMixin, nn.Module):
 
 
 AdapterModule = Union[MLPAdapter, ResidualHeadAdapter, EncoderAdapter]
+"""The built-in adapter modules (any module of a registered type works wherever an adapter is taken)."""
 
 
-def apply_head_adapter(adapter: AdapterModule, features: Tensor, base_logits: Tensor) -> Tensor:
-    """The output of a ``head`` / ``residual_head`` adapter at the model's head, as log-probabilities.
+@dataclass
+class HeadAdapterConfig:
+    """Sizes of a ``head`` / ``residual_head`` adapter (the model supplies its input and output sizes)."""
 
-    ``head`` replaces the base output with the :class:`MLPAdapter`'s log-probabilities; ``residual_head`` adds its
-    correction to the base logits and takes ``log_softmax`` (via :func:`merge_adapter_output`). Shared by the
-    single-adapter forward pass and mixed-adapter batches, so both compute exactly the same function.
+    hidden_dims: List[int] = field(
+        default_factory=lambda: list(DEFAULT_ADAPTER_HIDDEN_DIMS), metadata={"help": "Hidden sizes of the MLP."}
+    )
+    dropout_p: float = field(default=0.1, metadata={"help": "Dropout after each hidden layer, in [0, 1)."})
+
+
+@dataclass
+class EncoderAdapterConfig:
+    """Sizes of an ``encoder`` adapter (one bottleneck per RNN layer; the model supplies the layer width)."""
+
+    bottleneck_dim: int = field(default=64, metadata={"help": "Bottleneck width of each layer's adapter."})
+    dropout_p: float = field(default=0.1, metadata={"help": "Dropout inside each bottleneck, in [0, 1)."})
+
+
+def _no_layers(adapter_type_name: str, num_layers: Optional[int]) -> None:
+    if num_layers is not None:
+        raise ValueError(f"num_layers applies to encoder adapters only, got {num_layers!r} for {adapter_type_name!r}")
+
+
+def _head_from_fields(module_class: Type[_MLPStack]) -> Callable[..., nn.Module]:
+    def from_fields(
+        input_dim: int, hidden_dims: Sequence[int], output_dim: int, dropout_p: float, num_layers: Optional[int]
+    ) -> nn.Module:
+        _no_layers(module_class.adapter_type, num_layers)
+        return module_class(input_dim, hidden_dims, output_dim, dropout_p)
+
+    return from_fields
+
+
+def _head_create(module_class: Type[_MLPStack]) -> Callable[[HeadAdapterConfig, TrunkDims], nn.Module]:
+    def create(config: HeadAdapterConfig, dims: TrunkDims) -> nn.Module:
+        return module_class(dims.rnn_output_dim, list(config.hidden_dims), dims.num_classes, config.dropout_p)
+
+    return create
+
+
+def _encoder_from_fields(
+    input_dim: int, hidden_dims: Sequence[int], output_dim: int, dropout_p: float, num_layers: Optional[int]
+) -> EncoderAdapter:
+    if num_layers is None:
+        raise ValueError("an encoder adapter needs num_layers (the number of RNN layers)")
+    if isinstance(hidden_dims, (str, bytes)) or not isinstance(hidden_dims, Sequence) or len(hidden_dims) != 1:
+        raise ValueError(f"an encoder adapter takes hidden_dims=[bottleneck_dim], got {hidden_dims!r}")
+    if input_dim != output_dim:
+        raise ValueError(f"an encoder adapter has input_dim == output_dim, got {input_dim} and {output_dim}")
+    return EncoderAdapter(input_dim, hidden_dims[0], num_layers, dropout_p)
+
+
+def _encoder_create(config: EncoderAdapterConfig, dims: TrunkDims) -> EncoderAdapter:
+    return EncoderAdapter(dims.rnn_output_dim, config.bottleneck_dim, dims.num_rnn_layers, config.dropout_p)
+
+
+register_adapter(
+    "head",
+    module_class=MLPAdapter,
+    config_class=HeadAdapterConfig,
+    placement=Placement.HEAD,
+    merge=MergeStrategy.REPLACE,
+    create=_head_create(MLPAdapter),
+    from_fields=_head_from_fields(MLPAdapter),
+)
+register_adapter(
+    "residual_head",
+    module_class=ResidualHeadAdapter,
+    config_class=HeadAdapterConfig,
+    placement=Placement.HEAD,
+    merge=MergeStrategy.RESIDUAL,
+    create=_head_create(ResidualHeadAdapter),
+    from_fields=_head_from_fields(ResidualHeadAdapter),
+)
+register_adapter(
+    "encoder",
+    module_class=EncoderAdapter,
+    config_class=EncoderAdapterConfig,
+    placement=Placement.RNN_LAYERS,
+    merge=MergeStrategy.RESIDUAL,
+    create=_encoder_create,
+    from_fields=_encoder_from_fields,
+)
+
+ADAPTER_TYPES = registered_adapter_types()
+"""The built-in types; :func:`registered_adapter_types` also lists types registered later."""
+
+
+def apply_head_adapter(adapter: nn.Module, features: Tensor, base_logits: Optional[Tensor]) -> Tensor:
+    """The output of a head-placed adapter, as log-probabilities, merged by its type's rule.
+
+    ``REPLACE`` returns the module's log-probabilities (``base_logits`` may then be ``None``); ``RESIDUAL`` adds the
+    module's correction to the base logits and takes ``log_softmax``. Shared by every forward pass that serves an
+    adapter, so single-adapter, cached and mixed-adapter batches compute exactly the same function.
 
     Args:
-        adapter: a :class:`MLPAdapter` or :class:`ResidualHeadAdapter`.
-        features: (B, T', H * num_directions) trunk output.
+        adapter: a module of a type placed at the head.
+        features: (B, T', F) trunk output.
         base_logits: (B, T', C) logits of the base head for the same rows.
 
     Returns:
         (B, T', C) log-probabilities.
     """
-    adapter_type = adapter.adapter_type
-    if adapter_type == "encoder":
-        raise ValueError("apply_head_adapter takes a 'head' or 'residual_head' adapter, got an 'encoder' adapter")
-    merged = merge_adapter_output(adapter_type, base_logits, adapter(features))
-    if MERGE_STRATEGIES[adapter_type] is MergeStrategy.REPLACE:
-        return merged  # the MLPAdapter ends in LogSoftmax
-    return F.log_softmax(merged, dim=-1)
+    entry = adapter_type_of(adapter)
+    if entry.placement is not Placement.HEAD:
+        raise ValueError(f"apply_head_adapter takes an adapter placed at the head, got an {entry.name!r} adapter")
+    if entry.merge is MergeStrategy.REPLACE:
+        return adapter(features)
+    return F.log_softmax(base_logits + adapter(features), dim=-1)
 
 
-def apply_encoder_adapter(adapter: EncoderAdapter, layer_index: int, hidden: Tensor, mask: Tensor) -> Tensor:
-    """RNN layer ``layer_index``'s output after its ``encoder`` adapter; padded frames stay unchanged.
-
-    Shared by the single-adapter forward pass and mixed-adapter batches.
+def apply_layer_adapter(adapter: nn.Module, layer_index: int, hidden: Tensor, mask: Tensor) -> Tensor:
+    """RNN layer ``layer_index``'s output after a layer-placed adapter; padded frames keep the base value.
 
     Args:
-        adapter: an :class:`EncoderAdapter`.
+        adapter: a module of a type placed after the RNN layers.
         layer_index: index of the RNN layer whose output is ``hidden``.
-        hidden: (B, T', H * num_directions) the layer's output.
+        hidden: (B, T', F) the layer's output.
         mask: (B, T', 1) bool, True on valid frames.
 
     Returns:
-        (B, T', H * num_directions) ``hidden`` plus the correction on valid frames.
+        (B, T', F) the merged output.
     """
-    if adapter.adapter_type != "encoder":
-        raise ValueError(f"apply_encoder_adapter takes an 'encoder' adapter, got a {adapter.adapter_type!r} adapter")
-    correction = adapter(hidden, layer_index).masked_fill(~mask, 0.0)
-    return merge_adapter_output(adapter.adapter_type, hidden, correction)
+    entry = adapter_type_of(adapter)
+    if entry.placement is not Placement.RNN_LAYERS:
+        raise ValueError(
+            f"apply_layer_adapter takes an 'encoder' adapter or another type placed after the RNN layers, "
+            f"got a {entry.name!r} adapter"
+        )
+    output = adapter(hidden, layer_index)
+    if entry.merge is MergeStrategy.REPLACE:
+        return torch.where(mask, output, hidden)
+    return hidden + output.masked_fill(~mask, 0.0)
+
+
+apply_encoder_adapter = apply_layer_adapter
+"""The name of :func:`apply_layer_adapter` for the built-in ``encoder`` type."""
 
 
 def build_adapter(
-    adapter_type: str,
+    adapter_type_name: str,
     input_dim: int,
     hidden_dims: Sequence[int],
     output_dim: int,
     dropout_p: float = 0.1,
     num_layers: Optional[int] = None,
-) -> AdapterModule:
+) -> nn.Module:
     """Build an adapter from the plain values of ``adapter_config()`` (what an adapter file records).
 
     Args:
-        adapter_type: ``"head"``, ``"residual_head"`` or ``"encoder"``.
+        adapter_type_name: a registered type, e.g. ``"head"``, ``"residual_head"`` or ``"encoder"``.
         input_dim: features the adapter reads (the RNN output size).
         hidden_dims: MLP hidden sizes; for ``encoder`` exactly one value, the bottleneck width.
-        output_dim: C for the head types; for ``encoder`` it must equal ``input_dim``.
+        output_dim: C for head-placed types; for ``encoder`` it must equal ``input_dim``.
         dropout_p: dropout probability inside the adapter.
-        num_layers: ``encoder`` only: the number of RNN layers; must be ``None`` for the head types.
+        num_layers: layer-placed types: the number of RNN layers; ``None`` for head-placed types.
 
     Returns:
         A freshly initialized adapter module.
     """
-    if adapter_type not in MERGE_STRATEGIES:
-        raise ValueError(f"unknown adapter_type {adapter_type!r}; choose one of {list(ADAPTER_TYPES)}")
-    if adapter_type == "encoder":
-        if num_layers is None:
-            raise ValueError("an encoder adapter needs num_layers (the number of RNN layers)")
-        if isinstance(hidden_dims, (str, bytes)) or not isinstance(hidden_dims, Sequence) or len(hidden_dims) != 1:
-            raise ValueError(f"an encoder adapter takes hidden_dims=[bottleneck_dim], got {hidden_dims!r}")
-        if input_dim != output_dim:
-            raise ValueError(f"an encoder adapter has input_dim == output_dim, got {input_dim} and {output_dim}")
-        return EncoderAdapter(input_dim, hidden_dims[0], num_layers, dropout_p)
-    if num_layers is not None:
-        raise ValueError(f"num_layers applies to encoder adapters only, got {num_layers!r} for {adapter_type!r}")
-    if adapter_type == "head":
-        return MLPAdapter(input_dim, hidden_dims, output_dim, dropout_p)
-    return ResidualHeadAdapter(input_dim, hidden_dims, output_dim, dropout_p)
+    return registered_adapter(adapter_type_name).from_fields(input_dim, hidden_dims, output_dim, dropout_p, num_layers)

@@ -6,7 +6,7 @@ reads, holding only the adapter's weights plus what is needed to rebuild and che
 ========================  =========================================================================
 ``format_version``        int, 1
 ``adapter_name``          str, the name it was saved under
-``adapter_type``          ``"head"``, ``"residual_head"`` or ``"encoder"``
+``adapter_type``          a registered type: ``"head"``, ``"residual_head"``, ``"encoder"``, ...
 ``adapter_state_dict``    {str: Tensor}, keys relative to the adapter (``'0.weight'``, ``'layers.0.up.bias'``)
 ``input_dim``             int, RNN output size the adapter reads
 ``hidden_dims``           list[int], MLP hidden sizes; ``[bottleneck_dim]`` for ``encoder``
@@ -41,7 +41,7 @@ from torch import nn
 
 import kospeech
 from kospeech.fileio import atomic_torch_save, safe_torch_load
-from kospeech.models.adapter import ADAPTER_TYPES, AdapterModule, build_adapter
+from kospeech.models.adapter import AdapterModule, build_adapter, registered_adapter_types
 from kospeech.models.deepspeech2 import AdapterCompatibilityError, DeepSpeech2
 from kospeech.models.utils import state_dict_problems, unwrap_model
 
@@ -205,9 +205,10 @@ def _read_adapter_file(path: Path) -> Tuple[Dict[str, Any], AdapterModule]:
         if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
             allowed = " or ".join("None" if kind is _NONE else kind.__name__ for kind in types)
             raise ValueError(f"{path}: field {key!r} must be {allowed}, found {type(value).__name__}")
-    if content["adapter_type"] not in ADAPTER_TYPES:
+    if content["adapter_type"] not in registered_adapter_types():
         raise ValueError(
-            f"{path}: unknown adapter_type {content['adapter_type']!r}; known types are {list(ADAPTER_TYPES)}"
+            f"{path}: unknown adapter_type {content['adapter_type']!r}; "
+            f"known types are {list(registered_adapter_types())}"
         )
     sizes = (
         content["adapter_type"],
@@ -355,9 +356,79 @@ class AdapterManager:
             FileNotFoundError: no such file.
             ValueError: not a valid adapter file (including pickles the weights-only loader refuses).
         """
+        return AdapterManager.read_adapter(adapter_path)[1]
+
+    @staticmethod
+    def read_adapter(adapter_path: PathLike) -> Tuple[AdapterModule, Dict[str, Any]]:
+        """Read an adapter file into a module, without a model (state extraction apart from file I/O).
+
+        Args:
+            adapter_path: the ``.pt`` file.
+
+        Returns:
+            ``(adapter, info)``: the rebuilt adapter with the file's weights, in eval mode on the CPU, and
+            :meth:`get_adapter_info`'s dict. Check it against a base with :meth:`check_compatibility` and
+            :meth:`DeepSpeech2.check_adapter_fits` before serving it.
+
+        Raises:
+            FileNotFoundError: no such file.
+            ValueError: not a valid adapter file (including pickles the weights-only loader refuses).
+        """
         path = Path(adapter_path)
         content, adapter = _read_adapter_file(path)
-        return _info(path, content, adapter)
+        return adapter.eval(), _info(path, content, adapter)
+
+    @staticmethod
+    def check_compatibility(
+        info: Mapping[str, Any],
+        *,
+        base_fingerprint: str,
+        vocab_fingerprint: Optional[str] = None,
+        feature_config: Optional[Mapping[str, Any]] = None,
+        force: bool = False,
+    ) -> List[str]:
+        """Compare an adapter's recorded base, vocabulary and features with the ones it is about to serve.
+
+        Args:
+            info: :meth:`read_adapter`'s (or :meth:`get_adapter_info`'s) dict.
+            base_fingerprint: :meth:`DeepSpeech2.base_fingerprint` of the base.
+            vocab_fingerprint: the current vocabulary's fingerprint, or None to skip that check.
+            feature_config: the current feature settings (plain dict), or None to skip that check.
+            force: return the differences (logged as a warning) instead of raising.
+
+        Returns:
+            The differences overridden by ``force`` (empty when everything matches).
+
+        Raises:
+            AdapterCompatibilityError: the adapter was made for another base, vocabulary or features (unless
+                ``force``).
+        """
+        path = info["path"]
+        mismatches = []
+        if info["base_fingerprint"] != base_fingerprint:
+            mismatches.append(
+                f"base_fingerprint: file has {info['base_fingerprint'][:16]}..., "
+                f"model has {base_fingerprint[:16]}... (trained on other base weights)"
+            )
+        if vocab_fingerprint is not None:
+            if info["vocab_fingerprint"] is None:
+                logger.warning("%s records no vocab_fingerprint; the vocabulary cannot be checked", path)
+            elif info["vocab_fingerprint"] != vocab_fingerprint:
+                mismatches.append(
+                    f"vocab_fingerprint: file has {info['vocab_fingerprint']!r}, given {vocab_fingerprint!r}"
+                )
+        if feature_config is not None:
+            if info["feature_config"] is None:
+                logger.warning("%s records no feature_config; the features cannot be checked", path)
+            else:
+                differences = _dict_differences(info["feature_config"], _to_plain(feature_config, "feature_config"))
+                mismatches += [f"feature_config.{difference}" for difference in differences]
+        if mismatches:
+            message = f"adapter {path} does not match this model: " + "; ".join(mismatches)
+            if not force:
+                raise AdapterCompatibilityError(message + ". Pass force=True to load it anyway.", mismatches)
+            logger.warning("%s (loading anyway: force=True)", message)
+        return mismatches
 
     @staticmethod
     def load_adapter(
@@ -393,49 +464,28 @@ class AdapterManager:
         """
         path = Path(adapter_path)
         base = _unwrap(model)
-        content, adapter = _read_adapter_file(path)
+        adapter, info = AdapterManager.read_adapter(path)
         try:
             base.check_adapter_fits(adapter)
         except AdapterCompatibilityError as exc:
             message = f"{path}: {exc} (force=True cannot override sizes)"
             raise AdapterCompatibilityError(message, exc.mismatches) from exc
-
-        mismatches = []
-        model_fingerprint = base.base_fingerprint()
-        if content["base_fingerprint"] != model_fingerprint:
-            mismatches.append(
-                f"base_fingerprint: file has {content['base_fingerprint'][:16]}..., "
-                f"model has {model_fingerprint[:16]}... (trained on other base weights)"
-            )
-        if vocab_fingerprint is not None:
-            if content["vocab_fingerprint"] is None:
-                logger.warning("%s records no vocab_fingerprint; the vocabulary cannot be checked", path)
-            elif content["vocab_fingerprint"] != vocab_fingerprint:
-                mismatches.append(
-                    f"vocab_fingerprint: file has {content['vocab_fingerprint']!r}, given {vocab_fingerprint!r}"
-                )
-        if feature_config is not None:
-            if content["feature_config"] is None:
-                logger.warning("%s records no feature_config; the features cannot be checked", path)
-            else:
-                differences = _dict_differences(content["feature_config"], _to_plain(feature_config, "feature_config"))
-                mismatches += [f"feature_config.{difference}" for difference in differences]
-        if mismatches:
-            message = f"adapter {path} does not match this model: " + "; ".join(mismatches)
-            if not force:
-                raise AdapterCompatibilityError(message + ". Pass force=True to load it anyway.", mismatches)
-            logger.warning("%s (loading anyway: force=True)", message)
-
+        mismatches = AdapterManager.check_compatibility(
+            info,
+            base_fingerprint=base.base_fingerprint(),
+            vocab_fingerprint=vocab_fingerprint,
+            feature_config=feature_config,
+            force=force,
+        )
         if base.adapter is not None and base.adapter.adapter_config() == adapter.adapter_config():
             result = base.load_adapter_state_dict(adapter.state_dict(), strict=True)
         else:
             base.attach_adapter(adapter, replace=True)
             result = base.adapter.load_state_dict(adapter.state_dict(), strict=True)
-        info = _info(path, content, adapter)
         info["missing_keys"] = list(result.missing_keys)
         info["unexpected_keys"] = list(result.unexpected_keys)
         info["mismatches"] = mismatches
-        logger.info("loaded %s adapter %r from %s", content["adapter_type"], info["name"], path)
+        logger.info("loaded %s adapter %r from %s", info["adapter_type"], info["name"], path)
         return info
 
     @staticmethod

@@ -259,7 +259,7 @@ class AdapterTrainer(SupervisedTrainer):
         self.cache_info = {
             "train": train_keys is not None,
             "valid": True,
-            "point": cache.point,
+            "point": cache.point.value,
             "memory_mb": round(cache.memory_bytes / 2**20, 2),
             "disk_mb": round(cache.disk_bytes / 2**20, 2),
         }

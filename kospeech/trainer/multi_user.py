@@ -404,7 +404,7 @@ class MultiUserAdapterTrainer:
         if self.device.type != "cpu":
             return trunk_features(model, inputs, input_lengths, point)
         chunk_size = self.config.batch_size
-        output_frames = int(model.conv.output_lengths(torch.tensor([inputs.size(1)]))[0])
+        output_frames = int(model.output_lengths(torch.tensor([inputs.size(1)]))[0])
         features = inputs.new_zeros(inputs.size(0), output_frames, model.rnn_output_dim)
         lengths = torch.zeros_like(input_lengths)
         order = torch.argsort(batch.input_lengths, descending=True)

@@ -5,13 +5,17 @@ an utterance in every epoch. This module computes that value once (eval mode, ``
 per utterance (in memory up to a bound, then on disk, or refuses), and serves padded batches of it so that each
 epoch runs only the part of the model above the cache point.
 
-Cache points (the output of the last frozen computation before the first adapter):
+Cache points (the output of the last frozen computation before the first adapter) come from each adapter type's
+registry entry (:class:`~kospeech.models.adapter.CachePoint`):
 
-- ``head`` / ``residual_head`` adapters read the trunk output, so the cache holds
-  ``encode()`` features (T', H * num_directions) of the unadapted trunk (:data:`RNN_OUTPUT`).
-- ``encoder`` adapters sit after every RNN layer, the first one after RNN layer 0, whose output does not depend on
-  any adapter; the cache holds that layer's output (T', H * num_directions) (:data:`FIRST_RNN_LAYER`). Each step
-  still runs RNN layers 1..N-1 (frozen, but the gradient must flow through them to the earlier adapters).
+- adapters placed at the head (``head``, ``residual_head``) read the trunk output, so the cache holds the unadapted
+  trunk's output (T', H * num_directions) (:data:`RNN_OUTPUT`).
+- adapters placed after the RNN layers (``encoder``) start after RNN layer 0, whose output does not depend on any
+  adapter; the cache holds that layer's output (T', H * num_directions) (:data:`FIRST_RNN_LAYER`). Each step still
+  runs RNN layers 1..N-1 (frozen, but the gradient must flow through them to the earlier adapters).
+
+Both are ranges of the model's one trunk loop (:meth:`DeepSpeech2.run`): the cache is ``run(..., to_layer=k)``
+without adapters, a step continues with ``run(..., from_layer=k, router=...)``.
 
 Batches come from the same :class:`~kospeech.data.sampler.BucketBatchSampler` (same lengths, batch size, seed and
 epoch) as the uncached loader, so they hold the same utterances in the same order and the adapter's dropout draws
@@ -40,14 +44,11 @@ from kospeech.data.features import FeatureConfig, FeatureExtractor
 from kospeech.data.manifest import ManifestEntry
 from kospeech.data.sampler import BucketBatchSampler
 from kospeech.fileio import atomic_torch_save, safe_torch_load
-from kospeech.models import DeepSpeech2
-from kospeech.models.adapter import MERGE_STRATEGIES, MergeStrategy, apply_encoder_adapter
-from kospeech.models.utils import lengths_to_mask
+from kospeech.models import AdapterRouter, CachePoint, DeepSpeech2, registered_adapter
 
 __all__ = [
     "RNN_OUTPUT",
     "FIRST_RNN_LAYER",
-    "CACHE_POINTS",
     "TrunkCacheTooLargeError",
     "CachedBatch",
     "TrunkCache",
@@ -63,11 +64,10 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-RNN_OUTPUT = "rnn_output"
-"""Cache point of ``head`` / ``residual_head`` adapters: the output of the whole (unadapted) trunk."""
-FIRST_RNN_LAYER = "rnn_layer_0"
-"""Cache point of ``encoder`` adapters: the output of RNN layer 0, which feeds the first adapter."""
-CACHE_POINTS: Dict[str, str] = {"head": RNN_OUTPUT, "residual_head": RNN_OUTPUT, "encoder": FIRST_RNN_LAYER}
+RNN_OUTPUT = CachePoint.TRUNK_OUTPUT
+"""Cache point of head-placed adapters: the output of the whole (unadapted) trunk."""
+FIRST_RNN_LAYER = CachePoint.FIRST_RNN_LAYER
+"""Cache point of layer-placed adapters: the output of RNN layer 0, which feeds the first adapter."""
 
 _BYTES_PER_MB = 1 << 20
 
@@ -92,16 +92,17 @@ class CachedBatch(NamedTuple):
     target_lengths: Tensor
 
 
-def cache_point_for(adapter_type: str) -> str:
-    """The cache point of an adapter type (:data:`RNN_OUTPUT` or :data:`FIRST_RNN_LAYER`)."""
-    if adapter_type not in CACHE_POINTS:
-        raise ValueError(f"unknown adapter_type {adapter_type!r}; choose one of {sorted(CACHE_POINTS)}")
-    return CACHE_POINTS[adapter_type]
+def cache_point_for(adapter_type: str) -> CachePoint:
+    """The cache point of an adapter type, from its registry entry."""
+    return registered_adapter(adapter_type).cache_point
 
 
-def _check_point(point: str) -> None:
-    if point not in (RNN_OUTPUT, FIRST_RNN_LAYER):
-        raise ValueError(f"unknown cache point {point!r}; choose {RNN_OUTPUT!r} or {FIRST_RNN_LAYER!r}")
+def _check_point(point: str) -> CachePoint:
+    try:
+        return CachePoint(point)
+    except ValueError as exc:
+        choices = [item.value for item in CachePoint]
+        raise ValueError(f"unknown cache point {point!r}; choose one of {choices}") from exc
 
 
 def trunk_features(model: DeepSpeech2, inputs: Tensor, input_lengths: Tensor, point: str) -> Tuple[Tensor, Tensor]:
@@ -118,12 +119,7 @@ def trunk_features(model: DeepSpeech2, inputs: Tensor, input_lengths: Tensor, po
         features: (B, T', H * num_directions), zero at padded frames.
         output_lengths: (B,) int64 on ``input_lengths.device``, ``ceil(L / 2)``.
     """
-    _check_point(point)
-    if point == RNN_OUTPUT:
-        with model.disable_adapter():
-            return model.encode(inputs, input_lengths)
-    hidden, lengths = model.conv(inputs, input_lengths)  # (B, T', F_conv)
-    return model.rnn_layers[0](hidden, lengths), lengths
+    return model.run(inputs, input_lengths, to_layer=model.cache_layer(_check_point(point)))
 
 
 def train_cache_blocker(spec_augment: bool, feature_config: FeatureConfig) -> Optional[str]:
@@ -172,7 +168,7 @@ class TrunkCache:
     """
 
     def __init__(self, point: str, max_bytes: int, spill_dir: Optional[Union[str, Path]] = None) -> None:
-        _check_point(point)
+        point = _check_point(point)
         if max_bytes < 0:
             raise ValueError(f"max_bytes must be >= 0, got {max_bytes}")
         self.point = point
@@ -277,7 +273,7 @@ class TrunkCache:
 
     def describe(self) -> str:
         """One line: entries, memory and disk use."""
-        text = f"{len(self)} utterances at {self.point}, {self.memory_bytes / _BYTES_PER_MB:.1f} MB in memory"
+        text = f"{len(self)} utterances at {self.point.value}, {self.memory_bytes / _BYTES_PER_MB:.1f} MB in memory"
         if self._on_disk:
             text += f", {self.num_spilled} spilled ({self.disk_bytes / _BYTES_PER_MB:.1f} MB) to {self._spill_dir}"
         return text
@@ -338,12 +334,13 @@ class CachedFeatureLoader:
 
 
 class CachedTrunkModel(nn.Module):
-    """The part of a frozen-base DeepSpeech2 above a cache point: its active output from cached trunk outputs.
+    """The part of a frozen-base DeepSpeech2 above a cache point: its output from cached trunk outputs.
 
-    ``forward`` returns what ``model.head(model.encode(x, L)[0])`` returns for the same utterances: the attached
-    adapter's output when one is attached and enabled, the base model's otherwise (e.g. inside
-    ``model.disable_adapter()``). The model is a submodule, so ``train()`` / ``eval()`` reach it (a frozen base stays
-    in eval mode) and its parameters are this module's parameters.
+    With ``router=None`` ``forward`` returns what ``model.head(model.encode(x, L)[0])`` returns for the same
+    utterances: the attached adapter's output when one is attached and enabled, the base model's otherwise (e.g.
+    inside ``model.disable_adapter()``). With a router, its adapters serve their rows instead. The model is a
+    submodule, so ``train()`` / ``eval()`` reach it (a frozen base stays in eval mode) and its parameters are this
+    module's parameters.
 
     Args:
         model: the DeepSpeech2 (base frozen while an adapter trains).
@@ -352,6 +349,7 @@ class CachedTrunkModel(nn.Module):
     Inputs:
         features: (B, T', H * num_directions) cached outputs at ``point``, zero-padded.
         lengths: (B,) int64 valid frames T'_i per row, any device.
+        router: the adapters and their rows (default: the model's attached adapter on every row).
 
     Returns:
         log_probs: (B, T', C).
@@ -360,28 +358,22 @@ class CachedTrunkModel(nn.Module):
 
     def __init__(self, model: DeepSpeech2, point: str) -> None:
         super().__init__()
-        _check_point(point)
         self.model = model
-        self.point = point
+        self.point = _check_point(point)
 
-    def forward(self, features: Tensor, lengths: Tensor) -> Tuple[Tensor, Tensor]:
+    def forward(
+        self, features: Tensor, lengths: Tensor, router: Optional[AdapterRouter] = None
+    ) -> Tuple[Tensor, Tensor]:
         model = self.model
-        adapter = model.adapter if model.adapter_active else None
-        if self.point == RNN_OUTPUT:
-            if adapter is not None and MERGE_STRATEGIES[adapter.adapter_type] is MergeStrategy.REPLACE:
-                # a ``head`` adapter replaces the base output: the frozen base head would be computed for nothing
-                return adapter(features), lengths
-            return model.head(features), lengths
-        if adapter is not None and adapter.adapter_type != "encoder":
-            raise ValueError(f"cache point {self.point!r} serves encoder adapters, not {adapter.adapter_type!r}")
-        mask = lengths_to_mask(lengths.to(features.device), features.size(1)).unsqueeze(-1) if adapter else None
-        hidden = features  # (B, T', H * num_directions): output of RNN layer 0
-        for index, layer in enumerate(model.rnn_layers):
-            if index > 0:
-                hidden = layer(hidden, lengths)
-            if adapter is not None:
-                hidden = apply_encoder_adapter(adapter, index, hidden, mask)
-        return model.head(hidden), lengths
+        router = model.active_router() if router is None else router
+        if router is not None and any(route.entry.cache_point is not self.point for route in router.routes):
+            names = sorted({route.entry.name for route in router.routes})
+            raise ValueError(f"cache point {self.point.value!r} cannot serve {names} adapters")
+        start = model.cache_layer(self.point)
+        if start == model.num_rnn_layers:
+            return model.classify(features, router), lengths
+        hidden, lengths = model.run(features, lengths, from_layer=start, router=router)
+        return model.classify(hidden, router), lengths
 
 
 def build_trunk_cache(
@@ -420,7 +412,7 @@ def build_trunk_cache(
         TrunkCacheTooLargeError: ``spill_dir`` is ``None`` and the estimated or actual size exceeds ``max_mb``
             (the estimate is checked before any compute).
     """
-    _check_point(point)
+    point = _check_point(point)
     if not entries:
         raise ValueError("no utterances to cache")
     device = torch.device(device)

@@ -16,22 +16,21 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from kospeech.models.adapter import (
-    ADAPTER_TYPES,
+    DEFAULT_ADAPTER_HIDDEN_DIMS,
     AdapterModule,
-    apply_encoder_adapter,
-    apply_head_adapter,
-    build_adapter,
+    CachePoint,
+    TrunkDims,
+    adapter_config_for,
+    placement_problems,
+    registered_adapter,
 )
 from kospeech.models.modules import ACTIVATIONS, RNN_TYPES, BNReluRNN, MaskConv2d
-from kospeech.models.utils import describe_state_dict_problems, lengths_to_mask, state_dict_problems
+from kospeech.models.router import AdapterGroup, AdapterRouter
+from kospeech.models.utils import describe_state_dict_problems, state_dict_problems
 
 __all__ = ["DeepSpeech2", "AdapterCompatibilityError", "AdapterGroup", "DEFAULT_ADAPTER_HIDDEN_DIMS"]
 
-DEFAULT_ADAPTER_HIDDEN_DIMS = (512, 256)
 _ADAPTER_ATTRIBUTE = "adapter"
-
-AdapterGroup = Tuple[Union[Tensor, Sequence[int]], AdapterModule]
-"""One group of a mixed-adapter batch: the batch rows (indices) that go through one adapter module."""
 
 
 class AdapterCompatibilityError(ValueError):
@@ -57,14 +56,14 @@ class DeepSpeech2(nn.Module):
     The base model is ``conv`` (:class:`MaskConv2d`), ``rnn_layers`` (:class:`BNReluRNN` each) and ``fc``
     (LayerNorm + Linear without bias); ``log_softmax`` gives log-probabilities. An optional adapter lives in
     ``self.adapter``; every adapter parameter name starts with ``adapter.`` and no base parameter name contains
-    ``adapter``. Adapter types (see :mod:`kospeech.models.adapter`):
+    ``adapter``. Adapter types come from the registry (:mod:`kospeech.models.adapter`): ``head``,
+    ``residual_head``, ``encoder`` and any registered later; where each is called and how it merges is its entry's.
 
-    - ``head``: :class:`MLPAdapter` on the trunk output replaces the base head's output.
-    - ``residual_head``: base logits plus a zero-initialized MLP correction, then ``log_softmax``.
-    - ``encoder``: a zero-initialized residual bottleneck after each RNN layer (call point: ``_encoder_adapter``).
-
-    For serving many users, :meth:`forward_mixed` runs one batch whose rows use different adapter modules (or
-    none) without attaching them: the trunk runs once and each group of rows goes through its own adapter.
+    Seams: :meth:`run` is the one trunk loop (extractor, RNN layers, the call point after each layer; ranges of it
+    for caching a frozen prefix), :meth:`classify` the head with its call point; both take an
+    :class:`~kospeech.models.router.AdapterRouter` saying which rows go through which adapter. :meth:`forward`,
+    :meth:`encode` and :meth:`head` route every row through the attached adapter; :meth:`forward_mixed` serves a
+    batch whose rows use different adapter modules (or none) without attaching them: the trunk runs once.
 
     Args:
         input_dim: D, feature bins per input frame.
@@ -79,7 +78,7 @@ class DeepSpeech2(nn.Module):
         use_adapter: attach an adapter at construction (see :meth:`add_adapter` to attach one later).
         adapter_hidden_dims: MLP hidden sizes for ``head`` / ``residual_head`` (``None``: ``[512, 256]``);
             not used by ``encoder``.
-        adapter_type: ``"head"``, ``"residual_head"`` or ``"encoder"``.
+        adapter_type: a registered adapter type (``"head"``, ``"residual_head"``, ``"encoder"``, ...).
         adapter_dropout_p: dropout inside the adapter.
         adapter_bottleneck_dim: bottleneck width of ``encoder`` adapters; not used by the head types.
     """
@@ -116,8 +115,7 @@ class DeepSpeech2(nn.Module):
             raise ValueError(f"bidirectional must be a bool, got {bidirectional!r}")
         if not isinstance(use_adapter, bool):
             raise ValueError(f"use_adapter must be a bool, got {use_adapter!r}")
-        if adapter_type not in ADAPTER_TYPES:
-            raise ValueError(f"unknown adapter_type {adapter_type!r}; choose one of {list(ADAPTER_TYPES)}")
+        registered_adapter(adapter_type)
 
         self.input_dim = input_dim
         self.num_classes = num_classes
@@ -202,30 +200,90 @@ class DeepSpeech2(nn.Module):
                 f"max {int(lengths.max())}"
             )
 
-    def _encoder_adapter(self, layer_index: int, hidden: Tensor, mask: Tensor) -> Tensor:
-        """Call point of the encoder adapter after RNN layer ``layer_index``; padded frames stay unchanged.
+    def _check_layer_range(self, inputs: Tensor, from_layer: Optional[int], to_layer: int) -> None:
+        last = self.num_rnn_layers
+        if isinstance(to_layer, bool) or not isinstance(to_layer, int):
+            raise ValueError(f"to_layer must be an int, got {to_layer!r}")
+        if from_layer is None:
+            if not 0 <= to_layer <= last:
+                raise ValueError(f"to_layer must lie in [0, {last}], got {to_layer}")
+            return
+        if isinstance(from_layer, bool) or not isinstance(from_layer, int) or not 0 <= from_layer < to_layer <= last:
+            raise ValueError(f"need 0 <= from_layer < to_layer <= {last}, got from_layer={from_layer!r}, to_layer={to_layer}")
+        width = self.conv.output_dim if from_layer == 0 else self.rnn_layers[from_layer - 1].output_dim
+        if inputs.dim() != 3 or inputs.size(-1) != width:
+            raise ValueError(
+                f"inputs at from_layer={from_layer} must have shape (B, T', {width}), got {tuple(inputs.shape)}"
+            )
 
-        Args:
-            layer_index: index of the RNN layer whose output is ``hidden``.
-            hidden: (B, T', H * num_directions).
-            mask: (B, T', 1) bool, True on valid frames.
+    def run(
+        self,
+        inputs: Tensor,
+        input_lengths: Tensor,
+        *,
+        from_layer: Optional[int] = None,
+        to_layer: Optional[int] = None,
+        router: Optional[AdapterRouter] = None,
+    ) -> Tuple[Tensor, Tensor]:
+        """The trunk loop: extractor, then RNN layers ``from_layer .. to_layer - 1``, each followed by its adapters.
+
+        The only loop over the model's submodules; every forward pass, trunk cache and trainer goes through it.
+        Trunk *points* name the values between the parts: point 0 is the extractor's output, point ``k`` (1..N) the
+        output of RNN layer ``k - 1`` *before* the adapters at its call point, and the trunk output (``to_layer=N``)
+        comes after the adapters of the last layer. So ``run(x, L, to_layer=k)`` without a router computes what
+        ``run(h, L', from_layer=k, router=r)`` continues from, which is how a frozen prefix is cached once.
+
+        Inputs:
+            inputs: (B, T, D) float padded features when ``from_layer`` is ``None``; otherwise the value at point
+                ``from_layer``, (B, T', F) with F the extractor's or the RNN layer's output size.
+            input_lengths: (B,) int64 valid frames per row (input frames, or T' frames with ``from_layer``), any
+                order, any device.
+            from_layer: ``None`` to start from features (the extractor runs), or a point in ``[0, N)``.
+            to_layer: the point to stop at, ``(from_layer, N]`` (``[0, N]`` from features); default N.
+            router: the adapters placed after the RNN layers and the rows they serve; ``None`` runs the base alone.
+                Adapters placed at the head are ignored here (see :meth:`classify`).
+
+        Returns:
+            hidden: (B, T', F) the value at ``to_layer``, zero at padded frames.
+            output_lengths: (B,) int64 valid frames T'_i on ``input_lengths.device``.
         """
-        return apply_encoder_adapter(self.adapter, layer_index, hidden, mask)
+        stop = self.num_rnn_layers if to_layer is None else to_layer
+        self._check_layer_range(inputs, from_layer, stop)
+        if from_layer is None:
+            self._check_inputs(inputs, input_lengths)
+            hidden, lengths = self.conv(inputs, input_lengths)  # (B, T', F_conv)
+            start = 0
+        else:
+            hidden, lengths, start = inputs, input_lengths, from_layer
+        mask = None if router is None else router.layer_mask(lengths, hidden.size(1), hidden.device)
+        if mask is not None and start > 0:
+            hidden = router.apply_layer(start - 1, hidden, mask)
+        for index in range(start, stop):
+            hidden = self.rnn_layers[index](hidden, lengths)  # (B, T', H * num_directions)
+            if mask is not None and (index + 1 < stop or stop == self.num_rnn_layers):
+                hidden = router.apply_layer(index, hidden, mask)
+        return hidden, lengths
 
-    def _rnn_stack(self, hidden: Tensor, lengths: Tensor, adapt: bool) -> Tensor:
-        mask = lengths_to_mask(lengths.to(hidden.device), hidden.size(1)).unsqueeze(-1) if adapt else None
-        for index, layer in enumerate(self.rnn_layers):
-            hidden = layer(hidden, lengths)
-            if adapt:
-                hidden = self._encoder_adapter(index, hidden, mask)
-        return hidden
+    def classify(self, features: Tensor, router: Optional[AdapterRouter] = None) -> Tensor:
+        """The head: LayerNorm + Linear + log_softmax, merged with the router's head adapters on their rows.
 
-    def _head_adapter(self, features: Tensor, base_logits: Tensor) -> Tensor:
-        """Call point of ``head`` / ``residual_head`` adapters: merged log-probabilities (B, T', C)."""
-        return apply_head_adapter(self.adapter, features, base_logits)
+        Inputs:
+            features: (B, T', H * num_directions) the trunk output (:meth:`run`).
+            router: head-placed adapters and their rows; ``None`` gives the base head's output.
+
+        Returns:
+            log-probabilities (B, T', C).
+        """
+        if router is None or not router.head_routes:
+            return F.log_softmax(self.fc(features), dim=-1)
+        return router.apply_head(features, self.fc)
+
+    def active_router(self) -> Optional[AdapterRouter]:
+        """The attached adapter on every row, or ``None`` when none is attached or it is disabled."""
+        return AdapterRouter.single(self.adapter) if self.adapter_active else None
 
     def encode(self, inputs: Tensor, input_lengths: Tensor) -> Tuple[Tensor, Tensor]:
-        """Trunk: extractor and RNN layers (with ``encoder`` adapters applied when attached and enabled).
+        """Trunk output with the attached adapter's layer adapters (when it is enabled).
 
         Inputs:
             inputs: (B, T, D) float, padded features.
@@ -235,13 +293,10 @@ class DeepSpeech2(nn.Module):
             features: (B, T', H * num_directions) float, zero at padded frames, ``T' = ceil(T / 2)``.
             output_lengths: (B,) int64 on ``input_lengths.device``, ``ceil(L / 2)``.
         """
-        self._check_inputs(inputs, input_lengths)
-        hidden, lengths = self.conv(inputs, input_lengths)
-        adapt = self.adapter_active and self.adapter.adapter_type == "encoder"
-        return self._rnn_stack(hidden, lengths, adapt), lengths
+        return self.run(inputs, input_lengths, router=self.active_router())
 
     def head(self, features: Tensor) -> Tensor:
-        """Head: LayerNorm + Linear + log_softmax (with a ``head`` / ``residual_head`` adapter when active).
+        """Head with the attached adapter's head adapter (when it is enabled).
 
         ``head(encode(x)[0])`` is the model's active output: the adapter's when one is attached and enabled,
         the base model's otherwise.
@@ -252,10 +307,7 @@ class DeepSpeech2(nn.Module):
         Returns:
             log-probabilities (B, T', C).
         """
-        logits = self.fc(features)
-        if self.adapter_active and self.adapter.adapter_type != "encoder":
-            return self._head_adapter(features, logits)
-        return F.log_softmax(logits, dim=-1)
+        return self.classify(features, self.active_router())
 
     def forward(
         self, inputs: Tensor, input_lengths: Tensor
@@ -272,69 +324,33 @@ class DeepSpeech2(nn.Module):
             :meth:`disable_adapter` the third value is the base output too. ``output_lengths`` is int64 on
             ``input_lengths.device`` and ``T' = ceil(T / 2)``.
 
-        For ``encoder`` adapters the base and the adapted trunk differ from the first RNN layer on, so the
-        extractor runs once and the RNN layers run twice (the base pass is the unadapted trunk). Callers that
-        only need the adapted output can use ``head(encode(inputs, input_lengths)[0])``, which runs the trunk
+        For an adapter placed after the RNN layers the base and the adapted trunk differ from the first RNN layer
+        on, so the extractor runs once and the RNN layers run twice (the base pass is the unadapted trunk). Callers
+        that only need the adapted output can use ``head(encode(inputs, input_lengths)[0])``, which runs the trunk
         once.
         """
-        self._check_inputs(inputs, input_lengths)
-        hidden, lengths = self.conv(inputs, input_lengths)
-        base_features = self._rnn_stack(hidden, lengths, adapt=False)
+        extracted, lengths = self.run(inputs, input_lengths, to_layer=0)  # (B, T', F_conv)
+        base_features, _ = self.run(extracted, lengths, from_layer=0)
         base_logits = self.fc(base_features)
         base_log_probs = F.log_softmax(base_logits, dim=-1)
         if self.adapter is None:
             return base_log_probs, lengths
         if not self._adapter_enabled:
             return base_log_probs, lengths, base_log_probs
-        if self.adapter.adapter_type == "encoder":
-            adapted = self._rnn_stack(hidden, lengths, adapt=True)
-            adapter_log_probs = F.log_softmax(self.fc(adapted), dim=-1)
-        else:
-            adapter_log_probs = self._head_adapter(base_features, base_logits)
-        return base_log_probs, lengths, adapter_log_probs
-
-    def _check_groups(
-        self, groups: Sequence[AdapterGroup], batch_size: int, device: torch.device
-    ) -> List[Tuple[Tensor, AdapterModule]]:
-        """Validate the groups of :meth:`forward_mixed`; returns them with (n,) int64 row tensors on ``device``."""
-        if self.training:
-            raise ValueError("mixed-adapter batches are for inference only: call model.eval() first")
-        checked = []
-        taken = torch.zeros(batch_size, dtype=torch.bool)
-        for position, group in enumerate(groups):
-            if not isinstance(group, (tuple, list)) or len(group) != 2:
-                raise ValueError(f"group {position} must be a (row indices, adapter) pair, got {type(group).__name__}")
-            rows, adapter = group
-            if not isinstance(adapter, nn.Module) or not hasattr(adapter, "adapter_config"):
-                raise TypeError(f"group {position}: expected an adapter module, got {type(adapter).__name__}")
-            if adapter.training:
-                raise ValueError(
-                    f"group {position}: the {adapter.adapter_type!r} adapter is in training mode; call adapter.eval()"
-                )
-            self.check_adapter_fits(adapter)
-            rows = torch.as_tensor(rows).reshape(-1).cpu()
-            if rows.is_floating_point() or rows.is_complex() or rows.dtype == torch.bool:
-                raise ValueError(f"group {position}: row indices must be integers, got {rows.dtype}")
-            rows = rows.long()
-            if rows.numel() == 0:
-                continue
-            if int(rows.min()) < 0 or int(rows.max()) >= batch_size:
-                raise ValueError(f"group {position}: row indices must lie in [0, {batch_size}), got {rows.tolist()}")
-            if len(set(rows.tolist())) != rows.numel() or bool(taken[rows].any()):
-                raise ValueError(f"group {position}: rows {rows.tolist()} repeat a row of this or an earlier group")
-            taken[rows] = True
-            checked.append((rows.to(device), adapter))
-        return checked
+        router = AdapterRouter.single(self.adapter)
+        if router.layer_routes:
+            adapted, _ = self.run(extracted, lengths, from_layer=0, router=router)
+            return base_log_probs, lengths, self.classify(adapted, router)
+        return base_log_probs, lengths, router.apply_head(base_features, lambda _: base_logits)
 
     def forward_mixed(
-        self, inputs: Tensor, input_lengths: Tensor, groups: Sequence[AdapterGroup]
+        self, inputs: Tensor, input_lengths: Tensor, groups: Union[Sequence[AdapterGroup], AdapterRouter]
     ) -> Tuple[Tensor, Tensor]:
         """Run a batch whose rows use different adapters (or none), in eval mode only.
 
-        The extractor and every RNN layer run once for the whole batch. For each ``encoder`` group, each RNN
-        layer's output rows of that group get the group's bottleneck adapter before the next layer; for each
-        ``head`` / ``residual_head`` group, the group's rows of the trunk output go through its adapter at the
-        head. Rows in no group get the base model's output, bitwise equal to that row of ``forward`` of the same
+        The extractor and every RNN layer run once for the whole batch. Layer adapters adapt their group's rows of
+        each RNN layer's output before the next layer; head adapters adapt their group's rows of the trunk output at
+        the head. Rows in no group get the base model's output, bitwise equal to that row of ``forward`` of the same
         batch on this model without an adapter. Each adapted row equals (within float rounding, ~1e-6) the row of
         a model with that adapter attached. The adapter attached to this model (``self.adapter``), if any, is not
         used; the adapters' dropout is off because they must be in eval mode.
@@ -342,10 +358,9 @@ class DeepSpeech2(nn.Module):
         Inputs:
             inputs: (B, T, D) float, padded features.
             input_lengths: (B,) int64, valid frames per row, any order, any device, 1 <= L <= T.
-            groups: ``(rows, adapter)`` pairs: ``rows`` a (n,) integer tensor or list of distinct batch row
-                indices, ``adapter`` an :class:`MLPAdapter`, :class:`ResidualHeadAdapter` or
-                :class:`EncoderAdapter` that fits this model, on its device, in eval mode. A row belongs to at
-                most one group; types may be mixed within one batch.
+            groups: an :class:`AdapterRouter`, or ``(rows, adapter)`` pairs: ``rows`` a (n,) integer tensor or list
+                of distinct batch row indices, ``adapter`` a module of a registered adapter type that fits this
+                model, on its device, in eval mode. A row belongs to at most one group; types may be mixed.
 
         Returns:
             log_probs: (B, T', C) log-probabilities, ``T' = ceil(T / 2)``.
@@ -355,25 +370,17 @@ class DeepSpeech2(nn.Module):
             ValueError: the model or an adapter is in training mode, or a group's rows are invalid or overlap.
             AdapterCompatibilityError: an adapter's sizes do not fit this model.
         """
-        self._check_inputs(inputs, input_lengths)
-        routes = self._check_groups(groups, inputs.size(0), inputs.device)
-        encoder_routes = [(rows, adapter) for rows, adapter in routes if adapter.adapter_type == "encoder"]
-        head_routes = [(rows, adapter) for rows, adapter in routes if adapter.adapter_type != "encoder"]
-        hidden, lengths = self.conv(inputs, input_lengths)
-        mask = lengths_to_mask(lengths.to(hidden.device), hidden.size(1)).unsqueeze(-1) if encoder_routes else None
-        for index, layer in enumerate(self.rnn_layers):
-            hidden = layer(hidden, lengths)  # (B, T', H * num_directions)
-            for rows, adapter in encoder_routes:
-                adapted = apply_encoder_adapter(
-                    adapter, index, hidden.index_select(0, rows), mask.index_select(0, rows)
-                )  # (n, T', H * num_directions)
-                hidden = hidden.index_copy(0, rows, adapted)
-        logits = self.fc(hidden)  # (B, T', C)
-        log_probs = F.log_softmax(logits, dim=-1)
-        for rows, adapter in head_routes:
-            adapted = apply_head_adapter(adapter, hidden.index_select(0, rows), logits.index_select(0, rows))
-            log_probs = log_probs.index_copy(0, rows, adapted)
-        return log_probs, lengths
+        if self.training:
+            raise ValueError("mixed-adapter batches are for inference only: call model.eval() first")
+        router = groups if isinstance(groups, AdapterRouter) else AdapterRouter(groups, inputs.size(0))
+        for position, adapter in enumerate(router.adapters):
+            if adapter.training:
+                raise ValueError(
+                    f"group {position}: the {adapter.adapter_type!r} adapter is in training mode; call adapter.eval()"
+                )
+            self.check_adapter_fits(adapter)
+        features, lengths = self.run(inputs, input_lengths, router=router)
+        return self.classify(features, router), lengths
 
     @torch.no_grad()
     def recognize(self, inputs: Tensor, input_lengths: Tensor) -> Tensor:
@@ -394,17 +401,20 @@ class DeepSpeech2(nn.Module):
 
     # ------------------------------------------------------------------ adapters
 
+    @property
+    def trunk_dims(self) -> TrunkDims:
+        """The sizes an adapter must fit (RNN output width, classes, RNN layers)."""
+        return TrunkDims(self.rnn_output_dim, self.num_classes, self.num_rnn_layers)
+
+    def cache_layer(self, point: CachePoint) -> int:
+        """The trunk point (see :meth:`run`) of a cache point: N for the trunk output, 1 for RNN layer 0's output."""
+        point = CachePoint(point)
+        return self.num_rnn_layers if point is CachePoint.TRUNK_OUTPUT else 1
+
     def check_adapter_fits(self, adapter: AdapterModule) -> None:
         """Raise :class:`AdapterCompatibilityError` naming every size of ``adapter`` that does not fit this model."""
         config = adapter.adapter_config()
-        problems = []
-        if config["input_dim"] != self.rnn_output_dim:
-            problems.append(f"input_dim {config['input_dim']} != RNN output size {self.rnn_output_dim}")
-        if config["adapter_type"] == "encoder":
-            if config["num_layers"] != self.num_rnn_layers:
-                problems.append(f"num_layers {config['num_layers']} != num_rnn_layers {self.num_rnn_layers}")
-        elif config["output_dim"] != self.num_classes:
-            problems.append(f"output_dim {config['output_dim']} != num_classes {self.num_classes}")
+        problems = placement_problems(config, self.trunk_dims)
         if problems:
             raise AdapterCompatibilityError(
                 f"{config['adapter_type']} adapter does not fit this model: " + "; ".join(problems), problems
@@ -445,35 +455,37 @@ class DeepSpeech2(nn.Module):
         dropout_p: float = 0.1,
         bottleneck_dim: int = 64,
         *,
+        config: Any = None,
         replace: bool = False,
     ) -> AdapterModule:
-        """Build and attach a fresh adapter (e.g. to a base model loaded from a plain checkpoint).
+        """Build and attach a fresh adapter of a registered type (e.g. to a base loaded from a plain checkpoint).
+
+        The sizes come from ``config`` (the type's config dataclass) when given, otherwise from whichever of
+        ``hidden_dims``, ``dropout_p`` and ``bottleneck_dim`` the type's config has fields for
+        (:func:`~kospeech.models.adapter.adapter_config_for`); the model supplies input and output sizes.
 
         Args:
-            adapter_type: ``"head"``, ``"residual_head"`` or ``"encoder"``.
-            hidden_dims: MLP hidden sizes for the head types (``None``: ``[512, 256]``); not used by ``encoder``.
+            adapter_type: a registered type: ``"head"``, ``"residual_head"``, ``"encoder"``, ...
+            hidden_dims: MLP hidden sizes of the head types (``None``: ``[512, 256]``).
             dropout_p: dropout inside the adapter.
-            bottleneck_dim: bottleneck width for ``encoder``; not used by the head types.
+            bottleneck_dim: bottleneck width of ``encoder``.
+            config: an instance of the type's config dataclass, used instead of the three settings above.
             replace: replace an attached adapter instead of raising.
 
         Returns:
             The new adapter (also ``self.adapter``).
         """
-        if adapter_type not in ADAPTER_TYPES:
-            raise ValueError(f"unknown adapter_type {adapter_type!r}; choose one of {list(ADAPTER_TYPES)}")
-        if adapter_type == "encoder":
-            adapter = build_adapter(
-                adapter_type,
-                self.rnn_output_dim,
-                [bottleneck_dim],
-                self.rnn_output_dim,
-                dropout_p,
-                num_layers=self.num_rnn_layers,
+        entry = registered_adapter(adapter_type)
+        if config is None:
+            config = adapter_config_for(
+                adapter_type, hidden_dims=hidden_dims, dropout_p=dropout_p, bottleneck_dim=bottleneck_dim
             )
-        else:
-            dims = list(DEFAULT_ADAPTER_HIDDEN_DIMS if hidden_dims is None else hidden_dims)
-            adapter = build_adapter(adapter_type, self.rnn_output_dim, dims, self.num_classes, dropout_p)
-        return self.attach_adapter(adapter, replace=replace)
+        elif not isinstance(config, entry.config_class):
+            raise ValueError(
+                f"config of a {adapter_type!r} adapter must be a {entry.config_class.__name__}, "
+                f"got {type(config).__name__}"
+            )
+        return self.attach_adapter(entry.create(config, self.trunk_dims), replace=replace)
 
     def remove_adapter(self) -> Optional[AdapterModule]:
         """Detach the adapter; returns it (``None`` if there was none)."""

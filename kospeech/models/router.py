@@ -1,0 +1,195 @@
+"""Which rows of a batch go through which adapter: the per-row selection the model's trunk loop and head take.
+
+A router is passed explicitly to :meth:`DeepSpeech2.run` and :meth:`DeepSpeech2.classify` (PEFT's
+``_mixed_batch_forward`` passes ``adapter_names`` the same way, not through hooks). It holds *routes*: an adapter
+module and the batch rows it serves (``None``: every row). Rows in no route get the base model's output. Each
+adapter is applied where its registry entry places it, merged by its entry's rule
+(:func:`~kospeech.models.adapter.apply_head_adapter`, :func:`~kospeech.models.adapter.apply_layer_adapter`), so a
+single adapter on every row, a mixed-user batch and a cached training step compute the same function.
+
+Typical use:
+
+- one adapter on every row (training, a model's attached adapter): ``AdapterRouter.single(adapter)``;
+- a batch mixing users: ``AdapterRouter.from_names(["alice", None, "bob", "alice"], adapters)`` with ``adapters``
+  any mapping of names to modules (an ``nn.ModuleDict``, a recognizer's adapter cache, ...);
+- explicit row groups: ``AdapterRouter([(rows, adapter), ...], batch_size=B)``.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, List, Mapping, NamedTuple, Optional, Sequence, Tuple, Union
+
+import torch
+from torch import Tensor, nn
+
+from kospeech.models.adapter import (
+    AdapterType,
+    MergeStrategy,
+    Placement,
+    adapter_type_of,
+    apply_head_adapter,
+    apply_layer_adapter,
+)
+from kospeech.models.utils import lengths_to_mask
+
+__all__ = ["AdapterRouter", "AdapterGroup", "Route"]
+
+AdapterGroup = Tuple[Union[Tensor, Sequence[int]], nn.Module]
+"""One group of a mixed-adapter batch: the batch rows (indices) that go through one adapter module."""
+
+
+class Route(NamedTuple):
+    """One adapter and the rows it serves.
+
+    Attributes:
+        rows: (n,) int64 row indices, or ``None`` for every row of the batch.
+        adapter: the adapter module.
+        entry: its registry entry.
+    """
+
+    rows: Optional[Tensor]
+    adapter: nn.Module
+    entry: AdapterType
+
+
+class AdapterRouter:
+    """Per-row adapter selection for one batch (see the module docstring).
+
+    Args:
+        groups: ``(rows, adapter)`` pairs: ``rows`` a (n,) integer tensor or list of distinct batch row indices,
+            ``adapter`` a module of a registered adapter type. A row belongs to at most one group.
+        batch_size: B, rows of the batch the groups index.
+
+    Raises:
+        TypeError: a group's adapter is not an adapter module of a registered type.
+        ValueError: a group is malformed, or its rows are out of range, not integers, or repeat a row. Groups with
+            no rows are dropped.
+    """
+
+    def __init__(self, groups: Sequence[AdapterGroup], batch_size: int) -> None:
+        routes = []
+        taken = torch.zeros(batch_size, dtype=torch.bool)
+        for position, group in enumerate(groups):
+            if not isinstance(group, (tuple, list)) or len(group) != 2:
+                raise ValueError(f"group {position} must be a (row indices, adapter) pair, got {type(group).__name__}")
+            rows, adapter = group
+            try:
+                entry = adapter_type_of(adapter)
+            except TypeError as exc:
+                raise TypeError(f"group {position}: expected an adapter module, got {type(adapter).__name__}") from exc
+            rows = torch.as_tensor(rows).reshape(-1).cpu()
+            if rows.is_floating_point() or rows.is_complex() or rows.dtype == torch.bool:
+                raise ValueError(f"group {position}: row indices must be integers, got {rows.dtype}")
+            rows = rows.long()
+            if rows.numel() == 0:
+                continue
+            if int(rows.min()) < 0 or int(rows.max()) >= batch_size:
+                raise ValueError(f"group {position}: row indices must lie in [0, {batch_size}), got {rows.tolist()}")
+            if len(set(rows.tolist())) != rows.numel() or bool(taken[rows].any()):
+                raise ValueError(f"group {position}: rows {rows.tolist()} repeat a row of this or an earlier group")
+            taken[rows] = True
+            routes.append(Route(rows, adapter, entry))
+        self.routes: List[Route] = routes
+
+    @classmethod
+    def _of(cls, routes: List[Route]) -> "AdapterRouter":
+        router = cls.__new__(cls)
+        router.routes = routes
+        return router
+
+    @classmethod
+    def single(cls, adapter: nn.Module) -> "AdapterRouter":
+        """Every row through ``adapter`` (no gathering and scattering of rows: the training path)."""
+        return cls._of([Route(None, adapter, adapter_type_of(adapter))])
+
+    @classmethod
+    def from_names(cls, names: Sequence[Optional[str]], adapters: Mapping[str, nn.Module]) -> "AdapterRouter":
+        """Route each row to the adapter named for it (``None``: the base model).
+
+        Every name is checked before any compute, so a typo raises instead of silently giving base output.
+
+        Args:
+            names: one adapter name (or ``None``) per batch row.
+            adapters: name -> adapter module.
+
+        Raises:
+            KeyError: a name that ``adapters`` lacks (the message lists the names it has).
+        """
+        unknown = sorted({name for name in names if name is not None and name not in adapters})
+        if unknown:
+            raise KeyError(f"no adapter named {unknown}; available: {sorted(adapters)}")
+        rows_by_name: dict = {}
+        for row, name in enumerate(names):
+            if name is not None:
+                rows_by_name.setdefault(name, []).append(row)
+        return cls([(rows, adapters[name]) for name, rows in rows_by_name.items()], len(names))
+
+    @property
+    def adapters(self) -> List[nn.Module]:
+        """Every routed adapter module, in route order."""
+        return [route.adapter for route in self.routes]
+
+    @property
+    def layer_routes(self) -> List[Route]:
+        """Routes of adapters placed after the RNN layers."""
+        return [route for route in self.routes if route.entry.placement is Placement.RNN_LAYERS]
+
+    @property
+    def head_routes(self) -> List[Route]:
+        """Routes of adapters placed at the head."""
+        return [route for route in self.routes if route.entry.placement is Placement.HEAD]
+
+    def to(self, device: torch.device) -> "AdapterRouter":
+        """The same routes with their row indices on ``device`` (the adapters are not moved)."""
+        return self._of([route._replace(rows=None if route.rows is None else route.rows.to(device)) for route in self.routes])
+
+    def layer_mask(self, lengths: Tensor, frames: int, device: torch.device) -> Optional[Tensor]:
+        """(B, T', 1) bool valid-frame mask for the layer adapters, or ``None`` when no route needs one."""
+        if not self.layer_routes:
+            return None
+        return lengths_to_mask(lengths.to(device), frames).unsqueeze(-1)
+
+    def apply_layer(self, layer_index: int, hidden: Tensor, mask: Optional[Tensor]) -> Tensor:
+        """RNN layer ``layer_index``'s output after the layer adapters of every route.
+
+        Inputs:
+            hidden: (B, T', F) the layer's output.
+            mask: (B, T', 1) bool valid frames, from :meth:`layer_mask`.
+
+        Returns:
+            (B, T', F): each routed row adapted by its adapter, other rows unchanged.
+        """
+        for route in self.layer_routes:
+            if route.rows is None:
+                hidden = apply_layer_adapter(route.adapter, layer_index, hidden, mask)
+                continue
+            rows = route.rows.to(hidden.device)
+            adapted = apply_layer_adapter(
+                route.adapter, layer_index, hidden.index_select(0, rows), mask.index_select(0, rows)
+            )  # (n, T', F)
+            hidden = hidden.index_copy(0, rows, adapted)
+        return hidden
+
+    def apply_head(self, features: Tensor, base_logits: Callable[[Tensor], Tensor]) -> Tensor:
+        """Log-probabilities of the head: the base head's, with each routed row merged with its head adapter.
+
+        Inputs:
+            features: (B, T', F) trunk output.
+            base_logits: computes the base head's (B, T', C) logits from ``features``; not called when one
+                replacing adapter serves every row (its output is the whole answer).
+
+        Returns:
+            (B, T', C) log-probabilities.
+        """
+        routes = self.head_routes
+        if len(routes) == 1 and routes[0].rows is None:
+            route = routes[0]
+            logits = None if route.entry.merge is MergeStrategy.REPLACE else base_logits(features)
+            return apply_head_adapter(route.adapter, features, logits)
+        logits = base_logits(features)  # (B, T', C)
+        log_probs = torch.log_softmax(logits, dim=-1)
+        for route in routes:  # several routes: each holds explicit rows
+            rows = route.rows.to(features.device)
+            adapted = apply_head_adapter(route.adapter, features.index_select(0, rows), logits.index_select(0, rows))
+            log_probs = log_probs.index_copy(0, rows, adapted)
+        return log_probs
