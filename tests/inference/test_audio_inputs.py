@@ -9,7 +9,8 @@ import torch
 from inference_world import SAMPLE_RATE, tone
 
 from kospeech.data.audio import AudioError, load_audio, save_audio
-from kospeech.inference import Recognizer, _segments
+from kospeech.inference import Recognizer
+from kospeech.inference.segmentation import segments as _segments
 
 
 @pytest.fixture

@@ -1,0 +1,52 @@
+"""Inference: a base DeepSpeech2 checkpoint plus per-user adapters, serving mixed-user batches.
+
+:class:`Recognizer` loads a base checkpoint once (weights, vocabulary and the feature settings it was trained
+with) and transcribes audio for any number of users::
+
+    recognizer = Recognizer.from_checkpoint("base.pt", adapter_dir="adapters")
+    recognizer.transcribe("hello.wav")                            # base model
+    recognizer.transcribe("hello.wav", user="user01")             # user01's adapter
+    recognizer.transcribe(["a.wav", "b.wav", "c.wav"], user=["user01", None, "user02"])
+
+A batch may mix users: the frozen trunk runs once for the whole batch and each row then goes through its own
+user's adapter (:meth:`DeepSpeech2.forward_mixed`, rows grouped per adapter); a row without a user gets exactly the
+base model's output. Adapters are loaded on first use through :meth:`AdapterManager.load_adapter` (which checks
+them against the base weights, the vocabulary and the feature settings) and kept in a bounded LRU
+:class:`AdapterCache` that notices when a file changes on disk.
+
+Inputs are paths, numpy arrays, torch tensors or ``(waveform, sample_rate)`` pairs, checked (and unusable ones
+refused, naming the input) before any model computation. Long audio is cut into segments of at most
+``chunk_seconds`` (30 s) at quiet points and files longer than one segment are streamed from disk, so memory
+stays bounded for hour-long files; segment texts are joined with a space, timestamps are relative to the start
+of the input.
+
+Modules, one concept each:
+
+- :mod:`~kospeech.inference.recognizer`: :class:`Recognizer`, :class:`UnknownUserError`.
+- :mod:`~kospeech.inference.records`: :class:`Transcription`, :class:`TokenTimestamp`, :class:`CacheStats`.
+- :mod:`~kospeech.inference.adapter_cache`: :class:`AdapterCache`.
+- :mod:`~kospeech.inference.audio_inputs`: coercing one input into a checked mono waveform (or a file to stream).
+- :mod:`~kospeech.inference.segmentation`: streaming long files and cutting them at quiet points.
+- :mod:`~kospeech.inference.files`: :func:`collect_audio_files`, :func:`read_user_map`, :func:`transcribe_files`.
+- :mod:`~kospeech.inference.evaluation`: :func:`evaluate_users` (per-user CER/WER, base vs adapter).
+"""
+
+from kospeech.inference.adapter_cache import AdapterCache
+from kospeech.inference.evaluation import evaluate_users
+from kospeech.inference.files import AUDIO_EXTENSIONS, collect_audio_files, read_user_map, transcribe_files
+from kospeech.inference.recognizer import Recognizer, UnknownUserError
+from kospeech.inference.records import CacheStats, TokenTimestamp, Transcription
+
+__all__ = [
+    "AUDIO_EXTENSIONS",
+    "AdapterCache",
+    "CacheStats",
+    "Recognizer",
+    "TokenTimestamp",
+    "Transcription",
+    "UnknownUserError",
+    "collect_audio_files",
+    "evaluate_users",
+    "read_user_map",
+    "transcribe_files",
+]

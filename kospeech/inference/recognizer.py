@@ -1,0 +1,419 @@
+"""The :class:`Recognizer`: a frozen base DeepSpeech2 plus per-user adapters, serving mixed-user batches.
+
+It checks every user and every input first (:mod:`kospeech.inference.audio_inputs`), cuts each input into
+segments (:mod:`kospeech.inference.segmentation`), turns them into the features the checkpoint was trained with,
+runs them ``batch_size`` segments at a time through one mixed-adapter forward pass
+(:meth:`DeepSpeech2.forward_mixed`), decodes (greedy or beam search) and joins each input's segments into one
+:class:`~kospeech.inference.records.Transcription`. Adapters come from an
+:class:`~kospeech.inference.adapter_cache.AdapterCache`; a user without one raises :class:`UnknownUserError`
+unless ``fallback_to_base``.
+
+Documented behaviour: audio shorter than one feature window (20 ms by default) gives an empty transcript
+(``num_segments == 0``, ``confidence == 0.0``) with a logged warning; silence gives whatever the model outputs for
+it (normally an empty or near-empty transcript).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from kospeech.checkpoint import load_checkpoint
+from kospeech.data.audio import resample
+from kospeech.data.features import FeatureConfig, FeatureExtractor
+from kospeech.decode import BeamSearchCTCDecoder, CTCHypothesis, GreedyCTCDecoder
+from kospeech.inference.adapter_cache import AdapterCache
+from kospeech.inference.audio_inputs import AudioInput, AudioItem, prepare_input
+from kospeech.inference.records import CacheStats, TokenTimestamp, Transcription
+from kospeech.inference.segmentation import item_segments
+from kospeech.models import AdapterManager, DeepSpeech2, validate_adapter_name
+from kospeech.models.adapter import AdapterModule
+from kospeech.vocabs import Vocabulary
+
+__all__ = ["Recognizer", "UnknownUserError"]
+
+logger = logging.getLogger(__name__)
+
+PathLike = Union[str, os.PathLike]
+
+
+class UnknownUserError(LookupError):
+    """A user has no adapter in the adapter directory (and falling back to the base model is not enabled).
+
+    Attributes:
+        user: the requested name.
+        available: the adapter names that exist.
+    """
+
+    def __init__(self, user: str, available: Sequence[str], reason: str) -> None:
+        super().__init__(
+            f"unknown user {user!r}: {reason}; available adapters: {list(available)} "
+            "(fallback_to_base=True, or --fallback-to-base on the command line, uses the base model for such users)"
+        )
+        self.user = user
+        self.available = list(available)
+
+
+@dataclass
+class _Segment:
+    item: int
+    offset_seconds: float
+    features: Tensor  # (T, D)
+
+
+@dataclass
+class _Accumulator:
+    texts: List[str] = field(default_factory=list)
+    tokens: List[int] = field(default_factory=list)
+    timestamps: List[TokenTimestamp] = field(default_factory=list)
+    score: float = 0.0
+    num_frames: int = 0
+    num_segments: int = 0
+
+
+def _seconds(value: float) -> float:
+    """Round a time to 0.1 ms (timestamps are far coarser; this only hides float noise in JSON)."""
+    return round(value, 4)
+
+
+def _resolve_device(device: Union[str, torch.device]) -> torch.device:
+    if isinstance(device, str) and device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    resolved = torch.device(device)
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} was requested but CUDA is not available; use 'cpu' or 'auto'")
+    return resolved
+
+
+class Recognizer:
+    """Speech -> text with a frozen base model and per-user adapters (see :mod:`kospeech.inference`).
+
+    Args:
+        model: the base :class:`DeepSpeech2`; an attached adapter is detached (per-user adapters come from
+            ``adapter_dir``). The model is put in eval mode with gradients off and must stay so.
+        vocab: the vocabulary the model was trained with.
+        feature_config: the feature settings the model was trained with (read from the checkpoint).
+        adapter_dir: directory of ``<user>_adapter.pt`` files, or ``None`` for the base model only.
+        cache_size: the most adapters kept in memory (LRU).
+        fallback_to_base: transcribe users without an adapter with the base model (logged) instead of raising
+            :class:`UnknownUserError`.
+        beam_size: 1 for greedy CTC decoding, more for prefix beam search.
+        batch_size: segments run through the model at once.
+        chunk_seconds: longest segment; longer audio is cut (see :mod:`kospeech.inference.segmentation`).
+        split_search_seconds: how far back from a segment's end the quietest cut point is searched.
+    """
+
+    def __init__(
+        self,
+        model: DeepSpeech2,
+        vocab: Vocabulary,
+        feature_config: FeatureConfig,
+        *,
+        adapter_dir: Optional[PathLike] = None,
+        cache_size: int = 32,
+        fallback_to_base: bool = False,
+        beam_size: int = 1,
+        batch_size: int = 16,
+        chunk_seconds: float = 30.0,
+        split_search_seconds: float = 3.0,
+    ) -> None:
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
+        if not chunk_seconds > 0 or not 0 <= split_search_seconds < chunk_seconds:
+            raise ValueError(
+                f"need chunk_seconds > 0 and 0 <= split_search_seconds < chunk_seconds, got {chunk_seconds} "
+                f"and {split_search_seconds}"
+            )
+        if len(vocab) != model.num_classes:
+            raise ValueError(f"the vocabulary has {len(vocab)} tokens but the model {model.num_classes} classes")
+        self.feature_extractor = FeatureExtractor(feature_config)
+        self.feature_config = self.feature_extractor.config
+        if self.feature_config.feature_dim != model.input_dim:
+            raise ValueError(
+                f"the features have {self.feature_config.feature_dim} bins but the model expects {model.input_dim}"
+            )
+        if model.adapter is not None:
+            logger.info("detaching the %s adapter stored with the base model", model.adapter_type)
+            model.remove_adapter()
+        self.model = model.eval().requires_grad_(False)
+        self.vocab = vocab
+        self.fallback_to_base = bool(fallback_to_base)
+        self.batch_size = batch_size
+        self.chunk_seconds = float(chunk_seconds)
+        self.split_search_seconds = float(split_search_seconds)
+        self.beam_size = beam_size
+        self.decoder = GreedyCTCDecoder(vocab) if beam_size == 1 else BeamSearchCTCDecoder(vocab, beam_size=beam_size)
+        self._vocab_fingerprint = vocab.fingerprint()
+        self._feature_dict = self.feature_config.to_dict()
+        self._special_ids = {vocab.pad_id, vocab.sos_id, vocab.eos_id, vocab.blank_id}
+        # seconds per output frame: input frames are hop_length samples apart, the conv stride halves them
+        probe = 1 << 16
+        stride = probe // int(model.output_lengths(torch.tensor([probe]))[0])
+        self.frame_seconds = stride * self.feature_config.hop_length / self.feature_config.sample_rate
+        self.cache = None if adapter_dir is None else AdapterCache(adapter_dir, self._load_adapter, cache_size)
+
+    @classmethod
+    def from_checkpoint(
+        cls,
+        base_path: PathLike,
+        adapter_dir: Optional[PathLike] = None,
+        device: Union[str, torch.device] = "cpu",
+        cache_size: int = 32,
+        fallback_to_base: bool = False,
+        beam_size: int = 1,
+        **kwargs: Any,
+    ) -> "Recognizer":
+        """Load a base checkpoint (weights, vocabulary, feature settings) once.
+
+        Args:
+            base_path: a checkpoint written by :func:`kospeech.checkpoint.save_checkpoint`.
+            adapter_dir: directory of ``<user>_adapter.pt`` files, or ``None``.
+            device: ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"auto"``.
+            cache_size: the most adapters kept in memory.
+            fallback_to_base: use the base model for users without an adapter instead of raising.
+            beam_size: 1 for greedy decoding, more for beam search.
+            **kwargs: ``batch_size``, ``chunk_seconds``, ``split_search_seconds`` (see the class).
+
+        Raises:
+            FileNotFoundError: no checkpoint file, or ``adapter_dir`` is not a directory.
+            ValueError: not a valid checkpoint.
+        """
+        checkpoint = load_checkpoint(base_path)
+        model = checkpoint.build_model(device=_resolve_device(device))
+        logger.info("loaded base model %s (%d classes) on %s", base_path, model.num_classes, model.device)
+        return cls(
+            model,
+            checkpoint.vocab,
+            checkpoint.feature_config,
+            adapter_dir=adapter_dir,
+            cache_size=cache_size,
+            fallback_to_base=fallback_to_base,
+            beam_size=beam_size,
+            **kwargs,
+        )
+
+    @property
+    def device(self) -> torch.device:
+        """Where the model runs."""
+        return self.model.device
+
+    # ------------------------------------------------------------------ users and adapters
+
+    def _load_adapter(self, path: Path) -> AdapterModule:
+        """Load and check one adapter file against this base (the cache's loader); eval mode, no gradients."""
+        try:
+            with torch.no_grad():
+                AdapterManager.load_adapter(
+                    self.model, path, vocab_fingerprint=self._vocab_fingerprint, feature_config=self._feature_dict
+                )
+        finally:
+            adapter = self.model.remove_adapter()
+        return adapter.eval().requires_grad_(False)
+
+    def available_users(self) -> List[str]:
+        """Names of the adapters in ``adapter_dir`` (empty without one)."""
+        return [] if self.cache is None else self.cache.available()
+
+    def cache_stats(self) -> CacheStats:
+        """Counters of the adapter cache (all zero without ``adapter_dir``)."""
+        return CacheStats() if self.cache is None else self.cache.stats()
+
+    def resolve_users(self, users: Iterable[Optional[str]]) -> Dict[Optional[str], Optional[AdapterModule]]:
+        """Check every user name and load its adapter (through the cache) before any audio is processed.
+
+        Args:
+            users: names, ``None`` meaning the base model.
+
+        Returns:
+            name -> adapter module, ``None`` for the base model (and for users falling back to it).
+
+        Raises:
+            ValueError: an invalid name (path separators, ``..``, too long, ...), even with fallback.
+            UnknownUserError: a user without an adapter file, unless ``fallback_to_base``.
+            AdapterCompatibilityError: an adapter made for another base model, vocabulary or features.
+        """
+        resolved: Dict[Optional[str], Optional[AdapterModule]] = {None: None}
+        names = [user for user in dict.fromkeys(users) if user is not None]
+        for name in names:
+            validate_adapter_name(name)
+        for name in names:
+            resolved[name] = self._adapter_for(name)
+        return resolved
+
+    def _adapter_for(self, name: str) -> Optional[AdapterModule]:
+        if self.cache is None:
+            reason = "this recognizer has no adapter_dir"
+            available: List[str] = []
+        else:
+            try:
+                return self.cache.get(name)
+            except FileNotFoundError:
+                reason = f"no {name}_adapter.pt in {self.cache.adapter_dir}"
+                available = self.cache.available()
+        if not self.fallback_to_base:
+            raise UnknownUserError(name, available, reason)
+        logger.warning("user %r: %s; using the base model", name, reason)
+        return None
+
+    # ------------------------------------------------------------------ inputs
+
+    def _prepare(self, audio: AudioInput, index: Optional[int], sample_rate: Optional[int]) -> AudioItem:
+        """Validate one input; short files are read now, long files only have their header checked."""
+        return prepare_input(
+            audio,
+            index,
+            sample_rate,
+            target_rate=self.feature_config.sample_rate,
+            max_in_memory_seconds=self.chunk_seconds,
+        )
+
+    def _item_segments(self, item: AudioItem) -> Iterator[Tuple[int, np.ndarray]]:
+        return item_segments(item, self.chunk_seconds, self.split_search_seconds)
+
+    # ------------------------------------------------------------------ transcription
+
+    def transcribe(
+        self,
+        audio: Union[AudioInput, Sequence[AudioInput]],
+        user: Union[None, str, Sequence[Optional[str]]] = None,
+        sample_rate: Optional[int] = None,
+        return_timestamps: bool = False,
+    ) -> Union[Transcription, List[Transcription]]:
+        """Transcribe one input or a list of inputs, each with its own user's adapter.
+
+        Args:
+            audio: a path, a waveform (numpy array / torch tensor, see :mod:`kospeech.inference.audio_inputs`), a
+                ``(waveform, sample_rate)`` pair, or a list of these.
+            user: ``None`` (base model for all), one name for all inputs, or a list with one name (or ``None``)
+                per input.
+            sample_rate: sample rate of waveform inputs given without their own rate (ignored for files, which
+                carry theirs).
+            return_timestamps: fill :attr:`Transcription.timestamps`.
+
+        Returns:
+            A :class:`Transcription` for a single input, a list of them (in input order) for a list.
+
+        Raises:
+            UnknownUserError, ValueError, AdapterCompatibilityError: see :meth:`resolve_users`.
+            FileNotFoundError, AudioError, ValueError: unusable audio, naming the input (see
+                :mod:`kospeech.inference.audio_inputs`).
+        """
+        single = not isinstance(audio, list)
+        inputs: List[AudioInput] = [audio] if single else list(audio)
+        if isinstance(user, (list, tuple)):
+            if single:
+                raise ValueError("user is a list but audio is a single input; pass a list of inputs or one user")
+            if len(user) != len(inputs):
+                raise ValueError(f"got {len(user)} users for {len(inputs)} inputs; give one user (or None) per input")
+            users = list(user)
+        elif user is None or isinstance(user, str):
+            users = [user] * len(inputs)
+        else:
+            raise ValueError(f"user must be None, a name or a list of names, got {type(user).__name__}")
+        adapters = self.resolve_users(users)
+        items = [self._prepare(item, None if single else index, sample_rate) for index, item in enumerate(inputs)]
+        names = [None if adapters[name] is None else name for name in users]
+        results = self._run(items, names, adapters, return_timestamps)
+        for result, requested in zip(results, users):
+            result.user = requested
+        return results[0] if single else results
+
+    def _run(
+        self,
+        items: List[AudioItem],
+        names: List[Optional[str]],
+        adapters: Dict[Optional[str], Optional[AdapterModule]],
+        return_timestamps: bool,
+    ) -> List[Transcription]:
+        accumulators = [_Accumulator() for _ in items]
+        target_rate = self.feature_config.sample_rate
+        min_samples = self.feature_config.win_length
+        pending: List[_Segment] = []
+        with torch.inference_mode():
+            for index, item in enumerate(items):
+                for offset, samples in self._item_segments(item):
+                    samples = resample(samples, item.sample_rate, target_rate)
+                    if samples.shape[0] < min_samples:
+                        continue  # a tail shorter than one feature window carries nothing to decode
+                    features = self.feature_extractor(samples)
+                    pending.append(_Segment(index, offset / item.sample_rate, features))
+                    if len(pending) == self.batch_size:
+                        self._decode_batch(pending, names, adapters, accumulators)
+                        pending = []
+            if pending:
+                self._decode_batch(pending, names, adapters, accumulators)
+        results = []
+        for item, name, accumulator in zip(items, names, accumulators):
+            if accumulator.num_segments == 0:
+                logger.warning(
+                    "%s: %.4f s of audio is shorter than one feature window (%d samples at %d Hz); empty transcript",
+                    item.description,
+                    item.num_samples / item.sample_rate,
+                    min_samples,
+                    target_rate,
+                )
+            frames = accumulator.num_frames
+            results.append(
+                Transcription(
+                    text=" ".join(accumulator.texts),
+                    tokens=accumulator.tokens,
+                    score=accumulator.score,
+                    confidence=math.exp(accumulator.score / frames) if frames else 0.0,
+                    num_frames=frames,
+                    duration=item.num_samples / item.sample_rate,
+                    num_segments=accumulator.num_segments,
+                    adapter=name,
+                    timestamps=accumulator.timestamps if return_timestamps else None,
+                )
+            )
+        return results
+
+    def _decode_batch(
+        self,
+        segments: List[_Segment],
+        names: List[Optional[str]],
+        adapters: Dict[Optional[str], Optional[AdapterModule]],
+        accumulators: List[_Accumulator],
+    ) -> None:
+        """Pad the segments, run one mixed-adapter forward pass, decode, and add each row to its input's result."""
+        lengths = torch.tensor([segment.features.shape[0] for segment in segments], dtype=torch.int64)
+        inputs = torch.zeros(len(segments), int(lengths.max()), self.model.input_dim)  # (B, T, D)
+        for row, segment in enumerate(segments):
+            inputs[row, : segment.features.shape[0]] = segment.features
+        rows_by_user: Dict[str, List[int]] = {}
+        for row, segment in enumerate(segments):
+            name = names[segment.item]
+            if name is not None:
+                rows_by_user.setdefault(name, []).append(row)
+        groups = [(rows, adapters[name]) for name, rows in rows_by_user.items()]
+        log_probs, output_lengths = self.model.forward_mixed(inputs.to(self.device), lengths, groups)
+        hypotheses = self.decoder(log_probs.cpu(), output_lengths.cpu())
+        for segment, hypothesis, frames in zip(segments, hypotheses, output_lengths.tolist()):
+            self._add(accumulators[segment.item], segment, hypothesis, frames)
+
+    def _add(self, accumulator: _Accumulator, segment: _Segment, hypothesis: CTCHypothesis, frames: int) -> None:
+        kept = [
+            (token, step)
+            for token, step in zip(hypothesis.tokens, hypothesis.timesteps)
+            if token not in self._special_ids
+        ]
+        text = hypothesis.text.strip()
+        if text:
+            accumulator.texts.append(text)
+        accumulator.tokens.extend(token for token, _ in kept)
+        start = segment.offset_seconds
+        accumulator.timestamps.extend(
+            TokenTimestamp(token, self.vocab.tokens[token], _seconds(start + step * self.frame_seconds))
+            for token, step in kept
+        )
+        accumulator.score += float(hypothesis.score)
+        accumulator.num_frames += frames
+        accumulator.num_segments += 1
