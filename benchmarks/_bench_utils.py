@@ -31,7 +31,7 @@ from kospeech.data.synthetic import ensure_corpus  # noqa: E402
 from kospeech.fileio import atomic_write_text  # noqa: E402
 from kospeech.model_builder import DeepSpeech2Config, build_deepspeech2  # noqa: E402
 from kospeech.models import DeepSpeech2, count_parameters  # noqa: E402
-from kospeech.trainer.supervised_trainer import resolve_device  # noqa: E402
+from kospeech.device import resolve_device  # noqa: E402
 from kospeech.vocabs import Vocabulary  # noqa: E402
 
 MODELS = {

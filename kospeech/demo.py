@@ -27,7 +27,7 @@ from kospeech.model_builder import DeepSpeech2Config
 from kospeech.models import AdapterManager
 from kospeech.trainer.adapter_trainer import AdapterTrainer
 from kospeech.trainer.configs import AdapterTrainConfig, DataConfig, TrainConfig
-from kospeech.trainer.evaluation import evaluate_base_and_adapter
+from kospeech.evaluation import evaluate_base_and_adapter
 from kospeech.trainer.recipes import train_base_model
 
 __all__ = ["DemoConfig", "run_demo", "train_demo_base", "format_table", "plot_results"]

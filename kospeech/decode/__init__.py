@@ -1,6 +1,7 @@
 """CTC decoding: greedy (best path) and prefix beam search, both returning ``CTCHypothesis`` records."""
 
 from kospeech.decode.beam import BeamSearchCTCDecoder
+from kospeech.decode.builder import build_decoder
 from kospeech.decode.ctc import CTCHypothesis, CTCVocabulary, check_ctc_inputs
 from kospeech.decode.greedy import GreedyCTCDecoder, greedy_ctc_ids
 
@@ -9,6 +10,7 @@ __all__ = [
     "CTCHypothesis",
     "CTCVocabulary",
     "GreedyCTCDecoder",
+    "build_decoder",
     "check_ctc_inputs",
     "greedy_ctc_ids",
 ]

@@ -29,12 +29,13 @@ from torch import Tensor
 from kospeech.checkpoint import load_checkpoint
 from kospeech.data.audio import resample
 from kospeech.data.features import FeatureConfig, FeatureExtractor
-from kospeech.decode import BeamSearchCTCDecoder, CTCHypothesis, GreedyCTCDecoder
+from kospeech.decode import CTCHypothesis, build_decoder
+from kospeech.device import resolve_device
 from kospeech.inference.adapter_cache import AdapterCache
 from kospeech.inference.audio_inputs import AudioInput, AudioItem, prepare_input
 from kospeech.inference.records import CacheStats, TokenTimestamp, Transcription
 from kospeech.inference.segmentation import item_segments
-from kospeech.models import AdapterManager, DeepSpeech2, validate_adapter_name
+from kospeech.models import AdapterCompatibilityError, AdapterManager, AdapterRouter, DeepSpeech2, validate_adapter_name
 from kospeech.models.adapter import AdapterModule
 from kospeech.vocabs import Vocabulary
 
@@ -82,15 +83,6 @@ class _Accumulator:
 def _seconds(value: float) -> float:
     """Round a time to 0.1 ms (timestamps are far coarser; this only hides float noise in JSON)."""
     return round(value, 4)
-
-
-def _resolve_device(device: Union[str, torch.device]) -> torch.device:
-    if isinstance(device, str) and device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    resolved = torch.device(device)
-    if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {device!r} was requested but CUDA is not available; use 'cpu' or 'auto'")
-    return resolved
 
 
 class Recognizer:
@@ -150,8 +142,9 @@ class Recognizer:
         self.chunk_seconds = float(chunk_seconds)
         self.split_search_seconds = float(split_search_seconds)
         self.beam_size = beam_size
-        self.decoder = GreedyCTCDecoder(vocab) if beam_size == 1 else BeamSearchCTCDecoder(vocab, beam_size=beam_size)
+        self.decoder = build_decoder(vocab, beam_size)
         self._vocab_fingerprint = vocab.fingerprint()
+        self._base_fingerprint: Optional[str] = None
         self._feature_dict = self.feature_config.to_dict()
         self._special_ids = {vocab.pad_id, vocab.sos_id, vocab.eos_id, vocab.blank_id}
         # seconds per output frame: input frames are hop_length samples apart, the conv stride halves them
@@ -187,7 +180,7 @@ class Recognizer:
             ValueError: not a valid checkpoint.
         """
         checkpoint = load_checkpoint(base_path)
-        model = checkpoint.build_model(device=_resolve_device(device))
+        model = checkpoint.build_model(device=resolve_device(device))
         logger.info("loaded base model %s (%d classes) on %s", base_path, model.num_classes, model.device)
         return cls(
             model,
@@ -208,14 +201,27 @@ class Recognizer:
     # ------------------------------------------------------------------ users and adapters
 
     def _load_adapter(self, path: Path) -> AdapterModule:
-        """Load and check one adapter file against this base (the cache's loader); eval mode, no gradients."""
+        """Read one adapter file and check it against this base (the cache's loader); eval mode, no gradients.
+
+        The file is read without touching the shared model (:meth:`AdapterManager.read_adapter`); the base's
+        fingerprint is computed once, on the first load.
+        """
+        adapter, info = AdapterManager.read_adapter(path)
         try:
-            with torch.no_grad():
-                AdapterManager.load_adapter(
-                    self.model, path, vocab_fingerprint=self._vocab_fingerprint, feature_config=self._feature_dict
-                )
-        finally:
-            adapter = self.model.remove_adapter()
+            self.model.check_adapter_fits(adapter)
+        except AdapterCompatibilityError as exc:
+            raise AdapterCompatibilityError(f"{path}: {exc} (force=True cannot override sizes)", exc.mismatches) from exc
+        if self._base_fingerprint is None:
+            self._base_fingerprint = self.model.base_fingerprint()
+        AdapterManager.check_compatibility(
+            info,
+            base_fingerprint=self._base_fingerprint,
+            vocab_fingerprint=self._vocab_fingerprint,
+            feature_config=self._feature_dict,
+        )
+        reference = next(self.model.parameters())
+        adapter.to(device=reference.device, dtype=reference.dtype)
+        logger.info("loaded %s adapter %r from %s", info["adapter_type"], info["name"], path)
         return adapter.eval().requires_grad_(False)
 
     def available_users(self) -> List[str]:
@@ -388,13 +394,8 @@ class Recognizer:
         inputs = torch.zeros(len(segments), int(lengths.max()), self.model.input_dim)  # (B, T, D)
         for row, segment in enumerate(segments):
             inputs[row, : segment.features.shape[0]] = segment.features
-        rows_by_user: Dict[str, List[int]] = {}
-        for row, segment in enumerate(segments):
-            name = names[segment.item]
-            if name is not None:
-                rows_by_user.setdefault(name, []).append(row)
-        groups = [(rows, adapters[name]) for name, rows in rows_by_user.items()]
-        log_probs, output_lengths = self.model.forward_mixed(inputs.to(self.device), lengths, groups)
+        router = AdapterRouter.from_names([names[segment.item] for segment in segments], adapters)
+        log_probs, output_lengths = self.model.forward_mixed(inputs.to(self.device), lengths, router)
         hypotheses = self.decoder(log_probs.cpu(), output_lengths.cpu())
         for segment, hypothesis, frames in zip(segments, hypotheses, output_lengths.tolist()):
             self._add(accumulators[segment.item], segment, hypothesis, frames)

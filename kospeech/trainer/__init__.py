@@ -3,7 +3,7 @@
 from kospeech.trainer.adapter_trainer import AdapterTrainer, split_holdout
 from kospeech.trainer.configs import AdapterTrainConfig, DataConfig, TrainConfig
 from kospeech.trainer.criterion import CTCLoss
-from kospeech.trainer.evaluation import EvaluationResult, evaluate
+from kospeech.evaluation import EvaluationResult, evaluate
 from kospeech.trainer.multi_user import MultiUserAdapterTrainer, train_user_adapters
 from kospeech.trainer.supervised_trainer import SupervisedTrainer, TrainerState
 

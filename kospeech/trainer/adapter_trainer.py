@@ -16,11 +16,11 @@ from torch.nn.parallel import DistributedDataParallel
 from kospeech.data.audio import audio_duration
 from kospeech.data.features import FeatureConfig
 from kospeech.data.manifest import ManifestEntry
+from kospeech.evaluation import EvaluationResult, evaluate
 from kospeech.models import AdapterManager, DeepSpeech2, count_parameters
 from kospeech.models.adapter_manager import validate_adapter_name
 from kospeech.optim import Optimizer
 from kospeech.trainer.configs import AdapterTrainConfig
-from kospeech.trainer.evaluation import EvaluationResult, evaluate
 from kospeech.models.utils import unwrap_model
 from kospeech.trainer.supervised_trainer import SupervisedTrainer
 from kospeech.trainer.trunk_cache import (
@@ -298,6 +298,7 @@ class AdapterTrainer(SupervisedTrainer):
             model,
             loader,
             self.vocab,
+            loss_fn=self.criterion,
             device=self.device,
             use_adapter_output=use_adapter_output,
             beam_size=self.config.beam_size,

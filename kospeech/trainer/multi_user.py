@@ -56,7 +56,8 @@ from kospeech.optim import Optimizer
 from kospeech.trainer.adapter_trainer import AdapterTrainer
 from kospeech.trainer.configs import AdapterTrainConfig
 from kospeech.models.utils import unwrap_model
-from kospeech.trainer.supervised_trainer import TrainerState, resolve_device
+from kospeech.device import resolve_device
+from kospeech.trainer.supervised_trainer import TrainerState
 from kospeech.trainer.trunk_cache import (
     CachedBatch,
     CachedTrunkModel,

@@ -21,14 +21,16 @@ from kospeech.data.dataset import build_dataloader
 from kospeech.data.features import FeatureConfig, FeatureExtractor
 from kospeech.data.manifest import ManifestEntry, read_manifest
 from kospeech.data.synthetic import ensure_corpus
+from kospeech.device import resolve_device
+from kospeech.evaluation import evaluate, evaluate_base_and_adapter
 from kospeech.fileio import atomic_write_text
 from kospeech.inference import Recognizer, evaluate_users, read_user_map
 from kospeech.model_builder import DeepSpeech2Config, build_deepspeech2
 from kospeech.models import AdapterManager
 from kospeech.trainer.adapter_trainer import AdapterTrainer
 from kospeech.trainer.configs import AdapterTrainConfig, DataConfig, TrainConfig
-from kospeech.trainer.evaluation import evaluate, evaluate_base_and_adapter
-from kospeech.trainer.supervised_trainer import SupervisedTrainer, resolve_device
+from kospeech.trainer.criterion import CTCLoss
+from kospeech.trainer.supervised_trainer import SupervisedTrainer
 from kospeech.vocabs import Vocabulary
 
 __all__ = ["DataSources", "resolve_data", "train_base_model", "train_adapter_model", "evaluate_checkpoint"]
@@ -132,7 +134,15 @@ def train_base_model(job: Any) -> Dict[str, Any]:
         if manifest is not None and manifest.exists():
             entries = read_manifest(manifest, vocab, relabel=relabel)
             loader = trainer.build_loader(entries, train_config.batch_size, train=False)
-            result = evaluate(model, loader, vocab, device=trainer.device, beam_size=train_config.beam_size, description=split)
+            result = evaluate(
+                model,
+                loader,
+                vocab,
+                loss_fn=trainer.criterion,
+                device=trainer.device,
+                beam_size=train_config.beam_size,
+                description=split,
+            )
             results[split] = result.as_dict()
             logger.info("%s: CER %.4f WER %.4f (%d utterances)", split, result.cer, result.wer, result.num_utterances)
     _write_results(output_dir, results)
@@ -186,7 +196,9 @@ def train_adapter_model(job: Any) -> Dict[str, Any]:
     if sources.test_manifest is not None and sources.test_manifest.exists():
         test_entries = read_manifest(sources.test_manifest, vocab, relabel=relabel)
         loader = trainer.build_loader(test_entries, config.batch_size, train=False)
-        base, adapted = evaluate_base_and_adapter(model, loader, vocab, device=trainer.device, description="test")
+        base, adapted = evaluate_base_and_adapter(
+            model, loader, vocab, loss_fn=trainer.criterion, device=trainer.device, description="test"
+        )
         results.update(test_base_cer=base.cer, test_adapter_cer=adapted.cer, test_utterances=adapted.num_utterances)
         logger.info("user test set: base CER %.4f -> adapter CER %.4f", base.cer, adapted.cer)
     _write_results(Path(config.output_dir), results)
@@ -229,7 +241,10 @@ def evaluate_checkpoint(job: Any) -> Dict[str, Any]:
     entries = read_manifest(manifest, vocab, relabel=True)  # ids come from the checkpoint's own vocabulary
     loader = build_dataloader(entries, FeatureExtractor(feature_config), job.batch_size, shuffle=False)
     results: Dict[str, Any] = {"checkpoint": str(job.checkpoint_path), "manifest": str(manifest)}
-    base_model_output = evaluate(model, loader, vocab, device=device, beam_size=job.beam_size, description="base")
+    loss_fn = CTCLoss(vocab.blank_id)
+    base_model_output = evaluate(
+        model, loader, vocab, loss_fn=loss_fn, device=device, beam_size=job.beam_size, description="base"
+    )
     results["base"] = base_model_output.as_dict()
     if job.adapter_path:
         info = AdapterManager.load_adapter(
@@ -237,7 +252,14 @@ def evaluate_checkpoint(job: Any) -> Dict[str, Any]:
         )
         model.eval()
         adapted = evaluate(
-            model, loader, vocab, device=device, use_adapter_output=True, beam_size=job.beam_size, description="adapter"
+            model,
+            loader,
+            vocab,
+            loss_fn=loss_fn,
+            device=device,
+            use_adapter_output=True,
+            beam_size=job.beam_size,
+            description="adapter",
         )
         results["adapter"] = {"path": str(job.adapter_path), "name": info.get("adapter_name"), **adapted.as_dict()}
     if getattr(job, "adapter_dir", None):

@@ -21,6 +21,7 @@ from kospeech.data.dataset import build_dataloader
 from kospeech.data.features import FeatureConfig, FeatureExtractor, SpecAugment
 from kospeech.data.manifest import ManifestEntry
 from kospeech.decode import GreedyCTCDecoder
+from kospeech.device import resolve_device
 from kospeech.fileio import atomic_write_text
 from kospeech.metrics import ErrorRateMeter
 from kospeech.models.utils import unwrap_model
@@ -28,22 +29,12 @@ from kospeech.optim import Optimizer, build_lr_scheduler, build_optimizer
 from kospeech.trainer.configs import TrainConfig
 from kospeech.trainer.criterion import CTCLoss
 from kospeech.trainer.distributed import DistributedContext, init_distributed
-from kospeech.trainer.evaluation import EvaluationResult, evaluate, select_log_probs
+from kospeech.evaluation import EvaluationResult, evaluate, select_log_probs
 from kospeech.vocabs import Vocabulary
 
-__all__ = ["SupervisedTrainer", "TrainerState", "resolve_device"]
+__all__ = ["SupervisedTrainer", "TrainerState"]
 
 logger = logging.getLogger(__name__)
-
-
-def resolve_device(name: str) -> torch.device:
-    """``auto`` picks CUDA when available; anything else is passed to ``torch.device``."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {name!r} requested but CUDA is not available")
-    return device
 
 
 @dataclass
@@ -343,6 +334,7 @@ class SupervisedTrainer:
             unwrap_model(model) if self.dist.enabled else model,
             valid_loader,
             self.vocab,
+            loss_fn=self.criterion,
             device=self.device,
             use_adapter_output=self.use_adapter_output,
             beam_size=self.config.beam_size,

@@ -6,7 +6,7 @@ import torch
 from kospeech.checkpoint import load_checkpoint, save_checkpoint
 from kospeech.model_builder import build_deepspeech2
 from kospeech.trainer import SupervisedTrainer, TrainConfig
-from kospeech.trainer.evaluation import evaluate
+from kospeech.evaluation import evaluate
 
 
 def _model(feature_config, vocab, model_config, seed=0):

@@ -1,21 +1,28 @@
-"""Evaluate a model on a data loader: CTC loss, CER and WER of one split."""
+"""Evaluate a model on batches: CTC loss, CER and WER of one split, with the base or the adapter output.
+
+Used by the trainers (validation), the training and evaluation jobs, the demo and the examples. It imports no
+trainer code: the loss is a callable the caller passes (the trainers' :class:`~kospeech.trainer.criterion.CTCLoss`).
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Iterable, List, Optional, Tuple, Union
+from typing import Any, Callable, Iterable, List, Optional, Tuple, Union
 
 import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from kospeech.decode import BeamSearchCTCDecoder, GreedyCTCDecoder
+from kospeech.decode.builder import build_decoder
 from kospeech.metrics import ErrorRateMeter
 from kospeech.models.utils import unwrap_model
-from kospeech.trainer.criterion import CTCLoss
 from kospeech.vocabs import Vocabulary
 
-__all__ = ["EvaluationResult", "evaluate", "evaluate_base_and_adapter", "select_log_probs", "build_decoder"]
+__all__ = ["EvaluationResult", "LossFunction", "evaluate", "evaluate_base_and_adapter", "select_log_probs"]
+
+LossFunction = Callable[[Tensor, Tensor, Tensor, Tensor], Any]
+"""``loss(log_probs (B, T', C), output_lengths (B,), targets (B, L), target_lengths (B,))`` returning a result with
+``loss`` (a scalar tensor), ``num_kept`` and ``num_skipped``, as :class:`~kospeech.trainer.criterion.CTCLoss` does."""
 
 
 @dataclass
@@ -62,19 +69,13 @@ def select_log_probs(outputs: Tuple[Tensor, ...], use_adapter_output: bool) -> T
     return outputs[0], outputs[1]
 
 
-def build_decoder(vocab: Vocabulary, beam_size: int = 1) -> Union[GreedyCTCDecoder, BeamSearchCTCDecoder]:
-    """Greedy CTC decoding for ``beam_size == 1``, prefix beam search otherwise."""
-    if beam_size < 1:
-        raise ValueError(f"beam_size must be >= 1, got {beam_size}")
-    return GreedyCTCDecoder(vocab) if beam_size == 1 else BeamSearchCTCDecoder(vocab, beam_size=beam_size)
-
-
 @torch.inference_mode()
 def evaluate(
     model: nn.Module,
     batches: Iterable,
     vocab: Vocabulary,
     *,
+    loss_fn: Optional[LossFunction] = None,
     device: Union[str, torch.device] = "cpu",
     use_adapter_output: bool = False,
     beam_size: int = 1,
@@ -87,6 +88,7 @@ def evaluate(
             its previous mode restored afterwards.
         batches: an iterable of :class:`kospeech.data.dataset.SpeechBatch`.
         vocab: the vocabulary that decodes label ids.
+        loss_fn: the CTC loss; ``None`` scores CER/WER only (``loss`` is then ``nan``).
         device: where to run.
         use_adapter_output: score the adapter's output instead of the base head's.
         beam_size: 1 for greedy decoding, more for beam search.
@@ -95,7 +97,6 @@ def evaluate(
     Returns:
         :class:`EvaluationResult`.
     """
-    criterion = CTCLoss(vocab.blank_id)
     decoder = build_decoder(vocab, beam_size)
     meter = ErrorRateMeter()
     was_training = model.training
@@ -108,11 +109,12 @@ def evaluate(
         for batch in tqdm(batches, desc=description, leave=False, **hidden):
             inputs, input_lengths = batch.inputs.to(device), batch.input_lengths.to(device)
             log_probs, output_lengths = select_log_probs(model(inputs, input_lengths), use_adapter_output)
-            loss = criterion(log_probs, output_lengths, batch.targets.to(device), batch.target_lengths)
-            skipped += loss.num_skipped
-            if loss.num_kept:
-                total_loss += float(loss.loss)
-                scored_batches += 1
+            if loss_fn is not None:
+                loss = loss_fn(log_probs, output_lengths, batch.targets.to(device), batch.target_lengths)
+                skipped += loss.num_skipped
+                if loss.num_kept:
+                    total_loss += float(loss.loss)
+                    scored_batches += 1
             hypotheses = [hyp.text for hyp in decoder(log_probs.cpu(), output_lengths.cpu())]
             references = [
                 vocab.decode(row[:length].tolist()) for row, length in zip(batch.targets, batch.target_lengths)
@@ -136,6 +138,7 @@ def evaluate_base_and_adapter(
     batches: Iterable,
     vocab: Vocabulary,
     *,
+    loss_fn: Optional[LossFunction] = None,
     device: Union[str, torch.device] = "cpu",
     beam_size: int = 1,
     description: Optional[str] = None,
@@ -146,6 +149,7 @@ def evaluate_base_and_adapter(
         model: a DeepSpeech2 with an adapter (DataParallel/DDP wrappers are unwrapped for the bypass).
         batches: a re-iterable of :class:`kospeech.data.dataset.SpeechBatch` (e.g. a DataLoader).
         vocab: the vocabulary that decodes label ids.
+        loss_fn: the CTC loss (see :func:`evaluate`).
         device: where to run.
         beam_size: 1 for greedy decoding, more for beam search.
         description: tqdm label prefix; ``None`` hides the progress bars.
@@ -155,8 +159,17 @@ def evaluate_base_and_adapter(
     """
     labels = (None, None) if description is None else (f"{description} (base)", f"{description} (adapter)")
     with unwrap_model(model).disable_adapter():
-        base = evaluate(model, batches, vocab, device=device, beam_size=beam_size, description=labels[0])
+        base = evaluate(
+            model, batches, vocab, loss_fn=loss_fn, device=device, beam_size=beam_size, description=labels[0]
+        )
     adapted = evaluate(
-        model, batches, vocab, device=device, use_adapter_output=True, beam_size=beam_size, description=labels[1]
+        model,
+        batches,
+        vocab,
+        loss_fn=loss_fn,
+        device=device,
+        use_adapter_output=True,
+        beam_size=beam_size,
+        description=labels[1],
     )
     return base, adapted
