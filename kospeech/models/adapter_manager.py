@@ -292,6 +292,7 @@ class AdapterManager:
         vocab_fingerprint: Optional[str] = None,
         feature_config: Optional[Mapping[str, Any]] = None,
         training_stats: Optional[Mapping[str, Any]] = None,
+        adapter: Optional[nn.Module] = None,
     ) -> Path:
         """Write the model's adapter to ``{save_path}/{adapter_name}_adapter.pt`` atomically.
 
@@ -305,14 +306,18 @@ class AdapterManager:
             feature_config: the feature settings as plain values (e.g. ``FeatureConfig.to_dict()`` or a
                 DictConfig), checked again on loading.
             training_stats: plain values such as ``utterances``, ``audio_seconds``, ``cer_before``, ``cer_after``.
+            adapter: an adapter module trained on ``model``'s base without being attached to it (one of many users'
+                adapters); default: the model's attached adapter.
 
         Returns:
             The file's path.
         """
         name = validate_adapter_name(adapter_name)
         base = _unwrap(model)
-        if base.adapter is None:
+        adapter = base.adapter if adapter is None else adapter
+        if adapter is None:
             raise ValueError("the model has no adapter to save; build it with use_adapter=True or call add_adapter()")
+        base.check_adapter_fits(adapter)
         if vocab_fingerprint is not None and not isinstance(vocab_fingerprint, str):
             raise TypeError(f"vocab_fingerprint must be a str or None, got {type(vocab_fingerprint).__name__}")
         if feature_config is not None and not isinstance(feature_config, (Mapping, DictConfig)):
@@ -323,10 +328,8 @@ class AdapterManager:
         content: Dict[str, Any] = {
             "format_version": FORMAT_VERSION,
             "adapter_name": name,
-            **base.adapter.adapter_config(),
-            "adapter_state_dict": {
-                key: value.detach().to("cpu").clone() for key, value in base.adapter_state_dict().items()
-            },
+            **adapter.adapter_config(),
+            "adapter_state_dict": {key: value.detach().to("cpu").clone() for key, value in adapter.state_dict().items()},
             "base_fingerprint": base.base_fingerprint(),
             "vocab_fingerprint": vocab_fingerprint,
             "feature_config": None if feature_config is None else _to_plain(feature_config, "feature_config"),

@@ -7,22 +7,24 @@ import logging
 import random
 import time
 from pathlib import Path
+from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
 from kospeech.data.audio import audio_duration
 from kospeech.data.features import FeatureConfig
 from kospeech.data.manifest import ManifestEntry
 from kospeech.evaluation import EvaluationResult, evaluate
-from kospeech.models import AdapterManager, DeepSpeech2, count_parameters
+from kospeech.models import AdapterManager, DeepSpeech2, count_parameters, registered_adapter
+from kospeech.models.adapter import adapter_config_for
 from kospeech.models.adapter_manager import validate_adapter_name
 from kospeech.optim import Optimizer
 from kospeech.trainer.configs import AdapterTrainConfig
 from kospeech.models.utils import unwrap_model
-from kospeech.trainer.supervised_trainer import SupervisedTrainer
+from kospeech.trainer.supervised_trainer import EpochTally, SupervisedTrainer, TrainerState
 from kospeech.trainer.trunk_cache import (
     CachedBatch,
     CachedFeatureLoader,
@@ -61,6 +63,20 @@ def split_holdout(
     return train, valid
 
 
+@dataclass
+class _UnitRun:
+    """What a started unit of a multi-user run holds between calls."""
+
+    model: DeepSpeech2
+    cached_model: CachedTrunkModel
+    optimizer: Optimizer
+    train_loader: Any
+    valid_loader: Any
+    rng_state: Tensor
+    full_model: CachedTrunkModel
+    tally: EpochTally = field(default_factory=EpochTally)
+
+
 class AdapterTrainer(SupervisedTrainer):
     """Trains only a model's adapter on one user's enrollment set.
 
@@ -78,6 +94,13 @@ class AdapterTrainer(SupervisedTrainer):
     recomputed every epoch (the held-out set is still cached). Cached steps run on the bare model (a DataParallel
     wrapper is bypassed for them); a model wrapped in DistributedDataParallel is never cached, since its steps must
     go through the wrapper.
+
+    One trainer is one *per-user training unit*: the adapter, its optimizer and LR schedule, counters and history,
+    early stopping, its best-adapter file and (in a multi-user run) its own stream of random numbers. :meth:`train`
+    runs it alone through :class:`SupervisedTrainer`'s epoch loop; :class:`~kospeech.trainer.multi_user.
+    MultiUserAdapterTrainer` runs many in lockstep through the public unit API :meth:`start`, :meth:`start_epoch`,
+    :meth:`step`, :meth:`end_epoch` and :meth:`finish`, with each user's adapter left unattached (the frozen model
+    is shared; each unit routes its batches through its own adapter).
 
     Args:
         config: adapter hyper-parameters, adapter folder and run folder.
@@ -108,6 +131,8 @@ class AdapterTrainer(SupervisedTrainer):
         self.adapter_save_dir = Path(config.adapter_save_dir)
         self.adapter_name = "default"
         self.adapter_path: Optional[Path] = None
+        self.adapter: Optional[nn.Module] = None
+        self.done = False
         self.parameter_stats: Dict[str, Any] = {}
         self.base_result: Optional[EvaluationResult] = None
         self.trunk_cache: Optional[TrunkCache] = None
@@ -119,6 +144,7 @@ class AdapterTrainer(SupervisedTrainer):
         self._stale_validations = 0
         self._started = 0.0
         self._audio_seconds: Optional[float] = None
+        self._unit: Optional[_UnitRun] = None
 
     def train(
         self,
@@ -147,11 +173,30 @@ class AdapterTrainer(SupervisedTrainer):
         finally:
             self.release_trunk_cache()
 
-    def prepare_adapter(self, model: nn.Module, adapter_name: str) -> DeepSpeech2:
-        """Check the name, attach an adapter from the config when the model has none, freeze the base, log sizes.
+    def new_adapter(self, model: DeepSpeech2) -> nn.Module:
+        """A fresh adapter of the configured type and sizes for ``model``, not attached to it.
 
-        A new adapter is initialized right after ``torch.manual_seed(config.seed)``, so the same seed gives the same
-        adapter whatever the caller drew from the global RNG before (an attached one is kept as it is).
+        Initialized right after ``torch.manual_seed(config.seed)``, so the same seed gives the same adapter whatever
+        the caller drew from the global RNG before.
+        """
+        torch.manual_seed(self.config.seed)
+        config = adapter_config_for(
+            self.config.adapter_type,
+            hidden_dims=list(self.config.adapter_hidden_dims),
+            dropout_p=self.config.adapter_dropout_p,
+            bottleneck_dim=self.config.adapter_bottleneck_dim,
+        )
+        adapter = registered_adapter(self.config.adapter_type).create(config, model.trunk_dims)
+        return adapter.to(device=model.device)
+
+    def prepare_adapter(self, model: nn.Module, adapter_name: str, adapter: Optional[nn.Module] = None) -> DeepSpeech2:
+        """Check the name, pick the adapter to train, freeze the base, log sizes.
+
+        Args:
+            model: the DeepSpeech2 (possibly wrapped).
+            adapter_name: the user's adapter name.
+            adapter: an unattached adapter to train (a unit of a multi-user run); ``None`` trains the model's attached
+                adapter, attaching :meth:`new_adapter` when it has none.
 
         Returns:
             The bare DeepSpeech2 (unwrapped).
@@ -159,17 +204,16 @@ class AdapterTrainer(SupervisedTrainer):
         validate_adapter_name(adapter_name)
         self.adapter_name = adapter_name
         base = unwrap_model(model)
-        if not base.use_adapter:
-            # the adapter's initial weights are part of the seeded run, whatever drew from the global RNG before
-            torch.manual_seed(self.config.seed)
-            base.add_adapter(
-                self.config.adapter_type,
-                hidden_dims=list(self.config.adapter_hidden_dims),
-                dropout_p=self.config.adapter_dropout_p,
-                bottleneck_dim=self.config.adapter_bottleneck_dim,
-            )
+        if adapter is None:
+            if not base.use_adapter:
+                base.attach_adapter(self.new_adapter(base))
+            adapter = base.adapter
+        else:
+            base.check_adapter_fits(adapter)
+        self.adapter = adapter
         base.freeze_base_model()
-        self.parameter_stats = count_parameters(base)
+        attached = adapter is base.adapter
+        self.parameter_stats = count_parameters(base if attached else nn.ModuleList([base, adapter]))
         stats = self.parameter_stats
         logger.info(
             "adapter %r (%s): total params %d, frozen %d, trainable %d (%.2f%%)",
@@ -182,9 +226,105 @@ class AdapterTrainer(SupervisedTrainer):
         )
         return base
 
+    # ------------------------------------------------------------------ one unit of a multi-user run
+
+    def start(
+        self,
+        model: DeepSpeech2,
+        adapter: nn.Module,
+        *,
+        batch_size: int,
+        num_epochs: int,
+        rng_state: Tensor,
+        cached_model: CachedTrunkModel,
+        cache: Optional[TrunkCache] = None,
+        train_keys: Optional[Sequence[int]] = None,
+        valid_keys: Sequence[int] = (),
+    ) -> None:
+        """Start this user's training as one unit of a run that shares ``model`` (its adapter stays unattached).
+
+        Args:
+            model: the shared DeepSpeech2 (bare, base frozen).
+            adapter: this user's adapter (:meth:`new_adapter`).
+            batch_size: utterances per batch.
+            num_epochs: maximum epochs (sizes the LR schedule with this user's own number of batches).
+            rng_state: the global RNG state this user's steps start from (as if it trained alone).
+            cached_model: the model above the cache point with ``adapter`` (``CachedTrunkModel(model, point,
+                adapter)``); the unit trains and validates through it.
+            cache: a trunk cache shared by several units (never closed by this one), or ``None``.
+            train_keys: keys of ``self.train_entries`` in ``cache``, or ``None`` when the training batches are
+                handed to :meth:`step` as :class:`CachedBatch` of a shared trunk forward.
+            valid_keys: keys of ``self.valid_entries`` in ``cache``.
+        """
+        self.prepare_adapter(model, self.config.adapter_name, adapter)
+        self._started = time.monotonic()
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        self._write_run_config()
+        self._use_shared_trunk_cache(cache, train_keys, valid_keys, cached_model)
+        train_loader, valid_loader = self._build_loaders(model, batch_size)
+        optimizer = self._build_optimizer(cached_model, total_steps=len(train_loader) * num_epochs)
+        self.state = TrainerState()
+        self.done = False
+        self._unit = _UnitRun(
+            model, cached_model, optimizer, train_loader, valid_loader, rng_state, CachedTrunkModel(model, None, adapter)
+        )
+        self._on_train_start(model, valid_loader)
+
+    @property
+    def train_loader(self):
+        """The training loader of the started unit (its ``batch_sampler`` decides this user's batches)."""
+        return self._running().train_loader
+
+    def start_epoch(self, epoch: int) -> None:
+        """Begin epoch ``epoch``: this user's batch order for it, fresh epoch figures, training mode."""
+        unit = self._running()
+        unit.train_loader.batch_sampler.set_epoch(epoch)
+        unit.tally = EpochTally()
+        unit.cached_model.train()
+
+    def step(self, batch: CachedBatch) -> Optional[float]:
+        """One optimizer step of this user's adapter on its batch, with its own RNG stream.
+
+        Returns:
+            The step's loss, or ``None`` when it trained nothing (no alignable utterance, non-finite loss).
+        """
+        unit = self._running()
+        outside = torch.get_rng_state()
+        torch.set_rng_state(unit.rng_state)
+        try:
+            loss = self._train_step(unit.cached_model, batch, unit.optimizer, unit.tally.meter)
+        finally:
+            unit.rng_state = torch.get_rng_state()
+            torch.set_rng_state(outside)
+        self._count_step(unit.tally, loss, unit.optimizer)
+        self.state.elapsed_seconds = time.monotonic() - self._started
+        return loss
+
+    def end_epoch(self, completed: bool = True) -> bool:
+        """Validate and record the epoch, save an improvement; returns (and sets) :attr:`done` on early stopping.
+
+        Args:
+            completed: the epoch ran to its end (False when a time budget cut it short).
+        """
+        unit = self._running()
+        self.done = self._close_epoch(unit.cached_model, unit.optimizer, unit.valid_loader, unit.tally, completed)
+        return self.done
+
+    def finish(self) -> Dict[str, Any]:
+        """Load the best weights into the adapter; returns ``adapter_path`` and :meth:`training_stats`."""
+        unit = self._running()
+        self._on_train_end(unit.model)
+        self._unit = None
+        return {"adapter_path": str(self.adapter_path), **self.training_stats()}
+
+    def _running(self) -> "_UnitRun":
+        if self._unit is None:
+            raise RuntimeError("this trainer's unit has not been started: call start() first")
+        return self._unit
+
     # ------------------------------------------------------------------ trunk cache
 
-    def use_shared_trunk_cache(
+    def _use_shared_trunk_cache(
         self,
         cache: Optional[TrunkCache],
         train_keys: Optional[Sequence[int]],
@@ -294,6 +434,9 @@ class AdapterTrainer(SupervisedTrainer):
         if isinstance(loader, CachedFeatureLoader):
             # the cached model returns the active output alone: the adapter's, or the base's inside disable_adapter()
             model, use_adapter_output = self._cached_model, False
+        elif self._unit is not None:
+            # a unit's adapter is not attached: run the whole model with it (the base alone inside disable_adapter())
+            model, use_adapter_output = self._unit.full_model, False
         return evaluate(
             model,
             loader,
@@ -330,8 +473,8 @@ class AdapterTrainer(SupervisedTrainer):
         return False
 
     def _on_improvement(self, model: nn.Module, optimizer: Optimizer) -> None:
-        base = unwrap_model(model)
-        self._best_adapter_state = copy.deepcopy(base.adapter_state_dict())
+        self._best_adapter_state = copy.deepcopy(dict(self.adapter.state_dict()))
+        base = model.model if isinstance(model, CachedTrunkModel) else unwrap_model(model)
         self.adapter_path = AdapterManager.save_adapter(
             base,
             self.adapter_save_dir,
@@ -339,6 +482,7 @@ class AdapterTrainer(SupervisedTrainer):
             vocab_fingerprint=self.vocab.fingerprint(),
             feature_config=self.feature_config.to_dict(),
             training_stats=self.training_stats(),
+            adapter=self.adapter,
         )
         logger.info("saved adapter %r (valid CER %.4f) to %s", self.adapter_name, self.state.best_cer, self.adapter_path)
 
@@ -348,7 +492,7 @@ class AdapterTrainer(SupervisedTrainer):
 
     def _on_train_end(self, model: nn.Module) -> None:
         if self._best_adapter_state is not None:
-            unwrap_model(model).load_adapter_state_dict(self._best_adapter_state)
+            self.adapter.load_state_dict(self._best_adapter_state, strict=True)
         logger.info(
             "adapter %r: base CER %.4f -> adapter CER %.4f on the held-out set (%s)",
             self.adapter_name,

@@ -31,8 +31,7 @@ import dataclasses
 import json
 import logging
 import time
-from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 
@@ -47,17 +46,14 @@ from kospeech.data.dataset import SpeechDataset, worker_init_fn
 from kospeech.data.features import FeatureConfig
 from kospeech.data.manifest import ManifestEntry, read_manifest
 from kospeech.data.sampler import BucketBatchSampler, SampleKey
+from kospeech.device import resolve_device
 from kospeech.fileio import atomic_write_text
-from kospeech.metrics import ErrorRateMeter
 from kospeech.models import DeepSpeech2
 from kospeech.models.adapter import AdapterModule
 from kospeech.models.adapter_manager import validate_adapter_name
-from kospeech.optim import Optimizer
 from kospeech.trainer.adapter_trainer import AdapterTrainer
 from kospeech.trainer.configs import AdapterTrainConfig
 from kospeech.models.utils import unwrap_model
-from kospeech.device import resolve_device
-from kospeech.trainer.supervised_trainer import TrainerState
 from kospeech.trainer.trunk_cache import (
     CachedBatch,
     CachedTrunkModel,
@@ -73,23 +69,6 @@ from kospeech.vocabs import Vocabulary
 __all__ = ["MultiUserAdapterTrainer", "UserManifests", "discover_user_manifests", "train_user_adapters"]
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass
-class _UserRun:
-    """One user's training state inside the shared loop."""
-
-    name: str
-    trainer: AdapterTrainer
-    adapter: AdapterModule
-    optimizer: Optimizer
-    train_loader: Any
-    valid_loader: Any
-    rng_state: Tensor
-    meter: ErrorRateMeter = field(default_factory=ErrorRateMeter)
-    loss_sum: float = 0.0
-    loss_count: int = 0
-    done: bool = False
 
 
 class _UsersDataset(Dataset):
@@ -192,21 +171,6 @@ class MultiUserAdapterTrainer:
 
     # ------------------------------------------------------------------ setup
 
-    def _fresh_adapters(self, model: DeepSpeech2) -> Dict[str, AdapterModule]:
-        """One adapter per user, each built right after ``torch.manual_seed(config.seed)``."""
-        adapters = {}
-        for name in self.trainers:
-            torch.manual_seed(self.config.seed)
-            model.add_adapter(
-                self.config.adapter_type,
-                hidden_dims=list(self.config.adapter_hidden_dims),
-                dropout_p=self.config.adapter_dropout_p,
-                bottleneck_dim=self.config.adapter_bottleneck_dim,
-                replace=True,
-            )
-            adapters[name] = model.remove_adapter()
-        return adapters
-
     def _shared_cache(
         self, model: DeepSpeech2, point: str, cache_train: bool, batch_size: int
     ) -> Tuple[TrunkCache, Dict[str, Tuple[Optional[List[int]], List[int]]]]:
@@ -240,31 +204,6 @@ class MultiUserAdapterTrainer:
                     self.cache_seconds)
         return cache, keys
 
-    def _start_user(
-        self,
-        name: str,
-        model: DeepSpeech2,
-        cache: Optional[TrunkCache],
-        keys: Tuple[Optional[List[int]], List[int]],
-        cached_model: CachedTrunkModel,
-        batch_size: int,
-        num_epochs: int,
-        rng_state: Tensor,
-    ) -> _UserRun:
-        trainer = self.trainers[name]
-        adapter = self.adapters[name]
-        model.attach_adapter(adapter, replace=True)
-        trainer.prepare_adapter(model, name)
-        trainer._started = time.monotonic()
-        trainer.output_dir.mkdir(parents=True, exist_ok=True)
-        trainer._write_run_config()
-        trainer.use_shared_trunk_cache(cache, keys[0], keys[1], cached_model)
-        train_loader, valid_loader = trainer._build_loaders(model, batch_size)
-        optimizer = trainer._build_optimizer(model, total_steps=len(train_loader) * num_epochs)
-        trainer.state = TrainerState()
-        trainer._on_train_start(model, valid_loader)
-        return _UserRun(name, trainer, adapter, optimizer, train_loader, valid_loader, rng_state)
-
     # ------------------------------------------------------------------ training
 
     def train(self, model: DeepSpeech2, batch_size: Optional[int] = None, num_epochs: Optional[int] = None
@@ -292,7 +231,7 @@ class MultiUserAdapterTrainer:
         cache: Optional[TrunkCache] = None
         started = time.monotonic()
         try:
-            self.adapters = self._fresh_adapters(model)
+            self.adapters = {name: trainer.new_adapter(model) for name, trainer in self.trainers.items()}
             model.freeze_base_model()
             point = cache_point_for(config.adapter_type)
             blocker = train_cache_blocker(config.spec_augment, self.feature_config)
@@ -303,29 +242,26 @@ class MultiUserAdapterTrainer:
             keys: Dict[str, Tuple[Optional[List[int]], List[int]]] = {name: (None, []) for name in self.trainers}
             if config.cache_trunk:
                 cache, keys = self._shared_cache(model, point, cache_train, batch_size)
-            cached_model = CachedTrunkModel(model, point)
             torch.manual_seed(config.seed)
             rng_state = torch.get_rng_state()
-            runs = [
-                self._start_user(name, model, cache, keys[name], cached_model, batch_size, num_epochs, rng_state)
-                for name in self.trainers
-            ]
+            for name, trainer in self.trainers.items():
+                adapter = self.adapters[name]
+                trainer.start(
+                    model, adapter, batch_size=batch_size, num_epochs=num_epochs, rng_state=rng_state,
+                    cached_model=CachedTrunkModel(model, point, adapter), cache=cache, train_keys=keys[name][0],
+                    valid_keys=keys[name][1],
+                )
+            runs = list(self.trainers.values())
             mixed_loader = None if cache_train else self._mixed_loader(runs)
             self._train_lockstep(model, runs, mixed_loader, point, num_epochs, started)
-            results = {}
-            for run in runs:
-                model.attach_adapter(run.adapter, replace=True)
-                run.trainer._on_train_end(model)
-                results[run.name] = {"adapter_path": str(run.trainer.adapter_path), **run.trainer.training_stats()}
-            return results
+            return {name: trainer.finish() for name, trainer in self.trainers.items()}
         finally:
             if cache is not None:
                 cache.close()
-            model.remove_adapter()
             if set_aside is not None:
                 model.attach_adapter(set_aside)
 
-    def _mixed_loader(self, runs: Sequence[_UserRun]) -> DataLoader:
+    def _mixed_loader(self, runs: Sequence[AdapterTrainer]) -> DataLoader:
         """One loader over every user's training set: each step holds every active user's next batch."""
         samplers = [run.train_loader.batch_sampler for run in runs]
         datasets = [run.train_loader.dataset for run in runs]
@@ -340,21 +276,10 @@ class MultiUserAdapterTrainer:
             generator=torch.Generator().manual_seed(self.config.seed),
         )
 
-    @contextmanager
-    def _user_rng(self, run: _UserRun) -> Iterator[None]:
-        """Run with the user's own global RNG stream (as if the user trained alone), then keep its new state."""
-        outside = torch.get_rng_state()
-        torch.set_rng_state(run.rng_state)
-        try:
-            yield
-        finally:
-            run.rng_state = torch.get_rng_state()
-            torch.set_rng_state(outside)
-
     def _step_batches(
-        self, model: DeepSpeech2, runs: Sequence[_UserRun], mixed: Optional[Tuple[SpeechBatch, Tensor]], point: str,
-        iterators: Dict[str, Iterator],
-    ) -> List[Tuple[_UserRun, CachedBatch]]:
+        self, model: DeepSpeech2, runs: Sequence[AdapterTrainer], mixed: Optional[Tuple[SpeechBatch, Tensor]],
+        point: str, iterators: Dict[str, Iterator],
+    ) -> List[Tuple[AdapterTrainer, CachedBatch]]:
         """This step's batch of every active user: from the cache, or split from one shared trunk forward.
 
         ``runs`` are all users in the order of the mixed loader's user positions; finished users are skipped.
@@ -362,7 +287,7 @@ class MultiUserAdapterTrainer:
         if mixed is None:
             pairs = []
             for run in runs:
-                batch = next(iterators[run.name], None) if not run.done else None
+                batch = next(iterators[run.adapter_name], None) if not run.done else None
                 if batch is not None:
                     pairs.append((run, batch))
             return pairs
@@ -420,7 +345,7 @@ class MultiUserAdapterTrainer:
     def _train_lockstep(
         self,
         model: DeepSpeech2,
-        runs: List[_UserRun],
+        runs: List[AdapterTrainer],
         mixed_loader: Optional[DataLoader],
         point: str,
         num_epochs: int,
@@ -432,9 +357,8 @@ class MultiUserAdapterTrainer:
             if not active:
                 break
             for run in active:
-                run.train_loader.batch_sampler.set_epoch(epoch)
-                run.meter, run.loss_sum, run.loss_count = ErrorRateMeter(), 0.0, 0
-            iterators = {run.name: iter(run.train_loader) for run in active} if mixed_loader is None else {}
+                run.start_epoch(epoch)
+            iterators = {run.adapter_name: iter(run.train_loader) for run in active} if mixed_loader is None else {}
             if mixed_loader is not None:
                 mixed_loader.batch_sampler.active = [not run.done for run in runs]
                 mixed_loader.batch_sampler.set_epoch(epoch)
@@ -443,33 +367,16 @@ class MultiUserAdapterTrainer:
             else:
                 total = max(len(run.train_loader) for run in active)
                 steps = iter([None] * total)
-            model.train()
             out_of_time = False
             for mixed in tqdm(steps, total=total, desc=f"epoch {epoch + 1}/{num_epochs} ({len(active)} users)"):
                 for run, batch in self._step_batches(model, runs, mixed, point, iterators):
-                    model.attach_adapter(run.adapter, replace=True)
-                    with self._user_rng(run):
-                        loss = run.trainer._train_step(model, batch, run.optimizer, run.meter)
-                    if loss is not None:
-                        run.loss_sum, run.loss_count = run.loss_sum + loss, run.loss_count + 1
-                    state = run.trainer.state
-                    state.step_in_epoch += 1
-                    state.global_step += 1
-                    state.elapsed_seconds = time.monotonic() - started
-                    if state.global_step % self.config.log_every == 0:
-                        run.trainer._log_step(run.loss_sum / max(run.loss_count, 1), run.meter.cer,
-                                              run.optimizer.get_lr())
+                    run.step(batch)
                 if budget is not None and time.monotonic() - started >= budget:
                     logger.info("time budget of %.1f min reached", self.config.max_minutes)
                     out_of_time = True
                     break
             for run in active:
-                model.attach_adapter(run.adapter, replace=True)
-                figures = {"loss": run.loss_sum / run.loss_count if run.loss_count else float("nan"),
-                           "cer": run.meter.cer}
-                run.trainer.state.epoch += 1
-                run.trainer.state.step_in_epoch = 0
-                run.done = run.trainer._end_of_epoch(model, run.optimizer, run.valid_loader, figures) or out_of_time
+                run.end_epoch(completed=not out_of_time)
             if out_of_time:
                 break
 

@@ -32,7 +32,7 @@ from kospeech.trainer.distributed import DistributedContext, init_distributed
 from kospeech.evaluation import EvaluationResult, evaluate, select_log_probs
 from kospeech.vocabs import Vocabulary
 
-__all__ = ["SupervisedTrainer", "TrainerState"]
+__all__ = ["SupervisedTrainer", "TrainerState", "EpochTally"]
 
 logger = logging.getLogger(__name__)
 
@@ -60,6 +60,32 @@ class TrainerState:
     skipped_utterances: int = 0
     elapsed_seconds: float = 0.0
     history: List[Dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass
+class EpochTally:
+    """Running figures of one training epoch: the mean loss of the steps that counted and the train CER."""
+
+    meter: ErrorRateMeter = field(default_factory=ErrorRateMeter)
+    loss_sum: float = 0.0
+    loss_count: int = 0
+
+    def add(self, loss: Optional[float]) -> None:
+        """Count a step's loss (``None``: the step trained nothing)."""
+        if loss is not None:
+            self.loss_sum, self.loss_count = self.loss_sum + loss, self.loss_count + 1
+
+    @property
+    def mean_loss(self) -> float:
+        """Mean loss so far (0.0 before any step counted)."""
+        return self.loss_sum / max(self.loss_count, 1)
+
+    def figures(self) -> Dict[str, float]:
+        """``{"loss", "cer"}`` of the epoch; ``nan`` where nothing was measured (e.g. a resume at the epoch's end)."""
+        return {
+            "loss": self.loss_sum / self.loss_count if self.loss_count else float("nan"),
+            "cer": self.meter.cer if self.meter.num_utterances else float("nan"),
+        }
 
 
 class SupervisedTrainer:
@@ -231,8 +257,7 @@ class SupervisedTrainer:
             model.train()
             if hasattr(train_loader.batch_sampler, "set_epoch"):
                 train_loader.batch_sampler.set_epoch(state.epoch)
-            meter = ErrorRateMeter()
-            loss_sum, loss_count = 0.0, 0
+            tally = EpochTally()
             started = time.monotonic()
             elapsed_before = state.elapsed_seconds
             progress = tqdm(
@@ -242,17 +267,11 @@ class SupervisedTrainer:
                 **({} if self.dist.is_main else {"disable": True}),  # unset on rank 0: TQDM_DISABLE=1 still applies
             )
             for batch in self._batches_from(train_loader, state.step_in_epoch):
-                loss_value = self._train_step(model, batch, optimizer, meter)
-                if loss_value is not None:
-                    loss_sum, loss_count = loss_sum + loss_value, loss_count + 1
-                state.step_in_epoch += 1
-                state.global_step += 1
+                self._count_step(tally, self._train_step(model, batch, optimizer, tally.meter), optimizer)
                 state.elapsed_seconds = elapsed_before + time.monotonic() - started
                 if not progress.disable:
                     progress.update(1)
-                    progress.set_postfix(loss=f"{loss_sum / max(loss_count, 1):.3f}", cer=f"{meter.cer:.3f}")
-                if state.global_step % self.config.log_every == 0 and self.dist.is_main:
-                    self._log_step(loss_sum / max(loss_count, 1), meter.cer, optimizer.get_lr())
+                    progress.set_postfix(loss=f"{tally.mean_loss:.3f}", cer=f"{tally.meter.cer:.3f}")
                 if self.config.checkpoint_every and state.global_step % self.config.checkpoint_every == 0:
                     self._save_checkpoint(model, optimizer, self.checkpoint_name)
                 # under DDP every rank must stop after the same step: the budget is agreed on
@@ -263,16 +282,28 @@ class SupervisedTrainer:
                     out_of_time = True
                     break
             progress.close()
-            train_figures = {
-                "loss": loss_sum / loss_count if loss_count else float("nan"),
-                "cer": meter.cer if meter.num_utterances else float("nan"),  # a resume at the epoch's end trains none
-            }
-            if not out_of_time:
-                state.epoch += 1
-                state.step_in_epoch = 0
-            stop = self._end_of_epoch(model, optimizer, valid_loader, train_figures) if self.dist.is_main else False
+            stop = self._close_epoch(model, optimizer, valid_loader, tally, completed=not out_of_time)
             if self.dist.broadcast_flag(stop, self.device):
                 break
+
+    def _count_step(self, tally: EpochTally, loss: Optional[float], optimizer: Optimizer) -> None:
+        """Book one training step: its loss, the step counters, and the periodic log line."""
+        tally.add(loss)
+        self.state.step_in_epoch += 1
+        self.state.global_step += 1
+        if self.state.global_step % self.config.log_every == 0 and self.dist.is_main:
+            self._log_step(tally.mean_loss, tally.meter.cer, optimizer.get_lr())
+
+    def _close_epoch(
+        self, model: nn.Module, optimizer: Optimizer, valid_loader, tally: EpochTally, completed: bool
+    ) -> bool:
+        """Finish an epoch (advance the counters when it ran to its end), validate and record; True stops training."""
+        if completed:
+            self.state.epoch += 1
+            self.state.step_in_epoch = 0
+        if not self.dist.is_main:
+            return False
+        return self._end_of_epoch(model, optimizer, valid_loader, tally.figures())
 
     def _batches_from(self, loader, start: int) -> Iterator:
         if start and hasattr(loader.batch_sampler, "start_batch"):

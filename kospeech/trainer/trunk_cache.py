@@ -336,36 +336,47 @@ class CachedFeatureLoader:
 class CachedTrunkModel(nn.Module):
     """The part of a frozen-base DeepSpeech2 above a cache point: its output from cached trunk outputs.
 
-    With ``router=None`` ``forward`` returns what ``model.head(model.encode(x, L)[0])`` returns for the same
-    utterances: the attached adapter's output when one is attached and enabled, the base model's otherwise (e.g.
-    inside ``model.disable_adapter()``). With a router, its adapters serve their rows instead. The model is a
-    submodule, so ``train()`` / ``eval()`` reach it (a frozen base stays in eval mode) and its parameters are this
-    module's parameters.
+    Without ``adapter`` ``forward`` returns what ``model.head(model.encode(x, L)[0])`` returns for the same
+    utterances: the attached adapter's output when one is attached and enabled, the base model's otherwise. With
+    ``adapter`` (a module not attached to the model, e.g. one user's of many) that adapter serves every row. Inside
+    ``model.disable_adapter()`` the output is the base model's either way. The model and the adapter are
+    submodules, so ``train()`` / ``eval()`` reach them (a frozen base stays in eval mode) and their parameters are
+    this module's parameters.
 
     Args:
         model: the DeepSpeech2 (base frozen while an adapter trains).
-        point: the cache point the inputs come from.
+        point: the cache point the inputs come from; ``None``: the inputs are features (B, T, D) and the whole
+            model runs (how a unit with an unattached adapter scores batches that are not cached).
+        adapter: an adapter module to use instead of the model's attached one.
 
     Inputs:
         features: (B, T', H * num_directions) cached outputs at ``point``, zero-padded.
         lengths: (B,) int64 valid frames T'_i per row, any device.
-        router: the adapters and their rows (default: the model's attached adapter on every row).
+        router: the adapters and their rows for this call (default: ``adapter``, else the attached adapter).
 
     Returns:
         log_probs: (B, T', C).
         lengths: the given lengths.
     """
 
-    def __init__(self, model: DeepSpeech2, point: str) -> None:
+    def __init__(self, model: DeepSpeech2, point: Optional[str], adapter: Optional[nn.Module] = None) -> None:
         super().__init__()
         self.model = model
-        self.point = _check_point(point)
+        self.point = None if point is None else _check_point(point)
+        self.adapter = adapter
+        self.router = None if adapter is None else AdapterRouter.single(adapter)
 
     def forward(
         self, features: Tensor, lengths: Tensor, router: Optional[AdapterRouter] = None
     ) -> Tuple[Tensor, Tensor]:
         model = self.model
-        router = model.active_router() if router is None else router
+        if not model.adapters_enabled:
+            router = None
+        elif router is None:
+            router = self.router if self.router is not None else model.active_router()
+        if self.point is None:
+            hidden, lengths = model.run(features, lengths, router=router)
+            return model.classify(hidden, router), lengths
         if router is not None and any(route.entry.cache_point is not self.point for route in router.routes):
             names = sorted({route.entry.name for route in router.routes})
             raise ValueError(f"cache point {self.point.value!r} cannot serve {names} adapters")

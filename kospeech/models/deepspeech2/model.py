@@ -165,6 +165,11 @@ class DeepSpeech2(nn.Module):
         return self._base_frozen
 
     @property
+    def adapters_enabled(self) -> bool:
+        """False inside :meth:`disable_adapter`: every pass that honours it gives the base model's output."""
+        return self._adapter_enabled
+
+    @property
     def adapter_active(self) -> bool:
         """An adapter is attached and not bypassed by :meth:`disable_adapter`."""
         return self.adapter is not None and self._adapter_enabled
