@@ -37,6 +37,7 @@ from kospeech.models import DeepSpeech2
 from kospeech.models.utils import unwrap_model
 from kospeech.models.utils import describe_state_dict_problems, state_dict_problems
 from kospeech.vocabs import Vocabulary
+from kospeech.errors import CheckpointError
 
 __all__ = ["CHECKPOINT_FORMAT_VERSION", "Checkpoint", "save_checkpoint", "load_checkpoint", "load_model"]
 
@@ -162,21 +163,21 @@ def load_checkpoint(path: Union[str, os.PathLike]) -> Checkpoint:
     raw = safe_torch_load(path, what="checkpoint")
     missing = [key for key in _REQUIRED_KEYS if key not in raw]
     if missing:
-        raise ValueError(f"{path}: not a kospeech checkpoint, missing keys {missing} (found {sorted(raw)})")
+        raise CheckpointError(f"{path}: not a kospeech checkpoint, missing keys {missing} (found {sorted(raw)})")
     version = raw["format_version"]
     if not isinstance(version, int) or version > CHECKPOINT_FORMAT_VERSION:
-        raise ValueError(
+        raise CheckpointError(
             f"{path}: checkpoint format_version {version!r} is not supported "
             f"(this kospeech {__version__} reads up to {CHECKPOINT_FORMAT_VERSION})"
         )
     state_dict = raw["model_state_dict"]
     if not isinstance(state_dict, dict) or not all(isinstance(v, torch.Tensor) for v in state_dict.values()):
-        raise ValueError(f"{path}: model_state_dict must map names to tensors")
+        raise CheckpointError(f"{path}: model_state_dict must map names to tensors")
     try:
         vocab = Vocabulary.from_dict(raw["vocab"])
         feature_config = FeatureConfig.from_dict(raw["feature_config"])
     except (KeyError, TypeError, ValueError) as exc:
-        raise ValueError(f"{path}: bad vocab or feature_config entry: {exc}") from exc
+        raise CheckpointError(f"{path}: bad vocab or feature_config entry: {exc}") from exc
     return Checkpoint(
         path=path,
         model_state_dict=state_dict,

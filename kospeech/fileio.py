@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, Union
 
 import torch
+from kospeech.errors import CheckpointError
 
 __all__ = ["atomic_write", "atomic_write_text", "atomic_torch_save", "safe_torch_load", "sha256_file"]
 
@@ -89,9 +90,9 @@ def safe_torch_load(path: PathLike, what: str = "file") -> Dict[str, Any]:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # on arbitrary bytes the weights-only unpickler fails with many types (IndexError, ...)
-        raise ValueError(f"{path}: not a valid {what} (refused by the weights-only loader): {exc}") from exc
+        raise CheckpointError(f"{path}: not a valid {what} (refused by the weights-only loader): {exc}") from exc
     if not isinstance(obj, dict):
-        raise ValueError(f"{path}: a {what} must hold a dict, found {type(obj).__name__}")
+        raise CheckpointError(f"{path}: a {what} must hold a dict, found {type(obj).__name__}")
     return obj
 
 
@@ -107,10 +108,10 @@ def _refuse_compressed_entries(path: Path, what: str) -> None:
         with zipfile.ZipFile(path) as archive:
             entries = archive.infolist()
     except (zipfile.BadZipFile, OSError) as exc:
-        raise ValueError(f"{path}: not a valid {what} (unreadable zip archive): {exc}") from exc
+        raise CheckpointError(f"{path}: not a valid {what} (unreadable zip archive): {exc}") from exc
     for entry in entries:
         if entry.compress_type != zipfile.ZIP_STORED or entry.file_size != entry.compress_size:
-            raise ValueError(
+            raise CheckpointError(
                 f"{path}: not a valid {what}: entry {entry.filename!r} is compressed ({entry.compress_size} bytes "
                 f"inflating to {entry.file_size}); torch.save never compresses, so the file is refused unread"
             )

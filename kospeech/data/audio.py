@@ -21,6 +21,7 @@ import torch
 import torchaudio.functional as AF
 
 from kospeech.fileio import atomic_write
+from kospeech.errors import AudioError
 
 __all__ = [
     "AudioError",
@@ -47,10 +48,6 @@ PCM_SAMPLE_RATE = 16000
 
 _PCM_SUFFIX = ".pcm"
 _WAV_UNKNOWN_SIZES = (0, 0xFFFFFFFF)  # data-chunk sizes written by streaming encoders that did not know the length
-
-
-class AudioError(ValueError):
-    """An audio file cannot be used: unreadable, corrupt, truncated, empty, non-finite or too short."""
 
 
 class AudioInfo(NamedTuple):

@@ -36,6 +36,7 @@ from kospeech.data.audio import AudioError, audio_duration
 from kospeech.data.manifest import ManifestEntry, write_manifest
 from kospeech.data.text_normalization import normalize_text
 from kospeech.vocabs import Vocabulary
+from kospeech.errors import TranscriptError
 
 __all__ = [
     "TRANSCRIPT_MODES",
@@ -59,10 +60,6 @@ _SYMBOL_READINGS = {"%": "퍼센트", "#": "샵"}
 _PUNCTUATION = ".,?!"
 _WHITESPACE_RE = re.compile(r"\s+")
 _HANGUL_SYLLABLES = ("\uac00", "\ud7a3")
-
-
-class TranscriptError(ValueError):
-    """A transcript file cannot be decoded as cp949 or UTF-8 text."""
 
 
 def _hangul_share(text: str) -> float:

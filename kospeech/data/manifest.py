@@ -13,12 +13,9 @@ from typing import Iterable, List, Optional, Tuple, Union
 
 from kospeech.fileio import atomic_write_text
 from kospeech.vocabs import UnknownCharacterError, Vocabulary
+from kospeech.errors import ManifestError
 
 __all__ = ["ManifestEntry", "ManifestError", "read_manifest", "write_manifest"]
-
-
-class ManifestError(ValueError):
-    """A manifest line is malformed or disagrees with the vocabulary."""
 
 
 @dataclass(frozen=True)

@@ -26,6 +26,7 @@ import torch
 from torch import Tensor
 
 from kospeech.data.audio import AudioError, audio_info, load_audio
+from kospeech.errors import InputError
 
 __all__ = ["MAX_CHANNELS", "AudioInput", "AudioItem", "prepare_input"]
 
@@ -75,17 +76,17 @@ def _as_mono(waveform: Union[np.ndarray, Tensor], description: str) -> np.ndarra
     if data.dtype == np.int16:
         data = data.astype(np.float32) / 32768.0
     elif not np.issubdtype(data.dtype, np.floating):
-        raise ValueError(f"{description}: waveform dtype must be floating point or int16, got {data.dtype}")
+        raise InputError(f"{description}: waveform dtype must be floating point or int16, got {data.dtype}")
     if data.ndim == 2:
         channel_axis = 0 if data.shape[0] <= data.shape[1] else 1
         if data.shape[channel_axis] > MAX_CHANNELS:
-            raise ValueError(
+            raise InputError(
                 f"{description}: a 2-D waveform must be (channels, samples) or (samples, channels) with at most "
                 f"{MAX_CHANNELS} channels, got shape {data.shape}"
             )
         data = data.mean(axis=channel_axis, dtype=np.float64)
     elif data.ndim != 1:
-        raise ValueError(
+        raise InputError(
             f"{description}: waveform must be 1-D (samples) or 2-D (with channels), got shape {data.shape}"
         )
     if data.size == 0:
@@ -98,7 +99,7 @@ def _as_mono(waveform: Union[np.ndarray, Tensor], description: str) -> np.ndarra
 
 def _check_rate(sample_rate: Any, description: str) -> int:
     if isinstance(sample_rate, bool) or not isinstance(sample_rate, (int, np.integer)) or sample_rate <= 0:
-        raise ValueError(f"{description}: sample_rate must be a positive int (Hz), got {sample_rate!r}")
+        raise InputError(f"{description}: sample_rate must be a positive int (Hz), got {sample_rate!r}")
     return int(sample_rate)
 
 
@@ -141,17 +142,17 @@ def prepare_input(
         return AudioItem(str(path), rate, waveform.shape[0], waveform=waveform)
     if isinstance(audio, tuple):
         if len(audio) != 2 or not isinstance(audio[0], (np.ndarray, Tensor)):
-            raise ValueError(
+            raise InputError(
                 f"{description}: a tuple input must be (waveform, sample_rate); pass several inputs as a list"
             )
         audio, sample_rate = audio
         description = _describe(audio, index)
     if not isinstance(audio, (np.ndarray, Tensor)):
-        raise ValueError(
+        raise InputError(
             f"{description}: expected a path, a numpy array, a torch tensor or a (waveform, sample_rate) pair"
         )
     if sample_rate is None:
-        raise ValueError(
+        raise InputError(
             f"{description}: a waveform needs its sample rate: pass sample_rate=... or (waveform, rate)"
         )
     rate = _check_rate(sample_rate, description)

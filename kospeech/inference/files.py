@@ -16,6 +16,7 @@ from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Un
 from kospeech.inference.recognizer import Recognizer
 from kospeech.inference.records import Transcription
 from kospeech.models import validate_adapter_name
+from kospeech.errors import InputError
 
 __all__ = ["AUDIO_EXTENSIONS", "collect_audio_files", "read_user_map", "transcribe_files"]
 
@@ -70,15 +71,15 @@ def read_user_map(path: PathLike) -> Dict[Path, str]:
                 continue
             columns = line.split("\t")
             if len(columns) != 2 or not columns[0].strip() or not columns[1].strip():
-                raise ValueError(f"{path}:{number}: expected AUDIO_PATH<TAB>USER, got {line!r}")
+                raise InputError(f"{path}:{number}: expected AUDIO_PATH<TAB>USER, got {line!r}")
             user = columns[1].strip()
             try:
                 validate_adapter_name(user)
             except ValueError as exc:
-                raise ValueError(f"{path}:{number}: {exc}") from exc
+                raise InputError(f"{path}:{number}: {exc}") from exc
             audio = (path.parent / columns[0].strip()).resolve()
             if audio in mapping:
-                raise ValueError(f"{path}:{number}: {audio} is listed twice")
+                raise InputError(f"{path}:{number}: {audio} is listed twice")
             mapping[audio] = user
     return mapping
 
@@ -105,7 +106,8 @@ def transcribe_files(
         return_timestamps: request token timestamps.
 
     Yields:
-        ``(file, user, Transcription or the AudioError / FileNotFoundError / ValueError it raised)`` in file order.
+        ``(file, user, Transcription or the FileNotFoundError / InputError (e.g. AudioError) it raised)`` in file
+        order. Other errors (an adapter that no longer fits, a library bug) propagate.
     """
     if len(users) != len(files):
         raise ValueError(f"got {len(users)} users for {len(files)} files")
@@ -117,7 +119,7 @@ def transcribe_files(
             results: List[Union[Transcription, Exception]] = list(
                 recognizer.transcribe(chunk, user=chunk_users, return_timestamps=return_timestamps)
             )
-        except (FileNotFoundError, ValueError) as exc:
+        except (FileNotFoundError, InputError) as exc:
             if len(chunk) == 1:
                 results = [exc]
             else:
@@ -125,6 +127,6 @@ def transcribe_files(
                 for path, user in zip(chunk, chunk_users):
                     try:
                         results.append(recognizer.transcribe(path, user=user, return_timestamps=return_timestamps))
-                    except (FileNotFoundError, ValueError) as error:
+                    except (FileNotFoundError, InputError) as error:
                         results.append(error)
         yield from zip(chunk, chunk_users, results)

@@ -38,29 +38,13 @@ from kospeech.inference.segmentation import item_segments
 from kospeech.models import AdapterCompatibilityError, AdapterManager, AdapterRouter, DeepSpeech2, validate_adapter_name
 from kospeech.models.adapter import AdapterModule
 from kospeech.vocabs import Vocabulary
+from kospeech.errors import UnknownUserError
 
 __all__ = ["Recognizer", "UnknownUserError"]
 
 logger = logging.getLogger(__name__)
 
 PathLike = Union[str, os.PathLike]
-
-
-class UnknownUserError(LookupError):
-    """A user has no adapter in the adapter directory (and falling back to the base model is not enabled).
-
-    Attributes:
-        user: the requested name.
-        available: the adapter names that exist.
-    """
-
-    def __init__(self, user: str, available: Sequence[str], reason: str) -> None:
-        super().__init__(
-            f"unknown user {user!r}: {reason}; available adapters: {list(available)} "
-            "(fallback_to_base=True, or --fallback-to-base on the command line, uses the base model for such users)"
-        )
-        self.user = user
-        self.available = list(available)
 
 
 @dataclass

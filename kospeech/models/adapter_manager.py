@@ -44,6 +44,7 @@ from kospeech.fileio import atomic_torch_save, safe_torch_load
 from kospeech.models.adapter import AdapterModule, build_adapter, registered_adapter_types
 from kospeech.models.deepspeech2 import AdapterCompatibilityError, DeepSpeech2
 from kospeech.models.utils import state_dict_problems, unwrap_model
+from kospeech.errors import CheckpointError, InputError, InvalidNameError
 
 __all__ = [
     "AdapterManager",
@@ -96,11 +97,11 @@ def validate_adapter_name(name: str) -> str:
         ``name`` unchanged.
 
     Raises:
-        ValueError: the name breaks the rule: 1 to 64 ASCII characters from ``[A-Za-z0-9_.-]``, not starting
+        InvalidNameError: (a ValueError) the name breaks the rule: 1 to 64 ASCII characters from ``[A-Za-z0-9_.-]``, not starting
             with ``'.'``, no ``'..'`` (so no path separators, NUL bytes or look-alike Unicode letters).
     """
     if not isinstance(name, str):
-        raise ValueError(f"invalid adapter name {name!r}: {_NAME_RULE}")
+        raise InvalidNameError(f"invalid adapter name {name!r}: {_NAME_RULE}")
     if (
         not name
         or len(name) > MAX_ADAPTER_NAME_LENGTH
@@ -109,7 +110,7 @@ def validate_adapter_name(name: str) -> str:
         or ".." in name
     ):
         shown = name if len(name) <= 80 else f"{name[:77]}..."
-        raise ValueError(f"invalid adapter name {shown!r}: {_NAME_RULE}")
+        raise InvalidNameError(f"invalid adapter name {shown!r}: {_NAME_RULE}")
     return name
 
 
@@ -120,7 +121,7 @@ def _name_from_file_name(file_name: str) -> Optional[str]:
     name = file_name[: -len(ADAPTER_FILE_SUFFIX)]
     try:
         return validate_adapter_name(name)
-    except ValueError:
+    except InvalidNameError:
         return None
 
 
@@ -129,7 +130,7 @@ def _check_inside(path: Path, directory: Path) -> None:
     resolved = path.resolve()
     root = directory.resolve()
     if not resolved.is_relative_to(root):
-        raise ValueError(f"{path} is a link to {resolved}, outside {root}; refusing to follow it")
+        raise InputError(f"{path} is a link to {resolved}, outside {root}; refusing to follow it")
 
 
 def _to_plain(value: Any, where: str) -> Any:
@@ -193,20 +194,20 @@ def _read_adapter_file(path: Path) -> Tuple[Dict[str, Any], AdapterModule]:
     content = safe_torch_load(path, what="adapter")
     version = content.get("format_version")
     if isinstance(version, bool) or not isinstance(version, int):
-        raise ValueError(f"{path}: not a kospeech adapter file (no integer 'format_version')")
+        raise CheckpointError(f"{path}: not a kospeech adapter file (no integer 'format_version')")
     if version != FORMAT_VERSION:
-        raise ValueError(
+        raise CheckpointError(
             f"{path}: adapter format_version {version} is not supported; this kospeech reads {FORMAT_VERSION}"
         )
     for key, types in _FIELD_TYPES.items():
         if key not in content:
-            raise ValueError(f"{path}: adapter file lacks the field {key!r}")
+            raise CheckpointError(f"{path}: adapter file lacks the field {key!r}")
         value = content[key]
         if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
             allowed = " or ".join("None" if kind is _NONE else kind.__name__ for kind in types)
-            raise ValueError(f"{path}: field {key!r} must be {allowed}, found {type(value).__name__}")
+            raise CheckpointError(f"{path}: field {key!r} must be {allowed}, found {type(value).__name__}")
     if content["adapter_type"] not in registered_adapter_types():
-        raise ValueError(
+        raise CheckpointError(
             f"{path}: unknown adapter_type {content['adapter_type']!r}; "
             f"known types are {list(registered_adapter_types())}"
         )
@@ -223,7 +224,7 @@ def _read_adapter_file(path: Path) -> Tuple[Dict[str, Any], AdapterModule]:
         with torch.device("meta"):
             skeleton = build_adapter(*sizes)
     except (TypeError, ValueError) as exc:
-        raise ValueError(f"{path}: invalid adapter sizes: {exc}") from exc
+        raise CheckpointError(f"{path}: invalid adapter sizes: {exc}") from exc
     state_dict = content["adapter_state_dict"]
     missing, unexpected, mismatched = state_dict_problems(skeleton.state_dict(), state_dict)
     for key, value in state_dict.items():
@@ -234,7 +235,7 @@ def _read_adapter_file(path: Path) -> Tuple[Dict[str, Any], AdapterModule]:
         elif not bool(torch.isfinite(value).all()):
             mismatched.append(f"{key}: holds NaN/Inf values")
     if missing or unexpected or mismatched:
-        raise ValueError(
+        raise CheckpointError(
             f"{path}: adapter weights do not match a {content['adapter_type']!r} adapter of the recorded sizes: "
             f"missing keys {missing}, unexpected keys {unexpected}, mismatched entries {mismatched}"
         )

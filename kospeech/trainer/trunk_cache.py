@@ -45,6 +45,7 @@ from kospeech.data.manifest import ManifestEntry
 from kospeech.data.sampler import BucketBatchSampler
 from kospeech.fileio import atomic_torch_save, safe_torch_load
 from kospeech.models import AdapterRouter, CachePoint, DeepSpeech2, registered_adapter
+from kospeech.errors import TrunkCacheTooLargeError
 
 __all__ = [
     "RNN_OUTPUT",
@@ -70,10 +71,6 @@ FIRST_RNN_LAYER = CachePoint.FIRST_RNN_LAYER
 """Cache point of layer-placed adapters: the output of RNN layer 0, which feeds the first adapter."""
 
 _BYTES_PER_MB = 1 << 20
-
-
-class TrunkCacheTooLargeError(ValueError):
-    """The cached trunk outputs would exceed the memory bound and spilling to disk is off."""
 
 
 class CachedBatch(NamedTuple):
@@ -463,7 +460,6 @@ def build_trunk_cache(
         if not completed:
             cache.close()
     return cache
-
 
 
 def spill_folder(output_dir: Union[str, Path], configured: Optional[str]) -> Path:

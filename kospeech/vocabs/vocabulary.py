@@ -17,15 +17,12 @@ from pathlib import Path
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Union
 
 from kospeech.fileio import atomic_write_text
+from kospeech.errors import InputError, UnknownCharacterError
 
 __all__ = ["Vocabulary", "UnknownCharacterError", "SPECIAL_TOKENS", "OUTPUT_UNITS"]
 
 SPECIAL_TOKENS = ("<pad>", "<sos>", "<eos>", "<blank>")
 OUTPUT_UNITS = ("character", "grapheme")
-
-
-class UnknownCharacterError(ValueError):
-    """A transcript holds a character that the vocabulary does not have."""
 
 
 class Vocabulary:
@@ -113,11 +110,11 @@ class Vocabulary:
         try:
             content = path.read_text(encoding="utf-8-sig")
         except UnicodeDecodeError as exc:
-            raise ValueError(f"{path}: not UTF-8 text ({exc}); convert it (e.g. from cp949) first") from exc
+            raise InputError(f"{path}: not UTF-8 text ({exc}); convert it (e.g. from cp949) first") from exc
         with io.StringIO(content, newline="") as handle:
             reader = csv.DictReader(handle)
             if reader.fieldnames is None or not {"id", "char"} <= set(reader.fieldnames):
-                raise ValueError(f"{path}: expected a header 'id,char,freq', got {reader.fieldnames}")
+                raise InputError(f"{path}: expected a header 'id,char,freq', got {reader.fieldnames}")
             tokens: List[str] = []
             freqs: List[int] = []
             for line_number, row in enumerate(reader, start=2):
@@ -125,11 +122,11 @@ class Vocabulary:
                     token_id = int(row["id"])
                     freq = int(row.get("freq") or 0)
                 except ValueError as exc:
-                    raise ValueError(f"{path}:{line_number}: bad id or freq in {row}") from exc
+                    raise InputError(f"{path}:{line_number}: bad id or freq in {row}") from exc
                 if token_id != len(tokens):
-                    raise ValueError(f"{path}:{line_number}: id {token_id} out of order, expected {len(tokens)}")
+                    raise InputError(f"{path}:{line_number}: id {token_id} out of order, expected {len(tokens)}")
                 if row["char"] is None or row["char"] == "":
-                    raise ValueError(f"{path}:{line_number}: empty token")
+                    raise InputError(f"{path}:{line_number}: empty token")
                 tokens.append(row["char"])
                 freqs.append(freq)
         if unit is None:
@@ -137,7 +134,7 @@ class Vocabulary:
         try:
             return cls(tokens, unit=unit, freqs=freqs)
         except ValueError as exc:
-            raise ValueError(f"{path}: {exc}") from exc
+            raise InputError(f"{path}: {exc}") from exc
 
     def to_csv(self, path: Union[str, os.PathLike]) -> Path:
         """Write the vocabulary as an ``id,char,freq`` CSV (atomically)."""

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import List, Tuple
 
 import numpy as np
+from kospeech.errors import EspeakError
 
 __all__ = [
     "EspeakError",
@@ -51,10 +52,6 @@ _LIMITS = {"rate": (80, 450), "pitch": (0, 99), "pitch_range": (0, 99), "word_ga
 
 _SYNTH_CALLBACK = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctypes.c_int, ctypes.c_void_p)
 _HEADER = struct.Struct("<Bi")  # status (0 ok, 1 error), sample rate
-
-
-class EspeakError(RuntimeError):
-    """espeak-ng failed to initialize, to select a voice or to synthesize."""
 
 
 @dataclass(frozen=True)

@@ -27,22 +27,11 @@ from kospeech.models.adapter import (
 from kospeech.models.modules import ACTIVATIONS, RNN_TYPES, BNReluRNN, MaskConv2d
 from kospeech.models.router import AdapterGroup, AdapterRouter
 from kospeech.models.utils import describe_state_dict_problems, state_dict_problems
+from kospeech.errors import AdapterCompatibilityError
 
 __all__ = ["DeepSpeech2", "AdapterCompatibilityError", "AdapterGroup", "DEFAULT_ADAPTER_HIDDEN_DIMS"]
 
 _ADAPTER_ATTRIBUTE = "adapter"
-
-
-class AdapterCompatibilityError(ValueError):
-    """An adapter does not fit a model (different base weights, vocabulary, features or sizes).
-
-    Attributes:
-        mismatches: one human-readable line per difference.
-    """
-
-    def __init__(self, message: str, mismatches: Sequence[str] = ()) -> None:
-        super().__init__(message)
-        self.mismatches = list(mismatches)
 
 
 def _positive_int(name: str, value: Any) -> None:

@@ -1,0 +1,112 @@
+"""The library's exceptions: one base class, and input errors a caller can act on per input.
+
+::
+
+    KospeechError
+    ├── InputError (also ValueError)      a file, manifest line, transcript or value given to us is unusable
+    │   ├── AudioError                    unreadable, corrupt, truncated, empty, non-finite or too short audio
+    │   ├── ManifestError                 a malformed manifest line, or one disagreeing with the vocabulary
+    │   ├── TranscriptError               a transcript file that decodes neither as cp949 nor as UTF-8
+    │   ├── UnknownCharacterError         a transcript character the vocabulary lacks
+    │   ├── CheckpointError               not a valid checkpoint / adapter / cache file
+    │   └── InvalidNameError              an adapter (user) name that breaks the naming rule
+    ├── AdapterCompatibilityError (also ValueError)   an adapter made for another base, vocabulary, features or size
+    ├── UnknownUserError (also LookupError)           a user without an adapter
+    ├── TrunkCacheTooLargeError (also ValueError)     cached trunk outputs would exceed their memory bound
+    └── EspeakError (also RuntimeError)               espeak-ng failed
+
+Every class keeps the built-in base it had before this module existed, so ``except ValueError`` callers keep
+working. The rule for callers: catch :class:`InputError` (and ``FileNotFoundError``) where one input may fail and the
+others go on (a file of a batch, a line of a manifest); never catch :class:`KospeechError` or ``ValueError`` broadly
+there, which would turn a mismatched adapter or a library bug into a per-file result.
+
+This module imports nothing from kospeech: every layer may raise these.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+__all__ = [
+    "KospeechError",
+    "InputError",
+    "AudioError",
+    "ManifestError",
+    "TranscriptError",
+    "UnknownCharacterError",
+    "CheckpointError",
+    "InvalidNameError",
+    "AdapterCompatibilityError",
+    "UnknownUserError",
+    "TrunkCacheTooLargeError",
+    "EspeakError",
+]
+
+
+class KospeechError(Exception):
+    """Base class of every exception the library raises on purpose."""
+
+
+class InputError(KospeechError, ValueError):
+    """Something given to the library (a file, a line, a value) is unusable; the message names it and the problem."""
+
+
+class AudioError(InputError):
+    """An audio file cannot be used: unreadable, corrupt, truncated, empty, non-finite or too short."""
+
+
+class ManifestError(InputError):
+    """A manifest line is malformed or disagrees with the vocabulary."""
+
+
+class TranscriptError(InputError):
+    """A transcript file cannot be decoded as cp949 or UTF-8 text."""
+
+
+class UnknownCharacterError(InputError):
+    """A transcript holds a character that the vocabulary does not have."""
+
+
+class CheckpointError(InputError):
+    """A file is not a valid checkpoint, adapter or cache entry (refused by the weights-only loader, wrong layout)."""
+
+
+class InvalidNameError(InputError):
+    """An adapter (user) name breaks the naming rule, so it cannot become part of a path."""
+
+
+class AdapterCompatibilityError(KospeechError, ValueError):
+    """An adapter does not fit a model (different base weights, vocabulary, features or sizes).
+
+    Attributes:
+        mismatches: one human-readable line per difference.
+    """
+
+    def __init__(self, message: str, mismatches: Sequence[str] = ()) -> None:
+        super().__init__(message)
+        self.mismatches = list(mismatches)
+
+
+class UnknownUserError(KospeechError, LookupError):
+    """A user has no adapter in the adapter directory (and falling back to the base model is not enabled).
+
+    Attributes:
+        user: the requested name.
+        available: the adapter names that exist.
+    """
+
+    def __init__(self, user: str, available: Sequence[str], reason: str) -> None:
+        super().__init__(
+            f"unknown user {user!r}: {reason}; available adapters: {list(available)} "
+            "(fallback_to_base=True, or --fallback-to-base on the command line, uses the base model for such users)"
+        )
+        self.user = user
+        self.available = list(available)
+
+
+class TrunkCacheTooLargeError(KospeechError, ValueError):
+    """The cached trunk outputs would exceed the memory bound and spilling to disk is off."""
+
+
+class EspeakError(KospeechError, RuntimeError):
+    """espeak-ng failed to initialize, to select a voice or to synthesize."""
