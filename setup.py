@@ -7,6 +7,15 @@ from setuptools import find_packages, setup
 ROOT = Path(__file__).parent
 
 
+def config_files() -> list:
+    """The Hydra YAML of ``configs/``, installed under ``share/kospeech/configs`` (see ``kospeech.cli.config_dir``)."""
+    folders = {}
+    for path in sorted((ROOT / "configs").rglob("*.yaml")):
+        target = Path("share", "kospeech", path.parent.relative_to(ROOT))
+        folders.setdefault(str(target), []).append(str(path.relative_to(ROOT)))
+    return sorted(folders.items())
+
+
 def read_requirements(name: str) -> list:
     lines = (ROOT / name).read_text(encoding="utf-8").splitlines()
     return [line.strip() for line in lines if line.strip() and not line.startswith(("#", "-r"))]
@@ -22,5 +31,16 @@ setup(
     packages=find_packages(include=["kospeech", "kospeech.*"]),
     install_requires=read_requirements("requirements.txt"),
     extras_require={"dev": read_requirements("requirements-dev.txt")},
-    entry_points={"console_scripts": []},
+    data_files=config_files(),
+    entry_points={
+        "console_scripts": [
+            "kospeech-train = kospeech.cli.train:main",
+            "kospeech-eval = kospeech.cli.eval:main",
+            "kospeech-transcribe = kospeech.cli.transcribe:main",
+            "kospeech-train-adapters = kospeech.cli.train_adapters:main",
+            "kospeech-make-corpus = kospeech.cli.make_corpus:main",
+            "kospeech-preprocess-kspon = kospeech.cli.preprocess_kspon:main",
+            "kospeech-demo = kospeech.cli.demo:main",
+        ]
+    },
 )

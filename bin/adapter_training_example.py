@@ -10,21 +10,19 @@ a fresh copy of the base, 6. compare base vs adapter CER on the user's test set.
 """
 
 import argparse
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import _checkout  # noqa: F401  (this checkout first on sys.path)
+import torch
 
-import torch  # noqa: E402
-
-from kospeech.checkpoint import load_checkpoint  # noqa: E402
-from kospeech.cli import setup_logging  # noqa: E402
-from kospeech.data import FeatureExtractor, build_dataloader, read_manifest  # noqa: E402
-from kospeech.data.synthetic import ensure_corpus  # noqa: E402
-from kospeech.demo import DemoConfig, train_demo_base  # noqa: E402
-from kospeech.models import AdapterManager, count_parameters  # noqa: E402
-from kospeech.trainer import AdapterTrainConfig, AdapterTrainer  # noqa: E402
-from kospeech.trainer.evaluation import evaluate_base_and_adapter  # noqa: E402
+from kospeech.checkpoint import load_checkpoint
+from kospeech.cli import setup_logging
+from kospeech.data import FeatureExtractor, build_dataloader, read_manifest
+from kospeech.data.synthetic import ensure_corpus
+from kospeech.demo import DemoConfig, train_demo_base
+from kospeech.models import AdapterManager, count_parameters
+from kospeech.trainer import AdapterTrainConfig, AdapterTrainer
+from kospeech.evaluation import evaluate_base_and_adapter
 
 
 def main() -> None:

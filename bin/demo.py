@@ -1,65 +1,6 @@
-"""`make demo`: personalize the shipped base model for every built-in user and show what it buys.
+"""``python bin/demo.py ...`` = ``kospeech-demo ...``: the main job behind `make demo`; see kospeech/cli/demo.py."""
 
-Builds the demo corpus (cached after the first run), loads the shipped base model, trains one adapter
-per user on their enrollment set, then transcribes each user's test set with and without their adapter.
+import _checkout  # noqa: F401  (this checkout first on sys.path)
+from kospeech.cli.demo import main
 
-    python bin/demo.py [--preset demo] [--adapter-type residual_head] [--users user01 user02]
-"""
-
-import argparse
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-import torch  # noqa: E402
-
-from kospeech.cli import setup_logging  # noqa: E402
-from kospeech.demo import DemoConfig, format_table, run_demo  # noqa: E402
-
-
-def main() -> None:
-    defaults = DemoConfig()
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--corpus-dir", default=defaults.corpus_dir, help="full corpus (only to train a missing base)")
-    parser.add_argument("--users-dir", default=defaults.users_dir, help="where the users' speech is synthesized")
-    parser.add_argument("--preset", default=defaults.corpus_preset, help="corpus preset: tiny, demo or bench")
-    parser.add_argument("--base", default=defaults.base_model_path, help="base checkpoint (trained when missing)")
-    parser.add_argument("--output-dir", default=defaults.output_dir, help="adapters, results.json and the plot")
-    parser.add_argument("--adapter-type", default=defaults.adapter.adapter_type, help="head, residual_head or encoder")
-    parser.add_argument("--epochs", type=int, default=defaults.adapter.num_epochs, help="maximum adapter epochs")
-    parser.add_argument("--users", nargs="*", default=None, help="users to adapt (default: all built-in users)")
-    parser.add_argument("--max-enroll", type=int, default=None, help="enrollment utterances per user (default all)")
-    parser.add_argument("--max-test", type=int, default=None, help="test utterances per user (default all)")
-    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
-    args = parser.parse_args()
-    setup_logging(Path(args.output_dir) / "demo.log")
-    torch.set_num_threads(args.threads)
-
-    config = DemoConfig(
-        corpus_dir=args.corpus_dir, users_dir=args.users_dir, corpus_preset=args.preset, base_model_path=args.base,
-        output_dir=args.output_dir, users=args.users, max_enroll=args.max_enroll, max_test=args.max_test,
-    )
-    config.adapter.adapter_type = args.adapter_type
-    config.adapter.num_epochs = args.epochs
-    config.adapter.num_threads = args.threads
-    records = run_demo(config)
-
-    output_dir = Path(args.output_dir)
-    print()
-    print(format_table(records))
-    print()
-    print(f"results: {output_dir / 'results.json'}")
-    print(f"plot:    {output_dir / 'personalization.png'}")
-    print(f"adapters: {output_dir / 'adapters'}")
-    print()
-    print("next:")
-    first = records[0]["user"] if records else "user01"
-    print(f"  python bin/inference.py --checkpoint {config.base_model_path} --adapter-dir {output_dir / 'adapters'} "
-          f"--user {first} {Path(config.users_dir) / 'users' / first / 'wavs'}")
-    print("  python benchmarks/personalization.py --quick     # adapter types vs full fine-tuning")
-    print("  see ADAPTER_README.md for the Python API")
-
-
-if __name__ == "__main__":
-    main()
+raise SystemExit(main())

@@ -1,51 +1,6 @@
-"""Build the built-in synthetic Korean speech corpus (Hydra).
+"""``python bin/make_corpus.py ...`` = ``kospeech-make-corpus ...``: build the built-in synthetic corpus (Hydra); see kospeech/cli/make_corpus.py."""
 
-    python bin/make_corpus.py preset=tiny out_dir=data/corpus_tiny seed=0
-    python bin/make_corpus.py preset=demo num_base_speakers=12 utterances_per_speaker=150 num_workers=2
+import _checkout  # noqa: F401  (this checkout first on sys.path)
+from kospeech.cli.make_corpus import main
 
-Writes DIR/corpus.json, DIR/vocab.csv, DIR/base/{train,dev,test}.tsv and DIR/users/<user>/{enroll,test}.tsv;
-a second run reuses the audio that is already there.
-"""
-
-import logging
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-import hydra  # noqa: E402
-from hydra.utils import to_absolute_path  # noqa: E402
-from omegaconf import DictConfig, OmegaConf  # noqa: E402
-
-from kospeech.cli import setup_logging  # noqa: E402
-from kospeech.data.synthetic import CorpusConfig, build_corpus, register_corpus_configs  # noqa: E402
-
-logger = logging.getLogger("kospeech.make_corpus")
-
-register_corpus_configs()
-
-
-@hydra.main(config_path="../configs", config_name="make_corpus", version_base="1.3")
-def main(config: DictConfig) -> None:
-    setup_logging()
-    corpus_config: CorpusConfig = OmegaConf.to_object(config)
-    logger.info("resolved config:\n%s", OmegaConf.to_yaml(config, resolve=True))
-    out_dir = Path(to_absolute_path(corpus_config.out_dir))
-    card = build_corpus(
-        out_dir,
-        preset=corpus_config.preset,
-        seed=corpus_config.seed,
-        num_workers=corpus_config.num_workers,
-        **corpus_config.size_overrides(),
-    )
-    print(card.summary())
-    names = [f"base/{split}" for split in ("train", "dev", "test")]
-    names += [f"users/{user}/{split}" for user in card.users for split in ("enroll", "test")]
-    for name in names:
-        split = card.data["splits"][name]
-        speakers = ",".join(split["speakers"])
-        print(f"  {name:<24} {split['utterances']:>6} utterances {split['hours']:>8.3f} h  speakers {speakers}")
-
-
-if __name__ == "__main__":
-    main()
+raise SystemExit(main())

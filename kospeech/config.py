@@ -9,16 +9,18 @@ in ``kospeech.trainer.configs``); this module only stores them in Hydra's ``Conf
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any, Dict, Optional, Tuple
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
 from kospeech.data.features import FeatureConfig
+from kospeech.data.synthetic.config import SCHEMA_NAME as CORPUS_SCHEMA_NAME
+from kospeech.data.synthetic.config import CorpusConfig
 from kospeech.model_builder import DeepSpeech2Config
 from kospeech.trainer.configs import AdapterTrainConfig, DataConfig, TrainConfig
 
-__all__ = ["TrainJobConfig", "EvalConfig", "register_configs"]
+__all__ = ["TrainJobConfig", "EvalConfig", "SCHEMAS", "register_configs"]
 
 
 @dataclass
@@ -61,20 +63,37 @@ class EvalConfig:
     output_dir: str = field(default="runs/eval", metadata={"help": "where results.json and the config go"})
 
 
-_REGISTERED = False
+SCHEMAS: Tuple[Tuple[Optional[str], str, type], ...] = (
+    (None, "train_schema", TrainJobConfig),
+    (None, "eval_schema", EvalConfig),
+    (None, CORPUS_SCHEMA_NAME, CorpusConfig),
+    ("audio", "audio_schema", FeatureConfig),
+    ("model", "ds2_schema", DeepSpeech2Config),
+    ("data", "data_schema", DataConfig),
+    ("train", "ds2_train_schema", TrainConfig),
+    ("train", "adapter_train_schema", AdapterTrainConfig),
+)
+"""Every Hydra node: ``(group or None, name, dataclass)``; the YAML files in ``configs/`` extend these names."""
+
+_STORED: Dict[Tuple[Optional[str], str], type] = {}
 
 
 def register_configs() -> None:
-    """Store every schema in Hydra's ConfigStore (idempotent)."""
-    global _REGISTERED
-    if _REGISTERED:
-        return
+    """Store every schema of :data:`SCHEMAS` in Hydra's ConfigStore; every CLI calls it before ``hydra.main``.
+
+    Calling it again is harmless. A different dataclass already stored under one of the names by this function
+    is refused, so two schemas can never silently share a name.
+
+    Raises:
+        ValueError: a name of :data:`SCHEMAS` is already taken by another dataclass.
+    """
     store = ConfigStore.instance()
-    store.store(name="train_schema", node=TrainJobConfig)
-    store.store(name="eval_schema", node=EvalConfig)
-    store.store(group="audio", name="audio_schema", node=FeatureConfig)
-    store.store(group="model", name="ds2_schema", node=DeepSpeech2Config)
-    store.store(group="data", name="data_schema", node=DataConfig)
-    store.store(group="train", name="ds2_train_schema", node=TrainConfig)
-    store.store(group="train", name="adapter_train_schema", node=AdapterTrainConfig)
-    _REGISTERED = True
+    for group, name, node in SCHEMAS:
+        key = (group, name)
+        if key in _STORED:
+            if _STORED[key] is not node:
+                where = f"{group}/{name}" if group else name
+                raise ValueError(f"config schema {where!r} is already {_STORED[key].__name__}, not {node.__name__}")
+            continue
+        store.store(group=group, name=name, node=node)
+        _STORED[key] = node

@@ -11,29 +11,25 @@ import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, Optional
 
 import torch
 from omegaconf import DictConfig, OmegaConf
 
 from kospeech.checkpoint import load_checkpoint
-from kospeech.data.dataset import build_dataloader
-from kospeech.data.features import FeatureConfig, FeatureExtractor
-from kospeech.data.manifest import ManifestEntry, read_manifest
+from kospeech.data.features import FeatureConfig
+from kospeech.data.manifest import read_manifest
 from kospeech.data.synthetic import ensure_corpus
 from kospeech.device import resolve_device
 from kospeech.evaluation import evaluate, evaluate_base_and_adapter
 from kospeech.fileio import atomic_write_text
-from kospeech.inference import Recognizer, evaluate_users, read_user_map
 from kospeech.model_builder import DeepSpeech2Config, build_deepspeech2
-from kospeech.models import AdapterManager
 from kospeech.trainer.adapter_trainer import AdapterTrainer
 from kospeech.trainer.configs import AdapterTrainConfig, DataConfig, TrainConfig
-from kospeech.trainer.criterion import CTCLoss
 from kospeech.trainer.supervised_trainer import SupervisedTrainer
 from kospeech.vocabs import Vocabulary
 
-__all__ = ["DataSources", "resolve_data", "train_base_model", "train_adapter_model", "evaluate_checkpoint"]
+__all__ = ["DataSources", "resolve_data", "to_dataclass", "write_results", "train_base_model", "train_adapter_model"]
 
 logger = logging.getLogger(__name__)
 
@@ -48,7 +44,7 @@ class DataSources:
     vocab_path: Path
 
 
-def _to_dataclass(node: Any, schema: type) -> Any:
+def to_dataclass(node: Any, schema: type) -> Any:
     if isinstance(node, schema):
         return node
     values = OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else dict(node)
@@ -84,7 +80,7 @@ def resolve_data(data: DataConfig, adapter: bool = False) -> DataSources:
     )
 
 
-def _write_results(output_dir: Path, results: Dict[str, Any]) -> Path:
+def write_results(output_dir: Path, results: Dict[str, Any]) -> Path:
     return atomic_write_text(output_dir / "results.json", json.dumps(results, indent=2, ensure_ascii=False) + "\n")
 
 
@@ -98,10 +94,10 @@ def train_base_model(job: Any) -> Dict[str, Any]:
         ``checkpoint`` (best weights), per-split ``valid``/``test`` figures and the run folder; on the other ranks of
         a DistributedDataParallel job only ``rank`` and ``steps`` (they neither evaluate nor write files).
     """
-    train_config: TrainConfig = _to_dataclass(job.train, TrainConfig)
-    feature_config: FeatureConfig = _to_dataclass(job.audio, FeatureConfig).validate()
-    model_config: DeepSpeech2Config = _to_dataclass(job.model, DeepSpeech2Config)
-    data = _to_dataclass(job.data, DataConfig)
+    train_config: TrainConfig = to_dataclass(job.train, TrainConfig)
+    feature_config: FeatureConfig = to_dataclass(job.audio, FeatureConfig).validate()
+    model_config: DeepSpeech2Config = to_dataclass(job.model, DeepSpeech2Config)
+    data = to_dataclass(job.data, DataConfig)
     sources = resolve_data(data)
     manifest_vocab = Vocabulary.from_csv(sources.vocab_path)
     vocab = manifest_vocab.with_unit(data.unit)
@@ -145,7 +141,7 @@ def train_base_model(job: Any) -> Dict[str, Any]:
             )
             results[split] = result.as_dict()
             logger.info("%s: CER %.4f WER %.4f (%d utterances)", split, result.cer, result.wer, result.num_utterances)
-    _write_results(output_dir, results)
+    write_results(output_dir, results)
     return results
 
 
@@ -159,8 +155,8 @@ def train_adapter_model(job: Any) -> Dict[str, Any]:
         ``adapter_path``, parameter counts, base vs adapter CER on the held-out part and on the
         user's test set when there is one, and training time.
     """
-    config: AdapterTrainConfig = _to_dataclass(job.train, AdapterTrainConfig)
-    data = _to_dataclass(job.data, DataConfig)
+    config: AdapterTrainConfig = to_dataclass(job.train, AdapterTrainConfig)
+    data = to_dataclass(job.data, DataConfig)
     checkpoint = load_checkpoint(config.base_model_path)
     vocab, feature_config = checkpoint.vocab, checkpoint.feature_config
     _warn_architecture_differences(config, checkpoint.model_config)
@@ -201,7 +197,7 @@ def train_adapter_model(job: Any) -> Dict[str, Any]:
         )
         results.update(test_base_cer=base.cer, test_adapter_cer=adapted.cer, test_utterances=adapted.num_utterances)
         logger.info("user test set: base CER %.4f -> adapter CER %.4f", base.cer, adapted.cer)
-    _write_results(Path(config.output_dir), results)
+    write_results(Path(config.output_dir), results)
     return results
 
 
@@ -216,77 +212,3 @@ def _warn_architecture_differences(config: AdapterTrainConfig, model_config: Dic
         recorded = model_config.get(key)
         if recorded is not None and recorded != getattr(config, key):
             logger.info("base checkpoint has %s=%r (config says %r): using the checkpoint's", key, recorded, getattr(config, key))
-
-
-def evaluate_checkpoint(job: Any) -> Dict[str, Any]:
-    """CER/WER of a checkpoint (plus an optional adapter) on a manifest; writes ``results.json``.
-
-    Args:
-        job: an ``EvalConfig`` or equivalent ``DictConfig`` (``checkpoint_path``, ``manifest_path``,
-            ``adapter_path``, ``data``, ``batch_size``, ``beam_size``, ``device``, ``output_dir``; optionally
-            ``adapter_dir``, ``user_map``, ``fallback_to_base`` for per-user figures).
-
-    Returns:
-        The figures of the base model and, with an adapter, of the adapter output on the same data; with
-        ``adapter_dir``, also ``per_user``: base and own-adapter CER/WER per user and overall
-        (:func:`kospeech.inference.evaluate_users`).
-    """
-    checkpoint = load_checkpoint(job.checkpoint_path)
-    vocab, feature_config = checkpoint.vocab, checkpoint.feature_config
-    device = resolve_device(job.device)
-    model = checkpoint.build_model(device=device)
-    manifest = Path(job.manifest_path) if job.manifest_path else resolve_data(_to_dataclass(job.data, DataConfig)).test_manifest
-    if manifest is None:
-        raise ValueError("no manifest to evaluate: set manifest_path")
-    entries = read_manifest(manifest, vocab, relabel=True)  # ids come from the checkpoint's own vocabulary
-    loader = build_dataloader(entries, FeatureExtractor(feature_config), job.batch_size, shuffle=False)
-    results: Dict[str, Any] = {"checkpoint": str(job.checkpoint_path), "manifest": str(manifest)}
-    loss_fn = CTCLoss(vocab.blank_id)
-    base_model_output = evaluate(
-        model, loader, vocab, loss_fn=loss_fn, device=device, beam_size=job.beam_size, description="base"
-    )
-    results["base"] = base_model_output.as_dict()
-    if job.adapter_path:
-        info = AdapterManager.load_adapter(
-            model, job.adapter_path, vocab_fingerprint=vocab.fingerprint(), feature_config=feature_config.to_dict()
-        )
-        model.eval()
-        adapted = evaluate(
-            model,
-            loader,
-            vocab,
-            loss_fn=loss_fn,
-            device=device,
-            use_adapter_output=True,
-            beam_size=job.beam_size,
-            description="adapter",
-        )
-        results["adapter"] = {"path": str(job.adapter_path), "name": info.get("adapter_name"), **adapted.as_dict()}
-    if getattr(job, "adapter_dir", None):
-        results["per_user"] = _evaluate_per_user(job, entries)
-    _write_results(Path(job.output_dir), results)
-    return results
-
-
-def _evaluate_per_user(job: Any, entries: List[ManifestEntry]) -> Dict[str, Any]:
-    """CER/WER per user and overall, each utterance with its own user's adapter (mixed-user batches).
-
-    The user of an utterance comes from ``job.user_map`` when it lists the audio file, else from the manifest's
-    speaker column; utterances without a user are scored with the base model.
-    """
-    user_map_path = getattr(job, "user_map", None)
-    user_map = read_user_map(user_map_path) if user_map_path else {}
-    users = [user_map.get(entry.audio_path.resolve(), entry.speaker) for entry in entries]
-    recognizer = Recognizer.from_checkpoint(
-        job.checkpoint_path,
-        adapter_dir=job.adapter_dir,
-        device=resolve_device(job.device),
-        fallback_to_base=bool(getattr(job, "fallback_to_base", False)),
-        beam_size=job.beam_size,
-        batch_size=job.batch_size,
-    )
-    paths = [entry.audio_path for entry in entries]
-    figures = evaluate_users(recognizer, paths, [entry.transcript for entry in entries], users)
-    for user, values in figures["per_user"].items():
-        logger.info("user %s: base CER %.4f -> adapter CER %.4f", user, values["base"]["cer"], values["adapter"]["cer"])
-    return {"adapter_dir": str(job.adapter_dir), **figures}

@@ -1,7 +1,6 @@
 """KsponSpeech transcript cleaning and corpus preprocessing on fixture files written here."""
 
 import json
-import sys
 from pathlib import Path
 from typing import Dict, Optional
 
@@ -22,8 +21,7 @@ from kospeech.data.ksponspeech import (
 from kospeech.data.manifest import read_manifest
 from kospeech.vocabs import Vocabulary
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bin"))
-import preprocess_ksponspeech as cli  # noqa: E402
+from kospeech.cli import preprocess_kspon as cli
 
 
 @pytest.mark.parametrize(

@@ -9,14 +9,15 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
 
-from kospeech.data.synthetic import CorpusCard, CorpusConfig, register_corpus_configs
+from kospeech.config import register_configs
+from kospeech.data.synthetic import CorpusCard, CorpusConfig
 from kospeech.data.synthetic.corpus import CorpusSizes
 
 REPO = Path(__file__).resolve().parents[2]
 
 
 def test_yaml_composes_against_the_schema():
-    register_corpus_configs()
+    register_configs()
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(REPO / "configs"), version_base="1.3"):
         config = compose(config_name="make_corpus", overrides=["preset=tiny", "num_users=3"])

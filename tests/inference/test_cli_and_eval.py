@@ -1,6 +1,5 @@
 """bin/inference.py (files, directories, user maps, text/jsonl, errors) and per-user CER/WER evaluation."""
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -17,10 +16,9 @@ ROOT = Path(__file__).resolve().parents[2]
 
 @pytest.fixture(scope="module")
 def cli():
-    spec = importlib.util.spec_from_file_location("inference_cli", ROOT / "bin" / "inference.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.main
+    from kospeech.cli.transcribe import main
+
+    return main
 
 
 def test_text_output_one_line_per_file_with_a_directory(cli, world, capsys):
@@ -129,7 +127,7 @@ def test_evaluate_users_per_user_and_overall(world):
 
 def test_eval_recipe_reports_per_user_figures(world, tmp_path):
     from kospeech.config import EvalConfig
-    from kospeech.trainer.recipes import evaluate_checkpoint
+    from kospeech.cli.eval import evaluate_checkpoint
 
     vocab = Vocabulary(TOKENS)
     transcripts = ["가나", "다라", "바사", "아자"]

@@ -5,7 +5,7 @@ sampled speaker and channel profiles (:mod:`.profiles`, :mod:`.channel`), split 
 users, written as KoSpeech manifests with a vocabulary and a JSON card (:mod:`.corpus`).
 """
 
-from kospeech.data.synthetic.config import CorpusConfig, register_corpus_configs
+from kospeech.data.synthetic.config import CorpusConfig
 from kospeech.data.synthetic.corpus import (
     PRESETS,
     SAMPLE_RATE,
@@ -26,7 +26,6 @@ from kospeech.data.synthetic.profiles import ChannelProfile, SpeakerProfile
 
 __all__ = [
     "CorpusConfig",
-    "register_corpus_configs",
     "PRESETS",
     "SAMPLE_RATE",
     "CorpusCard",

@@ -5,9 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields
 from typing import Any, Dict, Optional
 
-from hydra.core.config_store import ConfigStore
 
-__all__ = ["CorpusConfig", "register_corpus_configs", "SCHEMA_NAME"]
+__all__ = ["CorpusConfig", "SCHEMA_NAME"]
 
 SCHEMA_NAME = "make_corpus_schema"
 
@@ -46,12 +45,3 @@ class CorpusConfig:
         skip = {"preset", "out_dir", "seed", "num_workers"}
         values = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in skip}
         return {name: value for name, value in values.items() if value is not None}
-
-
-def register_corpus_configs(config_store: Optional[ConfigStore] = None) -> None:
-    """Store :class:`CorpusConfig` in Hydra's ConfigStore as ``make_corpus_schema``.
-
-    Args:
-        config_store: the store to use (default: ``ConfigStore.instance()``).
-    """
-    (config_store or ConfigStore.instance()).store(name=SCHEMA_NAME, node=CorpusConfig)

@@ -1,4 +1,4 @@
-"""Helpers shared by the thin command-line tools in ``bin/``: logging setup and path resolution."""
+"""Helpers shared by the console scripts: where the Hydra configs are, logging setup and path resolution."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from typing import Iterable, Optional
 from hydra.utils import to_absolute_path
 from omegaconf import DictConfig, open_dict
 
-__all__ = ["setup_logging", "absolutize_paths", "PATH_KEYS"]
+__all__ = ["setup_logging", "absolutize_paths", "config_dir", "PATH_KEYS"]
 
 PATH_KEYS = (
     "output_dir",
@@ -29,6 +29,23 @@ PATH_KEYS = (
     "trunk_cache_dir",
     "out_dir",
 )
+
+
+def config_dir() -> str:
+    """The folder of the Hydra YAML configs (``train.yaml``, ``eval.yaml``, ``make_corpus.yaml``, groups).
+
+    A checkout or an editable install (``pip install -e .``) uses the repository's ``configs/`` next to the package,
+    so edits there take effect at once; a regular install uses the copy that ``setup.py`` installs under
+    ``{sys.prefix}/share/kospeech/configs``.
+
+    Raises:
+        FileNotFoundError: neither folder exists.
+    """
+    candidates = [Path(__file__).resolve().parents[2] / "configs", Path(sys.prefix) / "share" / "kospeech" / "configs"]
+    for candidate in candidates:
+        if (candidate / "train.yaml").is_file():
+            return str(candidate)
+    raise FileNotFoundError(f"kospeech's Hydra configs not found; looked in {[str(c) for c in candidates]}")
 
 
 def setup_logging(log_file: Optional[Path] = None, level: int = logging.INFO) -> None:

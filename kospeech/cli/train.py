@@ -1,0 +1,80 @@
+"""``kospeech-train``: train a DeepSpeech2 base model or a per-user adapter (Hydra; ``bin/main.py`` runs it too).
+
+    python bin/main.py --config-name=train train=ds2_train
+    python bin/main.py --config-name=train train=adapter_train \
+        train.base_model_path=path/to/base.pt train.adapter_name=user_john train.adapter_save_dir=./adapters
+
+Base training on several processes (DistributedDataParallel; see docs/performance.md for several machines):
+
+    torchrun --standalone --nproc_per_node=2 bin/main.py --config-name=train train=ds2_train
+"""
+
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+from kospeech.cli.common import config_dir, absolutize_paths, setup_logging
+from kospeech.config import register_configs
+from kospeech.device import resolve_device
+from kospeech.trainer.distributed import cleanup_distributed, init_distributed, world_size_from_env
+from kospeech.trainer.recipes import train_adapter_model, train_base_model
+
+logger = logging.getLogger("kospeech.main")
+
+
+def train_base(config: DictConfig) -> dict:
+    """Train a base DeepSpeech2 from scratch."""
+    return train_base_model(config)
+
+
+def train_adapter(config: DictConfig) -> dict:
+    """Train one user's adapter on a frozen base checkpoint."""
+    return train_adapter_model(config)
+
+
+register_configs()
+
+
+@hydra.main(config_path=config_dir(), config_name="train", version_base="1.3")
+def hydra_main(config: DictConfig) -> None:
+    """The Hydra job: an adapter run when ``train.base_model_path`` is set, base training otherwise."""
+    absolutize_paths(config)
+    is_adapter_job = "base_model_path" in config.train
+    if is_adapter_job:
+        if world_size_from_env() > 1:
+            raise ValueError(
+                "adapter training runs in one process; to train many users at once use bin/train_adapters.py"
+            )
+        setup_logging(Path(config.train.output_dir) / "train.log")
+        logger.info("resolved config:\n%s", OmegaConf.to_yaml(config))
+        print(json.dumps(train_adapter(config), indent=2, ensure_ascii=False))
+        return
+    # under torchrun: join the process group first; rank 0 alone logs to the console and the run folder
+    context = init_distributed(config.train.ddp_backend, resolve_device(config.train.device))
+    try:
+        if context.is_main:
+            setup_logging(Path(config.train.output_dir) / "train.log")
+            logger.info("resolved config:\n%s", OmegaConf.to_yaml(config))
+        else:
+            setup_logging(level=logging.WARNING)
+        results = train_base(config)
+        if context.is_main:
+            print(json.dumps(results, indent=2, ensure_ascii=False))
+    finally:
+        cleanup_distributed()
+
+
+def main() -> None:
+    """``kospeech-train`` (and ``python bin/main.py``): parse Hydra overrides from the command line and train."""
+    if int(os.environ.get("RANK", "0")) > 0:
+        sys.argv.append("hydra.output_subdir=null")  # under torchrun rank 0 alone writes .hydra/ to the run folder
+    hydra_main()
+
+
+if __name__ == "__main__":
+    main()

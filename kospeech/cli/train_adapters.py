@@ -1,0 +1,66 @@
+"""``kospeech-train-adapters``: train adapters for many users in one process, sharing one frozen base model.
+
+    python bin/train_adapters.py --users-dir data/corpus_demo/users --base-model pretrained/ds2_synthetic.pt \
+        --adapter-save-dir ./adapters [--users user01,user02] [train.num_epochs=15 train.adapter_type=residual_head ...]
+
+``--users-dir`` holds one enrollment manifest per user: ``<user>.tsv`` files, or ``<user>/enroll.tsv`` folders
+(optionally with ``<user>/valid.tsv``), as in the built-in corpus' ``users/`` folder. Each user's adapter is written
+to ``{adapter_save_dir}/{user}_adapter.pt``; per-user runs and ``results.json`` go to ``--output-dir``. Trailing
+``train.KEY=VALUE`` arguments override ``configs/train/adapter_train.yaml`` exactly as with ``bin/main.py``.
+"""
+
+import argparse
+import json
+from pathlib import Path
+
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+from kospeech.cli.common import config_dir, setup_logging
+from kospeech.config import register_configs
+from kospeech.trainer.configs import AdapterTrainConfig
+from kospeech.trainer.multi_user import train_user_adapters
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--users-dir", required=True, help="folder of per-user enrollment manifests")
+    parser.add_argument("--base-model", required=True, help="base checkpoint (.pt) shared by every user")
+    parser.add_argument("--adapter-save-dir", default="./adapters", help="where <user>_adapter.pt files go")
+    parser.add_argument("--output-dir", default="runs/train_adapters", help="per-user runs, log and results.json")
+    parser.add_argument("--users", help="comma-separated users to train (default: every user found)")
+    parser.add_argument("overrides", nargs="*", help="train.KEY=VALUE overrides of configs/train/adapter_train.yaml")
+    return parser.parse_args()
+
+
+def load_config(args: argparse.Namespace) -> AdapterTrainConfig:
+    """``configs/train/adapter_train.yaml`` with the paths of the command line and the overrides."""
+    register_configs()
+    overrides = [
+        "train=adapter_train",
+        f"train.base_model_path={Path(args.base_model).resolve()}",
+        f"train.adapter_save_dir={Path(args.adapter_save_dir).resolve()}",
+        f"train.output_dir={Path(args.output_dir).resolve()}",
+        *args.overrides,
+    ]
+    with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
+        job = compose(config_name="train", overrides=overrides)
+    return OmegaConf.to_object(job.train)
+
+
+def main() -> None:
+    args = parse_args()
+    config = load_config(args)
+    setup_logging(Path(config.output_dir) / "train.log")
+    users = [name for name in args.users.split(",") if name] if args.users else None
+    results = train_user_adapters(config, Path(args.users_dir).resolve(), users=users)
+    print(f"{'user':<16}{'base CER':>10}{'adapter CER':>13}{'epochs':>8}  adapter")
+    for user, figures in results["users"].items():
+        before = figures["cer_before"] if figures["cer_before"] is not None else float("nan")
+        after, epochs, path = figures["cer_after"], figures["epochs"], figures["adapter_path"]
+        print(f"{user:<16}{before:>10.4f}{after:>13.4f}{epochs:>8}  {path}")
+    print(json.dumps({key: value for key, value in results.items() if key != "users"}, indent=2))
+
+
+if __name__ == "__main__":
+    main()

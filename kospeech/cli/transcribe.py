@@ -1,0 +1,114 @@
+"""``kospeech-transcribe``: transcribe audio files with a base checkpoint and optional per-user adapters.
+
+    python bin/inference.py --checkpoint base.pt audio/ one.wav
+    python bin/inference.py --checkpoint base.pt --adapter-dir adapters --user user01 --timestamps clips/
+    python bin/inference.py --checkpoint base.pt --adapter-dir adapters --user-map users.tsv --format jsonl clips/
+
+Prints one line per file on stdout: ``PATH<TAB>TEXT`` (``--format text``) or a JSON object (``--format jsonl``).
+A file that cannot be read is reported on stderr (and, with jsonl, as an ``{"path", "error"}`` line) and the exit
+status is 1; an unknown user or a bad option stops before any audio is read, with exit status 2.
+"""
+
+import argparse
+import json
+import logging
+import sys
+from typing import List, Optional
+
+from kospeech.inference import (
+    AUDIO_EXTENSIONS,
+    Recognizer,
+    UnknownUserError,
+    collect_audio_files,
+    read_user_map,
+    transcribe_files,
+)
+from kospeech.models import AdapterCompatibilityError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command-line options."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("inputs", nargs="+", help="audio files and/or directories (searched recursively)")
+    parser.add_argument("--checkpoint", required=True, help="base model checkpoint (.pt)")
+    parser.add_argument("--adapter-dir", default=None, help="directory of <user>_adapter.pt files")
+    parser.add_argument("--user", default=None, help="adapter to use for every file (default: base model)")
+    parser.add_argument(
+        "--user-map",
+        default=None,
+        help="TSV file, AUDIO_PATH<TAB>USER per line (paths relative to the map's folder); "
+        "files not listed use --user or the base model",
+    )
+    parser.add_argument(
+        "--fallback-to-base", action="store_true", help="use the base model for users without an adapter"
+    )
+    parser.add_argument("--format", choices=("text", "jsonl"), default="text", help="output format")
+    parser.add_argument(
+        "--timestamps", action="store_true", help="add per-token start times in seconds (needs --format jsonl)"
+    )
+    parser.add_argument("--beam-size", type=int, default=1, help="1 = greedy CTC decoding, >1 = prefix beam search")
+    parser.add_argument("--batch-size", type=int, default=16, help="segments per forward pass")
+    parser.add_argument("--cache-size", type=int, default=32, help="adapters kept in memory")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto")
+    parser.add_argument(
+        "--extensions",
+        default=",".join(AUDIO_EXTENSIONS),
+        help="file extensions picked up from directories, comma separated",
+    )
+    parser.add_argument("--verbose", action="store_true", help="log progress to stderr")
+    return parser
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    """Run the CLI; returns the exit status (0 ok, 1 some files failed, 2 usage or setup error)."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    if args.beam_size < 1 or args.batch_size < 1 or args.cache_size < 1:
+        print("error: --beam-size, --batch-size and --cache-size must be >= 1", file=sys.stderr)
+        return 2
+    if args.timestamps and args.format != "jsonl":
+        print("error: --timestamps needs --format jsonl", file=sys.stderr)
+        return 2
+    extensions = tuple(f".{ext.strip().lstrip('.').lower()}" for ext in args.extensions.split(",") if ext.strip())
+    try:
+        files = collect_audio_files(args.inputs, extensions)
+        user_map = read_user_map(args.user_map) if args.user_map else {}
+        recognizer = Recognizer.from_checkpoint(
+            args.checkpoint,
+            adapter_dir=args.adapter_dir,
+            device=args.device,
+            cache_size=args.cache_size,
+            fallback_to_base=args.fallback_to_base,
+            beam_size=args.beam_size,
+            batch_size=args.batch_size,
+        )
+        if not files:
+            raise FileNotFoundError(f"no audio files ({', '.join(extensions)}) found in {args.inputs}")
+        users = [user_map.get(path.resolve(), args.user) for path in files]
+        recognizer.resolve_users(users)
+    except (FileNotFoundError, ValueError, UnknownUserError, AdapterCompatibilityError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    failed = 0
+    for path, user, result in transcribe_files(recognizer, files, users, return_timestamps=args.timestamps):
+        if isinstance(result, Exception):
+            failed += 1
+            print(f"error: {path}: {result}", file=sys.stderr)
+            if args.format == "jsonl":
+                print(json.dumps({"path": str(path), "user": user, "error": str(result)}, ensure_ascii=False))
+        elif args.format == "jsonl":
+            print(json.dumps({"path": str(path), **result.to_dict()}, ensure_ascii=False))
+        else:
+            print(f"{path}\t{result.text}")
+        sys.stdout.flush()
+    if failed:
+        print(f"{failed} of {len(files)} files failed", file=sys.stderr)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

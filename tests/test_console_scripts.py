@@ -1,0 +1,73 @@
+"""Console scripts: real installed executables, ``python -m kospeech``, and the ``bin/`` shims from a checkout."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from kospeech.checkpoint import load_checkpoint
+from kospeech.cli import COMMANDS
+from kospeech.data.manifest import ManifestEntry, write_manifest
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPTS = Path(sys.executable).parent
+GOLDEN = ROOT / "tests" / "fixtures" / "golden"
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "TQDM_DISABLE": "1"}
+
+
+def _run(command, cwd, timeout=120):
+    return subprocess.run(command, cwd=cwd, env=ENV, capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.mark.parametrize("command", sorted(COMMANDS))
+def test_every_console_script_is_installed_and_answers_help(command, tmp_path):
+    executable = SCRIPTS / f"kospeech-{command}"
+    assert executable.is_file(), f"{executable} missing: reinstall with pip install -e ."
+    result = _run([str(executable), "--help"], cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip()
+
+
+def test_python_m_kospeech_lists_and_dispatches(tmp_path):
+    listing = _run([sys.executable, "-m", "kospeech", "--help"], cwd=tmp_path)
+    assert listing.returncode == 0
+    assert all(f"kospeech-{command}" in listing.stdout for command in COMMANDS)
+    unknown = _run([sys.executable, "-m", "kospeech", "no-such-command"], cwd=tmp_path)
+    assert unknown.returncode == 2 and "no-such-command" in unknown.stderr
+    dispatched = _run([sys.executable, "-m", "kospeech", "transcribe", "--help"], cwd=tmp_path)
+    assert dispatched.returncode == 0 and "--checkpoint" in dispatched.stdout
+
+
+def test_bin_shims_run_from_another_directory(tmp_path):
+    for shim, expected in (("main.py", "Configuration groups"), ("inference.py", "--checkpoint")):
+        result = _run([sys.executable, str(ROOT / "bin" / shim), "--help"], cwd=tmp_path)
+        assert result.returncode == 0, result.stderr
+        assert expected in result.stdout
+
+
+def test_eval_entry_point_resolves_relative_paths_against_the_launch_directory(tmp_path):
+    checkpoint = load_checkpoint(ROOT / "pretrained" / "ds2_synthetic.pt")
+    expected = json.loads((GOLDEN / "expected.json").read_text(encoding="utf-8"))
+    data = tmp_path / "rel" / "data"
+    data.mkdir(parents=True)
+    entries = []
+    for clip in expected["clips"][:2]:
+        shutil.copy(GOLDEN / clip["file"], data / clip["file"])
+        ids = tuple(checkpoint.vocab.encode(clip["reference"]))
+        entries.append(ManifestEntry((data / clip["file"]).resolve(), clip["reference"], ids))
+    write_manifest(data / "test.tsv", entries)
+    shutil.copy(ROOT / "pretrained" / "ds2_synthetic.pt", tmp_path / "rel" / "base.pt")
+
+    result = _run(
+        [str(SCRIPTS / "kospeech-eval"), "checkpoint_path=rel/base.pt", "manifest_path=rel/data/test.tsv",
+         "output_dir=rel/out", "device=cpu", "batch_size=2"],
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr
+    results = json.loads((tmp_path / "rel" / "out" / "results.json").read_text(encoding="utf-8"))
+    assert results["manifest"] == str(data / "test.tsv")
+    assert results["base"]["num_utterances"] == 2 and 0.0 <= results["base"]["cer"] <= 1.0
