@@ -28,10 +28,10 @@ from kospeech.checkpoint import load_checkpoint  # noqa: E402
 from kospeech.data.features import FeatureConfig  # noqa: E402
 from kospeech.data.manifest import ManifestEntry, read_manifest  # noqa: E402
 from kospeech.data.synthetic import ensure_corpus  # noqa: E402
+from kospeech.device import resolve_device  # noqa: E402
 from kospeech.fileio import atomic_write_text  # noqa: E402
 from kospeech.model_builder import DeepSpeech2Config, build_deepspeech2  # noqa: E402
 from kospeech.models import DeepSpeech2, count_parameters  # noqa: E402
-from kospeech.device import resolve_device  # noqa: E402
 from kospeech.vocabs import Vocabulary  # noqa: E402
 
 MODELS = {
@@ -47,8 +47,12 @@ def base_parser(description: str, output: str, device_option: bool = False) -> a
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads (set explicitly)")
     parser.add_argument("--corpus-dir", default="data/corpus_demo", help="built-in demo corpus (built if missing)")
     parser.add_argument("--base", default=None, help="base checkpoint; default: a random-weight model on fbank 80")
-    parser.add_argument("--model", choices=sorted(MODELS), default="small",
-                        help="size of the random-weight model: small = ds2_small 3 x 256, full = 5 x 512")
+    parser.add_argument(
+        "--model",
+        choices=sorted(MODELS),
+        default="small",
+        help="size of the random-weight model: small = ds2_small 3 x 256, full = 5 x 512",
+    )
     parser.add_argument("--seed", type=int, default=0)
     if device_option:
         parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (the figures in docs are CPU)")
@@ -128,8 +132,9 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
-def machine(device: torch.device = torch.device("cpu")) -> Dict[str, Any]:
-    """Where the figures were measured: the device (and GPU name), threads, versions, load."""
+def machine(device: Optional[torch.device] = None) -> Dict[str, Any]:
+    """Where the figures were measured: the device (default the CPU; a GPU's name), threads, versions, load."""
+    device = torch.device("cpu") if device is None else device
     return {
         "device": str(device),
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
@@ -153,8 +158,16 @@ def write_results(path: str, results: Dict[str, Any]) -> Path:
 
 def print_table(header: List[str], rows: List[List[Any]], widths: Optional[List[int]] = None) -> None:
     widths = widths or [max(len(str(cell)) for cell in column) + 2 for column in zip(header, *rows)]
-    print("".join(str(cell).ljust(width) if index == 0 else str(cell).rjust(width)
-                  for index, (cell, width) in enumerate(zip(header, widths))))
+    print(
+        "".join(
+            str(cell).ljust(width) if index == 0 else str(cell).rjust(width)
+            for index, (cell, width) in enumerate(zip(header, widths))
+        )
+    )
     for row in rows:
-        print("".join(str(cell).ljust(width) if index == 0 else str(cell).rjust(width)
-                      for index, (cell, width) in enumerate(zip(row, widths))))
+        print(
+            "".join(
+                str(cell).ljust(width) if index == 0 else str(cell).rjust(width)
+                for index, (cell, width) in enumerate(zip(row, widths))
+            )
+        )

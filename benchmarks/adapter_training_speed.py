@@ -22,8 +22,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 # first: it switches progress bars off before torch (and with it tqdm) is imported
-from _bench_utils import World, base_parser, device_label, machine, print_table, timed, write_results  # noqa: E402
 import torch  # noqa: E402
+from _bench_utils import World, base_parser, device_label, machine, print_table, timed, write_results  # noqa: E402
 
 from kospeech.trainer import AdapterTrainConfig, AdapterTrainer  # noqa: E402
 
@@ -44,10 +44,23 @@ class _TimedAdapterTrainer(AdapterTrainer):
 def run(world: World, entries, cache_trunk: bool, epochs: int, adapter_type: str, root: Path) -> dict:
     model = world.build_model()
     config = AdapterTrainConfig(
-        base_model_path="unused", output_dir=str(root / f"run_{cache_trunk}"), adapter_save_dir=str(root / "adapters"),
-        adapter_type=adapter_type, batch_size=16, num_epochs=epochs, num_workers=0, warmup_steps=10, peak_lr=2e-3,
-        init_lr=1e-4, final_lr=1e-4, early_stopping_patience=epochs + 1, num_threads=torch.get_num_threads(),
-        seed=world.seed, cache_trunk=cache_trunk, log_every=10_000, device=str(world.device),
+        base_model_path="unused",
+        output_dir=str(root / f"run_{cache_trunk}"),
+        adapter_save_dir=str(root / "adapters"),
+        adapter_type=adapter_type,
+        batch_size=16,
+        num_epochs=epochs,
+        num_workers=0,
+        warmup_steps=10,
+        peak_lr=2e-3,
+        init_lr=1e-4,
+        final_lr=1e-4,
+        early_stopping_patience=epochs + 1,
+        num_threads=torch.get_num_threads(),
+        seed=world.seed,
+        cache_trunk=cache_trunk,
+        log_every=10_000,
+        device=str(world.device),
     )
     trainer = _TimedAdapterTrainer(config, world.vocab, world.feature_config, copy.copy(entries))
     seconds, _ = timed(lambda: trainer.train(model, adapter_name=f"bench_{cache_trunk}"))
@@ -106,22 +119,35 @@ def main() -> None:
         "ratio_whole_train_call": round(uncached["train_call_seconds"] / cached["train_call_seconds"], 3),
     }
     output = write_results(args.output, results)
-    print(f"adapter training speed ({results['mode']}, {device_label(results)}, {results['torch_threads']} thread(s), "
-          f"load average {results['load_average_1min']})")
-    print(f"{world.model_description}; {args.adapter_type} adapter [512, 256]; user {args.user}, "
-          f"{cached['train_utterances']} training utterances, batch 16, {epochs} epochs")
+    print(
+        f"adapter training speed ({results['mode']}, {device_label(results)}, {results['torch_threads']} thread(s), "
+        f"load average {results['load_average_1min']})"
+    )
+    print(
+        f"{world.model_description}; {args.adapter_type} adapter [512, 256]; user {args.user}, "
+        f"{cached['train_utterances']} training utterances, batch 16, {epochs} epochs"
+    )
     print()
     rows = []
     for name, figures in (("cached trunk", cached), ("uncached", uncached)):
         losses = " ".join(f"{loss:.4f}" for loss in figures["train_losses"])
-        rows.append([name, f"{figures['seconds_per_epoch']:.3f}", f"{figures['train_loop_seconds_per_epoch']:.3f}",
-                     f"{figures['train_call_seconds']:.2f}", losses])
+        rows.append(
+            [
+                name,
+                f"{figures['seconds_per_epoch']:.3f}",
+                f"{figures['train_loop_seconds_per_epoch']:.3f}",
+                f"{figures['train_call_seconds']:.2f}",
+                losses,
+            ]
+        )
     print_table(["run", "s/epoch", "steps s/epoch", "train() s", "train loss per epoch"], rows)
     print()
     print(f"max |train loss cached - uncached| over epochs: {loss_gap:.2e}")
     print(f"steps alone (no validation): {loop_ratio:.2f}x")
-    print(f"one-time cache build: {results['cache_build_seconds']:.2f} s; whole train() call (build, validation "
-          f"and saving included): {results['ratio_whole_train_call']:.2f}x")
+    print(
+        f"one-time cache build: {results['cache_build_seconds']:.2f} s; whole train() call (build, validation "
+        f"and saving included): {results['ratio_whole_train_call']:.2f}x"
+    )
     print(f"results: {output}")
     print(f"ratio: {ratio:.2f}")
 

@@ -25,8 +25,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 # first: it switches progress bars off before torch (and with it tqdm) is imported
-from _bench_utils import World, base_parser, machine, print_table, write_results  # noqa: E402
 import torch  # noqa: E402
+from _bench_utils import World, base_parser, machine, print_table, write_results  # noqa: E402
 
 from kospeech.metrics import ErrorRateMeter  # noqa: E402
 from kospeech.trainer import SupervisedTrainer, TrainConfig  # noqa: E402
@@ -40,8 +40,15 @@ def main() -> None:
     num_batches = 4 if args.quick else 12
     entries = world.base_entries()[: num_batches * 16]
     with tempfile.TemporaryDirectory(prefix="kospeech_bench_") as tmp:
-        config = TrainConfig(output_dir=tmp, batch_size=16, num_workers=args.num_workers,
-                             num_threads=torch.get_num_threads(), spec_augment=True, seed=args.seed, device="cpu")
+        config = TrainConfig(
+            output_dir=tmp,
+            batch_size=16,
+            num_workers=args.num_workers,
+            num_threads=torch.get_num_threads(),
+            spec_augment=True,
+            seed=args.seed,
+            device="cpu",
+        )
         record = {"input_dim": world.feature_config.feature_dim, "num_classes": len(world.vocab)}
         trainer = SupervisedTrainer(config, world.vocab, world.feature_config, entries, None, record)
         loader = trainer.build_loader(entries, 16, train=True)
@@ -101,18 +108,25 @@ def main() -> None:
         "ratio_loader_over_trainer": round(ratio, 3),
     }
     output = write_results(args.output, results)
-    print(f"data loading vs training steps ({results['mode']}, CPU, {results['torch_threads']} thread(s), "
-          f"{args.num_workers} worker(s), load average {results['load_average_1min']})")
+    print(
+        f"data loading vs training steps ({results['mode']}, CPU, {results['torch_threads']} thread(s), "
+        f"{args.num_workers} worker(s), load average {results['load_average_1min']})"
+    )
     print(f"{world.model_description}; batch 16 with SpecAugment; {len(batches)} batches")
     print()
-    print_table(["measure", "batches/s", "s/batch"], [
-        ["loader alone (features + SpecAugment)", f"{loader_rate:.2f}", f"{1 / loader_rate:.3f}"],
-        ["trainer step alone", f"{trainer_rate:.2f}", f"{1 / trainer_rate:.3f}"],
-    ])
+    print_table(
+        ["measure", "batches/s", "s/batch"],
+        [
+            ["loader alone (features + SpecAugment)", f"{loader_rate:.2f}", f"{1 / loader_rate:.3f}"],
+            ["trainer step alone", f"{trainer_rate:.2f}", f"{1 / trainer_rate:.3f}"],
+        ],
+    )
     print()
-    print(f"real loop: {loop_seconds:.2f} s, waiting for data {sum(waits):.3f} s "
-          f"({100 * results['wait_fraction']:.1f}%; first batch {first_wait:.3f} s, after it "
-          f"{100 * results['wait_fraction_after_first_batch']:.1f}%)")
+    print(
+        f"real loop: {loop_seconds:.2f} s, waiting for data {sum(waits):.3f} s "
+        f"({100 * results['wait_fraction']:.1f}%; first batch {first_wait:.3f} s, after it "
+        f"{100 * results['wait_fraction_after_first_batch']:.1f}%)"
+    )
     print(f"results: {output}")
     print(f"ratio: {ratio:.2f}")
 

@@ -24,8 +24,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 # first: it switches progress bars off before torch (and with it tqdm) is imported
-from _bench_utils import World, base_parser, machine, peak_rss_mb, print_table, write_results  # noqa: E402
 import torch  # noqa: E402
+from _bench_utils import World, base_parser, machine, peak_rss_mb, print_table, write_results  # noqa: E402
 
 from kospeech.checkpoint import save_checkpoint  # noqa: E402
 from kospeech.inference import Recognizer  # noqa: E402
@@ -38,9 +38,17 @@ PHASES = ("imports", "train_cached", "train_uncached", "inference")
 def train(world: World, args, root: Path, cache_trunk: bool) -> dict:
     entries = world.enrollment(args.user)[: 32 if args.quick else None]
     config = AdapterTrainConfig(
-        base_model_path="unused", output_dir=str(root / "run"), adapter_save_dir=str(root / "adapters"),
-        batch_size=16, num_epochs=1 if args.quick else 3, num_workers=0, num_threads=torch.get_num_threads(),
-        cache_trunk=cache_trunk, log_every=10_000, seed=args.seed, device="cpu",
+        base_model_path="unused",
+        output_dir=str(root / "run"),
+        adapter_save_dir=str(root / "adapters"),
+        batch_size=16,
+        num_epochs=1 if args.quick else 3,
+        num_workers=0,
+        num_threads=torch.get_num_threads(),
+        cache_trunk=cache_trunk,
+        log_every=10_000,
+        seed=args.seed,
+        device="cpu",
     )
     trainer = AdapterTrainer(config, world.vocab, world.feature_config, entries)
     trainer.train(world.build_model(), adapter_name=args.user)
@@ -49,13 +57,23 @@ def train(world: World, args, root: Path, cache_trunk: bool) -> dict:
 
 def inference(world: World, args, root: Path) -> dict:
     model = world.build_model()
-    record = {"input_dim": world.feature_config.feature_dim, "num_classes": len(world.vocab),
-              "num_rnn_layers": model.num_rnn_layers, "rnn_hidden_dim": model.rnn_hidden_dim}
-    base = save_checkpoint(root / "base.pt", model, model_config=record, vocab=world.vocab,
-                           feature_config=world.feature_config)
+    record = {
+        "input_dim": world.feature_config.feature_dim,
+        "num_classes": len(world.vocab),
+        "num_rnn_layers": model.num_rnn_layers,
+        "rnn_hidden_dim": model.rnn_hidden_dim,
+    }
+    base = save_checkpoint(
+        root / "base.pt", model, model_config=record, vocab=world.vocab, feature_config=world.feature_config
+    )
     model.add_adapter("head", hidden_dims=[512, 256])
-    AdapterManager.save_adapter(model, root / "adapters", args.user, vocab_fingerprint=world.vocab.fingerprint(),
-                                feature_config=world.feature_config.to_dict())
+    AdapterManager.save_adapter(
+        model,
+        root / "adapters",
+        args.user,
+        vocab_fingerprint=world.vocab.fingerprint(),
+        feature_config=world.feature_config.to_dict(),
+    )
     files = sorted((world.corpus_dir / "users" / args.user / "wavs").glob(f"{args.user}-test-*"))[
         : 8 if args.quick else 40
     ]
@@ -87,25 +105,43 @@ def main() -> None:
     if args.phase:
         run_phase(args)
         return
-    forwarded = ["--threads", str(args.threads), "--corpus-dir", args.corpus_dir, "--seed", str(args.seed),
-                 "--user", args.user, "--model", args.model]
+    forwarded = [
+        "--threads",
+        str(args.threads),
+        "--corpus-dir",
+        args.corpus_dir,
+        "--seed",
+        str(args.seed),
+        "--user",
+        args.user,
+        "--model",
+        args.model,
+    ]
     forwarded += (["--quick"] if args.quick else []) + (["--base", args.base] if args.base else [])
     phases = {}
     for phase in PHASES:
-        completed = subprocess.run([sys.executable, __file__, "--phase", phase, *forwarded], capture_output=True,
-                                   text=True, check=True)
+        completed = subprocess.run(
+            [sys.executable, __file__, "--phase", phase, *forwarded], capture_output=True, text=True, check=True
+        )
         phases[phase] = json.loads(completed.stdout.strip().splitlines()[-1])
     world_info = World(args).describe()
     peak = max(phases["train_cached"]["peak_rss_mb"], phases["inference"]["peak_rss_mb"])
-    results = {"mode": "quick" if args.quick else "full", **machine(), **world_info, "user": args.user,
-               "phases": phases, "peak_rss_mb": peak}
+    results = {
+        "mode": "quick" if args.quick else "full",
+        **machine(),
+        **world_info,
+        "user": args.user,
+        "phases": phases,
+        "peak_rss_mb": peak,
+    }
     output = write_results(args.output, results)
     print(f"peak memory ({results['mode']}, CPU, {results['torch_threads']} thread(s)); {world_info['model']}")
     print()
     floor = phases["imports"]["peak_rss_mb"]
-    print_table(["phase", "peak RSS MB", "above imports MB"],
-                [[name, f"{item['peak_rss_mb']:.1f}", f"{item['peak_rss_mb'] - floor:.1f}"] for name, item in
-                 phases.items()])
+    print_table(
+        ["phase", "peak RSS MB", "above imports MB"],
+        [[name, f"{item['peak_rss_mb']:.1f}", f"{item['peak_rss_mb'] - floor:.1f}"] for name, item in phases.items()],
+    )
     print()
     print(f"results: {output}")
     print(f"peak_rss_mb: {peak:.1f}")

@@ -33,8 +33,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 # first: it switches progress bars off before torch (and with it tqdm) is imported
-from _bench_utils import World, base_parser, device_label, machine, print_table, timed, write_results  # noqa: E402
 import torch  # noqa: E402
+from _bench_utils import World, base_parser, device_label, machine, print_table, timed, write_results  # noqa: E402
 
 from kospeech.checkpoint import save_checkpoint  # noqa: E402
 from kospeech.data.manifest import write_manifest  # noqa: E402
@@ -57,10 +57,22 @@ def make_users(world: World, per_user: int):
 
 def config_for(root: Path, epochs: int, spec_augment: bool, seed: int, device: str) -> AdapterTrainConfig:
     return AdapterTrainConfig(
-        base_model_path="unused", output_dir=str(root / "runs"), adapter_save_dir=str(root / "adapters"),
-        batch_size=16, num_epochs=epochs, num_workers=0, warmup_steps=3, init_lr=1e-4, peak_lr=2e-3, final_lr=1e-4,
-        early_stopping_patience=epochs + 1, num_threads=torch.get_num_threads(), seed=seed, spec_augment=spec_augment,
-        log_every=10_000, device=device,
+        base_model_path="unused",
+        output_dir=str(root / "runs"),
+        adapter_save_dir=str(root / "adapters"),
+        batch_size=16,
+        num_epochs=epochs,
+        num_workers=0,
+        warmup_steps=3,
+        init_lr=1e-4,
+        peak_lr=2e-3,
+        final_lr=1e-4,
+        early_stopping_patience=epochs + 1,
+        num_threads=torch.get_num_threads(),
+        seed=seed,
+        spec_augment=spec_augment,
+        log_every=10_000,
+        device=device,
     )
 
 
@@ -69,11 +81,20 @@ def sequential(world: World, users, config: AdapterTrainConfig, root: Path):
     for name, entries in users.items():
         model = world.build_model()
         torch.manual_seed(config.seed)
-        model.add_adapter(config.adapter_type, hidden_dims=list(config.adapter_hidden_dims),
-                          dropout_p=config.adapter_dropout_p, bottleneck_dim=config.adapter_bottleneck_dim)
-        user_config = AdapterTrainConfig(**{**config.__dict__, "adapter_name": name,
-                                            "output_dir": str(root / "sequential" / name),
-                                            "adapter_save_dir": str(root / "sequential_adapters")})
+        model.add_adapter(
+            config.adapter_type,
+            hidden_dims=list(config.adapter_hidden_dims),
+            dropout_p=config.adapter_dropout_p,
+            bottleneck_dim=config.adapter_bottleneck_dim,
+        )
+        user_config = AdapterTrainConfig(
+            **{
+                **config.__dict__,
+                "adapter_name": name,
+                "output_dir": str(root / "sequential" / name),
+                "adapter_save_dir": str(root / "sequential_adapters"),
+            }
+        )
         AdapterTrainer(user_config, world.vocab, world.feature_config, entries).train(model, adapter_name=name)
         adapters[name] = copy.deepcopy(model.adapter_state_dict())
     return adapters
@@ -107,35 +128,74 @@ def compare(world: World, users, epochs: int, spec_augment: bool, seed: int, roo
 def processes(world: World, users, epochs: int, root: Path) -> dict:
     """N single-user CLI runs vs one multi-user CLI run (start-up, checkpoint loading and everything included)."""
     model = world.build_model()
-    record = {"input_dim": world.feature_config.feature_dim, "num_classes": len(world.vocab),
-              "num_rnn_layers": model.num_rnn_layers, "rnn_hidden_dim": model.rnn_hidden_dim}
-    base = save_checkpoint(root / "base.pt", model, model_config=record, vocab=world.vocab,
-                           feature_config=world.feature_config)
+    record = {
+        "input_dim": world.feature_config.feature_dim,
+        "num_classes": len(world.vocab),
+        "num_rnn_layers": model.num_rnn_layers,
+        "rnn_hidden_dim": model.rnn_hidden_dim,
+    }
+    base = save_checkpoint(
+        root / "base.pt", model, model_config=record, vocab=world.vocab, feature_config=world.feature_config
+    )
     world.vocab.to_csv(root / "vocab.csv")
     for name, entries in users.items():
         write_manifest(root / "users" / f"{name}.tsv", entries)
-    common = [f"train.num_epochs={epochs}", "train.batch_size=16", "train.num_workers=0",
-              f"train.num_threads={torch.get_num_threads()}", f"train.early_stopping_patience={epochs + 1}",
-              "train.warmup_steps=3", "train.peak_lr=2e-3", f"train.device={world.device}"]
+    common = [
+        f"train.num_epochs={epochs}",
+        "train.batch_size=16",
+        "train.num_workers=0",
+        f"train.num_threads={torch.get_num_threads()}",
+        f"train.early_stopping_patience={epochs + 1}",
+        "train.warmup_steps=3",
+        "train.peak_lr=2e-3",
+        f"train.device={world.device}",
+    ]
     started = time.perf_counter()
     for name in users:
         subprocess.run(
-            [sys.executable, str(ROOT / "bin" / "main.py"), "--config-name=train", "train=adapter_train",
-             f"train.base_model_path={base}", f"train.adapter_name={name}", f"train.adapter_save_dir={root / 'cli_a'}",
-             f"train.output_dir={root / 'cli_runs' / name}", f"data.train_manifest={root / 'users' / (name + '.tsv')}",
-             f"data.vocab_path={root / 'vocab.csv'}", *common],
-            check=True, capture_output=True, cwd=root,
+            [
+                sys.executable,
+                str(ROOT / "bin" / "main.py"),
+                "--config-name=train",
+                "train=adapter_train",
+                f"train.base_model_path={base}",
+                f"train.adapter_name={name}",
+                f"train.adapter_save_dir={root / 'cli_a'}",
+                f"train.output_dir={root / 'cli_runs' / name}",
+                f"data.train_manifest={root / 'users' / (name + '.tsv')}",
+                f"data.vocab_path={root / 'vocab.csv'}",
+                *common,
+            ],
+            check=True,
+            capture_output=True,
+            cwd=root,
         )
     separate = time.perf_counter() - started
     started = time.perf_counter()
     subprocess.run(
-        [sys.executable, str(ROOT / "bin" / "train_adapters.py"), "--users-dir", str(root / "users"), "--base-model",
-         str(base), "--adapter-save-dir", str(root / "cli_b"), "--output-dir", str(root / "cli_multi"), *common],
-        check=True, capture_output=True, cwd=root,
+        [
+            sys.executable,
+            str(ROOT / "bin" / "train_adapters.py"),
+            "--users-dir",
+            str(root / "users"),
+            "--base-model",
+            str(base),
+            "--adapter-save-dir",
+            str(root / "cli_b"),
+            "--output-dir",
+            str(root / "cli_multi"),
+            *common,
+        ],
+        check=True,
+        capture_output=True,
+        cwd=root,
     )
     together = time.perf_counter() - started
-    return {"separate_processes_seconds": round(separate, 3), "one_process_seconds": round(together, 3),
-            "ratio": round(separate / together, 3)}
+    return {
+        "separate_processes_seconds": round(separate, 3),
+        "one_process_seconds": round(together, 3),
+        "ratio": round(separate / together, 3),
+    }
 
 
 def main() -> None:
@@ -166,15 +226,31 @@ def main() -> None:
         "ratio": process_level["ratio"],
     }
     output = write_results(args.output, results)
-    print(f"multi-user adapter training ({results['mode']}, {device_label(results)}, "
-          f"{results['torch_threads']} thread(s), load average {results['load_average_1min']})")
+    print(
+        f"multi-user adapter training ({results['mode']}, {device_label(results)}, "
+        f"{results['torch_threads']} thread(s), load average {results['load_average_1min']})"
+    )
     print(f"{world.model_description}; {len(users)} users x {per_user} utterances, {epochs} epochs, batch 16")
     print()
-    rows = [["N single-user CLI runs vs one multi-user CLI run", f"{process_level['separate_processes_seconds']:.2f}",
-             f"{process_level['one_process_seconds']:.2f}", f"{process_level['ratio']:.2f}", "-"]]
-    rows += [[f"in one process: {regime['regime']}", f"{regime['sequential_seconds']:.2f}",
-              f"{regime['one_process_seconds']:.2f}", f"{regime['ratio']:.2f}",
-              f"{regime['max_adapter_weight_difference']:.1e}"] for regime in regimes]
+    rows = [
+        [
+            "N single-user CLI runs vs one multi-user CLI run",
+            f"{process_level['separate_processes_seconds']:.2f}",
+            f"{process_level['one_process_seconds']:.2f}",
+            f"{process_level['ratio']:.2f}",
+            "-",
+        ]
+    ]
+    rows += [
+        [
+            f"in one process: {regime['regime']}",
+            f"{regime['sequential_seconds']:.2f}",
+            f"{regime['one_process_seconds']:.2f}",
+            f"{regime['ratio']:.2f}",
+            f"{regime['max_adapter_weight_difference']:.1e}",
+        ]
+        for regime in regimes
+    ]
     print_table(["comparison", "sequential s", "together s", "ratio", "max |dW|"], rows)
     print()
     print(f"results: {output}")

@@ -38,14 +38,28 @@ ADAPTER_METHODS = ("head", "residual_head", "encoder")
 def train_adapter(checkpoint, entries, method, args, workdir):
     model = checkpoint.build_model()
     config = AdapterTrainConfig(
-        base_model_path=str(checkpoint.path), adapter_type=method, adapter_name=f"bench_{method}",
-        adapter_save_dir=str(workdir / "adapters"), output_dir=str(workdir / "run"), num_epochs=args.epochs,
-        batch_size=16, num_workers=0, warmup_steps=10, init_lr=1e-4, peak_lr=args.adapter_lr, final_lr=1e-4,
-        early_stopping_patience=args.patience, num_threads=args.threads, log_every=10_000, seed=args.seed,
-        adapter_hidden_dims=list(args.hidden_dims), adapter_bottleneck_dim=args.bottleneck,
+        base_model_path=str(checkpoint.path),
+        adapter_type=method,
+        adapter_name=f"bench_{method}",
+        adapter_save_dir=str(workdir / "adapters"),
+        output_dir=str(workdir / "run"),
+        num_epochs=args.epochs,
+        batch_size=16,
+        num_workers=0,
+        warmup_steps=10,
+        init_lr=1e-4,
+        peak_lr=args.adapter_lr,
+        final_lr=1e-4,
+        early_stopping_patience=args.patience,
+        num_threads=args.threads,
+        log_every=10_000,
+        seed=args.seed,
+        adapter_hidden_dims=list(args.hidden_dims),
+        adapter_bottleneck_dim=args.bottleneck,
     )
-    trainer = AdapterTrainer(config, checkpoint.vocab, checkpoint.feature_config, entries,
-                             model_config=checkpoint.model_config)
+    trainer = AdapterTrainer(
+        config, checkpoint.vocab, checkpoint.feature_config, entries, model_config=checkpoint.model_config
+    )
     trainer.train(model, adapter_name=config.adapter_name)
     return model, trainer.parameter_stats["trainable"], True
 
@@ -54,12 +68,23 @@ def fine_tune(checkpoint, entries, args, workdir):
     model = checkpoint.build_model()
     train_entries, valid_entries = split_holdout(entries, 0.1, args.seed)
     config = TrainConfig(
-        output_dir=str(workdir / "full"), num_epochs=args.epochs, batch_size=16, num_workers=0, warmup_steps=10,
-        init_lr=1e-5, peak_lr=args.full_lr, final_lr=1e-5, spec_augment=False, num_threads=args.threads,
-        log_every=10_000, checkpoint_every=0, seed=args.seed,
+        output_dir=str(workdir / "full"),
+        num_epochs=args.epochs,
+        batch_size=16,
+        num_workers=0,
+        warmup_steps=10,
+        init_lr=1e-5,
+        peak_lr=args.full_lr,
+        final_lr=1e-5,
+        spec_augment=False,
+        num_threads=args.threads,
+        log_every=10_000,
+        checkpoint_every=0,
+        seed=args.seed,
     )
-    trainer = SupervisedTrainer(config, checkpoint.vocab, checkpoint.feature_config, train_entries, valid_entries,
-                                checkpoint.model_config)
+    trainer = SupervisedTrainer(
+        config, checkpoint.vocab, checkpoint.feature_config, train_entries, valid_entries, checkpoint.model_config
+    )
     trainer.train(model)
     return model.eval(), count_parameters(model)["total"], False
 
@@ -113,14 +138,28 @@ def main() -> None:
                     if method == "full":
                         model, trainable, adapter_output = fine_tune(checkpoint, subset, args, Path(workdir))
                     else:
-                        model, trainable, adapter_output = train_adapter(checkpoint, subset, method, args, Path(workdir))
+                        model, trainable, adapter_output = train_adapter(
+                            checkpoint, subset, method, args, Path(workdir)
+                        )
                     seconds = time.monotonic() - clock
                     cer = test_cer(model, test, adapter_output)
-                rows.append({"user": user, "size": len(subset), "method": method, "base_cer": base_cer, "cer": cer,
-                             "relative_reduction": (base_cer - cer) / base_cer if base_cer else 0.0,
-                             "trainable_params": trainable, "train_seconds": round(seconds, 1)})
-                print(f"{user} n={len(subset):<3} {method:<13} base {base_cer:.3f} -> {cer:.3f} "
-                      f"({rows[-1]['relative_reduction'] * 100:+.1f}%) {seconds:.0f}s", flush=True)
+                rows.append(
+                    {
+                        "user": user,
+                        "size": len(subset),
+                        "method": method,
+                        "base_cer": base_cer,
+                        "cer": cer,
+                        "relative_reduction": (base_cer - cer) / base_cer if base_cer else 0.0,
+                        "trainable_params": trainable,
+                        "train_seconds": round(seconds, 1),
+                    }
+                )
+                print(
+                    f"{user} n={len(subset):<3} {method:<13} base {base_cer:.3f} -> {cer:.3f} "
+                    f"({rows[-1]['relative_reduction'] * 100:+.1f}%) {seconds:.0f}s",
+                    flush=True,
+                )
 
     base_test = read_manifest(card.base_manifest("test"), vocab, relabel=True)
     plain_cer = test_cer(base_model, base_test, False)
@@ -132,10 +171,19 @@ def main() -> None:
 
     total_params = count_parameters(base_model)["total"]
     summary = summarize(rows, args.methods, args.sizes, total_params)
-    report = {"base": str(args.base), "users": users, "sizes": args.sizes, "epochs": args.epochs, "rows": rows,
-              "summary": summary, "base_speakers_cer": plain_cer, "base_speakers_cer_adapter_attached_unselected":
-              unselected_cer, "total_params": total_params, "seconds": round(time.monotonic() - started, 1),
-              "quick": args.quick}
+    report = {
+        "base": str(args.base),
+        "users": users,
+        "sizes": args.sizes,
+        "epochs": args.epochs,
+        "rows": rows,
+        "summary": summary,
+        "base_speakers_cer": plain_cer,
+        "base_speakers_cer_adapter_attached_unselected": unselected_cer,
+        "total_params": total_params,
+        "seconds": round(time.monotonic() - started, 1),
+        "quick": args.quick,
+    }
     output_dir = Path(args.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     (output_dir / "results.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
@@ -144,8 +192,10 @@ def main() -> None:
     plot(summary, args.methods, args.sizes, output_dir / "personalization.png")
     print()
     print(markdown)
-    print(f"\nbase speakers' test CER: {plain_cer:.4f} plain, {unselected_cer:.4f} with an adapter attached but "
-          f"not selected ({'unchanged' if plain_cer == unselected_cer else 'CHANGED'})")
+    print(
+        f"\nbase speakers' test CER: {plain_cer:.4f} plain, {unselected_cer:.4f} with an adapter attached but "
+        f"not selected ({'unchanged' if plain_cer == unselected_cer else 'CHANGED'})"
+    )
     print(f"written: {output_dir}/results.json, results.md, personalization.png")
 
 
@@ -175,8 +225,12 @@ def summarize(rows, methods, sizes, total_params):
 
 
 def to_markdown(summary, methods, sizes):
-    lines = ["| method | trainable (% of base) | " + " | ".join(f"n={s}: CER / rel. red. / gap closed" for s in sizes)
-             + " | train s (n=max) |", "|---|---|" + "---|" * len(sizes) + "---|"]
+    lines = [
+        "| method | trainable (% of base) | "
+        + " | ".join(f"n={s}: CER / rel. red. / gap closed" for s in sizes)
+        + " | train s (n=max) |",
+        "|---|---|" + "---|" * len(sizes) + "---|",
+    ]
     for method in methods:
         cells = []
         for size in sizes:
@@ -184,11 +238,18 @@ def to_markdown(summary, methods, sizes):
             if cell is None:
                 cells.append("–")
                 continue
-            gap = "–" if cell["median_gap_closed"] is None or method == "full" else f"{cell['median_gap_closed'] * 100:.0f}%"
+            gap = (
+                "–"
+                if cell["median_gap_closed"] is None or method == "full"
+                else f"{cell['median_gap_closed'] * 100:.0f}%"
+            )
             cells.append(f"{cell['median_cer']:.3f} / {cell['median_relative_reduction'] * 100:+.0f}% / {gap}")
         last = summary[method][str(max(sizes))]
-        lines.append(f"| {method} | {last['trainable_params']:,} ({last['trainable_percent']:.1f}%) | "
-                     + " | ".join(cells) + f" | {last['median_train_seconds']:.0f} |")
+        lines.append(
+            f"| {method} | {last['trainable_params']:,} ({last['trainable_percent']:.1f}%) | "
+            + " | ".join(cells)
+            + f" | {last['median_train_seconds']:.0f} |"
+        )
     base = summary[methods[0]][str(max(sizes))]["median_base_cer"]
     lines.append(f"\nmedian base CER on the users' test sets: {base:.3f}")
     return "\n".join(lines)

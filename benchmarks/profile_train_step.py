@@ -22,8 +22,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 # first: it switches progress bars off before torch (and with it tqdm) is imported
-from _bench_utils import World, base_parser, machine, print_table, write_results  # noqa: E402
 import torch  # noqa: E402
+from _bench_utils import World, base_parser, machine, print_table, write_results  # noqa: E402
 from torch.profiler import ProfilerActivity, profile  # noqa: E402
 
 from kospeech.metrics import ErrorRateMeter  # noqa: E402
@@ -40,8 +40,15 @@ def main() -> None:
     entries = world.base_entries()[: (num_batches + 1) * 16]
     model = world.build_model()
     with tempfile.TemporaryDirectory(prefix="kospeech_bench_") as tmp:
-        config = TrainConfig(output_dir=tmp, batch_size=16, num_workers=0, num_threads=torch.get_num_threads(),
-                             spec_augment=True, seed=args.seed, device="cpu")
+        config = TrainConfig(
+            output_dir=tmp,
+            batch_size=16,
+            num_workers=0,
+            num_threads=torch.get_num_threads(),
+            spec_augment=True,
+            seed=args.seed,
+            device="cpu",
+        )
         record = {"input_dim": world.feature_config.feature_dim, "num_classes": len(world.vocab)}
         trainer = SupervisedTrainer(config, world.vocab, world.feature_config, entries, None, record)
         batches = list(trainer.build_loader(entries, 16, train=True))
@@ -66,8 +73,9 @@ def main() -> None:
     packed_seconds = time_steps(padded=False)
     packed_weights = copy.deepcopy(model.state_dict())
     step_seconds = time_steps(padded=True)
-    weight_gap = max(float((packed_weights[key].float() - value.float()).abs().max())
-                     for key, value in model.state_dict().items())
+    weight_gap = max(
+        float((packed_weights[key].float() - value.float()).abs().max()) for key, value in model.state_dict().items()
+    )
     optimizer = trainer._build_optimizer(model, total_steps=100)
     meter = ErrorRateMeter()
     forward = {"conv": 0.0, "rnn": 0.0, "head": 0.0}
@@ -86,13 +94,18 @@ def main() -> None:
     with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
         for batch in batches:
             trainer._train_step(model, batch, optimizer, meter)
-    events = sorted(prof.key_averages(group_by_input_shape=True), key=lambda event: event.self_cpu_time_total,
-                    reverse=True)
+    events = sorted(
+        prof.key_averages(group_by_input_shape=True), key=lambda event: event.self_cpu_time_total, reverse=True
+    )
     total = sum(event.self_cpu_time_total for event in events)
     top = [
-        {"op": event.key, "shapes": str(event.input_shapes)[:80], "calls": event.count,
-         "self_cpu_seconds": round(event.self_cpu_time_total / 1e6, 4),
-         "share": round(event.self_cpu_time_total / total, 4)}
+        {
+            "op": event.key,
+            "shapes": str(event.input_shapes)[:80],
+            "calls": event.count,
+            "self_cpu_seconds": round(event.self_cpu_time_total / 1e6, 4),
+            "share": round(event.self_cpu_time_total / total, 4),
+        }
         for event in events[: args.top]
     ]
     results = {
@@ -111,20 +124,38 @@ def main() -> None:
         "top_ops": top,
     }
     output = write_results(args.output, results)
-    print(f"base training step profile ({results['mode']}, CPU, {results['torch_threads']} thread(s), load average "
-          f"{results['load_average_1min']}); {world.model_description}")
+    print(
+        f"base training step profile ({results['mode']}, CPU, {results['torch_threads']} thread(s), load average "
+        f"{results['load_average_1min']}); {world.model_description}"
+    )
     print(f"batches (B, T): {results['batch_frames']}")
-    print(f"step seconds (no profiler), packed RNN backward (before): {results['packed_rnn_step_seconds']}  mean "
-          f"{results['packed_rnn_mean_step_seconds']:.3f}")
-    print(f"step seconds (no profiler), padded per-direction RNN (default): {results['step_seconds']}  mean "
-          f"{results['mean_step_seconds']:.3f}")
+    print(
+        f"step seconds (no profiler), packed RNN backward (before): {results['packed_rnn_step_seconds']}  mean "
+        f"{results['packed_rnn_mean_step_seconds']:.3f}"
+    )
+    print(
+        f"step seconds (no profiler), padded per-direction RNN (default): {results['step_seconds']}  mean "
+        f"{results['mean_step_seconds']:.3f}"
+    )
     print(f"max |weight difference| after the same steps on both paths: {weight_gap:.1e}")
-    print("forward without grad, per batch: " + ", ".join(
-        f"{key} {value:.3f} s" for key, value in results["forward_seconds_no_grad"].items()))
+    print(
+        "forward without grad, per batch: "
+        + ", ".join(f"{key} {value:.3f} s" for key, value in results["forward_seconds_no_grad"].items())
+    )
     print()
-    print_table(["operator", "input shapes", "calls", "self s", "share"],
-                [[item["op"], item["shapes"][:48], item["calls"], f"{item['self_cpu_seconds']:.3f}",
-                  f"{100 * item['share']:.1f}%"] for item in top])
+    print_table(
+        ["operator", "input shapes", "calls", "self s", "share"],
+        [
+            [
+                item["op"],
+                item["shapes"][:48],
+                item["calls"],
+                f"{item['self_cpu_seconds']:.3f}",
+                f"{100 * item['share']:.1f}%",
+            ]
+            for item in top
+        ],
+    )
     print()
     print(f"results: {output}")
     print(f"ratio: {results['ratio_packed_over_default']:.2f}")

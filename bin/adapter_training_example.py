@@ -41,8 +41,9 @@ def main() -> None:
     card = ensure_corpus(Path(args.corpus_dir), preset=args.preset, seed=0)
     base_path = Path(args.base)
     if not base_path.exists():
-        base_path = train_demo_base(DemoConfig(corpus_dir=args.corpus_dir, corpus_preset=args.preset,
-                                               output_dir=args.output_dir))
+        base_path = train_demo_base(
+            DemoConfig(corpus_dir=args.corpus_dir, corpus_preset=args.preset, output_dir=args.output_dir)
+        )
     checkpoint = load_checkpoint(base_path)
     vocab, feature_config = checkpoint.vocab, checkpoint.feature_config
     enroll = read_manifest(card.user_manifest(args.user, "enroll"), vocab, relabel=True)
@@ -52,26 +53,40 @@ def main() -> None:
     model.add_adapter(args.adapter_type, hidden_dims=[128], bottleneck_dim=32)
     model.freeze_base_model()
     config = AdapterTrainConfig(
-        base_model_path=str(base_path), adapter_name=args.user, adapter_save_dir=f"{args.output_dir}/adapters",
-        output_dir=f"{args.output_dir}/run", adapter_type=args.adapter_type, num_epochs=args.epochs,
-        adapter_hidden_dims=[128], adapter_bottleneck_dim=32,
-        batch_size=16, num_workers=0, warmup_steps=20, peak_lr=2e-3, final_lr=1e-4,
+        base_model_path=str(base_path),
+        adapter_name=args.user,
+        adapter_save_dir=f"{args.output_dir}/adapters",
+        output_dir=f"{args.output_dir}/run",
+        adapter_type=args.adapter_type,
+        num_epochs=args.epochs,
+        adapter_hidden_dims=[128],
+        adapter_bottleneck_dim=32,
+        batch_size=16,
+        num_workers=0,
+        warmup_steps=20,
+        peak_lr=2e-3,
+        final_lr=1e-4,
     )
     trainer = AdapterTrainer(config, vocab, feature_config, enroll, model_config=checkpoint.model_config)
     trainer.train(model, batch_size=16, epoch_time_step=None, num_epochs=args.epochs, adapter_name=args.user)
 
     fresh = checkpoint.build_model()
-    AdapterManager.load_adapter(fresh, trainer.adapter_path, vocab_fingerprint=vocab.fingerprint(),
-                                feature_config=feature_config.to_dict())
+    AdapterManager.load_adapter(
+        fresh, trainer.adapter_path, vocab_fingerprint=vocab.fingerprint(), feature_config=feature_config.to_dict()
+    )
     fresh.eval()
     loader = build_dataloader(test, FeatureExtractor(feature_config), 16, shuffle=False)
     base, adapted = evaluate_base_and_adapter(fresh, loader, vocab)
     stats = count_parameters(fresh)
     info = AdapterManager.get_adapter_info(trainer.adapter_path)
     print(f"user {args.user}: {len(enroll)} enrollment / {len(test)} test utterances")
-    print(f"adapter {info['adapter_type']} at {trainer.adapter_path} ({trainer.adapter_path.stat().st_size / 1e6:.2f} MB)")
-    print(f"trainable parameters while adapting: {trainer.parameter_stats['trainable']:,} "
-          f"of {stats['total']:,} ({trainer.parameter_stats['trainable_percent']:.2f}%)")
+    print(
+        f"adapter {info['adapter_type']} at {trainer.adapter_path} ({trainer.adapter_path.stat().st_size / 1e6:.2f} MB)"
+    )
+    print(
+        f"trainable parameters while adapting: {trainer.parameter_stats['trainable']:,} "
+        f"of {stats['total']:,} ({trainer.parameter_stats['trainable_percent']:.2f}%)"
+    )
     print(f"test CER  base: {base.cer:.4f}   base + adapter: {adapted.cer:.4f}")
     for reference, hypothesis in adapted.pairs[:3]:
         print(f"  ref: {reference}\n  hyp: {hypothesis}")

@@ -31,13 +31,12 @@ from torch import nn
 
 from kospeech import __version__
 from kospeech.data.features import FeatureConfig
+from kospeech.errors import CheckpointError
 from kospeech.fileio import atomic_torch_save, safe_torch_load
 from kospeech.model_builder import build_deepspeech2
 from kospeech.models import DeepSpeech2
-from kospeech.models.utils import unwrap_model
-from kospeech.models.utils import describe_state_dict_problems, state_dict_problems
+from kospeech.models.utils import describe_state_dict_problems, state_dict_problems, unwrap_model
 from kospeech.vocabs import Vocabulary
-from kospeech.errors import CheckpointError
 
 __all__ = ["CHECKPOINT_FORMAT_VERSION", "Checkpoint", "save_checkpoint", "load_checkpoint", "load_model"]
 

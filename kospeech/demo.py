@@ -22,12 +22,12 @@ from kospeech.data.dataset import build_dataloader
 from kospeech.data.features import FeatureExtractor
 from kospeech.data.manifest import read_manifest
 from kospeech.data.synthetic import build_user_sets
+from kospeech.evaluation import evaluate_base_and_adapter
 from kospeech.fileio import atomic_write_text
 from kospeech.model_builder import DeepSpeech2Config
 from kospeech.models import AdapterManager
 from kospeech.trainer.adapter_trainer import AdapterTrainer
 from kospeech.trainer.configs import AdapterTrainConfig, DataConfig, TrainConfig
-from kospeech.evaluation import evaluate_base_and_adapter
 from kospeech.trainer.recipes import train_base_model
 
 __all__ = ["DemoConfig", "run_demo", "train_demo_base", "format_table", "plot_results"]
@@ -56,8 +56,16 @@ class DemoConfig:
     max_test: Optional[int] = field(default=None, metadata={"help": "test utterances per user (default all)"})
     adapter: AdapterTrainConfig = field(
         default_factory=lambda: AdapterTrainConfig(
-            base_model_path="", adapter_type="encoder", adapter_bottleneck_dim=32, num_epochs=8,
-            batch_size=16, num_workers=0, warmup_steps=10, init_lr=1e-4, peak_lr=2e-3, final_lr=1e-4,
+            base_model_path="",
+            adapter_type="encoder",
+            adapter_bottleneck_dim=32,
+            num_epochs=8,
+            batch_size=16,
+            num_workers=0,
+            warmup_steps=10,
+            init_lr=1e-4,
+            peak_lr=2e-3,
+            final_lr=1e-4,
             early_stopping_patience=3,
         ),
         metadata={"help": "adapter training settings shared by every user"},
@@ -73,7 +81,9 @@ def train_demo_base(config: DemoConfig) -> Path:
     logger.info("no base model at %s: training one for %.1f minutes", config.base_model_path, config.base_train_minutes)
     job = TrainJobConfig(
         model=DeepSpeech2Config(num_rnn_layers=3, rnn_hidden_dim=256),
-        data=DataConfig(corpus_dir=config.corpus_dir, corpus_preset=config.corpus_preset, corpus_seed=config.corpus_seed),
+        data=DataConfig(
+            corpus_dir=config.corpus_dir, corpus_preset=config.corpus_preset, corpus_seed=config.corpus_seed
+        ),
         train=TrainConfig(output_dir=str(Path(config.output_dir) / "base"), max_minutes=config.base_train_minutes),
     )
     return Path(train_base_model(job)["checkpoint"])
@@ -94,8 +104,14 @@ def run_demo(config: DemoConfig) -> List[Dict[str, Any]]:
     vocab, feature_config = checkpoint.vocab, checkpoint.feature_config
     extractor = FeatureExtractor(feature_config)
     manifests = build_user_sets(
-        config.users_dir, vocab, preset=config.corpus_preset, seed=config.corpus_seed, users=config.users,
-        max_enroll=config.max_enroll, max_test=config.max_test, num_workers=config.synthesis_workers,
+        config.users_dir,
+        vocab,
+        preset=config.corpus_preset,
+        seed=config.corpus_seed,
+        users=config.users,
+        max_enroll=config.max_enroll,
+        max_test=config.max_test,
+        num_workers=config.synthesis_workers,
     )
     adapter_dir = output_dir / "adapters"
     records = []
@@ -105,8 +121,13 @@ def run_demo(config: DemoConfig) -> List[Dict[str, Any]]:
         torch.manual_seed(config.adapter.seed)
         model = checkpoint.build_model()
         adapter_config = AdapterTrainConfig(
-            **{**config.adapter.__dict__, "base_model_path": str(base_path), "adapter_name": user,
-               "adapter_save_dir": str(adapter_dir), "output_dir": str(output_dir / "runs" / user)}
+            **{
+                **config.adapter.__dict__,
+                "base_model_path": str(base_path),
+                "adapter_name": user,
+                "adapter_save_dir": str(adapter_dir),
+                "output_dir": str(output_dir / "runs" / user),
+            }
         )
         trainer = AdapterTrainer(adapter_config, vocab, feature_config, enroll, model_config=checkpoint.model_config)
         started = time.monotonic()
@@ -143,7 +164,9 @@ def run_demo(config: DemoConfig) -> List[Dict[str, Any]]:
 
 def format_table(records: List[Dict[str, Any]]) -> str:
     """A plain-text table of the per-user results."""
-    header = f"{'user':<10} {'base CER':>9} {'adapter CER':>12} {'change':>8} {'trainable':>10} {'file':>9} {'train s':>8}"
+    header = (
+        f"{'user':<10} {'base CER':>9} {'adapter CER':>12} {'change':>8} {'trainable':>10} {'file':>9} {'train s':>8}"
+    )
     lines = [header, "-" * len(header)]
     for record in records:
         lines.append(

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, Union
 
 import torch
+
 from kospeech.errors import CheckpointError
 
 __all__ = ["atomic_write", "atomic_write_text", "atomic_torch_save", "safe_torch_load", "sha256_file"]

@@ -32,17 +32,13 @@ class DeepSpeech2Config:
         default="hardtanh", metadata={"help": f"Conv extractor activation: one of {sorted(ACTIVATIONS)}."}
     )
     use_adapter: bool = field(default=False, metadata={"help": "Attach a per-user adapter at construction."})
-    adapter_type: str = field(
-        default="head", metadata={"help": f"Adapter placement: one of {list(ADAPTER_TYPES)}."}
-    )
+    adapter_type: str = field(default="head", metadata={"help": f"Adapter placement: one of {list(ADAPTER_TYPES)}."})
     adapter_hidden_dims: List[int] = field(
         default_factory=lambda: [512, 256],
         metadata={"help": "Hidden sizes of the MLP of 'head' and 'residual_head' adapters."},
     )
     adapter_dropout_p: float = field(default=0.1, metadata={"help": "Dropout inside the adapter, in [0, 1)."})
-    adapter_bottleneck_dim: int = field(
-        default=64, metadata={"help": "Bottleneck width of each 'encoder' adapter."}
-    )
+    adapter_bottleneck_dim: int = field(default=64, metadata={"help": "Bottleneck width of each 'encoder' adapter."})
 
 
 _FIELD_NAMES = tuple(item.name for item in dataclasses.fields(DeepSpeech2Config))

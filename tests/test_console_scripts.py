@@ -63,8 +63,14 @@ def test_eval_entry_point_resolves_relative_paths_against_the_launch_directory(t
     shutil.copy(ROOT / "pretrained" / "ds2_synthetic.pt", tmp_path / "rel" / "base.pt")
 
     result = _run(
-        [str(SCRIPTS / "kospeech-eval"), "checkpoint_path=rel/base.pt", "manifest_path=rel/data/test.tsv",
-         "output_dir=rel/out", "device=cpu", "batch_size=2"],
+        [
+            str(SCRIPTS / "kospeech-eval"),
+            "checkpoint_path=rel/base.pt",
+            "manifest_path=rel/data/test.tsv",
+            "output_dir=rel/out",
+            "device=cpu",
+            "batch_size=2",
+        ],
         cwd=tmp_path,
     )
     assert result.returncode == 0, result.stderr

@@ -14,8 +14,12 @@ BASE = ROOT / "pretrained" / "ds2_synthetic.pt"
 @pytest.mark.slow
 def test_demo_adapter_beats_the_base_on_an_unseen_channel(tmp_path):
     config = DemoConfig(
-        base_model_path=str(BASE), users_dir=str(tmp_path / "users"), output_dir=str(tmp_path / "demo"),
-        users=["user01"], max_enroll=40, max_test=20,
+        base_model_path=str(BASE),
+        users_dir=str(tmp_path / "users"),
+        output_dir=str(tmp_path / "demo"),
+        users=["user01"],
+        max_enroll=40,
+        max_test=20,
     )
     config.adapter.num_epochs = 6
     config.adapter.num_threads = 1

@@ -18,8 +18,14 @@ from kospeech.fileio import safe_torch_load
 from kospeech.models import validate_adapter_name
 from kospeech.vocabs import Vocabulary
 
-INPUT_ERRORS = ["AudioError", "ManifestError", "TranscriptError", "UnknownCharacterError", "CheckpointError",
-                "InvalidNameError"]
+INPUT_ERRORS = [
+    "AudioError",
+    "ManifestError",
+    "TranscriptError",
+    "UnknownCharacterError",
+    "CheckpointError",
+    "InvalidNameError",
+]
 
 
 @pytest.mark.parametrize("name", errors.__all__)
@@ -52,7 +58,9 @@ def test_old_import_paths_name_the_same_classes():
     from kospeech.vocabs.vocabulary import UnknownCharacterError as vocab_unknown
 
     assert (TranscriptError, EspeakError, TrunkCacheTooLargeError) == (
-        errors.TranscriptError, errors.EspeakError, errors.TrunkCacheTooLargeError
+        errors.TranscriptError,
+        errors.EspeakError,
+        errors.TrunkCacheTooLargeError,
     )
     assert inference_unknown_user is UnknownUserError and models_compat is AdapterCompatibilityError
     assert vocab_unknown is UnknownCharacterError and AudioError is errors.AudioError

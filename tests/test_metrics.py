@@ -73,4 +73,4 @@ def test_meter_accumulates_per_split_and_resets():
     dev.reset()
     assert dev.num_utterances == 0
     with pytest.raises(ValueError, match=r"ErrorRateMeter\('dev'\): no utterances"):
-        dev.cer
+        _ = dev.cer

@@ -14,9 +14,14 @@ NOTEBOOK = ROOT / "notebooks" / "adapter_quickstart.ipynb"
 def test_adapter_quickstart_notebook_runs(tmp_path, monkeypatch):
     monkeypatch.setenv("KOSPEECH_NOTEBOOK_WORKDIR", str(tmp_path))
     notebook = nbformat.read(NOTEBOOK, as_version=4)
-    NotebookClient(notebook, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(NOTEBOOK.parent)}}).execute()
+    NotebookClient(
+        notebook, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(NOTEBOOK.parent)}}
+    ).execute()
     outputs = "".join(
-        output.get("text", "") for cell in notebook.cells if cell.cell_type == "code" for output in cell.get("outputs", [])
+        output.get("text", "")
+        for cell in notebook.cells
+        if cell.cell_type == "code"
+        for output in cell.get("outputs", [])
     )
     assert "reloaded adapter gives identical outputs: True" in outputs
     assert "test CER  base" in outputs

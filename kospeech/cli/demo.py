@@ -34,8 +34,14 @@ def main() -> None:
     torch.set_num_threads(args.threads)
 
     config = DemoConfig(
-        corpus_dir=args.corpus_dir, users_dir=args.users_dir, corpus_preset=args.preset, base_model_path=args.base,
-        output_dir=args.output_dir, users=args.users, max_enroll=args.max_enroll, max_test=args.max_test,
+        corpus_dir=args.corpus_dir,
+        users_dir=args.users_dir,
+        corpus_preset=args.preset,
+        base_model_path=args.base,
+        output_dir=args.output_dir,
+        users=args.users,
+        max_enroll=args.max_enroll,
+        max_test=args.max_test,
     )
     config.adapter.adapter_type = args.adapter_type
     config.adapter.num_epochs = args.epochs
@@ -52,8 +58,10 @@ def main() -> None:
     print()
     print("next:")
     first = records[0]["user"] if records else "user01"
-    print(f"  python bin/inference.py --checkpoint {config.base_model_path} --adapter-dir {output_dir / 'adapters'} "
-          f"--user {first} {Path(config.users_dir) / 'users' / first / 'wavs'}")
+    print(
+        f"  python bin/inference.py --checkpoint {config.base_model_path} --adapter-dir {output_dir / 'adapters'} "
+        f"--user {first} {Path(config.users_dir) / 'users' / first / 'wavs'}"
+    )
     print("  python benchmarks/personalization.py --quick     # adapter types vs full fine-tuning")
     print("  see ADAPTER_README.md for the Python API")
 

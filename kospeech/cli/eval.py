@@ -13,8 +13,8 @@ from typing import Any, Dict, List
 import hydra
 from omegaconf import DictConfig
 
-from kospeech.cli.common import config_dir, absolutize_paths, setup_logging
 from kospeech.checkpoint import load_checkpoint
+from kospeech.cli.common import absolutize_paths, config_dir, setup_logging
 from kospeech.config import register_configs
 from kospeech.data.dataset import build_dataloader
 from kospeech.data.features import FeatureExtractor
@@ -49,7 +49,9 @@ def evaluate_checkpoint(job: Any) -> Dict[str, Any]:
     vocab, feature_config = checkpoint.vocab, checkpoint.feature_config
     device = resolve_device(job.device)
     model = checkpoint.build_model(device=device)
-    manifest = Path(job.manifest_path) if job.manifest_path else resolve_data(to_dataclass(job.data, DataConfig)).test_manifest
+    manifest = (
+        Path(job.manifest_path) if job.manifest_path else resolve_data(to_dataclass(job.data, DataConfig)).test_manifest
+    )
     if manifest is None:
         raise ValueError("no manifest to evaluate: set manifest_path")
     entries = read_manifest(manifest, vocab, relabel=True)  # ids come from the checkpoint's own vocabulary

@@ -18,7 +18,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from kospeech.cli.common import config_dir, absolutize_paths, setup_logging
+from kospeech.cli.common import absolutize_paths, config_dir, setup_logging
 from kospeech.config import register_configs
 from kospeech.device import resolve_device
 from kospeech.trainer.distributed import cleanup_distributed, init_distributed, world_size_from_env

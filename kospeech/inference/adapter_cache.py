@@ -61,7 +61,7 @@ class AdapterCache:
             raise FileNotFoundError(f"adapter directory not found: {self.adapter_dir}")
         self.capacity = capacity
         self._loader = loader
-        self._entries: "OrderedDict[str, _CacheEntry]" = OrderedDict()
+        self._entries: OrderedDict[str, _CacheEntry] = OrderedDict()
         self._lock = threading.Lock()
         self._hits = self._misses = self._evictions = self._reloads = 0
 

@@ -152,9 +152,7 @@ def prepare_input(
             f"{description}: expected a path, a numpy array, a torch tensor or a (waveform, sample_rate) pair"
         )
     if sample_rate is None:
-        raise InputError(
-            f"{description}: a waveform needs its sample rate: pass sample_rate=... or (waveform, rate)"
-        )
+        raise InputError(f"{description}: a waveform needs its sample rate: pass sample_rate=... or (waveform, rate)")
     rate = _check_rate(sample_rate, description)
     waveform = _as_mono(audio, description)
     return AudioItem(description, rate, waveform.shape[0], waveform=waveform)

@@ -53,7 +53,7 @@ def evaluate_users(
     for base_run, adapted_run in zip(
         transcribe_files(recognizer, files, [None] * len(files)), transcribe_files(recognizer, files, users)
     ):
-        for path, _, result in (base_run, adapted_run):
+        for _, _, result in (base_run, adapted_run):
             if isinstance(result, Exception):
                 raise result
         base_hypotheses.append(base_run[2].text)

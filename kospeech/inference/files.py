@@ -13,10 +13,10 @@ import os
 from pathlib import Path
 from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
 
+from kospeech.errors import InputError
 from kospeech.inference.recognizer import Recognizer
 from kospeech.inference.records import Transcription
 from kospeech.models import validate_adapter_name
-from kospeech.errors import InputError
 
 __all__ = ["AUDIO_EXTENSIONS", "collect_audio_files", "read_user_map", "transcribe_files"]
 

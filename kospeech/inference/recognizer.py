@@ -31,6 +31,7 @@ from kospeech.data.audio import resample
 from kospeech.data.features import FeatureConfig, FeatureExtractor
 from kospeech.decode import CTCHypothesis, build_decoder
 from kospeech.device import resolve_device
+from kospeech.errors import UnknownUserError
 from kospeech.inference.adapter_cache import AdapterCache
 from kospeech.inference.audio_inputs import AudioInput, AudioItem, prepare_input
 from kospeech.inference.records import CacheStats, TokenTimestamp, Transcription
@@ -38,7 +39,6 @@ from kospeech.inference.segmentation import item_segments
 from kospeech.models import AdapterCompatibilityError, AdapterManager, AdapterRouter, DeepSpeech2, validate_adapter_name
 from kospeech.models.adapter import AdapterModule
 from kospeech.vocabs import Vocabulary
-from kospeech.errors import UnknownUserError
 
 __all__ = ["Recognizer", "UnknownUserError"]
 
@@ -147,7 +147,7 @@ class Recognizer:
         fallback_to_base: bool = False,
         beam_size: int = 1,
         **kwargs: Any,
-    ) -> "Recognizer":
+    ) -> Recognizer:
         """Load a base checkpoint (weights, vocabulary, feature settings) once.
 
         Args:
@@ -194,7 +194,9 @@ class Recognizer:
         try:
             self.model.check_adapter_fits(adapter)
         except AdapterCompatibilityError as exc:
-            raise AdapterCompatibilityError(f"{path}: {exc} (force=True cannot override sizes)", exc.mismatches) from exc
+            raise AdapterCompatibilityError(
+                f"{path}: {exc} (force=True cannot override sizes)", exc.mismatches
+            ) from exc
         if self._base_fingerprint is None:
             self._base_fingerprint = self.model.base_fingerprint()
         AdapterManager.check_compatibility(

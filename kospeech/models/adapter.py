@@ -222,7 +222,11 @@ def adapter_type_of(module: nn.Module) -> AdapterType:
         TypeError: ``module`` is not an adapter module of a registered type.
     """
     name = getattr(module, "adapter_type", None)
-    if not isinstance(module, nn.Module) or not callable(getattr(module, "adapter_config", None)) or name not in _REGISTRY:
+    if (
+        not isinstance(module, nn.Module)
+        or not callable(getattr(module, "adapter_config", None))
+        or name not in _REGISTRY
+    ):
         raise TypeError(f"expected an adapter module of a registered type, got {type(module).__name__}")
     return _REGISTRY[name]
 

@@ -40,11 +40,11 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from torch import nn
 
 import kospeech
+from kospeech.errors import CheckpointError, InputError, InvalidNameError
 from kospeech.fileio import atomic_torch_save, safe_torch_load
 from kospeech.models.adapter import AdapterModule, build_adapter, registered_adapter_types
 from kospeech.models.deepspeech2 import AdapterCompatibilityError, DeepSpeech2
 from kospeech.models.utils import state_dict_problems, unwrap_model
-from kospeech.errors import CheckpointError, InputError, InvalidNameError
 
 __all__ = [
     "AdapterManager",
@@ -330,7 +330,9 @@ class AdapterManager:
             "format_version": FORMAT_VERSION,
             "adapter_name": name,
             **adapter.adapter_config(),
-            "adapter_state_dict": {key: value.detach().to("cpu").clone() for key, value in adapter.state_dict().items()},
+            "adapter_state_dict": {
+                key: value.detach().to("cpu").clone() for key, value in adapter.state_dict().items()
+            },
             "base_fingerprint": base.base_fingerprint(),
             "vocab_fingerprint": vocab_fingerprint,
             "feature_config": None if feature_config is None else _to_plain(feature_config, "feature_config"),

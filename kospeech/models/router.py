@@ -92,18 +92,18 @@ class AdapterRouter:
         self.routes: List[Route] = routes
 
     @classmethod
-    def _of(cls, routes: List[Route]) -> "AdapterRouter":
+    def _of(cls, routes: List[Route]) -> AdapterRouter:
         router = cls.__new__(cls)
         router.routes = routes
         return router
 
     @classmethod
-    def single(cls, adapter: nn.Module) -> "AdapterRouter":
+    def single(cls, adapter: nn.Module) -> AdapterRouter:
         """Every row through ``adapter`` (no gathering and scattering of rows: the training path)."""
         return cls._of([Route(None, adapter, adapter_type_of(adapter))])
 
     @classmethod
-    def from_names(cls, names: Sequence[Optional[str]], adapters: Mapping[str, nn.Module]) -> "AdapterRouter":
+    def from_names(cls, names: Sequence[Optional[str]], adapters: Mapping[str, nn.Module]) -> AdapterRouter:
         """Route each row to the adapter named for it (``None``: the base model).
 
         Every name is checked before any compute, so a typo raises instead of silently giving base output.
@@ -139,9 +139,11 @@ class AdapterRouter:
         """Routes of adapters placed at the head."""
         return [route for route in self.routes if route.entry.placement is Placement.HEAD]
 
-    def to(self, device: torch.device) -> "AdapterRouter":
+    def to(self, device: torch.device) -> AdapterRouter:
         """The same routes with their row indices on ``device`` (the adapters are not moved)."""
-        return self._of([route._replace(rows=None if route.rows is None else route.rows.to(device)) for route in self.routes])
+        return self._of(
+            [route._replace(rows=None if route.rows is None else route.rows.to(device)) for route in self.routes]
+        )
 
     def layer_mask(self, lengths: Tensor, frames: int, device: torch.device) -> Optional[Tensor]:
         """(B, T', 1) bool valid-frame mask for the layer adapters, or ``None`` when no route needs one."""

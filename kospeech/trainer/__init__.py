@@ -1,9 +1,9 @@
 """Training: the supervised CTC trainer, the per-user adapter trainer, their configs and jobs."""
 
+from kospeech.evaluation import EvaluationResult, evaluate
 from kospeech.trainer.adapter_trainer import AdapterTrainer, split_holdout
 from kospeech.trainer.configs import AdapterTrainConfig, DataConfig, TrainConfig
 from kospeech.trainer.criterion import CTCLoss
-from kospeech.evaluation import EvaluationResult, evaluate
 from kospeech.trainer.multi_user import MultiUserAdapterTrainer, train_user_adapters
 from kospeech.trainer.supervised_trainer import SupervisedTrainer, TrainerState
 

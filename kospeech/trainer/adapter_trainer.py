@@ -6,8 +6,8 @@ import copy
 import logging
 import random
 import time
-from pathlib import Path
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
@@ -21,9 +21,9 @@ from kospeech.evaluation import EvaluationResult, evaluate
 from kospeech.models import AdapterManager, DeepSpeech2, count_parameters, registered_adapter
 from kospeech.models.adapter import adapter_config_for
 from kospeech.models.adapter_manager import validate_adapter_name
+from kospeech.models.utils import unwrap_model
 from kospeech.optim import Optimizer
 from kospeech.trainer.configs import AdapterTrainConfig
-from kospeech.models.utils import unwrap_model
 from kospeech.trainer.supervised_trainer import EpochTally, SupervisedTrainer, TrainerState
 from kospeech.trainer.trunk_cache import (
     CachedBatch,
@@ -266,7 +266,13 @@ class AdapterTrainer(SupervisedTrainer):
         self.state = TrainerState()
         self.done = False
         self._unit = _UnitRun(
-            model, cached_model, optimizer, train_loader, valid_loader, rng_state, CachedTrunkModel(model, None, adapter)
+            model,
+            cached_model,
+            optimizer,
+            train_loader,
+            valid_loader,
+            rng_state,
+            CachedTrunkModel(model, None, adapter),
         )
         self._on_train_start(model, valid_loader)
 
@@ -317,7 +323,7 @@ class AdapterTrainer(SupervisedTrainer):
         self._unit = None
         return {"adapter_path": str(self.adapter_path), **self.training_stats()}
 
-    def _running(self) -> "_UnitRun":
+    def _running(self) -> _UnitRun:
         if self._unit is None:
             raise RuntimeError("this trainer's unit has not been started: call start() first")
         return self._unit
@@ -484,7 +490,9 @@ class AdapterTrainer(SupervisedTrainer):
             training_stats=self.training_stats(),
             adapter=self.adapter,
         )
-        logger.info("saved adapter %r (valid CER %.4f) to %s", self.adapter_name, self.state.best_cer, self.adapter_path)
+        logger.info(
+            "saved adapter %r (valid CER %.4f) to %s", self.adapter_name, self.state.best_cer, self.adapter_path
+        )
 
     def _save_checkpoint(self, model: nn.Module, optimizer: Optimizer, name: str, with_optimizer: bool = True):
         """Adapter runs keep no full-model checkpoints: the frozen base never changes, the adapter file is the result."""

@@ -29,7 +29,9 @@ class DataConfig:
     )
     valid_manifest: Optional[str] = field(
         default=None,
-        metadata={"help": "validation manifest (default: corpus base/dev.tsv; for adapters a held-out enrollment part)"},
+        metadata={
+            "help": "validation manifest (default: corpus base/dev.tsv; for adapters a held-out enrollment part)"
+        },
     )
     vocab_path: Optional[str] = field(default=None, metadata={"help": "vocabulary CSV (default: corpus vocab.csv)"})
     unit: str = field(

@@ -56,7 +56,9 @@ class CTCLoss(nn.Module):
         super().__init__()
         self.blank_id = blank_id
 
-    def forward(self, log_probs: Tensor, output_lengths: Tensor, targets: Tensor, target_lengths: Tensor) -> CTCLossOutput:
+    def forward(
+        self, log_probs: Tensor, output_lengths: Tensor, targets: Tensor, target_lengths: Tensor
+    ) -> CTCLossOutput:
         output_lengths = output_lengths.to(torch.long).cpu()
         target_lengths = target_lengths.to(torch.long).cpu()
         targets_cpu = targets.cpu()

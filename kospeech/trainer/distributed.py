@@ -29,8 +29,15 @@ from typing import Optional, Union
 import torch
 import torch.distributed as dist
 
-__all__ = ["DDP_BACKENDS", "DistributedContext", "init_distributed", "current_context", "cleanup_distributed",
-           "resolve_backend", "world_size_from_env"]
+__all__ = [
+    "DDP_BACKENDS",
+    "DistributedContext",
+    "init_distributed",
+    "current_context",
+    "cleanup_distributed",
+    "resolve_backend",
+    "world_size_from_env",
+]
 
 logger = logging.getLogger(__name__)
 

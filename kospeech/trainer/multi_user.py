@@ -51,9 +51,9 @@ from kospeech.fileio import atomic_write_text
 from kospeech.models import DeepSpeech2
 from kospeech.models.adapter import AdapterModule
 from kospeech.models.adapter_manager import validate_adapter_name
+from kospeech.models.utils import unwrap_model
 from kospeech.trainer.adapter_trainer import AdapterTrainer
 from kospeech.trainer.configs import AdapterTrainConfig
-from kospeech.models.utils import unwrap_model
 from kospeech.trainer.trunk_cache import (
     CachedBatch,
     CachedTrunkModel,
@@ -159,9 +159,7 @@ class MultiUserAdapterTrainer:
         self.trainers: Dict[str, AdapterTrainer] = {}
         for name, entries in users.items():
             validate_adapter_name(name)
-            user_config = dataclasses.replace(
-                config, adapter_name=name, output_dir=str(Path(config.output_dir) / name)
-            )
+            user_config = dataclasses.replace(config, adapter_name=name, output_dir=str(Path(config.output_dir) / name))
             self.trainers[name] = AdapterTrainer(
                 user_config, vocab, feature_config, entries, valid_users.get(name), model_config, resolved_config
             )
@@ -200,14 +198,19 @@ class MultiUserAdapterTrainer:
             num_workers=self.config.num_workers,
         )
         self.cache_seconds = time.monotonic() - started
-        logger.info("shared trunk cache for %d users: %s, built in %.1f s", len(self.trainers), cache.describe(),
-                    self.cache_seconds)
+        logger.info(
+            "shared trunk cache for %d users: %s, built in %.1f s",
+            len(self.trainers),
+            cache.describe(),
+            self.cache_seconds,
+        )
         return cache, keys
 
     # ------------------------------------------------------------------ training
 
-    def train(self, model: DeepSpeech2, batch_size: Optional[int] = None, num_epochs: Optional[int] = None
-              ) -> Dict[str, Dict[str, Any]]:
+    def train(
+        self, model: DeepSpeech2, batch_size: Optional[int] = None, num_epochs: Optional[int] = None
+    ) -> Dict[str, Dict[str, Any]]:
         """Train every user's adapter; each improvement is saved as ``{adapter_save_dir}/{user}_adapter.pt``.
 
         Args:
@@ -237,8 +240,9 @@ class MultiUserAdapterTrainer:
             blocker = train_cache_blocker(config.spec_augment, self.feature_config)
             cache_train = config.cache_trunk and blocker is None
             if config.cache_trunk and blocker is not None:
-                logger.info("trunk cache for the held-out sets only: %s; each step runs the trunk once for all users",
-                            blocker)
+                logger.info(
+                    "trunk cache for the held-out sets only: %s; each step runs the trunk once for all users", blocker
+                )
             keys: Dict[str, Tuple[Optional[List[int]], List[int]]] = {name: (None, []) for name in self.trainers}
             if config.cache_trunk:
                 cache, keys = self._shared_cache(model, point, cache_train, batch_size)
@@ -247,8 +251,14 @@ class MultiUserAdapterTrainer:
             for name, trainer in self.trainers.items():
                 adapter = self.adapters[name]
                 trainer.start(
-                    model, adapter, batch_size=batch_size, num_epochs=num_epochs, rng_state=rng_state,
-                    cached_model=CachedTrunkModel(model, point, adapter), cache=cache, train_keys=keys[name][0],
+                    model,
+                    adapter,
+                    batch_size=batch_size,
+                    num_epochs=num_epochs,
+                    rng_state=rng_state,
+                    cached_model=CachedTrunkModel(model, point, adapter),
+                    cache=cache,
+                    train_keys=keys[name][0],
                     valid_keys=keys[name][1],
                 )
             runs = list(self.trainers.values())
@@ -277,8 +287,12 @@ class MultiUserAdapterTrainer:
         )
 
     def _step_batches(
-        self, model: DeepSpeech2, runs: Sequence[AdapterTrainer], mixed: Optional[Tuple[SpeechBatch, Tensor]],
-        point: str, iterators: Dict[str, Iterator],
+        self,
+        model: DeepSpeech2,
+        runs: Sequence[AdapterTrainer],
+        mixed: Optional[Tuple[SpeechBatch, Tensor]],
+        point: str,
+        iterators: Dict[str, Iterator],
     ) -> List[Tuple[AdapterTrainer, CachedBatch]]:
         """This step's batch of every active user: from the cache, or split from one shared trunk forward.
 
@@ -456,7 +470,12 @@ def train_user_adapters(
     torch.manual_seed(config.seed)
     model = checkpoint.build_model(device=resolve_device(config.device))
     trainer = MultiUserAdapterTrainer(
-        config, vocab, checkpoint.feature_config, enroll, valid, checkpoint.model_config,
+        config,
+        vocab,
+        checkpoint.feature_config,
+        enroll,
+        valid,
+        checkpoint.model_config,
         resolved_config={"train": dataclasses.asdict(config), "users_dir": str(users_dir)},
     )
     started = time.monotonic()

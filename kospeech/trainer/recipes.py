@@ -211,4 +211,9 @@ def _warn_architecture_differences(config: AdapterTrainConfig, model_config: Dic
     for key in ("rnn_type", "num_rnn_layers", "rnn_hidden_dim", "dropout_p", "activation"):
         recorded = model_config.get(key)
         if recorded is not None and recorded != getattr(config, key):
-            logger.info("base checkpoint has %s=%r (config says %r): using the checkpoint's", key, recorded, getattr(config, key))
+            logger.info(
+                "base checkpoint has %s=%r (config says %r): using the checkpoint's",
+                key,
+                recorded,
+                getattr(config, key),
+            )

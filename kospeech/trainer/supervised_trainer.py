@@ -22,6 +22,7 @@ from kospeech.data.features import FeatureConfig, FeatureExtractor, SpecAugment
 from kospeech.data.manifest import ManifestEntry
 from kospeech.decode import GreedyCTCDecoder
 from kospeech.device import resolve_device
+from kospeech.evaluation import EvaluationResult, evaluate, select_log_probs
 from kospeech.fileio import atomic_write_text
 from kospeech.metrics import ErrorRateMeter
 from kospeech.models.utils import unwrap_model
@@ -29,7 +30,6 @@ from kospeech.optim import Optimizer, build_lr_scheduler, build_optimizer
 from kospeech.trainer.configs import TrainConfig
 from kospeech.trainer.criterion import CTCLoss
 from kospeech.trainer.distributed import DistributedContext, init_distributed
-from kospeech.evaluation import EvaluationResult, evaluate, select_log_probs
 from kospeech.vocabs import Vocabulary
 
 __all__ = ["SupervisedTrainer", "TrainerState", "EpochTally"]
@@ -249,7 +249,9 @@ class SupervisedTrainer:
         outputs = model(batch.inputs.to(self.device), batch.input_lengths.to(self.device))
         return select_log_probs(outputs, self.use_adapter_output)
 
-    def _train_epoches(self, model: nn.Module, train_loader, valid_loader, optimizer: Optimizer, num_epochs: int) -> None:
+    def _train_epoches(
+        self, model: nn.Module, train_loader, valid_loader, optimizer: Optimizer, num_epochs: int
+    ) -> None:
         state = self.state
         budget_seconds = self.config.max_minutes * 60 if self.config.max_minutes else None
         out_of_time = False
@@ -399,7 +401,12 @@ class SupervisedTrainer:
         return False
 
     def _on_train_start(self, model: nn.Module, valid_loader) -> None:
-        logger.info("training on %s: %d utterances, %d validation", self.device, len(self.train_entries), len(self.valid_entries))
+        logger.info(
+            "training on %s: %d utterances, %d validation",
+            self.device,
+            len(self.train_entries),
+            len(self.valid_entries),
+        )
 
     def _on_improvement(self, model: nn.Module, optimizer: Optimizer) -> None:
         self._save_checkpoint(model, optimizer, self.best_checkpoint_name, with_optimizer=False)
@@ -460,8 +467,12 @@ class SupervisedTrainer:
 
     def _write_run_config(self) -> None:
         if self.resolved_config:
-            atomic_write_text(self.output_dir / "config.yaml", OmegaConf.to_yaml(OmegaConf.create(self.resolved_config)))
+            atomic_write_text(
+                self.output_dir / "config.yaml", OmegaConf.to_yaml(OmegaConf.create(self.resolved_config))
+            )
 
 
 def _format_record(record: Dict[str, Any]) -> str:
-    return " ".join(f"{key} {value:.4f}" if isinstance(value, float) else f"{key} {value}" for key, value in record.items())
+    return " ".join(
+        f"{key} {value:.4f}" if isinstance(value, float) else f"{key} {value}" for key, value in record.items()
+    )

@@ -43,9 +43,9 @@ from kospeech.data.dataset import build_dataloader
 from kospeech.data.features import FeatureConfig, FeatureExtractor
 from kospeech.data.manifest import ManifestEntry
 from kospeech.data.sampler import BucketBatchSampler
+from kospeech.errors import TrunkCacheTooLargeError
 from kospeech.fileio import atomic_torch_save, safe_torch_load
 from kospeech.models import AdapterRouter, CachePoint, DeepSpeech2, registered_adapter
-from kospeech.errors import TrunkCacheTooLargeError
 
 __all__ = [
     "RNN_OUTPUT",
@@ -180,7 +180,7 @@ class TrunkCache:
         self.disk_bytes = 0
         self.feature_dim: Optional[int] = None
 
-    def __enter__(self) -> "TrunkCache":
+    def __enter__(self) -> TrunkCache:
         return self
 
     def __exit__(self, *exc_info) -> None:

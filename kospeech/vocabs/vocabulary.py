@@ -16,8 +16,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Union
 
-from kospeech.fileio import atomic_write_text
 from kospeech.errors import InputError, UnknownCharacterError
+from kospeech.fileio import atomic_write_text
 
 __all__ = ["Vocabulary", "UnknownCharacterError", "SPECIAL_TOKENS", "OUTPUT_UNITS"]
 
@@ -60,7 +60,7 @@ class Vocabulary:
         self._token_to_id: Dict[str, int] = {token: index for index, token in enumerate(tokens)}
 
     @classmethod
-    def build(cls, transcripts: Iterable[str], unit: str = "character") -> "Vocabulary":
+    def build(cls, transcripts: Iterable[str], unit: str = "character") -> Vocabulary:
         """Build a vocabulary from transcripts; tokens are ordered by frequency (then by code point)."""
         if unit not in OUTPUT_UNITS:
             raise ValueError(f"unknown output unit {unit!r}; expected one of {OUTPUT_UNITS}")
@@ -70,7 +70,7 @@ class Vocabulary:
         return cls._from_counts(counts, unit)
 
     @classmethod
-    def _from_counts(cls, counts: Counter, unit: str) -> "Vocabulary":
+    def _from_counts(cls, counts: Counter, unit: str) -> Vocabulary:
         reserved = [token for token in counts if token in SPECIAL_TOKENS]
         if reserved:
             raise ValueError(f"transcripts contain reserved tokens {reserved}")
@@ -79,7 +79,7 @@ class Vocabulary:
         freqs = [0] * len(SPECIAL_TOKENS) + [count for _, count in ordered]
         return cls(tokens, unit=unit, freqs=freqs)
 
-    def with_unit(self, unit: str) -> "Vocabulary":
+    def with_unit(self, unit: str) -> Vocabulary:
         """A vocabulary of another output unit that can encode every text this one can.
 
         Frequencies carry over (a syllable seen N times adds N to each of its jamo), so the order is the
@@ -96,7 +96,7 @@ class Vocabulary:
         return self._from_counts(counts, unit)
 
     @classmethod
-    def from_csv(cls, path: Union[str, os.PathLike], unit: Optional[str] = None) -> "Vocabulary":
+    def from_csv(cls, path: Union[str, os.PathLike], unit: Optional[str] = None) -> Vocabulary:
         """Read an ``id,char,freq`` CSV (UTF-8, optional BOM). Ids must be 0..N-1 in order.
 
         Args:
@@ -150,7 +150,7 @@ class Vocabulary:
         return {"unit": self.unit, "tokens": list(self.tokens), "freqs": list(self.freqs)}
 
     @classmethod
-    def from_dict(cls, data: Dict[str, Any]) -> "Vocabulary":
+    def from_dict(cls, data: Dict[str, Any]) -> Vocabulary:
         """Inverse of :meth:`to_dict`."""
         return cls(data["tokens"], unit=data.get("unit", "character"), freqs=data.get("freqs"))
 

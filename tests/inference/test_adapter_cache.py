@@ -20,6 +20,7 @@ def adapter_dir(tmp_path):
 
 def counting_loader(loaded):
     """A loader that builds an adapter module from the file and records which files it read."""
+
     def load(path):
         loaded.append(path.name)
         model = build_base()

@@ -126,8 +126,8 @@ def test_evaluate_users_per_user_and_overall(world):
 
 
 def test_eval_recipe_reports_per_user_figures(world, tmp_path):
-    from kospeech.config import EvalConfig
     from kospeech.cli.eval import evaluate_checkpoint
+    from kospeech.config import EvalConfig
 
     vocab = Vocabulary(TOKENS)
     transcripts = ["가나", "다라", "바사", "아자"]

@@ -94,9 +94,7 @@ def test_loading_into_a_different_base_raises_and_force_allows_it(tmp_path, make
     assert other.adapter is None
 
     with pytest.raises(AdapterCompatibilityError) as caught:
-        AdapterManager.load_adapter(
-            other, path, vocab_fingerprint="v2", feature_config={**FEATURES, "num_mels": 80}
-        )
+        AdapterManager.load_adapter(other, path, vocab_fingerprint="v2", feature_config={**FEATURES, "num_mels": 80})
     message = str(caught.value)
     assert "vocab_fingerprint" in message and "feature_config.num_mels: file has 16, given 80" in message
     assert len(caught.value.mismatches) == 3

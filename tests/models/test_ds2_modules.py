@@ -145,7 +145,7 @@ def test_bn_relu_rnn_padded_cpu_path_matches_packed_path(rnn_type, bidirectional
 def test_bn_relu_rnn_direction_runner_adds_no_state_and_survives_copies():
     layer = BNReluRNN(6, 5, rnn_type="gru", bidirectional=True)
     plain = {name for name, _ in layer.rnn.named_parameters()}
-    assert {key[len("rnn."):] for key in layer.state_dict() if key.startswith("rnn.")} == plain
+    assert {key[len("rnn.") :] for key in layer.state_dict() if key.startswith("rnn.")} == plain
     assert sum(parameter.numel() for parameter in layer.parameters()) == sum(
         parameter.numel() for parameter in [*layer.batch_norm.parameters(), *layer.rnn.parameters()]
     )

@@ -43,8 +43,14 @@ def test_yaml_files_compose_against_the_dataclass(name):
 
 
 def test_build_from_dataclass_dict_and_dictconfig():
-    config = DeepSpeech2Config(num_rnn_layers=1, rnn_hidden_dim=8, rnn_type="lstm", use_adapter=True,
-                               adapter_type="encoder", adapter_bottleneck_dim=3)
+    config = DeepSpeech2Config(
+        num_rnn_layers=1,
+        rnn_hidden_dim=8,
+        rnn_type="lstm",
+        use_adapter=True,
+        adapter_type="encoder",
+        adapter_bottleneck_dim=3,
+    )
     from_dataclass = build_deepspeech2(16, 12, config)
     from_dict = build_deepspeech2(16, 12, dataclasses.asdict(config))
     from_dictconfig = build_deepspeech2(16, 12, OmegaConf.structured(config))

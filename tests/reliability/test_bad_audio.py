@@ -69,7 +69,7 @@ def test_zero_length_audio_is_refused_naming_it(tmp_path, recognizer):
 @pytest.mark.parametrize(
     "content",
     [
-        pytest.param("이것은 오디오가 아닙니다\n".encode("utf-8") * 40, id="utf8-text"),
+        pytest.param("이것은 오디오가 아닙니다\n".encode() * 40, id="utf8-text"),
         pytest.param(b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 8, id="png-header"),
         pytest.param(b"RIFF\x24\x08\x00\x00WAVEfmt " + b"\xff" * 600, id="riff-garbage"),
         pytest.param(np.random.default_rng(0).bytes(4096), id="random-bytes"),

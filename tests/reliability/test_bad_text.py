@@ -100,7 +100,7 @@ def test_line_ends_and_bom_give_the_same_entries(root, encode):
 
 def test_crlf_error_line_numbers_are_right(root):
     path = root / "crlf.tsv"
-    path.write_bytes(f"{GOOD}\r\n{GOOD}\r\nwav/b.wav\t힣\t\r\n".encode("utf-8"))
+    path.write_bytes(f"{GOOD}\r\n{GOOD}\r\nwav/b.wav\t힣\t\r\n".encode())
     with pytest.raises(ManifestError, match=r"crlf\.tsv:3: .*'힣'"):
         read_manifest(path, VOCAB)
 

@@ -92,9 +92,9 @@ def test_malicious_adapters_never_execute(tmp_path, world, caplog):
         evil.write_bytes(path.read_bytes())
         name = evil.name[: -len("_adapter.pt")]
         for call in (
-            lambda: AdapterManager.get_adapter_info(evil),
-            lambda: AdapterManager.load_adapter(build_base(), evil),
-            lambda: recognizer.transcribe(world.wavs[0], user=name),
+            lambda evil=evil: AdapterManager.get_adapter_info(evil),
+            lambda evil=evil: AdapterManager.load_adapter(build_base(), evil),
+            lambda name=name: recognizer.transcribe(world.wavs[0], user=name),
         ):
             with pytest.raises(ValueError, match=rf"{evil.name}: not a valid adapter \(refused by the weights-only"):
                 call()
@@ -143,12 +143,35 @@ def _checkpoint_cases(valid):
 
 
 CHECKPOINT_CASES = [
-    "missing-weights", "newer-format", "format-as-str", "weight-not-tensor", "wrong-shape", "missing-key",
-    "unexpected-key", "int-weights", "bad-vocab", "bad-features", "no-input-dim", "bad-architecture", "not-a-dict",
+    "missing-weights",
+    "newer-format",
+    "format-as-str",
+    "weight-not-tensor",
+    "wrong-shape",
+    "missing-key",
+    "unexpected-key",
+    "int-weights",
+    "bad-vocab",
+    "bad-features",
+    "no-input-dim",
+    "bad-architecture",
+    "not-a-dict",
 ]
 ADAPTER_CASES = [
-    "newer-format", "no-format", "missing-field", "bool-as-int", "dims-as-str", "dims-of-str", "negative-dim",
-    "unknown-type", "wrong-shape", "int-weights", "nan-weights", "inf-weights", "extra-weight", "not-a-dict",
+    "newer-format",
+    "no-format",
+    "missing-field",
+    "bool-as-int",
+    "dims-as-str",
+    "dims-of-str",
+    "negative-dim",
+    "unknown-type",
+    "wrong-shape",
+    "int-weights",
+    "nan-weights",
+    "inf-weights",
+    "extra-weight",
+    "not-a-dict",
 ]
 
 
@@ -197,12 +220,18 @@ def _adapter_cases(valid):
         "negative-dim": ({**valid, "hidden_dims": [-8]}, "invalid adapter sizes"),
         "unknown-type": ({**valid, "adapter_type": "lora"}, "unknown adapter_type 'lora'"),
         "wrong-shape": ({**valid, "adapter_state_dict": {**weights, "0.weight": torch.zeros(8, 31)}}, "expected shape"),
-        "int-weights": ({**valid, "adapter_state_dict": {**weights, "0.bias": torch.zeros(8, dtype=torch.long)}},
-                        "expected a floating point tensor"),
-        "nan-weights": ({**valid, "adapter_state_dict": {**weights, "0.bias": torch.full((8,), float("nan"))}},
-                        r"0\.bias: holds NaN/Inf"),
-        "inf-weights": ({**valid, "adapter_state_dict": {**weights, "3.weight": weights["3.weight"] / 0.0}},
-                        r"3\.weight: holds NaN/Inf"),
+        "int-weights": (
+            {**valid, "adapter_state_dict": {**weights, "0.bias": torch.zeros(8, dtype=torch.long)}},
+            "expected a floating point tensor",
+        ),
+        "nan-weights": (
+            {**valid, "adapter_state_dict": {**weights, "0.bias": torch.full((8,), float("nan"))}},
+            r"0\.bias: holds NaN/Inf",
+        ),
+        "inf-weights": (
+            {**valid, "adapter_state_dict": {**weights, "3.weight": weights["3.weight"] / 0.0}},
+            r"3\.weight: holds NaN/Inf",
+        ),
         "extra-weight": ({**valid, "adapter_state_dict": {**weights, "9.weight": torch.zeros(1)}}, "unexpected keys"),
         "not-a-dict": ("adapter", "must hold a dict, found str"),
     }
@@ -249,8 +278,9 @@ def test_adapter_for_another_vocabulary_or_features_is_refused(world):
     other_features = FeatureConfig(num_mels=16, frame_shift_ms=12.5).to_dict()
     with pytest.raises(AdapterCompatibilityError, match=r"feature_config\.frame_shift_ms: file has 10\.0, given 12\.5"):
         AdapterManager.load_adapter(model, path, feature_config=other_features)
-    AdapterManager.load_adapter(model, path, vocab_fingerprint=Vocabulary(TOKENS).fingerprint(),
-                                feature_config=FEATURES.to_dict())
+    AdapterManager.load_adapter(
+        model, path, vocab_fingerprint=Vocabulary(TOKENS).fingerprint(), feature_config=FEATURES.to_dict()
+    )
 
 
 def test_adapter_of_other_sizes_cannot_be_forced(world):
@@ -423,9 +453,10 @@ def test_symlinks_that_stay_inside_are_fine(tmp_path, world):
     linked_dir = tmp_path / "linked_adapters"
     linked_dir.symlink_to(world.adapter_dir, target_is_directory=True)
     recognizer = Recognizer.from_checkpoint(world.checkpoint, adapter_dir=linked_dir)
-    assert recognizer.transcribe(world.wavs[1], user="alias").tokens == recognizer.transcribe(
-        world.wavs[1], user="alice"
-    ).tokens
+    assert (
+        recognizer.transcribe(world.wavs[1], user="alias").tokens
+        == recognizer.transcribe(world.wavs[1], user="alice").tokens
+    )
 
 
 def test_dangling_links_and_directories_named_like_adapters(world):

@@ -46,8 +46,17 @@ VOCAB = Vocabulary(TOKENS)
 
 def _config(output_dir, **overrides) -> TrainConfig:
     values = dict(
-        output_dir=str(output_dir), batch_size=2, num_epochs=2, num_workers=0, spec_augment=False, warmup_steps=2,
-        log_every=1000, checkpoint_every=0, num_threads=1, seed=3, device="cpu",
+        output_dir=str(output_dir),
+        batch_size=2,
+        num_epochs=2,
+        num_workers=0,
+        spec_augment=False,
+        warmup_steps=2,
+        log_every=1000,
+        checkpoint_every=0,
+        num_threads=1,
+        seed=3,
+        device="cpu",
     )
     values.update(overrides)
     return TrainConfig(**values)
@@ -91,8 +100,9 @@ def test_trainer_skips_and_counts_utterances_longer_than_their_frames(tmp_path, 
     text = "가나다라마바사아자차카타파하"  # 14 labels for a 0.1 s clip: 9 feature frames, 5 output frames
     clip = save_audio(tmp_path / "clip.wav", tone(0.1, seed=11), 16000)
     impossible = ManifestEntry(clip, text, tuple(VOCAB.encode(text)))
-    trainer = SupervisedTrainer(_config(tmp_path / "run"), VOCAB, FEATURES, entries[:3] + [impossible], None,
-                                _model_record())
+    trainer = SupervisedTrainer(
+        _config(tmp_path / "run"), VOCAB, FEATURES, entries[:3] + [impossible], None, _model_record()
+    )
     model = trainer.train(_new_model())
     state = load_checkpoint(tmp_path / "run" / "last.pt").trainer_state
     assert state["skipped_utterances"] == 2  # once per epoch
@@ -278,8 +288,9 @@ def test_kill_during_a_checkpoint_write_leaves_a_loadable_checkpoint(tmp_path):
     record = {"input_dim": FEATURES.feature_dim, "num_classes": len(VOCAB), "num_rnn_layers": 2, "rnn_hidden_dim": 192}
 
     def write(iteration):
-        save_checkpoint(path, model, model_config=record, vocab=VOCAB, feature_config=FEATURES,
-                        trainer_state={"version": iteration})
+        save_checkpoint(
+            path, model, model_config=record, vocab=VOCAB, feature_config=FEATURES, trainer_state={"version": iteration}
+        )
 
     write(-1)
     reference = model.state_dict()

@@ -9,9 +9,20 @@ from kospeech.trainer import AdapterTrainConfig, AdapterTrainer, split_holdout
 
 def _adapter_config(tmp_path, **overrides):
     values = dict(
-        base_model_path="unused.pt", output_dir=str(tmp_path / "run"), adapter_save_dir=str(tmp_path / "adapters"),
-        adapter_hidden_dims=[32], batch_size=4, num_epochs=2, num_workers=0, warmup_steps=2, init_lr=1e-3,
-        peak_lr=1e-3, num_threads=1, log_every=1000, seed=3, device="cpu",
+        base_model_path="unused.pt",
+        output_dir=str(tmp_path / "run"),
+        adapter_save_dir=str(tmp_path / "adapters"),
+        adapter_hidden_dims=[32],
+        batch_size=4,
+        num_epochs=2,
+        num_workers=0,
+        warmup_steps=2,
+        init_lr=1e-3,
+        peak_lr=1e-3,
+        num_threads=1,
+        log_every=1000,
+        seed=3,
+        device="cpu",
     )
     values.update(overrides)
     return AdapterTrainConfig(**values)
@@ -26,8 +37,12 @@ def user_entries(tiny_corpus, corpus_vocab):
 def test_spec_example_snippet_runs(tmp_path, user_entries, corpus_vocab, feature_config):
     torch.manual_seed(0)
     model = DeepSpeech2(
-        input_dim=feature_config.feature_dim, num_classes=len(corpus_vocab), num_rnn_layers=2, rnn_hidden_dim=32,
-        use_adapter=True, adapter_hidden_dims=[32, 16],
+        input_dim=feature_config.feature_dim,
+        num_classes=len(corpus_vocab),
+        num_rnn_layers=2,
+        rnn_hidden_dim=32,
+        use_adapter=True,
+        adapter_hidden_dims=[32, 16],
     )
     model.freeze_base_model()
     trainer = AdapterTrainer(_adapter_config(tmp_path), corpus_vocab, feature_config, user_entries)
@@ -44,8 +59,9 @@ def test_spec_example_snippet_runs(tmp_path, user_entries, corpus_vocab, feature
         input_dim=feature_config.feature_dim, num_classes=len(corpus_vocab), num_rnn_layers=2, rnn_hidden_dim=32
     )
     fresh.load_base_state_dict(model.base_state_dict())
-    AdapterManager.load_adapter(fresh, path, vocab_fingerprint=corpus_vocab.fingerprint(),
-                                feature_config=feature_config.to_dict())
+    AdapterManager.load_adapter(
+        fresh, path, vocab_fingerprint=corpus_vocab.fingerprint(), feature_config=feature_config.to_dict()
+    )
     model.eval(), fresh.eval()
     inputs, lengths = torch.randn(2, 40, feature_config.feature_dim), torch.tensor([40, 25])
     with torch.no_grad():
@@ -53,10 +69,13 @@ def test_spec_example_snippet_runs(tmp_path, user_entries, corpus_vocab, feature
 
 
 @pytest.mark.parametrize("adapter_type", ["head", "residual_head", "encoder"])
-def test_adapter_training_leaves_the_base_bit_identical(tmp_path, user_entries, corpus_vocab, feature_config, adapter_type):
+def test_adapter_training_leaves_the_base_bit_identical(
+    tmp_path, user_entries, corpus_vocab, feature_config, adapter_type
+):
     torch.manual_seed(0)
-    model = build_deepspeech2(feature_config.feature_dim, len(corpus_vocab),
-                              {"num_rnn_layers": 2, "rnn_hidden_dim": 32, "dropout_p": 0.3})
+    model = build_deepspeech2(
+        feature_config.feature_dim, len(corpus_vocab), {"num_rnn_layers": 2, "rnn_hidden_dim": 32, "dropout_p": 0.3}
+    )
     model.train()
     with torch.no_grad():
         model(torch.randn(3, 60, feature_config.feature_dim), torch.tensor([60, 50, 40]))
@@ -77,8 +96,11 @@ def test_adapter_training_leaves_the_base_bit_identical(tmp_path, user_entries, 
 
 
 def test_optimizer_sees_only_adapter_parameters(tmp_path, user_entries, corpus_vocab, feature_config):
-    model = build_deepspeech2(feature_config.feature_dim, len(corpus_vocab), {"num_rnn_layers": 1, "rnn_hidden_dim": 16,
-                                                                             "use_adapter": True, "adapter_hidden_dims": [8]})
+    model = build_deepspeech2(
+        feature_config.feature_dim,
+        len(corpus_vocab),
+        {"num_rnn_layers": 1, "rnn_hidden_dim": 16, "use_adapter": True, "adapter_hidden_dims": [8]},
+    )
     model.freeze_base_model()
     trainer = AdapterTrainer(_adapter_config(tmp_path), corpus_vocab, feature_config, user_entries)
     optimizer = trainer._build_optimizer(model, total_steps=10)
@@ -100,18 +122,24 @@ def test_holdout_split_is_seeded_and_disjoint(user_entries):
 
 
 def test_invalid_adapter_name_is_refused_before_training(tmp_path, user_entries, corpus_vocab, feature_config):
-    model = build_deepspeech2(feature_config.feature_dim, len(corpus_vocab), {"num_rnn_layers": 1, "rnn_hidden_dim": 16})
+    model = build_deepspeech2(
+        feature_config.feature_dim, len(corpus_vocab), {"num_rnn_layers": 1, "rnn_hidden_dim": 16}
+    )
     trainer = AdapterTrainer(_adapter_config(tmp_path), corpus_vocab, feature_config, user_entries)
     with pytest.raises(ValueError):
         trainer.train(model, adapter_name="../evil")
     assert not (tmp_path / "adapters").exists()
 
 
-def test_data_parallel_wrapped_model_trains_and_saves_the_same_adapter(tmp_path, user_entries, corpus_vocab, feature_config):
+def test_data_parallel_wrapped_model_trains_and_saves_the_same_adapter(
+    tmp_path, user_entries, corpus_vocab, feature_config
+):
     results = {}
     for wrapped in (False, True):
         torch.manual_seed(0)
-        model = build_deepspeech2(feature_config.feature_dim, len(corpus_vocab), {"num_rnn_layers": 1, "rnn_hidden_dim": 16})
+        model = build_deepspeech2(
+            feature_config.feature_dim, len(corpus_vocab), {"num_rnn_layers": 1, "rnn_hidden_dim": 16}
+        )
         config = _adapter_config(tmp_path / str(wrapped), adapter_type="residual_head", num_epochs=1)
         trainer = AdapterTrainer(config, corpus_vocab, feature_config, user_entries)
         trainer.train(torch.nn.DataParallel(model) if wrapped else model, adapter_name="dp_user")

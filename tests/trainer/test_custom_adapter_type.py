@@ -9,9 +9,10 @@ import pytest
 import torch
 from torch import Tensor, nn
 
-from kospeech.data.features import FeatureExtractor
-from kospeech.inference import Recognizer
 from kospeech.checkpoint import save_checkpoint
+from kospeech.data.features import FeatureExtractor
+from kospeech.data.manifest import read_manifest
+from kospeech.inference import Recognizer
 from kospeech.models import (
     AdapterManager,
     DeepSpeech2,
@@ -22,7 +23,6 @@ from kospeech.models import (
     unregister_adapter,
 )
 from kospeech.trainer import AdapterTrainConfig, AdapterTrainer
-from kospeech.data.manifest import read_manifest
 
 
 @dataclass
@@ -44,8 +44,14 @@ class LayerGain(nn.Module):
         return hidden * (1.0 + self.gains[layer_index])
 
     def adapter_config(self):
-        return {"adapter_type": self.adapter_type, "input_dim": self.dim, "hidden_dims": [], "output_dim": self.dim,
-                "dropout_p": 0.0, "num_layers": self.num_layers}
+        return {
+            "adapter_type": self.adapter_type,
+            "input_dim": self.dim,
+            "hidden_dims": [],
+            "output_dim": self.dim,
+            "dropout_p": 0.0,
+            "num_layers": self.num_layers,
+        }
 
 
 class LogitBias(nn.Module):
@@ -62,8 +68,14 @@ class LogitBias(nn.Module):
         return self.bias.expand(*features.shape[:-1], self.num_classes)
 
     def adapter_config(self):
-        return {"adapter_type": self.adapter_type, "input_dim": self.input_dim, "hidden_dims": [],
-                "output_dim": self.num_classes, "dropout_p": 0.0, "num_layers": None}
+        return {
+            "adapter_type": self.adapter_type,
+            "input_dim": self.input_dim,
+            "hidden_dims": [],
+            "output_dim": self.num_classes,
+            "dropout_p": 0.0,
+            "num_layers": None,
+        }
 
 
 def _layer_gain_from_fields(input_dim, hidden_dims, output_dim, dropout_p, num_layers):
@@ -80,12 +92,18 @@ def _logit_bias_from_fields(input_dim, hidden_dims, output_dim, dropout_p, num_l
 
 TOY_TYPES = {
     "test_layer_gain": dict(
-        module_class=LayerGain, config_class=GainConfig, placement=Placement.RNN_LAYERS, merge=MergeStrategy.REPLACE,
+        module_class=LayerGain,
+        config_class=GainConfig,
+        placement=Placement.RNN_LAYERS,
+        merge=MergeStrategy.REPLACE,
         create=lambda config, dims: LayerGain(dims.rnn_output_dim, dims.num_rnn_layers),
         from_fields=_layer_gain_from_fields,
     ),
     "test_logit_bias": dict(
-        module_class=LogitBias, config_class=GainConfig, placement=Placement.HEAD, merge=MergeStrategy.RESIDUAL,
+        module_class=LogitBias,
+        config_class=GainConfig,
+        placement=Placement.HEAD,
+        merge=MergeStrategy.RESIDUAL,
         create=lambda config, dims: LogitBias(dims.rnn_output_dim, dims.num_classes),
         from_fields=_logit_bias_from_fields,
     ),
@@ -119,15 +137,34 @@ def test_a_registered_type_trains_saves_loads_and_serves_a_mixed_batch(
     torch.manual_seed(0)
     model = DeepSpeech2(feature_config.feature_dim, len(corpus_vocab), num_rnn_layers=2, rnn_hidden_dim=16)
     base_path = save_checkpoint(
-        tmp_path / "base.pt", model, vocab=corpus_vocab, feature_config=feature_config,
-        model_config={"input_dim": feature_config.feature_dim, "num_classes": len(corpus_vocab),
-                      "num_rnn_layers": 2, "rnn_hidden_dim": 16},
+        tmp_path / "base.pt",
+        model,
+        vocab=corpus_vocab,
+        feature_config=feature_config,
+        model_config={
+            "input_dim": feature_config.feature_dim,
+            "num_classes": len(corpus_vocab),
+            "num_rnn_layers": 2,
+            "rnn_hidden_dim": 16,
+        },
     )
     base_state = {key: value.clone() for key, value in model.base_state_dict().items()}
     config = AdapterTrainConfig(
-        base_model_path=str(base_path), output_dir=str(tmp_path / "run"), adapter_save_dir=str(tmp_path / "adapters"),
-        adapter_type=toy_type.name, batch_size=8, num_epochs=2, num_workers=0, warmup_steps=1, init_lr=5e-2,
-        peak_lr=5e-2, final_lr=5e-2, num_threads=1, log_every=1000, seed=0, device="cpu",
+        base_model_path=str(base_path),
+        output_dir=str(tmp_path / "run"),
+        adapter_save_dir=str(tmp_path / "adapters"),
+        adapter_type=toy_type.name,
+        batch_size=8,
+        num_epochs=2,
+        num_workers=0,
+        warmup_steps=1,
+        init_lr=5e-2,
+        peak_lr=5e-2,
+        final_lr=5e-2,
+        num_threads=1,
+        log_every=1000,
+        seed=0,
+        device="cpu",
         early_stopping_patience=5,
     )
     trainer = AdapterTrainer(config, corpus_vocab, feature_config, entries)

@@ -36,8 +36,9 @@ class _RecordingTrainer(SupervisedTrainer):
 
 
 def _rank_main(rank, world_size, port, entries, vocab, feature_config, out_dir):
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE=str(world_size), RANK=str(rank),
-                      LOCAL_RANK=str(rank))
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE=str(world_size), RANK=str(rank), LOCAL_RANK=str(rank)
+    )
     torch.set_num_threads(1)
     torch.manual_seed(0)
     model = build_deepspeech2(feature_config.feature_dim, len(vocab), MODEL)
@@ -45,15 +46,30 @@ def _rank_main(rank, world_size, port, entries, vocab, feature_config, out_dir):
         with torch.no_grad():
             for parameter in model.parameters():
                 parameter.add_(1.0)
-    config = TrainConfig(output_dir=str(out_dir / "run"), batch_size=3, num_epochs=2, num_workers=0, num_threads=1,
-                         log_every=1, checkpoint_every=2, spec_augment=True, warmup_steps=2, device="cpu")
+    config = TrainConfig(
+        output_dir=str(out_dir / "run"),
+        batch_size=3,
+        num_epochs=2,
+        num_workers=0,
+        num_threads=1,
+        log_every=1,
+        checkpoint_every=2,
+        spec_augment=True,
+        warmup_steps=2,
+        device="cpu",
+    )
     record = {"input_dim": feature_config.feature_dim, "num_classes": len(vocab), **MODEL.__dict__}
     trainer = _RecordingTrainer(config, vocab, feature_config, entries, entries[:3], record)
     trainer.seen = []
     model = trainer.train(model)
     torch.save(
-        {"state": {key: value.clone() for key, value in model.state_dict().items()}, "seen": trainer.seen,
-         "steps": trainer.state.global_step, "history": trainer.state.history, "rank": trainer.dist.rank},
+        {
+            "state": {key: value.clone() for key, value in model.state_dict().items()},
+            "seen": trainer.seen,
+            "steps": trainer.state.global_step,
+            "history": trainer.state.history,
+            "rank": trainer.dist.rank,
+        },
         out_dir / f"rank{rank}.pt",
     )
     torch.distributed.destroy_process_group()
@@ -85,11 +101,30 @@ def test_two_process_ddp_training_on_cpu(tmp_path, base_entries, corpus_vocab, f
 def test_torchrun_launches_bin_main_with_two_cpu_processes(tmp_path, tiny_corpus):
     run_dir = tmp_path / "ddp_run"
     command = [
-        "nice", "-n", "19", sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-        str(ROOT / "bin" / "main.py"), "--config-name=train", "train=ds2_train", "model=ds2_tiny", "audio=fbank40",
-        f"data.corpus_dir={tiny_corpus}", "data.corpus_preset=tiny", f"train.output_dir={run_dir}",
-        "train.num_epochs=1", "train.batch_size=4", "train.num_workers=0", "train.num_threads=1",
-        "train.max_minutes=null", "train.log_every=1", "train.checkpoint_every=0", "train.device=cpu",
+        "nice",
+        "-n",
+        "19",
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node=2",
+        str(ROOT / "bin" / "main.py"),
+        "--config-name=train",
+        "train=ds2_train",
+        "model=ds2_tiny",
+        "audio=fbank40",
+        f"data.corpus_dir={tiny_corpus}",
+        "data.corpus_preset=tiny",
+        f"train.output_dir={run_dir}",
+        "train.num_epochs=1",
+        "train.batch_size=4",
+        "train.num_workers=0",
+        "train.num_threads=1",
+        "train.max_minutes=null",
+        "train.log_every=1",
+        "train.checkpoint_every=0",
+        "train.device=cpu",
     ]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     completed = subprocess.run(command, capture_output=True, text=True, timeout=240, cwd=tmp_path, env=env)

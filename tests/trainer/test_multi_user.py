@@ -19,10 +19,24 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def _config(tmp_path, **overrides):
     values = dict(
-        base_model_path="unused.pt", output_dir=str(tmp_path / "run"), adapter_save_dir=str(tmp_path / "adapters"),
-        adapter_hidden_dims=[24], adapter_bottleneck_dim=8, adapter_dropout_p=0.2, batch_size=2, num_epochs=3,
-        num_workers=0, warmup_steps=2, init_lr=3e-3, peak_lr=3e-3, final_lr=1e-3, num_threads=1, log_every=1000,
-        seed=11, early_stopping_patience=100, spec_augment=False,
+        base_model_path="unused.pt",
+        output_dir=str(tmp_path / "run"),
+        adapter_save_dir=str(tmp_path / "adapters"),
+        adapter_hidden_dims=[24],
+        adapter_bottleneck_dim=8,
+        adapter_dropout_p=0.2,
+        batch_size=2,
+        num_epochs=3,
+        num_workers=0,
+        warmup_steps=2,
+        init_lr=3e-3,
+        peak_lr=3e-3,
+        final_lr=1e-3,
+        num_threads=1,
+        log_every=1000,
+        seed=11,
+        early_stopping_patience=100,
+        spec_augment=False,
         device="cpu",  # equal to each user alone within 1e-5 is a CPU claim (cuDNN runs TF32, nondeterministic)
     )
     values.update(overrides)
@@ -31,8 +45,9 @@ def _config(tmp_path, **overrides):
 
 def _base(feature_config, vocab):
     torch.manual_seed(0)
-    model = build_deepspeech2(feature_config.feature_dim, len(vocab), {"num_rnn_layers": 2, "rnn_hidden_dim": 16,
-                                                                       "dropout_p": 0.3})
+    model = build_deepspeech2(
+        feature_config.feature_dim, len(vocab), {"num_rnn_layers": 2, "rnn_hidden_dim": 16, "dropout_p": 0.3}
+    )
     model.train()
     with torch.no_grad():
         model(torch.randn(3, 60, feature_config.feature_dim) + 0.3, torch.tensor([60, 45, 30]))
@@ -48,11 +63,20 @@ def users(base_entries):
 def _alone(tmp_path, base, config, name, entries, vocab, feature_config):
     model = copy.deepcopy(base)
     torch.manual_seed(config.seed)
-    model.add_adapter(config.adapter_type, hidden_dims=list(config.adapter_hidden_dims),
-                      dropout_p=config.adapter_dropout_p, bottleneck_dim=config.adapter_bottleneck_dim)
-    alone_config = AdapterTrainConfig(**{**config.__dict__, "adapter_name": name,
-                                         "output_dir": str(tmp_path / "alone" / name),
-                                         "adapter_save_dir": str(tmp_path / "alone_adapters")})
+    model.add_adapter(
+        config.adapter_type,
+        hidden_dims=list(config.adapter_hidden_dims),
+        dropout_p=config.adapter_dropout_p,
+        bottleneck_dim=config.adapter_bottleneck_dim,
+    )
+    alone_config = AdapterTrainConfig(
+        **{
+            **config.__dict__,
+            "adapter_name": name,
+            "output_dir": str(tmp_path / "alone" / name),
+            "adapter_save_dir": str(tmp_path / "alone_adapters"),
+        }
+    )
     trainer = AdapterTrainer(alone_config, vocab, feature_config, entries)
     trainer.train(model, adapter_name=name)
     return trainer, model
@@ -92,8 +116,9 @@ def test_cached_multi_user_training_equals_each_user_alone(tmp_path, users, corp
 
 
 @pytest.mark.parametrize("adapter_type", ["head", "encoder"])
-def test_shared_trunk_forward_with_spec_augment_equals_each_user_alone(tmp_path, users, corpus_vocab, feature_config,
-                                                                       adapter_type):
+def test_shared_trunk_forward_with_spec_augment_equals_each_user_alone(
+    tmp_path, users, corpus_vocab, feature_config, adapter_type
+):
     base = _base(feature_config, corpus_vocab)
     config = _config(tmp_path, adapter_type=adapter_type, spec_augment=True, num_epochs=2)
     multi = MultiUserAdapterTrainer(config, corpus_vocab, feature_config, users)
@@ -138,20 +163,43 @@ def test_unknown_validation_user_is_refused(tmp_path, users, corpus_vocab, featu
 @pytest.mark.slow
 def test_train_adapters_cli_writes_one_adapter_per_user(tmp_path, users, corpus_vocab, feature_config):
     base = _base(feature_config, corpus_vocab)
-    record = {"input_dim": feature_config.feature_dim, "num_classes": len(corpus_vocab), "num_rnn_layers": 2,
-              "rnn_hidden_dim": 16, "dropout_p": 0.3}
-    checkpoint = save_checkpoint(tmp_path / "base.pt", base, model_config=record, vocab=corpus_vocab,
-                                 feature_config=feature_config)
+    record = {
+        "input_dim": feature_config.feature_dim,
+        "num_classes": len(corpus_vocab),
+        "num_rnn_layers": 2,
+        "rnn_hidden_dim": 16,
+        "dropout_p": 0.3,
+    }
+    checkpoint = save_checkpoint(
+        tmp_path / "base.pt", base, model_config=record, vocab=corpus_vocab, feature_config=feature_config
+    )
     for name, entries in users.items():
         write_manifest(tmp_path / "users" / f"{name}.tsv", entries)
     command = [
-        "nice", "-n", "19", sys.executable, str(ROOT / "bin" / "train_adapters.py"), "--users-dir",
-        str(tmp_path / "users"), "--base-model", str(checkpoint), "--adapter-save-dir", str(tmp_path / "adapters"),
-        "--output-dir", str(tmp_path / "out"), "--users", "ann,cy", "train.num_epochs=1", "train.batch_size=4",
-        "train.num_workers=0", "train.num_threads=1", "train.adapter_hidden_dims=[16]",
+        "nice",
+        "-n",
+        "19",
+        sys.executable,
+        str(ROOT / "bin" / "train_adapters.py"),
+        "--users-dir",
+        str(tmp_path / "users"),
+        "--base-model",
+        str(checkpoint),
+        "--adapter-save-dir",
+        str(tmp_path / "adapters"),
+        "--output-dir",
+        str(tmp_path / "out"),
+        "--users",
+        "ann,cy",
+        "train.num_epochs=1",
+        "train.batch_size=4",
+        "train.num_workers=0",
+        "train.num_threads=1",
+        "train.adapter_hidden_dims=[16]",
     ]
-    completed = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=tmp_path,
-                               env={**os.environ, "PYTHONPATH": str(ROOT)})
+    completed = subprocess.run(
+        command, capture_output=True, text=True, timeout=300, cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(ROOT)}
+    )
     assert completed.returncode == 0, completed.stderr[-3000:]
     written = sorted(path.name for path in (tmp_path / "adapters").iterdir())
     assert written == ["ann_adapter.pt", "cy_adapter.pt"]

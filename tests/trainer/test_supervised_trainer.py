@@ -4,9 +4,9 @@ import pytest
 import torch
 
 from kospeech.checkpoint import load_checkpoint, save_checkpoint
+from kospeech.evaluation import evaluate
 from kospeech.model_builder import build_deepspeech2
 from kospeech.trainer import SupervisedTrainer, TrainConfig
-from kospeech.evaluation import evaluate
 
 
 def _model(feature_config, vocab, model_config, seed=0):
@@ -19,15 +19,27 @@ def _record(feature_config, vocab, model_config):
 
 
 @pytest.mark.slow
-def test_tiny_model_overfits_a_handful_of_utterances(tmp_path, base_entries, corpus_vocab, feature_config, tiny_model_config):
+def test_tiny_model_overfits_a_handful_of_utterances(
+    tmp_path, base_entries, corpus_vocab, feature_config, tiny_model_config
+):
     entries = base_entries[:4]
     config = TrainConfig(
-        output_dir=str(tmp_path / "run"), batch_size=4, num_epochs=150, num_workers=0, spec_augment=False,
-        lr_scheduler="constant", peak_lr=3e-3, init_lr=3e-3, log_every=1000, checkpoint_every=0, num_threads=1,
+        output_dir=str(tmp_path / "run"),
+        batch_size=4,
+        num_epochs=150,
+        num_workers=0,
+        spec_augment=False,
+        lr_scheduler="constant",
+        peak_lr=3e-3,
+        init_lr=3e-3,
+        log_every=1000,
+        checkpoint_every=0,
+        num_threads=1,
     )
     model = _model(feature_config, corpus_vocab, tiny_model_config)
-    trainer = SupervisedTrainer(config, corpus_vocab, feature_config, entries, entries,
-                                _record(feature_config, corpus_vocab, tiny_model_config))
+    trainer = SupervisedTrainer(
+        config, corpus_vocab, feature_config, entries, entries, _record(feature_config, corpus_vocab, tiny_model_config)
+    )
     trainer.train(model)
     result = evaluate(model, trainer.build_loader(entries, 4, train=False), corpus_vocab)
     assert result.cer < 0.05, result.pairs
@@ -39,8 +51,12 @@ def test_tiny_model_overfits_a_handful_of_utterances(tmp_path, base_entries, cor
 def test_checkpoint_round_trip_gives_identical_outputs(tmp_path, corpus_vocab, feature_config, tiny_model_config):
     model = _model(feature_config, corpus_vocab, tiny_model_config).eval()
     path = save_checkpoint(
-        tmp_path / "ckpt.pt", model, model_config=_record(feature_config, corpus_vocab, tiny_model_config),
-        vocab=corpus_vocab, feature_config=feature_config, metrics={"cer": 0.5},
+        tmp_path / "ckpt.pt",
+        model,
+        model_config=_record(feature_config, corpus_vocab, tiny_model_config),
+        vocab=corpus_vocab,
+        feature_config=feature_config,
+        metrics={"cer": 0.5},
     )
     raw = torch.load(path, weights_only=True)
     assert {"model_state_dict", "vocab", "feature_config", "model_config", "format_version"} <= set(raw)
@@ -66,12 +82,23 @@ class _KilledAtStep(SupervisedTrainer):
 
 def _train(tmp_path, entries, vocab, feature_config, model_config, resume, kill_at_step=0):
     config = TrainConfig(
-        output_dir=str(tmp_path), batch_size=2, num_epochs=2, num_workers=0, spec_augment=True,
-        warmup_steps=3, log_every=1000, checkpoint_every=4, num_threads=1, resume=resume, seed=7,
+        output_dir=str(tmp_path),
+        batch_size=2,
+        num_epochs=2,
+        num_workers=0,
+        spec_augment=True,
+        warmup_steps=3,
+        log_every=1000,
+        checkpoint_every=4,
+        num_threads=1,
+        resume=resume,
+        seed=7,
         device="cpu",  # bit-exact resume needs deterministic kernels; cuDNN's backward passes are not
     )
     model = _model(feature_config, vocab, model_config)
-    trainer = _KilledAtStep(config, vocab, feature_config, entries, entries[:2], _record(feature_config, vocab, model_config))
+    trainer = _KilledAtStep(
+        config, vocab, feature_config, entries, entries[:2], _record(feature_config, vocab, model_config)
+    )
     trainer.kill_at_step = kill_at_step
     trainer.train(model)
     return trainer, load_checkpoint(tmp_path / "last.pt")
@@ -98,11 +125,25 @@ def test_time_budget_stops_and_leaves_a_resumable_checkpoint(tmp_path, base_entr
     from kospeech.model_builder import DeepSpeech2Config
 
     model_config = DeepSpeech2Config(num_rnn_layers=1, rnn_hidden_dim=16)
-    config = TrainConfig(output_dir=str(tmp_path), batch_size=2, num_epochs=50, num_workers=0, max_minutes=1e-6,
-                         log_every=1000, checkpoint_every=0, num_threads=1)
+    config = TrainConfig(
+        output_dir=str(tmp_path),
+        batch_size=2,
+        num_epochs=50,
+        num_workers=0,
+        max_minutes=1e-6,
+        log_every=1000,
+        checkpoint_every=0,
+        num_threads=1,
+    )
     model = _model(feature_config, corpus_vocab, model_config)
-    trainer = SupervisedTrainer(config, corpus_vocab, feature_config, base_entries[:4], None,
-                                _record(feature_config, corpus_vocab, model_config))
+    trainer = SupervisedTrainer(
+        config,
+        corpus_vocab,
+        feature_config,
+        base_entries[:4],
+        None,
+        _record(feature_config, corpus_vocab, model_config),
+    )
     trainer.train(model)
     checkpoint = load_checkpoint(tmp_path / "last.pt")
     assert checkpoint.trainer_state["global_step"] == 1

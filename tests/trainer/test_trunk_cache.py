@@ -38,10 +38,24 @@ class _RecordingAdapterTrainer(AdapterTrainer):
 
 def _config(tmp_path, **overrides):
     values = dict(
-        base_model_path="unused.pt", output_dir=str(tmp_path / "run"), adapter_save_dir=str(tmp_path / "adapters"),
-        adapter_hidden_dims=[32], adapter_bottleneck_dim=8, batch_size=2, num_epochs=3, num_workers=0,
-        warmup_steps=2, init_lr=3e-3, peak_lr=3e-3, final_lr=1e-3, num_threads=1, log_every=1000, seed=5,
-        early_stopping_patience=100, spec_augment=False, device="cpu",  # the 1e-4 agreement is a CPU (fp32) claim
+        base_model_path="unused.pt",
+        output_dir=str(tmp_path / "run"),
+        adapter_save_dir=str(tmp_path / "adapters"),
+        adapter_hidden_dims=[32],
+        adapter_bottleneck_dim=8,
+        batch_size=2,
+        num_epochs=3,
+        num_workers=0,
+        warmup_steps=2,
+        init_lr=3e-3,
+        peak_lr=3e-3,
+        final_lr=1e-3,
+        num_threads=1,
+        log_every=1000,
+        seed=5,
+        early_stopping_patience=100,
+        spec_augment=False,
+        device="cpu",  # the 1e-4 agreement is a CPU (fp32) claim
     )
     values.update(overrides)
     return AdapterTrainConfig(**values)
@@ -56,8 +70,9 @@ def user_entries(tiny_corpus, corpus_vocab):
 def _base_model(feature_config, vocab, adapter_type):
     """A tiny base with non-trivial BatchNorm statistics and an adapter whose zero-initialized parts are not zero."""
     torch.manual_seed(0)
-    model = build_deepspeech2(feature_config.feature_dim, len(vocab), {"num_rnn_layers": 2, "rnn_hidden_dim": 16,
-                                                                       "dropout_p": 0.3})
+    model = build_deepspeech2(
+        feature_config.feature_dim, len(vocab), {"num_rnn_layers": 2, "rnn_hidden_dim": 16, "dropout_p": 0.3}
+    )
     model.train()
     with torch.no_grad():
         model(torch.randn(3, 60, feature_config.feature_dim) * 2 + 0.5, torch.tensor([60, 50, 40]))
@@ -69,8 +84,9 @@ def _base_model(feature_config, vocab, adapter_type):
 
 
 @pytest.mark.parametrize("adapter_type", ADAPTER_TYPES)
-def test_cached_training_follows_the_uncached_loss_trajectory(tmp_path, user_entries, corpus_vocab, feature_config,
-                                                              adapter_type):
+def test_cached_training_follows_the_uncached_loss_trajectory(
+    tmp_path, user_entries, corpus_vocab, feature_config, adapter_type
+):
     reference = _base_model(feature_config, corpus_vocab, adapter_type)
     runs = {}
     for cached in (False, True):
@@ -87,8 +103,7 @@ def test_cached_training_follows_the_uncached_loss_trajectory(tmp_path, user_ent
     assert cached.cache_info["point"] == cache_point_for(adapter_type)
     assert len(cached.step_losses) == len(uncached.step_losses) > 3
     assert all(loss is not None for loss in cached.step_losses)
-    torch.testing.assert_close(torch.tensor(cached.step_losses), torch.tensor(uncached.step_losses), rtol=0,
-                               atol=1e-4)
+    torch.testing.assert_close(torch.tensor(cached.step_losses), torch.tensor(uncached.step_losses), rtol=0, atol=1e-4)
     for record_cached, record_uncached in zip(cached.state.history, uncached.state.history):
         assert abs(record_cached["valid_loss"] - record_uncached["valid_loss"]) < 1e-4
         assert record_cached["valid_cer"] == record_uncached["valid_cer"]
@@ -153,8 +168,9 @@ def test_cache_spills_to_disk_over_the_bound_and_cleans_up(tmp_path, base_entrie
     with build_trunk_cache(model, entries, extractor, point=RNN_OUTPUT, batch_size=3) as in_memory:
         total = in_memory.memory_bytes
         bound_mb = total / 2 / 2**20
-        spilled = build_trunk_cache(model, entries, extractor, point=RNN_OUTPUT, batch_size=3, max_mb=bound_mb,
-                                    spill_dir=tmp_path / "spill")
+        spilled = build_trunk_cache(
+            model, entries, extractor, point=RNN_OUTPUT, batch_size=3, max_mb=bound_mb, spill_dir=tmp_path / "spill"
+        )
         assert 0 < spilled.num_spilled < len(entries)
         assert spilled.memory_bytes <= bound_mb * 2**20 and spilled.memory_bytes + spilled.disk_bytes == total
         assert list((tmp_path / "spill").iterdir())
@@ -167,8 +183,9 @@ def test_cache_spills_to_disk_over_the_bound_and_cleans_up(tmp_path, base_entrie
         assert list((tmp_path / "spill").iterdir()) == []
 
 
-def test_cache_over_the_bound_without_spilling_is_refused_up_front(tmp_path, user_entries, corpus_vocab,
-                                                                   feature_config):
+def test_cache_over_the_bound_without_spilling_is_refused_up_front(
+    tmp_path, user_entries, corpus_vocab, feature_config
+):
     model = _base_model(feature_config, corpus_vocab, "head")
     config = _config(tmp_path, trunk_cache_max_mb=0.001, trunk_cache_spill=False)
     trainer = AdapterTrainer(config, corpus_vocab, feature_config, user_entries)
@@ -199,8 +216,9 @@ def test_spec_augment_caches_only_the_held_out_set(tmp_path, user_entries, corpu
 
 def test_cache_trunk_off_recomputes_everything(tmp_path, user_entries, corpus_vocab, feature_config):
     model = _base_model(feature_config, corpus_vocab, "head")
-    trainer = AdapterTrainer(_config(tmp_path, cache_trunk=False, num_epochs=1), corpus_vocab, feature_config,
-                             user_entries)
+    trainer = AdapterTrainer(
+        _config(tmp_path, cache_trunk=False, num_epochs=1), corpus_vocab, feature_config, user_entries
+    )
     trainer.train(model, adapter_name="u1")
     assert trainer.cache_info == {"train": False, "valid": False}
     assert trainer.adapter_path.exists()

@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from kospeech.errors import AdapterCompatibilityError
 from kospeech.models.adapter import (
     DEFAULT_ADAPTER_HIDDEN_DIMS,
     AdapterModule,
@@ -27,7 +28,6 @@ from kospeech.models.adapter import (
 from kospeech.models.modules import ACTIVATIONS, RNN_TYPES, BNReluRNN, MaskConv2d
 from kospeech.models.router import AdapterGroup, AdapterRouter
 from kospeech.models.utils import describe_state_dict_problems, state_dict_problems
-from kospeech.errors import AdapterCompatibilityError
 
 __all__ = ["DeepSpeech2", "AdapterCompatibilityError", "AdapterGroup", "DEFAULT_ADAPTER_HIDDEN_DIMS"]
 
@@ -203,7 +203,9 @@ class DeepSpeech2(nn.Module):
                 raise ValueError(f"to_layer must lie in [0, {last}], got {to_layer}")
             return
         if isinstance(from_layer, bool) or not isinstance(from_layer, int) or not 0 <= from_layer < to_layer <= last:
-            raise ValueError(f"need 0 <= from_layer < to_layer <= {last}, got from_layer={from_layer!r}, to_layer={to_layer}")
+            raise ValueError(
+                f"need 0 <= from_layer < to_layer <= {last}, got from_layer={from_layer!r}, to_layer={to_layer}"
+            )
         width = self.conv.output_dim if from_layer == 0 else self.rnn_layers[from_layer - 1].output_dim
         if inputs.dim() != 3 or inputs.size(-1) != width:
             raise ValueError(
@@ -488,7 +490,7 @@ class DeepSpeech2(nn.Module):
         return adapter
 
     @contextmanager
-    def disable_adapter(self) -> Iterator["DeepSpeech2"]:
+    def disable_adapter(self) -> Iterator[DeepSpeech2]:
         """Bypass the adapter inside the ``with`` block (the previous state is restored even on errors).
 
         Inside the block :meth:`encode`, :meth:`head` and :meth:`recognize` give the base model's results and
@@ -580,7 +582,7 @@ class DeepSpeech2(nn.Module):
         state = self.base_state_dict()
         for name in sorted(state):
             tensor = state[name].detach().to("cpu").contiguous()
-            digest.update(f"{name}\0{tuple(tensor.shape)}\0{tensor.dtype}\0".encode("utf-8"))
+            digest.update(f"{name}\0{tuple(tensor.shape)}\0{tensor.dtype}\0".encode())
             digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
         return digest.hexdigest()
 
@@ -613,7 +615,7 @@ class DeepSpeech2(nn.Module):
         self._base_frozen = False
         self.train(self.training)
 
-    def train(self, mode: bool = True) -> "DeepSpeech2":
+    def train(self, mode: bool = True) -> DeepSpeech2:
         """Set train/eval mode; while the base is frozen only the adapter (and the RNN cells) follow ``mode``."""
         super().train(mode)
         if self._base_frozen:
