@@ -1,13 +1,17 @@
-"""Evaluate a model on batches: CTC loss, CER and WER of one split, with the base or the adapter output.
+"""Evaluation: CTC loss, CER and WER of a model on batches (base or adapter output), and per-user CER/WER of a
+recognizer (base vs each utterance's own adapter).
 
-Used by the trainers (validation), the training and evaluation jobs, the demo and the examples. It imports no
-trainer code: the loss is a callable the caller passes (the trainers' :class:`~kospeech.trainer.criterion.CTCLoss`).
+Used by the trainers (validation), the training and evaluation jobs, the demo, the examples and the inference
+package. It imports neither trainer nor inference code: the loss is a callable the caller passes (the trainers'
+:class:`~kospeech.trainer.criterion.CTCLoss`), and :func:`evaluate_users` only calls the recognizer it is given.
 """
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, List, Optional, Tuple, Union
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor, nn
@@ -18,7 +22,19 @@ from kospeech.metrics import ErrorRateMeter
 from kospeech.models.utils import unwrap_model
 from kospeech.vocabs import Vocabulary
 
-__all__ = ["EvaluationResult", "LossFunction", "evaluate", "evaluate_base_and_adapter", "select_log_probs"]
+if TYPE_CHECKING:
+    from kospeech.inference import Recognizer
+
+PathLike = Union[str, os.PathLike]
+
+__all__ = [
+    "EvaluationResult",
+    "LossFunction",
+    "evaluate",
+    "evaluate_base_and_adapter",
+    "evaluate_users",
+    "select_log_probs",
+]
 
 LossFunction = Callable[[Tensor, Tensor, Tensor, Tensor], Any]
 """``loss(log_probs (B, T', C), output_lengths (B,), targets (B, L), target_lengths (B,))`` returning a result with
@@ -173,3 +189,73 @@ def evaluate_base_and_adapter(
         description=labels[1],
     )
     return base, adapted
+
+
+def evaluate_users(
+    recognizer: Recognizer,
+    audio_paths: Sequence[PathLike],
+    references: Sequence[str],
+    users: Sequence[Optional[str]],
+) -> Dict[str, Any]:
+    """CER/WER of the base model and of each utterance's own user adapter, per user and overall.
+
+    Every utterance is decoded twice, ``recognizer.batch_size`` at a time: with the base model, and with its user's
+    adapter in mixed-user batches (an utterance without a user, or whose user falls back to the base model, scores
+    the base output in both). Any file that cannot be decoded stops the evaluation with its error.
+
+    Args:
+        recognizer: the recognizer (its ``adapter_dir`` holds ``<user>_adapter.pt`` files).
+        audio_paths: utterance audio files.
+        references: their transcripts.
+        users: one user (or ``None``) per utterance.
+
+    Returns:
+        ``{"overall": {"base": ..., "adapter": ...}, "per_user": {user: {"base": ..., "adapter": ...,
+        "adapter_applied": bool}}}`` where each figure is :meth:`ErrorRateMeter.to_dict`; utterances without a user
+        are listed under ``"<none>"``.
+
+    Raises:
+        ValueError: the three sequences differ in length.
+        UnknownUserError, AdapterCompatibilityError, InputError: from :meth:`Recognizer.transcribe`.
+    """
+    if not len(audio_paths) == len(references) == len(users):
+        raise ValueError(
+            f"got {len(audio_paths)} audio paths, {len(references)} references and {len(users)} users; "
+            "they must pair up"
+        )
+    files = [Path(path) for path in audio_paths]
+    recognizer.resolve_users(users)
+    base_hypotheses: List[str] = []
+    adapted_hypotheses: List[str] = []
+    applied: Dict[Optional[str], bool] = {}
+    for start in range(0, len(files), recognizer.batch_size):
+        chunk, chunk_users = (
+            files[start : start + recognizer.batch_size],
+            list(users[start : start + recognizer.batch_size]),
+        )
+        base_hypotheses += [result.text for result in recognizer.transcribe(chunk, user=[None] * len(chunk))]
+        for user, result in zip(chunk_users, recognizer.transcribe(chunk, user=chunk_users)):
+            adapted_hypotheses.append(result.text)
+            applied[user] = result.adapter is not None
+    overall = {"base": ErrorRateMeter("base"), "adapter": ErrorRateMeter("adapter")}
+    per_user: Dict[str, Dict[str, ErrorRateMeter]] = {}
+    for reference, base_text, adapted_text, user in zip(references, base_hypotheses, adapted_hypotheses, users):
+        key = "<none>" if user is None else user
+        meters = per_user.setdefault(
+            key, {"base": ErrorRateMeter(f"{key}/base"), "adapter": ErrorRateMeter(f"{key}/adapter")}
+        )
+        for meter, text in ((overall["base"], base_text), (overall["adapter"], adapted_text)):
+            meter.update([reference], [text])
+        meters["base"].update([reference], [base_text])
+        meters["adapter"].update([reference], [adapted_text])
+    return {
+        "overall": {name: meter.to_dict() for name, meter in overall.items()},
+        "per_user": {
+            key: {
+                "base": meters["base"].to_dict(),
+                "adapter": meters["adapter"].to_dict(),
+                "adapter_applied": applied[None if key == "<none>" else key],
+            }
+            for key, meters in sorted(per_user.items())
+        },
+    }

@@ -7,12 +7,12 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Mapping, Union
+from typing import Any, Dict, Mapping, Union
 
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from kospeech.models.adapter import ADAPTER_TYPES
+from kospeech.models.adapter import AdapterSettings, registered_adapter_types
 from kospeech.models.deepspeech2 import DeepSpeech2
 from kospeech.models.modules import ACTIVATIONS, RNN_TYPES
 
@@ -20,7 +20,7 @@ __all__ = ["DeepSpeech2Config", "build_deepspeech2"]
 
 
 @dataclass
-class DeepSpeech2Config:
+class DeepSpeech2Config(AdapterSettings):
     """DeepSpeech2 architecture and adapter settings (Hydra group ``model``; YAML files in ``configs/model/``)."""
 
     rnn_type: str = field(default="gru", metadata={"help": f"Recurrent cell: one of {sorted(RNN_TYPES)}."})
@@ -32,13 +32,6 @@ class DeepSpeech2Config:
         default="hardtanh", metadata={"help": f"Conv extractor activation: one of {sorted(ACTIVATIONS)}."}
     )
     use_adapter: bool = field(default=False, metadata={"help": "Attach a per-user adapter at construction."})
-    adapter_type: str = field(default="head", metadata={"help": f"Adapter placement: one of {list(ADAPTER_TYPES)}."})
-    adapter_hidden_dims: List[int] = field(
-        default_factory=lambda: [512, 256],
-        metadata={"help": "Hidden sizes of the MLP of 'head' and 'residual_head' adapters."},
-    )
-    adapter_dropout_p: float = field(default=0.1, metadata={"help": "Dropout inside the adapter, in [0, 1)."})
-    adapter_bottleneck_dim: int = field(default=64, metadata={"help": "Bottleneck width of each 'encoder' adapter."})
 
 
 _FIELD_NAMES = tuple(item.name for item in dataclasses.fields(DeepSpeech2Config))
@@ -88,8 +81,8 @@ def _check_values(config: DeepSpeech2Config) -> None:
         problems.append(f"rnn_type {config.rnn_type!r} is not one of {sorted(RNN_TYPES)}")
     if config.activation not in ACTIVATIONS:
         problems.append(f"activation {config.activation!r} is not one of {sorted(ACTIVATIONS)}")
-    if config.adapter_type not in ADAPTER_TYPES:
-        problems.append(f"adapter_type {config.adapter_type!r} is not one of {list(ADAPTER_TYPES)}")
+    if config.adapter_type not in registered_adapter_types():
+        problems.append(f"adapter_type {config.adapter_type!r} is not one of {list(registered_adapter_types())}")
     for name in ("num_rnn_layers", "rnn_hidden_dim", "adapter_bottleneck_dim"):
         if getattr(config, name) < 1:
             problems.append(f"{name} must be >= 1, got {getattr(config, name)}")

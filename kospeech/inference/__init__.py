@@ -28,11 +28,12 @@ Modules, one concept each:
 - :mod:`~kospeech.inference.audio_inputs`: coercing one input into a checked mono waveform (or a file to stream).
 - :mod:`~kospeech.inference.segmentation`: streaming long files and cutting them at quiet points.
 - :mod:`~kospeech.inference.files`: :func:`collect_audio_files`, :func:`read_user_map`, :func:`transcribe_files`.
-- :mod:`~kospeech.inference.evaluation`: :func:`evaluate_users` (per-user CER/WER, base vs adapter).
+- :func:`evaluate_users` (per-user CER/WER, base vs adapter) lives in :mod:`kospeech.evaluation`, shared with the
+  trainers; it is re-exported here.
 """
 
+from kospeech.evaluation import evaluate_users
 from kospeech.inference.adapter_cache import AdapterCache
-from kospeech.inference.evaluation import evaluate_users
 from kospeech.inference.files import AUDIO_EXTENSIONS, collect_audio_files, read_user_map, transcribe_files
 from kospeech.inference.recognizer import Recognizer, UnknownUserError
 from kospeech.inference.records import CacheStats, TokenTimestamp, Transcription

@@ -59,6 +59,7 @@ __all__ = [
     "apply_head_adapter",
     "apply_layer_adapter",
     "apply_encoder_adapter",
+    "AdapterSettings",
     "HeadAdapterConfig",
     "EncoderAdapterConfig",
     "MLPAdapter",
@@ -498,6 +499,36 @@ class EncoderAdapterConfig:
 
     bottleneck_dim: int = field(default=64, metadata={"help": "Bottleneck width of each layer's adapter."})
     dropout_p: float = field(default=0.1, metadata={"help": "Dropout inside each bottleneck, in [0, 1)."})
+
+
+@dataclass
+class AdapterSettings:
+    """The adapter options that the model config (``model.*``) and adapter training (``train.*``) share.
+
+    Declared once here; :class:`~kospeech.model_builder.DeepSpeech2Config` and
+    :class:`~kospeech.trainer.configs.AdapterTrainConfig` inherit them, and the ``DeepSpeech2`` constructor takes the
+    same names with the same defaults (a test checks that). Which of them a type uses is up to its config dataclass
+    (:meth:`adapter_config`).
+    """
+
+    adapter_type: str = field(
+        default="head", metadata={"help": "a registered adapter type: head, residual_head, encoder, ..."}
+    )
+    adapter_hidden_dims: List[int] = field(
+        default_factory=lambda: list(DEFAULT_ADAPTER_HIDDEN_DIMS),
+        metadata={"help": "hidden sizes of the MLP of head and residual_head adapters"},
+    )
+    adapter_dropout_p: float = field(default=0.1, metadata={"help": "dropout inside the adapter, in [0, 1)"})
+    adapter_bottleneck_dim: int = field(default=64, metadata={"help": "bottleneck width of each encoder adapter"})
+
+    def adapter_config(self) -> Any:
+        """The config dataclass of ``adapter_type`` filled from these settings."""
+        return adapter_config_for(
+            self.adapter_type,
+            hidden_dims=list(self.adapter_hidden_dims),
+            dropout_p=self.adapter_dropout_p,
+            bottleneck_dim=self.adapter_bottleneck_dim,
+        )
 
 
 def _no_layers(adapter_type_name: str, num_layers: Optional[int]) -> None:

@@ -19,7 +19,6 @@ from kospeech.data.features import FeatureConfig
 from kospeech.data.manifest import ManifestEntry
 from kospeech.evaluation import EvaluationResult, evaluate
 from kospeech.models import AdapterManager, DeepSpeech2, count_parameters, registered_adapter
-from kospeech.models.adapter import adapter_config_for
 from kospeech.models.adapter_manager import validate_adapter_name
 from kospeech.models.utils import unwrap_model
 from kospeech.optim import Optimizer
@@ -180,12 +179,7 @@ class AdapterTrainer(SupervisedTrainer):
         the caller drew from the global RNG before.
         """
         torch.manual_seed(self.config.seed)
-        config = adapter_config_for(
-            self.config.adapter_type,
-            hidden_dims=list(self.config.adapter_hidden_dims),
-            dropout_p=self.config.adapter_dropout_p,
-            bottleneck_dim=self.config.adapter_bottleneck_dim,
-        )
+        config = self.config.adapter_config()
         adapter = registered_adapter(self.config.adapter_type).create(config, model.trunk_dims)
         return adapter.to(device=model.device)
 

@@ -7,9 +7,11 @@ stored as the user wrote them and resolved against the launch directory at the C
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import List, Optional
+from typing import Optional
 
 from omegaconf import MISSING
+
+from kospeech.models.adapter import AdapterSettings
 
 __all__ = ["DataConfig", "TrainConfig", "AdapterTrainConfig"]
 
@@ -80,7 +82,7 @@ class TrainConfig:
 
 
 @dataclass
-class AdapterTrainConfig(TrainConfig):
+class AdapterTrainConfig(TrainConfig, AdapterSettings):
     """Per-user adapter training on a frozen base (group ``train``, preset ``adapter_train``).
 
     ``rnn_type`` .. ``activation`` describe the base architecture expected by the original design;
@@ -91,12 +93,6 @@ class AdapterTrainConfig(TrainConfig):
     base_model_path: str = field(default=MISSING, metadata={"help": "base checkpoint (.pt) to adapt"})
     adapter_name: str = field(default="default", metadata={"help": "adapter (user) name: [A-Za-z0-9_.-]"})
     adapter_save_dir: str = field(default="./adapters", metadata={"help": "folder of <name>_adapter.pt files"})
-    adapter_type: str = field(default="head", metadata={"help": "head, residual_head or encoder"})
-    adapter_hidden_dims: List[int] = field(
-        default_factory=lambda: [512, 256], metadata={"help": "hidden sizes of the MLP adapter"}
-    )
-    adapter_dropout_p: float = field(default=0.1, metadata={"help": "dropout inside the adapter"})
-    adapter_bottleneck_dim: int = field(default=64, metadata={"help": "bottleneck size of encoder adapters"})
     batch_size: int = field(default=32, metadata={"help": "utterances per batch"})
     num_epochs: int = field(default=10, metadata={"help": "epochs over the enrollment set"})
     num_workers: int = field(default=4, metadata={"help": "DataLoader worker processes"})

@@ -21,6 +21,16 @@ def test_every_field_has_a_type_default_and_help():
     assert DeepSpeech2Config().adapter_hidden_dims is not DeepSpeech2Config().adapter_hidden_dims
 
 
+def test_adapter_settings_are_declared_once_for_model_and_training_configs():
+    from kospeech.models.adapter import AdapterSettings
+    from kospeech.trainer.configs import AdapterTrainConfig
+
+    shared = {item.name for item in dataclasses.fields(AdapterSettings)}
+    assert issubclass(DeepSpeech2Config, AdapterSettings) and issubclass(AdapterTrainConfig, AdapterSettings)
+    assert shared <= {item.name for item in dataclasses.fields(DeepSpeech2Config)}
+    assert AdapterTrainConfig(base_model_path="x").adapter_config() == DeepSpeech2Config().adapter_config()
+
+
 def test_config_fields_match_the_model_constructor():
     parameters = inspect.signature(DeepSpeech2.__init__).parameters
     defaults = DeepSpeech2Config()
