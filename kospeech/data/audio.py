@@ -13,7 +13,7 @@ import logging
 import os
 import struct
 from pathlib import Path
-from typing import Any, Dict, Iterator, NamedTuple, Union
+from typing import Any, Dict, Iterator, NamedTuple, Optional, Union
 
 import numpy as np
 import soundfile as sf
@@ -21,10 +21,11 @@ import torch
 import torchaudio.functional as AF
 
 from kospeech.fileio import atomic_write
-from kospeech.errors import AudioError
+from kospeech.errors import AudioError, InputError
 
 __all__ = [
     "AudioError",
+    "check_sample_rate",
     "AudioInfo",
     "DEFAULT_SAMPLE_RATE",
     "PCM_SAMPLE_RATE",
@@ -48,6 +49,25 @@ PCM_SAMPLE_RATE = 16000
 
 _PCM_SUFFIX = ".pcm"
 _WAV_UNKNOWN_SIZES = (0, 0xFFFFFFFF)  # data-chunk sizes written by streaming encoders that did not know the length
+
+
+def check_sample_rate(sample_rate: Any, where: Optional[str] = None) -> int:
+    """The one check of a sample rate given by a caller (a file's own rate is read from its header).
+
+    Args:
+        sample_rate: the value to check: a positive int (numpy integers included), in Hz.
+        where: what the rate belongs to (a file, an input), named in the error.
+
+    Returns:
+        ``sample_rate`` as a Python int.
+
+    Raises:
+        InputError: not a positive integer.
+    """
+    if isinstance(sample_rate, bool) or not isinstance(sample_rate, (int, np.integer)) or sample_rate <= 0:
+        prefix = f"{where}: " if where else ""
+        raise InputError(f"{prefix}sample_rate must be a positive int (Hz), got {sample_rate!r}")
+    return int(sample_rate)
 
 
 class AudioInfo(NamedTuple):
@@ -190,8 +210,7 @@ def load_audio(path: PathLike, sample_rate: int = DEFAULT_SAMPLE_RATE, min_durat
             than ``min_duration_s``.
         ValueError: ``sample_rate`` is not a positive integer or ``min_duration_s`` is negative.
     """
-    if isinstance(sample_rate, bool) or not isinstance(sample_rate, int) or sample_rate <= 0:
-        raise ValueError(f"sample_rate must be a positive integer, got {sample_rate!r}")
+    sample_rate = check_sample_rate(sample_rate)
     if min_duration_s < 0:
         raise ValueError(f"min_duration_s must be >= 0, got {min_duration_s!r}")
     path = _existing_file(path)
@@ -237,8 +256,7 @@ def save_audio(path: PathLike, waveform: Union[np.ndarray, torch.Tensor], sample
         raise ValueError(f"{path}: waveform must have shape (N,) or (N, channels) with N > 0, got {data.shape}")
     if not np.isfinite(data).all():
         raise ValueError(f"{path}: waveform contains NaN/Inf samples")
-    if isinstance(sample_rate, bool) or not isinstance(sample_rate, int) or sample_rate <= 0:
-        raise ValueError(f"{path}: sample_rate must be a positive integer, got {sample_rate!r}")
+    sample_rate = check_sample_rate(sample_rate, str(path))
     peak = float(np.abs(data).max())
     if peak > 1.0:
         logger.warning("%s: clipping waveform with peak %.3f to [-1, 1] for 16-bit PCM", path, peak)

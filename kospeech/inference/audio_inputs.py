@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from kospeech.data.audio import AudioError, audio_info, load_audio
+from kospeech.data.audio import AudioError, audio_info, check_sample_rate, load_audio
 from kospeech.errors import InputError
 
 __all__ = ["MAX_CHANNELS", "AudioInput", "AudioItem", "prepare_input"]
@@ -97,12 +97,6 @@ def _as_mono(waveform: Union[np.ndarray, Tensor], description: str) -> np.ndarra
     return np.ascontiguousarray(data, dtype=np.float32)
 
 
-def _check_rate(sample_rate: Any, description: str) -> int:
-    if isinstance(sample_rate, bool) or not isinstance(sample_rate, (int, np.integer)) or sample_rate <= 0:
-        raise InputError(f"{description}: sample_rate must be a positive int (Hz), got {sample_rate!r}")
-    return int(sample_rate)
-
-
 def prepare_input(
     audio: AudioInput,
     index: Optional[int],
@@ -153,6 +147,6 @@ def prepare_input(
         )
     if sample_rate is None:
         raise InputError(f"{description}: a waveform needs its sample rate: pass sample_rate=... or (waveform, rate)")
-    rate = _check_rate(sample_rate, description)
+    rate = check_sample_rate(sample_rate, description)
     waveform = _as_mono(audio, description)
     return AudioItem(description, rate, waveform.shape[0], waveform=waveform)
