@@ -79,8 +79,9 @@ class Checkpoint:
         stored weights, so a file whose ``model_config`` claims a huge model it does not hold allocates nothing.
 
         Raises:
-            ValueError: ``model_config`` is invalid, or the weights do not match it (missing or unexpected keys
-                when ``strict``, other shapes, integer weights for floating point parameters, ...).
+            CheckpointError: (a ValueError) ``model_config`` is invalid, or the weights do not match it (missing or
+                unexpected keys when ``strict``, other shapes, integer weights for floating point parameters, ...).
+                The message names the file.
         """
         try:
             input_dim, num_classes = self.model_config["input_dim"], self.model_config["num_classes"]
@@ -88,7 +89,7 @@ class Checkpoint:
             with torch.device("meta"):
                 skeleton = build_deepspeech2(input_dim, num_classes, config, device="meta")
         except (KeyError, TypeError, ValueError) as exc:
-            raise ValueError(f"{self.path}: invalid model_config {self.model_config!r}: {exc}") from exc
+            raise CheckpointError(f"{self.path}: invalid model_config {self.model_config!r}: {exc}") from exc
         expected = skeleton.state_dict()
         missing, unexpected, mismatched = state_dict_problems(expected, self.model_state_dict)
         mismatched += [
@@ -98,7 +99,7 @@ class Checkpoint:
         ]
         if mismatched or (strict and (missing or unexpected)):
             problems = describe_state_dict_problems(missing, unexpected, mismatched)
-            raise ValueError(f"{self.path}: weights do not match the recorded architecture: {problems}")
+            raise CheckpointError(f"{self.path}: weights do not match the recorded architecture: {problems}")
         model = build_deepspeech2(input_dim, num_classes, config)
         model.load_state_dict(self.model_state_dict, strict=strict)
         return model.to(device).eval()
@@ -156,7 +157,8 @@ def load_checkpoint(path: Union[str, os.PathLike]) -> Checkpoint:
 
     Raises:
         FileNotFoundError: no such file.
-        ValueError: not a kospeech checkpoint, a newer format, or malformed content (names the file and key).
+        CheckpointError: (a ValueError) not a readable weights-only file, not a kospeech checkpoint, a newer
+            format, or malformed content (names the file and key).
     """
     path = Path(path)
     raw = safe_torch_load(path, what="checkpoint")

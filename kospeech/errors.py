@@ -8,8 +8,10 @@
     │   ├── ManifestError                 a malformed manifest line, or one disagreeing with the vocabulary
     │   ├── TranscriptError               a transcript file that decodes neither as cp949 nor as UTF-8
     │   ├── UnknownCharacterError         a transcript character the vocabulary lacks
+    │   ├── VocabularyError               a vocabulary file or token list that cannot be a vocabulary
     │   ├── CheckpointError               not a valid checkpoint / adapter / cache file
-    │   └── InvalidNameError              an adapter (user) name that breaks the naming rule
+    │   ├── InvalidNameError              an adapter (user) name that breaks the naming rule
+    │   └── ConfigError                   a feature, model or corpus setting that is unknown or out of range
     ├── AdapterCompatibilityError (also ValueError)   an adapter made for another base, vocabulary, features or size
     ├── UnknownUserError (also LookupError)           a user without an adapter
     ├── TrunkCacheTooLargeError (also ValueError)     cached trunk outputs would exceed their memory bound
@@ -34,8 +36,10 @@ __all__ = [
     "ManifestError",
     "TranscriptError",
     "UnknownCharacterError",
+    "VocabularyError",
     "CheckpointError",
     "InvalidNameError",
+    "ConfigError",
     "AdapterCompatibilityError",
     "UnknownUserError",
     "TrunkCacheTooLargeError",
@@ -67,12 +71,20 @@ class UnknownCharacterError(InputError):
     """A transcript holds a character that the vocabulary does not have."""
 
 
+class VocabularyError(InputError):
+    """A vocabulary file or token list is unusable: not UTF-8, bad header, ids out of order, misplaced specials."""
+
+
 class CheckpointError(InputError):
     """A file is not a valid checkpoint, adapter or cache entry (refused by the weights-only loader, wrong layout)."""
 
 
 class InvalidNameError(InputError):
     """An adapter (user) name breaks the naming rule, so it cannot become part of a path."""
+
+
+class ConfigError(InputError):
+    """A configuration (features, model architecture, corpus sizes) has an unknown key or a value out of range."""
 
 
 class AdapterCompatibilityError(KospeechError, ValueError):

@@ -12,6 +12,7 @@ from typing import Any, Dict, Mapping, Union
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from kospeech.errors import ConfigError
 from kospeech.models.adapter import AdapterSettings, registered_adapter_types
 from kospeech.models.deepspeech2 import DeepSpeech2
 from kospeech.models.modules import ACTIVATIONS, RNN_TYPES
@@ -68,7 +69,7 @@ def _as_config(config: Union[DeepSpeech2Config, Mapping[str, Any], DictConfig, N
         raise TypeError(f"config must be a DeepSpeech2Config, a dict or a DictConfig, got {type(config).__name__}")
     unknown = sorted(str(key) for key in values if key not in _FIELD_NAMES)
     if unknown:
-        raise ValueError(f"unknown model config fields {unknown}; allowed fields are {list(_FIELD_NAMES)}")
+        raise ConfigError(f"unknown model config fields {unknown}; allowed fields are {list(_FIELD_NAMES)}")
     result = DeepSpeech2Config(**values)
     for item in dataclasses.fields(result):
         _check_field_type(item.name, getattr(result, item.name), str(item.type))
@@ -92,7 +93,7 @@ def _check_values(config: DeepSpeech2Config) -> None:
     if any(dim < 1 for dim in config.adapter_hidden_dims):
         problems.append(f"adapter_hidden_dims must be positive, got {list(config.adapter_hidden_dims)}")
     if problems:
-        raise ValueError("invalid model config: " + "; ".join(problems))
+        raise ConfigError("invalid model config: " + "; ".join(problems))
 
 
 def build_deepspeech2(
@@ -115,7 +116,7 @@ def build_deepspeech2(
 
     Raises:
         TypeError: a field has the wrong type (the message names it).
-        ValueError: unknown fields or out-of-range values (all named at once).
+        ConfigError: (a ValueError) unknown fields or out-of-range values (all named at once).
     """
     settings = _as_config(config)
     _check_values(settings)

@@ -20,8 +20,8 @@ import soundfile as sf
 import torch
 import torchaudio.functional as AF
 
-from kospeech.fileio import atomic_write
 from kospeech.errors import AudioError, InputError
+from kospeech.fileio import atomic_write
 
 __all__ = [
     "AudioError",

@@ -27,7 +27,7 @@ class SpeechBatch(NamedTuple):
     targets: torch.Tensor
     target_lengths: torch.Tensor
 
-    def to(self, device: Union[str, torch.device], non_blocking: bool = False) -> "SpeechBatch":
+    def to(self, device: Union[str, torch.device], non_blocking: bool = False) -> SpeechBatch:
         """The batch with ``inputs`` and ``targets`` moved to ``device`` (lengths stay on the CPU)."""
         return SpeechBatch(
             self.inputs.to(device, non_blocking=non_blocking),

@@ -44,7 +44,7 @@ class SpeechDataset(Dataset):
 
     def __init__(
         self,
-        entries: Sequence["ManifestEntry"],
+        entries: Sequence[ManifestEntry],
         feature_extractor: FeatureExtractor,
         spec_augment: Optional[SpecAugment] = None,
         seed: int = 0,
@@ -120,7 +120,7 @@ def worker_init_fn(worker_id: int) -> None:
 
 
 def build_dataloader(
-    entries: Sequence["ManifestEntry"],
+    entries: Sequence[ManifestEntry],
     feature_extractor: FeatureExtractor,
     batch_size: int,
     *,

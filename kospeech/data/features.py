@@ -22,6 +22,7 @@ import torchaudio.compliance.kaldi as kaldi
 import torchaudio.functional as AF
 
 from kospeech.data.audio import load_audio
+from kospeech.errors import ConfigError
 
 __all__ = ["FEATURE_TYPES", "NORMALIZE_MODES", "FeatureConfig", "FeatureExtractor", "SpecAugment"]
 
@@ -82,31 +83,32 @@ class FeatureConfig:
             return self.n_fft // 2 + 1
         return self.num_mels
 
-    def validate(self) -> "FeatureConfig":
+    def validate(self) -> FeatureConfig:
         """Check every field.
 
         Returns:
             ``self``, for chaining.
 
         Raises:
-            ValueError: a field has a value outside its allowed range, naming the field and what is allowed.
+            ConfigError: (a ValueError) a field has a value outside its allowed range, naming the field and what
+                is allowed.
         """
         if self.feature_type not in FEATURE_TYPES:
-            raise ValueError(f"feature_type must be one of {FEATURE_TYPES}, got {self.feature_type!r}")
+            raise ConfigError(f"feature_type must be one of {FEATURE_TYPES}, got {self.feature_type!r}")
         if self.normalize not in NORMALIZE_MODES:
-            raise ValueError(f"normalize must be one of {NORMALIZE_MODES}, got {self.normalize!r}")
+            raise ConfigError(f"normalize must be one of {NORMALIZE_MODES}, got {self.normalize!r}")
         if self.sample_rate <= 0:
-            raise ValueError(f"sample_rate must be > 0 Hz, got {self.sample_rate}")
+            raise ConfigError(f"sample_rate must be > 0 Hz, got {self.sample_rate}")
         if self.num_mels < 1:
-            raise ValueError(f"num_mels must be >= 1, got {self.num_mels}")
+            raise ConfigError(f"num_mels must be >= 1, got {self.num_mels}")
         if self.feature_type == "mfcc" and not 1 <= self.num_mfcc <= self.num_mels:
-            raise ValueError(f"num_mfcc must be in [1, num_mels={self.num_mels}], got {self.num_mfcc}")
+            raise ConfigError(f"num_mfcc must be in [1, num_mels={self.num_mels}], got {self.num_mfcc}")
         if self.frame_length_ms <= 0 or self.frame_shift_ms <= 0:
-            raise ValueError(
+            raise ConfigError(
                 f"frame_length_ms and frame_shift_ms must be > 0, got {self.frame_length_ms} and {self.frame_shift_ms}"
             )
         if self.win_length < 2 or self.hop_length < 1:
-            raise ValueError(
+            raise ConfigError(
                 f"frame_length_ms={self.frame_length_ms} / frame_shift_ms={self.frame_shift_ms} at "
                 f"{self.sample_rate} Hz give a window of {self.win_length} and a hop of {self.hop_length} samples; "
                 "need a window of at least 2 samples and a hop of at least 1"
@@ -114,14 +116,14 @@ class FeatureConfig:
         nyquist = self.sample_rate / 2.0
         high = self.f_max if self.f_max > 0 else nyquist
         if self.f_min < 0 or self.f_max < 0 or high > nyquist or self.f_min >= high:
-            raise ValueError(
+            raise ConfigError(
                 f"need 0 <= f_min < f_max <= sample_rate / 2 = {nyquist} Hz (f_max 0 = sample_rate / 2), "
                 f"got f_min={self.f_min}, f_max={self.f_max}"
             )
         if not 0.0 <= self.preemphasis < 1.0:
-            raise ValueError(f"preemphasis must be in [0, 1), got {self.preemphasis}")
+            raise ConfigError(f"preemphasis must be in [0, 1), got {self.preemphasis}")
         if self.dither < 0:
-            raise ValueError(f"dither must be >= 0, got {self.dither}")
+            raise ConfigError(f"dither must be >= 0, got {self.dither}")
         return self
 
     def to_dict(self) -> Dict[str, Any]:
@@ -129,7 +131,7 @@ class FeatureConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, values: Mapping[str, Any]) -> "FeatureConfig":
+    def from_dict(cls, values: Mapping[str, Any]) -> FeatureConfig:
         """Build and validate a configuration from a mapping (a checkpoint's dict or an OmegaConf node).
 
         Missing keys take their defaults; integers are accepted for float fields.
@@ -141,12 +143,13 @@ class FeatureConfig:
             The validated configuration.
 
         Raises:
-            ValueError: an unknown key, a value of the wrong type, or a value outside its allowed range.
+            ConfigError: (a ValueError) an unknown key, a value of the wrong type, or a value outside its allowed
+                range.
         """
         fields = {f.name: f for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - set(fields))
         if unknown:
-            raise ValueError(f"unknown FeatureConfig keys {unknown}; allowed keys: {sorted(fields)}")
+            raise ConfigError(f"unknown FeatureConfig keys {unknown}; allowed keys: {sorted(fields)}")
         kwargs: Dict[str, Any] = {}
         for name, value in values.items():
             kwargs[name] = _coerce(name, fields[name].type, value)
@@ -167,7 +170,7 @@ def _coerce(name: str, type_name: Any, value: Any) -> Any:
         return value
     if type_name == "float" and isinstance(value, (int, float)) and not isinstance(value, bool):
         return float(value)
-    raise ValueError(f"FeatureConfig.{name} must be {type_name}, got {value!r} ({type(value).__name__})")
+    raise ConfigError(f"FeatureConfig.{name} must be {type_name}, got {value!r} ({type(value).__name__})")
 
 
 class FeatureExtractor:

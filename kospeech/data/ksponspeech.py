@@ -35,8 +35,8 @@ from tqdm import tqdm
 from kospeech.data.audio import AudioError, audio_duration
 from kospeech.data.manifest import ManifestEntry, write_manifest
 from kospeech.data.text_normalization import normalize_text
+from kospeech.errors import InputError, TranscriptError
 from kospeech.vocabs import Vocabulary
-from kospeech.errors import TranscriptError
 
 __all__ = [
     "TRANSCRIPT_MODES",
@@ -206,7 +206,8 @@ def preprocess_ksponspeech(
 
     Raises:
         FileNotFoundError: ``root_dir`` is not a directory.
-        ValueError: bad ``mode``, ``unit`` or ``valid_ratio``, no audio files, or no utterance left after cleaning.
+        ValueError: bad ``mode``, ``unit`` or ``valid_ratio``.
+        InputError: (a ValueError) no audio files, or no utterance left after cleaning.
         TranscriptError: a transcript is neither cp949 nor UTF-8.
     """
     root = Path(root_dir).resolve()
@@ -221,7 +222,7 @@ def preprocess_ksponspeech(
         raise ValueError(f"valid_ratio must be in [0, 1), got {valid_ratio}")
     audio_files = sorted(root.rglob(f"*{audio_extension}"))
     if not audio_files:
-        raise ValueError(f"no {audio_extension} files under {root}")
+        raise InputError(f"no {audio_extension} files under {root}")
     skipped = {
         "skipped_empty_transcript": 0,
         "skipped_missing_transcript": 0,
@@ -254,7 +255,7 @@ def preprocess_ksponspeech(
         kept.append((audio_path, transcript_path, text))
         total_seconds += duration
     if not kept:
-        raise ValueError(f"no utterance under {root} has a non-empty transcript after cleaning ({skipped})")
+        raise InputError(f"no utterance under {root} has a non-empty transcript after cleaning ({skipped})")
     vocab = Vocabulary.build((text for _, _, text in kept), unit=unit)
     entries = [
         ManifestEntry(audio_path=audio, transcript=text, label_ids=tuple(vocab.encode(text, where=str(txt))))

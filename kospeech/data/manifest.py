@@ -11,9 +11,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, List, Optional, Tuple, Union
 
+from kospeech.errors import ManifestError
 from kospeech.fileio import atomic_write_text
 from kospeech.vocabs import UnknownCharacterError, Vocabulary
-from kospeech.errors import ManifestError
 
 __all__ = ["ManifestEntry", "ManifestError", "read_manifest", "write_manifest"]
 

@@ -138,9 +138,9 @@ def _alternation(words: List[str]) -> str:
 
 
 _UNIT_KIND: Dict[str, str] = {
-    **{unit: "sino" for unit in _SINO_COUNTERS},
-    **{unit: "native" for unit in _NATIVE_COUNTERS},
-    **{unit: "symbol" for unit in _SYMBOL_UNITS},
+    **dict.fromkeys(_SINO_COUNTERS, "sino"),
+    **dict.fromkeys(_NATIVE_COUNTERS, "native"),
+    **dict.fromkeys(_SYMBOL_UNITS, "symbol"),
 }
 _NUMBER_RE = re.compile(
     rf"(?P<number>{_NUMBER})(?P<fraction>\.\d+)?(?P<large>{_alternation(_ATTACHED_LARGE)})?"

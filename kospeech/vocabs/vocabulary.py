@@ -16,10 +16,10 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Union
 
-from kospeech.errors import InputError, UnknownCharacterError
+from kospeech.errors import UnknownCharacterError, VocabularyError
 from kospeech.fileio import atomic_write_text
 
-__all__ = ["Vocabulary", "UnknownCharacterError", "SPECIAL_TOKENS", "OUTPUT_UNITS"]
+__all__ = ["Vocabulary", "UnknownCharacterError", "VocabularyError", "SPECIAL_TOKENS", "OUTPUT_UNITS"]
 
 SPECIAL_TOKENS = ("<pad>", "<sos>", "<eos>", "<blank>")
 OUTPUT_UNITS = ("character", "grapheme")
@@ -35,7 +35,9 @@ class Vocabulary:
         freqs: optional corpus frequency of each token (same length as ``tokens``).
 
     Raises:
-        ValueError: unknown unit, special tokens missing or out of place, duplicate tokens.
+        ValueError: unknown unit.
+        VocabularyError: (a ValueError) special tokens missing or out of place, duplicate tokens, or ``freqs``
+            of another length than ``tokens``.
     """
 
     pad_id = 0
@@ -48,12 +50,12 @@ class Vocabulary:
             raise ValueError(f"unknown output unit {unit!r}; expected one of {OUTPUT_UNITS}")
         tokens = list(tokens)
         if tuple(tokens[: len(SPECIAL_TOKENS)]) != SPECIAL_TOKENS:
-            raise ValueError(f"vocabulary must start with {SPECIAL_TOKENS} at ids 0..3, got {tokens[:4]}")
+            raise VocabularyError(f"vocabulary must start with {SPECIAL_TOKENS} at ids 0..3, got {tokens[:4]}")
         duplicates = [token for token, count in Counter(tokens).items() if count > 1]
         if duplicates:
-            raise ValueError(f"duplicate tokens in vocabulary: {duplicates}")
+            raise VocabularyError(f"duplicate tokens in vocabulary: {duplicates}")
         if freqs is not None and len(freqs) != len(tokens):
-            raise ValueError(f"{len(freqs)} frequencies given for {len(tokens)} tokens")
+            raise VocabularyError(f"{len(freqs)} frequencies given for {len(tokens)} tokens")
         self.unit = unit
         self.tokens: List[str] = tokens
         self.freqs: List[int] = [int(f) for f in freqs] if freqs is not None else [0] * len(tokens)
@@ -73,7 +75,7 @@ class Vocabulary:
     def _from_counts(cls, counts: Counter, unit: str) -> Vocabulary:
         reserved = [token for token in counts if token in SPECIAL_TOKENS]
         if reserved:
-            raise ValueError(f"transcripts contain reserved tokens {reserved}")
+            raise VocabularyError(f"transcripts contain reserved tokens {reserved}")
         ordered = sorted(counts.items(), key=lambda item: (-item[1], item[0]))
         tokens = list(SPECIAL_TOKENS) + [token for token, _ in ordered]
         freqs = [0] * len(SPECIAL_TOKENS) + [count for _, count in ordered]
@@ -103,6 +105,12 @@ class Vocabulary:
             path: the CSV file.
             unit: ``"character"`` or ``"grapheme"``; ``None`` infers it: a file whose tokens include
                 conjoining jamo (U+1100..U+11FF) and no precomposed syllable is a grapheme vocabulary.
+
+        Raises:
+            FileNotFoundError: no such file.
+            VocabularyError: (a ValueError) not UTF-8, no ``id,char`` header, a bad or out-of-order id, a bad
+                frequency, an empty token, or a token list that is not a vocabulary (names the file and line).
+            ValueError: ``unit`` is not one of ``OUTPUT_UNITS``.
         """
         path = Path(path)
         if not path.is_file():
@@ -110,11 +118,11 @@ class Vocabulary:
         try:
             content = path.read_text(encoding="utf-8-sig")
         except UnicodeDecodeError as exc:
-            raise InputError(f"{path}: not UTF-8 text ({exc}); convert it (e.g. from cp949) first") from exc
+            raise VocabularyError(f"{path}: not UTF-8 text ({exc}); convert it (e.g. from cp949) first") from exc
         with io.StringIO(content, newline="") as handle:
             reader = csv.DictReader(handle)
             if reader.fieldnames is None or not {"id", "char"} <= set(reader.fieldnames):
-                raise InputError(f"{path}: expected a header 'id,char,freq', got {reader.fieldnames}")
+                raise VocabularyError(f"{path}: expected a header 'id,char,freq', got {reader.fieldnames}")
             tokens: List[str] = []
             freqs: List[int] = []
             for line_number, row in enumerate(reader, start=2):
@@ -122,19 +130,19 @@ class Vocabulary:
                     token_id = int(row["id"])
                     freq = int(row.get("freq") or 0)
                 except ValueError as exc:
-                    raise InputError(f"{path}:{line_number}: bad id or freq in {row}") from exc
+                    raise VocabularyError(f"{path}:{line_number}: bad id or freq in {row}") from exc
                 if token_id != len(tokens):
-                    raise InputError(f"{path}:{line_number}: id {token_id} out of order, expected {len(tokens)}")
+                    raise VocabularyError(f"{path}:{line_number}: id {token_id} out of order, expected {len(tokens)}")
                 if row["char"] is None or row["char"] == "":
-                    raise InputError(f"{path}:{line_number}: empty token")
+                    raise VocabularyError(f"{path}:{line_number}: empty token")
                 tokens.append(row["char"])
                 freqs.append(freq)
         if unit is None:
             unit = _infer_unit(tokens[len(SPECIAL_TOKENS) :])
         try:
             return cls(tokens, unit=unit, freqs=freqs)
-        except ValueError as exc:
-            raise InputError(f"{path}: {exc}") from exc
+        except VocabularyError as exc:
+            raise VocabularyError(f"{path}: {exc}") from exc
 
     def to_csv(self, path: Union[str, os.PathLike]) -> Path:
         """Write the vocabulary as an ``id,char,freq`` CSV (atomically)."""

@@ -124,7 +124,7 @@ def test_wav_without_samples(tmp_path: Path) -> None:
 
 def test_non_audio_bytes_with_wav_name(tmp_path: Path) -> None:
     path = tmp_path / "text.wav"
-    path.write_bytes("이것은 오디오가 아닙니다\n".encode("utf-8") * 20)
+    path.write_bytes("이것은 오디오가 아닙니다\n".encode() * 20)
     with pytest.raises(AudioError, match="text.wav"):
         load_audio(path)
     with pytest.raises(AudioError, match="text.wav"):

@@ -78,7 +78,7 @@ def test_errors_name_the_audio_file(entries, extractor, tmp_path: Path) -> None:
     with pytest.raises(AudioError, match="broken.wav"):
         dataset[11]
     with pytest.raises(FileNotFoundError, match="missing.wav"):
-        dataset.durations
+        _ = dataset.durations
 
 
 def test_spec_augment_is_seeded_by_seed_epoch_and_index(entries, extractor) -> None:
@@ -159,7 +159,7 @@ def test_ddp_uneven_batches_are_padded_or_dropped_to_equal_length() -> None:
     lengths = list(np.random.default_rng(5).uniform(1, 20, size=50))  # 13 batches of 4 (last has 2)
     padded = [list(BucketBatchSampler(lengths, 4, seed=1, num_replicas=3, rank=r)) for r in range(3)]
     assert [len(s) for s in padded] == [5, 5, 5]
-    assert set(i for s in padded for b in s for i in b) == set(range(50))
+    assert {i for s in padded for b in s for i in b} == set(range(50))
     dropped = [list(BucketBatchSampler(lengths, 4, seed=1, num_replicas=3, rank=r, drop_last=True)) for r in range(3)]
     assert [len(s) for s in dropped] == [4, 4, 4]
     counts = Counter(i for s in dropped for b in s for i in b)

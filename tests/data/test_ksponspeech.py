@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from kospeech.cli import preprocess_kspon as cli
 from kospeech.data.audio import load_audio
 from kospeech.data.dataset import SpeechDataset
 from kospeech.data.features import FeatureConfig, FeatureExtractor
@@ -20,8 +21,6 @@ from kospeech.data.ksponspeech import (
 )
 from kospeech.data.manifest import read_manifest
 from kospeech.vocabs import Vocabulary
-
-from kospeech.cli import preprocess_kspon as cli
 
 
 @pytest.mark.parametrize(
@@ -63,7 +62,7 @@ def test_noise_and_word_markers(raw: str, expected: str) -> None:
 
 
 def test_special_characters_percent_hash_and_whitespace() -> None:
-    assert clean_transcript("  \"그래\",   (정말)   [응]  ~ - ;  ") == "그래 정말 응"
+    assert clean_transcript('  "그래",   (정말)   [응]  ~ - ;  ') == "그래 정말 응"
     assert clean_transcript("이거 50% 맞아") == "이거 50 퍼센트 맞아"
     assert clean_transcript("이거 50% 맞아", mode="spelling") == "이거 오십 퍼센트 맞아"
     assert clean_transcript("#태그 달아", mode="phonetic") == "샵 태그 달아"
@@ -89,8 +88,8 @@ def test_read_transcript_encodings(tmp_path: Path) -> None:
     assert read_transcript(bom) == text
     # "그래" in UTF-8 also decodes as cp949 (to mojibake); the Hangul reading must win
     short = tmp_path / "short.txt"
-    short.write_bytes("그래\r\n".encode("utf-8"))
-    assert "그래".encode("utf-8").decode("cp949") != "그래"
+    short.write_bytes("그래\r\n".encode())
+    assert "그래".encode().decode("cp949") != "그래"
     assert read_transcript(short) == "그래"
 
 

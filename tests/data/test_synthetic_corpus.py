@@ -151,9 +151,9 @@ def test_same_seed_gives_byte_identical_files_and_other_seed_differs(corpus, tmp
     original, different = _files(corpus.root), _files(other.root)
     assert original["corpus.json"] != different["corpus.json"]
     assert original["base/train.tsv"] != different["base/train.tsv"]
-    assert not set(v for k, v in original.items() if k.endswith(".wav")) & set(
+    assert not {v for k, v in original.items() if k.endswith(".wav")} & {
         v for k, v in different.items() if k.endswith(".wav")
-    )
+    }
 
 
 def test_second_build_reuses_the_cache_and_repairs_damage(corpus, tmp_path):

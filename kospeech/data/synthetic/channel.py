@@ -97,6 +97,7 @@ def make_noise(noise_type: str, length: int, sample_rate: int, rng: np.random.Ge
         ValueError: unknown noise type.
     """
     from scipy import signal  # imported here: it adds ~0.6 s to every process that imports kospeech
+
     if noise_type == "none" or length == 0:
         return np.zeros(length)
     if noise_type == "white":
@@ -137,6 +138,7 @@ def _tilt(waveform: np.ndarray, sample_rate: int, tilt_db_per_octave: float) -> 
 
 def _telephone(waveform: np.ndarray, sample_rate: int) -> np.ndarray:
     from scipy import signal
+
     sos = signal.butter(4, _TELEPHONE_BAND, btype="bandpass", fs=sample_rate, output="sos")
     band = signal.sosfilt(sos, waveform)
     narrow = signal.resample_poly(band, 8000, sample_rate)
@@ -172,6 +174,7 @@ def apply_channel(
         ValueError: empty waveform or a sample rate too low for the profile.
     """
     from scipy import signal
+
     if waveform.ndim != 1 or len(waveform) == 0:
         raise ValueError(f"apply_channel expects a non-empty 1-D waveform, got shape {waveform.shape}")
     nyquist = sample_rate / 2.0

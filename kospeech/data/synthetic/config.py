@@ -5,7 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields
 from typing import Any, Dict, Optional
 
-
 __all__ = ["CorpusConfig", "SCHEMA_NAME"]
 
 SCHEMA_NAME = "make_corpus_schema"

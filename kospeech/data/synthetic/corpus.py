@@ -54,6 +54,7 @@ from kospeech.data.synthetic.profiles import (
     sample_speaker_profile,
     sample_user_channel,
 )
+from kospeech.errors import ConfigError, InputError
 from kospeech.fileio import atomic_write, atomic_write_text, sha256_file
 from kospeech.vocabs import Vocabulary
 
@@ -114,11 +115,11 @@ class CorpusSizes:
     favourite_prob: float = 0.5
     rare_prob: float = 0.02
 
-    def validate(self) -> "CorpusSizes":
+    def validate(self) -> CorpusSizes:
         """Check every size; returns ``self``.
 
         Raises:
-            ValueError: a size out of range, naming the field and what is allowed.
+            ConfigError: (a ValueError) a size out of range, naming the field and what is allowed.
         """
         minimums = {
             "num_base_speakers": 1,
@@ -132,18 +133,18 @@ class CorpusSizes:
         for name, minimum in minimums.items():
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-                raise ValueError(f"corpus size {name} must be an int >= {minimum}, got {value!r}")
+                raise ConfigError(f"corpus size {name} must be an int >= {minimum}, got {value!r}")
         for name in ("dev_fraction", "test_fraction"):
             value = getattr(self, name)
             if not 0.0 <= value < 0.5:
-                raise ValueError(f"corpus size {name} must be in [0, 0.5), got {value!r}")
+                raise ConfigError(f"corpus size {name} must be in [0, 0.5), got {value!r}")
         for name in ("favourite_prob", "rare_prob"):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
-                raise ValueError(f"corpus size {name} must be in [0, 1], got {value!r}")
+                raise ConfigError(f"corpus size {name} must be in [0, 1], got {value!r}")
         pool = min(len(RARE_PERSONS), len(RARE_PLACES))
         if self.num_users * self.favourites_per_kind > pool:
-            raise ValueError(
+            raise ConfigError(
                 f"{self.num_users} users x {self.favourites_per_kind} favourites per kind exceed the {pool} rare "
                 f"names/places available; lower num_users or favourites_per_kind"
             )
@@ -195,14 +196,14 @@ def resolve_sizes(preset: str, overrides: Mapping[str, Any]) -> CorpusSizes:
     """A preset's sizes with the non-``None`` overrides applied.
 
     Raises:
-        ValueError: unknown preset or override name, or invalid sizes.
+        ConfigError: (a ValueError) unknown preset or override name, or invalid sizes.
     """
     if preset not in PRESETS:
-        raise ValueError(f"unknown corpus preset {preset!r}; choose one of {sorted(PRESETS)}")
+        raise ConfigError(f"unknown corpus preset {preset!r}; choose one of {sorted(PRESETS)}")
     names = {f.name for f in dataclasses.fields(CorpusSizes)}
     unknown = sorted(set(overrides) - names)
     if unknown:
-        raise ValueError(f"unknown corpus size overrides {unknown}; allowed: {sorted(names)}")
+        raise ConfigError(f"unknown corpus size overrides {unknown}; allowed: {sorted(names)}")
     changes = {name: value for name, value in overrides.items() if value is not None}
     return dataclasses.replace(PRESETS[preset], **changes).validate()
 
@@ -419,6 +420,7 @@ def render_utterance(utterance: PlannedUtterance) -> np.ndarray:
         int16 samples ``(N,)`` at 16 kHz.
     """
     from scipy import signal  # imported here: it adds ~0.6 s to every process that imports kospeech
+
     rng = random.Random(utterance.seed)
     samples, native_rate = synthesize(utterance.text, utterance.speaker.voice(rng), seed=utterance.seed)
     waveform = samples.astype(np.float64) / 32768.0
@@ -577,12 +579,12 @@ class CorpusCard:
     data: Dict[str, Any] = field(repr=False)
 
     @classmethod
-    def load(cls, root: PathLike) -> "CorpusCard":
+    def load(cls, root: PathLike) -> CorpusCard:
         """Read ``root/corpus.json``.
 
         Raises:
             FileNotFoundError: no card in ``root``.
-            ValueError: the card is not valid JSON.
+            InputError: (a ValueError) the card is not UTF-8 JSON holding an object.
         """
         root = Path(root)
         path = root / "corpus.json"
@@ -590,8 +592,10 @@ class CorpusCard:
             raise FileNotFoundError(f"corpus card not found: {path} (build the corpus with bin/make_corpus.py)")
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"{path}: not a valid corpus card: {exc}") from exc
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise InputError(f"{path}: not a valid corpus card: {exc}") from exc
+        if not isinstance(data, dict):
+            raise InputError(f"{path}: not a valid corpus card: expected a JSON object, found {type(data).__name__}")
         return cls(root=root, data=data)
 
     @property
@@ -848,7 +852,7 @@ def ensure_corpus(
 def _is_complete(root: Path, expected: Mapping[str, Any]) -> bool:
     try:
         card = CorpusCard.load(root)
-    except (FileNotFoundError, ValueError):
+    except (FileNotFoundError, InputError):
         return False
     if any(card.data.get(key) != value for key, value in expected.items()):
         return False

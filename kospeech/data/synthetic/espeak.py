@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import List, Tuple
 
 import numpy as np
+
 from kospeech.errors import EspeakError
 
 __all__ = [
@@ -183,7 +184,7 @@ def _child_main(write_fd: int, text: str, voice: EspeakVoice, seed: int) -> None
         samples, sample_rate = _synthesize_in_this_process(text, voice, seed)
         message = _HEADER.pack(0, sample_rate) + samples.astype("<i2").tobytes()
     except BaseException as exc:  # the child must report every failure and never return into the parent's code
-        message = _HEADER.pack(1, 0) + f"{type(exc).__name__}: {exc}".encode("utf-8")
+        message = _HEADER.pack(1, 0) + f"{type(exc).__name__}: {exc}".encode()
         exit_code = 1
     try:
         with os.fdopen(write_fd, "wb") as writer:

@@ -153,7 +153,7 @@ class SpeakerProfile:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "SpeakerProfile":
+    def from_dict(cls, data: Mapping[str, Any]) -> SpeakerProfile:
         """Inverse of :meth:`to_dict`.
 
         Raises:
@@ -225,7 +225,7 @@ class ChannelProfile:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "ChannelProfile":
+    def from_dict(cls, data: Mapping[str, Any]) -> ChannelProfile:
         """Inverse of :meth:`to_dict`.
 
         Raises:
