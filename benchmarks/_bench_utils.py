@@ -61,6 +61,18 @@ def base_parser(description: str, output: str, device_option: bool = False) -> a
     return parser
 
 
+def users_parser(description: str, output: str, quick_help: str) -> argparse.ArgumentParser:
+    """Options of the benchmarks that transcribe the built-in users with their ``make demo`` adapters."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--quick", action="store_true", help=quick_help)
+    parser.add_argument("--base", default="pretrained/ds2_synthetic.pt", help="base checkpoint")
+    parser.add_argument("--adapter-dir", default="runs/demo/adapters", help="the users' adapters (make demo)")
+    parser.add_argument("--users-dir", default="data/demo_users", help="the users' data (make demo)")
+    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
+    parser.add_argument("--output", default=output, help="results JSON")
+    return parser
+
+
 class World:
     """Corpus, vocabulary, features and a way to build fresh copies of the base model."""
 

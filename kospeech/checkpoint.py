@@ -2,20 +2,22 @@
 
 A checkpoint is a plain dict that ``torch.load(..., weights_only=True)`` reads:
 
-========================  =====================================================================
-key                       content
-========================  =====================================================================
-``format_version``        int, :data:`CHECKPOINT_FORMAT_VERSION`
-``kospeech_version``      version that wrote the file
-``model_state_dict``      the model's ``state_dict()`` (base weights; adapter weights if any)
-``model_config``          ``input_dim``, ``num_classes`` and the ``DeepSpeech2Config`` fields
-``vocab``                 :meth:`Vocabulary.to_dict`
-``feature_config``        :meth:`FeatureConfig.to_dict` (training and inference use the same)
-``optimizer_state_dict``  optimizer + scheduler state for resuming (optional)
-``trainer_state``         epoch, step, best CER, history, RNG state (optional)
-``train_config``          the resolved training config as plain containers (optional)
-``metrics``               last validation loss / CER / WER (optional)
-========================  =====================================================================
+==========================  =====================================================================
+key                         content
+==========================  =====================================================================
+``format_version``          int, :data:`CHECKPOINT_FORMAT_VERSION`
+``kospeech_version``        version that wrote the file
+``model_state_dict``        the model's ``state_dict()`` (base weights; adapter weights if any)
+``model_config``            ``input_dim``, ``num_classes`` and the ``DeepSpeech2Config`` fields
+``vocab``                   :meth:`Vocabulary.to_dict`
+``feature_config``          :meth:`FeatureConfig.to_dict` (training and inference use the same)
+``optimizer_state_dict``    optimizer + scheduler state for resuming (optional)
+``trainer_state``           epoch, step, best CER, history, RNG state (optional)
+``train_config``            the resolved training config as plain containers (optional)
+``metrics``                 last validation loss / CER / WER (optional)
+``confidence_calibration``  word and utterance confidence maps fitted on held-out data (optional, added by
+                            :func:`store_confidence_calibration`)
+==========================  =====================================================================
 """
 
 from __future__ import annotations
@@ -38,7 +40,14 @@ from kospeech.models import DeepSpeech2
 from kospeech.models.utils import describe_state_dict_problems, state_dict_problems, unwrap_model
 from kospeech.vocabs import Vocabulary
 
-__all__ = ["CHECKPOINT_FORMAT_VERSION", "Checkpoint", "save_checkpoint", "load_checkpoint", "load_model"]
+__all__ = [
+    "CHECKPOINT_FORMAT_VERSION",
+    "Checkpoint",
+    "load_checkpoint",
+    "load_model",
+    "save_checkpoint",
+    "store_confidence_calibration",
+]
 
 CHECKPOINT_FORMAT_VERSION = 1
 _REQUIRED_KEYS = ("format_version", "model_state_dict", "model_config", "vocab", "feature_config")
@@ -59,6 +68,8 @@ class Checkpoint:
         train_config: the training config that produced it.
         metrics: validation figures at save time.
         kospeech_version: library version that wrote it.
+        confidence_calibration: how the recognizer maps raw confidences to probabilities (plain values, see
+            ``kospeech.inference.confidence.ConfidenceCalibration``); empty when never calibrated.
     """
 
     path: Path
@@ -71,6 +82,7 @@ class Checkpoint:
     train_config: Dict[str, Any] = field(default_factory=dict)
     metrics: Dict[str, Any] = field(default_factory=dict)
     kospeech_version: str = ""
+    confidence_calibration: Dict[str, Any] = field(default_factory=dict)
 
     def build_model(self, device: Union[str, torch.device] = "cpu", strict: bool = True) -> DeepSpeech2:
         """A model with this checkpoint's architecture and weights, in eval mode.
@@ -190,7 +202,27 @@ def load_checkpoint(path: Union[str, os.PathLike]) -> Checkpoint:
         train_config=dict(raw.get("train_config") or {}),
         metrics=dict(raw.get("metrics") or {}),
         kospeech_version=str(raw.get("kospeech_version", "")),
+        confidence_calibration=dict(raw.get("confidence_calibration") or {}),
     )
+
+
+def store_confidence_calibration(path: Union[str, os.PathLike], calibration: Dict[str, Any]) -> Path:
+    """Record a confidence calibration in an existing checkpoint (rewritten atomically; weights untouched).
+
+    Args:
+        path: the checkpoint.
+        calibration: plain values (``ConfidenceCalibration.to_dict()``).
+
+    Returns:
+        The path.
+
+    Raises:
+        FileNotFoundError, CheckpointError: as :func:`load_checkpoint`.
+    """
+    load_checkpoint(path)
+    raw = safe_torch_load(Path(path), what="checkpoint")
+    raw["confidence_calibration"] = dict(calibration)
+    return atomic_torch_save(raw, path)
 
 
 def load_model(path: Union[str, os.PathLike], device: Union[str, torch.device] = "cpu"):

@@ -3,27 +3,37 @@
     python bin/inference.py --checkpoint base.pt audio/ one.wav
     python bin/inference.py --checkpoint base.pt --adapter-dir adapters --user user01 --timestamps clips/
     python bin/inference.py --checkpoint base.pt --adapter-dir adapters --user-map users.tsv --format jsonl clips/
+    python bin/inference.py --checkpoint base.pt --format srt --output-dir subtitles/ recordings/
 
-Prints one line per file on stdout: ``PATH<TAB>TEXT`` (``--format text``) or a JSON object (``--format jsonl``).
-A file that cannot be read is reported on stderr (and, with jsonl, as an ``{"path", "error"}`` line) and the exit
-status is 1; an unknown user or a bad option stops before any audio is read, with exit status 2.
+Prints one line per file on stdout: ``PATH<TAB>TEXT`` (``--format text``) or a JSON object (``--format jsonl``,
+with ``--timestamps`` its words' and tokens' start and end times). ``--format srt`` / ``vtt`` writes subtitles:
+to stdout for a single file, or one ``<name>.srt`` / ``.vtt`` per input file into ``--output-dir``. A file that
+cannot be read is reported on stderr (and, with jsonl, as an ``{"path", "error"}`` line) and the exit status is 1;
+an unknown user or a bad option stops before any audio is read, with exit status 2.
 """
 
 import argparse
 import json
 import logging
 import sys
-from typing import List, Optional
+from pathlib import Path
+from typing import Dict, List, Optional
 
+from kospeech.fileio import atomic_write_text
 from kospeech.inference import (
     AUDIO_EXTENSIONS,
     Recognizer,
+    Transcription,
     UnknownUserError,
     collect_audio_files,
     read_user_map,
+    to_srt,
+    to_vtt,
     transcribe_files,
 )
 from kospeech.models import AdapterCompatibilityError
+
+SUBTITLE_WRITERS = {"srt": to_srt, "vtt": to_vtt}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -42,9 +52,19 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--fallback-to-base", action="store_true", help="use the base model for users without an adapter"
     )
-    parser.add_argument("--format", choices=("text", "jsonl"), default="text", help="output format")
+    parser.add_argument("--format", choices=("text", "jsonl", "srt", "vtt"), default="text", help="output format")
     parser.add_argument(
-        "--timestamps", action="store_true", help="add per-token start times in seconds (needs --format jsonl)"
+        "--timestamps",
+        action="store_true",
+        help="add per-word and per-token start and end times in seconds (needs --format jsonl)",
+    )
+    parser.add_argument(
+        "--output-dir", default=None, help="srt/vtt: write <name>.srt or .vtt per input file here (needed for several)"
+    )
+    parser.add_argument(
+        "--keep-silence",
+        action="store_true",
+        help="decode every input whole, silence included (no voice activity detection)",
     )
     parser.add_argument("--beam-size", type=int, default=1, help="1 = greedy CTC decoding, >1 = prefix beam search")
     parser.add_argument("--batch-size", type=int, default=16, help="segments per forward pass")
@@ -73,6 +93,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     if args.timestamps and args.format != "jsonl":
         print("error: --timestamps needs --format jsonl", file=sys.stderr)
         return 2
+    subtitles = args.format in SUBTITLE_WRITERS
+    if args.output_dir is not None and not subtitles:
+        print("error: --output-dir is for --format srt or vtt", file=sys.stderr)
+        return 2
     extensions = tuple(f".{ext.strip().lstrip('.').lower()}" for ext in args.extensions.split(",") if ext.strip())
     try:
         files = collect_audio_files(args.inputs, extensions)
@@ -85,16 +109,19 @@ def main(argv: Optional[List[str]] = None) -> int:
             fallback_to_base=args.fallback_to_base,
             beam_size=args.beam_size,
             batch_size=args.batch_size,
+            detect_speech=not args.keep_silence,
         )
         if not files:
             raise FileNotFoundError(f"no audio files ({', '.join(extensions)}) found in {args.inputs}")
+        targets = _subtitle_targets(files, args.format, args.output_dir) if subtitles else {}
         users = [user_map.get(path.resolve(), args.user) for path in files]
         recognizer.resolve_users(users)
     except (FileNotFoundError, ValueError, UnknownUserError, AdapterCompatibilityError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     failed = 0
-    for path, user, result in transcribe_files(recognizer, files, users, return_timestamps=args.timestamps):
+    timings = args.timestamps or subtitles
+    for path, user, result in transcribe_files(recognizer, files, users, return_timestamps=timings):
         if isinstance(result, Exception):
             failed += 1
             print(f"error: {path}: {result}", file=sys.stderr)
@@ -102,12 +129,45 @@ def main(argv: Optional[List[str]] = None) -> int:
                 print(json.dumps({"path": str(path), "user": user, "error": str(result)}, ensure_ascii=False))
         elif args.format == "jsonl":
             print(json.dumps({"path": str(path), **result.to_dict()}, ensure_ascii=False))
+        elif subtitles:
+            _write_subtitles(result, args.format, targets.get(path))
         else:
             print(f"{path}\t{result.text}")
         sys.stdout.flush()
     if failed:
         print(f"{failed} of {len(files)} files failed", file=sys.stderr)
     return 1 if failed else 0
+
+
+def _subtitle_targets(files: List[Path], format_name: str, output_dir: Optional[str]) -> Dict[Path, Path]:
+    """The subtitle file of each input (empty: print the single input's subtitles to stdout).
+
+    Raises:
+        ValueError: several inputs without ``--output-dir``, or two inputs that would write the same file.
+    """
+    if output_dir is None:
+        if len(files) > 1:
+            raise ValueError(f"--format {format_name} with {len(files)} files needs --output-dir")
+        return {}
+    targets: Dict[Path, Path] = {}
+    claimed: Dict[Path, Path] = {}
+    for path in files:
+        target = Path(output_dir) / f"{path.stem}.{format_name}"
+        if target in claimed:
+            raise ValueError(f"{claimed[target]} and {path} would both write {target}; transcribe them separately")
+        claimed[target] = path
+        targets[path] = target
+    return targets
+
+
+def _write_subtitles(result: Transcription, format_name: str, target: Optional[Path]) -> None:
+    text = SUBTITLE_WRITERS[format_name](result)
+    if target is None:
+        print(text, end="")
+        return
+    target.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(target, text)
+    print(target)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """A lazily loading speech dataset and the DataLoader built around it.
 
 Features are computed from the audio file at ``__getitem__`` time, so memory does not grow with the corpus. The
-random choices of training augmentation (SpecAugment masks, dither) are drawn from a generator seeded by
+random choices of training augmentation (silence padding, SpecAugment masks, dither) are drawn from a generator seeded by
 ``(seed, epoch, index)``: the same utterance in the same epoch gets the same masks whatever the number of
 DataLoader workers and whichever worker loads it.
 """
@@ -15,10 +15,11 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from kospeech.data.audio import audio_duration
+from kospeech.data.audio import audio_duration, load_audio
 from kospeech.data.collate import SpeechBatch, collate_speech_batch
 from kospeech.data.features import FeatureExtractor, SpecAugment
 from kospeech.data.sampler import BucketBatchSampler, SampleKey
+from kospeech.data.silence_padding import SilencePadding
 
 if TYPE_CHECKING:
     from kospeech.data.manifest import ManifestEntry
@@ -35,6 +36,7 @@ class SpeechDataset(Dataset):
         entries: the utterances (``audio_path`` and ``label_ids`` are used).
         feature_extractor: the same extractor that evaluation and inference use.
         spec_augment: masking applied to every item (training only); ``None`` for clean features.
+        silence_padding: waveform augmentation applied before the features (training only), or ``None``.
         seed: base seed of the per-item augmentation randomness (>= 0).
 
     Items are indexed by an ``int`` (the epoch is then the one last given to :meth:`set_epoch`) or by a
@@ -48,12 +50,14 @@ class SpeechDataset(Dataset):
         feature_extractor: FeatureExtractor,
         spec_augment: Optional[SpecAugment] = None,
         seed: int = 0,
+        silence_padding: Optional[SilencePadding] = None,
     ) -> None:
         if seed < 0:
             raise ValueError(f"seed must be >= 0, got {seed}")
         self.entries = list(entries)
         self.feature_extractor = feature_extractor
         self.spec_augment = spec_augment
+        self.silence_padding = silence_padding
         self.seed = int(seed)
         self.epoch = 0
         self._durations: Optional[List[float]] = None
@@ -104,9 +108,16 @@ class SpeechDataset(Dataset):
         if not 0 <= index < len(self.entries):
             raise IndexError(f"index {index} out of range for a dataset of {len(self.entries)} utterances")
         entry = self.entries[index]
-        needs_randomness = self.spec_augment is not None or self.feature_extractor.config.dither > 0
-        generator = self.item_generator(index, epoch) if needs_randomness else None
-        features = self.feature_extractor.from_file(entry.audio_path, generator=generator)
+        config = self.feature_extractor.config
+        augmented = self.spec_augment is not None or self.silence_padding is not None
+        generator = self.item_generator(index, epoch) if augmented or config.dither > 0 else None
+        if self.silence_padding is None:
+            features = self.feature_extractor.from_file(entry.audio_path, generator=generator)
+        else:
+            waveform = load_audio(
+                entry.audio_path, config.sample_rate, min_duration_s=config.win_length / config.sample_rate
+            )
+            features = self.feature_extractor(self.silence_padding(waveform, generator), generator=generator)
         if self.spec_augment is not None:
             features = self.spec_augment(features, generator=generator)
         targets = torch.tensor(entry.label_ids, dtype=torch.int64)
@@ -128,6 +139,7 @@ def build_dataloader(
     seed: int = 0,
     num_workers: int = 0,
     spec_augment: Optional[SpecAugment] = None,
+    silence_padding: Optional[SilencePadding] = None,
     num_replicas: int = 1,
     rank: int = 0,
     drop_last: bool = False,
@@ -146,7 +158,8 @@ def build_dataloader(
         shuffle: reshuffle batches every epoch (training); otherwise fixed shortest-first order.
         seed: seed of the batch order and of the augmentation.
         num_workers: worker processes (0 loads in the main process); workers are persistent and single-threaded.
-        spec_augment: training augmentation, or ``None``.
+        spec_augment: training augmentation of the features, or ``None``.
+        silence_padding: training augmentation of the waveforms, or ``None``.
         num_replicas: DDP world size.
         rank: this process's DDP rank.
         drop_last: drop short batches (see :class:`BucketBatchSampler`).
@@ -163,7 +176,9 @@ def build_dataloader(
     """
     if num_workers < 0:
         raise ValueError(f"num_workers must be >= 0, got {num_workers}")
-    dataset = SpeechDataset(entries, feature_extractor, spec_augment=spec_augment, seed=seed)
+    dataset = SpeechDataset(
+        entries, feature_extractor, spec_augment=spec_augment, seed=seed, silence_padding=silence_padding
+    )
     sampler = BucketBatchSampler(
         dataset.durations,
         batch_size,

@@ -27,11 +27,14 @@ from kospeech.errors import ConfigError
 __all__ = ["FEATURE_TYPES", "NORMALIZE_MODES", "FeatureConfig", "FeatureExtractor", "SpecAugment"]
 
 FEATURE_TYPES = ("fbank", "mel", "mfcc", "spectrogram")
-NORMALIZE_MODES = ("utterance", "none")
+NORMALIZE_MODES = ("utterance", "speech", "none")
 
 _INT16_SCALE = 32768.0  # features are computed on 16-bit sample units, as Kaldi does
 _LOG_FLOOR = 1e-6
 _STD_FLOOR = 1e-5
+_SPEECH_RANGE = 8.0  # "speech" normalization: frames within 8 nats of log power (about 35 dB) of the loudest
+_SPEECH_REFERENCE_PERCENTILE = 0.98  # the "loudest" frame level, robust to a click
+_SPEECH_FLOOR_PERCENTILE = 0.05  # per bin: frames partly in digital silence must not drag the floor down
 
 
 @dataclass
@@ -56,7 +59,11 @@ class FeatureConfig:
     )
     normalize: str = field(
         default="utterance",
-        metadata={"help": "utterance: zero mean, unit variance per feature bin over each utterance; none: raw"},
+        metadata={
+            "help": "utterance: zero mean, unit variance per feature bin over each utterance; speech: the same "
+            "statistics over the utterance's speech frames only, every bin floored at a low percentile of those "
+            "frames (silence and padding cannot shift them); none: raw"
+        },
     )
 
     @property
@@ -97,6 +104,8 @@ class FeatureConfig:
             raise ConfigError(f"feature_type must be one of {FEATURE_TYPES}, got {self.feature_type!r}")
         if self.normalize not in NORMALIZE_MODES:
             raise ConfigError(f"normalize must be one of {NORMALIZE_MODES}, got {self.normalize!r}")
+        if self.normalize == "speech" and self.feature_type == "mfcc":
+            raise ConfigError("normalize=speech needs log-spectral features (fbank, mel, spectrogram), not mfcc")
         if self.sample_rate <= 0:
             raise ConfigError(f"sample_rate must be > 0 Hz, got {self.sample_rate}")
         if self.num_mels < 1:
@@ -161,6 +170,20 @@ class FeatureConfig:
         return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
 
+def _standardize(features: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+    """Zero mean, unit variance per bin, with the statistics of ``reference`` (F, D) applied to ``features`` (T, D)."""
+    mean = reference.mean(dim=0, keepdim=True)
+    std = reference.std(dim=0, correction=0, keepdim=True)
+    return (features - mean) / (std + _STD_FLOOR)
+
+
+def _speech_mask(features: torch.Tensor, log_range: float) -> torch.Tensor:
+    """(T,) whether each frame of log-spectral ``features`` (T, D) has a mean level within ``log_range`` of the loud
+    frames'."""
+    levels = features.mean(dim=1)
+    return levels >= torch.quantile(levels, _SPEECH_REFERENCE_PERCENTILE) - log_range
+
+
 def _coerce(name: str, type_name: Any, value: Any) -> Any:
     """Check ``value`` against a FeatureConfig field type ('str', 'int' or 'float'); ints are widened to float."""
     type_name = getattr(type_name, "__name__", type_name)
@@ -181,8 +204,11 @@ class FeatureExtractor:
     - ``mfcc``: orthonormal DCT-II of the ``mel`` features, first ``num_mfcc`` coefficients.
     - ``spectrogram``: log STFT magnitude, ``n_fft // 2 + 1`` bins (hann window).
 
-    Features are computed on the waveform scaled to 16-bit sample units, then optionally normalized per utterance.
-    Without dither the output is a deterministic function of the waveform.
+    Features are computed on the waveform scaled to 16-bit sample units, then optionally normalized per utterance
+    (``utterance``: over all frames; ``speech``: over the frames within about 35 dB of the utterance's loud frames,
+    every bin first floored at the 5th percentile of those frames, so that leading and trailing silence, digital
+    zeros included, neither shift the statistics nor reach the model as values it never saw). Without dither the
+    output is a deterministic function of the waveform.
 
     Args:
         config: the feature settings (validated here).
@@ -256,9 +282,12 @@ class FeatureExtractor:
             else:
                 features = self._stft_features(samples)
             if cfg.normalize == "utterance":
-                mean = features.mean(dim=0, keepdim=True)
-                std = features.std(dim=0, correction=0, keepdim=True)
-                features = (features - mean) / (std + _STD_FLOOR)
+                features = _standardize(features, features)
+            elif cfg.normalize == "speech":
+                # fbank and mel are log power, spectrogram log magnitude: half the range in its units
+                speech = _speech_mask(features, _SPEECH_RANGE / (2.0 if cfg.feature_type == "spectrogram" else 1.0))
+                floored = torch.maximum(features, torch.quantile(features[speech], _SPEECH_FLOOR_PERCENTILE, dim=0))
+                features = _standardize(floored, floored[speech])
         return features.contiguous()
 
     def _fbank(self, samples: torch.Tensor) -> torch.Tensor:

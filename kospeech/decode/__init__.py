@@ -2,7 +2,7 @@
 
 from kospeech.decode.beam import BeamSearchCTCDecoder
 from kospeech.decode.builder import build_decoder
-from kospeech.decode.ctc import CTCHypothesis, CTCVocabulary, check_ctc_inputs
+from kospeech.decode.ctc import CTCHypothesis, CTCVocabulary, TokenSpan, check_ctc_inputs, token_spans
 from kospeech.decode.greedy import GreedyCTCDecoder, greedy_ctc_ids
 
 __all__ = [
@@ -10,7 +10,9 @@ __all__ = [
     "CTCHypothesis",
     "CTCVocabulary",
     "GreedyCTCDecoder",
+    "TokenSpan",
     "build_decoder",
     "check_ctc_inputs",
     "greedy_ctc_ids",
+    "token_spans",
 ]

@@ -16,7 +16,7 @@ from typing import Iterable, List, Protocol
 import torch
 from torch import Tensor
 
-__all__ = ["CTCHypothesis", "CTCVocabulary", "check_ctc_inputs"]
+__all__ = ["CTCHypothesis", "CTCVocabulary", "TokenSpan", "check_ctc_inputs", "token_spans"]
 
 
 @dataclass
@@ -82,3 +82,46 @@ def check_ctc_inputs(log_probs: Tensor, output_lengths: Tensor, blank_id: int) -
     if batch and (int(lengths.min()) < 0 or int(lengths.max()) > frames):
         raise ValueError(f"output_lengths must lie in [0, {frames}] (the T' of log_probs), got {lengths.tolist()}")
     return lengths
+
+
+@dataclass
+class TokenSpan:
+    """Where one decoded token lies in the output frames, and how sure the model is of it.
+
+    Attributes:
+        start: first output frame of the token (its ``timesteps`` entry).
+        end: one past its last frame: the frames from ``start`` on where the token stays the most likely label
+            (at least one frame).
+        probability: the token's mean posterior probability over ``[start, end)``.
+    """
+
+    start: int
+    end: int
+    probability: float
+
+
+def token_spans(log_probs: Tensor, tokens: List[int], starts: List[int], length: int) -> List[TokenSpan]:
+    """Frame spans and posteriors of one row's decoded tokens (greedy or beam search alike).
+
+    Args:
+        log_probs: (T', C) log-probabilities of one row.
+        tokens: the hypothesis' label ids.
+        starts: the frame where each token starts (``CTCHypothesis.timesteps``), non-decreasing.
+        length: valid output frames of the row.
+
+    Returns:
+        One :class:`TokenSpan` per token; a span never reaches the next token's start or ``length``.
+    """
+    if not tokens:
+        return []
+    rows = log_probs[:length].detach().float().cpu()
+    best = rows.argmax(dim=-1).tolist()
+    spans = []
+    for index, (token, start) in enumerate(zip(tokens, starts)):
+        limit = starts[index + 1] if index + 1 < len(starts) else length
+        end = start + 1
+        while end < limit and best[end] == token:
+            end += 1
+        probability = float(rows[start:end, token].exp().mean())
+        spans.append(TokenSpan(start, end, probability))
+    return spans

@@ -15,18 +15,23 @@ them against the base weights, the vocabulary and the feature settings) and kept
 :class:`AdapterCache` that notices when a file changes on disk.
 
 Inputs are paths, numpy arrays, torch tensors or ``(waveform, sample_rate)`` pairs, checked (and unusable ones
-refused, naming the input) before any model computation. Long audio is cut into segments of at most
-``chunk_seconds`` (30 s) at quiet points and files longer than one segment are streamed from disk, so memory
-stays bounded for hour-long files; segment texts are joined with a space, timestamps are relative to the start
-of the input.
+refused, naming the input) before any model computation. Only the speech in an input is decoded: a voice activity
+detector drops leading and trailing silence and cuts at pauses, regions longer than ``chunk_seconds`` (30 s) are
+cut at quiet points, and files longer than one segment are streamed from disk, so memory stays bounded for
+hour-long files; segment texts are joined with a space, all times are relative to the start of the input.
+Transcripts come with calibrated confidences and, on request, word and token timings; SubRip and WebVTT
+subtitles are built from them.
 
 Modules, one concept each:
 
 - :mod:`~kospeech.inference.recognizer`: :class:`Recognizer`, :class:`UnknownUserError`.
-- :mod:`~kospeech.inference.records`: :class:`Transcription`, :class:`TokenTimestamp`, :class:`CacheStats`.
+- :mod:`~kospeech.inference.records`: :class:`Transcription`, :class:`TranscriptSegment`, :class:`WordTiming`,
+  :class:`TokenTimestamp`, :class:`CacheStats`.
+- :mod:`~kospeech.inference.confidence`: raw and calibrated word and utterance confidences, AUROC.
+- :mod:`~kospeech.inference.subtitles`: :func:`to_srt`, :func:`to_vtt`.
 - :mod:`~kospeech.inference.adapter_cache`: :class:`AdapterCache`.
 - :mod:`~kospeech.inference.audio_inputs`: coercing one input into a checked mono waveform (or a file to stream).
-- :mod:`~kospeech.inference.segmentation`: streaming long files and cutting them at quiet points.
+- :mod:`~kospeech.inference.segmentation`: speech regions of an input, long ones cut at quiet points, streamed.
 - :mod:`~kospeech.inference.files`: :func:`collect_audio_files`, :func:`read_user_map`, :func:`transcribe_files`.
 - :func:`evaluate_users` (per-user CER/WER, base vs adapter) lives in :mod:`kospeech.evaluation`, shared with the
   trainers; it is re-exported here.
@@ -34,20 +39,27 @@ Modules, one concept each:
 
 from kospeech.evaluation import evaluate_users
 from kospeech.inference.adapter_cache import AdapterCache
+from kospeech.inference.confidence import ConfidenceCalibration
 from kospeech.inference.files import AUDIO_EXTENSIONS, collect_audio_files, read_user_map, transcribe_files
 from kospeech.inference.recognizer import Recognizer, UnknownUserError
-from kospeech.inference.records import CacheStats, TokenTimestamp, Transcription
+from kospeech.inference.records import CacheStats, TokenTimestamp, Transcription, TranscriptSegment, WordTiming
+from kospeech.inference.subtitles import to_srt, to_vtt
 
 __all__ = [
     "AUDIO_EXTENSIONS",
     "AdapterCache",
     "CacheStats",
+    "ConfidenceCalibration",
     "Recognizer",
     "TokenTimestamp",
+    "TranscriptSegment",
     "Transcription",
     "UnknownUserError",
+    "WordTiming",
     "collect_audio_files",
     "evaluate_users",
     "read_user_map",
+    "to_srt",
+    "to_vtt",
     "transcribe_files",
 ]

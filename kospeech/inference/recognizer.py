@@ -1,22 +1,24 @@
 """The :class:`Recognizer`: a frozen base DeepSpeech2 plus per-user adapters, serving mixed-user batches.
 
 It checks every user and every input first (:mod:`kospeech.inference.audio_inputs`), cuts each input into
-segments (:mod:`kospeech.inference.segmentation`), turns them into the features the checkpoint was trained with,
+segments of speech (:mod:`kospeech.inference.segmentation`), turns them into the features the checkpoint was trained with,
 runs them ``batch_size`` segments at a time through one mixed-adapter forward pass
 (:meth:`DeepSpeech2.forward_mixed`), decodes (greedy or beam search) and joins each input's segments into one
 :class:`~kospeech.inference.records.Transcription`. Adapters come from an
 :class:`~kospeech.inference.adapter_cache.AdapterCache`; a user without one raises :class:`UnknownUserError`
 unless ``fallback_to_base``.
 
-Documented behaviour: audio shorter than one feature window (20 ms by default) gives an empty transcript
-(``num_segments == 0``, ``confidence == 0.0``) with a logged warning; silence gives whatever the model outputs for
-it (normally an empty or near-empty transcript).
+Each transcript carries its segments' times, and on request per-token and per-word times and probabilities;
+its ``confidence`` and the words' are calibrated probabilities (:mod:`kospeech.inference.confidence`).
+
+Documented behaviour: audio shorter than one feature window (20 ms by default), and audio in which the voice
+activity detector finds no speech, give an empty transcript (``num_segments == 0``, ``confidence == 0.0``) with a
+logged warning.
 """
 
 from __future__ import annotations
 
 import logging
-import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,12 +31,14 @@ from torch import Tensor
 from kospeech.checkpoint import load_checkpoint
 from kospeech.data.audio import resample
 from kospeech.data.features import FeatureConfig, FeatureExtractor
-from kospeech.decode import CTCHypothesis, build_decoder
+from kospeech.data.voice_activity import VoiceActivityConfig
+from kospeech.decode import CTCHypothesis, TokenSpan, build_decoder, token_spans
 from kospeech.device import resolve_device
 from kospeech.errors import UnknownUserError
 from kospeech.inference.adapter_cache import AdapterCache
 from kospeech.inference.audio_inputs import AudioInput, AudioItem, prepare_input
-from kospeech.inference.records import CacheStats, TokenTimestamp, Transcription
+from kospeech.inference.confidence import ConfidenceCalibration, utterance_confidence, word_confidence
+from kospeech.inference.records import CacheStats, TokenTimestamp, Transcription, TranscriptSegment, WordTiming
 from kospeech.inference.segmentation import item_segments
 from kospeech.models import AdapterCompatibilityError, AdapterManager, AdapterRouter, DeepSpeech2, validate_adapter_name
 from kospeech.models.adapter import AdapterModule
@@ -51,6 +55,7 @@ PathLike = Union[str, os.PathLike]
 class _Segment:
     item: int
     offset_seconds: float
+    duration_seconds: float
     features: Tensor  # (T, D)
 
 
@@ -59,6 +64,9 @@ class _Accumulator:
     texts: List[str] = field(default_factory=list)
     tokens: List[int] = field(default_factory=list)
     timestamps: List[TokenTimestamp] = field(default_factory=list)
+    words: List[WordTiming] = field(default_factory=list)
+    segments: List[TranscriptSegment] = field(default_factory=list)
+    probabilities: List[float] = field(default_factory=list)
     score: float = 0.0
     num_frames: int = 0
     num_segments: int = 0
@@ -85,6 +93,11 @@ class Recognizer:
         batch_size: segments run through the model at once.
         chunk_seconds: longest segment; longer audio is cut (see :mod:`kospeech.inference.segmentation`).
         split_search_seconds: how far back from a segment's end the quietest cut point is searched.
+        detect_speech: decode only the speech regions the voice activity detector finds (``False``: every input
+            is decoded whole, silence included).
+        voice_activity: the detector's settings (default :class:`VoiceActivityConfig()`).
+        confidence_calibration: maps of raw to calibrated confidences (default: the identity; a checkpoint
+            carries its own, see :meth:`from_checkpoint`).
     """
 
     def __init__(
@@ -100,6 +113,9 @@ class Recognizer:
         batch_size: int = 16,
         chunk_seconds: float = 30.0,
         split_search_seconds: float = 3.0,
+        detect_speech: bool = True,
+        voice_activity: Optional[VoiceActivityConfig] = None,
+        confidence_calibration: Optional[ConfidenceCalibration] = None,
     ) -> None:
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
@@ -125,8 +141,11 @@ class Recognizer:
         self.batch_size = batch_size
         self.chunk_seconds = float(chunk_seconds)
         self.split_search_seconds = float(split_search_seconds)
+        self.voice_activity = (voice_activity or VoiceActivityConfig()).validate() if detect_speech else None
+        self.calibration = confidence_calibration or ConfidenceCalibration()
         self.beam_size = beam_size
         self.decoder = build_decoder(vocab, beam_size)
+        self._space_id = vocab.tokens.index(" ") if " " in vocab.tokens else None
         self._vocab_fingerprint = vocab.fingerprint()
         self._base_fingerprint: Optional[str] = None
         self._feature_dict = self.feature_config.to_dict()
@@ -157,7 +176,8 @@ class Recognizer:
             cache_size: the most adapters kept in memory.
             fallback_to_base: use the base model for users without an adapter instead of raising.
             beam_size: 1 for greedy decoding, more for beam search.
-            **kwargs: ``batch_size``, ``chunk_seconds``, ``split_search_seconds`` (see the class).
+            **kwargs: ``batch_size``, ``chunk_seconds``, ``split_search_seconds``, ``detect_speech``,
+                ``voice_activity`` (see the class).
 
         Raises:
             FileNotFoundError: no checkpoint file, or ``adapter_dir`` is not a directory.
@@ -174,6 +194,7 @@ class Recognizer:
             cache_size=cache_size,
             fallback_to_base=fallback_to_base,
             beam_size=beam_size,
+            confidence_calibration=ConfidenceCalibration.from_dict(checkpoint.confidence_calibration),
             **kwargs,
         )
 
@@ -268,7 +289,7 @@ class Recognizer:
         )
 
     def _item_segments(self, item: AudioItem) -> Iterator[Tuple[int, np.ndarray]]:
-        return item_segments(item, self.chunk_seconds, self.split_search_seconds)
+        return item_segments(item, self.chunk_seconds, self.split_search_seconds, self.voice_activity)
 
     # ------------------------------------------------------------------ transcription
 
@@ -288,7 +309,7 @@ class Recognizer:
                 per input.
             sample_rate: sample rate of waveform inputs given without their own rate (ignored for files, which
                 carry theirs).
-            return_timestamps: fill :attr:`Transcription.timestamps`.
+            return_timestamps: fill :attr:`Transcription.timestamps` and :attr:`Transcription.words`.
 
         Returns:
             A :class:`Transcription` for a single input, a list of them (in input order) for a list.
@@ -336,7 +357,8 @@ class Recognizer:
                     if samples.shape[0] < min_samples:
                         continue  # a tail shorter than one feature window carries nothing to decode
                     features = self.feature_extractor(samples)
-                    pending.append(_Segment(index, offset / item.sample_rate, features))
+                    seconds = samples.shape[0] / target_rate
+                    pending.append(_Segment(index, offset / item.sample_rate, seconds, features))
                     if len(pending) == self.batch_size:
                         self._decode_batch(pending, names, adapters, accumulators)
                         pending = []
@@ -344,26 +366,32 @@ class Recognizer:
                 self._decode_batch(pending, names, adapters, accumulators)
         results = []
         for item, name, accumulator in zip(items, names, accumulators):
-            if accumulator.num_segments == 0:
+            seconds = item.num_samples / item.sample_rate
+            if accumulator.num_segments == 0 and item.num_samples * target_rate < min_samples * item.sample_rate:
                 logger.warning(
                     "%s: %.4f s of audio is shorter than one feature window (%d samples at %d Hz); empty transcript",
                     item.description,
-                    item.num_samples / item.sample_rate,
+                    seconds,
                     min_samples,
                     target_rate,
                 )
+            elif accumulator.num_segments == 0:
+                logger.warning("%s: no speech found in %.2f s of audio; empty transcript", item.description, seconds)
             frames = accumulator.num_frames
+            raw = utterance_confidence(accumulator.probabilities) if frames else 0.0
             results.append(
                 Transcription(
                     text=" ".join(accumulator.texts),
                     tokens=accumulator.tokens,
                     score=accumulator.score,
-                    confidence=math.exp(accumulator.score / frames) if frames else 0.0,
+                    confidence=self.calibration.utterance(raw),
                     num_frames=frames,
-                    duration=item.num_samples / item.sample_rate,
+                    duration=seconds,
                     num_segments=accumulator.num_segments,
                     adapter=name,
+                    segments=accumulator.segments,
                     timestamps=accumulator.timestamps if return_timestamps else None,
+                    words=accumulator.words if return_timestamps else None,
                 )
             )
         return results
@@ -382,25 +410,60 @@ class Recognizer:
             inputs[row, : segment.features.shape[0]] = segment.features
         router = AdapterRouter.from_names([names[segment.item] for segment in segments], adapters)
         log_probs, output_lengths = self.model.forward_mixed(inputs.to(self.device), lengths, router)
-        hypotheses = self.decoder(log_probs.cpu(), output_lengths.cpu())
-        for segment, hypothesis, frames in zip(segments, hypotheses, output_lengths.tolist()):
-            self._add(accumulators[segment.item], segment, hypothesis, frames)
+        log_probs, lengths = log_probs.cpu(), output_lengths.cpu()
+        hypotheses = self.decoder(log_probs, lengths)
+        for row, (segment, hypothesis) in enumerate(zip(segments, hypotheses)):
+            frames = int(lengths[row])
+            spans = token_spans(log_probs[row], hypothesis.tokens, hypothesis.timesteps, frames)
+            self._add(accumulators[segment.item], segment, hypothesis, spans, frames)
 
-    def _add(self, accumulator: _Accumulator, segment: _Segment, hypothesis: CTCHypothesis, frames: int) -> None:
-        kept = [
-            (token, step)
-            for token, step in zip(hypothesis.tokens, hypothesis.timesteps)
-            if token not in self._special_ids
-        ]
+    def _add(
+        self,
+        accumulator: _Accumulator,
+        segment: _Segment,
+        hypothesis: CTCHypothesis,
+        spans: List[TokenSpan],
+        frames: int,
+    ) -> None:
+        """Add one decoded segment to its input's result: text, tokens, timings, words and probabilities."""
+        kept = [(token, span) for token, span in zip(hypothesis.tokens, spans) if token not in self._special_ids]
         text = hypothesis.text.strip()
         if text:
             accumulator.texts.append(text)
-        accumulator.tokens.extend(token for token, _ in kept)
-        start = segment.offset_seconds
-        accumulator.timestamps.extend(
-            TokenTimestamp(token, self.vocab.tokens[token], _seconds(start + step * self.frame_seconds))
-            for token, step in kept
+        offset = segment.offset_seconds
+        accumulator.segments.append(
+            TranscriptSegment(_seconds(offset), _seconds(offset + segment.duration_seconds), text)
         )
+        accumulator.tokens.extend(token for token, _ in kept)
+        accumulator.timestamps.extend(
+            TokenTimestamp(
+                token,
+                self.vocab.tokens[token],
+                _seconds(offset + span.start * self.frame_seconds),
+                _seconds(offset + span.end * self.frame_seconds),
+                round(span.probability, 4),
+            )
+            for token, span in kept
+        )
+        accumulator.probabilities.extend(span.probability for token, span in kept if token != self._space_id)
+        accumulator.words.extend(self._words(kept, offset))
         accumulator.score += float(hypothesis.score)
         accumulator.num_frames += frames
         accumulator.num_segments += 1
+
+    def _words(self, kept: List[Tuple[int, TokenSpan]], offset: float) -> List[WordTiming]:
+        """The words of one segment's tokens (runs between space tokens), with times and calibrated confidences."""
+        runs: List[List[Tuple[int, TokenSpan]]] = [[]]
+        for token, span in kept:
+            if token == self._space_id:
+                runs.append([])
+            else:
+                runs[-1].append((token, span))
+        words = []
+        for run in runs:
+            text = self.vocab.decode([token for token, _ in run]).strip()
+            if text:
+                confidence = self.calibration.word(word_confidence([span.probability for _, span in run]))
+                start, end = run[0][1].start * self.frame_seconds, run[-1][1].end * self.frame_seconds
+                words.append(WordTiming(text, _seconds(offset + start), _seconds(offset + end), round(confidence, 4)))
+        return words

@@ -1,33 +1,72 @@
-"""Result records of the inference package: what a transcription, a token timestamp and the adapter cache report.
+"""Result records of the inference package: what a transcription, its timings and the adapter cache report.
 
 Plain dataclasses with no behaviour beyond turning themselves into JSON-ready values: :class:`Transcription`
 (one per input given to :meth:`Recognizer.transcribe <kospeech.inference.recognizer.Recognizer.transcribe>`),
-:class:`TokenTimestamp` (its per-token start times, when requested) and :class:`CacheStats` (the counters of an
+:class:`TranscriptSegment` (each decoded speech region), :class:`WordTiming` and :class:`TokenTimestamp` (per
+word and per token, when requested) and :class:`CacheStats` (the counters of an
 :class:`~kospeech.inference.adapter_cache.AdapterCache`).
+
+Times are seconds from the start of the input. One output frame covers ``2 * frame_shift_ms`` of audio (the conv
+stride is 2), so token and word times are accurate to about 20 ms.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any, Dict, List, Optional
 
-__all__ = ["CacheStats", "TokenTimestamp", "Transcription"]
+__all__ = ["CacheStats", "TokenTimestamp", "TranscriptSegment", "Transcription", "WordTiming"]
 
 
 @dataclass
 class TokenTimestamp:
-    """Where one output token starts.
+    """Where one output token lies.
 
     Attributes:
         token_id: vocabulary id.
         token: the token's text (a syllable, a jamo or a space).
-        start: seconds from the start of the input to the first output frame of the token. One output frame
-            covers ``2 * frame_shift_ms`` of audio (the conv stride is 2), so starts are accurate to about that.
+        start: start of the token's first output frame.
+        end: end of its last output frame (the frames where it stays the most likely label), > ``start``.
+        probability: the model's mean posterior of the token over those frames, in [0, 1].
     """
 
     token_id: int
     token: str
     start: float
+    end: float
+    probability: float
+
+
+@dataclass
+class WordTiming:
+    """One word of the transcript (a run of tokens between spaces).
+
+    Attributes:
+        word: its text, as in :attr:`Transcription.text`.
+        start: start of its first token.
+        end: end of its last token, > ``start``.
+        confidence: calibrated probability that the word is right (see :mod:`kospeech.inference.confidence`).
+    """
+
+    word: str
+    start: float
+    end: float
+    confidence: float
+
+
+@dataclass
+class TranscriptSegment:
+    """One decoded stretch of the input: a speech region, or a piece of a long one.
+
+    Attributes:
+        start: where the segment's audio starts.
+        end: where it ends.
+        text: its transcript (may be empty).
+    """
+
+    start: float
+    end: float
+    text: str
 
 
 @dataclass
@@ -39,15 +78,17 @@ class Transcription:
         tokens: label ids of the transcript, in order (special ids removed).
         score: natural-log probability of the decoded labelling, summed over segments: of the best path for
             greedy decoding, of the prefix for beam search.
-        confidence: ``exp(score / num_frames)``, the per-frame geometric mean probability, in [0, 1];
-            0.0 when no frame was decoded.
+        confidence: calibrated probability that the transcript's CER is at most 10 %, in [0, 1] (see
+            :mod:`kospeech.inference.confidence`); 0.0 when no frame was decoded.
         num_frames: output frames decoded (T' summed over segments).
         duration: seconds of input audio.
-        num_segments: segments the input was cut into (0 when it was shorter than one feature window).
+        num_segments: segments decoded (0 when the input holds no speech or is shorter than one feature window).
         user: the user requested for this input (``None``: base model).
         adapter: the adapter actually applied; ``None`` for the base model, including a fallback for a user
             without an adapter.
-        timestamps: per-token start times when requested, else ``None``.
+        segments: the decoded segments, in order.
+        timestamps: per-token timings when requested, else ``None``.
+        words: per-word timings and confidences when requested, else ``None``.
     """
 
     text: str
@@ -59,13 +100,16 @@ class Transcription:
     num_segments: int
     user: Optional[str] = None
     adapter: Optional[str] = None
+    segments: List[TranscriptSegment] = field(default_factory=list)
     timestamps: Optional[List[TokenTimestamp]] = None
+    words: Optional[List[WordTiming]] = None
 
     def to_dict(self) -> Dict[str, Any]:
-        """Plain values for JSON (``timestamps`` omitted when not requested)."""
+        """Plain values for JSON (``timestamps`` and ``words`` omitted when not requested)."""
         values = asdict(self)
-        if self.timestamps is None:
-            values.pop("timestamps")
+        for optional in ("timestamps", "words"):
+            if values[optional] is None:
+                values.pop(optional)
         return values
 
 

@@ -1,27 +1,33 @@
-"""Long audio: streaming a file in blocks and cutting a stream of samples into segments at quiet points.
+"""Cutting an input into the segments the model decodes: speech regions, long ones cut at quiet points.
 
 Documented behaviour:
 
-- Long audio is cut into segments of at most ``chunk_seconds`` (30 s) at the quietest 10 ms frame of each
-  segment's last ``split_search_seconds`` (so cuts fall into pauses where there are pauses); files longer than
-  one segment are streamed from disk (in blocks of 5 s), so memory stays bounded for hour-long files. Segment
-  texts are joined with a space, timestamps are relative to the start of the input.
+- With voice activity detection (the recognizer's default), only the spoken regions of an input are decoded
+  (:mod:`kospeech.data.voice_activity`): leading and trailing silence is dropped and every pause of at least
+  ``min_silence_seconds`` (0.3 s) separates two segments; an input in which no one speaks gives no segment. Without
+  it the whole input is one region.
+- A region longer than ``chunk_seconds`` (30 s) is cut at the centre of the quietest 10 ms frame of each
+  segment's last ``split_search_seconds``. Files longer than one segment are streamed from disk in blocks of 5 s,
+  twice with detection (levels first, then the regions), so memory stays bounded for hour-long files. Segment
+  texts are joined with a space; all times are relative to the start of the input.
 - A corrupt block found while streaming a long file raises :class:`AudioError` when it is reached.
 """
 
 from __future__ import annotations
 
-from typing import Iterable, Iterator, Tuple
+from typing import Callable, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
 from kospeech.data.audio import iter_audio_chunks
+from kospeech.data.voice_activity import LEVEL_FRAME_SECONDS, VoiceActivityConfig, frame_levels, regions_from_levels
 from kospeech.inference.audio_inputs import AudioItem
 
 __all__ = ["item_segments", "segments"]
 
 _SPLIT_FRAME_SECONDS = 0.01  # granularity of the quietest-point search when cutting long audio
 _STREAM_BLOCK_SECONDS = 5.0  # block size when streaming a long file from disk
+_WHOLE_INPUT = [(0, np.iinfo(np.int64).max)]
 
 
 def _quietest_cut(waveform: np.ndarray, start: int, stop: int, frame: int) -> int:
@@ -33,10 +39,38 @@ def _quietest_cut(waveform: np.ndarray, start: int, stop: int, frame: int) -> in
     return start + int(np.argmin(np.square(frames).sum(axis=1))) * frame + frame // 2
 
 
+class _RegionCutter:
+    """Collects one region's samples and cuts off a segment whenever more than ``max_samples`` are held."""
+
+    def __init__(self, offset: int, max_samples: int, search: int, frame: int) -> None:
+        self.offset = offset
+        self.max_samples = max_samples
+        self.search = search
+        self.frame = frame
+        self.buffer = np.zeros(0, dtype=np.float32)
+
+    def feed(self, piece: np.ndarray) -> List[Tuple[int, np.ndarray]]:
+        self.buffer = np.concatenate([self.buffer, piece]) if self.buffer.size else piece
+        cut_off = []
+        while self.buffer.size > self.max_samples:
+            cut = _quietest_cut(self.buffer, self.max_samples - self.search, self.max_samples, self.frame)
+            cut_off.append((self.offset, self.buffer[:cut]))
+            self.offset += cut
+            self.buffer = self.buffer[cut:]
+        return cut_off
+
+    def finish(self) -> List[Tuple[int, np.ndarray]]:
+        return [(self.offset, self.buffer)] if self.buffer.size else []
+
+
 def segments(
-    blocks: Iterable[np.ndarray], sample_rate: int, max_seconds: float, search_seconds: float
+    blocks: Iterable[np.ndarray],
+    sample_rate: int,
+    max_seconds: float,
+    search_seconds: float,
+    regions: Optional[Sequence[Tuple[int, int]]] = None,
 ) -> Iterator[Tuple[int, np.ndarray]]:
-    """Cut a stream of mono blocks into segments of at most ``max_seconds``, each cut at a quiet point.
+    """Cut the given regions of a stream of mono blocks into segments of at most ``max_seconds``.
 
     The cut of a segment that would be too long falls at the centre of the quietest 10 ms frame of its last
     ``search_seconds``; how the stream is split into blocks does not change the segments.
@@ -46,6 +80,7 @@ def segments(
         sample_rate: Hz of the blocks.
         max_seconds: longest segment.
         search_seconds: how far back from a segment's end the quietest cut point is searched.
+        regions: sorted, disjoint ``(start, stop)`` sample ranges to keep; ``None`` keeps the whole stream.
 
     Yields:
         ``(offset, segment)``: the segment's first sample index in the whole stream, and its (n,) samples.
@@ -53,26 +88,39 @@ def segments(
     max_samples = max(1, int(max_seconds * sample_rate))
     search = min(max_samples - 1, int(search_seconds * sample_rate))
     frame = max(1, int(_SPLIT_FRAME_SECONDS * sample_rate))
-    buffer = np.zeros(0, dtype=np.float32)
-    offset = 0
+    wanted = list(_WHOLE_INPUT if regions is None else regions)
+    index, position = 0, 0
+    cutter: Optional[_RegionCutter] = None
     for block in blocks:
-        buffer = np.concatenate([buffer, block]) if buffer.size else block
-        while buffer.size > max_samples:
-            cut = _quietest_cut(buffer, max_samples - search, max_samples, frame)
-            yield offset, buffer[:cut]
-            offset += cut
-            buffer = buffer[cut:]
-    if buffer.size:
-        yield offset, buffer
+        block_start, position = position, position + block.size
+        while index < len(wanted) and wanted[index][0] < position:
+            start, stop = wanted[index]
+            if cutter is None:
+                cutter = _RegionCutter(start, max_samples, search, frame)
+            low, high = max(start, block_start), min(stop, position)
+            if high > low:
+                yield from cutter.feed(block[low - block_start : high - block_start])
+            if stop > position:
+                break
+            yield from cutter.finish()
+            cutter, index = None, index + 1
+    if cutter is not None:
+        yield from cutter.finish()
 
 
-def item_segments(item: AudioItem, max_seconds: float, search_seconds: float) -> Iterator[Tuple[int, np.ndarray]]:
+def item_segments(
+    item: AudioItem,
+    max_seconds: float,
+    search_seconds: float,
+    voice_activity: Optional[VoiceActivityConfig] = None,
+) -> Iterator[Tuple[int, np.ndarray]]:
     """The :func:`segments` of one checked input: its waveform in memory, or its file streamed in 5 s blocks.
 
     Args:
         item: the input (:func:`~kospeech.inference.audio_inputs.prepare_input`).
         max_seconds: longest segment (the recognizer's ``chunk_seconds``).
         search_seconds: how far back the quietest cut point is searched (``split_search_seconds``).
+        voice_activity: detector settings to decode the speech regions only, or ``None`` for the whole input.
 
     Returns:
         An iterator of ``(offset, segment)`` at ``item.sample_rate`` (see :func:`segments`); a streamed file is
@@ -82,7 +130,24 @@ def item_segments(item: AudioItem, max_seconds: float, search_seconds: float) ->
         AudioError: a corrupt block of a streamed file, when it is reached.
     """
     if item.waveform is not None:
-        blocks: Iterable[np.ndarray] = [item.waveform]
+        waveform = item.waveform
+
+        def blocks() -> Iterable[np.ndarray]:
+            return [waveform]
     else:
-        blocks = iter_audio_chunks(item.path, chunk_seconds=_STREAM_BLOCK_SECONDS)
-    return segments(blocks, item.sample_rate, max_seconds, search_seconds)
+        path = item.path
+
+        def blocks() -> Iterable[np.ndarray]:
+            return iter_audio_chunks(path, chunk_seconds=_STREAM_BLOCK_SECONDS)
+
+    regions = None if voice_activity is None else _speech_regions(blocks, item.sample_rate, voice_activity)
+    return segments(blocks(), item.sample_rate, max_seconds, search_seconds, regions)
+
+
+def _speech_regions(
+    blocks: Callable[[], Iterable[np.ndarray]], sample_rate: int, config: VoiceActivityConfig
+) -> List[Tuple[int, int]]:
+    """Speech regions of a stream in samples (one pass over its blocks to measure the levels)."""
+    frame = max(1, int(round(LEVEL_FRAME_SECONDS * sample_rate)))
+    levels = frame_levels(blocks(), sample_rate)
+    return [(first * frame, last * frame) for first, last in regions_from_levels(levels, config)]

@@ -358,7 +358,7 @@ class AdapterTrainer(SupervisedTrainer):
         if isinstance(model, DistributedDataParallel):
             logger.info("trunk cache off: under DistributedDataParallel every step goes through its forward")
             return False, False
-        blocker = train_cache_blocker(self.config.spec_augment, self.feature_config)
+        blocker = train_cache_blocker(self.config, self.feature_config)
         if blocker is not None:
             logger.info("trunk cache for the held-out set only: %s, so training recomputes the trunk", blocker)
         return blocker is None, True

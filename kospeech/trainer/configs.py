@@ -68,6 +68,17 @@ class TrainConfig:
     )
     max_grad_norm: float = field(default=400.0, metadata={"help": "gradient-norm clipping threshold"})
     spec_augment: bool = field(default=True, metadata={"help": "SpecAugment on training features"})
+    silence_padding: bool = field(
+        default=False,
+        metadata={"help": "pad training utterances with random silence or low noise, and insert pauses"},
+    )
+    init_from: Optional[str] = field(
+        default=None,
+        metadata={
+            "help": "base training: start from this checkpoint's weights (same architecture and vocabulary; the "
+            "feature settings may differ), not from a random initialization"
+        },
+    )
     log_every: int = field(default=20, metadata={"help": "log step, loss, CER, lr every N steps"})
     checkpoint_every: int = field(default=200, metadata={"help": "write a resumable checkpoint every N steps"})
     resume: bool = field(default=False, metadata={"help": "resume from output_dir/last.pt when it exists"})

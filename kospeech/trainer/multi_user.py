@@ -237,7 +237,7 @@ class MultiUserAdapterTrainer:
             self.adapters = {name: trainer.new_adapter(model) for name, trainer in self.trainers.items()}
             model.freeze_base_model()
             point = cache_point_for(config.adapter_type)
-            blocker = train_cache_blocker(config.spec_augment, self.feature_config)
+            blocker = train_cache_blocker(config, self.feature_config)
             cache_train = config.cache_trunk and blocker is None
             if config.cache_trunk and blocker is not None:
                 logger.info(

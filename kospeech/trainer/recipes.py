@@ -21,6 +21,7 @@ from kospeech.data.features import FeatureConfig
 from kospeech.data.manifest import read_manifest
 from kospeech.data.synthetic import ensure_corpus
 from kospeech.device import resolve_device
+from kospeech.errors import ConfigError
 from kospeech.evaluation import evaluate, evaluate_base_and_adapter
 from kospeech.fileio import atomic_write_text
 from kospeech.model_builder import DeepSpeech2Config, build_deepspeech2
@@ -108,6 +109,8 @@ def train_base_model(job: Any) -> Dict[str, Any]:
     torch.manual_seed(train_config.seed)
     model = build_deepspeech2(feature_config.feature_dim, len(vocab), model_config)
     model_record = {"input_dim": feature_config.feature_dim, "num_classes": len(vocab), **_plain(model_config)}
+    if train_config.init_from:
+        _initialize_from(model, vocab, Path(train_config.init_from))
     resolved = _plain(job)
     trainer = SupervisedTrainer(
         train_config, vocab, feature_config, train_entries, valid_entries, model_record, resolved_config=resolved
@@ -145,6 +148,22 @@ def train_base_model(job: Any) -> Dict[str, Any]:
     return results
 
 
+def _initialize_from(model: torch.nn.Module, vocab: Vocabulary, path: Path) -> None:
+    """Load a base checkpoint's weights into a new base model of the same architecture and vocabulary.
+
+    Raises:
+        ConfigError: the checkpoint's weights or vocabulary do not fit the job's model (naming the file).
+    """
+    checkpoint = load_checkpoint(path)
+    if checkpoint.vocab != vocab:
+        raise ConfigError(f"train.init_from={path}: its vocabulary differs from this job's")
+    try:
+        model.load_state_dict(checkpoint.model_state_dict)
+    except RuntimeError as exc:
+        raise ConfigError(f"train.init_from={path}: its weights do not fit this job's model: {exc}") from exc
+    logger.info("initialized the base from %s", path)
+
+
 def train_adapter_model(job: Any) -> Dict[str, Any]:
     """Train one user's adapter on a frozen base checkpoint; returns (and writes) its figures.
 
@@ -156,6 +175,8 @@ def train_adapter_model(job: Any) -> Dict[str, Any]:
         user's test set when there is one, and training time.
     """
     config: AdapterTrainConfig = to_dataclass(job.train, AdapterTrainConfig)
+    if config.init_from:
+        raise ConfigError("train.init_from applies to base training; an adapter starts from train.base_model_path")
     data = to_dataclass(job.data, DataConfig)
     checkpoint = load_checkpoint(config.base_model_path)
     vocab, feature_config = checkpoint.vocab, checkpoint.feature_config

@@ -20,6 +20,7 @@ from kospeech.checkpoint import load_checkpoint, save_checkpoint
 from kospeech.data.dataset import build_dataloader
 from kospeech.data.features import FeatureConfig, FeatureExtractor, SpecAugment
 from kospeech.data.manifest import ManifestEntry
+from kospeech.data.silence_padding import SilencePadding
 from kospeech.decode import GreedyCTCDecoder
 from kospeech.device import resolve_device
 from kospeech.evaluation import EvaluationResult, evaluate, select_log_probs
@@ -211,6 +212,7 @@ class SupervisedTrainer:
         evaluation loaders are not sharded (rank 0 validates on everything).
         """
         spec_augment = SpecAugment() if (train and self.config.spec_augment) else None
+        padding = SilencePadding(self.feature_config.sample_rate) if (train and self.config.silence_padding) else None
         return build_dataloader(
             entries,
             self.feature_extractor,
@@ -219,6 +221,7 @@ class SupervisedTrainer:
             seed=self.config.seed,
             num_workers=self.config.num_workers if train else 0,
             spec_augment=spec_augment,
+            silence_padding=padding,
             num_replicas=self.dist.world_size if train else 1,
             rank=self.dist.rank if train else 0,
             pin_memory=train and self.device.type == "cuda",

@@ -21,9 +21,9 @@ Batches come from the same :class:`~kospeech.data.sampler.BucketBatchSampler` (s
 epoch) as the uncached loader, so they hold the same utterances in the same order and the adapter's dropout draws
 the same random numbers: the loss trajectory matches the uncached path within float rounding.
 
-The cache is valid only while the features of an utterance do not change between epochs: SpecAugment and dither
-draw new random values every epoch, so :func:`train_cache_blocker` rules caching out for the training set then
-(the held-out set, decoded without augmentation, can still be cached).
+The cache is valid only while the features of an utterance do not change between epochs: silence padding,
+SpecAugment and dither draw new random values every epoch, so :func:`train_cache_blocker` rules caching out for the
+training set then (the held-out set, decoded without augmentation, can still be cached).
 """
 
 from __future__ import annotations
@@ -46,6 +46,7 @@ from kospeech.data.sampler import BucketBatchSampler
 from kospeech.errors import TrunkCacheTooLargeError
 from kospeech.fileio import atomic_torch_save, safe_torch_load
 from kospeech.models import AdapterRouter, CachePoint, DeepSpeech2, registered_adapter
+from kospeech.trainer.configs import TrainConfig
 
 __all__ = [
     "RNN_OUTPUT",
@@ -119,13 +120,15 @@ def trunk_features(model: DeepSpeech2, inputs: Tensor, input_lengths: Tensor, po
     return model.run(inputs, input_lengths, to_layer=model.cache_layer(_check_point(point)))
 
 
-def train_cache_blocker(spec_augment: bool, feature_config: FeatureConfig) -> Optional[str]:
+def train_cache_blocker(train_config: TrainConfig, feature_config: FeatureConfig) -> Optional[str]:
     """Why the training features cannot be cached (``None`` when they can).
 
-    SpecAugment masks and dither are drawn anew for every (utterance, epoch): the frozen trunk then sees different
-    inputs every epoch, and a cache would train on the first epoch's draw forever.
+    Silence padding, SpecAugment masks and dither are drawn anew for every (utterance, epoch): the frozen trunk
+    then sees different inputs every epoch, and a cache would train on the first epoch's draw forever.
     """
-    if spec_augment:
+    if train_config.silence_padding:
+        return "silence padding draws new silences every epoch, before the trunk"
+    if train_config.spec_augment:
         return "SpecAugment draws new masks every epoch, before the trunk"
     if feature_config.dither > 0:
         return f"dither={feature_config.dither} adds new noise every epoch, before the trunk"

@@ -18,6 +18,7 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence, Union
 
 from kospeech.errors import UnknownCharacterError, VocabularyError
 from kospeech.fileio import atomic_write_text
+from kospeech.vocabs.hangul import compose_jamo
 
 __all__ = ["Vocabulary", "UnknownCharacterError", "VocabularyError", "SPECIAL_TOKENS", "OUTPUT_UNITS"]
 
@@ -194,7 +195,11 @@ class Vocabulary:
         return ids
 
     def decode(self, ids: Iterable[int]) -> str:
-        """Text of label ids; special tokens are skipped. Grapheme output is recomposed with NFC."""
+        """Text of label ids; special tokens are skipped.
+
+        Grapheme output is composed into well-formed syllables (:func:`~kospeech.vocabs.hangul.compose_jamo`): a
+        jamo sequence that is not onset-vowel-(coda) is repaired, never left as stray jamo.
+        """
         pieces = []
         for token_id in ids:
             token_id = int(token_id)
@@ -204,7 +209,7 @@ class Vocabulary:
                 raise ValueError(f"label id {token_id} out of range for a vocabulary of {len(self)} tokens")
             pieces.append(self.tokens[token_id])
         text = "".join(pieces)
-        return unicodedata.normalize("NFC", text) if self.unit == "grapheme" else text
+        return compose_jamo(text) if self.unit == "grapheme" else text
 
     def __len__(self) -> int:
         return len(self.tokens)

@@ -11,6 +11,7 @@ from omegaconf import OmegaConf
 
 from kospeech.data.audio import AudioError, load_audio
 from kospeech.data.features import FEATURE_TYPES, FeatureConfig, FeatureExtractor, SpecAugment
+from kospeech.errors import ConfigError
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs" / "audio"
 
@@ -183,3 +184,26 @@ def test_extractor_keeps_its_own_config_copy() -> None:
     config.num_mels = 40
     assert extractor.feature_dim == 80
     assert dataclasses.asdict(extractor.config)["num_mels"] == 80
+
+
+@pytest.mark.parametrize("feature_type", ["fbank", "mel", "spectrogram"])
+@pytest.mark.parametrize("padding", ["zeros", "noise"])
+def test_speech_normalization_ignores_leading_and_trailing_silence(feature_type: str, padding: str) -> None:
+    waveform = _speechlike(24000)
+    rng = np.random.default_rng(1)
+    quiet = (
+        np.zeros(16000, np.float32) if padding == "zeros" else (1e-4 * rng.standard_normal(16000)).astype(np.float32)
+    )
+    padded = np.concatenate([quiet, waveform, quiet[:8000]])
+    speech = FeatureExtractor(FeatureConfig(feature_type=feature_type, normalize="speech"))
+    utterance = FeatureExtractor(FeatureConfig(feature_type=feature_type, normalize="utterance"))
+    alone, inside = speech(waveform), speech(padded)[100 : 100 + speech(waveform).shape[0]]
+    assert (alone - inside).abs().mean() < 0.05
+    moved = (utterance(waveform) - utterance(padded)[100 : 100 + alone.shape[0]]).abs().mean()
+    assert moved > 0.5  # what the utterance mode does with the same padding
+    assert speech(padded).min() >= alone.min() - 0.5  # silent frames are floored, not far below speech
+
+
+def test_speech_normalization_needs_log_spectral_features() -> None:
+    with pytest.raises(ConfigError, match="normalize=speech"):
+        FeatureConfig(feature_type="mfcc", normalize="speech").validate()

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from kospeech.decode import CTCHypothesis, GreedyCTCDecoder, greedy_ctc_ids
+from kospeech.decode import CTCHypothesis, GreedyCTCDecoder, greedy_ctc_ids, token_spans
 from kospeech.vocabs import SPECIAL_TOKENS, Vocabulary
 
 BLANK = "-"
@@ -94,3 +94,20 @@ def test_nan_rows_get_nan_score_without_raising(vocab):
     assert hyps[1].text == "나가" and math.isfinite(hyps[1].score)
     padded = GreedyCTCDecoder(vocab)(log_probs, torch.tensor([1, 3]))[0]  # NaN only in a padded frame
     assert padded.text == "가" and math.isfinite(padded.score)
+
+
+def test_token_spans_cover_each_tokens_frames_and_its_posterior(vocab):
+    log_probs = peaked(vocab, "-가가--나-가")
+    (hypothesis,) = GreedyCTCDecoder(vocab)(log_probs[None], torch.tensor([8]))
+    spans = token_spans(log_probs, hypothesis.tokens, hypothesis.timesteps, 8)
+    assert [(span.start, span.end) for span in spans] == [(1, 3), (5, 6), (7, 8)]
+    expected = log_probs[1, vocab.encode("가")[0]].exp()
+    assert spans[0].probability == pytest.approx(float(expected), abs=1e-6)
+    assert token_spans(log_probs, [], [], 8) == []
+
+
+def test_token_spans_of_beam_search_starts_are_at_least_one_frame(vocab):
+    log_probs = peaked(vocab, "--가--")
+    spans = token_spans(log_probs, [vocab.encode("나")[0]], [2], 5)
+    assert (spans[0].start, spans[0].end) == (2, 3)
+    assert spans[0].probability < 0.1

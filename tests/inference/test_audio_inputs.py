@@ -48,8 +48,9 @@ def test_other_sample_rates_are_resampled(world, recognizer, tmp_path):
     from_array = recognizer.transcribe(sf.read(str(path), dtype="float32")[0], sample_rate=44100, user="bob")
     assert same(from_array, expected)
     assert from_array.duration == pytest.approx(0.8, abs=1e-4)
-    narrow = recognizer.transcribe(tone(0.8, seed=5, sample_rate=8000), sample_rate=8000)
-    assert narrow.num_frames == recognizer.transcribe(np.zeros(12800, np.float32), sample_rate=16000).num_frames
+    whole = Recognizer.from_checkpoint(world.checkpoint, detect_speech=False)
+    narrow = whole.transcribe(tone(0.8, seed=5, sample_rate=8000), sample_rate=8000)
+    assert narrow.num_frames == whole.transcribe(np.zeros(12800, np.float32), sample_rate=16000).num_frames
 
 
 def test_stereo_inputs_are_averaged_to_mono(world, recognizer, tmp_path):
@@ -84,7 +85,11 @@ def test_long_file_is_streamed_in_segments_with_offsets(world, tmp_path):
     samples = np.concatenate([tone(1.3, seed=7), np.zeros(1600, np.float32), tone(1.2, seed=8)])
     path = save_audio(tmp_path / "long.wav", samples, SAMPLE_RATE)
     recognizer = Recognizer.from_checkpoint(
-        world.checkpoint, adapter_dir=world.adapter_dir, chunk_seconds=1.0, split_search_seconds=0.4
+        world.checkpoint,
+        adapter_dir=world.adapter_dir,
+        chunk_seconds=1.0,
+        split_search_seconds=0.4,
+        detect_speech=False,
     )
     streamed = recognizer.transcribe(path, user="alice", return_timestamps=True)
     from_memory = recognizer.transcribe(sf.read(str(path), dtype="float32")[0], sample_rate=SAMPLE_RATE, user="alice")
@@ -149,12 +154,16 @@ def test_corrupt_input_in_a_list_stops_before_any_compute(world, recognizer, tmp
     assert calls == []
 
 
-def test_too_short_input_gives_an_empty_transcript_and_silence_does_not_crash(world, recognizer, caplog):
+def test_too_short_input_and_silence_give_empty_transcripts(world, recognizer, caplog):
     with caplog.at_level(logging.WARNING, logger="kospeech.inference"):
         short = recognizer.transcribe(np.full(100, 0.1, np.float32), sample_rate=SAMPLE_RATE, user="alice")
-    assert (short.text, short.tokens, short.num_segments, short.confidence) == ("", [], 0, 0.0)
-    assert "shorter than one feature window" in caplog.text
-    silence = recognizer.transcribe(np.zeros(SAMPLE_RATE, np.float32), sample_rate=SAMPLE_RATE, user="alice")
-    assert silence.num_segments == 1 and np.isfinite(silence.score) and 0.0 <= silence.confidence <= 1.0
+        assert (short.text, short.tokens, short.num_segments, short.confidence) == ("", [], 0, 0.0)
+        assert "shorter than one feature window" in caplog.text
+        silence = recognizer.transcribe(np.zeros(SAMPLE_RATE, np.float32), sample_rate=SAMPLE_RATE, user="alice")
+    assert (silence.text, silence.num_segments, silence.confidence, silence.segments) == ("", 0, 0.0, [])
+    assert "no speech found in 1.00 s" in caplog.text
+    whole = Recognizer.from_checkpoint(world.checkpoint, adapter_dir=world.adapter_dir, detect_speech=False)
+    decoded = whole.transcribe(np.zeros(SAMPLE_RATE, np.float32), sample_rate=SAMPLE_RATE, user="alice")
+    assert decoded.num_segments == 1 and np.isfinite(decoded.score) and 0.0 <= decoded.confidence <= 1.0
     both = recognizer.transcribe([np.zeros(50, np.float32), world.wavs[0]], sample_rate=SAMPLE_RATE)
     assert both[0].text == "" and same(both[1], recognizer.transcribe(world.wavs[0]))

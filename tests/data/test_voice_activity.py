@@ -1,0 +1,95 @@
+"""The energy-based voice activity detector: regions of speech in silence, noise floors, pauses and clicks."""
+
+import numpy as np
+import pytest
+
+from kospeech.data.voice_activity import VoiceActivityConfig, frame_levels, regions_from_levels, speech_regions
+from kospeech.errors import ConfigError
+
+RATE = 16000
+
+
+def burst(seconds: float, seed: int, level: float = 0.2) -> np.ndarray:
+    """Speech-like sound: a few tones under a fast syllabic envelope, never silent for long."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * RATE)) / RATE
+    tones = sum(np.sin(2 * np.pi * rng.uniform(150, 3000) * t) for _ in range(3))
+    envelope = 0.6 + 0.4 * np.sin(2 * np.pi * 4.0 * t)
+    return (level * tones * envelope / 3).astype(np.float32)
+
+
+def silence(seconds: float, level: float = 0.0, seed: int = 0) -> np.ndarray:
+    if level == 0.0:
+        return np.zeros(int(seconds * RATE), dtype=np.float32)
+    return (level * np.random.default_rng(seed).standard_normal(int(seconds * RATE))).astype(np.float32)
+
+
+def seconds(regions):
+    return [(round(start / RATE, 2), round(stop / RATE, 2)) for start, stop in regions]
+
+
+@pytest.mark.parametrize("floor", [0.0, 1e-4, 1e-3, 3e-3])
+def test_leading_and_trailing_silence_is_trimmed_to_the_padding(floor):
+    config = VoiceActivityConfig()
+    signal = np.concatenate([silence(1.0, floor, 1), burst(2.0, 0), silence(1.5, floor, 2)])
+    (region,) = speech_regions(signal, RATE, config)
+    assert region[0] / RATE == pytest.approx(1.0 - config.padding_seconds, abs=0.03)
+    assert region[1] / RATE == pytest.approx(3.0 + config.padding_seconds, abs=0.03)
+
+
+def test_pauses_split_regions_and_short_gaps_do_not():
+    signal = np.concatenate(
+        [burst(1.0, 0), silence(0.8), burst(1.0, 1), silence(0.1), burst(0.5, 2), silence(0.6, 1e-3), burst(0.7, 3)]
+    )
+    regions = seconds(speech_regions(signal, RATE, VoiceActivityConfig(padding_seconds=0.0)))
+    assert regions == [(0.0, 1.0), (1.8, 3.4), (4.0, 4.7)]
+
+
+def test_padding_never_crosses_the_middle_of_a_gap():
+    signal = np.concatenate([burst(1.0, 0), silence(0.4), burst(1.0, 1)])
+    first, second = speech_regions(signal, RATE, VoiceActivityConfig(padding_seconds=0.5))
+    assert first[1] <= second[0]
+    assert first[1] / RATE == pytest.approx(1.2, abs=0.02)
+
+
+def test_no_speech_in_silence_or_quiet_noise():
+    config = VoiceActivityConfig()
+    assert speech_regions(silence(2.0), RATE, config) == []
+    assert speech_regions(silence(2.0, 1e-3), RATE, config) == []
+
+
+def test_steady_sound_without_pauses_is_one_region():
+    noisy = burst(3.0, 0) + silence(3.0, 0.05)
+    assert speech_regions(noisy, RATE, VoiceActivityConfig()) == [(0, noisy.size)]
+
+
+def test_clicks_are_dropped():
+    signal = silence(3.0, 1e-4)
+    signal[RATE : RATE + 320] = 0.5  # a 20 ms click
+    signal = np.concatenate([signal, burst(1.0, 0)])
+    assert seconds(speech_regions(signal, RATE, VoiceActivityConfig(padding_seconds=0.0))) == [(3.0, 4.0)]
+
+
+def test_levels_do_not_depend_on_how_the_stream_is_split():
+    signal = np.concatenate([burst(1.3, 0), silence(0.77), burst(0.9, 1)])
+    whole = frame_levels([signal], RATE)
+    pieces = frame_levels(np.array_split(signal, [1, 333, 4097, 20000, 30001]), RATE)
+    np.testing.assert_allclose(pieces, whole, rtol=0, atol=1e-4)
+    assert whole.size == -(-signal.size // 160)
+    assert regions_from_levels(np.zeros(0, dtype=np.float32), VoiceActivityConfig()) == []
+
+
+def test_levels_are_in_dbfs():
+    t = np.arange(RATE) / RATE
+    sine = np.sin(2 * np.pi * 1000 * t).astype(np.float32)
+    assert np.median(frame_levels([sine], RATE)) == pytest.approx(-3.01, abs=0.05)
+    assert frame_levels([np.zeros(800, dtype=np.float32)], RATE).max() == pytest.approx(-120.0)
+
+
+@pytest.mark.parametrize(
+    "field, value",
+    [("threshold_ratio", 0.0), ("threshold_ratio", 1.0), ("floor_percentile", 99.0), ("padding_seconds", -0.1)],
+)
+def test_bad_settings_name_the_field(field, value):
+    with pytest.raises(ConfigError, match=field):
+        VoiceActivityConfig(**{field: value}).validate()

@@ -1,0 +1,170 @@
+"""Real recordings with the shipped base: silence around and between clips, long files, well-formed text, timings.
+
+The clips are four synthesized user utterances that the base decodes without an error alone
+(``tests/fixtures/recordings``). What a person records in a browser or on a phone has silence before and after and
+pauses in between; it must decode as the clips alone do.
+"""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from kospeech.cli.transcribe import main as transcribe_main
+from kospeech.data.audio import load_audio
+from kospeech.data.silence_padding import low_noise
+from kospeech.inference import Recognizer
+from kospeech.metrics import char_errors
+from kospeech.vocabs.hangul import is_conjoining_jamo
+
+ROOT = Path(__file__).resolve().parents[2]
+BASE = ROOT / "pretrained" / "ds2_synthetic.pt"
+CLIPS = ROOT / "tests" / "fixtures" / "recordings"
+REFERENCES = [
+    "상주로 가 주세요",
+    "점심에 미역국 먹을까",
+    "눈 때문에 반상회가 취소됐어",
+    "오전 일곱 시 오십 분에 깨워 줘",
+]
+RATE = 16000
+
+
+@pytest.fixture(scope="module")
+def recognizer() -> Recognizer:
+    return Recognizer.from_checkpoint(BASE)
+
+
+@pytest.fixture(scope="module")
+def clips():
+    return [load_audio(CLIPS / f"clip{index}.wav", RATE) for index in range(4)]
+
+
+@pytest.fixture(scope="module")
+def alone(recognizer, clips):
+    texts = [result.text for result in recognizer.transcribe(clips, sample_rate=RATE)]
+    assert [char_errors(reference, text)[0] for reference, text in zip(REFERENCES, texts)] == [0, 0, 0, 0]
+    return texts
+
+
+def quiet(seconds: float, kind: str, seed: int) -> np.ndarray:
+    count = int(seconds * RATE)
+    if kind == "zeros":
+        return np.zeros(count, dtype=np.float32)
+    return low_noise(count, -55.0, 0.5, np.random.default_rng(seed))
+
+
+def joined(clips, pause_seconds: float, kind: str = "noise") -> np.ndarray:
+    pieces = [quiet(0.7, kind, 0)]
+    for index, clip in enumerate(clips):
+        pieces += [clip, quiet(pause_seconds, kind, index + 1)]
+    return np.concatenate(pieces)
+
+
+def assert_close_to(hypotheses, expected, share: float) -> None:
+    """At most ``share`` of the expected characters differ (decoding silence-padded audio moves frames slightly)."""
+    errors = sum(char_errors(reference, hypothesis)[0] for reference, hypothesis in zip(expected, hypotheses))
+    total = sum(char_errors(reference, reference)[1] for reference in expected)
+    assert errors <= share * total, list(zip(expected, hypotheses))
+
+
+def assert_well_formed(result) -> None:
+    assert not any(is_conjoining_jamo(character) for character in result.text), result.text
+    for word in result.words or []:
+        assert not any(is_conjoining_jamo(character) for character in word.word)
+
+
+def assert_timings_ordered_and_inside(result) -> None:
+    assert result.words is not None and result.timestamps is not None
+    for items in (result.words, result.timestamps, result.segments):
+        starts = [item.start for item in items]
+        assert starts == sorted(starts)
+        for item in items:
+            assert 0.0 <= item.start < item.end <= result.duration + 1e-6
+    for word in result.words:
+        assert any(segment.start <= word.start and word.end <= segment.end + 1e-6 for segment in result.segments)
+    for before, after in zip(result.words, result.words[1:]):
+        assert before.end <= after.start + 1e-6
+    assert " ".join(word.word for word in result.words) == result.text
+
+
+@pytest.mark.parametrize("kind", ["zeros", "noise"])
+@pytest.mark.parametrize("seconds", [0.5, 2.0])
+def test_a_padded_clip_decodes_as_the_clip_alone(recognizer, clips, alone, kind, seconds):
+    padded = [np.concatenate([quiet(seconds, kind, 1), clip, quiet(seconds, kind, 2)]) for clip in clips]
+    results = recognizer.transcribe(padded, sample_rate=RATE, return_timestamps=True)
+    assert_close_to([result.text for result in results], alone, 0.05)
+    for result in results:
+        assert result.num_segments == 1
+        assert result.segments[0].start >= seconds - 0.3
+        assert_well_formed(result)
+        assert_timings_ordered_and_inside(result)
+
+
+def test_clips_joined_with_pauses_decode_one_by_one(recognizer, clips, alone):
+    result = recognizer.transcribe(joined(clips, 0.8), sample_rate=RATE, return_timestamps=True)
+    assert result.num_segments == 4
+    assert_close_to([segment.text for segment in result.segments], alone, 0.05)
+    assert result.text == " ".join(segment.text for segment in result.segments)
+    assert_timings_ordered_and_inside(result)
+    position = 0.7
+    for segment, clip in zip(result.segments, clips):  # each segment lies on its clip (its own silence trimmed)
+        duration = clip.size / RATE
+        assert position - 0.2 <= segment.start and segment.end <= position + duration + 0.2
+        assert segment.end - segment.start >= 0.7 * duration
+        position += duration + 0.8
+
+
+def test_a_long_file_is_streamed_and_decodes_as_in_memory(recognizer, clips, alone, tmp_path):
+    audio = joined(clips * 3, 1.2)
+    assert audio.size / RATE > recognizer.chunk_seconds
+    path = tmp_path / "long.wav"
+    sf.write(str(path), audio, RATE, subtype="FLOAT")
+    streamed = recognizer.transcribe(path, return_timestamps=True)
+    in_memory = recognizer.transcribe(audio, sample_rate=RATE)
+    assert streamed.text == in_memory.text
+    assert streamed.num_segments == 12
+    assert_close_to([segment.text for segment in streamed.segments], alone * 3, 0.08)
+    assert_timings_ordered_and_inside(streamed)
+
+
+def test_nothing_decoded_from_silence_and_no_stray_jamo_in_noise(recognizer):
+    silent = recognizer.transcribe(quiet(3.0, "noise", 4), sample_rate=RATE)
+    assert (silent.text, silent.num_segments) == ("", 0)
+    noise = (0.1 * np.random.default_rng(0).standard_normal(RATE * 3)).astype(np.float32)
+    for result in recognizer.transcribe([noise, noise[::-1].copy()], sample_rate=RATE, return_timestamps=True):
+        assert_well_formed(result)
+
+
+def test_confidence_is_higher_for_speech_than_for_loud_noise(recognizer, clips):
+    clean = recognizer.transcribe(clips, sample_rate=RATE)
+    rng = np.random.default_rng(0)
+    noise = [(0.05 * rng.standard_normal(clip.size)).astype(np.float32) for clip in clips]
+    garbage = recognizer.transcribe(noise, sample_rate=RATE)
+    assert all(result.text for result in garbage)  # the model does output something for it
+    assert min(result.confidence for result in clean) > max(result.confidence for result in garbage)
+
+
+def test_cli_writes_subtitles_and_jsonl_words(clips, tmp_path, capsys):
+    path = tmp_path / "meeting.wav"
+    sf.write(str(path), joined(clips, 1.5), RATE)
+    assert transcribe_main(["--checkpoint", str(BASE), "--format", "srt", str(path)]) == 0
+    srt = capsys.readouterr().out
+    blocks = [block.splitlines() for block in srt.strip().split("\n\n")]
+    assert len(blocks) >= 4 and [block[0] for block in blocks] == [str(n) for n in range(1, len(blocks) + 1)]
+    assert all(" --> " in block[1] and "," in block[1] for block in blocks)
+    assert (
+        transcribe_main(
+            ["--checkpoint", str(BASE), "--format", "vtt", "--output-dir", str(tmp_path / "subs"), str(path)]
+        )
+        == 0
+    )
+    assert (tmp_path / "subs" / "meeting.vtt").read_text(encoding="utf-8").startswith("WEBVTT\n")
+    capsys.readouterr()
+    assert transcribe_main(["--checkpoint", str(BASE), "--format", "jsonl", "--timestamps", str(path)]) == 0
+    record = json.loads(capsys.readouterr().out)
+    assert len(record["segments"]) == 4 and record["words"] and record["timestamps"]
+    assert {"word", "start", "end", "confidence"} <= set(record["words"][0])
+    assert transcribe_main(["--checkpoint", str(BASE), "--format", "srt", str(path), str(path)]) == 2
+    assert "--output-dir" in capsys.readouterr().err
