@@ -8,7 +8,11 @@ The detector is an energy gate with thresholds set per recording, in three steps
 
 1. Levels: the energy of every 10 ms frame in dB relative to full scale (a full-scale sine is -3 dBFS).
 2. Threshold: the recording's noise floor is a low percentile of its levels and its speech level a high one; a
-   frame is speech when it is louder than ``max(silence_dbfs, floor + threshold_ratio * (speech - floor))``. A
+   frame is speech when it is louder than ``max(silence_dbfs, floor + threshold_ratio * (speech - floor),
+   nearby - speech_range_db)``, ``nearby`` being the loudest level within ``speech_window_seconds`` of the frame
+   (the last term: a pause in a quiet room, well below the voice around it, is silence even when the recording's
+   quietest stretches are quieter still; measured against the voice nearby, not the loudest voice of the whole
+   recording, a quiet talker next to a loud one keeps their words). A
    recording whose speech level is below ``silence_dbfs`` holds no speech; one whose levels span less than
    ``min_dynamic_range_db`` has no detectable pauses and is one region.
 3. Regions: runs of speech frames closer than ``min_silence_seconds`` are merged, runs shorter than
@@ -25,6 +29,7 @@ from dataclasses import dataclass, field
 from typing import Iterable, List, Tuple
 
 import numpy as np
+from scipy.ndimage import percentile_filter
 
 from kospeech.errors import ConfigError
 
@@ -45,6 +50,13 @@ class VoiceActivityConfig:
     )
     threshold_ratio: float = field(
         default=0.3, metadata={"help": "speech threshold, as a fraction of the way from noise floor to speech level"}
+    )
+    speech_range_db: float = field(
+        default=25.0,
+        metadata={"help": "frames more than this many dB below the loudest frame around them are never speech"},
+    )
+    speech_window_seconds: float = field(
+        default=3.0, metadata={"help": "how far on each side of a frame its local speech level is measured"}
     )
     min_dynamic_range_db: float = field(
         default=10.0, metadata={"help": "speech level minus noise floor below which the whole input is speech"}
@@ -71,7 +83,14 @@ class VoiceActivityConfig:
                 "need 0 <= floor_percentile < speech_percentile <= 100, got "
                 f"{self.floor_percentile} and {self.speech_percentile}"
             )
-        for name in ("min_dynamic_range_db", "min_silence_seconds", "min_speech_seconds", "padding_seconds"):
+        for name in (
+            "min_dynamic_range_db",
+            "speech_range_db",
+            "speech_window_seconds",
+            "min_silence_seconds",
+            "min_speech_seconds",
+            "padding_seconds",
+        ):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
         return self
@@ -122,7 +141,11 @@ def regions_from_levels(levels: np.ndarray, config: VoiceActivityConfig) -> List
         return []
     if speech - floor < config.min_dynamic_range_db:
         return [(0, count)]
-    threshold = max(config.silence_dbfs, floor + config.threshold_ratio * (speech - floor))
+    window = 2 * int(round(config.speech_window_seconds / LEVEL_FRAME_SECONDS)) + 1
+    nearby = percentile_filter(levels, config.speech_percentile, size=window, mode="nearest")  # (F,) local speech level
+    threshold = np.maximum(
+        max(config.silence_dbfs, floor + config.threshold_ratio * (speech - floor)), nearby - config.speech_range_db
+    )
     voiced = np.concatenate([[False], levels > threshold, [False]])
     edges = np.flatnonzero(voiced[1:] != voiced[:-1])
     runs = [[int(start), int(end)] for start, end in zip(edges[::2], edges[1::2])]

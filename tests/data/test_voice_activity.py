@@ -93,3 +93,16 @@ def test_levels_are_in_dbfs():
 def test_bad_settings_name_the_field(field, value):
     with pytest.raises(ConfigError, match=field):
         VoiceActivityConfig(**{field: value}).validate()
+
+
+def test_a_pause_well_below_the_voice_around_it_splits_even_above_the_floor():
+    # the quietest stretches (-90 dBFS) are far below the pause (-48 dBFS): only the voice around the pause (the
+    # second talker 25 dB quieter than the first) shows that it is one
+    signal = np.concatenate(
+        [silence(1.0, 3e-5, 1), burst(1.5, 0), silence(0.6, 4e-3, 2), burst(1.5, 1, level=0.012), silence(3.0, 3e-5, 3)]
+    )
+    first, second = seconds(speech_regions(signal, RATE, VoiceActivityConfig(padding_seconds=0.0)))
+    assert first == (1.0, 2.5)
+    assert 2.9 <= second[0] <= 3.1 and second[1] >= 4.4
+    whole = speech_regions(signal, RATE, VoiceActivityConfig(padding_seconds=0.0, speech_range_db=200.0))
+    assert len(whole) == 1  # without the local term the pause is speech
