@@ -28,17 +28,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from _bench_utils import users_parser  # noqa: E402
 
-from kospeech.checkpoint import store_confidence_calibration  # noqa: E402
+from kospeech.checkpoint import load_checkpoint, store_confidence_calibration  # noqa: E402
 from kospeech.data.manifest import read_manifest  # noqa: E402
 from kospeech.fileio import atomic_write_text  # noqa: E402
 from kospeech.inference import ConfidenceCalibration, Recognizer, Transcription  # noqa: E402
-from kospeech.inference.confidence import (  # noqa: E402
-    PlattScaling,
-    auroc,
-    reliability_table,
-    utterance_confidence,
-    word_confidence,
-)
+from kospeech.inference.confidence import PlattScaling, auroc, reliability_table  # noqa: E402
 from kospeech.metrics import char_errors  # noqa: E402
 
 GOOD_CER = 0.10
@@ -64,7 +58,7 @@ class Scored:
 
     def add(self, reference: str, result: Transcription) -> None:
         errors, total = char_errors(reference, result.text)
-        self.utterance_raw.append(_utterance_raw(result))
+        self.utterance_raw.append(result.confidence)
         self.utterance_good.append(errors / max(total, 1) <= GOOD_CER)
         hypothesis_words = [word.word for word in result.words]
         right = [False] * len(hypothesis_words)
@@ -72,18 +66,8 @@ class Scored:
             if operation == "equal":
                 right[hyp_start:hyp_end] = [True] * (hyp_end - hyp_start)
         for word, is_right in zip(result.words, right):
-            self.word_raw.append(_word_raw(result, word.start, word.end))
+            self.word_raw.append(word.confidence)
             self.word_right.append(is_right)
-
-
-def _utterance_raw(result: Transcription) -> float:
-    return utterance_confidence([stamp.probability for stamp in result.timestamps if stamp.token != " "])
-
-
-def _word_raw(result: Transcription, start: float, end: float) -> float:
-    return word_confidence(
-        [stamp.probability for stamp in result.timestamps if stamp.token != " " and start <= stamp.start < end]
-    )
 
 
 def decode(recognizer: Recognizer, manifest: Path, user: Optional[str], limit: Optional[int], scored: Scored) -> None:
@@ -138,7 +122,11 @@ def main() -> None:
     args = parse_args()
     torch.set_num_threads(args.threads)
     limit = 40 if args.quick else None
-    recognizer = Recognizer.from_checkpoint(args.base, adapter_dir=args.adapter_dir)
+    checkpoint = load_checkpoint(args.base)
+    # without a calibration the recognizer reports the raw measures, whatever the checkpoint holds
+    recognizer = Recognizer(
+        checkpoint.build_model(), checkpoint.vocab, checkpoint.feature_config, adapter_dir=args.adapter_dir
+    )
     users = recognizer.available_users()
     if not users:
         raise SystemExit(f"no adapters in {args.adapter_dir}: run `make demo` first")

@@ -48,7 +48,7 @@ from kospeech.data.silence_padding import low_noise  # noqa: E402
 from kospeech.data.voice_activity import frame_levels  # noqa: E402
 from kospeech.fileio import atomic_write_text  # noqa: E402
 from kospeech.inference import Recognizer  # noqa: E402
-from kospeech.metrics import char_errors  # noqa: E402
+from kospeech.metrics import character_error_rate  # noqa: E402
 
 SAMPLE_RATE = 16000
 
@@ -81,9 +81,8 @@ class Quiet:
 
 
 def cer(pairs: List[Tuple[str, str]]) -> float:
-    errors = sum(char_errors(reference, hypothesis)[0] for reference, hypothesis in pairs)
-    total = sum(char_errors(reference, hypothesis)[1] for reference, hypothesis in pairs)
-    return errors / max(total, 1)
+    """Corpus CER of ``(reference, hypothesis)`` pairs."""
+    return character_error_rate([reference for reference, _ in pairs], [hypothesis for _, hypothesis in pairs])
 
 
 def joined_pieces(clips: List[np.ndarray], texts: List[str], quiet: Quiet, seconds: float):
@@ -139,16 +138,17 @@ def main() -> None:
         all_clips += clips
         all_texts += texts
         inputs: Dict[str, List[np.ndarray]] = {"clean": clips}
+        levels = [speech_level(clip) for clip in clips]
         for kind in ("zeros", "noise"):
             inputs[kind] = [
                 np.concatenate(
                     [
-                        quiet.stretch(float(quiet.rng.uniform(0.5, 2.0)), kind, speech_level(clip)),
+                        quiet.stretch(float(quiet.rng.uniform(0.5, 2.0)), kind, level),
                         clip,
-                        quiet.stretch(float(quiet.rng.uniform(0.5, 2.0)), kind, speech_level(clip)),
+                        quiet.stretch(float(quiet.rng.uniform(0.5, 2.0)), kind, level),
                     ]
                 )
-                for clip in clips
+                for clip, level in zip(clips, levels)
             ]
         joined = [joined_file(clips, texts, quiet, seconds) for seconds in joined_targets]
         for who, name in (("adapter", user), ("base", None)):

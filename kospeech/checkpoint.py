@@ -26,7 +26,7 @@ import datetime as _dt
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Optional, Union
+from typing import Any, Dict, Optional, Tuple, Union
 
 import torch
 from torch import nn
@@ -172,7 +172,11 @@ def load_checkpoint(path: Union[str, os.PathLike]) -> Checkpoint:
         CheckpointError: (a ValueError) not a readable weights-only file, not a kospeech checkpoint, a newer
             format, or malformed content (names the file and key).
     """
-    path = Path(path)
+    return _read_checkpoint(Path(path))[1]
+
+
+def _read_checkpoint(path: Path) -> Tuple[Dict[str, Any], Checkpoint]:
+    """The file's raw dict and the validated :class:`Checkpoint` built from it (see :func:`load_checkpoint`)."""
     raw = safe_torch_load(path, what="checkpoint")
     missing = [key for key in _REQUIRED_KEYS if key not in raw]
     if missing:
@@ -191,7 +195,7 @@ def load_checkpoint(path: Union[str, os.PathLike]) -> Checkpoint:
         feature_config = FeatureConfig.from_dict(raw["feature_config"])
     except (KeyError, TypeError, ValueError) as exc:
         raise CheckpointError(f"{path}: bad vocab or feature_config entry: {exc}") from exc
-    return Checkpoint(
+    checkpoint = Checkpoint(
         path=path,
         model_state_dict=state_dict,
         model_config=dict(raw["model_config"]),
@@ -204,6 +208,7 @@ def load_checkpoint(path: Union[str, os.PathLike]) -> Checkpoint:
         kospeech_version=str(raw.get("kospeech_version", "")),
         confidence_calibration=dict(raw.get("confidence_calibration") or {}),
     )
+    return raw, checkpoint
 
 
 def store_confidence_calibration(path: Union[str, os.PathLike], calibration: Dict[str, Any]) -> Path:
@@ -219,8 +224,7 @@ def store_confidence_calibration(path: Union[str, os.PathLike], calibration: Dic
     Raises:
         FileNotFoundError, CheckpointError: as :func:`load_checkpoint`.
     """
-    load_checkpoint(path)
-    raw = safe_torch_load(Path(path), what="checkpoint")
+    raw, _ = _read_checkpoint(Path(path))
     raw["confidence_calibration"] = dict(calibration)
     return atomic_torch_save(raw, path)
 

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from kospeech.data.audio import audio_duration, load_audio
+from kospeech.data.audio import audio_duration
 from kospeech.data.collate import SpeechBatch, collate_speech_batch
 from kospeech.data.features import FeatureExtractor, SpecAugment
 from kospeech.data.sampler import BucketBatchSampler, SampleKey
@@ -108,16 +108,14 @@ class SpeechDataset(Dataset):
         if not 0 <= index < len(self.entries):
             raise IndexError(f"index {index} out of range for a dataset of {len(self.entries)} utterances")
         entry = self.entries[index]
-        config = self.feature_extractor.config
         augmented = self.spec_augment is not None or self.silence_padding is not None
-        generator = self.item_generator(index, epoch) if augmented or config.dither > 0 else None
+        needs_randomness = augmented or self.feature_extractor.config.dither > 0
+        generator = self.item_generator(index, epoch) if needs_randomness else None
         if self.silence_padding is None:
             features = self.feature_extractor.from_file(entry.audio_path, generator=generator)
         else:
-            waveform = load_audio(
-                entry.audio_path, config.sample_rate, min_duration_s=config.win_length / config.sample_rate
-            )
-            features = self.feature_extractor(self.silence_padding(waveform, generator), generator=generator)
+            waveform = self.silence_padding(self.feature_extractor.load_waveform(entry.audio_path), generator)
+            features = self.feature_extractor(waveform, generator=generator)
         if self.spec_augment is not None:
             features = self.spec_augment(features, generator=generator)
         targets = torch.tensor(entry.label_ids, dtype=torch.int64)

@@ -333,9 +333,20 @@ class FeatureExtractor:
             FileNotFoundError: the file does not exist.
             AudioError: the file is unusable or shorter than one analysis window (the message names the file).
         """
+        return self(self.load_waveform(path), generator=generator)
+
+    def load_waveform(self, path: Union[str, Path]) -> np.ndarray:
+        """Load an audio file as the extractor takes it: resampled to ``config.sample_rate``, mono.
+
+        Returns:
+            (N,) float32 samples, at least one analysis window long.
+
+        Raises:
+            FileNotFoundError: the file does not exist.
+            AudioError: the file is unusable or shorter than one analysis window (the message names the file).
+        """
         cfg = self.config
-        waveform = load_audio(path, sample_rate=cfg.sample_rate, min_duration_s=cfg.win_length / cfg.sample_rate)
-        return self(waveform, generator=generator)
+        return load_audio(path, sample_rate=cfg.sample_rate, min_duration_s=cfg.win_length / cfg.sample_rate)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.config})"

@@ -17,6 +17,8 @@ import numpy as np
 import torch
 from scipy.signal import lfilter
 
+from kospeech.data.voice_activity import quietest_point
+
 __all__ = ["SilencePadding", "low_noise"]
 
 _PAUSE_SEARCH_FRAME_SECONDS = 0.01
@@ -139,9 +141,5 @@ class _SilenceSource:
 def _quiet_point(waveform: np.ndarray, sample_rate: int) -> int:
     """The centre of the quietest 10 ms frame in the middle 60 % of the waveform (most likely between words)."""
     frame = max(1, int(_PAUSE_SEARCH_FRAME_SECONDS * sample_rate))
-    start, stop = int(0.2 * waveform.size), int(0.8 * waveform.size)
-    count = (stop - start) // frame
-    if count < 1:
-        return waveform.size // 2
-    energies = np.square(waveform[start : start + count * frame].astype(np.float64)).reshape(count, frame).sum(axis=1)
-    return start + int(np.argmin(energies)) * frame + frame // 2
+    point = quietest_point(waveform, int(0.2 * waveform.size), int(0.8 * waveform.size), frame)
+    return waveform.size // 2 if point is None else point

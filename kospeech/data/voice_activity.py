@@ -9,8 +9,8 @@ The detector is an energy gate with thresholds set per recording, in three steps
 1. Levels: the energy of every 10 ms frame in dB relative to full scale (a full-scale sine is -3 dBFS).
 2. Threshold: the recording's noise floor is a low percentile of its levels and its speech level a high one; a
    frame is speech when it is louder than ``max(silence_dbfs, floor + threshold_ratio * (speech - floor),
-   nearby - speech_range_db)``, ``nearby`` being the loudest level within ``speech_window_seconds`` of the frame
-   (the last term: a pause in a quiet room, well below the voice around it, is silence even when the recording's
+   nearby - speech_range_db)``, ``nearby`` being the ``speech_percentile`` of the levels within
+   ``speech_window_seconds`` of the frame (the last term: a pause in a quiet room, well below the voice around it, is silence even when the recording's
    quietest stretches are quieter still; measured against the voice nearby, not the loudest voice of the whole
    recording, a quiet talker next to a loud one keeps their words). A
    recording whose speech level is below ``silence_dbfs`` holds no speech; one whose levels span less than
@@ -26,14 +26,14 @@ white noise at -60 dBFS, a quiet room, as speech, so it cannot trim the silences
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Iterable, List, Tuple
+from typing import Iterable, Iterator, List, Optional, Tuple
 
 import numpy as np
 from scipy.ndimage import percentile_filter
 
 from kospeech.errors import ConfigError
 
-__all__ = ["VoiceActivityConfig", "frame_levels", "regions_from_levels", "speech_regions"]
+__all__ = ["VoiceActivityConfig", "frame_levels", "quietest_point", "regions_from_levels", "speech_regions"]
 
 LEVEL_FRAME_SECONDS = 0.01
 """Length of the frames whose energies the detector compares."""
@@ -53,7 +53,7 @@ class VoiceActivityConfig:
     )
     speech_range_db: float = field(
         default=25.0,
-        metadata={"help": "frames more than this many dB below the loudest frame around them are never speech"},
+        metadata={"help": "frames more than this many dB below the speech level around them are never speech"},
     )
     speech_window_seconds: float = field(
         default=3.0, metadata={"help": "how far on each side of a frame its local speech level is measured"}
@@ -106,7 +106,7 @@ def frame_levels(blocks: Iterable[np.ndarray], sample_rate: int) -> np.ndarray:
     Returns:
         (F,) float32 levels, one per whole frame (a last partial frame counts as a frame).
     """
-    frame = max(1, int(round(LEVEL_FRAME_SECONDS * sample_rate)))
+    frame = _level_frame(sample_rate)
     levels: List[np.ndarray] = []
     carry = np.zeros(0, dtype=np.float64)
     for block in blocks:
@@ -169,17 +169,46 @@ def regions_from_levels(levels: np.ndarray, config: VoiceActivityConfig) -> List
     return regions
 
 
-def speech_regions(waveform: np.ndarray, sample_rate: int, config: VoiceActivityConfig) -> List[Tuple[int, int]]:
-    """Speech regions of a waveform in memory, in samples.
+def speech_regions(
+    blocks: Iterable[np.ndarray], sample_rate: int, config: VoiceActivityConfig
+) -> List[Tuple[int, int]]:
+    """Speech regions of a stream, in samples (one pass over its blocks to measure the levels).
 
     Args:
-        waveform: (N,) float mono samples in [-1, 1].
-        sample_rate: Hz of ``waveform``.
+        blocks: consecutive (n,) float mono pieces of one stream in [-1, 1] (``[waveform]`` for one in memory).
+        sample_rate: Hz of the blocks.
         config: detector settings.
 
     Returns:
-        Sorted, disjoint ``(start, stop)`` sample ranges (stop exclusive, at most N); empty when no one speaks.
+        Sorted, disjoint ``(start, stop)`` sample ranges (stop exclusive, at most the stream's length); empty when no
+        one speaks.
     """
-    frame = max(1, int(round(LEVEL_FRAME_SECONDS * sample_rate)))
-    levels = frame_levels([waveform], sample_rate)
-    return [(first * frame, min(waveform.size, last * frame)) for first, last in regions_from_levels(levels, config)]
+    total = 0
+
+    def counted() -> Iterator[np.ndarray]:
+        nonlocal total
+        for block in blocks:
+            total += len(block)
+            yield block
+
+    levels = frame_levels(counted(), sample_rate)
+    frame = _level_frame(sample_rate)
+    return [(first * frame, min(total, last * frame)) for first, last in regions_from_levels(levels, config)]
+
+
+def quietest_point(waveform: np.ndarray, start: int, stop: int, frame: int) -> Optional[int]:
+    """The centre of the lowest-energy ``frame``-sample frame in ``waveform[start:stop]``.
+
+    Returns:
+        A sample index, or ``None`` when the range holds no whole frame.
+    """
+    count = (stop - start) // frame
+    if count < 1:
+        return None
+    frames = waveform[start : start + count * frame].astype(np.float64).reshape(count, frame)
+    return start + int(np.argmin(np.square(frames).sum(axis=1))) * frame + frame // 2
+
+
+def _level_frame(sample_rate: int) -> int:
+    """Samples per level frame (10 ms) at ``sample_rate``."""
+    return max(1, int(round(LEVEL_FRAME_SECONDS * sample_rate)))

@@ -15,12 +15,12 @@ Documented behaviour:
 
 from __future__ import annotations
 
-from typing import Callable, Iterable, Iterator, List, Optional, Sequence, Tuple
+from typing import Iterable, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
 from kospeech.data.audio import iter_audio_chunks
-from kospeech.data.voice_activity import LEVEL_FRAME_SECONDS, VoiceActivityConfig, frame_levels, regions_from_levels
+from kospeech.data.voice_activity import VoiceActivityConfig, quietest_point, speech_regions
 from kospeech.inference.audio_inputs import AudioItem
 
 __all__ = ["item_segments", "segments"]
@@ -31,12 +31,9 @@ _WHOLE_INPUT = [(0, np.iinfo(np.int64).max)]
 
 
 def _quietest_cut(waveform: np.ndarray, start: int, stop: int, frame: int) -> int:
-    """Sample index in ``[start, stop)`` at the centre of the lowest-energy ``frame``-sample frame."""
-    count = (stop - start) // frame
-    if count < 1:
-        return stop
-    frames = waveform[start : start + count * frame].reshape(count, frame).astype(np.float64)
-    return start + int(np.argmin(np.square(frames).sum(axis=1))) * frame + frame // 2
+    """Sample index in ``[start, stop)`` at the centre of the lowest-energy ``frame``-sample frame (``stop`` if none)."""
+    point = quietest_point(waveform, start, stop, frame)
+    return stop if point is None else point
 
 
 class _RegionCutter:
@@ -140,14 +137,5 @@ def item_segments(
         def blocks() -> Iterable[np.ndarray]:
             return iter_audio_chunks(path, chunk_seconds=_STREAM_BLOCK_SECONDS)
 
-    regions = None if voice_activity is None else _speech_regions(blocks, item.sample_rate, voice_activity)
+    regions = None if voice_activity is None else speech_regions(blocks(), item.sample_rate, voice_activity)
     return segments(blocks(), item.sample_rate, max_seconds, search_seconds, regions)
-
-
-def _speech_regions(
-    blocks: Callable[[], Iterable[np.ndarray]], sample_rate: int, config: VoiceActivityConfig
-) -> List[Tuple[int, int]]:
-    """Speech regions of a stream in samples (one pass over its blocks to measure the levels)."""
-    frame = max(1, int(round(LEVEL_FRAME_SECONDS * sample_rate)))
-    levels = frame_levels(blocks(), sample_rate)
-    return [(first * frame, last * frame) for first, last in regions_from_levels(levels, config)]

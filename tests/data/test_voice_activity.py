@@ -32,7 +32,7 @@ def seconds(regions):
 def test_leading_and_trailing_silence_is_trimmed_to_the_padding(floor):
     config = VoiceActivityConfig()
     signal = np.concatenate([silence(1.0, floor, 1), burst(2.0, 0), silence(1.5, floor, 2)])
-    (region,) = speech_regions(signal, RATE, config)
+    (region,) = speech_regions([signal], RATE, config)
     assert region[0] / RATE == pytest.approx(1.0 - config.padding_seconds, abs=0.03)
     assert region[1] / RATE == pytest.approx(3.0 + config.padding_seconds, abs=0.03)
 
@@ -41,33 +41,33 @@ def test_pauses_split_regions_and_short_gaps_do_not():
     signal = np.concatenate(
         [burst(1.0, 0), silence(0.8), burst(1.0, 1), silence(0.1), burst(0.5, 2), silence(0.6, 1e-3), burst(0.7, 3)]
     )
-    regions = seconds(speech_regions(signal, RATE, VoiceActivityConfig(padding_seconds=0.0)))
+    regions = seconds(speech_regions([signal], RATE, VoiceActivityConfig(padding_seconds=0.0)))
     assert regions == [(0.0, 1.0), (1.8, 3.4), (4.0, 4.7)]
 
 
 def test_padding_never_crosses_the_middle_of_a_gap():
     signal = np.concatenate([burst(1.0, 0), silence(0.4), burst(1.0, 1)])
-    first, second = speech_regions(signal, RATE, VoiceActivityConfig(padding_seconds=0.5))
+    first, second = speech_regions([signal], RATE, VoiceActivityConfig(padding_seconds=0.5))
     assert first[1] <= second[0]
     assert first[1] / RATE == pytest.approx(1.2, abs=0.02)
 
 
 def test_no_speech_in_silence_or_quiet_noise():
     config = VoiceActivityConfig()
-    assert speech_regions(silence(2.0), RATE, config) == []
-    assert speech_regions(silence(2.0, 1e-3), RATE, config) == []
+    assert speech_regions([silence(2.0)], RATE, config) == []
+    assert speech_regions([silence(2.0, 1e-3)], RATE, config) == []
 
 
 def test_steady_sound_without_pauses_is_one_region():
     noisy = burst(3.0, 0) + silence(3.0, 0.05)
-    assert speech_regions(noisy, RATE, VoiceActivityConfig()) == [(0, noisy.size)]
+    assert speech_regions([noisy], RATE, VoiceActivityConfig()) == [(0, noisy.size)]
 
 
 def test_clicks_are_dropped():
     signal = silence(3.0, 1e-4)
     signal[RATE : RATE + 320] = 0.5  # a 20 ms click
     signal = np.concatenate([signal, burst(1.0, 0)])
-    assert seconds(speech_regions(signal, RATE, VoiceActivityConfig(padding_seconds=0.0))) == [(3.0, 4.0)]
+    assert seconds(speech_regions([signal], RATE, VoiceActivityConfig(padding_seconds=0.0))) == [(3.0, 4.0)]
 
 
 def test_levels_do_not_depend_on_how_the_stream_is_split():
@@ -75,6 +75,9 @@ def test_levels_do_not_depend_on_how_the_stream_is_split():
     whole = frame_levels([signal], RATE)
     pieces = frame_levels(np.array_split(signal, [1, 333, 4097, 20000, 30001]), RATE)
     np.testing.assert_allclose(pieces, whole, rtol=0, atol=1e-4)
+    splits = [1, 333, 4097, 20000, 30001]
+    config = VoiceActivityConfig()
+    assert speech_regions(np.array_split(signal, splits), RATE, config) == speech_regions([signal], RATE, config)
     assert whole.size == -(-signal.size // 160)
     assert regions_from_levels(np.zeros(0, dtype=np.float32), VoiceActivityConfig()) == []
 
@@ -101,8 +104,8 @@ def test_a_pause_well_below_the_voice_around_it_splits_even_above_the_floor():
     signal = np.concatenate(
         [silence(1.0, 3e-5, 1), burst(1.5, 0), silence(0.6, 4e-3, 2), burst(1.5, 1, level=0.012), silence(3.0, 3e-5, 3)]
     )
-    first, second = seconds(speech_regions(signal, RATE, VoiceActivityConfig(padding_seconds=0.0)))
+    first, second = seconds(speech_regions([signal], RATE, VoiceActivityConfig(padding_seconds=0.0)))
     assert first == (1.0, 2.5)
     assert 2.9 <= second[0] <= 3.1 and second[1] >= 4.4
-    whole = speech_regions(signal, RATE, VoiceActivityConfig(padding_seconds=0.0, speech_range_db=200.0))
+    whole = speech_regions([signal], RATE, VoiceActivityConfig(padding_seconds=0.0, speech_range_db=200.0))
     assert len(whole) == 1  # without the local term the pause is speech
