@@ -19,7 +19,7 @@ The detector is an energy gate with thresholds set per recording, in three steps
    ``min_speech_seconds`` (clicks) dropped, and each region is widened by ``padding_seconds`` on both sides (never
    past the middle of the gap to its neighbour), so word onsets and releases are kept.
 
-``webrtcvad`` (the well-kept GMM detector) was measured and does not fit: at its default aggressiveness it labels
+``webrtcvad`` (the well-kept GMM detector) was measured and does not fit: at every aggressiveness (0 to 3) it labels
 white noise at -60 dBFS, a quiet room, as speech, so it cannot trim the silences this module exists for.
 """
 
