@@ -1,7 +1,7 @@
 """SPEC section 1's import direction, checked statically on every module of ``kospeech/``.
 
 ``bin/`` -> ``trainer/``, ``inference`` -> ``models/``, ``data/``, ``decode/`` -> ``vocabs/``: a layer may import the
-layers below it and the leaf helpers (``errors``, ``fileio``, ``device``, ``metrics``, the package root), never a
+layers below it and the leaf helpers (``errors``, ``fileio``, ``text_files``, ``device``, ``metrics``, the package root), never a
 layer above or beside it. Spelled out by SPEC: ``models/`` never imports ``trainer/`` or ``data/``, ``data/`` never
 imports ``models/``, ``inference`` never imports ``trainer/``, nothing under ``kospeech/`` imports ``bin/``.
 
@@ -25,7 +25,7 @@ PACKAGE = REPO / "kospeech"
 BIN = REPO / "bin"
 
 ROOT = "kospeech"  # the package root; it holds only __version__ and is kept a leaf by the "package root" rule
-LEAVES = ("kospeech.errors", "kospeech.fileio", "kospeech.device", "kospeech.metrics")
+LEAVES = ("kospeech.errors", "kospeech.fileio", "kospeech.text_files", "kospeech.device", "kospeech.metrics")
 UPPER = ("kospeech.trainer", "kospeech.inference", "kospeech.cli", "kospeech.service", "kospeech.demo")
 # Named by SPEC (section 7) but not written yet: a rule may forbid them before they exist.
 PLANNED = ("kospeech.service",)
@@ -66,7 +66,7 @@ RULES = [
     Rule(
         "vocabs",
         ("vocabs",),
-        allowed=("kospeech.vocabs", ROOT, "kospeech.errors", "kospeech.fileio"),
+        allowed=("kospeech.vocabs", ROOT, "kospeech.errors", "kospeech.fileio", "kospeech.text_files"),
         why="SPEC chain: vocabs/ is the bottom layer; only the error and file helpers are below it",
     ),
     Rule(

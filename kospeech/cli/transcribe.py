@@ -5,7 +5,8 @@
     python bin/inference.py --checkpoint base.pt --adapter-dir adapters --user-map users.tsv --format jsonl clips/
     python bin/inference.py --checkpoint base.pt --format srt --output-dir subtitles/ recordings/
 
-Prints one line per file on stdout: ``PATH<TAB>TEXT`` (``--format text``) or a JSON object (``--format jsonl``,
+Prints one line per file on stdout: ``PATH<TAB>TEXT`` (``--format text``; a backslash, tab, CR or LF in a path is
+written as ``\\\\``, ``\\t``, ``\\r``, ``\\n``) or a JSON object (``--format jsonl``,
 with ``--timestamps`` its words' and tokens' start and end times). ``--format srt`` / ``vtt`` writes subtitles:
 to stdout for a single file, or one ``<name>.srt`` / ``.vtt`` per input file into ``--output-dir``. A file that
 cannot be read is reported on stderr (and, with jsonl, as an ``{"path", "error"}`` line) and the exit status is 1;
@@ -19,6 +20,7 @@ import sys
 from pathlib import Path
 from typing import Dict, List, Optional
 
+from kospeech.decode import check_beam_size
 from kospeech.fileio import atomic_write_text
 from kospeech.inference import (
     AUDIO_EXTENSIONS,
@@ -30,6 +32,7 @@ from kospeech.inference import (
     to_srt,
     to_vtt,
     transcribe_files,
+    users_for_files,
 )
 from kospeech.models import AdapterCompatibilityError
 
@@ -87,8 +90,13 @@ def main(argv: Optional[List[str]] = None) -> int:
         format="%(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    if args.beam_size < 1 or args.batch_size < 1 or args.cache_size < 1:
-        print("error: --beam-size, --batch-size and --cache-size must be >= 1", file=sys.stderr)
+    if args.batch_size < 1 or args.cache_size < 1:
+        print("error: --batch-size and --cache-size must be >= 1", file=sys.stderr)
+        return 2
+    try:
+        check_beam_size(args.beam_size)
+    except ValueError as exc:
+        print(f"error: --beam-size: {exc}", file=sys.stderr)
         return 2
     if args.timestamps and args.format != "jsonl":
         print("error: --timestamps needs --format jsonl", file=sys.stderr)
@@ -96,6 +104,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     subtitles = args.format in SUBTITLE_WRITERS
     if args.output_dir is not None and not subtitles:
         print("error: --output-dir is for --format srt or vtt", file=sys.stderr)
+        return 2
+    if args.user_map is not None and args.adapter_dir is None:
+        print("error: --user-map names users' adapters; it needs --adapter-dir", file=sys.stderr)
         return 2
     extensions = tuple(f".{ext.strip().lstrip('.').lower()}" for ext in args.extensions.split(",") if ext.strip())
     try:
@@ -114,7 +125,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         if not files:
             raise FileNotFoundError(f"no audio files ({', '.join(extensions)}) found in {args.inputs}")
         targets = _subtitle_targets(files, args.format, args.output_dir) if subtitles else {}
-        users = [user_map.get(path.resolve(), args.user) for path in files]
+        users = users_for_files(files, user_map, args.user)
         recognizer.resolve_users(users)
     except (FileNotFoundError, ValueError, UnknownUserError, AdapterCompatibilityError) as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -132,11 +143,20 @@ def main(argv: Optional[List[str]] = None) -> int:
         elif subtitles:
             _write_subtitles(result, args.format, targets.get(path))
         else:
-            print(f"{path}\t{result.text}")
+            print(f"{escape_field(str(path))}\t{result.text}")
         sys.stdout.flush()
     if failed:
         print(f"{failed} of {len(files)} files failed", file=sys.stderr)
     return 1 if failed else 0
+
+
+_FIELD_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\r": "\\r", "\n": "\\n"})
+
+
+def escape_field(text: str) -> str:
+    """``text`` with backslash, tab, CR and LF escaped (``\\\\``, ``\\t``, ``\\r``, ``\\n``), so a file name holding
+    them cannot break the ``PATH<TAB>TEXT`` lines of ``--format text``."""
+    return text.translate(_FIELD_ESCAPES)
 
 
 def _subtitle_targets(files: List[Path], format_name: str, output_dir: Optional[str]) -> Dict[Path, Path]:

@@ -17,14 +17,18 @@ from typing import Any, Dict, Iterator, NamedTuple, Optional, Union
 
 import numpy as np
 import soundfile as sf
+import soxr
 import torch
-import torchaudio.functional as AF
 
+from kospeech.data.audio_headers import check_container, container_name
 from kospeech.errors import AudioError, InputError
 from kospeech.fileio import atomic_write
 
 __all__ = [
     "AudioError",
+    "MAX_SAMPLE_RATE",
+    "MIN_SAMPLE_RATE",
+    "pcm_to_float",
     "check_sample_rate",
     "AudioInfo",
     "DEFAULT_SAMPLE_RATE",
@@ -47,26 +51,39 @@ DEFAULT_SAMPLE_RATE = 16000
 PCM_SAMPLE_RATE = 16000
 """Sample rate of header-less KsponSpeech ``.pcm`` files (16-bit little-endian mono)."""
 
+MIN_SAMPLE_RATE = 4000
+"""Lowest sample rate read or produced (below telephone band, speech is not intelligible)."""
+
+MAX_SAMPLE_RATE = 384000
+"""Highest sample rate read or produced (the highest rate audio interfaces record at)."""
+
 _PCM_SUFFIX = ".pcm"
-_WAV_UNKNOWN_SIZES = (0, 0xFFFFFFFF)  # data-chunk sizes written by streaming encoders that did not know the length
+_DECODE_SHORTFALL_TOLERANCE = 0.02
 
 
 def check_sample_rate(sample_rate: Any, where: Optional[str] = None) -> int:
-    """The one check of a sample rate given by a caller (a file's own rate is read from its header).
+    """The one check of a sample rate, given by a caller or read from a file's header.
 
     Args:
-        sample_rate: the value to check: a positive int (numpy integers included), in Hz.
+        sample_rate: the value to check: an int (numpy integers included) in Hz, from :data:`MIN_SAMPLE_RATE` to
+            :data:`MAX_SAMPLE_RATE`.
         where: what the rate belongs to (a file, an input), named in the error.
 
     Returns:
         ``sample_rate`` as a Python int.
 
     Raises:
-        InputError: not a positive integer.
+        InputError: not an integer, or outside the plausible range (a header claiming 1 Hz would turn a 40 KB file
+            into hours of audio; 96001 Hz would make an exact resampler build a kernel of gigabytes).
     """
+    prefix = f"{where}: " if where else ""
     if isinstance(sample_rate, bool) or not isinstance(sample_rate, (int, np.integer)) or sample_rate <= 0:
-        prefix = f"{where}: " if where else ""
         raise InputError(f"{prefix}sample_rate must be a positive int (Hz), got {sample_rate!r}")
+    if not MIN_SAMPLE_RATE <= sample_rate <= MAX_SAMPLE_RATE:
+        raise AudioError(
+            f"{prefix}implausible sample rate {int(sample_rate)} Hz; audio is read at {MIN_SAMPLE_RATE} to "
+            f"{MAX_SAMPLE_RATE} Hz"
+        )
     return int(sample_rate)
 
 
@@ -87,8 +104,16 @@ class AudioInfo(NamedTuple):
 
 
 def _open_kwargs(path: Path) -> Dict[str, Any]:
-    """Extra ``soundfile`` arguments for ``path``: the raw layout for KsponSpeech ``.pcm`` files, none otherwise."""
+    """Extra ``soundfile`` arguments for ``path``: the raw layout for KsponSpeech ``.pcm`` files, none otherwise.
+
+    A ``.pcm`` file that starts with a container's magic bytes (a WAV saved under a ``.pcm`` name) is read with its
+    own header instead: decoding its header as samples would add a click and, for other layouts, noise.
+    """
     if path.suffix.lower() == _PCM_SUFFIX:
+        container = container_name(path)
+        if container is not None:
+            logger.warning("%s: named .pcm but holds a %s header; reading it with its header", path, container)
+            return {}
         return {
             "format": "RAW",
             "samplerate": PCM_SAMPLE_RATE,
@@ -106,31 +131,17 @@ def _existing_file(path: PathLike) -> Path:
     return path
 
 
-def _check_wav_not_truncated(path: Path) -> None:
-    """Raise if a RIFF/WAVE file declares more audio data than it holds.
+def _check_decoded_length(path: Path, decoded: int, declared: int) -> None:
+    """Refuse a decode that stopped short of the length the file's header declares (e.g. an MP3's Xing frame count).
 
-    libsndfile quietly returns the samples that are present when a WAV file was cut short, so a copy interrupted half
-    way would otherwise train on half an utterance. Files from streaming encoders (declared size 0 or 0xFFFFFFFF) and
-    non-RIFF files are not checked here.
+    Decoders may differ from the declared count by an encoder delay or a final partial frame; more than
+    :data:`_DECODE_SHORTFALL_TOLERANCE` of the audio missing is a truncated file.
     """
-    with open(path, "rb") as handle:
-        header = handle.read(12)
-        if len(header) < 12 or header[:4] != b"RIFF" or header[8:12] != b"WAVE":
-            return
-        file_size = os.fstat(handle.fileno()).st_size
-        position = 12
-        while position + 8 <= file_size:
-            handle.seek(position)
-            chunk_id, chunk_size = struct.unpack("<4sI", handle.read(8))
-            if chunk_id == b"data":
-                available = file_size - position - 8
-                if chunk_size not in _WAV_UNKNOWN_SIZES and chunk_size > available:
-                    raise AudioError(
-                        f"{path}: truncated WAV file: its header declares {chunk_size} bytes of audio data "
-                        f"but only {available} are present"
-                    )
-                return
-            position += 8 + chunk_size + (chunk_size & 1)
+    if declared > 0 and decoded < declared * (1.0 - _DECODE_SHORTFALL_TOLERANCE):
+        raise AudioError(
+            f"{path}: truncated file: its header declares {declared} samples per channel but only {decoded} "
+            f"could be decoded ({decoded / declared:.0%})"
+        )
 
 
 def audio_info(path: PathLike) -> AudioInfo:
@@ -144,15 +155,17 @@ def audio_info(path: PathLike) -> AudioInfo:
 
     Raises:
         FileNotFoundError: the file does not exist.
-        AudioError: the file is not readable audio, or a WAV file holds less audio data than its header declares.
+        AudioError: the file is not readable audio, holds less audio data than its header declares or
+            inconsistent header fields (:mod:`kospeech.data.audio_headers`), or has an implausible sample rate.
     """
     path = _existing_file(path)
-    _check_wav_not_truncated(path)
+    check_container(path)
     try:
         with sf.SoundFile(str(path), **_open_kwargs(path)) as handle:
             sample_rate, num_frames, channels = int(handle.samplerate), int(handle.frames), int(handle.channels)
     except sf.SoundFileError as exc:
         raise AudioError(f"{path}: not a readable audio file ({exc})") from exc
+    check_sample_rate(sample_rate, str(path))
     return AudioInfo(sample_rate, num_frames, channels, num_frames / sample_rate)
 
 
@@ -173,21 +186,28 @@ def audio_duration(path: PathLike) -> float:
 
 
 def resample(waveform: np.ndarray, orig_sample_rate: int, new_sample_rate: int) -> np.ndarray:
-    """Resample a mono waveform with band-limited sinc interpolation (deterministic).
+    """Resample a mono waveform with the SoX polyphase resampler (``soxr``, high quality, deterministic).
+
+    Time and memory grow with the number of samples only, whatever the two rates are: an exact rational resampler
+    builds a kernel from the rates' greatest common divisor, which for 16001 -> 16000 Hz is 16000 phases long.
 
     Args:
         waveform: (N,) float32 samples.
-        orig_sample_rate: the waveform's sample rate.
-        new_sample_rate: the wanted sample rate.
+        orig_sample_rate: the waveform's sample rate, :data:`MIN_SAMPLE_RATE` to :data:`MAX_SAMPLE_RATE`.
+        new_sample_rate: the wanted sample rate, in the same range.
 
     Returns:
-        (N',) float32 samples, ``N' = ceil(N * new_sample_rate / orig_sample_rate)``.
+        (N',) float32 samples, ``N' = round(N * new_sample_rate / orig_sample_rate)``.
+
+    Raises:
+        AudioError: a rate outside the plausible range.
     """
+    orig_sample_rate = check_sample_rate(orig_sample_rate, "resample")
+    new_sample_rate = check_sample_rate(new_sample_rate, "resample")
     if orig_sample_rate == new_sample_rate:
         return waveform
-    with torch.no_grad():
-        resampled = AF.resample(torch.from_numpy(np.ascontiguousarray(waveform)), orig_sample_rate, new_sample_rate)
-    return resampled.numpy().astype(np.float32, copy=False)
+    resampled = soxr.resample(np.ascontiguousarray(waveform, dtype=np.float32), orig_sample_rate, new_sample_rate, quality="HQ")
+    return np.asarray(resampled, dtype=np.float32)
 
 
 def load_audio(path: PathLike, sample_rate: int = DEFAULT_SAMPLE_RATE, min_duration_s: float = 0.0) -> np.ndarray:
@@ -206,19 +226,20 @@ def load_audio(path: PathLike, sample_rate: int = DEFAULT_SAMPLE_RATE, min_durat
 
     Raises:
         FileNotFoundError: the file does not exist.
-        AudioError: the file is unreadable, corrupt, truncated, has no samples, holds NaN/Inf samples or is shorter
-            than ``min_duration_s``.
+        AudioError: the file is unreadable, corrupt, truncated (its header or its decoded length says so), has an
+            implausible sample rate, has no samples, holds NaN/Inf samples or is shorter than ``min_duration_s``.
         ValueError: ``sample_rate`` is not a positive integer or ``min_duration_s`` is negative.
     """
     sample_rate = check_sample_rate(sample_rate)
     if min_duration_s < 0:
         raise ValueError(f"min_duration_s must be >= 0, got {min_duration_s!r}")
-    path = _existing_file(path)
-    _check_wav_not_truncated(path)
+    info = audio_info(path)
+    path = Path(path)
     try:
         data, file_sample_rate = sf.read(str(path), dtype="float32", always_2d=True, **_open_kwargs(path))
     except sf.SoundFileError as exc:
         raise AudioError(f"{path}: not a readable audio file ({exc})") from exc
+    _check_decoded_length(path, data.shape[0], info.num_frames)
     if data.shape[0] == 0:
         raise AudioError(f"{path}: the audio file contains no samples")
     if not np.isfinite(data).all():
@@ -232,26 +253,62 @@ def load_audio(path: PathLike, sample_rate: int = DEFAULT_SAMPLE_RATE, min_durat
     return waveform
 
 
+def pcm_to_float(data: np.ndarray, where: str) -> np.ndarray:
+    """Samples of any numeric dtype as float32 at the usual scale: integer PCM divided by its full scale.
+
+    ``int16`` / ``int32`` / ``int8`` are divided by 2**15 / 2**31 / 2**7, ``uint8`` is centred at 128 first (WAV's
+    8-bit convention); floating point is kept as it is. Float values beyond float32's range would become infinite,
+    so they are refused.
+
+    Args:
+        data: a numpy array of samples, any shape.
+        where: the input, named in errors.
+
+    Returns:
+        float32 array of the same shape.
+
+    Raises:
+        InputError: a non-numeric dtype, or floating point samples beyond float32's range.
+    """
+    if data.dtype == np.uint8:
+        return (data.astype(np.float32) - 128.0) / 128.0
+    if np.issubdtype(data.dtype, np.signedinteger) and data.dtype.itemsize in (1, 2, 4):
+        return data.astype(np.float32) / float(2 ** (8 * data.dtype.itemsize - 1))
+    if not np.issubdtype(data.dtype, np.floating):
+        raise InputError(f"{where}: sample dtype must be floating point or int8/int16/int32/uint8 PCM, got {data.dtype}")
+    if data.dtype.itemsize > 4 and data.size:
+        finite = data[np.isfinite(data)]
+        if finite.size and float(np.abs(finite).max()) > float(np.finfo(np.float32).max):
+            raise InputError(
+                f"{where}: samples reach {float(np.abs(finite).max()):.3g}, beyond float32's range "
+                f"({float(np.finfo(np.float32).max):.3g}); audio is processed as float32"
+            )
+    return data.astype(np.float32, copy=False)
+
+
 def save_audio(path: PathLike, waveform: Union[np.ndarray, torch.Tensor], sample_rate: int) -> Path:
     """Atomically write a waveform as a 16-bit PCM WAV file.
 
-    Samples outside [-1, 1] are clipped (a warning is logged) instead of wrapping around.
+    Integer PCM arrays are scaled by their full scale first (:func:`pcm_to_float`); float samples outside [-1, 1] are
+    clipped (a warning is logged) instead of wrapping around.
 
     Args:
         path: destination file; its directory is created if needed.
-        waveform: (N,) mono or (N, channels) float samples in [-1, 1].
+        waveform: (N,) mono or (N, channels) float samples in [-1, 1], or integer PCM (int16, int32, ...).
         sample_rate: sample rate in Hz.
 
     Returns:
         The destination as a ``Path``.
 
     Raises:
-        ValueError: the waveform is empty, not 1-D/2-D, holds NaN/Inf, or ``sample_rate`` is not positive.
+        ValueError: the waveform is empty, not 1-D/2-D, not numeric, holds NaN/Inf or values beyond float32, or
+            ``sample_rate`` is not a plausible rate.
     """
     path = Path(path)
     if isinstance(waveform, torch.Tensor):
-        waveform = waveform.detach().cpu().numpy()
-    data = np.asarray(waveform, dtype=np.float32)
+        waveform = waveform.detach().cpu()
+        waveform = (waveform.float() if waveform.dtype in (torch.float16, torch.bfloat16) else waveform).numpy()
+    data = pcm_to_float(np.asarray(waveform), str(path))
     if data.ndim not in (1, 2) or data.shape[0] == 0:
         raise ValueError(f"{path}: waveform must have shape (N,) or (N, channels) with N > 0, got {data.shape}")
     if not np.isfinite(data).all():
@@ -278,20 +335,24 @@ def iter_audio_chunks(path: PathLike, chunk_seconds: float = 30.0) -> Iterator[n
 
     Raises:
         FileNotFoundError: the file does not exist.
-        AudioError: the file is unreadable or corrupt, or a chunk holds NaN/Inf samples.
-        ValueError: ``chunk_seconds`` is not positive.
+        AudioError: the file is unreadable, corrupt or truncated (found at its end when only the decoded length
+            shows it), or a chunk holds NaN/Inf samples.
+        ValueError: ``chunk_seconds`` is not a finite positive number.
     """
-    if chunk_seconds <= 0:
-        raise ValueError(f"chunk_seconds must be > 0, got {chunk_seconds!r}")
+    if not 0 < chunk_seconds < float("inf"):
+        raise ValueError(f"chunk_seconds must be a finite number > 0, got {chunk_seconds!r}")
     info = audio_info(path)
     path = Path(path)
     block_frames = max(1, int(round(chunk_seconds * info.sample_rate)))
+    decoded = 0
     try:
         for offset, block in enumerate(
             sf.blocks(str(path), blocksize=block_frames, dtype="float32", always_2d=True, **_open_kwargs(path))
         ):
             if not np.isfinite(block).all():
                 raise AudioError(f"{path}: chunk {offset} (from {offset * chunk_seconds:.1f} s) holds NaN/Inf samples")
+            decoded += block.shape[0]
             yield block.mean(axis=1, dtype=np.float32) if block.shape[1] > 1 else np.ascontiguousarray(block[:, 0])
     except sf.SoundFileError as exc:
         raise AudioError(f"{path}: not a readable audio file ({exc})") from exc
+    _check_decoded_length(path, decoded, info.num_frames)

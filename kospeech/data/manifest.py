@@ -1,21 +1,28 @@
 """KoSpeech manifests: ``AUDIO_PATH<TAB>TRANSCRIPT<TAB>LABEL_IDS[<TAB>SPEAKER]``, one utterance per line.
 
-Relative audio paths are relative to the manifest's directory. Files may be UTF-8 with or without
-a BOM, with LF or CRLF line ends. Every problem is reported as ``file:line: what is wrong``.
+Relative audio paths are relative to the manifest's directory. The file is read by :mod:`kospeech.text_files` (UTF-8
+with or without a BOM, LF or CRLF, only ``\n`` ends a line, NFC). Columns are split at tabs and taken as they are:
+an audio path keeps leading and trailing spaces (they are part of a file name), a transcript has its surrounding
+whitespace removed. Every problem is reported as ``file:line: what is wrong``.
 """
 
 from __future__ import annotations
 
 import os
+import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, List, Optional, Tuple, Union
 
 from kospeech.errors import ManifestError
 from kospeech.fileio import atomic_write_text
+from kospeech.text_files import read_lines
 from kospeech.vocabs import UnknownCharacterError, Vocabulary
 
-__all__ = ["ManifestEntry", "ManifestError", "read_manifest", "write_manifest"]
+__all__ = ["ManifestEntry", "ManifestError", "MAX_LABEL_ID", "read_manifest", "write_manifest"]
+
+MAX_LABEL_ID = 2**31 - 1
+"""The largest label id a manifest may hold (checked even without a vocabulary: ids become int32/int64 tensors)."""
 
 
 @dataclass(frozen=True)
@@ -59,15 +66,8 @@ def read_manifest(
         ManifestError: a line is malformed (columns, ids, empty transcript, missing audio, unknown characters).
     """
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"manifest not found: {path}")
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise ManifestError(f"{path}: not UTF-8 text ({exc}); convert it (e.g. from cp949) first") from exc
     entries = []
-    # only "\n" ends a line: str.splitlines() would also split inside a transcript at U+2028, U+0085, \f, \v, ...
-    for line_number, line in enumerate(text.split("\n"), start=1):
+    for line_number, line in read_lines(path, "manifest", ManifestError):
         if not line.strip():
             continue
         entries.append(_parse_line(line, f"{path}:{line_number}", path.parent, vocab, check_audio_exists, relabel))
@@ -77,16 +77,16 @@ def read_manifest(
 def _parse_line(
     line: str, where: str, root: Path, vocab: Optional[Vocabulary], check_audio_exists: bool, relabel: bool
 ) -> ManifestEntry:
-    columns = line.rstrip("\r").split("\t")
+    columns = line.split("\t")
     if len(columns) < 2 or len(columns) > 4:
         raise ManifestError(
             f"{where}: expected 3 tab-separated columns (audio path, transcript, label ids) and an optional "
             f"speaker column, found {len(columns)}"
         )
-    audio_column, transcript = columns[0].strip(), columns[1].strip()
+    audio_column, transcript = columns[0], columns[1].strip()
     ids_column = columns[2].strip() if len(columns) > 2 else ""
     speaker = columns[3].strip() or None if len(columns) > 3 else None
-    if not audio_column:
+    if not audio_column.strip():
         raise ManifestError(f"{where}: empty audio path")
     if not transcript:
         raise ManifestError(f"{where}: empty transcript")
@@ -94,12 +94,9 @@ def _parse_line(
     if not audio_path.is_absolute():
         audio_path = root / audio_path
     audio_path = Path(os.path.normpath(audio_path))
-    if check_audio_exists and not audio_path.is_file():
-        raise ManifestError(f"{where}: audio file not found: {audio_path}")
-    try:
-        label_ids = tuple(int(token) for token in ids_column.split())
-    except ValueError as exc:
-        raise ManifestError(f"{where}: label ids must be space-separated integers, got {ids_column!r}") from exc
+    if check_audio_exists:
+        audio_path = _existing_audio(audio_path, where)
+    label_ids = _parse_label_ids(ids_column, where)
     if relabel and vocab is None:
         raise ValueError("relabel=True needs a vocabulary")
     if vocab is not None:
@@ -117,6 +114,30 @@ def _parse_line(
     elif not label_ids:
         raise ManifestError(f"{where}: no label ids (pass a vocabulary to compute them from the transcript)")
     return ManifestEntry(audio_path=audio_path, transcript=transcript, label_ids=label_ids, speaker=speaker)
+
+
+def _existing_audio(audio_path: Path, where: str) -> Path:
+    """``audio_path``, or its NFD spelling when only that exists (the reader NFC-normalizes the line; a file made on
+    macOS has its name stored decomposed)."""
+    if audio_path.is_file():
+        return audio_path
+    decomposed = Path(unicodedata.normalize("NFD", str(audio_path)))
+    if decomposed.is_file():
+        return decomposed
+    raise ManifestError(f"{where}: audio file not found: {audio_path}")
+
+
+def _parse_label_ids(ids_column: str, where: str) -> Tuple[int, ...]:
+    """The ids column as ints, each in ``[0, MAX_LABEL_ID]``."""
+    try:
+        label_ids = tuple(int(token) for token in ids_column.split())
+    except ValueError as exc:
+        raise ManifestError(f"{where}: label ids must be space-separated integers, got {ids_column!r}") from exc
+    for position, label in enumerate(label_ids, start=1):
+        if not 0 <= label <= MAX_LABEL_ID:
+            shown = str(label) if len(str(label)) <= 20 else f"{str(label)[:20]}... ({len(str(label))} digits)"
+            raise ManifestError(f"{where}: label id {position} is {shown}; ids are integers from 0 to {MAX_LABEL_ID}")
+    return label_ids
 
 
 def write_manifest(path: Union[str, os.PathLike], entries: Iterable[ManifestEntry]) -> Path:

@@ -25,7 +25,22 @@ from torch import Tensor
 
 from kospeech.decode.ctc import CTCHypothesis, CTCVocabulary, check_ctc_inputs
 
-__all__ = ["BeamSearchCTCDecoder"]
+__all__ = ["BeamSearchCTCDecoder", "MAX_BEAM_SIZE", "check_beam_size"]
+
+MAX_BEAM_SIZE = 256
+"""The widest beam accepted: past a few dozen prefixes CTC beam search stops gaining accuracy, and the work per frame
+grows with the beam (10**6 ran for minutes per second of audio), so a larger value is a mistake, not a setting."""
+
+
+def check_beam_size(beam_size: object) -> int:
+    """The one check of a beam width, for the decoders and every caller that takes one.
+
+    Raises:
+        ValueError: not an int in ``[1, MAX_BEAM_SIZE]``.
+    """
+    if isinstance(beam_size, bool) or not isinstance(beam_size, int) or not 1 <= beam_size <= MAX_BEAM_SIZE:
+        raise ValueError(f"beam_size must be an integer from 1 to {MAX_BEAM_SIZE}, got {beam_size!r}")
+    return beam_size
 
 Prefix = Tuple[int, ...]
 
@@ -49,8 +64,7 @@ class BeamSearchCTCDecoder:
     """
 
     def __init__(self, vocab: CTCVocabulary, beam_size: int = 10, prune_top_k: Optional[int] = None) -> None:
-        if isinstance(beam_size, bool) or not isinstance(beam_size, int) or beam_size < 1:
-            raise ValueError(f"beam_size must be an integer >= 1, got {beam_size!r}")
+        check_beam_size(beam_size)
         if prune_top_k is not None and (
             isinstance(prune_top_k, bool) or not isinstance(prune_top_k, int) or prune_top_k < 1
         ):

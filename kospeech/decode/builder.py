@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Union
 
-from kospeech.decode.beam import BeamSearchCTCDecoder
+from kospeech.decode.beam import BeamSearchCTCDecoder, check_beam_size
 from kospeech.decode.ctc import CTCVocabulary
 from kospeech.decode.greedy import GreedyCTCDecoder
 
@@ -15,8 +15,7 @@ def build_decoder(vocab: CTCVocabulary, beam_size: int = 1) -> Union[GreedyCTCDe
     """Greedy CTC decoding for ``beam_size == 1``, prefix beam search otherwise.
 
     Raises:
-        ValueError: ``beam_size`` is not an int >= 1.
+        ValueError: ``beam_size`` is not an int in ``[1, MAX_BEAM_SIZE]``.
     """
-    if isinstance(beam_size, bool) or not isinstance(beam_size, int) or beam_size < 1:
-        raise ValueError(f"beam_size must be an integer >= 1, got {beam_size!r}")
+    check_beam_size(beam_size)
     return GreedyCTCDecoder(vocab) if beam_size == 1 else BeamSearchCTCDecoder(vocab, beam_size=beam_size)

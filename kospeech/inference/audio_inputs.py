@@ -7,7 +7,7 @@ Documented behaviour:
 
 - Inputs: a path (any format soundfile reads; ``.pcm`` is KsponSpeech raw 16 kHz), a numpy array or torch tensor
   with its sample rate (``sample_rate=`` or a ``(waveform, sample_rate)`` pair), or a list of these. Waveforms are
-  float in [-1, 1] or int16; 2-D waveforms are multi-channel, the shorter axis being the channels (at most 16),
+  float in [-1, 1] or integer PCM (int8/16/32, uint8; :func:`~kospeech.data.audio.pcm_to_float`); 2-D waveforms are multi-channel, the shorter axis being the channels (at most 16),
   and are averaged to mono. Everything is resampled to the checkpoint's feature sample rate.
 - Errors are raised before any model computation and name the input: a missing file (``FileNotFoundError``), an
   unreadable, corrupt or truncated file, an input with no samples or with NaN/Inf samples (:class:`AudioError`),
@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from kospeech.data.audio import AudioError, audio_info, check_sample_rate, load_audio
+from kospeech.data.audio import AudioError, audio_info, check_sample_rate, load_audio, pcm_to_float
 from kospeech.errors import InputError
 
 __all__ = ["MAX_CHANNELS", "AudioInput", "AudioItem", "prepare_input"]
@@ -72,11 +72,7 @@ def _as_mono(waveform: Union[np.ndarray, Tensor], description: str) -> np.ndarra
         if waveform.dtype == torch.bfloat16 or waveform.dtype == torch.float16:
             waveform = waveform.float()
         waveform = waveform.numpy()
-    data = np.asarray(waveform)
-    if data.dtype == np.int16:
-        data = data.astype(np.float32) / 32768.0
-    elif not np.issubdtype(data.dtype, np.floating):
-        raise InputError(f"{description}: waveform dtype must be floating point or int16, got {data.dtype}")
+    data = pcm_to_float(np.asarray(waveform), description)
     if data.ndim == 2:
         channel_axis = 0 if data.shape[0] <= data.shape[1] else 1
         if data.shape[channel_axis] > MAX_CHANNELS:

@@ -13,12 +13,13 @@ import os
 from pathlib import Path
 from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
 
-from kospeech.errors import InputError
+from kospeech.errors import AdapterCompatibilityError, InputError, UnknownUserError
 from kospeech.inference.recognizer import Recognizer
 from kospeech.inference.records import Transcription
 from kospeech.models import validate_adapter_name
+from kospeech.text_files import read_lines
 
-__all__ = ["AUDIO_EXTENSIONS", "collect_audio_files", "read_user_map", "transcribe_files"]
+__all__ = ["AUDIO_EXTENSIONS", "collect_audio_files", "read_user_map", "transcribe_files", "users_for_files"]
 
 logger = logging.getLogger(__name__)
 
@@ -56,32 +57,47 @@ def collect_audio_files(inputs: Iterable[PathLike], extensions: Sequence[str] = 
 def read_user_map(path: PathLike) -> Dict[Path, str]:
     """Read a user map: one ``AUDIO_PATH<TAB>USER`` per line (blank lines and ``#`` comments skipped).
 
-    Relative audio paths are relative to the map file's directory; keys are resolved absolute paths.
+    The file is read by :mod:`kospeech.text_files` (UTF-8 with or without a BOM, LF or CRLF, NFC). Relative audio
+    paths are relative to the map file's directory; keys are resolved absolute paths. Columns are taken as they are
+    (a path may begin or end with a space; a user name may not).
 
     Raises:
         FileNotFoundError: no such file.
-        ValueError: a malformed line, an invalid user name, or a path listed twice (naming ``file:line``).
+        InputError: (a ValueError) text that is not UTF-8, a malformed line, an invalid user name, or a path listed
+            twice (naming ``file:line``).
     """
     path = Path(path)
     mapping: Dict[Path, str] = {}
-    with open(path, encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            line = line.rstrip("\n").rstrip("\r")
-            if not line.strip() or line.lstrip().startswith("#"):
-                continue
-            columns = line.split("\t")
-            if len(columns) != 2 or not columns[0].strip() or not columns[1].strip():
-                raise InputError(f"{path}:{number}: expected AUDIO_PATH<TAB>USER, got {line!r}")
-            user = columns[1].strip()
-            try:
-                validate_adapter_name(user)
-            except ValueError as exc:
-                raise InputError(f"{path}:{number}: {exc}") from exc
-            audio = (path.parent / columns[0].strip()).resolve()
-            if audio in mapping:
-                raise InputError(f"{path}:{number}: {audio} is listed twice")
-            mapping[audio] = user
+    for number, line in read_lines(path, "user map"):
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        columns = line.split("\t")
+        if len(columns) != 2 or not columns[0].strip() or not columns[1]:
+            raise InputError(f"{path}:{number}: expected AUDIO_PATH<TAB>USER, got {line!r}")
+        try:
+            user = validate_adapter_name(columns[1])
+        except ValueError as exc:
+            raise InputError(f"{path}:{number}: {exc}") from exc
+        audio = (path.parent / columns[0]).resolve()
+        if audio in mapping:
+            raise InputError(f"{path}:{number}: {audio} is listed twice")
+        mapping[audio] = user
     return mapping
+
+
+def users_for_files(files: Sequence[Path], user_map: Dict[Path, str], default_user: Optional[str]) -> List[Optional[str]]:
+    """Each file's user: its user-map entry, else ``default_user`` (``None``: the base model).
+
+    Map entries that name none of the files are logged as one warning (the first 10 shown): a map written for other
+    paths would otherwise silently transcribe everything with the default.
+    """
+    resolved = [path.resolve() for path in files]
+    unmatched = sorted(set(user_map) - set(resolved))
+    if unmatched:
+        shown = ", ".join(str(path) for path in unmatched[:10])
+        more = f" and {len(unmatched) - 10} more" if len(unmatched) > 10 else ""
+        logger.warning("%d user-map entries match no input file: %s%s", len(unmatched), shown, more)
+    return [user_map.get(path, default_user) for path in resolved]
 
 
 def transcribe_files(
@@ -95,38 +111,54 @@ def transcribe_files(
     """Transcribe files in mixed-user batches; an unusable file yields its error instead of stopping the run.
 
     Users are checked (and adapters loaded) up front, so an unknown user raises before any audio is read. Files are
-    sent ``files_per_call`` at a time (default: the recognizer's batch size); when a call fails on a bad file,
-    its files are retried one by one so that only the bad ones report an error.
+    sent ``files_per_call`` at a time (default: the recognizer's batch size); when a call fails, its files are retried
+    one by one so that only the failing ones report an error. Any exception one file raises becomes that file's
+    result: an :class:`InputError` / ``FileNotFoundError`` is the input's fault; anything else (out of memory, a
+    library bug) is also logged with its traceback, and the run goes on with the next file. A user's adapter that
+    stops fitting the base mid-run (:class:`AdapterCompatibilityError`) ends the run: it is not one file's fault.
 
     Args:
         recognizer: the recognizer.
         files: audio files.
         users: one user (or ``None``) per file.
-        files_per_call: files per :meth:`Recognizer.transcribe` call.
+        files_per_call: files per :meth:`Recognizer.transcribe` call (>= 1).
         return_timestamps: request token timestamps.
 
     Yields:
-        ``(file, user, Transcription or the FileNotFoundError / InputError (e.g. AudioError) it raised)`` in file
-        order. Other errors (an adapter that no longer fits, a library bug) propagate.
+        ``(file, user, Transcription or the exception transcribing it raised)`` in file order.
+
+    Raises:
+        ValueError: ``users`` and ``files`` differ in length, or ``files_per_call`` is not a positive int.
+        UnknownUserError: a user without an adapter (and no fallback), before any file is read.
+        AdapterCompatibilityError: an adapter replaced mid-run by one for another base.
     """
     if len(users) != len(files):
         raise ValueError(f"got {len(users)} users for {len(files)} files")
+    step = recognizer.batch_size if files_per_call is None else files_per_call
+    if isinstance(step, bool) or not isinstance(step, int) or step < 1:
+        raise ValueError(f"files_per_call must be a positive int, got {files_per_call!r}")
     recognizer.resolve_users(users)
-    step = files_per_call or recognizer.batch_size
     for start in range(0, len(files), step):
         chunk, chunk_users = list(files[start : start + step]), list(users[start : start + step])
         try:
             results: List[Union[Transcription, Exception]] = list(
                 recognizer.transcribe(chunk, user=chunk_users, return_timestamps=return_timestamps)
             )
-        except (FileNotFoundError, InputError) as exc:
-            if len(chunk) == 1:
-                results = [exc]
-            else:
-                results = []
-                for path, user in zip(chunk, chunk_users):
-                    try:
-                        results.append(recognizer.transcribe(path, user=user, return_timestamps=return_timestamps))
-                    except (FileNotFoundError, InputError) as error:
-                        results.append(error)
+        except Exception:  # which file failed is found by retrying them one by one
+            results = [_transcribe_one(recognizer, path, user, return_timestamps) for path, user in zip(chunk, chunk_users)]
         yield from zip(chunk, chunk_users, results)
+
+
+def _transcribe_one(
+    recognizer: Recognizer, path: Path, user: Optional[str], return_timestamps: bool
+) -> Union[Transcription, Exception]:
+    """One file's transcription, or the exception it raised (logged with its traceback unless it is an input fault)."""
+    try:
+        return recognizer.transcribe(path, user=user, return_timestamps=return_timestamps)
+    except (AdapterCompatibilityError, UnknownUserError):
+        raise  # a user's adapter stopped fitting (it was replaced mid-run): every later file of it would fail too
+    except (FileNotFoundError, InputError) as error:
+        return error
+    except Exception as error:  # one file's failure must not end the run over the others
+        logger.exception("%s: transcription failed", path)
+        return error

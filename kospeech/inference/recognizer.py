@@ -32,7 +32,7 @@ from kospeech.checkpoint import load_checkpoint
 from kospeech.data.audio import resample
 from kospeech.data.features import FeatureConfig, FeatureExtractor
 from kospeech.data.voice_activity import VoiceActivityConfig
-from kospeech.decode import CTCHypothesis, TokenSpan, build_decoder, token_spans
+from kospeech.decode import CTCHypothesis, TokenSpan, build_decoder, check_beam_size, token_spans
 from kospeech.device import resolve_device
 from kospeech.errors import UnknownUserError
 from kospeech.inference.adapter_cache import AdapterCache
@@ -44,9 +44,15 @@ from kospeech.models import AdapterCompatibilityError, AdapterManager, AdapterRo
 from kospeech.models.adapter import AdapterModule
 from kospeech.vocabs import Vocabulary
 
-__all__ = ["Recognizer", "UnknownUserError"]
+__all__ = ["Recognizer", "UnknownUserError", "MIN_CHUNK_SECONDS", "MAX_CHUNK_SECONDS"]
 
 logger = logging.getLogger(__name__)
+
+MIN_CHUNK_SECONDS = 1.0
+"""Shortest segment length accepted: a shorter cut splits syllables, so every segment decodes to little or nothing."""
+
+MAX_CHUNK_SECONDS = 600.0
+"""Longest segment length accepted: the bidirectional RNN holds a whole segment, so memory grows with it."""
 
 PathLike = Union[str, os.PathLike]
 
@@ -119,11 +125,20 @@ class Recognizer:
     ) -> None:
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
-        if not chunk_seconds > 0 or not 0 <= split_search_seconds < chunk_seconds:
+        if (
+            isinstance(chunk_seconds, bool)
+            or not isinstance(chunk_seconds, (int, float))
+            or not MIN_CHUNK_SECONDS <= chunk_seconds <= MAX_CHUNK_SECONDS
+        ):
             raise ValueError(
-                f"need chunk_seconds > 0 and 0 <= split_search_seconds < chunk_seconds, got {chunk_seconds} "
-                f"and {split_search_seconds}"
+                f"chunk_seconds must be a number from {MIN_CHUNK_SECONDS} to {MAX_CHUNK_SECONDS} (seconds of audio "
+                f"per forward pass), got {chunk_seconds!r}"
             )
+        if not 0 <= split_search_seconds < chunk_seconds:
+            raise ValueError(
+                f"need 0 <= split_search_seconds < chunk_seconds, got {split_search_seconds!r} and {chunk_seconds!r}"
+            )
+        check_beam_size(beam_size)
         if len(vocab) != model.num_classes:
             raise ValueError(f"the vocabulary has {len(vocab)} tokens but the model {model.num_classes} classes")
         self.feature_extractor = FeatureExtractor(feature_config)

@@ -18,6 +18,7 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence, Union
 
 from kospeech.errors import UnknownCharacterError, VocabularyError
 from kospeech.fileio import atomic_write_text
+from kospeech.text_files import read_text
 from kospeech.vocabs.hangul import compose_jamo
 
 __all__ = ["Vocabulary", "UnknownCharacterError", "VocabularyError", "SPECIAL_TOKENS", "OUTPUT_UNITS"]
@@ -100,7 +101,8 @@ class Vocabulary:
 
     @classmethod
     def from_csv(cls, path: Union[str, os.PathLike], unit: Optional[str] = None) -> Vocabulary:
-        """Read an ``id,char,freq`` CSV (UTF-8, optional BOM). Ids must be 0..N-1 in order.
+        """Read an ``id,char,freq`` CSV (read by :mod:`kospeech.text_files`: UTF-8, optional BOM, NFC). Ids must be
+        0..N-1 in order.
 
         Args:
             path: the CSV file.
@@ -114,12 +116,7 @@ class Vocabulary:
             ValueError: ``unit`` is not one of ``OUTPUT_UNITS``.
         """
         path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"vocabulary file not found: {path}")
-        try:
-            content = path.read_text(encoding="utf-8-sig")
-        except UnicodeDecodeError as exc:
-            raise VocabularyError(f"{path}: not UTF-8 text ({exc}); convert it (e.g. from cp949) first") from exc
+        content = read_text(path, "vocabulary file", VocabularyError)
         with io.StringIO(content, newline="") as handle:
             reader = csv.DictReader(handle)
             if reader.fieldnames is None or not {"id", "char"} <= set(reader.fieldnames):

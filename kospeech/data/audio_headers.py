@@ -1,0 +1,205 @@
+"""What an audio file's container declares, checked against what the file holds, before libsndfile decodes it.
+
+libsndfile trusts the bytes that are present: a WAV, RF64, W64, AIFF, AU or CAF file cut short decodes as the audio
+that remains, with no error, and a WAV header whose block alignment disagrees with its channels and bit depth is read
+with whatever layout the alignment implies. :func:`check_container` reads the header of every container that
+declares the length of its audio data and refuses, naming the file, one that declares more than it holds or whose
+format fields contradict each other. Ogg declares no length, but a complete Ogg stream ends with a whole page
+flagged end-of-stream; a file cut anywhere loses it. :func:`container_name` recognizes containers by their magic
+bytes, so a RIFF file named ``.pcm`` is not decoded as header-less PCM.
+
+Streams whose writer did not know the length (RIFF/AU data size ``0xFFFFFFFF`` or ``0``, CAF data size ``-1``) are
+not truncations and pass.
+"""
+
+from __future__ import annotations
+
+import struct
+from pathlib import Path
+from typing import BinaryIO, Optional, Tuple
+
+from kospeech.errors import AudioError
+
+__all__ = ["check_container", "container_name"]
+
+_W64_RIFF = b"riff\x2e\x91\xcf\x11\xa5\xd6\x28\xdb\x04\xc1\x00\x00"
+_W64_DATA = b"data\xf3\xac\xd3\x11\x8c\xd1\x00\xc0\x4f\x8e\xdb\x8a"
+_MAGICS: Tuple[Tuple[bytes, int, str], ...] = (
+    (b"RIFF", 0, "WAV"),
+    (b"RF64", 0, "RF64"),
+    (b"BW64", 0, "RF64"),
+    (_W64_RIFF, 0, "W64"),
+    (b"FORM", 0, "AIFF"),
+    (b".snd", 0, "AU"),
+    (b"caff", 0, "CAF"),
+    (b"OggS", 0, "OGG"),
+    (b"fLaC", 0, "FLAC"),
+    (b"ID3", 0, "MP3"),
+)
+_UNKNOWN_SIZES = (0, 0xFFFFFFFF)
+_OGG_SCAN_BYTES = 1 << 16  # the last page of an Ogg stream is at most 65,307 bytes long
+
+
+def container_name(path: Path) -> Optional[str]:
+    """The container ``path``'s first bytes announce (``"WAV"``, ``"RF64"``, ``"AIFF"``, ``"OGG"``, ...), or None."""
+    with open(path, "rb") as handle:
+        head = handle.read(16)
+    for magic, offset, name in _MAGICS:
+        if head[offset : offset + len(magic)] == magic:
+            return name
+    return None
+
+
+def check_container(path: Path) -> None:
+    """Refuse a file whose container declares more audio data than it holds, or inconsistent format fields.
+
+    Raises:
+        AudioError: naming the file, the container, the declared and the present sizes.
+    """
+    name = container_name(path)
+    checks = {
+        "WAV": _check_riff,
+        "RF64": _check_riff,
+        "W64": _check_w64,
+        "AIFF": _check_aiff,
+        "AU": _check_au,
+        "CAF": _check_caf,
+        "OGG": _check_ogg,
+    }
+    if name in checks:
+        with open(path, "rb") as handle:
+            size = handle.seek(0, 2)
+            checks[name](handle, size, path)
+
+
+def _truncated(path: Path, container: str, declared: int, present: int) -> AudioError:
+    return AudioError(
+        f"{path}: truncated {container} file: its header declares {declared} bytes of audio data but only "
+        f"{present} are present"
+    )
+
+
+def _read_at(handle: BinaryIO, position: int, count: int) -> bytes:
+    handle.seek(position)
+    return handle.read(count)
+
+
+def _check_riff(handle: BinaryIO, size: int, path: Path) -> None:
+    """RIFF/WAVE and RF64/BW64: the ``data`` chunk (64-bit size from ``ds64`` when it says 0xFFFFFFFF) and ``fmt ``."""
+    header = _read_at(handle, 0, 12)
+    if len(header) < 12 or header[8:12] != b"WAVE":
+        return
+    container = "WAV" if header[:4] == b"RIFF" else "RF64"
+    data_size_64: Optional[int] = None
+    position = 12
+    while position + 8 <= size:
+        chunk_id, chunk_size = struct.unpack("<4sI", _read_at(handle, position, 8))
+        if chunk_id == b"ds64" and chunk_size >= 16:
+            data_size_64 = struct.unpack("<Q", _read_at(handle, position + 16, 8))[0]
+        elif chunk_id == b"fmt ":
+            _check_wav_format(_read_at(handle, position + 8, min(chunk_size, 40)), path)
+        elif chunk_id == b"data":
+            available = size - position - 8
+            declared = data_size_64 if chunk_size == 0xFFFFFFFF and data_size_64 is not None else chunk_size
+            if declared not in _UNKNOWN_SIZES and declared > available:
+                raise _truncated(path, container, declared, available)
+            return
+        position += 8 + chunk_size + (chunk_size & 1)
+
+
+def _check_wav_format(fmt: bytes, path: Path) -> None:
+    """A WAV ``fmt `` chunk's block alignment and byte rate must agree with its channels, rate and bit depth."""
+    if len(fmt) < 16:
+        return  # a header cut inside its fmt chunk: libsndfile refuses the file as unreadable
+    audio_format, channels, sample_rate, byte_rate, block_align, bits = struct.unpack("<HHIIHH", fmt[:16])
+    if audio_format not in (1, 3, 0xFFFE) or channels == 0 or bits == 0:
+        return  # compressed formats (ADPCM, GSM, ...) have their own layouts; libsndfile checks them
+    expected_align = channels * ((bits + 7) // 8)
+    if block_align != expected_align or byte_rate != sample_rate * block_align:
+        raise AudioError(
+            f"{path}: inconsistent WAV header: {channels} channels of {bits}-bit samples need block_align "
+            f"{expected_align} and byte_rate {sample_rate * expected_align}, the header says {block_align} and "
+            f"{byte_rate}"
+        )
+
+
+def _check_w64(handle: BinaryIO, size: int, path: Path) -> None:
+    """Sony Wave64: 16-byte GUID chunk ids, 64-bit sizes that include the 24-byte chunk header."""
+    position = 40  # riff GUID (16) + size (8) + wave GUID (16)
+    while position + 24 <= size:
+        chunk = _read_at(handle, position, 24)
+        chunk_id, chunk_size = chunk[:16], struct.unpack("<Q", chunk[16:])[0]
+        if chunk_id == _W64_DATA:
+            declared, available = chunk_size - 24, size - position - 24
+            if declared > available:
+                raise _truncated(path, "W64", declared, available)
+            return
+        if chunk_size < 24:
+            return
+        position += (chunk_size + 7) & ~7
+
+
+def _check_aiff(handle: BinaryIO, size: int, path: Path) -> None:
+    """AIFF/AIFC: big-endian chunks; ``SSND`` holds an 8-byte offset/block-size prefix before the samples."""
+    header = _read_at(handle, 0, 12)
+    if len(header) < 12 or header[8:12] not in (b"AIFF", b"AIFC"):
+        return
+    position = 12
+    while position + 8 <= size:
+        chunk_id, chunk_size = struct.unpack(">4sI", _read_at(handle, position, 8))
+        if chunk_id == b"SSND":
+            available = size - position - 8
+            if chunk_size > available:
+                raise _truncated(path, "AIFF", chunk_size, available)
+            return
+        position += 8 + chunk_size + (chunk_size & 1)
+
+
+def _check_au(handle: BinaryIO, size: int, path: Path) -> None:
+    """Sun AU: big-endian data offset and data size (0xFFFFFFFF: unknown)."""
+    header = _read_at(handle, 0, 12)
+    if len(header) < 12:
+        return
+    offset, data_size = struct.unpack(">II", header[4:12])
+    available = max(0, size - offset)
+    if data_size not in _UNKNOWN_SIZES and data_size > available:
+        raise _truncated(path, "AU", data_size, available)
+
+
+def _check_caf(handle: BinaryIO, size: int, path: Path) -> None:
+    """Apple CAF: 8-byte file header, then chunks of type (4) and signed 64-bit size (``data`` -1: unknown)."""
+    position = 8
+    while position + 12 <= size:
+        chunk_type, chunk_size = struct.unpack(">4sq", _read_at(handle, position, 12))
+        if chunk_type == b"data":
+            available = size - position - 12
+            if chunk_size != -1 and chunk_size > available:
+                raise _truncated(path, "CAF", chunk_size, available)
+            return
+        if chunk_size < 0:
+            return
+        position += 12 + chunk_size
+
+
+def _check_ogg(handle: BinaryIO, size: int, path: Path) -> None:
+    """The file must end with a whole Ogg page flagged end-of-stream."""
+    start = max(0, size - _OGG_SCAN_BYTES)
+    tail = _read_at(handle, start, size - start)
+    position = tail.rfind(b"OggS")
+    while position >= 0:
+        page = tail[position:]
+        if len(page) >= 27 and page[4] == 0:  # stream structure version 0: a real page header, not payload bytes
+            segments = page[26]
+            if len(page) >= 27 + segments:
+                page_length = 27 + segments + sum(page[27 : 27 + segments])
+                if page_length == len(page):
+                    if not page[5] & 0x04:
+                        raise AudioError(
+                            f"{path}: truncated Ogg file: its last page does not end the stream (no end-of-stream "
+                            "flag); the file was cut short"
+                        )
+                    return
+                if page_length < len(page):
+                    break  # a whole page followed by other bytes: not cut inside a page
+        position = tail.rfind(b"OggS", 0, position)
+    raise AudioError(f"{path}: truncated Ogg file: it ends inside a page; the file was cut short")
