@@ -6,7 +6,6 @@ fbank features: the figures are about speed, never accuracy.
 """
 
 import argparse
-import json
 import logging
 import os
 import platform
@@ -29,7 +28,7 @@ from kospeech.data.features import FeatureConfig  # noqa: E402
 from kospeech.data.manifest import ManifestEntry, read_manifest  # noqa: E402
 from kospeech.data.synthetic import ensure_corpus  # noqa: E402
 from kospeech.device import resolve_device  # noqa: E402
-from kospeech.fileio import atomic_write_text  # noqa: E402
+from kospeech.fileio import atomic_write_json  # noqa: E402
 from kospeech.model_builder import DeepSpeech2Config, build_deepspeech2  # noqa: E402
 from kospeech.models import DeepSpeech2, count_parameters  # noqa: E402
 from kospeech.vocabs import Vocabulary  # noqa: E402
@@ -165,7 +164,7 @@ def device_label(results: Dict[str, Any]) -> str:
 
 
 def write_results(path: str, results: Dict[str, Any]) -> Path:
-    return atomic_write_text(Path(path), json.dumps(results, indent=2, ensure_ascii=False) + "\n")
+    return atomic_write_json(Path(path), results)
 
 
 def print_table(header: List[str], rows: List[List[Any]], widths: Optional[List[int]] = None) -> None:

@@ -16,7 +16,6 @@ AUROCs (base, adapter) / 0.8, the target (>= 1 meets it).
 """
 
 import argparse
-import json
 import sys
 from pathlib import Path
 from typing import Any, Dict, List, Optional
@@ -30,7 +29,7 @@ from _bench_utils import users_parser  # noqa: E402
 
 from kospeech.checkpoint import load_checkpoint, store_confidence_calibration  # noqa: E402
 from kospeech.data.manifest import read_manifest  # noqa: E402
-from kospeech.fileio import atomic_write_text  # noqa: E402
+from kospeech.fileio import atomic_write_json  # noqa: E402
 from kospeech.inference import ConfidenceCalibration, Recognizer, Transcription  # noqa: E402
 from kospeech.inference.confidence import PlattScaling, auroc, reliability_table  # noqa: E402
 from kospeech.metrics import char_errors  # noqa: E402
@@ -156,7 +155,7 @@ def main() -> None:
         "held_out": {"utterances": len(held_out.utterance_raw), "words": len(held_out.word_raw)},
         "test": figures,
     }
-    atomic_write_text(Path(args.output), json.dumps(report, indent=2) + "\n")
+    atomic_write_json(Path(args.output), report)
     if args.store:
         store_confidence_calibration(args.base, calibration.to_dict())
         print(f"stored the calibration in {args.base}")

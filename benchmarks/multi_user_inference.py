@@ -20,7 +20,6 @@ throughput / per-user-swap throughput.
 """
 
 import argparse
-import json
 import platform
 import statistics
 import sys
@@ -37,7 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from kospeech.checkpoint import save_checkpoint  # noqa: E402
 from kospeech.data.features import FeatureConfig, FeatureExtractor  # noqa: E402
 from kospeech.decode import GreedyCTCDecoder  # noqa: E402
-from kospeech.fileio import atomic_write_text  # noqa: E402
+from kospeech.fileio import atomic_write_json  # noqa: E402
 from kospeech.inference import Recognizer  # noqa: E402
 from kospeech.model_builder import build_deepspeech2  # noqa: E402
 from kospeech.models import AdapterManager, count_parameters  # noqa: E402
@@ -228,7 +227,7 @@ def main() -> None:
         "ratio_mixed_vs_swap_in_memory": round(timings["per_user_swap_in_memory"] / timings["mixed_batch"], 3),
     }
     output = Path(args.output)
-    atomic_write_text(output, json.dumps(results, indent=2) + "\n")
+    atomic_write_json(output, results)
 
     print(f"multi-user inference benchmark ({results['mode']}, CPU, {results['torch_threads']} thread(s))")
     print(

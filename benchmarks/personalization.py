@@ -13,7 +13,6 @@ Writes runs/benchmarks/personalization/{results.json,results.md,personalization.
 """
 
 import argparse
-import json
 import statistics
 import sys
 import tempfile
@@ -28,6 +27,7 @@ from kospeech.checkpoint import load_checkpoint  # noqa: E402
 from kospeech.cli import setup_logging  # noqa: E402
 from kospeech.data import FeatureExtractor, build_dataloader, read_manifest  # noqa: E402
 from kospeech.data.synthetic import ensure_corpus  # noqa: E402
+from kospeech.fileio import atomic_write_json  # noqa: E402
 from kospeech.models import count_parameters  # noqa: E402
 from kospeech.trainer import AdapterTrainConfig, AdapterTrainer, SupervisedTrainer, TrainConfig, evaluate  # noqa: E402
 from kospeech.trainer.adapter_trainer import split_holdout  # noqa: E402
@@ -186,7 +186,7 @@ def main() -> None:
     }
     output_dir = Path(args.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    (output_dir / "results.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    atomic_write_json(output_dir / "results.json", report)
     markdown = to_markdown(summary, args.methods, args.sizes)
     (output_dir / "results.md").write_text(markdown + "\n", encoding="utf-8")
     plot(summary, args.methods, args.sizes, output_dir / "personalization.png")

@@ -25,7 +25,6 @@ users (target <= 1.05).
 """
 
 import argparse
-import json
 import platform
 import resource
 import sys
@@ -46,7 +45,7 @@ from kospeech.data.audio import load_audio  # noqa: E402
 from kospeech.data.manifest import read_manifest  # noqa: E402
 from kospeech.data.silence_padding import low_noise  # noqa: E402
 from kospeech.data.voice_activity import frame_levels  # noqa: E402
-from kospeech.fileio import atomic_write_text  # noqa: E402
+from kospeech.fileio import atomic_write_json  # noqa: E402
 from kospeech.inference import Recognizer  # noqa: E402
 from kospeech.metrics import character_error_rate  # noqa: E402
 
@@ -203,7 +202,7 @@ def main() -> None:
         "seconds": round(time.perf_counter() - started, 1),
         "ratio": round(worst, 3),
     }
-    atomic_write_text(Path(args.output), json.dumps(report, indent=2, ensure_ascii=False) + "\n")
+    atomic_write_json(Path(args.output), report)
     for key, values in figures.items():
         if key != "long_files":
             print(

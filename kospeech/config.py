@@ -12,15 +12,16 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, Optional, Tuple
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING
+from omegaconf import MISSING, OmegaConf
 
 from kospeech.data.features import FeatureConfig
 from kospeech.data.synthetic.config import SCHEMA_NAME as CORPUS_SCHEMA_NAME
 from kospeech.data.synthetic.config import CorpusConfig
 from kospeech.model_builder import DeepSpeech2Config
+from kospeech.models.adapter_manager import validate_adapter_name
 from kospeech.trainer.configs import AdapterTrainConfig, DataConfig, TrainConfig
 
-__all__ = ["TrainJobConfig", "EvalConfig", "SCHEMAS", "register_configs"]
+__all__ = ["TrainJobConfig", "EvalConfig", "SCHEMAS", "RUN_DIR_RESOLVER", "register_configs", "checked_run_dir"]
 
 
 @dataclass
@@ -77,9 +78,27 @@ SCHEMAS: Tuple[Tuple[Optional[str], str, type], ...] = (
 
 _STORED: Dict[Tuple[Optional[str], str], type] = {}
 
+RUN_DIR_RESOLVER = "kospeech.run_dir"
+"""The OmegaConf resolver of ``hydra.run.dir`` in ``configs/train.yaml``: see :func:`checked_run_dir`."""
+
+
+def checked_run_dir(output_dir: str, adapter_name: Optional[str] = None) -> str:
+    """``output_dir``, once the adapter name of the job (if any) is known to be a valid name.
+
+    Hydra creates the run folder (``.hydra/``, ``train.log``) from ``hydra.run.dir`` before the job starts; resolving
+    it through this function refuses a name such as ``../../x`` before any folder exists.
+
+    Raises:
+        InvalidNameError: ``adapter_name`` breaks the adapter name rule.
+    """
+    if adapter_name is not None:
+        validate_adapter_name(adapter_name)
+    return output_dir
+
 
 def register_configs() -> None:
-    """Store every schema of :data:`SCHEMAS` in Hydra's ConfigStore; every CLI calls it before ``hydra.main``.
+    """Store every schema of :data:`SCHEMAS` in Hydra's ConfigStore (and register :data:`RUN_DIR_RESOLVER`); every
+    CLI calls it before ``hydra.main``.
 
     Calling it again is harmless. A different dataclass already stored under one of the names by this function
     is refused, so two schemas can never silently share a name.
@@ -87,6 +106,8 @@ def register_configs() -> None:
     Raises:
         ValueError: a name of :data:`SCHEMAS` is already taken by another dataclass.
     """
+    if not OmegaConf.has_resolver(RUN_DIR_RESOLVER):
+        OmegaConf.register_new_resolver(RUN_DIR_RESOLVER, checked_run_dir)
     store = ConfigStore.instance()
     for group, name, node in SCHEMAS:
         key = (group, name)

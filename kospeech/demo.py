@@ -7,7 +7,6 @@ user's test set with the base model alone and with the adapter. Results go to
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from dataclasses import dataclass, field
@@ -23,7 +22,7 @@ from kospeech.data.features import FeatureExtractor
 from kospeech.data.manifest import read_manifest
 from kospeech.data.synthetic import build_user_sets
 from kospeech.evaluation import evaluate_base_and_adapter
-from kospeech.fileio import atomic_write_text
+from kospeech.fileio import atomic_write_json
 from kospeech.model_builder import DeepSpeech2Config
 from kospeech.models import AdapterManager
 from kospeech.trainer.adapter_trainer import AdapterTrainer
@@ -157,7 +156,7 @@ def run_demo(config: DemoConfig) -> List[Dict[str, Any]]:
             }
         )
         logger.info("%s: base CER %.4f -> adapter CER %.4f", user, base.cer, adapted.cer)
-    atomic_write_text(output_dir / "results.json", json.dumps(records, indent=2, ensure_ascii=False) + "\n")
+    atomic_write_json(output_dir / "results.json", records)
     plot_results(records, output_dir / "personalization.png")
     return records
 

@@ -23,7 +23,9 @@ def resolve_device(name: Union[str, torch.device]) -> torch.device:
     try:
         device = torch.device(name)
     except (RuntimeError, TypeError) as exc:
-        raise ValueError(f"device {name!r} is not a device name ({exc}); use 'cpu', 'cuda', 'cuda:N' or 'auto'") from exc
+        raise ValueError(
+            f"device {name!r} is not a device name ({exc}); use 'cpu', 'cuda', 'cuda:N' or 'auto'"
+        ) from exc
     if device.type not in SUPPORTED_DEVICE_TYPES:
         raise ValueError(f"device {name!r}: kospeech runs on {' or '.join(SUPPORTED_DEVICE_TYPES)} devices only")
     if device.type == "cuda":

@@ -15,6 +15,7 @@
     ├── AdapterCompatibilityError (also ValueError)   an adapter made for another base, vocabulary, features or size
     ├── UnknownUserError (also LookupError)           a user without an adapter
     ├── TrunkCacheTooLargeError (also ValueError)     cached trunk outputs would exceed their memory bound
+    ├── TrainingError (also RuntimeError)             a training run that trained nothing (nothing is saved)
     └── EspeakError (also RuntimeError)               espeak-ng failed
 
 Every class keeps the built-in base it had before this module existed, so ``except ValueError`` callers keep
@@ -43,8 +44,25 @@ __all__ = [
     "AdapterCompatibilityError",
     "UnknownUserError",
     "TrunkCacheTooLargeError",
+    "TrainingError",
     "EspeakError",
 ]
+
+MAX_LISTED_NAMES = 20
+"""The most names an error message lists (a folder may hold thousands of adapters)."""
+
+
+def name_list(names: Sequence[str], limit: int = MAX_LISTED_NAMES) -> str:
+    """``names`` for a message: all of them up to ``limit``, else the first ``limit`` and how many more.
+
+    Example:
+        >>> name_list(["a", "b", "c"], limit=2)
+        "['a', 'b'] and 1 more (3 in all)"
+    """
+    names = list(names)
+    if len(names) <= limit:
+        return repr(names)
+    return f"{names[:limit]!r} and {len(names) - limit} more ({len(names)} in all)"
 
 
 class KospeechError(Exception):
@@ -109,7 +127,7 @@ class UnknownUserError(KospeechError, LookupError):
 
     def __init__(self, user: str, available: Sequence[str], reason: str) -> None:
         super().__init__(
-            f"unknown user {user!r}: {reason}; available adapters: {list(available)} "
+            f"unknown user {user!r}: {reason}; available adapters: {name_list(available)} "
             "(fallback_to_base=True, or --fallback-to-base on the command line, uses the base model for such users)"
         )
         self.user = user
@@ -118,6 +136,10 @@ class UnknownUserError(KospeechError, LookupError):
 
 class TrunkCacheTooLargeError(KospeechError, ValueError):
     """The cached trunk outputs would exceed the memory bound and spilling to disk is off."""
+
+
+class TrainingError(KospeechError, RuntimeError):
+    """A training run trained nothing (every step skipped, every utterance excluded): no model or adapter is saved."""
 
 
 class EspeakError(KospeechError, RuntimeError):

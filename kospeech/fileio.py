@@ -9,17 +9,27 @@ reader sees either the previous file or the new one. Every ``.pt`` file is read 
 from __future__ import annotations
 
 import hashlib
+import json
+import math
 import os
 import tempfile
 import zipfile
 from pathlib import Path
-from typing import Any, Callable, Dict, Union
+from typing import Any, Callable, Dict, Optional, Union
 
 import torch
 
 from kospeech.errors import CheckpointError
 
-__all__ = ["atomic_write", "atomic_write_text", "atomic_torch_save", "safe_torch_load", "sha256_file"]
+__all__ = [
+    "atomic_write",
+    "atomic_write_json",
+    "atomic_write_text",
+    "atomic_torch_save",
+    "safe_torch_load",
+    "sha256_file",
+    "strict_json",
+]
 
 PathLike = Union[str, os.PathLike]
 
@@ -64,6 +74,31 @@ def atomic_write_text(path: PathLike, text: str) -> Path:
     return atomic_write(path, lambda handle: handle.write(text), mode="w")
 
 
+def _finite_or_none(value: Any) -> Any:
+    """``value`` with every NaN / infinite float (in nested dicts, lists and tuples) replaced by ``None``."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: _finite_or_none(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite_or_none(item) for item in value]
+    return value
+
+
+def strict_json(obj: Any, indent: Optional[int] = 2, sort_keys: bool = False) -> str:
+    """Strict JSON text of ``obj`` (UTF-8 characters kept): every NaN or infinite float becomes ``null``.
+
+    Python's ``json`` writes ``NaN`` and ``Infinity`` by default, which no strict JSON parser (``jq``, browsers,
+    most languages) reads; a figure that is not a number (a CER over no utterances) is recorded as missing instead.
+    """
+    return json.dumps(_finite_or_none(obj), indent=indent, ensure_ascii=False, allow_nan=False, sort_keys=sort_keys)
+
+
+def atomic_write_json(path: PathLike, obj: Any, sort_keys: bool = False) -> Path:
+    """Atomically write ``obj`` as strict JSON (:func:`strict_json`, indented, final newline) to ``path``."""
+    return atomic_write_text(path, strict_json(obj, sort_keys=sort_keys) + "\n")
+
+
 def atomic_torch_save(obj: Dict[str, Any], path: PathLike) -> Path:
     """Atomically ``torch.save`` a plain dict (tensors, numbers, strings, lists, dicts) to ``path``."""
     return atomic_write(path, lambda handle: torch.save(obj, handle))
@@ -82,7 +117,8 @@ def safe_torch_load(path: PathLike, what: str = "file") -> Dict[str, Any]:
     Raises:
         FileNotFoundError: the file does not exist.
         ValueError: the file is not a readable weights-only torch file (corrupt, truncated, or a
-            pickle that would need to execute code), or does not hold a dict.
+            pickle that would need to execute code), does not hold a dict, or holds a tensor that is not dense
+            memory on the CPU (meta, sparse, quantized, complex, a subclass or an expanded view; named by key).
     """
     path = Path(path)
     if not path.is_file():
@@ -94,7 +130,44 @@ def safe_torch_load(path: PathLike, what: str = "file") -> Dict[str, Any]:
         raise CheckpointError(f"{path}: not a valid {what} (refused by the weights-only loader): {exc}") from exc
     if not isinstance(obj, dict):
         raise CheckpointError(f"{path}: a {what} must hold a dict, found {type(obj).__name__}")
+    _refuse_unusual_tensors(obj, f"{path}: {what} entry", "")
     return obj
+
+
+def _refuse_unusual_tensors(value: Any, where: str, key: str) -> None:
+    """Refuse any tensor in ``value`` (nested dicts, lists, tuples) that is not dense memory on the CPU.
+
+    The weights-only loader rebuilds meta, sparse, quantized and expanded tensors as readily as ordinary ones; every
+    later step (finiteness checks, ``load_state_dict``, arithmetic) would then fail far from the file, or an expanded
+    view of a few bytes would claim gigabytes once copied. The message names the file and the entry's key.
+    """
+    if isinstance(value, dict):
+        for name, item in value.items():
+            _refuse_unusual_tensors(item, where, f"{key}.{name}" if key else str(name))
+    elif isinstance(value, (list, tuple)):
+        for position, item in enumerate(value):
+            _refuse_unusual_tensors(item, where, f"{key}[{position}]")
+    elif isinstance(value, torch.Tensor):
+        problem = _unusual_tensor(value)
+        if problem:
+            raise CheckpointError(f"{where} {key!r}: {problem}; only dense tensors on the CPU are accepted")
+
+
+def _unusual_tensor(tensor: torch.Tensor) -> Optional[str]:
+    """Why ``tensor`` is not a plain dense CPU tensor (``None`` when it is one)."""
+    if type(tensor) not in (torch.Tensor, torch.nn.Parameter):
+        return f"a tensor subclass {type(tensor).__name__}"
+    if tensor.layout != torch.strided:
+        return f"a {str(tensor.layout).replace('torch.', '')} tensor"
+    if tensor.device.type != "cpu":
+        return f"a tensor on the {tensor.device.type!r} device"
+    if tensor.is_quantized:
+        return "a quantized tensor"
+    if tensor.dtype.is_complex:
+        return f"a complex tensor ({tensor.dtype})"
+    if tensor.numel() and any(stride == 0 for size, stride in zip(tensor.shape, tensor.stride()) if size > 1):
+        return f"an expanded view (shape {tuple(tensor.shape)}, strides {tensor.stride()}) of smaller storage"
+    return None
 
 
 def _refuse_compressed_entries(path: Path, what: str) -> None:

@@ -44,7 +44,11 @@ def decode_text(raw: bytes, where: str, error: Type[InputError] = InputError) ->
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         line = raw.count(b"\n", 0, exc.start) + 1
-        hint = " (it starts with a UTF-16 byte-order mark)" if raw[:2] in (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE) else ""
+        hint = (
+            " (it starts with a UTF-16 byte-order mark)"
+            if raw[:2] in (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)
+            else ""
+        )
         raise error(
             f"{where}:{line}: not UTF-8 text{hint}: {exc.reason} at byte {exc.start}; "
             "convert it (e.g. from cp949: iconv -f cp949 -t utf-8) first"

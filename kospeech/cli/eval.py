@@ -5,7 +5,6 @@
         manifest_path=data/corpus_demo/users/user01/test.tsv
 """
 
-import json
 import logging
 from pathlib import Path
 from typing import Any, Dict, List
@@ -21,6 +20,7 @@ from kospeech.data.features import FeatureExtractor
 from kospeech.data.manifest import ManifestEntry, read_manifest
 from kospeech.device import resolve_device
 from kospeech.evaluation import evaluate
+from kospeech.fileio import strict_json
 from kospeech.inference import Recognizer, evaluate_users, read_user_map
 from kospeech.models import AdapterManager
 from kospeech.trainer.configs import DataConfig
@@ -115,7 +115,7 @@ register_configs()
 def main(config: DictConfig) -> None:
     absolutize_paths(config)
     setup_logging()
-    print(json.dumps(evaluate_checkpoint(config), indent=2, ensure_ascii=False))
+    print(strict_json(evaluate_checkpoint(config)))
 
 
 if __name__ == "__main__":

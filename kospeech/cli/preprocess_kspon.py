@@ -7,11 +7,11 @@ Writes OUT_DIR/train.tsv, OUT_DIR/valid.tsv (with --valid-ratio) and OUT_DIR/voc
 """
 
 import argparse
-import json
 from pathlib import Path
 
 from kospeech.cli.common import setup_logging
 from kospeech.data.ksponspeech import TRANSCRIPT_MODES, preprocess_ksponspeech
+from kospeech.fileio import strict_json
 from kospeech.vocabs import OUTPUT_UNITS
 
 
@@ -43,7 +43,7 @@ def main(argv=None) -> None:
         audio_extension=args.audio_extension,
         progress=not args.no_progress,
     )
-    print(json.dumps(summary, indent=2, ensure_ascii=False))
+    print(strict_json(summary))
 
 
 if __name__ == "__main__":

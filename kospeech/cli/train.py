@@ -9,7 +9,6 @@ Base training on several processes (DistributedDataParallel; see docs/performanc
     torchrun --standalone --nproc_per_node=2 bin/main.py --config-name=train train=ds2_train
 """
 
-import json
 import logging
 import os
 import sys
@@ -21,6 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 from kospeech.cli.common import absolutize_paths, config_dir, setup_logging
 from kospeech.config import register_configs
 from kospeech.device import resolve_device
+from kospeech.fileio import strict_json
 from kospeech.trainer.distributed import cleanup_distributed, init_distributed, world_size_from_env
 from kospeech.trainer.recipes import train_adapter_model, train_base_model
 
@@ -52,7 +52,7 @@ def hydra_main(config: DictConfig) -> None:
             )
         setup_logging(Path(config.train.output_dir) / "train.log")
         logger.info("resolved config:\n%s", OmegaConf.to_yaml(config))
-        print(json.dumps(train_adapter(config), indent=2, ensure_ascii=False))
+        print(strict_json(train_adapter(config)))
         return
     # under torchrun: join the process group first; rank 0 alone logs to the console and the run folder
     context = init_distributed(config.train.ddp_backend, resolve_device(config.train.device))
@@ -64,7 +64,7 @@ def hydra_main(config: DictConfig) -> None:
             setup_logging(level=logging.WARNING)
         results = train_base(config)
         if context.is_main:
-            print(json.dumps(results, indent=2, ensure_ascii=False))
+            print(strict_json(results))
     finally:
         cleanup_distributed()
 

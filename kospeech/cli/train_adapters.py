@@ -10,7 +10,8 @@ to ``{adapter_save_dir}/{user}_adapter.pt``; per-user runs and ``results.json`` 
 """
 
 import argparse
-import json
+import dataclasses
+import sys
 from pathlib import Path
 
 from hydra import compose, initialize_config_dir
@@ -18,8 +19,15 @@ from omegaconf import OmegaConf
 
 from kospeech.cli.common import config_dir, setup_logging
 from kospeech.config import register_configs
+from kospeech.fileio import strict_json
 from kospeech.trainer.configs import AdapterTrainConfig
 from kospeech.trainer.multi_user import train_user_adapters
+
+_PATH_OPTIONS = {
+    "train.base_model_path": "--base-model",
+    "train.adapter_save_dir": "--adapter-save-dir",
+    "train.output_dir": "--output-dir",
+}
 
 
 def parse_args() -> argparse.Namespace:
@@ -36,16 +44,22 @@ def parse_args() -> argparse.Namespace:
 def load_config(args: argparse.Namespace) -> AdapterTrainConfig:
     """``configs/train/adapter_train.yaml`` with the paths of the command line and the overrides."""
     register_configs()
-    overrides = [
-        "train=adapter_train",
-        f"train.base_model_path={Path(args.base_model).resolve()}",
-        f"train.adapter_save_dir={Path(args.adapter_save_dir).resolve()}",
-        f"train.output_dir={Path(args.output_dir).resolve()}",
-        *args.overrides,
-    ]
+    for override in args.overrides:
+        key = override.split("=", 1)[0].lstrip("+~")
+        if key in _PATH_OPTIONS:
+            sys.exit(f"set {key} with {_PATH_OPTIONS[key]}, not as an override")
+    # base_model_path is required by the schema; the placeholder is replaced below
+    overrides = ["train=adapter_train", "train.base_model_path=unset", *args.overrides]
     with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
         job = compose(config_name="train", overrides=overrides)
-    return OmegaConf.to_object(job.train)
+    # the paths are set on the finished config, never pasted into override strings: Hydra's grammar would read
+    # "," "=" quotes and braces in them, and OmegaConf would interpolate "${...}"
+    return dataclasses.replace(
+        OmegaConf.to_object(job.train),
+        base_model_path=str(Path(args.base_model).resolve()),
+        adapter_save_dir=str(Path(args.adapter_save_dir).resolve()),
+        output_dir=str(Path(args.output_dir).resolve()),
+    )
 
 
 def main() -> None:
@@ -56,10 +70,15 @@ def main() -> None:
     results = train_user_adapters(config, Path(args.users_dir).resolve(), users=users)
     print(f"{'user':<16}{'base CER':>10}{'adapter CER':>13}{'epochs':>8}  adapter")
     for user, figures in results["users"].items():
+        if figures["adapter_path"] is None:
+            print(f"{user:<16}{'-':>10}{'-':>13}{'-':>8}  no adapter: {figures['error']}")
+            continue
         before = figures["cer_before"] if figures["cer_before"] is not None else float("nan")
         after, epochs, path = figures["cer_after"], figures["epochs"], figures["adapter_path"]
         print(f"{user:<16}{before:>10.4f}{after:>13.4f}{epochs:>8}  {path}")
-    print(json.dumps({key: value for key, value in results.items() if key != "users"}, indent=2))
+    print(strict_json({key: value for key, value in results.items() if key != "users"}))
+    if results["failed_users"]:
+        sys.exit(f"no adapter for {len(results['failed_users'])} user(s): {', '.join(results['failed_users'])}")
 
 
 if __name__ == "__main__":

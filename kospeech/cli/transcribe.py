@@ -14,14 +14,13 @@ an unknown user or a bad option stops before any audio is read, with exit status
 """
 
 import argparse
-import json
 import logging
 import sys
 from pathlib import Path
 from typing import Dict, List, Optional
 
 from kospeech.decode import check_beam_size
-from kospeech.fileio import atomic_write_text
+from kospeech.fileio import atomic_write_text, strict_json
 from kospeech.inference import (
     AUDIO_EXTENSIONS,
     Recognizer,
@@ -137,9 +136,9 @@ def main(argv: Optional[List[str]] = None) -> int:
             failed += 1
             print(f"error: {path}: {result}", file=sys.stderr)
             if args.format == "jsonl":
-                print(json.dumps({"path": str(path), "user": user, "error": str(result)}, ensure_ascii=False))
+                print(strict_json({"path": str(path), "user": user, "error": str(result)}, indent=None))
         elif args.format == "jsonl":
-            print(json.dumps({"path": str(path), **result.to_dict()}, ensure_ascii=False))
+            print(strict_json({"path": str(path), **result.to_dict()}, indent=None))
         elif subtitles:
             _write_subtitles(result, args.format, targets.get(path))
         else:

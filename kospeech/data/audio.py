@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import os
-import struct
 from pathlib import Path
 from typing import Any, Dict, Iterator, NamedTuple, Optional, Union
 
@@ -206,7 +205,9 @@ def resample(waveform: np.ndarray, orig_sample_rate: int, new_sample_rate: int) 
     new_sample_rate = check_sample_rate(new_sample_rate, "resample")
     if orig_sample_rate == new_sample_rate:
         return waveform
-    resampled = soxr.resample(np.ascontiguousarray(waveform, dtype=np.float32), orig_sample_rate, new_sample_rate, quality="HQ")
+    resampled = soxr.resample(
+        np.ascontiguousarray(waveform, dtype=np.float32), orig_sample_rate, new_sample_rate, quality="HQ"
+    )
     return np.asarray(resampled, dtype=np.float32)
 
 
@@ -275,7 +276,9 @@ def pcm_to_float(data: np.ndarray, where: str) -> np.ndarray:
     if np.issubdtype(data.dtype, np.signedinteger) and data.dtype.itemsize in (1, 2, 4):
         return data.astype(np.float32) / float(2 ** (8 * data.dtype.itemsize - 1))
     if not np.issubdtype(data.dtype, np.floating):
-        raise InputError(f"{where}: sample dtype must be floating point or int8/int16/int32/uint8 PCM, got {data.dtype}")
+        raise InputError(
+            f"{where}: sample dtype must be floating point or int8/int16/int32/uint8 PCM, got {data.dtype}"
+        )
     if data.dtype.itemsize > 4 and data.size:
         finite = data[np.isfinite(data)]
         if finite.size and float(np.abs(finite).max()) > float(np.finfo(np.float32).max):

@@ -9,22 +9,32 @@ DataLoader workers and whichever worker loads it.
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, List, Optional, Sequence, Tuple, Union
+from typing import TYPE_CHECKING, List, NamedTuple, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
+from tqdm.auto import tqdm
 
 from kospeech.data.audio import audio_duration
 from kospeech.data.collate import SpeechBatch, collate_speech_batch
 from kospeech.data.features import FeatureExtractor, SpecAugment
 from kospeech.data.sampler import BucketBatchSampler, SampleKey
 from kospeech.data.silence_padding import SilencePadding
+from kospeech.errors import InputError
 
 if TYPE_CHECKING:
     from kospeech.data.manifest import ManifestEntry
 
-__all__ = ["SpeechDataset", "build_dataloader", "worker_init_fn", "SpeechBatch", "collate_speech_batch"]
+__all__ = [
+    "ExcludedUtterance",
+    "SpeechDataset",
+    "build_dataloader",
+    "screen_entries",
+    "worker_init_fn",
+    "SpeechBatch",
+    "collate_speech_batch",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -115,11 +125,48 @@ class SpeechDataset(Dataset):
             features = self.feature_extractor.from_file(entry.audio_path, generator=generator)
         else:
             waveform = self.silence_padding(self.feature_extractor.load_waveform(entry.audio_path), generator)
-            features = self.feature_extractor(waveform, generator=generator)
+            features = self.feature_extractor(waveform, generator=generator, where=str(entry.audio_path))
         if self.spec_augment is not None:
             features = self.spec_augment(features, generator=generator)
         targets = torch.tensor(entry.label_ids, dtype=torch.int64)
         return features, targets
+
+
+class ExcludedUtterance(NamedTuple):
+    """An utterance :func:`screen_entries` left out, and why."""
+
+    audio_path: str
+    reason: str
+
+
+def screen_entries(
+    entries: Sequence[ManifestEntry], feature_extractor: FeatureExtractor, what: str = "training"
+) -> Tuple[List[ManifestEntry], List[ExcludedUtterance]]:
+    """Compute every entry's features once and keep the usable ones, so that one bad file cannot spoil a run.
+
+    An utterance whose audio is missing or unusable, or whose features are not finite, would otherwise fail every
+    batch it lands in (or turn the whole batch's loss into NaN, so every step is skipped). Each one left out is logged
+    as a warning naming the file and the problem.
+
+    Args:
+        entries: the utterances.
+        feature_extractor: the extractor training uses (its features are checked without augmentation).
+        what: the set's name in the log ("training", "validation").
+
+    Returns:
+        ``(usable, excluded)``: the usable entries in their order, and the others with the reason.
+    """
+    usable: List[ManifestEntry] = []
+    excluded: List[ExcludedUtterance] = []
+    for entry in tqdm(entries, desc=f"checking {what} audio", unit="utt", disable=len(entries) < 1000):
+        try:
+            feature_extractor.from_file(entry.audio_path)
+        except (FileNotFoundError, InputError) as exc:
+            logger.warning("excluding %s utterance %s: %s", what, entry.audio_path, exc)
+            excluded.append(ExcludedUtterance(str(entry.audio_path), str(exc)))
+        else:
+            usable.append(entry)
+    return usable, excluded
 
 
 def worker_init_fn(worker_id: int) -> None:

@@ -22,7 +22,7 @@ import torchaudio.compliance.kaldi as kaldi
 import torchaudio.functional as AF
 
 from kospeech.data.audio import load_audio
-from kospeech.errors import ConfigError
+from kospeech.errors import AudioError, ConfigError
 
 __all__ = ["FEATURE_TYPES", "NORMALIZE_MODES", "FeatureConfig", "FeatureExtractor", "SpecAugment"]
 
@@ -247,19 +247,25 @@ class FeatureExtractor:
         return 1 + (num_samples - self.config.win_length) // self.config.hop_length
 
     def __call__(
-        self, waveform: Union[np.ndarray, torch.Tensor], generator: Optional[torch.Generator] = None
+        self,
+        waveform: Union[np.ndarray, torch.Tensor],
+        generator: Optional[torch.Generator] = None,
+        where: str = "waveform",
     ) -> torch.Tensor:
         """Compute features.
 
         Args:
             waveform: (N,) float mono samples in [-1, 1] at ``config.sample_rate``.
             generator: random source for dither (only used when ``config.dither > 0``).
+            where: the input (a file, an utterance), named in errors.
 
         Returns:
             (T, D) float32 features, ``T = 1 + (N - win_length) // hop_length``.
 
         Raises:
             ValueError: the waveform is not 1-D, holds NaN/Inf, or is shorter than one analysis window.
+            AudioError: finite samples gave non-finite features (samples so far beyond full scale, e.g. 1e15, that
+                their power overflows float32).
         """
         cfg = self.config
         samples = torch.as_tensor(waveform, dtype=torch.float32)
@@ -288,6 +294,12 @@ class FeatureExtractor:
                 speech = _speech_mask(features, _SPEECH_RANGE / (2.0 if cfg.feature_type == "spectrogram" else 1.0))
                 floored = torch.maximum(features, torch.quantile(features[speech], _SPEECH_FLOOR_PERCENTILE, dim=0))
                 features = _standardize(floored, floored[speech])
+        if not bool(torch.isfinite(features).all()):
+            peak = float(samples.abs().max()) / _INT16_SCALE
+            raise AudioError(
+                f"{where}: the features are not finite (NaN/Inf): the samples peak at {peak:.3g} x full scale, so "
+                "their power overflows float32; scale the audio to [-1, 1]"
+            )
         return features.contiguous()
 
     def _fbank(self, samples: torch.Tensor) -> torch.Tensor:
@@ -331,9 +343,10 @@ class FeatureExtractor:
 
         Raises:
             FileNotFoundError: the file does not exist.
-            AudioError: the file is unusable or shorter than one analysis window (the message names the file).
+            AudioError: the file is unusable, shorter than one analysis window or gives non-finite features (the
+                message names the file).
         """
-        return self(self.load_waveform(path), generator=generator)
+        return self(self.load_waveform(path), generator=generator, where=str(path))
 
     def load_waveform(self, path: Union[str, Path]) -> np.ndarray:
         """Load an audio file as the extractor takes it: resampled to ``config.sample_rate``, mono.

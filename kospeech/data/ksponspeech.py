@@ -184,8 +184,9 @@ def preprocess_ksponspeech(
     """Walk a KsponSpeech tree, clean every transcript, and write the manifest(s) and the vocabulary.
 
     Every ``*.pcm`` under ``root_dir`` (e.g. ``KsponSpeech_01/KsponSpeech_0001/KsponSpeech_000001.pcm``) is paired
-    with the ``.txt`` of the same name. Utterances whose transcript is missing, whose audio header is unreadable or
-    holds no samples, or whose transcript is empty after cleaning are skipped, counted and logged.
+    with the ``.txt`` of the same name. Utterances whose transcript is missing or decodes neither as cp949 nor as
+    UTF-8, whose audio header is unreadable or holds no samples, or whose transcript is empty after cleaning are
+    skipped, counted and logged (one bad file never ends a run over 600,000).
 
     Args:
         root_dir: the corpus root.
@@ -200,7 +201,8 @@ def preprocess_ksponspeech(
 
     Returns:
         A summary: ``utterances``, ``train_utterances``, ``valid_utterances``, ``hours``,
-        ``skipped_empty_transcript``, ``skipped_missing_transcript``, ``skipped_empty_audio``, ``skipped_bad_audio``,
+        ``skipped_empty_transcript``, ``skipped_missing_transcript``, ``skipped_undecodable_transcript``,
+        ``skipped_empty_audio``, ``skipped_bad_audio``,
         ``vocab_size``, ``mode``, ``unit`` and the written paths ``train_manifest``, ``valid_manifest`` (or None),
         ``vocab``.
 
@@ -208,7 +210,6 @@ def preprocess_ksponspeech(
         FileNotFoundError: ``root_dir`` is not a directory.
         ValueError: bad ``mode``, ``unit`` or ``valid_ratio``.
         InputError: (a ValueError) no audio files, or no utterance left after cleaning.
-        TranscriptError: a transcript is neither cp949 nor UTF-8.
     """
     root = Path(root_dir).resolve()
     out = Path(out_dir)
@@ -226,6 +227,7 @@ def preprocess_ksponspeech(
     skipped = {
         "skipped_empty_transcript": 0,
         "skipped_missing_transcript": 0,
+        "skipped_undecodable_transcript": 0,
         "skipped_empty_audio": 0,
         "skipped_bad_audio": 0,
     }
@@ -247,7 +249,13 @@ def preprocess_ksponspeech(
             skipped["skipped_empty_audio"] += 1
             logger.warning("skipping %s: empty audio file", audio_path)
             continue
-        text = clean_transcript(read_transcript(transcript_path), mode=mode, keep_punctuation=keep_punctuation)
+        try:
+            raw_text = read_transcript(transcript_path)
+        except TranscriptError as exc:
+            skipped["skipped_undecodable_transcript"] += 1
+            logger.warning("skipping %s: %s", audio_path, exc)
+            continue
+        text = clean_transcript(raw_text, mode=mode, keep_punctuation=keep_punctuation)
         if not text:
             skipped["skipped_empty_transcript"] += 1
             logger.info("skipping %s: transcript empty after cleaning", transcript_path)

@@ -42,6 +42,7 @@ def check_beam_size(beam_size: object) -> int:
         raise ValueError(f"beam_size must be an integer from 1 to {MAX_BEAM_SIZE}, got {beam_size!r}")
     return beam_size
 
+
 Prefix = Tuple[int, ...]
 
 

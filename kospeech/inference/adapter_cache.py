@@ -74,10 +74,11 @@ class AdapterCache:
 
         Raises:
             ValueError: invalid name.
-            FileNotFoundError: no ``<name>_adapter.pt`` in the directory (the message lists what exists).
+            FileNotFoundError: no ``<name>_adapter.pt`` in the directory (the folder is not listed).
             AdapterCompatibilityError / ValueError: from the loader (wrong base, vocabulary, features, bad file).
         """
-        path = AdapterManager.find_adapter(self.adapter_dir, name)
+        # no folder listing on a miss: a caller falling back to the base model must not list thousands of files
+        path = AdapterManager.find_adapter(self.adapter_dir, name, list_available=False)
         stamp = _file_stamp(path)  # taken before reading, so a concurrent replace is picked up next time
         with self._lock:
             entry = self._entries.get(name)

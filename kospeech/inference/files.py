@@ -85,7 +85,9 @@ def read_user_map(path: PathLike) -> Dict[Path, str]:
     return mapping
 
 
-def users_for_files(files: Sequence[Path], user_map: Dict[Path, str], default_user: Optional[str]) -> List[Optional[str]]:
+def users_for_files(
+    files: Sequence[Path], user_map: Dict[Path, str], default_user: Optional[str]
+) -> List[Optional[str]]:
     """Each file's user: its user-map entry, else ``default_user`` (``None``: the base model).
 
     Map entries that name none of the files are logged as one warning (the first 10 shown): a map written for other
@@ -145,7 +147,9 @@ def transcribe_files(
                 recognizer.transcribe(chunk, user=chunk_users, return_timestamps=return_timestamps)
             )
         except Exception:  # which file failed is found by retrying them one by one
-            results = [_transcribe_one(recognizer, path, user, return_timestamps) for path, user in zip(chunk, chunk_users)]
+            results = [
+                _transcribe_one(recognizer, path, user, return_timestamps) for path, user in zip(chunk, chunk_users)
+            ]
         yield from zip(chunk, chunk_users, results)
 
 

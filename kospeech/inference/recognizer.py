@@ -279,15 +279,13 @@ class Recognizer:
     def _adapter_for(self, name: str) -> Optional[AdapterModule]:
         if self.cache is None:
             reason = "this recognizer has no adapter_dir"
-            available: List[str] = []
         else:
             try:
                 return self.cache.get(name)
             except FileNotFoundError:
                 reason = f"no {name}_adapter.pt in {self.cache.adapter_dir}"
-                available = self.cache.available()
         if not self.fallback_to_base:
-            raise UnknownUserError(name, available, reason)
+            raise UnknownUserError(name, self.available_users(), reason)
         logger.warning("user %r: %s; using the base model", name, reason)
         return None
 
@@ -371,7 +369,7 @@ class Recognizer:
                     samples = resample(samples, item.sample_rate, target_rate)
                     if samples.shape[0] < min_samples:
                         continue  # a tail shorter than one feature window carries nothing to decode
-                    features = self.feature_extractor(samples)
+                    features = self.feature_extractor(samples, where=item.description)
                     seconds = samples.shape[0] / target_rate
                     pending.append(_Segment(index, offset / item.sample_rate, seconds, features))
                     if len(pending) == self.batch_size:

@@ -40,8 +40,8 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from torch import nn
 
 import kospeech
-from kospeech.errors import CheckpointError, InputError, InvalidNameError
-from kospeech.fileio import atomic_torch_save, safe_torch_load
+from kospeech.errors import CheckpointError, InputError, InvalidNameError, name_list
+from kospeech.fileio import atomic_torch_save, atomic_write, safe_torch_load
 from kospeech.models.adapter import AdapterModule, build_adapter, registered_adapter_types
 from kospeech.models.deepspeech2 import AdapterCompatibilityError, DeepSpeech2
 from kospeech.models.utils import state_dict_problems, unwrap_model
@@ -53,6 +53,8 @@ __all__ = [
     "FORMAT_VERSION",
     "ADAPTER_FILE_SUFFIX",
     "MAX_ADAPTER_NAME_LENGTH",
+    "MAX_ADAPTER_WEIGHT",
+    "VERSIONS_DIR_NAME",
 ]
 
 logger = logging.getLogger(__name__)
@@ -62,6 +64,9 @@ PathLike = Union[str, os.PathLike]
 FORMAT_VERSION = 1
 ADAPTER_FILE_SUFFIX = "_adapter.pt"
 MAX_ADAPTER_NAME_LENGTH = 64
+MAX_ADAPTER_WEIGHT = 1e4
+VERSIONS_DIR_NAME = "versions"
+"""Largest magnitude an adapter weight may hold: trained adapters stay below 10; a file beyond is damaged or hostile."""
 _NAME_CHARACTERS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-")
 _NAME_RULE = (
     f"an adapter name is 1 to {MAX_ADAPTER_NAME_LENGTH} ASCII letters, digits, '_', '.' or '-', "
@@ -188,8 +193,12 @@ def _is_main_process() -> bool:
     return True
 
 
-def _read_adapter_file(path: Path) -> Tuple[Dict[str, Any], AdapterModule]:
-    """Load and validate an adapter file; returns its content and the adapter rebuilt with its weights."""
+def _read_adapter_file(path: Path, build: bool = True) -> Tuple[Dict[str, Any], Optional[AdapterModule]]:
+    """Load and validate an adapter file; returns its content and the adapter rebuilt with its weights.
+
+    With ``build=False`` the weights are checked against a memory-less skeleton only and no module is returned
+    (what describing a file needs: a fraction of the time, for folders of thousands of adapters).
+    """
     _check_inside(path, path.parent)
     content = safe_torch_load(path, what="adapter")
     version = content.get("format_version")
@@ -234,21 +243,28 @@ def _read_adapter_file(path: Path) -> Tuple[Dict[str, Any], AdapterModule]:
             mismatched.append(f"{key}: expected a floating point tensor, found {value.dtype}")
         elif not bool(torch.isfinite(value).all()):
             mismatched.append(f"{key}: holds NaN/Inf values")
+        elif value.numel() and float(value.abs().max()) > MAX_ADAPTER_WEIGHT:
+            mismatched.append(
+                f"{key}: holds |w| = {float(value.abs().max()):.3g} beyond {MAX_ADAPTER_WEIGHT:g} (trained adapters "
+                "stay far below; such weights saturate every output)"
+            )
     if missing or unexpected or mismatched:
         raise CheckpointError(
             f"{path}: adapter weights do not match a {content['adapter_type']!r} adapter of the recorded sizes: "
             f"missing keys {missing}, unexpected keys {unexpected}, mismatched entries {mismatched}"
         )
+    if not build:
+        return content, None
     adapter = build_adapter(*sizes)
     adapter.load_state_dict(state_dict, strict=True)
     return content, adapter
 
 
-def _info(path: Path, content: Mapping[str, Any], adapter: AdapterModule) -> Dict[str, Any]:
+def _info(path: Path, content: Mapping[str, Any]) -> Dict[str, Any]:
     info = {key: value for key, value in content.items() if key != "adapter_state_dict"}
     info["name"] = _name_from_file_name(path.name) or content["adapter_name"]
     info["path"] = str(path)
-    info["num_parameters"] = sum(parameter.numel() for parameter in adapter.parameters())
+    info["num_parameters"] = sum(value.numel() for value in content["adapter_state_dict"].values())
     return info
 
 
@@ -270,17 +286,25 @@ class AdapterManager:
         return sorted(name for name in names if name is not None)
 
     @staticmethod
-    def find_adapter(save_dir: PathLike, adapter_name: str) -> Path:
-        """The file of adapter ``adapter_name`` in ``save_dir``, matched by exact name.
+    def find_adapter(save_dir: PathLike, adapter_name: str, list_available: bool = True) -> Path:
+        """The file of adapter ``adapter_name`` in ``save_dir``, matched by exact name (one ``stat``, no listing).
+
+        Args:
+            save_dir: the adapter folder.
+            adapter_name: the exact name.
+            list_available: on a miss, list the folder to name what exists (the first 20 names and a count); a
+                caller that falls back to the base model on a miss passes ``False`` and never lists the folder.
 
         Raises:
             ValueError: invalid name, or the file is a link that resolves outside ``save_dir``.
-            FileNotFoundError: no such adapter (the message lists the adapters that exist).
+            FileNotFoundError: no such adapter.
         """
         path = AdapterManager.adapter_file(save_dir, adapter_name)
         if not path.is_file():
-            available = AdapterManager.adapter_names(save_dir)
-            raise FileNotFoundError(f"no adapter named {adapter_name!r} in {save_dir}; available: {available}")
+            message = f"no adapter named {adapter_name!r} in {save_dir}"
+            if list_available:
+                message += f"; available: {name_list(AdapterManager.adapter_names(save_dir))}"
+            raise FileNotFoundError(message)
         _check_inside(path, Path(save_dir))
         return path
 
@@ -362,7 +386,8 @@ class AdapterManager:
             FileNotFoundError: no such file.
             ValueError: not a valid adapter file (including pickles the weights-only loader refuses).
         """
-        return AdapterManager.read_adapter(adapter_path)[1]
+        path = Path(adapter_path)
+        return _info(path, _read_adapter_file(path, build=False)[0])
 
     @staticmethod
     def read_adapter(adapter_path: PathLike) -> Tuple[AdapterModule, Dict[str, Any]]:
@@ -382,7 +407,7 @@ class AdapterManager:
         """
         path = Path(adapter_path)
         content, adapter = _read_adapter_file(path)
-        return adapter.eval(), _info(path, content, adapter)
+        return adapter.eval(), _info(path, content)
 
     @staticmethod
     def check_compatibility(
@@ -517,7 +542,7 @@ class AdapterManager:
 
     @staticmethod
     def delete_adapter(save_dir: PathLike, adapter_name: str) -> Path:
-        """Delete adapter ``adapter_name`` (exact name) from ``save_dir``.
+        """Delete adapter ``adapter_name`` (exact name) from ``save_dir``, with its kept versions.
 
         Returns:
             The deleted file's path.
@@ -527,6 +552,80 @@ class AdapterManager:
             ValueError: invalid name, or the file is a link resolving outside ``save_dir``.
         """
         path = AdapterManager.find_adapter(save_dir, adapter_name)
+        for _, version_path in AdapterManager.list_versions(save_dir, adapter_name):
+            version_path.unlink()
+        versions = AdapterManager.versions_dir(save_dir, adapter_name)
+        if versions.is_dir():
+            versions.rmdir()
         path.unlink()
         logger.info("deleted adapter %r: %s", adapter_name, path)
         return path
+
+    # ------------------------------------------------------------------ versions
+
+    @staticmethod
+    def versions_dir(save_dir: PathLike, adapter_name: str) -> Path:
+        """``{save_dir}/versions/{adapter_name}``: where the adapters a retraining replaced are kept."""
+        return Path(save_dir) / VERSIONS_DIR_NAME / validate_adapter_name(adapter_name)
+
+    @staticmethod
+    def list_versions(save_dir: PathLike, adapter_name: str) -> List[Tuple[int, Path]]:
+        """The kept (replaced) versions of an adapter as ``(version, path)``, oldest first; empty when none.
+
+        The active adapter is always ``{save_dir}/{adapter_name}_adapter.pt``; a kept version is a complete adapter
+        file (``get_adapter_info`` and ``load_adapter`` read it) named ``{version:06d}.pt``.
+        """
+        folder = AdapterManager.versions_dir(save_dir, adapter_name)
+        if not folder.is_dir():
+            return []
+        versions = []
+        for entry in folder.iterdir():
+            stem, suffix = entry.stem, entry.suffix
+            if suffix == ".pt" and stem.isdigit() and entry.is_file():
+                versions.append((int(stem), entry))
+        return sorted(versions)
+
+    @staticmethod
+    def keep_version(save_dir: PathLike, adapter_name: str) -> Optional[Path]:
+        """Keep the active adapter as the next version before something replaces it (a retraining, a restore).
+
+        Returns:
+            The kept version's file, or ``None`` when the adapter has no active file yet.
+
+        Raises:
+            ValueError: invalid name, or the active file is a link resolving outside ``save_dir``.
+        """
+        active = AdapterManager.adapter_file(save_dir, adapter_name)
+        if not active.is_file():
+            return None
+        _check_inside(active, Path(save_dir))
+        kept = AdapterManager.list_versions(save_dir, adapter_name)
+        target = AdapterManager.versions_dir(save_dir, adapter_name) / f"{(kept[-1][0] + 1) if kept else 1:06d}.pt"
+        data = active.read_bytes()
+        atomic_write(target, lambda handle: handle.write(data))
+        logger.info("kept the active adapter %r as version %s", adapter_name, target)
+        return target
+
+    @staticmethod
+    def restore_version(save_dir: PathLike, adapter_name: str, version: int) -> Path:
+        """Make kept version ``version`` the active adapter again; the active one is kept as a new version first.
+
+        Returns:
+            The active file's path.
+
+        Raises:
+            FileNotFoundError: no such version (the message lists the kept ones).
+            ValueError: invalid name, or the version file is not a valid adapter file.
+        """
+        kept = dict(AdapterManager.list_versions(save_dir, adapter_name))
+        if version not in kept:
+            raise FileNotFoundError(
+                f"adapter {adapter_name!r} in {save_dir} has no version {version}; kept: {sorted(kept)}"
+            )
+        AdapterManager.get_adapter_info(kept[version])  # refuse a damaged version before the active file changes
+        data = kept[version].read_bytes()
+        AdapterManager.keep_version(save_dir, adapter_name)
+        active = AdapterManager.adapter_file(save_dir, adapter_name)
+        atomic_write(active, lambda handle: handle.write(data))
+        logger.info("adapter %r: version %d is active again", adapter_name, version)
+        return active

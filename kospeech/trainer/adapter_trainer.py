@@ -17,6 +17,7 @@ from torch.nn.parallel import DistributedDataParallel
 from kospeech.data.audio import audio_duration
 from kospeech.data.features import FeatureConfig
 from kospeech.data.manifest import ManifestEntry
+from kospeech.errors import TrainingError
 from kospeech.evaluation import EvaluationResult, evaluate
 from kospeech.models import AdapterManager, DeepSpeech2, count_parameters, registered_adapter
 from kospeech.models.adapter_manager import validate_adapter_name
@@ -311,10 +312,19 @@ class AdapterTrainer(SupervisedTrainer):
         return self.done
 
     def finish(self) -> Dict[str, Any]:
-        """Load the best weights into the adapter; returns ``adapter_path`` and :meth:`training_stats`."""
+        """Load the best weights into the adapter; returns ``adapter_path`` and :meth:`training_stats`.
+
+        A unit that applied no update saved no adapter: its ``adapter_path`` is ``None`` and ``error`` says why (the
+        other users of a multi-user run are not affected).
+        """
         unit = self._running()
-        self._on_train_end(unit.model)
         self._unit = None
+        try:
+            self.check_trained()
+        except TrainingError as exc:
+            logger.error("adapter %r: %s", self.adapter_name, exc)
+            return {"adapter_path": None, "error": str(exc), **self.training_stats()}
+        self._on_train_end(unit.model)
         return {"adapter_path": str(self.adapter_path), **self.training_stats()}
 
     def _running(self) -> _UnitRun:
@@ -473,6 +483,8 @@ class AdapterTrainer(SupervisedTrainer):
         return False
 
     def _on_improvement(self, model: nn.Module, optimizer: Optimizer) -> None:
+        if self._best_adapter_state is None:  # this run's first save replaces the active adapter: keep that one
+            AdapterManager.keep_version(self.adapter_save_dir, self.adapter_name)
         self._best_adapter_state = copy.deepcopy(dict(self.adapter.state_dict()))
         base = model.model if isinstance(model, CachedTrunkModel) else unwrap_model(model)
         self.adapter_path = AdapterManager.save_adapter(
@@ -515,6 +527,8 @@ class AdapterTrainer(SupervisedTrainer):
             "cer_after": self.state.best_cer,
             "epochs": self.state.epoch,
             "steps": self.state.global_step,
+            "skipped_steps": self.state.skipped_steps,
+            "excluded_utterances": len(self.excluded_utterances),
             "train_seconds": round(time.monotonic() - self._started, 2),
             "trainable_params": self.parameter_stats.get("trainable"),
             "total_params": self.parameter_stats.get("total"),

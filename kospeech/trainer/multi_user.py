@@ -28,7 +28,6 @@ layers run per user, because each user's adapters change their inputs.
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import time
 from dataclasses import dataclass
@@ -47,13 +46,15 @@ from kospeech.data.features import FeatureConfig
 from kospeech.data.manifest import ManifestEntry, read_manifest
 from kospeech.data.sampler import BucketBatchSampler, SampleKey
 from kospeech.device import resolve_device
-from kospeech.fileio import atomic_write_text
+from kospeech.errors import TrainingError
+from kospeech.fileio import atomic_write_json
 from kospeech.models import DeepSpeech2
 from kospeech.models.adapter import AdapterModule
 from kospeech.models.adapter_manager import validate_adapter_name
 from kospeech.models.utils import unwrap_model
 from kospeech.trainer.adapter_trainer import AdapterTrainer
 from kospeech.trainer.configs import AdapterTrainConfig
+from kospeech.trainer.supervised_trainer import check_num_epochs
 from kospeech.trainer.trunk_cache import (
     CachedBatch,
     CachedTrunkModel,
@@ -157,12 +158,19 @@ class MultiUserAdapterTrainer:
         self.vocab = vocab
         self.feature_config = feature_config
         self.trainers: Dict[str, AdapterTrainer] = {}
+        self.failed_users: Dict[str, str] = {}
         for name, entries in users.items():
             validate_adapter_name(name)
             user_config = dataclasses.replace(config, adapter_name=name, output_dir=str(Path(config.output_dir) / name))
-            self.trainers[name] = AdapterTrainer(
-                user_config, vocab, feature_config, entries, valid_users.get(name), model_config, resolved_config
-            )
+            try:
+                self.trainers[name] = AdapterTrainer(
+                    user_config, vocab, feature_config, entries, valid_users.get(name), model_config, resolved_config
+                )
+            except TrainingError as exc:  # one user's unusable recordings must not cost the others their adapters
+                logger.error("user %r is left out: %s", name, exc)
+                self.failed_users[name] = str(exc)
+        if not self.trainers:
+            raise TrainingError(f"no user has usable enrollment audio: {self.failed_users}")
         self.adapters: Dict[str, AdapterModule] = {}
         self.device = resolve_device(config.device)
         self.cache_seconds = 0.0
@@ -220,13 +228,14 @@ class MultiUserAdapterTrainer:
 
         Returns:
             Per user: ``adapter_path`` plus the figures of :meth:`AdapterTrainer.training_stats`. The trained
-            adapters (best weights) are in ``self.adapters``.
+            adapters (best weights) are in ``self.adapters``. A user who trained nothing (no usable utterance, no
+            applied update) has ``adapter_path`` ``None`` and an ``error``; no file is written for that user.
         """
         if unwrap_model(model) is not model:
             raise ValueError(f"multi-user training takes the bare DeepSpeech2, got a {type(model).__name__} wrapper")
         config = self.config
         batch_size = batch_size or config.batch_size
-        num_epochs = num_epochs or config.num_epochs
+        num_epochs = check_num_epochs(config.num_epochs if num_epochs is None else num_epochs)
         if self.device.type == "cpu":
             torch.set_num_threads(max(1, config.num_threads))
         model.to(self.device)
@@ -264,7 +273,9 @@ class MultiUserAdapterTrainer:
             runs = list(self.trainers.values())
             mixed_loader = None if cache_train else self._mixed_loader(runs)
             self._train_lockstep(model, runs, mixed_loader, point, num_epochs, started)
-            return {name: trainer.finish() for name, trainer in self.trainers.items()}
+            results = {name: trainer.finish() for name, trainer in self.trainers.items()}
+            results.update({name: {"adapter_path": None, "error": error} for name, error in self.failed_users.items()})
+            return results
         finally:
             if cache is not None:
                 cache.close()
@@ -454,7 +465,8 @@ def train_user_adapters(
         users: train only these users (default: all found).
 
     Returns:
-        ``users`` (per-user figures and adapter paths), ``train_seconds``, ``cache_seconds``; also written to
+        ``users`` (per-user figures and adapter paths), ``failed_users`` (names of users without an adapter, see
+        :meth:`MultiUserAdapterTrainer.train`), ``train_seconds``, ``cache_seconds``; also written to
         ``{config.output_dir}/results.json``.
     """
     manifests = discover_user_manifests(users_dir)
@@ -486,8 +498,8 @@ def train_user_adapters(
         "adapter_save_dir": str(config.adapter_save_dir),
         "train_seconds": round(time.monotonic() - started, 2),
         "cache_seconds": round(trainer.cache_seconds, 2),
+        "failed_users": sorted(name for name, figures in per_user.items() if figures["adapter_path"] is None),
         "users": per_user,
     }
-    text = json.dumps(results, indent=2, ensure_ascii=False) + "\n"
-    atomic_write_text(Path(config.output_dir) / "results.json", text)
+    atomic_write_json(Path(config.output_dir) / "results.json", results)
     return results

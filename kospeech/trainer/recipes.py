@@ -7,7 +7,6 @@ equivalent ``DictConfig``) whose paths are already absolute or relative to the c
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +22,7 @@ from kospeech.data.synthetic import ensure_corpus
 from kospeech.device import resolve_device
 from kospeech.errors import ConfigError
 from kospeech.evaluation import evaluate, evaluate_base_and_adapter
-from kospeech.fileio import atomic_write_text
+from kospeech.fileio import atomic_write_json
 from kospeech.model_builder import DeepSpeech2Config, build_deepspeech2
 from kospeech.trainer.adapter_trainer import AdapterTrainer
 from kospeech.trainer.configs import AdapterTrainConfig, DataConfig, TrainConfig
@@ -42,7 +41,7 @@ class DataSources:
     train_manifest: Path
     valid_manifest: Optional[Path]
     test_manifest: Optional[Path]
-    vocab_path: Path
+    vocab_path: Optional[Path]
 
 
 def to_dataclass(node: Any, schema: type) -> Any:
@@ -57,32 +56,46 @@ def resolve_data(data: DataConfig, adapter: bool = False) -> DataSources:
 
     Without explicit manifests, base training uses the corpus' ``base/{train,dev,test}.tsv`` and
     adapter training uses ``users/<data.user>/enroll.tsv`` (validation: a held-out part of it) and
-    ``users/<data.user>/test.tsv``.
+    ``users/<data.user>/test.tsv``. The corpus is built only for a job that reads it: an adapter job on its own
+    manifest without ``data.vocab_path`` uses the base checkpoint's vocabulary (``vocab_path`` is then ``None``),
+    and base training on its own manifest must name its vocabulary.
+
+    Raises:
+        ConfigError: base training with ``data.train_manifest`` but no ``data.vocab_path``.
+        ValueError: the built-in user ``data.user`` does not exist.
     """
-    uses_corpus = data.train_manifest is None or data.vocab_path is None
+    own_manifest = data.train_manifest is not None
+    if own_manifest and data.vocab_path is None and not adapter:
+        raise ConfigError(
+            "data.train_manifest is set but data.vocab_path is not: base training on your own manifests needs the "
+            "vocabulary CSV of their labels (set data.vocab_path=...)"
+        )
     corpus_dir = Path(data.corpus_dir)
-    if uses_corpus:
+    if not own_manifest:
         ensure_corpus(corpus_dir, preset=data.corpus_preset, seed=data.corpus_seed)
     if adapter:
         user_dir = corpus_dir / "users" / data.user
         default_train, default_valid, default_test = user_dir / "enroll.tsv", None, user_dir / "test.tsv"
-        if data.train_manifest is None and not user_dir.is_dir():
+        if not own_manifest and not user_dir.is_dir():
             users = sorted(path.name for path in (corpus_dir / "users").glob("*") if path.is_dir())
             raise ValueError(f"unknown built-in user {data.user!r}; the corpus in {corpus_dir} has {users}")
     else:
         base_dir = corpus_dir / "base"
         default_train, default_valid, default_test = base_dir / "train.tsv", base_dir / "dev.tsv", base_dir / "test.tsv"
-    train_manifest = Path(data.train_manifest) if data.train_manifest else default_train
+    if data.vocab_path:
+        vocab_path: Optional[Path] = Path(data.vocab_path)
+    else:
+        vocab_path = None if own_manifest else corpus_dir / "vocab.csv"
     return DataSources(
-        train_manifest=train_manifest,
+        train_manifest=Path(data.train_manifest) if own_manifest else default_train,
         valid_manifest=Path(data.valid_manifest) if data.valid_manifest else default_valid,
-        test_manifest=None if data.train_manifest else default_test,
-        vocab_path=Path(data.vocab_path) if data.vocab_path else corpus_dir / "vocab.csv",
+        test_manifest=None if own_manifest else default_test,
+        vocab_path=vocab_path,
     )
 
 
 def write_results(output_dir: Path, results: Dict[str, Any]) -> Path:
-    return atomic_write_text(output_dir / "results.json", json.dumps(results, indent=2, ensure_ascii=False) + "\n")
+    return atomic_write_json(output_dir / "results.json", results)
 
 
 def train_base_model(job: Any) -> Dict[str, Any]:
@@ -128,6 +141,7 @@ def train_base_model(job: Any) -> Dict[str, Any]:
         "train_seconds": round(trainer.state.elapsed_seconds, 1),
         "skipped_steps": trainer.state.skipped_steps,
         "skipped_utterances": trainer.state.skipped_utterances,
+        "excluded_utterances": [item._asdict() for item in trainer.excluded_utterances],
     }
     for split, manifest in (("valid", sources.valid_manifest), ("test", sources.test_manifest)):
         if manifest is not None and manifest.exists():
@@ -182,13 +196,15 @@ def train_adapter_model(job: Any) -> Dict[str, Any]:
     vocab, feature_config = checkpoint.vocab, checkpoint.feature_config
     _warn_architecture_differences(config, checkpoint.model_config)
     sources = resolve_data(data, adapter=True)
-    manifest_vocab = Vocabulary.from_csv(sources.vocab_path)
-    relabel = vocab.unit != manifest_vocab.unit
-    if manifest_vocab.with_unit(vocab.unit) != vocab:
-        raise ValueError(
-            f"{sources.vocab_path} differs from the vocabulary of the base model {config.base_model_path}: "
-            "an adapter must use its base model's vocabulary"
-        )
+    relabel = False
+    if sources.vocab_path is not None:
+        manifest_vocab = Vocabulary.from_csv(sources.vocab_path)
+        relabel = vocab.unit != manifest_vocab.unit
+        if manifest_vocab.with_unit(vocab.unit) != vocab:
+            raise ValueError(
+                f"{sources.vocab_path} differs from the vocabulary of the base model {config.base_model_path}: "
+                "an adapter must use its base model's vocabulary"
+            )
     train_entries = read_manifest(sources.train_manifest, vocab, relabel=relabel)
     valid_entries = read_manifest(sources.valid_manifest, vocab, relabel=relabel) if sources.valid_manifest else None
 
@@ -209,6 +225,8 @@ def train_adapter_model(job: Any) -> Dict[str, Any]:
         "heldout_base_cer": stats["cer_before"],
         "heldout_adapter_cer": stats["cer_after"],
         "train_seconds": stats["train_seconds"],
+        "skipped_steps": stats["skipped_steps"],
+        "excluded_utterances": [item._asdict() for item in trainer.excluded_utterances],
     }
     if sources.test_manifest is not None and sources.test_manifest.exists():
         test_entries = read_manifest(sources.test_manifest, vocab, relabel=relabel)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import time
@@ -17,14 +16,15 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
 from kospeech.checkpoint import load_checkpoint, save_checkpoint
-from kospeech.data.dataset import build_dataloader
+from kospeech.data.dataset import ExcludedUtterance, build_dataloader, screen_entries
 from kospeech.data.features import FeatureConfig, FeatureExtractor, SpecAugment
 from kospeech.data.manifest import ManifestEntry
 from kospeech.data.silence_padding import SilencePadding
 from kospeech.decode import GreedyCTCDecoder
 from kospeech.device import resolve_device
+from kospeech.errors import ConfigError, TrainingError
 from kospeech.evaluation import EvaluationResult, evaluate, select_log_probs
-from kospeech.fileio import atomic_write_text
+from kospeech.fileio import atomic_write_json, atomic_write_text
 from kospeech.metrics import ErrorRateMeter
 from kospeech.models.utils import unwrap_model
 from kospeech.optim import Optimizer, build_lr_scheduler, build_optimizer
@@ -33,7 +33,7 @@ from kospeech.trainer.criterion import CTCLoss
 from kospeech.trainer.distributed import DistributedContext, init_distributed
 from kospeech.vocabs import Vocabulary
 
-__all__ = ["SupervisedTrainer", "TrainerState", "EpochTally"]
+__all__ = ["SupervisedTrainer", "TrainerState", "EpochTally", "check_num_epochs"]
 
 logger = logging.getLogger(__name__)
 
@@ -48,6 +48,7 @@ class TrainerState:
         global_step: optimizer steps in total.
         best_cer: best validation CER so far.
         skipped_steps: steps whose loss or gradient was not finite (not applied).
+        applied_steps: optimizer updates applied (a run that ends with none trained nothing and fails).
         skipped_utterances: utterances whose transcript could not be aligned to their frames.
         elapsed_seconds: training time so far, across resumes.
         history: one record per validation (epoch, step, train/valid loss and CER, lr).
@@ -58,6 +59,7 @@ class TrainerState:
     global_step: int = 0
     best_cer: float = math.inf
     skipped_steps: int = 0
+    applied_steps: int = 0
     skipped_utterances: int = 0
     elapsed_seconds: float = 0.0
     history: List[Dict[str, Any]] = field(default_factory=list)
@@ -131,8 +133,13 @@ class SupervisedTrainer:
         self.vocab = vocab
         self.feature_config = feature_config
         self.feature_extractor = FeatureExtractor(feature_config)
-        self.train_entries = list(train_entries)
-        self.valid_entries = list(valid_entries) if valid_entries else []
+        self.train_entries, excluded_train = screen_entries(train_entries, self.feature_extractor, "training")
+        self.valid_entries, excluded_valid = screen_entries(valid_entries or [], self.feature_extractor, "validation")
+        self.excluded_utterances: List[ExcludedUtterance] = excluded_train + excluded_valid
+        if not self.train_entries:
+            raise TrainingError(
+                f"none of the {len(excluded_train)} training utterances is usable (first: {excluded_train[0].reason})"
+            )
         self.model_config = dict(model_config or {})
         self.resolved_config = dict(resolved_config or {})
         self.output_dir = Path(config.output_dir)
@@ -164,7 +171,7 @@ class SupervisedTrainer:
             The trained model (without the DistributedDataParallel wrapper this method adds under ``torchrun``).
         """
         batch_size = batch_size or self.config.batch_size
-        num_epochs = num_epochs or self.config.num_epochs
+        num_epochs = check_num_epochs(self.config.num_epochs if num_epochs is None else num_epochs)
         resume = self.config.resume if resume is None else resume
         if self.distributed_training:
             self.dist = init_distributed(self.config.ddp_backend, self.device)
@@ -187,8 +194,22 @@ class SupervisedTrainer:
             self._resume(trained, optimizer)
         self._on_train_start(trained, valid_loader)
         self._train_epoches(trained, train_loader, valid_loader, optimizer, num_epochs)
+        self.check_trained()
         self._on_train_end(trained)
         return model
+
+    def check_trained(self) -> None:
+        """Fail a run that applied no update: its "best" model would be the untrained one.
+
+        Raises:
+            TrainingError: every step was skipped (non-finite losses or gradients, no alignable utterance).
+        """
+        if self.state.applied_steps == 0:
+            raise TrainingError(
+                f"training applied no update in {self.state.global_step} steps ({self.state.skipped_steps} with a "
+                f"non-finite loss or gradient, {self.state.skipped_utterances} unalignable utterances, "
+                f"{len(self.excluded_utterances)} utterances excluded); nothing was saved as a trained model"
+            )
 
     def _wrap_distributed(self, model: nn.Module) -> nn.Module:
         """Wrap ``model`` in DistributedDataParallel when this is a multi-process job (and it is not wrapped yet)."""
@@ -336,6 +357,8 @@ class SupervisedTrainer:
             loss.loss.backward()
             if not math.isfinite(optimizer.step(model)):
                 self.state.skipped_steps += 1
+            elif loss.num_kept:
+                self.state.applied_steps += 1
             return loss_value if loss.num_kept and math.isfinite(loss_value) else None
         if loss.num_kept == 0:
             return None
@@ -350,6 +373,8 @@ class SupervisedTrainer:
         if not math.isfinite(grad_norm):
             self.state.skipped_steps += 1
             logger.warning("non-finite gradient norm at step %d: update skipped", self.state.global_step + 1)
+        else:
+            self.state.applied_steps += 1
         return loss_value
 
     def _log_step(self, loss: float, cer: float, lr: float) -> None:
@@ -388,11 +413,12 @@ class SupervisedTrainer:
             "train_cer": train_figures["cer"],
             "elapsed_seconds": round(state.elapsed_seconds, 2),
         }
-        improved = True
+        # weights no update has touched are not a result to keep, however they validate
+        improved = state.applied_steps > 0
         if valid_loader is not None:
             result = self._validate(model, valid_loader)
             record.update(valid_loss=result.loss, valid_cer=result.cer, valid_wer=result.wer)
-            improved = result.cer < state.best_cer
+            improved = improved and result.cer < state.best_cer
             if improved:
                 state.best_cer = result.cer
         state.history.append(record)
@@ -400,7 +426,7 @@ class SupervisedTrainer:
         if improved:
             self._on_improvement(model, optimizer)
         self._save_checkpoint(model, optimizer, self.checkpoint_name)
-        atomic_write_text(self.output_dir / "history.json", json.dumps(state.history, indent=2) + "\n")
+        atomic_write_json(self.output_dir / "history.json", state.history)
         return False
 
     def _on_train_start(self, model: nn.Module, valid_loader) -> None:
@@ -463,6 +489,8 @@ class SupervisedTrainer:
         optimizer.load_state_dict(checkpoint.optimizer_state_dict)
         saved = dict(checkpoint.trainer_state)
         rng_state = saved.pop("torch_rng_state", None)
+        # checkpoints written before applied_steps was counted: every step that was not skipped was applied
+        saved.setdefault("applied_steps", saved.get("global_step", 0) - saved.get("skipped_steps", 0))
         self.state = TrainerState(**saved)
         if rng_state is not None and self.dist.is_main:  # the saved stream is rank 0's; other ranks keep their own
             torch.set_rng_state(rng_state)
@@ -473,6 +501,17 @@ class SupervisedTrainer:
             atomic_write_text(
                 self.output_dir / "config.yaml", OmegaConf.to_yaml(OmegaConf.create(self.resolved_config))
             )
+
+
+def check_num_epochs(num_epochs: int) -> int:
+    """Refuse an epoch count that would train nothing (and so save nothing) before any work starts.
+
+    Raises:
+        ConfigError: ``num_epochs`` is below 1 (naming ``train.num_epochs``).
+    """
+    if isinstance(num_epochs, bool) or not isinstance(num_epochs, int) or num_epochs < 1:
+        raise ConfigError(f"train.num_epochs must be a whole number of at least 1, got {num_epochs!r}")
+    return num_epochs
 
 
 def _format_record(record: Dict[str, Any]) -> str:

@@ -55,7 +55,7 @@ from kospeech.data.synthetic.profiles import (
     sample_user_channel,
 )
 from kospeech.errors import ConfigError, InputError
-from kospeech.fileio import atomic_write, atomic_write_text, sha256_file
+from kospeech.fileio import atomic_write, atomic_write_json, atomic_write_text, sha256_file
 from kospeech.vocabs import Vocabulary
 
 __all__ = [
@@ -521,32 +521,48 @@ def _synthesize_missing(
 
 
 def _remove_stale_files(root: Path, plan: CorpusPlan) -> int:
-    """Delete wavs and user folders of earlier builds in ``root`` that the current plan does not use."""
-    keep = {root / utterance.relative_path for utterance in plan.utterances}
-    user_ids = {user.user_id for user in plan.users}
-    stale = [path for path in (root / "base" / "wavs").rglob("*.wav") if path not in keep]
-    users_dir = root / "users"
-    for user_dir in sorted(users_dir.iterdir()) if users_dir.is_dir() else []:
-        if not user_dir.is_dir():
-            continue
-        if user_dir.name in user_ids:
-            stale += [path for path in (user_dir / "wavs").glob("*.wav") if path not in keep]
-        else:
-            stale += list((user_dir / "wavs").glob("*.wav")) + [user_dir / f"{split}.tsv" for split in USER_SPLITS]
+    """Delete the files of earlier builds in ``root`` that the current plan does not use, and nothing else.
+
+    Only files an earlier build recorded as its own are candidates: the wavs of the previous ``utterances.tsv`` and
+    the manifests of the previous ``corpus.json``, each still holding the content recorded for it. A file a person put
+    in the folder (recordings, a manifest under ``users/``, as ``bin/train_adapters.py`` documents) is never deleted;
+    a recorded file that was changed since is left in place with a warning.
+    """
+    keep = {utterance.relative_path for utterance in plan.utterances}
+    keep |= {"utterances.tsv", "vocab.csv"} | {f"{name}.tsv" for name in _split_names(plan)}
+    recorded = dict(_read_index(root / "utterances.tsv"))
+    try:
+        recorded.update(CorpusCard.load(root).data.get("files", {}))
+    except (FileNotFoundError, InputError):
+        pass
     removed = 0
-    for path in stale:
-        if path.is_file():
-            path.unlink()
-            removed += 1
-    for directory in sorted((root / "base" / "wavs").glob("*"), reverse=True) + sorted(users_dir.glob("*/wavs")):
-        if directory.is_dir() and not any(directory.iterdir()):
-            directory.rmdir()
-    for user_dir in sorted(users_dir.glob("*")):
-        if user_dir.is_dir() and user_dir.name not in user_ids and not any(user_dir.iterdir()):
-            user_dir.rmdir()
+    for relative, digest in sorted(recorded.items()):
+        path = root / relative
+        if relative in keep or not path.is_file() or not path.resolve().is_relative_to(root.resolve()):
+            continue
+        if sha256_file(path) != digest:
+            logger.warning("%s was written by an earlier build but has changed since: left in place", path)
+            continue
+        path.unlink()
+        removed += 1
+        _remove_empty_parents(path.parent, root)
     if removed:
-        logger.info("removed %d stale files from %s", removed, root)
+        logger.info("removed %d stale files of earlier builds from %s", removed, root)
     return removed
+
+
+def _split_names(plan: CorpusPlan) -> List[str]:
+    """``base/<split>`` and ``users/<user>/<split>``: the manifests (``<name>.tsv``) a build of ``plan`` writes."""
+    return [f"base/{split}" for split in BASE_SPLITS] + [
+        f"users/{user.user_id}/{split}" for user in plan.users for split in USER_SPLITS
+    ]
+
+
+def _remove_empty_parents(directory: Path, root: Path) -> None:
+    """Remove ``directory`` and its parents up to (not including) ``root`` while they are empty."""
+    while directory != root and directory.is_dir() and not any(directory.iterdir()):
+        directory.rmdir()
+        directory = directory.parent
 
 
 def _hours(frames: int) -> float:
@@ -694,9 +710,7 @@ def _write_outputs(root: Path, plan: CorpusPlan, frames: Mapping[str, int]) -> D
     for utterance in utterances:
         groups.setdefault(f"{utterance.group}/{utterance.split}", []).append(utterance)
     splits: Dict[str, Any] = {}
-    for name in [f"base/{split}" for split in BASE_SPLITS] + [
-        f"users/{user.user_id}/{split}" for user in plan.users for split in USER_SPLITS
-    ]:
+    for name in _split_names(plan):
         members = sorted(groups.get(name, []), key=lambda u: u.utt_id)
         entries = [
             ManifestEntry(
@@ -771,7 +785,7 @@ def _write_outputs(root: Path, plan: CorpusPlan, frames: Mapping[str, int]) -> D
         },
         "files": files,
     }
-    atomic_write_text(root / "corpus.json", json.dumps(card, indent=2, ensure_ascii=False, sort_keys=True) + "\n")
+    atomic_write_json(root / "corpus.json", card, sort_keys=True)
     return card
 
 
