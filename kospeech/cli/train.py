@@ -20,11 +20,15 @@ from omegaconf import DictConfig, OmegaConf
 from kospeech.cli.common import absolutize_paths, config_dir, setup_logging
 from kospeech.config import register_configs
 from kospeech.device import resolve_device
+from kospeech.errors import InvalidNameError
 from kospeech.fileio import strict_json
+from kospeech.models.adapter_manager import validate_adapter_name
 from kospeech.trainer.distributed import cleanup_distributed, init_distributed, world_size_from_env
 from kospeech.trainer.recipes import train_adapter_model, train_base_model
 
 logger = logging.getLogger("kospeech.main")
+
+_ADAPTER_NAME_OVERRIDE = "train.adapter_name="
 
 
 def train_base(config: DictConfig) -> dict:
@@ -71,6 +75,15 @@ def hydra_main(config: DictConfig) -> None:
 
 def main() -> None:
     """``kospeech-train`` (and ``python bin/main.py``): parse Hydra overrides from the command line and train."""
+    for argument in sys.argv[1:]:
+        # the run folder's resolver refuses a bad name too (the guarantee); this gives the one-line message
+        if argument.startswith(_ADAPTER_NAME_OVERRIDE):
+            try:
+                value = argument[len(_ADAPTER_NAME_OVERRIDE) :]
+                quoted = len(value) >= 2 and value[0] == value[-1] and value[0] in "'\""
+                validate_adapter_name(value[1:-1] if quoted else value)
+            except InvalidNameError as exc:
+                sys.exit(f"train.adapter_name: {exc}")
     if int(os.environ.get("RANK", "0")) > 0:
         sys.argv.append("hydra.output_subdir=null")  # under torchrun rank 0 alone writes .hydra/ to the run folder
     hydra_main()

@@ -11,9 +11,10 @@ from typing import Optional
 
 from omegaconf import MISSING
 
+from kospeech.errors import ConfigError
 from kospeech.models.adapter import AdapterSettings
 
-__all__ = ["DataConfig", "TrainConfig", "AdapterTrainConfig"]
+__all__ = ["DataConfig", "TrainConfig", "AdapterTrainConfig", "check_num_epochs"]
 
 
 @dataclass
@@ -41,6 +42,17 @@ class DataConfig:
         metadata={"help": "output units of a new base: character (syllables) or grapheme (jamo, from the same CSV)"},
     )
     user: str = field(default="user01", metadata={"help": "built-in user whose enrollment set trains an adapter"})
+
+
+def check_num_epochs(num_epochs: int) -> int:
+    """Refuse an epoch count that would train nothing (and so save nothing) before any work starts.
+
+    Raises:
+        ConfigError: ``num_epochs`` is not a whole number of at least 1 (naming ``train.num_epochs``).
+    """
+    if isinstance(num_epochs, bool) or not isinstance(num_epochs, int) or num_epochs < 1:
+        raise ConfigError(f"train.num_epochs must be a whole number of at least 1, got {num_epochs!r}")
+    return num_epochs
 
 
 @dataclass
@@ -90,6 +102,10 @@ class TrainConfig:
             "nccl or gloo"
         },
     )
+
+    def __post_init__(self) -> None:
+        if self.num_epochs != MISSING:
+            check_num_epochs(self.num_epochs)
 
 
 @dataclass

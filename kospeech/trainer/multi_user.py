@@ -53,8 +53,7 @@ from kospeech.models.adapter import AdapterModule
 from kospeech.models.adapter_manager import validate_adapter_name
 from kospeech.models.utils import unwrap_model
 from kospeech.trainer.adapter_trainer import AdapterTrainer
-from kospeech.trainer.configs import AdapterTrainConfig
-from kospeech.trainer.supervised_trainer import check_num_epochs
+from kospeech.trainer.configs import AdapterTrainConfig, check_num_epochs
 from kospeech.trainer.trunk_cache import (
     CachedBatch,
     CachedTrunkModel,

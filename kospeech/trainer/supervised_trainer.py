@@ -22,18 +22,18 @@ from kospeech.data.manifest import ManifestEntry
 from kospeech.data.silence_padding import SilencePadding
 from kospeech.decode import GreedyCTCDecoder
 from kospeech.device import resolve_device
-from kospeech.errors import ConfigError, TrainingError
+from kospeech.errors import TrainingError
 from kospeech.evaluation import EvaluationResult, evaluate, select_log_probs
 from kospeech.fileio import atomic_write_json, atomic_write_text
 from kospeech.metrics import ErrorRateMeter
 from kospeech.models.utils import unwrap_model
 from kospeech.optim import Optimizer, build_lr_scheduler, build_optimizer
-from kospeech.trainer.configs import TrainConfig
+from kospeech.trainer.configs import TrainConfig, check_num_epochs
 from kospeech.trainer.criterion import CTCLoss
 from kospeech.trainer.distributed import DistributedContext, init_distributed
 from kospeech.vocabs import Vocabulary
 
-__all__ = ["SupervisedTrainer", "TrainerState", "EpochTally", "check_num_epochs"]
+__all__ = ["SupervisedTrainer", "TrainerState", "EpochTally"]
 
 logger = logging.getLogger(__name__)
 
@@ -501,17 +501,6 @@ class SupervisedTrainer:
             atomic_write_text(
                 self.output_dir / "config.yaml", OmegaConf.to_yaml(OmegaConf.create(self.resolved_config))
             )
-
-
-def check_num_epochs(num_epochs: int) -> int:
-    """Refuse an epoch count that would train nothing (and so save nothing) before any work starts.
-
-    Raises:
-        ConfigError: ``num_epochs`` is below 1 (naming ``train.num_epochs``).
-    """
-    if isinstance(num_epochs, bool) or not isinstance(num_epochs, int) or num_epochs < 1:
-        raise ConfigError(f"train.num_epochs must be a whole number of at least 1, got {num_epochs!r}")
-    return num_epochs
 
 
 def _format_record(record: Dict[str, Any]) -> str:
