@@ -198,6 +198,44 @@ def test_smaller_rebuild_removes_stale_files_and_matches_a_fresh_build(corpus, t
     assert base_audio == {k: v for k, v in _files(corpus.root).items() if k.startswith("base/wavs/")}
 
 
+def _add_a_persons_files(root: Path) -> dict:
+    """Recordings and a manifest a person put into a built corpus (the layout bin/train_adapters.py documents)."""
+    mine = {
+        "users/mina/enroll.tsv": b"wavs/0001.wav\t\xea\xb0\x80\t\n",
+        "users/mina/wavs/0001.wav": b"RIFF-mina",
+        "base/wavs/my_recording.wav": b"RIFF-mine",
+        "users/user01/wavs/extra_take.wav": b"RIFF-extra",
+    }
+    for relative, content in mine.items():
+        (root / relative).parent.mkdir(parents=True, exist_ok=True)
+        (root / relative).write_bytes(content)
+    return mine
+
+
+@pytest.mark.parametrize("num_users", [None, 1], ids=["same-settings", "fewer-users"])
+def test_a_rebuild_deletes_only_files_an_earlier_build_recorded(corpus, tmp_path, num_users):
+    root = tmp_path / "owned"
+    shutil.copytree(corpus.root, root)
+    mine = _add_a_persons_files(root)
+    overrides = {} if num_users is None else {"num_users": num_users}
+    build_corpus(root, preset="tiny", seed=0, num_workers=1, **overrides)
+    assert {relative: (root / relative).read_bytes() for relative in mine} == mine
+    if num_users == 1:
+        assert not (root / "users" / "user02").exists()
+
+
+def test_a_recorded_file_changed_since_is_left_in_place_with_a_warning(corpus, tmp_path, caplog):
+    root = tmp_path / "edited"
+    shutil.copytree(corpus.root, root)
+    edited = root / "users" / "user02" / "enroll.tsv"
+    edited.write_text(edited.read_text(encoding="utf-8") + "# my note\n", encoding="utf-8")
+    with caplog.at_level("WARNING"):
+        build_corpus(root, preset="tiny", seed=0, num_workers=1, num_users=1)
+    assert edited.is_file() and "# my note" in edited.read_text(encoding="utf-8")
+    assert "has changed since: left in place" in caplog.text
+    assert not (root / "users" / "user02" / "wavs").exists()
+
+
 def test_bad_presets_and_sizes_are_rejected(tmp_path):
     with pytest.raises(ValueError, match="unknown corpus preset"):
         build_corpus(tmp_path, preset="huge")

@@ -1,0 +1,185 @@
+"""Paths built from user values, adapters kept across retraining, and folders of thousands of adapters (round 2)."""
+
+import argparse
+import logging
+import subprocess
+import sys
+
+import pytest
+from conftest import REPO_ROOT, python_env, save_user_adapter
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+from omegaconf.errors import InterpolationResolutionError
+
+from kospeech.cli.common import config_dir
+from kospeech.cli.train_adapters import load_config
+from kospeech.config import register_configs
+from kospeech.errors import CheckpointError, UnknownUserError
+from kospeech.inference import Recognizer
+from kospeech.models import AdapterManager
+
+# --------------------------------------------------------------------------------------- names checked before paths
+
+
+@pytest.mark.parametrize("name", ["../../../x", "..", "a/b", "/tmp/evil", "x" * 65])
+def test_the_run_folder_of_a_bad_adapter_name_never_resolves(name):
+    register_configs()
+    overrides = ["train=adapter_train", "train.base_model_path=base.pt", f"train.adapter_name='{name}'"]
+    with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
+        job = compose(config_name="train", overrides=overrides, return_hydra_config=True)
+    with pytest.raises(InterpolationResolutionError, match="invalid adapter name"):
+        OmegaConf.select(job, "hydra.run.dir", throw_on_resolution_failure=True)
+
+
+def test_a_good_adapter_name_gives_its_run_folder():
+    register_configs()
+    overrides = ["train=adapter_train", "train.base_model_path=base.pt", "train.adapter_name=john.2"]
+    with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
+        job = compose(config_name="train", overrides=overrides, return_hydra_config=True)
+    assert OmegaConf.select(job, "hydra.run.dir") == "runs/adapter_train/john.2"
+
+
+def test_bin_main_refuses_a_traversing_name_before_hydra_creates_any_folder(tmp_path):
+    cwd = tmp_path / "a" / "b" / "c"
+    cwd.mkdir(parents=True)
+    command = [
+        sys.executable,
+        str(REPO_ROOT / "bin" / "main.py"),
+        "--config-name=train",
+        "train=adapter_train",
+        "train.base_model_path=base.pt",
+        "train.adapter_name=../../../x",
+    ]
+    done = subprocess.run(command, cwd=cwd, env=python_env(), capture_output=True, text=True, timeout=120)
+    assert done.returncode != 0
+    assert "train.adapter_name: invalid adapter name '../../../x'" in done.stderr
+    assert sorted(path.relative_to(tmp_path).as_posix() for path in tmp_path.rglob("*")) == ["a", "a/b", "a/b/c"]
+
+
+@pytest.mark.parametrize(
+    "folder",
+    ["with,comma", "with=equals", "it's", "{braces}", "${oc.env:HOME}", "spa ce", "[list]", "back\\slash"],
+    ids=["comma", "equals", "quote", "braces", "interpolation", "space", "brackets", "backslash"],
+)
+def test_train_adapters_takes_path_options_literally(tmp_path, folder):
+    base = tmp_path / folder / "base.pt"
+    args = argparse.Namespace(
+        base_model=str(base),
+        adapter_save_dir=str(tmp_path / folder / "adapters"),
+        output_dir=str(tmp_path / folder / "run"),
+        overrides=["train.num_epochs=2"],
+    )
+    config = load_config(args)
+    assert config.base_model_path == str(base)
+    assert config.adapter_save_dir == str(tmp_path / folder / "adapters")
+    assert config.output_dir == str(tmp_path / folder / "run")
+    assert config.num_epochs == 2
+
+
+@pytest.mark.parametrize("key", ["train.adapter_save_dir", "train.output_dir", "train.base_model_path"])
+def test_train_adapters_refuses_path_overrides_that_its_options_own(tmp_path, key):
+    args = argparse.Namespace(
+        base_model="base.pt", adapter_save_dir="ad", output_dir="run", overrides=[f"{key}=/elsewhere"]
+    )
+    with pytest.raises(SystemExit, match=rf"set {key} with --"):
+        load_config(args)
+
+
+# ------------------------------------------------------------------------------------------------------- versions
+
+
+def test_retraining_keeps_the_replaced_adapter_as_a_version(world):
+    active = world.adapter_dir / "alice_adapter.pt"
+    first = active.read_bytes()
+    assert AdapterManager.list_versions(world.adapter_dir, "alice") == []
+    kept = AdapterManager.keep_version(world.adapter_dir, "alice")
+    save_user_adapter(world.model, world.adapter_dir, "alice", seed=9)
+    second = active.read_bytes()
+    AdapterManager.keep_version(world.adapter_dir, "alice")
+    save_user_adapter(world.model, world.adapter_dir, "alice", seed=10)
+    versions = AdapterManager.list_versions(world.adapter_dir, "alice")
+    assert [number for number, _ in versions] == [1, 2] and versions[0][1] == kept
+    assert versions[0][1].read_bytes() == first and versions[1][1].read_bytes() == second
+    assert AdapterManager.get_adapter_info(versions[0][1])["name"] == "alice"
+    assert AdapterManager.adapter_names(world.adapter_dir) == ["alice", "bob"]  # versions are not adapters
+
+
+def test_a_kept_version_can_be_made_active_again_and_the_active_one_is_kept(world):
+    active = world.adapter_dir / "alice_adapter.pt"
+    first = active.read_bytes()
+    AdapterManager.keep_version(world.adapter_dir, "alice")
+    save_user_adapter(world.model, world.adapter_dir, "alice", seed=9)
+    second = active.read_bytes()
+    recognizer = Recognizer.from_checkpoint(world.checkpoint, adapter_dir=world.adapter_dir)
+    newer = recognizer.transcribe(world.wavs[1], user="alice").score
+    assert AdapterManager.restore_version(world.adapter_dir, "alice", 1) == active
+    assert active.read_bytes() == first
+    assert [path.read_bytes() for _, path in AdapterManager.list_versions(world.adapter_dir, "alice")] == [
+        first,
+        second,
+    ]
+    assert recognizer.transcribe(world.wavs[1], user="alice").score != newer  # the cache reloads the restored file
+    with pytest.raises(FileNotFoundError, match=r"has no version 7; kept: \[1, 2\]"):
+        AdapterManager.restore_version(world.adapter_dir, "alice", 7)
+
+
+def test_a_damaged_version_is_refused_and_the_active_adapter_is_unchanged(world):
+    AdapterManager.keep_version(world.adapter_dir, "alice")
+    ((_, version),) = AdapterManager.list_versions(world.adapter_dir, "alice")
+    version.write_bytes(version.read_bytes()[:100])
+    before = (world.adapter_dir / "alice_adapter.pt").read_bytes()
+    with pytest.raises(CheckpointError, match="000001.pt"):
+        AdapterManager.restore_version(world.adapter_dir, "alice", 1)
+    assert (world.adapter_dir / "alice_adapter.pt").read_bytes() == before
+
+
+def test_deleting_an_adapter_deletes_its_versions(world):
+    AdapterManager.keep_version(world.adapter_dir, "alice")
+    AdapterManager.delete_adapter(world.adapter_dir, "alice")
+    assert AdapterManager.list_versions(world.adapter_dir, "alice") == []
+    assert not AdapterManager.versions_dir(world.adapter_dir, "alice").exists()
+    assert AdapterManager.adapter_names(world.adapter_dir) == ["bob"]
+
+
+def test_keeping_a_version_of_an_adapter_that_does_not_exist_keeps_nothing(world):
+    assert AdapterManager.keep_version(world.adapter_dir, "nobody") is None
+    assert not (world.adapter_dir / "versions").exists()
+
+
+# ------------------------------------------------------------------------------------------ thousands of adapters
+
+
+@pytest.fixture
+def crowded(world):
+    """``world``'s folder plus 10,000 adapter file names (empty files: only names are looked at)."""
+    for index in range(10_000):
+        (world.adapter_dir / f"user{index:05d}_adapter.pt").touch()
+    return world
+
+
+def test_an_unknown_user_among_ten_thousand_gets_a_short_message(crowded):
+    recognizer = Recognizer.from_checkpoint(crowded.checkpoint, adapter_dir=crowded.adapter_dir)
+    with pytest.raises(UnknownUserError) as info:
+        recognizer.transcribe(crowded.wavs[0], user="zed")
+    message = str(info.value)
+    assert len(message) < 1000 and "and 9982 more (10002 in all)" in message
+    assert len(info.value.available) == 10_002  # the attribute keeps every name for a program
+    with pytest.raises(FileNotFoundError, match=r"and 9982 more \(10002 in all\)$"):
+        AdapterManager.find_adapter(crowded.adapter_dir, "zed")
+
+
+def test_falling_back_to_the_base_never_lists_the_folder(crowded, caplog):
+    recognizer = Recognizer.from_checkpoint(crowded.checkpoint, adapter_dir=crowded.adapter_dir, fallback_to_base=True)
+    with caplog.at_level(logging.WARNING):
+        result = recognizer.transcribe(crowded.wavs[0], user="zed")
+    assert result.text == recognizer.transcribe(crowded.wavs[0]).text
+    assert "user00000" not in caplog.text and "using the base model" in caplog.text
+
+
+def test_list_adapters_skips_unreadable_files_among_many(crowded, caplog):
+    for index in range(10, 10_000):
+        (crowded.adapter_dir / f"user{index:05d}_adapter.pt").unlink()
+    with caplog.at_level(logging.WARNING):
+        names = [info["name"] for info in AdapterManager.list_adapters(crowded.adapter_dir)]
+    assert names == ["alice", "bob"]
+    assert caplog.text.count("skipping") == 10
