@@ -26,6 +26,7 @@ from kospeech.data.features import FeatureConfig
 from kospeech.data.manifest import ManifestEntry, write_manifest
 from kospeech.model_builder import build_deepspeech2
 from kospeech.models import AdapterManager, DeepSpeech2
+from kospeech.trainer import TrainConfig
 from kospeech.vocabs import Vocabulary
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -156,6 +157,36 @@ def make_training_set(root: Path, count: int = 6, seed: int = 0) -> Dict[str, Pa
     manifest = write_manifest(root / "train.tsv", entries)
     vocab_csv = vocab.to_csv(root / "vocab.csv")
     return {"manifest": manifest, "vocab": vocab_csv}
+
+
+def tiny_train_config(output_dir: Path, **overrides) -> TrainConfig:
+    """A ``TrainConfig`` for the tiny models: CPU, one thread, no workers, no augmentation, seeded."""
+    values = dict(
+        output_dir=str(output_dir),
+        batch_size=2,
+        num_epochs=2,
+        num_workers=0,
+        spec_augment=False,
+        warmup_steps=2,
+        log_every=1000,
+        checkpoint_every=0,
+        num_threads=1,
+        seed=3,
+        device="cpu",
+    )
+    values.update(overrides)
+    return TrainConfig(**values)
+
+
+def tiny_model_record() -> Dict[str, int]:
+    """The architecture record of :func:`new_tiny_model` as checkpoints store it."""
+    return {"input_dim": FEATURES.feature_dim, "num_classes": len(TOKENS), **MODEL_CONFIG}
+
+
+def new_tiny_model() -> DeepSpeech2:
+    """A fresh, seeded tiny DeepSpeech2 to train."""
+    torch.manual_seed(0)
+    return build_deepspeech2(FEATURES.feature_dim, len(TOKENS), MODEL_CONFIG)
 
 
 # ---------------------------------------------------------------------------------------------------- processes

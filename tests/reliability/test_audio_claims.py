@@ -166,7 +166,9 @@ def test_float64_beyond_float32_range_is_refused_naming_the_input(tmp_path, worl
         save_audio(tmp_path / "huge.wav", samples, SAMPLE_RATE)
     assert not (tmp_path / "huge.wav").exists()
     recognizer = Recognizer.from_checkpoint(world.checkpoint)
-    with pytest.raises(InputError, match=r"input \(numpy.ndarray of shape \(8000,\)\): samples reach .* beyond float32's range"):
+    with pytest.raises(
+        InputError, match=r"input \(numpy.ndarray of shape \(8000,\)\): samples reach .* beyond float32's range"
+    ):
         recognizer.transcribe(samples, sample_rate=SAMPLE_RATE)
 
 

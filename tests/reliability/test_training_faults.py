@@ -16,16 +16,18 @@ import pytest
 import torch
 from conftest import (
     FEATURES,
-    MODEL_CONFIG,
     TOKENS,
     build_base,
     fork_loop,
     fork_run,
     kill_hard,
     make_training_set,
+    new_tiny_model,
     perturb,
     run_python,
     start_python,
+    tiny_model_record,
+    tiny_train_config,
     tone,
     wait_child,
     wait_for,
@@ -38,37 +40,10 @@ from kospeech.data.manifest import ManifestEntry, read_manifest
 from kospeech.fileio import safe_torch_load
 from kospeech.model_builder import build_deepspeech2
 from kospeech.models import AdapterManager
-from kospeech.trainer import CTCLoss, SupervisedTrainer, TrainConfig
+from kospeech.trainer import CTCLoss, SupervisedTrainer
 from kospeech.vocabs import Vocabulary
 
 VOCAB = Vocabulary(TOKENS)
-
-
-def _config(output_dir, **overrides) -> TrainConfig:
-    values = dict(
-        output_dir=str(output_dir),
-        batch_size=2,
-        num_epochs=2,
-        num_workers=0,
-        spec_augment=False,
-        warmup_steps=2,
-        log_every=1000,
-        checkpoint_every=0,
-        num_threads=1,
-        seed=3,
-        device="cpu",
-    )
-    values.update(overrides)
-    return TrainConfig(**values)
-
-
-def _model_record():
-    return {"input_dim": FEATURES.feature_dim, "num_classes": len(VOCAB), **MODEL_CONFIG}
-
-
-def _new_model():
-    torch.manual_seed(0)
-    return build_deepspeech2(FEATURES.feature_dim, len(VOCAB), MODEL_CONFIG)
 
 
 @pytest.fixture(scope="module")
@@ -101,9 +76,9 @@ def test_trainer_skips_and_counts_utterances_longer_than_their_frames(tmp_path, 
     clip = save_audio(tmp_path / "clip.wav", tone(0.1, seed=11), 16000)
     impossible = ManifestEntry(clip, text, tuple(VOCAB.encode(text)))
     trainer = SupervisedTrainer(
-        _config(tmp_path / "run"), VOCAB, FEATURES, entries[:3] + [impossible], None, _model_record()
+        tiny_train_config(tmp_path / "run"), VOCAB, FEATURES, entries[:3] + [impossible], None, tiny_model_record()
     )
-    model = trainer.train(_new_model())
+    model = trainer.train(new_tiny_model())
     state = load_checkpoint(tmp_path / "run" / "last.pt").trainer_state
     assert state["skipped_utterances"] == 2  # once per epoch
     assert state["skipped_steps"] == 0 and state["global_step"] == 4
@@ -130,11 +105,11 @@ def _poison_training_step(model, step: int, value: float):
 
 
 def _train_with_poison(tmp_path, entries, value, poison_step):
-    model = _new_model()
+    model = new_tiny_model()
     if poison_step:
         _poison_training_step(model, poison_step, value)
-    config = _config(tmp_path, num_epochs=1, lr_scheduler="warmup_lr_scheduler")
-    trainer = SupervisedTrainer(config, VOCAB, FEATURES, entries, None, _model_record())
+    config = tiny_train_config(tmp_path, num_epochs=1, lr_scheduler="warmup_lr_scheduler")
+    trainer = SupervisedTrainer(config, VOCAB, FEATURES, entries, None, tiny_model_record())
     trainer.train(model)
     return load_checkpoint(tmp_path / "last.pt")
 
@@ -236,21 +211,25 @@ def test_sigkill_mid_training_then_resume_continues_like_an_uninterrupted_run(tm
 
 def test_sigkill_during_end_of_epoch_validation_then_resume(tmp_path, training_set):
     _, entries = training_set
-    config = _config(tmp_path / "run", checkpoint_every=1)
+    config = tiny_train_config(tmp_path / "run", checkpoint_every=1)
 
     def killed_in_validation():
-        model = _new_model()
+        model = new_tiny_model()
         model.register_forward_hook(lambda module, *_: None if module.training else os.kill(os.getpid(), SIGKILL))
-        SupervisedTrainer(config, VOCAB, FEATURES, entries, entries[:2], _model_record()).train(model)
+        SupervisedTrainer(config, VOCAB, FEATURES, entries, entries[:2], tiny_model_record()).train(model)
 
     assert wait_child(fork_run(killed_in_validation)) == -SIGKILL
     state = load_checkpoint(tmp_path / "run" / "last.pt").trainer_state
     assert (state["epoch"], state["step_in_epoch"], state["global_step"], state["history"]) == (0, 3, 3, [])
 
-    straight = SupervisedTrainer(_config(tmp_path / "straight"), VOCAB, FEATURES, entries, entries[:2], _model_record())
-    straight.train(_new_model())
-    resumed = SupervisedTrainer(replace(config, resume=True), VOCAB, FEATURES, entries, entries[:2], _model_record())
-    resumed.train(_new_model())
+    straight = SupervisedTrainer(
+        tiny_train_config(tmp_path / "straight"), VOCAB, FEATURES, entries, entries[:2], tiny_model_record()
+    )
+    straight.train(new_tiny_model())
+    resumed = SupervisedTrainer(
+        replace(config, resume=True), VOCAB, FEATURES, entries, entries[:2], tiny_model_record()
+    )
+    resumed.train(new_tiny_model())
     assert [record["step"] for record in resumed.state.history] == [3, 6]
     assert resumed.state.global_step == straight.state.global_step == 6
     expected = load_checkpoint(tmp_path / "straight" / "last.pt").model_state_dict

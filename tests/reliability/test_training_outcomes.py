@@ -13,13 +13,15 @@ import pytest
 import torch
 from conftest import (
     FEATURES,
-    MODEL_CONFIG,
     REPO_ROOT,
     TOKENS,
     build_base,
     make_training_set,
+    new_tiny_model,
     python_env,
     save_base,
+    tiny_model_record,
+    tiny_train_config,
     tone,
     write_wav,
 )
@@ -28,7 +30,6 @@ from kospeech.config import TrainJobConfig
 from kospeech.data.manifest import ManifestEntry, read_manifest, write_manifest
 from kospeech.errors import ConfigError, TrainingError
 from kospeech.fileio import atomic_write_json, strict_json
-from kospeech.model_builder import build_deepspeech2
 from kospeech.models import AdapterManager
 from kospeech.trainer import AdapterTrainConfig, SupervisedTrainer, TrainConfig
 from kospeech.trainer.configs import DataConfig
@@ -127,22 +128,10 @@ def _poison_every_training_step(model):
 
 def test_a_run_whose_every_step_is_skipped_fails_and_keeps_no_best_model(tmp_path, enrollment):
     _, _, entries = enrollment
-    torch.manual_seed(0)
-    model = build_deepspeech2(FEATURES.feature_dim, len(VOCAB), MODEL_CONFIG)
+    model = new_tiny_model()
     _poison_every_training_step(model)
-    config = TrainConfig(
-        output_dir=str(tmp_path / "run"),
-        batch_size=2,
-        num_epochs=2,
-        num_workers=0,
-        spec_augment=False,
-        warmup_steps=2,
-        log_every=1000,
-        checkpoint_every=0,
-        num_threads=1,
-        device="cpu",
-    )
-    record = {"input_dim": FEATURES.feature_dim, "num_classes": len(VOCAB), **MODEL_CONFIG}
+    config = tiny_train_config(tmp_path / "run")
+    record = tiny_model_record()
     trainer = SupervisedTrainer(config, VOCAB, FEATURES, entries, entries[:2], record)
     with pytest.raises(TrainingError, match=r"training applied no update in 6 steps \(6 with a non-finite loss"):
         trainer.train(model)
