@@ -9,6 +9,7 @@ with that raw layout.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 from pathlib import Path
@@ -349,13 +350,19 @@ def iter_audio_chunks(path: PathLike, chunk_seconds: float = 30.0) -> Iterator[n
     block_frames = max(1, int(round(chunk_seconds * info.sample_rate)))
     decoded = 0
     try:
-        for offset, block in enumerate(
-            sf.blocks(str(path), blocksize=block_frames, dtype="float32", always_2d=True, **_open_kwargs(path))
-        ):
-            if not np.isfinite(block).all():
-                raise AudioError(f"{path}: chunk {offset} (from {offset * chunk_seconds:.1f} s) holds NaN/Inf samples")
-            decoded += block.shape[0]
-            yield block.mean(axis=1, dtype=np.float32) if block.shape[1] > 1 else np.ascontiguousarray(block[:, 0])
+        # read block by block until the decoder stops: sf.blocks() counts down the declared length instead and, for
+        # a cut file, yields full-size blocks whose tail is the previous block's samples
+        with sf.SoundFile(str(path), **_open_kwargs(path)) as handle:
+            for offset in itertools.count():
+                block = handle.read(block_frames, dtype="float32", always_2d=True)
+                if block.shape[0] == 0:
+                    break
+                if not np.isfinite(block).all():
+                    raise AudioError(
+                        f"{path}: chunk {offset} (from {offset * chunk_seconds:.1f} s) holds NaN/Inf samples"
+                    )
+                decoded += block.shape[0]
+                yield block.mean(axis=1, dtype=np.float32) if block.shape[1] > 1 else np.ascontiguousarray(block[:, 0])
     except sf.SoundFileError as exc:
         raise AudioError(f"{path}: not a readable audio file ({exc})") from exc
     _check_decoded_length(path, decoded, info.num_frames)

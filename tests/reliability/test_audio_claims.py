@@ -90,6 +90,7 @@ CONTAINERS = [
     ("OGG", "VORBIS", "ogg", "truncated Ogg file"),
     ("OGG", "OPUS", "opus", "truncated Ogg file"),
     ("FLAC", "PCM_16", "flac", "truncated file|not a readable audio file"),
+    ("MP3", "MPEG_LAYER_III", "mp3", "truncated file: its header declares 48000 samples"),  # the Xing frame count
 ]
 
 
