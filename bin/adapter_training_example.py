@@ -20,7 +20,7 @@ from kospeech.cli import setup_logging
 from kospeech.data import FeatureExtractor, build_dataloader, read_manifest
 from kospeech.data.synthetic import ensure_corpus
 from kospeech.demo import DemoConfig, train_demo_base
-from kospeech.models import AdapterManager, count_parameters
+from kospeech.models import AdapterManager
 from kospeech.trainer import AdapterTrainConfig, AdapterTrainer
 from kospeech.evaluation import evaluate_base_and_adapter
 
@@ -77,7 +77,6 @@ def main() -> None:
     fresh.eval()
     loader = build_dataloader(test, FeatureExtractor(feature_config), 16, shuffle=False)
     base, adapted = evaluate_base_and_adapter(fresh, loader, vocab)
-    stats = count_parameters(fresh)
     info = AdapterManager.get_adapter_info(trainer.adapter_path)
     print(f"user {args.user}: {len(enroll)} enrollment / {len(test)} test utterances")
     print(
@@ -85,7 +84,7 @@ def main() -> None:
     )
     print(
         f"trainable parameters while adapting: {trainer.parameter_stats['trainable']:,} "
-        f"of {stats['total']:,} ({trainer.parameter_stats['trainable_percent']:.2f}%)"
+        f"({trainer.parameter_stats['percent_of_base']:.2f}% of the frozen base's {trainer.parameter_stats['frozen']:,})"
     )
     print(f"test CER  base: {base.cer:.4f}   base + adapter: {adapted.cer:.4f}")
     for reference, hypothesis in adapted.pairs[:3]:

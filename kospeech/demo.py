@@ -146,7 +146,7 @@ def run_demo(config: DemoConfig) -> List[Dict[str, Any]]:
                 "adapter_cer": adapted.cer,
                 "relative_change": (adapted.cer - base.cer) / base.cer if base.cer > 0 else 0.0,
                 "trainable_params": trainer.parameter_stats["trainable"],
-                "trainable_percent": trainer.parameter_stats["trainable_percent"],
+                "percent_of_base": trainer.parameter_stats["percent_of_base"],
                 "adapter_bytes": trainer.adapter_path.stat().st_size,
                 "train_seconds": round(train_seconds, 1),
                 "adapter_path": str(trainer.adapter_path),

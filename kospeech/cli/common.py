@@ -1,17 +1,38 @@
-"""Helpers shared by the console scripts: where the Hydra configs are, logging setup and path resolution."""
+"""Helpers shared by the console scripts: where the Hydra configs are, logging, one-line errors, path resolution."""
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import sys
 from pathlib import Path
-from typing import Iterable, Optional
+from typing import Any, Callable, Iterable, List, Optional
 
 from hydra.utils import to_absolute_path
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf.errors import MissingMandatoryValue
+from tqdm.auto import tqdm
 
-__all__ = ["setup_logging", "absolutize_paths", "config_dir", "PATH_KEYS"]
+from kospeech.errors import KospeechError
+
+__all__ = [
+    "setup_logging",
+    "absolutize_paths",
+    "config_dir",
+    "PATH_KEYS",
+    "VERBOSE_FLAGS",
+    "take_verbose_flag",
+    "one_line_errors",
+    "record_resolved_config",
+]
+
+logger = logging.getLogger("kospeech.cli")
+
+VERBOSE_FLAGS = ("-v", "--verbose")
+"""Flags the Hydra console scripts take besides Hydra's own: show DEBUG logs, the resolved config and tracebacks."""
+
+_verbose = False
 
 PATH_KEYS = (
     "output_dir",
@@ -48,15 +69,78 @@ def config_dir() -> str:
     raise FileNotFoundError(f"kospeech's Hydra configs not found; looked in {[str(c) for c in candidates]}")
 
 
-def setup_logging(log_file: Optional[Path] = None, level: int = logging.INFO) -> None:
-    """Log INFO and above to stderr and, when given, to ``log_file`` (appending)."""
-    handlers = [logging.StreamHandler(sys.stderr)]
+class _ProgressAwareHandler(logging.StreamHandler):
+    """A stderr handler that prints through ``tqdm.write``, so a log line never lands inside a progress bar."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            tqdm.write(self.format(record), file=self.stream)
+        except Exception:  # logging must never raise; the standard handlers report this way too
+            self.handleError(record)
+
+
+def setup_logging(log_file: Optional[Path] = None, level: Optional[int] = None) -> None:
+    """Log to stderr (INFO, or DEBUG after ``-v``) and, when given, everything from DEBUG up to ``log_file``.
+
+    Console lines go through ``tqdm.write`` so they do not break progress bars; the file gets the full detail
+    (the resolved config, tracebacks of refused inputs) whatever the console shows.
+    """
+    console = _ProgressAwareHandler(sys.stderr)
+    console.setLevel(level if level is not None else logging.DEBUG if _verbose else logging.INFO)
+    handlers: List[logging.Handler] = [console]
     if log_file is not None:
         Path(log_file).parent.mkdir(parents=True, exist_ok=True)
         handlers.append(logging.FileHandler(log_file, encoding="utf-8"))
     logging.basicConfig(
-        level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", handlers=handlers, force=True
+        level=logging.DEBUG, format="%(asctime)s %(levelname)s %(name)s: %(message)s", handlers=handlers, force=True
     )
+    for noisy in ("matplotlib", "PIL", "numba", "urllib3"):  # third-party DEBUG chatter stays out of run logs
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def take_verbose_flag(argv: Optional[List[str]] = None) -> bool:
+    """Remove ``-v`` / ``--verbose`` from ``argv`` (default ``sys.argv``) before Hydra parses it; remember it.
+
+    Returns:
+        Whether the flag was there.
+    """
+    global _verbose
+    argv = sys.argv if argv is None else argv
+    found = any(argument in VERBOSE_FLAGS for argument in argv[1:])
+    argv[1:] = [argument for argument in argv[1:] if argument not in VERBOSE_FLAGS]
+    _verbose = _verbose or found
+    return found
+
+
+def record_resolved_config(config: DictConfig, run_dir: Path) -> None:
+    """Log the resolved config at DEBUG (the run log always has it; the console only with ``-v``)."""
+    logger.debug("resolved config:\n%s", OmegaConf.to_yaml(config, resolve=True))
+    logger.info("resolved config: %s", Path(run_dir) / ".hydra" / "config.yaml")
+
+
+def one_line_errors(task: Callable[..., Any]) -> Callable[..., Any]:
+    """Wrap a Hydra task function: a user's mistake ends the run with one line on stderr and exit status 1.
+
+    Input and setup errors (a missing file, a bad value, a missing required key, a run that trained nothing) are
+    the user's to fix and need no traceback; it goes to the run log at DEBUG (and to the console with ``-v``).
+    Anything else is a bug and keeps Hydra's report.
+    """
+
+    @functools.wraps(task)
+    def run(config: DictConfig) -> Any:
+        missing = sorted(OmegaConf.missing_keys(config))
+        if missing:
+            sys.exit(f"error: required and not set: {', '.join(missing)} (add {missing[0]}=...)")
+        try:
+            return task(config)
+        except MissingMandatoryValue as exc:
+            logger.debug("missing value", exc_info=True)
+            sys.exit(f"error: {exc.full_key} is required and not set (add {exc.full_key}=...)")
+        except (KospeechError, FileNotFoundError, ValueError) as exc:
+            logger.debug("the run stopped", exc_info=True)
+            sys.exit(f"error: {exc}")
+
+    return run
 
 
 def absolutize_paths(config: DictConfig, keys: Iterable[str] = PATH_KEYS) -> DictConfig:

@@ -1,11 +1,14 @@
 """``kospeech-eval``: CER/WER of a checkpoint, optionally with a user's adapter, on a manifest (Hydra).
 
     python bin/eval.py checkpoint_path=runs/ds2_train/best.pt manifest_path=data/corpus_demo/base/test.tsv
-    python bin/eval.py checkpoint_path=pretrained/ds2_synthetic.pt adapter_path=adapters/user01_adapter.pt \
-        manifest_path=data/corpus_demo/users/user01/test.tsv
+    python bin/eval.py checkpoint_path=pretrained/ds2_synthetic.pt adapter_path=runs/demo/adapters/user01_adapter.pt \
+        manifest_path=data/demo_users/users/user01/test.tsv
+
+Figures go to ``{output_dir}/results.json`` (default ``runs/eval/<date>_<time>/``) and to stdout as JSON.
 """
 
 import logging
+import sys
 from pathlib import Path
 from typing import Any, Dict, List
 
@@ -13,7 +16,14 @@ import hydra
 from omegaconf import DictConfig
 
 from kospeech.checkpoint import load_checkpoint
-from kospeech.cli.common import absolutize_paths, config_dir, setup_logging
+from kospeech.cli.common import (
+    absolutize_paths,
+    config_dir,
+    one_line_errors,
+    record_resolved_config,
+    setup_logging,
+    take_verbose_flag,
+)
 from kospeech.config import register_configs
 from kospeech.data.dataset import build_dataloader
 from kospeech.data.features import FeatureExtractor
@@ -49,11 +59,11 @@ def evaluate_checkpoint(job: Any) -> Dict[str, Any]:
     vocab, feature_config = checkpoint.vocab, checkpoint.feature_config
     device = resolve_device(job.device)
     model = checkpoint.build_model(device=device)
-    manifest = (
-        Path(job.manifest_path) if job.manifest_path else resolve_data(to_dataclass(job.data, DataConfig)).test_manifest
-    )
-    if manifest is None:
-        raise ValueError("no manifest to evaluate: set manifest_path")
+    if job.manifest_path:
+        manifest = Path(job.manifest_path)
+    else:
+        manifest = resolve_data(to_dataclass(job.data, DataConfig)).test_manifest
+        logger.info("no manifest_path given: scoring the built-in corpus' base test set %s", manifest)
     entries = read_manifest(manifest, vocab, relabel=True)  # ids come from the checkpoint's own vocabulary
     loader = build_dataloader(entries, FeatureExtractor(feature_config), job.batch_size, shuffle=False)
     results: Dict[str, Any] = {"checkpoint": str(job.checkpoint_path), "manifest": str(manifest)}
@@ -112,10 +122,21 @@ register_configs()
 
 
 @hydra.main(config_path=config_dir(), config_name="eval", version_base="1.3")
-def main(config: DictConfig) -> None:
+@one_line_errors
+def hydra_main(config: DictConfig) -> None:
+    """The Hydra job: score, write ``{output_dir}/results.json``, print the figures as JSON on stdout."""
     absolutize_paths(config)
-    setup_logging()
-    print(strict_json(evaluate_checkpoint(config)))
+    setup_logging(Path(config.output_dir) / "eval.log")
+    record_resolved_config(config, Path(config.output_dir))
+    results = evaluate_checkpoint(config)
+    sys.stderr.flush()  # the progress bars and logs (stderr) end before the JSON starts on stdout
+    print(strict_json(results))
+
+
+def main() -> None:
+    """``kospeech-eval`` (and ``python bin/eval.py``); ``-v`` / ``--verbose`` shows DEBUG logs and tracebacks."""
+    take_verbose_flag()
+    hydra_main()
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ import hydra
 from hydra.utils import to_absolute_path
 from omegaconf import DictConfig, OmegaConf
 
-from kospeech.cli.common import config_dir, setup_logging
+from kospeech.cli.common import config_dir, one_line_errors, setup_logging, take_verbose_flag
 from kospeech.config import register_configs
 from kospeech.data.synthetic import CorpusConfig, build_corpus
 
@@ -24,10 +24,12 @@ register_configs()
 
 
 @hydra.main(config_path=config_dir(), config_name="make_corpus", version_base="1.3")
-def main(config: DictConfig) -> None:
+@one_line_errors
+def hydra_main(config: DictConfig) -> None:
+    """The Hydra job: build (or complete) the corpus and print its card."""
     setup_logging()
     corpus_config: CorpusConfig = OmegaConf.to_object(config)
-    logger.info("resolved config:\n%s", OmegaConf.to_yaml(config, resolve=True))
+    logger.debug("resolved config:\n%s", OmegaConf.to_yaml(config, resolve=True))
     out_dir = Path(to_absolute_path(corpus_config.out_dir))
     card = build_corpus(
         out_dir,
@@ -43,6 +45,12 @@ def main(config: DictConfig) -> None:
         split = card.data["splits"][name]
         speakers = ",".join(split["speakers"])
         print(f"  {name:<24} {split['utterances']:>6} utterances {split['hours']:>8.3f} h  speakers {speakers}")
+
+
+def main() -> None:
+    """``kospeech-make-corpus`` (and ``python bin/make_corpus.py``); ``-v`` / ``--verbose`` shows DEBUG logs."""
+    take_verbose_flag()
+    hydra_main()
 
 
 if __name__ == "__main__":

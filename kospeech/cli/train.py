@@ -17,12 +17,20 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from kospeech.cli.common import absolutize_paths, config_dir, setup_logging
+from kospeech.cli.common import (
+    absolutize_paths,
+    config_dir,
+    one_line_errors,
+    record_resolved_config,
+    setup_logging,
+    take_verbose_flag,
+)
 from kospeech.config import register_configs
 from kospeech.device import resolve_device
 from kospeech.errors import InvalidNameError
 from kospeech.fileio import strict_json
 from kospeech.models.adapter_manager import validate_adapter_name
+from kospeech.trainer.configs import AdapterTrainConfig
 from kospeech.trainer.distributed import cleanup_distributed, init_distributed, world_size_from_env
 from kospeech.trainer.recipes import train_adapter_model, train_base_model
 
@@ -45,17 +53,17 @@ register_configs()
 
 
 @hydra.main(config_path=config_dir(), config_name="train", version_base="1.3")
+@one_line_errors
 def hydra_main(config: DictConfig) -> None:
-    """The Hydra job: an adapter run when ``train.base_model_path`` is set, base training otherwise."""
+    """The Hydra job: an adapter run for ``train=adapter_train``, base training otherwise."""
     absolutize_paths(config)
-    is_adapter_job = "base_model_path" in config.train
-    if is_adapter_job:
+    if OmegaConf.get_type(config.train) is AdapterTrainConfig:
         if world_size_from_env() > 1:
             raise ValueError(
                 "adapter training runs in one process; to train many users at once use bin/train_adapters.py"
             )
         setup_logging(Path(config.train.output_dir) / "train.log")
-        logger.info("resolved config:\n%s", OmegaConf.to_yaml(config))
+        record_resolved_config(config, Path(config.train.output_dir))
         print(strict_json(train_adapter(config)))
         return
     # under torchrun: join the process group first; rank 0 alone logs to the console and the run folder
@@ -63,7 +71,7 @@ def hydra_main(config: DictConfig) -> None:
     try:
         if context.is_main:
             setup_logging(Path(config.train.output_dir) / "train.log")
-            logger.info("resolved config:\n%s", OmegaConf.to_yaml(config))
+            record_resolved_config(config, Path(config.train.output_dir))
         else:
             setup_logging(level=logging.WARNING)
         results = train_base(config)
@@ -74,7 +82,11 @@ def hydra_main(config: DictConfig) -> None:
 
 
 def main() -> None:
-    """``kospeech-train`` (and ``python bin/main.py``): parse Hydra overrides from the command line and train."""
+    """``kospeech-train`` (and ``python bin/main.py``): parse Hydra overrides from the command line and train.
+
+    ``-v`` / ``--verbose`` (not a Hydra override) shows DEBUG logs, the resolved config and tracebacks.
+    """
+    take_verbose_flag()
     for argument in sys.argv[1:]:
         # the run folder's resolver refuses a bad name too (the guarantee); this gives the one-line message
         if argument.startswith(_ADAPTER_NAME_OVERRIDE):

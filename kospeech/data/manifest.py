@@ -8,6 +8,7 @@ whitespace removed. Every problem is reported as ``file:line: what is wrong``.
 
 from __future__ import annotations
 
+import logging
 import os
 import unicodedata
 from dataclasses import dataclass
@@ -20,6 +21,8 @@ from kospeech.text_files import read_lines
 from kospeech.vocabs import UnknownCharacterError, Vocabulary
 
 __all__ = ["ManifestEntry", "ManifestError", "MAX_LABEL_ID", "read_manifest", "write_manifest"]
+
+logger = logging.getLogger(__name__)
 
 MAX_LABEL_ID = 2**31 - 1
 """The largest label id a manifest may hold (checked even without a vocabulary: ids become int32/int64 tensors)."""
@@ -46,37 +49,63 @@ def read_manifest(
     path: Union[str, os.PathLike],
     vocab: Optional[Vocabulary] = None,
     check_audio_exists: bool = True,
-    relabel: bool = False,
+    relabel: Optional[bool] = None,
 ) -> List[ManifestEntry]:
     """Parse a manifest.
 
+    The transcript is the truth; the label ids are derived from it. With a vocabulary (a checkpoint's, or the CSV of
+    a base training run), every line's ids are the vocabulary's encoding of its transcript: a manifest written with
+    syllable ids reads with a jamo checkpoint's vocabulary, and the other way round. That is one rule for the library
+    and every CLI.
+
     Args:
         path: the ``.tsv`` manifest.
-        vocab: when given, the label ids of each line must equal ``vocab.encode(transcript)``;
-            a line whose id column is empty gets its ids from the vocabulary.
+        vocab: the vocabulary the ids must come from; a line whose id column is empty gets its ids from it.
         check_audio_exists: refuse lines whose audio file does not exist.
-        relabel: ignore the stored label ids and encode each transcript with ``vocab`` (to train with
-            other output units than the manifest was written for, e.g. jamo from a syllable manifest).
+        relabel: what to do with stored ids that disagree with ``vocab``: ``None`` (default) re-encode them and log one
+            warning naming the file and how many lines; ``True`` re-encode them silently (the manifest was written
+            for other units on purpose); ``False`` refuse the line (a strict check that the manifest was written
+            with this very vocabulary).
 
     Returns:
         The entries in file order.
 
     Raises:
         FileNotFoundError: the manifest does not exist.
-        ManifestError: a line is malformed (columns, ids, empty transcript, missing audio, unknown characters).
+        ManifestError: a line is malformed (columns, ids, empty transcript, missing audio, unknown characters), or
+            (``relabel=False``) its ids disagree with ``vocab``.
     """
     path = Path(path)
+    if relabel and vocab is None:
+        raise ValueError("relabel=True needs a vocabulary")
     entries = []
+    relabelled = 0
     for line_number, line in read_lines(path, "manifest", ManifestError):
         if not line.strip():
             continue
-        entries.append(_parse_line(line, f"{path}:{line_number}", path.parent, vocab, check_audio_exists, relabel))
+        entry, changed = _parse_line(line, f"{path}:{line_number}", path.parent, vocab, check_audio_exists, relabel)
+        entries.append(entry)
+        relabelled += changed
+    if relabelled and relabel is None:
+        logger.warning(
+            "%s: the label ids of %d of %d lines were written for another vocabulary (e.g. syllables for a jamo "
+            "model); re-encoded from their transcripts with this one",
+            path,
+            relabelled,
+            len(entries),
+        )
     return entries
 
 
 def _parse_line(
-    line: str, where: str, root: Path, vocab: Optional[Vocabulary], check_audio_exists: bool, relabel: bool
-) -> ManifestEntry:
+    line: str,
+    where: str,
+    root: Path,
+    vocab: Optional[Vocabulary],
+    check_audio_exists: bool,
+    relabel: Optional[bool],
+) -> Tuple[ManifestEntry, bool]:
+    """One entry, and whether its stored ids were replaced by the vocabulary's."""
     columns = line.split("\t")
     if len(columns) < 2 or len(columns) > 4:
         raise ManifestError(
@@ -97,23 +126,23 @@ def _parse_line(
     if check_audio_exists:
         audio_path = _existing_audio(audio_path, where)
     label_ids = _parse_label_ids(ids_column, where)
-    if relabel and vocab is None:
-        raise ValueError("relabel=True needs a vocabulary")
+    changed = False
     if vocab is not None:
         try:
             expected = tuple(vocab.encode(transcript, where=where))
         except UnknownCharacterError as exc:
             raise ManifestError(str(exc)) from exc
-        if relabel or not label_ids:
-            label_ids = expected
-        elif label_ids != expected:
-            raise ManifestError(
-                f"{where}: label ids {ids_column!r} disagree with the transcript {transcript!r} "
-                f"(the vocabulary gives {' '.join(map(str, expected))!r})"
-            )
+        if label_ids and label_ids != expected:
+            if relabel is False:
+                raise ManifestError(
+                    f"{where}: label ids {ids_column!r} disagree with the transcript {transcript!r} "
+                    f"(the vocabulary gives {' '.join(map(str, expected))!r})"
+                )
+            changed = True
+        label_ids = expected
     elif not label_ids:
         raise ManifestError(f"{where}: no label ids (pass a vocabulary to compute them from the transcript)")
-    return ManifestEntry(audio_path=audio_path, transcript=transcript, label_ids=label_ids, speaker=speaker)
+    return ManifestEntry(audio_path=audio_path, transcript=transcript, label_ids=label_ids, speaker=speaker), changed
 
 
 def _existing_audio(audio_path: Path, where: str) -> Path:

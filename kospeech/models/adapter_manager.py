@@ -367,7 +367,7 @@ class AdapterManager:
         if not _is_main_process():
             return path
         atomic_torch_save(content, path)
-        logger.info("saved %s adapter %r to %s", content["adapter_type"], name, path)
+        logger.debug("saved %s adapter %r to %s", content["adapter_type"], name, path)
         return path
 
     @staticmethod

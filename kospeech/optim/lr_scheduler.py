@@ -29,6 +29,10 @@ logger = logging.getLogger(__name__)
 #: ``total_steps``; the rest decays.
 TRI_STAGE_HOLD_FRACTION = 0.4
 
+#: Share of a run's steps spent warming up when the configured ``warmup_steps`` exceed the whole run (the adapter
+#: default of 500 against an enrollment run of tens of steps), so the schedule still reaches its peak and decays.
+SHORT_RUN_WARMUP_FRACTION = 0.1
+
 
 def _check_steps(name: str, value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
@@ -186,13 +190,15 @@ def _tri_stage_phases(
             )
         return {"warmup_steps": warmup_steps, "hold_steps": hold_steps, "decay_steps": decay_steps}
     if warmup_steps > total_steps:
-        logger.warning(
-            "warmup_steps=%d exceeds total_steps=%d; warming up over all %d steps, with no hold or decay",
+        shortened = max(1, round(total_steps * SHORT_RUN_WARMUP_FRACTION)) if total_steps else 0
+        logger.info(
+            "warmup_steps=%d exceeds total_steps=%d (a short run, e.g. one user's enrollment set): warming up over "
+            "the first %d steps, then hold and decay",
             warmup_steps,
             total_steps,
-            total_steps,
+            shortened,
         )
-        warmup_steps = total_steps
+        warmup_steps = shortened
     remaining = total_steps - warmup_steps
     if hold_steps is None and decay_steps is None:
         hold_steps = int(remaining * TRI_STAGE_HOLD_FRACTION)
@@ -222,7 +228,8 @@ def build_lr_scheduler(name: str, optimizer: Optimizer, **kwargs: Any) -> LRSche
               ``hold_steps`` and ``decay_steps`` or ``total_steps``. From ``total_steps``, the steps left after
               warmup are split ``TRI_STAGE_HOLD_FRACTION`` (40%, rounded down) hold and the rest decay; if one of
               hold/decay is given, the other gets the remainder. When ``warmup_steps > total_steps`` (a small
-              adapter enrollment set), warmup is shortened to ``total_steps`` with a logged warning. Given all
+              adapter enrollment set), warmup is shortened to ``SHORT_RUN_WARMUP_FRACTION`` (10%) of
+              ``total_steps`` (logged), so the run still holds its peak and decays. Given all
               three phases, their sum must not exceed ``total_steps``.
             - ``warmup_lr_scheduler`` needs ``init_lr, peak_lr, warmup_steps``.
             - ``constant`` uses ``peak_lr`` if given, else the optimizer's current learning rate.

@@ -208,16 +208,17 @@ class AdapterTrainer(SupervisedTrainer):
         self.adapter = adapter
         base.freeze_base_model()
         attached = adapter is base.adapter
-        self.parameter_stats = count_parameters(base if attached else nn.ModuleList([base, adapter]))
-        stats = self.parameter_stats
+        stats = count_parameters(base if attached else nn.ModuleList([base, adapter]))
+        # one way to state the share everywhere (logs, results, docs): trainable parameters per frozen base parameter
+        stats["percent_of_base"] = 100.0 * stats["trainable"] / stats["frozen"] if stats["frozen"] else 0.0
+        self.parameter_stats = stats
         logger.info(
-            "adapter %r (%s): total params %d, frozen %d, trainable %d (%.2f%%)",
+            "adapter %r (%s): %d trainable parameters, %.2f%% of the frozen base's %d",
             adapter_name,
-            base.adapter_type,
-            stats["total"],
-            stats["frozen"],
+            base.adapter_type if attached else type(adapter).__name__,
             stats["trainable"],
-            stats["trainable_percent"],
+            stats["percent_of_base"],
+            stats["frozen"],
         )
         return base
 
@@ -397,7 +398,7 @@ class AdapterTrainer(SupervisedTrainer):
                 spill_dir=spill_folder(self.output_dir, self.config.trunk_cache_dir)
                 if self.config.trunk_cache_spill
                 else None,
-                num_workers=self.config.num_workers,
+                num_workers=self.loader_workers,
             )
             build_seconds = time.monotonic() - started
             self._owns_cache = True

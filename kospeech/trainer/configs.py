@@ -66,7 +66,11 @@ class TrainConfig:
     batch_size: int = field(default=16, metadata={"help": "utterances per batch"})
     num_epochs: int = field(default=20, metadata={"help": "epochs over the training manifest"})
     max_minutes: Optional[float] = field(
-        default=None, metadata={"help": "stop after this many minutes of training (a checkpoint is written)"}
+        default=None,
+        metadata={
+            "help": "stop after this many minutes of training in total, the runs this one resumes included (a "
+            "checkpoint is written; the cut epoch is recorded with partial: true)"
+        },
     )
     num_workers: int = field(default=1, metadata={"help": "DataLoader worker processes"})
     optimizer: str = field(default="adam", metadata={"help": "adam, adamw or sgd"})

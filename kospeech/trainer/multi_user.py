@@ -45,7 +45,7 @@ from kospeech.data.dataset import SpeechDataset, worker_init_fn
 from kospeech.data.features import FeatureConfig
 from kospeech.data.manifest import ManifestEntry, read_manifest
 from kospeech.data.sampler import BucketBatchSampler, SampleKey
-from kospeech.device import resolve_device
+from kospeech.device import loader_workers, resolve_device
 from kospeech.errors import TrainingError
 from kospeech.fileio import atomic_write_json
 from kospeech.models import DeepSpeech2
@@ -172,6 +172,7 @@ class MultiUserAdapterTrainer:
             raise TrainingError(f"no user has usable enrollment audio: {self.failed_users}")
         self.adapters: Dict[str, AdapterModule] = {}
         self.device = resolve_device(config.device)
+        self.loader_workers = loader_workers(config.num_workers, config.num_threads if self.device.type == "cpu" else 1)
         self.cache_seconds = 0.0
 
     # ------------------------------------------------------------------ setup
@@ -202,7 +203,7 @@ class MultiUserAdapterTrainer:
             spill_dir=spill_folder(self.config.output_dir, self.config.trunk_cache_dir)
             if self.config.trunk_cache_spill
             else None,
-            num_workers=self.config.num_workers,
+            num_workers=self.loader_workers,
         )
         self.cache_seconds = time.monotonic() - started
         logger.info(
@@ -285,7 +286,7 @@ class MultiUserAdapterTrainer:
         """One loader over every user's training set: each step holds every active user's next batch."""
         samplers = [run.train_loader.batch_sampler for run in runs]
         datasets = [run.train_loader.dataset for run in runs]
-        workers = self.config.num_workers
+        workers = self.loader_workers
         return DataLoader(
             _UsersDataset(datasets),
             batch_sampler=_LockstepSampler(samplers),

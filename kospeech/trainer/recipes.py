@@ -115,7 +115,8 @@ def train_base_model(job: Any) -> Dict[str, Any]:
     sources = resolve_data(data)
     manifest_vocab = Vocabulary.from_csv(sources.vocab_path)
     vocab = manifest_vocab.with_unit(data.unit)
-    relabel = vocab.unit != manifest_vocab.unit
+    # other output units than the manifests were written with re-encode every line, as asked: no warning
+    relabel = True if vocab.unit != manifest_vocab.unit else None
     train_entries = read_manifest(sources.train_manifest, vocab, relabel=relabel)
     valid_entries = read_manifest(sources.valid_manifest, vocab, relabel=relabel) if sources.valid_manifest else []
 
@@ -196,17 +197,13 @@ def train_adapter_model(job: Any) -> Dict[str, Any]:
     vocab, feature_config = checkpoint.vocab, checkpoint.feature_config
     _warn_architecture_differences(config, checkpoint.model_config)
     sources = resolve_data(data, adapter=True)
-    relabel = False
-    if sources.vocab_path is not None:
-        manifest_vocab = Vocabulary.from_csv(sources.vocab_path)
-        relabel = vocab.unit != manifest_vocab.unit
-        if manifest_vocab.with_unit(vocab.unit) != vocab:
-            raise ValueError(
-                f"{sources.vocab_path} differs from the vocabulary of the base model {config.base_model_path}: "
-                "an adapter must use its base model's vocabulary"
-            )
-    train_entries = read_manifest(sources.train_manifest, vocab, relabel=relabel)
-    valid_entries = read_manifest(sources.valid_manifest, vocab, relabel=relabel) if sources.valid_manifest else None
+    if sources.vocab_path is not None and Vocabulary.from_csv(sources.vocab_path).with_unit(vocab.unit) != vocab:
+        raise ValueError(
+            f"{sources.vocab_path} differs from the vocabulary of the base model {config.base_model_path}: "
+            "an adapter must use its base model's vocabulary"
+        )
+    train_entries = read_manifest(sources.train_manifest, vocab)
+    valid_entries = read_manifest(sources.valid_manifest, vocab) if sources.valid_manifest else None
 
     torch.manual_seed(config.seed)
     model = checkpoint.build_model(device=resolve_device(config.device))
@@ -229,7 +226,7 @@ def train_adapter_model(job: Any) -> Dict[str, Any]:
         "excluded_utterances": [item._asdict() for item in trainer.excluded_utterances],
     }
     if sources.test_manifest is not None and sources.test_manifest.exists():
-        test_entries = read_manifest(sources.test_manifest, vocab, relabel=relabel)
+        test_entries = read_manifest(sources.test_manifest, vocab)
         loader = trainer.build_loader(test_entries, config.batch_size, train=False)
         base, adapted = evaluate_base_and_adapter(
             model, loader, vocab, loss_fn=trainer.criterion, device=trainer.device, description="test"

@@ -21,7 +21,7 @@ from kospeech.data.features import FeatureConfig, FeatureExtractor, SpecAugment
 from kospeech.data.manifest import ManifestEntry
 from kospeech.data.silence_padding import SilencePadding
 from kospeech.decode import GreedyCTCDecoder
-from kospeech.device import resolve_device
+from kospeech.device import loader_workers, resolve_device
 from kospeech.errors import TrainingError
 from kospeech.evaluation import EvaluationResult, evaluate, select_log_probs
 from kospeech.fileio import atomic_write_json, atomic_write_text
@@ -144,6 +144,7 @@ class SupervisedTrainer:
         self.resolved_config = dict(resolved_config or {})
         self.output_dir = Path(config.output_dir)
         self.device = resolve_device(config.device)
+        self.loader_workers = loader_workers(config.num_workers, config.num_threads if self.device.type == "cpu" else 1)
         self.criterion = CTCLoss(vocab.blank_id)
         self.decoder = GreedyCTCDecoder(vocab)
         self.state = TrainerState()
@@ -240,7 +241,7 @@ class SupervisedTrainer:
             batch_size,
             shuffle=train,
             seed=self.config.seed,
-            num_workers=self.config.num_workers if train else 0,
+            num_workers=self.loader_workers if train else 0,
             spec_augment=spec_augment,
             silence_padding=padding,
             num_replicas=self.dist.world_size if train else 1,
@@ -329,7 +330,7 @@ class SupervisedTrainer:
             self.state.step_in_epoch = 0
         if not self.dist.is_main:
             return False
-        return self._end_of_epoch(model, optimizer, valid_loader, tally.figures())
+        return self._end_of_epoch(model, optimizer, valid_loader, {**tally.figures(), "completed": completed})
 
     def _batches_from(self, loader, start: int) -> Iterator:
         if start and hasattr(loader.batch_sampler, "start_batch"):
@@ -405,14 +406,18 @@ class SupervisedTrainer:
     def _end_of_epoch(self, model: nn.Module, optimizer: Optimizer, valid_loader, train_figures: Dict) -> bool:
         """Validate, record, checkpoint. Returns True to stop training early."""
         state = self.state
+        completed = train_figures.get("completed", True)
         record = {
-            "epoch": state.epoch,
+            # 1-based like the progress bars: a completed epoch has advanced the counter, a cut one has not
+            "epoch": state.epoch if completed else state.epoch + 1,
             "step": state.global_step,
             "lr": optimizer.get_lr(),
             "train_loss": train_figures["loss"],
             "train_cer": train_figures["cer"],
             "elapsed_seconds": round(state.elapsed_seconds, 2),
         }
+        if not completed:
+            record["partial"] = True  # cut by the time budget (train.max_minutes)
         # weights no update has touched are not a result to keep, however they validate
         improved = state.applied_steps > 0
         if valid_loader is not None:

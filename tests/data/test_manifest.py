@@ -49,7 +49,7 @@ def test_bad_lines_name_file_and_line(corpus, line, message):
     root, vocab = corpus
     (root / "bad.tsv").write_text("wavs/b.wav\t세 시\t\n" + line + "\n", encoding="utf-8")
     with pytest.raises(ManifestError, match=message) as info:
-        read_manifest(root / "bad.tsv", vocab)
+        read_manifest(root / "bad.tsv", vocab, relabel=False)
     assert f"{root / 'bad.tsv'}:2" in str(info.value)
 
 
@@ -66,7 +66,20 @@ def test_relabel_encodes_transcripts_with_another_unit(corpus):
     (root / "m.tsv").write_text(f"wavs/a.wav\t세 시\t{ids}\n", encoding="utf-8")
     graphemes = Vocabulary.build(["불 꺼 줘", "세 시"], unit="grapheme")
     with pytest.raises(ManifestError, match="disagree"):
-        read_manifest(root / "m.tsv", graphemes)
+        read_manifest(root / "m.tsv", graphemes, relabel=False)
     (entry,) = read_manifest(root / "m.tsv", graphemes, relabel=True)
     assert entry.label_ids == tuple(graphemes.encode("세 시"))
     assert graphemes.decode(entry.label_ids) == "세 시"
+
+
+def test_a_checkpoints_vocabulary_re_encodes_ids_of_another_unit_with_one_warning(corpus, caplog):
+    root, vocab = corpus
+    ids = " ".join(map(str, vocab.encode("세 시")))
+    (root / "m.tsv").write_text(f"wavs/a.wav\t세 시\t{ids}\nwavs/b.wav\t세 시\t{ids}\n", encoding="utf-8")
+    graphemes = Vocabulary.build(["불 꺼 줘", "세 시"], unit="grapheme")
+    with caplog.at_level("WARNING"):
+        entries = read_manifest(root / "m.tsv", graphemes)
+    assert [entry.label_ids for entry in entries] == [tuple(graphemes.encode("세 시"))] * 2
+    assert caplog.text.count("written for another vocabulary") == 1 and "2 of 2 lines" in caplog.text
+    caplog.clear()
+    assert read_manifest(root / "m.tsv", vocab) and "another vocabulary" not in caplog.text

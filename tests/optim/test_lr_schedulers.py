@@ -87,12 +87,12 @@ def test_build_tri_stage_from_total_steps():
 
 
 def test_build_tri_stage_warmup_longer_than_run(caplog):
-    with caplog.at_level("WARNING", logger="kospeech.optim.lr_scheduler"):
+    with caplog.at_level("INFO", logger="kospeech.optim.lr_scheduler"):
         scheduler = build_lr_scheduler(
-            TRI, make_optimizer(), init_lr=1e-4, peak_lr=1e-4, final_lr=1e-5, warmup_steps=500, total_steps=40
+            TRI, make_optimizer(), init_lr=1e-5, peak_lr=1e-3, final_lr=1e-5, warmup_steps=500, total_steps=40
         )
-    assert (scheduler.warmup_steps, scheduler.hold_steps, scheduler.decay_steps) == (40, 0, 0)
-    assert "exceeds total_steps" in caplog.text
+    assert (scheduler.warmup_steps, scheduler.hold_steps, scheduler.decay_steps) == (4, 14, 22)
+    assert "exceeds total_steps=40" in caplog.text and "first 4 steps" in caplog.text
 
 
 def test_build_errors():

@@ -54,6 +54,7 @@ from kospeech.data.synthetic.profiles import (
     sample_speaker_profile,
     sample_user_channel,
 )
+from kospeech.device import usable_cpu_cores
 from kospeech.errors import ConfigError, InputError
 from kospeech.fileio import atomic_write, atomic_write_json, atomic_write_text, sha256_file
 from kospeech.vocabs import Vocabulary
@@ -481,12 +482,6 @@ def _read_index(path: Path) -> Dict[str, str]:
     return index
 
 
-def _default_workers() -> int:
-    if hasattr(os, "sched_getaffinity"):
-        return max(1, len(os.sched_getaffinity(0)))
-    return max(1, os.cpu_count() or 1)
-
-
 def _synthesize_missing(
     root: Path, utterances: Sequence[PlannedUtterance], num_workers: int
 ) -> Tuple[Dict[str, int], int]:
@@ -814,7 +809,7 @@ def build_corpus(
     started = time.perf_counter()
     root = Path(out_dir)
     plan = plan_corpus(preset, seed, **overrides)
-    workers = _default_workers() if num_workers is None else num_workers
+    workers = usable_cpu_cores() if num_workers is None else num_workers
     if not isinstance(workers, int) or workers < 1:
         raise ValueError(f"num_workers must be a positive int or None, got {num_workers!r}")
     root.mkdir(parents=True, exist_ok=True)
