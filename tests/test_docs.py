@@ -1,0 +1,237 @@
+"""Every fenced shell command and Python snippet of the user-facing docs runs as written, or says why it does not.
+
+The documents are read, their ``bash`` blocks split into commands (backslash continuations joined, comments
+dropped) and their ``python`` blocks taken whole. Each command and snippet must appear in :data:`RUN` (executed in
+document order in a sandbox that holds what ``make demo`` leaves: the shipped base, the built-in users' speech in
+``data/demo_users`` and their adapters in ``runs/demo/adapters``) or in :data:`NOT_RUN` with the reason. A new
+snippet that is in neither fails this test, and so does a snippet that fails.
+
+Small settings: Hydra commands get :data:`RUN`'s extra overrides appended (one epoch, the tiny corpus); Python
+snippets get its text substitutions, each of which must still match the document.
+"""
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, List, Tuple
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+ROOT = Path(__file__).resolve().parents[1]
+DOCUMENTS = ("README.md", "ADAPTER_README.md", "benchmarks/README.md")
+SMALL_TRAINING = ("train.num_epochs=1", "train.num_workers=0", "train.num_threads=1", "train.device=cpu")
+TINY_CORPUS = ("data.corpus_dir=data/corpus_tiny", "data.corpus_preset=tiny")
+
+
+@dataclass(frozen=True)
+class Snippet:
+    document: str
+    line: int
+    language: str
+    text: str
+
+    @property
+    def key(self) -> str:
+        """The first line, which names the snippet in :data:`RUN` / :data:`NOT_RUN`."""
+        return self.text.strip().splitlines()[0].strip()
+
+
+def snippets() -> List[Snippet]:
+    """Every bash command and python block of :data:`DOCUMENTS`, in document order."""
+    found = []
+    for document in DOCUMENTS:
+        lines = (ROOT / document).read_text(encoding="utf-8").splitlines()
+        index = 0
+        while index < len(lines):
+            opening = re.fullmatch(r"```(bash|python)\s*", lines[index])
+            if not opening:
+                index += 1
+                continue
+            start = index + 1
+            index = start
+            while not lines[index].startswith("```"):
+                index += 1
+            body = lines[start:index]
+            if opening.group(1) == "python":
+                found.append(Snippet(document, start + 1, "python", "\n".join(body) + "\n"))
+            else:
+                found.extend(_commands(document, start, body))
+            index += 1
+    return found
+
+
+def _commands(document: str, start: int, body: List[str]) -> List[Snippet]:
+    commands, pending, first = [], "", start
+    for number, line in enumerate(body, start=start + 1):
+        if not pending:
+            first = number
+        text = re.sub(r"(^|\s+)#\s.*$", "", line).strip()  # a comment line, or a comment after the command
+        if text.endswith("\\"):
+            pending += text[:-1].rstrip() + " "
+            continue
+        command = (pending + text).strip()
+        pending = ""
+        if command:
+            commands.append(Snippet(document, first, "bash", command))
+    return commands
+
+
+# key -> extra command-line arguments (bash) or {old: new} substitutions (python)
+RUN: Dict[str, object] = {
+    "from kospeech.vocabs import Vocabulary": {},
+    "python bin/make_corpus.py preset=tiny out_dir=data/corpus_tiny seed=0": (),
+    "python bin/main.py --config-name=train train=ds2_train": ("model=ds2_tiny", *TINY_CORPUS, *SMALL_TRAINING),
+    "python bin/main.py --config-name=train train=ds2_train audio=fbank40 data.unit=grapheme": (
+        "model=ds2_tiny",
+        *TINY_CORPUS,
+        *SMALL_TRAINING,
+        "train.output_dir=runs/ds2_train_grapheme",
+    ),
+    "python bin/eval.py checkpoint_path=pretrained/ds2_synthetic.pt adapter_path=runs/demo/adapters/user01_adapter.pt "
+    "manifest_path=data/demo_users/users/user01/test.tsv": (),
+    "python bin/eval.py checkpoint_path=pretrained/ds2_synthetic.pt adapter_dir=runs/demo/adapters "
+    "manifest_path=data/demo_users/users/user01/test.tsv": (),
+    "python bin/main.py --config-name=train train=adapter_train train.base_model_path=pretrained/ds2_synthetic.pt "
+    "train.adapter_name=user_john train.adapter_save_dir=./adapters": (
+        "data.train_manifest=data/demo_users/users/user01/enroll.tsv",
+        *SMALL_TRAINING,
+    ),
+    "from kospeech.inference import Recognizer": {},
+    "python bin/inference.py --checkpoint pretrained/ds2_synthetic.pt --adapter-dir runs/demo/adapters --user user01 "
+    "clips/": (),
+    "python bin/inference.py --checkpoint pretrained/ds2_synthetic.pt --adapter-dir runs/demo/adapters --user-map "
+    "users.tsv --format jsonl --timestamps clips/": (),
+    "python bin/inference.py --checkpoint pretrained/ds2_synthetic.pt --format srt meeting.wav > meeting.srt": (),
+    "python bin/inference.py --checkpoint pretrained/ds2_synthetic.pt --format vtt --output-dir subtitles/ "
+    "recordings/": (),
+    "import kospeech": {},
+    "import logging": {"num_epochs=8": "num_epochs=1"},
+}
+
+NOT_RUN: Dict[str, str] = {
+    "make demo": "`make test` is this suite; `make demo`'s job (kospeech.demo.run_demo) is tested by tests/test_demo.py "
+    "on a small scale, the whole demo takes minutes",
+    "make test": "this suite",
+    "python3.11 -m venv .venv && .venv/bin/pip install -r requirements-dev.txt && .venv/bin/pip install -e .": (
+        "installs packages; CI's fresh clone installs exactly this through `make test`"
+    ),
+    "python bin/make_corpus.py preset=demo out_dir=data/corpus_demo seed=0": "minutes of synthesis; the same code "
+    "builds the tiny preset above",
+    "python bin/make_corpus.py preset=bench out_dir=data/corpus_bench seed=0": "a larger corpus for benchmarks; the "
+    "same code builds the tiny preset above",
+    "python bin/preprocess_ksponspeech.py /path/to/KsponSpeech out/ --mode phonetic --valid-ratio 0.01": "needs the "
+    "KsponSpeech corpus, which is not shipped; tests/data/test_ksponspeech.py runs the same CLI on fixture files",
+    "python bin/eval.py checkpoint_path=pretrained/ds2_synthetic.pt manifest_path=data/corpus_demo/base/test.tsv": (
+        "needs the full demo corpus (minutes of synthesis); the two eval commands above run the same job"
+    ),
+    'AdapterManager.save_adapter(model, "adapters", "user01", vocab_fingerprint=..., feature_config=..., '
+    "training_stats=...)": "an API summary with elided arguments (...); every call is exercised by "
+    "tests/models/test_adapter_manager.py and tests/reliability/test_paths_and_versions.py",
+    "python benchmarks/personalization.py --users user01 user02 --sizes 100 --epochs 8 --hidden-dims 128 "
+    "--bottleneck 32": "a benchmark of hours on two cores; `--quick` runs are the benchmarks' own smoke tests",
+    "python benchmarks/personalization.py --users user03 user04 --sizes 25 100 --epochs 8 --hidden-dims 128 "
+    "--bottleneck 32 --output-dir runs/benchmarks/personalization_part2": "as above",
+    "python benchmarks/personalization.py --users user01 user02 user03 user04 --sizes 10 25 50 --epochs 8 "
+    "--hidden-dims 128 --bottleneck 32 --output-dir runs/benchmarks/personalization_small": "as above",
+    "python benchmarks/adapter_training_speed.py --quick": "a measurement of about a minute, not behaviour; "
+    "benchmarks are run by hand and print their ratio",
+    "python benchmarks/multi_user_training.py --quick": "as above",
+    "python benchmarks/data_loading.py --quick": "as above",
+    "python benchmarks/memory.py --quick": "as above",
+    "python benchmarks/profile_train_step.py --quick": "as above",
+}
+
+
+def test_every_snippet_is_run_or_says_why_not():
+    keys = [snippet.key for snippet in snippets()]
+    unlisted = [key for key in keys if key not in RUN and key not in NOT_RUN]
+    assert not unlisted, f"snippets neither run nor listed as not run (add them to RUN or NOT_RUN): {unlisted}"
+    stale = sorted((set(RUN) | set(NOT_RUN)) - set(keys))
+    assert not stale, f"RUN / NOT_RUN name snippets the documents no longer have: {stale}"
+    assert all(reason.strip() for reason in NOT_RUN.values())
+
+
+def _sandbox(root: Path) -> Path:
+    """A folder holding what `make demo` leaves, plus the audio files the inference examples name."""
+    from kospeech.checkpoint import load_checkpoint
+    from kospeech.data.synthetic import build_user_sets
+    from kospeech.models import AdapterManager
+
+    home = root / "home"
+    home.mkdir()
+    for name in ("bin", "pretrained", "benchmarks"):
+        (home / name).symlink_to(ROOT / name)
+    base = load_checkpoint(ROOT / "pretrained" / "ds2_synthetic.pt")
+    users = build_user_sets(
+        home / "data" / "demo_users", base.vocab, preset="demo", users=["user01", "user02"], max_enroll=6, max_test=2
+    )
+    for user in users:
+        model = base.build_model()
+        model.add_adapter("encoder", bottleneck_dim=8)
+        AdapterManager.save_adapter(
+            model,
+            home / "runs" / "demo" / "adapters",
+            user,
+            vocab_fingerprint=base.vocab.fingerprint(),
+            feature_config=base.feature_config.to_dict(),
+        )
+    wavs = sorted((home / "data" / "demo_users" / "users" / "user01").rglob("*.wav"))
+    for name, source in zip(("hello.wav", "a.wav", "b.wav", "c.wav", "meeting.wav"), wavs * 2):
+        shutil.copy(source, home / name)
+    data, rate = sf.read(str(wavs[0]))
+    sf.write(str(home / "c.flac"), data, rate, format="FLAC")
+    for folder in ("clips", "recordings"):
+        (home / folder).mkdir()
+        for source in wavs[:2]:
+            shutil.copy(source, home / folder / source.name)
+    (home / "users.tsv").write_text(f"clips/{wavs[0].name}\tuser01\nclips/{wavs[1].name}\tuser02\n", encoding="utf-8")
+    return home
+
+
+PYTHON_PRELUDE = """\
+import numpy as np
+import torch
+torch.set_num_threads(1)
+waveform = (0.1 * np.sin(np.arange(44100) / 7.0)).astype(np.float32)   # the README's (waveform, 44100) input
+"""
+
+
+def _run(snippet: Snippet, how: object, home: Path, env: Dict[str, str]) -> Tuple[int, str]:
+    if snippet.language == "python":
+        text = snippet.text
+        for old, new in dict(how).items():
+            assert old in text, f"{snippet.document}:{snippet.line}: the substitution {old!r} no longer matches"
+            text = text.replace(old, new)
+        script = home / f"snippet_{Path(snippet.document).stem}_{snippet.line}.py"
+        script.write_text(PYTHON_PRELUDE + text, encoding="utf-8")
+        command = [sys.executable, str(script)]
+        done = subprocess.run(command, cwd=home, env=env, capture_output=True, text=True, timeout=600)
+    else:
+        command = snippet.text.replace("python ", f"{sys.executable} ", 1) + "".join(f" {arg}" for arg in how)
+        done = subprocess.run(command, shell=True, cwd=home, env=env, capture_output=True, text=True, timeout=600)
+    return done.returncode, done.stdout + done.stderr
+
+
+@pytest.mark.slow
+def test_every_listed_snippet_runs(tmp_path):
+    home = _sandbox(tmp_path)
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH", "")]))
+    env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", TQDM_DISABLE="1")
+    failures = []
+    for snippet in snippets():
+        if snippet.key not in RUN:
+            continue
+        status, output = _run(snippet, RUN[snippet.key], home, env)
+        if status != 0:
+            failures.append(f"{snippet.document}:{snippet.line}: {snippet.key}\n{output[-3000:]}")
+    assert not failures, "\n\n".join(failures)
+    assert (home / "adapters" / "user01_adapter.pt").is_file()  # the ADAPTER_README snippet saved its adapter
+    assert (home / "meeting.srt").read_text(encoding="utf-8").startswith("1\n")
+    assert np.isfinite(sf.read(str(home / "c.flac"))[0]).all()
