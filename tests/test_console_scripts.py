@@ -43,10 +43,37 @@ def test_python_m_kospeech_lists_and_dispatches(tmp_path):
 
 
 def test_bin_shims_run_from_another_directory(tmp_path):
-    for shim, expected in (("main.py", "Configuration groups"), ("inference.py", "--checkpoint")):
+    for shim, expected in (("main.py", "Presets of the config groups"), ("inference.py", "--checkpoint")):
         result = _run([sys.executable, str(ROOT / "bin" / shim), "--help"], cwd=tmp_path)
         assert result.returncode == 0, result.stderr
         assert expected in result.stdout
+
+
+def test_hydra_help_lists_presets_without_schema_nodes(tmp_path):
+    train = _run([sys.executable, str(ROOT / "bin" / "main.py"), "--help"], cwd=tmp_path)
+    assert (
+        "  model: ds2, ds2_small, ds2_tiny\n" in train.stdout and "  train: adapter_train, ds2_train\n" in train.stdout
+    )
+    evaluation = _run([sys.executable, str(ROOT / "bin" / "eval.py"), "--help"], cwd=tmp_path)
+    assert "  data: builtin\n" in evaluation.stdout
+    for text in (train.stdout, evaluation.stdout):
+        assert "_schema" not in text and "--verbose" in text
+
+
+def test_hydra_scripts_answer_mistakes_in_one_line(tmp_path):
+    missing = _run([sys.executable, str(ROOT / "bin" / "main.py"), "train=adapter_train"], cwd=tmp_path)
+    assert missing.returncode == 1
+    assert missing.stderr.strip().splitlines()[-1] == (
+        "error: required and not set: train.base_model_path (add train.base_model_path=...)"
+    )
+    wrong = _run([sys.executable, str(ROOT / "bin" / "eval.py"), "checkpoint_path=nowhere.pt"], cwd=tmp_path)
+    assert wrong.returncode == 1 and "Traceback" not in wrong.stderr
+    assert wrong.stderr.strip().splitlines()[-1] == f"error: checkpoint not found: {tmp_path / 'nowhere.pt'}"
+    users = _run(
+        [sys.executable, str(ROOT / "bin" / "train_adapters.py"), "--users-dir", "no", "--base-model", "x.pt"],
+        cwd=tmp_path,
+    )
+    assert users.returncode == 1 and "Traceback" not in users.stderr and "users folder" in users.stderr
 
 
 def test_eval_entry_point_resolves_relative_paths_against_the_launch_directory(tmp_path):

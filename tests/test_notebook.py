@@ -24,5 +24,6 @@ def test_adapter_quickstart_notebook_runs(tmp_path, monkeypatch):
         for output in cell.get("outputs", [])
     )
     assert "reloaded adapter gives identical outputs: True" in outputs
+    assert "IProgress not found" not in outputs  # ipywidgets is installed: tqdm.auto draws notebook bars
     assert "test CER  base" in outputs
     assert (tmp_path / "adapters" / "user01_adapter.pt").exists()

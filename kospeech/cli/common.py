@@ -24,7 +24,11 @@ __all__ = [
     "VERBOSE_FLAGS",
     "take_verbose_flag",
     "one_line_errors",
+    "exit_on_user_errors",
     "record_resolved_config",
+    "config_groups_help",
+    "register_help",
+    "HELP_RESOLVER",
 ]
 
 logger = logging.getLogger("kospeech.cli")
@@ -118,29 +122,57 @@ def record_resolved_config(config: DictConfig, run_dir: Path) -> None:
     logger.info("resolved config: %s", Path(run_dir) / ".hydra" / "config.yaml")
 
 
-def one_line_errors(task: Callable[..., Any]) -> Callable[..., Any]:
-    """Wrap a Hydra task function: a user's mistake ends the run with one line on stderr and exit status 1.
+def exit_on_user_errors(action: Callable[[], Any]) -> Any:
+    """Run ``action()``; a user's mistake ends the process with one ``error: ...`` line on stderr and status 1.
 
     Input and setup errors (a missing file, a bad value, a missing required key, a run that trained nothing) are
     the user's to fix and need no traceback; it goes to the run log at DEBUG (and to the console with ``-v``).
-    Anything else is a bug and keeps Hydra's report.
+    Anything else is a bug and keeps its traceback.
     """
+    try:
+        return action()
+    except MissingMandatoryValue as exc:
+        logger.debug("missing value", exc_info=True)
+        sys.exit(f"error: {exc.full_key} is required and not set (add {exc.full_key}=...)")
+    except (KospeechError, FileNotFoundError, ValueError) as exc:
+        logger.debug("the run stopped", exc_info=True)
+        sys.exit(f"error: {exc}")
+
+
+def one_line_errors(task: Callable[[DictConfig], Any]) -> Callable[[DictConfig], Any]:
+    """Wrap a Hydra task function with :func:`exit_on_user_errors`, after naming every required key left unset."""
 
     @functools.wraps(task)
     def run(config: DictConfig) -> Any:
         missing = sorted(OmegaConf.missing_keys(config))
         if missing:
             sys.exit(f"error: required and not set: {', '.join(missing)} (add {missing[0]}=...)")
-        try:
-            return task(config)
-        except MissingMandatoryValue as exc:
-            logger.debug("missing value", exc_info=True)
-            sys.exit(f"error: {exc.full_key} is required and not set (add {exc.full_key}=...)")
-        except (KospeechError, FileNotFoundError, ValueError) as exc:
-            logger.debug("the run stopped", exc_info=True)
-            sys.exit(f"error: {exc}")
+        return exit_on_user_errors(lambda: task(config))
 
     return run
+
+
+HELP_RESOLVER = "kospeech.config_groups"
+"""The OmegaConf resolver the ``--help`` templates of the Hydra scripts use to list their groups' presets."""
+
+
+def config_groups_help(*groups: str) -> str:
+    """``group: preset, preset, ...`` per group, from the YAML files in :func:`config_dir` (schemas left out).
+
+    Hydra's own listing also shows every ``*_schema`` node of the ConfigStore and groups a script does not use.
+    """
+    root = Path(config_dir())
+    lines = []
+    for group in groups:
+        presets = sorted(path.stem for path in (root / group).glob("*.yaml"))
+        lines.append(f"  {group}: {', '.join(presets)}")
+    return "\n".join(lines)
+
+
+def register_help() -> None:
+    """Register :data:`HELP_RESOLVER` (once); every Hydra script calls it before ``hydra.main``."""
+    if not OmegaConf.has_resolver(HELP_RESOLVER):
+        OmegaConf.register_new_resolver(HELP_RESOLVER, config_groups_help)
 
 
 def absolutize_paths(config: DictConfig, keys: Iterable[str] = PATH_KEYS) -> DictConfig:

@@ -21,6 +21,7 @@ from kospeech.cli.common import (
     config_dir,
     one_line_errors,
     record_resolved_config,
+    register_help,
     setup_logging,
     take_verbose_flag,
 )
@@ -119,6 +120,7 @@ def _evaluate_per_user(job: Any, entries: List[ManifestEntry]) -> Dict[str, Any]
 
 
 register_configs()
+register_help()
 
 
 @hydra.main(config_path=config_dir(), config_name="eval", version_base="1.3")

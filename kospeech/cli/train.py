@@ -22,6 +22,7 @@ from kospeech.cli.common import (
     config_dir,
     one_line_errors,
     record_resolved_config,
+    register_help,
     setup_logging,
     take_verbose_flag,
 )
@@ -50,6 +51,7 @@ def train_adapter(config: DictConfig) -> dict:
 
 
 register_configs()
+register_help()
 
 
 @hydra.main(config_path=config_dir(), config_name="train", version_base="1.3")

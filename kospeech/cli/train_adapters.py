@@ -17,7 +17,7 @@ from pathlib import Path
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from kospeech.cli.common import config_dir, setup_logging
+from kospeech.cli.common import config_dir, exit_on_user_errors, setup_logging
 from kospeech.config import register_configs
 from kospeech.fileio import strict_json
 from kospeech.trainer.configs import AdapterTrainConfig
@@ -63,7 +63,13 @@ def load_config(args: argparse.Namespace) -> AdapterTrainConfig:
 
 
 def main() -> None:
+    """``kospeech-train-adapters`` (and ``python bin/train_adapters.py``); mistakes end with one ``error:`` line."""
     args = parse_args()
+    exit_on_user_errors(lambda: train(args))
+
+
+def train(args: argparse.Namespace) -> None:
+    """Train every user's adapter, print the table and the run's figures; exit 1 when a user got no adapter."""
     config = load_config(args)
     setup_logging(Path(config.output_dir) / "train.log")
     users = [name for name in args.users.split(",") if name] if args.users else None

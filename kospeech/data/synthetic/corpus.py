@@ -498,18 +498,27 @@ def _synthesize_missing(
             frames[relative] = cached
     logger.info("%d of %d utterances cached, synthesizing %d", len(frames), len(utterances), len(jobs))
     progress = tqdm(total=len(jobs), desc="synthesizing", unit="utt", disable=None)
+    # without a terminal the bar is off; a log line every tenth of the work still shows a long build moving
+    log_every = max(1, len(jobs) // 10)
+    rendered = 0
+
+    def done(relative: str, count: int) -> None:
+        nonlocal rendered
+        frames[relative] = count
+        rendered += 1
+        progress.update(1)
+        if progress.disable and rendered % log_every == 0:
+            logger.info("synthesized %d of %d utterances", rendered, len(jobs))
+
     try:
         if num_workers <= 1 or len(jobs) <= 1:
             for job in jobs:
-                relative, count = _render_job(job)
-                frames[relative] = count
-                progress.update(1)
+                done(*_render_job(job))
         else:
             context = multiprocessing.get_context("fork")
             with context.Pool(processes=min(num_workers, len(jobs))) as pool:
                 for relative, count in pool.imap_unordered(_render_job, jobs, chunksize=1):
-                    frames[relative] = count
-                    progress.update(1)
+                    done(relative, count)
     finally:
         progress.close()
     return frames, len(jobs)
