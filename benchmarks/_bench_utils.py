@@ -42,7 +42,7 @@ MODELS = {
 def base_parser(description: str, output: str, device_option: bool = False) -> argparse.ArgumentParser:
     """Options every training benchmark takes (``--device`` only where the benchmark supports GPUs)."""
     parser = argparse.ArgumentParser(description=description)
-    parser.add_argument("--quick", action="store_true", help="a smaller run that finishes in under a minute")
+    parser.add_argument("--quick", action="store_true", help="a smaller run of about a minute on 2 cores")
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads (set explicitly)")
     parser.add_argument("--corpus-dir", default="data/corpus_demo", help="built-in demo corpus (built if missing)")
     parser.add_argument("--base", default=None, help="base checkpoint; default: a random-weight model on fbank 80")

@@ -1,7 +1,7 @@
 """Data loading vs model steps in base training: is the loader ever the bottleneck?
 
     python benchmarks/data_loading.py           # 12 batches of 16 base-training utterances
-    python benchmarks/data_loading.py --quick   # 4 batches (under a minute on 2 cores)
+    python benchmarks/data_loading.py --quick   # 4 batches (about a minute on 2 cores)
 
 Three measurements with the base-training settings of ``configs/train/ds2_train.yaml`` (batch 16, SpecAugment,
 ``num_workers`` DataLoader workers, fbank 80 features computed from the wav files):

@@ -1,7 +1,7 @@
 """Multi-user inference benchmark: one mixed-user batch vs swapping each user's adapter in turn.
 
     python benchmarks/multi_user_inference.py           # full run (a few minutes on one CPU thread)
-    python benchmarks/multi_user_inference.py --quick   # under a minute on 2 cores
+    python benchmarks/multi_user_inference.py --quick   # about a minute on 2 cores
 
 Measures, on CPU with an explicit thread count:
 

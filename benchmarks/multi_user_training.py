@@ -1,7 +1,7 @@
 """Many users' adapters in one process vs N sequential runs of the single-user job, side by side in one run.
 
     python benchmarks/multi_user_training.py            # 8 users x 48 utterances, 3 epochs
-    python benchmarks/multi_user_training.py --quick    # 8 users x 12 utterances, 2 epochs (under a minute)
+    python benchmarks/multi_user_training.py --quick    # 8 users x 12 utterances, 2 epochs (about a minute)
     python benchmarks/multi_user_training.py --device cuda
 
 The 8 users are the demo corpus' 4 users, each enrollment set cut in two halves; every side uses the same adapter
@@ -208,7 +208,7 @@ def main() -> None:
         root = Path(tmp)
         process_level = processes(world, users, epochs, root / "processes")
         regimes = []
-        if not args.quick:  # --quick stays under a minute with the headline alone
+        if not args.quick:  # --quick measures the headline alone, to stay near a minute
             world.warm_up_device()
             regimes.append(compare(world, users, epochs, False, args.seed, root / "cached"))
             regimes.append(compare(world, users, epochs, True, args.seed, root / "specaug"))

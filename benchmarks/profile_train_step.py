@@ -13,6 +13,7 @@ seconds.
 """
 
 import copy
+import os
 import statistics
 import sys
 import tempfile
@@ -20,6 +21,9 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+# the profiler's own C++ logger (Kineto) prints start/stop markers and, on a machine without a GPU, an error about
+# the GPU count; above its highest level it stays quiet (an explicit setting in the environment wins)
+os.environ.setdefault("KINETO_LOG_LEVEL", "6")
 
 # first: it switches progress bars off before torch (and with it tqdm) is imported
 import torch  # noqa: E402
