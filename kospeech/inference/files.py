@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
 
-from kospeech.errors import AdapterCompatibilityError, InputError, UnknownUserError
+from kospeech.errors import AdapterCompatibilityError, InputError, UnknownUserError, name_list
 from kospeech.inference.recognizer import Recognizer
 from kospeech.inference.records import Transcription
 from kospeech.models import validate_adapter_name
@@ -96,9 +96,8 @@ def users_for_files(
     resolved = [path.resolve() for path in files]
     unmatched = sorted(set(user_map) - set(resolved))
     if unmatched:
-        shown = ", ".join(str(path) for path in unmatched[:10])
-        more = f" and {len(unmatched) - 10} more" if len(unmatched) > 10 else ""
-        logger.warning("%d user-map entries match no input file: %s%s", len(unmatched), shown, more)
+        shown = name_list([str(path) for path in unmatched], limit=10)
+        logger.warning("%d user-map entries match no input file: %s", len(unmatched), shown)
     return [user_map.get(path, default_user) for path in resolved]
 
 

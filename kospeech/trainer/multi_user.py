@@ -45,7 +45,7 @@ from kospeech.data.dataset import SpeechDataset, worker_init_fn
 from kospeech.data.features import FeatureConfig
 from kospeech.data.manifest import ManifestEntry, read_manifest
 from kospeech.data.sampler import BucketBatchSampler, SampleKey
-from kospeech.device import loader_workers, resolve_device
+from kospeech.device import resolve_device
 from kospeech.errors import TrainingError
 from kospeech.fileio import atomic_write_json
 from kospeech.models import DeepSpeech2
@@ -172,7 +172,7 @@ class MultiUserAdapterTrainer:
             raise TrainingError(f"no user has usable enrollment audio: {self.failed_users}")
         self.adapters: Dict[str, AdapterModule] = {}
         self.device = resolve_device(config.device)
-        self.loader_workers = loader_workers(config.num_workers, config.num_threads if self.device.type == "cpu" else 1)
+        self.loader_workers = next(iter(self.trainers.values())).loader_workers  # every unit has the same settings
         self.cache_seconds = 0.0
 
     # ------------------------------------------------------------------ setup
