@@ -15,6 +15,7 @@ from omegaconf.errors import MissingMandatoryValue
 from tqdm.auto import tqdm
 
 from kospeech.errors import KospeechError
+from kospeech.trainer.configs import recipe_settings
 
 __all__ = [
     "setup_logging",
@@ -190,3 +191,33 @@ def absolutize_paths(config: DictConfig, keys: Iterable[str] = PATH_KEYS) -> Dic
             elif key in keys and isinstance(value, str) and value and not os.path.isabs(value) and value != "???":
                 config[key] = to_absolute_path(value)
     return config
+
+
+def apply_adapter_recipe(train: DictConfig, overrides: Iterable[str]) -> dict:
+    """Give an adapter job its type's recipe for every ``train.*`` setting the command line did not set.
+
+    ``train.adapter_type=encoder`` alone then trains with the encoder's measured settings (bottleneck, learning rates,
+    epochs, batch size); ``train.peak_lr=...`` next to it still wins. The ``head`` type's recipe is the YAML itself.
+
+    Args:
+        train: the composed ``train`` node of an adapter job (changed in place).
+        overrides: the command line's Hydra overrides (``train.KEY=VALUE``, ``+train.KEY=...``, ``~train.KEY``).
+
+    Returns:
+        The settings the recipe filled in (logged).
+    """
+    explicit = set()
+    for override in overrides:
+        key = override.split("=", 1)[0].lstrip("+~")
+        if key.startswith("train."):
+            explicit.add(key[len("train.") :])
+    settings = recipe_settings(train.adapter_type, explicit)
+    for key, value in settings.items():
+        train[key] = value
+    if settings:
+        logger.info(
+            "adapter_type=%s: its recipe sets %s",
+            train.adapter_type,
+            ", ".join(f"{key}={value}" for key, value in settings.items()),
+        )
+    return settings

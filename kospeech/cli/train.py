@@ -15,10 +15,12 @@ import sys
 from pathlib import Path
 
 import hydra
+from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from kospeech.cli.common import (
     absolutize_paths,
+    apply_adapter_recipe,
     config_dir,
     one_line_errors,
     record_resolved_config,
@@ -50,6 +52,19 @@ def train_adapter(config: DictConfig) -> dict:
     return train_adapter_model(config)
 
 
+def rejection_message(results: dict) -> str:
+    """The plain sentence a user reads when their new adapter is not served."""
+    name = results["adapter_name"]
+    if results["restored_version"] is not None:
+        serving = f"the previous adapter (version {results['restored_version']}) is active again"
+    else:
+        serving = f"the base model serves {name}"
+    return (
+        f"REJECTED: the new adapter of {name!r} is no better than the base model ({results['rejected_reason']}); "
+        f"{serving}. The rejected file is kept for inspection at {results['adapter_path']}."
+    )
+
+
 register_configs()
 register_help()
 
@@ -65,8 +80,12 @@ def hydra_main(config: DictConfig) -> None:
                 "adapter training runs in one process; to train many users at once use bin/train_adapters.py"
             )
         setup_logging(Path(config.train.output_dir) / "train.log")
+        apply_adapter_recipe(config.train, HydraConfig.get().overrides.task)
         record_resolved_config(config, Path(config.train.output_dir))
-        print(strict_json(train_adapter(config)))
+        results = train_adapter(config)
+        print(strict_json(results))
+        if results["rejected"]:
+            print(rejection_message(results), file=sys.stderr)
         return
     # under torchrun: join the process group first; rank 0 alone logs to the console and the run folder
     context = init_distributed(config.train.ddp_backend, resolve_device(config.train.device))

@@ -17,7 +17,7 @@ from pathlib import Path
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from kospeech.cli.common import config_dir, exit_on_user_errors, setup_logging
+from kospeech.cli.common import apply_adapter_recipe, config_dir, exit_on_user_errors, setup_logging
 from kospeech.config import register_configs
 from kospeech.fileio import strict_json
 from kospeech.trainer.configs import AdapterTrainConfig
@@ -52,6 +52,7 @@ def load_config(args: argparse.Namespace) -> AdapterTrainConfig:
     overrides = ["train=adapter_train", "train.base_model_path=unset", *args.overrides]
     with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
         job = compose(config_name="train", overrides=overrides)
+    apply_adapter_recipe(job.train, args.overrides)
     # the paths are set on the finished config, never pasted into override strings: Hydra's grammar would read
     # "," "=" quotes and braces in them, and OmegaConf would interpolate "${...}"
     return dataclasses.replace(
@@ -81,7 +82,8 @@ def train(args: argparse.Namespace) -> None:
             continue
         before = figures["cer_before"] if figures["cer_before"] is not None else float("nan")
         after, epochs, path = figures["cer_after"], figures["epochs"], figures["adapter_path"]
-        print(f"{user:<16}{before:>10.4f}{after:>13.4f}{epochs:>8}  {path}")
+        verdict = "  REJECTED (no better than the base; not served)" if figures["rejected"] else ""
+        print(f"{user:<16}{before:>10.4f}{after:>13.4f}{epochs:>8}  {path}{verdict}")
     print(strict_json({key: value for key, value in results.items() if key != "users"}))
     if results["failed_users"]:
         sys.exit(f"no adapter for {len(results['failed_users'])} user(s): {', '.join(results['failed_users'])}")

@@ -54,6 +54,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--fallback-to-base", action="store_true", help="use the base model for users without an adapter"
     )
+    parser.add_argument(
+        "--allow-rejected",
+        action="store_true",
+        help="serve adapters that training rejected (no better than the base on the user's held-out utterances); "
+        "by default those users get the base model",
+    )
     parser.add_argument("--format", choices=("text", "jsonl", "srt", "vtt"), default="text", help="output format")
     parser.add_argument(
         "--timestamps",
@@ -117,6 +123,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             device=args.device,
             cache_size=args.cache_size,
             fallback_to_base=args.fallback_to_base,
+            allow_rejected=args.allow_rejected,
             beam_size=args.beam_size,
             batch_size=args.batch_size,
             detect_speech=not args.keep_silence,

@@ -4,7 +4,9 @@ Adapters are loaded on first use, by a loader the cache is given (for the
 :class:`~kospeech.inference.recognizer.Recognizer`: :meth:`AdapterManager.load_adapter`, which checks each file
 against the base weights, the vocabulary and the feature settings), and kept until the cache is full, least
 recently used first out. Every lookup compares the file's identity, modification time and size with those seen
-when it was loaded, so a file replaced on disk (also by an atomic replace) is loaded again.
+when it was loaded, so a file replaced on disk (also by an atomic replace) is loaded again. A loader may answer
+``None`` for a file that must not be served (an adapter rejected at training): that answer is cached like an adapter
+and counted in :attr:`CacheStats.rejected` at every lookup.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import threading
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, List, Tuple, Union
+from typing import Callable, List, Optional, Tuple, Union
 
 from kospeech.inference.records import CacheStats
 from kospeech.models import AdapterManager
@@ -30,7 +32,7 @@ PathLike = Union[str, os.PathLike]
 
 @dataclass
 class _CacheEntry:
-    adapter: AdapterModule
+    adapter: Optional[AdapterModule]  # None: the file is not to be served (rejected at training)
     stamp: Tuple[int, int, int, int]
 
 
@@ -49,11 +51,14 @@ class AdapterCache:
     Args:
         adapter_dir: directory of ``<name>_adapter.pt`` files.
         loader: turns an adapter file into a ready-to-use module (for :class:`Recognizer`: loaded and checked with
-            :meth:`AdapterManager.load_adapter`, eval mode, on the model's device).
+            :meth:`AdapterManager.load_adapter`, eval mode, on the model's device), or ``None`` for a file that must
+            not be served.
         capacity: the most adapters held at once (>= 1).
     """
 
-    def __init__(self, adapter_dir: PathLike, loader: Callable[[Path], AdapterModule], capacity: int = 32) -> None:
+    def __init__(
+        self, adapter_dir: PathLike, loader: Callable[[Path], Optional[AdapterModule]], capacity: int = 32
+    ) -> None:
         if isinstance(capacity, bool) or not isinstance(capacity, int) or capacity < 1:
             raise ValueError(f"cache capacity must be an int >= 1, got {capacity!r}")
         self.adapter_dir = Path(adapter_dir)
@@ -63,14 +68,14 @@ class AdapterCache:
         self._loader = loader
         self._entries: OrderedDict[str, _CacheEntry] = OrderedDict()
         self._lock = threading.Lock()
-        self._hits = self._misses = self._evictions = self._reloads = 0
+        self._hits = self._misses = self._evictions = self._reloads = self._rejected = 0
 
     def available(self) -> List[str]:
         """Sorted names of the adapter files in the directory (files are not opened)."""
         return AdapterManager.adapter_names(self.adapter_dir)
 
-    def get(self, name: str) -> AdapterModule:
-        """The adapter of ``name``, loading it on a miss or when its file changed.
+    def get(self, name: str) -> Optional[AdapterModule]:
+        """The adapter of ``name``, loading it on a miss or when its file changed; ``None`` when it is not served.
 
         Raises:
             ValueError: invalid name.
@@ -85,6 +90,7 @@ class AdapterCache:
             if entry is not None and entry.stamp == stamp:
                 self._entries.move_to_end(name)
                 self._hits += 1
+                self._rejected += entry.adapter is None
                 return entry.adapter
             self._misses += 1
             if entry is not None:
@@ -92,6 +98,7 @@ class AdapterCache:
                 logger.info("adapter file of %r changed on disk; reloading %s", name, path)
                 del self._entries[name]
             adapter = self._loader(path)
+            self._rejected += adapter is None
             self._entries[name] = _CacheEntry(adapter, stamp)
             while len(self._entries) > self.capacity:
                 evicted, _ = self._entries.popitem(last=False)
@@ -121,5 +128,11 @@ class AdapterCache:
         """Current counters."""
         with self._lock:
             return CacheStats(
-                self._hits, self._misses, self._evictions, self._reloads, len(self._entries), self.capacity
+                self._hits,
+                self._misses,
+                self._evictions,
+                self._reloads,
+                len(self._entries),
+                self.capacity,
+                self._rejected,
             )

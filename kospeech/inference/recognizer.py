@@ -6,7 +6,9 @@ runs them ``batch_size`` segments at a time through one mixed-adapter forward pa
 (:meth:`DeepSpeech2.forward_mixed`), decodes (greedy or beam search) and joins each input's segments into one
 :class:`~kospeech.inference.records.Transcription`. Adapters come from an
 :class:`~kospeech.inference.adapter_cache.AdapterCache`; a user without one raises :class:`UnknownUserError`
-unless ``fallback_to_base``.
+unless ``fallback_to_base``. A user whose adapter was rejected at training (no better than the base on their
+held-out utterances) gets the base model, logged once per load and counted in :meth:`Recognizer.cache_stats`,
+unless ``allow_rejected``.
 
 Each transcript carries its segments' times, and on request per-token and per-word times and probabilities;
 its ``confidence`` and the words' are calibrated probabilities (:mod:`kospeech.inference.confidence`).
@@ -95,6 +97,8 @@ class Recognizer:
         cache_size: the most adapters kept in memory (LRU).
         fallback_to_base: transcribe users without an adapter with the base model (logged) instead of raising
             :class:`UnknownUserError`.
+        allow_rejected: serve adapters that training rejected (no better than the base on the user's held-out
+            utterances) instead of the base model.
         beam_size: 1 for greedy CTC decoding, more for prefix beam search.
         batch_size: segments run through the model at once.
         chunk_seconds: longest segment; longer audio is cut (see :mod:`kospeech.inference.segmentation`).
@@ -115,6 +119,7 @@ class Recognizer:
         adapter_dir: Optional[PathLike] = None,
         cache_size: int = 32,
         fallback_to_base: bool = False,
+        allow_rejected: bool = False,
         beam_size: int = 1,
         batch_size: int = 16,
         chunk_seconds: float = 30.0,
@@ -153,6 +158,7 @@ class Recognizer:
         self.model = model.eval().requires_grad_(False)
         self.vocab = vocab
         self.fallback_to_base = bool(fallback_to_base)
+        self.allow_rejected = bool(allow_rejected)
         self.batch_size = batch_size
         self.chunk_seconds = float(chunk_seconds)
         self.split_search_seconds = float(split_search_seconds)
@@ -191,8 +197,8 @@ class Recognizer:
             cache_size: the most adapters kept in memory.
             fallback_to_base: use the base model for users without an adapter instead of raising.
             beam_size: 1 for greedy decoding, more for beam search.
-            **kwargs: ``batch_size``, ``chunk_seconds``, ``split_search_seconds``, ``detect_speech``,
-                ``voice_activity`` (see the class).
+            **kwargs: ``allow_rejected``, ``batch_size``, ``chunk_seconds``, ``split_search_seconds``,
+                ``detect_speech``, ``voice_activity`` (see the class).
 
         Raises:
             FileNotFoundError: no checkpoint file, or ``adapter_dir`` is not a directory.
@@ -220,11 +226,12 @@ class Recognizer:
 
     # ------------------------------------------------------------------ users and adapters
 
-    def _load_adapter(self, path: Path) -> AdapterModule:
+    def _load_adapter(self, path: Path) -> Optional[AdapterModule]:
         """Read one adapter file and check it against this base (the cache's loader); eval mode, no gradients.
 
         The file is read without touching the shared model (:meth:`AdapterManager.read_adapter`); the base's
-        fingerprint is computed once, on the first load.
+        fingerprint is computed once, on the first load. A rejected adapter gives ``None`` (the base serves the
+        user) unless ``allow_rejected``.
         """
         adapter, info = AdapterManager.read_adapter(path)
         try:
@@ -241,6 +248,16 @@ class Recognizer:
             vocab_fingerprint=self._vocab_fingerprint,
             feature_config=self._feature_dict,
         )
+        if info["rejected"] and not self.allow_rejected:
+            logger.warning(
+                "adapter %r (%s) was rejected at training (%s): serving the base model for this user",
+                info["name"],
+                path,
+                info["rejected_reason"],
+            )
+            return None
+        if info["rejected"]:
+            logger.warning("serving adapter %r although it was rejected at training (allow_rejected)", info["name"])
         reference = next(self.model.parameters())
         adapter.to(device=reference.device, dtype=reference.dtype)
         logger.info("loaded %s adapter %r from %s", info["adapter_type"], info["name"], path)
@@ -261,7 +278,8 @@ class Recognizer:
             users: names, ``None`` meaning the base model.
 
         Returns:
-            name -> adapter module, ``None`` for the base model (and for users falling back to it).
+            name -> adapter module, ``None`` for the base model (and for users falling back to it, or whose adapter
+            was rejected at training).
 
         Raises:
             ValueError: an invalid name (path separators, ``..``, too long, ...), even with fallback.

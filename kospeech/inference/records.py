@@ -124,6 +124,8 @@ class CacheStats:
         reloads: misses caused by a cached adapter's file having changed on disk (counted in ``misses`` too).
         size: adapters held now.
         capacity: the most adapters held at once.
+        rejected: lookups answered with the base model because the user's adapter was rejected at training (no
+            better than the base on the user's held-out utterances).
     """
 
     hits: int = 0
@@ -132,3 +134,4 @@ class CacheStats:
     reloads: int = 0
     size: int = 0
     capacity: int = 0
+    rejected: int = 0

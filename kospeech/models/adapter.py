@@ -3,9 +3,11 @@
 An adapter type is one entry of the registry (:func:`register_adapter`, in the spirit of PEFT's
 ``register_peft_method`` and NeMo's adapter strategies): its module class, its config dataclass, its
 *placement* (where in the model it is called), its *merge rule* (how its output combines with the base value
-there) and its *cache point* (the last frozen value before it, which adapter training may compute once). The
-model, the trunk cache, the adapter files and the trainers read these fields; nothing else in the library tests
-an adapter type's name.
+there), its *cache point* (the last frozen value before it, which adapter training may compute once) and whether
+a fresh module *starts at the base* (gives the base model's output before any training). The model, the trunk
+cache, the adapter files and the trainers read these fields; nothing else in the library tests an adapter type's
+name. An entry also carries the type's training *recipe*: the adapter-training settings it is best trained with
+(measured on held-out users, see ADAPTER_README.md), which ``train.adapter_type=<type>`` applies.
 
 Built-in types (one file format, see :mod:`kospeech.models.adapter_manager`):
 
@@ -126,9 +128,15 @@ class AdapterType:
         placement: where the model calls the module.
         merge: how the module's output combines with the base value.
         cache_point: the last frozen value before the module's first call point.
+        starts_at_base: a fresh module leaves the model's output exactly the base model's (a zero-initialized
+            residual). A type that does not is first trained to reproduce the base's output (distillation, see
+            :class:`~kospeech.trainer.AdapterTrainer`), so its supervised steps start where the base is.
         create: builds a fresh module for a model from ``(config, dims)``.
         from_fields: rebuilds a module from the file fields ``(input_dim, hidden_dims, output_dim, dropout_p,
             num_layers)``; raises ``ValueError`` for sizes the type cannot take.
+        recipe: adapter-training settings (field names and values of
+            :class:`~kospeech.trainer.AdapterTrainConfig`) this type trains best with; settings it leaves out keep
+            the config's defaults, which are the original design's (the ``head`` type's).
     """
 
     name: str
@@ -137,8 +145,10 @@ class AdapterType:
     placement: Placement
     merge: MergeStrategy
     cache_point: CachePoint
+    starts_at_base: bool
     create: Callable[[Any, TrunkDims], nn.Module]
     from_fields: Callable[..., nn.Module]
+    recipe: Mapping[str, Any] = field(default_factory=dict, compare=False, hash=False)
 
 
 _REGISTRY: Dict[str, AdapterType] = {}
@@ -154,6 +164,8 @@ def register_adapter(
     create: Callable[[Any, TrunkDims], nn.Module],
     from_fields: Callable[..., nn.Module],
     cache_point: Optional[CachePoint] = None,
+    starts_at_base: Optional[bool] = None,
+    recipe: Optional[Mapping[str, Any]] = None,
 ) -> AdapterType:
     """Register an adapter type; the model, files, trunk cache and trainers then handle it like a built-in one.
 
@@ -168,6 +180,9 @@ def register_adapter(
         from_fields: ``from_fields(input_dim, hidden_dims, output_dim, dropout_p, num_layers) -> module``.
         cache_point: defaults to :attr:`CachePoint.TRUNK_OUTPUT` for head placement and
             :attr:`CachePoint.FIRST_RNN_LAYER` for layer placement (the only values the model can serve).
+        starts_at_base: whether a fresh module is an exact no-op on the base's output; defaults to True for the
+            residual merge rule (whose modules start at zero by convention) and False for replacing ones.
+        recipe: the type's training settings (see :class:`AdapterType`); default: none of its own.
 
     Returns:
         The new entry.
@@ -187,8 +202,19 @@ def register_adapter(
     placement, merge = Placement(placement), MergeStrategy(merge)
     if cache_point is None:
         cache_point = CachePoint.TRUNK_OUTPUT if placement is Placement.HEAD else CachePoint.FIRST_RNN_LAYER
+    if starts_at_base is None:
+        starts_at_base = merge is MergeStrategy.RESIDUAL
     entry = AdapterType(
-        name, module_class, config_class, placement, merge, CachePoint(cache_point), create, from_fields
+        name,
+        module_class,
+        config_class,
+        placement,
+        merge,
+        CachePoint(cache_point),
+        bool(starts_at_base),
+        create,
+        from_fields,
+        dict(recipe or {}),
     )
     _REGISTRY[name] = entry
     return entry
@@ -569,6 +595,17 @@ def _encoder_create(config: EncoderAdapterConfig, dims: TrunkDims) -> EncoderAda
     return EncoderAdapter(dims.rnn_output_dim, config.bottleneck_dim, dims.num_rnn_layers, config.dropout_p)
 
 
+_SHORT_RUN_SCHEDULE = {
+    # an enrollment set gives a few dozen steps: a short warm-up to a high peak, then decay
+    "num_epochs": 8,
+    "batch_size": 16,
+    "init_lr": 1e-4,
+    "peak_lr": 2e-3,
+    "final_lr": 1e-4,
+    "warmup_steps": 10,
+}
+
+# the original design: configs/train/adapter_train.yaml's values are its recipe
 register_adapter(
     "head",
     module_class=MLPAdapter,
@@ -586,6 +623,7 @@ register_adapter(
     merge=MergeStrategy.RESIDUAL,
     create=_head_create(ResidualHeadAdapter),
     from_fields=_head_from_fields(ResidualHeadAdapter),
+    recipe={"adapter_hidden_dims": [128], **_SHORT_RUN_SCHEDULE},
 )
 register_adapter(
     "encoder",
@@ -595,6 +633,7 @@ register_adapter(
     merge=MergeStrategy.RESIDUAL,
     create=_encoder_create,
     from_fields=_encoder_from_fields,
+    recipe={"adapter_bottleneck_dim": 32, **_SHORT_RUN_SCHEDULE},
 )
 
 ADAPTER_TYPES = registered_adapter_types()

@@ -19,6 +19,9 @@ reads, holding only the adapter's weights plus what is needed to rebuild and che
 ``created_at``            str, ISO 8601 UTC time of saving
 ``kospeech_version``      str
 ``training_stats``        dict of plain values (e.g. utterances, audio_seconds, cer_before, cer_after)
+``rejected``              bool, optional (absent: False): training judged it no better than the base on the
+                          user's held-out utterances, so it must not be served (kept for inspection)
+``rejected_reason``       str or None, optional: why
 ========================  =========================================================================
 
 Names are validated before any path is built, lookups use the exact file name (``an4`` never matches
@@ -89,6 +92,10 @@ _FIELD_TYPES: Dict[str, Tuple[type, ...]] = {
     "created_at": (str,),
     "kospeech_version": (str,),
     "training_stats": (dict,),
+}
+_OPTIONAL_FIELD_TYPES: Dict[str, Tuple[Tuple[type, ...], Any]] = {
+    "rejected": ((bool,), False),
+    "rejected_reason": ((str, _NONE), None),
 }
 
 
@@ -208,9 +215,13 @@ def _read_adapter_file(path: Path, build: bool = True) -> Tuple[Dict[str, Any], 
         raise CheckpointError(
             f"{path}: adapter format_version {version} is not supported; this kospeech reads {FORMAT_VERSION}"
         )
-    for key, types in _FIELD_TYPES.items():
+    for key in _FIELD_TYPES:
         if key not in content:
             raise CheckpointError(f"{path}: adapter file lacks the field {key!r}")
+    fields = {**{key: (types, None) for key, types in _FIELD_TYPES.items()}, **_OPTIONAL_FIELD_TYPES}
+    for key, (types, _) in fields.items():
+        if key not in content:
+            continue
         value = content[key]
         if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
             allowed = " or ".join("None" if kind is _NONE else kind.__name__ for kind in types)
@@ -262,6 +273,8 @@ def _read_adapter_file(path: Path, build: bool = True) -> Tuple[Dict[str, Any], 
 
 def _info(path: Path, content: Mapping[str, Any]) -> Dict[str, Any]:
     info = {key: value for key, value in content.items() if key != "adapter_state_dict"}
+    for key, (_, default) in _OPTIONAL_FIELD_TYPES.items():
+        info.setdefault(key, default)
     info["name"] = _name_from_file_name(path.name) or content["adapter_name"]
     info["path"] = str(path)
     info["num_parameters"] = sum(value.numel() for value in content["adapter_state_dict"].values())
@@ -318,6 +331,7 @@ class AdapterManager:
         feature_config: Optional[Mapping[str, Any]] = None,
         training_stats: Optional[Mapping[str, Any]] = None,
         adapter: Optional[nn.Module] = None,
+        rejected: Optional[str] = None,
     ) -> Path:
         """Write the model's adapter to ``{save_path}/{adapter_name}_adapter.pt`` atomically.
 
@@ -333,6 +347,8 @@ class AdapterManager:
             training_stats: plain values such as ``utterances``, ``audio_seconds``, ``cer_before``, ``cer_after``.
             adapter: an adapter module trained on ``model``'s base without being attached to it (one of many users'
                 adapters); default: the model's attached adapter.
+            rejected: why this adapter must not be served (it is no better than the base on the user's held-out
+                utterances), recorded as ``rejected: True`` and ``rejected_reason``; ``None`` for an accepted one.
 
         Returns:
             The file's path.
@@ -349,6 +365,8 @@ class AdapterManager:
             raise TypeError(f"feature_config must be a dict or None, got {type(feature_config).__name__}")
         if training_stats is not None and not isinstance(training_stats, (Mapping, DictConfig)):
             raise TypeError(f"training_stats must be a dict or None, got {type(training_stats).__name__}")
+        if rejected is not None and not (isinstance(rejected, str) and rejected):
+            raise TypeError(f"rejected must be a non-empty reason (str) or None, got {rejected!r}")
         path = AdapterManager.adapter_file(save_path, name)
         content: Dict[str, Any] = {
             "format_version": FORMAT_VERSION,
@@ -363,6 +381,8 @@ class AdapterManager:
             "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "kospeech_version": kospeech.__version__,
             "training_stats": _to_plain(training_stats or {}, "training_stats"),
+            "rejected": rejected is not None,
+            "rejected_reason": rejected,
         }
         if not _is_main_process():
             return path
@@ -378,9 +398,9 @@ class AdapterManager:
             adapter_path: the ``.pt`` file.
 
         Returns:
-            Every field of the file except the weights, plus ``name`` (the name the file is found under, i.e. the
-            ``<name>`` of ``<name>_adapter.pt``, else the recorded ``adapter_name``), ``path`` and
-            ``num_parameters``.
+            Every field of the file except the weights (``rejected`` False and ``rejected_reason`` None for files
+            that do not record them), plus ``name`` (the name the file is found under, i.e. the ``<name>`` of
+            ``<name>_adapter.pt``, else the recorded ``adapter_name``), ``path`` and ``num_parameters``.
 
         Raises:
             FileNotFoundError: no such file.
@@ -517,6 +537,8 @@ class AdapterManager:
         info["unexpected_keys"] = list(result.unexpected_keys)
         info["mismatches"] = mismatches
         logger.info("loaded %s adapter %r from %s", info["adapter_type"], info["name"], path)
+        if info["rejected"]:
+            logger.warning("adapter %s was rejected at training: %s", path, info["rejected_reason"])
         return info
 
     @staticmethod

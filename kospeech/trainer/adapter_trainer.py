@@ -2,24 +2,28 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
 import random
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
+from torchaudio.functional import forced_align
+from tqdm.auto import tqdm
 
 from kospeech.data.audio import audio_duration
 from kospeech.data.features import FeatureConfig
 from kospeech.data.manifest import ManifestEntry
 from kospeech.errors import TrainingError
 from kospeech.evaluation import EvaluationResult, evaluate
-from kospeech.models import AdapterManager, DeepSpeech2, count_parameters, registered_adapter
+from kospeech.models import AdapterManager, DeepSpeech2, adapter_type_of, count_parameters, registered_adapter
 from kospeech.models.adapter_manager import validate_adapter_name
 from kospeech.models.utils import unwrap_model
 from kospeech.optim import Optimizer
@@ -87,6 +91,15 @@ class AdapterTrainer(SupervisedTrainer):
     Without ``valid_entries`` a seeded ``config.valid_fraction`` of the enrollment set is held out, and
     training stops after ``config.early_stopping_patience`` validations without improvement.
 
+    An adapter is never served worse than the base: one whose best held-out CER is not below the base model's on the
+    same utterances is saved marked ``rejected`` (with the reason), which makes the
+    :class:`~kospeech.inference.Recognizer` serve the base for that user; when the run replaced an accepted adapter,
+    that one is made active again and the rejected file is kept as a version for inspection (:attr:`outcome`).
+
+    An adapter type that does not start at the base (``head``: a random replacing MLP) is first *warm-started*:
+    ``config.warm_start_steps`` Adam steps fit its output to the base model's on the training frames (KL divergence,
+    no labels; seconds with the trunk cache), so the CTC steps start where the base is (:meth:`base_divergence`).
+
     With ``config.cache_trunk`` (the default) the frozen base runs once per utterance and every epoch trains the
     adapter on the cached output of the last frozen computation before it (:mod:`kospeech.trainer.trunk_cache`):
     the same batches, the same random draws and the same losses as recomputing (within float rounding), at a
@@ -141,6 +154,10 @@ class AdapterTrainer(SupervisedTrainer):
         self._owns_cache = False
         self._shared_cache: Optional[Tuple[TrunkCache, Optional[List[int]], List[int]]] = None
         self._best_adapter_state: Optional[Dict[str, Any]] = None
+        self._replaced_version: Optional[Path] = None
+        self._train_loader: Any = None
+        self.warm_start_info: Dict[str, Any] = {}
+        self.outcome: Dict[str, Any] = {"rejected": False, "rejected_reason": None, "restored_version": None}
         self._stale_validations = 0
         self._started = 0.0
         self._audio_seconds: Optional[float] = None
@@ -291,13 +308,8 @@ class AdapterTrainer(SupervisedTrainer):
             The step's loss, or ``None`` when it trained nothing (no alignable utterance, non-finite loss).
         """
         unit = self._running()
-        outside = torch.get_rng_state()
-        torch.set_rng_state(unit.rng_state)
-        try:
+        with self._own_random_stream():
             loss = self._train_step(unit.cached_model, batch, unit.optimizer, unit.tally.meter)
-        finally:
-            unit.rng_state = torch.get_rng_state()
-            torch.set_rng_state(outside)
         self._count_step(unit.tally, loss, unit.optimizer)
         self.state.elapsed_seconds = time.monotonic() - self._started
         return loss
@@ -313,7 +325,7 @@ class AdapterTrainer(SupervisedTrainer):
         return self.done
 
     def finish(self) -> Dict[str, Any]:
-        """Load the best weights into the adapter; returns ``adapter_path`` and :meth:`training_stats`.
+        """Load the best weights into the adapter; returns ``adapter_path``, :attr:`outcome` and :meth:`training_stats`.
 
         A unit that applied no update saved no adapter: its ``adapter_path`` is ``None`` and ``error`` says why (the
         other users of a multi-user run are not affected).
@@ -326,7 +338,22 @@ class AdapterTrainer(SupervisedTrainer):
             logger.error("adapter %r: %s", self.adapter_name, exc)
             return {"adapter_path": None, "error": str(exc), **self.training_stats()}
         self._on_train_end(unit.model)
-        return {"adapter_path": str(self.adapter_path), **self.training_stats()}
+        return {"adapter_path": str(self.adapter_path), **self.outcome, **self.training_stats()}
+
+    @contextlib.contextmanager
+    def _own_random_stream(self) -> Iterator[None]:
+        """Inside a started unit: draw from this user's RNG stream (the run's global stream is restored after)."""
+        unit = self._unit
+        if unit is None:
+            yield
+            return
+        outside = torch.get_rng_state()
+        torch.set_rng_state(unit.rng_state)
+        try:
+            yield
+        finally:
+            unit.rng_state = torch.get_rng_state()
+            torch.set_rng_state(outside)
 
     def _running(self) -> _UnitRun:
         if self._unit is None:
@@ -382,7 +409,8 @@ class AdapterTrainer(SupervisedTrainer):
         else:
             cache_train, cache_valid = self._cache_plan(model)
             if not (cache_train or cache_valid):
-                return super()._build_loaders(model, batch_size)
+                self._train_loader, valid_loader = super()._build_loaders(model, batch_size)
+                return self._train_loader, valid_loader
             base = unwrap_model(model)
             point = cache_point_for(base.adapter_type)
             entries = list(self.train_entries) if cache_train else []
@@ -421,6 +449,7 @@ class AdapterTrainer(SupervisedTrainer):
         else:
             train_loader = self.build_loader(self.train_entries, batch_size, train=True)
         valid_loader = CachedFeatureLoader(cache, valid_keys, batch_size, shuffle=False, seed=seed, device=device)
+        self._train_loader = train_loader
         return train_loader, valid_loader
 
     def release_trunk_cache(self) -> None:
@@ -472,7 +501,138 @@ class AdapterTrainer(SupervisedTrainer):
             self.base_result.loss,
             self.base_result.cer,
         )
+        if not adapter_type_of(self.adapter).starts_at_base and (
+            self.config.warm_start_steps > 0 or self.config.alignment_steps > 0
+        ):
+            self._warm_start(model, self._train_loader, valid_loader)
         super()._on_train_start(model, valid_loader)
+
+    # ------------------------------------------------------------------ warm start
+
+    def _adapted_output(self, model: nn.Module, batch) -> Tuple[Tensor, Tensor]:
+        """(log_probs (B, T', C), lengths (B,)) of this trainer's adapter (the base's inside ``disable_adapter()``)."""
+        if self._unit is not None and not isinstance(batch, CachedBatch):
+            return self._unit.full_model(batch.inputs.to(self.device), batch.input_lengths.to(self.device))
+        return self._forward(model, batch)
+
+    def _frame_divergence(self, model: nn.Module, batch, label_weight: float = 0.0) -> Tensor:
+        """KL(target || adapted) of every valid output frame of ``batch``: (frames,), differentiable in the adapter.
+
+        The target is the base model's output distribution; with ``label_weight`` > 0 it is mixed with the one-hot
+        labels of the transcript's CTC alignment under the base (``(1 - w) * base + w * aligned``).
+        """
+        with unwrap_model(model).disable_adapter(), torch.no_grad():
+            base_log_probs, lengths = self._adapted_output(model, batch)
+        log_probs, _ = self._adapted_output(model, batch)
+        frames = torch.arange(log_probs.shape[1], device=log_probs.device)
+        valid = frames[None, :] < lengths.to(log_probs.device)[:, None]
+        target = base_log_probs.exp()
+        if label_weight > 0:
+            target = (1 - label_weight) * target + label_weight * self._aligned_labels(base_log_probs, lengths, batch)
+        divergence = (torch.xlogy(target, target) - target * log_probs).sum(dim=-1)
+        return divergence[valid]
+
+    def _aligned_labels(self, base_log_probs: Tensor, lengths: Tensor, batch) -> Tensor:
+        """One-hot (B, T', C) of each frame's label on the best CTC path of its transcript (the base's own output
+        where no path fits)."""
+        aligned = base_log_probs.argmax(dim=-1)
+        for row in range(base_log_probs.shape[0]):
+            frames, labels = int(lengths[row]), int(batch.target_lengths[row])
+            try:
+                path, _ = forced_align(
+                    base_log_probs[row : row + 1, :frames].float().cpu(),
+                    batch.targets[row : row + 1, :labels].cpu(),
+                    blank=self.vocab.blank_id,
+                )
+            except (RuntimeError, ValueError):  # a transcript too long for its frames has no CTC path
+                continue
+            aligned[row, :frames] = path[0].to(aligned.device)
+        return F.one_hot(aligned, base_log_probs.shape[-1]).to(base_log_probs.dtype)
+
+    def base_divergence(self, model: nn.Module, loader) -> float:
+        """How far the adapted output is from the base model's: mean KL(base || adapted) per valid output frame.
+
+        Args:
+            model: the model being trained (the adapter in eval mode while measuring; its mode is restored).
+            loader: batches to measure on, e.g. the held-out loader.
+
+        Returns:
+            Nats per frame (0.0 for an adapter that starts at the base).
+        """
+        was_training = self.adapter.training
+        self.adapter.eval()
+        total, frames = 0.0, 0
+        try:
+            with torch.no_grad():
+                for batch in loader:
+                    divergence = self._frame_divergence(model, batch)
+                    total += float(divergence.sum())
+                    frames += divergence.numel()
+        finally:
+            self.adapter.train(was_training)
+        return total / frames if frames else 0.0
+
+    def _warm_start(self, model: nn.Module, train_loader, valid_loader) -> None:
+        """Fit the adapter to the base's output (distillation), then to the transcripts' alignment; record both."""
+        started = time.monotonic()
+        optimizer = torch.optim.Adam(
+            [parameter for parameter in self.adapter.parameters() if parameter.requires_grad],
+            lr=self.config.warm_start_lr,
+        )
+        with self._own_random_stream():
+            before = self.base_divergence(model, valid_loader)
+            self.adapter.train()
+            distilled = self._fit_frames(
+                model, train_loader, optimizer, self.config.warm_start_steps, 0.0, "warm start"
+            )
+            after = self.base_divergence(model, valid_loader)
+            aligned = self._fit_frames(model, train_loader, optimizer, self.config.alignment_steps, 1.0, "alignment")
+        self.warm_start_info = {
+            "steps": distilled,
+            "held_out_kl_before": round(before, 5),
+            "held_out_kl_after": round(after, 5),
+            "alignment_steps": aligned,
+            "seconds": round(time.monotonic() - started, 2),
+        }
+        logger.info(
+            "warm start of %r: %d steps fitting the base's output (held-out KL %.4f -> %.4f nats/frame), then %d on "
+            "the transcripts' CTC alignment under the base (%.1f s)",
+            self.adapter_name,
+            distilled,
+            before,
+            after,
+            aligned,
+            self.warm_start_info["seconds"],
+        )
+
+    def _fit_frames(
+        self,
+        model: nn.Module,
+        train_loader,
+        optimizer: torch.optim.Optimizer,
+        steps: int,
+        label_weight: float,
+        phase: str,
+    ) -> int:
+        """``steps`` Adam steps on the frame divergence to the base / aligned targets, cycling the training batches."""
+        done = 0
+        with tqdm(total=steps, desc=f"{phase} {self.adapter_name}", leave=False, disable=steps <= 0) as progress:
+            while done < steps:
+                fitted = done
+                for batch in train_loader:
+                    divergence = self._frame_divergence(model, batch, label_weight)
+                    if divergence.numel() == 0:
+                        continue
+                    optimizer.zero_grad()
+                    divergence.mean().backward()
+                    optimizer.step()
+                    done += 1
+                    progress.update(1)
+                    if done >= steps:
+                        break
+                if done == fitted:  # no batch has a valid frame: nothing to fit
+                    break
+        return done
 
     def _end_of_epoch(self, model: nn.Module, optimizer: Optimizer, valid_loader, train_figures: Dict) -> bool:
         best_before = self.state.best_cer
@@ -483,9 +643,20 @@ class AdapterTrainer(SupervisedTrainer):
             return True
         return False
 
+    def rejection_reason(self) -> Optional[str]:
+        """Why the best adapter so far must not be served (``None`` while it beats the base on the held-out set)."""
+        if self.base_result is None:
+            return None
+        if self.state.best_cer < self.base_result.cer:
+            return None
+        return (
+            f"held-out CER {self.state.best_cer:.4f} is not below the base model's {self.base_result.cer:.4f} on the "
+            f"same {self.base_result.num_utterances} utterances"
+        )
+
     def _on_improvement(self, model: nn.Module, optimizer: Optimizer) -> None:
         if self._best_adapter_state is None:  # this run's first save replaces the active adapter: keep that one
-            AdapterManager.keep_version(self.adapter_save_dir, self.adapter_name)
+            self._replaced_version = AdapterManager.keep_version(self.adapter_save_dir, self.adapter_name)
         self._best_adapter_state = copy.deepcopy(dict(self.adapter.state_dict()))
         base = model.model if isinstance(model, CachedTrunkModel) else unwrap_model(model)
         self.adapter_path = AdapterManager.save_adapter(
@@ -496,6 +667,7 @@ class AdapterTrainer(SupervisedTrainer):
             feature_config=self.feature_config.to_dict(),
             training_stats=self.training_stats(),
             adapter=self.adapter,
+            rejected=self.rejection_reason(),
         )
         logger.info(
             "saved adapter %r (valid CER %.4f) to %s", self.adapter_name, self.state.best_cer, self.adapter_path
@@ -513,6 +685,29 @@ class AdapterTrainer(SupervisedTrainer):
             self.adapter_name,
             self.base_result.cer if self.base_result else float("nan"),
             self.state.best_cer,
+            self.adapter_path,
+        )
+        reason = self.rejection_reason()
+        self.outcome = {"rejected": reason is not None, "rejected_reason": reason, "restored_version": None}
+        if reason is None or self.adapter_path is None:
+            return
+        logger.warning("adapter %r rejected: %s; the base model serves this user", self.adapter_name, reason)
+        if self._replaced_version is not None and self.dist.is_main:
+            self._restore_replaced()
+
+    def _restore_replaced(self) -> None:
+        """Make the accepted adapter this run replaced active again; the rejected one is kept as a version."""
+        replaced = AdapterManager.get_adapter_info(self._replaced_version)
+        if replaced["rejected"]:
+            return
+        version = int(self._replaced_version.stem)
+        AdapterManager.restore_version(self.adapter_save_dir, self.adapter_name, version)
+        self.adapter_path = AdapterManager.list_versions(self.adapter_save_dir, self.adapter_name)[-1][1]
+        self.outcome["restored_version"] = version
+        logger.warning(
+            "adapter %r: the previous adapter (version %d) is active again; the rejected one is kept at %s",
+            self.adapter_name,
+            version,
             self.adapter_path,
         )
 
@@ -535,4 +730,5 @@ class AdapterTrainer(SupervisedTrainer):
             "total_params": self.parameter_stats.get("total"),
             "history": list(self.state.history),
             "trunk_cache": dict(self.cache_info),
+            "warm_start": dict(self.warm_start_info),
         }

@@ -6,15 +6,16 @@ stored as the user wrote them and resolved against the launch directory at the C
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Any, Collection, Dict, Optional
 
 from omegaconf import MISSING
 
 from kospeech.errors import ConfigError
-from kospeech.models.adapter import AdapterSettings
+from kospeech.models.adapter import AdapterSettings, registered_adapter
 
-__all__ = ["DataConfig", "TrainConfig", "AdapterTrainConfig", "check_num_epochs"]
+__all__ = ["DataConfig", "TrainConfig", "AdapterTrainConfig", "check_num_epochs", "recipe_settings"]
 
 
 @dataclass
@@ -138,6 +139,23 @@ class AdapterTrainConfig(TrainConfig, AdapterSettings):
     early_stopping_patience: int = field(
         default=3, metadata={"help": "stop after this many validations without a better CER"}
     )
+    warm_start_steps: int = field(
+        default=50,
+        metadata={
+            "help": "adapter types that do not start at the base (head): steps fitting the adapter's output to the "
+            "base model's on the enrollment frames (distillation, labels unused) before any supervised step"
+        },
+    )
+    alignment_steps: int = field(
+        default=100,
+        metadata={
+            "help": "then, for those types: steps of frame-level cross-entropy on the transcripts' CTC alignment under "
+            "the base model, before the CTC steps (0: none)"
+        },
+    )
+    warm_start_lr: float = field(
+        default=3e-3, metadata={"help": "learning rate (Adam) of the warm-start and alignment steps"}
+    )
     rnn_type: str = field(default="gru", metadata={"help": "expected base RNN type (checkpoint wins)"})
     num_rnn_layers: int = field(default=5, metadata={"help": "expected base RNN layers (checkpoint wins)"})
     rnn_hidden_dim: int = field(default=512, metadata={"help": "expected base RNN hidden size (checkpoint wins)"})
@@ -160,3 +178,40 @@ class AdapterTrainConfig(TrainConfig, AdapterSettings):
     trunk_cache_dir: Optional[str] = field(
         default=None, metadata={"help": "folder for spilled cache entries (default: {output_dir}/trunk_cache)"}
     )
+
+    @classmethod
+    def for_adapter_type(cls, adapter_type: str, **settings: Any) -> AdapterTrainConfig:
+        """A config for ``adapter_type`` with its recipe (see :func:`recipe_settings`), then ``settings`` on top.
+
+        ``AdapterTrainConfig.for_adapter_type("encoder", base_model_path=...)`` trains an encoder adapter the way
+        ``train.adapter_type=encoder`` on the command line does.
+        """
+        return cls(**{**recipe_settings(adapter_type, settings), "adapter_type": adapter_type, **settings})
+
+
+def recipe_settings(adapter_type: str, explicit: Collection[str] = ()) -> Dict[str, Any]:
+    """The training settings of ``adapter_type``'s recipe that ``explicit`` (settings the user chose) leaves open.
+
+    The recipe lives in the type's registry entry (:attr:`kospeech.models.AdapterType.recipe`); the ``head`` type has
+    none of its own (the config defaults are the original design's values).
+
+    Args:
+        adapter_type: a registered type.
+        explicit: names of :class:`AdapterTrainConfig` fields the user set; they keep the user's values.
+
+    Returns:
+        field name -> value, a copy.
+
+    Raises:
+        ValueError: an unknown adapter type. ConfigError: a recipe naming a setting the config does not have.
+    """
+    recipe = registered_adapter(adapter_type).recipe
+    known = {item.name for item in dataclasses.fields(AdapterTrainConfig)}
+    unknown = sorted(set(recipe) - known)
+    if unknown:
+        raise ConfigError(f"the recipe of adapter type {adapter_type!r} sets unknown train settings {unknown}")
+    return {
+        key: (list(value) if isinstance(value, (list, tuple)) else value)
+        for key, value in recipe.items()
+        if key not in explicit
+    }

@@ -466,8 +466,9 @@ def train_user_adapters(
 
     Returns:
         ``users`` (per-user figures and adapter paths), ``failed_users`` (names of users without an adapter, see
-        :meth:`MultiUserAdapterTrainer.train`), ``train_seconds``, ``cache_seconds``; also written to
-        ``{config.output_dir}/results.json``.
+        :meth:`MultiUserAdapterTrainer.train`), ``rejected_users`` (users whose new adapter is no better than the
+        base on their held-out utterances, so it is not served: see :class:`AdapterTrainer`), ``train_seconds``,
+        ``cache_seconds``; also written to ``{config.output_dir}/results.json``.
     """
     manifests = discover_user_manifests(users_dir)
     if users:
@@ -499,6 +500,7 @@ def train_user_adapters(
         "train_seconds": round(time.monotonic() - started, 2),
         "cache_seconds": round(trainer.cache_seconds, 2),
         "failed_users": sorted(name for name, figures in per_user.items() if figures["adapter_path"] is None),
+        "rejected_users": sorted(name for name, figures in per_user.items() if figures.get("rejected")),
         "users": per_user,
     }
     atomic_write_json(Path(config.output_dir) / "results.json", results)

@@ -186,8 +186,9 @@ def train_adapter_model(job: Any) -> Dict[str, Any]:
         job: a ``TrainJobConfig``/``DictConfig`` whose ``train`` node is an ``AdapterTrainConfig``.
 
     Returns:
-        ``adapter_path``, parameter counts, base vs adapter CER on the held-out part and on the
-        user's test set when there is one, and training time.
+        ``adapter_path``, whether it was ``rejected`` (with ``rejected_reason`` and the ``restored_version`` made
+        active again), parameter counts, base vs adapter CER on the held-out part and on the user's test set when
+        there is one, the warm start's figures, and training time.
     """
     config: AdapterTrainConfig = to_dataclass(job.train, AdapterTrainConfig)
     if config.init_from:
@@ -221,6 +222,8 @@ def train_adapter_model(job: Any) -> Dict[str, Any]:
         "total_params": stats["total_params"],
         "heldout_base_cer": stats["cer_before"],
         "heldout_adapter_cer": stats["cer_after"],
+        **trainer.outcome,
+        "warm_start": stats["warm_start"],
         "train_seconds": stats["train_seconds"],
         "skipped_steps": stats["skipped_steps"],
         "excluded_utterances": [item._asdict() for item in trainer.excluded_utterances],

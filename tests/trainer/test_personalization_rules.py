@@ -1,0 +1,255 @@
+"""Personalization that never hurts: the rejected-adapter rule, the head warm start, the per-type recipes.
+
+These run on the shipped base (``pretrained/ds2_synthetic.pt``) and a built-in user's synthesized speech, where
+"better than the base" has a meaning (a tiny random base has none).
+"""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+from kospeech.checkpoint import load_checkpoint
+from kospeech.cli.common import apply_adapter_recipe, config_dir
+from kospeech.config import register_configs
+from kospeech.data.manifest import read_manifest
+from kospeech.data.synthetic.corpus import build_user_sets
+from kospeech.inference import Recognizer
+from kospeech.models import AdapterManager, registered_adapter
+from kospeech.trainer import AdapterTrainConfig, AdapterTrainer
+from kospeech.trainer.multi_user import train_user_adapters
+
+ROOT = Path(__file__).resolve().parents[2]
+BASE = ROOT / "pretrained" / "ds2_synthetic.pt"
+
+# an untrained head: no warm start and a learning rate that leaves it where the random initialization put it
+UNTRAINED_HEAD = dict(
+    adapter_type="head",
+    adapter_hidden_dims=[64],
+    warm_start_steps=0,
+    alignment_steps=0,
+    init_lr=1e-9,
+    peak_lr=1e-9,
+    final_lr=1e-9,
+    num_epochs=1,
+)
+# an encoder adapter that learns the enrollment set fast
+LEARNING_ENCODER = dict(
+    adapter_type="encoder", adapter_bottleneck_dim=16, init_lr=2e-3, peak_lr=3e-3, final_lr=1e-3, num_epochs=4
+)
+
+
+@pytest.fixture(scope="module")
+def base():
+    return load_checkpoint(BASE)
+
+
+@pytest.fixture(scope="module")
+def user_sets(base, tmp_path_factory):
+    """Two built-in users (telephone band and another hard channel): 24 enrollment and 6 test utterances each."""
+    folder = tmp_path_factory.mktemp("users")
+    manifests = build_user_sets(folder, base.vocab, users=["user01", "user04"], max_enroll=24, max_test=6)
+    return folder, manifests
+
+
+@pytest.fixture
+def enroll(base, user_sets):
+    return read_manifest(user_sets[1]["user01"]["enroll"], base.vocab)
+
+
+def _config(tmp_path, **values):
+    settings = dict(
+        base_model_path=str(BASE),
+        adapter_save_dir=str(tmp_path / "adapters"),
+        output_dir=str(tmp_path / "run"),
+        batch_size=8,
+        num_workers=0,
+        warmup_steps=2,
+        num_threads=1,
+        log_every=10_000,
+        seed=5,
+    )
+    settings.update(values)
+    return AdapterTrainConfig(**settings)
+
+
+def _train(base, config, entries, valid=None, name="user01"):
+    model = base.build_model()
+    trainer = AdapterTrainer(config, base.vocab, base.feature_config, entries, valid)
+    trainer.train(model, adapter_name=name)
+    return trainer, model
+
+
+def test_an_adapter_no_better_than_the_base_is_saved_rejected_and_the_recognizer_serves_the_base(
+    tmp_path, base, enroll
+):
+    trainer, _ = _train(base, _config(tmp_path, **UNTRAINED_HEAD), enroll)
+    assert trainer.state.best_cer >= trainer.base_result.cer  # a random head loses to the base
+    assert trainer.outcome["rejected"] and "not below the base model's" in trainer.outcome["rejected_reason"]
+    assert trainer.outcome["restored_version"] is None  # nothing was active before: the file stays for inspection
+    info = AdapterManager.get_adapter_info(tmp_path / "adapters" / "user01_adapter.pt")
+    assert info["rejected"] is True and info["rejected_reason"] == trainer.outcome["rejected_reason"]
+
+    audio = [entry.audio_path for entry in enroll[:3]]
+    recognizer = Recognizer.from_checkpoint(BASE, adapter_dir=tmp_path / "adapters")
+    served = recognizer.transcribe(audio, user="user01")
+    plain = recognizer.transcribe(audio)
+    assert [result.text for result in served] == [result.text for result in plain]
+    assert all(result.adapter is None and result.user == "user01" for result in served)
+    recognizer.transcribe(audio[0], user="user01")  # a cached rejection is counted again
+    assert recognizer.cache_stats().rejected == 2
+
+    anyway = Recognizer.from_checkpoint(BASE, adapter_dir=tmp_path / "adapters", allow_rejected=True)
+    forced = anyway.transcribe(audio, user="user01")
+    assert all(result.adapter == "user01" for result in forced)
+    assert [result.text for result in forced] != [result.text for result in plain]
+    assert anyway.cache_stats().rejected == 0
+
+
+def test_a_rejected_retraining_makes_the_replaced_accepted_adapter_active_again(tmp_path, base, enroll):
+    # validating on the training utterances makes "better than the base" certain for a learning adapter
+    first, _ = _train(base, _config(tmp_path, **LEARNING_ENCODER), enroll, valid=enroll[:8])
+    assert not first.outcome["rejected"] and first.state.best_cer < first.base_result.cer
+    active = tmp_path / "adapters" / "user01_adapter.pt"
+    accepted_bytes = active.read_bytes()
+
+    second, _ = _train(base, _config(tmp_path, **UNTRAINED_HEAD, output_dir=str(tmp_path / "run2")), enroll)
+    assert second.outcome["rejected"] and second.outcome["restored_version"] == 1
+    assert active.read_bytes() == accepted_bytes
+    assert AdapterManager.get_adapter_info(active)["adapter_type"] == "encoder"
+    versions = AdapterManager.list_versions(tmp_path / "adapters", "user01")
+    assert [number for number, _ in versions] == [1, 2]
+    kept = AdapterManager.get_adapter_info(versions[-1][1])
+    assert kept["rejected"] and kept["adapter_type"] == "head" and second.adapter_path == versions[-1][1]
+
+
+def test_an_accepted_adapter_is_served(tmp_path, base, enroll):
+    trainer, _ = _train(base, _config(tmp_path, **LEARNING_ENCODER), enroll, valid=enroll[:8])
+    assert trainer.outcome == {"rejected": False, "rejected_reason": None, "restored_version": None}
+    assert AdapterManager.get_adapter_info(trainer.adapter_path)["rejected"] is False
+    recognizer = Recognizer.from_checkpoint(BASE, adapter_dir=tmp_path / "adapters")
+    assert recognizer.transcribe(enroll[0].audio_path, user="user01").adapter == "user01"
+    assert recognizer.cache_stats().rejected == 0
+
+
+def test_multi_user_training_applies_the_rule_per_user(tmp_path, base, user_sets):
+    folder, _ = user_sets
+    config = _config(tmp_path, **UNTRAINED_HEAD)
+    results = train_user_adapters(config, folder / "users")
+    assert sorted(results["users"]) == ["user01", "user04"]
+    for name, figures in results["users"].items():
+        assert figures["rejected"] and figures["cer_after"] >= figures["cer_before"], name
+        assert AdapterManager.get_adapter_info(tmp_path / "adapters" / f"{name}_adapter.pt")["rejected"]
+    assert results["rejected_users"] == ["user01", "user04"]
+
+
+def test_the_head_warm_start_begins_within_a_small_kl_of_the_base_on_held_out_frames(tmp_path, base, enroll):
+    assert not registered_adapter("head").starts_at_base and registered_adapter("encoder").starts_at_base
+    config = _config(tmp_path, adapter_type="head", adapter_hidden_dims=[512, 256], alignment_steps=0, num_epochs=1)
+    trainer, _ = _train(base, config, enroll)
+    warm = trainer.warm_start_info
+    assert warm["steps"] == config.warm_start_steps and warm["alignment_steps"] == 0
+    # a random head is ~4 nats/frame from the base; the warm start brings it within a small fraction of a nat
+    assert warm["held_out_kl_before"] > 2.0
+    assert warm["held_out_kl_after"] < 0.15
+    stats = AdapterManager.get_adapter_info(trainer.adapter_path)["training_stats"]
+    assert stats["warm_start"]["held_out_kl_after"] == warm["held_out_kl_after"]
+
+
+def test_types_that_start_at_the_base_skip_the_warm_start(tmp_path, base, enroll):
+    trainer, _ = _train(base, _config(tmp_path, **{**LEARNING_ENCODER, "num_epochs": 1}), enroll)
+    assert trainer.warm_start_info == {}
+
+
+def _compose(*overrides):
+    register_configs()
+    with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
+        job = compose(config_name="train", overrides=["train=adapter_train", "train.base_model_path=x", *overrides])
+    apply_adapter_recipe(job.train, overrides)
+    return OmegaConf.to_object(job.train)
+
+
+def test_the_seed_line_keeps_the_yaml_values_for_head():
+    train = _compose()
+    assert train.adapter_type == "head" and train.adapter_hidden_dims == [512, 256]
+    assert (train.init_lr, train.peak_lr, train.final_lr) == (1e-4, 1e-4, 1e-5)
+    assert (train.num_epochs, train.batch_size, train.warmup_steps) == (10, 32, 500)
+
+
+@pytest.mark.parametrize("adapter_type", ["encoder", "residual_head"])
+def test_an_adapter_type_on_the_seed_line_brings_its_recipe(adapter_type):
+    train = _compose(f"train.adapter_type={adapter_type}")
+    recipe = registered_adapter(adapter_type).recipe
+    assert recipe, adapter_type
+    for key, value in recipe.items():
+        assert getattr(train, key) == value, key
+    assert (train.peak_lr, train.num_epochs, train.batch_size) != (1e-4, 10, 32)
+
+
+def test_explicit_settings_win_over_the_recipe():
+    train = _compose("train.adapter_type=encoder", "train.peak_lr=5e-4", "train.adapter_bottleneck_dim=48")
+    assert train.peak_lr == 5e-4 and train.adapter_bottleneck_dim == 48
+    assert train.num_epochs == registered_adapter("encoder").recipe["num_epochs"]
+    python = AdapterTrainConfig.for_adapter_type("encoder", base_model_path="x", peak_lr=5e-4)
+    assert (
+        python.peak_lr == 5e-4
+        and python.adapter_bottleneck_dim == registered_adapter("encoder").recipe["adapter_bottleneck_dim"]
+    )
+
+
+@pytest.mark.slow
+def test_the_cli_records_the_recipe_and_says_plainly_when_an_adapter_is_rejected(tmp_path, user_sets):
+    folder, manifests = user_sets
+    common = [
+        sys.executable,
+        str(ROOT / "bin" / "main.py"),
+        "--config-name=train",
+        "train=adapter_train",
+        f"train.base_model_path={BASE}",
+        "train.adapter_name=john",
+        f"train.adapter_save_dir={tmp_path / 'adapters'}",
+        f"data.train_manifest={manifests['user01']['enroll']}",
+        "train.num_workers=0",
+        "train.num_threads=1",
+    ]
+    encoder = subprocess.run(
+        [
+            *common,
+            "train.adapter_type=encoder",
+            "train.num_epochs=1",
+            f"hydra.run.dir={tmp_path / 'enc'}",
+            f"train.output_dir={tmp_path / 'enc'}",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
+    assert encoder.returncode == 0, encoder.stderr
+    recorded = OmegaConf.load(tmp_path / "enc" / "config.yaml").train
+    assert recorded.adapter_bottleneck_dim == 32 and recorded.peak_lr == 2e-3 and recorded.num_epochs == 1
+
+    rejected = subprocess.run(
+        [
+            *common,
+            *(f"train.{key}={value}" for key, value in UNTRAINED_HEAD.items() if key != "adapter_hidden_dims"),
+            "train.adapter_hidden_dims=[64]",
+            f"hydra.run.dir={tmp_path / 'head'}",
+            f"train.output_dir={tmp_path / 'head'}",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
+    assert rejected.returncode == 0, rejected.stderr
+    results = json.loads(rejected.stdout)
+    assert results["rejected"] is True and "REJECTED" in rejected.stderr and "john" in rejected.stderr
+    active = AdapterManager.get_adapter_info(tmp_path / "adapters" / "john_adapter.pt")
+    if json.loads(encoder.stdout)["rejected"]:
+        assert results["restored_version"] is None and active["adapter_type"] == "head" and active["rejected"]
+    else:  # the accepted encoder adapter stays in force
+        assert results["restored_version"] == 1 and "(version 1) is active again" in rejected.stderr
+        assert active["adapter_type"] == "encoder" and not active["rejected"]
