@@ -1,4 +1,5 @@
-"""Channel simulation: room reverb, additive noise at an SNR, EQ tilt, band limits, telephone line, gain, clipping.
+"""Channel simulation: room reverb, additive noise at an SNR, EQ tilt, band limits, telephone line, gain, clipping,
+and a low-bitrate speech codec (Opus through PyAV, which ships its own FFmpeg libraries).
 
 Everything is deterministic given the waveform, the :class:`~kospeech.data.synthetic.profiles.ChannelProfile`
 and the ``numpy.random.Generator`` passed in (used for the noise of one utterance; the room response comes
@@ -6,6 +7,8 @@ from the profile's own ``room_seed``).
 """
 
 from __future__ import annotations
+
+import io
 
 import numpy as np
 
@@ -136,6 +139,30 @@ def _tilt(waveform: np.ndarray, sample_rate: int, tilt_db_per_octave: float) -> 
     return np.fft.irfft(spectrum * 10.0 ** (gain_db / 20.0), n=len(waveform))
 
 
+def _opus_codec(waveform: np.ndarray, sample_rate: int, kbps: float) -> np.ndarray:
+    """Encode to Opus at ``kbps`` kbit/s and decode back (same length, float64 in [-1, 1])."""
+    import av  # imported here: only challenge channels use a codec
+
+    buffer = io.BytesIO()
+    pcm = np.round(np.clip(waveform, -1.0, 1.0) * 32767.0).astype(np.int16)
+    with av.open(buffer, mode="w", format="ogg") as container:
+        stream = container.add_stream("libopus", rate=sample_rate, layout="mono")
+        stream.bit_rate = int(kbps * 1000)
+        frame = av.AudioFrame.from_ndarray(pcm[None, :], format="s16", layout="mono")
+        frame.sample_rate = sample_rate
+        for packet in [*stream.encode(frame), *stream.encode(None)]:
+            container.mux(packet)
+    buffer.seek(0)
+    decoded = []
+    with av.open(buffer) as container:
+        resampler = av.AudioResampler(format="s16", layout="mono", rate=sample_rate)
+        for frame in container.decode(audio=0):
+            decoded += [part.to_ndarray()[0] for part in resampler.resample(frame)]
+        decoded += [part.to_ndarray()[0] for part in resampler.resample(None)]
+    samples = np.concatenate(decoded).astype(np.float64) / 32768.0 if decoded else np.zeros(0)
+    return np.pad(samples, (0, max(0, len(waveform) - len(samples))))[: len(waveform)]
+
+
 def _telephone(waveform: np.ndarray, sample_rate: int) -> np.ndarray:
     from scipy import signal
 
@@ -159,7 +186,8 @@ def apply_channel(
     """Pass clean speech through a channel.
 
     The chain is: level normalization to -23 dBFS, room reverb, additive noise at the SNR (measured on the
-    reverberant speech), EQ tilt, high-/low-pass, telephone line, gain, clipping, and a final limit to [-1, 1].
+    reverberant speech), EQ tilt, high-/low-pass, telephone line, gain, clipping, codec, and a final limit to
+    [-1, 1].
 
     Args:
         waveform: clean float speech ``(N,)``.
@@ -205,4 +233,6 @@ def apply_channel(
     x = x * 10.0 ** (profile.gain_db / 20.0)
     if profile.clip_level < 1.0:
         x = np.clip(x, -profile.clip_level, profile.clip_level)
+    if profile.codec_kbps is not None:
+        x = _opus_codec(x, sample_rate, profile.codec_kbps)
     return np.clip(x, -1.0, 1.0).astype(np.float32)

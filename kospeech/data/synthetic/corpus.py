@@ -46,11 +46,14 @@ from kospeech.data.synthetic.channel import apply_channel
 from kospeech.data.synthetic.espeak import espeak_version, synthesize
 from kospeech.data.synthetic.grammar import FAVOURITE_KINDS, RARE_PERSONS, RARE_PLACES, SentenceGenerator
 from kospeech.data.synthetic.profiles import (
+    CHALLENGE_CHANNEL_KINDS,
+    CHALLENGE_VOICES,
     USER_CHANNEL_KINDS,
     ChannelProfile,
     SpeakerProfile,
     assign_variants,
     sample_base_channel,
+    sample_challenge_channel,
     sample_speaker_profile,
     sample_user_channel,
 )
@@ -68,6 +71,8 @@ __all__ = [
     "PRESETS",
     "SAMPLE_RATE",
     "plan_corpus",
+    "plan_challenge",
+    "USER_GROUPS",
     "render_utterance",
     "build_corpus",
     "ensure_corpus",
@@ -78,6 +83,10 @@ logger = logging.getLogger(__name__)
 
 SAMPLE_RATE = 16000
 FORMAT_VERSION = 1
+USERS_GROUP = "users"
+CHALLENGE_GROUP = "challenge"
+USER_GROUPS = (USERS_GROUP, CHALLENGE_GROUP)
+"""Folders of held-out users: the corpus' own users, and the challenge users of :func:`plan_challenge`."""
 # Bump when the sentence generator, the synthesis/channel chain or the file layout changes output.
 GENERATOR_VERSION = 1
 RENDER_VERSION = 1
@@ -378,28 +387,7 @@ def plan_corpus(preset: str = "tiny", seed: int = 0, **overrides: Any) -> Corpus
                 )
             )
     for user in users:
-        user_rng = random.Random(_derive_seed(seed, "user-sentences", user.user_id))
-        for split, count in (("enroll", sizes.enroll_per_user), ("test", sizes.test_per_user)):
-            sentences = generator.sample_unique(
-                user_rng, count, exclude=seen, favourites=user.favourites, favourite_prob=sizes.favourite_prob
-            )
-            seen.update(sentence.text for sentence in sentences)
-            for index, sentence in enumerate(sentences):
-                utt_id = f"{user.user_id}-{split}-{index:04d}"
-                utterances.append(
-                    PlannedUtterance(
-                        utt_id=utt_id,
-                        group=f"users/{user.user_id}",
-                        split=split,
-                        speaker=user.speaker,
-                        channel=user.channel,
-                        text=sentence.text,
-                        written=sentence.written,
-                        domain=sentence.domain,
-                        favourite=sentence.favourite,
-                        seed=_derive_seed(seed, "utterance", utt_id),
-                    )
-                )
+        utterances += _user_utterances(generator, seed, sizes, user, USERS_GROUP, seen)
     return CorpusPlan(
         preset=preset,
         seed=seed,
@@ -409,6 +397,80 @@ def plan_corpus(preset: str = "tiny", seed: int = 0, **overrides: Any) -> Corpus
         users=tuple(users),
         utterances=tuple(utterances),
     )
+
+
+def _user_utterances(
+    generator: SentenceGenerator, seed: int, sizes: CorpusSizes, user: PlannedUser, group: str, seen: set
+) -> List[PlannedUtterance]:
+    """A held-out user's enrollment and test utterances: new sentences (added to ``seen``), its voice and channel."""
+    user_rng = random.Random(_derive_seed(seed, "user-sentences", user.user_id))
+    utterances = []
+    for split, count in (("enroll", sizes.enroll_per_user), ("test", sizes.test_per_user)):
+        sentences = generator.sample_unique(
+            user_rng, count, exclude=seen, favourites=user.favourites, favourite_prob=sizes.favourite_prob
+        )
+        seen.update(sentence.text for sentence in sentences)
+        for index, sentence in enumerate(sentences):
+            utt_id = f"{user.user_id}-{split}-{index:04d}"
+            utterances.append(
+                PlannedUtterance(
+                    utt_id=utt_id,
+                    group=f"{group}/{user.user_id}",
+                    split=split,
+                    speaker=user.speaker,
+                    channel=user.channel,
+                    text=sentence.text,
+                    written=sentence.written,
+                    domain=sentence.domain,
+                    favourite=sentence.favourite,
+                    seed=_derive_seed(seed, "utterance", utt_id),
+                )
+            )
+    return utterances
+
+
+def plan_challenge(plan: CorpusPlan) -> Tuple[Tuple[PlannedUser, ...], Tuple[PlannedUtterance, ...]]:
+    """The *challenge* users of a corpus plan: held-out users nobody tuned a recipe on.
+
+    One user per :data:`~kospeech.data.synthetic.profiles.CHALLENGE_CHANNEL_KINDS` family (codec, mains hum,
+    babble, far field, whisper, all combined), each with a voice of
+    :data:`~kospeech.data.synthetic.profiles.CHALLENGE_VOICES` (outside the variants base speakers and users are
+    drawn from) and the plan's enrollment and test sizes, on sentences the plan does not use. They live in their own
+    group (``challenge/<user>/``), apart from the plan: adding them changes nothing of the corpus, its base model or
+    its users.
+
+    Returns:
+        ``(users, utterances)``.
+    """
+    seed, sizes = plan.seed, plan.sizes
+    persons, places = list(RARE_PERSONS), list(RARE_PLACES)
+    favourite_rng = random.Random(_derive_seed(seed, "challenge-favourites"))
+    favourite_rng.shuffle(persons)
+    favourite_rng.shuffle(places)
+    k = sizes.favourites_per_kind
+    users = []
+    for index, (kind, variant) in enumerate(zip(CHALLENGE_CHANNEL_KINDS, CHALLENGE_VOICES)):
+        user_id = f"challenge{index + 1:02d}"
+        picks = [(index * k + offset) % len(persons) for offset in range(k)]
+        users.append(
+            PlannedUser(
+                user_id=user_id,
+                speaker=sample_speaker_profile(random.Random(_derive_seed(seed, "user", user_id)), user_id, variant),
+                channel=sample_challenge_channel(
+                    random.Random(_derive_seed(seed, "user-channel", user_id)), f"{user_id}-{kind}", kind
+                ),
+                favourites={
+                    "person": tuple(persons[pick] for pick in picks),
+                    "place": tuple(places[pick % len(places)] for pick in picks),
+                },
+            )
+        )
+    generator = SentenceGenerator(rare_prob=sizes.rare_prob)
+    seen = {utterance.text for utterance in plan.utterances}
+    utterances: List[PlannedUtterance] = []
+    for user in users:
+        utterances += _user_utterances(generator, seed, sizes, user, CHALLENGE_GROUP, seen)
+    return tuple(users), tuple(utterances)
 
 
 def render_utterance(utterance: PlannedUtterance) -> np.ndarray:
@@ -894,15 +956,18 @@ def build_user_sets(
     max_enroll: Optional[int] = None,
     max_test: Optional[int] = None,
     num_workers: int = 1,
+    group: str = USERS_GROUP,
 ) -> Dict[str, Dict[str, Path]]:
     """Synthesize only some held-out users' utterances of a corpus plan, with manifests in ``vocab``'s ids.
 
     A cheap way to get a user's enrollment and test sets that match a base model trained on the full
     corpus of the same preset and seed (same sentences, voices and channels), without building the
-    base speakers' audio. The files are the ones :func:`build_corpus` would write for these users.
+    base speakers' audio. The files are the ones :func:`build_corpus` would write for these users. With
+    ``group="challenge"`` the users are the plan's challenge users (:func:`plan_challenge`), which only this function
+    builds.
 
     Args:
-        out_dir: folder that receives ``users/<user>/{enroll,test}.tsv`` and the wavs.
+        out_dir: folder that receives ``<group>/<user>/{enroll,test}.tsv`` and the wavs.
         vocab: the base model's vocabulary (label ids are encoded with it).
         preset: corpus preset of the plan.
         seed: corpus seed of the plan.
@@ -910,25 +975,29 @@ def build_user_sets(
         max_enroll: keep the first N enrollment utterances of each user (default: all).
         max_test: keep the first N test utterances of each user (default: all).
         num_workers: synthesis processes.
+        group: ``"users"`` (the corpus' held-out users) or ``"challenge"``.
 
     Returns:
         ``{user: {"enroll": manifest path, "test": manifest path}}``.
 
     Raises:
-        ValueError: an unknown user id; UnknownCharacterError: a transcript outside ``vocab``.
+        ValueError: an unknown user id or group; UnknownCharacterError: a transcript outside ``vocab``.
     """
+    if group not in USER_GROUPS:
+        raise ValueError(f"unknown user group {group!r}; choose one of {USER_GROUPS}")
     root = Path(out_dir)
     plan = plan_corpus(preset, seed)
-    known = [user.user_id for user in plan.users]
+    planned_users, planned = (plan.users, plan.utterances) if group == USERS_GROUP else plan_challenge(plan)
+    known = [user.user_id for user in planned_users]
     wanted = list(known if users is None else users)
     unknown = sorted(set(wanted) - set(known))
     if unknown:
         raise ValueError(f"unknown users {unknown}; the {preset!r} plan with seed {seed} has {known}")
     limits = {"enroll": max_enroll, "test": max_test}
     chosen: Dict[Tuple[str, str], List[PlannedUtterance]] = {}
-    for utterance in sorted(plan.utterances, key=lambda u: u.utt_id):
+    for utterance in sorted(planned, key=lambda u: u.utt_id):
         user_id = utterance.group.split("/", 1)[-1]
-        if not utterance.group.startswith("users/") or user_id not in wanted:
+        if not utterance.group.startswith(f"{group}/") or user_id not in wanted:
             continue
         members = chosen.setdefault((user_id, utterance.split), [])
         limit = limits.get(utterance.split)
@@ -947,5 +1016,5 @@ def build_user_sets(
             )
             for u in members
         ]
-        manifests.setdefault(user_id, {})[split] = write_manifest(root / "users" / user_id / f"{split}.tsv", entries)
+        manifests.setdefault(user_id, {})[split] = write_manifest(root / group / user_id / f"{split}.tsv", entries)
     return manifests

@@ -6,8 +6,11 @@ which shifts formants and pitch together), plus how much rate and pitch vary fro
 
 A :class:`ChannelProfile` fixes the recording path: room reverberation, additive noise at a signal-to-noise
 ratio, a spectral tilt (EQ), band limits (telephone band with 8 kHz mu-law coding, or a low-pass), gain and
-clipping. Base channels are mildly coloured and fairly clean; user channels are drawn from harder families
-(telephone, strong reverb, low SNR, strong tilt, clipping) so that personalization has something to fix.
+clipping, and a low-bitrate speech codec. Base channels are mildly coloured and fairly clean; user channels are drawn
+from harder families (telephone, strong reverb, low SNR, strong tilt, clipping) so that personalization has
+something to fix. The *challenge* users have voices outside :data:`SPEAKER_VARIANTS` (:data:`CHALLENGE_VOICES`) and
+channel families no user or base channel has (:data:`CHALLENGE_CHANNEL_KINDS`: codec, mains hum, babble, far field,
+a whispering voice in a quiet room, and all of them at once): users nobody tuned a recipe on.
 
 Profiles are frozen dataclasses with ``to_dict``/``from_dict`` (plain JSON values) for the corpus card.
 """
@@ -26,6 +29,9 @@ __all__ = [
     "SPEAKER_VARIANTS",
     "NOISE_TYPES",
     "USER_CHANNEL_KINDS",
+    "CHALLENGE_CHANNEL_KINDS",
+    "CHALLENGE_VOICES",
+    "sample_challenge_channel",
     "sample_speaker_profile",
     "sample_base_channel",
     "sample_user_channel",
@@ -89,6 +95,9 @@ SPEAKER_VARIANTS: Tuple[str, ...] = (
 
 NOISE_TYPES = ("none", "white", "pink", "brown", "hum", "babble")
 USER_CHANNEL_KINDS = ("telephone", "reverberant", "noisy", "tilted", "clipped")
+CHALLENGE_CHANNEL_KINDS = ("codec", "hum", "babble", "far_field", "whisper", "combined")
+# espeak-ng variants outside SPEAKER_VARIANTS (so no base speaker or user has them), one per challenge channel kind
+CHALLENGE_VOICES: Tuple[str, ...] = ("croak", "klatt", "Storm", "kaukovalta", "whisperf", "klatt4")
 
 
 def _check_range(owner: str, name: str, value: float, low: float, high: float) -> None:
@@ -181,6 +190,9 @@ class ChannelProfile:
         gain_db: gain applied after the line (the speech is first normalized to -23 dBFS).
         clip_level: hard clipping threshold as a fraction of full scale (1.0 = only the final int16 limit).
         room_seed: seed of the room impulse response (the room is a property of the channel).
+        codec_kbps: optional low-bitrate speech codec at the end of the line: Opus at this many kbit/s (PyAV). Left
+            out of :meth:`to_dict` when unset, so the profiles (and audio hashes) of channels without one stay
+            what they were before the field existed.
     """
 
     channel_id: str
@@ -197,13 +209,15 @@ class ChannelProfile:
     gain_db: float = 0.0
     clip_level: float = 1.0
     room_seed: int = 0
+    codec_kbps: Optional[float] = None
 
     def __post_init__(self) -> None:
         if not self.channel_id or any(ch.isspace() for ch in self.channel_id):
             raise ValueError(f"channel_id must be a non-empty string without whitespace, got {self.channel_id!r}")
         owner = f"channel {self.channel_id}"
-        if self.kind not in ("base",) + USER_CHANNEL_KINDS:
-            raise ValueError(f"{owner}: kind must be 'base' or one of {USER_CHANNEL_KINDS}, got {self.kind!r}")
+        kinds = ("base",) + USER_CHANNEL_KINDS + CHALLENGE_CHANNEL_KINDS
+        if self.kind not in kinds:
+            raise ValueError(f"{owner}: kind must be one of {kinds}, got {self.kind!r}")
         if self.noise_type not in NOISE_TYPES:
             raise ValueError(f"{owner}: noise_type must be one of {NOISE_TYPES}, got {self.noise_type!r}")
         _check_range(owner, "reverb_rt60", self.reverb_rt60, 0.0, 2.0)
@@ -213,6 +227,8 @@ class ChannelProfile:
         _check_range(owner, "eq_tilt_db", self.eq_tilt_db, -12.0, 12.0)
         _check_range(owner, "gain_db", self.gain_db, -30.0, 30.0)
         _check_range(owner, "clip_level", self.clip_level, 0.05, 1.0)
+        if self.codec_kbps is not None:
+            _check_range(owner, "codec_kbps", self.codec_kbps, 6.0, 64.0)
         for name in ("lowpass_hz", "highpass_hz"):
             value = getattr(self, name)
             if value is not None:
@@ -221,8 +237,11 @@ class ChannelProfile:
             raise ValueError(f"{owner}: highpass_hz {self.highpass_hz} must be below lowpass_hz {self.lowpass_hz}")
 
     def to_dict(self) -> Dict[str, Any]:
-        """Plain JSON-compatible values."""
-        return asdict(self)
+        """Plain JSON-compatible values (``codec_kbps`` only when set)."""
+        values = asdict(self)
+        if values["codec_kbps"] is None:
+            del values["codec_kbps"]
+        return values
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> ChannelProfile:
@@ -352,6 +371,78 @@ def sample_user_channel(rng: random.Random, channel_id: str, kind: str) -> Chann
             clip_level=round(rng.uniform(0.25, 0.4), 3),
         )
     raise ValueError(f"unknown user channel kind {kind!r}; allowed: {USER_CHANNEL_KINDS}")
+
+
+def sample_challenge_channel(rng: random.Random, channel_id: str, kind: str) -> ChannelProfile:
+    """Draw a challenge channel: a family no base channel and no user channel belongs to.
+
+    Args:
+        rng: the source of randomness.
+        channel_id: the id to give the channel.
+        kind: one of :data:`CHALLENGE_CHANNEL_KINDS`.
+
+    Raises:
+        ValueError: unknown ``kind``.
+    """
+    common: Dict[str, Any] = dict(channel_id=channel_id, kind=kind, room_seed=rng.randrange(2**31))
+    if kind == "codec":  # a VoIP call: narrow, low-bitrate Opus
+        return ChannelProfile(
+            **common,
+            reverb_rt60=round(rng.uniform(0.1, 0.3), 3),
+            reverb_wet=round(rng.uniform(0.1, 0.2), 3),
+            noise_type="white",
+            snr_db=round(rng.uniform(22.0, 28.0), 1),
+            lowpass_hz=round(rng.uniform(3800.0, 4200.0), 1),
+            codec_kbps=round(rng.uniform(6.0, 8.0), 1),
+        )
+    if kind == "hum":  # a grounding fault: loud mains hum with its harmonics
+        return ChannelProfile(
+            **common,
+            reverb_rt60=round(rng.uniform(0.1, 0.3), 3),
+            reverb_wet=round(rng.uniform(0.1, 0.2), 3),
+            noise_type="hum",
+            snr_db=round(rng.uniform(0.0, 4.0), 1),
+            eq_tilt_db=round(rng.uniform(-1.0, 1.0), 2),
+        )
+    if kind == "babble":  # a crowded room: speech-shaped babble at about the speech level
+        return ChannelProfile(
+            **common,
+            reverb_rt60=round(rng.uniform(0.3, 0.5), 3),
+            reverb_wet=round(rng.uniform(0.2, 0.35), 3),
+            noise_type="babble",
+            snr_db=round(rng.uniform(0.0, 3.0), 1),
+            snr_jitter_db=2.0,
+        )
+    if kind == "far_field":  # a microphone across a large hall
+        return ChannelProfile(
+            **common,
+            reverb_rt60=round(rng.uniform(1.5, 1.9), 3),
+            reverb_wet=round(rng.uniform(0.85, 0.93), 3),
+            noise_type="pink",
+            snr_db=round(rng.uniform(10.0, 14.0), 1),
+            highpass_hz=round(rng.uniform(150.0, 250.0), 1),
+            gain_db=round(rng.uniform(-8.0, -4.0), 1),
+        )
+    if kind == "whisper":  # a whispering voice (CHALLENGE_VOICES) in a quiet small room
+        return ChannelProfile(
+            **common,
+            reverb_rt60=round(rng.uniform(0.1, 0.2), 3),
+            reverb_wet=round(rng.uniform(0.05, 0.15), 3),
+            noise_type="white",
+            snr_db=round(rng.uniform(18.0, 24.0), 1),
+        )
+    if kind == "combined":  # all at once: reverberant, babbling, band-limited, through the codec
+        return ChannelProfile(
+            **common,
+            reverb_rt60=round(rng.uniform(0.8, 1.1), 3),
+            reverb_wet=round(rng.uniform(0.5, 0.65), 3),
+            noise_type="babble",
+            snr_db=round(rng.uniform(6.0, 9.0), 1),
+            highpass_hz=round(rng.uniform(200.0, 300.0), 1),
+            lowpass_hz=round(rng.uniform(3400.0, 3800.0), 1),
+            codec_kbps=round(rng.uniform(8.0, 10.0), 1),
+        )
+    raise ValueError(f"unknown challenge channel kind {kind!r}; allowed: {CHALLENGE_CHANNEL_KINDS}")
 
 
 def assign_variants(
