@@ -1,13 +1,17 @@
 """Personalization benchmark: base vs each adapter type vs full fine-tuning on held-out users.
 
-For every held-out user of the built-in corpus and every enrollment size, train each method on the
-first N enrollment utterances (a seeded 10% of them held out for early stopping), then score the
-user's whole test set. Reports CER per user, the median relative CER reduction per method and size,
-the share of the base-to-full-fine-tuning gap each adapter closes, trainable parameters and training
-time; and checks that the base speakers' CER is unchanged when no adapter is selected.
+For every held-out user of two groups (``users``: the built-in corpus' four users; ``challenge``: six users with
+voices and channels no recipe was tuned on, see ``plan_challenge``) and every enrollment size, train each method on
+the first N enrollment utterances (a seeded 10% of them held out for early stopping), then score the user's whole
+test set. Each adapter type trains with exactly what ``train.adapter_type=<type>`` on the command line uses: ``head``
+with the original design's YAML values (the seed's line verbatim), the others with their recipes. What a user is
+*served* counts: an adapter rejected at training (no better than the base on the held-out part) serves the base.
+Reports CER per user, the median relative CER reduction per group, method and size, the users served worse than the
+base, the share of the base-to-full-fine-tuning gap each adapter closes, trainable parameters and training time;
+and checks that the base speakers' CER is unchanged when no adapter is selected.
 
-    python benchmarks/personalization.py --quick        # 2 users, 2 sizes, short training (minutes)
-    python benchmarks/personalization.py                # 4 users x 10/25/50/100 utterances (long)
+    python benchmarks/personalization.py --quick        # 2 users of each group, 2 sizes (minutes)
+    python benchmarks/personalization.py                # 4 + 6 users x 10/25/50/100 utterances (long)
 
 Writes runs/benchmarks/personalization/{results.json,results.md,personalization.png}.
 """
@@ -26,42 +30,35 @@ import torch  # noqa: E402
 from kospeech.checkpoint import load_checkpoint  # noqa: E402
 from kospeech.cli import setup_logging  # noqa: E402
 from kospeech.data import FeatureExtractor, build_dataloader, read_manifest  # noqa: E402
-from kospeech.data.synthetic import ensure_corpus  # noqa: E402
+from kospeech.data.synthetic import build_user_sets, ensure_corpus, plan_challenge, plan_corpus  # noqa: E402
 from kospeech.fileio import atomic_write_json  # noqa: E402
 from kospeech.models import count_parameters  # noqa: E402
 from kospeech.trainer import AdapterTrainConfig, AdapterTrainer, SupervisedTrainer, TrainConfig, evaluate  # noqa: E402
 from kospeech.trainer.adapter_trainer import split_holdout  # noqa: E402
 
 ADAPTER_METHODS = ("head", "residual_head", "encoder")
+GROUPS = ("users", "challenge")
 
 
 def train_adapter(checkpoint, entries, method, args, workdir):
+    """Train ``method``'s adapter as the command line would; returns (model, trainable, adapter output, rejected)."""
     model = checkpoint.build_model()
-    config = AdapterTrainConfig(
+    settings = dict(
         base_model_path=str(checkpoint.path),
-        adapter_type=method,
         adapter_name=f"bench_{method}",
         adapter_save_dir=str(workdir / "adapters"),
         output_dir=str(workdir / "run"),
-        num_epochs=args.epochs,
-        batch_size=16,
         num_workers=0,
-        warmup_steps=10,
-        init_lr=1e-4,
-        peak_lr=args.adapter_lr,
-        final_lr=1e-4,
-        early_stopping_patience=args.patience,
         num_threads=args.threads,
         log_every=10_000,
         seed=args.seed,
-        adapter_hidden_dims=list(args.hidden_dims),
-        adapter_bottleneck_dim=args.bottleneck,
     )
+    config = AdapterTrainConfig.for_adapter_type(method, **settings)
     trainer = AdapterTrainer(
         config, checkpoint.vocab, checkpoint.feature_config, entries, model_config=checkpoint.model_config
     )
     trainer.train(model, adapter_name=config.adapter_name)
-    return model, trainer.parameter_stats["trainable"], True
+    return model, trainer.parameter_stats["trainable"], True, trainer.outcome["rejected"]
 
 
 def fine_tune(checkpoint, entries, args, workdir):
@@ -86,7 +83,7 @@ def fine_tune(checkpoint, entries, args, workdir):
         config, checkpoint.vocab, checkpoint.feature_config, train_entries, valid_entries, checkpoint.model_config
     )
     trainer.train(model)
-    return model.eval(), count_parameters(model)["total"], False
+    return model.eval(), count_parameters(model)["total"], False, False
 
 
 def main() -> None:
@@ -94,29 +91,44 @@ def main() -> None:
     parser.add_argument("--base", default="pretrained/ds2_synthetic.pt")
     parser.add_argument("--corpus-dir", default="data/corpus_demo")
     parser.add_argument("--preset", default="demo")
-    parser.add_argument("--users", nargs="*", default=None)
+    parser.add_argument("--challenge-dir", default="data/challenge_users", help="where the challenge users are built")
+    parser.add_argument("--groups", nargs="*", default=list(GROUPS), choices=GROUPS)
+    parser.add_argument("--users", nargs="*", default=None, help="only these users (of any group)")
     parser.add_argument("--sizes", nargs="*", type=int, default=[10, 25, 50, 100])
     parser.add_argument("--methods", nargs="*", default=[*ADAPTER_METHODS, "full"])
-    parser.add_argument("--epochs", type=int, default=15)
-    parser.add_argument("--patience", type=int, default=4)
-    parser.add_argument("--adapter-lr", type=float, default=2e-3)
+    parser.add_argument("--epochs", type=int, default=15, help="full fine-tuning epochs (adapters: their recipes)")
+    parser.add_argument("--patience", type=int, default=4, help="full fine-tuning early-stopping patience")
     parser.add_argument("--full-lr", type=float, default=2e-4)
-    parser.add_argument("--hidden-dims", nargs="*", type=int, default=[512, 256], help="head/residual_head MLP sizes")
-    parser.add_argument("--bottleneck", type=int, default=64, help="encoder adapter bottleneck size")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--quick", action="store_true", help="2 users, sizes 25 and 100, at most 6 epochs")
+    parser.add_argument("--quick", action="store_true", help="2 users per group, sizes 25 and 100")
     parser.add_argument("--output-dir", default="runs/benchmarks/personalization")
     args = parser.parse_args()
     if args.quick:
-        args.sizes, args.epochs = [25, 100], min(args.epochs, 6)
+        args.sizes = [25, 100]
     setup_logging()
     torch.set_num_threads(args.threads)
 
     card = ensure_corpus(Path(args.corpus_dir), preset=args.preset, seed=0)
     checkpoint = load_checkpoint(args.base)
     vocab, extractor = checkpoint.vocab, FeatureExtractor(checkpoint.feature_config)
-    users = args.users or sorted(card.users)[: 2 if args.quick else None]
+    manifests = {}
+    if "users" in args.groups:
+        manifests["users"] = {
+            user: {split: card.user_manifest(user, split) for split in ("enroll", "test")}
+            for user in sorted(card.users)
+        }
+    if "challenge" in args.groups:
+        challenge_users, _ = plan_challenge(plan_corpus(args.preset, 0))
+        wanted = [user.user_id for user in challenge_users if not args.users or user.user_id in args.users]
+        manifests["challenge"] = (
+            build_user_sets(args.challenge_dir, vocab, preset=args.preset, users=wanted, group="challenge")
+            if wanted
+            else {}
+        )
+    for group in manifests:
+        names = [name for name in sorted(manifests[group]) if not args.users or name in args.users]
+        manifests[group] = {name: manifests[group][name] for name in names[: 2 if args.quick else None]}
     base_model = checkpoint.build_model()
 
     def test_cer(model, entries, adapter_output):
@@ -125,9 +137,13 @@ def main() -> None:
 
     rows = []
     started = time.monotonic()
-    for user in users:
-        enroll = read_manifest(card.user_manifest(user, "enroll"), vocab, relabel=True)
-        test = read_manifest(card.user_manifest(user, "test"), vocab, relabel=True)
+    output_dir = Path(args.output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    # every finished cell at once, so an interrupted run of hours keeps what it measured
+    partial = output_dir / "rows.partial.json"
+    for group, user, paths in [(g, u, p) for g, users in manifests.items() for u, p in users.items()]:
+        enroll = read_manifest(paths["enroll"], vocab, relabel=True)
+        test = read_manifest(paths["test"], vocab, relabel=True)
         base_cer = test_cer(base_model, test, False)
         for size in args.sizes:
             subset = enroll[: min(size, len(enroll))]
@@ -136,46 +152,54 @@ def main() -> None:
                     torch.manual_seed(args.seed)
                     clock = time.monotonic()
                     if method == "full":
-                        model, trainable, adapter_output = fine_tune(checkpoint, subset, args, Path(workdir))
+                        model, trainable, adapter_output, rejected = fine_tune(checkpoint, subset, args, Path(workdir))
                     else:
-                        model, trainable, adapter_output = train_adapter(
+                        model, trainable, adapter_output, rejected = train_adapter(
                             checkpoint, subset, method, args, Path(workdir)
                         )
                     seconds = time.monotonic() - clock
-                    cer = test_cer(model, test, adapter_output)
+                    trained_cer = test_cer(model, test, adapter_output)
+                cer = base_cer if rejected else trained_cer  # a rejected adapter is not served: the base is
                 rows.append(
                     {
+                        "group": group,
                         "user": user,
                         "size": len(subset),
                         "method": method,
                         "base_cer": base_cer,
                         "cer": cer,
+                        "trained_cer": trained_cer,
+                        "rejected": rejected,
                         "relative_reduction": (base_cer - cer) / base_cer if base_cer else 0.0,
                         "trainable_params": trainable,
                         "train_seconds": round(seconds, 1),
                     }
                 )
                 print(
-                    f"{user} n={len(subset):<3} {method:<13} base {base_cer:.3f} -> {cer:.3f} "
-                    f"({rows[-1]['relative_reduction'] * 100:+.1f}%) {seconds:.0f}s",
+                    f"{group}/{user} n={len(subset):<3} {method:<13} base {base_cer:.3f} -> {cer:.3f} "
+                    f"({rows[-1]['relative_reduction'] * 100:+.1f}%){' rejected' if rejected else ''} {seconds:.0f}s",
                     flush=True,
                 )
+                atomic_write_json(partial, rows)
 
     base_test = read_manifest(card.base_manifest("test"), vocab, relabel=True)
     plain_cer = test_cer(base_model, base_test, False)
     with_adapter = checkpoint.build_model()
-    with_adapter.add_adapter("encoder", bottleneck_dim=64)
+    with_adapter.add_adapter("encoder", bottleneck_dim=32)
     torch.nn.init.normal_(next(p for n, p in with_adapter.named_parameters() if "adapter" in n and "up" in n))
     with with_adapter.disable_adapter():
         unselected_cer = test_cer(with_adapter, base_test, False)
 
     total_params = count_parameters(base_model)["total"]
-    summary = summarize(rows, args.methods, args.sizes, total_params)
+    summary = {
+        group: summarize([r for r in rows if r["group"] == group], args.methods, args.sizes, total_params)
+        for group in manifests
+    }
     report = {
         "base": str(args.base),
-        "users": users,
+        "users": {group: sorted(users) for group, users in manifests.items()},
         "sizes": args.sizes,
-        "epochs": args.epochs,
+        "full_fine_tuning_epochs": args.epochs,
         "rows": rows,
         "summary": summary,
         "base_speakers_cer": plain_cer,
@@ -184,10 +208,13 @@ def main() -> None:
         "seconds": round(time.monotonic() - started, 1),
         "quick": args.quick,
     }
-    output_dir = Path(args.output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_json(output_dir / "results.json", report)
-    markdown = to_markdown(summary, args.methods, args.sizes)
+    partial.unlink()
+    markdown = "\n\n".join(
+        f"### {group} ({len(manifests[group])} users)\n\n" + to_markdown(summary[group], args.methods, args.sizes)
+        for group in summary
+        if summary[group]
+    )
     (output_dir / "results.md").write_text(markdown + "\n", encoding="utf-8")
     plot(summary, args.methods, args.sizes, output_dir / "personalization.png")
     print()
@@ -220,6 +247,8 @@ def summarize(rows, methods, sizes, total_params):
                 "trainable_params": cells[0]["trainable_params"],
                 "trainable_percent": 100.0 * cells[0]["trainable_params"] / total_params,
                 "median_train_seconds": statistics.median(c["train_seconds"] for c in cells),
+                "users_served_worse": sorted(c["user"] for c in cells if c["cer"] > c["base_cer"]),
+                "users_rejected": sorted(c["user"] for c in cells if c["rejected"]),
             }
     return summary
 
@@ -228,8 +257,8 @@ def to_markdown(summary, methods, sizes):
     lines = [
         "| method | trainable (% of base) | "
         + " | ".join(f"n={s}: CER / rel. red. / gap closed" for s in sizes)
-        + " | train s (n=max) |",
-        "|---|---|" + "---|" * len(sizes) + "---|",
+        + " | train s (n=max) | served worse / rejected (n=max) |",
+        "|---|---|" + "---|" * len(sizes) + "---|---|",
     ]
     for method in methods:
         cells = []
@@ -248,7 +277,7 @@ def to_markdown(summary, methods, sizes):
         lines.append(
             f"| {method} | {last['trainable_params']:,} ({last['trainable_percent']:.1f}%) | "
             + " | ".join(cells)
-            + f" | {last['median_train_seconds']:.0f} |"
+            + f" | {last['median_train_seconds']:.0f} | {len(last['users_served_worse'])} / {len(last['users_rejected'])} |"
         )
     base = summary[methods[0]][str(max(sizes))]["median_base_cer"]
     lines.append(f"\nmedian base CER on the users' test sets: {base:.3f}")
@@ -261,14 +290,18 @@ def plot(summary, methods, sizes, path):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figure, axis = plt.subplots(figsize=(6, 4))
-    for method in methods:
-        points = [(s, summary[method][str(s)]["median_cer"]) for s in sizes if str(s) in summary[method]]
-        axis.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=method)
-    axis.axhline(summary[methods[0]][str(max(sizes))]["median_base_cer"], color="gray", linestyle="--", label="base")
-    axis.set(xlabel="enrollment utterances", ylabel="median test CER", title="held-out users", xscale="log")
-    axis.set_xticks(sizes, [str(s) for s in sizes])
-    axis.legend()
+    groups = [group for group in summary if summary[group]]
+    figure, axes = plt.subplots(1, len(groups), figsize=(6 * len(groups), 4), squeeze=False)
+    for axis, group in zip(axes[0], groups):
+        for method in methods:
+            cells = summary[group][method]
+            points = [(s, cells[str(s)]["median_cer"]) for s in sizes if str(s) in cells]
+            axis.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=method)
+        base = summary[group][methods[0]][str(max(sizes))]["median_base_cer"]
+        axis.axhline(base, color="gray", linestyle="--", label="base")
+        axis.set(xlabel="enrollment utterances", ylabel="median test CER", title=f"{group}", xscale="log")
+        axis.set_xticks(sizes, [str(s) for s in sizes])
+        axis.legend()
     figure.tight_layout()
     figure.savefig(path, dpi=100)
     plt.close(figure)

@@ -32,7 +32,7 @@ def main() -> None:
     parser.add_argument("--corpus-dir", default="data/corpus_demo", help="built-in corpus folder")
     parser.add_argument("--preset", default="demo", help="corpus preset: tiny, demo or bench")
     parser.add_argument("--adapter-type", default="encoder", help="head, residual_head or encoder")
-    parser.add_argument("--epochs", type=int, default=8, help="maximum adapter epochs")
+    parser.add_argument("--epochs", type=int, default=None, help="maximum adapter epochs (default: the type's recipe)")
     parser.add_argument("--output-dir", default="runs/adapter_example", help="adapters and logs go here")
     args = parser.parse_args()
     setup_logging()
@@ -49,26 +49,25 @@ def main() -> None:
     enroll = read_manifest(card.user_manifest(args.user, "enroll"), vocab, relabel=True)
     test = read_manifest(card.user_manifest(args.user, "test"), vocab, relabel=True)
 
-    model = checkpoint.build_model()
-    model.add_adapter(args.adapter_type, hidden_dims=[128], bottleneck_dim=32)
-    model.freeze_base_model()
-    config = AdapterTrainConfig(
+    # the type's recipe (learning rates, epochs, batch size, sizes), as train.adapter_type= on the command line
+    config = AdapterTrainConfig.for_adapter_type(
+        args.adapter_type,
         base_model_path=str(base_path),
         adapter_name=args.user,
         adapter_save_dir=f"{args.output_dir}/adapters",
         output_dir=f"{args.output_dir}/run",
-        adapter_type=args.adapter_type,
-        num_epochs=args.epochs,
-        adapter_hidden_dims=[128],
-        adapter_bottleneck_dim=32,
-        batch_size=16,
         num_workers=0,
-        warmup_steps=20,
-        peak_lr=2e-3,
-        final_lr=1e-4,
+        **({} if args.epochs is None else {"num_epochs": args.epochs}),
     )
+    model = checkpoint.build_model()
+    model.add_adapter(
+        args.adapter_type, hidden_dims=config.adapter_hidden_dims, bottleneck_dim=config.adapter_bottleneck_dim
+    )
+    model.freeze_base_model()
     trainer = AdapterTrainer(config, vocab, feature_config, enroll, model_config=checkpoint.model_config)
-    trainer.train(model, batch_size=16, epoch_time_step=None, num_epochs=args.epochs, adapter_name=args.user)
+    trainer.train(model, adapter_name=args.user)
+    if trainer.outcome["rejected"]:
+        print(f"the adapter was rejected ({trainer.outcome['rejected_reason']}): a Recognizer serves the base model")
 
     fresh = checkpoint.build_model()
     AdapterManager.load_adapter(

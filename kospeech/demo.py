@@ -54,20 +54,8 @@ class DemoConfig:
     max_enroll: Optional[int] = field(default=None, metadata={"help": "enrollment utterances per user (default all)"})
     max_test: Optional[int] = field(default=None, metadata={"help": "test utterances per user (default all)"})
     adapter: AdapterTrainConfig = field(
-        default_factory=lambda: AdapterTrainConfig(
-            base_model_path="",
-            adapter_type="encoder",
-            adapter_bottleneck_dim=32,
-            num_epochs=8,
-            batch_size=16,
-            num_workers=0,
-            warmup_steps=10,
-            init_lr=1e-4,
-            peak_lr=2e-3,
-            final_lr=1e-4,
-            early_stopping_patience=3,
-        ),
-        metadata={"help": "adapter training settings shared by every user"},
+        default_factory=lambda: AdapterTrainConfig.for_adapter_type("encoder", base_model_path="", num_workers=0),
+        metadata={"help": "adapter training settings shared by every user (the encoder type's recipe)"},
     )
 
 
@@ -93,7 +81,8 @@ def run_demo(config: DemoConfig) -> List[Dict[str, Any]]:
 
     Returns:
         One record per user: ``user``, ``base_cer``, ``adapter_cer``, ``relative_change``,
-        ``trainable_params``, ``adapter_bytes``, ``train_seconds``, ``adapter_path`` and the curves.
+        ``trainable_params``, ``adapter_bytes``, ``train_seconds``, ``adapter_path``, ``rejected`` (the adapter is no
+        better than the base on the held-out part, so a Recognizer serves the base) and the curves.
     """
     output_dir = Path(config.output_dir)
     base_path = Path(config.base_model_path)
@@ -150,6 +139,7 @@ def run_demo(config: DemoConfig) -> List[Dict[str, Any]]:
                 "adapter_bytes": trainer.adapter_path.stat().st_size,
                 "train_seconds": round(train_seconds, 1),
                 "adapter_path": str(trainer.adapter_path),
+                "rejected": trainer.outcome["rejected"],
                 "enroll_utterances": len(enroll),
                 "test_utterances": len(test),
                 "history": trainer.state.history,
@@ -172,6 +162,11 @@ def format_table(records: List[Dict[str, Any]]) -> str:
             f"{record['user']:<10} {record['base_cer']:>9.3f} {record['adapter_cer']:>12.3f} "
             f"{record['relative_change'] * 100:>7.1f}% {record['trainable_params']:>10,d} "
             f"{record['adapter_bytes'] / 1e6:>7.2f}MB {record['train_seconds']:>8.1f}"
+            + (
+                "  rejected: no better than the base on the held-out part; the base is served"
+                if record["rejected"]
+                else ""
+            )
         )
     return "\n".join(lines)
 

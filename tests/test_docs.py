@@ -102,6 +102,11 @@ RUN: Dict[str, object] = {
         "data.train_manifest=data/demo_users/users/user01/enroll.tsv",
         *SMALL_TRAINING,
     ),
+    "python bin/main.py --config-name=train train=adapter_train train.base_model_path=pretrained/ds2_synthetic.pt "
+    "train.adapter_name=user01 train.adapter_save_dir=./adapters train.adapter_type=encoder": (
+        "data.train_manifest=data/demo_users/users/user01/enroll.tsv",
+        *SMALL_TRAINING,
+    ),
     "from kospeech.inference import Recognizer": {},
     "python bin/inference.py --checkpoint pretrained/ds2_synthetic.pt --adapter-dir runs/demo/adapters --user user01 "
     "clips/": (),

@@ -501,10 +501,9 @@ class AdapterTrainer(SupervisedTrainer):
             self.base_result.loss,
             self.base_result.cer,
         )
-        if not adapter_type_of(self.adapter).starts_at_base and (
-            self.config.warm_start_steps > 0 or self.config.alignment_steps > 0
-        ):
-            self._warm_start(model, self._train_loader, valid_loader)
+        distill = not adapter_type_of(self.adapter).starts_at_base and self.config.warm_start_steps > 0
+        if distill or self.config.alignment_steps > 0:
+            self._warm_start(model, self._train_loader, valid_loader, distill)
         super()._on_train_start(model, valid_loader)
 
     # ------------------------------------------------------------------ warm start
@@ -572,37 +571,41 @@ class AdapterTrainer(SupervisedTrainer):
             self.adapter.train(was_training)
         return total / frames if frames else 0.0
 
-    def _warm_start(self, model: nn.Module, train_loader, valid_loader) -> None:
-        """Fit the adapter to the base's output (distillation), then to the transcripts' alignment; record both."""
+    def _warm_start(self, model: nn.Module, train_loader, valid_loader, distill: bool) -> None:
+        """Fit the adapter to the base's output (distillation, when ``distill``), then to the transcripts' CTC
+        alignment under the base (``config.alignment_steps``); record both in :attr:`warm_start_info`."""
         started = time.monotonic()
         optimizer = torch.optim.Adam(
             [parameter for parameter in self.adapter.parameters() if parameter.requires_grad],
             lr=self.config.warm_start_lr,
         )
+        info: Dict[str, Any] = {"steps": 0}
         with self._own_random_stream():
-            before = self.base_divergence(model, valid_loader)
+            if distill:
+                info["held_out_kl_before"] = round(self.base_divergence(model, valid_loader), 5)
+                self.adapter.train()
+                info["steps"] = self._fit_frames(
+                    model, train_loader, optimizer, self.config.warm_start_steps, 0.0, "warm start"
+                )
+                info["held_out_kl_after"] = round(self.base_divergence(model, valid_loader), 5)
+                logger.info(
+                    "warm start of %r: %d steps fitting the base's output, held-out KL %.4f -> %.4f nats/frame",
+                    self.adapter_name,
+                    info["steps"],
+                    info["held_out_kl_before"],
+                    info["held_out_kl_after"],
+                )
             self.adapter.train()
-            distilled = self._fit_frames(
-                model, train_loader, optimizer, self.config.warm_start_steps, 0.0, "warm start"
+            info["alignment_steps"] = self._fit_frames(
+                model, train_loader, optimizer, self.config.alignment_steps, 1.0, "alignment"
             )
-            after = self.base_divergence(model, valid_loader)
-            aligned = self._fit_frames(model, train_loader, optimizer, self.config.alignment_steps, 1.0, "alignment")
-        self.warm_start_info = {
-            "steps": distilled,
-            "held_out_kl_before": round(before, 5),
-            "held_out_kl_after": round(after, 5),
-            "alignment_steps": aligned,
-            "seconds": round(time.monotonic() - started, 2),
-        }
+        info["seconds"] = round(time.monotonic() - started, 2)
+        self.warm_start_info = info
         logger.info(
-            "warm start of %r: %d steps fitting the base's output (held-out KL %.4f -> %.4f nats/frame), then %d on "
-            "the transcripts' CTC alignment under the base (%.1f s)",
+            "adapter %r: %d steps on the transcripts' CTC alignment under the base; warm start took %.1f s",
             self.adapter_name,
-            distilled,
-            before,
-            after,
-            aligned,
-            self.warm_start_info["seconds"],
+            info["alignment_steps"],
+            info["seconds"],
         )
 
     def _fit_frames(

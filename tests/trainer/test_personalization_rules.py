@@ -39,7 +39,13 @@ UNTRAINED_HEAD = dict(
 )
 # an encoder adapter that learns the enrollment set fast
 LEARNING_ENCODER = dict(
-    adapter_type="encoder", adapter_bottleneck_dim=16, init_lr=2e-3, peak_lr=3e-3, final_lr=1e-3, num_epochs=4
+    adapter_type="encoder",
+    adapter_bottleneck_dim=16,
+    init_lr=2e-3,
+    peak_lr=3e-3,
+    final_lr=1e-3,
+    num_epochs=4,
+    alignment_steps=0,
 )
 
 
@@ -160,9 +166,12 @@ def test_the_head_warm_start_begins_within_a_small_kl_of_the_base_on_held_out_fr
     assert stats["warm_start"]["held_out_kl_after"] == warm["held_out_kl_after"]
 
 
-def test_types_that_start_at_the_base_skip_the_warm_start(tmp_path, base, enroll):
-    trainer, _ = _train(base, _config(tmp_path, **{**LEARNING_ENCODER, "num_epochs": 1}), enroll)
-    assert trainer.warm_start_info == {}
+def test_types_that_start_at_the_base_skip_the_distillation(tmp_path, base, enroll):
+    settings = {**LEARNING_ENCODER, "num_epochs": 1}
+    plain, _ = _train(base, _config(tmp_path / "plain", **settings), enroll)
+    assert plain.warm_start_info == {}
+    aligned, _ = _train(base, _config(tmp_path / "aligned", **{**settings, "alignment_steps": 3}), enroll)
+    assert aligned.warm_start_info["steps"] == 0 and aligned.warm_start_info["alignment_steps"] == 3
 
 
 def _compose(*overrides):
