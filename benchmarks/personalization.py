@@ -91,7 +91,7 @@ def main() -> None:
     parser.add_argument("--base", default="pretrained/ds2_synthetic.pt")
     parser.add_argument("--corpus-dir", default="data/corpus_demo")
     parser.add_argument("--preset", default="demo")
-    parser.add_argument("--challenge-dir", default="data/challenge_users", help="where the challenge users are built")
+    parser.add_argument("--challenge-dir", default="data/demo_users", help="where the challenge users are built")
     parser.add_argument("--groups", nargs="*", default=list(GROUPS), choices=GROUPS)
     parser.add_argument("--users", nargs="*", default=None, help="only these users (of any group)")
     parser.add_argument("--sizes", nargs="*", type=int, default=[10, 25, 50, 100])

@@ -55,8 +55,8 @@ def train_adapter(config: DictConfig) -> dict:
 def rejection_message(results: dict) -> str:
     """The plain sentence a user reads when their new adapter is not served."""
     name = results["adapter_name"]
-    if results["restored_version"] is not None:
-        serving = f"the previous adapter (version {results['restored_version']}) is active again"
+    if results["previous_adapter_kept"]:
+        serving = f"the adapter that was active for {name} stays active"
     else:
         serving = f"the base model serves {name}"
     return (

@@ -332,6 +332,7 @@ class AdapterManager:
         training_stats: Optional[Mapping[str, Any]] = None,
         adapter: Optional[nn.Module] = None,
         rejected: Optional[str] = None,
+        as_version: bool = False,
     ) -> Path:
         """Write the model's adapter to ``{save_path}/{adapter_name}_adapter.pt`` atomically.
 
@@ -349,6 +350,8 @@ class AdapterManager:
                 adapters); default: the model's attached adapter.
             rejected: why this adapter must not be served (it is no better than the base on the user's held-out
                 utterances), recorded as ``rejected: True`` and ``rejected_reason``; ``None`` for an accepted one.
+            as_version: write it as the next kept version (``versions/<name>/NNNNNN.pt``, see :meth:`list_versions`)
+                and leave the active file alone.
 
         Returns:
             The file's path.
@@ -367,7 +370,11 @@ class AdapterManager:
             raise TypeError(f"training_stats must be a dict or None, got {type(training_stats).__name__}")
         if rejected is not None and not (isinstance(rejected, str) and rejected):
             raise TypeError(f"rejected must be a non-empty reason (str) or None, got {rejected!r}")
-        path = AdapterManager.adapter_file(save_path, name)
+        path = (
+            AdapterManager._next_version(save_path, name)
+            if as_version
+            else AdapterManager.adapter_file(save_path, name)
+        )
         content: Dict[str, Any] = {
             "format_version": FORMAT_VERSION,
             "adapter_name": name,
@@ -621,12 +628,16 @@ class AdapterManager:
         if not active.is_file():
             return None
         _check_inside(active, Path(save_dir))
-        kept = AdapterManager.list_versions(save_dir, adapter_name)
-        target = AdapterManager.versions_dir(save_dir, adapter_name) / f"{(kept[-1][0] + 1) if kept else 1:06d}.pt"
+        target = AdapterManager._next_version(save_dir, adapter_name)
         data = active.read_bytes()
         atomic_write(target, lambda handle: handle.write(data))
         logger.info("kept the active adapter %r as version %s", adapter_name, target)
         return target
+
+    @staticmethod
+    def _next_version(save_dir: PathLike, adapter_name: str) -> Path:
+        kept = AdapterManager.list_versions(save_dir, adapter_name)
+        return AdapterManager.versions_dir(save_dir, adapter_name) / f"{(kept[-1][0] + 1) if kept else 1:06d}.pt"
 
     @staticmethod
     def restore_version(save_dir: PathLike, adapter_name: str, version: int) -> Path:

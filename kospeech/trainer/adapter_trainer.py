@@ -93,8 +93,9 @@ class AdapterTrainer(SupervisedTrainer):
 
     An adapter is never served worse than the base: one whose best held-out CER is not below the base model's on the
     same utterances is saved marked ``rejected`` (with the reason), which makes the
-    :class:`~kospeech.inference.Recognizer` serve the base for that user; when the run replaced an accepted adapter,
-    that one is made active again and the rejected file is kept as a version for inspection (:attr:`outcome`).
+    :class:`~kospeech.inference.Recognizer` serve the base for that user. An accepted adapter already active is never
+    overwritten by a rejected one: the run writes over it only once it beats the base, and a run that ends rejected
+    saves its adapter as the newest kept version instead, for inspection (:attr:`outcome`).
 
     An adapter type that does not start at the base (``head``: a random replacing MLP) is first *warm-started*:
     ``config.warm_start_steps`` Adam steps fit its output to the base model's on the training frames (KL divergence,
@@ -154,10 +155,10 @@ class AdapterTrainer(SupervisedTrainer):
         self._owns_cache = False
         self._shared_cache: Optional[Tuple[TrunkCache, Optional[List[int]], List[int]]] = None
         self._best_adapter_state: Optional[Dict[str, Any]] = None
-        self._replaced_version: Optional[Path] = None
+        self._saved_active = False
         self._train_loader: Any = None
         self.warm_start_info: Dict[str, Any] = {}
-        self.outcome: Dict[str, Any] = {"rejected": False, "rejected_reason": None, "restored_version": None}
+        self.outcome: Dict[str, Any] = {"rejected": False, "rejected_reason": None, "previous_adapter_kept": False}
         self._stale_validations = 0
         self._started = 0.0
         self._audio_seconds: Optional[float] = None
@@ -658,11 +659,35 @@ class AdapterTrainer(SupervisedTrainer):
         )
 
     def _on_improvement(self, model: nn.Module, optimizer: Optimizer) -> None:
-        if self._best_adapter_state is None:  # this run's first save replaces the active adapter: keep that one
-            self._replaced_version = AdapterManager.keep_version(self.adapter_save_dir, self.adapter_name)
         self._best_adapter_state = copy.deepcopy(dict(self.adapter.state_dict()))
+        reason = self.rejection_reason()
+        if reason is not None and not self._saved_active and self._accepted_adapter_active():
+            # an accepted adapter serves this user: it stays in force until this run has a better one
+            logger.info(
+                "adapter %r: best so far is no better than the base; the active adapter stays", self.adapter_name
+            )
+            return
+        if not self._saved_active:  # this run's first save replaces the active adapter: keep that one
+            AdapterManager.keep_version(self.adapter_save_dir, self.adapter_name)
+        self.adapter_path = self._save(model, reason)
+        self._saved_active = True
+        logger.info(
+            "saved adapter %r (valid CER %.4f) to %s", self.adapter_name, self.state.best_cer, self.adapter_path
+        )
+
+    def _accepted_adapter_active(self) -> bool:
+        """Whether the user's active adapter file exists and was not rejected (a damaged file counts as none)."""
+        path = AdapterManager.adapter_file(self.adapter_save_dir, self.adapter_name)
+        if not path.is_file():
+            return False
+        try:
+            return not AdapterManager.get_adapter_info(path)["rejected"]
+        except ValueError:
+            return False
+
+    def _save(self, model: nn.Module, rejected: Optional[str], as_version: bool = False) -> Path:
         base = model.model if isinstance(model, CachedTrunkModel) else unwrap_model(model)
-        self.adapter_path = AdapterManager.save_adapter(
+        return AdapterManager.save_adapter(
             base,
             self.adapter_save_dir,
             self.adapter_name,
@@ -670,10 +695,8 @@ class AdapterTrainer(SupervisedTrainer):
             feature_config=self.feature_config.to_dict(),
             training_stats=self.training_stats(),
             adapter=self.adapter,
-            rejected=self.rejection_reason(),
-        )
-        logger.info(
-            "saved adapter %r (valid CER %.4f) to %s", self.adapter_name, self.state.best_cer, self.adapter_path
+            rejected=rejected,
+            as_version=as_version,
         )
 
     def _save_checkpoint(self, model: nn.Module, optimizer: Optimizer, name: str, with_optimizer: bool = True):
@@ -691,26 +714,17 @@ class AdapterTrainer(SupervisedTrainer):
             self.adapter_path,
         )
         reason = self.rejection_reason()
-        self.outcome = {"rejected": reason is not None, "rejected_reason": reason, "restored_version": None}
-        if reason is None or self.adapter_path is None:
+        kept = reason is not None and self._best_adapter_state is not None and not self._saved_active
+        self.outcome = {"rejected": reason is not None, "rejected_reason": reason, "previous_adapter_kept": kept}
+        if reason is None or self._best_adapter_state is None:
             return
-        logger.warning("adapter %r rejected: %s; the base model serves this user", self.adapter_name, reason)
-        if self._replaced_version is not None and self.dist.is_main:
-            self._restore_replaced()
-
-    def _restore_replaced(self) -> None:
-        """Make the accepted adapter this run replaced active again; the rejected one is kept as a version."""
-        replaced = AdapterManager.get_adapter_info(self._replaced_version)
-        if replaced["rejected"]:
-            return
-        version = int(self._replaced_version.stem)
-        AdapterManager.restore_version(self.adapter_save_dir, self.adapter_name, version)
-        self.adapter_path = AdapterManager.list_versions(self.adapter_save_dir, self.adapter_name)[-1][1]
-        self.outcome["restored_version"] = version
+        if kept and self.dist.is_main:  # the rejected adapter goes next to the versions, for inspection only
+            self.adapter_path = self._save(model, reason, as_version=True)
         logger.warning(
-            "adapter %r: the previous adapter (version %d) is active again; the rejected one is kept at %s",
+            "adapter %r rejected: %s; %s (file kept at %s)",
             self.adapter_name,
-            version,
+            reason,
+            "the previous adapter stays active" if kept else "the base model serves this user",
             self.adapter_path,
         )
 

@@ -186,8 +186,8 @@ def train_adapter_model(job: Any) -> Dict[str, Any]:
         job: a ``TrainJobConfig``/``DictConfig`` whose ``train`` node is an ``AdapterTrainConfig``.
 
     Returns:
-        ``adapter_path``, whether it was ``rejected`` (with ``rejected_reason`` and the ``restored_version`` made
-        active again), parameter counts, base vs adapter CER on the held-out part and on the user's test set when
+        ``adapter_path``, whether it was ``rejected`` (with ``rejected_reason``, and ``previous_adapter_kept``: an
+        accepted adapter was active and stays so, the rejected one went to the versions), parameter counts, base vs adapter CER on the held-out part and on the user's test set when
         there is one, the warm start's figures, and training time.
     """
     config: AdapterTrainConfig = to_dataclass(job.train, AdapterTrainConfig)

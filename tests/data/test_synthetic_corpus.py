@@ -12,7 +12,14 @@ import torch
 from kospeech.data.dataset import SpeechDataset
 from kospeech.data.features import FeatureConfig, FeatureExtractor
 from kospeech.data.manifest import read_manifest
-from kospeech.data.synthetic import CorpusCard, build_corpus, ensure_corpus, plan_corpus
+from kospeech.data.synthetic import (
+    CorpusCard,
+    build_corpus,
+    build_user_sets,
+    ensure_corpus,
+    plan_challenge,
+    plan_corpus,
+)
 from kospeech.data.synthetic.corpus import PRESETS
 from kospeech.vocabs import Vocabulary
 
@@ -271,3 +278,41 @@ def test_speakers_are_distinguishable(manifests):
         correct += predicted == labels[i]
     accuracy = correct / len(labels)
     assert accuracy >= 0.9, accuracy  # chance is 1 / len(speakers)
+
+
+def test_challenge_users_are_unlike_every_base_speaker_and_user_and_leave_the_plan_alone():
+    from kospeech.data.synthetic.profiles import CHALLENGE_CHANNEL_KINDS, SPEAKER_VARIANTS, USER_CHANNEL_KINDS
+
+    plan = plan_corpus("demo", 0)
+    users, utterances = plan_challenge(plan)
+    assert [user.user_id for user in users] == [f"challenge{index:02d}" for index in range(1, 7)]
+    assert {user.channel.kind for user in users} == set(CHALLENGE_CHANNEL_KINDS)
+    assert not {user.channel.kind for user in users} & set(USER_CHANNEL_KINDS)
+    voices = {user.speaker.variant for user in users}
+    assert len(voices) == 6 and not voices & set(SPEAKER_VARIANTS)  # base speakers and users draw from that list
+    assert not {u.text for u in utterances} & {u.text for u in plan.utterances}
+    assert all(u.group == f"challenge/{u.speaker.speaker_id}" for u in utterances)
+    sizes = plan.sizes
+    assert len(utterances) == 6 * (sizes.enroll_per_user + sizes.test_per_user)
+    assert plan_challenge(plan_corpus("demo", 0)) == (users, utterances)
+    # channels without a codec keep their old description (and so the audio hashes of every existing file)
+    assert all("codec_kbps" not in channel.to_dict() for channel in plan.base_channels)
+    assert sum(user.channel.codec_kbps is not None for user in users) == 2
+
+
+def test_challenge_sets_are_built_on_request_byte_identical(tmp_path):
+    vocab = Vocabulary.build([u.text for u in plan_challenge(plan_corpus("tiny", 0))[1]])
+    runs = []
+    for name in ("a", "b"):
+        manifests = build_user_sets(
+            tmp_path / name, vocab, preset="tiny", users=["challenge01", "challenge06"], group="challenge"
+        )
+        runs.append({path.relative_to(tmp_path / name): path.read_bytes() for path in (tmp_path / name).rglob("*.wav")})
+        assert sorted(manifests) == ["challenge01", "challenge06"]
+        entries = read_manifest(manifests["challenge06"]["enroll"], vocab)
+        assert entries and all(entry.audio_path.is_file() for entry in entries)
+    assert runs[0] == runs[1] and len(runs[0]) == 2 * (PRESETS["tiny"].enroll_per_user + PRESETS["tiny"].test_per_user)
+    samples, rate = sf.read(next(iter((tmp_path / "a" / "challenge" / "challenge01" / "wavs").glob("*.wav"))))
+    assert rate == 16000 and np.abs(samples).max() > 0.01  # speech came through the Opus codec
+    with pytest.raises(ValueError, match="unknown user group"):
+        build_user_sets(tmp_path / "c", vocab, preset="tiny", group="base")

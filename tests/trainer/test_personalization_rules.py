@@ -96,7 +96,7 @@ def test_an_adapter_no_better_than_the_base_is_saved_rejected_and_the_recognizer
     trainer, _ = _train(base, _config(tmp_path, **UNTRAINED_HEAD), enroll)
     assert trainer.state.best_cer >= trainer.base_result.cer  # a random head loses to the base
     assert trainer.outcome["rejected"] and "not below the base model's" in trainer.outcome["rejected_reason"]
-    assert trainer.outcome["restored_version"] is None  # nothing was active before: the file stays for inspection
+    assert not trainer.outcome["previous_adapter_kept"]  # nothing was active before: the file stays for inspection
     info = AdapterManager.get_adapter_info(tmp_path / "adapters" / "user01_adapter.pt")
     assert info["rejected"] is True and info["rejected_reason"] == trainer.outcome["rejected_reason"]
 
@@ -116,26 +116,36 @@ def test_an_adapter_no_better_than_the_base_is_saved_rejected_and_the_recognizer
     assert anyway.cache_stats().rejected == 0
 
 
-def test_a_rejected_retraining_makes_the_replaced_accepted_adapter_active_again(tmp_path, base, enroll):
+def test_a_rejected_retraining_never_replaces_the_accepted_adapter_in_force(tmp_path, base, enroll):
     # validating on the training utterances makes "better than the base" certain for a learning adapter
     first, _ = _train(base, _config(tmp_path, **LEARNING_ENCODER), enroll, valid=enroll[:8])
     assert not first.outcome["rejected"] and first.state.best_cer < first.base_result.cer
     active = tmp_path / "adapters" / "user01_adapter.pt"
-    accepted_bytes = active.read_bytes()
+    accepted = active.read_bytes()
 
-    second, _ = _train(base, _config(tmp_path, **UNTRAINED_HEAD, output_dir=str(tmp_path / "run2")), enroll)
-    assert second.outcome["rejected"] and second.outcome["restored_version"] == 1
-    assert active.read_bytes() == accepted_bytes
-    assert AdapterManager.get_adapter_info(active)["adapter_type"] == "encoder"
+    class Watching(AdapterTrainer):  # the active file must not change at any save of the rejected run
+        def _on_improvement(self, model, optimizer):
+            super()._on_improvement(model, optimizer)
+            assert active.read_bytes() == accepted
+
+    untrained = {**UNTRAINED_HEAD, "num_epochs": 2}
+    second = Watching(
+        _config(tmp_path, **untrained, output_dir=str(tmp_path / "run2")), base.vocab, base.feature_config, enroll
+    )
+    second.train(base.build_model(), adapter_name="user01")
+    assert second.outcome["rejected"] and second.outcome["previous_adapter_kept"]
+    assert active.read_bytes() == accepted
     versions = AdapterManager.list_versions(tmp_path / "adapters", "user01")
-    assert [number for number, _ in versions] == [1, 2]
-    kept = AdapterManager.get_adapter_info(versions[-1][1])
-    assert kept["rejected"] and kept["adapter_type"] == "head" and second.adapter_path == versions[-1][1]
+    assert [number for number, _ in versions] == [1] and second.adapter_path == versions[0][1]
+    kept = AdapterManager.get_adapter_info(versions[0][1])
+    assert kept["rejected"] and kept["adapter_type"] == "head"
+    recognizer = Recognizer.from_checkpoint(BASE, adapter_dir=tmp_path / "adapters")
+    assert recognizer.transcribe(enroll[0].audio_path, user="user01").adapter == "user01"  # the encoder adapter
 
 
 def test_an_accepted_adapter_is_served(tmp_path, base, enroll):
     trainer, _ = _train(base, _config(tmp_path, **LEARNING_ENCODER), enroll, valid=enroll[:8])
-    assert trainer.outcome == {"rejected": False, "rejected_reason": None, "restored_version": None}
+    assert trainer.outcome == {"rejected": False, "rejected_reason": None, "previous_adapter_kept": False}
     assert AdapterManager.get_adapter_info(trainer.adapter_path)["rejected"] is False
     recognizer = Recognizer.from_checkpoint(BASE, adapter_dir=tmp_path / "adapters")
     assert recognizer.transcribe(enroll[0].audio_path, user="user01").adapter == "user01"
@@ -258,7 +268,7 @@ def test_the_cli_records_the_recipe_and_says_plainly_when_an_adapter_is_rejected
     assert results["rejected"] is True and "REJECTED" in rejected.stderr and "john" in rejected.stderr
     active = AdapterManager.get_adapter_info(tmp_path / "adapters" / "john_adapter.pt")
     if json.loads(encoder.stdout)["rejected"]:
-        assert results["restored_version"] is None and active["adapter_type"] == "head" and active["rejected"]
+        assert not results["previous_adapter_kept"] and active["adapter_type"] == "head" and active["rejected"]
     else:  # the accepted encoder adapter stays in force
-        assert results["restored_version"] == 1 and "(version 1) is active again" in rejected.stderr
+        assert results["previous_adapter_kept"] and "stays active" in rejected.stderr
         assert active["adapter_type"] == "encoder" and not active["rejected"]

@@ -17,6 +17,7 @@ from kospeech.data.synthetic.corpus import (
     build_corpus,
     build_user_sets,
     ensure_corpus,
+    plan_challenge,
     plan_corpus,
     render_utterance,
 )
@@ -36,6 +37,7 @@ __all__ = [
     "build_corpus",
     "build_user_sets",
     "ensure_corpus",
+    "plan_challenge",
     "plan_corpus",
     "render_utterance",
     "EspeakError",

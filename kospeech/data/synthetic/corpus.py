@@ -34,7 +34,7 @@ import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import soundfile as sf
@@ -344,21 +344,9 @@ def plan_corpus(preset: str = "tiny", seed: int = 0, **overrides: Any) -> Corpus
     k = sizes.favourites_per_kind
     users = []
     for index, variant in enumerate(user_variants):
-        user_id = f"user{index + 1:02d}"
         kind = kinds[index % len(kinds)]
-        users.append(
-            PlannedUser(
-                user_id=user_id,
-                speaker=sample_speaker_profile(random.Random(_derive_seed(seed, "user", user_id)), user_id, variant),
-                channel=sample_user_channel(
-                    random.Random(_derive_seed(seed, "user-channel", user_id)), f"{user_id}-{kind}", kind
-                ),
-                favourites={
-                    "person": tuple(persons[index * k : (index + 1) * k]),
-                    "place": tuple(places[index * k : (index + 1) * k]),
-                },
-            )
-        )
+        favourites = _favourites(persons, places, index, k)
+        users.append(_planned_user(seed, f"user{index + 1:02d}", variant, sample_user_channel, kind, favourites))
 
     generator = SentenceGenerator(rare_prob=sizes.rare_prob)
     sentence_rng = random.Random(_derive_seed(seed, "base-sentences"))
@@ -396,6 +384,31 @@ def plan_corpus(preset: str = "tiny", seed: int = 0, **overrides: Any) -> Corpus
         base_channels=base_channels,
         users=tuple(users),
         utterances=tuple(utterances),
+    )
+
+
+def _favourites(persons: List[str], places: List[str], index: int, k: int) -> Dict[str, Tuple[str, ...]]:
+    """The ``index``-th user's ``k`` favourite names and places of the shuffled pools (wrapping around at the end)."""
+    return {
+        "person": tuple(persons[(index * k + offset) % len(persons)] for offset in range(k)),
+        "place": tuple(places[(index * k + offset) % len(places)] for offset in range(k)),
+    }
+
+
+def _planned_user(
+    seed: int,
+    user_id: str,
+    variant: str,
+    sample_channel: Callable[[random.Random, str, str], ChannelProfile],
+    kind: str,
+    favourites: Dict[str, Tuple[str, ...]],
+) -> PlannedUser:
+    """A held-out user: a speaker around ``variant`` and a channel of family ``kind``, each from its own seed."""
+    return PlannedUser(
+        user_id=user_id,
+        speaker=sample_speaker_profile(random.Random(_derive_seed(seed, "user", user_id)), user_id, variant),
+        channel=sample_channel(random.Random(_derive_seed(seed, "user-channel", user_id)), f"{user_id}-{kind}", kind),
+        favourites=favourites,
     )
 
 
@@ -450,20 +463,9 @@ def plan_challenge(plan: CorpusPlan) -> Tuple[Tuple[PlannedUser, ...], Tuple[Pla
     k = sizes.favourites_per_kind
     users = []
     for index, (kind, variant) in enumerate(zip(CHALLENGE_CHANNEL_KINDS, CHALLENGE_VOICES)):
-        user_id = f"challenge{index + 1:02d}"
-        picks = [(index * k + offset) % len(persons) for offset in range(k)]
+        favourites = _favourites(persons, places, index, k)
         users.append(
-            PlannedUser(
-                user_id=user_id,
-                speaker=sample_speaker_profile(random.Random(_derive_seed(seed, "user", user_id)), user_id, variant),
-                channel=sample_challenge_channel(
-                    random.Random(_derive_seed(seed, "user-channel", user_id)), f"{user_id}-{kind}", kind
-                ),
-                favourites={
-                    "person": tuple(persons[pick] for pick in picks),
-                    "place": tuple(places[pick % len(places)] for pick in picks),
-                },
-            )
+            _planned_user(seed, f"challenge{index + 1:02d}", variant, sample_challenge_channel, kind, favourites)
         )
     generator = SentenceGenerator(rare_prob=sizes.rare_prob)
     seen = {utterance.text for utterance in plan.utterances}
