@@ -180,7 +180,8 @@ def test_a_registered_type_trains_saves_loads_and_serves_a_mixed_batch(
     assert info["adapter_type"] == toy_type.name and isinstance(adapter, toy_type.module_class)
     assert all(torch.equal(adapter.state_dict()[key], value) for key, value in trained.items())
 
-    recognizer = Recognizer.from_checkpoint(base_path, adapter_dir=tmp_path / "adapters")
+    # a random tiny base gives CER ~1 with or without the toy adapter, which training therefore rejects: serve it anyway
+    recognizer = Recognizer.from_checkpoint(base_path, adapter_dir=tmp_path / "adapters", allow_rejected=True)
     wavs = [entry.audio_path for entry in entries[:3]]
     mixed = recognizer.transcribe(wavs, user=["toy_user", None, "toy_user"])
     base = recognizer.transcribe(wavs)
