@@ -138,12 +138,11 @@ NOT_RUN: Dict[str, str] = {
     'AdapterManager.save_adapter(model, "adapters", "user01", vocab_fingerprint=..., feature_config=..., '
     "training_stats=...)": "an API summary with elided arguments (...); every call is exercised by "
     "tests/models/test_adapter_manager.py and tests/reliability/test_paths_and_versions.py",
-    "python benchmarks/personalization.py --users user01 user02 --sizes 100 --epochs 8 --hidden-dims 128 "
-    "--bottleneck 32": "a benchmark of hours on two cores; `--quick` runs are the benchmarks' own smoke tests",
-    "python benchmarks/personalization.py --users user03 user04 --sizes 25 100 --epochs 8 --hidden-dims 128 "
-    "--bottleneck 32 --output-dir runs/benchmarks/personalization_part2": "as above",
-    "python benchmarks/personalization.py --users user01 user02 user03 user04 --sizes 10 25 50 --epochs 8 "
-    "--hidden-dims 128 --bottleneck 32 --output-dir runs/benchmarks/personalization_small": "as above",
+    "python benchmarks/personalization.py --groups users --threads 1 --output-dir "
+    "runs/benchmarks/personalization_users": "a benchmark of 40 minutes on two cores; `--quick` runs are the "
+    "benchmarks' own smoke tests",
+    "python benchmarks/personalization.py --groups challenge --threads 1 --output-dir "
+    "runs/benchmarks/personalization_challenge": "as above",
     "python benchmarks/adapter_training_speed.py --quick": "a measurement of about a minute, not behaviour; "
     "benchmarks are run by hand and print their ratio",
     "python benchmarks/multi_user_training.py --quick": "as above",
