@@ -71,8 +71,8 @@ def main() -> None:
 
 def train(args: argparse.Namespace) -> None:
     """Train every user's adapter, print the table and the run's figures; exit 1 when a user got no adapter."""
+    setup_logging(Path(args.output_dir).resolve() / "train.log")  # first: the recipe the config takes is logged
     config = load_config(args)
-    setup_logging(Path(config.output_dir) / "train.log")
     users = [name for name in args.users.split(",") if name] if args.users else None
     results = train_user_adapters(config, Path(args.users_dir).resolve(), users=users)
     print(f"{'user':<16}{'base CER':>10}{'adapter CER':>13}{'epochs':>8}  adapter")
