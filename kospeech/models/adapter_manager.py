@@ -218,10 +218,8 @@ def _read_adapter_file(path: Path, build: bool = True) -> Tuple[Dict[str, Any], 
     for key in _FIELD_TYPES:
         if key not in content:
             raise CheckpointError(f"{path}: adapter file lacks the field {key!r}")
-    fields = {**{key: (types, None) for key, types in _FIELD_TYPES.items()}, **_OPTIONAL_FIELD_TYPES}
-    for key, (types, _) in fields.items():
-        if key not in content:
-            continue
+    optional = {key: types for key, (types, _) in _OPTIONAL_FIELD_TYPES.items() if key in content}
+    for key, types in {**_FIELD_TYPES, **optional}.items():
         value = content[key]
         if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
             allowed = " or ".join("None" if kind is _NONE else kind.__name__ for kind in types)

@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 from torchaudio.functional import forced_align
@@ -99,7 +98,9 @@ class AdapterTrainer(SupervisedTrainer):
 
     An adapter type that does not start at the base (``head``: a random replacing MLP) is first *warm-started*:
     ``config.warm_start_steps`` Adam steps fit its output to the base model's on the training frames (KL divergence,
-    no labels; seconds with the trunk cache), so the CTC steps start where the base is (:meth:`base_divergence`).
+    no labels; seconds with the trunk cache), so it starts where the base is (:meth:`base_divergence`). Then, for any
+    type, ``config.alignment_steps`` steps of frame-level cross-entropy on each transcript's CTC alignment under the
+    base come before the CTC steps (the head's value; the other types' recipes set none).
 
     With ``config.cache_trunk`` (the default) the frozen base runs once per utterance and every epoch trains the
     adapter on the cached output of the last frozen computation before it (:mod:`kospeech.trainer.trunk_cache`):
@@ -515,26 +516,28 @@ class AdapterTrainer(SupervisedTrainer):
             return self._unit.full_model(batch.inputs.to(self.device), batch.input_lengths.to(self.device))
         return self._forward(model, batch)
 
-    def _frame_divergence(self, model: nn.Module, batch, label_weight: float = 0.0) -> Tensor:
+    def _frame_divergence(self, model: nn.Module, batch, aligned: bool = False) -> Tensor:
         """KL(target || adapted) of every valid output frame of ``batch``: (frames,), differentiable in the adapter.
 
-        The target is the base model's output distribution; with ``label_weight`` > 0 it is mixed with the one-hot
-        labels of the transcript's CTC alignment under the base (``(1 - w) * base + w * aligned``).
+        The target is the base model's output distribution, or with ``aligned`` the one-hot label of each frame on its
+        transcript's CTC alignment under the base (the divergence is then the frame's cross-entropy).
         """
         with unwrap_model(model).disable_adapter(), torch.no_grad():
             base_log_probs, lengths = self._adapted_output(model, batch)
         log_probs, _ = self._adapted_output(model, batch)
         frames = torch.arange(log_probs.shape[1], device=log_probs.device)
         valid = frames[None, :] < lengths.to(log_probs.device)[:, None]
-        target = base_log_probs.exp()
-        if label_weight > 0:
-            target = (1 - label_weight) * target + label_weight * self._aligned_labels(base_log_probs, lengths, batch)
-        divergence = (torch.xlogy(target, target) - target * log_probs).sum(dim=-1)
+        if aligned:
+            labels = self._aligned_labels(base_log_probs, lengths, batch)
+            divergence = -log_probs.gather(-1, labels.unsqueeze(-1)).squeeze(-1)
+        else:
+            target = base_log_probs.exp()
+            divergence = (target * (base_log_probs - log_probs)).sum(dim=-1)
         return divergence[valid]
 
     def _aligned_labels(self, base_log_probs: Tensor, lengths: Tensor, batch) -> Tensor:
-        """One-hot (B, T', C) of each frame's label on the best CTC path of its transcript (the base's own output
-        where no path fits)."""
+        """(B, T') label ids of each frame on the best CTC path of its transcript (the base's own argmax where no path
+        fits)."""
         aligned = base_log_probs.argmax(dim=-1)
         for row in range(base_log_probs.shape[0]):
             frames, labels = int(lengths[row]), int(batch.target_lengths[row])
@@ -547,7 +550,7 @@ class AdapterTrainer(SupervisedTrainer):
             except (RuntimeError, ValueError):  # a transcript too long for its frames has no CTC path
                 continue
             aligned[row, :frames] = path[0].to(aligned.device)
-        return F.one_hot(aligned, base_log_probs.shape[-1]).to(base_log_probs.dtype)
+        return aligned
 
     def base_divergence(self, model: nn.Module, loader) -> float:
         """How far the adapted output is from the base model's: mean KL(base || adapted) per valid output frame.
@@ -581,12 +584,12 @@ class AdapterTrainer(SupervisedTrainer):
             lr=self.config.warm_start_lr,
         )
         info: Dict[str, Any] = {"steps": 0}
+        self.adapter.train()  # base_divergence measures in eval mode and restores this
         with self._own_random_stream():
             if distill:
                 info["held_out_kl_before"] = round(self.base_divergence(model, valid_loader), 5)
-                self.adapter.train()
                 info["steps"] = self._fit_frames(
-                    model, train_loader, optimizer, self.config.warm_start_steps, 0.0, "warm start"
+                    model, train_loader, optimizer, self.config.warm_start_steps, False, "warm start"
                 )
                 info["held_out_kl_after"] = round(self.base_divergence(model, valid_loader), 5)
                 logger.info(
@@ -596,9 +599,8 @@ class AdapterTrainer(SupervisedTrainer):
                     info["held_out_kl_before"],
                     info["held_out_kl_after"],
                 )
-            self.adapter.train()
             info["alignment_steps"] = self._fit_frames(
-                model, train_loader, optimizer, self.config.alignment_steps, 1.0, "alignment"
+                model, train_loader, optimizer, self.config.alignment_steps, True, "alignment"
             )
         info["seconds"] = round(time.monotonic() - started, 2)
         self.warm_start_info = info
@@ -615,7 +617,7 @@ class AdapterTrainer(SupervisedTrainer):
         train_loader,
         optimizer: torch.optim.Optimizer,
         steps: int,
-        label_weight: float,
+        aligned: bool,
         phase: str,
     ) -> int:
         """``steps`` Adam steps on the frame divergence to the base / aligned targets, cycling the training batches."""
@@ -624,7 +626,7 @@ class AdapterTrainer(SupervisedTrainer):
             while done < steps:
                 fitted = done
                 for batch in train_loader:
-                    divergence = self._frame_divergence(model, batch, label_weight)
+                    divergence = self._frame_divergence(model, batch, aligned)
                     if divergence.numel() == 0:
                         continue
                     optimizer.zero_grad()

@@ -149,8 +149,8 @@ class AdapterTrainConfig(TrainConfig, AdapterSettings):
     alignment_steps: int = field(
         default=100,
         metadata={
-            "help": "then, for those types: steps of frame-level cross-entropy on the transcripts' CTC alignment under "
-            "the base model, before the CTC steps (0: none)"
+            "help": "then, for any type: steps of frame-level cross-entropy on the transcripts' CTC alignment under the "
+            "base model, before the CTC steps (the head's value; the other types' recipes set 0; 0: none)"
         },
     )
     warm_start_lr: float = field(

@@ -337,10 +337,7 @@ def plan_corpus(preset: str = "tiny", seed: int = 0, **overrides: Any) -> Corpus
     )
     kinds = list(USER_CHANNEL_KINDS)
     random.Random(_derive_seed(seed, "user-channel-kinds")).shuffle(kinds)
-    persons, places = list(RARE_PERSONS), list(RARE_PLACES)
-    favourite_rng = random.Random(_derive_seed(seed, "favourites"))
-    favourite_rng.shuffle(persons)
-    favourite_rng.shuffle(places)
+    persons, places = _favourite_pools(seed, "favourites")
     k = sizes.favourites_per_kind
     users = []
     for index, variant in enumerate(user_variants):
@@ -385,6 +382,15 @@ def plan_corpus(preset: str = "tiny", seed: int = 0, **overrides: Any) -> Corpus
         users=tuple(users),
         utterances=tuple(utterances),
     )
+
+
+def _favourite_pools(seed: int, label: str) -> Tuple[List[str], List[str]]:
+    """The rare names and places, shuffled by the seed derived from ``label``: users take consecutive slices."""
+    persons, places = list(RARE_PERSONS), list(RARE_PLACES)
+    favourite_rng = random.Random(_derive_seed(seed, label))
+    favourite_rng.shuffle(persons)
+    favourite_rng.shuffle(places)
+    return persons, places
 
 
 def _favourites(persons: List[str], places: List[str], index: int, k: int) -> Dict[str, Tuple[str, ...]]:
@@ -456,10 +462,7 @@ def plan_challenge(plan: CorpusPlan) -> Tuple[Tuple[PlannedUser, ...], Tuple[Pla
         ``(users, utterances)``.
     """
     seed, sizes = plan.seed, plan.sizes
-    persons, places = list(RARE_PERSONS), list(RARE_PLACES)
-    favourite_rng = random.Random(_derive_seed(seed, "challenge-favourites"))
-    favourite_rng.shuffle(persons)
-    favourite_rng.shuffle(places)
+    persons, places = _favourite_pools(seed, "challenge-favourites")
     k = sizes.favourites_per_kind
     users = []
     for index, (kind, variant) in enumerate(zip(CHALLENGE_CHANNEL_KINDS, CHALLENGE_VOICES)):
