@@ -17,18 +17,40 @@ Cleaning decisions (:func:`clean_transcript`):
 - Every other character that is not a Hangul syllable, an ASCII letter, a digit or a space is removed (sentence
   punctuation ``. , ? !`` is kept only with ``keep_punctuation=True``); whitespace is collapsed.
 - In ``phonetic`` mode digits written outside a dual transcription are kept as written.
+
+KoSpeech compatibility (:func:`sentence_filter`, ``compat='kospeech'``): the rules of upstream KoSpeech's
+``dataset/kspon/preprocess/preprocess.py``, giving the same text for every input:
+
+- Brackets, read as a toggle and never as nested pairs. ``phonetic``: each ``(`` switches between dropping and
+  keeping (dropping after the first, keeping after the second, ...), every ``)`` is deleted; so ``(3시)/(세 시)``
+  gives ``세 시`` and an unclosed ``(`` drops the rest of the line. ``spelling``: each ``)`` switches between keeping
+  and dropping (keeping before the first), every ``(`` is deleted; ``(3시)/(세 시)`` gives ``3시``.
+- A letter ``o n u b l`` directly before a ``/`` is a noise marker and is dropped, wherever it stands (``blob/``
+  gives ``blo``); then ``/ + * - @ $ ^ & [ ] = : ; ,`` are deleted, ``#`` becomes ``샾`` and ``%`` stays in
+  ``spelling`` mode but becomes the ``replace`` word in ``phonetic`` mode. Everything else is kept: ``. ? !``,
+  digits, Latin letters, jamo, quotes, ``~``.
+- Whitespace: stripped at both ends, and every run of two or more whitespace characters becomes one space (a single
+  tab or line break between two words stays).
+- Corpus level: eight training files (:data:`PERCENT_FILES`) keep a ``%`` outside any dual transcription; upstream
+  reads it ``퍼센트`` or ``프로`` by file. A ``%`` left in ``phonetic`` mode with no ``replace`` word has no reading
+  (upstream stops with a ``TypeError``): :func:`sentence_filter` raises an :class:`InputError` and preprocessing
+  skips and counts the file.
 """
 
 from __future__ import annotations
 
 import codecs
+import csv
+import io
 import logging
 import os
 import random
 import re
 import unicodedata
+from collections import Counter
 from pathlib import Path
-from typing import Any, Dict, List, Sequence, Tuple, Union
+from types import MappingProxyType
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 from tqdm import tqdm
 
@@ -36,7 +58,8 @@ from kospeech.data.audio import AudioError, audio_duration
 from kospeech.data.manifest import ManifestEntry, write_manifest
 from kospeech.data.text_normalization import normalize_text
 from kospeech.errors import InputError, TranscriptError
-from kospeech.vocabs import Vocabulary
+from kospeech.fileio import atomic_write_text
+from kospeech.vocabs import OUTPUT_UNITS, SPECIAL_TOKENS, Vocabulary
 
 __all__ = [
     "TRANSCRIPT_MODES",
@@ -44,6 +67,17 @@ __all__ = [
     "read_transcript",
     "resolve_dual_transcriptions",
     "clean_transcript",
+    "COMPAT_MODES",
+    "PERCENT_FILES",
+    "bracket_filter",
+    "special_filter",
+    "sentence_filter",
+    "percent_word",
+    "read_kospeech_transcript",
+    "write_kospeech_labels",
+    "EVAL_FOLDER",
+    "EVAL_SPLITS",
+    "preprocess_ksponspeech_eval",
     "preprocess_ksponspeech",
 ]
 
@@ -60,6 +94,30 @@ _SYMBOL_READINGS = {"%": "퍼센트", "#": "샵"}
 _PUNCTUATION = ".,?!"
 _WHITESPACE_RE = re.compile(r"\s+")
 _HANGUL_SYLLABLES = ("\uac00", "\ud7a3")
+
+COMPAT_MODES = ("kospeech", "clean")
+PERCENT_FILES: Mapping[str, str] = MappingProxyType(
+    {
+        "087797": "퍼센트",
+        "215401": "퍼센트",
+        "284574": "퍼센트",
+        "397184": "퍼센트",
+        "501006": "프로",
+        "502173": "프로",
+        "542363": "프로",
+        "581483": "퍼센트",
+    }
+)
+"""KoSpeech's reading of a bare ``%`` per training file, keyed by the file's six-digit number."""
+_KOSPEECH_NOISE_RE = re.compile(r"[onubl](?=/)")
+_KOSPEECH_TABLE: Dict[int, Optional[str]] = {**dict.fromkeys(map(ord, "/+*-@$^&[]=:;,")), ord("#"): "샾"}
+_KOSPEECH_SPACES_RE = re.compile(r"\s\s+")
+KOSPEECH_SPECIAL_TOKENS = ("<pad>", "<sos>", "<eos>")
+KOSPEECH_MAX_CHARACTER_LABELS = 2000
+"""Rows KoSpeech keeps in a character label file (its three special tokens included)."""
+EVAL_FOLDER = "KsponSpeech_eval"
+EVAL_SPLITS = ("eval_clean", "eval_other")
+_LINE_BREAKS = {ord("\t"): " ", ord("\r"): " ", ord("\n"): " "}
 
 
 def _hangul_share(text: str) -> float:
@@ -161,6 +219,109 @@ def clean_transcript(text: str, mode: str = "phonetic", keep_punctuation: bool =
     return _WHITESPACE_RE.sub(" ", "".join(kept)).strip()
 
 
+def bracket_filter(raw: str, mode: str = "phonetic") -> str:
+    """Resolve the brackets of a raw transcript the way KoSpeech does (see the module docstring).
+
+    Args:
+        raw: a raw KsponSpeech transcript.
+        mode: ``phonetic`` (each ``(`` toggles dropping; ``)`` deleted) or ``spelling`` (each ``)`` toggles
+            dropping; ``(`` deleted).
+
+    Returns:
+        The text outside the dropped stretches, every bracket removed.
+
+    Raises:
+        ValueError: unknown mode.
+    """
+    if mode not in TRANSCRIPT_MODES:
+        raise ValueError(f"mode must be one of {TRANSCRIPT_MODES}, got {mode!r}")
+    toggle, deleted = ("(", ")") if mode == "phonetic" else (")", "(")
+    # the stretches between toggles alternate kept, dropped, kept, ...: the even-numbered pieces are kept
+    return "".join(raw.replace(deleted, "").split(toggle)[::2])
+
+
+def special_filter(sentence: str, mode: str = "phonetic", replace: Optional[str] = None) -> str:
+    """Drop noise markers and special characters, read ``#`` and ``%``, and squeeze whitespace the way KoSpeech does.
+
+    Args:
+        sentence: a transcript whose brackets are resolved (:func:`bracket_filter`).
+        mode: ``phonetic`` (``%`` becomes ``replace``) or ``spelling`` (``%`` stays).
+        replace: the reading of ``%`` in ``phonetic`` mode (see :data:`PERCENT_FILES`).
+
+    Returns:
+        The filtered text.
+
+    Raises:
+        ValueError: unknown mode.
+        InputError: (a ValueError) a ``%`` in ``phonetic`` mode with no ``replace`` word.
+    """
+    if mode not in TRANSCRIPT_MODES:
+        raise ValueError(f"mode must be one of {TRANSCRIPT_MODES}, got {mode!r}")
+    text = _KOSPEECH_NOISE_RE.sub("", sentence)
+    percent = "%"
+    if mode == "phonetic":
+        if replace is None and "%" in text:
+            raise InputError(
+                f"{sentence!r}: a '%' outside a dual transcription has no reading in phonetic mode; pass replace= "
+                "(upstream KoSpeech reads it only in its percent files, PERCENT_FILES)"
+            )
+        percent = replace or ""
+    text = text.translate({**_KOSPEECH_TABLE, ord("%"): percent})
+    return _KOSPEECH_SPACES_RE.sub(" ", text.strip())
+
+
+def sentence_filter(raw: str, mode: str = "phonetic", replace: Optional[str] = None) -> str:
+    """Turn a raw KsponSpeech transcript into KoSpeech's training text: :func:`bracket_filter`, then
+    :func:`special_filter`; the same output as upstream KoSpeech's ``sentence_filter`` for every input.
+
+    Args:
+        raw: the raw transcript, e.g. ``"b/ (70%)/(칠십 퍼센트) 할인+ 할인이야?"``.
+        mode: ``phonetic`` (the pronunciation side, KoSpeech's default) or ``spelling``.
+        replace: the reading of a ``%`` left in ``phonetic`` mode (:func:`percent_word` of the file).
+
+    Returns:
+        The filtered text, e.g. ``"칠십 퍼센트 할인 할인이야?"``; may be empty.
+
+    Raises:
+        ValueError: unknown mode.
+        InputError: (a ValueError) a ``%`` in ``phonetic`` mode with no ``replace`` word.
+    """
+    return special_filter(bracket_filter(raw, mode), mode, replace)
+
+
+def percent_word(transcript_name: str) -> Optional[str]:
+    """The reading KoSpeech gives a bare ``%`` in this training file (:data:`PERCENT_FILES`), or ``None``.
+
+    Args:
+        transcript_name: the file name, e.g. ``KsponSpeech_087797.txt`` (KoSpeech looks at characters 12 to 17).
+    """
+    return PERCENT_FILES.get(transcript_name[12:18])
+
+
+def read_kospeech_transcript(path: PathLike) -> str:
+    """Read a transcript as KoSpeech does: strict cp949, ``\\r\\n`` and ``\\r`` read as ``\\n``, nothing else changed.
+
+    Args:
+        path: the ``.txt`` file.
+
+    Returns:
+        The raw text (no Unicode normalization, line breaks kept).
+
+    Raises:
+        FileNotFoundError: the file does not exist.
+        TranscriptError: the bytes are not cp949 (the message names the file).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"transcript file not found: {path}")
+    raw = path.read_bytes()
+    try:
+        text = raw.decode("cp949")
+    except UnicodeDecodeError as exc:
+        raise TranscriptError(f"{path}: transcript is not cp949 text ({exc.reason} at byte {exc.start})") from exc
+    return text.replace("\r\n", "\n").replace("\r", "\n")
+
+
 def _split_valid(count: int, valid_ratio: float, seed: int) -> Tuple[List[int], List[int]]:
     """Train and valid index lists (each in corpus order): a seeded ``valid_ratio`` share goes to valid."""
     if valid_ratio <= 0 or count < 2:
@@ -168,6 +329,48 @@ def _split_valid(count: int, valid_ratio: float, seed: int) -> Tuple[List[int], 
     num_valid = min(count - 1, max(1, int(round(count * valid_ratio))))
     valid = set(random.Random(seed).sample(range(count), num_valid))
     return [i for i in range(count) if i not in valid], sorted(valid)
+
+
+def _kospeech_transcript_files(root: Path) -> List[Path]:
+    """``root/KsponSpeech*/<folder>/*.txt``, the files KoSpeech reads (sorted; the evaluation folder left out)."""
+    return [
+        path
+        for top in sorted(root.iterdir())
+        if top.name.startswith("KsponSpeech") and top.name != EVAL_FOLDER and top.is_dir()
+        for folder in sorted(top.iterdir())
+        if folder.is_dir()
+        for path in sorted(folder.iterdir())
+        if path.name.endswith(".txt") and path.is_file()
+    ]
+
+
+def _read_and_filter(transcript_path: Path, mode: str, compat: str, keep_punctuation: bool) -> str:
+    """The training text of one transcript file under ``compat``'s rules.
+
+    Raises:
+        TranscriptError: the file cannot be decoded.
+        InputError: (KoSpeech rules) a ``%`` with no reading in ``phonetic`` mode.
+    """
+    if compat == "kospeech":
+        raw = read_kospeech_transcript(transcript_path)
+        return sentence_filter(raw, mode, percent_word(transcript_path.name))
+    return clean_transcript(read_transcript(transcript_path), mode=mode, keep_punctuation=keep_punctuation)
+
+
+def _check_options(mode: str, unit: str, compat: str, keep_punctuation: bool) -> None:
+    if mode not in TRANSCRIPT_MODES:
+        raise ValueError(f"mode must be one of {TRANSCRIPT_MODES}, got {mode!r}")
+    if unit not in OUTPUT_UNITS:
+        raise ValueError(f"unit must be one of {OUTPUT_UNITS}, got {unit!r}")
+    if compat not in COMPAT_MODES:
+        raise ValueError(f"compat must be one of {COMPAT_MODES}, got {compat!r}")
+    if keep_punctuation and compat == "kospeech":
+        raise ValueError("keep_punctuation applies to compat='clean' only (KoSpeech's rules keep '. ? !' anyway)")
+
+
+def _manifest_text(text: str) -> str:
+    """``text`` as a manifest column holds it: a tab or line break (a rare multi-line file) becomes a space."""
+    return text.translate(_LINE_BREAKS)
 
 
 def preprocess_ksponspeech(
@@ -180,90 +383,65 @@ def preprocess_ksponspeech(
     keep_punctuation: bool = False,
     audio_extension: str = ".pcm",
     progress: bool = True,
+    compat: str = "clean",
 ) -> Dict[str, Any]:
-    """Walk a KsponSpeech tree, clean every transcript, and write the manifest(s) and the vocabulary.
+    """Walk a KsponSpeech tree, filter every transcript, and write the manifest(s) and the vocabulary.
 
-    Every ``*.pcm`` under ``root_dir`` (e.g. ``KsponSpeech_01/KsponSpeech_0001/KsponSpeech_000001.pcm``) is paired
-    with the ``.txt`` of the same name. Utterances whose transcript is missing or decodes neither as cp949 nor as
-    UTF-8, whose audio header is unreadable or holds no samples, or whose transcript is empty after cleaning are
-    skipped, counted and logged (one bad file never ends a run over 600,000).
+    ``compat='clean'`` pairs every ``*.pcm`` under ``root_dir`` with the ``.txt`` of the same name and cleans it with
+    :func:`clean_transcript`. ``compat='kospeech'`` reads what upstream KoSpeech reads, every
+    ``KsponSpeech*/<folder>/*.txt`` (e.g. ``KsponSpeech_01/KsponSpeech_0001/KsponSpeech_000001.txt``; the
+    ``KsponSpeech_eval`` folder is left out, see :func:`preprocess_ksponspeech_eval`), as strict cp949, filters it
+    with :func:`sentence_filter` and the file's :func:`percent_word`, and also writes KoSpeech's label files
+    (:func:`write_kospeech_labels`) from every decoded transcript, empty ones included, as upstream does.
+
+    Utterances whose transcript is missing, undecodable or (KoSpeech rules) holds a ``%`` with no reading, whose
+    audio is missing, unreadable or holds no samples, or whose transcript is empty after filtering are left out of
+    the manifests, counted and logged (one bad file never ends a run over 600,000).
 
     Args:
         root_dir: the corpus root.
-        out_dir: where ``train.tsv``, ``valid.tsv`` (when ``valid_ratio > 0``) and ``vocab.csv`` are written.
-        mode: ``phonetic`` (KoSpeech default) or ``spelling``, see :func:`clean_transcript`.
+        out_dir: where ``train.tsv``, ``valid.tsv`` (when ``valid_ratio > 0``) and ``vocab.csv`` are written (and,
+            with KoSpeech rules, ``aihub_labels.csv`` and ``transcripts.txt``).
+        mode: ``phonetic`` (KoSpeech default) or ``spelling``.
         unit: vocabulary unit, ``character`` or ``grapheme``.
         valid_ratio: share of utterances held out (seeded) into ``valid.tsv``; 0 writes only ``train.tsv``.
         seed: seed of the valid split.
-        keep_punctuation: keep ``. , ? !`` in the transcripts.
-        audio_extension: suffix of the audio files to collect.
+        keep_punctuation: keep ``. , ? !`` in the transcripts (``compat='clean'`` only).
+        audio_extension: suffix of the audio files.
         progress: show a tqdm progress bar.
+        compat: ``clean`` (this project's rules, :func:`clean_transcript`) or ``kospeech`` (upstream KoSpeech's).
 
     Returns:
         A summary: ``utterances``, ``train_utterances``, ``valid_utterances``, ``hours``,
         ``skipped_empty_transcript``, ``skipped_missing_transcript``, ``skipped_undecodable_transcript``,
-        ``skipped_empty_audio``, ``skipped_bad_audio``,
-        ``vocab_size``, ``mode``, ``unit`` and the written paths ``train_manifest``, ``valid_manifest`` (or None),
-        ``vocab``.
+        ``skipped_percent_without_reading``, ``skipped_missing_audio``, ``skipped_empty_audio``,
+        ``skipped_bad_audio``, ``vocab_size``, ``mode``, ``unit``, ``compat`` and the written paths
+        ``train_manifest``, ``valid_manifest`` (or None), ``vocab``, ``kospeech_labels`` and
+        ``kospeech_transcripts`` (None under ``clean``).
 
     Raises:
         FileNotFoundError: ``root_dir`` is not a directory.
-        ValueError: bad ``mode``, ``unit`` or ``valid_ratio``.
-        InputError: (a ValueError) no audio files, or no utterance left after cleaning.
+        ValueError: bad ``mode``, ``unit``, ``compat``, ``valid_ratio``, or ``keep_punctuation`` with KoSpeech rules.
+        InputError: (a ValueError) no audio (or, KoSpeech rules, transcript) files, or no utterance left.
     """
     root = Path(root_dir).resolve()
     out = Path(out_dir)
     if not root.is_dir():
         raise FileNotFoundError(f"KsponSpeech root directory not found: {root}")
-    if mode not in TRANSCRIPT_MODES:
-        raise ValueError(f"mode must be one of {TRANSCRIPT_MODES}, got {mode!r}")
-    if unit not in ("character", "grapheme"):
-        raise ValueError(f"unit must be 'character' or 'grapheme', got {unit!r}")
+    _check_options(mode, unit, compat, keep_punctuation)
     if not 0.0 <= valid_ratio < 1.0:
         raise ValueError(f"valid_ratio must be in [0, 1), got {valid_ratio}")
-    audio_files = sorted(root.rglob(f"*{audio_extension}"))
-    if not audio_files:
-        raise InputError(f"no {audio_extension} files under {root}")
-    skipped = {
-        "skipped_empty_transcript": 0,
-        "skipped_missing_transcript": 0,
-        "skipped_undecodable_transcript": 0,
-        "skipped_empty_audio": 0,
-        "skipped_bad_audio": 0,
-    }
-    kept: List[Tuple[Path, Path, str]] = []
-    total_seconds = 0.0
-    for audio_path in tqdm(audio_files, desc="KsponSpeech transcripts", unit="utt", disable=not progress):
-        transcript_path = audio_path.with_suffix(".txt")
-        if not transcript_path.is_file():
-            skipped["skipped_missing_transcript"] += 1
-            logger.warning("skipping %s: no transcript %s", audio_path, transcript_path.name)
-            continue
-        try:
-            duration = audio_duration(audio_path)
-        except AudioError as exc:
-            skipped["skipped_bad_audio"] += 1
-            logger.warning("skipping %s: %s", audio_path, exc)
-            continue
-        if duration <= 0:
-            skipped["skipped_empty_audio"] += 1
-            logger.warning("skipping %s: empty audio file", audio_path)
-            continue
-        try:
-            raw_text = read_transcript(transcript_path)
-        except TranscriptError as exc:
-            skipped["skipped_undecodable_transcript"] += 1
-            logger.warning("skipping %s: %s", audio_path, exc)
-            continue
-        text = clean_transcript(raw_text, mode=mode, keep_punctuation=keep_punctuation)
-        if not text:
-            skipped["skipped_empty_transcript"] += 1
-            logger.info("skipping %s: transcript empty after cleaning", transcript_path)
-            continue
-        kept.append((audio_path, transcript_path, text))
-        total_seconds += duration
+    if compat == "kospeech":
+        pairs = [(path.with_suffix(audio_extension), path) for path in _kospeech_transcript_files(root)]
+        if not pairs:
+            raise InputError(f"no transcript files KsponSpeech*/<folder>/*.txt under {root}")
+    else:
+        pairs = [(path, path.with_suffix(".txt")) for path in sorted(root.rglob(f"*{audio_extension}"))]
+        if not pairs:
+            raise InputError(f"no {audio_extension} files under {root}")
+    kept, upstream_rows, skipped, total_seconds = _collect(pairs, mode, compat, keep_punctuation, progress)
     if not kept:
-        raise InputError(f"no utterance under {root} has a non-empty transcript after cleaning ({skipped})")
+        raise InputError(f"no utterance under {root} has a non-empty transcript after filtering ({skipped})")
     vocab = Vocabulary.build((text for _, _, text in kept), unit=unit)
     entries = [
         ManifestEntry(audio_path=audio, transcript=text, label_ids=tuple(vocab.encode(text, where=str(txt))))
@@ -273,6 +451,11 @@ def preprocess_ksponspeech(
     train_manifest = write_manifest(out / "train.tsv", _pick(entries, train_ids))
     valid_manifest = write_manifest(out / "valid.tsv", _pick(entries, valid_ids)) if valid_ids else None
     vocab_path = vocab.to_csv(out / "vocab.csv")
+    labels: Dict[str, Optional[str]] = {"kospeech_labels": None, "kospeech_transcripts": None}
+    if compat == "kospeech":
+        rows = [(_upstream_audio_path(root, txt), text) for txt, text in upstream_rows]
+        written = write_kospeech_labels(out, rows, unit)
+        labels = {"kospeech_labels": str(written[0]), "kospeech_transcripts": str(written[1])}
     summary: Dict[str, Any] = {
         "utterances": len(entries),
         "train_utterances": len(train_ids),
@@ -282,12 +465,228 @@ def preprocess_ksponspeech(
         "vocab_size": len(vocab),
         "mode": mode,
         "unit": unit,
+        "compat": compat,
         "train_manifest": str(train_manifest),
         "valid_manifest": str(valid_manifest) if valid_manifest is not None else None,
         "vocab": str(vocab_path),
+        **labels,
     }
     logger.info("KsponSpeech preprocessing done: %s", summary)
     return summary
+
+
+def _collect(
+    pairs: Sequence[Tuple[Path, Path]], mode: str, compat: str, keep_punctuation: bool, progress: bool
+) -> Tuple[List[Tuple[Path, Path, str]], List[Tuple[Path, str]], Dict[str, int], float]:
+    """Filter every ``(audio, transcript)`` pair.
+
+    Returns:
+        ``(kept, decoded, skipped, seconds)``: the manifest's ``(audio, transcript file, text)``; every decoded
+        ``(transcript file, text)``, empty texts and missing audio included (KoSpeech's label files list them); the
+        skip counters; the kept audio's total duration.
+    """
+    skipped = dict.fromkeys(
+        (
+            "skipped_empty_transcript",
+            "skipped_missing_transcript",
+            "skipped_undecodable_transcript",
+            "skipped_percent_without_reading",
+            "skipped_missing_audio",
+            "skipped_empty_audio",
+            "skipped_bad_audio",
+        ),
+        0,
+    )
+    kept: List[Tuple[Path, Path, str]] = []
+    decoded: List[Tuple[Path, str]] = []
+    total_seconds = 0.0
+    for audio_path, transcript_path in tqdm(pairs, desc="KsponSpeech transcripts", unit="utt", disable=not progress):
+        if not transcript_path.is_file():
+            skipped["skipped_missing_transcript"] += 1
+            logger.warning("skipping %s: no transcript %s", audio_path, transcript_path.name)
+            continue
+        try:
+            text = _read_and_filter(transcript_path, mode, compat, keep_punctuation)
+        except TranscriptError as exc:
+            skipped["skipped_undecodable_transcript"] += 1
+            logger.warning("skipping %s: %s", transcript_path, exc)
+            continue
+        except InputError as exc:
+            skipped["skipped_percent_without_reading"] += 1
+            logger.warning("skipping %s: %s", transcript_path, exc)
+            continue
+        decoded.append((transcript_path, text))
+        reason = _audio_problem(audio_path)
+        if isinstance(reason, str):
+            skipped[reason] += 1
+            continue
+        if not text:
+            skipped["skipped_empty_transcript"] += 1
+            logger.info("skipping %s: transcript empty after filtering", transcript_path)
+            continue
+        kept.append((audio_path, transcript_path, _manifest_text(text)))
+        total_seconds += reason
+    return kept, decoded, skipped, total_seconds
+
+
+def _audio_problem(audio_path: Path) -> Union[float, str]:
+    """The duration of a usable audio file, else the name of the skip counter it falls under (and a log line)."""
+    if not audio_path.is_file():
+        logger.warning("skipping %s: no audio file", audio_path)
+        return "skipped_missing_audio"
+    try:
+        duration = audio_duration(audio_path)
+    except AudioError as exc:
+        logger.warning("skipping %s: %s", audio_path, exc)
+        return "skipped_bad_audio"
+    if duration <= 0:
+        logger.warning("skipping %s: empty audio file", audio_path)
+        return "skipped_empty_audio"
+    return duration
+
+
+def _upstream_audio_path(root: Path, transcript_path: Path) -> str:
+    """The audio path KoSpeech writes: the transcript's path relative to the root with every ``txt`` read ``pcm``."""
+    return transcript_path.relative_to(root).as_posix().replace("txt", "pcm")
+
+
+def _kospeech_tokens(text: str, unit: str) -> List[str]:
+    """KoSpeech's label units of a text: its characters, or (``grapheme``) the NFKD jamo, ``|`` for a space,
+    upper-cased and split at whitespace."""
+    if unit == "character":
+        return list(text)
+    return " ".join(unicodedata.normalize("NFKD", text).replace(" ", "|")).upper().split()
+
+
+def write_kospeech_labels(
+    out_dir: PathLike, utterances: Sequence[Tuple[str, str]], unit: str = "character"
+) -> Tuple[Path, Path]:
+    """Write KoSpeech's label files for ``utterances`` the way upstream's ``character.py`` / ``grapheme.py`` do.
+
+    - ``aihub_labels.csv`` (UTF-8): ``id,char,freq`` (``id,grpm,freq`` for ``grapheme``); ``<pad> <sos> <eos>`` at
+      ids 0-2, then every unit by falling count, equal counts by falling code points; ``character`` keeps the first
+      2,000 rows. Units are characters, or for ``grapheme`` the NFKD jamo of the text upper-cased, with ``|`` for a
+      space.
+    - ``transcripts.txt`` (UTF-8): ``AUDIO<TAB>TRANSCRIPT<TAB>IDS`` per utterance in the given order, the ids
+      space-separated; a character cut from the label list has no id and is left out of IDS.
+
+    Upstream writes the character ``transcripts.txt`` into its working directory; here both files go to ``out_dir``.
+
+    Args:
+        out_dir: the output folder.
+        utterances: ``(audio path as written, filtered transcript)``, empty transcripts included.
+        unit: ``character`` or ``grapheme`` (KoSpeech's ``subword`` is not supported).
+
+    Returns:
+        The paths of ``aihub_labels.csv`` and ``transcripts.txt``.
+
+    Raises:
+        ValueError: unknown unit.
+        InputError: (a ValueError) the transcripts hold no unit at all (upstream fails on that too).
+    """
+    if unit not in OUTPUT_UNITS:
+        raise ValueError(f"unit must be one of {OUTPUT_UNITS}, got {unit!r}")
+    tokenized = [_kospeech_tokens(text, unit) for _, text in utterances]
+    counts = Counter(token for tokens in tokenized for token in tokens)
+    if not counts:
+        raise InputError("no label units in the transcripts: KoSpeech's label file would be empty")
+    ordered = sorted(counts.items(), key=lambda item: (item[1], item[0]), reverse=True)
+    rows = [(index, token, 0) for index, token in enumerate(KOSPEECH_SPECIAL_TOKENS)]
+    rows += [(index, token, count) for index, (token, count) in enumerate(ordered, start=len(rows))]
+    if unit == "character":
+        rows = rows[:KOSPEECH_MAX_CHARACTER_LABELS]
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(("id", "char" if unit == "character" else "grpm", "freq"))
+    writer.writerows(rows)
+    out = Path(out_dir)
+    labels_path = atomic_write_text(out / "aihub_labels.csv", buffer.getvalue())
+    token_ids = {token: str(index) for index, token, _ in rows}
+    lines = [
+        f"{audio}\t{text}\t{' '.join(token_ids[token] for token in tokens if token in token_ids)}\n"
+        for (audio, text), tokens in zip(utterances, tokenized)
+    ]
+    return labels_path, atomic_write_text(out / "transcripts.txt", "".join(lines))
+
+
+def preprocess_ksponspeech_eval(
+    eval_dir: PathLike,
+    out_dir: PathLike,
+    vocab: Vocabulary,
+    mode: str = "phonetic",
+    compat: str = "kospeech",
+    keep_punctuation: bool = False,
+    audio_extension: str = ".pcm",
+    progress: bool = True,
+) -> Dict[str, Any]:
+    """Preprocess KsponSpeech's evaluation sets, ``eval_dir/eval_clean`` and ``eval_dir/eval_other``, into manifests.
+
+    Each folder holds ``KsponSpeech_E*.pcm`` with cp949 ``.txt`` transcripts; they are read, filtered and skipped
+    as :func:`preprocess_ksponspeech` does with the same ``compat`` and ``mode``. A reference is scored as
+    KoSpeech scores it, against its label ids: characters the training vocabulary lacks are removed from it
+    (counted as ``dropped_characters``; an utterance left empty counts as ``skipped_empty_transcript``).
+
+    Args:
+        eval_dir: the folder holding ``eval_clean/`` and ``eval_other/`` (``KsponSpeech_eval`` in AI Hub's layout).
+        out_dir: where ``eval_clean.tsv`` and ``eval_other.tsv`` are written.
+        vocab: the training vocabulary (its ``vocab.csv``).
+        mode: ``phonetic`` or ``spelling``, as for training.
+        compat: ``kospeech`` or ``clean``, as for training.
+        keep_punctuation: as for training (``compat='clean'`` only).
+        audio_extension: suffix of the audio files.
+        progress: show a tqdm progress bar.
+
+    Returns:
+        Per split (``eval_clean``, ``eval_other``): ``utterances``, ``dropped_characters``, the skip
+        counters of :func:`preprocess_ksponspeech` and ``manifest``.
+
+    Raises:
+        FileNotFoundError: a split folder is missing.
+        ValueError: bad ``mode``, ``compat`` or ``keep_punctuation``.
+        InputError: (a ValueError) a split has no transcript (or audio) files, or no utterance left.
+    """
+    _check_options(mode, vocab.unit, compat, keep_punctuation)
+    known = set(vocab.tokens[len(SPECIAL_TOKENS) :])
+    results: Dict[str, Any] = {}
+    for split in EVAL_SPLITS:
+        folder = Path(eval_dir) / split
+        if not folder.is_dir():
+            raise FileNotFoundError(f"KsponSpeech evaluation folder not found: {folder}")
+        if compat == "kospeech":
+            pairs = [(path.with_suffix(audio_extension), path) for path in sorted(folder.glob("*.txt"))]
+        else:
+            pairs = [(path, path.with_suffix(".txt")) for path in sorted(folder.glob(f"*{audio_extension}"))]
+        if not pairs:
+            raise InputError(f"no {'.txt' if compat == 'kospeech' else audio_extension} files in {folder}")
+        kept, _, skipped, _ = _collect(pairs, mode, compat, keep_punctuation, progress)
+        entries: List[ManifestEntry] = []
+        dropped = 0
+        for audio, txt, text in kept:
+            reference = "".join(ch for ch in text if known.issuperset(vocab.tokenize(ch)))
+            dropped += len(text) - len(reference)
+            if not reference.strip():
+                skipped["skipped_empty_transcript"] += 1
+                continue
+            entries.append(
+                ManifestEntry(
+                    audio_path=audio, transcript=reference, label_ids=tuple(vocab.encode(reference, where=str(txt)))
+                )
+            )
+        if not entries:
+            raise InputError(f"no utterance in {folder} has a non-empty transcript after filtering ({skipped})")
+        if dropped:
+            logger.warning(
+                "%s: %d characters outside the training vocabulary removed from the references", split, dropped
+            )
+        manifest = write_manifest(Path(out_dir) / f"{split}.tsv", entries)
+        results[split] = {
+            "utterances": len(entries),
+            "dropped_characters": dropped,
+            **skipped,
+            "manifest": str(manifest),
+        }
+    logger.info("KsponSpeech evaluation sets done: %s", results)
+    return results
 
 
 def _pick(entries: Sequence[ManifestEntry], indices: Sequence[int]) -> List[ManifestEntry]:

@@ -1,4 +1,8 @@
-"""KsponSpeech transcript cleaning and corpus preprocessing on fixture files written here."""
+"""KsponSpeech transcript cleaning and corpus preprocessing on fixture files written here.
+
+The expectations of the KoSpeech rules (``sentence_filter``, the label files) are the outputs of upstream KoSpeech's
+``dataset/kspon/preprocess`` on these inputs, written out by hand.
+"""
 
 import json
 from pathlib import Path
@@ -13,13 +17,21 @@ from kospeech.data.audio import load_audio
 from kospeech.data.dataset import SpeechDataset
 from kospeech.data.features import FeatureConfig, FeatureExtractor
 from kospeech.data.ksponspeech import (
+    PERCENT_FILES,
     TranscriptError,
+    bracket_filter,
     clean_transcript,
+    percent_word,
     preprocess_ksponspeech,
+    preprocess_ksponspeech_eval,
+    read_kospeech_transcript,
     read_transcript,
     resolve_dual_transcriptions,
+    sentence_filter,
+    special_filter,
 )
 from kospeech.data.manifest import read_manifest
+from kospeech.errors import InputError
 from kospeech.vocabs import Vocabulary
 
 
@@ -206,3 +218,160 @@ def test_cli_prints_the_summary(tmp_path: Path, capsys: pytest.CaptureFixture) -
     summary = json.loads(capsys.readouterr().out)
     assert summary["utterances"] == 4 and summary["mode"] == "spelling"
     assert Path(summary["vocab"]).is_file()
+
+
+KOSPEECH_RAW = "b/ (70%)/(칠십 퍼센트) 확률이라니 아/ (뭐+ 뭔)/(모+ 몬) 소리야 진짜 (100%)/(백 프로)가 왜 안돼? n/"
+
+
+@pytest.mark.parametrize(
+    "raw, mode, replace, expected",
+    [
+        (KOSPEECH_RAW, "phonetic", None, "칠십 퍼센트 확률이라니 아 모 몬 소리야 진짜 백 프로가 왜 안돼?"),
+        (KOSPEECH_RAW, "spelling", None, "70% 확률이라니 아 뭐 뭔 소리야 진짜 100%가 왜 안돼?"),
+        # brackets are toggles: no "/" needed between the two sides, an unclosed "(" drops the rest (phonetic)
+        ("(3시)(세 시)에 만나", "phonetic", None, "세 시에 만나"),
+        ("(3시)(세 시)에 만나", "spelling", None, "3시에 만나"),
+        ("그 (문제가 많아서 말이야", "phonetic", None, "그"),
+        ("그 (문제가 많아서 말이야", "spelling", None, "그 문제가 많아서 말이야"),
+        ("그게) 문제야 (2)/(이)", "phonetic", None, "그게 문제야 이"),
+        ("그게) 문제야 (2)/(이)", "spelling", None, "그게이"),
+        ("((A)/(에이))/(에이) 등급", "phonetic", None, "A에이 등급"),
+        ("((A)/(에이))/(에이) 등급", "spelling", None, "A 등급"),
+        # noise letters o n u b l before "/" go wherever they stand; other letters only lose the "/"
+        ("blob/ 먹었어 o/ 음/ 그래+ 그래* 사실", "phonetic", None, "blo 먹었어 음 그래 그래 사실"),
+        ("N/ 대문자 노이즈, x/ 그리고 b/b/", "phonetic", None, "N 대문자 노이즈 x 그리고"),
+        ("b/ n/ o/ l/ u/", "phonetic", None, ""),
+        # digits, Latin letters, "." and "%" (spelling) stay; "%" takes the replace word (phonetic)
+        ("MP3 파일 3.5기가 100% 다운", "spelling", None, "MP3 파일 3.5기가 100% 다운"),
+        ("MP3 파일 3.5기가 100% 다운", "phonetic", "퍼센트", "MP3 파일 3.5기가 100퍼센트 다운"),
+        ("할인 50%", "phonetic", "프로", "할인 50프로"),
+        # "#" reads 샾 (sic); / + * - @ $ ^ & [ ] = : ; , are deleted; jamo, quotes, ~ _ | stay
+        ("#태그 @아이디 $달러 ^ & [괄호] a=b 1:2 ; 끝", "spelling", None, "샾태그 아이디 달러 괄호 ab 12 끝"),
+        ("ㅋㅋㅋ 웃겨~ \"진짜\" 'ok' _밑줄_ | 파이프", "phonetic", None, "ㅋㅋㅋ 웃겨~ \"진짜\" 'ok' _밑줄_ | 파이프"),
+        # whitespace: ends stripped, runs of two or more become one space, a single tab or line break stays
+        ("  앞뒤  공백   여러\t\t번 \n 줄바꿈\n끝  \n", "phonetic", None, "앞뒤 공백 여러 번 줄바꿈\n끝"),
+        ("한\t탭 한\n줄", "phonetic", None, "한\t탭 한\n줄"),
+        ("", "spelling", None, ""),
+    ],
+)
+def test_sentence_filter_gives_kospeech_text(raw: str, mode: str, replace: Optional[str], expected: str) -> None:
+    assert sentence_filter(raw, mode, replace) == expected
+    assert sentence_filter(raw, mode, replace) == special_filter(bracket_filter(raw, mode), mode, replace)
+
+
+def test_filter_steps_and_errors() -> None:
+    assert bracket_filter("(뭐+ 뭔)/(모+ 몬) 소리야", "phonetic") == "모+ 몬 소리야"
+    assert bracket_filter("(뭐+ 뭔)/(모+ 몬) 소리야", "spelling") == "뭐+ 뭔 소리야"
+    assert special_filter("아/ 모+ 몬* n/ 소리야?") == "아 모 몬 소리야?"
+    with pytest.raises(InputError, match="no reading in phonetic mode"):
+        sentence_filter("이거 50% 맞아", "phonetic")
+    assert sentence_filter("(50%)/(오십 퍼센트) 맞아", "phonetic") == "오십 퍼센트 맞아"  # the "%" side is dropped
+    for bad in (bracket_filter, special_filter, sentence_filter):
+        with pytest.raises(ValueError, match="mode must be one of"):
+            bad("가", "both")
+
+
+def test_percent_files() -> None:
+    assert len(PERCENT_FILES) == 8
+    assert percent_word("KsponSpeech_087797.txt") == "퍼센트"
+    assert percent_word("KsponSpeech_501006.txt") == "프로"
+    assert percent_word("KsponSpeech_000001.txt") is None
+    assert percent_word("KsponSpeech_E00001.txt") is None
+
+
+def test_read_kospeech_transcript_is_strict_cp949_with_universal_newlines(tmp_path: Path) -> None:
+    path = tmp_path / "KsponSpeech_000001.txt"
+    path.write_bytes("첫 줄\r\n둘째\r셋째 \u212b\n".encode("cp949"))
+    assert read_kospeech_transcript(path) == "첫 줄\n둘째\n셋째 \u212b\n"  # no NFC: U+212B stays
+    path.write_bytes("가나".encode())
+    with pytest.raises(TranscriptError, match="KsponSpeech_000001.txt.*not cp949"):
+        read_kospeech_transcript(path)
+    with pytest.raises(FileNotFoundError):
+        read_kospeech_transcript(tmp_path / "absent.txt")
+
+
+def _write_kospeech_corpus(root: Path) -> None:
+    """Two folders of the training layout, a percent file, a file with a bare "%", an eval folder."""
+    _write_corpus(
+        root,
+        {
+            "KsponSpeech_000001": "o/ (3시)/(세 시)에 만나자.\n",
+            "KsponSpeech_000002": "b/ n/\n",
+            "KsponSpeech_000003": "이거 10% 맞아\n",
+            "KsponSpeech_087797": "이거 10% 맞아\n",
+        },
+    )
+    folder = root / "KsponSpeech_02" / "KsponSpeech_0124"
+    folder.mkdir(parents=True)
+    (folder / "KsponSpeech_123001.txt").write_bytes("(A/S)/(에이 에스) 가 됐어?".encode("cp949"))
+    (folder / "KsponSpeech_123001.pcm").write_bytes(np.ones(3200, dtype="<i2").tobytes())
+    (folder / "KsponSpeech_123002.txt").write_bytes("어 네, 네".encode("cp949"))  # no audio: labels only
+    for split, texts in (("eval_clean", ["만나자 #1", "에이 에스 됐어"]), ("eval_other", ["세 시 n/ 에이", "b/"])):
+        folder = root / "KsponSpeech_eval" / split
+        folder.mkdir(parents=True)
+        for index, text in enumerate(texts):
+            (folder / f"KsponSpeech_E{index:05d}.txt").write_bytes(text.encode("cp949"))
+            (folder / f"KsponSpeech_E{index:05d}.pcm").write_bytes(np.ones(3200, dtype="<i2").tobytes())
+
+
+def test_preprocess_kospeech_rules_write_upstreams_label_files(tmp_path: Path) -> None:
+    _write_kospeech_corpus(tmp_path / "corpus")
+    out = tmp_path / "out"
+    summary = preprocess_ksponspeech(tmp_path / "corpus", out, compat="kospeech", progress=False)
+    assert (summary["utterances"], summary["skipped_empty_transcript"]) == (3, 1)
+    assert (summary["skipped_percent_without_reading"], summary["skipped_missing_audio"]) == (1, 1)
+    entries = read_manifest(out / "train.tsv")
+    assert [e.transcript for e in entries] == ["세 시에 만나자.", "이거 10퍼센트 맞아", "에이 에스 가 됐어?"]
+    # upstream's files: every decoded transcript (the empty one and the one without audio too), ids by frequency,
+    # equal counts in falling code-point order, "txt" read "pcm" in the path
+    assert (out / "aihub_labels.csv").read_text(encoding="utf-8") == (
+        "id,char,freq\n0,<pad>,0\n1,<sos>,0\n2,<eos>,0\n3, ,9\n4,에,3\n5,이,2\n6,어,2\n7,네,2\n8,퍼,1\n9,트,1\n"
+        "10,자,1\n11,아,1\n12,시,1\n13,스,1\n14,센,1\n15,세,1\n16,맞,1\n17,만,1\n18,됐,1\n19,나,1\n20,거,1\n"
+        "21,가,1\n22,?,1\n23,1,1\n24,0,1\n25,.,1\n"
+    )
+    assert (out / "transcripts.txt").read_text(encoding="utf-8").splitlines() == [
+        "KsponSpeech_01/KsponSpeech_0001/KsponSpeech_000001.pcm\t세 시에 만나자.\t15 3 12 4 3 17 19 10 25",
+        "KsponSpeech_01/KsponSpeech_0001/KsponSpeech_000002.pcm\t\t",
+        "KsponSpeech_01/KsponSpeech_0001/KsponSpeech_087797.pcm\t이거 10퍼센트 맞아\t5 20 3 23 24 8 14 9 3 16 11",
+        "KsponSpeech_02/KsponSpeech_0124/KsponSpeech_123001.pcm\t에이 에스 가 됐어?\t4 5 3 4 13 3 21 3 18 6 22",
+        "KsponSpeech_02/KsponSpeech_0124/KsponSpeech_123002.pcm\t어 네 네\t6 3 7 3 7",
+    ]
+    assert summary["kospeech_labels"] == str(out / "aihub_labels.csv")
+
+
+def test_preprocess_kospeech_grapheme_labels(tmp_path: Path) -> None:
+    _write_kospeech_corpus(tmp_path / "corpus")
+    out = tmp_path / "out"
+    preprocess_ksponspeech(tmp_path / "corpus", out, unit="grapheme", compat="kospeech", progress=False)
+    # NFKD jamo, "|" for a space; no cut to 2,000 rows
+    assert (out / "aihub_labels.csv").read_text(encoding="utf-8") == (
+        "id,grpm,freq\n0,<pad>,0\n1,<sos>,0\n2,<eos>,0\n3,|,9\n4,ᄋ,8\n5,ᅦ,7\n6,ᅡ,6\n7,ᅥ,4\n8,ᄉ,4\n9,ᅵ,3\n"
+        "10,ᄂ,3\n11,ᆫ,2\n12,ᅳ,2\n13,ᄆ,2\n14,ᄀ,2\n15,ᆽ,1\n16,ᆻ,1\n17,ᅫ,1\n18,ᄑ,1\n19,ᄐ,1\n20,ᄌ,1\n21,ᄃ,1\n"
+        "22,?,1\n23,1,1\n24,0,1\n25,.,1\n"
+    )
+    lines = (out / "transcripts.txt").read_text(encoding="utf-8").splitlines()
+    assert (
+        lines[0]
+        == "KsponSpeech_01/KsponSpeech_0001/KsponSpeech_000001.pcm\t세 시에 만나자.\t8 5 3 8 9 4 5 3 13 6 11 10 6 20 6 25"
+    )
+    assert lines[3] == (
+        "KsponSpeech_02/KsponSpeech_0124/KsponSpeech_123001.pcm\t에이 에스 가 됐어?\t4 5 4 9 3 4 5 8 12 3 14 6 3 21 17 16 4 7 22"
+    )
+
+
+def test_preprocess_eval_sets(tmp_path: Path) -> None:
+    _write_kospeech_corpus(tmp_path / "corpus")
+    summary = preprocess_ksponspeech(tmp_path / "corpus", tmp_path / "out", compat="kospeech", progress=False)
+    vocab = Vocabulary.from_csv(summary["vocab"])
+    results = preprocess_ksponspeech_eval(
+        tmp_path / "corpus" / "KsponSpeech_eval", tmp_path / "out", vocab, progress=False
+    )
+    clean = read_manifest(results["eval_clean"]["manifest"], vocab=vocab)
+    # "#" reads 샾, which the training vocabulary lacks: removed from the reference, as KoSpeech's label ids drop it
+    assert [e.transcript for e in clean] == ["만나자 1", "에이 에스 됐어"]
+    assert results["eval_clean"]["dropped_characters"] == 1
+    other = read_manifest(results["eval_other"]["manifest"], vocab=vocab)
+    assert [e.transcript for e in other] == ["세 시 에이"]
+    assert results["eval_other"]["skipped_empty_transcript"] == 1
+    with pytest.raises(FileNotFoundError, match="eval_clean"):
+        preprocess_ksponspeech_eval(tmp_path / "nowhere", tmp_path / "out", vocab, progress=False)
