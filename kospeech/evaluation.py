@@ -52,6 +52,8 @@ class EvaluationResult:
         num_utterances: utterances decoded.
         num_skipped: utterances the loss could not align (still decoded and scored).
         pairs: ``(reference, hypothesis)`` per utterance, in loader order.
+        cer_kospeech: CER by upstream KoSpeech's formula (spaces and ``_`` removed), corpus level.
+        cer_with_spaces: CER with the space counted as a character, corpus level.
     """
 
     loss: float
@@ -60,6 +62,8 @@ class EvaluationResult:
     num_utterances: int
     num_skipped: int = 0
     pairs: List[Tuple[str, str]] = field(default_factory=list)
+    cer_kospeech: float = float("nan")
+    cer_with_spaces: float = float("nan")
 
     def as_dict(self) -> dict:
         """Numbers only (no pairs), for logs and JSON."""
@@ -69,6 +73,8 @@ class EvaluationResult:
             "wer": self.wer,
             "num_utterances": self.num_utterances,
             "num_skipped": self.num_skipped,
+            "cer_kospeech": self.cer_kospeech,
+            "cer_with_spaces": self.cer_with_spaces,
         }
 
 
@@ -146,6 +152,8 @@ def evaluate(
         num_utterances=meter.num_utterances,
         num_skipped=skipped,
         pairs=pairs,
+        cer_kospeech=meter.cer_kospeech,
+        cer_with_spaces=meter.cer_with_spaces,
     )
 
 

@@ -7,6 +7,10 @@ Conventions:
 - CER follows KoSpeech: all whitespace is removed from reference and hypothesis before the character edit distance,
   and reference length counts non-whitespace characters only. Word spacing in Korean is inconsistent between
   transcribers, so spacing differences are not counted as character errors; WER measures them instead.
+- Two more CER figures, for comparison with published numbers: ``cer_kospeech`` is upstream KoSpeech's formula to
+  the letter (only ``' '`` and ``'_'`` removed, its subword marker; it equals ``cer`` unless a transcript holds ``_``
+  or a tab-like whitespace), and ``cer_with_spaces`` counts the space as a character (whitespace runs read as one
+  space, ends stripped), as ESPnet-style character scoring does.
 - WER splits on whitespace (``str.split()``) and counts word substitutions, insertions and deletions.
 - Empty references: an utterance with an empty reference simply adds its hypothesis length as insertions. If the
   whole corpus has zero reference characters (or words), the rate is 0.0 when every hypothesis is empty too, and a
@@ -19,7 +23,15 @@ from typing import Dict, Optional, Sequence, Tuple
 
 import Levenshtein
 
-__all__ = ["ErrorRateMeter", "char_errors", "character_error_rate", "word_error_rate", "word_errors"]
+__all__ = [
+    "ErrorRateMeter",
+    "char_errors",
+    "character_error_rate",
+    "kospeech_char_errors",
+    "spaced_char_errors",
+    "word_error_rate",
+    "word_errors",
+]
 
 
 def char_errors(reference: str, hypothesis: str) -> Tuple[int, int]:
@@ -34,6 +46,40 @@ def char_errors(reference: str, hypothesis: str) -> Tuple[int, int]:
     """
     ref = "".join(reference.split())
     hyp = "".join(hypothesis.split())
+    return Levenshtein.distance(ref, hyp), len(ref)
+
+
+def kospeech_char_errors(reference: str, hypothesis: str) -> Tuple[int, int]:
+    """Character edit distance and reference length as upstream KoSpeech's ``CharacterErrorRate`` counts them.
+
+    Spaces and ``_`` (its subword marker) are removed from both, nothing else.
+
+    Args:
+        reference: ground-truth transcript.
+        hypothesis: decoded transcript.
+
+    Returns:
+        ``(edit_distance, num_reference_chars)``.
+    """
+    ref = reference.replace(" ", "").replace("_", "")
+    hyp = hypothesis.replace(" ", "").replace("_", "")
+    return Levenshtein.distance(ref, hyp), len(ref)
+
+
+def spaced_char_errors(reference: str, hypothesis: str) -> Tuple[int, int]:
+    """Character edit distance and reference length with the space counted as a character.
+
+    Whitespace runs read as one space and the ends are stripped, so only word spacing itself is scored.
+
+    Args:
+        reference: ground-truth transcript.
+        hypothesis: decoded transcript.
+
+    Returns:
+        ``(edit_distance, num_reference_chars)``, spaces included.
+    """
+    ref = " ".join(reference.split())
+    hyp = " ".join(hypothesis.split())
     return Levenshtein.distance(ref, hyp), len(ref)
 
 
@@ -134,6 +180,10 @@ class ErrorRateMeter:
         self.num_chars = 0
         self.word_errors = 0
         self.num_words = 0
+        self.kospeech_char_errors = 0
+        self.kospeech_num_chars = 0
+        self.spaced_char_errors = 0
+        self.spaced_num_chars = 0
 
     def update(self, references: Sequence[str], hypotheses: Sequence[str]) -> None:
         """Add a batch of paired transcripts.
@@ -154,6 +204,12 @@ class ErrorRateMeter:
             edits, words = word_errors(ref, hyp)
             self.word_errors += edits
             self.num_words += words
+            edits, chars = kospeech_char_errors(ref, hyp)
+            self.kospeech_char_errors += edits
+            self.kospeech_num_chars += chars
+            edits, chars = spaced_char_errors(ref, hyp)
+            self.spaced_char_errors += edits
+            self.spaced_num_chars += chars
         self.num_utterances += len(references)
 
     @property
@@ -170,6 +226,16 @@ class ErrorRateMeter:
         """Corpus word error rate so far (see the module docstring for empty cases)."""
         return _rate(self.word_errors, self.num_words, self.num_utterances, "word", self._label)
 
+    @property
+    def cer_kospeech(self) -> float:
+        """Corpus CER by upstream KoSpeech's formula (:func:`kospeech_char_errors`)."""
+        return _rate(self.kospeech_char_errors, self.kospeech_num_chars, self.num_utterances, "character", self._label)
+
+    @property
+    def cer_with_spaces(self) -> float:
+        """Corpus CER with the space counted as a character (:func:`spaced_char_errors`)."""
+        return _rate(self.spaced_char_errors, self.spaced_num_chars, self.num_utterances, "character", self._label)
+
     def to_dict(self) -> Dict[str, object]:
         """Counts and rates as plain values (for results JSON and checkpoints).
 
@@ -185,4 +251,7 @@ class ErrorRateMeter:
             "num_words": self.num_words,
             "cer": self.cer,
             "wer": self.wer,
+            "cer_kospeech": self.cer_kospeech,
+            "cer_with_spaces": self.cer_with_spaces,
+            "num_chars_with_spaces": self.spaced_num_chars,
         }

@@ -30,7 +30,7 @@ from kospeech.data.dataset import build_dataloader
 from kospeech.data.features import FeatureExtractor
 from kospeech.data.manifest import ManifestEntry, read_manifest
 from kospeech.device import resolve_device
-from kospeech.evaluation import evaluate
+from kospeech.evaluation import EvaluationResult, evaluate
 from kospeech.fileio import strict_json
 from kospeech.inference import Recognizer, evaluate_users, read_user_map
 from kospeech.models import AdapterManager
@@ -52,7 +52,8 @@ def evaluate_checkpoint(job: Any) -> Dict[str, Any]:
             ``adapter_dir``, ``user_map``, ``fallback_to_base`` for per-user figures).
 
     Returns:
-        The figures of the base model and, with an adapter, of the adapter output on the same data; with
+        The figures of the base model (``cer``, ``cer_kospeech``, ``cer_with_spaces``, ``wer``, see
+        :mod:`kospeech.metrics`) and, with an adapter, of the adapter output on the same data; with
         ``adapter_dir``, also ``per_user``: base and own-adapter CER/WER per user and overall
         (:func:`kospeech.inference.evaluate_users`).
     """
@@ -73,6 +74,7 @@ def evaluate_checkpoint(job: Any) -> Dict[str, Any]:
         model, loader, vocab, loss_fn=loss_fn, device=device, beam_size=job.beam_size, description="base"
     )
     results["base"] = base_model_output.as_dict()
+    _log_cer("base", base_model_output)
     if job.adapter_path:
         info = AdapterManager.load_adapter(
             model, job.adapter_path, vocab_fingerprint=vocab.fingerprint(), feature_config=feature_config.to_dict()
@@ -89,10 +91,23 @@ def evaluate_checkpoint(job: Any) -> Dict[str, Any]:
             description="adapter",
         )
         results["adapter"] = {"path": str(job.adapter_path), "name": info.get("adapter_name"), **adapted.as_dict()}
+        _log_cer("adapter", adapted)
     if getattr(job, "adapter_dir", None):
         results["per_user"] = _evaluate_per_user(job, entries)
     write_results(Path(job.output_dir), results)
     return results
+
+
+def _log_cer(label: str, result: EvaluationResult) -> None:
+    """One console line with the three CER figures, named as in ``results.json``."""
+    logger.info(
+        "%s: cer %.4f (spaces removed), cer_kospeech %.4f (KoSpeech's formula), cer_with_spaces %.4f, wer %.4f",
+        label,
+        result.cer,
+        result.cer_kospeech,
+        result.cer_with_spaces,
+        result.wer,
+    )
 
 
 def _evaluate_per_user(job: Any, entries: List[ManifestEntry]) -> Dict[str, Any]:

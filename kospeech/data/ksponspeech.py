@@ -387,8 +387,8 @@ def preprocess_ksponspeech(
 ) -> Dict[str, Any]:
     """Walk a KsponSpeech tree, filter every transcript, and write the manifest(s) and the vocabulary.
 
-    ``compat='clean'`` pairs every ``*.pcm`` under ``root_dir`` with the ``.txt`` of the same name and cleans it with
-    :func:`clean_transcript`. ``compat='kospeech'`` reads what upstream KoSpeech reads, every
+    ``compat='clean'`` pairs every ``*.pcm`` under ``root_dir`` (outside ``KsponSpeech_eval``) with the ``.txt`` of
+    the same name and cleans it with :func:`clean_transcript`. ``compat='kospeech'`` reads what upstream KoSpeech reads, every
     ``KsponSpeech*/<folder>/*.txt`` (e.g. ``KsponSpeech_01/KsponSpeech_0001/KsponSpeech_000001.txt``; the
     ``KsponSpeech_eval`` folder is left out, see :func:`preprocess_ksponspeech_eval`), as strict cp949, filters it
     with :func:`sentence_filter` and the file's :func:`percent_word`, and also writes KoSpeech's label files
@@ -436,7 +436,11 @@ def preprocess_ksponspeech(
         if not pairs:
             raise InputError(f"no transcript files KsponSpeech*/<folder>/*.txt under {root}")
     else:
-        pairs = [(path, path.with_suffix(".txt")) for path in sorted(root.rglob(f"*{audio_extension}"))]
+        pairs = [
+            (path, path.with_suffix(".txt"))
+            for path in sorted(root.rglob(f"*{audio_extension}"))
+            if EVAL_FOLDER not in path.relative_to(root).parts
+        ]
         if not pairs:
             raise InputError(f"no {audio_extension} files under {root}")
     kept, upstream_rows, skipped, total_seconds = _collect(pairs, mode, compat, keep_punctuation, progress)
@@ -649,7 +653,7 @@ def preprocess_ksponspeech_eval(
     known = set(vocab.tokens[len(SPECIAL_TOKENS) :])
     results: Dict[str, Any] = {}
     for split in EVAL_SPLITS:
-        folder = Path(eval_dir) / split
+        folder = Path(eval_dir).resolve() / split
         if not folder.is_dir():
             raise FileNotFoundError(f"KsponSpeech evaluation folder not found: {folder}")
         if compat == "kospeech":

@@ -375,3 +375,19 @@ def test_preprocess_eval_sets(tmp_path: Path) -> None:
     assert results["eval_other"]["skipped_empty_transcript"] == 1
     with pytest.raises(FileNotFoundError, match="eval_clean"):
         preprocess_ksponspeech_eval(tmp_path / "nowhere", tmp_path / "out", vocab, progress=False)
+
+
+def test_cli_compat_modes_and_eval_sets(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    _write_kospeech_corpus(tmp_path / "corpus")
+    cli.main([str(tmp_path / "corpus"), str(tmp_path / "kospeech"), "--no-progress"])
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["compat"] == "kospeech" and Path(summary["kospeech_labels"]).is_file()
+    assert summary["eval"]["eval_clean"]["utterances"] == 2  # found in KsponSpeech_eval without --eval-dir
+    cli.main([str(tmp_path / "corpus"), str(tmp_path / "clean"), "--compat", "clean", "--no-progress"])
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["compat"] == "clean" and summary["kospeech_labels"] is None
+    # today's rules: punctuation dropped, "%" read out, and the eval files are not training data
+    transcripts = [e.transcript for e in read_manifest(summary["train_manifest"])]
+    assert transcripts == ["세 시에 만나자", "이거 10 퍼센트 맞아", "이거 10 퍼센트 맞아", "에이 에스 가 됐어"]
+    with pytest.raises(ValueError, match="keep_punctuation applies to compat='clean' only"):
+        cli.main([str(tmp_path / "corpus"), str(tmp_path / "bad"), "--keep-punctuation", "--no-progress"])
