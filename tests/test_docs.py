@@ -132,6 +132,16 @@ NOT_RUN: Dict[str, str] = {
     "same code builds the tiny preset above",
     "python bin/preprocess_ksponspeech.py /path/to/KsponSpeech out/ --mode phonetic --valid-ratio 0.01": "needs the "
     "KsponSpeech corpus, which is not shipped; tests/data/test_ksponspeech.py runs the same CLI on fixture files",
+    "python bin/preprocess_ksponspeech.py /path/to/KsponSpeech data/kspon --valid-ratio 0.01": "needs the "
+    "KsponSpeech corpus; tests/data/test_kspon_recipe.py runs the whole recipe on a fixture tree in its layout",
+    "python bin/main.py --config-name=train train=ds2_train data=kspon model=ds2 model.num_rnn_layers=3 "
+    "model.rnn_hidden_dim=1024 model.dropout_p=0.3 train.batch_size=32 train.num_epochs=70 train.max_minutes=null "
+    "train.init_lr=1e-6 train.peak_lr=1e-4 train.final_lr=1e-6 train.warmup_steps=400 train.weight_decay=1e-5 "
+    "train.output_dir=runs/ds2_kspon": "days of training on the KsponSpeech corpus; tests/data/test_kspon_recipe.py "
+    "runs it with a tiny model on a fixture tree",
+    "python bin/eval.py checkpoint_path=runs/ds2_kspon/best.pt manifest_path=data/kspon/eval_clean.tsv": "needs "
+    "the model trained above; tests/data/test_kspon_recipe.py runs it on a fixture tree",
+    "python bin/eval.py checkpoint_path=runs/ds2_kspon/best.pt manifest_path=data/kspon/eval_other.tsv": "as above",
     "python bin/eval.py checkpoint_path=pretrained/ds2_synthetic.pt manifest_path=data/corpus_demo/base/test.tsv": (
         "needs the full demo corpus (minutes of synthesis); the two eval commands above run the same job"
     ),
