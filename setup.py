@@ -29,6 +29,7 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
     packages=find_packages(include=["kospeech", "kospeech.*"]),
+    package_data={"kospeech.service": ["migrations/*.py", "migrations/*.mako", "migrations/versions/*.py"]},
     install_requires=read_requirements("requirements.txt"),
     extras_require={"dev": read_requirements("requirements-dev.txt")},
     data_files=config_files(),
@@ -41,6 +42,9 @@ setup(
             "kospeech-make-corpus = kospeech.cli.make_corpus:main",
             "kospeech-preprocess-kspon = kospeech.cli.preprocess_kspon:main",
             "kospeech-demo = kospeech.cli.demo:main",
+            "kospeech-serve = kospeech.cli.serve:main",
+            "kospeech-worker = kospeech.cli.worker:main",
+            "kospeech-keys = kospeech.cli.keys:main",
         ]
     },
 )

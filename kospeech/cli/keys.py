@@ -1,0 +1,77 @@
+"""``kospeech-keys``: make, list and revoke API keys of the personalization service.
+
+    kospeech-keys create --tenant acme [--admin] [server.KEY=VALUE ...]   # the new key is the last word printed
+    kospeech-keys list [server.KEY=VALUE ...]
+    kospeech-keys revoke PREFIX [server.KEY=VALUE ...]
+
+A key is shown once, when it is made; the database keeps only its digest.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import List, Optional
+
+from kospeech.cli.serve import settings_help
+
+__all__ = ["main"]
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        description="Manage API keys of the kospeech personalization service.",
+        epilog=settings_help(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    create = commands.add_parser("create", help="make a key for a tenant (created on first use)")
+    create.add_argument("--tenant", required=True, help="tenant name ([A-Za-z0-9_.-], up to 64 characters)")
+    create.add_argument("--admin", action="store_true", help="mark the key as an admin key")
+    commands.add_parser("list", help="list keys (prefix, tenant, admin, created, revoked)")
+    revoke = commands.add_parser("revoke", help="revoke a key by its prefix (or the whole key)")
+    revoke.add_argument("prefix")
+    return parser
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    """Run one key command; returns the exit status."""
+    from kospeech.errors import InvalidNameError
+    from kospeech.service.cli import settings_from_argv, split_settings
+    from kospeech.service.db import create_db_engine, migrate, session_factory, session_scope
+    from kospeech.service.keys import create_key, list_keys, revoke_key
+
+    overrides, rest = split_settings(sys.argv[1:] if argv is None else argv)
+    args = _parser().parse_args(rest)
+    settings = settings_from_argv(overrides)
+    engine = create_db_engine(settings.database())
+    try:
+        migrate(engine)
+        with session_scope(session_factory(engine)) as session:
+            if args.command == "create":
+                try:
+                    key = create_key(session, args.tenant, admin=args.admin)
+                except InvalidNameError as exc:
+                    print(f"error: tenant: {exc}", file=sys.stderr)
+                    return 1
+                kind = "admin key" if args.admin else "key"
+                print(f"new {kind} for tenant {args.tenant} (shown only now): {key}")
+            elif args.command == "list":
+                for record in list_keys(session):
+                    revoked = record.revoked_at.isoformat() if record.revoked_at else "-"
+                    print(
+                        f"{record.prefix}\t{record.tenant}\t{'admin' if record.admin else 'user'}\t"
+                        f"{record.created_at.isoformat()}\trevoked={revoked}"
+                    )
+            elif not revoke_key(session, args.prefix):
+                print(f"error: no live key with prefix {args.prefix!r}", file=sys.stderr)
+                return 1
+            else:
+                print(f"revoked key {args.prefix}")
+    finally:
+        engine.dispose()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

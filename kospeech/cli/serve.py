@@ -1,0 +1,59 @@
+"""``kospeech-serve``: the personalization service's HTTP server (uvicorn), with an optional in-process worker.
+
+    kospeech-serve server.port=8000 server.data_dir=./service_data server.base_model_path=pretrained/ds2_synthetic.pt
+
+Every ``server.KEY=VALUE`` setting is listed by ``kospeech-serve --help`` (see :mod:`kospeech.service.settings`).
+SIGTERM / Ctrl-C stop accepting connections, finish the requests in flight, then stop.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+from typing import List, Optional
+
+from kospeech.service.settings import ServerConfig
+
+__all__ = ["main", "settings_help"]
+
+GRACEFUL_SHUTDOWN_SECONDS = 30
+
+
+def settings_help() -> str:
+    """One line per ``server.*`` key: name, default and help."""
+    lines = []
+    for item in dataclasses.fields(ServerConfig):
+        lines.append(f"  server.{item.name}={item.default!s:<28} {item.metadata.get('help', '')}")
+    return "settings (server.KEY=VALUE):\n" + "\n".join(lines)
+
+
+def parse(description: str, argv: Optional[List[str]]) -> List[str]:
+    """Answer ``--help`` (with the settings) and return the ``server.*`` arguments; anything else is refused."""
+    parser = argparse.ArgumentParser(
+        description=description, epilog=settings_help(), formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("settings", nargs="*", metavar="server.KEY=VALUE")
+    return parser.parse_args(argv).settings
+
+
+def main(argv: Optional[List[str]] = None) -> None:
+    """Parse the settings and run the server until it is stopped."""
+    import uvicorn
+
+    from kospeech.service.app import create_app
+    from kospeech.service.cli import settings_from_argv
+
+    overrides = parse("Run the kospeech personalization service (HTTP API).", argv)
+    settings = settings_from_argv(overrides)
+    uvicorn.run(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_config=None,
+        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
+    )
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

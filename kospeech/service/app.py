@@ -1,0 +1,137 @@
+"""The FastAPI application: :func:`create_app` builds it from the settings (SPEC section 7).
+
+The app opens its :class:`~kospeech.service.state.ServiceState` in its lifespan (database migration, base model,
+batcher, in-process worker) and closes it after the server has finished its in-flight requests (uvicorn's graceful
+shutdown). A pure ASGI middleware, outermost, bounds every request body (413 as soon as the declared or streamed
+size passes ``server.max_upload_bytes`` plus room for the form fields), records request counts and latencies by
+route template, and writes one structured log line per request (``method=... path=... route=... status=...
+seconds=...``; never the ``Authorization`` header).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from contextlib import asynccontextmanager
+from typing import Any, AsyncIterator, Dict, Optional
+
+from fastapi import FastAPI, HTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from kospeech.service.errors import error_body, install_error_handlers
+from kospeech.service.routers import health, jobs, pages, prompts, transcriptions, users, utterances
+from kospeech.service.settings import ServerConfig
+from kospeech.service.state import ServiceState
+
+__all__ = ["FORM_OVERHEAD_BYTES", "create_app"]
+
+logger = logging.getLogger(__name__)
+access_logger = logging.getLogger("kospeech.service.access")
+
+FORM_OVERHEAD_BYTES = 1 << 20
+"""Room for multipart headers and text fields on top of ``server.max_upload_bytes`` in a request body."""
+
+
+class _RequestGuard:
+    """Body limit, metrics and the access log (see the module docstring)."""
+
+    def __init__(self, app: ASGIApp, max_body_bytes: int) -> None:
+        self.app = app
+        self.max_body_bytes = max_body_bytes
+
+    async def _reject(self, send: Send, message: str) -> None:
+        body = json.dumps(error_body("upload_too_large", message)).encode("utf-8")
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 413,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status: Dict[str, Any] = {"code": 500}
+        limit = self.max_body_bytes
+        too_large = f"the request body is larger than {limit} bytes (server.max_upload_bytes plus form fields)"
+        declared = dict(scope.get("headers", ())).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            status["code"] = 413
+            await self._reject(send, too_large)
+            self._log(scope, status["code"], started)
+            return
+        received = 0
+
+        async def limited_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    raise HTTPException(413, too_large)
+            return message
+
+        async def recording_send(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                status["code"] = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, limited_receive, recording_send)
+        finally:
+            self._log(scope, status["code"], started)
+
+    @staticmethod
+    def _route(scope: Scope) -> str:
+        route = scope.get("route")
+        return getattr(route, "path", None) or "unmatched"
+
+    def _log(self, scope: Scope, status: int, started: float) -> None:
+        seconds = time.perf_counter() - started
+        route = self._route(scope)
+        state: Optional[ServiceState] = getattr(scope["app"].state, "service", None) if "app" in scope else None
+        if state is not None:
+            state.metrics.requests.labels(scope["method"], route, str(status)).inc()
+            state.metrics.latency.labels(scope["method"], route).observe(seconds)
+        access_logger.info(
+            "method=%s path=%s route=%s status=%d seconds=%.4f", scope["method"], scope["path"], route, status, seconds
+        )
+
+
+def create_app(settings: ServerConfig, state: Optional[ServiceState] = None) -> FastAPI:
+    """The service's FastAPI app.
+
+    Args:
+        settings: the checked settings.
+        state: an already opened state to serve (tests); by default the lifespan opens one and closes it.
+
+    Returns:
+        The app (its OpenAPI schema at ``/openapi.json``, interactive docs at ``/docs``).
+    """
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        opened = state is None
+        app.state.service = ServiceState.open(settings) if opened else state
+        try:
+            yield
+        finally:
+            if opened:
+                app.state.service.close()
+
+    app = FastAPI(
+        title="kospeech personalization service",
+        version="1",
+        description="Korean speech recognition with per-user adapters: enroll, train in the background, transcribe.",
+        lifespan=lifespan,
+    )
+    install_error_handlers(app)
+    for module in (health, transcriptions, users, utterances, prompts, jobs, pages):
+        app.include_router(module.router)
+    app.add_middleware(_RequestGuard, max_body_bytes=settings.max_upload_bytes + FORM_OVERHEAD_BYTES)
+    return app

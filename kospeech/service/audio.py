@@ -1,0 +1,151 @@
+"""Uploaded audio: copied to disk within a byte limit, then decoded to 16 kHz mono within a duration limit.
+
+WAV, FLAC, Ogg (Vorbis, Opus), AIFF and MP3 with an ID3 tag are read by the library (:func:`kospeech.data.audio.
+load_audio`: soundfile, with its checks for truncated and inconsistent containers); anything whose first bytes name
+no container soundfile knows (WebM, MP4/M4A, MP3 without a tag) is decoded by PyAV, which ships its own FFmpeg
+libraries. The length is checked before decoding where the header declares it, and while decoding otherwise, so a
+long file is never decoded whole. Every refusal is a :class:`~kospeech.service.errors.ServiceError`: 413 for too
+many bytes, 422 for audio that is unreadable, empty or too long, with a message naming the upload.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import BinaryIO, Iterator, List
+
+import av
+import numpy as np
+
+from kospeech.data.audio import audio_info, load_audio
+from kospeech.data.audio_headers import container_name
+from kospeech.errors import AudioError
+from kospeech.service.errors import ServiceError
+
+__all__ = ["CHUNK_BYTES", "SAMPLE_RATE", "decode_audio", "spooled_upload"]
+
+logger = logging.getLogger(__name__)
+
+SAMPLE_RATE = 16000
+"""Every upload is decoded to this rate (the base model's features resample anything else anyway)."""
+
+CHUNK_BYTES = 1 << 20
+"""Uploads are copied in pieces of this size."""
+
+
+def _too_large(name: str, limit: int) -> ServiceError:
+    return ServiceError(
+        413,
+        "upload_too_large",
+        f"{name}: the upload is larger than the limit of {limit} bytes (server.max_upload_bytes)",
+    )
+
+
+@contextmanager
+def spooled_upload(source: BinaryIO, name: str, folder: Path, max_bytes: int) -> Iterator[Path]:
+    """Copy an upload to a temporary file in ``folder`` piece by piece, stopping at ``max_bytes``; delete it after.
+
+    Args:
+        source: the uploaded file object (read from its current position).
+        name: the upload's name, used in messages.
+        folder: where the temporary file goes.
+        max_bytes: the most bytes accepted.
+
+    Yields:
+        The temporary file's path.
+
+    Raises:
+        ServiceError: 413 beyond ``max_bytes``; 422 for an empty upload.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(prefix="upload-", suffix=".audio", dir=folder)
+    path = Path(temporary)
+    try:
+        total = 0
+        with os.fdopen(handle, "wb") as target:
+            while True:
+                chunk = source.read(CHUNK_BYTES)
+                if not chunk:
+                    break
+                total += len(chunk)
+                if total > max_bytes:
+                    raise _too_large(name, max_bytes)
+                target.write(chunk)
+        if total == 0:
+            raise ServiceError(422, "invalid_audio", f"{name}: the uploaded file is empty")
+        yield path
+    finally:
+        path.unlink(missing_ok=True)
+
+
+def _too_long(name: str, seconds: float, limit: float) -> ServiceError:
+    return ServiceError(
+        422,
+        "audio_too_long",
+        f"{name}: {seconds:.1f} s of audio is longer than the limit of {limit:g} s (server.max_audio_seconds)",
+    )
+
+
+def _decode_with_pyav(path: Path, name: str, max_seconds: float) -> np.ndarray:
+    """Decode the first audio stream to float32 mono at :data:`SAMPLE_RATE`, refusing more than ``max_seconds``."""
+    limit = int(max_seconds * SAMPLE_RATE)
+    pieces: List[np.ndarray] = []
+    total = 0
+    try:
+        with av.open(str(path), mode="r") as container:
+            if not container.streams.audio:
+                raise AudioError(f"{name}: the file holds no audio stream")
+            stream = container.streams.audio[0]
+            declared = float(stream.duration * stream.time_base) if stream.duration and stream.time_base else None
+            if declared is not None and declared > max_seconds:
+                raise _too_long(name, declared, max_seconds)
+            resampler = av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE)
+            for frame in container.decode(stream):
+                for converted in resampler.resample(frame):
+                    samples = converted.to_ndarray().reshape(-1)
+                    pieces.append(samples)
+                    total += samples.size
+                if total > limit:
+                    raise _too_long(name, total / SAMPLE_RATE, max_seconds)
+            for converted in resampler.resample(None):
+                pieces.append(converted.to_ndarray().reshape(-1))
+    except av.error.FFmpegError as exc:
+        raise AudioError(
+            f"{name}: not a readable audio file (wav, flac, ogg/opus, webm, mp3 or m4a expected): {exc}"
+        ) from exc
+    waveform = np.concatenate(pieces).astype(np.float32, copy=False) if pieces else np.zeros(0, np.float32)
+    if waveform.size == 0:
+        raise AudioError(f"{name}: the audio contains no samples")
+    if waveform.size > limit:
+        raise _too_long(name, waveform.size / SAMPLE_RATE, max_seconds)
+    if not np.isfinite(waveform).all():
+        raise AudioError(f"{name}: the audio contains NaN/Inf samples")
+    return waveform
+
+
+def decode_audio(path: Path, name: str, max_seconds: float) -> np.ndarray:
+    """Decode an uploaded file to a float32 mono waveform at :data:`SAMPLE_RATE`.
+
+    Args:
+        path: the spooled upload.
+        name: the upload's file name, used in messages instead of the temporary path.
+        max_seconds: the longest audio accepted.
+
+    Returns:
+        (N,) float32 samples, N >= 1.
+
+    Raises:
+        ServiceError: 422 (code ``invalid_audio`` or ``audio_too_long``) naming the upload and the problem.
+    """
+    try:
+        if container_name(path) is None:
+            return _decode_with_pyav(path, name, max_seconds)
+        info = audio_info(path)
+        if info.duration > max_seconds:
+            raise _too_long(name, info.duration, max_seconds)
+        return load_audio(path, sample_rate=SAMPLE_RATE)
+    except (AudioError, FileNotFoundError) as exc:
+        raise ServiceError(422, "invalid_audio", str(exc).replace(str(path), name)) from exc

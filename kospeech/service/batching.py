@@ -1,0 +1,149 @@
+"""Dynamic batching: concurrent transcription requests, whoever's users they are, run as one model batch.
+
+Request threads :meth:`DynamicBatcher.submit` a decoded waveform with its user's serving name and wait on the
+returned future. One model thread takes the first waiting request, keeps collecting for up to ``max_wait_ms`` or
+until ``max_batch_size`` requests are in, and runs them as one mixed-user call of
+:meth:`Recognizer.transcribe <kospeech.inference.Recognizer.transcribe>` (the frozen trunk once for the whole batch,
+each row through its own user's adapter). All model work happens on that one thread. A batch that fails is run
+again request by request, so one bad input fails only its own request.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Callable, List, Optional
+
+import numpy as np
+
+from kospeech.inference import Recognizer, Transcription
+
+__all__ = ["BatcherStopped", "DynamicBatcher"]
+
+logger = logging.getLogger(__name__)
+
+
+class BatcherStopped(RuntimeError):
+    """The batcher is shutting down and takes no new requests."""
+
+
+@dataclass
+class _Request:
+    waveform: np.ndarray
+    sample_rate: int
+    user: Optional[str]
+    future: Future = field(default_factory=Future)
+
+
+_STOP = object()
+
+
+class DynamicBatcher:
+    """Collects transcription requests into mixed-user batches run on one model thread.
+
+    Args:
+        recognizer: the process's recognizer (used from the model thread only).
+        max_batch_size: the most requests per batch.
+        max_wait_ms: how long the first request of a batch waits for more.
+        on_batch: called after each batch with (requests, seconds of model time).
+    """
+
+    def __init__(
+        self,
+        recognizer: Recognizer,
+        max_batch_size: int,
+        max_wait_ms: float,
+        on_batch: Optional[Callable[[int, float], None]] = None,
+    ) -> None:
+        if max_batch_size < 1:
+            raise ValueError(f"max_batch_size must be >= 1, got {max_batch_size}")
+        self.recognizer = recognizer
+        self.max_batch_size = max_batch_size
+        self.max_wait = max(0.0, max_wait_ms) / 1000.0
+        self.on_batch = on_batch
+        self._queue: queue.Queue = queue.Queue()
+        self._accepting = False
+        self._lock = threading.Lock()
+        self._thread: Optional[threading.Thread] = None
+
+    def start(self) -> None:
+        """Start the model thread."""
+        with self._lock:
+            if self._thread is not None:
+                return
+            self._accepting = True
+            self._thread = threading.Thread(target=self._loop, name="kospeech-batcher", daemon=True)
+            self._thread.start()
+
+    def stop(self, timeout: Optional[float] = None) -> None:
+        """Refuse new requests, finish the waiting ones, then end the model thread."""
+        with self._lock:
+            if self._thread is None:
+                return
+            self._accepting = False
+            self._queue.put(_STOP)
+            thread, self._thread = self._thread, None
+        thread.join(timeout)
+
+    def depth(self) -> int:
+        """Requests waiting for the model."""
+        return self._queue.qsize()
+
+    def submit(self, waveform: np.ndarray, sample_rate: int, user: Optional[str]) -> Future:
+        """Queue one request; the future gives its :class:`Transcription` or the error of transcribing it.
+
+        Raises:
+            BatcherStopped: the batcher is not running.
+        """
+        request = _Request(waveform, sample_rate, user)
+        with self._lock:
+            if not self._accepting:
+                raise BatcherStopped("the server is shutting down")
+            self._queue.put(request)
+        return request.future
+
+    def _loop(self) -> None:
+        stopping = False
+        while not stopping:
+            first = self._queue.get()
+            if first is _STOP:
+                break
+            batch: List[_Request] = [first]
+            deadline = time.monotonic() + self.max_wait
+            while len(batch) < self.max_batch_size:
+                try:
+                    item = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
+                except queue.Empty:
+                    break
+                if item is _STOP:
+                    stopping = True
+                    break
+                batch.append(item)
+            self._run(batch)
+
+    def _run(self, batch: List[_Request]) -> None:
+        started = time.monotonic()
+        try:
+            results: List[Transcription] = self.recognizer.transcribe(
+                [(request.waveform, request.sample_rate) for request in batch],
+                user=[request.user for request in batch],
+                return_timestamps=True,
+            )
+        except Exception as exc:  # handed to the waiting request (one) or narrowed down to the failing requests
+            if len(batch) == 1:
+                batch[0].future.set_exception(exc)
+                return
+            logger.warning("batch of %d failed (%s); running its requests one by one", len(batch), exc)
+            for request in batch:
+                self._run([request])
+            return
+        seconds = time.monotonic() - started
+        if self.on_batch is not None:
+            self.on_batch(len(batch), seconds)
+        logger.debug("batch of %d requests (%d users) in %.3f s", len(batch), len({r.user for r in batch}), seconds)
+        for request, result in zip(batch, results):
+            request.future.set_result(result)

@@ -1,0 +1,115 @@
+"""FastAPI dependencies: the service state, a database session, the caller's tenant (``Authorization: Bearer``),
+and the caller's users and jobs (another tenant's ids answer 404, never 403)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated, Iterator
+
+from fastapi import Depends, Path, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from kospeech.errors import InvalidNameError
+from kospeech.models.adapter_manager import validate_adapter_name
+from kospeech.service.errors import ServiceError
+from kospeech.service.keys import authenticate
+from kospeech.service.models import Job, User
+from kospeech.service.state import ServiceState
+
+__all__ = ["Caller", "CallerDep", "SessionDep", "StateDep", "caller_user", "checked_user_id", "get_session"]
+
+_bearer = HTTPBearer(auto_error=False, description="an API key made with kospeech-keys create")
+
+
+def get_state(request: Request) -> ServiceState:
+    """The service state the app was built with."""
+    return request.app.state.service
+
+
+StateDep = Annotated[ServiceState, Depends(get_state)]
+
+
+def get_session(state: StateDep) -> Iterator[Session]:
+    """A database session for one request (closed after it; handlers commit what they change)."""
+    with state.sessions() as session:
+        yield session
+
+
+SessionDep = Annotated[Session, Depends(get_session)]
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who is calling: the tenant of the presented key."""
+
+    tenant_id: int
+    tenant: str
+    admin: bool
+
+
+def _unauthorized(message: str) -> ServiceError:
+    return ServiceError(401, "unauthorized", message, headers={"WWW-Authenticate": "Bearer"})
+
+
+def get_caller(
+    session: SessionDep, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+) -> Caller:
+    """The caller of a request, from ``Authorization: Bearer <key>``.
+
+    Raises:
+        ServiceError: 401 without a key, or for an unknown or revoked key.
+    """
+    if credentials is None or credentials.scheme.lower() != "bearer" or not credentials.credentials:
+        raise _unauthorized("missing API key: send Authorization: Bearer <key>")
+    key = authenticate(session, credentials.credentials)
+    if key is None:
+        raise _unauthorized("unknown or revoked API key")
+    return Caller(key.tenant_id, key.tenant.name, key.admin)
+
+
+CallerDep = Annotated[Caller, Depends(get_caller)]
+
+
+def checked_user_id(user_id: str) -> str:
+    """``user_id`` if it follows the adapter-name rule.
+
+    Raises:
+        ServiceError: 422 naming the rule.
+    """
+    try:
+        return validate_adapter_name(user_id)
+    except InvalidNameError as exc:
+        raise ServiceError(422, "invalid_user_id", str(exc).replace("adapter name", "user id")) from exc
+
+
+def caller_user(session: SessionDep, caller: CallerDep, user_id: Annotated[str, Path()]) -> User:
+    """The caller's user ``user_id``.
+
+    Raises:
+        ServiceError: 422 for an id breaking the rule; 404 when the caller's tenant has no such user.
+    """
+    checked_user_id(user_id)
+    user = session.scalar(select(User).where(User.tenant_id == caller.tenant_id, User.user_id == user_id))
+    if user is None:
+        raise ServiceError(404, "user_not_found", f"no user {user_id!r}")
+    return user
+
+
+UserDep = Annotated[User, Depends(caller_user)]
+
+
+def caller_job(session: SessionDep, caller: CallerDep, job_id: Annotated[str, Path()]) -> Job:
+    """The caller's job ``job_id``.
+
+    Raises:
+        ServiceError: 404 when the caller's tenant has no such job.
+    """
+    job = session.scalar(select(Job).where(Job.tenant_id == caller.tenant_id, Job.id == job_id))
+    if job is None:
+        raise ServiceError(404, "job_not_found", f"no job {job_id!r}")
+    return job
+
+
+JobDep = Annotated[Job, Depends(caller_job)]

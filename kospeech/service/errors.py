@@ -1,0 +1,95 @@
+"""Every error the API answers is JSON ``{"error": {"code": str, "message": str}}`` (SPEC section 7).
+
+Handlers turn :class:`ServiceError` (raised by the service), FastAPI's request validation errors (422), Starlette's
+HTTP errors (404 for an unknown route, 405, 413 from the body limit) and the library's input errors into that shape;
+anything else is a server fault: logged with its traceback, answered 500 without internals.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Dict, Optional
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from kospeech.errors import InputError
+
+__all__ = ["ServiceError", "error_body", "install_error_handlers"]
+
+logger = logging.getLogger(__name__)
+
+_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    404: "not_found",
+    405: "method_not_allowed",
+    409: "conflict",
+    413: "upload_too_large",
+    415: "unsupported_media_type",
+    422: "invalid_request",
+    500: "internal_error",
+    503: "unavailable",
+}
+
+
+class ServiceError(Exception):
+    """An answer other than success, with its status, a stable machine-readable code and a message for people.
+
+    Args:
+        status: the HTTP status.
+        code: a short snake_case code (``"user_not_found"``).
+        message: what went wrong and, where it helps, what to do.
+        headers: extra response headers (``WWW-Authenticate`` for 401).
+    """
+
+    def __init__(self, status: int, code: str, message: str, headers: Optional[Dict[str, str]] = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.headers = headers
+
+
+def error_body(code: str, message: str) -> Dict[str, Any]:
+    """The JSON body of an error."""
+    return {"error": {"code": code, "message": message}}
+
+
+def _validation_message(exc: RequestValidationError) -> str:
+    parts = []
+    for error in exc.errors():
+        where = ".".join(str(part) for part in error.get("loc", ()) if part != "body") or "request"
+        parts.append(f"{where}: {error.get('msg', 'invalid')}")
+    return "; ".join(parts) or "invalid request"
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Register the handlers that give every error the JSON shape above."""
+
+    @app.exception_handler(ServiceError)
+    async def _service_error(_request: Request, exc: ServiceError) -> JSONResponse:
+        return JSONResponse(error_body(exc.code, exc.message), status_code=exc.status, headers=exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        return JSONResponse(error_body("invalid_request", _validation_message(exc)), status_code=422)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = _CODES.get(exc.status_code, "error")
+        message = exc.detail if isinstance(exc.detail, str) else code.replace("_", " ")
+        return JSONResponse(
+            error_body(code, message), status_code=exc.status_code, headers=getattr(exc, "headers", None)
+        )
+
+    @app.exception_handler(InputError)
+    async def _input_error(_request: Request, exc: InputError) -> JSONResponse:
+        return JSONResponse(error_body("invalid_input", str(exc)), status_code=422)
+
+    @app.exception_handler(Exception)
+    async def _server_fault(request: Request, exc: Exception) -> JSONResponse:
+        logger.error("unhandled error in %s %s", request.method, request.url.path, exc_info=exc)
+        return JSONResponse(error_body("internal_error", "internal server error"), status_code=500)

@@ -1,0 +1,114 @@
+"""API keys: created once, shown once, stored as a lookup prefix plus a SHA-256 digest, compared in constant time.
+
+A key reads ``ksk_<prefix>_<secret>``: 12 hex characters of prefix (the row is found by it, and ``kospeech-keys
+list`` shows it) and 256 random bits of secret. The database holds the prefix and the SHA-256 of the whole key; a
+presented key is hashed and compared with :func:`hmac.compare_digest`. A high-entropy random secret needs no slow
+password hash: SHA-256 cannot be inverted and a guess has no better odds than 2**-256.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from dataclasses import dataclass
+from datetime import datetime
+from typing import List, Optional
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from kospeech.models.adapter_manager import validate_adapter_name
+from kospeech.service.models import ApiKey, Tenant, utcnow
+
+__all__ = ["KEY_PREFIX", "KeyRecord", "authenticate", "create_key", "list_keys", "revoke_key"]
+
+KEY_PREFIX = "ksk"
+_PREFIX_HEX = 12
+
+
+@dataclass
+class KeyRecord:
+    """What ``kospeech-keys list`` shows of a key (never the key).
+
+    Attributes:
+        prefix: the key's public lookup part.
+        tenant: its tenant's name.
+        admin: whether it is an admin key.
+        created_at: when it was made.
+        revoked_at: when it was revoked, or ``None``.
+    """
+
+    prefix: str
+    tenant: str
+    admin: bool
+    created_at: datetime
+    revoked_at: Optional[datetime]
+
+
+def _digest(key: str) -> str:
+    return hashlib.sha256(key.encode("utf-8")).hexdigest()
+
+
+def _split(key: str) -> Optional[str]:
+    """The prefix of a well-formed key, else ``None``."""
+    parts = key.split("_")
+    if len(parts) != 3 or parts[0] != KEY_PREFIX or len(parts[1]) != _PREFIX_HEX:
+        return None
+    return parts[1]
+
+
+def create_key(session: Session, tenant_name: str, admin: bool = False) -> str:
+    """Make a key for ``tenant_name`` (creating the tenant on first use) and return it; only its digest is stored.
+
+    Args:
+        session: an open session (committed by the caller).
+        tenant_name: the tenant; the adapter-name rule applies (it names a folder under ``data_dir/tenants``).
+        admin: mark the key as an admin key.
+
+    Returns:
+        The new key, the only time it is ever shown.
+
+    Raises:
+        InvalidNameError: a tenant name that breaks the rule.
+    """
+    validate_adapter_name(tenant_name)
+    tenant = session.scalar(select(Tenant).where(Tenant.name == tenant_name))
+    if tenant is None:
+        tenant = Tenant(name=tenant_name)
+        session.add(tenant)
+        session.flush()
+    prefix = secrets.token_hex(_PREFIX_HEX // 2)
+    key = f"{KEY_PREFIX}_{prefix}_{secrets.token_urlsafe(32)}"
+    session.add(ApiKey(tenant_id=tenant.id, prefix=prefix, digest=_digest(key), admin=admin))
+    session.flush()
+    return key
+
+
+def list_keys(session: Session) -> List[KeyRecord]:
+    """Every key (revoked ones included), by tenant then creation time."""
+    rows = session.execute(
+        select(ApiKey, Tenant.name).join(Tenant, ApiKey.tenant_id == Tenant.id).order_by(Tenant.name, ApiKey.id)
+    )
+    return [KeyRecord(key.prefix, name, key.admin, key.created_at, key.revoked_at) for key, name in rows]
+
+
+def revoke_key(session: Session, prefix: str) -> bool:
+    """Revoke the key with ``prefix`` (or the whole key); returns False when there is no such live key."""
+    prefix = _split(prefix) or prefix
+    key = session.scalar(select(ApiKey).where(ApiKey.prefix == prefix, ApiKey.revoked_at.is_(None)))
+    if key is None:
+        return False
+    key.revoked_at = utcnow()
+    return True
+
+
+def authenticate(session: Session, presented: str) -> Optional[ApiKey]:
+    """The live key row matching ``presented`` (its tenant loaded), or ``None`` (malformed, unknown or revoked)."""
+    prefix = _split(presented)
+    if prefix is None:
+        return None
+    key = session.scalar(select(ApiKey).where(ApiKey.prefix == prefix))
+    if key is None or not hmac.compare_digest(key.digest, _digest(presented)) or key.revoked_at is not None:
+        return None
+    return key

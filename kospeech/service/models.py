@@ -1,0 +1,158 @@
+"""The service's database tables (SQLAlchemy 2.x ORM): tenants, hashed API keys, users, utterances, adapter versions,
+jobs.
+
+The schema is created and upgraded by the Alembic migrations in :mod:`kospeech.service.migrations` (never by
+``create_all``); a test compares both. Users and jobs have random string ids (``uuid4().hex``) so that ids never
+repeat across deletions and a worker on another machine can name files by them. Every row of a user (utterances,
+adapter versions, jobs) is deleted with the user (``ON DELETE CASCADE`` and ORM cascades).
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime, timezone
+from typing import List, Optional
+
+from sqlalchemy import Boolean, DateTime, Float, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+__all__ = [
+    "JOB_STATES",
+    "AdapterVersion",
+    "ApiKey",
+    "Base",
+    "Job",
+    "Tenant",
+    "User",
+    "Utterance",
+    "new_id",
+    "utcnow",
+]
+
+JOB_STATES = ("queued", "running", "succeeded", "failed")
+"""A job's ``status``: queued -> running -> succeeded | failed; a retried job goes from running back to queued."""
+
+
+def utcnow() -> datetime:
+    """The current time, timezone-aware UTC."""
+    return datetime.now(timezone.utc)
+
+
+def new_id() -> str:
+    """A random 32-character hex id (users, utterances, jobs)."""
+    return uuid.uuid4().hex
+
+
+class Base(DeclarativeBase):
+    """Declarative base of every table."""
+
+
+class Tenant(Base):
+    """An organisation: its keys see only its users, utterances, adapters and jobs."""
+
+    __tablename__ = "tenants"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+    keys: Mapped[List[ApiKey]] = relationship(back_populates="tenant", cascade="all, delete-orphan")
+
+
+class ApiKey(Base):
+    """An API key, stored as a lookup prefix and the SHA-256 digest of the whole key (never the key itself)."""
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"), index=True)
+    prefix: Mapped[str] = mapped_column(String(32), unique=True)
+    digest: Mapped[str] = mapped_column(String(64))
+    admin: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    revoked_at: Mapped[Optional[datetime]] = mapped_column(DateTime(timezone=True), nullable=True)
+
+    tenant: Mapped[Tenant] = relationship(back_populates="keys")
+
+
+class User(Base):
+    """A tenant's end user (``user_id`` follows the adapter-name rule, unique per tenant)."""
+
+    __tablename__ = "users"
+    __table_args__ = (UniqueConstraint("tenant_id", "user_id", name="uq_users_tenant_user"),)
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"), index=True)
+    user_id: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+    tenant: Mapped[Tenant] = relationship()
+    utterances: Mapped[List[Utterance]] = relationship(
+        back_populates="user", cascade="all, delete-orphan", passive_deletes=True, order_by="Utterance.created_at"
+    )
+    adapters: Mapped[List[AdapterVersion]] = relationship(
+        back_populates="user", cascade="all, delete-orphan", passive_deletes=True, order_by="AdapterVersion.version"
+    )
+    jobs: Mapped[List[Job]] = relationship(
+        back_populates="user", cascade="all, delete-orphan", passive_deletes=True, order_by="Job.created_at"
+    )
+
+
+class Utterance(Base):
+    """One enrollment recording: 16 kHz mono WAV under the user's folder, with its transcript."""
+
+    __tablename__ = "utterances"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    user_pk: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    text: Mapped[str] = mapped_column(Text)
+    duration: Mapped[float] = mapped_column(Float)
+    audio_file: Mapped[str] = mapped_column(String(255))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+    user: Mapped[User] = relationship(back_populates="utterances")
+
+
+class AdapterVersion(Base):
+    """One trained adapter of a user (accepted or rejected); at most one per user is ``active``."""
+
+    __tablename__ = "adapter_versions"
+    __table_args__ = (UniqueConstraint("user_pk", "version", name="uq_adapter_versions_user_version"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    user_pk: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    version: Mapped[int] = mapped_column(Integer)
+    adapter_type: Mapped[str] = mapped_column(String(64))
+    cer_before: Mapped[Optional[float]] = mapped_column(Float, nullable=True)
+    cer_after: Mapped[Optional[float]] = mapped_column(Float, nullable=True)
+    active: Mapped[bool] = mapped_column(Boolean, default=False)
+    rejected: Mapped[bool] = mapped_column(Boolean, default=False)
+    file: Mapped[str] = mapped_column(String(255))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+    user: Mapped[User] = relationship(back_populates="adapters")
+
+
+class Job(Base):
+    """A training job: its state machine, progress, attempts, worker heartbeat and result."""
+
+    __tablename__ = "jobs"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"), index=True)
+    user_pk: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    adapter_type: Mapped[str] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(16), default="queued", index=True)
+    progress: Mapped[float] = mapped_column(Float, default=0.0)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    error: Mapped[Optional[str]] = mapped_column(Text, nullable=True)
+    cer_before: Mapped[Optional[float]] = mapped_column(Float, nullable=True)
+    cer_after: Mapped[Optional[float]] = mapped_column(Float, nullable=True)
+    activated: Mapped[Optional[bool]] = mapped_column(Boolean, nullable=True)
+    version: Mapped[Optional[int]] = mapped_column(Integer, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    started_at: Mapped[Optional[datetime]] = mapped_column(DateTime(timezone=True), nullable=True)
+    heartbeat_at: Mapped[Optional[datetime]] = mapped_column(DateTime(timezone=True), nullable=True)
+    finished_at: Mapped[Optional[datetime]] = mapped_column(DateTime(timezone=True), nullable=True)
+
+    user: Mapped[User] = relationship(back_populates="jobs")

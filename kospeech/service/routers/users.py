@@ -1,0 +1,128 @@
+"""Users: create, read, delete (every file and row of theirs), and ask for an adapter to be trained."""
+
+from __future__ import annotations
+
+from typing import Annotated, Optional
+
+from fastapi import APIRouter, Body, Response
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+
+from kospeech.models import registered_adapter_types
+from kospeech.service.deps import CallerDep, SessionDep, StateDep, UserDep, checked_user_id
+from kospeech.service.errors import ServiceError
+from kospeech.service.models import Job, User
+from kospeech.service.routers.jobs import job_status
+from kospeech.service.schemas import AdapterInfo, AdapterRequest, ErrorBody, JobCreated, UserCreate, UserRecord
+
+__all__ = ["router", "user_record"]
+
+router = APIRouter(prefix="/v1", tags=["users"])
+
+_NOT_FOUND = {404: {"model": ErrorBody}, 422: {"model": ErrorBody}}
+
+
+def user_record(user: User) -> UserRecord:
+    """The API view of a user: counts, the active (else newest) adapter, the jobs."""
+    active = [version for version in user.adapters if version.active]
+    shown = active[-1] if active else (user.adapters[-1] if user.adapters else None)
+    adapter = None
+    if shown is not None:
+        adapter = AdapterInfo(
+            version=shown.version,
+            adapter_type=shown.adapter_type,
+            cer_before=shown.cer_before,
+            cer_after=shown.cer_after,
+            active=shown.active,
+            created_at=shown.created_at,
+        )
+    return UserRecord(
+        user_id=user.user_id,
+        utterances=len(user.utterances),
+        audio_seconds=round(sum(utterance.duration for utterance in user.utterances), 3),
+        adapter=adapter,
+        jobs=[job_status(job) for job in user.jobs],
+    )
+
+
+@router.post(
+    "/users",
+    status_code=201,
+    response_model=UserRecord,
+    responses={409: {"model": ErrorBody}, 422: {"model": ErrorBody}},
+)
+def create_user(body: UserCreate, session: SessionDep, caller: CallerDep) -> UserRecord:
+    """Create a user (the id follows the adapter-name rule); 409 if the tenant already has it."""
+    user_id = checked_user_id(body.user_id)
+    exists = session.scalar(select(User.id).where(User.tenant_id == caller.tenant_id, User.user_id == user_id))
+    if exists is not None:
+        raise ServiceError(409, "user_exists", f"user {user_id!r} already exists")
+    user = User(tenant_id=caller.tenant_id, user_id=user_id)
+    session.add(user)
+    try:
+        session.commit()
+    except IntegrityError as exc:  # created by a concurrent request between the check and the insert
+        session.rollback()
+        raise ServiceError(409, "user_exists", f"user {user_id!r} already exists") from exc
+    session.refresh(user)
+    return user_record(user)
+
+
+@router.get("/users/{user_id}", response_model=UserRecord, responses=_NOT_FOUND)
+def get_user(user: UserDep) -> UserRecord:
+    """The user's enrollment figures, adapter and jobs."""
+    return user_record(user)
+
+
+@router.delete("/users/{user_id}", status_code=204, response_class=Response, responses=_NOT_FOUND)
+def delete_user(user: UserDep, session: SessionDep, state: StateDep, caller: CallerDep) -> Response:
+    """Delete the user: audio, adapter files and every row (utterances, adapter versions, jobs)."""
+    user_id, serving_name = user.user_id, user.id
+    session.delete(user)
+    session.commit()
+    state.storage.delete_user(caller.tenant, user_id)
+    state.cache.forget(serving_name)
+    return Response(status_code=204)
+
+
+@router.post(
+    "/users/{user_id}/adapter",
+    status_code=202,
+    response_model=JobCreated,
+    responses={404: {"model": ErrorBody}, 409: {"model": ErrorBody}, 422: {"model": ErrorBody}},
+)
+def train_adapter(
+    user: UserDep,
+    session: SessionDep,
+    state: StateDep,
+    caller: CallerDep,
+    body: Annotated[Optional[AdapterRequest], Body()] = None,
+) -> JobCreated:
+    """Queue a training job for the user's adapter; poll ``GET /v1/jobs/{job_id}``.
+
+    The new adapter becomes active only if it beats the base model on the user's held-out utterances.
+    """
+    adapter_type = (body.adapter_type if body else None) or state.settings.default_adapter_type
+    if adapter_type not in registered_adapter_types():
+        raise ServiceError(
+            422,
+            "invalid_adapter_type",
+            f"unknown adapter_type {adapter_type!r}; choose one of {sorted(registered_adapter_types())}",
+        )
+    needed = state.settings.min_enrollment_utterances
+    if len(user.utterances) < needed:
+        raise ServiceError(
+            422,
+            "not_enough_utterances",
+            f"user {user.user_id!r} has {len(user.utterances)} utterances; training needs at least {needed}",
+        )
+    pending = [job for job in user.jobs if job.status in ("queued", "running")]
+    if pending:
+        raise ServiceError(
+            409, "job_pending", f"a training job for {user.user_id!r} is already {pending[0].status}: {pending[0].id}"
+        )
+    job = Job(tenant_id=caller.tenant_id, user_pk=user.id, adapter_type=adapter_type, status="queued", progress=0.0)
+    session.add(job)
+    session.commit()
+    state.queue.enqueue(job.id)
+    return JobCreated(job_id=job.id)

@@ -1,0 +1,90 @@
+"""Enrollment utterances: upload (audio + the text read), list, delete."""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated
+
+from fastapi import APIRouter, File, Form, Response, UploadFile
+from sqlalchemy import select
+
+from kospeech.data.audio import save_audio
+from kospeech.errors import UnknownCharacterError
+from kospeech.service.audio import SAMPLE_RATE, decode_audio, spooled_upload
+from kospeech.service.deps import SessionDep, StateDep, UserDep
+from kospeech.service.errors import ServiceError
+from kospeech.service.models import Utterance, new_id
+from kospeech.service.schemas import ErrorBody, UtteranceCreated, UtteranceList, UtteranceRecord
+
+__all__ = ["MAX_TEXT_CHARACTERS", "router"]
+
+router = APIRouter(prefix="/v1", tags=["enrollment"])
+
+MAX_TEXT_CHARACTERS = 500
+_ERRORS = {404: {"model": ErrorBody}, 413: {"model": ErrorBody}, 422: {"model": ErrorBody}}
+
+
+def _checked_text(text: str, state: StateDep) -> str:
+    """The transcript with its whitespace collapsed, if the base model's vocabulary can write it."""
+    cleaned = re.sub(r"\s+", " ", text).strip()
+    if not cleaned:
+        raise ServiceError(422, "invalid_text", "text is empty")
+    if len(cleaned) > MAX_TEXT_CHARACTERS:
+        raise ServiceError(422, "invalid_text", f"text is longer than {MAX_TEXT_CHARACTERS} characters")
+    try:
+        state.vocab.encode(cleaned)
+    except UnknownCharacterError as exc:
+        raise ServiceError(422, "text_outside_vocabulary", f"text outside the model's vocabulary: {exc}") from exc
+    return cleaned
+
+
+@router.post("/users/{user_id}/utterances", status_code=201, response_model=UtteranceCreated, responses=_ERRORS)
+def add_utterance(
+    user: UserDep,
+    session: SessionDep,
+    state: StateDep,
+    file: Annotated[UploadFile, File(description="the recording: wav, flac, ogg/opus, webm, mp3 or m4a")],
+    text: Annotated[str, Form(description="what was read, in Hangul (e.g. a prompt of GET /v1/prompts)")],
+) -> UtteranceCreated:
+    """Add one enrollment recording with its transcript; kept as 16 kHz mono WAV."""
+    cleaned = _checked_text(text, state)
+    settings = state.settings
+    name = file.filename or "upload"
+    with spooled_upload(file.file, name, state.storage.uploads_dir, settings.max_upload_bytes) as path:
+        waveform = decode_audio(path, name, settings.max_audio_seconds)
+    utterance_id = new_id()
+    target = state.storage.utterance_file(user.tenant.name, user.user_id, utterance_id)
+    save_audio(target, waveform, SAMPLE_RATE)
+    duration = round(waveform.shape[0] / SAMPLE_RATE, 3)
+    session.add(
+        Utterance(
+            id=utterance_id, user_pk=user.id, text=cleaned, duration=duration, audio_file=state.storage.relative(target)
+        )
+    )
+    session.commit()
+    return UtteranceCreated(utterance_id=utterance_id, duration=duration)
+
+
+@router.get("/users/{user_id}/utterances", response_model=UtteranceList, responses=_ERRORS)
+def list_utterances(user: UserDep) -> UtteranceList:
+    """The user's enrollment utterances, oldest first."""
+    return UtteranceList(
+        utterances=[
+            UtteranceRecord(utterance_id=item.id, text=item.text, duration=item.duration) for item in user.utterances
+        ]
+    )
+
+
+@router.delete(
+    "/users/{user_id}/utterances/{utterance_id}", status_code=204, response_class=Response, responses=_ERRORS
+)
+def delete_utterance(user: UserDep, utterance_id: str, session: SessionDep, state: StateDep) -> Response:
+    """Delete one utterance and its audio."""
+    utterance = session.scalar(select(Utterance).where(Utterance.user_pk == user.id, Utterance.id == utterance_id))
+    if utterance is None:
+        raise ServiceError(404, "utterance_not_found", f"user {user.user_id!r} has no utterance {utterance_id!r}")
+    path = state.storage.absolute(utterance.audio_file)
+    session.delete(utterance)
+    session.commit()
+    path.unlink(missing_ok=True)
+    return Response(status_code=204)

@@ -1,0 +1,183 @@
+"""Pydantic request and response bodies of the API (SPEC section 7), apart from the database models."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import List, Literal, Optional
+
+from pydantic import BaseModel, ConfigDict, Field
+
+__all__ = [
+    "AdapterInfo",
+    "AdapterRequest",
+    "ErrorBody",
+    "ErrorDetail",
+    "Health",
+    "JobCreated",
+    "JobResult",
+    "JobStatus",
+    "Prompts",
+    "TranscriptionAdapter",
+    "TranscriptionJson",
+    "TranscriptionSegment",
+    "TranscriptionVerbose",
+    "TranscriptionWord",
+    "UserCreate",
+    "UserRecord",
+    "UtteranceCreated",
+    "UtteranceList",
+    "UtteranceRecord",
+]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ErrorDetail(BaseModel):
+    """What went wrong."""
+
+    code: str
+    message: str
+
+
+class ErrorBody(BaseModel):
+    """Every error answer."""
+
+    error: ErrorDetail
+
+
+class Health(BaseModel):
+    """``GET /healthz``."""
+
+    status: Literal["ok"] = "ok"
+
+
+class UserCreate(_Strict):
+    """``POST /v1/users``: a user id by the adapter-name rule (1 to 64 of ``[A-Za-z0-9_.-]``, no leading ``.``,
+    no ``..``)."""
+
+    user_id: str = Field(min_length=1, max_length=64, examples=["alice"])
+
+
+class AdapterInfo(BaseModel):
+    """A user's adapter: the active version, else the newest trained (rejected) one."""
+
+    version: int
+    adapter_type: str
+    cer_before: Optional[float]
+    cer_after: Optional[float]
+    active: bool
+    created_at: datetime
+
+
+class JobResult(BaseModel):
+    """What a finished training job produced."""
+
+    cer_before: Optional[float]
+    cer_after: Optional[float]
+    activated: bool
+    version: int
+
+
+class JobStatus(BaseModel):
+    """``GET /v1/jobs/{job_id}``."""
+
+    job_id: str
+    user_id: str
+    status: Literal["queued", "running", "succeeded", "failed"]
+    progress: float = Field(ge=0.0, le=1.0)
+    result: Optional[JobResult]
+    error: Optional[str]
+
+
+class UserRecord(BaseModel):
+    """``GET /v1/users/{user_id}``."""
+
+    user_id: str
+    utterances: int
+    audio_seconds: float
+    adapter: Optional[AdapterInfo]
+    jobs: List[JobStatus]
+
+
+class Prompts(BaseModel):
+    """``GET /v1/prompts``: sentences to read for enrollment."""
+
+    prompts: List[str]
+
+
+class UtteranceCreated(BaseModel):
+    """``POST /v1/users/{user_id}/utterances``."""
+
+    utterance_id: str
+    duration: float
+
+
+class UtteranceRecord(BaseModel):
+    """One enrollment utterance."""
+
+    utterance_id: str
+    text: str
+    duration: float
+
+
+class UtteranceList(BaseModel):
+    """``GET /v1/users/{user_id}/utterances``."""
+
+    utterances: List[UtteranceRecord]
+
+
+class AdapterRequest(_Strict):
+    """``POST /v1/users/{user_id}/adapter`` (optional body)."""
+
+    adapter_type: Optional[str] = Field(default=None, examples=["encoder"])
+
+
+class JobCreated(BaseModel):
+    """The answer 202 to a training request."""
+
+    job_id: str
+
+
+class TranscriptionJson(BaseModel):
+    """``response_format=json``."""
+
+    text: str
+
+
+class TranscriptionSegment(BaseModel):
+    """One decoded stretch of speech."""
+
+    id: int
+    start: float
+    end: float
+    text: str
+
+
+class TranscriptionWord(BaseModel):
+    """One word with its times."""
+
+    start: float
+    end: float
+    word: str
+
+
+class TranscriptionAdapter(BaseModel):
+    """The adapter that served a request."""
+
+    user: str
+    version: int
+
+
+class TranscriptionVerbose(BaseModel):
+    """``response_format=verbose_json`` (OpenAI's shape plus ``confidence`` and ``adapter``)."""
+
+    task: Literal["transcribe"] = "transcribe"
+    language: str = "korean"
+    duration: float
+    text: str
+    segments: List[TranscriptionSegment]
+    words: List[TranscriptionWord]
+    confidence: float
+    adapter: Optional[TranscriptionAdapter]

@@ -1,0 +1,164 @@
+"""The service's settings: one typed object, read from ``server.KEY=VALUE`` arguments (SPEC section 7).
+
+``kospeech-serve``, ``kospeech-worker`` and ``kospeech-keys`` take the same keys::
+
+    kospeech-serve server.port=8000 server.data_dir=./service_data server.database_url=postgresql+psycopg://db/asr
+
+The schema is the :class:`ServiceConfig` dataclass (registered in Hydra's ConfigStore as ``service_schema`` by
+:func:`register_service_configs`, like the library's configs); :func:`load_settings` merges the arguments into it
+with OmegaConf, which refuses unknown keys and values of the wrong type, and then checks ranges.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional, Sequence
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from kospeech.errors import ConfigError
+
+__all__ = [
+    "QUEUE_BACKENDS",
+    "SCHEMA_NAME",
+    "ServerConfig",
+    "ServiceConfig",
+    "load_settings",
+    "register_service_configs",
+]
+
+SCHEMA_NAME = "service_schema"
+"""The ConfigStore name of :class:`ServiceConfig`."""
+
+QUEUE_BACKENDS = ("sqlite", "redis")
+"""``server.queue``: huey's SQLite storage under ``data_dir`` (one machine) or Redis (several machines)."""
+
+
+@dataclass
+class ServerConfig:
+    """Every setting of the service (group ``server``)."""
+
+    host: str = field(default="127.0.0.1", metadata={"help": "address kospeech-serve listens on"})
+    port: int = field(default=8000, metadata={"help": "TCP port kospeech-serve listens on"})
+    data_dir: str = field(
+        default="./service_data", metadata={"help": "audio, adapters, the SQLite database and queue live here"}
+    )
+    base_model_path: str = field(
+        default="pretrained/ds2_synthetic.pt", metadata={"help": "base DeepSpeech2 checkpoint every user adapts"}
+    )
+    database_url: Optional[str] = field(
+        default=None,
+        metadata={"help": "SQLAlchemy URL (default sqlite:///<data_dir>/service.db; postgresql+psycopg://...)"},
+    )
+    queue: str = field(default="sqlite", metadata={"help": "job queue backend: sqlite (embedded) or redis"})
+    redis_url: str = field(default="redis://127.0.0.1:6379/0", metadata={"help": "Redis URL when queue=redis"})
+    queue_name: str = field(default="kospeech", metadata={"help": "huey queue name (the same on servers and workers)"})
+    in_process_worker: bool = field(
+        default=True, metadata={"help": "kospeech-serve also runs training jobs in a background thread"}
+    )
+    max_upload_bytes: int = field(default=25 * 2**20, metadata={"help": "largest audio upload, in bytes (413 beyond)"})
+    max_audio_seconds: float = field(
+        default=120.0, metadata={"help": "longest audio accepted, in seconds (422 beyond)"}
+    )
+    batch_max_size: int = field(default=16, metadata={"help": "most transcription requests run as one batch"})
+    batch_max_wait_ms: float = field(
+        default=10.0, metadata={"help": "how long the first request of a batch waits for others, in ms"}
+    )
+    adapter_cache_bytes: int = field(
+        default=256 * 2**20, metadata={"help": "memory for loaded user adapters, in bytes (LRU beyond)"}
+    )
+    torch_threads: int = field(default=1, metadata={"help": "torch intra-op threads of this process"})
+    job_max_attempts: int = field(default=3, metadata={"help": "runs of a training job before it is failed"})
+    job_lease_seconds: float = field(
+        default=120.0,
+        metadata={"help": "a running job whose worker sent no heartbeat for this long is queued again"},
+    )
+    min_enrollment_utterances: int = field(
+        default=5, metadata={"help": "utterances a user needs before an adapter can be trained"}
+    )
+    train_num_epochs: Optional[int] = field(
+        default=None, metadata={"help": "epochs per training job (default: the adapter type's recipe)"}
+    )
+    default_adapter_type: str = field(default="encoder", metadata={"help": "adapter type trained when none is asked"})
+    log_level: str = field(default="INFO", metadata={"help": "DEBUG, INFO, WARNING or ERROR"})
+
+    def database(self) -> str:
+        """The SQLAlchemy URL in force (the default SQLite file under ``data_dir`` when none is set)."""
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{Path(self.data_dir).resolve() / 'service.db'}"
+
+
+@dataclass
+class ServiceConfig:
+    """Top-level schema: ``server.*``."""
+
+    server: ServerConfig = field(default_factory=ServerConfig)
+
+
+def register_service_configs() -> None:
+    """Store :class:`ServiceConfig` in Hydra's ConfigStore as :data:`SCHEMA_NAME` (calling it again is harmless)."""
+    ConfigStore.instance().store(name=SCHEMA_NAME, node=ServiceConfig)
+
+
+def _check(server: ServerConfig) -> ServerConfig:
+    positive = {
+        "port": server.port,
+        "max_upload_bytes": server.max_upload_bytes,
+        "max_audio_seconds": server.max_audio_seconds,
+        "batch_max_size": server.batch_max_size,
+        "adapter_cache_bytes": server.adapter_cache_bytes,
+        "torch_threads": server.torch_threads,
+        "job_max_attempts": server.job_max_attempts,
+        "job_lease_seconds": server.job_lease_seconds,
+        "min_enrollment_utterances": server.min_enrollment_utterances,
+    }
+    for key, value in positive.items():
+        if value <= 0:
+            raise ConfigError(f"server.{key} must be > 0, got {value!r}")
+    if server.port > 65535:
+        raise ConfigError(f"server.port must be at most 65535, got {server.port}")
+    if server.batch_max_wait_ms < 0:
+        raise ConfigError(f"server.batch_max_wait_ms must be >= 0, got {server.batch_max_wait_ms}")
+    if server.min_enrollment_utterances < 2:
+        raise ConfigError("server.min_enrollment_utterances must be at least 2 (some are held out for validation)")
+    if server.train_num_epochs is not None and server.train_num_epochs < 1:
+        raise ConfigError(f"server.train_num_epochs must be >= 1 or null, got {server.train_num_epochs}")
+    if server.queue not in QUEUE_BACKENDS:
+        raise ConfigError(f"server.queue must be one of {list(QUEUE_BACKENDS)}, got {server.queue!r}")
+    if server.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+        raise ConfigError(f"server.log_level must be DEBUG, INFO, WARNING or ERROR, got {server.log_level!r}")
+    return server
+
+
+def load_settings(overrides: Sequence[str] = ()) -> ServerConfig:
+    """The settings from ``server.KEY=VALUE`` overrides on top of the defaults.
+
+    Relative paths (``data_dir``, ``base_model_path``) are resolved against the current directory.
+
+    Args:
+        overrides: arguments such as ``server.port=8001`` (``null`` sets an optional key to None).
+
+    Returns:
+        The checked :class:`ServerConfig`.
+
+    Raises:
+        ConfigError: an argument without ``=``, an unknown key, a value of the wrong type or out of range.
+    """
+    for argument in overrides:
+        if "=" not in argument or not argument.startswith("server."):
+            raise ConfigError(f"expected server.KEY=VALUE, got {argument!r}")
+    schema = OmegaConf.structured(ServiceConfig)
+    try:
+        merged = OmegaConf.merge(schema, OmegaConf.from_dotlist(list(overrides)))
+        config: ServiceConfig = OmegaConf.to_object(merged)
+    except OmegaConfBaseException as exc:
+        raise ConfigError(f"bad setting: {exc}".splitlines()[0]) from exc
+    server = config.server
+    server.data_dir = os.path.abspath(server.data_dir)
+    server.base_model_path = os.path.abspath(server.base_model_path)
+    return _check(server)

@@ -1,0 +1,103 @@
+"""Everything one service process holds: settings, database, files, the recognizer and its batcher, the job queue,
+metrics. Built by :meth:`ServiceState.open` and released by :meth:`ServiceState.close` (the app's lifespan)."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from kospeech.inference import Recognizer
+from kospeech.service.adapter_cache import ByteBoundedAdapterCache
+from kospeech.service.batching import DynamicBatcher
+from kospeech.service.db import create_db_engine, migrate, session_factory
+from kospeech.service.jobs import EmbeddedConsumer, JobQueue, Recovery, jobs_by_state
+from kospeech.service.metrics import ServiceMetrics
+from kospeech.service.settings import ServerConfig
+from kospeech.service.storage import Storage
+from kospeech.service.training import AdapterJobRunner
+from kospeech.vocabs import Vocabulary
+
+__all__ = ["ServiceState"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class ServiceState:
+    """The parts of a running service (see the module docstring)."""
+
+    settings: ServerConfig
+    engine: Engine
+    sessions: sessionmaker[Session]
+    storage: Storage
+    recognizer: Recognizer
+    cache: ByteBoundedAdapterCache
+    batcher: DynamicBatcher
+    queue: JobQueue
+    metrics: ServiceMetrics
+    consumer: Optional[EmbeddedConsumer] = None
+    recovery: Optional[Recovery] = None
+
+    @property
+    def vocab(self) -> Vocabulary:
+        """The base model's vocabulary (enrollment texts must fit it)."""
+        return self.recognizer.vocab
+
+    @classmethod
+    def open(cls, settings: ServerConfig) -> ServiceState:
+        """Migrate the database, load the base model, start the batcher and (if set) the in-process worker.
+
+        Raises:
+            FileNotFoundError: no base checkpoint. CheckpointError: not a checkpoint.
+        """
+        torch.set_num_threads(settings.torch_threads)
+        storage = Storage(settings.data_dir)
+        engine = create_db_engine(settings.database())
+        migrate(engine)
+        sessions = session_factory(engine)
+        recognizer = Recognizer.from_checkpoint(
+            settings.base_model_path, fallback_to_base=True, batch_size=max(16, settings.batch_max_size)
+        )
+        # the service keeps each user's adapter in the user's folder and bounds memory in bytes: see adapter_cache
+        cache = ByteBoundedAdapterCache(storage.tenants_dir, recognizer._load_adapter, settings.adapter_cache_bytes)
+        recognizer.cache = cache
+        runner = AdapterJobRunner(settings.base_model_path, settings.train_num_epochs)
+        queue = JobQueue(settings, sessions, storage, runner if settings.in_process_worker else None)
+        batcher = DynamicBatcher(recognizer, settings.batch_max_size, settings.batch_max_wait_ms)
+        metrics = ServiceMetrics(
+            queue_depth=batcher.depth,
+            cache_stats=cache.stats,
+            cache_bytes=lambda: cache.bytes,
+            jobs_by_state=lambda: jobs_by_state(sessions),
+        )
+        batcher.on_batch = metrics.observe_batch
+        batcher.start()
+        state = cls(settings, engine, sessions, storage, recognizer, cache, batcher, queue, metrics)
+        if settings.in_process_worker:
+            state.consumer = queue.embedded_consumer()
+            state.consumer.start()
+            state.recovery = Recovery(queue)
+            state.recovery.start()
+        logger.info(
+            "service ready: data_dir=%s database=%s queue=%s in_process_worker=%s",
+            settings.data_dir,
+            engine.url.render_as_string(hide_password=True),
+            settings.queue,
+            settings.in_process_worker,
+        )
+        return state
+
+    def close(self) -> None:
+        """Finish the waiting transcriptions, stop the in-process worker, release the database."""
+        self.batcher.stop()
+        if self.recovery is not None:
+            self.recovery.stop()
+        if self.consumer is not None:
+            self.consumer.stop(graceful=False)
+        self.engine.dispose()
+        logger.info("service stopped")

@@ -1,0 +1,96 @@
+"""Where the service keeps its files under ``data_dir``, and the file operations that must be atomic.
+
+::
+
+    data_dir/
+      service.db                      default SQLite database
+      queue.db                        huey's SQLite queue (server.queue=sqlite)
+      uploads/                        uploads being decoded (deleted after each request)
+      tenants/<tenant>/users/<user_id>/
+        utterances/<utterance_id>.wav enrollment audio, 16 kHz mono 16-bit
+        adapter/<user_id>_adapter.pt  the active adapter (what transcription serves)
+        versions/<version>.pt         every trained adapter, accepted or rejected
+        jobs/<job_id>/                a training job's run folder (removed when the job ends)
+
+Tenant and user ids follow the adapter-name rule (:func:`~kospeech.models.adapter_manager.validate_adapter_name`),
+so no id can climb out of its folder. Every file is written through :mod:`kospeech.fileio` (temporary file, fsync,
+rename): a reader sees the previous file or the new one, never half of one.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from pathlib import Path
+
+from kospeech.fileio import atomic_write
+from kospeech.models.adapter_manager import ADAPTER_FILE_SUFFIX, validate_adapter_name
+
+__all__ = ["Storage"]
+
+logger = logging.getLogger(__name__)
+
+
+class Storage:
+    """The file layout of one ``data_dir`` (see the module docstring).
+
+    Args:
+        data_dir: the service's data folder (created if missing).
+    """
+
+    def __init__(self, data_dir: Path) -> None:
+        self.data_dir = Path(data_dir)
+        self.tenants_dir = self.data_dir / "tenants"
+        self.uploads_dir = self.data_dir / "uploads"
+        self.tenants_dir.mkdir(parents=True, exist_ok=True)
+        self.uploads_dir.mkdir(parents=True, exist_ok=True)
+
+    def user_dir(self, tenant: str, user_id: str) -> Path:
+        """``tenants/<tenant>/users/<user_id>`` (names checked against the adapter-name rule)."""
+        return self.tenants_dir / validate_adapter_name(tenant) / "users" / validate_adapter_name(user_id)
+
+    def utterance_file(self, tenant: str, user_id: str, utterance_id: str) -> Path:
+        """Where an enrollment recording is kept."""
+        return self.user_dir(tenant, user_id) / "utterances" / f"{validate_adapter_name(utterance_id)}.wav"
+
+    def adapter_dir(self, tenant: str, user_id: str) -> Path:
+        """The folder of the user's active adapter file."""
+        return self.user_dir(tenant, user_id) / "adapter"
+
+    def active_adapter(self, tenant: str, user_id: str) -> Path:
+        """The user's active adapter file (it may not exist)."""
+        return self.adapter_dir(tenant, user_id) / f"{user_id}{ADAPTER_FILE_SUFFIX}"
+
+    def version_file(self, tenant: str, user_id: str, version: int) -> Path:
+        """Where trained version ``version`` of the user's adapter is kept."""
+        return self.user_dir(tenant, user_id) / "versions" / f"{version:06d}.pt"
+
+    def job_dir(self, tenant: str, user_id: str, job_id: str) -> Path:
+        """A training job's run folder (trainer output, the adapter it writes before activation)."""
+        return self.user_dir(tenant, user_id) / "jobs" / validate_adapter_name(job_id)
+
+    def relative(self, path: Path) -> str:
+        """``path`` relative to ``data_dir`` (what the database stores, so ``data_dir`` can move)."""
+        return Path(path).relative_to(self.data_dir).as_posix()
+
+    def absolute(self, relative: str) -> Path:
+        """The absolute path of a stored relative path."""
+        return self.data_dir / relative
+
+    @staticmethod
+    def copy_atomic(source: Path, target: Path) -> Path:
+        """Copy ``source`` to ``target`` atomically (readers see the old ``target`` or the whole new one)."""
+        data = Path(source).read_bytes()
+        return atomic_write(target, lambda handle: handle.write(data))
+
+    @staticmethod
+    def remove_tree(folder: Path) -> None:
+        """Remove a folder and everything in it (a job's run folder)."""
+        shutil.rmtree(folder, ignore_errors=True)
+
+    def delete_user(self, tenant: str, user_id: str) -> None:
+        """Remove every file of a user (audio, adapters, versions, job folders)."""
+        folder = self.user_dir(tenant, user_id)
+        if folder.exists():
+            shutil.rmtree(folder)
+            logger.info("deleted the files of user %s/%s", tenant, user_id)
