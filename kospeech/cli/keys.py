@@ -13,7 +13,7 @@ import argparse
 import sys
 from typing import List, Optional
 
-from kospeech.cli.serve import settings_help
+from kospeech.cli.serve import settings_from_argv, settings_help, split_settings
 
 __all__ = ["main"]
 
@@ -37,7 +37,6 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Optional[List[str]] = None) -> int:
     """Run one key command; returns the exit status."""
     from kospeech.errors import InvalidNameError
-    from kospeech.service.cli import settings_from_argv, split_settings
     from kospeech.service.db import create_db_engine, migrate, session_factory, session_scope
     from kospeech.service.keys import create_key, list_keys, revoke_key
 

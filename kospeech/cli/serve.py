@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import logging
 import sys
-from typing import List, Optional
+from typing import List, Optional, Sequence, Tuple
 
-from kospeech.service.settings import ServerConfig
+from kospeech.cli.common import setup_logging
+from kospeech.errors import ConfigError
+from kospeech.service.settings import ServerConfig, load_settings
 
-__all__ = ["main", "settings_help"]
+__all__ = ["main", "parse", "settings_from_argv", "settings_help", "split_settings"]
 
 GRACEFUL_SHUTDOWN_SECONDS = 30
 
@@ -26,6 +29,30 @@ def settings_help() -> str:
     for item in dataclasses.fields(ServerConfig):
         lines.append(f"  server.{item.name}={item.default!s:<28} {item.metadata.get('help', '')}")
     return "settings (server.KEY=VALUE):\n" + "\n".join(lines)
+
+
+def split_settings(argv: Sequence[str]) -> Tuple[List[str], List[str]]:
+    """(``server.*`` settings, other arguments) of a command line."""
+    settings = [argument for argument in argv if argument.startswith("server.")]
+    others = [argument for argument in argv if not argument.startswith("server.")]
+    return settings, others
+
+
+def settings_from_argv(overrides: Sequence[str]) -> ServerConfig:
+    """Load the settings and log to stderr at their level; a bad setting ends the process with one line.
+
+    Args:
+        overrides: ``server.KEY=VALUE`` arguments.
+
+    Returns:
+        The settings.
+    """
+    try:
+        settings = load_settings(overrides)
+    except ConfigError as exc:
+        sys.exit(f"error: {exc}")
+    setup_logging(level=getattr(logging, settings.log_level.upper()))
+    return settings
 
 
 def parse(description: str, argv: Optional[List[str]]) -> List[str]:
@@ -42,7 +69,6 @@ def main(argv: Optional[List[str]] = None) -> None:
     import uvicorn
 
     from kospeech.service.app import create_app
-    from kospeech.service.cli import settings_from_argv
 
     overrides = parse("Run the kospeech personalization service (HTTP API).", argv)
     settings = settings_from_argv(overrides)

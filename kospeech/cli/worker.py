@@ -13,7 +13,7 @@ from __future__ import annotations
 import sys
 from typing import List, Optional
 
-from kospeech.cli.serve import parse
+from kospeech.cli.serve import parse, settings_from_argv
 
 __all__ = ["main"]
 
@@ -22,7 +22,6 @@ def main(argv: Optional[List[str]] = None) -> None:
     """Parse the settings, recover jobs of killed workers, and consume the queue until stopped."""
     import torch
 
-    from kospeech.service.cli import settings_from_argv
     from kospeech.service.db import create_db_engine, migrate, session_factory
     from kospeech.service.jobs import JobQueue, Recovery
     from kospeech.service.storage import Storage

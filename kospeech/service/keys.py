@@ -52,7 +52,7 @@ def _digest(key: str) -> str:
 
 def _split(key: str) -> Optional[str]:
     """The prefix of a well-formed key, else ``None``."""
-    parts = key.split("_")
+    parts = key.split("_", 2)
     if len(parts) != 3 or parts[0] != KEY_PREFIX or len(parts[1]) != _PREFIX_HEX:
         return None
     return parts[1]
