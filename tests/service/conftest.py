@@ -1,0 +1,158 @@
+"""Fixtures of the service tests: settings on a temporary data folder, a running app with two tenants' keys, audio.
+
+The app serves the shipped base model (``pretrained/ds2_synthetic.pt``). PostgreSQL (127.0.0.1:5432, database
+``test``) and Redis (127.0.0.1:6379) are real services; tests needing them skip, saying so, only where they do not
+answer.
+"""
+
+import io
+import logging
+import socket
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, Iterator
+
+import numpy as np
+import pytest
+import soundfile as sf
+from fastapi.testclient import TestClient
+
+from kospeech.data.synthetic import ensure_corpus
+from kospeech.service import create_app, load_settings
+from kospeech.service.db import create_db_engine, migrate, session_factory, session_scope
+from kospeech.service.keys import create_key, revoke_key
+
+ROOT = Path(__file__).resolve().parents[2]
+BASE_MODEL = ROOT / "pretrained" / "ds2_synthetic.pt"
+MAX_UPLOAD_BYTES = 1 << 20
+MAX_AUDIO_SECONDS = 12.0
+POSTGRES = ("127.0.0.1", 5432)
+REDIS = ("127.0.0.1", 6379)
+
+
+def reachable(address) -> bool:
+    """Whether a TCP service answers at ``address``."""
+    try:
+        with socket.create_connection(address, timeout=1.0):
+            return True
+    except OSError:
+        return False
+
+
+def settings_for(data_dir: Path, *extra: str):
+    """Service settings on ``data_dir`` with the test limits."""
+    return load_settings(
+        [
+            f"server.data_dir={data_dir}",
+            f"server.base_model_path={BASE_MODEL}",
+            f"server.max_upload_bytes={MAX_UPLOAD_BYTES}",
+            f"server.max_audio_seconds={MAX_AUDIO_SECONDS}",
+            "server.batch_max_wait_ms=5",
+            "server.in_process_worker=false",
+            *extra,
+        ]
+    )
+
+
+def wav_bytes(waveform: np.ndarray, sample_rate: int = 16000, audio_format: str = "WAV", **kwargs) -> bytes:
+    """``waveform`` encoded in memory by soundfile."""
+    buffer = io.BytesIO()
+    sf.write(buffer, waveform, sample_rate, format=audio_format, **kwargs)
+    return buffer.getvalue()
+
+
+def tone(seconds: float, sample_rate: int = 16000, seed: int = 0) -> np.ndarray:
+    """A quiet chirp with noise: audio that decodes to something (or nothing), never an error."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * sample_rate)) / sample_rate
+    return (0.2 * np.sin(2 * np.pi * (220 + 300 * t) * t) + 0.01 * rng.standard_normal(t.shape)).astype(np.float32)
+
+
+@dataclass
+class Service:
+    """A running app and what the tests need to talk to it."""
+
+    client: TestClient
+    keys: Dict[str, str]  # "acme", "globex", "revoked" -> key
+    data_dir: Path
+
+    def headers(self, tenant: str = "acme") -> Dict[str, str]:
+        return {"Authorization": f"Bearer {self.keys[tenant]}"}
+
+
+def make_keys(settings) -> Dict[str, str]:
+    """Keys of two tenants, plus a revoked key of the first."""
+    engine = create_db_engine(settings.database())
+    migrate(engine)
+    with session_scope(session_factory(engine)) as session:
+        keys = {"acme": create_key(session, "acme"), "globex": create_key(session, "globex")}
+        keys["revoked"] = create_key(session, "acme")
+        revoke_key(session, keys["revoked"])
+    engine.dispose()
+    return keys
+
+
+@pytest.fixture(scope="module")
+def service(tmp_path_factory) -> Iterator[Service]:
+    """The app on a fresh data folder (SQLite, no in-process worker), shared by one test module."""
+    data_dir = tmp_path_factory.mktemp("service")
+    settings = settings_for(data_dir)
+    keys = make_keys(settings)
+    with TestClient(create_app(settings)) as client:
+        yield Service(client, keys, data_dir)
+
+
+@pytest.fixture
+def user_id() -> str:
+    """A fresh user id."""
+    return f"u{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture(scope="session")
+def tiny_users(tmp_path_factory) -> Path:
+    """The built-in tiny corpus with 12 enrollment utterances per user (about ten seconds, once per session)."""
+    corpus = tmp_path_factory.mktemp("corpus") / "tiny"
+    ensure_corpus(corpus, preset="tiny", seed=0, enroll_per_user=12)
+    return corpus
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A URL of the real PostgreSQL database ``test`` on a schema made for this run (dropped after)."""
+    if not reachable(POSTGRES):
+        pytest.skip("PostgreSQL is not running on 127.0.0.1:5432")
+    import psycopg
+
+    schema = f"kospeech_test_{uuid.uuid4().hex[:10]}"
+    for user in ("postgres", "root"):
+        try:
+            connection = psycopg.connect(host=POSTGRES[0], port=POSTGRES[1], dbname="test", user=user, autocommit=True)
+        except psycopg.OperationalError:
+            continue
+        break
+    else:
+        pytest.fail("PostgreSQL answers on 127.0.0.1:5432 but neither user postgres nor root may connect to 'test'")
+    connection.execute(f'CREATE SCHEMA "{schema}"')
+    try:
+        yield f"postgresql+psycopg://{user}@{POSTGRES[0]}:{POSTGRES[1]}/test?options=-csearch_path%3D{schema}"
+    finally:
+        connection.execute(f'DROP SCHEMA "{schema}" CASCADE')
+        connection.close()
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    """The real Redis (tests use a unique queue name each)."""
+    if not reachable(REDIS):
+        pytest.skip("Redis is not running on 127.0.0.1:6379")
+    return f"redis://{REDIS[0]}:{REDIS[1]}/0"
+
+
+@pytest.fixture
+def restore_logging() -> Iterator[None]:
+    """Undo a console script's logging setup (it replaces the root handlers)."""
+    handlers, level = list(logging.root.handlers), logging.root.level
+    yield
+    logging.root.handlers[:] = handlers
+    logging.root.setLevel(level)

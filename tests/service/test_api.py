@@ -1,0 +1,435 @@
+"""The HTTP API of SPEC section 7 through FastAPI's TestClient: every endpoint, its answers and its errors."""
+
+import io
+
+import av
+import numpy as np
+import pytest
+from conftest import MAX_AUDIO_SECONDS, MAX_UPLOAD_BYTES, tone, wav_bytes
+
+from kospeech.service.storage import Storage
+
+TEXT = "불 꺼 줘"
+
+
+def error_code(response) -> str:
+    body = response.json()
+    assert set(body) == {"error"} and set(body["error"]) == {"code", "message"}, body
+    assert body["error"]["message"]
+    return body["error"]["code"]
+
+
+def create_user(service, user_id, tenant="acme"):
+    response = service.client.post("/v1/users", json={"user_id": user_id}, headers=service.headers(tenant))
+    assert response.status_code == 201, response.text
+    return response.json()
+
+
+def upload(service, user_id, data, text=TEXT, name="clip.wav", tenant="acme"):
+    return service.client.post(
+        f"/v1/users/{user_id}/utterances",
+        files={"file": (name, data)},
+        data={"text": text},
+        headers=service.headers(tenant),
+    )
+
+
+def transcribe(service, data, name="clip.wav", tenant="acme", **fields):
+    return service.client.post(
+        "/v1/audio/transcriptions", files={"file": (name, data)}, data=fields, headers=service.headers(tenant)
+    )
+
+
+def encoded_with_pyav(waveform: np.ndarray, container: str, codec: str, rate: int = 48000) -> bytes:
+    """``waveform`` (16 kHz mono float) encoded by PyAV, e.g. webm/opus or m4a (mp4)/aac."""
+    buffer = io.BytesIO()
+    with av.open(buffer, mode="w", format=container) as output:
+        stream = output.add_stream(codec, rate=rate, layout="mono")
+        resampler = av.AudioResampler(format=stream.format.name, layout="mono", rate=rate)
+        frame = av.AudioFrame.from_ndarray(waveform[None, :], format="flt", layout="mono")
+        frame.sample_rate = 16000
+        for piece in resampler.resample(frame) + resampler.resample(None):
+            size = stream.frame_size or piece.samples
+            data = piece.to_ndarray()
+            for start in range(0, piece.samples, size):
+                chunk = av.AudioFrame.from_ndarray(
+                    np.ascontiguousarray(data[:, start : start + size]), format=piece.format.name, layout="mono"
+                )
+                chunk.sample_rate = rate
+                for packet in stream.encode(chunk):
+                    output.mux(packet)
+        for packet in stream.encode(None):
+            output.mux(packet)
+    return buffer.getvalue()
+
+
+# ---------------------------------------------------------------------------------------------------------------- keys
+
+
+PROTECTED = [
+    ("get", "/v1/prompts"),
+    ("post", "/v1/users"),
+    ("get", "/v1/users/alice"),
+    ("delete", "/v1/users/alice"),
+    ("get", "/v1/users/alice/utterances"),
+    ("post", "/v1/users/alice/utterances"),
+    ("delete", "/v1/users/alice/utterances/x"),
+    ("post", "/v1/users/alice/adapter"),
+    ("get", "/v1/jobs/x"),
+    ("post", "/v1/audio/transcriptions"),
+]
+
+
+@pytest.mark.parametrize("method, path", PROTECTED)
+def test_every_endpoint_refuses_no_wrong_malformed_or_revoked_keys(service, method, path):
+    for headers in (
+        {},
+        {"Authorization": "Bearer ksk_000000000000_not-a-real-secret"},
+        {"Authorization": f"Bearer {service.keys['acme']}x"},
+        {"Authorization": f"Basic {service.keys['acme']}"},
+        {"Authorization": "Bearer"},
+        service.headers("revoked"),
+    ):
+        response = getattr(service.client, method)(path, headers=headers)
+        assert response.status_code == 401, (headers, response.text)
+        assert error_code(response) == "unauthorized"
+        assert response.headers["www-authenticate"] == "Bearer"
+
+
+def test_health_metrics_and_page_need_no_key(service):
+    assert service.client.get("/healthz").json() == {"status": "ok"}
+    assert service.client.get("/").status_code == 200 and "/docs" in service.client.get("/").text
+    metrics = service.client.get("/metrics")
+    assert metrics.status_code == 200 and metrics.headers["content-type"].startswith("text/plain")
+    for name in (
+        "kospeech_http_requests_total",
+        "kospeech_http_request_duration_seconds_bucket",
+        "kospeech_batch_size_requests",
+        "kospeech_batch_queue_depth",
+        "kospeech_adapter_cache_hits_total",
+        "kospeech_adapter_cache_misses_total",
+        "kospeech_adapter_cache_bytes",
+        'kospeech_jobs{state="queued"}',
+    ):
+        assert name in metrics.text, name
+
+
+def test_unknown_routes_and_methods_answer_json_errors(service):
+    assert error_code(service.client.get("/v1/nothing", headers=service.headers())) == "not_found"
+    response = service.client.put("/v1/users", headers=service.headers())
+    assert response.status_code == 405 and error_code(response) == "method_not_allowed"
+
+
+def test_openapi_lists_every_endpoint(service):
+    paths = service.client.get("/openapi.json").json()["paths"]
+    assert {
+        "/healthz",
+        "/metrics",
+        "/v1/audio/transcriptions",
+        "/v1/users",
+        "/v1/users/{user_id}",
+        "/v1/prompts",
+        "/v1/users/{user_id}/utterances",
+        "/v1/users/{user_id}/utterances/{utterance_id}",
+        "/v1/users/{user_id}/adapter",
+        "/v1/jobs/{job_id}",
+    } <= set(paths)
+    assert paths["/v1/users"]["post"]["responses"]["201"]
+
+
+# --------------------------------------------------------------------------------------------------------------- users
+
+
+def test_create_read_and_delete_a_user(service, user_id):
+    record = create_user(service, user_id)
+    assert record == {"user_id": user_id, "utterances": 0, "audio_seconds": 0.0, "adapter": None, "jobs": []}
+    assert service.client.get(f"/v1/users/{user_id}", headers=service.headers()).json() == record
+    again = service.client.post("/v1/users", json={"user_id": user_id}, headers=service.headers())
+    assert again.status_code == 409 and error_code(again) == "user_exists"
+    assert upload(service, user_id, wav_bytes(tone(1.0))).status_code == 201
+    folder = Storage(service.data_dir).user_dir("acme", user_id)
+    assert any(folder.rglob("*.wav"))
+    deleted = service.client.delete(f"/v1/users/{user_id}", headers=service.headers())
+    assert deleted.status_code == 204 and deleted.content == b""
+    assert not folder.exists()
+    assert service.client.get(f"/v1/users/{user_id}", headers=service.headers()).status_code == 404
+    assert service.client.delete(f"/v1/users/{user_id}", headers=service.headers()).status_code == 404
+
+
+def test_the_same_user_id_in_two_tenants_is_two_users(service, user_id):
+    create_user(service, user_id, "acme")
+    create_user(service, user_id, "globex")
+    assert upload(service, user_id, wav_bytes(tone(1.0)), tenant="globex").status_code == 201
+    acme = service.client.get(f"/v1/users/{user_id}", headers=service.headers("acme")).json()
+    globex = service.client.get(f"/v1/users/{user_id}", headers=service.headers("globex")).json()
+    assert acme["utterances"] == 0 and globex["utterances"] == 1
+
+
+def test_another_tenants_user_answers_404_everywhere(service, user_id):
+    create_user(service, user_id, "acme")
+    uploaded = upload(service, user_id, wav_bytes(tone(1.0))).json()
+    other = service.headers("globex")
+    client = service.client
+    for response in (
+        client.get(f"/v1/users/{user_id}", headers=other),
+        client.delete(f"/v1/users/{user_id}", headers=other),
+        client.get(f"/v1/users/{user_id}/utterances", headers=other),
+        client.delete(f"/v1/users/{user_id}/utterances/{uploaded['utterance_id']}", headers=other),
+        upload(service, user_id, wav_bytes(tone(1.0)), tenant="globex"),
+        client.post(f"/v1/users/{user_id}/adapter", headers=other),
+        transcribe(service, wav_bytes(tone(1.0)), tenant="globex", user=user_id),
+    ):
+        assert response.status_code == 404, response.text
+        assert error_code(response) == "user_not_found"
+    assert client.get(f"/v1/users/{user_id}", headers=service.headers()).json()["utterances"] == 1
+
+
+@pytest.mark.parametrize("bad", ["../etc", ".hidden", "a" * 65, "a/b", "a b", "caf\u00e9", "a..b", ""])
+def test_user_ids_follow_the_adapter_name_rule(service, bad):
+    response = service.client.post("/v1/users", json={"user_id": bad}, headers=service.headers())
+    assert response.status_code == 422 and error_code(response) in ("invalid_user_id", "invalid_request")
+
+
+@pytest.mark.parametrize(
+    "path", ["/v1/users/..%2F..%2Fetc", "/v1/users/%2e%2e", "/v1/users/.hidden", "/v1/users/a%00b"]
+)
+def test_path_like_ids_in_urls_never_reach_the_disk(service, path):
+    response = service.client.get(path, headers=service.headers())
+    assert response.status_code in (404, 422), response.text
+    error_code(response)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [{"user_id": 5}, {"user_id": None}, {"user_id": ["a"]}, {}, {"user_id": "a", "extra": 1}, "alice", [1]],
+)
+def test_wrong_field_types_answer_422(service, body):
+    response = service.client.post("/v1/users", json=body, headers=service.headers())
+    assert response.status_code == 422 and error_code(response) == "invalid_request"
+
+
+def test_a_body_that_is_not_json_answers_422(service):
+    response = service.client.post(
+        "/v1/users", content=b"{not json", headers={**service.headers(), "content-type": "application/json"}
+    )
+    assert response.status_code == 422 and error_code(response) == "invalid_request"
+
+
+# ------------------------------------------------------------------------------------------------------------- prompts
+
+
+def test_prompts_are_distinct_sentences_the_model_can_write(service):
+    prompts = service.client.get("/v1/prompts?n=5", headers=service.headers()).json()["prompts"]
+    assert len(prompts) == len(set(prompts)) == 5
+    vocab = service.client.app.state.service.vocab
+    for prompt in prompts:
+        assert prompt.strip() and vocab.encode(prompt)
+    assert len(service.client.get("/v1/prompts", headers=service.headers()).json()["prompts"]) == 20
+    for bad in ("0", "101", "abc"):
+        response = service.client.get(f"/v1/prompts?n={bad}", headers=service.headers())
+        assert response.status_code == 422 and error_code(response) == "invalid_request"
+
+
+# ---------------------------------------------------------------------------------------------------------- utterances
+
+
+def test_upload_list_and_delete_utterances(service, user_id):
+    create_user(service, user_id)
+    stereo_44k = np.stack([tone(1.5, 44100), tone(1.5, 44100, seed=1)], axis=1)
+    first = upload(service, user_id, wav_bytes(stereo_44k, 44100), text=f"  {TEXT} ")
+    assert first.status_code == 201, first.text
+    assert set(first.json()) == {"utterance_id", "duration"} and first.json()["duration"] == pytest.approx(1.5)
+    second = upload(service, user_id, wav_bytes(tone(0.5), audio_format="FLAC"), name="b.flac", text="다음")
+    assert second.status_code == 201, second.text
+    listed = service.client.get(f"/v1/users/{user_id}/utterances", headers=service.headers()).json()["utterances"]
+    assert [item["text"] for item in listed] == [TEXT, "다음"]
+    assert listed[0] == {"utterance_id": first.json()["utterance_id"], "text": TEXT, "duration": pytest.approx(1.5)}
+    stored = Storage(service.data_dir).utterance_file("acme", user_id, first.json()["utterance_id"])
+    assert stored.is_file()
+    record = service.client.get(f"/v1/users/{user_id}", headers=service.headers()).json()
+    assert record["utterances"] == 2 and record["audio_seconds"] == pytest.approx(2.0)
+    path = f"/v1/users/{user_id}/utterances/{first.json()['utterance_id']}"
+    assert service.client.delete(path, headers=service.headers()).status_code == 204
+    assert not stored.exists()
+    missing = service.client.delete(path, headers=service.headers())
+    assert missing.status_code == 404 and error_code(missing) == "utterance_not_found"
+
+
+@pytest.mark.parametrize(
+    "text, code",
+    [("hello", "text_outside_vocabulary"), ("불 꺼 줘!", "text_outside_vocabulary"), ("  ", "invalid_text")],
+)
+def test_text_outside_the_vocabulary_answers_422_naming_it(service, user_id, text, code):
+    create_user(service, user_id)
+    response = upload(service, user_id, wav_bytes(tone(1.0)), text=text)
+    assert response.status_code == 422 and error_code(response) == code
+    if code == "text_outside_vocabulary":
+        assert "h" in response.json()["error"]["message"] or "!" in response.json()["error"]["message"]
+
+
+def truncated_wav() -> bytes:
+    data = wav_bytes(tone(1.0))
+    return data[: len(data) // 2]
+
+
+def zero_length_wav() -> bytes:
+    data = wav_bytes(np.zeros(0, np.float32))
+    assert len(data) == 44  # a complete header declaring no samples
+    return data
+
+
+@pytest.mark.parametrize(
+    "name, data, code",
+    [
+        ("text.wav", b"this is not audio at all, just text" * 10, "invalid_audio"),
+        ("random.mp3", np.random.default_rng(0).bytes(5000), "invalid_audio"),
+        ("cut.wav", truncated_wav(), "invalid_audio"),
+        ("empty.wav", b"", "invalid_audio"),
+        ("zero.wav", zero_length_wav(), "invalid_audio"),
+        ("cut-header.wav", wav_bytes(tone(0.5))[:30], "invalid_audio"),
+        ("nan.wav", wav_bytes(np.full(1600, np.nan, np.float32), subtype="FLOAT"), "invalid_audio"),
+        ("long.wav", wav_bytes(tone(MAX_AUDIO_SECONDS + 1.0, 8000), 8000), "audio_too_long"),
+    ],
+)
+def test_bad_audio_answers_422_naming_the_upload(service, user_id, name, data, code):
+    create_user(service, user_id)
+    for response in (upload(service, user_id, data, name=name), transcribe(service, data, name=name)):
+        assert response.status_code == 422, response.text
+        assert error_code(response) == code
+        assert name in response.json()["error"]["message"]
+        assert str(service.data_dir) not in response.json()["error"]["message"]
+
+
+def test_huge_uploads_answer_413_before_the_body_is_read(service, user_id):
+    create_user(service, user_id)
+    huge = b"\0" * (MAX_UPLOAD_BYTES * 3)
+    for response in (upload(service, user_id, huge), transcribe(service, huge)):
+        assert response.status_code == 413 and error_code(response) == "upload_too_large"
+    just_over = wav_bytes(np.zeros(MAX_UPLOAD_BYTES // 2 + 100, np.int16), subtype="PCM_16")
+    response = upload(service, user_id, just_over)
+    assert response.status_code == 413 and "server.max_upload_bytes" in response.json()["error"]["message"]
+    assert not any(Storage(service.data_dir).uploads_dir.iterdir())
+
+
+def test_wrong_form_field_types_answer_422(service, user_id):
+    create_user(service, user_id)
+    missing_text = service.client.post(
+        f"/v1/users/{user_id}/utterances", files={"file": ("a.wav", wav_bytes(tone(1.0)))}, headers=service.headers()
+    )
+    assert missing_text.status_code == 422 and error_code(missing_text) == "invalid_request"
+    not_a_file = service.client.post(
+        f"/v1/users/{user_id}/utterances", data={"file": "abc", "text": TEXT}, headers=service.headers()
+    )
+    assert not_a_file.status_code == 422 and error_code(not_a_file) == "invalid_request"
+    no_file = service.client.post("/v1/audio/transcriptions", data={"user": user_id}, headers=service.headers())
+    assert no_file.status_code == 422 and error_code(no_file) == "invalid_request"
+    bad_format = transcribe(service, wav_bytes(tone(1.0)), response_format="xml")
+    assert bad_format.status_code == 422 and "response_format" in bad_format.json()["error"]["message"]
+
+
+# ------------------------------------------------------------------------------------------------------ transcription
+
+
+def test_every_response_format(service, tiny_users):
+    speech = sorted((tiny_users / "users" / "user01" / "wavs").glob("*test*.wav"))[0].read_bytes()
+    plain = transcribe(service, speech)
+    assert plain.status_code == 200 and set(plain.json()) == {"text"} and plain.json()["text"]
+    text = transcribe(service, speech, response_format="text")
+    assert text.headers["content-type"].startswith("text/plain") and text.text == plain.json()["text"]
+    verbose = transcribe(service, speech, response_format="verbose_json").json()
+    assert verbose["text"] == plain.json()["text"] and verbose["adapter"] is None
+    assert verbose["duration"] > 0.5 and 0.0 <= verbose["confidence"] <= 1.0
+    assert verbose["segments"] and set(verbose["segments"][0]) == {"id", "start", "end", "text"}
+    assert verbose["words"] and set(verbose["words"][0]) == {"start", "end", "word"}
+    assert " ".join(word["word"] for word in verbose["words"]) == verbose["text"]
+    srt = transcribe(service, speech, response_format="srt").text
+    assert srt.startswith("1\n00:00:") and " --> " in srt
+    vtt = transcribe(service, speech, response_format="vtt")
+    assert vtt.headers["content-type"].startswith("text/vtt") and vtt.text.startswith("WEBVTT")
+    openai_fields = transcribe(service, speech, model="whisper-1", language="ko")
+    assert openai_fields.json() == plain.json()
+
+
+def test_a_user_without_an_adapter_is_served_by_the_base(service, user_id, tiny_users):
+    create_user(service, user_id)
+    speech = sorted((tiny_users / "users" / "user02" / "wavs").glob("*test*.wav"))[0].read_bytes()
+    base = transcribe(service, speech, response_format="verbose_json").json()
+    served = transcribe(service, speech, response_format="verbose_json", user=user_id).json()
+    assert served == base and served["adapter"] is None
+    unknown = transcribe(service, speech, user="nobody_here")
+    assert unknown.status_code == 404 and error_code(unknown) == "user_not_found"
+    invalid = transcribe(service, speech, user="../x")
+    assert invalid.status_code == 422 and error_code(invalid) == "invalid_user_id"
+
+
+@pytest.mark.parametrize(
+    "name, encode",
+    [
+        ("a.flac", lambda wave: wav_bytes(wave, audio_format="FLAC")),
+        ("a.ogg", lambda wave: wav_bytes(wave, 48000, audio_format="OGG", subtype="OPUS")),
+        ("a.mp3", lambda wave: wav_bytes(wave, audio_format="MP3")),
+        ("a.webm", lambda wave: encoded_with_pyav(wave, "webm", "libopus")),
+        ("a.m4a", lambda wave: encoded_with_pyav(wave, "mp4", "aac")),
+    ],
+)
+def test_compressed_formats_decode(service, user_id, name, encode):
+    create_user(service, user_id)
+    waveform = tone(2.0)
+    if name == "a.ogg":
+        waveform = np.repeat(waveform, 3)  # 48 kHz for Opus
+    response = upload(service, user_id, encode(waveform), name=name)
+    assert response.status_code == 201, response.text
+    assert response.json()["duration"] == pytest.approx(2.0, abs=0.1)
+    assert transcribe(service, encode(waveform), name=name).status_code == 200
+
+
+# ------------------------------------------------------------------------------------------------------ adapter, jobs
+
+
+def test_training_requests_are_checked_before_any_job(service, user_id):
+    create_user(service, user_id)
+    headers = service.headers()
+    too_few = service.client.post(f"/v1/users/{user_id}/adapter", headers=headers)
+    assert too_few.status_code == 422 and error_code(too_few) == "not_enough_utterances"
+    bad_type = service.client.post(f"/v1/users/{user_id}/adapter", json={"adapter_type": "lora"}, headers=headers)
+    assert bad_type.status_code == 422 and error_code(bad_type) == "invalid_adapter_type"
+    wrong = service.client.post(f"/v1/users/{user_id}/adapter", json={"adapter_type": 3}, headers=headers)
+    assert wrong.status_code == 422 and error_code(wrong) == "invalid_request"
+    assert service.client.get(f"/v1/users/{user_id}", headers=headers).json()["jobs"] == []
+
+
+def test_a_queued_job_is_visible_to_its_tenant_only(service, user_id):
+    create_user(service, user_id)
+    for _ in range(5):
+        assert upload(service, user_id, wav_bytes(tone(1.0))).status_code == 201
+    created = service.client.post(
+        f"/v1/users/{user_id}/adapter", json={"adapter_type": "head"}, headers=service.headers()
+    )
+    assert created.status_code == 202 and set(created.json()) == {"job_id"}
+    job_id = created.json()["job_id"]
+    job = service.client.get(f"/v1/jobs/{job_id}", headers=service.headers()).json()
+    assert job == {
+        "job_id": job_id,
+        "user_id": user_id,
+        "status": "queued",
+        "progress": 0.0,
+        "result": None,
+        "error": None,
+    }
+    assert service.client.app.state.service.queue.depth() >= 1
+    again = service.client.post(f"/v1/users/{user_id}/adapter", headers=service.headers())
+    assert again.status_code == 409 and job_id in again.json()["error"]["message"]
+    hidden = service.client.get(f"/v1/jobs/{job_id}", headers=service.headers("globex"))
+    assert hidden.status_code == 404 and error_code(hidden) == "job_not_found"
+    assert service.client.get("/v1/jobs/nope", headers=service.headers()).status_code == 404
+    assert service.client.get(f"/v1/users/{user_id}", headers=service.headers()).json()["jobs"] == [job]
+    assert service.client.delete(f"/v1/users/{user_id}", headers=service.headers()).status_code == 204
+    assert service.client.get(f"/v1/jobs/{job_id}", headers=service.headers()).status_code == 404
+
+
+def test_request_logs_are_structured_and_never_show_keys(service, caplog):
+    with caplog.at_level("INFO", logger="kospeech.service.access"):
+        service.client.get("/v1/prompts?n=1", headers=service.headers())
+    lines = [record.getMessage() for record in caplog.records if record.name == "kospeech.service.access"]
+    assert any("method=GET path=/v1/prompts route=/v1/prompts status=200 seconds=" in line for line in lines)
+    assert not any(service.keys["acme"] in record.getMessage() for record in caplog.records)
