@@ -160,6 +160,10 @@ class JobQueue:
                 job.attempts,
             )
             utterances = [(self.storage.absolute(u.audio_file), u.text) for u in user.utterances]
+        needed = self.settings.min_enrollment_utterances
+        if len(utterances) < needed:  # utterances deleted after the job was queued
+            self._finish(job_id, "failed", error=f"the user has {len(utterances)} utterances; training needs {needed}")
+            return
         job_dir = self.storage.job_dir(tenant, user_id, job_id)
         logger.info("job=%s user=%s/%s attempt=%d training %s adapter", job_id, tenant, user_id, attempts, adapter_type)
         try:

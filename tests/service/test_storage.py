@@ -1,0 +1,129 @@
+"""Storage on SQLite and on the real PostgreSQL: migrations equal the models, keys are hashed, deletion cascades;
+the kospeech-keys console script."""
+
+import hashlib
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from conftest import settings_for
+from sqlalchemy import func, select
+
+from kospeech.cli import keys as keys_cli
+from kospeech.errors import ConfigError, InvalidNameError
+from kospeech.service.db import create_db_engine, migrate, session_factory, session_scope
+from kospeech.service.keys import authenticate, create_key, list_keys, revoke_key
+from kospeech.service.models import AdapterVersion, ApiKey, Base, Job, Tenant, User, Utterance
+from kospeech.service.settings import load_settings
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def engine(request, tmp_path):
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'service.db'}"
+    else:
+        url = request.getfixturevalue("postgres_url")
+    engine = create_db_engine(url)
+    migrate(engine)
+    migrate(engine)  # applying the migrations again is harmless (they are recorded)
+    yield engine
+    if request.param == "postgresql":
+        Base.metadata.drop_all(engine)
+        with engine.begin() as connection:
+            connection.exec_driver_sql("DROP TABLE IF EXISTS alembic_version")
+    engine.dispose()
+
+
+def test_migrations_create_exactly_the_models_schema(engine):
+    with engine.connect() as connection:
+        differences = compare_metadata(MigrationContext.configure(connection), Base.metadata)
+    assert differences == []
+
+
+def test_keys_are_stored_hashed_and_checked(engine):
+    sessions = session_factory(engine)
+    with session_scope(sessions) as session:
+        key = create_key(session, "acme", admin=True)
+        other = create_key(session, "acme")
+    assert key.startswith("ksk_") and key.split()[-1] == key
+    with session_scope(sessions) as session:
+        rows = session.scalars(select(ApiKey)).all()
+        assert len(rows) == 2 and session.scalar(select(func.count()).select_from(Tenant)) == 1
+        stored = " ".join(f"{row.prefix} {row.digest}" for row in rows)
+        assert key not in stored and key.split("_", 2)[2] not in stored
+        assert hashlib.sha256(key.encode()).hexdigest() in stored
+        assert authenticate(session, key).admin is True
+        assert authenticate(session, other).admin is False
+        for wrong in (key[:-1] + ("A" if key[-1] != "A" else "B"), "ksk_x_y", "", "Bearer " + key, key + "_"):
+            assert authenticate(session, wrong) is None
+        assert revoke_key(session, key.split("_")[1]) is True
+        assert revoke_key(session, key) is False  # already revoked
+    with session_scope(sessions) as session:
+        assert authenticate(session, key) is None and authenticate(session, other) is not None
+        records = list_keys(session)
+        assert [(record.tenant, record.admin, record.revoked_at is not None) for record in records] == [
+            ("acme", True, True),
+            ("acme", False, False),
+        ]
+        with pytest.raises(InvalidNameError):
+            create_key(session, "../evil")
+
+
+def test_deleting_a_user_deletes_every_row_of_theirs(engine):
+    sessions = session_factory(engine)
+    with session_scope(sessions) as session:
+        create_key(session, "acme")
+        tenant = session.scalar(select(Tenant))
+        kept, gone = User(tenant_id=tenant.id, user_id="kept"), User(tenant_id=tenant.id, user_id="gone")
+        session.add_all([kept, gone])
+        session.flush()
+        for user in (kept, gone):
+            session.add(Utterance(user_pk=user.id, text="불 꺼 줘", duration=1.0, audio_file="x.wav"))
+            session.add(AdapterVersion(user_pk=user.id, version=1, adapter_type="head", file="v.pt", active=True))
+            session.add(Job(tenant_id=tenant.id, user_pk=user.id, adapter_type="head", status="succeeded"))
+        gone_id = gone.id
+    with session_scope(sessions) as session:
+        session.delete(session.get(User, gone_id))
+    with session_scope(sessions) as session:
+        for model in (Utterance, AdapterVersion, Job):
+            owners = session.scalars(select(model.user_pk)).all()
+            assert owners and gone_id not in owners, model.__name__
+        assert session.scalars(select(User.user_id)).all() == ["kept"]
+
+
+def test_the_database_refuses_a_second_user_with_the_same_id_in_a_tenant(engine):
+    from sqlalchemy.exc import IntegrityError
+
+    sessions = session_factory(engine)
+    with session_scope(sessions) as session:
+        create_key(session, "acme")
+        tenant_id = session.scalar(select(Tenant.id))
+        session.add(User(tenant_id=tenant_id, user_id="alice"))
+    with pytest.raises(IntegrityError), session_scope(sessions) as session:
+        session.add(User(tenant_id=tenant_id, user_id="alice"))
+
+
+def test_settings_are_typed_and_checked(tmp_path):
+    settings = load_settings([f"server.data_dir={tmp_path}", "server.port=9000", "server.database_url=null"])
+    assert settings.port == 9000 and settings.database() == f"sqlite:///{tmp_path / 'service.db'}"
+    for bad in ("server.port=abc", "server.nope=1", "server.port=0", "server.queue=kafka", "port=1", "server.port"):
+        with pytest.raises(ConfigError):
+            load_settings([bad])
+
+
+def test_kospeech_keys_creates_lists_and_revokes(tmp_path, capsys, restore_logging):
+    data = f"server.data_dir={tmp_path}"
+    assert keys_cli.main(["create", "--tenant", "acme", "--admin", data]) == 0
+    key = capsys.readouterr().out.split()[-1]
+    assert key.startswith("ksk_")
+    assert keys_cli.main(["list", data]) == 0
+    listing = capsys.readouterr().out
+    prefix = key.split("_")[1]
+    assert prefix in listing and "acme" in listing and "admin" in listing and key not in listing
+    assert keys_cli.main(["revoke", prefix, data]) == 0
+    assert keys_cli.main(["revoke", prefix, data]) == 1
+    assert keys_cli.main(["create", "--tenant", "../x", data]) == 1
+    engine = create_db_engine(settings_for(tmp_path).database())
+    with session_scope(session_factory(engine)) as session:
+        assert authenticate(session, key) is None
+    engine.dispose()
