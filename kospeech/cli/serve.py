@@ -77,6 +77,7 @@ def main(argv: Optional[List[str]] = None) -> None:
         host=settings.host,
         port=settings.port,
         log_config=None,
+        access_log=False,
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
     )
 
