@@ -19,6 +19,7 @@ from tqdm.auto import tqdm
 from kospeech.data.audio import audio_duration
 from kospeech.data.collate import SpeechBatch, collate_speech_batch
 from kospeech.data.features import FeatureExtractor, SpecAugment
+from kospeech.data.perturbation import speed_perturb
 from kospeech.data.sampler import BucketBatchSampler, SampleKey
 from kospeech.data.silence_padding import SilencePadding
 from kospeech.errors import InputError
@@ -88,7 +89,7 @@ class SpeechDataset(Dataset):
         """
         if self._durations is None:
             logger.info("reading the durations of %d audio files", len(self.entries))
-            self._durations = [audio_duration(entry.audio_path) for entry in self.entries]
+            self._durations = [audio_duration(entry.audio_path) / entry.speed for entry in self.entries]
         return self._durations
 
     def item_generator(self, index: int, epoch: int) -> torch.Generator:
@@ -121,11 +122,14 @@ class SpeechDataset(Dataset):
         augmented = self.spec_augment is not None or self.silence_padding is not None
         needs_randomness = augmented or self.feature_extractor.config.dither > 0
         generator = self.item_generator(index, epoch) if needs_randomness else None
-        if self.silence_padding is None:
+        if self.silence_padding is None and entry.speed == 1.0:
             features = self.feature_extractor.from_file(entry.audio_path, generator=generator)
         else:
-            waveform = self.silence_padding(self.feature_extractor.load_waveform(entry.audio_path), generator)
-            features = self.feature_extractor(waveform, generator=generator, where=str(entry.audio_path))
+            extractor = self.feature_extractor
+            waveform = speed_perturb(extractor.load_waveform(entry.audio_path), entry.speed, extractor.sample_rate)
+            if self.silence_padding is not None:
+                waveform = self.silence_padding(waveform, generator)
+            features = extractor(waveform, generator=generator, where=str(entry.audio_path))
         if self.spec_augment is not None:
             features = self.spec_augment(features, generator=generator)
         targets = torch.tensor(entry.label_ids, dtype=torch.int64)

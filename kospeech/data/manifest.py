@@ -37,12 +37,15 @@ class ManifestEntry:
         transcript: the reference text.
         label_ids: vocabulary ids of ``transcript`` (without special tokens).
         speaker: optional speaker (or user) id from the fourth column.
+        speed: playback speed of the audio; 1.0 as recorded, another value for a speed-perturbed training copy
+            (:mod:`kospeech.data.perturbation`), which exists in memory only (:func:`write_manifest` refuses it).
     """
 
     audio_path: Path
     transcript: str
     label_ids: Tuple[int, ...]
     speaker: Optional[str] = None
+    speed: float = 1.0
 
 
 def read_manifest(
@@ -173,12 +176,18 @@ def write_manifest(path: Union[str, os.PathLike], entries: Iterable[ManifestEntr
     """Write entries atomically; audio under the manifest's directory is stored relative to it.
 
     Raises:
-        ManifestError: a transcript or speaker contains a tab or newline, or an entry has no label ids.
+        ManifestError: a transcript or speaker contains a tab or newline, an entry has no label ids, or an entry is a
+            speed-perturbed copy (a manifest has no column for the speed).
     """
     path = Path(path)
     root = path.parent.resolve()
     lines = []
     for index, entry in enumerate(entries):
+        if entry.speed != 1.0:
+            raise ManifestError(
+                f"{path}: entry {index} ({entry.audio_path}) is a copy at speed {entry.speed}, which a manifest "
+                "cannot record"
+            )
         for name, value in (("transcript", entry.transcript), ("speaker", entry.speaker or "")):
             if any(ch in value for ch in "\t\r\n"):
                 raise ManifestError(f"{path}: entry {index}: {name} {value!r} contains a tab or newline")

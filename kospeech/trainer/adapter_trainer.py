@@ -20,6 +20,7 @@ from tqdm.auto import tqdm
 from kospeech.data.audio import audio_duration
 from kospeech.data.features import FeatureConfig
 from kospeech.data.manifest import ManifestEntry
+from kospeech.data.perturbation import speed_perturbed_copies
 from kospeech.errors import TrainingError
 from kospeech.evaluation import EvaluationResult, evaluate
 from kospeech.models import AdapterManager, DeepSpeech2, adapter_type_of, count_parameters, registered_adapter
@@ -143,6 +144,8 @@ class AdapterTrainer(SupervisedTrainer):
         if not valid_entries:
             train_entries, valid_entries = split_holdout(train_entries, config.valid_fraction, config.seed)
         super().__init__(config, vocab, feature_config, train_entries, valid_entries, model_config, resolved_config)
+        # copies of the usable utterances only (screened above); the held-out part stays as recorded
+        self.train_entries += speed_perturbed_copies(self.train_entries, config.speed_perturbation)
         self.adapter_save_dir = Path(config.adapter_save_dir)
         self.adapter_name = "default"
         self.adapter_path: Optional[Path] = None
@@ -732,11 +735,13 @@ class AdapterTrainer(SupervisedTrainer):
 
     def training_stats(self) -> Dict[str, Any]:
         """Plain figures stored in the adapter file: data used, base vs adapter CER, curves, parameters."""
+        recorded = [entry for entry in self.train_entries if entry.speed == 1.0]
         if self._audio_seconds is None:
-            self._audio_seconds = round(sum(audio_duration(entry.audio_path) for entry in self.train_entries), 3)
+            self._audio_seconds = round(sum(audio_duration(entry.audio_path) for entry in recorded), 3)
         return {
-            "utterances": len(self.train_entries),
+            "utterances": len(recorded),
             "audio_seconds": self._audio_seconds,
+            "speed_perturbed_copies": len(self.train_entries) - len(recorded),
             "valid_utterances": len(self.valid_entries),
             "cer_before": self.base_result.cer if self.base_result else None,
             "cer_after": self.state.best_cer,

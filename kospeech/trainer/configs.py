@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, Collection, Dict, Optional
+from typing import Any, Collection, Dict, List, Optional
 
 from omegaconf import MISSING
 
@@ -155,6 +155,13 @@ class AdapterTrainConfig(TrainConfig, AdapterSettings):
     )
     warm_start_lr: float = field(
         default=3e-3, metadata={"help": "learning rate (Adam) of the warm-start and alignment steps"}
+    )
+    speed_perturbation: List[float] = field(
+        default_factory=list,
+        metadata={
+            "help": "extra training copies of the enrollment utterances played at these speeds, e.g. [0.9, 1.1] "
+            "(held-out utterances stay as recorded; the copies are cached like the originals)"
+        },
     )
     rnn_type: str = field(default="gru", metadata={"help": "expected base RNN type (checkpoint wins)"})
     num_rnn_layers: int = field(default=5, metadata={"help": "expected base RNN layers (checkpoint wins)"})

@@ -225,3 +225,29 @@ def test_cache_trunk_off_recomputes_everything(tmp_path, user_entries, corpus_vo
     trainer.train(model, adapter_name="u1")
     assert trainer.cache_info == {"train": False, "valid": False}
     assert trainer.adapter_path.exists()
+
+
+def test_speed_perturbed_copies_are_cached_and_the_held_out_part_is_not_perturbed(
+    tmp_path, user_entries, corpus_vocab, feature_config
+):
+    model = _base_model(feature_config, corpus_vocab, "encoder")
+    config = _config(tmp_path, num_epochs=1, speed_perturbation=[0.9, 1.1])
+    trainer = AdapterTrainer(config, corpus_vocab, feature_config, user_entries)
+    recorded = [entry for entry in trainer.train_entries if entry.speed == 1.0]
+    assert len(trainer.train_entries) == 3 * len(recorded)
+    assert sorted({entry.speed for entry in trainer.train_entries}) == [0.9, 1.0, 1.1]
+    assert all(entry.speed == 1.0 for entry in trainer.valid_entries)
+    assert len(recorded) + len(trainer.valid_entries) == len(user_entries)
+    trainer.train(model, adapter_name="u1")
+    assert trainer.cache_info["train"] is True
+    stats = trainer.training_stats()
+    assert stats["utterances"] == len(recorded)
+    assert stats["speed_perturbed_copies"] == 2 * len(recorded)
+    # a copy's cached trunk output is as long as its playback speed makes it
+    extractor = FeatureExtractor(feature_config)
+    with build_trunk_cache(model, trainer.train_entries, extractor, point=FIRST_RNN_LAYER, batch_size=4) as cache:
+        count = len(recorded)
+        for key in range(count):
+            frames = [int(cache.batch([key + copy * count]).input_lengths[0]) for copy in range(3)]
+            assert frames[1] == pytest.approx(frames[0] / 0.9, abs=2)
+            assert frames[2] == pytest.approx(frames[0] / 1.1, abs=2)
