@@ -9,6 +9,9 @@
 | ``kospeech-make-corpus`` | :mod:`kospeech.cli.make_corpus` | ``bin/make_corpus.py`` |
 | ``kospeech-preprocess-kspon`` | :mod:`kospeech.cli.preprocess_kspon` | ``bin/preprocess_ksponspeech.py`` |
 | ``kospeech-demo`` | :mod:`kospeech.cli.demo` | ``bin/demo.py`` |
+| ``kospeech-serve`` | :mod:`kospeech.cli.serve` | - |
+| ``kospeech-worker`` | :mod:`kospeech.cli.worker` | - |
+| ``kospeech-keys`` | :mod:`kospeech.cli.keys` | - |
 
 ``python -m kospeech COMMAND ...`` runs the same commands (:mod:`kospeech.__main__`). The helpers shared by the
 commands live in :mod:`kospeech.cli.common`.
@@ -24,6 +27,9 @@ COMMANDS = {
     "make-corpus": "kospeech.cli.make_corpus",
     "preprocess-kspon": "kospeech.cli.preprocess_kspon",
     "demo": "kospeech.cli.demo",
+    "serve": "kospeech.cli.serve",
+    "worker": "kospeech.cli.worker",
+    "keys": "kospeech.cli.keys",
 }
 """``python -m kospeech`` command -> module with the ``main()``; console scripts are ``kospeech-<command>``."""
 

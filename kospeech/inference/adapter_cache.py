@@ -7,6 +7,10 @@ recently used first out. Every lookup compares the file's identity, modification
 when it was loaded, so a file replaced on disk (also by an atomic replace) is loaded again. A loader may answer
 ``None`` for a file that must not be served (an adapter rejected at training): that answer is cached like an adapter
 and counted in :attr:`CacheStats.rejected` at every lookup.
+
+Another cache can serve a :class:`Recognizer` in this one's place (a service that keeps each user's file in its own
+folder and bounds memory in bytes, say): anything with the interface :class:`AdapterSource`, built by the factory
+given as ``Recognizer(adapter_cache_factory=...)`` from the recognizer's :data:`AdapterLoader`.
 """
 
 from __future__ import annotations
@@ -17,17 +21,41 @@ import threading
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, List, Optional, Tuple, Union
+from typing import Callable, List, Optional, Protocol, Tuple, Union, runtime_checkable
 
 from kospeech.inference.records import CacheStats
 from kospeech.models import AdapterManager
 from kospeech.models.adapter import AdapterModule
 
-__all__ = ["AdapterCache"]
+__all__ = ["AdapterCache", "AdapterLoader", "AdapterSource"]
 
 logger = logging.getLogger(__name__)
 
 PathLike = Union[str, os.PathLike]
+
+AdapterLoader = Callable[[Path], Optional[AdapterModule]]
+"""Turns an adapter file into a checked module ready to serve, or ``None`` for a file that must not be served
+(:meth:`Recognizer.load_adapter <kospeech.inference.Recognizer.load_adapter>`)."""
+
+
+@runtime_checkable
+class AdapterSource(Protocol):
+    """What a :class:`~kospeech.inference.Recognizer` asks of its adapter cache (:class:`AdapterCache` has it).
+
+    Attributes:
+        adapter_dir: the folder named in the Recognizer's messages about users without an adapter.
+    """
+
+    adapter_dir: Path
+
+    def get(self, name: str) -> Optional[AdapterModule]:
+        """The adapter of ``name`` (``None``: serve the base model). Raises ``FileNotFoundError`` when it has none."""
+
+    def available(self) -> List[str]:
+        """Names that have an adapter (for messages listing them)."""
+
+    def stats(self) -> CacheStats:
+        """The cache's counters."""
 
 
 @dataclass

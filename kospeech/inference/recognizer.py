@@ -5,7 +5,9 @@ segments of speech (:mod:`kospeech.inference.segmentation`), turns them into the
 runs them ``batch_size`` segments at a time through one mixed-adapter forward pass
 (:meth:`DeepSpeech2.forward_mixed`), decodes (greedy or beam search) and joins each input's segments into one
 :class:`~kospeech.inference.records.Transcription`. Adapters come from an
-:class:`~kospeech.inference.adapter_cache.AdapterCache`; a user without one raises :class:`UnknownUserError`
+:class:`~kospeech.inference.adapter_cache.AdapterCache` over ``adapter_dir``, or from any cache with the
+:class:`~kospeech.inference.adapter_cache.AdapterSource` interface built by ``adapter_cache_factory`` around
+:meth:`Recognizer.load_adapter`; a user without one raises :class:`UnknownUserError`
 unless ``fallback_to_base``. A user whose adapter was rejected at training (no better than the base on their
 held-out utterances) gets the base model, logged once per load and counted in :meth:`Recognizer.cache_stats`,
 unless ``allow_rejected``.
@@ -24,7 +26,7 @@ import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -37,7 +39,7 @@ from kospeech.data.voice_activity import VoiceActivityConfig
 from kospeech.decode import CTCHypothesis, TokenSpan, build_decoder, check_beam_size, token_spans
 from kospeech.device import resolve_device
 from kospeech.errors import UnknownUserError
-from kospeech.inference.adapter_cache import AdapterCache
+from kospeech.inference.adapter_cache import AdapterCache, AdapterLoader, AdapterSource
 from kospeech.inference.audio_inputs import AudioInput, AudioItem, prepare_input
 from kospeech.inference.confidence import ConfidenceCalibration, utterance_confidence, word_confidence
 from kospeech.inference.records import CacheStats, TokenTimestamp, Transcription, TranscriptSegment, WordTiming
@@ -95,6 +97,10 @@ class Recognizer:
         feature_config: the feature settings the model was trained with (read from the checkpoint).
         adapter_dir: directory of ``<user>_adapter.pt`` files, or ``None`` for the base model only.
         cache_size: the most adapters kept in memory (LRU).
+        adapter_cache_factory: instead of ``adapter_dir``, builds the adapter cache to serve from, given this
+            recognizer's :meth:`load_adapter` (e.g. ``lambda loader: MyCache(..., loader)``); what it returns must
+            have the :class:`~kospeech.inference.adapter_cache.AdapterSource` interface and is kept as
+            :attr:`cache`.
         fallback_to_base: transcribe users without an adapter with the base model (logged) instead of raising
             :class:`UnknownUserError`.
         allow_rejected: serve adapters that training rejected (no better than the base on the user's held-out
@@ -118,6 +124,7 @@ class Recognizer:
         *,
         adapter_dir: Optional[PathLike] = None,
         cache_size: int = 32,
+        adapter_cache_factory: Optional[Callable[[AdapterLoader], AdapterSource]] = None,
         fallback_to_base: bool = False,
         allow_rejected: bool = False,
         beam_size: int = 1,
@@ -144,6 +151,8 @@ class Recognizer:
                 f"need 0 <= split_search_seconds < chunk_seconds, got {split_search_seconds!r} and {chunk_seconds!r}"
             )
         check_beam_size(beam_size)
+        if adapter_dir is not None and adapter_cache_factory is not None:
+            raise ValueError("give adapter_dir or adapter_cache_factory, not both")
         if len(vocab) != model.num_classes:
             raise ValueError(f"the vocabulary has {len(vocab)} tokens but the model {model.num_classes} classes")
         self.feature_extractor = FeatureExtractor(feature_config)
@@ -175,7 +184,17 @@ class Recognizer:
         probe = 1 << 16
         stride = probe // int(model.output_lengths(torch.tensor([probe]))[0])
         self.frame_seconds = stride * self.feature_config.hop_length / self.feature_config.sample_rate
-        self.cache = None if adapter_dir is None else AdapterCache(adapter_dir, self._load_adapter, cache_size)
+        self.cache: Optional[AdapterSource] = None
+        if adapter_dir is not None:
+            self.cache = AdapterCache(adapter_dir, self.load_adapter, cache_size)
+        elif adapter_cache_factory is not None:
+            cache = adapter_cache_factory(self.load_adapter)
+            if not isinstance(cache, AdapterSource):
+                raise TypeError(
+                    f"adapter_cache_factory returned a {type(cache).__name__}, which lacks the AdapterSource "
+                    "interface (adapter_dir, get, available, stats)"
+                )
+            self.cache = cache
 
     @classmethod
     def from_checkpoint(
@@ -197,8 +216,8 @@ class Recognizer:
             cache_size: the most adapters kept in memory.
             fallback_to_base: use the base model for users without an adapter instead of raising.
             beam_size: 1 for greedy decoding, more for beam search.
-            **kwargs: ``allow_rejected``, ``batch_size``, ``chunk_seconds``, ``split_search_seconds``,
-                ``detect_speech``, ``voice_activity`` (see the class).
+            **kwargs: ``adapter_cache_factory``, ``allow_rejected``, ``batch_size``, ``chunk_seconds``,
+                ``split_search_seconds``, ``detect_speech``, ``voice_activity`` (see the class).
 
         Raises:
             FileNotFoundError: no checkpoint file, or ``adapter_dir`` is not a directory.
@@ -226,12 +245,22 @@ class Recognizer:
 
     # ------------------------------------------------------------------ users and adapters
 
-    def _load_adapter(self, path: Path) -> Optional[AdapterModule]:
+    def load_adapter(self, path: Path) -> Optional[AdapterModule]:
         """Read one adapter file and check it against this base (the cache's loader); eval mode, no gradients.
 
         The file is read without touching the shared model (:meth:`AdapterManager.read_adapter`); the base's
-        fingerprint is computed once, on the first load. A rejected adapter gives ``None`` (the base serves the
-        user) unless ``allow_rejected``.
+        fingerprint is computed once, on the first load.
+
+        Args:
+            path: an adapter file.
+
+        Returns:
+            The adapter on the model's device, or ``None`` for an adapter rejected at training (the base serves
+            the user) unless ``allow_rejected``.
+
+        Raises:
+            AdapterCompatibilityError: made for another base model, vocabulary or feature settings, or of other
+                sizes. ValueError / CheckpointError: not a valid adapter file.
         """
         adapter, info = AdapterManager.read_adapter(path)
         try:

@@ -1,11 +1,12 @@
 """Dynamic batching: concurrent transcription requests, whoever's users they are, run as one model batch.
 
-Request threads :meth:`DynamicBatcher.submit` a decoded waveform with its user's serving name and wait on the
-returned future. One model thread takes the first waiting request, keeps collecting for up to ``max_wait_ms`` or
-until ``max_batch_size`` requests are in, and runs them as one mixed-user call of
-:meth:`Recognizer.transcribe <kospeech.inference.Recognizer.transcribe>` (the frozen trunk once for the whole batch,
-each row through its own user's adapter). All model work happens on that one thread. A batch that fails is run
-again request by request, so one bad input fails only its own request.
+Request threads :meth:`DynamicBatcher.submit` a decoded waveform with its user's serving name (and that adapter's
+file) and wait on the returned future. One model thread takes the first waiting request, keeps collecting for up to
+``max_wait_ms`` or until ``max_batch_size`` requests are in, hands the batch's adapter files to ``bind`` (the adapter
+cache's :meth:`~kospeech.service.adapter_cache.ByteBoundedAdapterCache.bind`) and runs the batch as one mixed-user
+call of :meth:`Recognizer.transcribe <kospeech.inference.Recognizer.transcribe>` (the frozen trunk once for the whole
+batch, each row through its own user's adapter). All model work happens on that one thread. A batch that fails is
+run again request by request, so one bad input fails only its own request.
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ import threading
 import time
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import Callable, List, Optional
+from pathlib import Path
+from typing import Callable, Dict, List, Mapping, Optional
 
 import numpy as np
 
@@ -36,6 +38,7 @@ class _Request:
     waveform: np.ndarray
     sample_rate: int
     user: Optional[str]
+    adapter_file: Optional[Path]
     future: Future = field(default_factory=Future)
 
 
@@ -50,6 +53,7 @@ class DynamicBatcher:
         max_batch_size: the most requests per batch.
         max_wait_ms: how long the first request of a batch waits for more.
         on_batch: called after each batch with (requests, seconds of model time).
+        bind: called on the model thread before each batch with {serving name: adapter file} of its requests.
     """
 
     def __init__(
@@ -58,6 +62,7 @@ class DynamicBatcher:
         max_batch_size: int,
         max_wait_ms: float,
         on_batch: Optional[Callable[[int, float], None]] = None,
+        bind: Optional[Callable[[Mapping[str, Path]], None]] = None,
     ) -> None:
         if max_batch_size < 1:
             raise ValueError(f"max_batch_size must be >= 1, got {max_batch_size}")
@@ -65,6 +70,7 @@ class DynamicBatcher:
         self.max_batch_size = max_batch_size
         self.max_wait = max(0.0, max_wait_ms) / 1000.0
         self.on_batch = on_batch
+        self.bind = bind
         self._queue: queue.Queue = queue.Queue()
         self._accepting = False
         self._lock = threading.Lock()
@@ -93,13 +99,21 @@ class DynamicBatcher:
         """Requests waiting for the model."""
         return self._queue.qsize()
 
-    def submit(self, waveform: np.ndarray, sample_rate: int, user: Optional[str]) -> Future:
+    def submit(
+        self, waveform: np.ndarray, sample_rate: int, user: Optional[str], adapter_file: Optional[Path] = None
+    ) -> Future:
         """Queue one request; the future gives its :class:`Transcription` or the error of transcribing it.
+
+        Args:
+            waveform: (N,) float32 samples.
+            sample_rate: their rate.
+            user: the serving name of the adapter to use, or ``None`` for the base model.
+            adapter_file: that adapter's file (handed to ``bind``); ``None`` when the recognizer finds it itself.
 
         Raises:
             BatcherStopped: the batcher is not running.
         """
-        request = _Request(waveform, sample_rate, user)
+        request = _Request(waveform, sample_rate, user, adapter_file)
         with self._lock:
             if not self._accepting:
                 raise BatcherStopped("the server is shutting down")
@@ -127,6 +141,9 @@ class DynamicBatcher:
 
     def _run(self, batch: List[_Request]) -> None:
         started = time.monotonic()
+        if self.bind is not None:
+            files: Dict[str, Path] = {r.user: r.adapter_file for r in batch if r.user and r.adapter_file}
+            self.bind(files)
         try:
             results: List[Transcription] = self.recognizer.transcribe(
                 [(request.waveform, request.sample_rate) for request in batch],

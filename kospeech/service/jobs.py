@@ -10,10 +10,24 @@ cannot know: the job's status, progress, attempts and result for ``GET /v1/jobs/
 **States.** ``queued`` (row committed, then the task enqueued) -> ``running`` (a worker claimed the row with a
 conditional update, so two deliveries of one task never both run) -> ``succeeded`` or ``failed``. An unexpected error
 puts the row back to ``queued`` and huey retries the task after a delay, up to ``server.job_max_attempts`` runs;
-unusable data (too few or unusable utterances) fails at once. A running job writes a heartbeat every two seconds; a
-worker killed mid-training stops it, and :func:`recover_stale_jobs` (run by every worker at start and then
-periodically) queues it again once the heartbeat is older than ``server.job_lease_seconds``. Training writes only
-into the job's folder, and activation is an atomic file replace, so a killed run never leaves a half-written adapter.
+unusable data (too few or unusable utterances) fails at once.
+
+**Recovery** (:class:`Recovery`, run by every worker and by a server with the in-process worker, at start and then
+every half lease) handles the two ways a job can be forgotten:
+
+- a worker killed mid-training stops the job's heartbeat (written every two seconds); once it is older than
+  ``server.job_lease_seconds`` the job is queued again, or failed when out of attempts (:func:`recover_stale_jobs`);
+- a server killed between committing a ``queued`` row and sending its message leaves a job that no message names;
+  once it has been queued for longer than the lease with no message pending or scheduled on the queue, it is
+  enqueued again (:func:`recover_lost_jobs`).
+
+Both are safe to run from several processes at once (each row changes only if it is still as it was read) and at
+worst send a message for a job that already has one: the claim runs it once, the other delivery does nothing.
+
+**Results.** Training writes only into the job's folder. The adapter becomes the user's next version
+(:func:`kospeech.service.versions.record_version`): its file is written under a name of its own, then one commit
+records the version, makes it active unless rejected and marks the job succeeded. A run killed at any moment leaves
+the previous version in force, never a half-written adapter nor a file served under another version's number.
 """
 
 from __future__ import annotations
@@ -21,19 +35,22 @@ from __future__ import annotations
 import logging
 import threading
 from datetime import timedelta
-from typing import Dict, Optional
+from pathlib import Path
+from typing import Dict, Optional, Set
 
 from huey import Huey, RedisHuey, SqliteHuey
 from huey.consumer import Consumer
+from redis.exceptions import RedisError
 from sqlalchemy import func, select, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from kospeech.errors import InputError, TrainingError
-from kospeech.service.models import JOB_STATES, AdapterVersion, Job, User, utcnow
+from kospeech.service.models import JOB_STATES, Job, User, utcnow
 from kospeech.service.settings import ServerConfig
 from kospeech.service.storage import Storage
 from kospeech.service.training import AdapterJobRunner, TrainingOutcome
+from kospeech.service.versions import record_version
 
 __all__ = [
     "TASK_NAME",
@@ -42,6 +59,7 @@ __all__ = [
     "Recovery",
     "build_huey",
     "jobs_by_state",
+    "recover_lost_jobs",
     "recover_stale_jobs",
 ]
 
@@ -101,6 +119,11 @@ class JobQueue:
         """Tasks waiting in the queue."""
         return self.huey.pending_count()
 
+    def job_ids_on_queue(self) -> Set[str]:
+        """Ids of the jobs that have a message waiting on the queue, now or after a retry delay."""
+        tasks = [*self.huey.pending(), *self.huey.scheduled()]
+        return {str(task.args[0]) for task in tasks if task.name == TASK_NAME and task.args}
+
     def consumer(self, workers: int = 1) -> Consumer:
         """A huey consumer of this queue (threads), for ``kospeech-worker``."""
         return Consumer(self.huey, workers=workers, worker_type="thread", periodic=False)
@@ -130,12 +153,20 @@ class JobQueue:
                 .values(progress=round(min(max(progress, 0.0), 1.0), 4), heartbeat_at=utcnow())
             )
 
-    def _finish(self, job_id: str, status: str, error: Optional[str] = None, **result: object) -> None:
+    def _finish(self, job_id: str, status: str, error: Optional[str] = None) -> None:
+        """The job's end (``succeeded`` / ``failed``), or back to ``queued`` for a retry."""
+        now = utcnow()
+        queued = status == "queued"
         with self.sessions.begin() as session:
             session.execute(
                 update(Job)
                 .where(Job.id == job_id)
-                .values(status=status, error=error, finished_at=utcnow() if status != "queued" else None, **result)
+                .values(
+                    status=status,
+                    error=error,
+                    finished_at=None if queued else now,
+                    queued_at=now if queued else Job.queued_at,
+                )
             )
 
     def run_job(self, job_id: str) -> None:
@@ -151,6 +182,8 @@ class JobQueue:
             return
         with self.sessions() as session:
             job = session.get(Job, job_id)
+            if job is None:  # its user was deleted right after the claim
+                return
             user = job.user
             tenant, user_id, user_pk, adapter_type, attempts = (
                 user.tenant.name,
@@ -170,7 +203,7 @@ class JobQueue:
             outcome = self.runner.train(
                 job_dir, user_id, adapter_type, utterances, lambda value: self._report(job_id, value)
             )
-            self._record(job_id, tenant, user_id, user_pk, outcome)
+            self._record(job_id, attempts, user_pk, outcome)
         except (TrainingError, InputError) as exc:
             logger.warning("job=%s failed: %s", job_id, exc)
             self._finish(job_id, "failed", error=str(exc))
@@ -184,56 +217,58 @@ class JobQueue:
             if job_dir.exists():
                 self.storage.remove_tree(job_dir)
 
-    def _record(self, job_id: str, tenant: str, user_id: str, user_pk: str, outcome: TrainingOutcome) -> None:
-        """Keep the trained adapter as the user's next version; make it the active one if it was not rejected."""
+    def _record(self, job_id: str, attempt: int, user_pk: str, outcome: TrainingOutcome) -> None:
+        """Keep the trained adapter as the user's next version (active unless rejected) and end the job, in one commit.
+
+        Raises:
+            TrainingError: the trainer saved no adapter.
+            SQLAlchemyError: the commit failed (the version file written for it is removed; the job is retried).
+        """
         if outcome.adapter_file is None:
             raise TrainingError("training saved no adapter")
-        with self.sessions.begin() as session:
-            user = session.get(User, user_pk)
-            if user is None:
-                logger.info("job=%s: user %s/%s was deleted during training; result dropped", job_id, tenant, user_id)
-                return
-            version = (
-                session.scalar(select(func.max(AdapterVersion.version)).where(AdapterVersion.user_pk == user_pk)) or 0
-            ) + 1
-            version_file = self.storage.version_file(tenant, user_id, version)
-            self.storage.copy_atomic(outcome.adapter_file, version_file)
-            activated = not outcome.rejected
-            if activated:
-                session.execute(update(AdapterVersion).where(AdapterVersion.user_pk == user_pk).values(active=False))
-            session.add(
-                AdapterVersion(
-                    user_pk=user_pk,
-                    version=version,
-                    adapter_type=outcome.adapter_type,
-                    cer_before=outcome.cer_before,
-                    cer_after=outcome.cer_after,
-                    active=activated,
-                    rejected=outcome.rejected,
-                    file=self.storage.relative(version_file),
+        version_file: Optional[Path] = None
+        try:
+            with self.sessions.begin() as session:
+                user = session.get(User, user_pk)
+                if user is None:
+                    logger.info("job=%s: its user was deleted during training; result dropped", job_id)
+                    return
+                file_name = f"{job_id}-{attempt}"
+                version_file = self.storage.version_file(user.tenant.name, user.user_id, file_name)
+                row = record_version(
+                    session,
+                    self.storage,
+                    user,
+                    outcome.adapter_file,
+                    file_name,
+                    outcome.adapter_type,
+                    outcome.rejected,
+                    outcome.cer_before,
+                    outcome.cer_after,
                 )
-            )
-            session.execute(
-                update(Job)
-                .where(Job.id == job_id)
-                .values(
-                    status="succeeded",
-                    progress=1.0,
-                    error=None,
-                    finished_at=utcnow(),
-                    cer_before=outcome.cer_before,
-                    cer_after=outcome.cer_after,
-                    activated=activated,
-                    version=version,
+                session.execute(
+                    update(Job)
+                    .where(Job.id == job_id)
+                    .values(
+                        status="succeeded",
+                        progress=1.0,
+                        error=None,
+                        finished_at=utcnow(),
+                        cer_before=outcome.cer_before,
+                        cer_after=outcome.cer_after,
+                        activated=row.active,
+                        version=row.version,
+                    )
                 )
-            )
-            if activated:  # last step before commit: a failure here rolls the rows back
-                self.storage.copy_atomic(version_file, self.storage.active_adapter(tenant, user_id))
+                version, activated, where = row.version, row.active, f"{user.tenant.name}/{user.user_id}"
+        except BaseException:
+            if version_file is not None:
+                version_file.unlink(missing_ok=True)
+            raise
         logger.info(
-            "job=%s user=%s/%s version=%d cer_before=%s cer_after=%s activated=%s%s",
+            "job=%s user=%s version=%d cer_before=%s cer_after=%s activated=%s%s",
             job_id,
-            tenant,
-            user_id,
+            where,
             version,
             outcome.cer_before,
             outcome.cer_after,
@@ -266,6 +301,7 @@ def recover_stale_jobs(queue: JobQueue) -> int:
                     status="queued" if retry else "failed",
                     error=f"worker stopped during attempt {attempts} (no heartbeat for {settings.job_lease_seconds:g} s)",
                     finished_at=None if retry else utcnow(),
+                    queued_at=utcnow() if retry else Job.queued_at,
                 )
             ).rowcount
             if changed and retry:
@@ -276,6 +312,42 @@ def recover_stale_jobs(queue: JobQueue) -> int:
     return len(requeued)
 
 
+def recover_lost_jobs(queue: JobQueue) -> int:
+    """Enqueue again every job queued for longer than the lease that no message on the queue names.
+
+    Such a job's message was never sent (its server died between the commit and the enqueue) or was lost with the
+    queue's storage. Safe to run from several processes at once: a job is enqueued by the process whose conditional
+    update of ``queued_at`` succeeds.
+
+    Returns:
+        How many jobs were enqueued again.
+    """
+    cutoff = utcnow() - timedelta(seconds=queue.settings.job_lease_seconds)
+    with queue.sessions() as session:
+        waiting = session.execute(
+            select(Job.id, Job.queued_at).where(Job.status == "queued", Job.queued_at < cutoff)
+        ).all()
+    if not waiting:
+        return 0
+    on_queue = queue.job_ids_on_queue()
+    lost = []
+    with queue.sessions.begin() as session:
+        for job_id, queued_at in waiting:
+            if job_id in on_queue:
+                continue
+            changed = session.execute(
+                update(Job)
+                .where(Job.id == job_id, Job.status == "queued", Job.queued_at == queued_at)
+                .values(queued_at=utcnow())
+            ).rowcount
+            if changed:
+                lost.append(job_id)
+    for job_id in lost:
+        logger.warning("job=%s was queued with no message on the queue; enqueued again", job_id)
+        queue.enqueue(job_id)
+    return len(lost)
+
+
 def jobs_by_state(sessions: sessionmaker[Session]) -> Dict[str, int]:
     """Job counts for every state (0 included)."""
     with sessions() as session:
@@ -284,7 +356,8 @@ def jobs_by_state(sessions: sessionmaker[Session]) -> Dict[str, int]:
 
 
 class Recovery:
-    """Runs :func:`recover_stale_jobs` now and then every half lease, on a daemon thread, until :meth:`stop`."""
+    """Runs :func:`recover_stale_jobs` and :func:`recover_lost_jobs` now and then every half lease, on a daemon
+    thread, until :meth:`stop`."""
 
     def __init__(self, queue: JobQueue) -> None:
         self.queue = queue
@@ -300,8 +373,9 @@ class Recovery:
         while True:
             try:
                 recover_stale_jobs(self.queue)
-            except SQLAlchemyError:
-                logger.exception("job recovery could not reach the database; trying again later")
+                recover_lost_jobs(self.queue)
+            except (SQLAlchemyError, RedisError):
+                logger.exception("job recovery could not reach the database or the queue; trying again later")
             if self._stop.wait(interval):
                 return
 

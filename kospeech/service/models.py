@@ -114,7 +114,11 @@ class Utterance(Base):
 
 
 class AdapterVersion(Base):
-    """One trained adapter of a user (accepted or rejected); at most one per user is ``active``."""
+    """One trained adapter of a user (accepted or rejected); at most one per user is ``active``.
+
+    The active row is the one record of which adapter a user is served: transcription loads the row's ``file`` (a
+    file written once, before the row was committed, and never changed), so activating a version is one commit.
+    """
 
     __tablename__ = "adapter_versions"
     __table_args__ = (UniqueConstraint("user_pk", "version", name="uq_adapter_versions_user_version"),)
@@ -134,7 +138,11 @@ class AdapterVersion(Base):
 
 
 class Job(Base):
-    """A training job: its state machine, progress, attempts, worker heartbeat and result."""
+    """A training job: its state machine, progress, attempts, worker heartbeat and result.
+
+    ``queued_at`` is when the job last became ``queued`` (created, or put back for a retry); a job queued for longer
+    than the lease with no message on the queue is enqueued again (:func:`kospeech.service.jobs.recover_lost_jobs`).
+    """
 
     __tablename__ = "jobs"
 
@@ -151,6 +159,7 @@ class Job(Base):
     activated: Mapped[Optional[bool]] = mapped_column(Boolean, nullable=True)
     version: Mapped[Optional[int]] = mapped_column(Integer, nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    queued_at: Mapped[Optional[datetime]] = mapped_column(DateTime(timezone=True), nullable=True, default=utcnow)
     started_at: Mapped[Optional[datetime]] = mapped_column(DateTime(timezone=True), nullable=True)
     heartbeat_at: Mapped[Optional[datetime]] = mapped_column(DateTime(timezone=True), nullable=True)
     finished_at: Mapped[Optional[datetime]] = mapped_column(DateTime(timezone=True), nullable=True)

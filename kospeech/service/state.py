@@ -61,14 +61,16 @@ class ServiceState:
         migrate(engine)
         sessions = session_factory(engine)
         recognizer = Recognizer.from_checkpoint(
-            settings.base_model_path, fallback_to_base=True, batch_size=max(16, settings.batch_max_size)
+            settings.base_model_path,
+            batch_size=max(16, settings.batch_max_size),
+            adapter_cache_factory=lambda loader: ByteBoundedAdapterCache(
+                storage.tenants_dir, loader, settings.adapter_cache_bytes
+            ),
         )
-        # the service keeps each user's adapter in the user's folder and bounds memory in bytes: see adapter_cache
-        cache = ByteBoundedAdapterCache(storage.tenants_dir, recognizer._load_adapter, settings.adapter_cache_bytes)
-        recognizer.cache = cache
+        cache: ByteBoundedAdapterCache = recognizer.cache
         runner = AdapterJobRunner(settings.base_model_path, settings.train_num_epochs)
         queue = JobQueue(settings, sessions, storage, runner if settings.in_process_worker else None)
-        batcher = DynamicBatcher(recognizer, settings.batch_max_size, settings.batch_max_wait_ms)
+        batcher = DynamicBatcher(recognizer, settings.batch_max_size, settings.batch_max_wait_ms, bind=cache.bind)
         metrics = ServiceMetrics(
             queue_depth=batcher.depth,
             cache_stats=cache.stats,

@@ -8,13 +8,17 @@
       uploads/                        uploads being decoded (deleted after each request)
       tenants/<tenant>/users/<user_id>/
         utterances/<utterance_id>.wav enrollment audio, 16 kHz mono 16-bit
-        adapter/<user_id>_adapter.pt  the active adapter (what transcription serves)
-        versions/<version>.pt         every trained adapter, accepted or rejected
+        versions/<job_id>-<attempt>.pt every trained adapter, accepted or rejected (imported ones: versions/<id>.pt)
         jobs/<job_id>/                a training job's run folder (removed when the job ends)
 
 Tenant and user ids follow the adapter-name rule (:func:`~kospeech.models.adapter_manager.validate_adapter_name`),
 so no id can climb out of its folder. Every file is written through :mod:`kospeech.fileio` (temporary file, fsync,
-rename): a reader sees the previous file or the new one, never half of one.
+rename): a reader sees the previous file or the new one, never half of one. A version file is written once, under a
+name no other version uses, before its database row is committed; which version a user is served is only in the
+database (the active ``adapter_versions`` row names its file).
+
+Every server and worker must see the same ``data_dir``: servers write enrollment audio that workers read, workers
+write adapters that servers read. On several machines it is a shared file system (NFS, a cloud file share).
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ import shutil
 from pathlib import Path
 
 from kospeech.fileio import atomic_write
-from kospeech.models.adapter_manager import ADAPTER_FILE_SUFFIX, validate_adapter_name
+from kospeech.models.adapter_manager import validate_adapter_name
 
 __all__ = ["Storage"]
 
@@ -53,17 +57,9 @@ class Storage:
         """Where an enrollment recording is kept."""
         return self.user_dir(tenant, user_id) / "utterances" / f"{validate_adapter_name(utterance_id)}.wav"
 
-    def adapter_dir(self, tenant: str, user_id: str) -> Path:
-        """The folder of the user's active adapter file."""
-        return self.user_dir(tenant, user_id) / "adapter"
-
-    def active_adapter(self, tenant: str, user_id: str) -> Path:
-        """The user's active adapter file (it may not exist)."""
-        return self.adapter_dir(tenant, user_id) / f"{user_id}{ADAPTER_FILE_SUFFIX}"
-
-    def version_file(self, tenant: str, user_id: str, version: int) -> Path:
-        """Where trained version ``version`` of the user's adapter is kept."""
-        return self.user_dir(tenant, user_id) / "versions" / f"{version:06d}.pt"
+    def version_file(self, tenant: str, user_id: str, name: str) -> Path:
+        """Where a version of the user's adapter is kept, under a ``name`` no other version of theirs uses."""
+        return self.user_dir(tenant, user_id) / "versions" / f"{validate_adapter_name(name)}.pt"
 
     def job_dir(self, tenant: str, user_id: str, job_id: str) -> Path:
         """A training job's run folder (trainer output, the adapter it writes before activation)."""

@@ -16,9 +16,12 @@ from typing import Dict, Iterator
 import numpy as np
 import pytest
 import soundfile as sf
+import torch
 from fastapi.testclient import TestClient
 
+from kospeech.checkpoint import load_checkpoint
 from kospeech.data.synthetic import ensure_corpus
+from kospeech.models import AdapterManager
 from kospeech.service import create_app, load_settings
 from kospeech.service.db import create_db_engine, migrate, session_factory, session_scope
 from kospeech.service.keys import create_key, revoke_key
@@ -67,6 +70,24 @@ def tone(seconds: float, sample_rate: int = 16000, seed: int = 0) -> np.ndarray:
     rng = np.random.default_rng(seed)
     t = np.arange(int(seconds * sample_rate)) / sample_rate
     return (0.2 * np.sin(2 * np.pi * (220 + 300 * t) * t) + 0.01 * rng.standard_normal(t.shape)).astype(np.float32)
+
+
+def save_adapter(folder: Path, name: str, seed: int) -> Path:
+    """A head adapter for the shipped base with random, non-trivial weights, saved as ``folder/<name>_adapter.pt``."""
+    checkpoint = load_checkpoint(BASE_MODEL)
+    model = checkpoint.build_model()
+    model.add_adapter("head", hidden_dims=[32])
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for parameter in model.adapter.parameters():
+            parameter.add_(torch.randn(parameter.shape, generator=generator) * 0.5)
+    return AdapterManager.save_adapter(
+        model,
+        folder,
+        name,
+        vocab_fingerprint=checkpoint.vocab.fingerprint(),
+        feature_config=checkpoint.feature_config.to_dict(),
+    )
 
 
 @dataclass

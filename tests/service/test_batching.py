@@ -9,18 +9,26 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
-from conftest import BASE_MODEL
+from conftest import BASE_MODEL, save_adapter
 
-from kospeech.checkpoint import load_checkpoint
 from kospeech.inference import Recognizer
 from kospeech.models import AdapterManager
-from kospeech.service.adapter_cache import ByteBoundedAdapterCache, module_bytes
+from kospeech.service.adapter_cache import ByteBoundedAdapterCache, module_bytes, serving_name
 from kospeech.service.batching import BatcherStopped, DynamicBatcher
 
 
 @pytest.fixture(scope="module")
 def recognizer():
-    return Recognizer.from_checkpoint(BASE_MODEL, fallback_to_base=True)
+    """The base model alone (no adapter cache)."""
+    return Recognizer.from_checkpoint(BASE_MODEL)
+
+
+def serving(folder: Path, max_bytes: int = 1 << 30):
+    """A recognizer serving from a byte-bounded cache built around its own loader, and that cache."""
+    recognizer = Recognizer.from_checkpoint(
+        BASE_MODEL, adapter_cache_factory=lambda loader: ByteBoundedAdapterCache(folder, loader, max_bytes)
+    )
+    return recognizer, recognizer.cache
 
 
 def speech(tiny_users: Path, count: int):
@@ -28,44 +36,34 @@ def speech(tiny_users: Path, count: int):
     return [sf.read(str(path), dtype="float32")[0] for path in files]
 
 
-def save_adapter(recognizer: Recognizer, folder: Path, name: str, seed: int) -> Path:
-    """A head adapter with random, non-trivial weights, saved for the recognizer's base."""
-    checkpoint = load_checkpoint(BASE_MODEL)
-    model = checkpoint.build_model()
-    model.add_adapter("head", hidden_dims=[32])
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for parameter in model.adapter.parameters():
-            parameter.add_(torch.randn(parameter.shape, generator=generator) * 0.5)
-    return AdapterManager.save_adapter(
-        model,
-        folder,
-        name,
-        vocab_fingerprint=checkpoint.vocab.fingerprint(),
-        feature_config=checkpoint.feature_config.to_dict(),
+def test_concurrent_requests_of_different_users_run_as_one_batch(tiny_users, tmp_path):
+    recognizer, cache = serving(tmp_path)
+    files = {
+        serving_name("alice", 1): save_adapter(tmp_path / "a1", "alice", seed=0),
+        serving_name("bob", 3): save_adapter(tmp_path / "b3", "bob", seed=1),
+        serving_name("alice", 2): save_adapter(tmp_path / "a2", "alice", seed=2),
+    }
+    waves = speech(tiny_users, 5)
+    users = [serving_name("alice", 1), None, serving_name("bob", 3), serving_name("alice", 1), serving_name("alice", 2)]
+    alone = []
+    for wave, user in zip(waves, users):
+        cache.bind({user: files[user]} if user else {})
+        alone.append(recognizer.transcribe((wave, 16000), user=user))
+    batches, bound = [], []
+
+    def bind(mapping):
+        bound.append(dict(mapping))
+        cache.bind(mapping)
+
+    batcher = DynamicBatcher(
+        recognizer, max_batch_size=8, max_wait_ms=300, on_batch=lambda n, s: batches.append(n), bind=bind
     )
-
-
-def serving_cache(recognizer, folder, max_bytes=1 << 30):
-    cache = ByteBoundedAdapterCache(folder, recognizer._load_adapter, max_bytes)
-    recognizer.cache = cache
-    return cache
-
-
-def test_concurrent_requests_of_different_users_run_as_one_batch(recognizer, tiny_users, tmp_path):
-    cache = serving_cache(recognizer, tmp_path)
-    for index, name in enumerate(("alice", "bob")):
-        cache.bind(name, save_adapter(recognizer, tmp_path / name, name, seed=index))
-    waves = speech(tiny_users, 4)
-    users = ["alice", None, "bob", "alice"]
-    alone = [recognizer.transcribe((wave, 16000), user=user) for wave, user in zip(waves, users)]
-    batches = []
-    batcher = DynamicBatcher(recognizer, max_batch_size=8, max_wait_ms=300, on_batch=lambda n, s: batches.append(n))
     batcher.start()
     futures = [None] * len(waves)
 
     def submit(index):
-        futures[index] = batcher.submit(waves[index], 16000, users[index])
+        user = users[index]
+        futures[index] = batcher.submit(waves[index], 16000, user, files[user] if user else None)
 
     try:
         threads = [threading.Thread(target=submit, args=(index,)) for index in range(len(waves))]
@@ -76,15 +74,15 @@ def test_concurrent_requests_of_different_users_run_as_one_batch(recognizer, tin
         batched = [future.result(timeout=60) for future in futures]
     finally:
         batcher.stop()
-    assert batches == [4]
+    assert batches == [5] and bound == [files]
     assert [result.tokens for result in batched] == [result.tokens for result in alone]
-    assert [result.adapter for result in batched] == users
+    assert [result.adapter for result in batched] == users  # each request names the version that served it
     base = recognizer.transcribe((waves[0], 16000))
     assert base.tokens != alone[0].tokens  # the adapter changes the output, so the test can fail
+    assert alone[0].tokens != alone[4].tokens  # and the two versions of alice differ
 
 
 def test_a_batch_waits_at_most_max_wait_and_holds_at_most_max_size(recognizer, tiny_users):
-    recognizer.cache = None
     wave = speech(tiny_users, 1)[0]
     batches = []
     batcher = DynamicBatcher(recognizer, max_batch_size=2, max_wait_ms=50, on_batch=lambda n, s: batches.append(n))
@@ -103,7 +101,6 @@ def test_a_batch_waits_at_most_max_wait_and_holds_at_most_max_size(recognizer, t
 
 
 def test_one_bad_request_fails_alone(recognizer, tiny_users):
-    recognizer.cache = None
     wave = speech(tiny_users, 1)[0]
     batcher = DynamicBatcher(recognizer, max_batch_size=4, max_wait_ms=200)
     batcher.start()
@@ -117,23 +114,28 @@ def test_one_bad_request_fails_alone(recognizer, tiny_users):
         batcher.stop()
 
 
-def test_the_cache_reloads_a_replaced_adapter_and_stays_within_its_bytes(recognizer, tmp_path):
-    first = save_adapter(recognizer, tmp_path / "a", "alice", seed=0)
+def test_the_cache_loads_new_versions_reloads_changed_files_and_stays_within_its_bytes(tmp_path):
+    first = save_adapter(tmp_path / "a", "alice", seed=0)
     size = module_bytes(AdapterManager.read_adapter(first)[0])
-    cache = serving_cache(recognizer, tmp_path, max_bytes=int(size * 1.5))
-    cache.bind("alice", first)
-    cache.bind("bob", save_adapter(recognizer, tmp_path / "b", "bob", seed=1))
-    loaded = cache.get("alice")
-    assert cache.get("alice") is loaded and cache.stats().hits == 1
+    _, cache = serving(tmp_path, max_bytes=int(size * 1.5))
+    alice, bob = serving_name("alice", 1), serving_name("bob", 1)
+    cache.bind({alice: first, bob: save_adapter(tmp_path / "b", "bob", seed=1)})
+    assert cache.available() == sorted([alice, bob])
+    loaded = cache.get(alice)
+    assert cache.get(alice) is loaded and cache.stats().hits == 1
     assert cache.bytes == size
-    cache.get("bob")  # two adapters exceed 1.5 adapters' bytes: alice, least recently used, goes
-    assert cache.names() == ["bob"] and cache.stats().evictions == 1 and cache.bytes == size
-    replacement = save_adapter(recognizer, tmp_path / "c", "bob", seed=2)
-    os.replace(replacement, tmp_path / "b" / "bob_adapter.pt")  # what a worker's activation does
-    reloaded = cache.get("bob")
+    cache.get(bob)  # two adapters exceed 1.5 adapters' bytes: alice, least recently used, goes
+    assert cache.names() == [bob] and cache.stats().evictions == 1 and cache.bytes == size
+    replacement = save_adapter(tmp_path / "c", "bob", seed=2)
+    os.replace(replacement, tmp_path / "b" / "bob_adapter.pt")  # the file changed on disk: never served stale
+    reloaded = cache.get(bob)
     assert cache.stats().reloads == 1
     assert not torch.equal(next(reloaded.parameters()), next(loaded.parameters()))
-    cache.forget("bob")
+    bob2 = serving_name("bob", 2)
+    cache.bind({bob2: save_adapter(tmp_path / "d", "bob", seed=3)})
     with pytest.raises(FileNotFoundError):
-        cache.get("bob")
-    assert cache.bytes == 0
+        cache.get(bob)  # bindings are the current batch's only
+    cache.get(bob2)
+    assert cache.names() == [bob2] and cache.bytes == size  # the new version superseded the old one
+    cache.forget_user("bob")
+    assert len(cache) == 0 and cache.bytes == 0

@@ -1,20 +1,25 @@
-"""Training jobs: a real job run end to end in-process, recovery of a killed worker's job, huey on real Redis."""
+"""Training jobs: a real job run end to end in-process, recovery of a killed worker's job and of a job whose message
+was lost, a crash before the activation commit, huey on real Redis."""
 
+import socket
 import time
 import uuid
 from datetime import timedelta
 
-from conftest import make_keys, settings_for
+import pytest
+from conftest import make_keys, save_adapter, settings_for, tone, wav_bytes
 from fastapi.testclient import TestClient
 from sqlalchemy import select
+from sqlalchemy.exc import SQLAlchemyError
 
 from kospeech.data.manifest import read_manifest
 from kospeech.service import create_app
 from kospeech.service.db import create_db_engine, migrate, session_factory, session_scope
-from kospeech.service.jobs import JobQueue, recover_stale_jobs
+from kospeech.service.jobs import JobQueue, recover_lost_jobs, recover_stale_jobs
 from kospeech.service.models import Job, Tenant, User, utcnow
 from kospeech.service.storage import Storage
 from kospeech.service.training import AdapterJobRunner
+from kospeech.service.versions import active_version, record_version
 
 
 def poll(client, job_id, headers, timeout=300.0):
@@ -60,9 +65,12 @@ def test_a_training_job_runs_end_to_end_in_process(tmp_path, tiny_users):
         assert record["adapter"]["version"] == 1 and record["adapter"]["active"] == result["activated"]
         assert record["adapter"]["adapter_type"] == "encoder" and record["jobs"] == [job]
         storage = Storage(tmp_path)
-        assert storage.version_file("acme", "user01", 1).is_file()
+        version_file = storage.version_file("acme", "user01", f"{job['job_id']}-1")
+        assert version_file.is_file()
+        assert [path.name for path in (storage.user_dir("acme", "user01") / "versions").iterdir()] == [
+            version_file.name
+        ]
         assert not (storage.user_dir("acme", "user01") / "jobs" / job["job_id"]).exists()
-        assert storage.active_adapter("acme", "user01").is_file() == result["activated"]
         speech = entries[0].audio_path.read_bytes()
         served = client.post(
             "/v1/audio/transcriptions",
@@ -97,11 +105,11 @@ def _job_row(sessions, status="running", attempts=1, heartbeat_age=3600.0):
         return job.id
 
 
-def _queue(settings):
+def _queue(settings, num_epochs=None):
     engine = create_db_engine(settings.database())
     migrate(engine)
     sessions = session_factory(engine)
-    runner = AdapterJobRunner(settings.base_model_path)
+    runner = AdapterJobRunner(settings.base_model_path, num_epochs)
     return JobQueue(settings, sessions, Storage(settings.data_dir), runner), engine
 
 
@@ -165,3 +173,139 @@ def test_jobs_travel_over_redis(tmp_path, redis_url):
     finally:
         queue.huey.flush()
         engine.dispose()
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "redis"])
+def test_a_queued_job_without_a_message_is_enqueued_again_once(tmp_path, backend, request):
+    extra = ["server.job_lease_seconds=60"]
+    if backend == "redis":
+        name = f"kospeech-test-{uuid.uuid4().hex[:10]}"
+        extra += ["server.queue=redis", f"server.redis_url={request.getfixturevalue('redis_url')}"]
+        extra += [f"server.queue_name={name}"]
+    settings = settings_for(tmp_path, *extra)
+    make_keys(settings)
+    queue, engine = _queue(settings)
+    try:
+        old = utcnow() - timedelta(hours=1)
+        lost = _job_row(queue.sessions, status="queued", attempts=0)
+        waiting = _job_row(queue.sessions, status="queued", attempts=0)
+        fresh = _job_row(queue.sessions, status="queued", attempts=0)
+        running = _job_row(queue.sessions, status="running", heartbeat_age=1.0)
+        with session_scope(queue.sessions) as session:
+            for job_id in (lost, waiting, running):
+                session.get(Job, job_id).queued_at = old
+        queue.enqueue(waiting)  # its message is on the queue: it only waits for a worker
+        assert recover_lost_jobs(queue) == 1
+        assert sorted(task.args[0] for task in queue.huey.pending()) == sorted([waiting, lost])
+        assert recover_lost_jobs(queue) == 0  # another worker's recovery right after: nothing to do
+        with queue.sessions() as session:
+            bumped = session.get(Job, lost).queued_at.replace(tzinfo=None)  # SQLite gives naive UTC
+            assert bumped > old.replace(tzinfo=None) and session.get(Job, fresh).status == "queued"
+    finally:
+        queue.huey.flush()
+        engine.dispose()
+
+
+def test_a_job_whose_message_never_reached_the_queue_is_enqueued_by_a_workers_recovery(tmp_path, caplog):
+    """The server commits the job, then cannot enqueue it (its queue is down): 202, and recovery sends it later."""
+    dead_queue = (
+        "server.queue=redis",
+        f"server.redis_url=redis://127.0.0.1:{_free_port()}/0",
+        "server.job_lease_seconds=1",
+        "server.min_enrollment_utterances=2",
+    )
+    server_settings = settings_for(tmp_path, *dead_queue)
+    keys = make_keys(server_settings)
+    headers = {"Authorization": f"Bearer {keys['acme']}"}
+    with TestClient(create_app(server_settings)) as client:
+        assert client.post("/v1/users", json={"user_id": "ann"}, headers=headers).status_code == 201
+        for _ in range(2):
+            speech = {"file": ("a.wav", wav_bytes(tone(1.0)))}
+            assert client.post("/v1/users/ann/utterances", files=speech, data={"text": "불 꺼 줘"}, headers=headers)
+        with caplog.at_level("ERROR", logger="kospeech.service.routers.users"):
+            created = client.post("/v1/users/ann/adapter", headers=headers)
+        assert created.status_code == 202, created.text
+        job_id = created.json()["job_id"]
+        assert any(job_id in record.getMessage() and "recovery" in record.getMessage() for record in caplog.records)
+        assert client.get(f"/v1/jobs/{job_id}", headers=headers).json()["status"] == "queued"
+    worker_settings = settings_for(tmp_path, "server.job_lease_seconds=1")  # the queue that works (SQLite)
+    queue, engine = _queue(worker_settings)
+    try:
+        assert queue.job_ids_on_queue() == set()
+        time.sleep(1.1)
+        assert recover_lost_jobs(queue) == 1
+        assert queue.job_ids_on_queue() == {job_id}
+    finally:
+        engine.dispose()
+
+
+def test_a_crash_before_the_commit_leaves_the_previous_version_served(tmp_path, tiny_users):
+    """Activation is one commit: a job that dies after writing its adapter file and before committing changes nothing
+    a request sees; its retry records the version; the served version is always the database's active one."""
+    settings = settings_for(
+        tmp_path, "server.train_num_epochs=1", "server.min_enrollment_utterances=5", "server.job_max_attempts=2"
+    )
+    keys = make_keys(settings)
+    headers = {"Authorization": f"Bearer {keys['acme']}"}
+    entries = read_manifest(tiny_users / "users" / "user01" / "enroll.tsv")
+    speech = entries[0].audio_path.read_bytes()
+    queue, engine = _queue(settings, num_epochs=1)
+    storage = Storage(tmp_path)
+
+    def served(client):
+        return client.post(
+            "/v1/audio/transcriptions",
+            files={"file": ("a.wav", speech)},
+            data={"user": "user01", "response_format": "verbose_json"},
+            headers=headers,
+        ).json()
+
+    with TestClient(create_app(settings)) as client:
+        assert client.post("/v1/users", json={"user_id": "user01"}, headers=headers).status_code == 201
+        for entry in entries[:6]:
+            files = {"file": (entry.audio_path.name, entry.audio_path.read_bytes())}
+            response = client.post(
+                "/v1/users/user01/utterances", files=files, data={"text": entry.transcript}, headers=headers
+            )
+            assert response.status_code == 201, response.text
+        with session_scope(queue.sessions) as session:  # version 1: an adapter trained elsewhere, imported
+            user = session.scalar(select(User).where(User.user_id == "user01"))
+            record_version(
+                session, storage, user, save_adapter(tmp_path / "v1", "user01", seed=0), "imported", "head", False
+            )
+        first = served(client)
+        assert first["adapter"] == {"user": "user01", "version": 1}
+        job_id = client.post(
+            "/v1/users/user01/adapter", json={"adapter_type": "residual_head"}, headers=headers
+        ).json()["job_id"]
+        with engine.begin() as connection:  # the database refuses the job's final commit: the process "dies" there
+            connection.exec_driver_sql(
+                "CREATE TRIGGER crash BEFORE UPDATE OF status ON jobs WHEN NEW.status = 'succeeded' "
+                "BEGIN SELECT RAISE(ABORT, 'simulated crash before the commit'); END"
+            )
+        with pytest.raises(SQLAlchemyError, match="simulated crash"):
+            queue.run_job(job_id)  # huey would retry it
+        assert client.get(f"/v1/jobs/{job_id}", headers=headers).json()["status"] == "queued"
+        with queue.sessions() as session:
+            assert "simulated crash" in session.get(Job, job_id).error
+        versions_dir = storage.user_dir("acme", "user01") / "versions"
+        assert sorted(path.name for path in versions_dir.iterdir()) == ["imported.pt"]  # its file was removed
+        assert client.get("/v1/users/user01", headers=headers).json()["adapter"]["version"] == 1
+        assert served(client) == first  # the same version, the same words
+        with engine.begin() as connection:
+            connection.exec_driver_sql("DROP TRIGGER crash")
+        queue.run_job(job_id)  # the retry
+        job = client.get(f"/v1/jobs/{job_id}", headers=headers).json()
+        assert job["status"] == "succeeded" and job["result"]["version"] == 2, job
+        with queue.sessions() as session:
+            active = active_version(session, user.id)
+        expected = 2 if job["result"]["activated"] else 1
+        assert active.version == expected and served(client)["adapter"] == {"user": "user01", "version": expected}
+        assert sorted(path.name for path in versions_dir.iterdir()) == sorted(["imported.pt", f"{job_id}-2.pt"])
+    engine.dispose()

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import logging
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Annotated, Optional
 
 from fastapi import APIRouter, File, Form, UploadFile
@@ -11,12 +14,14 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from sqlalchemy import select
 
+from kospeech.errors import UnknownUserError
 from kospeech.inference import Transcription, to_srt, to_vtt
+from kospeech.service.adapter_cache import serving_name
 from kospeech.service.audio import SAMPLE_RATE, decode_audio, spooled_upload
 from kospeech.service.batching import BatcherStopped
 from kospeech.service.deps import CallerDep, SessionDep, StateDep, checked_user_id
 from kospeech.service.errors import ServiceError
-from kospeech.service.models import AdapterVersion, User
+from kospeech.service.models import User
 from kospeech.service.schemas import (
     ErrorBody,
     TranscriptionAdapter,
@@ -25,8 +30,11 @@ from kospeech.service.schemas import (
     TranscriptionVerbose,
     TranscriptionWord,
 )
+from kospeech.service.versions import active_version
 
 __all__ = ["ResponseFormat", "router", "verbose"]
+
+logger = logging.getLogger(__name__)
 
 router = APIRouter(prefix="/v1", tags=["transcription"])
 
@@ -56,21 +64,27 @@ def verbose(result: Transcription, adapter: Optional[TranscriptionAdapter]) -> T
     )
 
 
-def _serving(session: SessionDep, caller: CallerDep, state: StateDep, user_id: Optional[str]):
-    """(serving name, version) of the user's active adapter, (None, None) for the base model."""
+@dataclass(frozen=True)
+class _Serving:
+    """What serves a request: the base model (all ``None``) or one version of a user's adapter."""
+
+    name: Optional[str] = None
+    version: Optional[int] = None
+    file: Optional[Path] = None
+
+
+def _serving(session: SessionDep, caller: CallerDep, state: StateDep, user_id: Optional[str]) -> _Serving:
+    """The active adapter version of the caller's user ``user_id`` (the database says which), or the base model."""
     if not user_id:
-        return None, None
+        return _Serving()
     checked_user_id(user_id)
     user = session.scalar(select(User).where(User.tenant_id == caller.tenant_id, User.user_id == user_id))
     if user is None:
         raise ServiceError(404, "user_not_found", f"no user {user_id!r}")
-    version = session.scalar(
-        select(AdapterVersion.version).where(AdapterVersion.user_pk == user.id, AdapterVersion.active.is_(True))
-    )
+    version = active_version(session, user.id)
     if version is None:
-        return None, None
-    state.cache.bind(user.id, state.storage.active_adapter(caller.tenant, user.user_id))
-    return user.id, version
+        return _Serving()
+    return _Serving(serving_name(user.id, version.version), version.version, state.storage.absolute(version.file))
 
 
 @router.post(
@@ -96,7 +110,7 @@ async def transcribe(
     language: Annotated[Optional[str], Form(description="accepted for OpenAI compatibility, ignored")] = None,
 ) -> Response:
     """Transcribe one recording. Requests arriving together are run as one batch across users."""
-    serving_name, version = await run_in_threadpool(_serving, session, caller, state, user)
+    serving = await run_in_threadpool(_serving, session, caller, state, user)
     settings = state.settings
     name = file.filename or "upload"
 
@@ -106,12 +120,21 @@ async def transcribe(
 
     waveform = await run_in_threadpool(decode)
     try:
-        future = state.batcher.submit(waveform, SAMPLE_RATE, serving_name)
+        future = state.batcher.submit(waveform, SAMPLE_RATE, serving.name, serving.file)
     except BatcherStopped as exc:
         raise ServiceError(503, "unavailable", str(exc)) from exc
-    result: Transcription = await asyncio.wrap_future(future)
+    try:
+        result: Transcription = await asyncio.wrap_future(future)
+    except UnknownUserError as exc:  # the active version's file is not there: fail loudly, never serve the base
+        logger.error("user %r: adapter version %s cannot be read from %s: %s", user, serving.version, serving.file, exc)
+        raise ServiceError(
+            503,
+            "adapter_unavailable",
+            f"the active adapter of user {user!r} (version {serving.version}) cannot be read on this server; "
+            "try again (every server must share server.data_dir)",
+        ) from exc
     state.metrics.audio_seconds.inc(result.duration)
-    served = None if result.adapter is None else TranscriptionAdapter(user=user, version=version)
+    served = None if result.adapter is None else TranscriptionAdapter(user=user, version=serving.version)
     if response_format is ResponseFormat.text:
         return PlainTextResponse(result.text)
     if response_format is ResponseFormat.srt:

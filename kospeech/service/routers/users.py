@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import logging
+import sqlite3
 from typing import Annotated, Optional
 
 from fastapi import APIRouter, Body, Response
+from redis.exceptions import RedisError
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
@@ -16,6 +19,8 @@ from kospeech.service.routers.jobs import job_status
 from kospeech.service.schemas import AdapterInfo, AdapterRequest, ErrorBody, JobCreated, UserCreate, UserRecord
 
 __all__ = ["router", "user_record"]
+
+logger = logging.getLogger(__name__)
 
 router = APIRouter(prefix="/v1", tags=["users"])
 
@@ -77,11 +82,11 @@ def get_user(user: UserDep) -> UserRecord:
 @router.delete("/users/{user_id}", status_code=204, response_class=Response, responses=_NOT_FOUND)
 def delete_user(user: UserDep, session: SessionDep, state: StateDep, caller: CallerDep) -> Response:
     """Delete the user: audio, adapter files and every row (utterances, adapter versions, jobs)."""
-    user_id, serving_name = user.user_id, user.id
+    user_id, user_key = user.user_id, user.id
     session.delete(user)
     session.commit()
     state.storage.delete_user(caller.tenant, user_id)
-    state.cache.forget(serving_name)
+    state.cache.forget_user(user_key)
     return Response(status_code=204)
 
 
@@ -124,5 +129,8 @@ def train_adapter(
     job = Job(tenant_id=caller.tenant_id, user_pk=user.id, adapter_type=adapter_type, status="queued", progress=0.0)
     session.add(job)
     session.commit()
-    state.queue.enqueue(job.id)
+    try:
+        state.queue.enqueue(job.id)
+    except (RedisError, sqlite3.Error) as exc:  # the job is committed: a worker's recovery enqueues it later
+        logger.error("job=%s is queued but could not be put on the queue (%s); recovery will enqueue it", job.id, exc)
     return JobCreated(job_id=job.id)
