@@ -9,6 +9,7 @@ import io
 import logging
 import socket
 import uuid
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, Iterator
@@ -20,7 +21,7 @@ import torch
 from fastapi.testclient import TestClient
 
 from kospeech.checkpoint import load_checkpoint
-from kospeech.data.synthetic import ensure_corpus
+from kospeech.data.synthetic import build_user_sets, ensure_corpus
 from kospeech.models import AdapterManager
 from kospeech.service import create_app, load_settings
 from kospeech.service.db import create_db_engine, migrate, session_factory, session_scope
@@ -138,9 +139,25 @@ def tiny_users(tmp_path_factory) -> Path:
     return corpus
 
 
+DEMO_TEST_UTTERANCES = 20
+
+
 @pytest.fixture(scope="session")
-def postgres_url() -> Iterator[str]:
-    """A URL of the real PostgreSQL database ``test`` on a schema made for this run (dropped after)."""
+def demo_user01(request, tmp_path_factory) -> Dict[str, Path]:
+    """The built-in user01 of the demo corpus the shipped base was trained on: 100 enrollment and 20 test utterances
+    (manifests ``enroll`` and ``test``). About 20 s to synthesize; kept in pytest's cache folder when it is on."""
+    cache = getattr(request.config, "cache", None)
+    folder = cache.mkdir("kospeech-service-demo-users") if cache is not None else tmp_path_factory.mktemp("users")
+    vocab = load_checkpoint(BASE_MODEL).vocab
+    sets = build_user_sets(
+        folder, vocab, preset="demo", users=["user01"], max_enroll=100, max_test=DEMO_TEST_UTTERANCES, num_workers=2
+    )
+    return sets["user01"]
+
+
+@contextmanager
+def postgres_schema() -> Iterator[str]:
+    """A URL of the real PostgreSQL database ``test`` on a schema made for the caller (dropped after)."""
     if not reachable(POSTGRES):
         pytest.skip("PostgreSQL is not running on 127.0.0.1:5432")
     import psycopg
@@ -160,6 +177,20 @@ def postgres_url() -> Iterator[str]:
     finally:
         connection.execute(f'DROP SCHEMA "{schema}" CASCADE')
         connection.close()
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A PostgreSQL schema shared by the session's storage tests (each drops its tables after)."""
+    with postgres_schema() as url:
+        yield url
+
+
+@pytest.fixture
+def fresh_postgres_url() -> Iterator[str]:
+    """A PostgreSQL schema of one test's own."""
+    with postgres_schema() as url:
+        yield url
 
 
 @pytest.fixture(scope="session")
