@@ -5,7 +5,8 @@
     python benchmarks/multi_user_training.py --device cuda
 
 The 8 users are the demo corpus' 4 users, each enrollment set cut in two halves; every side uses the same adapter
-settings (head adapter [512, 256], batch 16, the default trunk cache, no workers, the same seed).
+settings (``encoder`` adapter, bottleneck 32, batch 16, the default trunk cache, no workers, the same seed, no early
+stopping).
 
 The headline (``ratio``) is what a user sees: N runs of the single-user job (``bin/main.py train=adapter_train``, one
 process each: start-up, checkpoint loading, cache build, training) one after the other vs one ``bin/train_adapters.py``
@@ -13,7 +14,8 @@ run over the folder of the N users' manifests. Two in-process rows isolate what 
 is taken out:
 
 - trunk cache: ``AdapterTrainer(...).train(...)`` per user in turn vs ``MultiUserAdapterTrainer`` (one cache build over
-  all users' utterances in mixed batches, then every user's epochs in lockstep);
+  all users' utterances in mixed batches, then every step runs all users' batches side by side through the frozen
+  RNN layers, each row through its own user's adapter); its ratio is printed as ``in_process_ratio:``;
 - SpecAugment (no training cache): one trunk forward per user and step vs one per step for all users.
 
 ``--quick`` measures the headline alone (the in-process rows need the full mode).
@@ -60,6 +62,9 @@ def config_for(root: Path, epochs: int, spec_augment: bool, seed: int, device: s
         base_model_path="unused",
         output_dir=str(root / "runs"),
         adapter_save_dir=str(root / "adapters"),
+        adapter_type="encoder",
+        adapter_bottleneck_dim=32,
+        alignment_steps=0,
         batch_size=16,
         num_epochs=epochs,
         num_workers=0,
@@ -141,6 +146,10 @@ def processes(world: World, users, epochs: int, root: Path) -> dict:
     for name, entries in users.items():
         write_manifest(root / "users" / f"{name}.tsv", entries)
     common = [
+        "train.adapter_type=encoder",
+        "train.adapter_bottleneck_dim=32",
+        "train.alignment_steps=0",
+        "train.speed_perturbation=[]",
         f"train.num_epochs={epochs}",
         "train.batch_size=16",
         "train.num_workers=0",
@@ -220,9 +229,10 @@ def main() -> None:
         "num_users": len(users),
         "utterances_per_user": {name: len(entries) for name, entries in users.items()},
         "epochs": epochs,
-        "adapter": "head [512, 256]",
+        "adapter": "encoder, bottleneck 32",
         "process_level": process_level,
         "regimes": regimes,
+        "in_process_ratio": regimes[0]["ratio"] if regimes else None,
         "ratio": process_level["ratio"],
     }
     output = write_results(args.output, results)
@@ -254,6 +264,8 @@ def main() -> None:
     print_table(["comparison", "sequential s", "together s", "ratio", "max |dW|"], rows)
     print()
     print(f"results: {output}")
+    if regimes:
+        print(f"in_process_ratio: {regimes[0]['ratio']:.2f}")
     print(f"ratio: {process_level['ratio']:.2f}")
 
 

@@ -24,7 +24,7 @@ from kospeech.models.adapter import (
 from kospeech.models.adapter_manager import AdapterManager, validate_adapter_name
 from kospeech.models.deepspeech2 import AdapterCompatibilityError, DeepSpeech2
 from kospeech.models.modules import BNReluRNN, MaskConv2d
-from kospeech.models.router import AdapterRouter
+from kospeech.models.router import AdapterRouter, RowBlock
 from kospeech.models.utils import count_parameters
 
 __all__ = [
@@ -45,6 +45,7 @@ __all__ = [
     "MergeStrategy",
     "Placement",
     "ResidualHeadAdapter",
+    "RowBlock",
     "TrunkDims",
     "adapter_type_of",
     "build_adapter",

@@ -15,20 +15,23 @@ Built-in types (one file format, see :mod:`kospeech.models.adapter_manager`):
   log-probabilities that *replaces* the base head's output.
 - ``residual_head`` (:class:`ResidualHeadAdapter`): placed at the head, an MLP whose output is *added* to the
   base head's logits before ``log_softmax``; its last Linear starts at zero, so at first the output is the base's.
-- ``encoder`` (:class:`EncoderAdapter`): placed after every RNN layer, one residual bottleneck
-  (:class:`BottleneckAdapter`) per layer *added* to that layer's output; the up-projection starts at zero.
+- ``encoder`` (:class:`EncoderAdapter`): placed on the trunk, one residual bottleneck (:class:`BottleneckAdapter`)
+  *added* to the extractor's output (before RNN layer 0: where a channel's mark on the features is still local) and
+  one after every RNN layer; the up-projections start at zero.
 
 Call conventions by placement (what a new type's module implements):
 
 - :attr:`Placement.HEAD`: ``module(features)`` with features (B, T', F) the trunk output; returns (B, T', C):
   log-probabilities for :attr:`MergeStrategy.REPLACE`, a logit correction for :attr:`MergeStrategy.RESIDUAL`.
 - :attr:`Placement.RNN_LAYERS`: ``module(hidden, layer_index)`` with hidden (B, T', F) the output of RNN layer
-  ``layer_index``; returns (B, T', F): the new output (REPLACE) or a correction (RESIDUAL). Padded frames keep the
-  base value either way.
+  ``layer_index``, or with ``layer_index`` :data:`EXTRACTOR_OUTPUT` (-1) the extractor's output (B, T', F_conv);
+  returns a tensor of the same shape: the new output (REPLACE) or a correction (RESIDUAL), or ``None`` for a point
+  the module leaves alone. Padded frames keep the base value either way.
 
 Every adapter module also has a class attribute ``adapter_type`` (its registry name) and ``adapter_config()``,
 the plain values an adapter file stores (``adapter_type, input_dim, hidden_dims, output_dim, dropout_p,
-num_layers``), which the entry's ``from_fields`` turns back into an identical untrained module.
+num_layers``, and ``extractor_dim`` for a module that adapts the extractor's output), which the entry's
+``from_fields`` turns back into an identical untrained module.
 """
 
 from __future__ import annotations
@@ -44,6 +47,7 @@ from torch import Tensor, nn
 
 __all__ = [
     "ADAPTER_TYPES",
+    "EXTRACTOR_OUTPUT",
     "DEFAULT_ADAPTER_HIDDEN_DIMS",
     "Placement",
     "MergeStrategy",
@@ -91,6 +95,10 @@ class MergeStrategy(str, Enum):
     RESIDUAL = "residual"
 
 
+EXTRACTOR_OUTPUT = -1
+"""The ``layer_index`` of the extractor's output (before RNN layer 0) in the call of a trunk-placed adapter."""
+
+
 class CachePoint(str, Enum):
     """The last frozen value before an adapter's first call point: what adapter training may compute once.
 
@@ -100,7 +108,9 @@ class CachePoint(str, Enum):
     TRUNK_OUTPUT = "rnn_output"
     """The output of the whole unadapted trunk (extractor and every RNN layer)."""
     FIRST_RNN_LAYER = "rnn_layer_0"
-    """The output of RNN layer 0, before any adapter: the input of the first layer adapter."""
+    """The output of RNN layer 0, before any adapter: the input of the first adapter after an RNN layer."""
+    EXTRACTOR = "extractor"
+    """The output of the convolutional extractor, before any adapter: for adapters that start there."""
 
 
 class TrunkDims(NamedTuple):
@@ -110,11 +120,14 @@ class TrunkDims(NamedTuple):
         rnn_output_dim: F, features of every RNN layer's output (``2 * H`` when bidirectional).
         num_classes: C, output classes.
         num_rnn_layers: N, RNN layers.
+        extractor_output_dim: F_conv, features of the extractor's output (``None``: unknown, e.g. a model of a
+            plugin that has no extractor).
     """
 
     rnn_output_dim: int
     num_classes: int
     num_rnn_layers: int
+    extractor_output_dim: Optional[int] = None
 
 
 @dataclass(frozen=True)
@@ -133,7 +146,8 @@ class AdapterType:
             :class:`~kospeech.trainer.AdapterTrainer`), so its supervised steps start where the base is.
         create: builds a fresh module for a model from ``(config, dims)``.
         from_fields: rebuilds a module from the file fields ``(input_dim, hidden_dims, output_dim, dropout_p,
-            num_layers)``; raises ``ValueError`` for sizes the type cannot take.
+            num_layers)`` (and ``extractor_dim=`` when a file records one); raises ``ValueError`` for sizes the type
+            cannot take.
         recipe: adapter-training settings (field names and values of
             :class:`~kospeech.trainer.AdapterTrainConfig`) this type trains best with; settings it leaves out keep
             the config's defaults, which are the original design's (the ``head`` type's).
@@ -179,7 +193,8 @@ def register_adapter(
         create: ``create(config, dims) -> module``.
         from_fields: ``from_fields(input_dim, hidden_dims, output_dim, dropout_p, num_layers) -> module``.
         cache_point: defaults to :attr:`CachePoint.TRUNK_OUTPUT` for head placement and
-            :attr:`CachePoint.FIRST_RNN_LAYER` for layer placement (the only values the model can serve).
+            :attr:`CachePoint.FIRST_RNN_LAYER` for layer placement; :attr:`CachePoint.EXTRACTOR` for a layer-placed
+            type that also adapts the extractor's output.
         starts_at_base: whether a fresh module is an exact no-op on the base's output; defaults to True for the
             residual merge rule (whose modules start at zero by convention) and False for replacing ones.
         recipe: the type's training settings (see :class:`AdapterType`); default: none of its own.
@@ -285,6 +300,9 @@ def placement_problems(fields: Mapping[str, Any], dims: TrunkDims) -> List[str]:
     if placement is Placement.RNN_LAYERS:
         if fields["num_layers"] != dims.num_rnn_layers:
             problems.append(f"num_layers {fields['num_layers']} != num_rnn_layers {dims.num_rnn_layers}")
+        extractor_dim = fields.get("extractor_dim")
+        if extractor_dim is not None and extractor_dim != dims.extractor_output_dim:
+            problems.append(f"extractor_dim {extractor_dim} != extractor output size {dims.extractor_output_dim}")
     elif fields["output_dim"] != dims.num_classes:
         problems.append(f"output_dim {fields['output_dim']} != num_classes {dims.num_classes}")
     return problems
@@ -451,51 +469,75 @@ class BottleneckAdapter(nn.Module):
 
 
 class EncoderAdapter(_FreezeMixin, nn.Module):
-    """One :class:`BottleneckAdapter` per RNN layer, keyed by the layer index.
+    """One :class:`BottleneckAdapter` per RNN layer, keyed by the layer index, and optionally one on the extractor's
+    output (before RNN layer 0).
 
     State-dict keys: ``'layers.<i>.norm.weight'``, ``'layers.<i>.norm.bias'``, ``'layers.<i>.down.weight'``,
     ``'layers.<i>.down.bias'``, ``'layers.<i>.up.weight'``, ``'layers.<i>.up.bias'`` for ``i`` in
-    ``0 .. num_layers - 1``.
+    ``0 .. num_layers - 1``; with an extractor part also ``'extractor.norm.weight'`` ... ``'extractor.up.bias'``.
 
     Args:
         dim: features of every RNN layer's output.
-        bottleneck_dim: width of each bottleneck.
+        bottleneck_dim: width of each RNN layer's bottleneck.
         num_layers: number of RNN layers adapted (one adapter after each).
         dropout_p: dropout inside each bottleneck.
+        extractor_dim: features of the extractor's output (F_conv), or ``None`` for no extractor part.
+        extractor_bottleneck_dim: width of the extractor part's bottleneck (with ``extractor_dim``).
     """
 
     adapter_type = "encoder"
 
-    def __init__(self, dim: int, bottleneck_dim: int, num_layers: int, dropout_p: float = 0.1) -> None:
+    def __init__(
+        self,
+        dim: int,
+        bottleneck_dim: int,
+        num_layers: int,
+        dropout_p: float = 0.1,
+        extractor_dim: Optional[int] = None,
+        extractor_bottleneck_dim: Optional[int] = None,
+    ) -> None:
         super().__init__()
         if isinstance(num_layers, bool) or not isinstance(num_layers, int) or num_layers < 1:
             raise ValueError(f"encoder adapter num_layers must be a positive int, got {num_layers!r}")
+        if (extractor_dim is None) != (extractor_bottleneck_dim is None):
+            raise ValueError(
+                "an encoder adapter's extractor part needs both extractor_dim and extractor_bottleneck_dim, got "
+                f"{extractor_dim!r} and {extractor_bottleneck_dim!r}"
+            )
         self.layers = nn.ModuleDict(
             {str(index): BottleneckAdapter(dim, bottleneck_dim, dropout_p) for index in range(num_layers)}
+        )
+        self.extractor = (
+            None if extractor_dim is None else BottleneckAdapter(extractor_dim, extractor_bottleneck_dim, dropout_p)
         )
         self.dim = dim
         self.bottleneck_dim = bottleneck_dim
         self.num_layers = num_layers
         self.dropout_p = float(dropout_p)
+        self.extractor_dim = extractor_dim
+        self.extractor_bottleneck_dim = extractor_bottleneck_dim
 
-    def forward(self, hidden: Tensor, layer_index: int) -> Tensor:
-        """Correction for the output of RNN layer ``layer_index``.
+    def forward(self, hidden: Tensor, layer_index: int) -> Optional[Tensor]:
+        """Correction for the output of RNN layer ``layer_index`` (or of the extractor).
 
         Inputs:
-            hidden: (B, T', dim) float, the layer's output.
-            layer_index: which RNN layer produced ``hidden``.
+            hidden: (B, T', dim) float, the layer's output; (B, T', extractor_dim) for the extractor's.
+            layer_index: which RNN layer produced ``hidden``, or :data:`EXTRACTOR_OUTPUT`.
 
         Returns:
-            correction (B, T', dim).
+            correction of ``hidden``'s shape; ``None`` at the extractor's output without an extractor part.
         """
+        if layer_index == EXTRACTOR_OUTPUT:
+            return None if self.extractor is None else self.extractor(hidden)
         return self.layers[str(layer_index)](hidden)
 
     def adapter_config(self) -> Dict[str, Any]:
         """Plain values that :func:`build_adapter` turns back into an identical (untrained) adapter.
 
-        ``hidden_dims`` is ``[bottleneck_dim]`` and ``input_dim == output_dim == dim``.
+        ``hidden_dims`` is ``[bottleneck_dim]`` (``[bottleneck_dim, extractor_bottleneck_dim]`` with an extractor
+        part) and ``input_dim == output_dim == dim``; ``extractor_dim`` is recorded only with an extractor part.
         """
-        return {
+        config = {
             "adapter_type": self.adapter_type,
             "input_dim": self.dim,
             "hidden_dims": [self.bottleneck_dim],
@@ -503,6 +545,10 @@ class EncoderAdapter(_FreezeMixin, nn.Module):
             "dropout_p": self.dropout_p,
             "num_layers": self.num_layers,
         }
+        if self.extractor is not None:
+            config["hidden_dims"].append(self.extractor_bottleneck_dim)
+            config["extractor_dim"] = self.extractor_dim
+        return config
 
 
 AdapterModule = Union[MLPAdapter, ResidualHeadAdapter, EncoderAdapter]
@@ -525,6 +571,9 @@ class EncoderAdapterConfig:
 
     bottleneck_dim: int = field(default=64, metadata={"help": "Bottleneck width of each layer's adapter."})
     dropout_p: float = field(default=0.1, metadata={"help": "Dropout inside each bottleneck, in [0, 1)."})
+    extractor_bottleneck_dim: int = field(
+        default=32, metadata={"help": "Bottleneck width of the adapter on the extractor's output; 0: none."}
+    )
 
 
 @dataclass
@@ -546,6 +595,9 @@ class AdapterSettings:
     )
     adapter_dropout_p: float = field(default=0.1, metadata={"help": "dropout inside the adapter, in [0, 1)"})
     adapter_bottleneck_dim: int = field(default=64, metadata={"help": "bottleneck width of each encoder adapter"})
+    adapter_extractor_bottleneck_dim: int = field(
+        default=32, metadata={"help": "bottleneck width of the encoder adapter on the extractor's output; 0: none"}
+    )
 
     def adapter_config(self) -> Any:
         """The config dataclass of ``adapter_type`` filled from these settings."""
@@ -554,6 +606,7 @@ class AdapterSettings:
             hidden_dims=list(self.adapter_hidden_dims),
             dropout_p=self.adapter_dropout_p,
             bottleneck_dim=self.adapter_bottleneck_dim,
+            extractor_bottleneck_dim=self.adapter_extractor_bottleneck_dim,
         )
 
 
@@ -580,19 +633,35 @@ def _head_create(module_class: Type[_MLPStack]) -> Callable[[HeadAdapterConfig, 
 
 
 def _encoder_from_fields(
-    input_dim: int, hidden_dims: Sequence[int], output_dim: int, dropout_p: float, num_layers: Optional[int]
+    input_dim: int,
+    hidden_dims: Sequence[int],
+    output_dim: int,
+    dropout_p: float,
+    num_layers: Optional[int],
+    extractor_dim: Optional[int] = None,
 ) -> EncoderAdapter:
     if num_layers is None:
         raise ValueError("an encoder adapter needs num_layers (the number of RNN layers)")
-    if isinstance(hidden_dims, (str, bytes)) or not isinstance(hidden_dims, Sequence) or len(hidden_dims) != 1:
-        raise ValueError(f"an encoder adapter takes hidden_dims=[bottleneck_dim], got {hidden_dims!r}")
+    expected = 1 if extractor_dim is None else 2
+    if isinstance(hidden_dims, (str, bytes)) or not isinstance(hidden_dims, Sequence) or len(hidden_dims) != expected:
+        form = "[bottleneck_dim]" if extractor_dim is None else "[bottleneck_dim, extractor_bottleneck_dim]"
+        raise ValueError(f"an encoder adapter takes hidden_dims={form}, got {hidden_dims!r}")
     if input_dim != output_dim:
         raise ValueError(f"an encoder adapter has input_dim == output_dim, got {input_dim} and {output_dim}")
-    return EncoderAdapter(input_dim, hidden_dims[0], num_layers, dropout_p)
+    extractor_bottleneck_dim = None if extractor_dim is None else hidden_dims[1]
+    return EncoderAdapter(input_dim, hidden_dims[0], num_layers, dropout_p, extractor_dim, extractor_bottleneck_dim)
 
 
 def _encoder_create(config: EncoderAdapterConfig, dims: TrunkDims) -> EncoderAdapter:
-    return EncoderAdapter(dims.rnn_output_dim, config.bottleneck_dim, dims.num_rnn_layers, config.dropout_p)
+    extractor = config.extractor_bottleneck_dim > 0 and dims.extractor_output_dim is not None
+    return EncoderAdapter(
+        dims.rnn_output_dim,
+        config.bottleneck_dim,
+        dims.num_rnn_layers,
+        config.dropout_p,
+        dims.extractor_output_dim if extractor else None,
+        config.extractor_bottleneck_dim if extractor else None,
+    )
 
 
 _SHORT_RUN_SCHEDULE = {
@@ -635,14 +704,25 @@ register_adapter(
     merge=MergeStrategy.RESIDUAL,
     create=_encoder_create,
     from_fields=_encoder_from_fields,
-    recipe={"adapter_bottleneck_dim": 32, **_SHORT_RUN_SCHEDULE},
+    cache_point=CachePoint.EXTRACTOR,
+    recipe={
+        "adapter_bottleneck_dim": 24,
+        "adapter_extractor_bottleneck_dim": 32,
+        "adapter_dropout_p": 0.3,
+        **_SHORT_RUN_SCHEDULE,
+        # more voices of the same words (cached like the recordings): the most measured gain on unseen channels
+        "speed_perturbation": [0.9, 1.1],
+        "early_stopping_patience": 4,
+    },
 )
 
 ADAPTER_TYPES = registered_adapter_types()
 """The built-in types; :func:`registered_adapter_types` also lists types registered later."""
 
 
-def apply_head_adapter(adapter: nn.Module, features: Tensor, base_logits: Optional[Tensor]) -> Tensor:
+def apply_head_adapter(
+    adapter: nn.Module, features: Tensor, base_logits: Optional[Tensor], call: Optional[Callable[..., Tensor]] = None
+) -> Tensor:
     """The output of a head-placed adapter, as log-probabilities, merged by its type's rule.
 
     ``REPLACE`` returns the module's log-probabilities (``base_logits`` may then be ``None``); ``RESIDUAL`` adds the
@@ -653,6 +733,7 @@ def apply_head_adapter(adapter: nn.Module, features: Tensor, base_logits: Option
         adapter: a module of a type placed at the head.
         features: (B, T', F) trunk output.
         base_logits: (B, T', C) logits of the base head for the same rows.
+        call: how to call the module (default: ``adapter`` itself), e.g. inside a random stream of its own.
 
     Returns:
         (B, T', C) log-probabilities.
@@ -660,12 +741,19 @@ def apply_head_adapter(adapter: nn.Module, features: Tensor, base_logits: Option
     entry = adapter_type_of(adapter)
     if entry.placement is not Placement.HEAD:
         raise ValueError(f"apply_head_adapter takes an adapter placed at the head, got an {entry.name!r} adapter")
+    output = (call or adapter)(features)
     if entry.merge is MergeStrategy.REPLACE:
-        return adapter(features)
-    return F.log_softmax(base_logits + adapter(features), dim=-1)
+        return output
+    return F.log_softmax(base_logits + output, dim=-1)
 
 
-def apply_layer_adapter(adapter: nn.Module, layer_index: int, hidden: Tensor, mask: Tensor) -> Tensor:
+def apply_layer_adapter(
+    adapter: nn.Module,
+    layer_index: int,
+    hidden: Tensor,
+    mask: Tensor,
+    call: Optional[Callable[..., Tensor]] = None,
+) -> Tensor:
     """RNN layer ``layer_index``'s output after a layer-placed adapter; padded frames keep the base value.
 
     Args:
@@ -673,6 +761,7 @@ def apply_layer_adapter(adapter: nn.Module, layer_index: int, hidden: Tensor, ma
         layer_index: index of the RNN layer whose output is ``hidden``.
         hidden: (B, T', F) the layer's output.
         mask: (B, T', 1) bool, True on valid frames.
+        call: how to call the module (default: ``adapter`` itself), e.g. inside a random stream of its own.
 
     Returns:
         (B, T', F) the merged output.
@@ -683,7 +772,9 @@ def apply_layer_adapter(adapter: nn.Module, layer_index: int, hidden: Tensor, ma
             f"apply_layer_adapter takes an 'encoder' adapter or another type placed after the RNN layers, "
             f"got a {entry.name!r} adapter"
         )
-    output = adapter(hidden, layer_index)
+    output = (call or adapter)(hidden, layer_index)
+    if output is None:  # the module leaves this point alone
+        return hidden
     if entry.merge is MergeStrategy.REPLACE:
         return torch.where(mask, output, hidden)
     return hidden + output.masked_fill(~mask, 0.0)
@@ -700,6 +791,7 @@ def build_adapter(
     output_dim: int,
     dropout_p: float = 0.1,
     num_layers: Optional[int] = None,
+    extractor_dim: Optional[int] = None,
 ) -> nn.Module:
     """Build an adapter from the plain values of ``adapter_config()`` (what an adapter file records).
 
@@ -710,8 +802,13 @@ def build_adapter(
         output_dim: C for head-placed types; for ``encoder`` it must equal ``input_dim``.
         dropout_p: dropout probability inside the adapter.
         num_layers: layer-placed types: the number of RNN layers; ``None`` for head-placed types.
+        extractor_dim: for a module that also adapts the extractor's output, its width; ``None`` otherwise (and for
+            types that never do: it is not passed to their ``from_fields`` then).
 
     Returns:
         A freshly initialized adapter module.
     """
-    return registered_adapter(adapter_type_name).from_fields(input_dim, hidden_dims, output_dim, dropout_p, num_layers)
+    extra = {} if extractor_dim is None else {"extractor_dim": extractor_dim}
+    return registered_adapter(adapter_type_name).from_fields(
+        input_dim, hidden_dims, output_dim, dropout_p, num_layers, **extra
+    )

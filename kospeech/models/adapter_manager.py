@@ -10,6 +10,7 @@ reads, holding only the adapter's weights plus what is needed to rebuild and che
 ``adapter_state_dict``    {str: Tensor}, keys relative to the adapter (``'0.weight'``, ``'layers.0.up.bias'``)
 ``input_dim``             int, RNN output size the adapter reads
 ``hidden_dims``           list[int], MLP hidden sizes; ``[bottleneck_dim]`` for ``encoder``
+                          (``[bottleneck_dim, extractor_bottleneck_dim]`` with an extractor part)
 ``output_dim``            int, classes for the head types; the RNN output size for ``encoder``
 ``dropout_p``             float
 ``num_layers``            int for ``encoder`` (RNN layers adapted), None for the head types
@@ -22,6 +23,8 @@ reads, holding only the adapter's weights plus what is needed to rebuild and che
 ``rejected``              bool, optional (absent: False): training judged it no better than the base on the
                           user's held-out utterances, so it must not be served (kept for inspection)
 ``rejected_reason``       str or None, optional: why
+``extractor_dim``         int or None, optional (absent: None): ``encoder`` adapters with a part on the
+                          extractor's output record its width (files written before it existed have none)
 ========================  =========================================================================
 
 Names are validated before any path is built, lookups use the exact file name (``an4`` never matches
@@ -96,6 +99,7 @@ _FIELD_TYPES: Dict[str, Tuple[type, ...]] = {
 _OPTIONAL_FIELD_TYPES: Dict[str, Tuple[Tuple[type, ...], Any]] = {
     "rejected": ((bool,), False),
     "rejected_reason": ((str, _NONE), None),
+    "extractor_dim": ((int, _NONE), None),
 }
 
 
@@ -236,6 +240,7 @@ def _read_adapter_file(path: Path, build: bool = True) -> Tuple[Dict[str, Any], 
         content["output_dim"],
         content["dropout_p"],
         content["num_layers"],
+        content.get("extractor_dim"),
     )
     try:
         # built without memory first: recorded sizes the stored weights do not back allocate nothing

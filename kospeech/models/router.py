@@ -12,18 +12,23 @@ Typical use:
 - one adapter on every row (training, a model's attached adapter): ``AdapterRouter.single(adapter)``;
 - a batch mixing users: ``AdapterRouter.from_names(["alice", None, "bob", "alice"], adapters)`` with ``adapters``
   any mapping of names to modules (an ``nn.ModuleDict``, a recognizer's adapter cache, ...);
-- explicit row groups: ``AdapterRouter([(rows, adapter), ...], batch_size=B)``.
+- explicit row groups: ``AdapterRouter([(rows, adapter), ...], batch_size=B)``;
+- several users' training batches side by side, each padded to its own length and drawing its adapter's random
+  numbers from its own stream (a multi-user training step): ``AdapterRouter.side_by_side([RowBlock(...), ...])``.
 """
 
 from __future__ import annotations
 
-from typing import Callable, List, Mapping, NamedTuple, Optional, Sequence, Tuple, Union
+import contextlib
+from typing import Callable, ContextManager, List, Mapping, NamedTuple, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor, nn
 
 from kospeech.models.adapter import (
+    EXTRACTOR_OUTPUT,
     AdapterType,
+    CachePoint,
     MergeStrategy,
     Placement,
     adapter_type_of,
@@ -32,7 +37,7 @@ from kospeech.models.adapter import (
 )
 from kospeech.models.utils import lengths_to_mask
 
-__all__ = ["AdapterRouter", "AdapterGroup", "Route"]
+__all__ = ["AdapterRouter", "AdapterGroup", "Route", "RowBlock"]
 
 AdapterGroup = Tuple[Union[Tensor, Sequence[int]], nn.Module]
 """One group of a mixed-adapter batch: the batch rows (indices) that go through one adapter module."""
@@ -45,11 +50,43 @@ class Route(NamedTuple):
         rows: (n,) int64 row indices, or ``None`` for every row of the batch.
         adapter: the adapter module.
         entry: its registry entry.
+        frames: the adapter sees only the first ``frames`` time steps of its rows (their own padded length inside a
+            longer batch; later frames keep the base value), or ``None`` for all of them.
+        random_stream: a context manager factory around every call of the adapter (e.g. a user's own RNG stream,
+            so its dropout draws what it would alone), or ``None``.
     """
 
     rows: Optional[Tensor]
     adapter: nn.Module
     entry: AdapterType
+    frames: Optional[int] = None
+    random_stream: Optional[Callable[[], ContextManager]] = None
+
+    def call(self, *inputs: Tensor) -> Tensor:
+        """The adapter's output on ``inputs`` (already cut to this route's rows and frames), in its random stream."""
+        with self.random_stream() if self.random_stream is not None else contextlib.nullcontext():
+            return self.adapter(*inputs)
+
+    def cut(self, value: Tensor) -> Tensor:
+        """This route's rows of a (B, T', ...) batch value, cut to its frames: (n, frames, ...)."""
+        rows = value.index_select(0, self.rows.to(value.device)) if self.rows is not None else value
+        return rows if self.frames is None else rows[:, : self.frames]
+
+
+class RowBlock(NamedTuple):
+    """Consecutive batch rows served by one adapter (see :meth:`AdapterRouter.side_by_side`).
+
+    Attributes:
+        adapter: the adapter module.
+        num_rows: n, rows in the block.
+        frames: the block's own padded length T'_u (its longest row).
+        random_stream: context manager factory around the adapter's calls, or ``None``.
+    """
+
+    adapter: nn.Module
+    num_rows: int
+    frames: int
+    random_stream: Optional[Callable[[], ContextManager]] = None
 
 
 class AdapterRouter:
@@ -124,6 +161,34 @@ class AdapterRouter:
                 rows_by_name.setdefault(name, []).append(row)
         return cls([(rows, adapters[name]) for name, rows in rows_by_name.items()], len(names))
 
+    @classmethod
+    def side_by_side(cls, blocks: Sequence[RowBlock]) -> AdapterRouter:
+        """Blocks of consecutive rows, each through its own adapter, cut to its own frames, in its own random stream.
+
+        This is how several users' training batches share one pass through the frozen layers: block ``u`` holds
+        user ``u``'s batch (padded to its own longest row, ``frames``) inside a batch padded to the longest of all,
+        and its adapter sees exactly the (n_u, frames_u, F) values it would see alone, so its dropout draws the same
+        random numbers from the user's stream.
+
+        Raises:
+            TypeError: a block's adapter is not an adapter module of a registered type.
+            ValueError: a block with no rows or no frames.
+        """
+        routes, start = [], 0
+        for position, block in enumerate(blocks):
+            if block.num_rows < 1 or block.frames < 1:
+                raise ValueError(f"block {position}: needs rows and frames, got {block.num_rows} and {block.frames}")
+            try:
+                entry = adapter_type_of(block.adapter)
+            except TypeError as exc:
+                raise TypeError(
+                    f"block {position}: expected an adapter module, got {type(block.adapter).__name__}"
+                ) from exc
+            rows = torch.arange(start, start + block.num_rows)
+            routes.append(Route(rows, block.adapter, entry, block.frames, block.random_stream))
+            start += block.num_rows
+        return cls._of(routes)
+
     @property
     def adapters(self) -> List[nn.Module]:
         """Every routed adapter module, in route order."""
@@ -152,7 +217,7 @@ class AdapterRouter:
         return lengths_to_mask(lengths.to(device), frames).unsqueeze(-1)
 
     def apply_layer(self, layer_index: int, hidden: Tensor, mask: Optional[Tensor]) -> Tensor:
-        """RNN layer ``layer_index``'s output after the layer adapters of every route.
+        """RNN layer ``layer_index``'s output (-1: the extractor's) after the layer adapters of every route.
 
         Inputs:
             hidden: (B, T', F) the layer's output.
@@ -162,14 +227,15 @@ class AdapterRouter:
             (B, T', F): each routed row adapted by its adapter, other rows unchanged.
         """
         for route in self.layer_routes:
-            if route.rows is None:
-                hidden = apply_layer_adapter(route.adapter, layer_index, hidden, mask)
+            if layer_index == EXTRACTOR_OUTPUT and route.entry.cache_point is not CachePoint.EXTRACTOR:
+                continue  # a type is called at the extractor's output only when its entry starts there
+            if route.rows is None and route.frames is None:
+                hidden = apply_layer_adapter(route.adapter, layer_index, hidden, mask, route.call)
                 continue
-            rows = route.rows.to(hidden.device)
             adapted = apply_layer_adapter(
-                route.adapter, layer_index, hidden.index_select(0, rows), mask.index_select(0, rows)
-            )  # (n, T', F)
-            hidden = hidden.index_copy(0, rows, adapted)
+                route.adapter, layer_index, route.cut(hidden), route.cut(mask), route.call
+            )  # (n, frames, F)
+            hidden = self._put(route, hidden, adapted)
         return hidden
 
     def apply_head(self, features: Tensor, base_logits: Callable[[Tensor], Tensor]) -> Tensor:
@@ -184,14 +250,23 @@ class AdapterRouter:
             (B, T', C) log-probabilities.
         """
         routes = self.head_routes
-        if len(routes) == 1 and routes[0].rows is None:
+        if len(routes) == 1 and routes[0].rows is None and routes[0].frames is None:
             route = routes[0]
             logits = None if route.entry.merge is MergeStrategy.REPLACE else base_logits(features)
-            return apply_head_adapter(route.adapter, features, logits)
+            return apply_head_adapter(route.adapter, features, logits, route.call)
         logits = base_logits(features)  # (B, T', C)
         log_probs = torch.log_softmax(logits, dim=-1)
         for route in routes:  # several routes: each holds explicit rows
-            rows = route.rows.to(features.device)
-            adapted = apply_head_adapter(route.adapter, features.index_select(0, rows), logits.index_select(0, rows))
-            log_probs = log_probs.index_copy(0, rows, adapted)
+            adapted = apply_head_adapter(route.adapter, route.cut(features), route.cut(logits), route.call)
+            log_probs = self._put(route, log_probs, adapted)
         return log_probs
+
+    @staticmethod
+    def _put(route: Route, value: Tensor, adapted: Tensor) -> Tensor:
+        """``value`` with ``adapted`` (n, frames, ...) in place of the route's rows and frames."""
+        if route.frames is not None and route.frames < value.size(1):
+            rows = value.index_select(0, route.rows.to(value.device)) if route.rows is not None else value
+            adapted = torch.cat([adapted, rows[:, route.frames :]], dim=1)
+        if route.rows is None:
+            return adapted
+        return value.index_copy(0, route.rows.to(value.device), adapted)

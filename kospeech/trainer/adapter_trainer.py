@@ -79,6 +79,7 @@ class _UnitRun:
     rng_state: Tensor
     full_model: CachedTrunkModel
     tally: EpochTally = field(default_factory=EpochTally)
+    pending_loss: Optional[float] = None  # the loss of a shared step between step_loss and finish_step
 
 
 class AdapterTrainer(SupervisedTrainer):
@@ -313,7 +314,7 @@ class AdapterTrainer(SupervisedTrainer):
             The step's loss, or ``None`` when it trained nothing (no alignable utterance, non-finite loss).
         """
         unit = self._running()
-        with self._own_random_stream():
+        with self.random_stream():
             loss = self._train_step(unit.cached_model, batch, unit.optimizer, unit.tally.meter)
         self._count_step(unit.tally, loss, unit.optimizer)
         self.state.elapsed_seconds = time.monotonic() - self._started
@@ -345,9 +346,48 @@ class AdapterTrainer(SupervisedTrainer):
         self._on_train_end(unit.model)
         return {"adapter_path": str(self.adapter_path), **self.outcome, **self.training_stats()}
 
+    def step_loss(self, log_probs: Tensor, output_lengths: Tensor, batch: CachedBatch) -> Optional[Tensor]:
+        """First half of a step computed together with other users' (one backward for all): this user's loss.
+
+        The caller ran this user's batch through the unit's adapter (inside :meth:`random_stream`), e.g. as one
+        block of a batch that several users share, sums the returned losses, calls ``backward()`` once, then
+        :meth:`finish_step` on every unit. The loss, CER tally and counters are those :meth:`step` books.
+
+        Inputs:
+            log_probs: (n, T'_u, C) the adapted output of this user's rows.
+            output_lengths: (n,) their valid frames.
+            batch: this user's batch (targets).
+
+        Returns:
+            The loss to back-propagate, or ``None`` when this step trains nothing (no alignable utterance,
+            non-finite loss); :meth:`finish_step` must still be called.
+        """
+        unit = self._running()
+        unit.optimizer.zero_grad()
+        loss = self._step_loss(log_probs, output_lengths, batch, unit.tally.meter)
+        unit.pending_loss = self._usable_loss_value(loss)
+        return None if unit.pending_loss is None else loss.loss
+
+    def finish_step(self) -> Optional[float]:
+        """Second half of a shared step (see :meth:`step_loss`): this user's update from the gradients in place.
+
+        Returns:
+            The step's loss, or ``None`` when it trained nothing.
+        """
+        unit = self._running()
+        loss, unit.pending_loss = unit.pending_loss, None
+        if loss is not None:
+            self._apply_update(unit.cached_model, unit.optimizer)
+        self._count_step(unit.tally, loss, unit.optimizer)
+        self.state.elapsed_seconds = time.monotonic() - self._started
+        return loss
+
     @contextlib.contextmanager
-    def _own_random_stream(self) -> Iterator[None]:
-        """Inside a started unit: draw from this user's RNG stream (the run's global stream is restored after)."""
+    def random_stream(self) -> Iterator[None]:
+        """Inside a started unit: draw from this user's RNG stream (the run's global stream is restored after).
+
+        Outside a unit (a run alone) the global stream is used as it is.
+        """
         unit = self._unit
         if unit is None:
             yield
@@ -588,7 +628,7 @@ class AdapterTrainer(SupervisedTrainer):
         )
         info: Dict[str, Any] = {"steps": 0}
         self.adapter.train()  # base_divergence measures in eval mode and restores this
-        with self._own_random_stream():
+        with self.random_stream():
             if distill:
                 info["held_out_kl_before"] = round(self.base_divergence(model, valid_loader), 5)
                 info["steps"] = self._fit_frames(

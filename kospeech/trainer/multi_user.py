@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler
 from tqdm.auto import tqdm
@@ -48,7 +49,7 @@ from kospeech.data.sampler import BucketBatchSampler, SampleKey
 from kospeech.device import resolve_device
 from kospeech.errors import TrainingError
 from kospeech.fileio import atomic_write_json
-from kospeech.models import DeepSpeech2
+from kospeech.models import AdapterRouter, DeepSpeech2, RowBlock
 from kospeech.models.adapter import AdapterModule
 from kospeech.models.adapter_manager import validate_adapter_name
 from kospeech.models.utils import unwrap_model
@@ -340,6 +341,44 @@ class MultiUserAdapterTrainer:
             )
         return pairs
 
+    def _step_together(self, shared: CachedTrunkModel, pairs: Sequence[Tuple[AdapterTrainer, CachedBatch]]) -> None:
+        """One optimizer step of every user in ``pairs``, their batches side by side through the frozen layers.
+
+        The users' batches (each padded to its own longest row) are stacked into one batch padded to the longest of
+        all; the frozen layers above the cache point run once over it, and each user's rows go through that user's
+        adapter, cut to the user's own frames and inside the user's random stream (:meth:`AdapterRouter.side_by_side`),
+        so every adapter sees and draws what it would alone. Each user's loss is its own; their sum is
+        back-propagated once (the adapters share no parameter, so each gets exactly its own gradient), then every
+        user takes its own update (clipping, optimizer, schedule).
+
+        Args:
+            shared: the model above the cache point, without an adapter of its own.
+            pairs: this step's (unit, batch) of every active user.
+        """
+        if not pairs:
+            return
+        blocks = [
+            RowBlock(self.adapters[run.adapter_name], batch.inputs.size(0), batch.inputs.size(1), run.random_stream)
+            for run, batch in pairs
+        ]
+        frames = max(block.frames for block in blocks)
+        inputs = torch.cat(
+            [F.pad(batch.inputs.to(self.device), (0, 0, 0, frames - batch.inputs.size(1))) for _, batch in pairs]
+        )  # (sum n_u, T'_max, F)
+        lengths = torch.cat([batch.input_lengths for _, batch in pairs])
+        log_probs, lengths = shared(inputs, lengths, router=AdapterRouter.side_by_side(blocks))  # (sum n_u, T', C)
+        losses, start = [], 0
+        for (run, batch), block in zip(pairs, blocks):
+            rows = slice(start, start + block.num_rows)
+            start += block.num_rows
+            loss = run.step_loss(log_probs[rows, : block.frames], lengths[rows], batch)
+            if loss is not None:
+                losses.append(loss)
+        if losses:
+            torch.stack(losses).sum().backward()
+        for run, _ in pairs:
+            run.finish_step()
+
     def _shared_trunk(self, model: DeepSpeech2, batch: SpeechBatch, point: str) -> Tuple[Tensor, Tensor]:
         """The frozen trunk's output at ``point`` for every row of a mixed-user batch (call without gradient).
 
@@ -356,7 +395,7 @@ class MultiUserAdapterTrainer:
             return trunk_features(model, inputs, input_lengths, point)
         chunk_size = self.config.batch_size
         output_frames = int(model.output_lengths(torch.tensor([inputs.size(1)]))[0])
-        features = inputs.new_zeros(inputs.size(0), output_frames, model.rnn_output_dim)
+        features = inputs.new_zeros(inputs.size(0), output_frames, model.point_dim(model.cache_layer(point)))
         lengths = torch.zeros_like(input_lengths)
         order = torch.argsort(batch.input_lengths, descending=True)
         for start in range(0, order.numel(), chunk_size):
@@ -377,6 +416,7 @@ class MultiUserAdapterTrainer:
         started: float,
     ) -> None:
         budget = self.config.max_minutes * 60 if self.config.max_minutes else None
+        shared = CachedTrunkModel(model, point)
         for epoch in range(num_epochs):
             active = [run for run in runs if not run.done]
             if not active:
@@ -394,8 +434,7 @@ class MultiUserAdapterTrainer:
                 steps = iter([None] * total)
             out_of_time = False
             for mixed in tqdm(steps, total=total, desc=f"epoch {epoch + 1}/{num_epochs} ({len(active)} users)"):
-                for run, batch in self._step_batches(model, runs, mixed, point, iterators):
-                    run.step(batch)
+                self._step_together(shared, self._step_batches(model, runs, mixed, point, iterators))
                 if budget is not None and time.monotonic() - started >= budget:
                     logger.info("time budget of %.1f min reached", self.config.max_minutes)
                     out_of_time = True

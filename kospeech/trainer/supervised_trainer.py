@@ -11,7 +11,7 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import torch
 from omegaconf import OmegaConf
-from torch import nn
+from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
@@ -29,7 +29,7 @@ from kospeech.metrics import ErrorRateMeter
 from kospeech.models.utils import unwrap_model
 from kospeech.optim import Optimizer, build_lr_scheduler, build_optimizer
 from kospeech.trainer.configs import TrainConfig, check_num_epochs
-from kospeech.trainer.criterion import CTCLoss
+from kospeech.trainer.criterion import CTCLoss, CTCLossOutput
 from kospeech.trainer.distributed import DistributedContext, init_distributed
 from kospeech.vocabs import Vocabulary
 
@@ -343,17 +343,11 @@ class SupervisedTrainer:
 
     def _train_step(self, model: nn.Module, batch, optimizer: Optimizer, meter: ErrorRateMeter) -> Optional[float]:
         log_probs, output_lengths = self._forward(model, batch)
-        loss = self.criterion(log_probs, output_lengths, batch.targets.to(self.device), batch.target_lengths)
-        self.state.skipped_utterances += loss.num_skipped
-        with torch.no_grad():
-            # the greedy decoder takes its argmax where the log-probs are: only (B, T') ids leave a GPU, not (B, T', C)
-            hypotheses = [h.text for h in self.decoder(log_probs.detach(), output_lengths)]
-            references = [self.vocab.decode(r[:n].tolist()) for r, n in zip(batch.targets, batch.target_lengths)]
-            meter.update(references, hypotheses)
-        loss_value = loss.loss.item()
+        loss = self._step_loss(log_probs, output_lengths, batch, meter)
         if self.dist.enabled:
             # every rank joins the gradient all-reduce: nothing kept gives zero gradients, a non-finite loss gives a
             # non-finite all-reduced norm, and Optimizer.step then skips the update on every rank alike
+            loss_value = loss.loss.item()
             optimizer.zero_grad()
             loss.loss.backward()
             if not math.isfinite(optimizer.step(model)):
@@ -361,22 +355,50 @@ class SupervisedTrainer:
             elif loss.num_kept:
                 self.state.applied_steps += 1
             return loss_value if loss.num_kept and math.isfinite(loss_value) else None
+        optimizer.zero_grad()
+        loss_value = self._usable_loss_value(loss)
+        if loss_value is None:
+            return None
+        loss.loss.backward()
+        self._apply_update(model, optimizer)
+        return loss_value
+
+    def _step_loss(self, log_probs: Tensor, output_lengths: Tensor, batch, meter: ErrorRateMeter) -> CTCLossOutput:
+        """The CTC loss of one training batch; books its skipped utterances and its greedy CER in ``meter``.
+
+        Inputs:
+            log_probs: (B, T', C) the trained output.
+            output_lengths: (B,) valid frames per row.
+            batch: the batch (``targets`` (B, L) and ``target_lengths`` (B,) are used).
+        """
+        loss = self.criterion(log_probs, output_lengths, batch.targets.to(self.device), batch.target_lengths)
+        self.state.skipped_utterances += loss.num_skipped
+        with torch.no_grad():
+            # the greedy decoder takes its argmax where the log-probs are: only (B, T') ids leave a GPU, not (B, T', C)
+            hypotheses = [h.text for h in self.decoder(log_probs.detach(), output_lengths)]
+            references = [self.vocab.decode(r[:n].tolist()) for r, n in zip(batch.targets, batch.target_lengths)]
+            meter.update(references, hypotheses)
+        return loss
+
+    def _usable_loss_value(self, loss: CTCLossOutput) -> Optional[float]:
+        """A step's loss value if it may be back-propagated (some utterance kept, finite), else ``None`` (booked)."""
         if loss.num_kept == 0:
             return None
-        if not math.isfinite(loss_value):
+        value = loss.loss.item()
+        if not math.isfinite(value):
             self.state.skipped_steps += 1
             logger.warning("non-finite loss at step %d: update skipped", self.state.global_step + 1)
-            optimizer.zero_grad()
             return None
-        optimizer.zero_grad()
-        loss.loss.backward()
+        return value
+
+    def _apply_update(self, model: nn.Module, optimizer: Optimizer) -> None:
+        """Clip, step and book the update of the gradients in place (skipped when their norm is not finite)."""
         grad_norm = optimizer.step(model)
         if not math.isfinite(grad_norm):
             self.state.skipped_steps += 1
             logger.warning("non-finite gradient norm at step %d: update skipped", self.state.global_step + 1)
         else:
             self.state.applied_steps += 1
-        return loss_value
 
     def _log_step(self, loss: float, cer: float, lr: float) -> None:
         state = self.state

@@ -10,11 +10,13 @@ registry entry (:class:`~kospeech.models.adapter.CachePoint`):
 
 - adapters placed at the head (``head``, ``residual_head``) read the trunk output, so the cache holds the unadapted
   trunk's output (T', H * num_directions) (:data:`RNN_OUTPUT`).
-- adapters placed after the RNN layers (``encoder``) start after RNN layer 0, whose output does not depend on any
-  adapter; the cache holds that layer's output (T', H * num_directions) (:data:`FIRST_RNN_LAYER`). Each step still
-  runs RNN layers 1..N-1 (frozen, but the gradient must flow through them to the earlier adapters).
+- adapters placed after the RNN layers start after RNN layer 0, whose output does not depend on any adapter; the
+  cache holds that layer's output (T', H * num_directions) (:data:`FIRST_RNN_LAYER`). Each step still runs RNN layers
+  1..N-1 (frozen, but the gradient must flow through them to the earlier adapters).
+- ``encoder`` adapters also adapt the extractor's output, so the cache holds that (T', F_conv)
+  (:data:`EXTRACTOR`) and each step runs every RNN layer.
 
-Both are ranges of the model's one trunk loop (:meth:`DeepSpeech2.run`): the cache is ``run(..., to_layer=k)``
+All are ranges of the model's one trunk loop (:meth:`DeepSpeech2.run`): the cache is ``run(..., to_layer=k)``
 without adapters, a step continues with ``run(..., from_layer=k, router=...)``.
 
 Batches come from the same :class:`~kospeech.data.sampler.BucketBatchSampler` (same lengths, batch size, seed and
@@ -51,6 +53,7 @@ from kospeech.trainer.configs import TrainConfig
 __all__ = [
     "RNN_OUTPUT",
     "FIRST_RNN_LAYER",
+    "EXTRACTOR",
     "TrunkCacheTooLargeError",
     "CachedBatch",
     "TrunkCache",
@@ -70,6 +73,8 @@ RNN_OUTPUT = CachePoint.TRUNK_OUTPUT
 """Cache point of head-placed adapters: the output of the whole (unadapted) trunk."""
 FIRST_RNN_LAYER = CachePoint.FIRST_RNN_LAYER
 """Cache point of layer-placed adapters: the output of RNN layer 0, which feeds the first adapter."""
+EXTRACTOR = CachePoint.EXTRACTOR
+"""Cache point of adapters that start on the extractor's output (``encoder``)."""
 
 _BYTES_PER_MB = 1 << 20
 
@@ -114,7 +119,7 @@ def trunk_features(model: DeepSpeech2, inputs: Tensor, input_lengths: Tensor, po
         input_lengths: (B,) int64 valid frames per row.
 
     Returns:
-        features: (B, T', H * num_directions), zero at padded frames.
+        features: (B, T', F) with F the point's width (:meth:`DeepSpeech2.point_dim`), zero at padded frames.
         output_lengths: (B,) int64 on ``input_lengths.device``, ``ceil(L / 2)``.
     """
     return model.run(inputs, input_lengths, to_layer=model.cache_layer(_check_point(point)))
@@ -158,7 +163,7 @@ class TrunkCache:
     """Per-utterance trunk outputs with their targets and durations, in memory up to a bound, then on disk.
 
     Args:
-        point: the cache point (:data:`RNN_OUTPUT` or :data:`FIRST_RNN_LAYER`).
+        point: the cache point (:data:`RNN_OUTPUT`, :data:`FIRST_RNN_LAYER` or :data:`EXTRACTOR`).
         max_bytes: bytes of features kept in memory; beyond it entries go to disk or are refused.
         spill_dir: a folder under which a private sub-folder receives spilled entries; ``None`` refuses to go over
             ``max_bytes`` (:class:`TrunkCacheTooLargeError`).
@@ -409,7 +414,7 @@ def build_trunk_cache(
         model: the DeepSpeech2 whose (frozen) base computes the outputs; adapters do not take part.
         entries: the utterances.
         feature_extractor: the feature pipeline of the model.
-        point: :data:`RNN_OUTPUT` or :data:`FIRST_RNN_LAYER`.
+        point: :data:`RNN_OUTPUT`, :data:`FIRST_RNN_LAYER` or :data:`EXTRACTOR`.
         batch_size: utterances per forward pass.
         device: where the model runs and the in-memory cache lives.
         max_mb: megabytes of cached features kept in memory.
@@ -430,7 +435,7 @@ def build_trunk_cache(
     max_bytes = int(max_mb * _BYTES_PER_MB)
     loader = build_dataloader(entries, feature_extractor, batch_size, shuffle=False, num_workers=num_workers)
     durations = loader.dataset.durations
-    estimate = estimate_cache_bytes(durations, feature_extractor.config, model.rnn_output_dim)
+    estimate = estimate_cache_bytes(durations, feature_extractor.config, model.point_dim(model.cache_layer(point)))
     if spill_dir is None and estimate > max_bytes:
         raise TrunkCacheTooLargeError(
             f"trunk cache: about {estimate / _BYTES_PER_MB:.1f} MB of features for {len(entries)} utterances exceed "

@@ -1,5 +1,6 @@
 """AdapterManager: file format, round trips, compatibility checks, names, hostile files, atomic saves."""
 
+import copy
 import os
 from pathlib import Path
 
@@ -81,8 +82,27 @@ def test_file_is_a_plain_dict_with_the_documented_fields(tmp_path, adapted):
 def test_encoder_adapter_records_bottleneck_and_layers(tmp_path, make_model):
     model = make_model(use_adapter=True, adapter_type="encoder", adapter_bottleneck_dim=5)
     info = AdapterManager.get_adapter_info(AdapterManager.save_adapter(model, tmp_path, "enc"))
-    assert info["adapter_type"] == "encoder" and info["hidden_dims"] == [5] and info["num_layers"] == 2
+    assert info["adapter_type"] == "encoder" and info["hidden_dims"] == [5, 32] and info["num_layers"] == 2
     assert info["input_dim"] == info["output_dim"] == 32
+    assert info["extractor_dim"] == model.conv.output_dim
+
+
+def test_encoder_adapter_without_extractor_part_reads_like_files_before_it(tmp_path, make_model, padded_batch):
+    """A file without ``extractor_dim`` (as every encoder file before the extractor part) loads and serves."""
+    model = make_model(use_adapter=True, adapter_type="encoder", adapter_bottleneck_dim=5)
+    model.add_adapter("encoder", bottleneck_dim=5, extractor_bottleneck_dim=0, replace=True)
+    torch.nn.init.normal_(model.adapter.layers["0"].up.weight)
+    path = AdapterManager.save_adapter(model, tmp_path, "old")
+    content = torch.load(path, weights_only=True)
+    assert "extractor_dim" not in content and content["hidden_dims"] == [5]
+    info = AdapterManager.get_adapter_info(path)
+    assert info["extractor_dim"] is None and info["hidden_dims"] == [5]
+    other = copy.deepcopy(model)
+    other.remove_adapter()
+    AdapterManager.load_adapter(other, path)
+    inputs, lengths = padded_batch
+    model.eval(), other.eval()
+    torch.testing.assert_close(other(inputs, lengths)[2], model(inputs, lengths)[2])
 
 
 def test_loading_into_a_different_base_raises_and_force_allows_it(tmp_path, make_model, adapted, padded_batch):

@@ -149,7 +149,12 @@ def test_adapter_state_dict_keys(make_model):
         "layers.0.up.weight",
         "layers.0.up.bias",
     ]
-    assert len(keys) == 12
+    assert keys[12:] == [
+        f"extractor.{name}" for name in ("norm.weight", "norm.bias", "down.weight", "down.bias", "up.weight", "up.bias")
+    ]
+    assert encoder.adapter.extractor.down.in_features == encoder.conv.output_dim
+    without = make_model(use_adapter=True, adapter_type="encoder", adapter_extractor_bottleneck_dim=0)
+    assert without.adapter.extractor is None and list(without.adapter_state_dict()) == keys[:12]
 
 
 def _snapshot(model):

@@ -126,7 +126,7 @@ def test_registry_refuses_duplicates_and_reports_unknown_types(toy_type):
     with pytest.raises(ValueError, match=r"unknown adapter_type 'no_such_type'.*" + toy_type.name):
         model.add_adapter("no_such_type")
     assert model.add_adapter(toy_type.name).adapter_type == toy_type.name
-    assert model.trunk_dims == TrunkDims(8, 6, 2)
+    assert model.trunk_dims == TrunkDims(8, 6, 2, model.conv.output_dim)
 
 
 def test_a_registered_type_trains_saves_loads_and_serves_a_mixed_batch(

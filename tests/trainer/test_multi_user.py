@@ -92,8 +92,9 @@ def _assert_same_as_alone(tmp_path, multi, results, base, config, users, vocab, 
         assert multi_trainer.state.global_step == trainer.state.global_step > 0
         assert len(multi_trainer.state.history) == len(trainer.state.history)
         for mine, theirs in zip(multi_trainer.state.history, trainer.state.history):
-            assert abs(mine["train_loss"] - theirs["train_loss"]) < atol, (name, mine, theirs)
-            assert abs(mine["valid_loss"] - theirs["valid_loss"]) < atol, (name, mine, theirs)
+            # losses of ~50 nats: float32 rounding of frozen layers run over other rows too is relative
+            for key in ("train_loss", "valid_loss"):
+                assert mine[key] == pytest.approx(theirs[key], rel=1e-5, abs=atol), (name, key, mine, theirs)
         expected = model.adapter_state_dict()
         actual = multi.adapters[name].state_dict()
         for key, value in expected.items():
@@ -104,9 +105,11 @@ def _assert_same_as_alone(tmp_path, multi, results, base, config, users, vocab, 
         assert saved["name"] == name
 
 
-def test_cached_multi_user_training_equals_each_user_alone(tmp_path, users, corpus_vocab, feature_config):
+@pytest.mark.parametrize("adapter_type", ["head", "residual_head", "encoder"])
+def test_cached_multi_user_training_equals_each_user_alone(tmp_path, users, corpus_vocab, feature_config, adapter_type):
+    """Every step runs the users' batches side by side through one frozen pass (patience 1: users stop early)."""
     base = _base(feature_config, corpus_vocab)
-    config = _config(tmp_path, adapter_type="residual_head", early_stopping_patience=1)
+    config = _config(tmp_path, adapter_type=adapter_type, early_stopping_patience=1)
     before = copy.deepcopy(base.state_dict())
     multi = MultiUserAdapterTrainer(config, corpus_vocab, feature_config, users)
     model = copy.deepcopy(base)
@@ -115,7 +118,10 @@ def test_cached_multi_user_training_equals_each_user_alone(tmp_path, users, corp
     for key, value in model.state_dict().items():
         assert torch.equal(value, before[key]), key
     assert all(trainer.cache_info["train"] for trainer in multi.trainers.values())
-    _assert_same_as_alone(tmp_path, multi, results, base, config, users, corpus_vocab, feature_config, atol=1e-5)
+    # encoder adapters start at the extractor: their gradients pass back through every frozen RNN layer, whose float
+    # rounding over other rows Adam's normalized steps carry into the weights (seen: up to 2.4e-5 on weights ~0.07)
+    atol = 1e-4 if adapter_type == "encoder" else 1e-5
+    _assert_same_as_alone(tmp_path, multi, results, base, config, users, corpus_vocab, feature_config, atol=atol)
 
 
 @pytest.mark.parametrize("adapter_type", ["head", "encoder"])

@@ -70,6 +70,8 @@ class DeepSpeech2(nn.Module):
         adapter_type: a registered adapter type (``"head"``, ``"residual_head"``, ``"encoder"``, ...).
         adapter_dropout_p: dropout inside the adapter.
         adapter_bottleneck_dim: bottleneck width of ``encoder`` adapters; not used by the head types.
+        adapter_extractor_bottleneck_dim: bottleneck width of an ``encoder`` adapter's part on the extractor's
+            output (0: none); not used by the head types.
     """
 
     def __init__(
@@ -88,6 +90,7 @@ class DeepSpeech2(nn.Module):
         adapter_type: str = "head",
         adapter_dropout_p: float = 0.1,
         adapter_bottleneck_dim: int = 64,
+        adapter_extractor_bottleneck_dim: int = 32,
     ) -> None:
         super().__init__()
         _positive_int("input_dim", input_dim)
@@ -128,7 +131,13 @@ class DeepSpeech2(nn.Module):
         self._base_frozen = False
         self._adapter_enabled = True
         if use_adapter:
-            self.add_adapter(adapter_type, adapter_hidden_dims, adapter_dropout_p, adapter_bottleneck_dim)
+            self.add_adapter(
+                adapter_type,
+                adapter_hidden_dims,
+                adapter_dropout_p,
+                adapter_bottleneck_dim,
+                extractor_bottleneck_dim=adapter_extractor_bottleneck_dim,
+            )
         self.to(device)
 
     # ------------------------------------------------------------------ properties
@@ -206,7 +215,7 @@ class DeepSpeech2(nn.Module):
             raise ValueError(
                 f"need 0 <= from_layer < to_layer <= {last}, got from_layer={from_layer!r}, to_layer={to_layer}"
             )
-        width = self.conv.output_dim if from_layer == 0 else self.rnn_layers[from_layer - 1].output_dim
+        width = self.point_dim(from_layer)
         if inputs.dim() != 3 or inputs.size(-1) != width:
             raise ValueError(
                 f"inputs at from_layer={from_layer} must have shape (B, T', {width}), got {tuple(inputs.shape)}"
@@ -225,8 +234,9 @@ class DeepSpeech2(nn.Module):
 
         The only loop over the model's submodules; every forward pass, trunk cache and trainer goes through it.
         Trunk *points* name the values between the parts: point 0 is the extractor's output, point ``k`` (1..N) the
-        output of RNN layer ``k - 1`` *before* the adapters at its call point, and the trunk output (``to_layer=N``)
-        comes after the adapters of the last layer. So ``run(x, L, to_layer=k)`` without a router computes what
+        output of RNN layer ``k - 1``, both *before* the adapters at that point (called with ``layer_index = k - 1``,
+        -1 for the extractor's output), and the trunk output (``to_layer=N``) comes after the adapters of the last
+        layer. So ``run(x, L, to_layer=k)`` without a router computes what
         ``run(h, L', from_layer=k, router=r)`` continues from, which is how a frozen prefix is cached once.
 
         Inputs:
@@ -252,7 +262,7 @@ class DeepSpeech2(nn.Module):
         else:
             hidden, lengths, start = inputs, input_lengths, from_layer
         mask = None if router is None else router.layer_mask(lengths, hidden.size(1), hidden.device)
-        if mask is not None and start > 0:
+        if mask is not None and stop > start:  # the adapters at the starting point (-1: the extractor's output)
             hidden = router.apply_layer(start - 1, hidden, mask)
         for index in range(start, stop):
             hidden = self.rnn_layers[index](hidden, lengths)  # (B, T', H * num_directions)
@@ -400,12 +410,17 @@ class DeepSpeech2(nn.Module):
     @property
     def trunk_dims(self) -> TrunkDims:
         """The sizes an adapter must fit (RNN output width, classes, RNN layers)."""
-        return TrunkDims(self.rnn_output_dim, self.num_classes, self.num_rnn_layers)
+        return TrunkDims(self.rnn_output_dim, self.num_classes, self.num_rnn_layers, self.conv.output_dim)
 
     def cache_layer(self, point: CachePoint) -> int:
-        """The trunk point (see :meth:`run`) of a cache point: N for the trunk output, 1 for RNN layer 0's output."""
+        """The trunk point (see :meth:`run`) of a cache point: N for the trunk output, 1 for RNN layer 0's output,
+        0 for the extractor's output."""
         point = CachePoint(point)
-        return self.num_rnn_layers if point is CachePoint.TRUNK_OUTPUT else 1
+        return {CachePoint.TRUNK_OUTPUT: self.num_rnn_layers, CachePoint.FIRST_RNN_LAYER: 1}.get(point, 0)
+
+    def point_dim(self, layer: int) -> int:
+        """Features of the value at trunk point ``layer`` (see :meth:`run`): F_conv at 0, F after an RNN layer."""
+        return self.conv.output_dim if layer == 0 else self.rnn_layers[layer - 1].output_dim
 
     def check_adapter_fits(self, adapter: AdapterModule) -> None:
         """Raise :class:`AdapterCompatibilityError` naming every size of ``adapter`` that does not fit this model."""
@@ -451,6 +466,7 @@ class DeepSpeech2(nn.Module):
         dropout_p: float = 0.1,
         bottleneck_dim: int = 64,
         *,
+        extractor_bottleneck_dim: Optional[int] = None,
         config: Any = None,
         replace: bool = False,
     ) -> AdapterModule:
@@ -465,7 +481,9 @@ class DeepSpeech2(nn.Module):
             hidden_dims: MLP hidden sizes of the head types (``None``: ``[512, 256]``).
             dropout_p: dropout inside the adapter.
             bottleneck_dim: bottleneck width of ``encoder``.
-            config: an instance of the type's config dataclass, used instead of the three settings above.
+            extractor_bottleneck_dim: bottleneck width of ``encoder``'s part on the extractor's output (0: none;
+                ``None``: the config's default).
+            config: an instance of the type's config dataclass, used instead of the settings above.
             replace: replace an attached adapter instead of raising.
 
         Returns:
@@ -474,7 +492,11 @@ class DeepSpeech2(nn.Module):
         entry = registered_adapter(adapter_type)
         if config is None:
             config = adapter_config_for(
-                adapter_type, hidden_dims=hidden_dims, dropout_p=dropout_p, bottleneck_dim=bottleneck_dim
+                adapter_type,
+                hidden_dims=hidden_dims,
+                dropout_p=dropout_p,
+                bottleneck_dim=bottleneck_dim,
+                extractor_bottleneck_dim=extractor_bottleneck_dim,
             )
         elif not isinstance(config, entry.config_class):
             raise ValueError(
