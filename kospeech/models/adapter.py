@@ -65,6 +65,7 @@ __all__ = [
     "apply_head_adapter",
     "apply_layer_adapter",
     "apply_encoder_adapter",
+    "GroupedCall",
     "AdapterSettings",
     "HeadAdapterConfig",
     "EncoderAdapterConfig",
@@ -130,6 +131,13 @@ class TrunkDims(NamedTuple):
     extractor_output_dim: Optional[int] = None
 
 
+GroupedCall = Callable[..., Optional[Tensor]]
+"""Several modules of one type computed together: ``call(which, *inputs)`` with ``which`` (N,) int64, row ``r``'s
+module index, and ``inputs`` the module's usual inputs for those N rows (e.g. ``(hidden, layer_index)`` with
+hidden (N, T', F)); returns what each row's own module returns on that row (``None`` where the modules leave the
+point alone). For inference: the modules are in eval mode (no dropout)."""
+
+
 @dataclass(frozen=True)
 class AdapterType:
     """One registry entry: everything the library knows about one adapter type.
@@ -151,6 +159,9 @@ class AdapterType:
         recipe: adapter-training settings (field names and values of
             :class:`~kospeech.trainer.AdapterTrainConfig`) this type trains best with; settings it leaves out keep
             the config's defaults, which are the original design's (the ``head`` type's).
+        grouped: how several modules of this type are computed together (mixed-user inference): ``grouped(modules)``
+            returns a :data:`GroupedCall` over them, or ``None`` when these modules cannot be stacked (e.g. their
+            sizes differ); ``None`` for a type computed one module at a time.
     """
 
     name: str
@@ -163,6 +174,9 @@ class AdapterType:
     create: Callable[[Any, TrunkDims], nn.Module]
     from_fields: Callable[..., nn.Module]
     recipe: Mapping[str, Any] = field(default_factory=dict, compare=False, hash=False)
+    grouped: Optional[Callable[[Sequence[nn.Module]], Optional[GroupedCall]]] = field(
+        default=None, compare=False, hash=False
+    )
 
 
 _REGISTRY: Dict[str, AdapterType] = {}
@@ -180,6 +194,7 @@ def register_adapter(
     cache_point: Optional[CachePoint] = None,
     starts_at_base: Optional[bool] = None,
     recipe: Optional[Mapping[str, Any]] = None,
+    grouped: Optional[Callable[[Sequence[nn.Module]], Optional[GroupedCall]]] = None,
 ) -> AdapterType:
     """Register an adapter type; the model, files, trunk cache and trainers then handle it like a built-in one.
 
@@ -198,6 +213,8 @@ def register_adapter(
         starts_at_base: whether a fresh module is an exact no-op on the base's output; defaults to True for the
             residual merge rule (whose modules start at zero by convention) and False for replacing ones.
         recipe: the type's training settings (see :class:`AdapterType`); default: none of its own.
+        grouped: how several of its modules are computed together (see :class:`AdapterType`); default: one at a
+            time.
 
     Returns:
         The new entry.
@@ -230,6 +247,7 @@ def register_adapter(
         create,
         from_fields,
         dict(recipe or {}),
+        grouped,
     )
     _REGISTRY[name] = entry
     return entry
@@ -664,6 +682,95 @@ def _encoder_create(config: EncoderAdapterConfig, dims: TrunkDims) -> EncoderAda
     )
 
 
+class _RowLinear:
+    """The same Linear of K modules, stacked: each row through its own module's weights (one batched matmul).
+
+    Args:
+        linears: K ``nn.Linear`` of one size.
+    """
+
+    def __init__(self, linears: Sequence[nn.Linear]) -> None:
+        self.weight = torch.stack([linear.weight.transpose(0, 1) for linear in linears])  # (K, in, out)
+        self.bias = torch.stack([linear.bias for linear in linears])  # (K, out)
+
+    def __call__(self, which: Tensor, inputs: Tensor) -> Tensor:
+        """Inputs: which (N,) int64 module per row; inputs (N, T', in). Returns: (N, T', out)."""
+        return torch.baddbmm(self.bias[which].unsqueeze(1), inputs, self.weight[which])
+
+
+class _RowBottleneck:
+    """K :class:`BottleneckAdapter` of one size, stacked: ``LayerNorm -> down -> ReLU -> up`` per row's own one."""
+
+    def __init__(self, parts: Sequence[BottleneckAdapter]) -> None:
+        self.norm_weight = torch.stack([part.norm.weight for part in parts])  # (K, dim)
+        self.norm_bias = torch.stack([part.norm.bias for part in parts])  # (K, dim)
+        self.eps = parts[0].norm.eps
+        self.down = _RowLinear([part.down for part in parts])
+        self.up = _RowLinear([part.up for part in parts])
+
+    def __call__(self, which: Tensor, hidden: Tensor) -> Tensor:
+        """Inputs: which (N,) int64 module per row; hidden (N, T', dim). Returns: the corrections (N, T', dim)."""
+        normed = F.layer_norm(hidden, hidden.shape[-1:], eps=self.eps)
+        normed = torch.addcmul(self.norm_bias[which].unsqueeze(1), normed, self.norm_weight[which].unsqueeze(1))
+        return self.up(which, torch.relu(self.down(which, normed)))
+
+
+def _group_encoders(modules: Sequence[nn.Module]) -> Optional[GroupedCall]:
+    """Several :class:`EncoderAdapter` of one size computed together: every point's bottlenecks stacked.
+
+    Returns ``None`` (compute one at a time) when the modules' sizes differ, e.g. some lack the extractor part.
+    """
+    sizes = {
+        (
+            type(module),
+            module.dim,
+            module.bottleneck_dim,
+            module.num_layers,
+            module.extractor_dim,
+            module.extractor_bottleneck_dim,
+        )
+        for module in modules
+    }
+    if len(sizes) != 1:
+        return None
+    stacked: Dict[int, _RowBottleneck] = {}
+
+    def call(which: Tensor, hidden: Tensor, layer_index: int) -> Optional[Tensor]:
+        if layer_index == EXTRACTOR_OUTPUT and modules[0].extractor is None:
+            return None
+        if layer_index not in stacked:
+            stacked[layer_index] = _RowBottleneck(
+                [
+                    module.extractor if layer_index == EXTRACTOR_OUTPUT else module.layers[str(layer_index)]
+                    for module in modules
+                ]
+            )
+        return stacked[layer_index](which, hidden)
+
+    return call
+
+
+def _group_mlp_stacks(modules: Sequence[nn.Module]) -> Optional[GroupedCall]:
+    """Several head MLPs (:class:`MLPAdapter` or :class:`ResidualHeadAdapter`) of one size computed together.
+
+    Every Linear is stacked; the other layers (ReLU, Dropout in eval mode, LogSoftmax) are applied to all rows at
+    once. Returns ``None`` when the modules' sizes differ.
+    """
+    if len({(type(module), module.input_dim, tuple(module.hidden_dims), module.output_dim) for module in modules}) != 1:
+        return None
+    layers = [
+        _RowLinear([module[index] for module in modules]) if isinstance(layer, nn.Linear) else layer
+        for index, layer in enumerate(modules[0])
+    ]
+
+    def call(which: Tensor, features: Tensor) -> Tensor:
+        for layer in layers:
+            features = layer(which, features) if isinstance(layer, _RowLinear) else layer(features)
+        return features
+
+    return call
+
+
 _SHORT_RUN_SCHEDULE = {
     # an enrollment set gives a few steps per epoch: a short warm-up to a high peak, then decay; up to 20 epochs,
     # which early stopping on the held-out part cuts per user (8 epochs left the hardest users still improving)
@@ -685,6 +792,7 @@ register_adapter(
     merge=MergeStrategy.REPLACE,
     create=_head_create(MLPAdapter),
     from_fields=_head_from_fields(MLPAdapter),
+    grouped=_group_mlp_stacks,
 )
 register_adapter(
     "residual_head",
@@ -694,6 +802,7 @@ register_adapter(
     merge=MergeStrategy.RESIDUAL,
     create=_head_create(ResidualHeadAdapter),
     from_fields=_head_from_fields(ResidualHeadAdapter),
+    grouped=_group_mlp_stacks,
     recipe={"adapter_hidden_dims": [128], **_SHORT_RUN_SCHEDULE},
 )
 register_adapter(
@@ -705,6 +814,7 @@ register_adapter(
     create=_encoder_create,
     from_fields=_encoder_from_fields,
     cache_point=CachePoint.EXTRACTOR,
+    grouped=_group_encoders,
     recipe={
         "adapter_bottleneck_dim": 24,
         "adapter_extractor_bottleneck_dim": 32,

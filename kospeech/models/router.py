@@ -15,11 +15,18 @@ Typical use:
 - explicit row groups: ``AdapterRouter([(rows, adapter), ...], batch_size=B)``;
 - several users' training batches side by side, each padded to its own length and drawing its adapter's random
   numbers from its own stream (a multi-user training step): ``AdapterRouter.side_by_side([RowBlock(...), ...])``.
+
+In eval mode, the routes of one type whose registry entry knows how to compute several modules together
+(:attr:`~kospeech.models.adapter.AdapterType.grouped`, e.g. the ``encoder`` type's bottlenecks stacked into batched
+matmuls) run as one *grouped* route: one gather of their rows, one computation, one scatter per call point, instead
+of one per adapter. Routes in training mode, with their own frames or random streams (training steps), and modules
+that cannot be stacked (different sizes) run one route at a time; both ways compute the same function.
 """
 
 from __future__ import annotations
 
 import contextlib
+from collections import defaultdict
 from typing import Callable, ContextManager, List, Mapping, NamedTuple, Optional, Sequence, Tuple, Union
 
 import torch
@@ -29,6 +36,7 @@ from kospeech.models.adapter import (
     EXTRACTOR_OUTPUT,
     AdapterType,
     CachePoint,
+    GroupedCall,
     MergeStrategy,
     Placement,
     adapter_type_of,
@@ -54,6 +62,9 @@ class Route(NamedTuple):
             longer batch; later frames keep the base value), or ``None`` for all of them.
         random_stream: a context manager factory around every call of the adapter (e.g. a user's own RNG stream,
             so its dropout draws what it would alone), or ``None``.
+        grouped: for a grouped route (several adapters of one type computed together, see the module docstring):
+            its entry's :data:`~kospeech.models.adapter.GroupedCall`; ``adapter`` is then the first of them.
+        which: (n,) int64, for a grouped route: the index of each row's own adapter in the group.
     """
 
     rows: Optional[Tensor]
@@ -61,9 +72,13 @@ class Route(NamedTuple):
     entry: AdapterType
     frames: Optional[int] = None
     random_stream: Optional[Callable[[], ContextManager]] = None
+    grouped: Optional[GroupedCall] = None
+    which: Optional[Tensor] = None
 
     def call(self, *inputs: Tensor) -> Tensor:
         """The adapter's output on ``inputs`` (already cut to this route's rows and frames), in its random stream."""
+        if self.grouped is not None:
+            return self.grouped(self.which.to(inputs[0].device), *inputs)
         with self.random_stream() if self.random_stream is not None else contextlib.nullcontext():
             return self.adapter(*inputs)
 
@@ -127,11 +142,13 @@ class AdapterRouter:
             taken[rows] = True
             routes.append(Route(rows, adapter, entry))
         self.routes: List[Route] = routes
+        self._planned: Optional[List[Route]] = None
 
     @classmethod
     def _of(cls, routes: List[Route]) -> AdapterRouter:
         router = cls.__new__(cls)
         router.routes = routes
+        router._planned = None
         return router
 
     @classmethod
@@ -204,6 +221,42 @@ class AdapterRouter:
         """Routes of adapters placed at the head."""
         return [route for route in self.routes if route.entry.placement is Placement.HEAD]
 
+    @property
+    def planned_routes(self) -> List[Route]:
+        """The routes as computed: groupable routes of one type merged into grouped routes (module docstring).
+
+        Built on first use and kept: the stacked weights are taken from the adapters then (a router serves one
+        batch).
+        """
+        if self._planned is None:
+            self._planned = self._plan(self.routes)
+        return self._planned
+
+    @staticmethod
+    def _plan(routes: List[Route]) -> List[Route]:
+        by_type: dict = defaultdict(list)
+        planned = []
+        for route in routes:
+            if (
+                route.entry.grouped is not None
+                and route.rows is not None
+                and route.frames is None
+                and route.random_stream is None
+                and not route.adapter.training
+            ):
+                by_type[route.entry.name].append(route)
+            else:
+                planned.append(route)
+        for members in by_type.values():
+            grouped = members[0].entry.grouped([route.adapter for route in members]) if len(members) > 1 else None
+            if grouped is None:
+                planned.extend(members)
+                continue
+            rows = torch.cat([route.rows for route in members])
+            which = torch.cat([torch.full_like(route.rows, index) for index, route in enumerate(members)])
+            planned.append(members[0]._replace(rows=rows, grouped=grouped, which=which))
+        return planned
+
     def to(self, device: torch.device) -> AdapterRouter:
         """The same routes with their row indices on ``device`` (the adapters are not moved)."""
         return self._of(
@@ -226,7 +279,9 @@ class AdapterRouter:
         Returns:
             (B, T', F): each routed row adapted by its adapter, other rows unchanged.
         """
-        for route in self.layer_routes:
+        for route in self.planned_routes:
+            if route.entry.placement is not Placement.RNN_LAYERS:
+                continue
             if layer_index == EXTRACTOR_OUTPUT and route.entry.cache_point is not CachePoint.EXTRACTOR:
                 continue  # a type is called at the extractor's output only when its entry starts there
             if route.rows is None and route.frames is None:
@@ -256,7 +311,9 @@ class AdapterRouter:
             return apply_head_adapter(route.adapter, features, logits, route.call)
         logits = base_logits(features)  # (B, T', C)
         log_probs = torch.log_softmax(logits, dim=-1)
-        for route in routes:  # several routes: each holds explicit rows
+        for route in self.planned_routes:  # several routes: each holds explicit rows
+            if route.entry.placement is not Placement.HEAD:
+                continue
             adapted = apply_head_adapter(route.adapter, route.cut(features), route.cut(logits), route.call)
             log_probs = self._put(route, log_probs, adapted)
         return log_probs

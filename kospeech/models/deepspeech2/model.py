@@ -356,7 +356,8 @@ class DeepSpeech2(nn.Module):
 
         The extractor and every RNN layer run once for the whole batch. Layer adapters adapt their group's rows of
         each RNN layer's output before the next layer; head adapters adapt their group's rows of the trunk output at
-        the head. Rows in no group get the base model's output, bitwise equal to that row of ``forward`` of the same
+        the head. The groups of one type whose registry entry can stack them are computed together (one batched
+        computation per call point, see :attr:`AdapterRouter.planned_routes`), the others one group at a time. Rows in no group get the base model's output, bitwise equal to that row of ``forward`` of the same
         batch on this model without an adapter. Each adapted row equals (within float rounding, ~1e-6) the row of
         a model with that adapter attached. The adapter attached to this model (``self.adapter``), if any, is not
         used; the adapters' dropout is off because they must be in eval mode.
