@@ -2,6 +2,7 @@
 
     python benchmarks/multi_user_inference.py           # full run (a few minutes on one CPU thread)
     python benchmarks/multi_user_inference.py --quick   # about a minute on 2 cores
+    python benchmarks/multi_user_inference.py --quick --adapter-type head
 
 Measures, on CPU with an explicit thread count:
 
@@ -13,13 +14,20 @@ Measures, on CPU with an explicit thread count:
 - cold adapter load latency (cache miss: find, read, check against the base, build) and warm cache hit latency;
 - real-time factor (processing seconds per second of audio).
 
+The four ways are timed in interleaved rounds (each round runs each way once; a way's figure is its fastest round),
+so a machine whose load changes during the run slows all of them alike. Mixed-batch adapters of one size are
+computed together (``AdapterType.grouped``, e.g. the ``encoder`` bottlenecks as batched matmuls); the
+``mixed_vs_base`` figure is mixed-batch throughput / throughput of the same batch through the base model alone.
+
 The model is a realistic small DeepSpeech2 (3 x 256 bidirectional GRU, 2,000 classes, 80 fbank bins) with RANDOM
 weights and the audio is SYNTHETIC (seeded tones and noise): the figures are about speed, not accuracy. Results go
 to ``runs/benchmarks/multi_user_inference.json``; the last printed line is ``ratio: X.XX`` = mixed-batch
-throughput / per-user-swap throughput.
+throughput / per-user-swap throughput. The default adapter type is ``encoder`` (the recommended one); ``--adapter-type``
+takes the others.
 """
 
 import argparse
+import os
 import platform
 import statistics
 import sys
@@ -96,14 +104,15 @@ def build_world(root: Path, adapter_type: str, seed: int) -> Dict[str, Any]:
     }
 
 
-def best_of(repeats: int, run: Callable[[], Any]) -> float:
-    """Fastest wall time of ``repeats`` runs (after the caller's warm-up)."""
-    times = []
+def best_of_rounds(repeats: int, runs: Dict[str, Callable[[], Any]]) -> Dict[str, float]:
+    """Fastest wall time of each run over ``repeats`` interleaved rounds (after the caller's warm-up)."""
+    times: Dict[str, List[float]] = {name: [] for name in runs}
     for _ in range(repeats):
-        start = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - start)
-    return min(times)
+        for name, run in runs.items():
+            start = time.perf_counter()
+            run()
+            times[name].append(time.perf_counter() - start)
+    return {name: min(values) for name, values in times.items()}
 
 
 def per_user_swap(world: Dict[str, Any], waveforms: List[np.ndarray], from_disk: bool) -> Callable[[], List[str]]:
@@ -141,13 +150,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="shorter utterances and fewer repeats (< 1 minute)")
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads (set explicitly)")
-    parser.add_argument("--adapter-type", choices=sorted(ADAPTER_SIZES), default="head")
+    parser.add_argument("--adapter-type", choices=sorted(ADAPTER_SIZES), default="encoder")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--output", default="runs/benchmarks/multi_user_inference.json")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     seconds = (1.5, 2.5) if args.quick else (3.0, 6.0)
-    repeats = 2 if args.quick else 5
+    repeats = 3 if args.quick else 5
     rng = np.random.default_rng(args.seed)
     durations = rng.uniform(*seconds, size=NUM_USERS)
     waveforms = [synthetic_utterance(float(length), args.seed + index) for index, length in enumerate(durations)]
@@ -181,12 +190,15 @@ def main() -> None:
         swap_texts = swap_disk()
         swap_memory()
         base_run()
-        timings = {
-            "mixed_batch": best_of(repeats, mixed_run),
-            "per_user_swap": best_of(repeats, swap_disk),
-            "per_user_swap_in_memory": best_of(repeats, swap_memory),
-            "base_only_batch": best_of(repeats, base_run),
-        }
+        timings = best_of_rounds(
+            repeats,
+            {
+                "mixed_batch": mixed_run,
+                "per_user_swap": swap_disk,
+                "per_user_swap_in_memory": swap_memory,
+                "base_only_batch": base_run,
+            },
+        )
         stats = recognizer.cache_stats()
 
     rows = {
@@ -225,6 +237,8 @@ def main() -> None:
         "same_texts_mixed_vs_swap": mixed_texts == swap_texts,
         "ratio_mixed_vs_per_user_swap": round(ratio, 3),
         "ratio_mixed_vs_swap_in_memory": round(timings["per_user_swap_in_memory"] / timings["mixed_batch"], 3),
+        "mixed_vs_base": round(timings["base_only_batch"] / timings["mixed_batch"], 3),
+        "load_average": [round(value, 2) for value in os.getloadavg()],
     }
     output = Path(args.output)
     atomic_write_json(output, results)
@@ -245,6 +259,8 @@ def main() -> None:
     print(f"cold adapter load: median {results['cold_adapter_load_ms']['median']:.2f} ms")
     print(f"warm cache hit:    median {results['warm_cache_hit_ms']['median']:.3f} ms")
     print(f"mixed batch vs swap with in-memory adapters: {results['ratio_mixed_vs_swap_in_memory']:.2f}x")
+    print(f"mixed_vs_base: {results['mixed_vs_base']:.2f} (mixed-batch throughput / base alone)")
+    print(f"load average at the end: {results['load_average']}")
     print(f"same transcripts (mixed vs swap): {results['same_texts_mixed_vs_swap']}")
     print(f"results: {output}")
     print(f"ratio: {ratio:.2f}")

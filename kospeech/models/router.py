@@ -142,12 +142,14 @@ class AdapterRouter:
             taken[rows] = True
             routes.append(Route(rows, adapter, entry))
         self.routes: List[Route] = routes
+        self._batch_size: Optional[int] = batch_size
         self._planned: Optional[List[Route]] = None
 
     @classmethod
-    def _of(cls, routes: List[Route]) -> AdapterRouter:
+    def _of(cls, routes: List[Route], batch_size: Optional[int] = None) -> AdapterRouter:
         router = cls.__new__(cls)
         router.routes = routes
+        router._batch_size = batch_size
         router._planned = None
         return router
 
@@ -229,11 +231,11 @@ class AdapterRouter:
         batch).
         """
         if self._planned is None:
-            self._planned = self._plan(self.routes)
+            self._planned = self._plan(self.routes, self._batch_size)
         return self._planned
 
     @staticmethod
-    def _plan(routes: List[Route]) -> List[Route]:
+    def _plan(routes: List[Route], batch_size: Optional[int]) -> List[Route]:
         by_type: dict = defaultdict(list)
         planned = []
         for route in routes:
@@ -254,13 +256,16 @@ class AdapterRouter:
                 continue
             rows = torch.cat([route.rows for route in members])
             which = torch.cat([torch.full_like(route.rows, index) for index, route in enumerate(members)])
+            if rows.numel() == batch_size:  # every row of the batch: no gathering and scattering of rows
+                which, rows = torch.empty_like(which).index_copy_(0, rows, which), None
             planned.append(members[0]._replace(rows=rows, grouped=grouped, which=which))
         return planned
 
     def to(self, device: torch.device) -> AdapterRouter:
         """The same routes with their row indices on ``device`` (the adapters are not moved)."""
         return self._of(
-            [route._replace(rows=None if route.rows is None else route.rows.to(device)) for route in self.routes]
+            [route._replace(rows=None if route.rows is None else route.rows.to(device)) for route in self.routes],
+            self._batch_size,
         )
 
     def layer_mask(self, lengths: Tensor, frames: int, device: torch.device) -> Optional[Tensor]:

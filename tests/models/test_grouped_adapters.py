@@ -81,6 +81,12 @@ def test_sixteen_users_grouped_equal_each_row_alone(make_model, many_rows, adapt
     assert len(planned) == 1 and planned[0].grouped is not None  # all 16 users in one grouped route
     assert sorted(planned[0].rows.tolist()) == list(range(18))
     check_rows(model, adapters, inputs, lengths, names)
+    # every row routed, in another order: the group serves the whole batch without gathering rows
+    order = torch.randperm(18, generator=torch.Generator().manual_seed(0))
+    shuffled = [names[row] for row in order.tolist()]
+    (whole,) = AdapterRouter.from_names(shuffled, adapters).planned_routes
+    assert whole.rows is None and whole.which.shape == (18,)
+    check_rows(model, adapters, inputs[order], lengths[order], shuffled)
 
 
 def test_every_type_and_size_mixes_in_one_batch(make_model, many_rows):
