@@ -7,12 +7,20 @@
 (optionally with ``<user>/valid.tsv``), as in the built-in corpus' ``users/`` folder. Each user's adapter is written
 to ``{adapter_save_dir}/{user}_adapter.pt``; per-user runs and ``results.json`` go to ``--output-dir``. Trailing
 ``train.KEY=VALUE`` arguments override ``configs/train/adapter_train.yaml`` exactly as with ``bin/main.py``.
+
+Many users: they go through in groups of ``--group-size`` (one trunk cache per group, memory bounded by a group).
+Many machines: each process takes one shard of the users (user ``k`` of the name-sorted list goes to shard
+``k % n``), given by ``--shard i/n``, or else by ``RANK`` / ``WORLD_SIZE`` (torchrun), or else by a Kubernetes
+indexed job's ``JOB_COMPLETION_INDEX`` with ``n`` from ``--num-shards`` or ``KOSPEECH_NUM_SHARDS``. A shard writes
+``results.shard-{i}-of-{n}.json`` and ``train.shard-{i}-of-{n}.log``.
 """
 
 import argparse
 import dataclasses
+import os
 import sys
 from pathlib import Path
+from typing import Mapping, Optional, Tuple
 
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
@@ -21,7 +29,7 @@ from kospeech.cli.common import apply_adapter_recipe, config_dir, exit_on_user_e
 from kospeech.config import register_configs
 from kospeech.fileio import strict_json
 from kospeech.trainer.configs import AdapterTrainConfig
-from kospeech.trainer.multi_user import train_user_adapters
+from kospeech.trainer.multi_user import DEFAULT_GROUP_SIZE, train_user_adapters
 
 _PATH_OPTIONS = {
     "train.base_model_path": "--base-model",
@@ -37,6 +45,20 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--adapter-save-dir", default="./adapters", help="where <user>_adapter.pt files go")
     parser.add_argument("--output-dir", default="runs/train_adapters", help="per-user runs, log and results.json")
     parser.add_argument("--users", help="comma-separated users to train (default: every user found)")
+    parser.add_argument(
+        "--group-size",
+        type=int,
+        default=DEFAULT_GROUP_SIZE,
+        help=f"users trained together, one trunk cache per group (default {DEFAULT_GROUP_SIZE})",
+    )
+    parser.add_argument(
+        "--shard", help="i/n: train shard i of n (user k of the sorted users goes to shard k %% n); default: all"
+    )
+    parser.add_argument(
+        "--num-shards",
+        type=int,
+        help="n for a Kubernetes indexed job (the shard index is JOB_COMPLETION_INDEX); or KOSPEECH_NUM_SHARDS",
+    )
     parser.add_argument("overrides", nargs="*", help="train.KEY=VALUE overrides of configs/train/adapter_train.yaml")
     return parser.parse_args()
 
@@ -63,6 +85,35 @@ def load_config(args: argparse.Namespace) -> AdapterTrainConfig:
     )
 
 
+def resolve_shard(
+    shard: Optional[str], num_shards: Optional[int], environ: Mapping[str, str]
+) -> Optional[Tuple[int, int]]:
+    """This process' shard ``(index, count)``, or ``None`` for every user.
+
+    Taken from ``--shard i/n``; else from torchrun's ``RANK`` and ``WORLD_SIZE``; else from a Kubernetes indexed
+    job's ``JOB_COMPLETION_INDEX`` with the count from ``--num-shards`` or ``KOSPEECH_NUM_SHARDS`` (Kubernetes does
+    not tell a pod the job's ``completions``).
+
+    Raises:
+        ValueError: a malformed value, or ``JOB_COMPLETION_INDEX`` without a count.
+    """
+    if shard is not None:
+        index, _, count = shard.partition("/")
+        if not (index.strip().isdigit() and count.strip().isdigit()):
+            raise ValueError(f"--shard takes i/n, e.g. 0/4, got {shard!r}")
+        return int(index), int(count)
+    if "RANK" in environ and "WORLD_SIZE" in environ:
+        return int(environ["RANK"]), int(environ["WORLD_SIZE"])
+    if "JOB_COMPLETION_INDEX" in environ:
+        count = num_shards if num_shards is not None else environ.get("KOSPEECH_NUM_SHARDS")
+        if count is None:
+            raise ValueError(
+                "JOB_COMPLETION_INDEX is set: give the number of shards with --num-shards or KOSPEECH_NUM_SHARDS"
+            )
+        return int(environ["JOB_COMPLETION_INDEX"]), int(count)
+    return None
+
+
 def main() -> None:
     """``kospeech-train-adapters`` (and ``python bin/train_adapters.py``); mistakes end with one ``error:`` line."""
     args = parse_args()
@@ -71,10 +122,16 @@ def main() -> None:
 
 def train(args: argparse.Namespace) -> None:
     """Train every user's adapter, print the table and the run's figures; exit 1 when a user got no adapter."""
-    setup_logging(Path(args.output_dir).resolve() / "train.log")  # first: the recipe the config takes is logged
+    shard = resolve_shard(args.shard, args.num_shards, os.environ)
+    suffix = "" if shard is None else f".shard-{shard[0]}-of-{shard[1]}"
+    setup_logging(
+        Path(args.output_dir).resolve() / f"train{suffix}.log"
+    )  # first: the recipe the config takes is logged
     config = load_config(args)
     users = [name for name in args.users.split(",") if name] if args.users else None
-    results = train_user_adapters(config, Path(args.users_dir).resolve(), users=users)
+    results = train_user_adapters(
+        config, Path(args.users_dir).resolve(), users=users, group_size=args.group_size, shard=shard
+    )
     print(f"{'user':<16}{'base CER':>10}{'adapter CER':>13}{'epochs':>8}  adapter")
     for user, figures in results["users"].items():
         if figures["adapter_path"] is None:

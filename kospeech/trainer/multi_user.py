@@ -21,14 +21,21 @@ around each step, so the adapters' dropout masks are those of the run alone). Wh
 output of a row comes from: a batch with other users' rows, which the padding-invariant base makes equal within
 1e-5.
 
-For ``encoder`` adapters the shared part is the extractor and the first RNN layer (the cache point); the later RNN
-layers run per user, because each user's adapters change their inputs.
+For ``encoder`` adapters the shared part is the extractor (the cache point); the RNN layers above it run once per
+step over every active user's batch side by side, each row through its own user's adapters.
+
+Thousands of users in one job (:func:`train_user_adapters`): the users stream through in groups of ``group_size``,
+one :class:`MultiUserAdapterTrainer` (and one trunk cache, built and released) per group, so memory is bounded by
+a group, not by the job; each group's peak memory and cache size are recorded. A user whose manifest or audio fails
+is recorded as failed and the others go on. Across machines, a job takes a *shard* of the users (user ``k`` of the
+name-sorted list goes to shard ``k % n``, see :func:`shard_users`).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
+import resource
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,7 +54,7 @@ from kospeech.data.features import FeatureConfig
 from kospeech.data.manifest import ManifestEntry, read_manifest
 from kospeech.data.sampler import BucketBatchSampler, SampleKey
 from kospeech.device import resolve_device
-from kospeech.errors import TrainingError
+from kospeech.errors import KospeechError, TrainingError
 from kospeech.fileio import atomic_write_json
 from kospeech.models import AdapterRouter, DeepSpeech2, RowBlock
 from kospeech.models.adapter import AdapterModule
@@ -67,9 +74,21 @@ from kospeech.trainer.trunk_cache import (
 )
 from kospeech.vocabs import Vocabulary
 
-__all__ = ["MultiUserAdapterTrainer", "UserManifests", "discover_user_manifests", "train_user_adapters"]
+__all__ = [
+    "DEFAULT_GROUP_SIZE",
+    "MultiUserAdapterTrainer",
+    "UserManifests",
+    "discover_user_manifests",
+    "shard_users",
+    "train_user_adapters",
+]
 
 logger = logging.getLogger(__name__)
+
+DEFAULT_GROUP_SIZE = 32
+"""Users trained together (one trunk cache) by :func:`train_user_adapters` unless told otherwise."""
+
+_BYTES_PER_MB = 1024 * 1024
 
 
 class _UsersDataset(Dataset):
@@ -175,6 +194,8 @@ class MultiUserAdapterTrainer:
         self.device = resolve_device(config.device)
         self.loader_workers = next(iter(self.trainers.values())).loader_workers  # every unit has the same settings
         self.cache_seconds = 0.0
+        self.cache_mb = 0.0
+        """Size of the last shared trunk cache (memory and spilled), in MB."""
 
     # ------------------------------------------------------------------ setup
 
@@ -207,6 +228,7 @@ class MultiUserAdapterTrainer:
             num_workers=self.loader_workers,
         )
         self.cache_seconds = time.monotonic() - started
+        self.cache_mb = (cache.memory_bytes + cache.disk_bytes) / _BYTES_PER_MB
         logger.info(
             "shared trunk cache for %d users: %s, built in %.1f s",
             len(self.trainers),
@@ -493,54 +515,190 @@ def discover_user_manifests(users_dir: Union[str, Path]) -> Dict[str, UserManife
     return found
 
 
+def shard_users(names: Sequence[str], index: int, count: int) -> List[str]:
+    """The users of shard ``index`` of ``count``: user ``k`` of the name-sorted list goes to shard ``k % count``.
+
+    Every user is in exactly one shard, the same one on every machine (the assignment depends on the names only),
+    and the shards' sizes differ by at most one.
+
+    Raises:
+        ValueError: ``count < 1`` or ``index`` outside ``[0, count)``.
+    """
+    if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+        raise ValueError(f"the number of shards must be a positive int, got {count!r}")
+    if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < count:
+        raise ValueError(f"shard index must lie in [0, {count}), got {index!r}")
+    return [name for position, name in enumerate(sorted(names)) if position % count == index]
+
+
+def _reset_peak_rss() -> bool:
+    """Reset the kernel's record of this process' peak resident memory (Linux); False where that is not possible."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        return False
+    return True
+
+
+def _peak_rss_mb() -> float:
+    """Peak resident memory of this process in MB: since the last reset where the kernel allows it, else ever."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kB on Linux
+
+
+def _failed(error: str) -> Dict[str, Any]:
+    return {"adapter_path": None, "error": error}
+
+
+def _train_group(
+    config: AdapterTrainConfig,
+    checkpoint: Any,
+    model: DeepSpeech2,
+    manifests: Mapping[str, UserManifests],
+    resolved_config: Dict[str, Any],
+) -> Tuple[Dict[str, Dict[str, Any]], Dict[str, float]]:
+    """Train one group of users together; returns per-user figures and the group's ``cache_mb`` and ``cache_seconds``.
+
+    A user whose manifests cannot be read is failed alone. When the group's training itself fails on some user's
+    data (e.g. audio unreadable past its header), each user of the group is trained again alone, so only that user
+    fails.
+    """
+    vocab = checkpoint.vocab
+    per_user: Dict[str, Dict[str, Any]] = {}
+    enroll: Dict[str, List[ManifestEntry]] = {}
+    valid: Dict[str, List[ManifestEntry]] = {}
+    for name, item in manifests.items():
+        try:
+            enroll[name] = read_manifest(item.enroll, vocab)
+            if item.valid is not None:
+                valid[name] = read_manifest(item.valid, vocab)
+        except (KospeechError, OSError) as exc:
+            logger.error("user %r is left out: %s", name, exc)
+            enroll.pop(name, None)
+            per_user[name] = _failed(str(exc))
+    cache = {"cache_mb": 0.0, "cache_seconds": 0.0}
+    if not enroll:
+        return per_user, cache
+    try:
+        trainer = MultiUserAdapterTrainer(
+            config, vocab, checkpoint.feature_config, enroll, valid, checkpoint.model_config, resolved_config
+        )
+        per_user.update(trainer.train(model))
+        return per_user, {"cache_mb": trainer.cache_mb, "cache_seconds": trainer.cache_seconds}
+    except (KospeechError, OSError) as exc:
+        if len(enroll) == 1:
+            logger.error("user %r: no adapter: %s", next(iter(enroll)), exc)
+            per_user.update({name: _failed(str(exc)) for name in enroll})
+            return per_user, cache
+        logger.error("a group of %d users failed (%s); training each of them alone", len(enroll), exc)
+    for name in enroll:
+        figures, user_cache = _train_group(config, checkpoint, model, {name: manifests[name]}, resolved_config)
+        per_user.update(figures)
+        cache = {
+            "cache_mb": max(cache["cache_mb"], user_cache["cache_mb"]),
+            "cache_seconds": cache["cache_seconds"] + user_cache["cache_seconds"],
+        }
+    return per_user, cache
+
+
 def train_user_adapters(
-    config: AdapterTrainConfig, users_dir: Union[str, Path], users: Optional[Sequence[str]] = None
+    config: AdapterTrainConfig,
+    users_dir: Union[str, Path],
+    users: Optional[Sequence[str]] = None,
+    *,
+    group_size: int = DEFAULT_GROUP_SIZE,
+    shard: Optional[Tuple[int, int]] = None,
 ) -> Dict[str, Any]:
     """Train one adapter per user found in ``users_dir`` on the base ``config.base_model_path``, in one process.
+
+    The users (sorted by name) go through in groups of ``group_size``: each group is one
+    :class:`MultiUserAdapterTrainer` with its own trunk cache, released before the next group starts, so the job's
+    memory is that of one group however many users it has. Each user's adapter is the one it would get alone, in any
+    group.
 
     Args:
         config: shared adapter settings (``base_model_path``, ``adapter_save_dir``, ``output_dir``, ...).
         users_dir: folder of per-user manifests (see :func:`discover_user_manifests`).
         users: train only these users (default: all found).
+        group_size: users trained together (one trunk cache).
+        shard: ``(index, count)``: train only shard ``index`` of ``count`` (see :func:`shard_users`); ``None``: all.
 
     Returns:
-        ``users`` (per-user figures and adapter paths), ``failed_users`` (names of users without an adapter, see
-        :meth:`MultiUserAdapterTrainer.train`), ``rejected_users`` (users whose new adapter is no better than the
-        base on their held-out utterances, so it is not served: see :class:`AdapterTrainer`), ``train_seconds``,
-        ``cache_seconds``; also written to ``{config.output_dir}/results.json``.
+        ``users`` (per-user figures and adapter paths), ``failed_users`` (names of users without an adapter: their
+        manifests or audio failed, or no update was applied, see :meth:`MultiUserAdapterTrainer.train`),
+        ``rejected_users`` (users whose new adapter is no better than the base on their held-out utterances, so it
+        is not served: see :class:`AdapterTrainer`), ``train_seconds``, ``cache_seconds``, ``shard``, ``group_size``
+        and ``groups``: per group its ``users``, ``seconds``, ``cache_mb`` (its trunk cache, memory and spilled) and
+        ``peak_rss_mb`` (the process' peak resident memory during the group; on kernels that cannot reset that
+        record, the peak since the process started). Also written to ``{config.output_dir}/results.json``, or
+        ``results.shard-{index}-of-{count}.json`` for a shard.
+
+    Raises:
+        ValueError: ``group_size < 1``, a bad shard, or ``users`` names a user without a manifest.
     """
+    if isinstance(group_size, bool) or not isinstance(group_size, int) or group_size < 1:
+        raise ValueError(f"group_size must be a positive int, got {group_size!r}")
     manifests = discover_user_manifests(users_dir)
     if users:
         missing = sorted(set(users) - set(manifests))
         if missing:
             raise ValueError(f"users {missing} have no manifest in {users_dir}; found {sorted(manifests)}")
         manifests = {name: manifests[name] for name in users}
+    names = sorted(manifests) if shard is None else shard_users(list(manifests), *shard)
     checkpoint = load_checkpoint(config.base_model_path)
-    vocab = checkpoint.vocab
-    enroll = {name: read_manifest(item.enroll, vocab) for name, item in manifests.items()}
-    valid = {name: read_manifest(item.valid, vocab) for name, item in manifests.items() if item.valid is not None}
     torch.manual_seed(config.seed)
     model = checkpoint.build_model(device=resolve_device(config.device))
-    trainer = MultiUserAdapterTrainer(
-        config,
-        vocab,
-        checkpoint.feature_config,
-        enroll,
-        valid,
-        checkpoint.model_config,
-        resolved_config={"train": dataclasses.asdict(config), "users_dir": str(users_dir)},
-    )
+    resolved_config = {"train": dataclasses.asdict(config), "users_dir": str(users_dir)}
+    if shard is not None:
+        logger.info("shard %d of %d: %d of %d users", shard[0], shard[1], len(names), len(manifests))
     started = time.monotonic()
-    per_user = trainer.train(model)
+    per_user: Dict[str, Dict[str, Any]] = {}
+    groups: List[Dict[str, Any]] = []
+    for start in range(0, len(names), group_size):
+        group = names[start : start + group_size]
+        exact_peak = _reset_peak_rss()
+        group_started = time.monotonic()
+        figures, cache = _train_group(
+            config, checkpoint, model, {name: manifests[name] for name in group}, resolved_config
+        )
+        per_user.update(figures)
+        groups.append(
+            {
+                "users": group,
+                "seconds": round(time.monotonic() - group_started, 2),
+                "cache_mb": round(cache["cache_mb"], 2),
+                "cache_seconds": round(cache["cache_seconds"], 2),
+                "peak_rss_mb": round(_peak_rss_mb(), 1),
+                "peak_rss_since_start": not exact_peak,
+            }
+        )
+        logger.info(
+            "group %d/%d (%d users) done in %.1f s: trunk cache %.1f MB, peak RSS %.0f MB",
+            len(groups),
+            -(-len(names) // group_size),
+            len(group),
+            groups[-1]["seconds"],
+            cache["cache_mb"],
+            groups[-1]["peak_rss_mb"],
+        )
     results = {
         "base_model_path": str(config.base_model_path),
         "users_dir": str(users_dir),
         "adapter_save_dir": str(config.adapter_save_dir),
         "train_seconds": round(time.monotonic() - started, 2),
-        "cache_seconds": round(trainer.cache_seconds, 2),
+        "cache_seconds": round(sum(group["cache_seconds"] for group in groups), 2),
+        "shard": None if shard is None else {"index": shard[0], "count": shard[1]},
+        "group_size": group_size,
+        "groups": groups,
         "failed_users": sorted(name for name, figures in per_user.items() if figures["adapter_path"] is None),
         "rejected_users": sorted(name for name, figures in per_user.items() if figures.get("rejected")),
         "users": per_user,
     }
-    atomic_write_json(Path(config.output_dir) / "results.json", results)
+    name = "results.json" if shard is None else f"results.shard-{shard[0]}-of-{shard[1]}.json"
+    atomic_write_json(Path(config.output_dir) / name, results)
     return results

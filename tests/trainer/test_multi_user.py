@@ -1,4 +1,6 @@
 import copy
+import dataclasses
+import json
 import os
 import subprocess
 import sys
@@ -8,11 +10,17 @@ import pytest
 import torch
 
 from kospeech.checkpoint import save_checkpoint
+from kospeech.cli.train_adapters import resolve_shard
 from kospeech.data.manifest import write_manifest
 from kospeech.model_builder import build_deepspeech2
 from kospeech.models import AdapterManager
 from kospeech.trainer import AdapterTrainConfig, AdapterTrainer
-from kospeech.trainer.multi_user import MultiUserAdapterTrainer, discover_user_manifests
+from kospeech.trainer.multi_user import (
+    MultiUserAdapterTrainer,
+    discover_user_manifests,
+    shard_users,
+    train_user_adapters,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -214,3 +222,99 @@ def test_train_adapters_cli_writes_one_adapter_per_user(tmp_path, users, corpus_
     assert written == ["ann_adapter.pt", "cy_adapter.pt"]
     assert (tmp_path / "out" / "results.json").exists() and "ann" in completed.stdout
     assert AdapterManager.get_adapter_info(tmp_path / "adapters" / "ann_adapter.pt")["hidden_dims"] == [16]
+
+
+def _tiny_users(folder, base_entries, count, broken=()):
+    """``count`` users of 2-3 utterances each as ``<user>.tsv``; users in ``broken`` name a missing audio file."""
+    names = [f"u{index:03d}" for index in range(count)]
+    for index, name in enumerate(names):
+        entries = [base_entries[(index + offset) % len(base_entries)] for offset in range(2 + index % 2)]
+        if name in broken:
+            entries = [dataclasses.replace(entries[0], audio_path=folder / "missing.wav"), *entries[1:]]
+        write_manifest(folder / f"{name}.tsv", entries)
+    return names
+
+
+def _tiny_checkpoint(tmp_path, feature_config, vocab):
+    record = {
+        "input_dim": feature_config.feature_dim,
+        "num_classes": len(vocab),
+        "num_rnn_layers": 2,
+        "rnn_hidden_dim": 16,
+        "dropout_p": 0.3,
+    }
+    base = _base(feature_config, vocab)
+    return save_checkpoint(tmp_path / "base.pt", base, model_config=record, vocab=vocab, feature_config=feature_config)
+
+
+def test_many_tiny_users_stream_through_in_groups(tmp_path, base_entries, corpus_vocab, feature_config):
+    names = _tiny_users(tmp_path / "users", base_entries, 40, broken={"u013"})
+    checkpoint = _tiny_checkpoint(tmp_path, feature_config, corpus_vocab)
+    config = _config(tmp_path, base_model_path=str(checkpoint), num_epochs=1, warm_start_steps=0, alignment_steps=0)
+    results = train_user_adapters(config, tmp_path / "users", group_size=8)
+    assert [group["users"] for group in results["groups"]] == [names[start : start + 8] for start in range(0, 40, 8)]
+    for group in results["groups"]:
+        assert group["cache_mb"] > 0 and group["peak_rss_mb"] > 0 and group["seconds"] > 0
+    assert results["failed_users"] == ["u013"] and "missing.wav" in results["users"]["u013"]["error"]
+    written = sorted(path.name for path in (tmp_path / "adapters").iterdir())
+    assert written == [f"{name}_adapter.pt" for name in names if name != "u013"]
+    on_disk = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert on_disk["group_size"] == 8 and len(on_disk["groups"]) == 5
+
+
+def test_shards_split_the_sorted_users_without_overlap():
+    names = [f"user{index}" for index in range(11)]
+    shards = [shard_users(list(reversed(names)), index, 3) for index in range(3)]
+    assert sorted(sum(shards, [])) == sorted(names) and sum(map(len, shards)) == len(names)
+    assert shards[0] == [sorted(names)[k] for k in range(0, 11, 3)]
+    assert resolve_shard("1/4", None, {"RANK": "0", "WORLD_SIZE": "2"}) == (1, 4)
+    assert resolve_shard(None, None, {"RANK": "1", "WORLD_SIZE": "2"}) == (1, 2)
+    assert resolve_shard(None, 5, {"JOB_COMPLETION_INDEX": "3"}) == (3, 5)
+    assert resolve_shard(None, None, {"JOB_COMPLETION_INDEX": "3", "KOSPEECH_NUM_SHARDS": "6"}) == (3, 6)
+    assert resolve_shard(None, None, {}) is None
+    with pytest.raises(ValueError, match="number of shards"):
+        resolve_shard(None, None, {"JOB_COMPLETION_INDEX": "0"})
+    with pytest.raises(ValueError, match="i/n"):
+        resolve_shard("2of4", None, {})
+    with pytest.raises(ValueError, match=r"\[0, 3\)"):
+        shard_users(names, 3, 3)
+
+
+@pytest.mark.slow
+def test_two_shards_as_two_processes_train_every_user_once(tmp_path, base_entries, corpus_vocab, feature_config):
+    names = _tiny_users(tmp_path / "users", base_entries, 7)
+    checkpoint = _tiny_checkpoint(tmp_path, feature_config, corpus_vocab)
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    env = {key: value for key, value in env.items() if key not in ("RANK", "WORLD_SIZE", "JOB_COMPLETION_INDEX")}
+    processes = [
+        subprocess.Popen(
+            [
+                "nice", "-n", "19", sys.executable, str(ROOT / "bin" / "train_adapters.py"),
+                "--users-dir", str(tmp_path / "users"),
+                "--base-model", str(checkpoint),
+                "--adapter-save-dir", str(tmp_path / "adapters"),
+                "--output-dir", str(tmp_path / "out"),
+                "--shard", f"{index}/2",
+                "--group-size", "2",
+                "train.num_epochs=1", "train.batch_size=2", "train.num_workers=0", "train.num_threads=1",
+                "train.adapter_hidden_dims=[16]", "train.warm_start_steps=0", "train.alignment_steps=0",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=tmp_path,
+            env=env,
+        )
+        for index in range(2)
+    ]  # fmt: skip
+    outputs = [process.communicate(timeout=600) for process in processes]
+    for process, (_, stderr) in zip(processes, outputs):
+        assert process.returncode == 0, stderr[-3000:]
+    shards = [json.loads((tmp_path / "out" / f"results.shard-{index}-of-2.json").read_text()) for index in range(2)]
+    trained = [sorted(shard["users"]) for shard in shards]
+    assert trained == [names[0::2], names[1::2]]  # user k of the sorted names in shard k % 2: no overlap
+    assert [shard["shard"] for shard in shards] == [{"index": 0, "count": 2}, {"index": 1, "count": 2}]
+    assert all(not shard["failed_users"] for shard in shards)
+    written = sorted(path.name for path in (tmp_path / "adapters").iterdir())
+    assert written == [f"{name}_adapter.pt" for name in names]
+    assert not (tmp_path / "out" / "results.json").exists()
