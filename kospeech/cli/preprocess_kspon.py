@@ -6,18 +6,22 @@
 ``--compat kospeech`` (default) filters transcripts with upstream KoSpeech's rules (sentence_filter, its percent
 files, strict cp949) and also writes KoSpeech's aihub_labels.csv and transcripts.txt; ``--compat clean`` uses this
 project's cleaner rules (clean_transcript). Writes OUT_DIR/train.tsv, OUT_DIR/valid.tsv (with --valid-ratio) and
-OUT_DIR/vocab.csv; when the evaluation folder exists (ROOT_DIR/KsponSpeech_eval, or --eval-dir), also
-OUT_DIR/eval_clean.tsv and OUT_DIR/eval_other.tsv labelled with the training vocabulary. Prints a JSON summary.
+OUT_DIR/vocab.csv; for each evaluation script file found (ROOT_DIR/KsponSpeech_scripts/eval_clean.trn and
+eval_other.trn, or in --scripts-dir), also OUT_DIR/eval_clean.tsv / OUT_DIR/eval_other.tsv: the pcm files under
+ROOT_DIR/KsponSpeech_eval its lines name, filtered by the same rules and labelled with the training vocabulary.
+Prints a JSON summary.
 """
 
 import argparse
+import logging
 from pathlib import Path
-from typing import Optional
+from typing import List
 
 from kospeech.cli.common import setup_logging
 from kospeech.data.ksponspeech import (
     COMPAT_MODES,
-    EVAL_FOLDER,
+    EVAL_SPLITS,
+    SCRIPTS_FOLDER,
     TRANSCRIPT_MODES,
     preprocess_ksponspeech,
     preprocess_ksponspeech_eval,
@@ -25,10 +29,14 @@ from kospeech.data.ksponspeech import (
 from kospeech.fileio import strict_json
 from kospeech.vocabs import OUTPUT_UNITS, Vocabulary
 
+logger = logging.getLogger(__name__)
+
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("root_dir", type=Path, help="KsponSpeech root (holds KsponSpeech_01/ ...)")
+    parser.add_argument(
+        "root_dir", type=Path, help="KsponSpeech root (holds KsponSpeech_01/ ... KsponSpeech_05/, KsponSpeech_eval/)"
+    )
     parser.add_argument("out_dir", type=Path, help="where the manifests and vocab.csv are written")
     parser.add_argument(
         "--compat",
@@ -43,21 +51,29 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--keep-punctuation", action="store_true", help="keep . , ? ! in transcripts (clean only)")
     parser.add_argument("--audio-extension", default=".pcm", help="suffix of the audio files to collect")
     parser.add_argument(
-        "--eval-dir",
+        "--scripts-dir",
         type=Path,
         default=None,
-        help=f"folder holding eval_clean/ and eval_other/ (default: ROOT_DIR/{EVAL_FOLDER} when it exists)",
+        help=f"folder holding eval_clean.trn and eval_other.trn (default: ROOT_DIR/{SCRIPTS_FOLDER}; the "
+        "evaluation sets whose file is there are preprocessed)",
     )
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     return parser.parse_args(argv)
 
 
-def _eval_dir(args: argparse.Namespace) -> Optional[Path]:
-    """The evaluation folder to preprocess: ``--eval-dir`` (which must exist), else the default one if present."""
-    if args.eval_dir is not None:
-        return args.eval_dir
-    default = args.root_dir / EVAL_FOLDER
-    return default if default.is_dir() else None
+def _eval_splits(scripts_dir: Path, explicit: bool) -> List[str]:
+    """The evaluation sets whose script file is in ``scripts_dir``; a missing one is logged.
+
+    Raises:
+        FileNotFoundError: ``--scripts-dir`` was given and holds neither script file.
+    """
+    splits = [split for split in EVAL_SPLITS if (scripts_dir / f"{split}.trn").is_file()]
+    if explicit and not splits:
+        raise FileNotFoundError(f"--scripts-dir {scripts_dir} holds none of {[f'{s}.trn' for s in EVAL_SPLITS]}")
+    for split in EVAL_SPLITS:
+        if split not in splits:
+            logger.warning("no %s.trn in %s: %s.tsv is not written", split, scripts_dir, split)
+    return splits
 
 
 def main(argv=None) -> None:
@@ -75,15 +91,18 @@ def main(argv=None) -> None:
         progress=not args.no_progress,
         compat=args.compat,
     )
-    eval_dir = _eval_dir(args)
-    if eval_dir is not None:
+    scripts_dir = args.scripts_dir if args.scripts_dir is not None else args.root_dir / SCRIPTS_FOLDER
+    splits = _eval_splits(scripts_dir, explicit=args.scripts_dir is not None)
+    if splits:
         summary["eval"] = preprocess_ksponspeech_eval(
-            eval_dir,
+            args.root_dir,
             args.out_dir,
             Vocabulary.from_csv(summary["vocab"], unit=args.unit),
             mode=args.mode,
             compat=args.compat,
             keep_punctuation=args.keep_punctuation,
+            scripts_dir=scripts_dir,
+            splits=splits,
             audio_extension=args.audio_extension,
             progress=not args.no_progress,
         )

@@ -1,7 +1,11 @@
 """KsponSpeech preprocessing: corpus transcripts -> cleaned text, manifest and vocabulary.
 
-KsponSpeech (AI Hub, not shipped) stores each utterance as ``KsponSpeech_0001/KsponSpeech_000001.pcm`` (raw 16 kHz
-16-bit little-endian mono) next to a cp949 ``.txt`` transcript written with these conventions:
+KsponSpeech (AI Hub, not shipped) unpacks into one root holding ``KsponSpeech_01`` ... ``KsponSpeech_05`` (training:
+``KsponSpeech_01/KsponSpeech_0001/KsponSpeech_000001.pcm``, raw 16 kHz 16-bit little-endian mono, next to a cp949
+``.txt`` transcript), ``KsponSpeech_eval`` (``eval_clean/`` and ``eval_other/``, 3,000 ``.pcm`` files each, no
+transcripts) and ``KsponSpeech_scripts`` (``train.trn``, ``dev.trn``, ``eval_clean.trn``, ``eval_other.trn``: UTF-8
+lines ``<pcm path relative to the root> :: <raw transcript>``, read by :func:`read_trn`). Training reads the ``.txt``
+files, as KoSpeech does; the evaluation sets are read from their script files. Transcripts follow these conventions:
 
 - ``(철자)/(발음)``: a dual transcription, spelling first and pronunciation second, e.g. ``(3시)/(세 시)``;
   ``mode='phonetic'`` keeps the pronunciation (the KoSpeech default), ``mode='spelling'`` the spelling;
@@ -48,9 +52,9 @@ import random
 import re
 import unicodedata
 from collections import Counter
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from types import MappingProxyType
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Mapping, NamedTuple, Optional, Sequence, Tuple, Union
 
 from tqdm import tqdm
 
@@ -77,6 +81,11 @@ __all__ = [
     "write_kospeech_labels",
     "EVAL_FOLDER",
     "EVAL_SPLITS",
+    "SCRIPTS_FOLDER",
+    "TRN_SEPARATOR",
+    "TrnLines",
+    "parse_trn_line",
+    "read_trn",
     "preprocess_ksponspeech_eval",
     "preprocess_ksponspeech",
 ]
@@ -116,7 +125,22 @@ KOSPEECH_SPECIAL_TOKENS = ("<pad>", "<sos>", "<eos>")
 KOSPEECH_MAX_CHARACTER_LABELS = 2000
 """Rows KoSpeech keeps in a character label file (its three special tokens included)."""
 EVAL_FOLDER = "KsponSpeech_eval"
+"""The folder of the evaluation audio under the corpus root (``eval_clean/`` and ``eval_other/``, pcm only)."""
 EVAL_SPLITS = ("eval_clean", "eval_other")
+SCRIPTS_FOLDER = "KsponSpeech_scripts"
+"""The folder of the script files under the corpus root: ``train.trn``, ``dev.trn``, ``eval_clean.trn``,
+``eval_other.trn``."""
+TRN_SEPARATOR = " :: "
+"""What separates the audio path from the raw transcript on a script-file line."""
+_EVAL_SKIPS = (
+    "skipped_malformed_line",
+    "skipped_undecodable_transcript",
+    "skipped_missing_audio",
+    "skipped_empty_audio",
+    "skipped_bad_audio",
+    "skipped_percent_without_reading",
+    "skipped_empty_transcript",
+)
 _LINE_BREAKS = {ord("\t"): " ", ord("\r"): " ", ord("\n"): " "}
 
 
@@ -533,18 +557,24 @@ def _collect(
     return kept, decoded, skipped, total_seconds
 
 
-def _audio_problem(audio_path: Path) -> Union[float, str]:
-    """The duration of a usable audio file, else the name of the skip counter it falls under (and a log line)."""
+def _audio_problem(audio_path: Path, where: Optional[str] = None) -> Union[float, str]:
+    """The duration of a usable audio file, else the name of the skip counter it falls under (and a log line).
+
+    Args:
+        audio_path: the audio file.
+        where: what the log line names (default: the audio path), e.g. the script line that lists the file.
+    """
+    where = where or str(audio_path)
     if not audio_path.is_file():
-        logger.warning("skipping %s: no audio file", audio_path)
+        logger.warning("skipping %s: no audio file", where)
         return "skipped_missing_audio"
     try:
         duration = audio_duration(audio_path)
     except AudioError as exc:
-        logger.warning("skipping %s: %s", audio_path, exc)
+        logger.warning("skipping %s: %s", where, exc)
         return "skipped_bad_audio"
     if duration <= 0:
-        logger.warning("skipping %s: empty audio file", audio_path)
+        logger.warning("skipping %s: empty audio file", where)
         return "skipped_empty_audio"
     return duration
 
@@ -613,71 +643,217 @@ def write_kospeech_labels(
     return labels_path, atomic_write_text(out / "transcripts.txt", "".join(lines))
 
 
+def parse_trn_line(line: str) -> Tuple[str, str]:
+    """Split one line of a ``KsponSpeech_scripts/*.trn`` file into its audio path and raw transcript.
+
+    A line is ``<audio path relative to the corpus root> :: <raw transcript>``, e.g.
+    ``KsponSpeech_eval/eval_clean/KsponSpeech_E00001.pcm :: 그 다음에 (3시)/(세 시)에 봐``; it is split at the
+    first ``" :: "`` and the transcript is returned as written (not yet filtered).
+
+    Args:
+        line: one line, its line break removed.
+
+    Returns:
+        ``(audio path, raw transcript)``, the path stripped of surrounding spaces (AI Hub's files separate its
+        folders with ``/``).
+
+    Raises:
+        TranscriptError: no ``" :: "``, no audio path, or a path that is absolute or climbs out of the root (``..``).
+    """
+    path, separator, transcript = line.partition(TRN_SEPARATOR)
+    if not separator:
+        raise TranscriptError(f"no {TRN_SEPARATOR!r} between the audio path and the transcript")
+    path = path.strip()
+    if not path:
+        raise TranscriptError(f"no audio path before {TRN_SEPARATOR!r}")
+    parts = PurePosixPath(path)
+    if parts.is_absolute() or ".." in parts.parts:
+        raise TranscriptError(f"audio path {path!r} is not relative to the corpus root")
+    return path, transcript
+
+
+class TrnLines(NamedTuple):
+    """What :func:`read_trn` makes of a script file: its parsed lines and its bad ones, with line numbers."""
+
+    lines: List[Tuple[int, str, str]]
+    """``(line number, audio path, raw transcript)`` per parsed line."""
+    undecodable: List[Tuple[int, str]]
+    """``(line number, reason)`` per line that is not UTF-8."""
+    malformed: List[Tuple[int, str]]
+    """``(line number, reason)`` per line :func:`parse_trn_line` refuses."""
+
+
+def read_trn(path: PathLike) -> TrnLines:
+    """Read a ``KsponSpeech_scripts/*.trn`` file (UTF-8, as AI Hub ships it) line by line.
+
+    The text rules are those of :mod:`kospeech.text_files` (UTF-8 with or without a byte-order mark, lines split at
+    ``\\n`` only, one ``\\r`` before it dropped), except that each line is decoded on its own, so one corrupt line
+    is reported and skipped instead of ending the file, and the text is not NFC-normalized (KoSpeech reads it as
+    written). Blank lines are ignored.
+
+    Args:
+        path: the ``.trn`` file.
+
+    Returns:
+        The parsed lines, and the lines that do not decode or do not parse, each with its 1-based number.
+
+    Raises:
+        FileNotFoundError: no such file.
+        TranscriptError: the file is not UTF-8 at all (no line with non-ASCII text decodes); the message names the
+            file and its first such line, and says when the bytes read as cp949.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"KsponSpeech script file not found: {path}")
+    raw = path.read_bytes()
+    if raw.startswith(codecs.BOM_UTF8):
+        raw = raw[len(codecs.BOM_UTF8) :]
+    lines = raw.split(b"\n")
+    if lines and not lines[-1]:
+        lines.pop()
+    result = TrnLines([], [], [])
+    decoded_non_ascii = False
+    for number, line in enumerate(lines, start=1):
+        line = line[:-1] if line.endswith(b"\r") else line
+        try:
+            text = line.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            result.undecodable.append((number, f"not UTF-8 text ({exc.reason} at byte {exc.start} of the line)"))
+            continue
+        decoded_non_ascii = decoded_non_ascii or not text.isascii()
+        if not text.strip():
+            continue
+        try:
+            result.lines.append((number, *parse_trn_line(text)))
+        except TranscriptError as exc:
+            result.malformed.append((number, str(exc)))
+    if result.undecodable and not decoded_non_ascii:
+        first = result.undecodable[0][0]
+        raise TranscriptError(
+            f"{path}:{first}: not UTF-8 text{_cp949_hint(lines[first - 1])}, nor is any other line with non-ASCII "
+            "text; AI Hub ships the scripts in UTF-8: convert this file first (e.g. iconv -f cp949 -t utf-8)"
+        )
+    return result
+
+
+def _cp949_hint(line: bytes) -> str:
+    """`` (its bytes read as cp949)`` when ``line`` decodes as cp949, else nothing (for :func:`read_trn`)."""
+    try:
+        line.decode("cp949")
+    except UnicodeDecodeError:
+        return ""
+    return " (its bytes read as cp949)"
+
+
+def _eval_text(raw: str, audio_name: str, mode: str, compat: str, keep_punctuation: bool) -> str:
+    """The reference text of a raw ``.trn`` transcript under ``compat``'s rules, as a manifest column holds it.
+
+    Raises:
+        InputError: (KoSpeech rules) a ``%`` with no reading in ``phonetic`` mode.
+    """
+    if compat == "kospeech":
+        text = sentence_filter(raw, mode, percent_word(audio_name))
+    else:
+        text = clean_transcript(raw, mode=mode, keep_punctuation=keep_punctuation)
+    return _manifest_text(text)
+
+
 def preprocess_ksponspeech_eval(
-    eval_dir: PathLike,
+    root_dir: PathLike,
     out_dir: PathLike,
     vocab: Vocabulary,
     mode: str = "phonetic",
     compat: str = "kospeech",
     keep_punctuation: bool = False,
+    scripts_dir: Optional[PathLike] = None,
+    splits: Sequence[str] = EVAL_SPLITS,
     audio_extension: str = ".pcm",
     progress: bool = True,
 ) -> Dict[str, Any]:
-    """Preprocess KsponSpeech's evaluation sets, ``eval_dir/eval_clean`` and ``eval_dir/eval_other``, into manifests.
+    """Preprocess KsponSpeech's evaluation sets from their script files into manifests.
 
-    Each folder holds ``KsponSpeech_E*.pcm`` with cp949 ``.txt`` transcripts; they are read, filtered and skipped
-    as :func:`preprocess_ksponspeech` does with the same ``compat`` and ``mode``. A reference is scored as
-    KoSpeech scores it, against its label ids: characters the training vocabulary lacks are removed from it
-    (counted as ``dropped_characters``; an utterance left empty counts as ``skipped_empty_transcript``).
+    AI Hub ships the evaluation audio as ``KsponSpeech_eval/eval_clean/*.pcm`` and ``KsponSpeech_eval/eval_other/
+    *.pcm`` (3,000 files each, no transcripts beside them) and their transcripts in
+    ``KsponSpeech_scripts/eval_clean.trn`` and ``eval_other.trn``, one ``<pcm path relative to the root> :: <raw
+    transcript>`` line per utterance (:func:`read_trn`). Each transcript is filtered as training's are, with the
+    same ``compat`` and ``mode``. A reference is scored as KoSpeech scores it, against its label ids: characters the
+    training vocabulary lacks are removed from it (counted as ``dropped_characters``).
+
+    Lines are skipped, counted and logged with their ``file:line`` when they do not decode
+    (``skipped_undecodable_transcript``) or parse (``skipped_malformed_line``), when their audio is missing
+    (``skipped_missing_audio``), empty or unreadable, when (KoSpeech rules) a ``%`` has no reading, or when the
+    reference is empty after filtering (``skipped_empty_transcript``).
 
     Args:
-        eval_dir: the folder holding ``eval_clean/`` and ``eval_other/`` (``KsponSpeech_eval`` in AI Hub's layout).
-        out_dir: where ``eval_clean.tsv`` and ``eval_other.tsv`` are written.
+        root_dir: the corpus root; the paths in the script files are relative to it.
+        out_dir: where ``<split>.tsv`` is written for each split.
         vocab: the training vocabulary (its ``vocab.csv``).
         mode: ``phonetic`` or ``spelling``, as for training.
         compat: ``kospeech`` or ``clean``, as for training.
         keep_punctuation: as for training (``compat='clean'`` only).
-        audio_extension: suffix of the audio files.
+        scripts_dir: the folder holding ``<split>.trn`` (default ``root_dir/KsponSpeech_scripts``).
+        splits: the splits to preprocess, among :data:`EVAL_SPLITS`.
+        audio_extension: suffix of the audio files (replaces the ``.pcm`` the scripts name, for a converted copy).
         progress: show a tqdm progress bar.
 
     Returns:
-        Per split (``eval_clean``, ``eval_other``): ``utterances``, ``dropped_characters``, the skip
-        counters of :func:`preprocess_ksponspeech` and ``manifest``.
+        Per split: ``utterances``, ``dropped_characters``, the skip counters above (and ``skipped_empty_audio``,
+        ``skipped_bad_audio``, ``skipped_percent_without_reading``), ``script`` and ``manifest``.
 
     Raises:
-        FileNotFoundError: a split folder is missing.
-        ValueError: bad ``mode``, ``compat`` or ``keep_punctuation``.
-        InputError: (a ValueError) a split has no transcript (or audio) files, or no utterance left.
+        FileNotFoundError: ``root_dir`` or a split's script file is missing.
+        ValueError: bad ``mode``, ``compat``, ``keep_punctuation`` or split name.
+        InputError: (a ValueError) a script file is not UTF-8, or a split has no utterance left.
     """
     _check_options(mode, vocab.unit, compat, keep_punctuation)
+    unknown = [split for split in splits if split not in EVAL_SPLITS]
+    if unknown:
+        raise ValueError(f"evaluation splits must be among {EVAL_SPLITS}, got {unknown}")
+    root = Path(root_dir).resolve()
+    if not root.is_dir():
+        raise FileNotFoundError(f"KsponSpeech root directory not found: {root}")
+    scripts = Path(scripts_dir) if scripts_dir is not None else root / SCRIPTS_FOLDER
     known = set(vocab.tokens[len(SPECIAL_TOKENS) :])
     results: Dict[str, Any] = {}
-    for split in EVAL_SPLITS:
-        folder = Path(eval_dir).resolve() / split
-        if not folder.is_dir():
-            raise FileNotFoundError(f"KsponSpeech evaluation folder not found: {folder}")
-        if compat == "kospeech":
-            pairs = [(path.with_suffix(audio_extension), path) for path in sorted(folder.glob("*.txt"))]
-        else:
-            pairs = [(path, path.with_suffix(".txt")) for path in sorted(folder.glob(f"*{audio_extension}"))]
-        if not pairs:
-            raise InputError(f"no {'.txt' if compat == 'kospeech' else audio_extension} files in {folder}")
-        kept, _, skipped, _ = _collect(pairs, mode, compat, keep_punctuation, progress)
+    for split in splits:
+        script = scripts / f"{split}.trn"
+        trn = read_trn(script)
+        skipped = dict.fromkeys(_EVAL_SKIPS, 0)
+        for key, bad in (
+            ("skipped_undecodable_transcript", trn.undecodable),
+            ("skipped_malformed_line", trn.malformed),
+        ):
+            skipped[key] = len(bad)
+            for number, reason in bad:
+                logger.warning("skipping %s:%d: %s", script, number, reason)
         entries: List[ManifestEntry] = []
         dropped = 0
-        for audio, txt, text in kept:
+        for number, relative, raw in tqdm(trn.lines, desc=f"KsponSpeech {split}", unit="utt", disable=not progress):
+            where = f"{script}:{number}"
+            audio = (root / relative).with_suffix(audio_extension)
+            try:
+                text = _eval_text(raw, audio.name, mode, compat, keep_punctuation)
+            except InputError as exc:
+                skipped["skipped_percent_without_reading"] += 1
+                logger.warning("skipping %s: %s", where, exc)
+                continue
+            problem = _audio_problem(audio, where=f"{where} ({audio})")
+            if isinstance(problem, str):
+                skipped[problem] += 1
+                continue
             reference = "".join(ch for ch in text if known.issuperset(vocab.tokenize(ch)))
             dropped += len(text) - len(reference)
             if not reference.strip():
                 skipped["skipped_empty_transcript"] += 1
+                logger.info("skipping %s: transcript empty after filtering", where)
                 continue
             entries.append(
                 ManifestEntry(
-                    audio_path=audio, transcript=reference, label_ids=tuple(vocab.encode(reference, where=str(txt)))
+                    audio_path=audio, transcript=reference, label_ids=tuple(vocab.encode(reference, where=where))
                 )
             )
         if not entries:
-            raise InputError(f"no utterance in {folder} has a non-empty transcript after filtering ({skipped})")
+            raise InputError(f"no utterance of {script} has audio and a non-empty transcript ({skipped})")
         if dropped:
             logger.warning(
                 "%s: %d characters outside the training vocabulary removed from the references", split, dropped
@@ -687,6 +863,7 @@ def preprocess_ksponspeech_eval(
             "utterances": len(entries),
             "dropped_characters": dropped,
             **skipped,
+            "script": str(script),
             "manifest": str(manifest),
         }
     logger.info("KsponSpeech evaluation sets done: %s", results)

@@ -1,7 +1,9 @@
 """The KsponSpeech recipe of README end to end on a fixture tree in AI Hub's layout, with a tiny model.
 
 The fixture mimics the real corpus: ``KsponSpeech_01/KsponSpeech_0001/KsponSpeech_00000N.pcm`` (raw 16 kHz 16-bit)
-with cp949 ``.txt`` transcripts, and ``KsponSpeech_eval/eval_clean`` / ``eval_other``. The commands are README's,
+with cp949 ``.txt`` transcripts, ``KsponSpeech_eval/eval_clean`` / ``eval_other`` with ``.pcm`` files only, and
+``KsponSpeech_scripts`` with UTF-8 ``train.trn``, ``dev.trn``, ``eval_clean.trn`` and ``eval_other.trn`` (lines
+``<pcm path relative to the root> :: <raw transcript>``). The commands are README's,
 run as subprocesses from the folder where ``data/kspon`` is written (``configs/data/kspon.yaml``'s paths are relative
 to it), with small-run overrides appended to the training command.
 """
@@ -26,7 +28,7 @@ TRAIN = [
     "어 네, 네",
     "오늘 날씨 좋다",
 ]
-EVAL = {"eval_clean": ["세 시에 만나자", "진짜 좋았어"], "eval_other": ["o/ 두 개만 주세요", "네 네 l/"]}
+EVAL = {"eval_clean": ["(3시)/(세 시)에 만나자", "진짜 좋았어"], "eval_other": ["o/ 두 개만 주세요", "네+ 네 l/"]}
 SMALL_RUN = [
     "model=ds2_tiny",
     "train.num_epochs=1",
@@ -49,17 +51,25 @@ def _speech(path: Path, seconds: float, seed: int) -> None:
 def _write_tree(raw: Path) -> None:
     folder = raw / "KsponSpeech_01" / "KsponSpeech_0001"
     folder.mkdir(parents=True)
+    scripts = raw / "KsponSpeech_scripts"
+    scripts.mkdir()
+    lines = []
     for index, text in enumerate(TRAIN, start=1):
         _speech(folder / f"KsponSpeech_{index:06d}.pcm", 0.6, index)
         (folder / f"KsponSpeech_{index:06d}.txt").write_bytes(text.encode("cp949"))
+        lines.append(f"KsponSpeech_01/KsponSpeech_0001/KsponSpeech_{index:06d}.pcm :: {text}\n")
+    (scripts / "train.trn").write_text("".join(lines[:-1]), encoding="utf-8")
+    (scripts / "dev.trn").write_text(lines[-1], encoding="utf-8")
     number = 0
     for split, texts in EVAL.items():
         folder = raw / "KsponSpeech_eval" / split
         folder.mkdir(parents=True)
+        lines = []
         for text in texts:
             number += 1
             _speech(folder / f"KsponSpeech_E{number:05d}.pcm", 0.6, number)
-            (folder / f"KsponSpeech_E{number:05d}.txt").write_bytes(text.encode("cp949"))
+            lines.append(f"KsponSpeech_eval/{split}/KsponSpeech_E{number:05d}.pcm :: {text}\n")
+        (scripts / f"{split}.trn").write_text("".join(lines), encoding="utf-8")
 
 
 def _run(arguments, cwd: Path) -> str:
@@ -90,6 +100,8 @@ def test_recipe_from_raw_folders_to_eval_cer(tmp_path: Path) -> None:
     assert summary["compat"] == "kospeech" and summary["utterances"] == 6
     assert (tmp_path / "data/kspon/aihub_labels.csv").is_file() and (tmp_path / "data/kspon/transcripts.txt").is_file()
     assert summary["eval"]["eval_clean"]["utterances"] == summary["eval"]["eval_other"]["utterances"] == 2
+    references = (tmp_path / "data/kspon/eval_clean.tsv").read_text(encoding="utf-8")
+    assert "세 시에 만나자" in references and "(3시)" not in references  # filtered like the training transcripts
     _run(
         [str(ROOT / "bin/main.py"), "--config-name=train", "train=ds2_train", "data=kspon", "model=ds2"]
         + SMALL_RUN

@@ -4,12 +4,15 @@ The expectations of the KoSpeech rules (``sentence_filter``, the label files) ar
 ``dataset/kspon/preprocess`` on these inputs, written out by hand.
 """
 
+import codecs
 import json
+import logging
 from pathlib import Path
-from typing import Dict, Optional
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 import pytest
+import soundfile as sf
 import torch
 
 from kospeech.cli import preprocess_kspon as cli
@@ -21,11 +24,13 @@ from kospeech.data.ksponspeech import (
     TranscriptError,
     bracket_filter,
     clean_transcript,
+    parse_trn_line,
     percent_word,
     preprocess_ksponspeech,
     preprocess_ksponspeech_eval,
     read_kospeech_transcript,
     read_transcript,
+    read_trn,
     resolve_dual_transcriptions,
     sentence_filter,
     special_filter,
@@ -290,8 +295,29 @@ def test_read_kospeech_transcript_is_strict_cp949_with_universal_newlines(tmp_pa
         read_kospeech_transcript(tmp_path / "absent.txt")
 
 
+EVAL_TEXTS = {"eval_clean": ["만나자 #1", "에이 에스 됐어"], "eval_other": ["세 시 n/ 에이", "b/"]}
+
+
+def _write_eval_sets(root: Path, texts: Dict[str, List[str]]) -> None:
+    """AI Hub's evaluation layout: KsponSpeech_eval/<split>/KsponSpeech_E0000N.pcm only (one with the odd trailing byte
+    some real files have), the transcripts in KsponSpeech_scripts/<split>.trn (UTF-8, "path :: text")."""
+    scripts = root / "KsponSpeech_scripts"
+    scripts.mkdir(parents=True, exist_ok=True)
+    number = 0
+    for split, split_texts in texts.items():
+        folder = root / "KsponSpeech_eval" / split
+        folder.mkdir(parents=True)
+        lines = []
+        for text in split_texts:
+            number += 1
+            pcm = folder / f"KsponSpeech_E{number:05d}.pcm"
+            pcm.write_bytes(np.ones(3200, dtype="<i2").tobytes() + b"\x00" * (number % 2))
+            lines.append(f"{pcm.relative_to(root).as_posix()} :: {text}\n")
+        (scripts / f"{split}.trn").write_text("".join(lines), encoding="utf-8")
+
+
 def _write_kospeech_corpus(root: Path) -> None:
-    """Two folders of the training layout, a percent file, a file with a bare "%", an eval folder."""
+    """Two folders of the training layout, a percent file, a file with a bare "%", the evaluation sets."""
     _write_corpus(
         root,
         {
@@ -306,12 +332,7 @@ def _write_kospeech_corpus(root: Path) -> None:
     (folder / "KsponSpeech_123001.txt").write_bytes("(A/S)/(에이 에스) 가 됐어?".encode("cp949"))
     (folder / "KsponSpeech_123001.pcm").write_bytes(np.ones(3200, dtype="<i2").tobytes())
     (folder / "KsponSpeech_123002.txt").write_bytes("어 네, 네".encode("cp949"))  # no audio: labels only
-    for split, texts in (("eval_clean", ["만나자 #1", "에이 에스 됐어"]), ("eval_other", ["세 시 n/ 에이", "b/"])):
-        folder = root / "KsponSpeech_eval" / split
-        folder.mkdir(parents=True)
-        for index, text in enumerate(texts):
-            (folder / f"KsponSpeech_E{index:05d}.txt").write_bytes(text.encode("cp949"))
-            (folder / f"KsponSpeech_E{index:05d}.pcm").write_bytes(np.ones(3200, dtype="<i2").tobytes())
+    _write_eval_sets(root, EVAL_TEXTS)
 
 
 def test_preprocess_kospeech_rules_write_upstreams_label_files(tmp_path: Path) -> None:
@@ -363,18 +384,133 @@ def test_preprocess_eval_sets(tmp_path: Path) -> None:
     _write_kospeech_corpus(tmp_path / "corpus")
     summary = preprocess_ksponspeech(tmp_path / "corpus", tmp_path / "out", compat="kospeech", progress=False)
     vocab = Vocabulary.from_csv(summary["vocab"])
-    results = preprocess_ksponspeech_eval(
-        tmp_path / "corpus" / "KsponSpeech_eval", tmp_path / "out", vocab, progress=False
-    )
+    results = preprocess_ksponspeech_eval(tmp_path / "corpus", tmp_path / "out", vocab, progress=False)
     clean = read_manifest(results["eval_clean"]["manifest"], vocab=vocab)
     # "#" reads 샾, which the training vocabulary lacks: removed from the reference, as KoSpeech's label ids drop it
     assert [e.transcript for e in clean] == ["만나자 1", "에이 에스 됐어"]
+    assert [e.audio_path.name for e in clean] == ["KsponSpeech_E00001.pcm", "KsponSpeech_E00002.pcm"]
     assert results["eval_clean"]["dropped_characters"] == 1
+    assert results["eval_clean"]["script"] == str(tmp_path / "corpus/KsponSpeech_scripts/eval_clean.trn")
     other = read_manifest(results["eval_other"]["manifest"], vocab=vocab)
     assert [e.transcript for e in other] == ["세 시 에이"]
     assert results["eval_other"]["skipped_empty_transcript"] == 1
-    with pytest.raises(FileNotFoundError, match="eval_clean"):
-        preprocess_ksponspeech_eval(tmp_path / "nowhere", tmp_path / "out", vocab, progress=False)
+    with pytest.raises(FileNotFoundError, match="eval_clean.trn"):
+        preprocess_ksponspeech_eval(tmp_path / "corpus", tmp_path / "out", vocab, scripts_dir=tmp_path, progress=False)
+    with pytest.raises(ValueError, match="evaluation splits"):
+        preprocess_ksponspeech_eval(tmp_path / "corpus", tmp_path / "out", vocab, splits=["dev"], progress=False)
+
+
+@pytest.mark.parametrize(
+    "line, expected",
+    [
+        (
+            "KsponSpeech_eval/eval_clean/KsponSpeech_E00001.pcm :: 그 다음에 (3시)/(세 시)에 봐",
+            ("KsponSpeech_eval/eval_clean/KsponSpeech_E00001.pcm", "그 다음에 (3시)/(세 시)에 봐"),
+        ),
+        # the first " :: " separates; the transcript is kept as written, spaces, markers and all
+        ("a/b.pcm :: b/ 뭐 :: 그래  ", ("a/b.pcm", "b/ 뭐 :: 그래  ")),
+        ("a/b.pcm :: ", ("a/b.pcm", "")),
+    ],
+)
+def test_parse_trn_line(line: str, expected: Tuple[str, str]) -> None:
+    assert parse_trn_line(line) == expected
+
+
+@pytest.mark.parametrize(
+    "line, message",
+    [
+        ("KsponSpeech_eval/eval_clean/KsponSpeech_E00001.pcm 그 다음에", "no ' :: '"),
+        ("KsponSpeech_E00001.pcm::그 다음에", "no ' :: '"),
+        ("   :: 그 다음에", "no audio path"),
+        ("/data/KsponSpeech_eval/eval_clean/KsponSpeech_E00001.pcm :: 봐", "not relative to the corpus root"),
+        ("../KsponSpeech_eval/eval_clean/KsponSpeech_E00001.pcm :: 봐", "not relative to the corpus root"),
+    ],
+)
+def test_parse_trn_line_refuses(line: str, message: str) -> None:
+    with pytest.raises(TranscriptError, match=message):
+        parse_trn_line(line)
+
+
+def test_read_trn_reports_bad_lines_with_their_numbers(tmp_path: Path) -> None:
+    path = tmp_path / "eval_clean.trn"
+    path.write_bytes(
+        codecs.BOM_UTF8
+        + "a/E1.pcm :: 첫째\r\n".encode()
+        + b"\n"  # blank: ignored
+        + "a/E2.pcm 둘째\n".encode()
+        + b"a/E3.pcm :: \xff\xfe\n"
+        + "a/E4.pcm :: 넷째 \u212b".encode()  # no final newline; no NFC (U+212B stays)
+    )
+    trn = read_trn(path)
+    assert trn.lines == [(1, "a/E1.pcm", "첫째"), (5, "a/E4.pcm", "넷째 \u212b")]
+    assert [number for number, _ in trn.malformed] == [3] and "no ' :: '" in trn.malformed[0][1]
+    assert [number for number, _ in trn.undecodable] == [4] and "not UTF-8" in trn.undecodable[0][1]
+    with pytest.raises(FileNotFoundError, match="absent.trn"):
+        read_trn(tmp_path / "absent.trn")
+
+
+def test_read_trn_refuses_a_cp949_file(tmp_path: Path) -> None:
+    path = tmp_path / "eval_other.trn"
+    path.write_bytes("a/E1.pcm :: b/\na/E2.pcm :: 그 다음에 봐\n".encode("cp949"))
+    with pytest.raises(TranscriptError, match=r"eval_other.trn:2: not UTF-8 text \(its bytes read as cp949\).*iconv"):
+        read_trn(path)
+
+
+def test_eval_sets_skip_count_and_log_bad_lines(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    root = tmp_path / "corpus"
+    _write_kospeech_corpus(root)
+    vocab = Vocabulary.from_csv(
+        preprocess_ksponspeech(root, tmp_path / "out", compat="kospeech", progress=False)["vocab"]
+    )
+    script = root / "KsponSpeech_scripts" / "eval_clean.trn"
+    good = script.read_bytes()
+    empty = root / "KsponSpeech_eval/eval_clean/KsponSpeech_E00009.pcm"
+    empty.write_bytes(b"")
+    script.write_bytes(
+        good
+        + "KsponSpeech_eval/eval_clean/KsponSpeech_E00001.pcm 만나자\n".encode()  # 3: no separator
+        + b"KsponSpeech_eval/eval_clean/KsponSpeech_E00001.pcm :: \xed\xa0\x80\n"  # 4: undecodable
+        + "KsponSpeech_eval/eval_clean/KsponSpeech_E00404.pcm :: 만나자\n".encode()  # 5: no pcm
+        + "KsponSpeech_eval/eval_clean/KsponSpeech_E00001.pcm :: 이거 10% 맞아\n".encode()  # 6: "%" without reading
+        + "KsponSpeech_eval/eval_clean/KsponSpeech_E00009.pcm :: 만나자\n".encode()  # 7: empty audio
+    )
+    with caplog.at_level(logging.INFO, logger="kospeech.data.ksponspeech"):
+        results = preprocess_ksponspeech_eval(root, tmp_path / "out", vocab, splits=["eval_clean"], progress=False)
+    summary = results["eval_clean"]
+    assert summary["utterances"] == 2 and set(results) == {"eval_clean"}
+    assert (summary["skipped_malformed_line"], summary["skipped_undecodable_transcript"]) == (1, 1)
+    assert (summary["skipped_missing_audio"], summary["skipped_percent_without_reading"]) == (1, 1)
+    assert (summary["skipped_empty_audio"], summary["skipped_bad_audio"], summary["skipped_empty_transcript"]) == (
+        1,
+        0,
+        0,
+    )
+    logged = caplog.text
+    for number in (3, 4, 6):
+        assert f"skipping {script}:{number}: " in logged
+    assert f"skipping {script}:5 ({empty.with_name('KsponSpeech_E00404.pcm')}): no audio file" in logged
+    assert f"skipping {script}:7 ({empty}): empty audio file" in logged
+    # a split none of whose lines is usable is an error, not an empty manifest
+    script.write_text("KsponSpeech_eval/eval_clean/KsponSpeech_E00404.pcm :: 만나자\n", encoding="utf-8")
+    with pytest.raises(InputError, match="no utterance of .*eval_clean.trn"):
+        preprocess_ksponspeech_eval(root, tmp_path / "out", vocab, splits=["eval_clean"], progress=False)
+
+
+def test_eval_sets_clean_rules_and_converted_audio(tmp_path: Path) -> None:
+    root = tmp_path / "corpus"
+    _write_kospeech_corpus(root)
+    summary = preprocess_ksponspeech(root, tmp_path / "out", compat="clean", progress=False)
+    vocab = Vocabulary.from_csv(summary["vocab"])
+    for pcm in (root / "KsponSpeech_eval").rglob("*.pcm"):  # a copy converted to WAV keeps the tree
+        sf.write(pcm.with_suffix(".wav"), np.zeros(1600, dtype=np.float32), 16000)
+        pcm.unlink()
+    results = preprocess_ksponspeech_eval(
+        root, tmp_path / "out", vocab, compat="clean", audio_extension=".wav", progress=False
+    )
+    clean = read_manifest(results["eval_clean"]["manifest"], vocab=vocab)
+    # clean rules: "#" reads 샵, which the training vocabulary lacks
+    assert [e.transcript.split() for e in clean] == [["만나자", "1"], ["에이", "에스", "됐어"]]
+    assert all(e.audio_path.suffix == ".wav" for e in clean)
 
 
 def test_cli_compat_modes_and_eval_sets(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
@@ -382,7 +518,7 @@ def test_cli_compat_modes_and_eval_sets(tmp_path: Path, capsys: pytest.CaptureFi
     cli.main([str(tmp_path / "corpus"), str(tmp_path / "kospeech"), "--no-progress"])
     summary = json.loads(capsys.readouterr().out)
     assert summary["compat"] == "kospeech" and Path(summary["kospeech_labels"]).is_file()
-    assert summary["eval"]["eval_clean"]["utterances"] == 2  # found in KsponSpeech_eval without --eval-dir
+    assert summary["eval"]["eval_clean"]["utterances"] == 2  # KsponSpeech_scripts/eval_clean.trn, no --scripts-dir
     cli.main([str(tmp_path / "corpus"), str(tmp_path / "clean"), "--compat", "clean", "--no-progress"])
     summary = json.loads(capsys.readouterr().out)
     assert summary["compat"] == "clean" and summary["kospeech_labels"] is None
@@ -391,3 +527,21 @@ def test_cli_compat_modes_and_eval_sets(tmp_path: Path, capsys: pytest.CaptureFi
     assert transcripts == ["세 시에 만나자", "이거 10 퍼센트 맞아", "이거 10 퍼센트 맞아", "에이 에스 가 됐어"]
     with pytest.raises(ValueError, match="keep_punctuation applies to compat='clean' only"):
         cli.main([str(tmp_path / "corpus"), str(tmp_path / "bad"), "--keep-punctuation", "--no-progress"])
+
+
+def test_cli_scripts_dir(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    _write_kospeech_corpus(tmp_path / "corpus")
+    scripts = tmp_path / "corpus" / "KsponSpeech_scripts"
+    moved = tmp_path / "scripts"
+    scripts.rename(moved)
+    (moved / "eval_other.trn").unlink()
+    # no script folder under the root: training only
+    cli.main([str(tmp_path / "corpus"), str(tmp_path / "a"), "--no-progress"])
+    assert "eval" not in json.loads(capsys.readouterr().out)
+    # a folder given: the sets whose file it holds, the other one logged
+    cli.main([str(tmp_path / "corpus"), str(tmp_path / "b"), "--scripts-dir", str(moved), "--no-progress"])
+    printed = capsys.readouterr()  # the CLI logs to stderr
+    assert set(json.loads(printed.out)["eval"]) == {"eval_clean"}
+    assert f"no eval_other.trn in {moved}: eval_other.tsv is not written" in printed.err
+    with pytest.raises(FileNotFoundError, match="holds none of"):
+        cli.main([str(tmp_path / "corpus"), str(tmp_path / "c"), "--scripts-dir", str(tmp_path), "--no-progress"])
