@@ -7,12 +7,15 @@ document order in a sandbox that holds what ``make demo`` leaves: the shipped ba
 snippet that is in neither fails this test, and so does a snippet that fails.
 
 Small settings: Hydra commands get :data:`RUN`'s extra overrides appended (one epoch, the tiny corpus); Python
-snippets get its text substitutions, each of which must still match the document.
+snippets get its text substitutions, each of which must still match the document. The README's service quick start
+(:data:`SERVICE_SESSION`) runs as one shell session: key, server in the background, transcription, on a free port.
 """
 
+import json
 import os
 import re
 import shutil
+import socket
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -82,7 +85,14 @@ def _commands(document: str, start: int, body: List[str]) -> List[Snippet]:
     return commands
 
 
-# key -> extra command-line arguments (bash) or {old: new} substitutions (python)
+SERVICE_SESSION = "the service quick start"
+"""RUN value of the README's service commands: they run together, in document order, as one bash script in which
+``8000`` becomes a free port and the background server is stopped at the end; the transcription must come back."""
+
+SERVICE_CLIP_TRANSCRIPT = "상주로 가 주세요"
+"""What the base model hears in tests/fixtures/recordings/clip0.wav (the README quotes it)."""
+
+# key -> extra command-line arguments (bash), {old: new} substitutions (python) or SERVICE_SESSION
 RUN: Dict[str, object] = {
     "from kospeech.vocabs import Vocabulary": {},
     "python bin/make_corpus.py preset=tiny out_dir=data/corpus_tiny seed=0": (),
@@ -117,6 +127,12 @@ RUN: Dict[str, object] = {
     "recordings/": (),
     "import kospeech": {},
     "import logging": {"num_epochs=8": "num_epochs=1"},
+    "KEY=$(kospeech-keys create --tenant acme | awk '{print $NF}')": SERVICE_SESSION,
+    "kospeech-serve server.port=8000 server.data_dir=./service_data &": SERVICE_SESSION,
+    "curl -s --retry 30 --retry-connrefused --retry-delay 1 http://127.0.0.1:8000/v1/audio/transcriptions "
+    '-H "Authorization: Bearer $KEY" -F file=@tests/fixtures/recordings/clip0.wav -F response_format=verbose_json': (
+        SERVICE_SESSION
+    ),
 }
 
 NOT_RUN: Dict[str, str] = {
@@ -159,6 +175,15 @@ NOT_RUN: Dict[str, str] = {
     "python benchmarks/data_loading.py --quick": "as above",
     "python benchmarks/memory.py --quick": "as above",
     "python benchmarks/profile_train_step.py --quick": "as above",
+    'COMMON="server.database_url=postgresql+psycopg://asr@db:5432/asr server.queue=redis '
+    'server.redis_url=redis://queue:6379/0 server.data_dir=/mnt/asr"': "names the database, queue and shared folder of a "
+    "deployment on several machines; tests/service/test_scale_out.py runs the same commands on loopback (two "
+    "servers, two workers, PostgreSQL, Redis, one data_dir)",
+    "kospeech-keys create --tenant acme $COMMON": "as above",
+    "kospeech-serve server.host=0.0.0.0 server.in_process_worker=false $COMMON": "as above",
+    "kospeech-worker $COMMON": "as above",
+    "python benchmarks/service_load.py --quick": "a measurement of a few minutes, not behaviour; benchmarks are run "
+    "by hand and print their ratio",
 }
 
 
@@ -181,6 +206,8 @@ def _sandbox(root: Path) -> Path:
     home.mkdir()
     for name in ("bin", "pretrained", "benchmarks"):
         (home / name).symlink_to(ROOT / name)
+    (home / "tests" / "fixtures").mkdir(parents=True)
+    (home / "tests" / "fixtures" / "recordings").symlink_to(ROOT / "tests" / "fixtures" / "recordings")
     base = load_checkpoint(ROOT / "pretrained" / "ds2_synthetic.pt")
     users = build_user_sets(
         home / "data" / "demo_users", base.vocab, preset="demo", users=["user01", "user02"], max_enroll=6, max_test=2
@@ -232,17 +259,41 @@ def _run(snippet: Snippet, how: object, home: Path, env: Dict[str, str]) -> Tupl
     return done.returncode, done.stdout + done.stderr
 
 
+def _run_service_session(commands: List[Snippet], home: Path, env: Dict[str, str]) -> Tuple[int, str]:
+    """The README's service commands as one bash script on a free port; the server is stopped when it ends."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = str(probe.getsockname()[1])
+    lines = ["set -e", "trap 'kill $(jobs -p) 2>/dev/null; wait' EXIT"]
+    lines += [snippet.text.replace("8000", port) for snippet in commands]
+    done = subprocess.run(
+        ["bash", "-c", "\n".join(lines)], cwd=home, env=env, capture_output=True, text=True, timeout=600
+    )
+    if done.returncode == 0:
+        answer = json.loads(done.stdout)
+        assert answer["adapter"] is None and answer["text"] == SERVICE_CLIP_TRANSCRIPT, answer
+    return done.returncode, done.stdout + done.stderr
+
+
 @pytest.mark.slow
 def test_every_listed_snippet_runs(tmp_path):
     home = _sandbox(tmp_path)
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH", "")]))
     env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", TQDM_DISABLE="1")
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])  # the console scripts
     failures = []
+    service = [snippet for snippet in snippets() if RUN.get(snippet.key) == SERVICE_SESSION]
+    assert SERVICE_CLIP_TRANSCRIPT in (ROOT / "README.md").read_text(encoding="utf-8")
     for snippet in snippets():
         if snippet.key not in RUN:
             continue
-        status, output = _run(snippet, RUN[snippet.key], home, env)
+        if RUN[snippet.key] == SERVICE_SESSION:
+            if snippet is not service[0]:
+                continue
+            status, output = _run_service_session(service, home, env)
+        else:
+            status, output = _run(snippet, RUN[snippet.key], home, env)
         if status != 0:
             failures.append(f"{snippet.document}:{snippet.line}: {snippet.key}\n{output[-3000:]}")
     assert not failures, "\n\n".join(failures)

@@ -10,6 +10,7 @@ Modules, one concept each:
 - :mod:`~kospeech.service.audio`: bounded uploads and their decoding.
 - :mod:`~kospeech.service.adapter_cache`, :mod:`~kospeech.service.batching`: serving adapters and cross-user batches.
 - :mod:`~kospeech.service.training`, :mod:`~kospeech.service.jobs`: training jobs on huey.
+- :mod:`~kospeech.service.versions`: users' adapter versions (the database says which one is served).
 - :mod:`~kospeech.service.app`, :mod:`~kospeech.service.routers`: the FastAPI app.
 
 Console scripts: ``kospeech-serve``, ``kospeech-worker``, ``kospeech-keys`` (:mod:`kospeech.cli`).

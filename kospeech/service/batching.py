@@ -4,9 +4,11 @@ Request threads :meth:`DynamicBatcher.submit` a decoded waveform with its user's
 file) and wait on the returned future. One model thread takes the first waiting request, keeps collecting for up to
 ``max_wait_ms`` or until ``max_batch_size`` requests are in, hands the batch's adapter files to ``bind`` (the adapter
 cache's :meth:`~kospeech.service.adapter_cache.ByteBoundedAdapterCache.bind`) and runs the batch as one mixed-user
-call of :meth:`Recognizer.transcribe <kospeech.inference.Recognizer.transcribe>` (the frozen trunk once for the whole
-batch, each row through its own user's adapter). All model work happens on that one thread. A batch that fails is
-run again request by request, so one bad input fails only its own request.
+call of :meth:`Recognizer.transcribe <kospeech.inference.Recognizer.transcribe>` (the frozen trunk once per forward
+pass, each row through its own user's adapter). The batch goes in shortest first: the recognizer runs its segments
+``batch_size`` at a time, each pass padded to its longest segment, so passes of similar lengths waste little on
+padding (the convolutional front end costs as much for padding as for speech). All model work happens on that one
+thread. A batch that fails is run again request by request, so one bad input fails only its own request.
 """
 
 from __future__ import annotations
@@ -144,6 +146,8 @@ class DynamicBatcher:
         if self.bind is not None:
             files: Dict[str, Path] = {r.user: r.adapter_file for r in batch if r.user and r.adapter_file}
             self.bind(files)
+        # shortest first: the recognizer runs its segments batch_size at a time, padded to the longest of each pass
+        batch = sorted(batch, key=lambda request: request.waveform.shape[0] / request.sample_rate)
         try:
             results: List[Transcription] = self.recognizer.transcribe(
                 [(request.waveform, request.sample_rate) for request in batch],

@@ -68,6 +68,10 @@ class ServerConfig:
     batch_max_wait_ms: float = field(
         default=10.0, metadata={"help": "how long the first request of a batch waits for others, in ms"}
     )
+    batch_forward_size: int = field(
+        default=8,
+        metadata={"help": "speech segments per model forward pass (a batch runs shortest first; more on a GPU)"},
+    )
     adapter_cache_bytes: int = field(
         default=256 * 2**20, metadata={"help": "memory for loaded user adapters, in bytes (LRU beyond)"}
     )
@@ -111,6 +115,7 @@ def _check(server: ServerConfig) -> ServerConfig:
         "max_upload_bytes": server.max_upload_bytes,
         "max_audio_seconds": server.max_audio_seconds,
         "batch_max_size": server.batch_max_size,
+        "batch_forward_size": server.batch_forward_size,
         "adapter_cache_bytes": server.adapter_cache_bytes,
         "torch_threads": server.torch_threads,
         "job_max_attempts": server.job_max_attempts,

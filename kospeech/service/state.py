@@ -62,7 +62,7 @@ class ServiceState:
         sessions = session_factory(engine)
         recognizer = Recognizer.from_checkpoint(
             settings.base_model_path,
-            batch_size=max(16, settings.batch_max_size),
+            batch_size=settings.batch_forward_size,
             adapter_cache_factory=lambda loader: ByteBoundedAdapterCache(
                 storage.tenants_dir, loader, settings.adapter_cache_bytes
             ),

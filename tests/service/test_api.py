@@ -5,9 +5,12 @@ import io
 import av
 import numpy as np
 import pytest
-from conftest import MAX_AUDIO_SECONDS, MAX_UPLOAD_BYTES, tone, wav_bytes
+from conftest import MAX_AUDIO_SECONDS, MAX_UPLOAD_BYTES, save_adapter, tone, wav_bytes
+from sqlalchemy import select
 
+from kospeech.service.models import User
 from kospeech.service.storage import Storage
+from kospeech.service.versions import record_version
 
 TEXT = "불 꺼 줘"
 
@@ -360,6 +363,26 @@ def test_a_user_without_an_adapter_is_served_by_the_base(service, user_id, tiny_
     assert unknown.status_code == 404 and error_code(unknown) == "user_not_found"
     invalid = transcribe(service, speech, user="../x")
     assert invalid.status_code == 422 and error_code(invalid) == "invalid_user_id"
+
+
+def test_a_users_active_version_serves_them_and_a_missing_file_fails_loudly(service, user_id, tiny_users, tmp_path):
+    create_user(service, user_id)
+    state = service.client.app.state.service
+    with state.sessions.begin() as session:  # an adapter trained elsewhere, given to the user as version 1
+        user = session.scalar(select(User).where(User.user_id == user_id))
+        version = record_version(
+            session, state.storage, user, save_adapter(tmp_path, user_id, seed=5), "imported", "head", False
+        )
+        version_file = state.storage.absolute(version.file)
+    speech = sorted((tiny_users / "users" / "user02" / "wavs").glob("*test*.wav"))[0].read_bytes()
+    base = transcribe(service, speech, response_format="verbose_json").json()
+    served = transcribe(service, speech, response_format="verbose_json", user=user_id).json()
+    assert served["adapter"] == {"user": user_id, "version": 1} and served["text"] != base["text"]
+    assert service.client.get(f"/v1/users/{user_id}", headers=service.headers()).json()["adapter"]["version"] == 1
+    version_file.unlink()  # e.g. a server whose data_dir is not the workers'
+    lost = transcribe(service, speech, response_format="verbose_json", user=user_id)
+    assert lost.status_code == 503 and error_code(lost) == "adapter_unavailable"
+    assert "version 1" in lost.json()["error"]["message"] and str(service.data_dir) not in lost.text
 
 
 @pytest.mark.parametrize(
