@@ -26,6 +26,7 @@ that cannot be stacked (different sizes) run one route at a time; both ways comp
 from __future__ import annotations
 
 import contextlib
+import itertools
 from collections import defaultdict
 from typing import Callable, ContextManager, List, Mapping, NamedTuple, Optional, Sequence, Tuple, Union
 
@@ -65,6 +66,8 @@ class Route(NamedTuple):
         grouped: for a grouped route (several adapters of one type computed together, see the module docstring):
             its entry's :data:`~kospeech.models.adapter.GroupedCall`; ``adapter`` is then the first of them.
         which: (n,) int64, for a grouped route: the index of each row's own adapter in the group.
+        first_row: for rows that are consecutive (``rows[0] .. rows[0] + n - 1``, the blocks of
+            :meth:`AdapterRouter.side_by_side`), ``rows[0]``: cutting them out is then a view, not a copy.
     """
 
     rows: Optional[Tensor]
@@ -74,6 +77,7 @@ class Route(NamedTuple):
     random_stream: Optional[Callable[[], ContextManager]] = None
     grouped: Optional[GroupedCall] = None
     which: Optional[Tensor] = None
+    first_row: Optional[int] = None
 
     def call(self, *inputs: Tensor) -> Tensor:
         """The adapter's output on ``inputs`` (already cut to this route's rows and frames), in its random stream."""
@@ -84,8 +88,16 @@ class Route(NamedTuple):
 
     def cut(self, value: Tensor) -> Tensor:
         """This route's rows of a (B, T', ...) batch value, cut to its frames: (n, frames, ...)."""
-        rows = value.index_select(0, self.rows.to(value.device)) if self.rows is not None else value
+        rows = self.rows_of(value)
         return rows if self.frames is None else rows[:, : self.frames]
+
+    def rows_of(self, value: Tensor) -> Tensor:
+        """This route's rows of a (B, ...) batch value: (n, ...), a view for consecutive rows."""
+        if self.rows is None:
+            return value
+        if self.first_row is not None:
+            return value.narrow(0, self.first_row, self.rows.numel())
+        return value.index_select(0, self.rows.to(value.device))
 
 
 class RowBlock(NamedTuple):
@@ -204,9 +216,9 @@ class AdapterRouter:
                     f"block {position}: expected an adapter module, got {type(block.adapter).__name__}"
                 ) from exc
             rows = torch.arange(start, start + block.num_rows)
-            routes.append(Route(rows, block.adapter, entry, block.frames, block.random_stream))
+            routes.append(Route(rows, block.adapter, entry, block.frames, block.random_stream, first_row=start))
             start += block.num_rows
-        return cls._of(routes)
+        return cls._of(routes, start)
 
     @property
     def adapters(self) -> List[nn.Module]:
@@ -284,6 +296,7 @@ class AdapterRouter:
         Returns:
             (B, T', F): each routed row adapted by its adapter, other rows unchanged.
         """
+        routes, pieces = [], []
         for route in self.planned_routes:
             if route.entry.placement is not Placement.RNN_LAYERS:
                 continue
@@ -295,8 +308,9 @@ class AdapterRouter:
             adapted = apply_layer_adapter(
                 route.adapter, layer_index, route.cut(hidden), route.cut(mask), route.call
             )  # (n, frames, F)
-            hidden = self._put(route, hidden, adapted)
-        return hidden
+            routes.append(route)  # the routes' rows are disjoint: each reads rows no other route changes
+            pieces.append(self._all_frames(route, hidden, adapted))
+        return self._put_all(hidden, routes, pieces)
 
     def apply_head(self, features: Tensor, base_logits: Callable[[Tensor], Tensor]) -> Tensor:
         """Log-probabilities of the head: the base head's, with each routed row merged with its head adapter.
@@ -316,19 +330,38 @@ class AdapterRouter:
             return apply_head_adapter(route.adapter, features, logits, route.call)
         logits = base_logits(features)  # (B, T', C)
         log_probs = torch.log_softmax(logits, dim=-1)
-        for route in self.planned_routes:  # several routes: each holds explicit rows
+        routes, pieces = [], []
+        for route in self.planned_routes:
             if route.entry.placement is not Placement.HEAD:
                 continue
             adapted = apply_head_adapter(route.adapter, route.cut(features), route.cut(logits), route.call)
-            log_probs = self._put(route, log_probs, adapted)
-        return log_probs
+            if route.rows is None:  # a grouped route serving every row
+                log_probs = self._all_frames(route, log_probs, adapted)
+                continue
+            routes.append(route)
+            pieces.append(self._all_frames(route, log_probs, adapted))
+        return self._put_all(log_probs, routes, pieces)
 
     @staticmethod
-    def _put(route: Route, value: Tensor, adapted: Tensor) -> Tensor:
-        """``value`` with ``adapted`` (n, frames, ...) in place of the route's rows and frames."""
-        if route.frames is not None and route.frames < value.size(1):
-            rows = value.index_select(0, route.rows.to(value.device)) if route.rows is not None else value
-            adapted = torch.cat([adapted, rows[:, route.frames :]], dim=1)
-        if route.rows is None:
+    def _all_frames(route: Route, value: Tensor, adapted: Tensor) -> Tensor:
+        """``adapted`` (n, frames, ...) followed by the route's rows of ``value`` beyond its frames: (n, T', ...)."""
+        if route.frames is None or route.frames >= value.size(1):
             return adapted
-        return value.index_copy(0, route.rows.to(value.device), adapted)
+        return torch.cat([adapted, route.rows_of(value)[:, route.frames :]], dim=1)
+
+    def _put_all(self, value: Tensor, routes: List[Route], pieces: List[Tensor]) -> Tensor:
+        """``value`` with each route's rows replaced by its piece (n_r, T', ...), in one copy.
+
+        Pieces of consecutive routes covering every row in order (side by side blocks) are simply concatenated.
+        """
+        if not pieces:
+            return value
+        if all(route.first_row is not None for route in routes) and [route.first_row for route in routes] == list(
+            itertools.accumulate((route.rows.numel() for route in routes[:-1]), initial=0)
+        ):
+            if sum(piece.size(0) for piece in pieces) == value.size(0):
+                return torch.cat(pieces)
+        if len(pieces) == 1:
+            return value.index_copy(0, routes[0].rows.to(value.device), pieces[0])
+        rows = torch.cat([route.rows for route in routes]).to(value.device)
+        return value.index_copy(0, rows, torch.cat(pieces))
