@@ -216,6 +216,9 @@ async def run_clients(url: str, key: str, users: List[Dict[str, Any]], seconds: 
 
         loops = [asyncio.create_task(client_loop(user)) for user in users]
         while len(answered) < len(users):
+            failed = [loop for loop in loops if loop.done()]
+            if failed:
+                await asyncio.gather(*failed)  # raises the client's error
             await asyncio.sleep(0.05)
         first = await snapshot()
         await asyncio.sleep(seconds)

@@ -7,7 +7,7 @@ import signal
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from conftest import BASE_MODEL
+from conftest import BASE_MODEL, tone, wav_bytes
 from service_processes import Server, ServiceProcess, create_key, poll_job, upload_utterances
 from sqlalchemy import create_engine, text
 
@@ -101,3 +101,35 @@ def test_enroll_train_transcribe_and_delete_with_real_processes(tmp_path, demo_u
             server.stop(signal.SIGKILL)
         worker_status = worker.stop(signal.SIGINT)
     assert worker_status == 0, worker.output()
+
+
+@pytest.mark.slow
+def test_more_concurrent_transcriptions_than_database_connections_all_succeed(tmp_path):
+    """Requests waiting for their batch hold no database connection (the pool has 15): 24 at once, one batch."""
+    concurrent = 24
+    common = [f"server.data_dir={tmp_path / 'data'}", f"server.base_model_path={BASE_MODEL}"]
+    key = create_key(common, "acme", cwd=tmp_path)
+    batching = [
+        f"server.batch_max_size={concurrent}",
+        "server.batch_max_wait_ms=60000",
+        "server.in_process_worker=false",
+    ]
+    server = Server([*common, *batching], tmp_path / "server.log", tmp_path)
+    try:
+        with server.client(key, timeout=90) as client:
+            assert client.post("/v1/users", json={"user_id": "ann"}).status_code == 201
+            speech = wav_bytes(tone(0.5))
+
+            def one(index):
+                return client.post(
+                    "/v1/audio/transcriptions", files={"file": (f"{index}.wav", speech)}, data={"user": "ann"}
+                )
+
+            with ThreadPoolExecutor(concurrent) as pool:
+                answers = list(pool.map(one, range(concurrent)))
+            assert [answer.status_code for answer in answers] == [200] * concurrent, answers[-1].text
+            metrics = client.get("/metrics").text
+            assert f"kospeech_batch_size_requests_sum {concurrent}.0" in metrics  # all of them in one batch
+            assert "kospeech_batch_size_requests_count 1.0" in metrics
+    finally:
+        server.stop()

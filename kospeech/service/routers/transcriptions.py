@@ -111,6 +111,9 @@ async def transcribe(
 ) -> Response:
     """Transcribe one recording. Requests arriving together are run as one batch across users."""
     serving = await run_in_threadpool(_serving, session, caller, state, user)
+    # give the database connection back before decoding and waiting for the model: a session holds one until it
+    # ends, and a pool's worth of requests waiting for their batch would otherwise starve every other request
+    await run_in_threadpool(session.close)
     settings = state.settings
     name = file.filename or "upload"
 
