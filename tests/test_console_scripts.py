@@ -55,7 +55,7 @@ def test_hydra_help_lists_presets_without_schema_nodes(tmp_path):
         "  model: ds2, ds2_small, ds2_tiny\n" in train.stdout and "  train: adapter_train, ds2_train\n" in train.stdout
     )
     evaluation = _run([sys.executable, str(ROOT / "bin" / "eval.py"), "--help"], cwd=tmp_path)
-    assert "  data: builtin\n" in evaluation.stdout
+    assert "  data: builtin, kspon\n" in evaluation.stdout
     for text in (train.stdout, evaluation.stdout):
         assert "_schema" not in text and "--verbose" in text
 
