@@ -25,8 +25,8 @@ the server's ``/metrics``; the server's CPU time per request (user + system, fro
 the work a request costs whatever else runs on the machine. Every answer must be 200 and name the user's adapter
 version. The trained adapters are kept next to the voices' speech and reused by later runs (``--retrain``).
 
-Results go to ``runs/benchmarks/service_load.json``; the last line printed is ``ratio: X.XX`` = requests/s at K=16
-with batching / without.
+Results go to ``runs/benchmarks/service_load.json`` (the servers' logs to ``runs/benchmarks/service_load_logs/``);
+the last line printed is ``ratio: X.XX`` = requests/s at K=16 with batching / without.
 """
 
 import argparse
@@ -249,23 +249,26 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=None, help="measured seconds per mode and K (30; --quick 12)")
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds the seconds are split into")
     parser.add_argument("--retrain", action="store_true", help="train the voices' adapters again")
+    parser.add_argument("--concurrency", type=int, nargs="+", help="the values of K (default 1 4 16 64; --quick 1 16)")
     parser.add_argument(
         "--setting", action="append", default=[], help="a server.KEY=VALUE for both servers (repeatable)"
     )
     parser.add_argument("--output", default="runs/benchmarks/service_load.json", help="results JSON")
     args = parser.parse_args()
-    concurrency = [1, 16] if args.quick else [1, 4, 16, 64]
+    concurrency = args.concurrency or ([1, 16] if args.quick else [1, 4, 16, 64])
     seconds = args.seconds or (12.0 if args.quick else 30.0)
     args.base = str(Path(args.base).resolve())
     load_at_start = round(os.getloadavg()[0], 2)
     rows: Dict[str, Dict[int, Dict[str, Any]]] = {mode: {} for mode in MODES}
+    logs = Path(args.output).with_name(Path(args.output).stem + "_logs")  # the servers' logs, kept
+    logs.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="kospeech_service_load_data_") as tmp:
         data_dir = Path(tmp)
         setup = prepare_users(args, data_dir)
         servers = {}
         try:
             for mode, extra in MODES.items():
-                servers[mode] = start_server(args, data_dir, [*extra, *args.setting], data_dir / f"server_{mode}.log")
+                servers[mode] = start_server(args, data_dir, [*extra, *args.setting], logs / f"server_{mode}.log")
             for k in concurrency:
                 totals = {
                     mode: {"completed": 0, "seconds": 0.0, "cpu_seconds": 0.0, "latencies": [], "batches": [0.0, 0.0]}
@@ -299,7 +302,7 @@ def main() -> None:
             for process, _ in servers.values():
                 process.send_signal(signal.SIGTERM)
                 process.wait(60)
-    ratio_k = 16
+    ratio_k = 16 if 16 in concurrency else concurrency[-1]
     ratio = rows["batched"][ratio_k]["requests_per_second"] / rows["unbatched"][ratio_k]["requests_per_second"]
     clip_seconds = [value for user in setup["users"][: len(setup["adapters"])] for value in user["clip_seconds"]]
     results = {
@@ -323,7 +326,8 @@ def main() -> None:
         "clip_seconds_mean": round(statistics.mean(clip_seconds), 2),
         "seconds_per_point": seconds,
         "results": {mode: {str(k): row for k, row in by_k.items()} for mode, by_k in rows.items()},
-        "ratio_batched_vs_unbatched_k16": round(ratio, 3),
+        "ratio_k": ratio_k,
+        "ratio_batched_vs_unbatched": round(ratio, 3),
     }
     output = write_results(args.output, results)
     print()

@@ -77,6 +77,7 @@ class DynamicBatcher:
         self._accepting = False
         self._lock = threading.Lock()
         self._thread: Optional[threading.Thread] = None
+        self._forming = 0
 
     def start(self) -> None:
         """Start the model thread."""
@@ -98,8 +99,8 @@ class DynamicBatcher:
         thread.join(timeout)
 
     def depth(self) -> int:
-        """Requests waiting for the model."""
-        return self._queue.qsize()
+        """Requests waiting for the model: queued, or collected into the batch being formed."""
+        return self._queue.qsize() + self._forming
 
     def submit(
         self, waveform: np.ndarray, sample_rate: int, user: Optional[str], adapter_file: Optional[Path] = None
@@ -129,6 +130,7 @@ class DynamicBatcher:
             if first is _STOP:
                 break
             batch: List[_Request] = [first]
+            self._forming = 1
             deadline = time.monotonic() + self.max_wait
             while len(batch) < self.max_batch_size:
                 try:
@@ -139,6 +141,8 @@ class DynamicBatcher:
                     stopping = True
                     break
                 batch.append(item)
+                self._forming = len(batch)
+            self._forming = 0
             self._run(batch)
 
     def _run(self, batch: List[_Request]) -> None:

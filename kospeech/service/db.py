@@ -19,7 +19,7 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
-__all__ = ["MIGRATIONS_DIR", "create_db_engine", "migrate", "session_factory", "session_scope"]
+__all__ = ["MAX_CONNECTIONS", "MIGRATIONS_DIR", "create_db_engine", "migrate", "session_factory", "session_scope"]
 
 logger = logging.getLogger(__name__)
 
@@ -27,6 +27,12 @@ MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 """The Alembic script folder shipped in the package."""
 
 _SQLITE_BUSY_MS = 30_000
+
+MAX_CONNECTIONS = 40
+"""Database connections one process may open: as many as the server has worker threads (anyio's default 40), so a
+thread never waits for a connection that a request waiting for a thread holds."""
+
+_KEPT_CONNECTIONS = 5
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -44,16 +50,20 @@ def create_db_engine(url: str) -> Engine:
         url: a SQLAlchemy URL.
 
     Returns:
-        The engine (connections are checked before use, so a restarted PostgreSQL is reconnected).
+        The engine (connections are checked before use, so a restarted PostgreSQL is reconnected); up to
+        :data:`MAX_CONNECTIONS` connections, of which 5 are kept open when idle.
     """
     parsed = make_url(url)
+    pool = {"pool_size": _KEPT_CONNECTIONS, "max_overflow": MAX_CONNECTIONS - _KEPT_CONNECTIONS}
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": _SQLITE_BUSY_MS / 1000})
+        engine = create_engine(
+            url, connect_args={"check_same_thread": False, "timeout": _SQLITE_BUSY_MS / 1000}, **pool
+        )
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
-    return create_engine(url, pool_pre_ping=True)
+    return create_engine(url, pool_pre_ping=True, **pool)
 
 
 def migrate(engine: Engine) -> None:

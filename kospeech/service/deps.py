@@ -66,7 +66,9 @@ def get_caller(
     key = authenticate(session, credentials.credentials)
     if key is None:
         raise _unauthorized("unknown or revoked API key")
-    return Caller(key.tenant_id, key.tenant.name, key.admin)
+    caller = Caller(key.tenant_id, key.tenant.name, key.admin)
+    session.close()  # the connection goes back to the pool between this thread hop and the handler's
+    return caller
 
 
 CallerDep = Annotated[Caller, Depends(get_caller)]

@@ -1,13 +1,20 @@
 """The HTTP API of SPEC section 7 through FastAPI's TestClient: every endpoint, its answers and its errors."""
 
 import io
+import time
+from concurrent.futures import ThreadPoolExecutor
 
+import anyio
+import anyio.to_thread
 import av
 import numpy as np
 import pytest
-from conftest import MAX_AUDIO_SECONDS, MAX_UPLOAD_BYTES, save_adapter, tone, wav_bytes
+from conftest import MAX_AUDIO_SECONDS, MAX_UPLOAD_BYTES, make_keys, save_adapter, settings_for, tone, wav_bytes
+from fastapi.testclient import TestClient
 from sqlalchemy import select
 
+from kospeech.service import create_app
+from kospeech.service.db import MAX_CONNECTIONS
 from kospeech.service.models import User
 from kospeech.service.storage import Storage
 from kospeech.service.versions import record_version
@@ -456,3 +463,30 @@ def test_request_logs_are_structured_and_never_show_keys(service, caplog):
     lines = [record.getMessage() for record in caplog.records if record.name == "kospeech.service.access"]
     assert any("method=GET path=/v1/prompts route=/v1/prompts status=200 seconds=" in line for line in lines)
     assert not any(service.keys["acme"] in record.getMessage() for record in caplog.records)
+
+
+def test_requests_waiting_for_their_batch_hold_no_database_connection(tmp_path, user_id):
+    settings = settings_for(tmp_path, "server.batch_max_size=4", "server.batch_max_wait_ms=60000")
+    headers = {"Authorization": f"Bearer {make_keys(settings)['acme']}"}
+    with TestClient(create_app(settings)) as client:
+        state = client.app.state.service
+        assert client.post("/v1/users", json={"user_id": user_id}, headers=headers).status_code == 201
+
+        def one(_):
+            files = {"file": ("a.wav", wav_bytes(tone(0.5)))}
+            return client.post("/v1/audio/transcriptions", files=files, data={"user": user_id}, headers=headers)
+
+        with ThreadPoolExecutor(4) as pool:
+            waiting = [pool.submit(one, index) for index in range(3)]
+            deadline = time.monotonic() + 60
+            while state.batcher.depth() < 3 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert state.batcher.depth() == 3 and state.engine.pool.checkedout() == 0
+            answers = [pool.submit(one, 3).result(), *(future.result() for future in waiting)]
+        assert [answer.status_code for answer in answers] == [200] * 4
+
+    async def worker_threads() -> int:
+        return anyio.to_thread.current_default_thread_limiter().total_tokens
+
+    # a request holds a connection only within one worker thread's call, and there are as many connections as threads
+    assert MAX_CONNECTIONS >= anyio.run(worker_threads)

@@ -105,8 +105,9 @@ def test_enroll_train_transcribe_and_delete_with_real_processes(tmp_path, demo_u
 
 @pytest.mark.slow
 def test_more_concurrent_transcriptions_than_database_connections_all_succeed(tmp_path):
-    """Requests waiting for their batch hold no database connection (the pool has 15): 24 at once, one batch."""
-    concurrent = 24
+    """64 requests at once, more than the server's 40 worker threads and database connections, waiting for one batch:
+    none holds a connection while it waits for a thread or for the model."""
+    concurrent = 64
     common = [f"server.data_dir={tmp_path / 'data'}", f"server.base_model_path={BASE_MODEL}"]
     key = create_key(common, "acme", cwd=tmp_path)
     batching = [

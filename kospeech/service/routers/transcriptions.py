@@ -74,17 +74,23 @@ class _Serving:
 
 
 def _serving(session: SessionDep, caller: CallerDep, state: StateDep, user_id: Optional[str]) -> _Serving:
-    """The active adapter version of the caller's user ``user_id`` (the database says which), or the base model."""
+    """The active adapter version of the caller's user ``user_id`` (the database says which), or the base model.
+
+    The session is closed before returning: a request waiting for its batch holds no database connection.
+    """
     if not user_id:
         return _Serving()
     checked_user_id(user_id)
-    user = session.scalar(select(User).where(User.tenant_id == caller.tenant_id, User.user_id == user_id))
-    if user is None:
-        raise ServiceError(404, "user_not_found", f"no user {user_id!r}")
-    version = active_version(session, user.id)
-    if version is None:
-        return _Serving()
-    return _Serving(serving_name(user.id, version.version), version.version, state.storage.absolute(version.file))
+    try:
+        user = session.scalar(select(User).where(User.tenant_id == caller.tenant_id, User.user_id == user_id))
+        if user is None:
+            raise ServiceError(404, "user_not_found", f"no user {user_id!r}")
+        version = active_version(session, user.id)
+        if version is None:
+            return _Serving()
+        return _Serving(serving_name(user.id, version.version), version.version, state.storage.absolute(version.file))
+    finally:
+        session.close()
 
 
 @router.post(
@@ -111,9 +117,6 @@ async def transcribe(
 ) -> Response:
     """Transcribe one recording. Requests arriving together are run as one batch across users."""
     serving = await run_in_threadpool(_serving, session, caller, state, user)
-    # give the database connection back before decoding and waiting for the model: a session holds one until it
-    # ends, and a pool's worth of requests waiting for their batch would otherwise starve every other request
-    await run_in_threadpool(session.close)
     settings = state.settings
     name = file.filename or "upload"
 
