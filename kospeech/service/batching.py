@@ -2,7 +2,9 @@
 
 Request threads :meth:`DynamicBatcher.submit` a decoded waveform with its user's serving name (and that adapter's
 file) and wait on the returned future. One model thread takes the first waiting request, keeps collecting for up to
-``max_wait_ms`` or until ``max_batch_size`` requests are in, hands the batch's adapter files to ``bind`` (the adapter
+``max_wait_ms`` or until ``max_batch_size`` requests are in, but only while more are to come: a request announces
+itself while it is being decoded (:meth:`DynamicBatcher.arriving`), and a batch with nothing queued and nothing
+announced runs at once (a lone request never waits). It then hands the batch's adapter files to ``bind`` (the adapter
 cache's :meth:`~kospeech.service.adapter_cache.ByteBoundedAdapterCache.bind`) and runs the batch as one mixed-user
 call of :meth:`Recognizer.transcribe <kospeech.inference.Recognizer.transcribe>` (the frozen trunk once per forward
 pass, each row through its own user's adapter). The batch goes in shortest first: the recognizer runs its segments
@@ -18,9 +20,10 @@ import queue
 import threading
 import time
 from concurrent.futures import Future
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Dict, List, Mapping, Optional
+from typing import Callable, Dict, Iterator, List, Mapping, Optional
 
 import numpy as np
 
@@ -53,7 +56,7 @@ class DynamicBatcher:
     Args:
         recognizer: the process's recognizer (used from the model thread only).
         max_batch_size: the most requests per batch.
-        max_wait_ms: how long the first request of a batch waits for more.
+        max_wait_ms: how long the first request of a batch waits for more (while more are queued or announced).
         on_batch: called after each batch with (requests, seconds of model time).
         bind: called on the model thread before each batch with {serving name: adapter file} of its requests.
     """
@@ -78,6 +81,7 @@ class DynamicBatcher:
         self._lock = threading.Lock()
         self._thread: Optional[threading.Thread] = None
         self._forming = 0
+        self._arriving = 0
 
     def start(self) -> None:
         """Start the model thread."""
@@ -97,6 +101,17 @@ class DynamicBatcher:
             self._queue.put(_STOP)
             thread, self._thread = self._thread, None
         thread.join(timeout)
+
+    @contextmanager
+    def arriving(self) -> Iterator[None]:
+        """Announce a request on its way to :meth:`submit` (submit it inside the block): a forming batch waits for it."""
+        with self._lock:
+            self._arriving += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._arriving -= 1
 
     def depth(self) -> int:
         """Requests waiting for the model: queued, or collected into the batch being formed."""
@@ -133,6 +148,8 @@ class DynamicBatcher:
             self._forming = 1
             deadline = time.monotonic() + self.max_wait
             while len(batch) < self.max_batch_size:
+                if self._queue.empty() and not self._arriving:  # nobody else on the way: run now
+                    break
                 try:
                     item = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
                 except queue.Empty:

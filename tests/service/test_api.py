@@ -476,7 +476,7 @@ def test_requests_waiting_for_their_batch_hold_no_database_connection(tmp_path, 
             files = {"file": ("a.wav", wav_bytes(tone(0.5)))}
             return client.post("/v1/audio/transcriptions", files=files, data={"user": user_id}, headers=headers)
 
-        with ThreadPoolExecutor(4) as pool:
+        with ThreadPoolExecutor(4) as pool, state.batcher.arriving():  # one more announced: the batch waits
             waiting = [pool.submit(one, index) for index in range(3)]
             deadline = time.monotonic() + 60
             while state.batcher.depth() < 3 and time.monotonic() < deadline:

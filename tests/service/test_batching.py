@@ -60,10 +60,13 @@ def test_concurrent_requests_of_different_users_run_as_one_batch(tiny_users, tmp
     )
     batcher.start()
     futures = [None] * len(waves)
+    announced = threading.Barrier(len(waves))
 
     def submit(index):
         user = users[index]
-        futures[index] = batcher.submit(waves[index], 16000, user, files[user] if user else None)
+        with batcher.arriving():  # as the service's requests do while they are decoded
+            announced.wait()
+            futures[index] = batcher.submit(waves[index], 16000, user, files[user] if user else None)
 
     try:
         threads = [threading.Thread(target=submit, args=(index,)) for index in range(len(waves))]
@@ -98,6 +101,26 @@ def test_a_batch_waits_at_most_max_wait_and_holds_at_most_max_size(recognizer, t
     assert len(texts) == 1 and batches[0] == 1 and max(batches) <= 2 and sum(batches) == 6
     with pytest.raises(BatcherStopped):
         batcher.submit(wave, 16000, None)
+
+
+def test_a_lone_request_never_waits_and_an_announced_one_is_waited_for(recognizer, tiny_users):
+    wave = speech(tiny_users, 1)[0]
+    batches = []
+    batcher = DynamicBatcher(recognizer, max_batch_size=4, max_wait_ms=20000, on_batch=lambda n, s: batches.append(n))
+    batcher.start()
+    try:
+        started = time.monotonic()
+        batcher.submit(wave, 16000, None).result(timeout=60)  # nothing queued, nothing announced: no 20 s wait
+        assert time.monotonic() - started < 10.0 and batches == [1]
+        with batcher.arriving():
+            first = batcher.submit(wave, 16000, None)
+            with batcher.arriving():
+                time.sleep(0.3)  # still being decoded: the batch waits for it
+                second = batcher.submit(wave, 16000, None)
+        assert first.result(timeout=60).text == second.result(timeout=60).text
+    finally:
+        batcher.stop()
+    assert batches == [1, 2]
 
 
 def test_one_bad_request_fails_alone(recognizer, tiny_users):

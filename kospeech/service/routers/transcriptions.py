@@ -116,7 +116,6 @@ async def transcribe(
     language: Annotated[Optional[str], Form(description="accepted for OpenAI compatibility, ignored")] = None,
 ) -> Response:
     """Transcribe one recording. Requests arriving together are run as one batch across users."""
-    serving = await run_in_threadpool(_serving, session, caller, state, user)
     settings = state.settings
     name = file.filename or "upload"
 
@@ -124,11 +123,13 @@ async def transcribe(
         with spooled_upload(file.file, name, state.storage.uploads_dir, settings.max_upload_bytes) as path:
             return decode_audio(path, name, settings.max_audio_seconds)
 
-    waveform = await run_in_threadpool(decode)
-    try:
-        future = state.batcher.submit(waveform, SAMPLE_RATE, serving.name, serving.file)
-    except BatcherStopped as exc:
-        raise ServiceError(503, "unavailable", str(exc)) from exc
+    with state.batcher.arriving():  # a batch being formed waits for this request (up to server.batch_max_wait_ms)
+        serving = await run_in_threadpool(_serving, session, caller, state, user)
+        waveform = await run_in_threadpool(decode)
+        try:
+            future = state.batcher.submit(waveform, SAMPLE_RATE, serving.name, serving.file)
+        except BatcherStopped as exc:
+            raise ServiceError(503, "unavailable", str(exc)) from exc
     try:
         result: Transcription = await asyncio.wrap_future(future)
     except UnknownUserError as exc:  # the active version's file is not there: fail loudly, never serve the base
