@@ -249,7 +249,9 @@ def test_the_cli_records_the_recipe_and_says_plainly_when_an_adapter_is_rejected
     )
     assert encoder.returncode == 0, encoder.stderr
     recorded = OmegaConf.load(tmp_path / "enc" / "config.yaml").train
-    assert recorded.adapter_bottleneck_dim == 32 and recorded.peak_lr == 2e-3 and recorded.num_epochs == 1
+    assert recorded.adapter_bottleneck_dim == 24 and recorded.adapter_extractor_bottleneck_dim == 32
+    assert list(recorded.speed_perturbation) == [0.9, 1.1]
+    assert recorded.peak_lr == 2e-3 and recorded.num_epochs == 1
 
     rejected = subprocess.run(
         [
