@@ -22,7 +22,8 @@ one at a time in alternating rounds (so that a change of the machine's load hits
 (its adapter is loaded: the figures are warm-cache, in steady state) the answers completed over the measured time are
 counted. Requests/s is their number per second; latency is per request (p50, p95); the mean batch size comes from
 the server's ``/metrics``; the server's CPU time per request (user + system, from ``/proc``, over the same time) is
-the work a request costs whatever else runs on the machine. Every answer must be 200 and name the user's adapter
+the work a request costs whatever else runs on the machine (the clients' own CPU time is reported too: on two cores
+they compete with the server). Every answer must be 200 and name the user's adapter
 version. The trained adapters are kept next to the voices' speech and reused by later runs (``--retrain``).
 
 Results go to ``runs/benchmarks/service_load.json`` (the servers' logs to ``runs/benchmarks/service_load_logs/``);
@@ -204,7 +205,7 @@ async def run_clients(url: str, key: str, users: List[Dict[str, Any]], seconds: 
                 answered.add(user["user"])
                 index += 1
 
-        async def snapshot() -> Tuple[float, float, List[float]]:
+        async def snapshot() -> Tuple[float, float, List[float], float]:
             batches = [0.0, 0.0]
             for line in (await client.get("/metrics")).text.splitlines():
                 name, _, value = line.partition(" ")
@@ -212,7 +213,7 @@ async def run_clients(url: str, key: str, users: List[Dict[str, Any]], seconds: 
                     batches[0] = float(value)
                 elif name == "kospeech_batch_size_requests_count":
                     batches[1] = float(value)
-            return time.perf_counter(), cpu_seconds(pid), batches
+            return time.perf_counter(), cpu_seconds(pid), batches, time.process_time()
 
         loops = [asyncio.create_task(client_loop(user)) for user in users]
         while len(answered) < len(users):
@@ -231,6 +232,7 @@ async def run_clients(url: str, key: str, users: List[Dict[str, Any]], seconds: 
         "seconds": last[0] - first[0],
         "latencies": latencies,
         "cpu_seconds": last[1] - first[1],
+        "client_cpu_seconds": last[3] - first[3],
         "batches": [last[2][0] - first[2][0], last[2][1] - first[2][1]],
     }
 
@@ -271,7 +273,14 @@ def main() -> None:
                 servers[mode] = start_server(args, data_dir, [*extra, *args.setting], logs / f"server_{mode}.log")
             for k in concurrency:
                 totals = {
-                    mode: {"completed": 0, "seconds": 0.0, "cpu_seconds": 0.0, "latencies": [], "batches": [0.0, 0.0]}
+                    mode: {
+                        "completed": 0,
+                        "seconds": 0.0,
+                        "cpu_seconds": 0.0,
+                        "client_cpu_seconds": 0.0,
+                        "latencies": [],
+                        "batches": [0.0, 0.0],
+                    }
                     for mode in MODES
                 }
                 for round_index in range(args.rounds):
@@ -283,7 +292,7 @@ def main() -> None:
                             run_clients(url, setup["key"], users, seconds / args.rounds, process.pid)
                         )
                         total = totals[mode]
-                        for name in ("completed", "seconds", "cpu_seconds"):
+                        for name in ("completed", "seconds", "cpu_seconds", "client_cpu_seconds"):
                             total[name] += measured[name]
                         total["latencies"] += measured["latencies"]
                         total["batches"] = [total["batches"][i] + measured["batches"][i] for i in (0, 1)]
@@ -296,6 +305,9 @@ def main() -> None:
                         "p95_ms": round(1000 * percentile(latencies, 0.95), 1),
                         "mean_batch_size": round(total["batches"][0] / max(1.0, total["batches"][1]), 2),
                         "server_cpu_ms_per_request": round(1000 * total["cpu_seconds"] / max(1, total["completed"]), 1),
+                        "client_cpu_ms_per_request": round(
+                            1000 * total["client_cpu_seconds"] / max(1, total["completed"]), 1
+                        ),
                     }
                     print(f"{mode:<10} K={k:<3} {json.dumps(rows[mode][k])}", flush=True)
         finally:
@@ -336,8 +348,9 @@ def main() -> None:
         f"load average {results['machine']['load_average_1min']} at the end)"
     )
     print(f"{MAX_USERS} users, each with its own encoder adapter; clips of {results['clip_seconds_mean']} s on average")
-    header = ["mode", "K", "requests", "req/s", "p50 ms", "p95 ms", "mean batch", "server CPU ms/req"]
+    header = ["mode", "K", "requests", "req/s", "p50 ms", "p95 ms", "mean batch", "server CPU ms/req", "client CPU"]
     keys = ["requests", "requests_per_second", "p50_ms", "p95_ms", "mean_batch_size", "server_cpu_ms_per_request"]
+    keys.append("client_cpu_ms_per_request")
     table = [[mode, k, *(row[key] for key in keys)] for mode, by_k in rows.items() for k, row in by_k.items()]
     print_table(header, table)
     print(f"results: {output}")

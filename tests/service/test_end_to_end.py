@@ -15,7 +15,7 @@ from kospeech.data.manifest import read_manifest
 from kospeech.metrics import character_error_rate
 from kospeech.service.storage import Storage
 
-TRAIN_EPOCHS = 5
+TRAIN_EPOCHS = 3
 """Epochs of the training job (the encoder recipe's 20 under early stopping take minutes on a loaded CI machine)."""
 
 

@@ -14,7 +14,7 @@ from kospeech.data.manifest import read_manifest
 from kospeech.service.storage import Storage
 
 ENROLLMENT = 50
-TRAIN_EPOCHS = 5
+TRAIN_EPOCHS = 3
 
 
 @pytest.mark.slow
