@@ -10,7 +10,9 @@ and counted in :attr:`CacheStats.rejected` at every lookup.
 
 Another cache can serve a :class:`Recognizer` in this one's place (a service that keeps each user's file in its own
 folder and bounds memory in bytes, say): anything with the interface :class:`AdapterSource`, built by the factory
-given as ``Recognizer(adapter_cache_factory=...)`` from the recognizer's :data:`AdapterLoader`.
+given as ``Recognizer(adapter_cache_factory=...)`` from the recognizer's :data:`AdapterLoader`. Such a cache can be
+built on :class:`LruAdapterCache`, the core :class:`AdapterCache` is built on (the LRU order, the file checks, the
+loader and the counters), saying how a name finds its file and what an adapter weighs against the bound.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from kospeech.inference.records import CacheStats
 from kospeech.models import AdapterManager
 from kospeech.models.adapter import AdapterModule
 
-__all__ = ["AdapterCache", "AdapterLoader", "AdapterSource"]
+__all__ = ["AdapterCache", "AdapterLoader", "AdapterSource", "LruAdapterCache"]
 
 logger = logging.getLogger(__name__)
 
@@ -58,64 +60,89 @@ class AdapterSource(Protocol):
         """The cache's counters."""
 
 
-@dataclass
-class _CacheEntry:
-    adapter: Optional[AdapterModule]  # None: the file is not to be served (rejected at training)
-    stamp: Tuple[int, int, int, int]
-
-
 def _file_stamp(path: Path) -> Tuple[int, int, int, int]:
     """(device, inode, mtime_ns, size): changes when the file is rewritten, also by an atomic replace."""
     status = path.stat()
     return status.st_dev, status.st_ino, status.st_mtime_ns, status.st_size
 
 
-class AdapterCache:
-    """Bounded LRU cache of loaded adapters, keyed by user (adapter) name; thread-safe.
+@dataclass
+class _CacheEntry:
+    path: Path
+    stamp: Tuple[int, int, int, int]
+    adapter: Optional[AdapterModule]  # None: the file is not to be served (rejected at training)
+    weight: int
 
-    Each lookup finds ``{adapter_dir}/{name}_adapter.pt`` by exact name and compares the file's identity,
-    modification time and size with those seen when it was loaded, so a file replaced on disk is loaded again.
+
+class LruAdapterCache:
+    """The core of the adapter caches: a thread-safe LRU of loaded adapters keyed by name, bounded in total weight.
+
+    A subclass says where a name's file is (:meth:`_path`, required), what an adapter weighs against the bound
+    (:meth:`_weight`: 1, so the bound counts adapters) and what else a load makes obsolete (:meth:`_after_load`).
+    Each lookup compares the file's identity, modification time and size with those seen when it was loaded, so a
+    file replaced on disk is loaded again. Least recently used adapters are evicted while the total weight exceeds
+    the bound, except the one just loaded.
 
     Args:
-        adapter_dir: directory of ``<name>_adapter.pt`` files.
-        loader: turns an adapter file into a ready-to-use module (for :class:`Recognizer`: loaded and checked with
-            :meth:`AdapterManager.load_adapter`, eval mode, on the model's device), or ``None`` for a file that must
-            not be served.
-        capacity: the most adapters held at once (>= 1).
+        adapter_dir: the folder named in the Recognizer's messages about users without an adapter.
+        loader: turns an adapter file into a module ready to serve, or ``None`` for a file that must not be served.
+        bound: the most total weight held (>= 1), reported as :attr:`CacheStats.capacity`.
+        bound_name: how error messages call ``bound``.
+
+    Raises:
+        ValueError: ``bound`` is not an int >= 1.
     """
 
-    def __init__(
-        self, adapter_dir: PathLike, loader: Callable[[Path], Optional[AdapterModule]], capacity: int = 32
-    ) -> None:
-        if isinstance(capacity, bool) or not isinstance(capacity, int) or capacity < 1:
-            raise ValueError(f"cache capacity must be an int >= 1, got {capacity!r}")
+    def __init__(self, adapter_dir: PathLike, loader: AdapterLoader, bound: int, bound_name: str) -> None:
+        if isinstance(bound, bool) or not isinstance(bound, int) or bound < 1:
+            raise ValueError(f"{bound_name} must be an int >= 1, got {bound!r}")
         self.adapter_dir = Path(adapter_dir)
-        if not self.adapter_dir.is_dir():
-            raise FileNotFoundError(f"adapter directory not found: {self.adapter_dir}")
-        self.capacity = capacity
+        self._bound = bound
         self._loader = loader
         self._entries: OrderedDict[str, _CacheEntry] = OrderedDict()
         self._lock = threading.Lock()
+        self._weight_held = 0
         self._hits = self._misses = self._evictions = self._reloads = self._rejected = 0
 
-    def available(self) -> List[str]:
-        """Sorted names of the adapter files in the directory (files are not opened)."""
-        return AdapterManager.adapter_names(self.adapter_dir)
+    def _path(self, name: str) -> Path:
+        """The file ``name`` is served from (each cache says where); called without the lock held.
+
+        Raises:
+            FileNotFoundError: ``name`` has no adapter file.
+        """
+        raise NotImplementedError
+
+    def _weight(self, adapter: Optional[AdapterModule]) -> int:
+        """What ``adapter`` counts against the bound."""
+        return 1
+
+    def _after_load(self, name: str) -> None:
+        """Drop what loading ``name`` made obsolete (nothing here); called with the lock held, before it is added."""
+
+    def _drop(self, name: str) -> None:
+        """Remove a cached entry; the caller holds the lock."""
+        entry = self._entries.pop(name)
+        self._weight_held -= entry.weight
 
     def get(self, name: str) -> Optional[AdapterModule]:
         """The adapter of ``name``, loading it on a miss or when its file changed; ``None`` when it is not served.
 
+        Args:
+            name: the adapter's name.
+
+        Returns:
+            The cached or just-loaded module, or ``None`` for a file the loader refused to serve.
+
         Raises:
-            ValueError: invalid name.
-            FileNotFoundError: no ``<name>_adapter.pt`` in the directory (the folder is not listed).
+            FileNotFoundError: ``name`` has no adapter file (from :meth:`_path`), or it is gone.
             AdapterCompatibilityError / ValueError: from the loader (wrong base, vocabulary, features, bad file).
         """
-        # no folder listing on a miss: a caller falling back to the base model must not list thousands of files
-        path = AdapterManager.find_adapter(self.adapter_dir, name, list_available=False)
+        path = self._path(name)
         stamp = _file_stamp(path)  # taken before reading, so a concurrent replace is picked up next time
         with self._lock:
             entry = self._entries.get(name)
-            if entry is not None and entry.stamp == stamp:
+            # and the same path: a name bound to another path counts as changed, even to a hard link of its file
+            if entry is not None and entry.stamp == stamp and entry.path == path:
                 self._entries.move_to_end(name)
                 self._hits += 1
                 self._rejected += entry.adapter is None
@@ -123,15 +150,20 @@ class AdapterCache:
             self._misses += 1
             if entry is not None:
                 self._reloads += 1
+                self._drop(name)
                 logger.info("adapter file of %r changed on disk; reloading %s", name, path)
-                del self._entries[name]
             adapter = self._loader(path)
             self._rejected += adapter is None
-            self._entries[name] = _CacheEntry(adapter, stamp)
-            while len(self._entries) > self.capacity:
-                evicted, _ = self._entries.popitem(last=False)
+            self._after_load(name)
+            weight = self._weight(adapter)
+            self._entries[name] = _CacheEntry(path, stamp, adapter, weight)
+            self._weight_held += weight
+            # the adapter just loaded stays even when it alone exceeds the bound: the caller is about to use it
+            while self._weight_held > self._bound and len(self._entries) > 1:
+                evicted = next(iter(self._entries))
+                self._drop(evicted)
                 self._evictions += 1
-                logger.debug("adapter cache full (%d): evicted %r", self.capacity, evicted)
+                logger.debug("adapter cache over its bound (%d): evicted %r", self._bound, evicted)
             return adapter
 
     def names(self) -> List[str]:
@@ -148,12 +180,13 @@ class AdapterCache:
             return len(self._entries)
 
     def clear(self) -> None:
-        """Drop every cached adapter (the counters are kept)."""
+        """Drop every cached adapter (the counters, and any other state of the cache, are kept)."""
         with self._lock:
             self._entries.clear()
+            self._weight_held = 0
 
     def stats(self) -> CacheStats:
-        """Current counters."""
+        """Current counters (``capacity`` is the bound)."""
         with self._lock:
             return CacheStats(
                 self._hits,
@@ -161,6 +194,60 @@ class AdapterCache:
                 self._evictions,
                 self._reloads,
                 len(self._entries),
-                self.capacity,
+                self._bound,
                 self._rejected,
             )
+
+
+class AdapterCache(LruAdapterCache):
+    """Bounded LRU cache of loaded adapters, keyed by user (adapter) name; thread-safe.
+
+    Each lookup finds ``{adapter_dir}/{name}_adapter.pt`` by exact name and compares the file's identity,
+    modification time and size with those seen when it was loaded, so a file replaced on disk is loaded again.
+
+    Args:
+        adapter_dir: directory of ``<name>_adapter.pt`` files.
+        loader: turns an adapter file into a ready-to-use module (for :class:`Recognizer`: loaded and checked with
+            :meth:`AdapterManager.load_adapter`, eval mode, on the model's device), or ``None`` for a file that must
+            not be served.
+        capacity: the most adapters held at once (>= 1).
+
+    Raises:
+        ValueError: ``capacity`` is not an int >= 1.
+        FileNotFoundError: ``adapter_dir`` is not a directory.
+    """
+
+    def __init__(self, adapter_dir: PathLike, loader: AdapterLoader, capacity: int = 32) -> None:
+        super().__init__(adapter_dir, loader, capacity, "cache capacity")
+        if not self.adapter_dir.is_dir():
+            raise FileNotFoundError(f"adapter directory not found: {self.adapter_dir}")
+
+    @property
+    def capacity(self) -> int:
+        """The most adapters held at once."""
+        return self._bound
+
+    def available(self) -> List[str]:
+        """Sorted names of the adapter files in the directory (files are not opened)."""
+        return AdapterManager.adapter_names(self.adapter_dir)
+
+    def get(self, name: str) -> Optional[AdapterModule]:
+        """The adapter of ``name``, loading it on a miss or when its file changed; ``None`` when it is not served.
+
+        Args:
+            name: the user's (adapter's) name.
+
+        Returns:
+            The cached or just-loaded module, or ``None`` for a file the loader refused to serve.
+
+        Raises:
+            ValueError: invalid name.
+            FileNotFoundError: no ``<name>_adapter.pt`` in the directory (the folder is not listed).
+            AdapterCompatibilityError / ValueError: from the loader (wrong base, vocabulary, features, bad file).
+        """
+        return super().get(name)  # the shared lookup; overridden to document this cache's errors
+
+    def _path(self, name: str) -> Path:
+        """``{adapter_dir}/{name}_adapter.pt``."""
+        # no folder listing on a miss: a caller falling back to the base model must not list thousands of files
+        return AdapterManager.find_adapter(self.adapter_dir, name, list_available=False)

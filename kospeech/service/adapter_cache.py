@@ -9,30 +9,25 @@ database which one is in force, and bounds the cache in bytes. So this cache has
 just before the Recognizer looks them up, on the one model thread. A response therefore always names the version
 that served it; a newly activated version has a new name and is loaded at its first request, without a restart; the
 older versions of that user leave the cache then. Least recently used adapters are evicted while the tensors held
-exceed ``max_bytes``. Like the library's cache it compares the file's identity, modification time and size at every
-lookup, so a file that changes on disk is never served stale.
+exceed ``max_bytes``. It is built on the library's :class:`~kospeech.inference.adapter_cache.LruAdapterCache`, as
+the library's cache is, so it too compares the file's identity, modification time and size at every lookup, and a
+file that changes on disk is never served stale.
 """
 
 from __future__ import annotations
 
 import logging
-import threading
-from collections import OrderedDict
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Mapping, Optional, Tuple
+from typing import Dict, List, Mapping, Optional
 
 from torch import nn
 
-from kospeech.inference.adapter_cache import AdapterLoader
-from kospeech.inference.records import CacheStats
+from kospeech.inference.adapter_cache import AdapterLoader, LruAdapterCache
 from kospeech.models.adapter import AdapterModule
 
 __all__ = ["ByteBoundedAdapterCache", "module_bytes", "serving_name"]
 
 logger = logging.getLogger(__name__)
-
-Stamp = Tuple[int, int, int, int]
 
 
 def serving_name(user_key: str, version: int) -> str:
@@ -52,20 +47,7 @@ def module_bytes(module: Optional[nn.Module]) -> int:
     return sum(tensor.numel() * tensor.element_size() for tensor in tensors)
 
 
-def _stamp(path: Path) -> Stamp:
-    status = path.stat()
-    return status.st_dev, status.st_ino, status.st_mtime_ns, status.st_size
-
-
-@dataclass
-class _Entry:
-    path: Path
-    stamp: Stamp
-    adapter: Optional[AdapterModule]  # None: the file must not be served (rejected at training)
-    size: int
-
-
-class ByteBoundedAdapterCache:
+class ByteBoundedAdapterCache(LruAdapterCache):
     """LRU cache of loaded adapter versions bounded in bytes, keyed by serving name; thread-safe.
 
     Args:
@@ -74,34 +56,38 @@ class ByteBoundedAdapterCache:
             Recognizer's :meth:`~kospeech.inference.Recognizer.load_adapter`).
         max_bytes: the most bytes of adapter tensors held; the adapter just loaded is kept even when it alone is
             larger.
+
+    Raises:
+        ValueError: ``max_bytes`` is not an int >= 1.
     """
 
     def __init__(self, root: Path, loader: AdapterLoader, max_bytes: int) -> None:
-        if isinstance(max_bytes, bool) or not isinstance(max_bytes, int) or max_bytes < 1:
-            raise ValueError(f"max_bytes must be an int >= 1, got {max_bytes!r}")
-        self.adapter_dir = Path(root)
-        self.max_bytes = max_bytes
-        self._loader = loader
+        super().__init__(root, loader, max_bytes, "max_bytes")
         self._paths: Dict[str, Path] = {}
-        self._entries: OrderedDict[str, _Entry] = OrderedDict()
-        self._lock = threading.Lock()
-        self._bytes = 0
-        self._hits = self._misses = self._evictions = self._reloads = self._rejected = 0
+
+    @property
+    def max_bytes(self) -> int:
+        """The most bytes of adapter tensors held (``capacity`` in :meth:`stats`)."""
+        return self._bound
 
     def bind(self, files: Mapping[str, Path]) -> None:
-        """Say where the adapter files of the next batch's serving names are (replacing the previous batch's)."""
+        """Say where the adapter files of the next batch's serving names are (replacing the previous batch's).
+
+        Args:
+            files: the file of each serving name.
+        """
         with self._lock:
             self._paths = {name: Path(path) for name, path in files.items()}
 
     def forget_user(self, user_key: str) -> None:
-        """Drop every cached version of a user (deleted)."""
+        """Drop every cached version of a user (deleted).
+
+        Args:
+            user_key: the user's database id.
+        """
         with self._lock:
             for name in [name for name in self._entries if _user_key(name) == user_key]:
                 self._drop(name)
-
-    def _drop(self, name: str) -> None:
-        entry = self._entries.pop(name)
-        self._bytes -= entry.size
 
     def available(self) -> List[str]:
         """Serving names bound for the current batch."""
@@ -111,76 +97,38 @@ class ByteBoundedAdapterCache:
     def get(self, name: str) -> Optional[AdapterModule]:
         """The adapter served as ``name``, loaded on a miss or when its file changed; ``None`` when it is not served.
 
+        Args:
+            name: a serving name, ``<user key>-<version>``.
+
+        Returns:
+            The cached or just-loaded module, or ``None`` for a rejected adapter.
+
         Raises:
             FileNotFoundError: ``name`` is not bound, or its file does not exist (any more).
             AdapterCompatibilityError / ValueError: from the loader.
         """
+        return super().get(name)  # the shared lookup; overridden to document this cache's errors
+
+    def _path(self, name: str) -> Path:
+        """The file bound to ``name`` for the current batch."""
         with self._lock:
             path = self._paths.get(name)
         if path is None:
             raise FileNotFoundError(f"no adapter file bound to {name!r}")
-        stamp = _stamp(path)  # FileNotFoundError when it is gone; taken before reading, so a change is seen next time
-        with self._lock:
-            entry = self._entries.get(name)
-            if entry is not None and entry.stamp == stamp and entry.path == path:
-                self._entries.move_to_end(name)
-                self._hits += 1
-                self._rejected += entry.adapter is None
-                return entry.adapter
-            self._misses += 1
-            if entry is not None:
-                self._reloads += 1
-                self._drop(name)
-                logger.info("adapter file of %r changed on disk; reloading %s", name, path)
-            adapter = self._loader(path)
-            self._rejected += adapter is None
-            for older in [other for other in self._entries if _user_key(other) == _user_key(name)]:
-                self._drop(older)
-                logger.debug("adapter %r superseded by %r", older, name)
-            size = module_bytes(adapter)
-            self._entries[name] = _Entry(path, stamp, adapter, size)
-            self._bytes += size
-            while self._bytes > self.max_bytes and len(self._entries) > 1:
-                evicted = next(iter(self._entries))
-                self._drop(evicted)
-                self._evictions += 1
-                logger.debug("adapter cache over %d bytes: evicted %r", self.max_bytes, evicted)
-            return adapter
+        return path
 
-    def names(self) -> List[str]:
-        """Cached names, least recently used first."""
-        with self._lock:
-            return list(self._entries)
+    def _weight(self, adapter: Optional[AdapterModule]) -> int:
+        """The bytes of ``adapter``'s tensors."""
+        return module_bytes(adapter)
 
-    def __len__(self) -> int:
-        with self._lock:
-            return len(self._entries)
-
-    def __contains__(self, name: object) -> bool:
-        with self._lock:
-            return name in self._entries
+    def _after_load(self, name: str) -> None:
+        """Drop the other versions of ``name``'s user: the one just loaded is the version in force now."""
+        for older in [other for other in self._entries if _user_key(other) == _user_key(name)]:
+            self._drop(older)
+            logger.debug("adapter %r superseded by %r", older, name)
 
     @property
     def bytes(self) -> int:
         """Bytes of adapter tensors held now."""
         with self._lock:
-            return self._bytes
-
-    def clear(self) -> None:
-        """Drop every cached adapter (bindings and counters are kept)."""
-        with self._lock:
-            self._entries.clear()
-            self._bytes = 0
-
-    def stats(self) -> CacheStats:
-        """The counters, in the library's record (``capacity`` is the byte bound here)."""
-        with self._lock:
-            return CacheStats(
-                self._hits,
-                self._misses,
-                self._evictions,
-                self._reloads,
-                len(self._entries),
-                self.max_bytes,
-                self._rejected,
-            )
+            return self._weight_held
