@@ -8,13 +8,17 @@ import pytest
 from kospeech.data.synthetic.channel import apply_channel, make_noise, normalize_level, room_impulse_response
 from kospeech.data.synthetic.espeak import EspeakVoice, available_variants, synthesize, validate_variant
 from kospeech.data.synthetic.profiles import (
+    CHALLENGE_VOICES,
     NOISE_TYPES,
+    SEALED_CHANNEL_KINDS,
+    SEALED_VOICES,
     SPEAKER_VARIANTS,
     USER_CHANNEL_KINDS,
     ChannelProfile,
     SpeakerProfile,
     assign_variants,
     sample_base_channel,
+    sample_sealed_channel,
     sample_speaker_profile,
     sample_user_channel,
 )
@@ -24,7 +28,7 @@ TEXT = "안녕하세요 오늘 날씨가 좋네요"
 
 def test_every_curated_variant_exists():
     variants = set(available_variants())
-    assert set(SPEAKER_VARIANTS) <= variants
+    assert set(SPEAKER_VARIANTS) | set(CHALLENGE_VOICES) | set(SEALED_VOICES) <= variants
 
 
 @pytest.mark.parametrize("bad", ["M3", "nonexistent", "m3 ", ""])
@@ -182,3 +186,65 @@ def test_normalize_level_hits_the_target():
     x = normalize_level(_tone(), 16000, target_dbfs=-20.0)
     active = x[np.abs(x) > 0]
     assert abs(10 * np.log10(np.mean(active.astype(np.float64) ** 2)) + 20.0) < 1.5
+
+
+def test_sealed_channels_round_trip_and_optional_settings_are_validated():
+    for kind in SEALED_CHANNEL_KINDS:
+        channel = sample_sealed_channel(random.Random(3), f"sealed-{kind}", kind)
+        assert channel.kind == kind and ChannelProfile.from_dict(channel.to_dict()) == channel
+    with pytest.raises(ValueError, match="unknown sealed channel kind"):
+        sample_sealed_channel(random.Random(0), "s", "underwater")
+    assert set(ChannelProfile("c").to_dict()).isdisjoint(
+        {"echo_delay_s", "echo_gain_db", "suppression_db", "packet_loss"}
+    )
+    with pytest.raises(ValueError, match="packet_loss"):
+        ChannelProfile("c", packet_loss=0.5)
+    with pytest.raises(ValueError, match="suppression_db"):
+        ChannelProfile("c", suppression_db=2.0)
+    with pytest.raises(ValueError, match="set together"):
+        ChannelProfile("c", echo_delay_s=0.2)
+    with pytest.raises(ValueError, match="echo_gain_db"):
+        ChannelProfile("c", echo_delay_s=0.2, echo_gain_db=0.0)
+
+
+def test_car_noise_is_low_frequency():
+    noise = make_noise("car", 32000, 16000, np.random.default_rng(0))
+    assert _band_energy(noise, 0, 300) > 0.95 * _band_energy(noise, 0, 8000)
+
+
+def test_packet_loss_silences_bursts_of_20_to_60_ms():
+    t = np.arange(16000 * 10) / 16000
+    x = 0.3 * np.sin(2 * np.pi * 220 * t + 0.1)
+    profile = ChannelProfile("l", packet_loss=0.1)
+    lossy = apply_channel(x, 16000, profile, np.random.default_rng(0))
+    assert np.array_equal(lossy, apply_channel(x, 16000, profile, np.random.default_rng(0)))
+    lost = np.all(lossy.reshape(-1, 320) == 0.0, axis=1)  # 20 ms packets
+    assert 0.07 < lost.mean() < 0.13
+    clean = apply_channel(x, 16000, ChannelProfile("c"), np.random.default_rng(0))
+    assert np.array_equal(lossy.reshape(-1, 320)[~lost], clean.reshape(-1, 320)[~lost])  # the rest untouched
+    starts = np.flatnonzero(np.diff(np.concatenate([[0], lost.astype(int)])) == 1)
+    assert len(starts) > 10
+
+
+def test_echo_repeats_the_signal_after_the_delay():
+    x = np.zeros(16000)
+    x[:800] = 0.3 * np.sin(2 * np.pi * 440 * np.arange(800) / 16000)  # a 50 ms burst, then silence
+    echoed = apply_channel(x, 16000, ChannelProfile("e", echo_delay_s=0.2, echo_gain_db=-6.0), np.random.default_rng(0))
+
+    def energy(start, stop):
+        return float(np.sum(echoed[int(start * 16000) : int(stop * 16000)].astype(np.float64) ** 2))
+
+    assert np.isclose(energy(0.2, 0.25) / energy(0.0, 0.05), 10 ** (-6 / 10), rtol=0.01)
+    assert np.isclose(energy(0.4, 0.45) / energy(0.0, 0.05), 10 ** (-12 / 10), rtol=0.01)
+    assert energy(0.06, 0.19) == 0.0
+
+
+def test_noise_suppression_removes_noise_in_pauses_and_keeps_speech():
+    x = _tone(2.0)
+    pause = np.abs(x) == 0.0
+    noisy = ChannelProfile("n", noise_type="white", snr_db=10.0, snr_jitter_db=0.0)
+    suppressed = ChannelProfile("s", noise_type="white", snr_db=10.0, snr_jitter_db=0.0, suppression_db=30.0)
+    before = apply_channel(x, 16000, noisy, np.random.default_rng(0)).astype(np.float64)
+    after = apply_channel(x, 16000, suppressed, np.random.default_rng(0)).astype(np.float64)
+    assert 10 * np.log10(np.mean(before[pause] ** 2) / np.mean(after[pause] ** 2)) > 10.0  # edges smeared by the STFT
+    assert np.mean(after[~pause] ** 2) > 0.5 * np.mean(before[~pause] ** 2)

@@ -19,6 +19,7 @@ from kospeech.data.synthetic import (
     ensure_corpus,
     plan_challenge,
     plan_corpus,
+    plan_sealed,
 )
 from kospeech.data.synthetic.corpus import PRESETS
 from kospeech.vocabs import Vocabulary
@@ -316,3 +317,60 @@ def test_challenge_sets_are_built_on_request_byte_identical(tmp_path):
     assert rate == 16000 and np.abs(samples).max() > 0.01  # speech came through the Opus codec
     with pytest.raises(ValueError, match="unknown user group"):
         build_user_sets(tmp_path / "c", vocab, preset="tiny", group="base")
+
+
+def test_sealed_users_are_unlike_every_other_group_and_leave_the_plan_and_the_challenge_alone():
+    from kospeech.data.synthetic.profiles import (
+        CHALLENGE_CHANNEL_KINDS,
+        CHALLENGE_VOICES,
+        SEALED_CHANNEL_KINDS,
+        SEALED_VOICES,
+        SPEAKER_VARIANTS,
+        USER_CHANNEL_KINDS,
+    )
+
+    plan = plan_corpus("demo", 0)
+    challenge_users, challenge_utterances = plan_challenge(plan)
+    users, utterances = plan_sealed(plan)
+    assert [user.user_id for user in users] == [f"sealed{index:02d}" for index in range(1, 7)]
+    kinds = {user.channel.kind for user in users}
+    assert kinds == set(SEALED_CHANNEL_KINDS)
+    assert not kinds & ({"base"} | set(USER_CHANNEL_KINDS) | set(CHALLENGE_CHANNEL_KINDS))
+    voices = {user.speaker.variant for user in users}
+    assert voices == set(SEALED_VOICES) and len(voices) == 6
+    assert not voices & (set(SPEAKER_VARIANTS) | set(CHALLENGE_VOICES))
+    texts = [u.text for u in utterances]
+    assert len(set(texts)) == len(texts)
+    assert not set(texts) & {u.text for u in plan.utterances}
+    assert not set(texts) & {u.text for u in challenge_utterances}
+    assert all(u.group == f"sealed/{u.speaker.speaker_id}" for u in utterances)
+    sizes = plan.sizes
+    assert len(utterances) == 6 * (sizes.enroll_per_user + sizes.test_per_user)
+    assert plan_sealed(plan_corpus("demo", 0)) == (users, utterances)
+    # planning them changes nothing of the corpus or the challenge users, and their channels' new settings stay out of
+    # every other channel's description (and so out of the audio hashes of every existing file)
+    assert plan_corpus("demo", 0) == plan and plan_challenge(plan) == (challenge_users, challenge_utterances)
+    new_settings = {"echo_delay_s", "echo_gain_db", "suppression_db", "packet_loss"}
+    others = list(plan.base_channels) + [user.channel for user in plan.users + challenge_users]
+    assert all(not new_settings & set(channel.to_dict()) for channel in others)
+    assert all(channel.noise_type != "car" for channel in others)
+
+
+def test_sealed_sets_are_built_on_request(tmp_path):
+    vocab = Vocabulary.build([u.text for u in plan_sealed(plan_corpus("tiny", 0))[1]])
+    manifests = build_user_sets(tmp_path, vocab, preset="tiny", users=["sealed02", "sealed04"], group="sealed")
+    assert sorted(manifests) == ["sealed02", "sealed04"]
+    for user in manifests:
+        for split in ("enroll", "test"):
+            assert manifests[user][split] == tmp_path / "sealed" / user / f"{split}.tsv"
+            entries = read_manifest(manifests[user][split], vocab)
+            assert entries and all(entry.audio_path.is_file() for entry in entries)
+    wavs = sorted((tmp_path / "sealed").rglob("*.wav"))
+    assert len(wavs) == 2 * (PRESETS["tiny"].enroll_per_user + PRESETS["tiny"].test_per_user)
+    lost = []
+    for path in (tmp_path / "sealed" / "sealed04" / "wavs").glob("*.wav"):  # Opus, then lost packets
+        samples, rate = sf.read(path, dtype="int16")
+        assert rate == 16000 and np.abs(samples).max() > 300
+        packets = samples[: len(samples) - len(samples) % 320].reshape(-1, 320)
+        lost.append(np.mean(np.all(packets == 0, axis=1)))
+    assert 0.0 < np.mean(lost) < 0.2

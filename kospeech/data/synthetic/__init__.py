@@ -19,6 +19,7 @@ from kospeech.data.synthetic.corpus import (
     ensure_corpus,
     plan_challenge,
     plan_corpus,
+    plan_sealed,
     render_utterance,
 )
 from kospeech.data.synthetic.espeak import EspeakError, EspeakVoice, available_variants, synthesize, validate_variant
@@ -39,6 +40,7 @@ __all__ = [
     "ensure_corpus",
     "plan_challenge",
     "plan_corpus",
+    "plan_sealed",
     "render_utterance",
     "EspeakError",
     "EspeakVoice",

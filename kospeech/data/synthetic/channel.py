@@ -1,5 +1,6 @@
-"""Channel simulation: room reverb, additive noise at an SNR, EQ tilt, band limits, telephone line, gain, clipping,
-and a low-bitrate speech codec (Opus through PyAV, which ships its own FFmpeg libraries).
+"""Channel simulation: room reverb, additive noise at an SNR, echo, EQ tilt, band limits, telephone line, gain,
+clipping, noise suppression, a low-bitrate speech codec (Opus through PyAV, which ships its own FFmpeg libraries)
+and lost packets.
 
 Everything is deterministic given the waveform, the :class:`~kospeech.data.synthetic.profiles.ChannelProfile`
 and the ``numpy.random.Generator`` passed in (used for the noise of one utterance; the room response comes
@@ -14,10 +15,16 @@ import numpy as np
 
 from kospeech.data.synthetic.profiles import ChannelProfile
 
-__all__ = ["apply_channel", "room_impulse_response", "make_noise", "normalize_level", "TARGET_DBFS"]
+__all__ = ["apply_channel", "room_impulse_response", "make_noise", "normalize_level", "TARGET_DBFS", "GATE_RATIO"]
 
 TARGET_DBFS = -23.0
+GATE_RATIO = 5.0
+"""Noise suppression keeps a time-frequency cell at least this many times its bin's noise floor (~14 dB)."""
+_GATE_FLOOR_PERCENTILE = 20.0  # the noise floor of a frequency bin: its magnitude in the quietest fifth of the frames
 _FRAME_SECONDS = 0.02
+_PACKET_SECONDS = 0.02
+_GATE_WINDOW_SECONDS = 0.032
+_ECHO_FLOOR = 1e-3  # echoes weaker than this (-60 dB) are left out
 _TELEPHONE_BAND = (300.0, 3400.0)
 _MU = 255.0
 
@@ -88,7 +95,8 @@ def make_noise(noise_type: str, length: int, sample_rate: int, rng: np.random.Ge
 
     Args:
         noise_type: ``white``, ``pink`` (1/f), ``brown`` (1/f^2), ``hum`` (mains hum with harmonics plus a
-            little hiss) or ``babble`` (speech-shaped noise with syllable-rate modulation); ``none`` gives zeros.
+            little hiss), ``babble`` (speech-shaped noise with syllable-rate modulation) or ``car`` (brown road
+            rumble plus an engine's 25-45 Hz firing frequency and its harmonics, equally loud); ``none`` gives zeros.
         length: number of samples.
         sample_rate: samples per second.
         rng: the source of randomness.
@@ -105,12 +113,18 @@ def make_noise(noise_type: str, length: int, sample_rate: int, rng: np.random.Ge
         return np.zeros(length)
     if noise_type == "white":
         noise = rng.standard_normal(length)
-    elif noise_type in ("pink", "brown"):
+    elif noise_type in ("pink", "brown", "car"):
         spectrum = np.fft.rfft(rng.standard_normal(length))
         freqs = np.fft.rfftfreq(length, 1.0 / sample_rate)
         exponent = 0.5 if noise_type == "pink" else 1.0
         spectrum /= np.maximum(freqs, 20.0) ** exponent
         noise = np.fft.irfft(spectrum, n=length)
+        if noise_type == "car":
+            t = np.arange(length) / sample_rate
+            firing = rng.uniform(25.0, 45.0)
+            phases = rng.uniform(0.0, 2.0 * np.pi, size=4)
+            engine = sum(np.sin(2.0 * np.pi * firing * (k + 1) * t + phases[k]) / (k + 1) for k in range(4))
+            noise = noise / np.sqrt(np.mean(noise**2)) + engine / np.sqrt(np.mean(engine**2))
     elif noise_type == "hum":
         t = np.arange(length) / sample_rate
         base = rng.choice((50.0, 60.0))
@@ -127,7 +141,7 @@ def make_noise(noise_type: str, length: int, sample_rate: int, rng: np.random.Ge
             envelope = 0.5 * (1.0 + np.sin(2.0 * np.pi * rate * t + rng.uniform(0.0, 2.0 * np.pi)))
             noise += voice * envelope**2
     else:
-        raise ValueError(f"unknown noise type {noise_type!r}; allowed: none, white, pink, brown, hum, babble")
+        raise ValueError(f"unknown noise type {noise_type!r}; allowed: none, white, pink, brown, hum, babble, car")
     power = float(np.mean(noise**2))
     return noise / np.sqrt(power) if power > 0.0 else noise
 
@@ -139,9 +153,56 @@ def _tilt(waveform: np.ndarray, sample_rate: int, tilt_db_per_octave: float) -> 
     return np.fft.irfft(spectrum * 10.0 ** (gain_db / 20.0), n=len(waveform))
 
 
+def _echo(waveform: np.ndarray, sample_rate: int, delay_s: float, gain_db: float) -> np.ndarray:
+    """Add the signal back after every multiple of ``delay_s``, each repeat ``gain_db`` below the last (same length)."""
+    delay = max(1, int(round(delay_s * sample_rate)))
+    gain = 10.0 ** (gain_db / 20.0)
+    echoed = waveform.copy()
+    repeat = 1
+    while gain**repeat >= _ECHO_FLOOR and repeat * delay < len(waveform):
+        echoed[repeat * delay :] += gain**repeat * waveform[: len(waveform) - repeat * delay]
+        repeat += 1
+    return echoed
+
+
+def _suppress_noise(waveform: np.ndarray, sample_rate: int, suppression_db: float) -> np.ndarray:
+    """A spectral gate: attenuate the STFT cells below :data:`GATE_RATIO` times their bin's noise floor (same length).
+
+    The floor is the bin's magnitude in the quietest fifth of the frames (speech leaves some pauses in every bin);
+    the noise cells that pass the gate by chance remain as isolated tones ("musical noise"), and quiet speech below
+    the gate is cut.
+    """
+    from scipy import signal
+
+    window = int(_GATE_WINDOW_SECONDS * sample_rate)
+    _, _, spectrum = signal.stft(waveform, fs=sample_rate, nperseg=window)
+    magnitude = np.abs(spectrum)
+    floor = np.percentile(magnitude, _GATE_FLOOR_PERCENTILE, axis=1, keepdims=True)
+    gain = np.where(magnitude >= GATE_RATIO * floor, 1.0, 10.0 ** (-suppression_db / 20.0))
+    _, gated = signal.istft(spectrum * gain, fs=sample_rate, nperseg=window)
+    return np.pad(gated, (0, max(0, len(waveform) - len(gated))))[: len(waveform)]
+
+
+def _drop_packets(waveform: np.ndarray, sample_rate: int, loss: float, rng: np.random.Generator) -> np.ndarray:
+    """Silence lost 20 ms packets: bursts of 1-3 packets (20-60 ms), ``loss`` of the packets on average."""
+    packet = max(1, int(_PACKET_SECONDS * sample_rate))
+    count = -(-len(waveform) // packet)
+    start = loss / (2.0 - loss)  # a burst (2 packets on average) starts at a packet with this chance: share ``loss``
+    lost = np.zeros(count, dtype=bool)
+    index = 0
+    while index < count:
+        if rng.random() < start:
+            burst = int(rng.integers(1, 4))
+            lost[index : index + burst] = True
+            index += burst
+        else:
+            index += 1
+    return waveform * np.repeat(~lost, packet)[: len(waveform)]
+
+
 def _opus_codec(waveform: np.ndarray, sample_rate: int, kbps: float) -> np.ndarray:
     """Encode to Opus at ``kbps`` kbit/s and decode back (same length, float64 in [-1, 1])."""
-    import av  # imported here: only challenge channels use a codec
+    import av  # imported here: only challenge and sealed channels use a codec
 
     buffer = io.BytesIO()
     pcm = np.round(np.clip(waveform, -1.0, 1.0) * 32767.0).astype(np.int16)
@@ -186,14 +247,14 @@ def apply_channel(
     """Pass clean speech through a channel.
 
     The chain is: level normalization to -23 dBFS, room reverb, additive noise at the SNR (measured on the
-    reverberant speech), EQ tilt, high-/low-pass, telephone line, gain, clipping, codec, and a final limit to
-    [-1, 1].
+    reverberant speech), echo, EQ tilt, high-/low-pass, telephone line, gain, clipping, noise suppression, codec, lost
+    packets, and a final limit to [-1, 1]. Each step a profile leaves unset is skipped.
 
     Args:
         waveform: clean float speech ``(N,)``.
         sample_rate: samples per second (the telephone line needs >= 8000).
         profile: the channel.
-        rng: noise source for this utterance; also draws its SNR jitter.
+        rng: noise source for this utterance; also draws its SNR jitter and then its lost packets.
 
     Returns:
         float32 samples ``(N + R,)`` in [-1, 1], where ``R`` is the kept reverb tail (a quarter of the RT60).
@@ -222,6 +283,8 @@ def apply_channel(
         noise = make_noise(profile.noise_type, len(x), sample_rate, rng)
         speech_power = _active_power(x, sample_rate)
         x = x + noise * np.sqrt(speech_power / 10.0 ** (snr_db / 10.0))
+    if profile.echo_delay_s is not None and profile.echo_gain_db is not None:
+        x = _echo(x, sample_rate, profile.echo_delay_s, profile.echo_gain_db)
     if profile.eq_tilt_db != 0.0:
         x = _tilt(x, sample_rate, profile.eq_tilt_db)
     if profile.highpass_hz is not None:
@@ -233,6 +296,10 @@ def apply_channel(
     x = x * 10.0 ** (profile.gain_db / 20.0)
     if profile.clip_level < 1.0:
         x = np.clip(x, -profile.clip_level, profile.clip_level)
+    if profile.suppression_db is not None:
+        x = _suppress_noise(x, sample_rate, profile.suppression_db)
     if profile.codec_kbps is not None:
         x = _opus_codec(x, sample_rate, profile.codec_kbps)
+    if profile.packet_loss is not None:
+        x = _drop_packets(x, sample_rate, profile.packet_loss, rng)
     return np.clip(x, -1.0, 1.0).astype(np.float32)

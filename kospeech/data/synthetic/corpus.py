@@ -48,12 +48,15 @@ from kospeech.data.synthetic.grammar import FAVOURITE_KINDS, RARE_PERSONS, RARE_
 from kospeech.data.synthetic.profiles import (
     CHALLENGE_CHANNEL_KINDS,
     CHALLENGE_VOICES,
+    SEALED_CHANNEL_KINDS,
+    SEALED_VOICES,
     USER_CHANNEL_KINDS,
     ChannelProfile,
     SpeakerProfile,
     assign_variants,
     sample_base_channel,
     sample_challenge_channel,
+    sample_sealed_channel,
     sample_speaker_profile,
     sample_user_channel,
 )
@@ -72,6 +75,7 @@ __all__ = [
     "SAMPLE_RATE",
     "plan_corpus",
     "plan_challenge",
+    "plan_sealed",
     "USER_GROUPS",
     "render_utterance",
     "build_corpus",
@@ -85,8 +89,10 @@ SAMPLE_RATE = 16000
 FORMAT_VERSION = 1
 USERS_GROUP = "users"
 CHALLENGE_GROUP = "challenge"
-USER_GROUPS = (USERS_GROUP, CHALLENGE_GROUP)
-"""Folders of held-out users: the corpus' own users, and the challenge users of :func:`plan_challenge`."""
+SEALED_GROUP = "sealed"
+USER_GROUPS = (USERS_GROUP, CHALLENGE_GROUP, SEALED_GROUP)
+"""Folders of held-out users: the corpus' own users, the challenge users of :func:`plan_challenge` and the sealed users
+of :func:`plan_sealed`."""
 # Bump when the sentence generator, the synthesis/channel chain or the file layout changes output.
 GENERATOR_VERSION = 1
 RENDER_VERSION = 1
@@ -461,20 +467,54 @@ def plan_challenge(plan: CorpusPlan) -> Tuple[Tuple[PlannedUser, ...], Tuple[Pla
     Returns:
         ``(users, utterances)``.
     """
+    seen = {utterance.text for utterance in plan.utterances}
+    return _plan_group(plan, CHALLENGE_GROUP, CHALLENGE_CHANNEL_KINDS, CHALLENGE_VOICES, sample_challenge_channel, seen)
+
+
+def plan_sealed(plan: CorpusPlan) -> Tuple[Tuple[PlannedUser, ...], Tuple[PlannedUtterance, ...]]:
+    """The *sealed* users of a corpus plan: held-out users for a final measurement, never used to choose anything.
+
+    The challenge users stopped being users nobody tuned on once recipes were compared on some of them; the sealed
+    users take their place for the last word on a recipe: measured once, after every setting is fixed, and never
+    used to choose a setting (a recipe compared on them would need yet another group). One user per
+    :data:`~kospeech.data.synthetic.profiles.SEALED_CHANNEL_KINDS` family (muffled through a door, a car, a
+    speakerphone, VoIP packet loss, a returning echo, an app's noise suppression), each with a voice of
+    :data:`~kospeech.data.synthetic.profiles.SEALED_VOICES` (outside the base, user and challenge voices) and the
+    plan's enrollment and test sizes, on sentences neither the plan nor the challenge users use. They live in their
+    own group (``sealed/<user>/``): adding them changes nothing of the corpus, its base model, its users or the
+    challenge users.
+
+    Returns:
+        ``(users, utterances)``.
+    """
+    seen = {utterance.text for utterance in plan.utterances}
+    seen.update(utterance.text for utterance in plan_challenge(plan)[1])
+    return _plan_group(plan, SEALED_GROUP, SEALED_CHANNEL_KINDS, SEALED_VOICES, sample_sealed_channel, seen)
+
+
+def _plan_group(
+    plan: CorpusPlan,
+    group: str,
+    kinds: Sequence[str],
+    voices: Sequence[str],
+    sample_channel: Callable[[random.Random, str, str], ChannelProfile],
+    seen: set,
+) -> Tuple[Tuple[PlannedUser, ...], Tuple[PlannedUtterance, ...]]:
+    """Users ``<group>01``, ... of a group apart from the plan: one per channel kind, with the voice of the same index.
+
+    Favourites come from pools shuffled by the label ``<group>-favourites``; sentences are new to ``seen`` (updated).
+    """
     seed, sizes = plan.seed, plan.sizes
-    persons, places = _favourite_pools(seed, "challenge-favourites")
+    persons, places = _favourite_pools(seed, f"{group}-favourites")
     k = sizes.favourites_per_kind
     users = []
-    for index, (kind, variant) in enumerate(zip(CHALLENGE_CHANNEL_KINDS, CHALLENGE_VOICES)):
+    for index, (kind, variant) in enumerate(zip(kinds, voices)):
         favourites = _favourites(persons, places, index, k)
-        users.append(
-            _planned_user(seed, f"challenge{index + 1:02d}", variant, sample_challenge_channel, kind, favourites)
-        )
+        users.append(_planned_user(seed, f"{group}{index + 1:02d}", variant, sample_channel, kind, favourites))
     generator = SentenceGenerator(rare_prob=sizes.rare_prob)
-    seen = {utterance.text for utterance in plan.utterances}
     utterances: List[PlannedUtterance] = []
     for user in users:
-        utterances += _user_utterances(generator, seed, sizes, user, CHALLENGE_GROUP, seen)
+        utterances += _user_utterances(generator, seed, sizes, user, group, seen)
     return tuple(users), tuple(utterances)
 
 
@@ -968,8 +1008,8 @@ def build_user_sets(
     A cheap way to get a user's enrollment and test sets that match a base model trained on the full
     corpus of the same preset and seed (same sentences, voices and channels), without building the
     base speakers' audio. The files are the ones :func:`build_corpus` would write for these users. With
-    ``group="challenge"`` the users are the plan's challenge users (:func:`plan_challenge`), which only this function
-    builds.
+    ``group="challenge"`` the users are the plan's challenge users (:func:`plan_challenge`), with ``group="sealed"``
+    its sealed users (:func:`plan_sealed`, for a final measurement only); only this function builds them.
 
     Args:
         out_dir: folder that receives ``<group>/<user>/{enroll,test}.tsv`` and the wavs.
@@ -980,7 +1020,7 @@ def build_user_sets(
         max_enroll: keep the first N enrollment utterances of each user (default: all).
         max_test: keep the first N test utterances of each user (default: all).
         num_workers: synthesis processes.
-        group: ``"users"`` (the corpus' held-out users) or ``"challenge"``.
+        group: ``"users"`` (the corpus' held-out users), ``"challenge"`` or ``"sealed"``.
 
     Returns:
         ``{user: {"enroll": manifest path, "test": manifest path}}``.
@@ -992,7 +1032,10 @@ def build_user_sets(
         raise ValueError(f"unknown user group {group!r}; choose one of {USER_GROUPS}")
     root = Path(out_dir)
     plan = plan_corpus(preset, seed)
-    planned_users, planned = (plan.users, plan.utterances) if group == USERS_GROUP else plan_challenge(plan)
+    if group == USERS_GROUP:
+        planned_users, planned = plan.users, plan.utterances
+    else:
+        planned_users, planned = (plan_challenge if group == CHALLENGE_GROUP else plan_sealed)(plan)
     known = [user.user_id for user in planned_users]
     wanted = list(known if users is None else users)
     unknown = sorted(set(wanted) - set(known))

@@ -5,12 +5,15 @@ range, speaking rate, pauses between words and a vocal-tract scale (applied afte
 which shifts formants and pitch together), plus how much rate and pitch vary from one utterance to the next.
 
 A :class:`ChannelProfile` fixes the recording path: room reverberation, additive noise at a signal-to-noise
-ratio, a spectral tilt (EQ), band limits (telephone band with 8 kHz mu-law coding, or a low-pass), gain and
-clipping, and a low-bitrate speech codec. Base channels are mildly coloured and fairly clean; user channels are drawn
-from harder families (telephone, strong reverb, low SNR, strong tilt, clipping) so that personalization has
-something to fix. The *challenge* users have voices outside :data:`SPEAKER_VARIANTS` (:data:`CHALLENGE_VOICES`) and
-channel families no user or base channel has (:data:`CHALLENGE_CHANNEL_KINDS`: codec, mains hum, babble, far field,
-a whispering voice in a quiet room, and all of them at once): users nobody tuned a recipe on.
+ratio, an echo, a spectral tilt (EQ), band limits (telephone band with 8 kHz mu-law coding, or a low-pass), gain and
+clipping, noise suppression, a low-bitrate speech codec and lost packets. Base channels are mildly coloured and fairly
+clean; user channels are drawn from harder families (telephone, strong reverb, low SNR, strong tilt, clipping) so that
+personalization has something to fix. The *challenge* users have voices outside :data:`SPEAKER_VARIANTS`
+(:data:`CHALLENGE_VOICES`) and channel families no user or base channel has (:data:`CHALLENGE_CHANNEL_KINDS`: codec,
+mains hum, babble, far field, a whispering voice in a quiet room, and all of them at once): users nobody tuned a recipe
+on. The *sealed* users, for a final measurement only, have voices outside both (:data:`SEALED_VOICES`) and channel
+families unlike all of the above (:data:`SEALED_CHANNEL_KINDS`: muffled through a door, a car, a speakerphone, VoIP
+packet loss, a returning echo, an app's noise suppression).
 
 Profiles are frozen dataclasses with ``to_dict``/``from_dict`` (plain JSON values) for the corpus card.
 """
@@ -31,7 +34,10 @@ __all__ = [
     "USER_CHANNEL_KINDS",
     "CHALLENGE_CHANNEL_KINDS",
     "CHALLENGE_VOICES",
+    "SEALED_CHANNEL_KINDS",
+    "SEALED_VOICES",
     "sample_challenge_channel",
+    "sample_sealed_channel",
     "sample_speaker_profile",
     "sample_base_channel",
     "sample_user_channel",
@@ -93,11 +99,19 @@ SPEAKER_VARIANTS: Tuple[str, ...] = (
     "victor",
 )
 
-NOISE_TYPES = ("none", "white", "pink", "brown", "hum", "babble")
+NOISE_TYPES = ("none", "white", "pink", "brown", "hum", "babble", "car")
 USER_CHANNEL_KINDS = ("telephone", "reverberant", "noisy", "tilted", "clipped")
 CHALLENGE_CHANNEL_KINDS = ("codec", "hum", "babble", "far_field", "whisper", "combined")
 # espeak-ng variants outside SPEAKER_VARIANTS (so no base speaker or user has them), one per challenge channel kind
 CHALLENGE_VOICES: Tuple[str, ...] = ("croak", "klatt", "Storm", "kaukovalta", "whisperf", "klatt4")
+SEALED_CHANNEL_KINDS = ("muffled", "car", "speakerphone", "packet_loss", "echo", "suppressed")
+# espeak-ng variants in neither SPEAKER_VARIANTS nor CHALLENGE_VOICES, one per sealed channel kind: a child-like high
+# voice (pitch ~360 Hz, formants +45 %), a very low announcer, a rough monotone robot, a growling breathy voice, a
+# breathy reed-like Klatt voice and a slow speaker without upper formants
+SEALED_VOICES: Tuple[str, ...] = ("zac", "announcer", "robosoft", "Demonic", "Reed", "AnxiousAndy")
+# ChannelProfile fields left out of ``to_dict`` when unset: channels without them keep the description (and so the
+# audio hashes) they had before the fields existed
+_OPTIONAL_FIELDS = ("codec_kbps", "echo_delay_s", "echo_gain_db", "suppression_db", "packet_loss")
 
 
 def _check_range(owner: str, name: str, value: float, low: float, high: float) -> None:
@@ -177,7 +191,8 @@ class ChannelProfile:
 
     Args:
         channel_id: unique id (``"c02"``, ``"u01-ch"``).
-        kind: ``"base"`` or one of :data:`USER_CHANNEL_KINDS` (what the channel mainly does).
+        kind: ``"base"`` or one of :data:`USER_CHANNEL_KINDS`, :data:`CHALLENGE_CHANNEL_KINDS` or
+            :data:`SEALED_CHANNEL_KINDS` (what the channel mainly does).
         reverb_rt60: reverberation time in seconds (0 = dry).
         reverb_wet: share of reverberant energy in the room response, 0..0.95.
         noise_type: one of :data:`NOISE_TYPES`.
@@ -190,9 +205,18 @@ class ChannelProfile:
         gain_db: gain applied after the line (the speech is first normalized to -23 dBFS).
         clip_level: hard clipping threshold as a fraction of full scale (1.0 = only the final int16 limit).
         room_seed: seed of the room impulse response (the room is a property of the channel).
-        codec_kbps: optional low-bitrate speech codec at the end of the line: Opus at this many kbit/s (PyAV). Left
-            out of :meth:`to_dict` when unset, so the profiles (and audio hashes) of channels without one stay
-            what they were before the field existed.
+        codec_kbps: optional low-bitrate speech codec at the end of the line: Opus at this many kbit/s (PyAV).
+        echo_delay_s: optional echo (a call whose echo canceller fails): the signal comes back after this many
+            seconds, 0.05..0.5, again and again, each time ``echo_gain_db`` weaker; set together with ``echo_gain_db``.
+        echo_gain_db: level of each echo relative to the previous one, -20..-3 dB.
+        suppression_db: optional noise suppression (a call app's spectral gate): time-frequency cells within
+            :data:`~kospeech.data.synthetic.channel.GATE_RATIO` of their bin's noise floor are attenuated by this many
+            dB, 6..40, leaving "musical" noise and clipped quiet sounds.
+        packet_loss: optional share of 20 ms packets lost on the network, in bursts of 1-3 packets, each replaced by
+            silence (0..0.3).
+
+    The optional fields (``codec_kbps`` and after) are left out of :meth:`to_dict` when unset, so the profiles (and
+    audio hashes) of channels without them stay what they were before the fields existed.
     """
 
     channel_id: str
@@ -210,12 +234,16 @@ class ChannelProfile:
     clip_level: float = 1.0
     room_seed: int = 0
     codec_kbps: Optional[float] = None
+    echo_delay_s: Optional[float] = None
+    echo_gain_db: Optional[float] = None
+    suppression_db: Optional[float] = None
+    packet_loss: Optional[float] = None
 
     def __post_init__(self) -> None:
         if not self.channel_id or any(ch.isspace() for ch in self.channel_id):
             raise ValueError(f"channel_id must be a non-empty string without whitespace, got {self.channel_id!r}")
         owner = f"channel {self.channel_id}"
-        kinds = ("base",) + USER_CHANNEL_KINDS + CHALLENGE_CHANNEL_KINDS
+        kinds = ("base",) + USER_CHANNEL_KINDS + CHALLENGE_CHANNEL_KINDS + SEALED_CHANNEL_KINDS
         if self.kind not in kinds:
             raise ValueError(f"{owner}: kind must be one of {kinds}, got {self.kind!r}")
         if self.noise_type not in NOISE_TYPES:
@@ -227,8 +255,19 @@ class ChannelProfile:
         _check_range(owner, "eq_tilt_db", self.eq_tilt_db, -12.0, 12.0)
         _check_range(owner, "gain_db", self.gain_db, -30.0, 30.0)
         _check_range(owner, "clip_level", self.clip_level, 0.05, 1.0)
-        if self.codec_kbps is not None:
-            _check_range(owner, "codec_kbps", self.codec_kbps, 6.0, 64.0)
+        optional_ranges = {
+            "codec_kbps": (6.0, 64.0),
+            "echo_delay_s": (0.05, 0.5),
+            "echo_gain_db": (-20.0, -3.0),
+            "suppression_db": (6.0, 40.0),
+            "packet_loss": (0.0, 0.3),
+        }
+        for name, (low, high) in optional_ranges.items():
+            value = getattr(self, name)
+            if value is not None:
+                _check_range(owner, name, value, low, high)
+        if (self.echo_delay_s is None) != (self.echo_gain_db is None):
+            raise ValueError(f"{owner}: echo_delay_s and echo_gain_db are set together or not at all")
         for name in ("lowpass_hz", "highpass_hz"):
             value = getattr(self, name)
             if value is not None:
@@ -237,10 +276,11 @@ class ChannelProfile:
             raise ValueError(f"{owner}: highpass_hz {self.highpass_hz} must be below lowpass_hz {self.lowpass_hz}")
 
     def to_dict(self) -> Dict[str, Any]:
-        """Plain JSON-compatible values (``codec_kbps`` only when set)."""
+        """Plain JSON-compatible values (the optional fields, ``codec_kbps`` and after, only when set)."""
         values = asdict(self)
-        if values["codec_kbps"] is None:
-            del values["codec_kbps"]
+        for name in _OPTIONAL_FIELDS:
+            if values[name] is None:
+                del values[name]
         return values
 
     @classmethod
@@ -443,6 +483,84 @@ def sample_challenge_channel(rng: random.Random, channel_id: str, kind: str) -> 
             codec_kbps=round(rng.uniform(8.0, 10.0), 1),
         )
     raise ValueError(f"unknown challenge channel kind {kind!r}; allowed: {CHALLENGE_CHANNEL_KINDS}")
+
+
+def sample_sealed_channel(rng: random.Random, channel_id: str, kind: str) -> ChannelProfile:
+    """Draw a sealed channel: a family unlike every base, user and challenge channel.
+
+    Args:
+        rng: the source of randomness.
+        channel_id: the id to give the channel.
+        kind: one of :data:`SEALED_CHANNEL_KINDS`.
+
+    Raises:
+        ValueError: unknown ``kind``.
+    """
+    common: Dict[str, Any] = dict(channel_id=channel_id, kind=kind, room_seed=rng.randrange(2**31))
+    if kind == "muffled":  # a voice through a closed door: a steep low-pass at 1-1.6 kHz, the next room's reverb
+        return ChannelProfile(
+            **common,
+            reverb_rt60=round(rng.uniform(0.3, 0.5), 3),
+            reverb_wet=round(rng.uniform(0.3, 0.45), 3),
+            noise_type="pink",
+            snr_db=round(rng.uniform(16.0, 22.0), 1),
+            lowpass_hz=round(rng.uniform(1000.0, 1600.0), 1),
+            gain_db=round(rng.uniform(-3.0, 0.0), 1),
+        )
+    if kind == "car":  # a moving car: road rumble and engine harmonics louder than the voice, a small padded cabin
+        return ChannelProfile(
+            **common,
+            reverb_rt60=round(rng.uniform(0.05, 0.12), 3),
+            reverb_wet=round(rng.uniform(0.2, 0.35), 3),
+            noise_type="car",
+            snr_db=round(rng.uniform(-4.0, 0.0), 1),
+            snr_jitter_db=2.0,
+            eq_tilt_db=round(rng.uniform(-1.5, -0.5), 2),
+            gain_db=round(rng.uniform(-6.0, -3.0), 1),
+        )
+    if kind == "speakerphone":  # a phone on the table: 300-3000 Hz band, overdriven small speaker, short bright room
+        return ChannelProfile(
+            **common,
+            reverb_rt60=round(rng.uniform(0.25, 0.4), 3),
+            reverb_wet=round(rng.uniform(0.3, 0.45), 3),
+            noise_type="white",
+            snr_db=round(rng.uniform(24.0, 30.0), 1),
+            eq_tilt_db=round(rng.uniform(1.5, 3.0), 2),
+            highpass_hz=round(rng.uniform(280.0, 350.0), 1),
+            lowpass_hz=round(rng.uniform(2800.0, 3200.0), 1),
+            gain_db=round(rng.uniform(9.0, 12.0), 1),
+            clip_level=round(rng.uniform(0.35, 0.5), 3),
+        )
+    if kind == "packet_loss":  # a VoIP call on a bad network: wideband Opus, 4-8 % of its 20 ms packets lost
+        return ChannelProfile(
+            **common,
+            reverb_rt60=round(rng.uniform(0.1, 0.25), 3),
+            reverb_wet=round(rng.uniform(0.1, 0.2), 3),
+            noise_type="white",
+            snr_db=round(rng.uniform(26.0, 32.0), 1),
+            codec_kbps=round(rng.uniform(16.0, 24.0), 1),
+            packet_loss=round(rng.uniform(0.04, 0.08), 3),
+        )
+    if kind == "echo":  # a conference call whose echo canceller fails: the voice returns after 120-300 ms
+        return ChannelProfile(
+            **common,
+            reverb_rt60=round(rng.uniform(0.15, 0.3), 3),
+            reverb_wet=round(rng.uniform(0.1, 0.2), 3),
+            noise_type="pink",
+            snr_db=round(rng.uniform(22.0, 28.0), 1),
+            echo_delay_s=round(rng.uniform(0.12, 0.3), 3),
+            echo_gain_db=round(rng.uniform(-8.0, -4.0), 1),
+        )
+    if kind == "suppressed":  # a call app's noise suppression on a noisy line: musical noise, clipped quiet sounds
+        return ChannelProfile(
+            **common,
+            reverb_rt60=round(rng.uniform(0.1, 0.25), 3),
+            reverb_wet=round(rng.uniform(0.1, 0.2), 3),
+            noise_type=rng.choice(("white", "pink")),
+            snr_db=round(rng.uniform(4.0, 8.0), 1),
+            suppression_db=round(rng.uniform(20.0, 30.0), 1),
+        )
+    raise ValueError(f"unknown sealed channel kind {kind!r}; allowed: {SEALED_CHANNEL_KINDS}")
 
 
 def assign_variants(
