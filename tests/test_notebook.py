@@ -13,6 +13,7 @@ NOTEBOOK = ROOT / "notebooks" / "adapter_quickstart.ipynb"
 @pytest.mark.slow
 def test_adapter_quickstart_notebook_runs(tmp_path, monkeypatch):
     monkeypatch.setenv("KOSPEECH_NOTEBOOK_WORKDIR", str(tmp_path))
+    monkeypatch.setenv("KOSPEECH_NOTEBOOK_THREADS", "1")  # one torch thread per process on the 2-core CI machine
     notebook = nbformat.read(NOTEBOOK, as_version=4)
     NotebookClient(
         notebook, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(NOTEBOOK.parent)}}

@@ -123,7 +123,8 @@ class CacheStats:
         evictions: adapters dropped because the cache was full (least recently used first).
         reloads: misses caused by a cached adapter's file having changed on disk (counted in ``misses`` too).
         size: adapters held now.
-        capacity: the most adapters held at once.
+        capacity: the cache's bound: the most adapters held at once (the service's cache: the most bytes of adapter
+            tensors).
         rejected: lookups answered with the base model because the user's adapter was rejected at training (no
             better than the base on the user's held-out utterances).
     """
