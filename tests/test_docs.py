@@ -165,10 +165,12 @@ NOT_RUN: Dict[str, str] = {
     "training_stats=...)": "an API summary with elided arguments (...); every call is exercised by "
     "tests/models/test_adapter_manager.py and tests/reliability/test_paths_and_versions.py",
     "python benchmarks/personalization.py --groups users --threads 1 --output-dir "
-    "runs/benchmarks/personalization_users": "a benchmark of 40 minutes on two cores; `--quick` runs are the "
+    "runs/benchmarks/personalization_users": "a benchmark of hours on two cores; `--quick` runs are the "
     "benchmarks' own smoke tests",
     "python benchmarks/personalization.py --groups challenge --threads 1 --output-dir "
     "runs/benchmarks/personalization_challenge": "as above",
+    "python benchmarks/personalization.py --groups sealed --methods encoder --sizes 100 --threads 1 --output-dir "
+    "runs/benchmarks/personalization_sealed": "a benchmark of about 30 minutes, run once for a final figure",
     "python benchmarks/adapter_training_speed.py --quick": "a measurement of about a minute, not behaviour; "
     "benchmarks are run by hand and print their ratio",
     "python benchmarks/multi_user_training.py --quick": "as above",
