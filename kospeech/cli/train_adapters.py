@@ -12,7 +12,8 @@ Many users: they go through in groups of ``--group-size`` (one trunk cache per g
 Many machines: each process takes one shard of the users (user ``k`` of the name-sorted list goes to shard
 ``k % n``), given by ``--shard i/n``, or else by ``RANK`` / ``WORLD_SIZE`` (torchrun), or else by a Kubernetes
 indexed job's ``JOB_COMPLETION_INDEX`` with ``n`` from ``--num-shards`` or ``KOSPEECH_NUM_SHARDS``. A shard writes
-``results.shard-{i}-of-{n}.json`` and ``train.shard-{i}-of-{n}.log``.
+``results.shard-{i}-of-{n}.json`` and ``train.shard-{i}-of-{n}.log``. Under torchrun on a machine with GPUs each
+process trains on ``cuda:LOCAL_RANK`` (when ``train.device`` is ``auto`` or ``cuda``).
 """
 
 import argparse
@@ -22,6 +23,7 @@ import sys
 from pathlib import Path
 from typing import Mapping, Optional, Tuple
 
+import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
@@ -114,6 +116,28 @@ def resolve_shard(
     return None
 
 
+def launcher_device(device: str, environ: Mapping[str, str], cuda_devices: int) -> str:
+    """This process' device: ``cuda:LOCAL_RANK`` when torchrun set ``LOCAL_RANK`` and ``device`` is ``auto`` or
+    ``cuda`` on a machine with ``cuda_devices`` GPUs; ``device`` unchanged otherwise (``cpu``, ``cuda:N``, no GPU,
+    no torchrun), so several processes of one machine do not all train on the first GPU.
+
+    Raises:
+        ValueError: ``LOCAL_RANK`` is not a number, or names a GPU this machine does not have.
+    """
+    if "LOCAL_RANK" not in environ or device not in ("auto", "cuda") or cuda_devices == 0:
+        return device
+    value = environ["LOCAL_RANK"]
+    if not value.strip().isdigit():
+        raise ValueError(f"LOCAL_RANK must be a number, got {value!r}")
+    local_rank = int(value)
+    if local_rank >= cuda_devices:
+        raise ValueError(
+            f"LOCAL_RANK={local_rank} but this machine has {cuda_devices} GPU(s): start at most {cuda_devices} "
+            "processes per machine (torchrun --nproc-per-node), or set train.device=cpu"
+        )
+    return f"cuda:{local_rank}"
+
+
 def main() -> None:
     """``kospeech-train-adapters`` (and ``python bin/train_adapters.py``); mistakes end with one ``error:`` line."""
     args = parse_args()
@@ -128,6 +152,7 @@ def train(args: argparse.Namespace) -> None:
         Path(args.output_dir).resolve() / f"train{suffix}.log"
     )  # first: the recipe the config takes is logged
     config = load_config(args)
+    config = dataclasses.replace(config, device=launcher_device(config.device, os.environ, torch.cuda.device_count()))
     users = [name for name in args.users.split(",") if name] if args.users else None
     results = train_user_adapters(
         config, Path(args.users_dir).resolve(), users=users, group_size=args.group_size, shard=shard
