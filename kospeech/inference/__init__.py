@@ -48,7 +48,7 @@ from kospeech.inference.files import (
     transcribe_files,
     users_for_files,
 )
-from kospeech.inference.recognizer import Recognizer, UnknownUserError
+from kospeech.inference.recognizer import PreparedAudio, Recognizer, UnknownUserError
 from kospeech.inference.records import CacheStats, TokenTimestamp, Transcription, TranscriptSegment, WordTiming
 from kospeech.inference.subtitles import to_srt, to_vtt
 
@@ -57,6 +57,7 @@ __all__ = [
     "AdapterCache",
     "CacheStats",
     "ConfidenceCalibration",
+    "PreparedAudio",
     "Recognizer",
     "TokenTimestamp",
     "TranscriptSegment",

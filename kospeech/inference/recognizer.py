@@ -48,7 +48,7 @@ from kospeech.models import AdapterCompatibilityError, AdapterManager, AdapterRo
 from kospeech.models.adapter import AdapterModule
 from kospeech.vocabs import Vocabulary
 
-__all__ = ["Recognizer", "UnknownUserError", "MIN_CHUNK_SECONDS", "MAX_CHUNK_SECONDS"]
+__all__ = ["Recognizer", "PreparedAudio", "UnknownUserError", "MIN_CHUNK_SECONDS", "MAX_CHUNK_SECONDS"]
 
 logger = logging.getLogger(__name__)
 
@@ -63,10 +63,28 @@ PathLike = Union[str, os.PathLike]
 
 @dataclass
 class _Segment:
-    item: int
     offset_seconds: float
     duration_seconds: float
     features: Tensor  # (T, D)
+
+
+@dataclass
+class PreparedAudio:
+    """One input cut into speech segments with their features, ready for the model (:meth:`Recognizer.prepare`).
+
+    Preparing runs no model: a server prepares each request on its own thread, in parallel, and hands the model
+    thread only what batches (:meth:`Recognizer.transcribe_prepared`). Holds every segment's features at once, so
+    it is meant for inputs of bounded length (a long file is better given to :meth:`Recognizer.transcribe`,
+    which streams it).
+    """
+
+    item: AudioItem
+    segments: List[_Segment]
+
+    @property
+    def seconds(self) -> float:
+        """The input's duration."""
+        return self.item.num_samples / self.item.sample_rate
 
 
 @dataclass
@@ -381,51 +399,111 @@ class Recognizer:
         """
         single = not isinstance(audio, list)
         inputs: List[AudioInput] = [audio] if single else list(audio)
+        users = self._users_per_input(user, len(inputs), single)
+        adapters = self.resolve_users(users)
+        items = [self._prepare(item, None if single else index, sample_rate) for index, item in enumerate(inputs)]
+        results = self._run(items, (self._segments(item) for item in items), users, adapters, return_timestamps)
+        return results[0] if single else results
+
+    def prepare(self, audio: AudioInput, sample_rate: Optional[int] = None) -> PreparedAudio:
+        """Check one input, find its speech and compute its features: all of transcription but the model.
+
+        Safe to call from several threads at once. ``transcribe_prepared([recognizer.prepare(a) for a in audios],
+        users)`` gives what ``transcribe(audios, users)`` gives.
+
+        Args:
+            audio: a path, a waveform, or a ``(waveform, sample_rate)`` pair (as for :meth:`transcribe`).
+            sample_rate: the rate of a waveform given without its own.
+
+        Returns:
+            The input's :class:`PreparedAudio`.
+
+        Raises:
+            FileNotFoundError, AudioError, ValueError: unusable audio, naming the input.
+        """
+        item = self._prepare(audio, None, sample_rate)
+        with torch.inference_mode():
+            return PreparedAudio(item, list(self._segments(item)))
+
+    def transcribe_prepared(
+        self,
+        prepared: Sequence[PreparedAudio],
+        user: Union[None, str, Sequence[Optional[str]]] = None,
+        return_timestamps: bool = False,
+    ) -> List[Transcription]:
+        """Transcribe inputs made by :meth:`prepare`, each with its own user's adapter, in mixed-user batches.
+
+        Args:
+            prepared: the inputs.
+            user: ``None`` (base model for all), one name for all inputs, or a list with one name (or ``None``) per
+                input.
+            return_timestamps: fill :attr:`Transcription.timestamps` and :attr:`Transcription.words`.
+
+        Returns:
+            One :class:`Transcription` per input, in input order.
+
+        Raises:
+            UnknownUserError, ValueError, AdapterCompatibilityError: see :meth:`resolve_users`.
+        """
+        users = self._users_per_input(user, len(prepared), single=False)
+        adapters = self.resolve_users(users)
+        return self._run(
+            [audio.item for audio in prepared],
+            [audio.segments for audio in prepared],
+            users,
+            adapters,
+            return_timestamps,
+        )
+
+    @staticmethod
+    def _users_per_input(
+        user: Union[None, str, Sequence[Optional[str]]], count: int, single: bool
+    ) -> List[Optional[str]]:
         if isinstance(user, (list, tuple)):
             if single:
                 raise ValueError("user is a list but audio is a single input; pass a list of inputs or one user")
-            if len(user) != len(inputs):
-                raise ValueError(f"got {len(user)} users for {len(inputs)} inputs; give one user (or None) per input")
-            users = list(user)
-        elif user is None or isinstance(user, str):
-            users = [user] * len(inputs)
-        else:
-            raise ValueError(f"user must be None, a name or a list of names, got {type(user).__name__}")
-        adapters = self.resolve_users(users)
-        items = [self._prepare(item, None if single else index, sample_rate) for index, item in enumerate(inputs)]
-        names = [None if adapters[name] is None else name for name in users]
-        results = self._run(items, names, adapters, return_timestamps)
-        for result, requested in zip(results, users):
-            result.user = requested
-        return results[0] if single else results
+            if len(user) != count:
+                raise ValueError(f"got {len(user)} users for {count} inputs; give one user (or None) per input")
+            return list(user)
+        if user is None or isinstance(user, str):
+            return [user] * count
+        raise ValueError(f"user must be None, a name or a list of names, got {type(user).__name__}")
+
+    def _segments(self, item: AudioItem) -> Iterator[_Segment]:
+        """The input's speech segments with their features, one at a time (a long file is read as it goes)."""
+        target_rate = self.feature_config.sample_rate
+        min_samples = self.feature_config.win_length
+        for offset, samples in self._item_segments(item):
+            samples = resample(samples, item.sample_rate, target_rate)
+            if samples.shape[0] < min_samples:
+                continue  # a tail shorter than one feature window carries nothing to decode
+            features = self.feature_extractor(samples, where=item.description)
+            yield _Segment(offset / item.sample_rate, samples.shape[0] / target_rate, features)
 
     def _run(
         self,
         items: List[AudioItem],
-        names: List[Optional[str]],
+        segments_per_item: Iterable[Iterable[_Segment]],
+        users: List[Optional[str]],
         adapters: Dict[Optional[str], Optional[AdapterModule]],
         return_timestamps: bool,
     ) -> List[Transcription]:
+        names = [None if adapters[name] is None else name for name in users]
         accumulators = [_Accumulator() for _ in items]
         target_rate = self.feature_config.sample_rate
         min_samples = self.feature_config.win_length
-        pending: List[_Segment] = []
+        pending: List[Tuple[int, _Segment]] = []
         with torch.inference_mode():
-            for index, item in enumerate(items):
-                for offset, samples in self._item_segments(item):
-                    samples = resample(samples, item.sample_rate, target_rate)
-                    if samples.shape[0] < min_samples:
-                        continue  # a tail shorter than one feature window carries nothing to decode
-                    features = self.feature_extractor(samples, where=item.description)
-                    seconds = samples.shape[0] / target_rate
-                    pending.append(_Segment(index, offset / item.sample_rate, seconds, features))
+            for index, segments in enumerate(segments_per_item):
+                for segment in segments:
+                    pending.append((index, segment))
                     if len(pending) == self.batch_size:
                         self._decode_batch(pending, names, adapters, accumulators)
                         pending = []
             if pending:
                 self._decode_batch(pending, names, adapters, accumulators)
         results = []
-        for item, name, accumulator in zip(items, names, accumulators):
+        for item, name, requested, accumulator in zip(items, names, users, accumulators):
             seconds = item.num_samples / item.sample_rate
             if accumulator.num_segments == 0 and item.num_samples * target_rate < min_samples * item.sample_rate:
                 logger.warning(
@@ -449,6 +527,7 @@ class Recognizer:
                     duration=seconds,
                     num_segments=accumulator.num_segments,
                     adapter=name,
+                    user=requested,
                     segments=accumulator.segments,
                     timestamps=accumulator.timestamps if return_timestamps else None,
                     words=accumulator.words if return_timestamps else None,
@@ -458,24 +537,28 @@ class Recognizer:
 
     def _decode_batch(
         self,
-        segments: List[_Segment],
+        pending: List[Tuple[int, _Segment]],
         names: List[Optional[str]],
         adapters: Dict[Optional[str], Optional[AdapterModule]],
         accumulators: List[_Accumulator],
     ) -> None:
-        """Pad the segments, run one mixed-adapter forward pass, decode, and add each row to its input's result."""
+        """Pad the segments, run one mixed-adapter forward pass, decode, and add each row to its input's result.
+
+        ``pending`` holds (input index, segment) pairs.
+        """
+        segments = [segment for _, segment in pending]
         lengths = torch.tensor([segment.features.shape[0] for segment in segments], dtype=torch.int64)
         inputs = torch.zeros(len(segments), int(lengths.max()), self.model.input_dim)  # (B, T, D)
         for row, segment in enumerate(segments):
             inputs[row, : segment.features.shape[0]] = segment.features
-        router = AdapterRouter.from_names([names[segment.item] for segment in segments], adapters)
+        router = AdapterRouter.from_names([names[index] for index, _ in pending], adapters)
         log_probs, output_lengths = self.model.forward_mixed(inputs.to(self.device), lengths, router)
         log_probs, lengths = log_probs.cpu(), output_lengths.cpu()
         hypotheses = self.decoder(log_probs, lengths)
-        for row, (segment, hypothesis) in enumerate(zip(segments, hypotheses)):
+        for row, ((index, segment), hypothesis) in enumerate(zip(pending, hypotheses)):
             frames = int(lengths[row])
             spans = token_spans(log_probs[row], hypothesis.tokens, hypothesis.timesteps, frames)
-            self._add(accumulators[segment.item], segment, hypothesis, spans, frames)
+            self._add(accumulators[index], segment, hypothesis, spans, frames)
 
     def _add(
         self,

@@ -1,16 +1,18 @@
 """Dynamic batching: concurrent transcription requests, whoever's users they are, run as one model batch.
 
 Request threads :meth:`DynamicBatcher.submit` a decoded waveform with its user's serving name (and that adapter's
-file) and wait on the returned future. One model thread takes the first waiting request, keeps collecting for up to
+file) and wait on the returned future; ``submit`` finds the speech and computes its features on the calling thread
+(:meth:`Recognizer.prepare <kospeech.inference.Recognizer.prepare>`), so that work runs on the request threads in
+parallel and never queues behind the model. One model thread takes the first waiting request, keeps collecting for up to
 ``max_wait_ms`` or until ``max_batch_size`` requests are in, but only while more are to come: a request announces
 itself while it is being decoded (:meth:`DynamicBatcher.arriving`), and a batch with nothing queued and nothing
 announced runs at once (a lone request never waits). It then hands the batch's adapter files to ``bind`` (the adapter
 cache's :meth:`~kospeech.service.adapter_cache.ByteBoundedAdapterCache.bind`) and runs the batch as one mixed-user
-call of :meth:`Recognizer.transcribe <kospeech.inference.Recognizer.transcribe>` (the frozen trunk once per forward
-pass, each row through its own user's adapter). The batch goes in shortest first: the recognizer runs its segments
+call of :meth:`Recognizer.transcribe_prepared <kospeech.inference.Recognizer.transcribe_prepared>` (the frozen trunk
+once per forward pass, each row through its own user's adapter). The batch goes in shortest first: the recognizer runs its segments
 ``batch_size`` at a time, each pass padded to its longest segment, so passes of similar lengths waste little on
-padding (the convolutional front end costs as much for padding as for speech). All model work happens on that one
-thread. A batch that fails is run again request by request, so one bad input fails only its own request.
+padding (the convolutional front end costs as much for padding as for speech). All model work (forward passes and
+decoding) happens on that one thread. A batch that fails is run again request by request, so one bad input fails only its own request.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from typing import Callable, Dict, Iterator, List, Mapping, Optional
 
 import numpy as np
 
-from kospeech.inference import Recognizer, Transcription
+from kospeech.inference import PreparedAudio, Recognizer, Transcription
 
 __all__ = ["BatcherStopped", "DynamicBatcher"]
 
@@ -40,8 +42,7 @@ class BatcherStopped(RuntimeError):
 
 @dataclass
 class _Request:
-    waveform: np.ndarray
-    sample_rate: int
+    audio: PreparedAudio
     user: Optional[str]
     adapter_file: Optional[Path]
     future: Future = field(default_factory=Future)
@@ -120,7 +121,8 @@ class DynamicBatcher:
     def submit(
         self, waveform: np.ndarray, sample_rate: int, user: Optional[str], adapter_file: Optional[Path] = None
     ) -> Future:
-        """Queue one request; the future gives its :class:`Transcription` or the error of transcribing it.
+        """Prepare one request on the calling thread and queue it; the future gives its :class:`Transcription` or the
+        error of transcribing it.
 
         Args:
             waveform: (N,) float32 samples.
@@ -130,8 +132,9 @@ class DynamicBatcher:
 
         Raises:
             BatcherStopped: the batcher is not running.
+            AudioError, ValueError: the waveform cannot be transcribed (raised here, not through the future).
         """
-        request = _Request(waveform, sample_rate, user, adapter_file)
+        request = _Request(self.recognizer.prepare((waveform, sample_rate)), user, adapter_file)
         with self._lock:
             if not self._accepting:
                 raise BatcherStopped("the server is shutting down")
@@ -168,12 +171,10 @@ class DynamicBatcher:
             files: Dict[str, Path] = {r.user: r.adapter_file for r in batch if r.user and r.adapter_file}
             self.bind(files)
         # shortest first: the recognizer runs its segments batch_size at a time, padded to the longest of each pass
-        batch = sorted(batch, key=lambda request: request.waveform.shape[0] / request.sample_rate)
+        batch = sorted(batch, key=lambda request: request.audio.seconds)
         try:
-            results: List[Transcription] = self.recognizer.transcribe(
-                [(request.waveform, request.sample_rate) for request in batch],
-                user=[request.user for request in batch],
-                return_timestamps=True,
+            results: List[Transcription] = self.recognizer.transcribe_prepared(
+                [request.audio for request in batch], user=[request.user for request in batch], return_timestamps=True
             )
         except Exception as exc:  # handed to the waiting request (one) or narrowed down to the failing requests
             if len(batch) == 1:

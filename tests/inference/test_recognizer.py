@@ -64,6 +64,20 @@ def test_base_rows_of_a_mixed_batch_are_bitwise_the_base_model(world):
     assert mixed[1].score != base[1].score
 
 
+def test_prepared_inputs_transcribe_as_the_inputs_themselves(world):
+    recognizer = Recognizer.from_checkpoint(world.checkpoint, adapter_dir=world.adapter_dir, batch_size=3)
+    users = [None, "alice", "bob", "alice"]
+    direct = recognizer.transcribe(world.wavs, user=users, return_timestamps=True)
+    prepared = [recognizer.prepare(path) for path in world.wavs]
+    assert [audio.seconds for audio in prepared] == [result.duration for result in direct]
+    for result, expected in zip(recognizer.transcribe_prepared(prepared, user=users, return_timestamps=True), direct):
+        assert result == expected  # same segments, batches of 3 across inputs, adapters, times and confidences
+    with pytest.raises(ValueError, match="2 users for 4 inputs"):
+        recognizer.transcribe_prepared(prepared, user=["alice", "bob"])
+    with pytest.raises(UnknownUserError):
+        recognizer.transcribe_prepared(prepared[:1], user="carol")
+
+
 def test_single_input_gives_one_result_and_lists_give_lists(world):
     recognizer = Recognizer.from_checkpoint(world.checkpoint, adapter_dir=world.adapter_dir, detect_speech=False)
     single = recognizer.transcribe(world.wavs[0], user="alice", return_timestamps=True)

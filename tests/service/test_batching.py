@@ -11,7 +11,7 @@ import soundfile as sf
 import torch
 from conftest import BASE_MODEL, save_adapter
 
-from kospeech.inference import Recognizer
+from kospeech.inference import Recognizer, UnknownUserError
 from kospeech.models import AdapterManager
 from kospeech.service.adapter_cache import ByteBoundedAdapterCache, module_bytes, serving_name
 from kospeech.service.batching import BatcherStopped, DynamicBatcher
@@ -123,16 +123,20 @@ def test_a_lone_request_never_waits_and_an_announced_one_is_waited_for(recognize
     assert batches == [1, 2]
 
 
-def test_one_bad_request_fails_alone(recognizer, tiny_users):
+def test_one_bad_request_fails_alone(recognizer, tiny_users, caplog):
     wave = speech(tiny_users, 1)[0]
     batcher = DynamicBatcher(recognizer, max_batch_size=4, max_wait_ms=200)
     batcher.start()
     try:
-        good = batcher.submit(wave, 16000, None)
-        bad = batcher.submit(np.full(1600, np.nan, np.float32), 16000, None)
+        with pytest.raises(ValueError, match="NaN"):  # unusable audio fails on the caller's thread, before the queue
+            batcher.submit(np.full(1600, np.nan, np.float32), 16000, None)
+        with batcher.arriving():  # held together: the two requests go into one batch
+            good = batcher.submit(wave, 16000, None)
+            unknown = batcher.submit(wave, 16000, "ghost")  # no adapter: the batch fails, then its requests alone
         assert good.result(timeout=60).text
-        with pytest.raises(ValueError):
-            bad.result(timeout=60)
+        with pytest.raises(UnknownUserError):
+            unknown.result(timeout=60)
+        assert "batch of 2 failed" in caplog.text  # they ran together, then each alone
     finally:
         batcher.stop()
 

@@ -127,7 +127,8 @@ async def transcribe(
         serving = await run_in_threadpool(_serving, session, caller, state, user)
         waveform = await run_in_threadpool(decode)
         try:
-            future = state.batcher.submit(waveform, SAMPLE_RATE, serving.name, serving.file)
+            # features on this request's thread: only the forward pass and decoding wait for the model thread
+            future = await run_in_threadpool(state.batcher.submit, waveform, SAMPLE_RATE, serving.name, serving.file)
         except BatcherStopped as exc:
             raise ServiceError(503, "unavailable", str(exc)) from exc
     try:
