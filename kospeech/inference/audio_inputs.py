@@ -56,6 +56,11 @@ class AudioItem:
     waveform: Optional[np.ndarray] = None
     path: Optional[Path] = None
 
+    @property
+    def seconds(self) -> float:
+        """The whole input's duration."""
+        return self.num_samples / self.sample_rate
+
 
 def _describe(audio: Any, index: Optional[int]) -> str:
     if isinstance(audio, (str, os.PathLike)):

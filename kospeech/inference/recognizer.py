@@ -81,11 +81,6 @@ class PreparedAudio:
     item: AudioItem
     segments: List[_Segment]
 
-    @property
-    def seconds(self) -> float:
-        """The input's duration."""
-        return self.item.num_samples / self.item.sample_rate
-
 
 @dataclass
 class _Accumulator:
@@ -504,7 +499,7 @@ class Recognizer:
                 self._decode_batch(pending, names, adapters, accumulators)
         results = []
         for item, name, requested, accumulator in zip(items, names, users, accumulators):
-            seconds = item.num_samples / item.sample_rate
+            seconds = item.seconds
             if accumulator.num_segments == 0 and item.num_samples * target_rate < min_samples * item.sample_rate:
                 logger.warning(
                     "%s: %.4f s of audio is shorter than one feature window (%d samples at %d Hz); empty transcript",

@@ -3,16 +3,17 @@
 Request threads :meth:`DynamicBatcher.submit` a decoded waveform with its user's serving name (and that adapter's
 file) and wait on the returned future; ``submit`` finds the speech and computes its features on the calling thread
 (:meth:`Recognizer.prepare <kospeech.inference.Recognizer.prepare>`), so that work runs on the request threads in
-parallel and never queues behind the model. One model thread takes the first waiting request, keeps collecting for up to
-``max_wait_ms`` or until ``max_batch_size`` requests are in, but only while more are to come: a request announces
+parallel and never queues behind the model. One model thread takes the first waiting request, keeps collecting for
+up to ``max_wait_ms`` or until ``max_batch_size`` requests are in, but only while more are to come: a request announces
 itself while it is being decoded (:meth:`DynamicBatcher.arriving`), and a batch with nothing queued and nothing
 announced runs at once (a lone request never waits). It then hands the batch's adapter files to ``bind`` (the adapter
 cache's :meth:`~kospeech.service.adapter_cache.ByteBoundedAdapterCache.bind`) and runs the batch as one mixed-user
 call of :meth:`Recognizer.transcribe_prepared <kospeech.inference.Recognizer.transcribe_prepared>` (the frozen trunk
-once per forward pass, each row through its own user's adapter). The batch goes in shortest first: the recognizer runs its segments
-``batch_size`` at a time, each pass padded to its longest segment, so passes of similar lengths waste little on
-padding (the convolutional front end costs as much for padding as for speech). All model work (forward passes and
-decoding) happens on that one thread. A batch that fails is run again request by request, so one bad input fails only its own request.
+once per forward pass, each row through its own user's adapter). The batch goes in shortest first: the recognizer
+runs its segments ``batch_size`` at a time, each pass padded to its longest segment, so passes of similar lengths
+waste little on padding (the convolutional front end costs as much for padding as for speech). All model work
+(forward passes and decoding) happens on that one thread. A batch that fails is run again request by request, so one
+bad input fails only its own request.
 """
 
 from __future__ import annotations
@@ -171,7 +172,7 @@ class DynamicBatcher:
             files: Dict[str, Path] = {r.user: r.adapter_file for r in batch if r.user and r.adapter_file}
             self.bind(files)
         # shortest first: the recognizer runs its segments batch_size at a time, padded to the longest of each pass
-        batch = sorted(batch, key=lambda request: request.audio.seconds)
+        batch = sorted(batch, key=lambda request: request.audio.item.seconds)
         try:
             results: List[Transcription] = self.recognizer.transcribe_prepared(
                 [request.audio for request in batch], user=[request.user for request in batch], return_timestamps=True

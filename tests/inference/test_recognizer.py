@@ -69,7 +69,7 @@ def test_prepared_inputs_transcribe_as_the_inputs_themselves(world):
     users = [None, "alice", "bob", "alice"]
     direct = recognizer.transcribe(world.wavs, user=users, return_timestamps=True)
     prepared = [recognizer.prepare(path) for path in world.wavs]
-    assert [audio.seconds for audio in prepared] == [result.duration for result in direct]
+    assert [audio.item.seconds for audio in prepared] == [result.duration for result in direct]
     for result, expected in zip(recognizer.transcribe_prepared(prepared, user=users, return_timestamps=True), direct):
         assert result == expected  # same segments, batches of 3 across inputs, adapters, times and confidences
     with pytest.raises(ValueError, match="2 users for 4 inputs"):
