@@ -31,6 +31,7 @@ from kospeech.cli.common import apply_adapter_recipe, config_dir, exit_on_user_e
 from kospeech.config import register_configs
 from kospeech.fileio import strict_json
 from kospeech.trainer.configs import AdapterTrainConfig
+from kospeech.trainer.distributed import local_rank_device
 from kospeech.trainer.multi_user import DEFAULT_GROUP_SIZE, train_user_adapters
 
 _PATH_OPTIONS = {
@@ -116,28 +117,6 @@ def resolve_shard(
     return None
 
 
-def launcher_device(device: str, environ: Mapping[str, str], cuda_devices: int) -> str:
-    """This process' device: ``cuda:LOCAL_RANK`` when torchrun set ``LOCAL_RANK`` and ``device`` is ``auto`` or
-    ``cuda`` on a machine with ``cuda_devices`` GPUs; ``device`` unchanged otherwise (``cpu``, ``cuda:N``, no GPU,
-    no torchrun), so several processes of one machine do not all train on the first GPU.
-
-    Raises:
-        ValueError: ``LOCAL_RANK`` is not a number, or names a GPU this machine does not have.
-    """
-    if "LOCAL_RANK" not in environ or device not in ("auto", "cuda") or cuda_devices == 0:
-        return device
-    value = environ["LOCAL_RANK"]
-    if not value.strip().isdigit():
-        raise ValueError(f"LOCAL_RANK must be a number, got {value!r}")
-    local_rank = int(value)
-    if local_rank >= cuda_devices:
-        raise ValueError(
-            f"LOCAL_RANK={local_rank} but this machine has {cuda_devices} GPU(s): start at most {cuda_devices} "
-            "processes per machine (torchrun --nproc-per-node), or set train.device=cpu"
-        )
-    return f"cuda:{local_rank}"
-
-
 def main() -> None:
     """``kospeech-train-adapters`` (and ``python bin/train_adapters.py``); mistakes end with one ``error:`` line."""
     args = parse_args()
@@ -152,7 +131,7 @@ def train(args: argparse.Namespace) -> None:
         Path(args.output_dir).resolve() / f"train{suffix}.log"
     )  # first: the recipe the config takes is logged
     config = load_config(args)
-    config = dataclasses.replace(config, device=launcher_device(config.device, os.environ, torch.cuda.device_count()))
+    config = dataclasses.replace(config, device=local_rank_device(config.device, os.environ, torch.cuda.device_count()))
     users = [name for name in args.users.split(",") if name] if args.users else None
     results = train_user_adapters(
         config, Path(args.users_dir).resolve(), users=users, group_size=args.group_size, shard=shard

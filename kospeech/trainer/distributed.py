@@ -3,7 +3,8 @@
 ``torchrun`` starts one process per device and describes the job in environment variables (``RANK``,
 ``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_ADDR``, ``MASTER_PORT``). :func:`init_distributed` joins that process
 group (``gloo`` on CPU, ``nccl`` on CUDA) and returns a :class:`DistributedContext`; without those variables (or
-with ``WORLD_SIZE=1``) it returns the single-process context and nothing changes.
+with ``WORLD_SIZE=1``) it returns the single-process context and nothing changes. Jobs that only split work by
+rank, without a process group, take their GPU from :func:`local_rank_device`.
 
 How :class:`~kospeech.trainer.supervised_trainer.SupervisedTrainer` uses it:
 
@@ -24,7 +25,7 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass
-from typing import Optional, Union
+from typing import Mapping, Optional, Union
 
 import torch
 import torch.distributed as dist
@@ -36,6 +37,7 @@ __all__ = [
     "current_context",
     "cleanup_distributed",
     "resolve_backend",
+    "local_rank_device",
     "world_size_from_env",
 ]
 
@@ -111,6 +113,30 @@ def world_size_from_env() -> int:
     if size < 1:
         raise ValueError(f"WORLD_SIZE must be >= 1, got {size}")
     return size
+
+
+def local_rank_device(device: str, environ: Mapping[str, str], cuda_devices: int) -> str:
+    """The device of a torchrun-launched process that forms no process group (e.g. one shard of the multi-user job).
+
+    ``cuda:LOCAL_RANK`` when torchrun set ``LOCAL_RANK`` and ``device`` is ``auto`` or ``cuda`` on a machine with
+    ``cuda_devices`` GPUs; ``device`` unchanged otherwise (``cpu``, ``cuda:N``, no GPU, no torchrun), so several
+    processes of one machine do not all train on the first GPU.
+
+    Raises:
+        ValueError: ``LOCAL_RANK`` is not a number, or names a GPU this machine does not have.
+    """
+    if "LOCAL_RANK" not in environ or device not in ("auto", "cuda") or cuda_devices == 0:
+        return device
+    value = environ["LOCAL_RANK"]
+    if not value.strip().isdigit():
+        raise ValueError(f"LOCAL_RANK must be a number, got {value!r}")
+    local_rank = int(value)
+    if local_rank >= cuda_devices:
+        raise ValueError(
+            f"LOCAL_RANK={local_rank} but this machine has {cuda_devices} GPU(s): start at most {cuda_devices} "
+            "processes per machine (torchrun --nproc-per-node), or set train.device=cpu"
+        )
+    return f"cuda:{local_rank}"
 
 
 def resolve_backend(name: str, device: torch.device) -> str:

@@ -10,11 +10,12 @@ import pytest
 import torch
 
 from kospeech.checkpoint import save_checkpoint
-from kospeech.cli.train_adapters import launcher_device, resolve_shard
+from kospeech.cli.train_adapters import resolve_shard
 from kospeech.data.manifest import write_manifest
 from kospeech.model_builder import build_deepspeech2
 from kospeech.models import AdapterManager
 from kospeech.trainer import AdapterTrainConfig, AdapterTrainer
+from kospeech.trainer.distributed import local_rank_device
 from kospeech.trainer.multi_user import (
     MultiUserAdapterTrainer,
     discover_user_manifests,
@@ -282,16 +283,16 @@ def test_shards_split_the_sorted_users_without_overlap():
 
 def test_torchrun_processes_take_the_gpu_of_their_local_rank():
     torchrun = {"RANK": "5", "WORLD_SIZE": "8", "LOCAL_RANK": "1"}
-    assert launcher_device("auto", torchrun, cuda_devices=4) == "cuda:1"
-    assert launcher_device("cuda", torchrun, cuda_devices=4) == "cuda:1"
-    assert launcher_device("cuda:3", torchrun, cuda_devices=4) == "cuda:3"  # an explicit GPU stays
-    assert launcher_device("cpu", torchrun, cuda_devices=4) == "cpu"
-    assert launcher_device("auto", torchrun, cuda_devices=0) == "auto"  # no GPU: CPU processes
-    assert launcher_device("auto", {}, cuda_devices=4) == "auto"  # not under torchrun
+    assert local_rank_device("auto", torchrun, cuda_devices=4) == "cuda:1"
+    assert local_rank_device("cuda", torchrun, cuda_devices=4) == "cuda:1"
+    assert local_rank_device("cuda:3", torchrun, cuda_devices=4) == "cuda:3"  # an explicit GPU stays
+    assert local_rank_device("cpu", torchrun, cuda_devices=4) == "cpu"
+    assert local_rank_device("auto", torchrun, cuda_devices=0) == "auto"  # no GPU: CPU processes
+    assert local_rank_device("auto", {}, cuda_devices=4) == "auto"  # not under torchrun
     with pytest.raises(ValueError, match="LOCAL_RANK=1 but this machine has 1 GPU"):
-        launcher_device("cuda", torchrun, cuda_devices=1)
+        local_rank_device("cuda", torchrun, cuda_devices=1)
     with pytest.raises(ValueError, match="LOCAL_RANK must be a number"):
-        launcher_device("auto", {"LOCAL_RANK": "first"}, cuda_devices=2)
+        local_rank_device("auto", {"LOCAL_RANK": "first"}, cuda_devices=2)
 
 
 @pytest.mark.slow
