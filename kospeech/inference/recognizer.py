@@ -66,16 +66,17 @@ class _Segment:
     offset_seconds: float
     duration_seconds: float
     features: Tensor  # (T, D)
+    extracted: Optional[Tensor] = None  # (T', F_conv) the model's extractor output, when prepare ran the extractor
 
 
 @dataclass
 class PreparedAudio:
     """One input cut into speech segments with their features, ready for the model (:meth:`Recognizer.prepare`).
 
-    Preparing runs no model: a server prepares each request on its own thread, in parallel, and hands the model
-    thread only what batches (:meth:`Recognizer.transcribe_prepared`). Holds every segment's features at once, so
-    it is meant for inputs of bounded length (a long file is better given to :meth:`Recognizer.transcribe`,
-    which streams it).
+    Preparing runs at most the model's extractor: a server prepares each request on its own thread, in parallel,
+    and hands the model thread only what batches (:meth:`Recognizer.transcribe_prepared`). Holds every segment's
+    features at once, so it is meant for inputs of bounded length (a long file is better given to
+    :meth:`Recognizer.transcribe`, which streams it).
     """
 
     item: AudioItem
@@ -400,15 +401,22 @@ class Recognizer:
         results = self._run(items, (self._segments(item) for item in items), users, adapters, return_timestamps)
         return results[0] if single else results
 
-    def prepare(self, audio: AudioInput, sample_rate: Optional[int] = None) -> PreparedAudio:
-        """Check one input, find its speech and compute its features: all of transcription but the model.
+    def prepare(
+        self, audio: AudioInput, sample_rate: Optional[int] = None, run_extractor: bool = False
+    ) -> PreparedAudio:
+        """Check one input, find its speech and compute its features: all of transcription that no user changes.
 
         Safe to call from several threads at once. ``transcribe_prepared([recognizer.prepare(a) for a in audios],
-        users)`` gives what ``transcribe(audios, users)`` gives.
+        users)`` gives what ``transcribe(audios, users)`` gives (with ``run_extractor``, within float rounding).
 
         Args:
             audio: a path, a waveform, or a ``(waveform, sample_rate)`` pair (as for :meth:`transcribe`).
             sample_rate: the rate of a waveform given without its own.
+            run_extractor: also run the model's convolutional extractor on each segment, here, one segment at a
+                time. Every adapter comes after the extractor, so its output is the same whoever the user is. Worth
+                it where preparing runs beside the thread that batches, on a CPU: there the extractor gains little
+                from batching (a convolution over one utterance already fills a core) and is a quarter of the
+                batched model's time. On a GPU it batches well: leave it to :meth:`transcribe_prepared`.
 
         Returns:
             The input's :class:`PreparedAudio`.
@@ -418,7 +426,17 @@ class Recognizer:
         """
         item = self._prepare(audio, None, sample_rate)
         with torch.inference_mode():
-            return PreparedAudio(item, list(self._segments(item)))
+            segments = list(self._segments(item))
+            if run_extractor:
+                for segment in segments:
+                    segment.extracted = self._extract(segment.features)
+            return PreparedAudio(item, segments)
+
+    def _extract(self, features: Tensor) -> Tensor:
+        """The model's extractor output for one segment: (T, D) features -> (T', F_conv) on the model's device."""
+        lengths = torch.tensor([features.shape[0]], dtype=torch.int64)
+        extracted, _ = self.model.run(features.unsqueeze(0).to(self.device), lengths, to_layer=0)
+        return extracted[0]
 
     def transcribe_prepared(
         self,
@@ -542,12 +560,15 @@ class Recognizer:
         ``pending`` holds (input index, segment) pairs.
         """
         segments = [segment for _, segment in pending]
-        lengths = torch.tensor([segment.features.shape[0] for segment in segments], dtype=torch.int64)
-        inputs = torch.zeros(len(segments), int(lengths.max()), self.model.input_dim)  # (B, T, D)
-        for row, segment in enumerate(segments):
-            inputs[row, : segment.features.shape[0]] = segment.features
+        if any(segment.extracted is not None for segment in segments):  # prepared with the extractor: start after it
+            rows = [self._extract(s.features) if s.extracted is None else s.extracted for s in segments]
+            from_layer: Optional[int] = 0
+        else:
+            rows, from_layer = [segment.features for segment in segments], None
+        lengths = torch.tensor([row.shape[0] for row in rows], dtype=torch.int64)
+        inputs = torch.nn.utils.rnn.pad_sequence(rows, batch_first=True).to(self.device)  # (B, T, D) or (B, T', F)
         router = AdapterRouter.from_names([names[index] for index, _ in pending], adapters)
-        log_probs, output_lengths = self.model.forward_mixed(inputs.to(self.device), lengths, router)
+        log_probs, output_lengths = self.model.forward_mixed(inputs, lengths, router, from_layer=from_layer)
         log_probs, lengths = log_probs.cpu(), output_lengths.cpu()
         hypotheses = self.decoder(log_probs, lengths)
         for row, ((index, segment), hypothesis) in enumerate(zip(pending, hypotheses)):

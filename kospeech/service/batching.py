@@ -1,24 +1,27 @@
 """Dynamic batching: concurrent transcription requests, whoever's users they are, run as one model batch.
 
-Request threads :meth:`DynamicBatcher.submit` a decoded waveform with its user's serving name (and that adapter's
-file) and wait on the returned future; ``submit`` finds the speech and computes its features on the calling thread
-(:meth:`Recognizer.prepare <kospeech.inference.Recognizer.prepare>`), so that work runs on the request threads in
-parallel and never queues behind the model. One model thread takes the first waiting request, keeps collecting for
-up to ``max_wait_ms`` or until ``max_batch_size`` requests are in, but only while more are to come: a request announces
-itself while it is being decoded (:meth:`DynamicBatcher.arriving`), and a batch with nothing queued and nothing
-announced runs at once (a lone request never waits). It then hands the batch's adapter files to ``bind`` (the adapter
-cache's :meth:`~kospeech.service.adapter_cache.ByteBoundedAdapterCache.bind`) and runs the batch as one mixed-user
-call of :meth:`Recognizer.transcribe_prepared <kospeech.inference.Recognizer.transcribe_prepared>` (the frozen trunk
-once per forward pass, each row through its own user's adapter). The batch goes in shortest first: the recognizer
-runs its segments ``batch_size`` at a time, each pass padded to its longest segment, so passes of similar lengths
-waste little on padding (the convolutional front end costs as much for padding as for speech). All model work
-(forward passes and decoding) happens on that one thread. A batch that fails is run again request by request, so one
-bad input fails only its own request.
+Request threads :meth:`DynamicBatcher.submit` a decoded waveform with its user's serving name (and that adapter's file)
+and wait on the returned future; ``submit`` finds the speech and computes its features on the calling thread
+(:meth:`Recognizer.prepare <kospeech.inference.Recognizer.prepare>`), and on a CPU also runs the model's convolutional
+extractor there (the same for every user, and it gains little from batching on a CPU), so that work runs on the request
+threads in parallel and never queues behind the model; at most ``prepare_threads`` prepare at once, so that they use the
+cores the model thread leaves free and do not take its time slices. One model thread takes the first waiting request,
+keeps collecting for up to ``max_wait_ms`` or until ``max_batch_size`` requests are in, but only while more are to come:
+a request announces itself while it is being decoded (:meth:`DynamicBatcher.arriving`), and a batch with nothing queued
+and nothing announced runs at once (a lone request never waits). It then hands the batch's adapter files to ``bind``
+(the adapter cache's :meth:`~kospeech.service.adapter_cache.ByteBoundedAdapterCache.bind`) and runs the batch as one
+mixed-user call of :meth:`Recognizer.transcribe_prepared <kospeech.inference.Recognizer.transcribe_prepared>` (the
+frozen trunk once per forward pass, each row through its own user's adapter). The batch goes in shortest first: the
+recognizer runs its segments ``batch_size`` at a time, each pass padded to its longest segment, so passes of similar
+lengths waste little on padding (the convolutional front end costs as much for padding as for speech). The rest of the
+model (RNN layers, adapters, head) and decoding run on that one thread. A batch that fails is run again request by
+request, so one bad input fails only its own request.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import queue
 import threading
 import time
@@ -29,12 +32,25 @@ from pathlib import Path
 from typing import Callable, Dict, Iterator, List, Mapping, Optional
 
 import numpy as np
+import torch
 
 from kospeech.inference import PreparedAudio, Recognizer, Transcription
 
-__all__ = ["BatcherStopped", "DynamicBatcher"]
+__all__ = ["BatcherStopped", "DynamicBatcher", "default_prepare_threads"]
 
 logger = logging.getLogger(__name__)
+
+
+def default_prepare_threads(model_threads: int) -> int:
+    """How many request threads prepare at once by default: the cores this process may use that the model thread's
+    ``model_threads`` torch threads leave free, at least one.
+
+    Preparing (speech detection, features, on a CPU the model's extractor) is compute-bound: more preparing threads
+    than free cores take time slices from the model thread, which every batch waits for (measured in
+    docs/performance.md, section 6).
+    """
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, cores - model_threads)
 
 
 class BatcherStopped(RuntimeError):
@@ -61,6 +77,9 @@ class DynamicBatcher:
         max_wait_ms: how long the first request of a batch waits for more (while more are queued or announced).
         on_batch: called after each batch with (requests, seconds of model time).
         bind: called on the model thread before each batch with {serving name: adapter file} of its requests.
+        prepare_threads: the most request threads preparing at once (speech detection, features, and on a CPU the
+            model's extractor); more wait. The default (:func:`default_prepare_threads`) leaves the model thread's
+            cores to the model.
     """
 
     def __init__(
@@ -70,9 +89,14 @@ class DynamicBatcher:
         max_wait_ms: float,
         on_batch: Optional[Callable[[int, float], None]] = None,
         bind: Optional[Callable[[Mapping[str, Path]], None]] = None,
+        prepare_threads: Optional[int] = None,
     ) -> None:
         if max_batch_size < 1:
             raise ValueError(f"max_batch_size must be >= 1, got {max_batch_size}")
+        if prepare_threads is None:
+            prepare_threads = default_prepare_threads(torch.get_num_threads())
+        if prepare_threads < 1:
+            raise ValueError(f"prepare_threads must be >= 1, got {prepare_threads}")
         self.recognizer = recognizer
         self.max_batch_size = max_batch_size
         self.max_wait = max(0.0, max_wait_ms) / 1000.0
@@ -84,6 +108,9 @@ class DynamicBatcher:
         self._thread: Optional[threading.Thread] = None
         self._forming = 0
         self._arriving = 0
+        # the extractor is the same for every user and gains little from batching on a CPU: preparing runs it there
+        self._run_extractor = recognizer.device.type == "cpu"
+        self._preparing = threading.BoundedSemaphore(prepare_threads)
 
     def start(self) -> None:
         """Start the model thread."""
@@ -135,7 +162,9 @@ class DynamicBatcher:
             BatcherStopped: the batcher is not running.
             AudioError, ValueError: the waveform cannot be transcribed (raised here, not through the future).
         """
-        request = _Request(self.recognizer.prepare((waveform, sample_rate)), user, adapter_file)
+        with self._preparing:
+            prepared = self.recognizer.prepare((waveform, sample_rate), run_extractor=self._run_extractor)
+        request = _Request(prepared, user, adapter_file)
         with self._lock:
             if not self._accepting:
                 raise BatcherStopped("the server is shutting down")

@@ -72,6 +72,13 @@ class ServerConfig:
         default=8,
         metadata={"help": "speech segments per model forward pass (a batch runs shortest first; more on a GPU)"},
     )
+    prepare_threads: Optional[int] = field(
+        default=None,
+        metadata={
+            "help": "request threads preparing audio at once (speech detection, features, on a CPU the model's "
+            "extractor); null: the cores the model thread's torch_threads leave free, at least 1"
+        },
+    )
     adapter_cache_bytes: int = field(
         default=256 * 2**20, metadata={"help": "memory for loaded user adapters, in bytes (LRU beyond)"}
     )
@@ -131,6 +138,8 @@ def _check(server: ServerConfig) -> ServerConfig:
         raise ConfigError(f"server.batch_max_wait_ms must be >= 0, got {server.batch_max_wait_ms}")
     if server.min_enrollment_utterances < 2:
         raise ConfigError("server.min_enrollment_utterances must be at least 2 (some are held out for validation)")
+    if server.prepare_threads is not None and server.prepare_threads < 1:
+        raise ConfigError(f"server.prepare_threads must be >= 1 or null, got {server.prepare_threads}")
     if server.train_num_epochs is not None and server.train_num_epochs < 1:
         raise ConfigError(f"server.train_num_epochs must be >= 1 or null, got {server.train_num_epochs}")
     if server.queue not in QUEUE_BACKENDS:

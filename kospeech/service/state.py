@@ -70,7 +70,13 @@ class ServiceState:
         cache: ByteBoundedAdapterCache = recognizer.cache
         runner = AdapterJobRunner(settings.base_model_path, settings.train_num_epochs)
         queue = JobQueue(settings, sessions, storage, runner if settings.in_process_worker else None)
-        batcher = DynamicBatcher(recognizer, settings.batch_max_size, settings.batch_max_wait_ms, bind=cache.bind)
+        batcher = DynamicBatcher(
+            recognizer,
+            settings.batch_max_size,
+            settings.batch_max_wait_ms,
+            bind=cache.bind,
+            prepare_threads=settings.prepare_threads,
+        )
         metrics = ServiceMetrics(
             queue_depth=batcher.depth,
             cache_stats=cache.stats,

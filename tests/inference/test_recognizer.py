@@ -78,6 +78,30 @@ def test_prepared_inputs_transcribe_as_the_inputs_themselves(world):
         recognizer.transcribe_prepared(prepared[:1], user="carol")
 
 
+@pytest.mark.parametrize("adapter_type", ["head", "encoder"])
+def test_inputs_prepared_with_the_extractor_transcribe_as_the_inputs_themselves(make_world, adapter_type):
+    setup = make_world(adapter_type)
+    recognizer = Recognizer.from_checkpoint(setup.checkpoint, adapter_dir=setup.adapter_dir, batch_size=3)
+    users = [None, "alice", "bob", "alice"]
+    direct = recognizer.transcribe(setup.wavs, user=users, return_timestamps=True)
+    extractor_calls = []
+    recognizer.model.conv.register_forward_hook(lambda module, inputs, output: extractor_calls.append(inputs[0].shape))
+    extracted = [recognizer.prepare(path, run_extractor=True) for path in setup.wavs]
+    segments = sum(len(audio.segments) for audio in extracted)
+    assert len(extractor_calls) == segments and all(shape[0] == 1 for shape in extractor_calls)  # one segment each
+    plain = recognizer.prepare(setup.wavs[1])
+    for prepared, calls in ((extracted, 0), ([extracted[0], plain, extracted[2], extracted[3]], len(plain.segments))):
+        extractor_calls.clear()
+        results = recognizer.transcribe_prepared(prepared, user=users, return_timestamps=True)
+        assert len(extractor_calls) == calls  # only segments prepared without it go through the extractor
+        for result, expected in zip(results, direct):
+            assert (result.text, result.tokens, result.adapter) == (expected.text, expected.tokens, expected.adapter)
+            assert result.score == pytest.approx(expected.score, rel=1e-5, abs=1e-4)
+            assert [(word.word, word.start, word.end) for word in result.words] == [
+                (word.word, word.start, word.end) for word in expected.words
+            ]
+
+
 def test_single_input_gives_one_result_and_lists_give_lists(world):
     recognizer = Recognizer.from_checkpoint(world.checkpoint, adapter_dir=world.adapter_dir, detect_speech=False)
     single = recognizer.transcribe(world.wavs[0], user="alice", return_timestamps=True)

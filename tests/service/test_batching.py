@@ -141,6 +141,51 @@ def test_one_bad_request_fails_alone(recognizer, tiny_users, caplog):
         batcher.stop()
 
 
+def test_request_threads_run_the_extractor_at_most_prepare_threads_at_once(recognizer, tiny_users):
+    waves = speech(tiny_users, 6)
+    running, most, lock, callers = [0], [0], threading.Lock(), set()
+
+    def entered(module, inputs):
+        with lock:
+            running[0] += 1
+            most[0] = max(most[0], running[0])
+            callers.add(threading.current_thread().name)
+
+    def left(module, inputs, output):
+        with lock:
+            running[0] -= 1
+
+    hooks = [
+        recognizer.model.conv.register_forward_pre_hook(entered),
+        recognizer.model.conv.register_forward_hook(left),
+    ]
+    batcher = DynamicBatcher(recognizer, max_batch_size=8, max_wait_ms=200, prepare_threads=1)
+    batcher.start()
+    together = threading.Barrier(len(waves))
+    futures = [None] * len(waves)
+
+    def submit(index):
+        together.wait()
+        futures[index] = batcher.submit(waves[index], 16000, None)
+
+    try:
+        threads = [threading.Thread(target=submit, args=(index,), name=f"request-{index}") for index in range(6)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        texts = [future.result(timeout=60).text for future in futures]
+    finally:
+        batcher.stop()
+        for hook in hooks:
+            hook.remove()
+    # on a CPU the extractor ran on the request threads (never on the model thread), one of them at a time
+    assert most[0] == 1 and callers == {f"request-{index}" for index in range(6)}
+    assert texts == [recognizer.transcribe((wave, 16000)).text for wave in waves]
+    with pytest.raises(ValueError, match="prepare_threads must be >= 1"):
+        DynamicBatcher(recognizer, max_batch_size=8, max_wait_ms=10, prepare_threads=0)
+
+
 def test_the_cache_loads_new_versions_reloads_changed_files_and_stays_within_its_bytes(tmp_path):
     first = save_adapter(tmp_path / "a", "alice", seed=0)
     size = module_bytes(AdapterManager.read_adapter(first)[0])

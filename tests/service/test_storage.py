@@ -106,7 +106,15 @@ def test_the_database_refuses_a_second_user_with_the_same_id_in_a_tenant(engine)
 def test_settings_are_typed_and_checked(tmp_path):
     settings = load_settings([f"server.data_dir={tmp_path}", "server.port=9000", "server.database_url=null"])
     assert settings.port == 9000 and settings.database() == f"sqlite:///{tmp_path / 'service.db'}"
-    for bad in ("server.port=abc", "server.nope=1", "server.port=0", "server.queue=kafka", "port=1", "server.port"):
+    for bad in (
+        "server.port=abc",
+        "server.nope=1",
+        "server.port=0",
+        "server.queue=kafka",
+        "port=1",
+        "server.port",
+        "server.prepare_threads=0",
+    ):
         with pytest.raises(ConfigError):
             load_settings([bad])
 

@@ -350,7 +350,11 @@ class DeepSpeech2(nn.Module):
         return base_log_probs, lengths, router.apply_head(base_features, lambda _: base_logits)
 
     def forward_mixed(
-        self, inputs: Tensor, input_lengths: Tensor, groups: Union[Sequence[AdapterGroup], AdapterRouter]
+        self,
+        inputs: Tensor,
+        input_lengths: Tensor,
+        groups: Union[Sequence[AdapterGroup], AdapterRouter],
+        from_layer: Optional[int] = None,
     ) -> Tuple[Tensor, Tensor]:
         """Run a batch whose rows use different adapters (or none), in eval mode only.
 
@@ -363,14 +367,17 @@ class DeepSpeech2(nn.Module):
         used; the adapters' dropout is off because they must be in eval mode.
 
         Inputs:
-            inputs: (B, T, D) float, padded features.
-            input_lengths: (B,) int64, valid frames per row, any order, any device, 1 <= L <= T.
+            inputs: (B, T, D) float, padded features; with ``from_layer``, the value at that trunk point (see
+                :meth:`run`), e.g. the extractor's output (B, T', F_conv) for ``from_layer=0``, computed without
+                adapters (every adapter comes after the extractor, so that value is the same for every user).
+            input_lengths: (B,) int64, valid frames per row (of ``inputs``), any order, any device, 1 <= L <= T.
             groups: an :class:`AdapterRouter`, or ``(rows, adapter)`` pairs: ``rows`` a (n,) integer tensor or list
                 of distinct batch row indices, ``adapter`` a module of a registered adapter type that fits this
                 model, on its device, in eval mode. A row belongs to at most one group; types may be mixed.
+            from_layer: ``None`` to start from features, or the trunk point ``inputs`` holds.
 
         Returns:
-            log_probs: (B, T', C) log-probabilities, ``T' = ceil(T / 2)``.
+            log_probs: (B, T', C) log-probabilities, ``T' = ceil(T / 2)`` (``T`` itself with ``from_layer``).
             output_lengths: (B,) int64 on ``input_lengths.device``.
 
         Raises:
@@ -386,7 +393,7 @@ class DeepSpeech2(nn.Module):
                     f"group {position}: the {adapter.adapter_type!r} adapter is in training mode; call adapter.eval()"
                 )
             self.check_adapter_fits(adapter)
-        features, lengths = self.run(inputs, input_lengths, router=router)
+        features, lengths = self.run(inputs, input_lengths, from_layer=from_layer, router=router)
         return self.classify(features, router), lengths
 
     @torch.no_grad()
