@@ -15,8 +15,11 @@ is taken out:
 
 - trunk cache: ``AdapterTrainer(...).train(...)`` per user in turn vs ``MultiUserAdapterTrainer`` (one cache build over
   all users' utterances in mixed batches, then every step runs all users' batches side by side through the frozen
-  RNN layers, each row through its own user's adapter); its ratio is printed as ``in_process_ratio:``;
-- SpecAugment (no training cache): one trunk forward per user and step vs one per step for all users.
+  RNN layers, each row through its own user's adapter, ``users_side_by_side=true``); its ratio is printed as
+  ``in_process_ratio:``;
+- the same with the device's default (``users_side_by_side=null``: in turn on a CPU, side by side on a GPU);
+- SpecAugment (no training cache): one trunk forward per user and step vs one per step for all users (the device's
+  default for the steps above it).
 
 ``--quick`` measures the headline alone (the in-process rows need the full mode).
 
@@ -31,6 +34,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Optional
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -57,7 +61,9 @@ def make_users(world: World, per_user: int):
     return dict(list(users.items())[:NUM_USERS])
 
 
-def config_for(root: Path, epochs: int, spec_augment: bool, seed: int, device: str) -> AdapterTrainConfig:
+def config_for(
+    root: Path, epochs: int, spec_augment: bool, seed: int, device: str, side_by_side: Optional[bool] = None
+) -> AdapterTrainConfig:
     return AdapterTrainConfig(
         base_model_path="unused",
         output_dir=str(root / "runs"),
@@ -76,6 +82,7 @@ def config_for(root: Path, epochs: int, spec_augment: bool, seed: int, device: s
         num_threads=torch.get_num_threads(),
         seed=seed,
         spec_augment=spec_augment,
+        users_side_by_side=side_by_side,
         log_every=10_000,
         device=device,
     )
@@ -115,13 +122,17 @@ def max_difference(first, second) -> float:
     return max(float((first[user][key] - second[user][key]).abs().max()) for user in first for key in first[user])
 
 
-def compare(world: World, users, epochs: int, spec_augment: bool, seed: int, root: Path) -> dict:
+def compare(
+    world: World, users, epochs: int, spec_augment: bool, seed: int, root: Path, side_by_side: Optional[bool]
+) -> dict:
     config = config_for(root, epochs, spec_augment, seed, str(world.device))
     sequential_seconds, sequential_adapters = timed(lambda: sequential(world, users, config, root))
-    config = config_for(root / "multi", epochs, spec_augment, seed, str(world.device))
+    config = config_for(root / "multi", epochs, spec_augment, seed, str(world.device), side_by_side)
     multi_seconds, (multi_adapters, cache_seconds) = timed(lambda: one_process(world, users, config))
+    steps = {True: "users side by side", False: "users in turn", None: "the device's default steps"}[side_by_side]
     return {
-        "regime": "SpecAugment, shared trunk forward per step" if spec_augment else "trunk cache (default)",
+        "regime": f"{'SpecAugment, shared trunk forward per step' if spec_augment else 'trunk cache'}, {steps}",
+        "users_side_by_side": side_by_side,
         "sequential_seconds": round(sequential_seconds, 3),
         "one_process_seconds": round(multi_seconds, 3),
         "one_process_cache_build_seconds": round(cache_seconds, 3),
@@ -219,8 +230,9 @@ def main() -> None:
         regimes = []
         if not args.quick:  # --quick measures the headline alone, to stay near a minute
             world.warm_up_device()
-            regimes.append(compare(world, users, epochs, False, args.seed, root / "cached"))
-            regimes.append(compare(world, users, epochs, True, args.seed, root / "specaug"))
+            regimes.append(compare(world, users, epochs, False, args.seed, root / "cached", side_by_side=True))
+            regimes.append(compare(world, users, epochs, False, args.seed, root / "default", side_by_side=None))
+            regimes.append(compare(world, users, epochs, True, args.seed, root / "specaug", side_by_side=None))
     results = {
         "mode": "quick" if args.quick else "full",
         "note": "speed only; random weights unless --base",

@@ -21,8 +21,10 @@ around each step, so the adapters' dropout masks are those of the run alone). Wh
 output of a row comes from: a batch with other users' rows, which the padding-invariant base makes equal within
 1e-5.
 
-For ``encoder`` adapters the shared part is the extractor (the cache point); the RNN layers above it run once per
-step over every active user's batch side by side, each row through its own user's adapters.
+For ``encoder`` adapters the shared part is the extractor (the cache point). On a GPU the RNN layers above it run
+once per step over every active user's batch side by side, each row through its own user's adapters; on a CPU the
+users' steps run one after another (``users_side_by_side``): one CPU thread is already compute-bound at one user's
+batch, and padding every user's rows to the longest made side-by-side steps about 10% slower.
 
 Thousands of users in one job (:func:`train_user_adapters`): the users stream through in groups of ``group_size``,
 one :class:`MultiUserAdapterTrainer` (and one trunk cache, built and released) per group, so memory is bounded by
@@ -81,6 +83,7 @@ __all__ = [
     "discover_user_manifests",
     "shard_users",
     "train_user_adapters",
+    "users_side_by_side",
 ]
 
 logger = logging.getLogger(__name__)
@@ -135,6 +138,13 @@ class _LockstepSampler(Sampler):
                 if keys is not None:
                     rows.extend((user, key) for key in keys)
             yield rows
+
+
+def users_side_by_side(config: AdapterTrainConfig, device: torch.device) -> bool:
+    """Whether a multi-user step runs the active users' batches as one batch: ``config.users_side_by_side``, or when
+    that is ``None`` only on a GPU (one CPU thread is already compute-bound at one user's batch, and side-by-side
+    steps measured about 10% slower there: docs/performance.md, section 5)."""
+    return device.type != "cpu" if config.users_side_by_side is None else config.users_side_by_side
 
 
 class MultiUserAdapterTrainer:
@@ -192,6 +202,8 @@ class MultiUserAdapterTrainer:
             raise TrainingError(f"no user has usable enrollment audio: {self.failed_users}")
         self.adapters: Dict[str, AdapterModule] = {}
         self.device = resolve_device(config.device)
+        self.side_by_side = users_side_by_side(config, self.device)
+        """Whether a step runs the users' batches as one batch (else one user after another)."""
         self.loader_workers = next(iter(self.trainers.values())).loader_workers  # every unit has the same settings
         self.cache_seconds = 0.0
         self.cache_mb = 0.0
@@ -456,7 +468,9 @@ class MultiUserAdapterTrainer:
                 steps = iter([None] * total)
             out_of_time = False
             for mixed in tqdm(steps, total=total, desc=f"epoch {epoch + 1}/{num_epochs} ({len(active)} users)"):
-                self._step_together(shared, self._step_batches(model, runs, mixed, point, iterators))
+                pairs = self._step_batches(model, runs, mixed, point, iterators)
+                for together in [pairs] if self.side_by_side else [[pair] for pair in pairs]:
+                    self._step_together(shared, together)
                 if budget is not None and time.monotonic() - started >= budget:
                     logger.info("time budget of %.1f min reached", self.config.max_minutes)
                     out_of_time = True
@@ -631,12 +645,13 @@ def train_user_adapters(
     Returns:
         ``users`` (per-user figures and adapter paths), ``failed_users`` (names of users without an adapter: their
         manifests or audio failed, or no update was applied, see :meth:`MultiUserAdapterTrainer.train`),
-        ``rejected_users`` (users whose new adapter is no better than the base on their held-out utterances, so it
-        is not served: see :class:`AdapterTrainer`), ``train_seconds``, ``cache_seconds``, ``shard``, ``group_size``
-        and ``groups``: per group its ``users``, ``seconds``, ``cache_mb`` (its trunk cache, memory and spilled) and
-        ``peak_rss_mb`` (the process' peak resident memory during the group; on kernels that cannot reset that
-        record, the peak since the process started). Also written to ``{config.output_dir}/results.json``, or
-        ``results.shard-{index}-of-{count}.json`` for a shard.
+        ``rejected_users`` (users whose new adapter is no better than the base on their held-out utterances, so it is
+        not served: see :class:`AdapterTrainer`), ``train_seconds``, ``cache_seconds``, ``shard``, ``group_size``,
+        ``users_side_by_side`` (how the steps ran, see :func:`users_side_by_side`) and ``groups``: per group its
+        ``users``, ``seconds``, ``cache_mb`` (its trunk cache, memory and spilled) and ``peak_rss_mb`` (the process'
+        peak resident memory during the group; on kernels that cannot reset that record, the peak since the process
+        started). Also written to ``{config.output_dir}/results.json``, or ``results.shard-{index}-of-{count}.json`` for
+        a shard.
 
     Raises:
         ValueError: ``group_size < 1``, a bad shard, or ``users`` names a user without a manifest.
@@ -694,6 +709,7 @@ def train_user_adapters(
         "cache_seconds": round(sum(group["cache_seconds"] for group in groups), 2),
         "shard": None if shard is None else {"index": shard[0], "count": shard[1]},
         "group_size": group_size,
+        "users_side_by_side": users_side_by_side(config, resolve_device(config.device)),
         "groups": groups,
         "failed_users": sorted(name for name, figures in per_user.items() if figures["adapter_path"] is None),
         "rejected_users": sorted(name for name, figures in per_user.items() if figures.get("rejected")),

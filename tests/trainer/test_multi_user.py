@@ -114,13 +114,19 @@ def _assert_same_as_alone(tmp_path, multi, results, base, config, users, vocab, 
         assert saved["name"] == name
 
 
-@pytest.mark.parametrize("adapter_type", ["head", "residual_head", "encoder"])
-def test_cached_multi_user_training_equals_each_user_alone(tmp_path, users, corpus_vocab, feature_config, adapter_type):
-    """Every step runs the users' batches side by side through one frozen pass (patience 1: users stop early)."""
+@pytest.mark.parametrize(
+    "adapter_type, side_by_side", [("head", True), ("residual_head", True), ("encoder", True), ("encoder", False)]
+)
+def test_cached_multi_user_training_equals_each_user_alone(
+    tmp_path, users, corpus_vocab, feature_config, adapter_type, side_by_side
+):
+    """Every step runs the users' batches side by side through one frozen pass, or in turn (patience 1: users stop
+    early)."""
     base = _base(feature_config, corpus_vocab)
-    config = _config(tmp_path, adapter_type=adapter_type, early_stopping_patience=1)
+    config = _config(tmp_path, adapter_type=adapter_type, early_stopping_patience=1, users_side_by_side=side_by_side)
     before = copy.deepcopy(base.state_dict())
     multi = MultiUserAdapterTrainer(config, corpus_vocab, feature_config, users)
+    assert multi.side_by_side is side_by_side
     model = copy.deepcopy(base)
     results = multi.train(model)
     assert model.adapter is None  # the shared base gets no user's adapter left on it
@@ -138,7 +144,7 @@ def test_shared_trunk_forward_with_spec_augment_equals_each_user_alone(
     tmp_path, users, corpus_vocab, feature_config, adapter_type
 ):
     base = _base(feature_config, corpus_vocab)
-    config = _config(tmp_path, adapter_type=adapter_type, spec_augment=True, num_epochs=2)
+    config = _config(tmp_path, adapter_type=adapter_type, spec_augment=True, num_epochs=2, users_side_by_side=True)
     multi = MultiUserAdapterTrainer(config, corpus_vocab, feature_config, users)
     results = multi.train(copy.deepcopy(base))
     assert not any(trainer.cache_info["train"] for trainer in multi.trainers.values())
@@ -149,6 +155,7 @@ def test_without_any_cache_users_still_train_from_one_trunk_forward(tmp_path, us
     base = _base(feature_config, corpus_vocab)
     config = _config(tmp_path, adapter_type="head", cache_trunk=False, num_epochs=1)
     multi = MultiUserAdapterTrainer(config, corpus_vocab, feature_config, users)
+    assert multi.side_by_side is False  # the default on a CPU: one user's step after another
     results = multi.train(copy.deepcopy(base))
     assert set(results) == set(users)
     _assert_same_as_alone(tmp_path, multi, results, base, config, users, corpus_vocab, feature_config, atol=1e-4)
@@ -261,6 +268,7 @@ def test_many_tiny_users_stream_through_in_groups(tmp_path, base_entries, corpus
     assert written == [f"{name}_adapter.pt" for name in names if name != "u013"]
     on_disk = json.loads((tmp_path / "run" / "results.json").read_text())
     assert on_disk["group_size"] == 8 and len(on_disk["groups"]) == 5
+    assert on_disk["users_side_by_side"] is False  # the default on a CPU: one user's step after another
 
 
 def test_shards_split_the_sorted_users_without_overlap():
