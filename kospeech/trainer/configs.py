@@ -179,8 +179,8 @@ class AdapterTrainConfig(TrainConfig, AdapterSettings):
         default=None,
         metadata={
             "help": "multi-user jobs: each step runs every active user's batch as one batch through the frozen "
-            "layers above the cache point (true) or one user after another (false); null: side by side on a GPU, "
-            "in turn on a CPU, where one thread is already compute-bound and side by side measured ~10% slower"
+            "layers above the cache point (true) or one user after another (false); null: side by side on a GPU "
+            "only (on a CPU thread, in turn measured faster)"
         },
     )
     trunk_cache_max_mb: float = field(
