@@ -69,8 +69,11 @@ class ServerConfig:
         default=10.0, metadata={"help": "how long the first request of a batch waits for others, in ms"}
     )
     batch_forward_size: int = field(
-        default=8,
-        metadata={"help": "speech segments per model forward pass (a batch runs shortest first; more on a GPU)"},
+        default=16,
+        metadata={
+            "help": "speech segments per model forward pass (a batch runs shortest first; best at least "
+            "batch_max_size, so that a batch is one pass)"
+        },
     )
     prepare_threads: Optional[int] = field(
         default=None,
