@@ -92,6 +92,26 @@ def test_all_adapter_types_in_one_batch(make_model, batch):
                 assert (mixed[row, :frames] - oracle).abs().max() <= 1e-5
 
 
+def test_mixed_batch_from_the_extractor_output_of_each_row_alone_equals_the_full_pass(make_model, batch):
+    """What a server does: every row's extractor run alone (no user changes it), then one mixed pass from there."""
+    model = make_model(seed=6)
+    inputs, lengths = batch
+    adapters = {kind: make_adapter(model, kind, seed=index + 20) for index, kind in enumerate(ADAPTER_TYPES)}
+    groups = [([1, 4], adapters["encoder"]), ([0], adapters["head"]), ([3], adapters["residual_head"])]
+    with torch.inference_mode():
+        full, full_lengths = model.forward_mixed(inputs, lengths, groups)
+        rows = [
+            model.run(inputs[row : row + 1, : int(length)], lengths[row : row + 1], to_layer=0)[0][0]
+            for row, length in enumerate(lengths)
+        ]
+        extracted = torch.nn.utils.rnn.pad_sequence(rows, batch_first=True)  # (B, T', F_conv)
+        extracted_lengths = torch.tensor([row.shape[0] for row in rows])
+        resumed, resumed_lengths = model.forward_mixed(extracted, extracted_lengths, groups, from_layer=0)
+    assert torch.equal(resumed_lengths, full_lengths)
+    for row, frames in enumerate(full_lengths.tolist()):
+        assert (resumed[row, :frames] - full[row, :frames]).abs().max() <= 1e-5
+
+
 def test_no_groups_is_the_base_model_and_the_attached_adapter_is_ignored(make_model, batch):
     model = make_model(seed=2, use_adapter=True, adapter_type="head")
     inputs, lengths = batch
