@@ -13,9 +13,9 @@ and nothing announced runs at once (a lone request never waits). It then hands t
 mixed-user call of :meth:`Recognizer.transcribe_prepared <kospeech.inference.Recognizer.transcribe_prepared>` (the
 frozen trunk once per forward pass, each row through its own user's adapter). The batch goes in shortest first: the
 recognizer runs its segments ``batch_size`` at a time, each pass padded to its longest segment, so passes of similar
-lengths waste little on padding (the convolutional front end costs as much for padding as for speech). The rest of the
-model (RNN layers, adapters, head) and decoding run on that one thread. A batch that fails is run again request by
-request, so one bad input fails only its own request.
+lengths waste little on padding (where the convolutional front end runs in the batch, on a GPU, it costs as much for
+padding as for speech). The rest of the model (RNN layers, adapters, head) and decoding run on that one thread. A batch
+that fails is run again request by request, so one bad input fails only its own request.
 """
 
 from __future__ import annotations

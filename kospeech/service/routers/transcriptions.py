@@ -127,7 +127,7 @@ async def transcribe(
         serving = await run_in_threadpool(_serving, session, caller, state, user)
         waveform = await run_in_threadpool(decode)
         try:
-            # features on this request's thread: only the forward pass and decoding wait for the model thread
+            # preparing (features, on a CPU the extractor) on this request's thread: the rest waits for the model thread
             future = await run_in_threadpool(state.batcher.submit, waveform, SAMPLE_RATE, serving.name, serving.file)
         except BatcherStopped as exc:
             raise ServiceError(503, "unavailable", str(exc)) from exc
