@@ -65,7 +65,7 @@ PathLike = Union[str, os.PathLike]
 class _Segment:
     offset_seconds: float
     duration_seconds: float
-    features: Tensor  # (T, D)
+    features: Optional[Tensor]  # (T, D); None once prepare has run the extractor (only its output is needed then)
     extracted: Optional[Tensor] = None  # (T', F_conv) the model's extractor output, when prepare ran the extractor
 
 
@@ -75,7 +75,7 @@ class PreparedAudio:
 
     Preparing runs at most the model's extractor: a server prepares each request on its own thread, in parallel,
     and hands the model thread only what batches (:meth:`Recognizer.transcribe_prepared`). Holds every segment's
-    features at once, so it is meant for inputs of bounded length (a long file is better given to
+    features (or, prepared with the extractor, only its output) at once, so it is meant for inputs of bounded length (a long file is better given to
     :meth:`Recognizer.transcribe`, which streams it).
     """
 
@@ -429,7 +429,7 @@ class Recognizer:
             segments = list(self._segments(item))
             if run_extractor:
                 for segment in segments:
-                    segment.extracted = self._extract(segment.features)
+                    segment.extracted, segment.features = self._extract(segment.features), None
             return PreparedAudio(item, segments)
 
     def _extract(self, features: Tensor) -> Tensor:

@@ -89,6 +89,7 @@ def test_inputs_prepared_with_the_extractor_transcribe_as_the_inputs_themselves(
     extracted = [recognizer.prepare(path, run_extractor=True) for path in setup.wavs]
     segments = sum(len(audio.segments) for audio in extracted)
     assert len(extractor_calls) == segments and all(shape[0] == 1 for shape in extractor_calls)  # one segment each
+    assert all(s.features is None and s.extracted is not None for audio in extracted for s in audio.segments)
     plain = recognizer.prepare(setup.wavs[1])
     for prepared, calls in ((extracted, 0), ([extracted[0], plain, extracted[2], extracted[3]], len(plain.segments))):
         extractor_calls.clear()
