@@ -287,6 +287,12 @@ class FeatureExtractor:
                 features = self._fbank(samples)
             else:
                 features = self._stft_features(samples)
+            if not bool(torch.isfinite(features).all()):  # checked before normalizing, which would spread it
+                peak = float(samples.abs().max()) / _INT16_SCALE
+                raise AudioError(
+                    f"{where}: the features are not finite (NaN/Inf): the samples peak at {peak:.3g} x full scale, so "
+                    "their power overflows float32; scale the audio to [-1, 1]"
+                )
             if cfg.normalize == "utterance":
                 features = _standardize(features, features)
             elif cfg.normalize == "speech":
@@ -294,12 +300,6 @@ class FeatureExtractor:
                 speech = _speech_mask(features, _SPEECH_RANGE / (2.0 if cfg.feature_type == "spectrogram" else 1.0))
                 floored = torch.maximum(features, torch.quantile(features[speech], _SPEECH_FLOOR_PERCENTILE, dim=0))
                 features = _standardize(floored, floored[speech])
-        if not bool(torch.isfinite(features).all()):
-            peak = float(samples.abs().max()) / _INT16_SCALE
-            raise AudioError(
-                f"{where}: the features are not finite (NaN/Inf): the samples peak at {peak:.3g} x full scale, so "
-                "their power overflows float32; scale the audio to [-1, 1]"
-            )
         return features.contiguous()
 
     def _fbank(self, samples: torch.Tensor) -> torch.Tensor:

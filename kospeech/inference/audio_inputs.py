@@ -62,9 +62,11 @@ class AudioItem:
         return self.num_samples / self.sample_rate
 
 
-def _describe(audio: Any, index: Optional[int]) -> str:
+def _describe(audio: Any, index: Optional[int], name: Optional[str] = None) -> str:
     if isinstance(audio, (str, os.PathLike)):
         return str(audio)
+    if name is not None:
+        return name
     where = "input" if index is None else f"input {index}"
     shape = tuple(getattr(audio, "shape", ()))
     return f"{where} ({type(audio).__module__.split('.')[0]}.{type(audio).__name__} of shape {shape})"
@@ -105,6 +107,7 @@ def prepare_input(
     *,
     target_rate: int,
     max_in_memory_seconds: float,
+    name: Optional[str] = None,
 ) -> AudioItem:
     """Validate one input; short files are read now, long files only have their header checked.
 
@@ -115,6 +118,8 @@ def prepare_input(
         target_rate: files read now are resampled to this rate (the checkpoint's feature sample rate).
         max_in_memory_seconds: files longer than this are not read but streamed later (the recognizer's
             ``chunk_seconds``).
+        name: how messages name a waveform input (e.g. the file an upload came from); by default its position,
+            type and shape. A path is always named by itself.
 
     Returns:
         The checked input: waveforms at their own rate, short files at ``target_rate``, long files as a path.
@@ -124,7 +129,7 @@ def prepare_input(
         AudioError: an unreadable, corrupt or truncated file, no samples, NaN/Inf samples.
         ValueError: an unsupported type, dtype, shape or sample rate, or a waveform without its sample rate.
     """
-    description = _describe(audio, index)
+    description = _describe(audio, index, name)
     if isinstance(audio, (str, os.PathLike)):
         path = Path(audio)
         info = audio_info(path)
@@ -141,7 +146,7 @@ def prepare_input(
                 f"{description}: a tuple input must be (waveform, sample_rate); pass several inputs as a list"
             )
         audio, sample_rate = audio
-        description = _describe(audio, index)
+        description = _describe(audio, index, name)
     if not isinstance(audio, (np.ndarray, Tensor)):
         raise InputError(
             f"{description}: expected a path, a numpy array, a torch tensor or a (waveform, sample_rate) pair"

@@ -352,7 +352,9 @@ class Recognizer:
 
     # ------------------------------------------------------------------ inputs
 
-    def _prepare(self, audio: AudioInput, index: Optional[int], sample_rate: Optional[int]) -> AudioItem:
+    def _prepare(
+        self, audio: AudioInput, index: Optional[int], sample_rate: Optional[int], name: Optional[str] = None
+    ) -> AudioItem:
         """Validate one input; short files are read now, long files only have their header checked."""
         return prepare_input(
             audio,
@@ -360,6 +362,7 @@ class Recognizer:
             sample_rate,
             target_rate=self.feature_config.sample_rate,
             max_in_memory_seconds=self.chunk_seconds,
+            name=name,
         )
 
     def _item_segments(self, item: AudioItem) -> Iterator[Tuple[int, np.ndarray]]:
@@ -402,7 +405,11 @@ class Recognizer:
         return results[0] if single else results
 
     def prepare(
-        self, audio: AudioInput, sample_rate: Optional[int] = None, run_extractor: bool = False
+        self,
+        audio: AudioInput,
+        sample_rate: Optional[int] = None,
+        run_extractor: bool = False,
+        name: Optional[str] = None,
     ) -> PreparedAudio:
         """Check one input, find its speech and compute its features: all of transcription that no user changes.
 
@@ -417,6 +424,7 @@ class Recognizer:
                 it where preparing runs beside the thread that batches, on a CPU: there the extractor gains little
                 from batching (a convolution over one utterance already fills a core) and is a quarter of the
                 batched model's time. On a GPU it batches well: leave it to :meth:`transcribe_prepared`.
+            name: how errors and warnings name a waveform input (e.g. the file an upload came from).
 
         Returns:
             The input's :class:`PreparedAudio`.
@@ -424,7 +432,7 @@ class Recognizer:
         Raises:
             FileNotFoundError, AudioError, ValueError: unusable audio, naming the input.
         """
-        item = self._prepare(audio, None, sample_rate)
+        item = self._prepare(audio, None, sample_rate, name)
         with torch.inference_mode():
             segments = list(self._segments(item))
             if run_extractor:

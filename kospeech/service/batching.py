@@ -147,7 +147,12 @@ class DynamicBatcher:
         return self._queue.qsize() + self._forming
 
     def submit(
-        self, waveform: np.ndarray, sample_rate: int, user: Optional[str], adapter_file: Optional[Path] = None
+        self,
+        waveform: np.ndarray,
+        sample_rate: int,
+        user: Optional[str],
+        adapter_file: Optional[Path] = None,
+        name: Optional[str] = None,
     ) -> Future:
         """Prepare one request on the calling thread and queue it; the future gives its :class:`Transcription` or the
         error of transcribing it.
@@ -157,13 +162,14 @@ class DynamicBatcher:
             sample_rate: their rate.
             user: the serving name of the adapter to use, or ``None`` for the base model.
             adapter_file: that adapter's file (handed to ``bind``); ``None`` when the recognizer finds it itself.
+            name: how errors name the input (the upload's file name).
 
         Raises:
             BatcherStopped: the batcher is not running.
             AudioError, ValueError: the waveform cannot be transcribed (raised here, not through the future).
         """
         with self._preparing:
-            prepared = self.recognizer.prepare((waveform, sample_rate), run_extractor=self._run_extractor)
+            prepared = self.recognizer.prepare((waveform, sample_rate), run_extractor=self._run_extractor, name=name)
         request = _Request(prepared, user, adapter_file)
         with self._lock:
             if not self._accepting:

@@ -13,7 +13,7 @@ import uuid
 from datetime import datetime, timezone
 from typing import List, Optional
 
-from sqlalchemy import Boolean, DateTime, Float, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy import Boolean, DateTime, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint, text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 __all__ = [
@@ -137,6 +137,10 @@ class AdapterVersion(Base):
     user: Mapped[User] = relationship(back_populates="adapters")
 
 
+# SQL for a job that is not over yet: the condition of the one-pending-job-per-user index
+_PENDING_JOB = "status IN ('queued', 'running')"
+
+
 class Job(Base):
     """A training job: its state machine, progress, attempts, worker heartbeat and result.
 
@@ -145,6 +149,16 @@ class Job(Base):
     """
 
     __tablename__ = "jobs"
+    __table_args__ = (
+        # at most one queued or running job per user, so two requests at once cannot both queue one
+        Index(
+            "uq_jobs_user_pending",
+            "user_pk",
+            unique=True,
+            sqlite_where=text(_PENDING_JOB),
+            postgresql_where=text(_PENDING_JOB),
+        ),
+    )
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
     tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"), index=True)

@@ -9,9 +9,28 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["CTCLoss", "CTCLossOutput"]
+__all__ = ["CTCLoss", "CTCLossOutput", "min_output_frames"]
 
 logger = logging.getLogger(__name__)
+
+
+def min_output_frames(targets: Tensor, target_lengths: Tensor) -> Tensor:
+    """The fewest output frames a CTC alignment of each label sequence needs: its length plus its repeats (a blank
+    must separate two equal labels in a row).
+
+    Inputs:
+        targets: (B, L) label ids, padded.
+        target_lengths: (B,) int64 valid labels per row.
+
+    Returns:
+        (B,) int64 on the CPU.
+    """
+    targets, target_lengths = targets.cpu(), target_lengths.to(torch.long).cpu()
+    if targets.size(1) < 2:
+        return target_lengths.clone()
+    repeats = targets[:, 1:] == targets[:, :-1]  # (B, L - 1)
+    within = torch.arange(targets.size(1) - 1).unsqueeze(0) < (target_lengths.unsqueeze(1) - 1)
+    return target_lengths + (repeats & within).sum(dim=1)
 
 
 class CTCLossOutput(NamedTuple):
@@ -61,14 +80,7 @@ class CTCLoss(nn.Module):
     ) -> CTCLossOutput:
         output_lengths = output_lengths.to(torch.long).cpu()
         target_lengths = target_lengths.to(torch.long).cpu()
-        targets_cpu = targets.cpu()
-        repeats = (targets_cpu[:, 1:] == targets_cpu[:, :-1]).to(torch.long)
-        positions = torch.arange(targets_cpu.size(1) - 1).unsqueeze(0) if targets_cpu.size(1) > 1 else None
-        if positions is not None:
-            repeats = (repeats * (positions < (target_lengths.unsqueeze(1) - 1))).sum(dim=1)
-        else:
-            repeats = torch.zeros_like(target_lengths)
-        feasible = (target_lengths > 0) & (output_lengths >= target_lengths + repeats)
+        feasible = (target_lengths > 0) & (output_lengths >= min_output_frames(targets, target_lengths))
         num_skipped = int((~feasible).sum())
         if num_skipped:
             logger.debug("skipping %d utterance(s) whose transcript is longer than their frames allow", num_skipped)

@@ -5,6 +5,7 @@ are really WAV files, inconsistent WAV headers, audio that is finite but makes t
 bounds of every numeric setting a caller passes (chunk length, beam width, device).
 """
 
+import dataclasses
 import struct
 
 import numpy as np
@@ -134,9 +135,10 @@ def test_a_wav_header_with_inconsistent_block_align_is_refused(tmp_path):
         load_audio(path)
 
 
-def test_finite_audio_with_non_finite_features_names_the_input(tmp_path, world):
+@pytest.mark.parametrize("normalize", ["utterance", "speech"])
+def test_finite_audio_with_non_finite_features_names_the_input(tmp_path, world, normalize):
     path = write_wav(tmp_path / "loud.wav", tone(0.6) * 1e15, subtype="FLOAT")
-    extractor = FeatureExtractor(FEATURES)
+    extractor = FeatureExtractor(dataclasses.replace(FEATURES, normalize=normalize))
     with pytest.raises(AudioError, match=r"loud\.wav: the features are not finite .* peak at 4\.\d+e\+14 x full scale"):
         extractor.from_file(path)
     recognizer = Recognizer.from_checkpoint(world.checkpoint)

@@ -2,6 +2,7 @@
 
 import io
 import time
+import unicodedata
 from concurrent.futures import ThreadPoolExecutor
 
 import anyio
@@ -249,7 +250,8 @@ def test_upload_list_and_delete_utterances(service, user_id):
     first = upload(service, user_id, wav_bytes(stereo_44k, 44100), text=f"  {TEXT} ")
     assert first.status_code == 201, first.text
     assert set(first.json()) == {"utterance_id", "duration"} and first.json()["duration"] == pytest.approx(1.5)
-    second = upload(service, user_id, wav_bytes(tone(0.5), audio_format="FLAC"), name="b.flac", text="다음")
+    decomposed = unicodedata.normalize("NFD", "다음")  # as some keyboards send Hangul: stored composed
+    second = upload(service, user_id, wav_bytes(tone(0.5), audio_format="FLAC"), name="b.flac", text=decomposed)
     assert second.status_code == 201, second.text
     listed = service.client.get(f"/v1/users/{user_id}/utterances", headers=service.headers()).json()["utterances"]
     assert [item["text"] for item in listed] == [TEXT, "다음"]
@@ -277,6 +279,24 @@ def test_text_outside_the_vocabulary_answers_422_naming_it(service, user_id, tex
         assert "h" in response.json()["error"]["message"] or "!" in response.json()["error"]["message"]
 
 
+@pytest.mark.parametrize(
+    "name, waveform, text, code, says",
+    [
+        ("silent.wav", np.zeros(16000, np.float32), TEXT, "no_speech", "no speech found in 1.00 s"),
+        ("one-sample.wav", np.full(1, 0.5, np.float32), TEXT, "no_speech", "no speech found in 0.00 s"),
+        ("short.wav", tone(0.08), "불 꺼 줘 불 꺼 줘", "audio_too_short", "which needs at least 0.38 s"),
+        ("loud.wav", tone(0.6) * 1e15, TEXT, "invalid_audio", "the features are not finite"),
+    ],
+)
+def test_enrollment_refuses_recordings_training_could_not_use(service, user_id, name, waveform, text, code, says):
+    create_user(service, user_id)
+    response = upload(service, user_id, wav_bytes(waveform, subtype="FLOAT"), name=name, text=text)
+    assert response.status_code == 422 and error_code(response) == code, response.text
+    assert response.json()["error"]["message"].startswith(f"{name}: ") and says in response.json()["error"]["message"]
+    assert not service.client.get(f"/v1/users/{user_id}/utterances", headers=service.headers()).json()["utterances"]
+    assert upload(service, user_id, wav_bytes(tone(0.3)), text=text[:3]).status_code == 201  # long enough for 3
+
+
 def truncated_wav() -> bytes:
     data = wav_bytes(tone(1.0))
     return data[: len(data) // 2]
@@ -298,6 +318,7 @@ def zero_length_wav() -> bytes:
         ("zero.wav", zero_length_wav(), "invalid_audio"),
         ("cut-header.wav", wav_bytes(tone(0.5))[:30], "invalid_audio"),
         ("nan.wav", wav_bytes(np.full(1600, np.nan, np.float32), subtype="FLOAT"), "invalid_audio"),
+        ("loud.wav", wav_bytes(tone(0.6) * 1e15, subtype="FLOAT"), "invalid_audio"),  # finite, features are not
         ("long.wav", wav_bytes(tone(MAX_AUDIO_SECONDS + 1.0, 8000), 8000), "audio_too_long"),
     ],
 )
@@ -390,6 +411,10 @@ def test_a_users_active_version_serves_them_and_a_missing_file_fails_loudly(serv
     lost = transcribe(service, speech, response_format="verbose_json", user=user_id)
     assert lost.status_code == 503 and error_code(lost) == "adapter_unavailable"
     assert "version 1" in lost.json()["error"]["message"] and str(service.data_dir) not in lost.text
+    version_file.write_bytes(b"not an adapter")  # a damaged file is the server's fault too, and names no path
+    damaged = transcribe(service, speech, response_format="verbose_json", user=user_id)
+    assert damaged.status_code == 503 and error_code(damaged) == "adapter_unavailable"
+    assert "damaged" in damaged.json()["error"]["message"] and str(service.data_dir) not in damaged.text
 
 
 @pytest.mark.parametrize(
@@ -455,6 +480,18 @@ def test_a_queued_job_is_visible_to_its_tenant_only(service, user_id):
     assert service.client.get(f"/v1/users/{user_id}", headers=service.headers()).json()["jobs"] == [job]
     assert service.client.delete(f"/v1/users/{user_id}", headers=service.headers()).status_code == 204
     assert service.client.get(f"/v1/jobs/{job_id}", headers=service.headers()).status_code == 404
+
+
+def test_training_requests_at_once_queue_one_job(service, user_id):
+    create_user(service, user_id)
+    for _ in range(5):
+        assert upload(service, user_id, wav_bytes(tone(1.0))).status_code == 201
+    path, headers = f"/v1/users/{user_id}/adapter", service.headers()
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(lambda _: service.client.post(path, headers=headers), range(8)))
+    assert sorted(answer.status_code for answer in answers) == [202] + [409] * 7, [a.text for a in answers]
+    assert {error_code(answer) for answer in answers if answer.status_code == 409} == {"job_pending"}
+    assert len(service.client.get(f"/v1/users/{user_id}", headers=headers).json()["jobs"]) == 1
 
 
 def test_request_logs_are_structured_and_never_show_keys(service, caplog):

@@ -7,7 +7,8 @@ import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from conftest import settings_for
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
+from sqlalchemy.exc import IntegrityError
 
 from kospeech.cli import keys as keys_cli
 from kospeech.errors import ConfigError, InvalidNameError
@@ -38,6 +39,27 @@ def test_migrations_create_exactly_the_models_schema(engine):
     with engine.connect() as connection:
         differences = compare_metadata(MigrationContext.configure(connection), Base.metadata)
     assert differences == []
+
+
+def test_a_user_has_at_most_one_pending_job(engine):
+    sessions = session_factory(engine)
+    with session_scope(sessions) as session:
+        create_key(session, "acme")
+        tenant = session.scalar(select(Tenant))
+        user = User(tenant_id=tenant.id, user_id="alice")
+        session.add(user)
+        session.flush()
+        for status in ("succeeded", "failed", "succeeded", "queued"):  # finished jobs do not count
+            session.add(Job(tenant_id=tenant.id, user_pk=user.id, adapter_type="head", status=status))
+        user_pk, tenant_id = user.id, tenant.id
+    for status in ("queued", "running"):
+        with pytest.raises(IntegrityError), session_scope(sessions) as session:
+            session.add(Job(tenant_id=tenant_id, user_pk=user_pk, adapter_type="head", status=status))
+    with session_scope(sessions) as session:
+        session.execute(update(Job).where(Job.status == "queued").values(status="succeeded"))
+        session.add(Job(tenant_id=tenant_id, user_pk=user_pk, adapter_type="head", status="running"))
+    with session_scope(sessions) as session:
+        assert session.scalar(select(func.count()).select_from(Job).where(Job.status == "running")) == 1
 
 
 def test_keys_are_stored_hashed_and_checked(engine):

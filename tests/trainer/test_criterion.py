@@ -1,6 +1,6 @@
 import torch
 
-from kospeech.trainer.criterion import CTCLoss
+from kospeech.trainer.criterion import CTCLoss, min_output_frames
 
 
 def test_impossible_alignments_are_skipped_and_counted():
@@ -20,6 +20,13 @@ def test_repeated_labels_need_a_blank_between_them():
     output = CTCLoss(blank_id=3)(log_probs, torch.tensor([2]), torch.tensor([[5, 5]]), torch.tensor([2]))
     assert (output.num_kept, output.num_skipped) == (0, 1)
     assert output.loss.item() == 0.0
+
+
+def test_min_output_frames_counts_repeats_within_each_length_only():
+    targets = torch.tensor([[5, 5, 5, 6], [5, 6, 6, 6], [7, 7, 0, 0], [4, 0, 0, 0]])
+    needed = min_output_frames(targets, torch.tensor([4, 2, 2, 1]))
+    assert needed.tolist() == [6, 2, 3, 1]  # padding (and labels past a row's length) never count as repeats
+    assert min_output_frames(torch.tensor([[9]]), torch.tensor([1])).tolist() == [1]
 
 
 def test_loss_matches_torch_ctc_when_everything_aligns():

@@ -14,7 +14,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from sqlalchemy import select
 
-from kospeech.errors import UnknownUserError
+from kospeech.errors import AdapterCompatibilityError, AudioError, CheckpointError, UnknownUserError
 from kospeech.inference import Transcription, to_srt, to_vtt
 from kospeech.service.adapter_cache import serving_name
 from kospeech.service.audio import SAMPLE_RATE, decode_audio, spooled_upload
@@ -128,18 +128,24 @@ async def transcribe(
         waveform = await run_in_threadpool(decode)
         try:
             # preparing (features, on a CPU the extractor) on this request's thread: the rest waits for the model thread
-            future = await run_in_threadpool(state.batcher.submit, waveform, SAMPLE_RATE, serving.name, serving.file)
+            future = await run_in_threadpool(
+                state.batcher.submit, waveform, SAMPLE_RATE, serving.name, serving.file, name
+            )
         except BatcherStopped as exc:
             raise ServiceError(503, "unavailable", str(exc)) from exc
+        except AudioError as exc:  # decodable audio whose features are unusable (e.g. samples far beyond full scale)
+            raise ServiceError(422, "invalid_audio", str(exc)) from exc
     try:
         result: Transcription = await asyncio.wrap_future(future)
-    except UnknownUserError as exc:  # the active version's file is not there: fail loudly, never serve the base
-        logger.error("user %r: adapter version %s cannot be read from %s: %s", user, serving.version, serving.file, exc)
+    except (UnknownUserError, CheckpointError, AdapterCompatibilityError) as exc:
+        # the active version's file is gone or unusable: fail loudly, never serve the base (the path stays in the log)
+        logger.error("user %r: adapter version %s cannot be used from %s: %s", user, serving.version, serving.file, exc)
+        if isinstance(exc, UnknownUserError):
+            reason = "cannot be read on this server; try again (every server must share server.data_dir)"
+        else:
+            reason = "cannot be loaded (its file is damaged or does not fit the base model); train a new version"
         raise ServiceError(
-            503,
-            "adapter_unavailable",
-            f"the active adapter of user {user!r} (version {serving.version}) cannot be read on this server; "
-            "try again (every server must share server.data_dir)",
+            503, "adapter_unavailable", f"the active adapter of user {user!r} (version {serving.version}) {reason}"
         ) from exc
     state.metrics.audio_seconds.inc(result.duration)
     served = None if result.adapter is None else TranscriptionAdapter(user=user, version=serving.version)

@@ -126,9 +126,19 @@ def train_adapter(
         raise ServiceError(
             409, "job_pending", f"a training job for {user.user_id!r} is already {pending[0].status}: {pending[0].id}"
         )
-    job = Job(tenant_id=caller.tenant_id, user_pk=user.id, adapter_type=adapter_type, status="queued", progress=0.0)
+    user_id, user_pk = user.user_id, user.id
+    job = Job(tenant_id=caller.tenant_id, user_pk=user_pk, adapter_type=adapter_type, status="queued", progress=0.0)
     session.add(job)
-    session.commit()
+    try:
+        session.commit()
+    except IntegrityError as exc:  # between the check and the insert: another request queued one, or the user went
+        session.rollback()
+        other = session.scalar(select(Job).where(Job.user_pk == user_pk, Job.status.in_(("queued", "running"))))
+        if other is None:
+            raise ServiceError(404, "user_not_found", f"no user {user_id!r}") from exc
+        raise ServiceError(
+            409, "job_pending", f"a training job for {user_id!r} is already {other.status}: {other.id}"
+        ) from exc
     try:
         state.queue.enqueue(job.id)
     except (RedisError, sqlite3.Error) as exc:  # the job is committed: a worker's recovery enqueues it later

@@ -3,18 +3,22 @@
 from __future__ import annotations
 
 import re
-from typing import Annotated
+import unicodedata
+from typing import Annotated, List, Tuple
 
+import numpy as np
+import torch
 from fastapi import APIRouter, File, Form, Response, UploadFile
 from sqlalchemy import select
 
 from kospeech.data.audio import save_audio
-from kospeech.errors import UnknownCharacterError
+from kospeech.errors import AudioError, UnknownCharacterError
 from kospeech.service.audio import SAMPLE_RATE, decode_audio, spooled_upload
 from kospeech.service.deps import SessionDep, StateDep, UserDep
 from kospeech.service.errors import ServiceError
 from kospeech.service.models import Utterance, new_id
 from kospeech.service.schemas import ErrorBody, UtteranceCreated, UtteranceList, UtteranceRecord
+from kospeech.trainer.criterion import min_output_frames
 
 __all__ = ["MAX_TEXT_CHARACTERS", "router"]
 
@@ -24,18 +28,41 @@ MAX_TEXT_CHARACTERS = 500
 _ERRORS = {404: {"model": ErrorBody}, 413: {"model": ErrorBody}, 422: {"model": ErrorBody}}
 
 
-def _checked_text(text: str, state: StateDep) -> str:
-    """The transcript with its whitespace collapsed, if the base model's vocabulary can write it."""
-    cleaned = re.sub(r"\s+", " ", text).strip()
+def _checked_text(text: str, state: StateDep) -> Tuple[str, List[int]]:
+    """The transcript (NFC, whitespace collapsed) and its label ids, if the base model's vocabulary can write it."""
+    cleaned = unicodedata.normalize("NFC", re.sub(r"\s+", " ", text)).strip()
     if not cleaned:
         raise ServiceError(422, "invalid_text", "text is empty")
     if len(cleaned) > MAX_TEXT_CHARACTERS:
         raise ServiceError(422, "invalid_text", f"text is longer than {MAX_TEXT_CHARACTERS} characters")
     try:
-        state.vocab.encode(cleaned)
+        labels = state.vocab.encode(cleaned)
     except UnknownCharacterError as exc:
         raise ServiceError(422, "text_outside_vocabulary", f"text outside the model's vocabulary: {exc}") from exc
-    return cleaned
+    return cleaned, labels
+
+
+def _check_recording(waveform: np.ndarray, name: str, labels: List[int], state: StateDep) -> None:
+    """Refuse a recording that training could not use: one without speech, or too short for the text read (CTC needs
+    an output frame per label, and one more between two equal labels)."""
+    recognizer = state.recognizer
+    seconds = waveform.shape[0] / SAMPLE_RATE
+    try:
+        prepared = recognizer.prepare((waveform, SAMPLE_RATE), name=name)  # speech detection and features
+    except AudioError as exc:
+        raise ServiceError(422, "invalid_audio", str(exc)) from exc
+    if not prepared.segments:
+        raise ServiceError(422, "no_speech", f"{name}: no speech found in {seconds:.2f} s of audio; record it again")
+    frames = recognizer.feature_extractor.num_frames(waveform.shape[0])
+    available = int(recognizer.model.output_lengths(torch.tensor([frames]))[0])
+    needed = int(min_output_frames(torch.tensor([labels]), torch.tensor([len(labels)]))[0])
+    if available < needed:
+        raise ServiceError(
+            422,
+            "audio_too_short",
+            f"{name}: {seconds:.2f} s of audio is too short for its text, which needs at least "
+            f"{needed * recognizer.frame_seconds:.2f} s ({needed} output frames)",
+        )
 
 
 @router.post("/users/{user_id}/utterances", status_code=201, response_model=UtteranceCreated, responses=_ERRORS)
@@ -47,11 +74,12 @@ def add_utterance(
     text: Annotated[str, Form(description="what was read, in Hangul (e.g. a prompt of GET /v1/prompts)")],
 ) -> UtteranceCreated:
     """Add one enrollment recording with its transcript; kept as 16 kHz mono WAV."""
-    cleaned = _checked_text(text, state)
+    cleaned, labels = _checked_text(text, state)
     settings = state.settings
     name = file.filename or "upload"
     with spooled_upload(file.file, name, state.storage.uploads_dir, settings.max_upload_bytes) as path:
         waveform = decode_audio(path, name, settings.max_audio_seconds)
+    _check_recording(waveform, name, labels, state)
     utterance_id = new_id()
     target = state.storage.utterance_file(user.tenant.name, user.user_id, utterance_id)
     save_audio(target, waveform, SAMPLE_RATE)
