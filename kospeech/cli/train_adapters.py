@@ -10,10 +10,14 @@ to ``{adapter_save_dir}/{user}_adapter.pt``; per-user runs and ``results.json`` 
 
 Many users: they go through in groups of ``--group-size`` (one trunk cache per group, memory bounded by a group).
 Many machines: each process takes one shard of the users (user ``k`` of the name-sorted list goes to shard
-``k % n``), given by ``--shard i/n``, or else by ``RANK`` / ``WORLD_SIZE`` (torchrun), or else by a Kubernetes
-indexed job's ``JOB_COMPLETION_INDEX`` with ``n`` from ``--num-shards`` or ``KOSPEECH_NUM_SHARDS``. A shard writes
-``results.shard-{i}-of-{n}.json`` and ``train.shard-{i}-of-{n}.log``. Under torchrun on a machine with GPUs each
-process trains on ``cuda:LOCAL_RANK`` (when ``train.device`` is ``auto`` or ``cuda``).
+``k % n``), given by one of ``--shard i/n``, ``RANK`` / ``WORLD_SIZE`` (torchrun), or a Kubernetes indexed job's
+``JOB_COMPLETION_INDEX`` with ``n`` from ``--num-shards`` or ``KOSPEECH_NUM_SHARDS``. A shard writes
+``results.shard-{i}-of-{n}.json``, ``config.shard-{i}-of-{n}.yaml`` and ``train.shard-{i}-of-{n}.log``. Under
+torchrun on a machine with GPUs each process trains on ``cuda:LOCAL_RANK`` (when ``train.device`` is ``auto`` or
+``cuda``).
+
+Exit status: 1 when a user got no adapter; but 0 (the users reported) when the shard comes from torchrun or a
+Kubernetes indexed job, where a non-zero exit would stop the other processes or retry the whole shard.
 """
 
 import argparse
@@ -29,10 +33,11 @@ from omegaconf import OmegaConf
 
 from kospeech.cli.common import apply_adapter_recipe, config_dir, exit_on_user_errors, setup_logging
 from kospeech.config import register_configs
+from kospeech.errors import name_list
 from kospeech.fileio import strict_json
 from kospeech.trainer.configs import AdapterTrainConfig
 from kospeech.trainer.distributed import local_rank_device
-from kospeech.trainer.multi_user import DEFAULT_GROUP_SIZE, train_user_adapters
+from kospeech.trainer.multi_user import DEFAULT_GROUP_SIZE, job_file_name, train_user_adapters
 
 _PATH_OPTIONS = {
     "train.base_model_path": "--base-model",
@@ -88,33 +93,70 @@ def load_config(args: argparse.Namespace) -> AdapterTrainConfig:
     )
 
 
+def _whole_number(name: str, value: object) -> int:
+    text = str(value).strip()
+    if not text.isdigit():
+        raise ValueError(f"{name} must be a whole number, got {value!r}")
+    return int(text)
+
+
 def resolve_shard(
     shard: Optional[str], num_shards: Optional[int], environ: Mapping[str, str]
 ) -> Optional[Tuple[int, int]]:
     """This process' shard ``(index, count)``, or ``None`` for every user.
 
-    Taken from ``--shard i/n``; else from torchrun's ``RANK`` and ``WORLD_SIZE``; else from a Kubernetes indexed
-    job's ``JOB_COMPLETION_INDEX`` with the count from ``--num-shards`` or ``KOSPEECH_NUM_SHARDS`` (Kubernetes does
-    not tell a pod the job's ``completions``).
+    Taken from exactly one of: ``--shard i/n``; torchrun's ``RANK`` and ``WORLD_SIZE``; a Kubernetes indexed job's
+    ``JOB_COMPLETION_INDEX`` with the count from ``--num-shards`` or ``KOSPEECH_NUM_SHARDS`` (Kubernetes does not
+    tell a pod the job's ``completions``).
 
     Raises:
-        ValueError: a malformed value, or ``JOB_COMPLETION_INDEX`` without a count.
+        ValueError: a malformed value (naming its source), a shard that does not exist, two sources at once (every
+            process of the launcher would train the same shard), half of torchrun's pair, or a count without
+            ``JOB_COMPLETION_INDEX`` (every pod of a job that is not indexed would train every user).
     """
+    torchrun = [name for name in ("RANK", "WORLD_SIZE") if name in environ]
+    indexed = "JOB_COMPLETION_INDEX" in environ
+    sources = [
+        source
+        for source, present in (
+            ("--shard", shard is not None),
+            ("RANK/WORLD_SIZE", torchrun),
+            ("JOB_COMPLETION_INDEX", indexed),
+        )
+        if present
+    ]
+    if len(sources) > 1:
+        raise ValueError(f"the shard is given by both {sources[0]} and {sources[1]}; give it one way")
+    count_name = "--num-shards" if num_shards is not None else "KOSPEECH_NUM_SHARDS"
+    count_value = num_shards if num_shards is not None else environ.get("KOSPEECH_NUM_SHARDS")
+    if count_value is not None and not indexed:
+        raise ValueError(
+            f"{count_name} counts the shards of a Kubernetes indexed job, but JOB_COMPLETION_INDEX is not set "
+            "(elsewhere give --shard i/n)"
+        )
     if shard is not None:
         index, _, count = shard.partition("/")
         if not (index.strip().isdigit() and count.strip().isdigit()):
             raise ValueError(f"--shard takes i/n, e.g. 0/4, got {shard!r}")
-        return int(index), int(count)
-    if "RANK" in environ and "WORLD_SIZE" in environ:
-        return int(environ["RANK"]), int(environ["WORLD_SIZE"])
-    if "JOB_COMPLETION_INDEX" in environ:
-        count = num_shards if num_shards is not None else environ.get("KOSPEECH_NUM_SHARDS")
-        if count is None:
+        source, resolved = "--shard", (int(index), int(count))
+    elif torchrun:
+        if len(torchrun) == 1:
+            raise ValueError(f"only {torchrun[0]} is set: torchrun sets RANK and WORLD_SIZE together")
+        source = "RANK/WORLD_SIZE"
+        resolved = (_whole_number("RANK", environ["RANK"]), _whole_number("WORLD_SIZE", environ["WORLD_SIZE"]))
+    elif indexed:
+        if count_value is None:
             raise ValueError(
                 "JOB_COMPLETION_INDEX is set: give the number of shards with --num-shards or KOSPEECH_NUM_SHARDS"
             )
-        return int(environ["JOB_COMPLETION_INDEX"]), int(count)
-    return None
+        source = f"JOB_COMPLETION_INDEX/{count_name}"
+        index_value = _whole_number("JOB_COMPLETION_INDEX", environ["JOB_COMPLETION_INDEX"])
+        resolved = (index_value, _whole_number(count_name, count_value))
+    else:
+        return None
+    if not 0 <= resolved[0] < resolved[1]:
+        raise ValueError(f"{source}: shard {resolved[0]} of {resolved[1]} does not exist (shards count from 0)")
+    return resolved
 
 
 def main() -> None:
@@ -124,15 +166,16 @@ def main() -> None:
 
 
 def train(args: argparse.Namespace) -> None:
-    """Train every user's adapter, print the table and the run's figures; exit 1 when a user got no adapter."""
+    """Train every user's adapter, print the table and the run's figures; exit 1 when a user got no adapter, unless
+    the shard came from a launcher (torchrun, a Kubernetes indexed job): there a non-zero exit stops the other
+    processes or retries the whole shard, so the failed users are only reported (and listed in the results file)."""
     shard = resolve_shard(args.shard, args.num_shards, os.environ)
-    suffix = "" if shard is None else f".shard-{shard[0]}-of-{shard[1]}"
-    setup_logging(
-        Path(args.output_dir).resolve() / f"train{suffix}.log"
-    )  # first: the recipe the config takes is logged
+    from_launcher = shard is not None and args.shard is None
+    # first: the recipe the config takes is logged
+    setup_logging(Path(args.output_dir).resolve() / job_file_name("train", "log", shard))
     config = load_config(args)
     config = dataclasses.replace(config, device=local_rank_device(config.device, os.environ, torch.cuda.device_count()))
-    users = [name for name in args.users.split(",") if name] if args.users else None
+    users = None if args.users is None else [name for name in args.users.split(",") if name]
     results = train_user_adapters(
         config, Path(args.users_dir).resolve(), users=users, group_size=args.group_size, shard=shard
     )
@@ -146,8 +189,12 @@ def train(args: argparse.Namespace) -> None:
         verdict = "  REJECTED (no better than the base; not served)" if figures["rejected"] else ""
         print(f"{user:<16}{before:>10.4f}{after:>13.4f}{epochs:>8}  {path}{verdict}")
     print(strict_json({key: value for key, value in results.items() if key != "users"}))
-    if results["failed_users"]:
-        sys.exit(f"no adapter for {len(results['failed_users'])} user(s): {', '.join(results['failed_users'])}")
+    failed = results["failed_users"]
+    if failed:
+        message = f"no adapter for {len(failed)} user(s): {name_list(failed)}"
+        if not from_launcher:
+            sys.exit(message)
+        print(f"{message} (exit status 0 under a launcher: see the results file)", file=sys.stderr)
 
 
 if __name__ == "__main__":

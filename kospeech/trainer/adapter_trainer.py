@@ -127,6 +127,10 @@ class AdapterTrainer(SupervisedTrainer):
         valid_entries: optional separate validation utterances of the same user.
         model_config: architecture record of the base (stored for reference).
         resolved_config: the full job config, written as ``config.yaml``.
+
+    Raises:
+        TrainingError: fewer than two enrollment utterances and no validation set, or no usable utterance left on
+            either side once unusable ones are screened out (the user's data, not the job, is at fault).
     """
 
     use_adapter_output = True
@@ -143,8 +147,17 @@ class AdapterTrainer(SupervisedTrainer):
         resolved_config: Optional[Dict[str, Any]] = None,
     ) -> None:
         if not valid_entries:
+            if len(train_entries) < 2:  # one user's data: a multi-user job fails this user alone
+                raise TrainingError(
+                    f"an enrollment set needs at least 2 utterances (some are held out), got {len(train_entries)}"
+                )
             train_entries, valid_entries = split_holdout(train_entries, config.valid_fraction, config.seed)
         super().__init__(config, vocab, feature_config, train_entries, valid_entries, model_config, resolved_config)
+        if not self.valid_entries:
+            first = self.excluded_utterances[-1]  # the held-out set is screened last
+            raise TrainingError(
+                f"none of the {len(valid_entries)} held-out utterances is usable (e.g. {first.audio_path}: {first.reason})"
+            )
         # copies of the usable utterances only (screened above); the held-out part stays as recorded
         self.train_entries += speed_perturbed_copies(self.train_entries, config.speed_perturbation)
         self.adapter_save_dir = Path(config.adapter_save_dir)

@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import re
 import resource
 import time
 from dataclasses import dataclass
@@ -45,6 +46,7 @@ from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
+from omegaconf import OmegaConf
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler
 from tqdm.auto import tqdm
@@ -56,8 +58,8 @@ from kospeech.data.features import FeatureConfig
 from kospeech.data.manifest import ManifestEntry, read_manifest
 from kospeech.data.sampler import BucketBatchSampler, SampleKey
 from kospeech.device import resolve_device
-from kospeech.errors import KospeechError, TrainingError
-from kospeech.fileio import atomic_write_json
+from kospeech.errors import KospeechError, TrainingError, name_list
+from kospeech.fileio import atomic_write_json, atomic_write_text
 from kospeech.models import AdapterRouter, DeepSpeech2, RowBlock
 from kospeech.models.adapter import AdapterModule
 from kospeech.models.adapter_manager import validate_adapter_name
@@ -81,6 +83,7 @@ __all__ = [
     "MultiUserAdapterTrainer",
     "UserManifests",
     "discover_user_manifests",
+    "job_file_name",
     "shard_users",
     "train_user_adapters",
     "users_side_by_side",
@@ -92,6 +95,19 @@ DEFAULT_GROUP_SIZE = 32
 """Users trained together (one trunk cache) by :func:`train_user_adapters` unless told otherwise."""
 
 _BYTES_PER_MB = 1024 * 1024
+
+_JOB_FILE = re.compile(r"(config|results|train)(\.shard-\d+-of-\d+)?\.(json|log|yaml)")
+"""Names of the job's own files in its output folder, where the users' run folders are too."""
+
+
+def job_file_name(stem: str, suffix: str, shard: Optional[Tuple[int, int]]) -> str:
+    """The name of one of a multi-user job's own files in its output folder: ``{stem}.{suffix}`` for the whole job,
+    ``{stem}.shard-{i}-of-{n}.{suffix}`` for shard ``i`` of ``n`` (``stem``: config, results or train; ``suffix``:
+    yaml, json or log). No user may have such a name: a user's run folder sits beside these files."""
+    name = f"{stem}.{suffix}" if shard is None else f"{stem}.shard-{shard[0]}-of-{shard[1]}.{suffix}"
+    if not _JOB_FILE.fullmatch(name):
+        raise ValueError(f"{name!r} is not a job file name")
+    return name
 
 
 class _UsersDataset(Dataset):
@@ -159,7 +175,7 @@ class MultiUserAdapterTrainer:
         valid_users: optional validation utterances per user; users without them hold out
             ``config.valid_fraction`` of their enrollment set.
         model_config: architecture record of the base (stored for reference).
-        resolved_config: the full job config, written as each user's ``config.yaml``.
+        resolved_config: the full job config; each user's ``config.yaml`` is it with that user's ``train`` settings.
 
     Example:
         >>> users = {"john": john_entries, "mina": mina_entries}
@@ -191,9 +207,10 @@ class MultiUserAdapterTrainer:
         for name, entries in users.items():
             validate_adapter_name(name)
             user_config = dataclasses.replace(config, adapter_name=name, output_dir=str(Path(config.output_dir) / name))
+            user_resolved = {**resolved_config, "train": dataclasses.asdict(user_config)} if resolved_config else None
             try:
                 self.trainers[name] = AdapterTrainer(
-                    user_config, vocab, feature_config, entries, valid_users.get(name), model_config, resolved_config
+                    user_config, vocab, feature_config, entries, valid_users.get(name), model_config, user_resolved
                 )
             except TrainingError as exc:  # one user's unusable recordings must not cost the others their adapters
                 logger.error("user %r is left out: %s", name, exc)
@@ -276,7 +293,6 @@ class MultiUserAdapterTrainer:
         model.to(self.device)
         set_aside = model.remove_adapter()
         cache: Optional[TrunkCache] = None
-        started = time.monotonic()
         try:
             self.adapters = {name: trainer.new_adapter(model) for name, trainer in self.trainers.items()}
             model.freeze_base_model()
@@ -307,7 +323,7 @@ class MultiUserAdapterTrainer:
                 )
             runs = list(self.trainers.values())
             mixed_loader = None if cache_train else self._mixed_loader(runs)
-            self._train_lockstep(model, runs, mixed_loader, point, num_epochs, started)
+            self._train_lockstep(model, runs, mixed_loader, point, num_epochs)
             results = {name: trainer.finish() for name, trainer in self.trainers.items()}
             results.update({name: {"adapter_path": None, "error": error} for name, error in self.failed_users.items()})
             return results
@@ -447,9 +463,12 @@ class MultiUserAdapterTrainer:
         mixed_loader: Optional[DataLoader],
         point: str,
         num_epochs: int,
-        started: float,
     ) -> None:
+        """Every user's epochs, one step of each active user at a time (side by side or in turn), until each stops
+        early, runs out of epochs or has spent ``config.max_minutes`` training: each user's own time, its steps and
+        validations, as if it trained alone (a side-by-side step counts whole for each of its users)."""
         budget = self.config.max_minutes * 60 if self.config.max_minutes else None
+        spent = {run.adapter_name: 0.0 for run in runs}
         shared = CachedTrunkModel(model, point)
         for epoch in range(num_epochs):
             active = [run for run in runs if not run.done]
@@ -466,19 +485,28 @@ class MultiUserAdapterTrainer:
             else:
                 total = max(len(run.train_loader) for run in active)
                 steps = iter([None] * total)
-            out_of_time = False
             for mixed in tqdm(steps, total=total, desc=f"epoch {epoch + 1}/{num_epochs} ({len(active)} users)"):
                 pairs = self._step_batches(model, runs, mixed, point, iterators)
                 for together in [pairs] if self.side_by_side else [[pair] for pair in pairs]:
+                    began = time.monotonic()
                     self._step_together(shared, together)
-                if budget is not None and time.monotonic() - started >= budget:
-                    logger.info("time budget of %.1f min reached", self.config.max_minutes)
-                    out_of_time = True
+                    seconds = time.monotonic() - began
+                    for run, _ in together:
+                        spent[run.adapter_name] += seconds
+                for run, _ in pairs:
+                    if budget is not None and spent[run.adapter_name] >= budget:
+                        logger.info(
+                            "user %r: time budget of %.1f min reached", run.adapter_name, self.config.max_minutes
+                        )
+                        run.end_epoch(completed=False)
+                        run.done = True  # its partial epoch is recorded; it takes no further step
+                if all(run.done for run in active):
                     break
             for run in active:
-                run.end_epoch(completed=not out_of_time)
-            if out_of_time:
-                break
+                if not run.done:
+                    began = time.monotonic()
+                    run.end_epoch()
+                    spent[run.adapter_name] += time.monotonic() - began
 
 
 @dataclass
@@ -494,7 +522,7 @@ def discover_user_manifests(users_dir: Union[str, Path]) -> Dict[str, UserManife
 
     Two layouts are recognized (they may be mixed): ``{users_dir}/{user}.tsv``, and ``{users_dir}/{user}/enroll.tsv``
     with an optional ``{users_dir}/{user}/valid.tsv`` (the layout of the built-in corpus' ``users/`` folder). User
-    names must be valid adapter names.
+    names must be valid adapter names; hidden entries (names starting with ``.``) are skipped.
 
     Returns:
         Manifests per user name, sorted by name.
@@ -508,6 +536,8 @@ def discover_user_manifests(users_dir: Union[str, Path]) -> Dict[str, UserManife
         raise FileNotFoundError(f"users folder {folder} does not exist")
     found: Dict[str, UserManifests] = {}
     for path in sorted(folder.iterdir()):
+        if path.name.startswith("."):  # hidden: editors' lock files, macOS' ._ resource forks
+            continue
         if path.is_file() and path.suffix == ".tsv":
             name, manifests = path.stem, UserManifests(path)
         elif path.is_dir() and (path / "enroll.tsv").is_file():
@@ -644,36 +674,70 @@ def train_user_adapters(
 
     Returns:
         ``users`` (per-user figures and adapter paths), ``failed_users`` (names of users without an adapter: their
-        manifests or audio failed, or no update was applied, see :meth:`MultiUserAdapterTrainer.train`),
+        manifests or audio failed, no update was applied (see :meth:`MultiUserAdapterTrainer.train`), or the name is
+        one of the job's own files, see :func:`job_file_name`),
         ``rejected_users`` (users whose new adapter is no better than the base on their held-out utterances, so it is
         not served: see :class:`AdapterTrainer`), ``train_seconds``, ``cache_seconds``, ``shard``, ``group_size``,
         ``users_side_by_side`` (how the steps ran, see :func:`users_side_by_side`) and ``groups``: per group its
         ``users``, ``seconds``, ``cache_mb`` (its trunk cache, memory and spilled) and ``peak_rss_mb`` (the process'
         peak resident memory during the group; on kernels that cannot reset that record, the peak since the process
-        started). Also written to ``{config.output_dir}/results.json``, or ``results.shard-{index}-of-{count}.json`` for
-        a shard.
+        started; DataLoader worker processes not included), and ``complete``. Written to
+        ``{config.output_dir}/results.json`` (``results.shard-{index}-of-{count}.json`` for a shard) after every group
+        with ``complete: false``, so that a crash keeps the groups done, and at the end with ``complete: true``. The
+        job's resolved config goes to ``config.yaml`` (``config.shard-{index}-of-{count}.yaml``) beside it, each user's
+        to the user's run folder.
 
     Raises:
-        ValueError: ``group_size < 1``, a bad shard, or ``users`` names a user without a manifest.
+        ValueError: ``group_size < 1``, a bad shard, ``users`` empty or naming a user without a manifest.
     """
     if isinstance(group_size, bool) or not isinstance(group_size, int) or group_size < 1:
         raise ValueError(f"group_size must be a positive int, got {group_size!r}")
     manifests = discover_user_manifests(users_dir)
-    if users:
+    if users is not None:
+        if not users:
+            raise ValueError("the list of users to train is empty")
         missing = sorted(set(users) - set(manifests))
         if missing:
-            raise ValueError(f"users {missing} have no manifest in {users_dir}; found {sorted(manifests)}")
+            raise ValueError(f"users {name_list(missing)} have no manifest in {users_dir}")
         manifests = {name: manifests[name] for name in users}
     names = sorted(manifests) if shard is None else shard_users(list(manifests), *shard)
     checkpoint = load_checkpoint(config.base_model_path)
     torch.manual_seed(config.seed)
     model = checkpoint.build_model(device=resolve_device(config.device))
-    resolved_config = {"train": dataclasses.asdict(config), "users_dir": str(users_dir)}
+    output_dir = Path(config.output_dir)
+    shard_record = None if shard is None else {"index": shard[0], "count": shard[1]}
+    resolved_config = {"train": dataclasses.asdict(config), "users_dir": str(users_dir), "shard": shard_record}
+    config_yaml = OmegaConf.to_yaml(OmegaConf.create(resolved_config))
+    atomic_write_text(output_dir / job_file_name("config", "yaml", shard), config_yaml)
     if shard is not None:
         logger.info("shard %d of %d: %d of %d users", shard[0], shard[1], len(names), len(manifests))
     started = time.monotonic()
     per_user: Dict[str, Dict[str, Any]] = {}
+    for name in [name for name in names if _JOB_FILE.fullmatch(name)]:
+        per_user[name] = _failed(f"the user name {name!r} is the name of one of the job's own files in {output_dir}")
+        logger.error("user %r is left out: %s", name, per_user[name]["error"])
+    names = [name for name in names if name not in per_user]
     groups: List[Dict[str, Any]] = []
+
+    def write_results(complete: bool) -> Dict[str, Any]:
+        results = {
+            "complete": complete,
+            "base_model_path": str(config.base_model_path),
+            "users_dir": str(users_dir),
+            "adapter_save_dir": str(config.adapter_save_dir),
+            "train_seconds": round(time.monotonic() - started, 2),
+            "cache_seconds": round(sum(group["cache_seconds"] for group in groups), 2),
+            "shard": shard_record,
+            "group_size": group_size,
+            "users_side_by_side": users_side_by_side(config, resolve_device(config.device)),
+            "groups": groups,
+            "failed_users": sorted(name for name, figures in per_user.items() if figures["adapter_path"] is None),
+            "rejected_users": sorted(name for name, figures in per_user.items() if figures.get("rejected")),
+            "users": per_user,
+        }
+        atomic_write_json(output_dir / job_file_name("results", "json", shard), results)
+        return results
+
     for start in range(0, len(names), group_size):
         group = names[start : start + group_size]
         exact_peak = _reset_peak_rss()
@@ -701,20 +765,5 @@ def train_user_adapters(
             cache["cache_mb"],
             groups[-1]["peak_rss_mb"],
         )
-    results = {
-        "base_model_path": str(config.base_model_path),
-        "users_dir": str(users_dir),
-        "adapter_save_dir": str(config.adapter_save_dir),
-        "train_seconds": round(time.monotonic() - started, 2),
-        "cache_seconds": round(sum(group["cache_seconds"] for group in groups), 2),
-        "shard": None if shard is None else {"index": shard[0], "count": shard[1]},
-        "group_size": group_size,
-        "users_side_by_side": users_side_by_side(config, resolve_device(config.device)),
-        "groups": groups,
-        "failed_users": sorted(name for name, figures in per_user.items() if figures["adapter_path"] is None),
-        "rejected_users": sorted(name for name, figures in per_user.items() if figures.get("rejected")),
-        "users": per_user,
-    }
-    name = "results.json" if shard is None else f"results.shard-{shard[0]}-of-{shard[1]}.json"
-    atomic_write_json(Path(config.output_dir) / name, results)
-    return results
+        write_results(complete=False)  # the groups done so far survive a crash of a later one
+    return write_results(complete=True)

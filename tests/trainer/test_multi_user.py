@@ -2,19 +2,21 @@ import copy
 import dataclasses
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 from kospeech.checkpoint import save_checkpoint
 from kospeech.cli.train_adapters import resolve_shard
 from kospeech.data.manifest import write_manifest
 from kospeech.model_builder import build_deepspeech2
 from kospeech.models import AdapterManager
-from kospeech.trainer import AdapterTrainConfig, AdapterTrainer
+from kospeech.trainer import AdapterTrainConfig, AdapterTrainer, multi_user
 from kospeech.trainer.distributed import local_rank_device
 from kospeech.trainer.multi_user import (
     MultiUserAdapterTrainer,
@@ -271,20 +273,121 @@ def test_many_tiny_users_stream_through_in_groups(tmp_path, base_entries, corpus
     assert on_disk["users_side_by_side"] is False  # the default on a CPU: one user's step after another
 
 
+def test_a_users_bad_data_fails_that_user_alone_with_the_reason(tmp_path, base_entries, corpus_vocab, feature_config):
+    folder = tmp_path / "users"
+    write_manifest(folder / "ann.tsv", base_entries[:4])
+    write_manifest(folder / "one.tsv", base_entries[4:5])  # nothing left to hold out
+    corrupt = tmp_path / "corrupt.wav"
+    corrupt.write_bytes(b"RIFF\x00\x00\x00\x00WAVEjunk")
+    write_manifest(folder / "badvalid" / "enroll.tsv", base_entries[5:8])
+    write_manifest(folder / "badvalid" / "valid.tsv", [dataclasses.replace(base_entries[8], audio_path=corrupt)])
+    write_manifest(folder / "results.json.tsv", base_entries[9:12])  # its run folder would be the job's results
+    (folder / "._ann.tsv").write_bytes(b"\x00\x05\x16\x07 a macOS resource fork")  # hidden: skipped
+    checkpoint = _tiny_checkpoint(tmp_path, feature_config, corpus_vocab)
+    config = _config(tmp_path, base_model_path=str(checkpoint), num_epochs=1, warm_start_steps=0, alignment_steps=0)
+    results = train_user_adapters(config, folder, group_size=4)
+    assert sorted(results["users"]) == ["ann", "badvalid", "one", "results.json"]
+    assert results["failed_users"] == ["badvalid", "one", "results.json"] and results["complete"] is True
+    errors = {name: results["users"][name]["error"] for name in results["failed_users"]}
+    assert "at least 2 utterances" in errors["one"] and "got 1" in errors["one"]
+    assert "none of the 1 held-out utterances is usable" in errors["badvalid"] and "corrupt.wav" in errors["badvalid"]
+    assert "one of the job's own files" in errors["results.json"]
+    assert (tmp_path / "adapters" / "ann_adapter.pt").is_file() and json.loads(
+        (tmp_path / "run" / "results.json").read_text()
+    )
+    job_config = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
+    assert job_config["train"]["adapter_name"] == "default" and job_config["users_dir"] == str(folder)
+    user_config = yaml.safe_load((tmp_path / "run" / "ann" / "config.yaml").read_text())
+    assert user_config["train"]["adapter_name"] == "ann" and user_config["train"]["output_dir"] == str(
+        tmp_path / "run" / "ann"
+    )
+    with pytest.raises(ValueError, match="list of users to train is empty"):
+        train_user_adapters(config, folder, users=[])
+    with pytest.raises(ValueError, match=r"\['zed'\] have no manifest"):
+        train_user_adapters(config, folder, users=["ann", "zed"])
+
+
+@pytest.mark.slow
+def test_a_shard_from_a_launcher_reports_failed_users_and_exits_0(tmp_path, base_entries, corpus_vocab, feature_config):
+    write_manifest(tmp_path / "users" / "ann.tsv", base_entries[:4])
+    write_manifest(tmp_path / "users" / "one.tsv", base_entries[4:5])
+    checkpoint = _tiny_checkpoint(tmp_path, feature_config, corpus_vocab)
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    env = {key: value for key, value in env.items() if key not in ("RANK", "WORLD_SIZE", "JOB_COMPLETION_INDEX")}
+    command = [
+        sys.executable, str(ROOT / "bin" / "train_adapters.py"),
+        "--users-dir", str(tmp_path / "users"), "--base-model", str(checkpoint),
+        "--adapter-save-dir", str(tmp_path / "adapters"), "--output-dir", str(tmp_path / "out"),
+        "train.num_epochs=1", "train.batch_size=2", "train.num_workers=0", "train.num_threads=1",
+        "train.adapter_hidden_dims=[16]", "train.warm_start_steps=0", "train.alignment_steps=0",
+    ]  # fmt: skip
+    indexed = subprocess.run(
+        [*command, "--num-shards", "1"], env={**env, "JOB_COMPLETION_INDEX": "0"}, capture_output=True, text=True
+    )
+    assert indexed.returncode == 0, indexed.stderr[-3000:]  # else Kubernetes would retrain the whole shard
+    assert "no adapter for 1 user(s): ['one'] (exit status 0 under a launcher" in indexed.stderr
+    assert json.loads((tmp_path / "out" / "results.shard-0-of-1.json").read_text())["failed_users"] == ["one"]
+    assert (tmp_path / "out" / "config.shard-0-of-1.yaml").is_file()
+    explicit = subprocess.run([*command, "--shard", "0/1"], env=env, capture_output=True, text=True)
+    assert explicit.returncode == 1 and "no adapter for 1 user(s): ['one']" in explicit.stderr
+
+
+class _TickingClock:
+    """A ``time`` stand-in whose ``monotonic()`` moves one second per call: step and validation times are exact."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def monotonic(self) -> float:
+        self.now += 1.0
+        return self.now
+
+
+@pytest.mark.parametrize("side_by_side", [False, True])
+def test_the_time_budget_is_each_users_own_whatever_the_group(
+    tmp_path, monkeypatch, users, corpus_vocab, feature_config, side_by_side
+):
+    monkeypatch.setattr(multi_user, "time", _TickingClock())
+    config = _config(tmp_path, max_minutes=3 / 60, num_epochs=5, users_side_by_side=side_by_side)
+    steps = {}
+    for group in (users, {"bo": users["bo"]}):
+        multi = MultiUserAdapterTrainer(config, corpus_vocab, feature_config, group)
+        multi.train(_base(feature_config, corpus_vocab))
+        steps[len(group)] = {name: trainer.state.global_step for name, trainer in multi.trainers.items()}
+        for trainer in multi.trainers.values():
+            assert trainer.state.history[-1]["partial"] is True  # the cut epoch is recorded as such
+    assert steps[3] == {"ann": 3, "bo": 3, "cy": 3} and steps[1] == {"bo": 3}  # a step costs 1 s, the budget 3 s
+
+
 def test_shards_split_the_sorted_users_without_overlap():
     names = [f"user{index}" for index in range(11)]
     shards = [shard_users(list(reversed(names)), index, 3) for index in range(3)]
     assert sorted(sum(shards, [])) == sorted(names) and sum(map(len, shards)) == len(names)
     assert shards[0] == [sorted(names)[k] for k in range(0, 11, 3)]
-    assert resolve_shard("1/4", None, {"RANK": "0", "WORLD_SIZE": "2"}) == (1, 4)
+    assert resolve_shard("1/4", None, {}) == (1, 4)
     assert resolve_shard(None, None, {"RANK": "1", "WORLD_SIZE": "2"}) == (1, 2)
     assert resolve_shard(None, 5, {"JOB_COMPLETION_INDEX": "3"}) == (3, 5)
     assert resolve_shard(None, None, {"JOB_COMPLETION_INDEX": "3", "KOSPEECH_NUM_SHARDS": "6"}) == (3, 6)
     assert resolve_shard(None, None, {}) is None
-    with pytest.raises(ValueError, match="number of shards"):
-        resolve_shard(None, None, {"JOB_COMPLETION_INDEX": "0"})
-    with pytest.raises(ValueError, match="i/n"):
-        resolve_shard("2of4", None, {})
+    refused = [
+        ((None, None, {"JOB_COMPLETION_INDEX": "0"}), "number of shards with --num-shards"),
+        (("2of4", None, {}), "i/n"),
+        (("4/4", None, {}), "--shard: shard 4 of 4 does not exist"),
+        ((None, 8, {"JOB_COMPLETION_INDEX": "8"}), "JOB_COMPLETION_INDEX/--num-shards: shard 8 of 8 does not exist"),
+        (("1/4", None, {"RANK": "0", "WORLD_SIZE": "2"}), "both --shard and RANK/WORLD_SIZE"),
+        ((None, None, {"RANK": "0", "WORLD_SIZE": "2", "JOB_COMPLETION_INDEX": "1"}), "both RANK/WORLD_SIZE and JOB"),
+        ((None, None, {"RANK": "0"}), "only RANK is set"),
+        ((None, None, {"RANK": "x", "WORLD_SIZE": "2"}), "RANK must be a whole number, got 'x'"),
+        ((None, 8, {}), "--num-shards counts the shards of a Kubernetes indexed job"),  # else every pod trains all
+        ((None, None, {"KOSPEECH_NUM_SHARDS": "8"}), "KOSPEECH_NUM_SHARDS counts"),
+        (
+            (None, None, {"JOB_COMPLETION_INDEX": "1", "KOSPEECH_NUM_SHARDS": "a"}),
+            "KOSPEECH_NUM_SHARDS must be a whole",
+        ),
+    ]
+    for arguments, message in refused:
+        with pytest.raises(ValueError, match=re.escape(message)):
+            resolve_shard(*arguments)
     with pytest.raises(ValueError, match=r"\[0, 3\)"):
         shard_users(names, 3, 3)
 
