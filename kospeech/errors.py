@@ -45,6 +45,7 @@ __all__ = [
     "UnknownUserError",
     "TrunkCacheTooLargeError",
     "TrainingError",
+    "TrainingInterrupted",
     "EspeakError",
 ]
 
@@ -139,7 +140,12 @@ class TrunkCacheTooLargeError(KospeechError, ValueError):
 
 
 class TrainingError(KospeechError, RuntimeError):
-    """A training run trained nothing (every step skipped, every utterance excluded): no model or adapter is saved."""
+    """A training run trained nothing (every step skipped, every utterance excluded, too few utterances to hold some
+    out): no model or adapter is saved."""
+
+
+class TrainingInterrupted(KospeechError, RuntimeError):
+    """Training was asked to stop from outside (its trainer's ``interrupt`` event was set) and stopped after a step."""
 
 
 class EspeakError(KospeechError, RuntimeError):

@@ -4,8 +4,9 @@ database and the queue.
     kospeech-worker server.data_dir=./service_data
     kospeech-worker server.database_url=postgresql+psycopg://db/asr server.queue=redis server.redis_url=redis://q:6379/0
 
-Ctrl-C (SIGINT) finishes the job in progress, then stops; SIGTERM stops at once (the job is queued again once its
-heartbeat is older than ``server.job_lease_seconds``).
+Ctrl-C (SIGINT) or SIGTERM stops the training run in progress after its current step, puts its job back on the
+queue without using up an attempt, then exits. A worker killed outright (SIGKILL, a lost machine) stops sending
+heartbeats: its job is queued again once the heartbeat is older than ``server.job_lease_seconds``.
 """
 
 from __future__ import annotations

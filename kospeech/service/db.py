@@ -8,6 +8,7 @@ write the same file).
 
 from __future__ import annotations
 
+import fcntl
 import logging
 from contextlib import contextmanager
 from pathlib import Path
@@ -27,6 +28,8 @@ MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 """The Alembic script folder shipped in the package."""
 
 _SQLITE_BUSY_MS = 30_000
+
+_MIGRATION_LOCK_KEY = 0x6B6F7370  # "kosp": the advisory lock migrations take on PostgreSQL
 
 MAX_CONNECTIONS = 40
 """Database connections one process may open: as many as the server has worker threads (anyio's default 40), so a
@@ -66,11 +69,34 @@ def create_db_engine(url: str) -> Engine:
     return create_engine(url, pool_pre_ping=True, **pool)
 
 
+@contextmanager
+def _sqlite_migration_lock(engine: Engine) -> Iterator[None]:
+    """An exclusive lock on a file beside a SQLite database, held until the migration has committed (nothing for
+    other databases)."""
+    database = engine.url.database if engine.dialect.name == "sqlite" else None
+    if not database or database == ":memory:":
+        yield
+        return
+    with open(f"{database}.migrate-lock", "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def migrate(engine: Engine) -> None:
-    """Bring the database schema to the newest migration (``alembic upgrade head``), on the engine's connection."""
+    """Bring the database schema to the newest migration (``alembic upgrade head``), on the engine's connection.
+
+    Safe to run from several processes at once (servers and workers starting together on a new database): they
+    migrate one at a time, under PostgreSQL's transaction-scoped advisory lock or a file lock beside a SQLite
+    database, and the later ones find the schema current.
+    """
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS_DIR))
-    with engine.begin() as connection:
+    with _sqlite_migration_lock(engine), engine.begin() as connection:
+        if engine.dialect.name == "postgresql":  # held until this transaction ends
+            connection.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_MIGRATION_LOCK_KEY})")
         config.attributes["connection"] = connection
         command.upgrade(config, "head")
     logger.info("database schema is at the newest migration")

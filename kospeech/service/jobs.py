@@ -40,12 +40,10 @@ from typing import Dict, Optional, Set
 
 from huey import Huey, RedisHuey, SqliteHuey
 from huey.consumer import Consumer
-from redis.exceptions import RedisError
 from sqlalchemy import func, select, update
-from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
-from kospeech.errors import InputError, TrainingError
+from kospeech.errors import InputError, TrainingError, TrainingInterrupted
 from kospeech.service.models import JOB_STATES, Job, User, utcnow
 from kospeech.service.settings import ServerConfig
 from kospeech.service.storage import Storage
@@ -54,7 +52,7 @@ from kospeech.service.versions import record_version
 
 __all__ = [
     "TASK_NAME",
-    "EmbeddedConsumer",
+    "JobConsumer",
     "JobQueue",
     "Recovery",
     "build_huey",
@@ -78,11 +76,31 @@ def build_huey(settings: ServerConfig) -> Huey:
     return SqliteHuey(settings.queue_name, filename=f"{settings.data_dir}/queue.db", results=False)
 
 
-class EmbeddedConsumer(Consumer):
-    """huey's consumer run inside another program (``kospeech-serve``), which keeps its own signal handlers."""
+class JobConsumer(Consumer):
+    """huey's consumer of the training queue, whose every stop is graceful: the runs in progress stop after their
+    current step and their jobs are queued again without using up an attempt (:meth:`JobQueue.interrupt_running`),
+    then the worker threads are joined.
+
+    Args:
+        queue: the job queue.
+        workers: worker threads.
+        embedded: run inside another program (``kospeech-serve``), which keeps its own signal handlers (uvicorn's
+            graceful shutdown) and calls :meth:`stop`; otherwise SIGINT and SIGTERM stop it.
+    """
+
+    def __init__(self, queue: JobQueue, workers: int = 1, embedded: bool = False) -> None:
+        super().__init__(queue.huey, workers=workers, worker_type="thread", periodic=False)
+        self.job_queue = queue
+        self.embedded = embedded
 
     def _set_signal_handlers(self) -> None:
-        """Leave SIGINT/SIGTERM to the host process (uvicorn's graceful shutdown); :meth:`stop` ends the consumer."""
+        if not self.embedded:
+            super()._set_signal_handlers()
+
+    def stop(self, graceful: bool = False) -> None:
+        """Interrupt the runs in progress, then stop once the workers are done (``graceful`` is always true)."""
+        self.job_queue.interrupt_running()
+        super().stop(graceful=True)
 
 
 class JobQueue:
@@ -107,6 +125,9 @@ class JobQueue:
         self.storage = storage
         self.runner = runner
         self.huey = build_huey(settings)
+        self._lock = threading.Lock()
+        self._running: Dict[str, threading.Event] = {}  # job id -> the interrupt of its run in this process
+        self._stopping = False
         self._task = self.huey.task(
             retries=settings.job_max_attempts - 1, retry_delay=RETRY_DELAY_SECONDS, name=TASK_NAME
         )(self.run_job)
@@ -124,13 +145,9 @@ class JobQueue:
         tasks = [*self.huey.pending(), *self.huey.scheduled()]
         return {str(task.args[0]) for task in tasks if task.name == TASK_NAME and task.args}
 
-    def consumer(self, workers: int = 1) -> Consumer:
-        """A huey consumer of this queue (threads), for ``kospeech-worker``."""
-        return Consumer(self.huey, workers=workers, worker_type="thread", periodic=False)
-
-    def embedded_consumer(self) -> EmbeddedConsumer:
-        """A one-thread consumer for ``kospeech-serve``'s in-process worker."""
-        return EmbeddedConsumer(self.huey, workers=1, worker_type="thread", periodic=False)
+    def consumer(self, workers: int = 1, embedded: bool = False) -> JobConsumer:
+        """A consumer of this queue: ``kospeech-worker``'s, or (``embedded``) ``kospeech-serve``'s in-process one."""
+        return JobConsumer(self, workers, embedded)
 
     # ------------------------------------------------------------------ the task
 
@@ -145,22 +162,36 @@ class JobQueue:
             ).rowcount
         return claimed == 1
 
-    def _report(self, job_id: str, progress: float) -> None:
+    def _owned(self, job_id: str, attempt: int) -> tuple:
+        """The condition of this run's row: still ``running`` and still at this attempt (not taken over by recovery)."""
+        return (Job.id == job_id, Job.status == "running", Job.attempts == attempt)
+
+    def _owns(self, job_id: str, attempt: int) -> bool:
+        """Whether the job is still this run's."""
+        with self.sessions() as session:
+            return session.scalar(select(func.count()).select_from(Job).where(*self._owned(job_id, attempt))) == 1
+
+    def _report(self, job_id: str, attempt: int, progress: float) -> bool:
+        """Progress and heartbeat of a run; ``False`` when the job is no longer this run's (its user was deleted, or
+        recovery queued it again after missed heartbeats): the run then stops."""
         with self.sessions.begin() as session:
-            session.execute(
-                update(Job)
-                .where(Job.id == job_id, Job.status == "running")
-                .values(progress=round(min(max(progress, 0.0), 1.0), 4), heartbeat_at=utcnow())
+            return bool(
+                session.execute(
+                    update(Job)
+                    .where(*self._owned(job_id, attempt))
+                    .values(progress=round(min(max(progress, 0.0), 1.0), 4), heartbeat_at=utcnow())
+                ).rowcount
             )
 
-    def _finish(self, job_id: str, status: str, error: Optional[str] = None) -> None:
-        """The job's end (``succeeded`` / ``failed``), or back to ``queued`` for a retry."""
+    def _finish(self, job_id: str, attempt: int, status: str, error: Optional[str] = None) -> None:
+        """The end of this run's attempt: ``succeeded`` / ``failed``, or back to ``queued`` for a retry; nothing when
+        the job is no longer this run's."""
         now = utcnow()
         queued = status == "queued"
         with self.sessions.begin() as session:
             session.execute(
                 update(Job)
-                .where(Job.id == job_id)
+                .where(*self._owned(job_id, attempt))
                 .values(
                     status=status,
                     error=error,
@@ -168,6 +199,29 @@ class JobQueue:
                     queued_at=now if queued else Job.queued_at,
                 )
             )
+
+    def _put_back(self, job_id: str, attempt: int) -> None:
+        """A run stopped by a shutdown: queued again without using up an attempt, and sent to the queue."""
+        with self.sessions.begin() as session:
+            changed = session.execute(
+                update(Job)
+                .where(*self._owned(job_id, attempt))
+                .values(status="queued", attempts=Job.attempts - 1, progress=0.0, queued_at=utcnow())
+            ).rowcount
+        if changed:
+            logger.info("job=%s: stopped by a shutdown; queued again", job_id)
+            self.enqueue(job_id)
+
+    def interrupt_running(self) -> None:
+        """Stop the runs in progress after their current step and queue their jobs again (graceful shutdown)."""
+        with self._lock:
+            self._stopping = True
+            for interrupt in self._running.values():
+                interrupt.set()
+
+    def _client_error(self, exc: BaseException) -> str:
+        """What ``GET /v1/jobs/{id}`` shows of a failure: the reason, with paths relative to ``data_dir``."""
+        return str(exc).replace(f"{self.storage.data_dir}/", "")
 
     def run_job(self, job_id: str) -> None:
         """The huey task: claim the job, train, record the version, activate it if it beats the base.
@@ -185,7 +239,7 @@ class JobQueue:
             if job is None:  # its user was deleted right after the claim
                 return
             user = job.user
-            tenant, user_id, user_pk, adapter_type, attempts = (
+            tenant, user_id, user_pk, adapter_type, attempt = (
                 user.tenant.name,
                 user.user_id,
                 user.id,
@@ -195,33 +249,62 @@ class JobQueue:
             utterances = [(self.storage.absolute(u.audio_file), u.text) for u in user.utterances]
         needed = self.settings.min_enrollment_utterances
         if len(utterances) < needed:  # utterances deleted after the job was queued
-            self._finish(job_id, "failed", error=f"the user has {len(utterances)} utterances; training needs {needed}")
+            error = f"the user has {len(utterances)} utterances; training needs {needed}"
+            self._finish(job_id, attempt, "failed", error=error)
             return
-        job_dir = self.storage.job_dir(tenant, user_id, job_id)
-        logger.info("job=%s user=%s/%s attempt=%d training %s adapter", job_id, tenant, user_id, attempts, adapter_type)
+        # a folder per attempt: a run that lost the job (recovery queued it again) never shares one with its successor
+        job_dir = self.storage.job_dir(tenant, user_id, f"{job_id}-{attempt}")
+        interrupt = threading.Event()
+        with self._lock:
+            if self._stopping:
+                interrupt.set()
+            self._running[job_id] = interrupt
+        logger.info("job=%s user=%s/%s attempt=%d training %s adapter", job_id, tenant, user_id, attempt, adapter_type)
         try:
             outcome = self.runner.train(
-                job_dir, user_id, adapter_type, utterances, lambda value: self._report(job_id, value)
+                job_dir,
+                user_id,
+                adapter_type,
+                utterances,
+                lambda value: self._report(job_id, attempt, value),
+                interrupt,
             )
-            self._record(job_id, attempts, user_pk, outcome)
-        except (TrainingError, InputError) as exc:
-            logger.warning("job=%s failed: %s", job_id, exc)
-            self._finish(job_id, "failed", error=str(exc))
+            self._record(job_id, attempt, user_pk, outcome)
+        except TrainingInterrupted:
+            if self._stopping:
+                self._put_back(job_id, attempt)
+            else:
+                logger.info(
+                    "job=%s attempt=%d stopped: its user was deleted or the job was taken over", job_id, attempt
+                )
         except Exception as exc:
-            retry = attempts < self.settings.job_max_attempts
-            logger.exception("job=%s attempt=%d failed%s", job_id, attempts, "; retrying" if retry else "")
-            self._finish(job_id, "queued" if retry else "failed", error=f"{type(exc).__name__}: {exc}")
+            if not self._owns(job_id, attempt):  # e.g. the user's files went with the user: not the job's failure
+                logger.info(
+                    "job=%s attempt=%d ended (%s); its user was deleted or the job taken over", job_id, attempt, exc
+                )
+                return
+            if isinstance(exc, (TrainingError, InputError)):
+                logger.warning("job=%s failed: %s", job_id, exc)
+                self._finish(job_id, attempt, "failed", error=self._client_error(exc))
+                return
+            retry = attempt < self.settings.job_max_attempts
+            logger.exception("job=%s attempt=%d failed%s", job_id, attempt, "; retrying" if retry else "")
+            error = f"internal error in attempt {attempt} ({type(exc).__name__}); the worker's log has the details"
+            self._finish(job_id, attempt, "queued" if retry else "failed", error=error)
             if retry:
                 raise
         finally:
-            if job_dir.exists():
-                self.storage.remove_tree(job_dir)
+            with self._lock:
+                self._running.pop(job_id, None)
+            self.storage.remove_tree(job_dir)
+            self.storage.prune_empty_folders(job_dir.parent)  # a deleted user's jobs/ folder, and its own if empty
 
     def _record(self, job_id: str, attempt: int, user_pk: str, outcome: TrainingOutcome) -> None:
         """Keep the trained adapter as the user's next version (active unless rejected) and end the job, in one commit.
 
         Raises:
             TrainingError: the trainer saved no adapter.
+            TrainingInterrupted: the job is no longer this run's (nothing is recorded, the version file is removed).
             SQLAlchemyError: the commit failed (the version file written for it is removed; the job is retried).
         """
         if outcome.adapter_file is None:
@@ -246,9 +329,9 @@ class JobQueue:
                     outcome.cer_before,
                     outcome.cer_after,
                 )
-                session.execute(
+                owned = session.execute(
                     update(Job)
-                    .where(Job.id == job_id)
+                    .where(*self._owned(job_id, attempt))
                     .values(
                         status="succeeded",
                         progress=1.0,
@@ -259,7 +342,9 @@ class JobQueue:
                         activated=row.active,
                         version=row.version,
                     )
-                )
+                ).rowcount
+                if not owned:  # recovery gave the job to another run: its result, not this one, counts
+                    raise TrainingInterrupted(f"job {job_id} is no longer this run's (attempt {attempt})")
                 version, activated, where = row.version, row.active, f"{user.tenant.name}/{user.user_id}"
         except BaseException:
             if version_file is not None:
@@ -374,8 +459,8 @@ class Recovery:
             try:
                 recover_stale_jobs(self.queue)
                 recover_lost_jobs(self.queue)
-            except (SQLAlchemyError, RedisError):
-                logger.exception("job recovery could not reach the database or the queue; trying again later")
+            except Exception:  # whatever failed (database, queue, a locked queue file), the next round tries again
+                logger.exception("job recovery failed; trying again in %.0f s", interval)
             if self._stop.wait(interval):
                 return
 

@@ -15,7 +15,7 @@ from kospeech.inference import Recognizer
 from kospeech.service.adapter_cache import ByteBoundedAdapterCache
 from kospeech.service.batching import DynamicBatcher
 from kospeech.service.db import create_db_engine, migrate, session_factory
-from kospeech.service.jobs import EmbeddedConsumer, JobQueue, Recovery, jobs_by_state
+from kospeech.service.jobs import JobConsumer, JobQueue, Recovery, jobs_by_state
 from kospeech.service.metrics import ServiceMetrics
 from kospeech.service.settings import ServerConfig
 from kospeech.service.storage import Storage
@@ -40,7 +40,7 @@ class ServiceState:
     batcher: DynamicBatcher
     queue: JobQueue
     metrics: ServiceMetrics
-    consumer: Optional[EmbeddedConsumer] = None
+    consumer: Optional[JobConsumer] = None
     recovery: Optional[Recovery] = None
 
     @property
@@ -87,7 +87,7 @@ class ServiceState:
         batcher.start()
         state = cls(settings, engine, sessions, storage, recognizer, cache, batcher, queue, metrics)
         if settings.in_process_worker:
-            state.consumer = queue.embedded_consumer()
+            state.consumer = queue.consumer(embedded=True)
             state.consumer.start()
             state.recovery = Recovery(queue)
             state.recovery.start()
@@ -105,7 +105,7 @@ class ServiceState:
         self.batcher.stop()
         if self.recovery is not None:
             self.recovery.stop()
-        if self.consumer is not None:
-            self.consumer.stop(graceful=False)
+        if self.consumer is not None:  # the job in progress stops after its step and is queued again
+            self.consumer.stop()
         self.engine.dispose()
         logger.info("service stopped")

@@ -9,7 +9,8 @@
       tenants/<tenant>/users/<user_id>/
         utterances/<utterance_id>.wav enrollment audio, 16 kHz mono 16-bit
         versions/<job_id>-<attempt>.pt every trained adapter, accepted or rejected (imported ones: versions/<id>.pt)
-        jobs/<job_id>/                a training job's run folder (removed when the job ends)
+        jobs/<job_id>-<attempt>/      a training run's folder (removed when the run ends)
+      trash/                          deleted users' folders on their way out (emptied at start as well)
 
 Tenant and user ids follow the adapter-name rule (:func:`~kospeech.models.adapter_manager.validate_adapter_name`),
 so no id can climb out of its folder. Every file is written through :mod:`kospeech.fileio` (temporary file, fsync,
@@ -25,6 +26,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+import uuid
 from pathlib import Path
 
 from kospeech.fileio import atomic_write
@@ -46,8 +48,12 @@ class Storage:
         self.data_dir = Path(data_dir)
         self.tenants_dir = self.data_dir / "tenants"
         self.uploads_dir = self.data_dir / "uploads"
+        self.trash_dir = self.data_dir / "trash"
         self.tenants_dir.mkdir(parents=True, exist_ok=True)
         self.uploads_dir.mkdir(parents=True, exist_ok=True)
+        self.trash_dir.mkdir(parents=True, exist_ok=True)
+        for leftover in self.trash_dir.iterdir():  # a deletion that a crash or a late writer left unfinished
+            shutil.rmtree(leftover, ignore_errors=True)
 
     def user_dir(self, tenant: str, user_id: str) -> Path:
         """``tenants/<tenant>/users/<user_id>`` (names checked against the adapter-name rule)."""
@@ -84,9 +90,35 @@ class Storage:
         """Remove a folder and everything in it (a job's run folder)."""
         shutil.rmtree(folder, ignore_errors=True)
 
+    def prune_empty_folders(self, folder: Path) -> None:
+        """Remove ``folder`` and then each parent while it is empty, up to the user's own folder: what a writer that
+        lost a race with the user's deletion (a training run, an upload) recreated. A folder with anything in it (a
+        user created again under the same id meanwhile) stays."""
+        folder = Path(folder)
+        # tenants/<tenant>/users/<user_id>/...: three parts or more is the user's folder or inside it
+        while folder.is_relative_to(self.tenants_dir) and len(folder.relative_to(self.tenants_dir).parts) >= 3:
+            try:
+                folder.rmdir()
+            except FileNotFoundError:
+                pass
+            except OSError:  # not empty
+                return
+            folder = folder.parent
+
     def delete_user(self, tenant: str, user_id: str) -> None:
-        """Remove every file of a user (audio, adapters, versions, job folders)."""
+        """Remove every file of a user (audio, adapters, versions, job folders).
+
+        The folder is first moved into ``trash/`` (one rename: the user's path is free at once, for a user created
+        again under the same id), then removed; what a writer still adds to the moved folder meanwhile is removed
+        at the next start.
+        """
         folder = self.user_dir(tenant, user_id)
-        if folder.exists():
-            shutil.rmtree(folder)
-            logger.info("deleted the files of user %s/%s", tenant, user_id)
+        doomed = self.trash_dir / f"{tenant}.{user_id}.{uuid.uuid4().hex}"
+        try:
+            folder.rename(doomed)
+        except FileNotFoundError:
+            return
+        shutil.rmtree(doomed, ignore_errors=True)
+        if doomed.exists():
+            logger.warning("user %s/%s: files added while deleting; removed at the next start", tenant, user_id)
+        logger.info("deleted the files of user %s/%s", tenant, user_id)

@@ -23,6 +23,7 @@ from typing import Callable, List, Optional, Sequence, Tuple
 
 from kospeech.checkpoint import Checkpoint, load_checkpoint
 from kospeech.data.manifest import ManifestEntry
+from kospeech.errors import TrainingInterrupted
 from kospeech.trainer import AdapterTrainConfig, AdapterTrainer
 
 __all__ = ["AdapterJobRunner", "TrainingOutcome", "SETUP_PROGRESS"]
@@ -89,7 +90,8 @@ class AdapterJobRunner:
         user_id: str,
         adapter_type: str,
         utterances: Sequence[Tuple[Path, str]],
-        report: Callable[[float], None],
+        report: Callable[[float], bool],
+        interrupt: Optional[threading.Event] = None,
     ) -> TrainingOutcome:
         """Train one adapter in ``job_dir`` (emptied first: a retried job starts clean).
 
@@ -98,14 +100,18 @@ class AdapterJobRunner:
             user_id: the user (the adapter's name).
             adapter_type: a registered adapter type.
             utterances: the user's enrollment recordings and transcripts.
-            report: called with the progress (0..1) about every two seconds, from another thread.
+            report: called with the progress (0..1) about every two seconds, from another thread; returns whether the
+                run should go on (``False`` sets ``interrupt``). An error it raises is logged and the reports go on.
+            interrupt: set (by ``report``'s answer or by anyone) to stop the run after its current step.
 
         Returns:
             The outcome.
 
         Raises:
             TrainingError: nothing could be trained. InputError / ValueError: unusable data or settings.
+            TrainingInterrupted: ``interrupt`` was set.
         """
+        interrupt = interrupt if interrupt is not None else threading.Event()
         if job_dir.exists():
             shutil.rmtree(job_dir)
         checkpoint = self.checkpoint
@@ -121,22 +127,40 @@ class AdapterJobRunner:
         if self.num_epochs is not None:
             settings["num_epochs"] = self.num_epochs
         config = AdapterTrainConfig.for_adapter_type(adapter_type, **settings)
-        trainer = AdapterTrainer(
-            config, checkpoint.vocab, checkpoint.feature_config, self.entries(utterances), None, checkpoint.model_config
-        )
-        report(SETUP_PROGRESS)
+        built: List[AdapterTrainer] = []  # the trainer once built: the heartbeats start before (screening takes time)
         done = threading.Event()
+
+        def send(progress: float) -> None:
+            try:
+                if not report(progress):
+                    interrupt.set()
+            except Exception:  # a database hiccup must not end the heartbeats of a run that goes on
+                logger.exception("user %s: progress report failed; trying again in %.0f s", user_id, _TICK_SECONDS)
 
         def tick() -> None:
             while not done.wait(_TICK_SECONDS):
-                epochs = min(trainer.state.epoch, config.num_epochs)
-                report(SETUP_PROGRESS + 0.85 * epochs / config.num_epochs)
+                if built:
+                    send(SETUP_PROGRESS + 0.85 * min(built[0].state.epoch, config.num_epochs) / config.num_epochs)
+                else:
+                    send(0.0)  # still screening the recordings: a heartbeat all the same
 
         ticker = threading.Thread(target=tick, name=f"progress-{user_id}", daemon=True)
         ticker.start()
         try:
-            model = checkpoint.build_model(device="cpu")
-            trainer.train(model, adapter_name=user_id)
+            trainer = AdapterTrainer(
+                config,
+                checkpoint.vocab,
+                checkpoint.feature_config,
+                self.entries(utterances),
+                None,
+                checkpoint.model_config,
+            )
+            trainer.interrupt = interrupt
+            built.append(trainer)
+            send(SETUP_PROGRESS)
+            if interrupt.is_set():
+                raise TrainingInterrupted("training interrupted before its first step")
+            trainer.train(checkpoint.build_model(device="cpu"), adapter_name=user_id)
         finally:
             done.set()
             ticker.join()

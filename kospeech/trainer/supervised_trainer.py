@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -22,7 +23,7 @@ from kospeech.data.manifest import ManifestEntry
 from kospeech.data.silence_padding import SilencePadding
 from kospeech.decode import GreedyCTCDecoder
 from kospeech.device import loader_workers, resolve_device
-from kospeech.errors import TrainingError
+from kospeech.errors import TrainingError, TrainingInterrupted
 from kospeech.evaluation import EvaluationResult, evaluate, select_log_probs
 from kospeech.fileio import atomic_write_json, atomic_write_text
 from kospeech.metrics import ErrorRateMeter
@@ -107,6 +108,9 @@ class SupervisedTrainer:
     DistributedDataParallel (see :mod:`kospeech.trainer.distributed`): each rank takes its share of every epoch's
     batches, rank 0 alone validates, logs and writes checkpoints.
 
+    Another thread may stop a run: setting :attr:`interrupt` makes ``train`` raise
+    :class:`~kospeech.errors.TrainingInterrupted` after the step in progress (what was written stays as written).
+
     Example:
         >>> trainer = SupervisedTrainer(config, vocab, feature_config, train_entries, valid_entries, model_config)
         >>> result = trainer.train(model, batch_size=16, epoch_time_step=None, num_epochs=5)
@@ -149,6 +153,8 @@ class SupervisedTrainer:
         self.decoder = GreedyCTCDecoder(vocab)
         self.state = TrainerState()
         self.dist = DistributedContext()
+        self.interrupt: Optional[threading.Event] = None
+        """Set from another thread to stop training after the current step (``train`` raises TrainingInterrupted)."""
 
     def train(
         self,
@@ -295,6 +301,8 @@ class SupervisedTrainer:
             )
             for batch in self._batches_from(train_loader, state.step_in_epoch):
                 self._count_step(tally, self._train_step(model, batch, optimizer, tally.meter), optimizer)
+                if self.interrupt is not None and self.interrupt.is_set():
+                    raise TrainingInterrupted(f"training interrupted after step {state.global_step}")
                 state.elapsed_seconds = elapsed_before + time.monotonic() - started
                 if not progress.disable:
                     progress.update(1)

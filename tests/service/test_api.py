@@ -297,6 +297,22 @@ def test_enrollment_refuses_recordings_training_could_not_use(service, user_id, 
     assert upload(service, user_id, wav_bytes(tone(0.3)), text=text[:3]).status_code == 201  # long enough for 3
 
 
+def test_an_upload_that_loses_the_race_with_the_users_deletion_keeps_no_file(service, user_id):
+    create_user(service, user_id)
+    engine = service.client.app.state.service.engine
+    with engine.begin() as connection:  # the user's row goes before this one is in
+        connection.exec_driver_sql(
+            "CREATE TRIGGER gone BEFORE INSERT ON utterances BEGIN SELECT RAISE(ABORT, 'FOREIGN KEY constraint failed'); END"
+        )
+    try:
+        response = upload(service, user_id, wav_bytes(tone(1.0)))
+    finally:
+        with engine.begin() as connection:  # the database is the module's: other tests upload next
+            connection.exec_driver_sql("DROP TRIGGER gone")
+    assert response.status_code == 404 and error_code(response) == "user_not_found"
+    assert not (Storage(service.data_dir).user_dir("acme", user_id) / "utterances").exists()
+
+
 def truncated_wav() -> bytes:
     data = wav_bytes(tone(1.0))
     return data[: len(data) // 2]

@@ -2,6 +2,7 @@
 the kospeech-keys console script."""
 
 import hashlib
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from alembic.autogenerate import compare_metadata
@@ -16,6 +17,7 @@ from kospeech.service.db import create_db_engine, migrate, session_factory, sess
 from kospeech.service.keys import authenticate, create_key, list_keys, revoke_key
 from kospeech.service.models import AdapterVersion, ApiKey, Base, Job, Tenant, User, Utterance
 from kospeech.service.settings import load_settings
+from kospeech.service.storage import Storage
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -157,3 +159,46 @@ def test_kospeech_keys_creates_lists_and_revokes(tmp_path, capsys, restore_loggi
     with session_scope(session_factory(engine)) as session:
         assert authenticate(session, key) is None
     engine.dispose()
+
+
+def test_processes_starting_together_on_a_new_database_migrate_one_at_a_time(request, tmp_path):
+    for backend in ("sqlite", "postgresql"):
+        url = f"sqlite:///{tmp_path / 'new.db'}" if backend == "sqlite" else request.getfixturevalue("postgres_url")
+        engines = [create_db_engine(url) for _ in range(4)]
+        try:
+            with ThreadPoolExecutor(len(engines)) as pool:  # each its own connection, as separate processes would
+                list(pool.map(migrate, engines))
+            with engines[0].connect() as connection:
+                assert compare_metadata(MigrationContext.configure(connection), Base.metadata) == []
+        finally:
+            if backend == "postgresql":
+                Base.metadata.drop_all(engines[0])
+                with engines[0].begin() as connection:
+                    connection.exec_driver_sql("DROP TABLE IF EXISTS alembic_version")
+            for engine in engines:
+                engine.dispose()
+
+
+def test_a_deleted_users_path_is_free_at_once_and_late_writers_leave_nothing(tmp_path):
+    storage = Storage(tmp_path)
+    audio = storage.utterance_file("acme", "alice", "u1")
+    audio.parent.mkdir(parents=True)
+    audio.write_bytes(b"RIFF")
+    storage.delete_user("acme", "alice")
+    assert not storage.user_dir("acme", "alice").exists() and not any(storage.trash_dir.iterdir())
+    storage.delete_user("acme", "alice")  # already gone: nothing to do
+    late = storage.job_dir("acme", "alice", "job-1") / "run"
+    late.mkdir(parents=True)  # a run that had not noticed the deletion yet
+    storage.prune_empty_folders(late)
+    assert not (storage.tenants_dir / "acme" / "users" / "alice").exists()
+    assert (storage.tenants_dir / "acme" / "users").is_dir()  # the tenant's folder stays
+    kept = storage.utterance_file("acme", "alice", "u2")  # the same id created again meanwhile: its files stay
+    kept.parent.mkdir(parents=True)
+    kept.write_bytes(b"RIFF")
+    storage.job_dir("acme", "alice", "job-1").mkdir(parents=True)
+    storage.prune_empty_folders(storage.job_dir("acme", "alice", "job-1"))
+    assert kept.is_file() and not (storage.user_dir("acme", "alice") / "jobs").exists()
+    leftover = storage.trash_dir / "acme.bob.0123"
+    (leftover / "versions").mkdir(parents=True)
+    Storage(tmp_path)  # a start sweeps what a deletion could not remove
+    assert not leftover.exists()

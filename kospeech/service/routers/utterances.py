@@ -10,6 +10,7 @@ import numpy as np
 import torch
 from fastapi import APIRouter, File, Form, Response, UploadFile
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 
 from kospeech.data.audio import save_audio
 from kospeech.errors import AudioError, UnknownCharacterError
@@ -84,12 +85,19 @@ def add_utterance(
     target = state.storage.utterance_file(user.tenant.name, user.user_id, utterance_id)
     save_audio(target, waveform, SAMPLE_RATE)
     duration = round(waveform.shape[0] / SAMPLE_RATE, 3)
+    user_id = user.user_id
     session.add(
         Utterance(
             id=utterance_id, user_pk=user.id, text=cleaned, duration=duration, audio_file=state.storage.relative(target)
         )
     )
-    session.commit()
+    try:
+        session.commit()
+    except IntegrityError as exc:  # the user was deleted while the audio was written: keep none of it
+        session.rollback()
+        target.unlink(missing_ok=True)
+        state.storage.prune_empty_folders(target.parent)
+        raise ServiceError(404, "user_not_found", f"no user {user_id!r}") from exc
     return UtteranceCreated(utterance_id=utterance_id, duration=duration)
 
 
