@@ -35,7 +35,8 @@ PathLike = Union[str, os.PathLike]
 
 
 def atomic_write(path: PathLike, write_fn: Callable[[Any], None], mode: str = "wb") -> Path:
-    """Call ``write_fn(file_object)`` on a temp file next to ``path``, fsync it, then rename it over ``path``.
+    """Call ``write_fn(file_object)`` on a temp file next to ``path``, fsync it, rename it over ``path``, then fsync
+    the folder (so that the rename, too, survives a power loss: a database row may name the file next).
 
     Args:
         path: destination file; its parent directory is created if needed.
@@ -60,7 +61,22 @@ def atomic_write(path: PathLike, write_fn: Callable[[Any], None], mode: str = "w
         if os.path.exists(tmp_name):
             os.unlink(tmp_name)
         raise
+    _fsync_folder(path.parent)
     return path
+
+
+def _fsync_folder(folder: Path) -> None:
+    """Flush a folder's entries to disk (POSIX); where folders cannot be opened (Windows) there is nothing to do."""
+    try:
+        descriptor = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(descriptor)
+    except OSError:  # some file systems refuse fsync on a folder; the rename itself is done
+        pass
+    finally:
+        os.close(descriptor)
 
 
 def _current_umask() -> int:

@@ -38,7 +38,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     """Run one key command; returns the exit status."""
     from kospeech.errors import InvalidNameError
     from kospeech.service.db import create_db_engine, migrate, session_factory, session_scope
-    from kospeech.service.keys import create_key, list_keys, revoke_key
+    from kospeech.service.keys import create_key, key_prefix, list_keys, revoke_key
 
     overrides, rest = split_settings(sys.argv[1:] if argv is None else argv)
     args = _parser().parse_args(rest)
@@ -62,11 +62,11 @@ def main(argv: Optional[List[str]] = None) -> int:
                         f"{record.prefix}\t{record.tenant}\t{'admin' if record.admin else 'user'}\t"
                         f"{record.created_at.isoformat()}\trevoked={revoked}"
                     )
-            elif not revoke_key(session, args.prefix):
-                print(f"error: no live key with prefix {args.prefix!r}", file=sys.stderr)
+            elif not revoke_key(session, args.prefix):  # messages name the prefix, never a whole key given here
+                print(f"error: no live key with prefix {key_prefix(args.prefix)!r}", file=sys.stderr)
                 return 1
             else:
-                print(f"revoked key {args.prefix}")
+                print(f"revoked key {key_prefix(args.prefix)}")
     finally:
         engine.dispose()
     return 0

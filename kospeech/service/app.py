@@ -2,8 +2,9 @@
 
 The app opens its :class:`~kospeech.service.state.ServiceState` in its lifespan (database migration, base model,
 batcher, in-process worker) and closes it after the server has finished its in-flight requests (uvicorn's graceful
-shutdown). A pure ASGI middleware, outermost, bounds every request body (413 as soon as the declared or streamed
-size passes ``server.max_upload_bytes`` plus room for the form fields), records request counts and latencies by
+shutdown). A pure ASGI middleware, outermost, answers 401 to an API request that presents no key of the right form
+before its body is read, bounds every request body (413 as soon as the declared or streamed size passes
+``server.max_upload_bytes`` plus room for the form fields), records request counts and latencies by
 route template, and writes one structured log line per request (``method=... path=... route=... status=...
 seconds=...``; never the ``Authorization`` header).
 """
@@ -14,12 +15,13 @@ import json
 import logging
 import time
 from contextlib import asynccontextmanager
-from typing import Any, AsyncIterator, Dict, Optional
+from typing import Any, AsyncIterator, Dict, Optional, Tuple
 
 from fastapi import FastAPI, HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from kospeech.service.errors import error_body, install_error_handlers
+from kospeech.service.keys import is_well_formed_key
 from kospeech.service.routers import health, jobs, pages, prompts, transcriptions, users, utterances
 from kospeech.service.settings import ServerConfig
 from kospeech.service.state import ServiceState
@@ -40,16 +42,33 @@ class _RequestGuard:
         self.app = app
         self.max_body_bytes = max_body_bytes
 
-    async def _reject(self, send: Send, message: str) -> None:
-        body = json.dumps(error_body("upload_too_large", message)).encode("utf-8")
+    @staticmethod
+    async def _refuse(send: Send, status: int, code: str, message: str, *headers: Tuple[bytes, bytes]) -> None:
+        body = json.dumps(error_body(code, message)).encode("utf-8")
         await send(
             {
                 "type": "http.response.start",
-                "status": 413,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+                "status": status,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                    *headers,
+                ],
             }
         )
         await send({"type": "http.response.body", "body": body})
+
+    @staticmethod
+    def _missing_key(scope: Scope) -> Optional[str]:
+        """Why an API request presents no key, or ``None`` when it presents one of the right form (the endpoint's
+        dependency checks it against the database): checked before any body is read."""
+        if not scope["path"].startswith("/v1/"):
+            return None
+        header = dict(scope.get("headers", ())).get(b"authorization", b"").decode("latin-1")
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            return "missing API key: send Authorization: Bearer <key>"
+        return None if is_well_formed_key(token.strip()) else "unknown or revoked API key"
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -59,10 +78,16 @@ class _RequestGuard:
         status: Dict[str, Any] = {"code": 500}
         limit = self.max_body_bytes
         too_large = f"the request body is larger than {limit} bytes (server.max_upload_bytes plus form fields)"
+        unauthorized = self._missing_key(scope)
         declared = dict(scope.get("headers", ())).get(b"content-length")
+        if unauthorized is not None:  # an anonymous client never gets its body read, parsed or spooled
+            status["code"] = 401
+            await self._refuse(send, 401, "unauthorized", unauthorized, (b"www-authenticate", b"Bearer"))
+            self._log(scope, status["code"], started)
+            return
         if declared is not None and declared.isdigit() and int(declared) > limit:
             status["code"] = 413
-            await self._reject(send, too_large)
+            await self._refuse(send, 413, "upload_too_large", too_large)
             self._log(scope, status["code"], started)
             return
         received = 0

@@ -83,7 +83,8 @@ def checked_user_id(user_id: str) -> str:
     try:
         return validate_adapter_name(user_id)
     except InvalidNameError as exc:
-        raise ServiceError(422, "invalid_user_id", str(exc).replace("adapter name", "user id")) from exc
+        message = str(exc).replace("an adapter name", "a user id").replace("adapter name", "user id")
+        raise ServiceError(422, "invalid_user_id", message) from exc
 
 
 def caller_user(session: SessionDep, caller: CallerDep, user_id: Annotated[str, Path()]) -> User:

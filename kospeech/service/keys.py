@@ -21,7 +21,16 @@ from sqlalchemy.orm import Session
 from kospeech.models.adapter_manager import validate_adapter_name
 from kospeech.service.models import ApiKey, Tenant, utcnow
 
-__all__ = ["KEY_PREFIX", "KeyRecord", "authenticate", "create_key", "list_keys", "revoke_key"]
+__all__ = [
+    "KEY_PREFIX",
+    "KeyRecord",
+    "authenticate",
+    "create_key",
+    "is_well_formed_key",
+    "key_prefix",
+    "list_keys",
+    "revoke_key",
+]
 
 KEY_PREFIX = "ksk"
 _PREFIX_HEX = 12
@@ -56,6 +65,16 @@ def _split(key: str) -> Optional[str]:
     if len(parts) != 3 or parts[0] != KEY_PREFIX or len(parts[1]) != _PREFIX_HEX:
         return None
     return parts[1]
+
+
+def is_well_formed_key(text: str) -> bool:
+    """Whether ``text`` has the form of a key (``ksk_<prefix>_<secret>``); says nothing of whether it is valid."""
+    return _split(text) is not None
+
+
+def key_prefix(prefix_or_key: str) -> str:
+    """The prefix a key is listed and revoked by: of a whole key, its prefix (never its secret); else the text."""
+    return _split(prefix_or_key) or prefix_or_key
 
 
 def create_key(session: Session, tenant_name: str, admin: bool = False) -> str:
@@ -95,7 +114,7 @@ def list_keys(session: Session) -> List[KeyRecord]:
 
 def revoke_key(session: Session, prefix: str) -> bool:
     """Revoke the key with ``prefix`` (or the whole key); returns False when there is no such live key."""
-    prefix = _split(prefix) or prefix
+    prefix = key_prefix(prefix)
     key = session.scalar(select(ApiKey).where(ApiKey.prefix == prefix, ApiKey.revoked_at.is_(None)))
     if key is None:
         return False

@@ -13,8 +13,21 @@ import uuid
 from datetime import datetime, timezone
 from typing import List, Optional
 
-from sqlalchemy import Boolean, DateTime, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint, text
+from sqlalchemy import (
+    Boolean,
+    DateTime,
+    Dialect,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    text,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from sqlalchemy.types import TypeDecorator
 
 __all__ = [
     "JOB_STATES",
@@ -25,6 +38,7 @@ __all__ = [
     "Tenant",
     "User",
     "Utterance",
+    "UtcDateTime",
     "new_id",
     "utcnow",
 ]
@@ -36,6 +50,17 @@ JOB_STATES = ("queued", "running", "succeeded", "failed")
 def utcnow() -> datetime:
     """The current time, timezone-aware UTC."""
     return datetime.now(timezone.utc)
+
+
+class UtcDateTime(TypeDecorator):
+    """A timezone-aware UTC time on every database: SQLite keeps no zone, so what it gives back is marked UTC (the
+    API then shows the same ISO 8601 times, with their offset, on SQLite as on PostgreSQL)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_result_value(self, value: Optional[datetime], dialect: Dialect) -> Optional[datetime]:
+        return value if value is None or value.tzinfo is not None else value.replace(tzinfo=timezone.utc)
 
 
 def new_id() -> str:
@@ -54,7 +79,7 @@ class Tenant(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(64), unique=True)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
 
     keys: Mapped[List[ApiKey]] = relationship(back_populates="tenant", cascade="all, delete-orphan")
 
@@ -69,8 +94,8 @@ class ApiKey(Base):
     prefix: Mapped[str] = mapped_column(String(32), unique=True)
     digest: Mapped[str] = mapped_column(String(64))
     admin: Mapped[bool] = mapped_column(Boolean, default=False)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-    revoked_at: Mapped[Optional[datetime]] = mapped_column(DateTime(timezone=True), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    revoked_at: Mapped[Optional[datetime]] = mapped_column(UtcDateTime, nullable=True)
 
     tenant: Mapped[Tenant] = relationship(back_populates="keys")
 
@@ -84,7 +109,7 @@ class User(Base):
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
     tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"), index=True)
     user_id: Mapped[str] = mapped_column(String(64))
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
 
     tenant: Mapped[Tenant] = relationship()
     utterances: Mapped[List[Utterance]] = relationship(
@@ -108,7 +133,7 @@ class Utterance(Base):
     text: Mapped[str] = mapped_column(Text)
     duration: Mapped[float] = mapped_column(Float)
     audio_file: Mapped[str] = mapped_column(String(255))
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
 
     user: Mapped[User] = relationship(back_populates="utterances")
 
@@ -132,7 +157,7 @@ class AdapterVersion(Base):
     active: Mapped[bool] = mapped_column(Boolean, default=False)
     rejected: Mapped[bool] = mapped_column(Boolean, default=False)
     file: Mapped[str] = mapped_column(String(255))
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
 
     user: Mapped[User] = relationship(back_populates="adapters")
 
@@ -172,10 +197,10 @@ class Job(Base):
     cer_after: Mapped[Optional[float]] = mapped_column(Float, nullable=True)
     activated: Mapped[Optional[bool]] = mapped_column(Boolean, nullable=True)
     version: Mapped[Optional[int]] = mapped_column(Integer, nullable=True)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-    queued_at: Mapped[Optional[datetime]] = mapped_column(DateTime(timezone=True), nullable=True, default=utcnow)
-    started_at: Mapped[Optional[datetime]] = mapped_column(DateTime(timezone=True), nullable=True)
-    heartbeat_at: Mapped[Optional[datetime]] = mapped_column(DateTime(timezone=True), nullable=True)
-    finished_at: Mapped[Optional[datetime]] = mapped_column(DateTime(timezone=True), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    queued_at: Mapped[Optional[datetime]] = mapped_column(UtcDateTime, nullable=True, default=utcnow)
+    started_at: Mapped[Optional[datetime]] = mapped_column(UtcDateTime, nullable=True)
+    heartbeat_at: Mapped[Optional[datetime]] = mapped_column(UtcDateTime, nullable=True)
+    finished_at: Mapped[Optional[datetime]] = mapped_column(UtcDateTime, nullable=True)
 
     user: Mapped[User] = relationship(back_populates="jobs")

@@ -57,7 +57,7 @@ class UserCreate(_Strict):
     """``POST /v1/users``: a user id by the adapter-name rule (1 to 64 of ``[A-Za-z0-9_.-]``, no leading ``.``,
     no ``..``)."""
 
-    user_id: str = Field(min_length=1, max_length=64, examples=["alice"])
+    user_id: str = Field(examples=["alice"], description="checked by the rule above: 422 invalid_user_id")
 
 
 class AdapterInfo(BaseModel):

@@ -179,7 +179,10 @@ class AdapterTrainer(SupervisedTrainer):
         self.outcome: Dict[str, Any] = {"rejected": False, "rejected_reason": None, "previous_adapter_kept": False}
         self._stale_validations = 0
         self._started = 0.0
-        self._audio_seconds: Optional[float] = None
+        # read now, while the screened files are there: a recording deleted during training must not fail its stats
+        self._audio_seconds = round(
+            sum(audio_duration(entry.audio_path) for entry in self.train_entries if entry.speed == 1.0), 3
+        )
         self._unit: Optional[_UnitRun] = None
 
     def train(
@@ -789,8 +792,6 @@ class AdapterTrainer(SupervisedTrainer):
     def training_stats(self) -> Dict[str, Any]:
         """Plain figures stored in the adapter file: data used, base vs adapter CER, curves, parameters."""
         recorded = [entry for entry in self.train_entries if entry.speed == 1.0]
-        if self._audio_seconds is None:
-            self._audio_seconds = round(sum(audio_duration(entry.audio_path) for entry in recorded), 3)
         return {
             "utterances": len(recorded),
             "audio_seconds": self._audio_seconds,

@@ -218,7 +218,7 @@ def test_bin_train_adapters_exits_non_zero_when_a_user_got_no_adapter(tmp_path, 
     ]
     done = subprocess.run(command, cwd=tmp_path, env=python_env(), capture_output=True, text=True, timeout=300)
     assert done.returncode == 1, done.stdout + done.stderr
-    assert "no adapter for 1 user(s): bad" in done.stderr
+    assert "no adapter for 1 user(s): ['bad']" in done.stderr
     assert AdapterManager.adapter_names(tmp_path / "adapters") == ["ann"]
 
 

@@ -4,6 +4,7 @@ import io
 import time
 import unicodedata
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timedelta
 
 import anyio
 import anyio.to_thread
@@ -109,6 +110,7 @@ def test_every_endpoint_refuses_no_wrong_malformed_or_revoked_keys(service, meth
 
 def test_health_metrics_and_page_need_no_key(service):
     assert service.client.get("/healthz").json() == {"status": "ok"}
+    assert service.client.head("/healthz").status_code == 200
     assert service.client.get("/").status_code == 200 and "/docs" in service.client.get("/").text
     metrics = service.client.get("/metrics")
     assert metrics.status_code == 200 and metrics.headers["content-type"].startswith("text/plain")
@@ -198,7 +200,10 @@ def test_another_tenants_user_answers_404_everywhere(service, user_id):
 @pytest.mark.parametrize("bad", ["../etc", ".hidden", "a" * 65, "a/b", "a b", "caf\u00e9", "a..b", ""])
 def test_user_ids_follow_the_adapter_name_rule(service, bad):
     response = service.client.post("/v1/users", json={"user_id": bad}, headers=service.headers())
-    assert response.status_code == 422 and error_code(response) in ("invalid_user_id", "invalid_request")
+    assert response.status_code == 422 and error_code(response) == "invalid_user_id"  # one code for one rule
+    assert (
+        response.json()["error"]["message"].startswith("invalid user id") and ": a user id is 1 to 64" in response.text
+    )
 
 
 @pytest.mark.parametrize(
@@ -224,6 +229,18 @@ def test_a_body_that_is_not_json_answers_422(service):
         "/v1/users", content=b"{not json", headers={**service.headers(), "content-type": "application/json"}
     )
     assert response.status_code == 422 and error_code(response) == "invalid_request"
+
+
+@pytest.mark.parametrize("authorization", [None, "Basic abc", "Bearer not-a-key"])
+def test_a_request_without_a_key_is_refused_before_its_body_is_read(service, user_id, authorization):
+    headers = {"content-type": "application/json"} | ({"Authorization": authorization} if authorization else {})
+    broken = service.client.post("/v1/users", content=b"{not json", headers=headers)
+    assert broken.status_code == 401 and error_code(broken) == "unauthorized"  # not the body's 422
+    assert broken.headers["www-authenticate"] == "Bearer"
+    huge = {"file": ("a.wav", b"\0" * (MAX_UPLOAD_BYTES * 3))}
+    without_type = {name: value for name, value in headers.items() if name != "content-type"}
+    anonymous = service.client.post("/v1/audio/transcriptions", files=huge, headers=without_type)
+    assert anonymous.status_code == 401  # refused on its headers: an anonymous client's upload is never spooled
 
 
 # ------------------------------------------------------------------------------------------------------------- prompts
@@ -422,7 +439,9 @@ def test_a_users_active_version_serves_them_and_a_missing_file_fails_loudly(serv
     base = transcribe(service, speech, response_format="verbose_json").json()
     served = transcribe(service, speech, response_format="verbose_json", user=user_id).json()
     assert served["adapter"] == {"user": user_id, "version": 1} and served["text"] != base["text"]
-    assert service.client.get(f"/v1/users/{user_id}", headers=service.headers()).json()["adapter"]["version"] == 1
+    adapter = service.client.get(f"/v1/users/{user_id}", headers=service.headers()).json()["adapter"]
+    assert adapter["version"] == 1
+    assert datetime.fromisoformat(adapter["created_at"]).utcoffset() == timedelta(0)  # UTC, said so, on SQLite too
     version_file.unlink()  # e.g. a server whose data_dir is not the workers'
     lost = transcribe(service, speech, response_format="verbose_json", user=user_id)
     assert lost.status_code == 503 and error_code(lost) == "adapter_unavailable"

@@ -152,8 +152,11 @@ def test_kospeech_keys_creates_lists_and_revokes(tmp_path, capsys, restore_loggi
     listing = capsys.readouterr().out
     prefix = key.split("_")[1]
     assert prefix in listing and "acme" in listing and "admin" in listing and key not in listing
-    assert keys_cli.main(["revoke", prefix, data]) == 0
-    assert keys_cli.main(["revoke", prefix, data]) == 1
+    capsys.readouterr()
+    assert keys_cli.main(["revoke", key, data]) == 0  # the whole key pasted by mistake: it is not echoed
+    assert keys_cli.main(["revoke", key, data]) == 1
+    said = capsys.readouterr()
+    assert prefix in said.out and prefix in said.err and key not in said.out + said.err
     assert keys_cli.main(["create", "--tenant", "../x", data]) == 1
     engine = create_db_engine(settings_for(tmp_path).database())
     with session_scope(session_factory(engine)) as session:

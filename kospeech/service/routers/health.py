@@ -14,9 +14,9 @@ __all__ = ["router"]
 router = APIRouter(tags=["operations"])
 
 
-@router.get("/healthz", response_model=Health)
+@router.api_route("/healthz", methods=["GET", "HEAD"], response_model=Health)
 def healthz() -> Health:
-    """The process is up and serving."""
+    """The process is up and serving (``HEAD`` too, as load balancers' health checks send)."""
     return Health()
 
 
