@@ -194,16 +194,23 @@ class SupervisedTrainer:
             self._write_run_config()
 
         train_loader, valid_loader = self._build_loaders(trained, batch_size)
+        self._stop_if_interrupted("after building the data loaders")  # setup can take long (caches, evaluations)
         steps_per_epoch = epoch_time_step or len(train_loader)
         optimizer = self._build_optimizer(trained, total_steps=steps_per_epoch * num_epochs)
         self.state = TrainerState()
         if resume:
             self._resume(trained, optimizer)
         self._on_train_start(trained, valid_loader)
+        self._stop_if_interrupted("before the first step")
         self._train_epoches(trained, train_loader, valid_loader, optimizer, num_epochs)
         self.check_trained()
         self._on_train_end(trained)
         return model
+
+    def _stop_if_interrupted(self, where: str) -> None:
+        """Raise TrainingInterrupted if :attr:`interrupt` is set."""
+        if self.interrupt is not None and self.interrupt.is_set():
+            raise TrainingInterrupted(f"training interrupted {where}")
 
     def check_trained(self) -> None:
         """Fail a run that applied no update: its "best" model would be the untrained one.
@@ -301,8 +308,7 @@ class SupervisedTrainer:
             )
             for batch in self._batches_from(train_loader, state.step_in_epoch):
                 self._count_step(tally, self._train_step(model, batch, optimizer, tally.meter), optimizer)
-                if self.interrupt is not None and self.interrupt.is_set():
-                    raise TrainingInterrupted(f"training interrupted after step {state.global_step}")
+                self._stop_if_interrupted(f"after step {state.global_step}")
                 state.elapsed_seconds = elapsed_before + time.monotonic() - started
                 if not progress.disable:
                     progress.update(1)

@@ -1,9 +1,11 @@
 import json
+import threading
 
 import pytest
 import torch
 
 from kospeech.checkpoint import load_checkpoint, save_checkpoint
+from kospeech.errors import TrainingInterrupted
 from kospeech.evaluation import evaluate
 from kospeech.model_builder import build_deepspeech2
 from kospeech.trainer import SupervisedTrainer, TrainConfig
@@ -148,6 +150,33 @@ def test_time_budget_stops_and_leaves_a_resumable_checkpoint(tmp_path, base_entr
     checkpoint = load_checkpoint(tmp_path / "last.pt")
     assert checkpoint.trainer_state["global_step"] == 1
     assert checkpoint.optimizer_state_dict is not None
+
+
+def test_an_interrupt_stops_training_at_the_next_check(tmp_path, base_entries, corpus_vocab, feature_config):
+    from kospeech.model_builder import DeepSpeech2Config
+
+    model_config = DeepSpeech2Config(num_rnn_layers=1, rnn_hidden_dim=16)
+    config = TrainConfig(output_dir=str(tmp_path), batch_size=2, num_epochs=50, num_workers=0, num_threads=1)
+    record = _record(feature_config, corpus_vocab, model_config)
+    trainer = SupervisedTrainer(config, corpus_vocab, feature_config, base_entries[:4], None, record)
+    trainer.interrupt = threading.Event()
+    trainer.interrupt.set()  # e.g. a shutdown that began while the data was being prepared
+    with pytest.raises(TrainingInterrupted, match="after building the data loaders"):
+        trainer.train(_model(feature_config, corpus_vocab, model_config))
+    assert trainer.state.global_step == 0
+    stopper = SupervisedTrainer(config, corpus_vocab, feature_config, base_entries[:4], None, record)
+    stopper.interrupt = threading.Event()
+    original = stopper._count_step
+
+    def count_then_interrupt(*args):  # another thread's request, arriving during the third step
+        original(*args)
+        if stopper.state.global_step == 3:
+            stopper.interrupt.set()
+
+    stopper._count_step = count_then_interrupt
+    with pytest.raises(TrainingInterrupted, match="after step 3"):
+        stopper.train(_model(feature_config, corpus_vocab, model_config))
+    assert stopper.state.global_step == 3
 
 
 def test_trainer_refuses_empty_training_set(corpus_vocab, feature_config):
