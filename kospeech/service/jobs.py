@@ -24,7 +24,13 @@ every half lease) handles the two ways a job can be forgotten:
 Both are safe to run from several processes at once (each row changes only if it is still as it was read) and at
 worst send a message for a job that already has one: the claim runs it once, the other delivery does nothing.
 
-**Results.** Training writes only into the job's folder. The adapter becomes the user's next version
+**Ownership and shutdown.** A run is one attempt of its job: its heartbeats, its result and its failure change the
+row only while it is still ``running`` at that attempt. A run whose job is gone (its user deleted) or taken over
+(recovery queued it again after missed heartbeats) learns it at its next heartbeat, stops after its current step,
+records nothing and removes its folder (``jobs/<job_id>-<attempt>``). A stopping consumer (:class:`JobConsumer`)
+interrupts its runs the same way and puts their jobs back on the queue without using up an attempt.
+
+**Results.** Training writes only into its run's folder. The adapter becomes the user's next version
 (:func:`kospeech.service.versions.record_version`): its file is written under a name of its own, then one commit
 records the version, makes it active unless rejected and marks the job succeeded. A run killed at any moment leaves
 the previous version in force, never a half-written adapter nor a file served under another version's number.
