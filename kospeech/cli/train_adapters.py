@@ -67,6 +67,11 @@ def parse_args() -> argparse.Namespace:
         type=int,
         help="n for a Kubernetes indexed job (the shard index is JOB_COMPLETION_INDEX); or KOSPEECH_NUM_SHARDS",
     )
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="keep the users an earlier run of this job (same --output-dir and shard) gave an adapter; train the rest",
+    )
     parser.add_argument("overrides", nargs="*", help="train.KEY=VALUE overrides of configs/train/adapter_train.yaml")
     return parser.parse_args()
 
@@ -177,7 +182,7 @@ def train(args: argparse.Namespace) -> None:
     config = dataclasses.replace(config, device=local_rank_device(config.device, os.environ, torch.cuda.device_count()))
     users = None if args.users is None else [name for name in args.users.split(",") if name]
     results = train_user_adapters(
-        config, Path(args.users_dir).resolve(), users=users, group_size=args.group_size, shard=shard
+        config, Path(args.users_dir).resolve(), users=users, group_size=args.group_size, shard=shard, resume=args.resume
     )
     print(f"{'user':<16}{'base CER':>10}{'adapter CER':>13}{'epochs':>8}  adapter")
     for user, figures in results["users"].items():
@@ -187,6 +192,7 @@ def train(args: argparse.Namespace) -> None:
         before = figures["cer_before"] if figures["cer_before"] is not None else float("nan")
         after, epochs, path = figures["cer_after"], figures["epochs"], figures["adapter_path"]
         verdict = "  REJECTED (no better than the base; not served)" if figures["rejected"] else ""
+        verdict += "  (kept from the earlier run)" if figures.get("resumed") else ""
         print(f"{user:<16}{before:>10.4f}{after:>13.4f}{epochs:>8}  {path}{verdict}")
     print(strict_json({key: value for key, value in results.items() if key != "users"}))
     failed = results["failed_users"]

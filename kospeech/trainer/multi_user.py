@@ -36,6 +36,7 @@ name-sorted list goes to shard ``k % n``, see :func:`shard_users`).
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import re
 import resource
@@ -650,6 +651,28 @@ def _train_group(
     return per_user, cache
 
 
+def _finished_before(results_file: Path, config: AdapterTrainConfig, names: Sequence[str]) -> Dict[str, Dict[str, Any]]:
+    """The figures of the users among ``names`` that an earlier run's ``results_file`` lists with an adapter whose
+    file is still there (marked ``resumed``); nothing when there is no such file."""
+    if not results_file.is_file():
+        logger.info("nothing to resume: %s does not exist", results_file)
+        return {}
+    earlier = json.loads(results_file.read_text(encoding="utf-8"))
+    for key in ("base_model_path", "adapter_save_dir"):
+        if earlier.get(key) != str(getattr(config, key)):
+            raise ValueError(
+                f"{results_file} is from a run with {key} {earlier.get(key)!r}, not {str(getattr(config, key))!r}: "
+                "run without resume, or with another output folder"
+            )
+    finished = {
+        name: {**figures, "resumed": True}
+        for name, figures in earlier.get("users", {}).items()
+        if name in names and figures.get("adapter_path") and Path(figures["adapter_path"]).is_file()
+    }
+    logger.info("resuming %s: %d of %d users already have their adapter", results_file, len(finished), len(names))
+    return finished
+
+
 def train_user_adapters(
     config: AdapterTrainConfig,
     users_dir: Union[str, Path],
@@ -657,6 +680,7 @@ def train_user_adapters(
     *,
     group_size: int = DEFAULT_GROUP_SIZE,
     shard: Optional[Tuple[int, int]] = None,
+    resume: bool = False,
 ) -> Dict[str, Any]:
     """Train one adapter per user found in ``users_dir`` on the base ``config.base_model_path``, in one process.
 
@@ -671,6 +695,9 @@ def train_user_adapters(
         users: train only these users (default: all found).
         group_size: users trained together (one trunk cache).
         shard: ``(index, count)``: train only shard ``index`` of ``count`` (see :func:`shard_users`); ``None``: all.
+        resume: keep the users that the results file of an earlier run of this job (same output folder and shard)
+            lists with an adapter whose file is still there, marked ``resumed``; train only the others (a job killed
+            mid-way goes on where it stopped). The earlier run must have had the same base and adapter folder.
 
     Returns:
         ``users`` (per-user figures and adapter paths), ``failed_users`` (names of users without an adapter: their
@@ -688,7 +715,8 @@ def train_user_adapters(
         to the user's run folder.
 
     Raises:
-        ValueError: ``group_size < 1``, a bad shard, ``users`` empty or naming a user without a manifest.
+        ValueError: ``group_size < 1``, a bad shard, ``users`` empty or naming a user without a manifest, or ``resume``
+            after a run with another base or adapter folder.
     """
     if isinstance(group_size, bool) or not isinstance(group_size, int) or group_size < 1:
         raise ValueError(f"group_size must be a positive int, got {group_size!r}")
@@ -717,6 +745,9 @@ def train_user_adapters(
         per_user[name] = _failed(f"the user name {name!r} is the name of one of the job's own files in {output_dir}")
         logger.error("user %r is left out: %s", name, per_user[name]["error"])
     names = [name for name in names if name not in per_user]
+    if resume:
+        per_user.update(_finished_before(output_dir / job_file_name("results", "json", shard), config, names))
+        names = [name for name in names if name not in per_user]
     groups: List[Dict[str, Any]] = []
 
     def write_results(complete: bool) -> Dict[str, Any]:

@@ -332,6 +332,25 @@ def test_a_shard_from_a_launcher_reports_failed_users_and_exits_0(tmp_path, base
     assert explicit.returncode == 1 and "no adapter for 1 user(s): ['one']" in explicit.stderr
 
 
+def test_a_resumed_job_keeps_the_users_done_and_trains_the_rest(tmp_path, base_entries, corpus_vocab, feature_config):
+    names = _tiny_users(tmp_path / "users", base_entries, 3)
+    checkpoint = _tiny_checkpoint(tmp_path, feature_config, corpus_vocab)
+    config = _config(tmp_path, base_model_path=str(checkpoint), num_epochs=1, warm_start_steps=0, alignment_steps=0)
+    first = train_user_adapters(config, tmp_path / "users", users=names[:2], group_size=1)  # then "killed"
+    files = {name: Path(first["users"][name]["adapter_path"]) for name in names[:2]}
+    written = {name: path.stat().st_mtime_ns for name, path in files.items()}
+    files[names[1]].unlink()  # an adapter lost since: trained again
+    resumed = train_user_adapters(config, tmp_path / "users", group_size=1, resume=True)
+    assert sorted(resumed["users"]) == names and resumed["complete"] is True and not resumed["failed_users"]
+    assert resumed["users"][names[0]] == {**first["users"][names[0]], "resumed": True}
+    assert files[names[0]].stat().st_mtime_ns == written[names[0]]  # not trained again
+    assert [group["users"] for group in resumed["groups"]] == [[names[1]], [names[2]]]
+    assert all(Path(resumed["users"][name]["adapter_path"]).is_file() for name in names)
+    other = dataclasses.replace(config, adapter_save_dir=str(tmp_path / "elsewhere"))
+    with pytest.raises(ValueError, match="adapter_save_dir"):
+        train_user_adapters(other, tmp_path / "users", resume=True)
+
+
 class _TickingClock:
     """A ``time`` stand-in whose ``monotonic()`` moves one second per call: step and validation times are exact."""
 
