@@ -75,8 +75,8 @@ class PreparedAudio:
 
     Preparing runs at most the model's extractor: a server prepares each request on its own thread, in parallel,
     and hands the model thread only what batches (:meth:`Recognizer.transcribe_prepared`). Holds every segment's
-    features (or, prepared with the extractor, only its output) at once, so it is meant for inputs of bounded length (a long file is better given to
-    :meth:`Recognizer.transcribe`, which streams it).
+    features (or, prepared with the extractor, only its output) at once, so it is meant for inputs of bounded length
+    (a long file is better given to :meth:`Recognizer.transcribe`, which streams it).
     """
 
     item: AudioItem

@@ -20,6 +20,7 @@ from typing import Any, AsyncIterator, Dict, Optional, Tuple
 from fastapi import FastAPI, HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from kospeech.service.deps import MISSING_KEY, UNKNOWN_KEY
 from kospeech.service.errors import error_body, install_error_handlers
 from kospeech.service.keys import is_well_formed_key
 from kospeech.service.routers import health, jobs, pages, prompts, transcriptions, users, utterances
@@ -59,16 +60,15 @@ class _RequestGuard:
         await send({"type": "http.response.body", "body": body})
 
     @staticmethod
-    def _missing_key(scope: Scope) -> Optional[str]:
+    def _missing_key(path: str, headers: Dict[bytes, bytes]) -> Optional[str]:
         """Why an API request presents no key, or ``None`` when it presents one of the right form (the endpoint's
         dependency checks it against the database): checked before any body is read."""
-        if not scope["path"].startswith("/v1/"):
+        if not path.startswith("/v1/"):
             return None
-        header = dict(scope.get("headers", ())).get(b"authorization", b"").decode("latin-1")
-        scheme, _, token = header.partition(" ")
+        scheme, _, token = headers.get(b"authorization", b"").decode("latin-1").partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
-            return "missing API key: send Authorization: Bearer <key>"
-        return None if is_well_formed_key(token.strip()) else "unknown or revoked API key"
+            return MISSING_KEY
+        return None if is_well_formed_key(token.strip()) else UNKNOWN_KEY
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -78,8 +78,9 @@ class _RequestGuard:
         status: Dict[str, Any] = {"code": 500}
         limit = self.max_body_bytes
         too_large = f"the request body is larger than {limit} bytes (server.max_upload_bytes plus form fields)"
-        unauthorized = self._missing_key(scope)
-        declared = dict(scope.get("headers", ())).get(b"content-length")
+        headers = dict(scope.get("headers", ()))
+        unauthorized = self._missing_key(scope["path"], headers)
+        declared = headers.get(b"content-length")
         if unauthorized is not None:  # an anonymous client never gets its body read, parsed or spooled
             status["code"] = 401
             await self._refuse(send, 401, "unauthorized", unauthorized, (b"www-authenticate", b"Bearer"))

@@ -18,7 +18,22 @@ from kospeech.service.keys import authenticate
 from kospeech.service.models import Job, User
 from kospeech.service.state import ServiceState
 
-__all__ = ["Caller", "CallerDep", "SessionDep", "StateDep", "caller_user", "checked_user_id", "get_session"]
+__all__ = [
+    "MISSING_KEY",
+    "UNKNOWN_KEY",
+    "Caller",
+    "CallerDep",
+    "SessionDep",
+    "StateDep",
+    "caller_user",
+    "checked_user_id",
+    "get_session",
+]
+
+MISSING_KEY = "missing API key: send Authorization: Bearer <key>"
+"""The 401 message for a request without a bearer key (here and in the app's request guard, before the body)."""
+UNKNOWN_KEY = "unknown or revoked API key"
+"""The 401 message for a key that is malformed, unknown or revoked."""
 
 _bearer = HTTPBearer(auto_error=False, description="an API key made with kospeech-keys create")
 
@@ -62,10 +77,10 @@ def get_caller(
         ServiceError: 401 without a key, or for an unknown or revoked key.
     """
     if credentials is None or credentials.scheme.lower() != "bearer" or not credentials.credentials:
-        raise _unauthorized("missing API key: send Authorization: Bearer <key>")
+        raise _unauthorized(MISSING_KEY)
     key = authenticate(session, credentials.credentials)
     if key is None:
-        raise _unauthorized("unknown or revoked API key")
+        raise _unauthorized(UNKNOWN_KEY)
     caller = Caller(key.tenant_id, key.tenant.name, key.admin)
     session.close()  # the connection goes back to the pool between this thread hop and the handler's
     return caller

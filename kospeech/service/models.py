@@ -31,6 +31,7 @@ from sqlalchemy.types import TypeDecorator
 
 __all__ = [
     "JOB_STATES",
+    "PENDING_JOB_STATES",
     "AdapterVersion",
     "ApiKey",
     "Base",
@@ -162,8 +163,11 @@ class AdapterVersion(Base):
     user: Mapped[User] = relationship(back_populates="adapters")
 
 
-# SQL for a job that is not over yet: the condition of the one-pending-job-per-user index
-_PENDING_JOB = "status IN ('queued', 'running')"
+PENDING_JOB_STATES = ("queued", "running")
+"""The states of a job that is not over yet: a user has at most one such job."""
+
+# the condition of the one-pending-job-per-user index
+_PENDING_JOB = f"status IN {PENDING_JOB_STATES!r}"
 
 
 class Job(Base):

@@ -14,7 +14,7 @@ from sqlalchemy.exc import IntegrityError
 from kospeech.models import registered_adapter_types
 from kospeech.service.deps import CallerDep, SessionDep, StateDep, UserDep, checked_user_id
 from kospeech.service.errors import ServiceError
-from kospeech.service.models import Job, User
+from kospeech.service.models import PENDING_JOB_STATES, Job, User
 from kospeech.service.routers.jobs import job_status
 from kospeech.service.schemas import AdapterInfo, AdapterRequest, ErrorBody, JobCreated, UserCreate, UserRecord
 
@@ -90,6 +90,11 @@ def delete_user(user: UserDep, session: SessionDep, state: StateDep, caller: Cal
     return Response(status_code=204)
 
 
+def _job_pending(user_id: str, job: Job) -> ServiceError:
+    """409: the user's job that is not over yet."""
+    return ServiceError(409, "job_pending", f"a training job for {user_id!r} is already {job.status}: {job.id}")
+
+
 @router.post(
     "/users/{user_id}/adapter",
     status_code=202,
@@ -121,11 +126,9 @@ def train_adapter(
             "not_enough_utterances",
             f"user {user.user_id!r} has {len(user.utterances)} utterances; training needs at least {needed}",
         )
-    pending = [job for job in user.jobs if job.status in ("queued", "running")]
+    pending = [job for job in user.jobs if job.status in PENDING_JOB_STATES]
     if pending:
-        raise ServiceError(
-            409, "job_pending", f"a training job for {user.user_id!r} is already {pending[0].status}: {pending[0].id}"
-        )
+        raise _job_pending(user.user_id, pending[0])
     user_id, user_pk = user.user_id, user.id
     job = Job(tenant_id=caller.tenant_id, user_pk=user_pk, adapter_type=adapter_type, status="queued", progress=0.0)
     session.add(job)
@@ -133,12 +136,10 @@ def train_adapter(
         session.commit()
     except IntegrityError as exc:  # between the check and the insert: another request queued one, or the user went
         session.rollback()
-        other = session.scalar(select(Job).where(Job.user_pk == user_pk, Job.status.in_(("queued", "running"))))
+        other = session.scalar(select(Job).where(Job.user_pk == user_pk, Job.status.in_(PENDING_JOB_STATES)))
         if other is None:
             raise ServiceError(404, "user_not_found", f"no user {user_id!r}") from exc
-        raise ServiceError(
-            409, "job_pending", f"a training job for {user_id!r} is already {other.status}: {other.id}"
-        ) from exc
+        raise _job_pending(user_id, other) from exc
     try:
         state.queue.enqueue(job.id)
     except (RedisError, sqlite3.Error) as exc:  # the job is committed: a worker's recovery enqueues it later
