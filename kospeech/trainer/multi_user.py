@@ -39,7 +39,6 @@ import dataclasses
 import json
 import logging
 import re
-import resource
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -67,6 +66,7 @@ from kospeech.models.adapter_manager import validate_adapter_name
 from kospeech.models.utils import unwrap_model
 from kospeech.trainer.adapter_trainer import AdapterTrainer
 from kospeech.trainer.configs import AdapterTrainConfig, check_num_epochs
+from kospeech.trainer.peak_memory import PeakMemory
 from kospeech.trainer.trunk_cache import (
     CachedBatch,
     CachedTrunkModel,
@@ -576,26 +576,6 @@ def shard_users(names: Sequence[str], index: int, count: int) -> List[str]:
     return [name for position, name in enumerate(sorted(names)) if position % count == index]
 
 
-def _reset_peak_rss() -> bool:
-    """Reset the kernel's record of this process' peak resident memory (Linux); False where that is not possible."""
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-    except OSError:
-        return False
-    return True
-
-
-def _peak_rss_mb() -> float:
-    """Peak resident memory of this process in MB: since the last reset where the kernel allows it, else ever."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kB on Linux
-
-
 def _failed(error: str) -> Dict[str, Any]:
     return {"adapter_path": None, "error": error}
 
@@ -706,9 +686,10 @@ def train_user_adapters(
         ``rejected_users`` (users whose new adapter is no better than the base on their held-out utterances, so it is
         not served: see :class:`AdapterTrainer`), ``train_seconds``, ``cache_seconds``, ``shard``, ``group_size``,
         ``users_side_by_side`` (how the steps ran, see :func:`users_side_by_side`) and ``groups``: per group its
-        ``users``, ``seconds``, ``cache_mb`` (its trunk cache, memory and spilled) and ``peak_rss_mb`` (the process'
-        peak resident memory during the group; on kernels that cannot reset that record, the peak since the process
-        started; DataLoader worker processes not included), and ``complete``. Written to
+        ``users``, ``seconds``, ``cache_mb`` (its trunk cache, memory and spilled) and its peak memory (see
+        :class:`~kospeech.trainer.peak_memory.PeakMemory`): ``peak_rss_mb`` (this process; ``peak_rss_since_start``
+        where the kernel cannot reset that record), ``workers_peak_mb`` (what the DataLoader worker processes add)
+        and ``gpu_peak_mb`` (CUDA only, else null); and ``complete``. Written to
         ``{config.output_dir}/results.json`` (``results.shard-{index}-of-{count}.json`` for a shard) after every group
         with ``complete: false``, so that a crash keeps the groups done, and at the end with ``complete: true``. The
         job's resolved config goes to ``config.yaml`` (``config.shard-{index}-of-{count}.yaml``) beside it, each user's
@@ -731,7 +712,8 @@ def train_user_adapters(
     names = sorted(manifests) if shard is None else shard_users(list(manifests), *shard)
     checkpoint = load_checkpoint(config.base_model_path)
     torch.manual_seed(config.seed)
-    model = checkpoint.build_model(device=resolve_device(config.device))
+    model_device = resolve_device(config.device)
+    model = checkpoint.build_model(device=model_device)
     output_dir = Path(config.output_dir)
     shard_record = None if shard is None else {"index": shard[0], "count": shard[1]}
     resolved_config = {"train": dataclasses.asdict(config), "users_dir": str(users_dir), "shard": shard_record}
@@ -760,7 +742,7 @@ def train_user_adapters(
             "cache_seconds": round(sum(group["cache_seconds"] for group in groups), 2),
             "shard": shard_record,
             "group_size": group_size,
-            "users_side_by_side": users_side_by_side(config, resolve_device(config.device)),
+            "users_side_by_side": users_side_by_side(config, model_device),
             "groups": groups,
             "failed_users": sorted(name for name, figures in per_user.items() if figures["adapter_path"] is None),
             "rejected_users": sorted(name for name, figures in per_user.items() if figures.get("rejected")),
@@ -771,11 +753,11 @@ def train_user_adapters(
 
     for start in range(0, len(names), group_size):
         group = names[start : start + group_size]
-        exact_peak = _reset_peak_rss()
         group_started = time.monotonic()
-        figures, cache = _train_group(
-            config, checkpoint, model, {name: manifests[name] for name in group}, resolved_config
-        )
+        with PeakMemory(model_device) as memory:
+            figures, cache = _train_group(
+                config, checkpoint, model, {name: manifests[name] for name in group}, resolved_config
+            )
         per_user.update(figures)
         groups.append(
             {
@@ -783,18 +765,19 @@ def train_user_adapters(
                 "seconds": round(time.monotonic() - group_started, 2),
                 "cache_mb": round(cache["cache_mb"], 2),
                 "cache_seconds": round(cache["cache_seconds"], 2),
-                "peak_rss_mb": round(_peak_rss_mb(), 1),
-                "peak_rss_since_start": not exact_peak,
+                **memory.figures(),
             }
         )
         logger.info(
-            "group %d/%d (%d users) done in %.1f s: trunk cache %.1f MB, peak RSS %.0f MB",
+            "group %d/%d (%d users) done in %.1f s: trunk cache %.1f MB, peak RSS %.0f MB, workers %s MB, GPU %s MB",
             len(groups),
             -(-len(names) // group_size),
             len(group),
             groups[-1]["seconds"],
             cache["cache_mb"],
             groups[-1]["peak_rss_mb"],
+            groups[-1]["workers_peak_mb"],
+            groups[-1]["gpu_peak_mb"],
         )
         write_results(complete=False)  # the groups done so far survive a crash of a later one
     return write_results(complete=True)

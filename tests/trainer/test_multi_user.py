@@ -14,6 +14,7 @@ import yaml
 from kospeech.checkpoint import save_checkpoint
 from kospeech.cli.train_adapters import resolve_shard
 from kospeech.data.manifest import write_manifest
+from kospeech.device import loader_workers
 from kospeech.model_builder import build_deepspeech2
 from kospeech.models import AdapterManager
 from kospeech.trainer import AdapterTrainConfig, AdapterTrainer, multi_user
@@ -260,11 +261,15 @@ def _tiny_checkpoint(tmp_path, feature_config, vocab):
 def test_many_tiny_users_stream_through_in_groups(tmp_path, base_entries, corpus_vocab, feature_config):
     names = _tiny_users(tmp_path / "users", base_entries, 40, broken={"u013"})
     checkpoint = _tiny_checkpoint(tmp_path, feature_config, corpus_vocab)
-    config = _config(tmp_path, base_model_path=str(checkpoint), num_epochs=1, warm_start_steps=0, alignment_steps=0)
+    config = _config(
+        tmp_path, base_model_path=str(checkpoint), num_epochs=1, warm_start_steps=0, alignment_steps=0, num_workers=1
+    )
     results = train_user_adapters(config, tmp_path / "users", group_size=8)
     assert [group["users"] for group in results["groups"]] == [names[start : start + 8] for start in range(0, 40, 8)]
+    workers = loader_workers(1, 1)  # 1 where a core is left beside the training thread
     for group in results["groups"]:
         assert group["cache_mb"] > 0 and group["peak_rss_mb"] > 0 and group["seconds"] > 0
+        assert (group["workers_peak_mb"] > 0) == (workers > 0) and group["gpu_peak_mb"] is None
     assert results["failed_users"] == ["u013"] and "missing.wav" in results["users"]["u013"]["error"]
     written = sorted(path.name for path in (tmp_path / "adapters").iterdir())
     assert written == [f"{name}_adapter.pt" for name in names if name != "u013"]
