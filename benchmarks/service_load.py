@@ -82,7 +82,7 @@ def prepare_users(args: argparse.Namespace, data_dir: Path) -> Dict[str, Any]:
     migrate(engine)
     sessions = session_factory(engine)
     storage = Storage(settings.data_dir)
-    runner = AdapterJobRunner(settings.base_model_path)
+    runner = AdapterJobRunner.from_settings(settings)
     trained: Dict[str, Any] = {}
     cache = Path(args.users_dir) / "adapters"
     with tempfile.TemporaryDirectory(prefix="kospeech_service_load_") as scratch:

@@ -33,7 +33,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     torch.set_num_threads(settings.torch_threads)
     engine = create_db_engine(settings.database())
     migrate(engine)
-    runner = AdapterJobRunner(settings.base_model_path, settings.train_num_epochs)
+    runner = AdapterJobRunner.from_settings(settings)
     queue = JobQueue(settings, session_factory(engine), Storage(settings.data_dir), runner)
     recovery = Recovery(queue)
     recovery.start()

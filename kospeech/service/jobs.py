@@ -15,14 +15,17 @@ unusable data (too few or unusable utterances) fails at once.
 **Recovery** (:class:`Recovery`, run by every worker and by a server with the in-process worker, at start and then
 every half lease) handles the two ways a job can be forgotten:
 
-- a worker killed mid-training stops the job's heartbeat (written every two seconds); once it is older than
-  ``server.job_lease_seconds`` the job is queued again, or failed when out of attempts (:func:`recover_stale_jobs`);
+- a worker killed mid-training stops the job's heartbeat (sent every ``server.job_heartbeat_seconds``); once it is
+  older than ``server.job_lease_seconds`` the job is queued again, or failed when out of attempts, and the run
+  folder the worker left is removed (:func:`recover_stale_jobs`);
 - a server killed between committing a ``queued`` row and sending its message leaves a job that no message names;
   once it has been queued for longer than the lease with no message pending or scheduled on the queue, it is
   enqueued again (:func:`recover_lost_jobs`).
 
-Both are safe to run from several processes at once (each row changes only if it is still as it was read) and at
-worst send a message for a job that already has one: the claim runs it once, the other delivery does nothing.
+Each round also removes the upload files that killed servers left in ``uploads/``
+(:meth:`~kospeech.service.storage.Storage.sweep_uploads`). Both recoveries are safe to run from several processes at
+once (each row changes only if it is still as it was read) and at worst send a message for a job that already has
+one: the claim runs it once, the other delivery does nothing.
 
 **Ownership and shutdown.** A run is one attempt of its job: its heartbeats, its result and its failure change the
 row only while it is still ``running`` at that attempt. A run whose job is gone (its user deleted) or taken over
@@ -50,7 +53,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from kospeech.errors import InputError, TrainingError, TrainingInterrupted
-from kospeech.service.models import JOB_STATES, Job, User, utcnow
+from kospeech.service.models import JOB_STATES, Job, Tenant, User, utcnow
 from kospeech.service.settings import ServerConfig
 from kospeech.service.storage import Storage
 from kospeech.service.training import AdapterJobRunner, TrainingOutcome
@@ -369,7 +372,8 @@ class JobQueue:
 
 
 def recover_stale_jobs(queue: JobQueue) -> int:
-    """Queue again every running job whose worker stopped sending heartbeats (killed), or fail it when out of attempts.
+    """Queue again every running job whose worker stopped sending heartbeats (killed), or fail it when out of attempts;
+    remove the run folder that worker left.
 
     Safe to run from several workers at once: each row changes only if it still has the heartbeat that was read.
 
@@ -378,12 +382,15 @@ def recover_stale_jobs(queue: JobQueue) -> int:
     """
     settings = queue.settings
     cutoff = utcnow() - timedelta(seconds=settings.job_lease_seconds)
-    requeued = []
+    requeued, abandoned = [], []
     with queue.sessions.begin() as session:
         stale = session.execute(
-            select(Job.id, Job.heartbeat_at, Job.attempts).where(Job.status == "running", Job.heartbeat_at < cutoff)
+            select(Job.id, Job.heartbeat_at, Job.attempts, Tenant.name, User.user_id)
+            .join(User, Job.user_pk == User.id)
+            .join(Tenant, User.tenant_id == Tenant.id)
+            .where(Job.status == "running", Job.heartbeat_at < cutoff)
         ).all()
-        for job_id, heartbeat, attempts in stale:
+        for job_id, heartbeat, attempts, tenant, user_id in stale:
             retry = attempts < settings.job_max_attempts
             changed = session.execute(
                 update(Job)
@@ -395,8 +402,13 @@ def recover_stale_jobs(queue: JobQueue) -> int:
                     queued_at=utcnow() if retry else Job.queued_at,
                 )
             ).rowcount
+            if changed:
+                abandoned.append(queue.storage.job_dir(tenant, user_id, f"{job_id}-{attempts}"))
             if changed and retry:
                 requeued.append(job_id)
+    for run_dir in abandoned:  # what the stopped run left; a run still alive finds its job lost and stops anyway
+        queue.storage.remove_tree(run_dir)
+        queue.storage.prune_empty_folders(run_dir.parent)
     for job_id in requeued:
         logger.warning("job=%s: its worker stopped; queued again", job_id)
         queue.enqueue(job_id)
@@ -447,8 +459,8 @@ def jobs_by_state(sessions: sessionmaker[Session]) -> Dict[str, int]:
 
 
 class Recovery:
-    """Runs :func:`recover_stale_jobs` and :func:`recover_lost_jobs` now and then every half lease, on a daemon
-    thread, until :meth:`stop`."""
+    """Runs :func:`recover_stale_jobs`, :func:`recover_lost_jobs` and the sweep of abandoned uploads
+    (:meth:`Storage.sweep_uploads`) now and then every half lease, on a daemon thread, until :meth:`stop`."""
 
     def __init__(self, queue: JobQueue) -> None:
         self.queue = queue
@@ -461,12 +473,17 @@ class Recovery:
 
     def _loop(self) -> None:
         interval = max(1.0, self.queue.settings.job_lease_seconds / 2)
+        chores = {
+            "stale jobs": lambda: recover_stale_jobs(self.queue),
+            "lost jobs": lambda: recover_lost_jobs(self.queue),
+            "abandoned uploads": self.queue.storage.sweep_uploads,
+        }
         while True:
-            try:
-                recover_stale_jobs(self.queue)
-                recover_lost_jobs(self.queue)
-            except Exception:  # whatever failed (database, queue, a locked queue file), the next round tries again
-                logger.exception("job recovery failed; trying again in %.0f s", interval)
+            for name, chore in chores.items():
+                try:
+                    chore()
+                except Exception:  # whatever failed (database, queue, a locked queue file), the next round tries again
+                    logger.exception("job recovery failed (%s); trying again in %.0f s", name, interval)
             if self._stop.wait(interval):
                 return
 

@@ -31,6 +31,9 @@ __all__ = [
     "register_service_configs",
 ]
 
+_HEARTBEATS_PER_LEASE = 3
+"""A lease spans at least this many heartbeats, so that one late or failed heartbeat does not lose a running job."""
+
 SCHEMA_NAME = "service_schema"
 """The ConfigStore name of :class:`ServiceConfig`."""
 
@@ -89,7 +92,13 @@ class ServerConfig:
     job_max_attempts: int = field(default=3, metadata={"help": "runs of a training job before it is failed"})
     job_lease_seconds: float = field(
         default=120.0,
-        metadata={"help": "a running job whose worker sent no heartbeat for this long is queued again"},
+        metadata={
+            "help": "a running job whose worker sent no heartbeat for this long is queued again (at least 3 "
+            "heartbeat intervals)"
+        },
+    )
+    job_heartbeat_seconds: float = field(
+        default=2.0, metadata={"help": "how often a training run reports its progress, which is its heartbeat"}
     )
     min_enrollment_utterances: int = field(
         default=5, metadata={"help": "utterances a user needs before an adapter can be trained"}
@@ -130,11 +139,18 @@ def _check(server: ServerConfig) -> ServerConfig:
         "torch_threads": server.torch_threads,
         "job_max_attempts": server.job_max_attempts,
         "job_lease_seconds": server.job_lease_seconds,
+        "job_heartbeat_seconds": server.job_heartbeat_seconds,
         "min_enrollment_utterances": server.min_enrollment_utterances,
     }
     for key, value in positive.items():
         if value <= 0:
             raise ConfigError(f"server.{key} must be > 0, got {value!r}")
+    if server.job_lease_seconds < _HEARTBEATS_PER_LEASE * server.job_heartbeat_seconds:
+        raise ConfigError(
+            f"server.job_lease_seconds ({server.job_lease_seconds:g}) must be at least {_HEARTBEATS_PER_LEASE} x "
+            f"server.job_heartbeat_seconds ({server.job_heartbeat_seconds:g}): with a shorter lease, recovery would "
+            "take running jobs away from their workers between two heartbeats"
+        )
     if server.port > 65535:
         raise ConfigError(f"server.port must be at most 65535, got {server.port}")
     if server.batch_max_wait_ms < 0:

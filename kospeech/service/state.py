@@ -68,7 +68,7 @@ class ServiceState:
             ),
         )
         cache: ByteBoundedAdapterCache = recognizer.cache
-        runner = AdapterJobRunner(settings.base_model_path, settings.train_num_epochs)
+        runner = AdapterJobRunner.from_settings(settings)
         queue = JobQueue(settings, sessions, storage, runner if settings.in_process_worker else None)
         batcher = DynamicBatcher(
             recognizer,

@@ -5,11 +5,13 @@
     data_dir/
       service.db                      default SQLite database
       queue.db                        huey's SQLite queue (server.queue=sqlite)
-      uploads/                        uploads being decoded (deleted after each request)
+      uploads/                        uploads being decoded (deleted after each request; a killed server's are
+                                      swept by job recovery once older than an hour)
       tenants/<tenant>/users/<user_id>/
         utterances/<utterance_id>.wav enrollment audio, 16 kHz mono 16-bit
         versions/<job_id>-<attempt>.pt every trained adapter, accepted or rejected (imported ones: versions/<id>.pt)
-        jobs/<job_id>-<attempt>/      a training run's folder (removed when the run ends)
+        jobs/<job_id>-<attempt>/      a training run's folder (removed when the run ends, or by job recovery when
+                                      its worker was killed)
       trash/                          deleted users' folders on their way out (emptied at start as well)
 
 Tenant and user ids follow the adapter-name rule (:func:`~kospeech.models.adapter_manager.validate_adapter_name`),
@@ -26,15 +28,20 @@ from __future__ import annotations
 
 import logging
 import shutil
+import time
 import uuid
 from pathlib import Path
 
 from kospeech.fileio import atomic_write
 from kospeech.models.adapter_manager import validate_adapter_name
 
-__all__ = ["Storage"]
+__all__ = ["ABANDONED_UPLOAD_SECONDS", "Storage"]
 
 logger = logging.getLogger(__name__)
+
+ABANDONED_UPLOAD_SECONDS = 3600.0
+"""An upload file this old belongs to a request whose server was killed: a request decodes its upload, already
+received in full, within seconds and then removes it."""
 
 
 class Storage:
@@ -89,6 +96,22 @@ class Storage:
     def remove_tree(folder: Path) -> None:
         """Remove a folder and everything in it (a job's run folder)."""
         shutil.rmtree(folder, ignore_errors=True)
+
+    def sweep_uploads(self, older_than_seconds: float = ABANDONED_UPLOAD_SECONDS) -> int:
+        """Remove the upload files older than ``older_than_seconds`` (by modification time): those of requests whose
+        server was killed. Safe beside running servers, whose uploads are younger. Returns how many were removed."""
+        cutoff = time.time() - older_than_seconds
+        removed = 0
+        for path in self.uploads_dir.iterdir():
+            try:
+                if path.is_file() and path.stat().st_mtime < cutoff:
+                    path.unlink()
+                    removed += 1
+            except FileNotFoundError:  # another process' sweep took it
+                continue
+        if removed:
+            logger.info("removed %d abandoned upload files from %s", removed, self.uploads_dir)
+        return removed
 
     def prune_empty_folders(self, folder: Path) -> None:
         """Remove ``folder`` and then each parent while it is empty, up to the user's own folder: what a writer that

@@ -24,6 +24,7 @@ from typing import Callable, List, Optional, Sequence, Tuple
 from kospeech.checkpoint import Checkpoint, load_checkpoint
 from kospeech.data.manifest import ManifestEntry
 from kospeech.errors import TrainingInterrupted
+from kospeech.service.settings import ServerConfig
 from kospeech.trainer import AdapterTrainConfig, AdapterTrainer
 
 __all__ = ["AdapterJobRunner", "TrainingOutcome", "SETUP_PROGRESS"]
@@ -32,8 +33,6 @@ logger = logging.getLogger(__name__)
 
 SETUP_PROGRESS = 0.1
 """Progress reported once the trainer is built (data screened, trunk about to be cached)."""
-
-_TICK_SECONDS = 2.0
 
 
 @dataclass
@@ -63,13 +62,20 @@ class AdapterJobRunner:
     Args:
         base_model_path: the base checkpoint.
         num_epochs: epochs per run, or ``None`` for the adapter type's recipe.
+        heartbeat_seconds: seconds between two progress reports of a run (``server.job_heartbeat_seconds``).
     """
 
-    def __init__(self, base_model_path: str, num_epochs: Optional[int] = None) -> None:
+    def __init__(self, base_model_path: str, num_epochs: Optional[int] = None, heartbeat_seconds: float = 2.0) -> None:
         self.base_model_path = base_model_path
         self.num_epochs = num_epochs
+        self.heartbeat_seconds = heartbeat_seconds
         self._checkpoint: Optional[Checkpoint] = None
         self._lock = threading.Lock()
+
+    @classmethod
+    def from_settings(cls, settings: ServerConfig) -> AdapterJobRunner:
+        """The runner of a server or worker: its base model, epochs and heartbeat interval."""
+        return cls(settings.base_model_path, settings.train_num_epochs, settings.job_heartbeat_seconds)
 
     @property
     def checkpoint(self) -> Checkpoint:
@@ -100,8 +106,8 @@ class AdapterJobRunner:
             user_id: the user (the adapter's name).
             adapter_type: a registered adapter type.
             utterances: the user's enrollment recordings and transcripts.
-            report: called with the progress (0..1) about every two seconds, from another thread; returns whether the
-                run should go on (``False`` sets ``interrupt``). An error it raises is logged and the reports go on.
+            report: called with the progress (0..1) every ``heartbeat_seconds``, from another thread; returns
+                whether the run should go on (``False`` sets ``interrupt``). An error it raises is logged and the reports go on.
             interrupt: set (by ``report``'s answer or by anyone) to stop the run after its current step.
 
         Returns:
@@ -135,10 +141,12 @@ class AdapterJobRunner:
                 if not report(progress):
                     interrupt.set()
             except Exception:  # a database hiccup must not end the heartbeats of a run that goes on
-                logger.exception("user %s: progress report failed; trying again in %.0f s", user_id, _TICK_SECONDS)
+                logger.exception(
+                    "user %s: progress report failed; trying again in %g s", user_id, self.heartbeat_seconds
+                )
 
         def tick() -> None:
-            while not done.wait(_TICK_SECONDS):
+            while not done.wait(self.heartbeat_seconds):
                 if built:
                     send(SETUP_PROGRESS + 0.85 * min(built[0].state.epoch, config.num_epochs) / config.num_epochs)
                 else:

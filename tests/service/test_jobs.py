@@ -1,6 +1,7 @@
 """Training jobs: a real job run end to end in-process, recovery of a killed worker's job and of a job whose message
 was lost, a crash before the activation commit, huey on real Redis."""
 
+import os
 import socket
 import threading
 import time
@@ -14,7 +15,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 
 from kospeech.data.manifest import read_manifest
-from kospeech.service import create_app, training
+from kospeech.service import create_app
 from kospeech.service.db import create_db_engine, migrate, session_factory, session_scope
 from kospeech.service.jobs import JobQueue, Recovery, recover_lost_jobs, recover_stale_jobs
 from kospeech.service.models import Job, Tenant, User, utcnow
@@ -110,7 +111,7 @@ def _queue(settings, num_epochs=None):
     engine = create_db_engine(settings.database())
     migrate(engine)
     sessions = session_factory(engine)
-    runner = AdapterJobRunner(settings.base_model_path, num_epochs)
+    runner = AdapterJobRunner(settings.base_model_path, num_epochs, settings.job_heartbeat_seconds)
     return JobQueue(settings, sessions, Storage(settings.data_dir), runner), engine
 
 
@@ -121,7 +122,17 @@ def test_a_killed_workers_job_is_queued_again_and_failed_when_out_of_attempts(tm
     stale = _job_row(queue.sessions, attempts=1)
     fresh = _job_row(queue.sessions, attempts=1, heartbeat_age=1.0)
     exhausted = _job_row(queue.sessions, attempts=2)
+    run_dirs = {}  # what each run's worker has written so far
+    with queue.sessions() as session:
+        for job_id in (stale, fresh, exhausted):
+            job = session.get(Job, job_id)
+            run_dir = queue.storage.job_dir("acme", job.user.user_id, f"{job_id}-{job.attempts}")
+            (run_dir / "run").mkdir(parents=True)
+            (run_dir / "run" / "train.log").write_text("epoch 1\n")
+            run_dirs[job_id] = run_dir
     assert recover_stale_jobs(queue) == 1
+    assert not run_dirs[stale].parent.exists() and not run_dirs[exhausted].parent.exists()  # the killed runs' folders
+    assert (run_dirs[fresh] / "run" / "train.log").is_file()  # a live run's folder stays
     with queue.sessions() as session:
         states = {job_id: session.get(Job, job_id) for job_id in (stale, fresh, exhausted)}
         assert states[stale].status == "queued" and "worker stopped" in states[stale].error
@@ -219,6 +230,7 @@ def test_a_job_whose_message_never_reached_the_queue_is_enqueued_by_a_workers_re
         "server.queue=redis",
         f"server.redis_url=redis://127.0.0.1:{_free_port()}/0",
         "server.job_lease_seconds=1",
+        "server.job_heartbeat_seconds=0.25",
         "server.min_enrollment_utterances=2",
     )
     server_settings = settings_for(tmp_path, *dead_queue)
@@ -235,7 +247,9 @@ def test_a_job_whose_message_never_reached_the_queue_is_enqueued_by_a_workers_re
         job_id = created.json()["job_id"]
         assert any(job_id in record.getMessage() and "recovery" in record.getMessage() for record in caplog.records)
         assert client.get(f"/v1/jobs/{job_id}", headers=headers).json()["status"] == "queued"
-    worker_settings = settings_for(tmp_path, "server.job_lease_seconds=1")  # the queue that works (SQLite)
+    worker_settings = settings_for(
+        tmp_path, "server.job_lease_seconds=1", "server.job_heartbeat_seconds=0.25"
+    )  # the queue that works (SQLite)
     queue, engine = _queue(worker_settings)
     try:
         assert queue.job_ids_on_queue() == set()
@@ -341,11 +355,10 @@ def _training(sessions, job_id):
 
 
 @pytest.mark.parametrize("lost_by", ["deletion", "recovery"])
-def test_a_run_that_loses_its_job_stops_and_leaves_nothing(tmp_path, tiny_users, monkeypatch, lost_by):
+def test_a_run_that_loses_its_job_stops_and_leaves_nothing(tmp_path, tiny_users, lost_by):
     """Deleting the user, or recovery queuing the job again after missed heartbeats, stops the run at its next
     heartbeat: it records nothing, writes nothing more, and leaves no folder behind."""
-    monkeypatch.setattr(training, "_TICK_SECONDS", 0.05)
-    settings = settings_for(tmp_path, "server.min_enrollment_utterances=5")
+    settings = settings_for(tmp_path, "server.min_enrollment_utterances=5", "server.job_heartbeat_seconds=0.05")
     keys = make_keys(settings)
     headers = {"Authorization": f"Bearer {keys['acme']}"}
     queue, engine = _queue(settings, num_epochs=200)  # far longer than the test: only the loss of the job ends it
@@ -396,8 +409,7 @@ def test_a_graceful_shutdown_queues_the_running_job_again_without_using_an_attem
     engine.dispose()
 
 
-def test_heartbeats_go_on_after_a_failed_report(tmp_path, tiny_users, monkeypatch):
-    monkeypatch.setattr(training, "_TICK_SECONDS", 0.05)
+def test_heartbeats_go_on_after_a_failed_report(tmp_path, tiny_users):
     entries = read_manifest(tiny_users / "users" / "user01" / "enroll.tsv")
     calls = []
 
@@ -407,13 +419,13 @@ def test_heartbeats_go_on_after_a_failed_report(tmp_path, tiny_users, monkeypatc
             raise SQLAlchemyError("database is locked")  # e.g. SQLite busy past its timeout, PostgreSQL restarting
         return True
 
-    runner = AdapterJobRunner(str(settings_for(tmp_path).base_model_path), num_epochs=2)
+    runner = AdapterJobRunner(str(settings_for(tmp_path).base_model_path), num_epochs=2, heartbeat_seconds=0.05)
     outcome = runner.train(tmp_path / "job", "user01", "head", [(e.audio_path, e.transcript) for e in entries], report)
     assert outcome.adapter_file is not None and len(calls) > 4 and calls[-1] >= SETUP_PROGRESS
 
 
 def test_job_recovery_outlives_a_queue_failure(tmp_path, caplog):
-    settings = settings_for(tmp_path, "server.job_lease_seconds=1")
+    settings = settings_for(tmp_path, "server.job_lease_seconds=1", "server.job_heartbeat_seconds=0.25")
     make_keys(settings)
     queue, engine = _queue(settings)
     job_id = _job_row(queue.sessions, status="queued", attempts=0)
@@ -422,11 +434,15 @@ def test_job_recovery_outlives_a_queue_failure(tmp_path, caplog):
     queue_file = tmp_path / "queue.db"
     queue_file.unlink()
     queue_file.mkdir()  # the queue's storage cannot be opened: every round of recovery fails on it
+    abandoned = queue.storage.uploads_dir / "upload-killed.audio"
+    abandoned.write_bytes(b"RIFF")
+    os.utime(abandoned, (time.time() - 7200, time.time() - 7200))
     recovery = Recovery(queue)
     with caplog.at_level("ERROR", logger="kospeech.service.jobs"):
         recovery.start()
         time.sleep(2.5)
         assert recovery._thread.is_alive()
         recovery.stop()
-    assert sum("job recovery failed" in record.getMessage() for record in caplog.records) >= 2
+    assert sum("job recovery failed (lost jobs)" in record.getMessage() for record in caplog.records) >= 2
+    assert not abandoned.exists()  # the other chores of a round go on
     engine.dispose()

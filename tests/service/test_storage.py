@@ -1,13 +1,19 @@
 """Storage on SQLite and on the real PostgreSQL: migrations equal the models, keys are hashed, deletion cascades;
 the kospeech-keys console script."""
 
+import dataclasses
 import hashlib
+import os
+import re
+import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from conftest import settings_for
+from omegaconf import OmegaConf
 from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 
@@ -16,8 +22,9 @@ from kospeech.errors import ConfigError, InvalidNameError
 from kospeech.service.db import create_db_engine, migrate, session_factory, session_scope
 from kospeech.service.keys import authenticate, create_key, list_keys, revoke_key
 from kospeech.service.models import AdapterVersion, ApiKey, Base, Job, Tenant, User, Utterance
-from kospeech.service.settings import load_settings
+from kospeech.service.settings import ServerConfig, load_settings
 from kospeech.service.storage import Storage
+from kospeech.service.training import AdapterJobRunner
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -138,9 +145,25 @@ def test_settings_are_typed_and_checked(tmp_path):
         "port=1",
         "server.port",
         "server.prepare_threads=0",
+        "server.job_heartbeat_seconds=0",
     ):
         with pytest.raises(ConfigError):
             load_settings([bad])
+    # a lease shorter than 3 heartbeats would take running jobs from their workers between two heartbeats
+    with pytest.raises(ConfigError, match=r"job_lease_seconds \(5\) must be at least 3 x server.job_heartbeat"):
+        load_settings(["server.job_lease_seconds=5"])
+    quick = load_settings(["server.job_lease_seconds=1", "server.job_heartbeat_seconds=0.25"])
+    assert AdapterJobRunner.from_settings(quick).heartbeat_seconds == 0.25
+
+
+def test_the_settings_table_of_the_docs_is_the_schema():
+    """docs/service.md lists every setting with its default and help text, as ``ServerConfig`` declares them."""
+    table = (Path(__file__).resolve().parents[2] / "docs" / "service.md").read_text(encoding="utf-8")
+    rows = dict(re.findall(r"^\| `server\.(\w+)` \| `[^`]*` \| (.*) \|$", table, re.MULTILINE))
+    for setting in dataclasses.fields(ServerConfig):
+        default = OmegaConf.to_yaml({"value": setting.default}).split(":", 1)[1].strip().strip("'")
+        assert f"| `server.{setting.name}` | `{default}` | {setting.metadata['help']} |" in table, setting.name
+    assert sorted(rows) == sorted(setting.name for setting in dataclasses.fields(ServerConfig))
 
 
 def test_kospeech_keys_creates_lists_and_revokes(tmp_path, capsys, restore_logging):
@@ -205,3 +228,15 @@ def test_a_deleted_users_path_is_free_at_once_and_late_writers_leave_nothing(tmp
     (leftover / "versions").mkdir(parents=True)
     Storage(tmp_path)  # a start sweeps what a deletion could not remove
     assert not leftover.exists()
+
+
+def test_abandoned_uploads_are_swept_and_fresh_ones_kept(tmp_path):
+    storage = Storage(tmp_path)
+    abandoned, fresh = storage.uploads_dir / "upload-old.audio", storage.uploads_dir / "upload-new.audio"
+    abandoned.write_bytes(b"RIFF")
+    fresh.write_bytes(b"RIFF")
+    two_hours_ago = time.time() - 7200
+    os.utime(abandoned, (two_hours_ago, two_hours_ago))  # a killed server's upload
+    assert storage.sweep_uploads() == 1
+    assert not abandoned.exists() and fresh.is_file()  # a running request's upload is left alone
+    assert storage.sweep_uploads(older_than_seconds=0) == 1 and not fresh.exists()
