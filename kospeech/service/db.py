@@ -11,16 +11,25 @@ from __future__ import annotations
 import fcntl
 import logging
 from contextlib import contextmanager
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterator
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, func, select
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
-__all__ = ["MAX_CONNECTIONS", "MIGRATIONS_DIR", "create_db_engine", "migrate", "session_factory", "session_scope"]
+__all__ = [
+    "MAX_CONNECTIONS",
+    "MIGRATIONS_DIR",
+    "create_db_engine",
+    "database_now",
+    "migrate",
+    "session_factory",
+    "session_scope",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -119,3 +128,16 @@ def session_scope(factory: sessionmaker[Session]) -> Iterator[Session]:
         raise
     finally:
         session.close()
+
+
+def database_now(session: Session) -> datetime:
+    """The time leases are measured in: the database server's clock on PostgreSQL, so that servers and workers on
+    several machines compare heartbeats and queue times on one clock whatever their own clocks say; this process'
+    clock on SQLite, whose processes share one machine.
+
+    Returns:
+        A timezone-aware UTC time (on PostgreSQL, the start of the session's transaction).
+    """
+    if session.get_bind().dialect.name == "postgresql":
+        return session.scalar(select(func.now())).astimezone(timezone.utc)
+    return datetime.now(timezone.utc)

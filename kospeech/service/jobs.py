@@ -53,7 +53,8 @@ from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from kospeech.errors import InputError, TrainingError, TrainingInterrupted
-from kospeech.service.models import JOB_STATES, Job, Tenant, User, utcnow
+from kospeech.service.db import database_now
+from kospeech.service.models import JOB_STATES, Job, Tenant, User
 from kospeech.service.settings import ServerConfig
 from kospeech.service.storage import Storage
 from kospeech.service.training import AdapterJobRunner, TrainingOutcome
@@ -162,8 +163,8 @@ class JobQueue:
 
     def _claim(self, job_id: str) -> bool:
         """queued -> running for this worker, unless another took it, it is gone, or it has no attempts left."""
-        now = utcnow()
         with self.sessions.begin() as session:
+            now = database_now(session)
             claimed = session.execute(
                 update(Job)
                 .where(Job.id == job_id, Job.status == "queued", Job.attempts < self.settings.job_max_attempts)
@@ -188,16 +189,16 @@ class JobQueue:
                 session.execute(
                     update(Job)
                     .where(*self._owned(job_id, attempt))
-                    .values(progress=round(min(max(progress, 0.0), 1.0), 4), heartbeat_at=utcnow())
+                    .values(progress=round(min(max(progress, 0.0), 1.0), 4), heartbeat_at=database_now(session))
                 ).rowcount
             )
 
     def _finish(self, job_id: str, attempt: int, status: str, error: Optional[str] = None) -> None:
         """The end of this run's attempt: ``succeeded`` / ``failed``, or back to ``queued`` for a retry; nothing when
         the job is no longer this run's."""
-        now = utcnow()
         queued = status == "queued"
         with self.sessions.begin() as session:
+            now = database_now(session)
             session.execute(
                 update(Job)
                 .where(*self._owned(job_id, attempt))
@@ -215,7 +216,7 @@ class JobQueue:
             changed = session.execute(
                 update(Job)
                 .where(*self._owned(job_id, attempt))
-                .values(status="queued", attempts=Job.attempts - 1, progress=0.0, queued_at=utcnow())
+                .values(status="queued", attempts=Job.attempts - 1, progress=0.0, queued_at=database_now(session))
             ).rowcount
         if changed:
             logger.info("job=%s: stopped by a shutdown; queued again", job_id)
@@ -345,7 +346,7 @@ class JobQueue:
                         status="succeeded",
                         progress=1.0,
                         error=None,
-                        finished_at=utcnow(),
+                        finished_at=database_now(session),
                         cer_before=outcome.cer_before,
                         cer_after=outcome.cer_after,
                         activated=row.active,
@@ -381,9 +382,10 @@ def recover_stale_jobs(queue: JobQueue) -> int:
         How many jobs were queued again.
     """
     settings = queue.settings
-    cutoff = utcnow() - timedelta(seconds=settings.job_lease_seconds)
     requeued, abandoned = [], []
     with queue.sessions.begin() as session:
+        now = database_now(session)
+        cutoff = now - timedelta(seconds=settings.job_lease_seconds)
         stale = session.execute(
             select(Job.id, Job.heartbeat_at, Job.attempts, Tenant.name, User.user_id)
             .join(User, Job.user_pk == User.id)
@@ -398,8 +400,8 @@ def recover_stale_jobs(queue: JobQueue) -> int:
                 .values(
                     status="queued" if retry else "failed",
                     error=f"worker stopped during attempt {attempts} (no heartbeat for {settings.job_lease_seconds:g} s)",
-                    finished_at=None if retry else utcnow(),
-                    queued_at=utcnow() if retry else Job.queued_at,
+                    finished_at=None if retry else now,
+                    queued_at=now if retry else Job.queued_at,
                 )
             ).rowcount
             if changed:
@@ -425,8 +427,8 @@ def recover_lost_jobs(queue: JobQueue) -> int:
     Returns:
         How many jobs were enqueued again.
     """
-    cutoff = utcnow() - timedelta(seconds=queue.settings.job_lease_seconds)
     with queue.sessions() as session:
+        cutoff = database_now(session) - timedelta(seconds=queue.settings.job_lease_seconds)
         waiting = session.execute(
             select(Job.id, Job.queued_at).where(Job.status == "queued", Job.queued_at < cutoff)
         ).all()
@@ -441,7 +443,7 @@ def recover_lost_jobs(queue: JobQueue) -> int:
             changed = session.execute(
                 update(Job)
                 .where(Job.id == job_id, Job.status == "queued", Job.queued_at == queued_at)
-                .values(queued_at=utcnow())
+                .values(queued_at=database_now(session))
             ).rowcount
             if changed:
                 lost.append(job_id)

@@ -175,6 +175,8 @@ class Job(Base):
 
     ``queued_at`` is when the job last became ``queued`` (created, or put back for a retry); a job queued for longer
     than the lease with no message on the queue is enqueued again (:func:`kospeech.service.jobs.recover_lost_jobs`).
+    ``queued_at``, ``started_at`` and ``heartbeat_at`` are on the clock leases are measured with
+    (:func:`kospeech.service.db.database_now`: PostgreSQL's own, so machines with skewed clocks agree).
     """
 
     __tablename__ = "jobs"

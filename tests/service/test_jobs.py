@@ -6,9 +6,10 @@ import socket
 import threading
 import time
 import uuid
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 
 import pytest
+import time_machine
 from conftest import make_keys, save_adapter, settings_for, tone, wav_bytes
 from fastapi.testclient import TestClient
 from sqlalchemy import select
@@ -141,6 +142,21 @@ def test_a_killed_workers_job_is_queued_again_and_failed_when_out_of_attempts(tm
     assert [task.args for task in queue.huey.pending()] == [(stale,)]
     assert recover_stale_jobs(queue) == 0  # a second worker's recovery finds nothing left to do
     engine.dispose()
+
+
+def test_leases_are_measured_on_the_databases_clock_on_postgresql(tmp_path, postgres_url):
+    """A worker on a machine whose clock is two hours behind claims a job and sends heartbeats; a worker with a right
+    clock runs recovery: the live run keeps its job (on its own clock, its heartbeat would look two hours old)."""
+    settings = settings_for(tmp_path, f"server.database_url={postgres_url}", "server.job_lease_seconds=60")
+    make_keys(settings)
+    queue, engine = _queue(settings)
+    job_id = _job_row(queue.sessions, status="queued", attempts=0)
+    with time_machine.travel(datetime.now(timezone.utc) - timedelta(hours=2)):  # this process' clock only
+        assert queue._claim(job_id) and queue._report(job_id, 1, 0.5)
+    assert recover_stale_jobs(queue) == 0
+    with queue.sessions() as session:
+        job = session.get(Job, job_id)
+        assert job.status == "running" and abs((utcnow() - job.heartbeat_at).total_seconds()) < 60
 
 
 def test_a_job_runs_only_from_the_queued_state(tmp_path):

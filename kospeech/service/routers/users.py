@@ -12,6 +12,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from kospeech.models import registered_adapter_types
+from kospeech.service.db import database_now
 from kospeech.service.deps import CallerDep, SessionDep, StateDep, UserDep, checked_user_id
 from kospeech.service.errors import ServiceError
 from kospeech.service.models import PENDING_JOB_STATES, Job, User
@@ -130,7 +131,14 @@ def train_adapter(
     if pending:
         raise _job_pending(user.user_id, pending[0])
     user_id, user_pk = user.user_id, user.id
-    job = Job(tenant_id=caller.tenant_id, user_pk=user_pk, adapter_type=adapter_type, status="queued", progress=0.0)
+    job = Job(
+        tenant_id=caller.tenant_id,
+        user_pk=user_pk,
+        adapter_type=adapter_type,
+        status="queued",
+        progress=0.0,
+        queued_at=database_now(session),  # on the clock job recovery measures the lease with
+    )
     session.add(job)
     try:
         session.commit()
