@@ -15,9 +15,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import List, Optional
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from kospeech.errors import InvalidNameError
 from kospeech.models.adapter_manager import validate_adapter_name
 from kospeech.service.models import ApiKey, Tenant, utcnow
 
@@ -89,10 +90,15 @@ def create_key(session: Session, tenant_name: str, admin: bool = False) -> str:
         The new key, the only time it is ever shown.
 
     Raises:
-        InvalidNameError: a tenant name that breaks the rule.
+        InvalidNameError: a tenant name that breaks the rule, or differs only in case from an existing tenant's
+            (both would share one folder on a case-insensitive file system).
     """
     validate_adapter_name(tenant_name)
-    tenant = session.scalar(select(Tenant).where(Tenant.name == tenant_name))
+    tenant = session.scalar(select(Tenant).where(func.lower(Tenant.name) == tenant_name.lower()))
+    if tenant is not None and tenant.name != tenant_name:
+        raise InvalidNameError(
+            f"tenant {tenant_name!r} differs only in case from the existing tenant {tenant.name!r}; use {tenant.name!r}"
+        )
     if tenant is None:
         tenant = Tenant(name=tenant_name)
         session.add(tenant)

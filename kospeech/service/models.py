@@ -74,9 +74,11 @@ class Base(DeclarativeBase):
 
 
 class Tenant(Base):
-    """An organisation: its keys see only its users, utterances, adapters and jobs."""
+    """An organisation: its keys see only its users, utterances, adapters and jobs. Names are unique regardless of
+    case (each names a folder, and some file systems ignore case)."""
 
     __tablename__ = "tenants"
+    __table_args__ = (Index("uq_tenants_name_folded", text("lower(name)"), unique=True),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(64), unique=True)
@@ -102,10 +104,14 @@ class ApiKey(Base):
 
 
 class User(Base):
-    """A tenant's end user (``user_id`` follows the adapter-name rule, unique per tenant)."""
+    """A tenant's end user (``user_id`` follows the adapter-name rule, unique per tenant regardless of case: it names
+    a folder, and some file systems ignore case)."""
 
     __tablename__ = "users"
-    __table_args__ = (UniqueConstraint("tenant_id", "user_id", name="uq_users_tenant_user"),)
+    __table_args__ = (
+        UniqueConstraint("tenant_id", "user_id", name="uq_users_tenant_user"),
+        Index("uq_users_tenant_user_folded", "tenant_id", text("lower(user_id)"), unique=True),
+    )
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
     tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"), index=True)

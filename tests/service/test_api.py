@@ -159,6 +159,10 @@ def test_create_read_and_delete_a_user(service, user_id):
     assert service.client.get(f"/v1/users/{user_id}", headers=service.headers()).json() == record
     again = service.client.post("/v1/users", json={"user_id": user_id}, headers=service.headers())
     assert again.status_code == 409 and error_code(again) == "user_exists"
+    # one folder on a case-insensitive file system (macOS, SMB shares): one user
+    shouted = service.client.post("/v1/users", json={"user_id": user_id.upper()}, headers=service.headers())
+    assert shouted.status_code == 409 and error_code(shouted) == "user_exists"
+    assert "differ only in case" in shouted.json()["error"]["message"]
     assert upload(service, user_id, wav_bytes(tone(1.0))).status_code == 201
     folder = Storage(service.data_dir).user_dir("acme", user_id)
     assert any(folder.rglob("*.wav"))

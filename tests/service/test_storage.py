@@ -10,7 +10,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+from alembic import command as alembic_command
 from alembic.autogenerate import compare_metadata
+from alembic.config import Config
 from alembic.migration import MigrationContext
 from conftest import settings_for
 from omegaconf import OmegaConf
@@ -19,7 +21,7 @@ from sqlalchemy.exc import IntegrityError
 
 from kospeech.cli import keys as keys_cli
 from kospeech.errors import ConfigError, InvalidNameError
-from kospeech.service.db import create_db_engine, migrate, session_factory, session_scope
+from kospeech.service.db import MIGRATIONS_DIR, create_db_engine, migrate, session_factory, session_scope
 from kospeech.service.keys import authenticate, create_key, list_keys, revoke_key
 from kospeech.service.models import AdapterVersion, ApiKey, Base, Job, Tenant, User, Utterance
 from kospeech.service.settings import ServerConfig, load_settings
@@ -122,16 +124,54 @@ def test_deleting_a_user_deletes_every_row_of_theirs(engine):
         assert session.scalars(select(User.user_id)).all() == ["kept"]
 
 
-def test_the_database_refuses_a_second_user_with_the_same_id_in_a_tenant(engine):
-    from sqlalchemy.exc import IntegrityError
-
+@pytest.mark.parametrize("second", ["alice", "Alice"])
+def test_the_database_refuses_a_second_user_with_the_same_id_in_a_tenant(engine, second):
+    """The same id, or one that differs only in case (one folder on a case-insensitive file system)."""
     sessions = session_factory(engine)
     with session_scope(sessions) as session:
         create_key(session, "acme")
-        tenant_id = session.scalar(select(Tenant.id))
+        create_key(session, "other")
+        tenant_id, other_id = session.scalars(select(Tenant.id).order_by(Tenant.name)).all()
         session.add(User(tenant_id=tenant_id, user_id="alice"))
+        session.add(User(tenant_id=other_id, user_id=second))  # another tenant's folder: allowed
     with pytest.raises(IntegrityError), session_scope(sessions) as session:
-        session.add(User(tenant_id=tenant_id, user_id="alice"))
+        session.add(User(tenant_id=tenant_id, user_id=second))
+
+
+def test_tenant_names_that_differ_only_in_case_are_refused(engine):
+    sessions = session_factory(engine)
+    with session_scope(sessions) as session:
+        create_key(session, "acme")
+        create_key(session, "acme")  # a second key of the same tenant
+        with pytest.raises(InvalidNameError, match="differs only in case from the existing tenant 'acme'"):
+            create_key(session, "ACME")
+    with pytest.raises(IntegrityError), session_scope(sessions) as session:
+        session.add(Tenant(name="Acme"))
+
+
+def test_the_upgrade_stops_on_ids_that_differ_only_in_case_and_names_them(tmp_path):
+    engine = create_db_engine(f"sqlite:///{tmp_path / 'service.db'}")
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    with engine.begin() as connection:
+        config.attributes["connection"] = connection
+        alembic_command.upgrade(config, "0003")  # a database made before ids were compared regardless of case
+        connection.exec_driver_sql("INSERT INTO tenants (name, created_at) VALUES ('acme', CURRENT_TIMESTAMP)")
+        for user_pk, user_id in (("1", "alice"), ("2", "Alice"), ("3", "bob")):
+            connection.exec_driver_sql(
+                "INSERT INTO users (id, tenant_id, user_id, created_at) "
+                f"VALUES ('{user_pk}', 1, '{user_id}', CURRENT_TIMESTAMP)"
+            )
+    with pytest.raises(RuntimeError, match=r"differ only in case.*user acme/Alice, user acme/alice; delete or rename"):
+        migrate(engine)
+    with engine.begin() as connection:
+        connection.exec_driver_sql("DELETE FROM users WHERE user_id = 'Alice'")
+    migrate(engine)
+    with pytest.raises(IntegrityError), engine.begin() as connection:
+        connection.exec_driver_sql(
+            "INSERT INTO users (id, tenant_id, user_id, created_at) VALUES ('4', 1, 'BOB', CURRENT_TIMESTAMP)"
+        )
+    engine.dispose()
 
 
 def test_settings_are_typed_and_checked(tmp_path):
@@ -181,6 +221,9 @@ def test_kospeech_keys_creates_lists_and_revokes(tmp_path, capsys, restore_loggi
     said = capsys.readouterr()
     assert prefix in said.out and prefix in said.err and key not in said.out + said.err
     assert keys_cli.main(["create", "--tenant", "../x", data]) == 1
+    capsys.readouterr()
+    assert keys_cli.main(["create", "--tenant", "ACME", data]) == 1
+    assert "differs only in case from the existing tenant 'acme'" in capsys.readouterr().err
     engine = create_db_engine(settings_for(tmp_path).database())
     with session_scope(session_factory(engine)) as session:
         assert authenticate(session, key) is None

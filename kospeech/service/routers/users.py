@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 
 from fastapi import APIRouter, Body, Response
 from redis.exceptions import RedisError
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
 from kospeech.models import registered_adapter_types
@@ -58,11 +58,20 @@ def user_record(user: User) -> UserRecord:
     responses={409: {"model": ErrorBody}, 422: {"model": ErrorBody}},
 )
 def create_user(body: UserCreate, session: SessionDep, caller: CallerDep) -> UserRecord:
-    """Create a user (the id follows the adapter-name rule); 409 if the tenant already has it."""
+    """Create a user (the id follows the adapter-name rule); 409 if the tenant already has it, or an id that differs
+    from it only in case (both would share one folder on a case-insensitive file system)."""
     user_id = checked_user_id(body.user_id)
-    exists = session.scalar(select(User.id).where(User.tenant_id == caller.tenant_id, User.user_id == user_id))
-    if exists is not None:
+    existing = session.scalar(
+        select(User.user_id).where(User.tenant_id == caller.tenant_id, func.lower(User.user_id) == user_id.lower())
+    )
+    if existing == user_id:
         raise ServiceError(409, "user_exists", f"user {user_id!r} already exists")
+    if existing is not None:
+        raise ServiceError(
+            409,
+            "user_exists",
+            f"user {existing!r} already exists; user ids that differ only in case ({user_id!r}) are one user",
+        )
     user = User(tenant_id=caller.tenant_id, user_id=user_id)
     session.add(user)
     try:
