@@ -13,6 +13,7 @@ import json
 import math
 import os
 import tempfile
+import threading
 import zipfile
 from pathlib import Path
 from typing import Any, Callable, Dict, Optional, Union
@@ -79,9 +80,23 @@ def _fsync_folder(folder: Path) -> None:
         os.close(descriptor)
 
 
+_PROCESS_STATUS = Path("/proc/self/status")
+
+_UMASK_LOCK = threading.Lock()
+
+
 def _current_umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
+    """The process' umask, read without changing it where the kernel tells (Linux' ``Umask:`` line): setting it, even
+    for an instant, would give files that other threads create meanwhile the wrong mode (0666)."""
+    try:
+        for line in _PROCESS_STATUS.read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    with _UMASK_LOCK:  # elsewhere the only way to read it is to set it and put it back
+        mask = os.umask(0o077)
+        os.umask(mask)
     return mask
 
 

@@ -22,6 +22,7 @@ logged warning.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 from dataclasses import dataclass, field
@@ -108,7 +109,8 @@ class Recognizer:
         model: the base :class:`DeepSpeech2`; an attached adapter is detached (per-user adapters come from
             ``adapter_dir``). The model is put in eval mode with gradients off and must stay so.
         vocab: the vocabulary the model was trained with.
-        feature_config: the feature settings the model was trained with (read from the checkpoint).
+        feature_config: the feature settings the model was trained with (read from the checkpoint); its ``dither``
+            is a training setting, not applied when transcribing.
         adapter_dir: directory of ``<user>_adapter.pt`` files, or ``None`` for the base model only.
         cache_size: the most adapters kept in memory (LRU).
         adapter_cache_factory: instead of ``adapter_dir``, builds the adapter cache to serve from, given this
@@ -169,8 +171,9 @@ class Recognizer:
             raise ValueError("give adapter_dir or adapter_cache_factory, not both")
         if len(vocab) != model.num_classes:
             raise ValueError(f"the vocabulary has {len(vocab)} tokens but the model {model.num_classes} classes")
-        self.feature_extractor = FeatureExtractor(feature_config)
-        self.feature_config = self.feature_extractor.config
+        self.feature_config = dataclasses.replace(feature_config).validate()
+        # no dither when transcribing: the same audio gives the same answer, and the caller's torch RNG is left alone
+        self.feature_extractor = FeatureExtractor(dataclasses.replace(self.feature_config, dither=0.0))
         if self.feature_config.feature_dim != model.input_dim:
             raise ValueError(
                 f"the features have {self.feature_config.feature_dim} bins but the model expects {model.input_dim}"
@@ -594,6 +597,13 @@ class Recognizer:
     ) -> None:
         """Add one decoded segment to its input's result: text, tokens, timings, words and probabilities."""
         kept = [(token, span) for token, span in zip(hypothesis.tokens, spans) if token not in self._special_ids]
+        if self._space_id is not None:  # the tokens spell the text: no spaces at a segment's ends, one between two
+            while kept and kept[0][0] == self._space_id:
+                kept.pop(0)
+            while kept and kept[-1][0] == self._space_id:
+                kept.pop()
+            if kept and accumulator.tokens:
+                accumulator.tokens.append(self._space_id)
         text = hypothesis.text.strip()
         if text:
             accumulator.texts.append(text)

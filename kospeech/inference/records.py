@@ -75,7 +75,8 @@ class Transcription:
 
     Attributes:
         text: the transcript (segment texts of long inputs joined with a space).
-        tokens: label ids of the transcript, in order (special ids removed).
+        tokens: label ids of the transcript, in order (special ids removed): they spell ``text``, the space that joins
+            two segments included.
         score: natural-log probability of the decoded labelling, summed over segments: of the best path for
             greedy decoding, of the prefix for beam search.
         confidence: calibrated probability that the transcript's CER is at most 10 %, in [0, 1] (see
@@ -87,7 +88,8 @@ class Transcription:
         adapter: the adapter actually applied; ``None`` for the base model, including a fallback for a user
             without an adapter.
         segments: the decoded segments, in order.
-        timestamps: per-token timings when requested, else ``None``.
+        timestamps: per-token timings when requested, else ``None``: every decoded token of ``tokens``, not the
+            spaces that join segments (no frame decoded them).
         words: per-word timings and confidences when requested, else ``None``.
     """
 

@@ -104,6 +104,11 @@ def test_long_file_is_streamed_in_segments_with_offsets(world, tmp_path):
     ]
     assert streamed.text == " ".join(piece.text for piece in pieces if piece.text)
     assert streamed.score == pytest.approx(sum(piece.score for piece in pieces), rel=1e-5)
+    vocab = recognizer.vocab
+    assert sum(bool(piece.text) for piece in pieces) >= 2  # the tokens cross at least one segment boundary
+    assert "".join(vocab.tokens[token] for token in streamed.tokens) == streamed.text  # the tokens spell the text
+    # timings for every decoded token, each segment's own; the spaces joining segments were not decoded
+    assert [stamp.token_id for stamp in streamed.timestamps] == [token for piece in pieces for token in piece.tokens]
 
 
 def test_unusable_inputs_raise_errors_naming_the_input(world, recognizer, tmp_path):

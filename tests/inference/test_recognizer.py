@@ -1,5 +1,6 @@
 """Recognizer: mixed-user batches against an independent per-utterance oracle, users, fallback, timestamps."""
 
+import dataclasses
 import math
 import subprocess
 import sys
@@ -218,3 +219,19 @@ def test_inference_never_imports_the_trainer():
     code = "import sys, kospeech.inference; print(sorted(m for m in sys.modules if m.startswith('kospeech.trainer')))"
     output = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
     assert output.stdout.strip() == "[]"
+
+
+def test_a_checkpoints_dither_is_not_applied_when_transcribing(world):
+    """Dither is a training setting: transcribing the same audio twice gives the same answer, equal to the answer
+    without dither, and leaves the caller's torch RNG where it was."""
+    vocab = Vocabulary(TOKENS)
+    dithered = Recognizer(build_base(), vocab, dataclasses.replace(FEATURES, dither=1.0))
+    plain = Recognizer(build_base(), vocab, FEATURES)
+    torch.manual_seed(123)
+    state = torch.get_rng_state()
+    first = dithered.transcribe(world.wavs[0])
+    assert torch.equal(torch.get_rng_state(), state)
+    second = dithered.transcribe(world.wavs[0])
+    assert first.score == second.score and first.tokens == second.tokens
+    assert first.score == pytest.approx(plain.transcribe(world.wavs[0]).score, rel=1e-6)
+    assert dithered.feature_config.dither == 1.0  # what adapters are checked against stays the checkpoint's

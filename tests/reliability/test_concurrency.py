@@ -2,7 +2,10 @@
 shared by threads gives exactly the serial results."""
 
 import itertools
+import os
 import random
+import stat
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -10,6 +13,7 @@ import pytest
 import torch
 from conftest import build_base, fork_loop, fork_run, kill_hard, perturb, save_user_adapter, wait_child
 
+from kospeech import fileio
 from kospeech.fileio import atomic_write, safe_torch_load
 from kospeech.inference import Recognizer
 from kospeech.models import AdapterManager
@@ -155,3 +159,27 @@ def test_recognizer_shared_by_threads_equals_serial(world):
         assert result == serial[index], f"job {index} differs when run from threads"
     stats = shared.cache_stats()
     assert stats.evictions > 0 and stats.size <= 2  # adapters were loaded and evicted while other threads decoded
+
+
+def test_reading_the_umask_for_atomic_writes_leaves_other_threads_files_alone(tmp_path):
+    """Every atomic write reads the umask (to give its file the usual mode); reading it must not set it, or files that
+    other threads create meanwhile come out world-writable. One thread reads it as fast as it can, another creates."""
+    stop = threading.Event()
+
+    def keep_reading() -> None:
+        while not stop.is_set():
+            fileio._current_umask()
+
+    previous = os.umask(0o022)
+    reader = threading.Thread(target=keep_reading)
+    reader.start()
+    try:
+        for index in range(5000):
+            (tmp_path / str(index)).touch()
+        written = atomic_write(tmp_path / "adapter.pt", lambda handle: handle.write(b"x"))
+    finally:
+        stop.set()
+        reader.join()
+        os.umask(previous)
+    assert {stat.S_IMODE(path.stat().st_mode) for path in tmp_path.iterdir()} == {0o644}
+    assert stat.S_IMODE(written.stat().st_mode) == 0o644
