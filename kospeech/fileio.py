@@ -35,7 +35,7 @@ __all__ = [
 PathLike = Union[str, os.PathLike]
 
 
-def atomic_write(path: PathLike, write_fn: Callable[[Any], None], mode: str = "wb") -> Path:
+def atomic_write(path: PathLike, write_fn: Callable[[Any], None], mode: str = "wb", *, replace: bool = True) -> Path:
     """Call ``write_fn(file_object)`` on a temp file next to ``path``, fsync it, rename it over ``path``, then fsync
     the folder (so that the rename, too, survives a power loss: a database row may name the file next).
 
@@ -43,9 +43,14 @@ def atomic_write(path: PathLike, write_fn: Callable[[Any], None], mode: str = "w
         path: destination file; its parent directory is created if needed.
         write_fn: writes the whole content to the open file object it is given.
         mode: ``"wb"`` or ``"w"`` (text, UTF-8).
+        replace: replace an existing ``path``; ``False`` publishes the file only where none exists yet (a hard link,
+            atomic on POSIX), so of two writers racing for one name exactly one succeeds.
 
     Returns:
         The destination as a ``Path``.
+
+    Raises:
+        FileExistsError: ``replace=False`` and ``path`` exists (nothing is changed).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -57,7 +62,11 @@ def atomic_write(path: PathLike, write_fn: Callable[[Any], None], mode: str = "w
             handle.flush()
             os.fsync(handle.fileno())
         os.chmod(tmp_name, 0o666 & ~_current_umask())  # mkstemp creates 0600; give the file the usual mode
-        os.replace(tmp_name, path)
+        if replace:
+            os.replace(tmp_name, path)
+        else:
+            os.link(tmp_name, path)
+            os.unlink(tmp_name)
     except BaseException:
         if os.path.exists(tmp_name):
             os.unlink(tmp_name)
@@ -130,9 +139,10 @@ def atomic_write_json(path: PathLike, obj: Any, sort_keys: bool = False) -> Path
     return atomic_write_text(path, strict_json(obj, sort_keys=sort_keys) + "\n")
 
 
-def atomic_torch_save(obj: Dict[str, Any], path: PathLike) -> Path:
-    """Atomically ``torch.save`` a plain dict (tensors, numbers, strings, lists, dicts) to ``path``."""
-    return atomic_write(path, lambda handle: torch.save(obj, handle))
+def atomic_torch_save(obj: Dict[str, Any], path: PathLike, *, replace: bool = True) -> Path:
+    """Atomically ``torch.save`` a plain dict (tensors, numbers, strings, lists, dicts) to ``path`` (``replace``: see
+    :func:`atomic_write`)."""
+    return atomic_write(path, lambda handle: torch.save(obj, handle), replace=replace)
 
 
 def safe_torch_load(path: PathLike, what: str = "file") -> Dict[str, Any]:

@@ -39,7 +39,7 @@ import numbers
 import os
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
+from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple, Union
 
 import torch
 from omegaconf import DictConfig, ListConfig, OmegaConf
@@ -396,7 +396,12 @@ class AdapterManager:
         }
         if not _is_main_process():
             return path
-        atomic_torch_save(content, path)
+        if as_version:
+            path = AdapterManager._write_next_version(
+                save_path, name, lambda target: atomic_torch_save(content, target, replace=False)
+            )
+        else:
+            atomic_torch_save(content, path)
         logger.debug("saved %s adapter %r to %s", content["adapter_type"], name, path)
         return path
 
@@ -631,9 +636,10 @@ class AdapterManager:
         if not active.is_file():
             return None
         _check_inside(active, Path(save_dir))
-        target = AdapterManager._next_version(save_dir, adapter_name)
         data = active.read_bytes()
-        atomic_write(target, lambda handle: handle.write(data))
+        target = AdapterManager._write_next_version(
+            save_dir, adapter_name, lambda path: atomic_write(path, lambda handle: handle.write(data), replace=False)
+        )
         logger.info("kept the active adapter %r as version %s", adapter_name, target)
         return target
 
@@ -641,6 +647,17 @@ class AdapterManager:
     def _next_version(save_dir: PathLike, adapter_name: str) -> Path:
         kept = AdapterManager.list_versions(save_dir, adapter_name)
         return AdapterManager.versions_dir(save_dir, adapter_name) / f"{(kept[-1][0] + 1) if kept else 1:06d}.pt"
+
+    @staticmethod
+    def _write_next_version(save_dir: PathLike, adapter_name: str, write_new: Callable[[Path], Path]) -> Path:
+        """Write a kept version under the next free number with ``write_new(path)``, which must refuse an existing
+        file (``FileExistsError``): a process keeping a version at the same moment takes one number, this one the
+        next, and neither file replaces the other."""
+        while True:
+            try:
+                return write_new(AdapterManager._next_version(save_dir, adapter_name))
+            except FileExistsError:
+                continue
 
     @staticmethod
     def restore_version(save_dir: PathLike, adapter_name: str, version: int) -> Path:

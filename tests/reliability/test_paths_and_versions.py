@@ -4,6 +4,8 @@ import argparse
 import logging
 import subprocess
 import sys
+import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from conftest import REPO_ROOT, python_env, save_user_adapter
@@ -15,6 +17,7 @@ from kospeech.cli.common import config_dir
 from kospeech.cli.train_adapters import load_config
 from kospeech.config import register_configs
 from kospeech.errors import CheckpointError, UnknownUserError
+from kospeech.fileio import atomic_write
 from kospeech.inference import Recognizer
 from kospeech.models import AdapterManager
 
@@ -102,6 +105,29 @@ def test_retraining_keeps_the_replaced_adapter_as_a_version(world):
     assert versions[0][1].read_bytes() == first and versions[1][1].read_bytes() == second
     assert AdapterManager.get_adapter_info(versions[0][1])["name"] == "alice"
     assert AdapterManager.adapter_names(world.adapter_dir) == ["alice", "bob"]  # versions are not adapters
+
+
+def test_versions_kept_at_the_same_moment_each_get_their_own_number(world):
+    """Eight writers keep a version at once (retrainings of one user in several processes): eight files, each
+    whole; before, writers that picked the same next number replaced each other's file."""
+    writers = 8
+    start = threading.Barrier(writers)
+
+    def keep(_: int):
+        start.wait()
+        return AdapterManager.keep_version(world.adapter_dir, "alice")
+
+    with ThreadPoolExecutor(writers) as pool:
+        kept = list(pool.map(keep, range(writers)))
+    versions = AdapterManager.list_versions(world.adapter_dir, "alice")
+    assert [number for number, _ in versions] == list(range(1, writers + 1))
+    assert sorted(kept) == [path for _, path in versions]
+    active = (world.adapter_dir / "alice_adapter.pt").read_bytes()
+    assert all(path.read_bytes() == active for _, path in versions)
+    assert not [entry for entry in versions[0][1].parent.iterdir() if entry.suffix == ".tmp"]
+    with pytest.raises(FileExistsError):
+        atomic_write(versions[0][1], lambda handle: handle.write(b"other"), replace=False)
+    assert versions[0][1].read_bytes() == active
 
 
 def test_a_kept_version_can_be_made_active_again_and_the_active_one_is_kept(world):
