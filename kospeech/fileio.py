@@ -65,14 +65,26 @@ def atomic_write(path: PathLike, write_fn: Callable[[Any], None], mode: str = "w
         if replace:
             os.replace(tmp_name, path)
         else:
-            os.link(tmp_name, path)
-            os.unlink(tmp_name)
+            _publish_new(tmp_name, path)
     except BaseException:
         if os.path.exists(tmp_name):
             os.unlink(tmp_name)
         raise
     _fsync_folder(path.parent)
     return path
+
+
+def _publish_new(tmp_name: str, path: Path) -> None:
+    """Give the finished temp file the name ``path`` only if no file has it (``FileExistsError`` otherwise)."""
+    try:
+        os.link(tmp_name, path)
+    except FileExistsError:
+        raise
+    except OSError:  # a file system without hard links (some SMB or FAT mounts): reserve the name, then fill it
+        os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+        os.replace(tmp_name, path)
+    else:
+        os.unlink(tmp_name)
 
 
 def _fsync_folder(folder: Path) -> None:

@@ -2,6 +2,7 @@
 
 import argparse
 import logging
+import os
 import subprocess
 import sys
 import threading
@@ -128,6 +129,17 @@ def test_versions_kept_at_the_same_moment_each_get_their_own_number(world):
     with pytest.raises(FileExistsError):
         atomic_write(versions[0][1], lambda handle: handle.write(b"other"), replace=False)
     assert versions[0][1].read_bytes() == active
+
+
+def test_without_hard_links_a_new_file_is_still_never_written_over_another(tmp_path, monkeypatch):
+    def no_links(*_):
+        raise PermissionError("operation not permitted")  # what an SMB or FAT mount answers
+
+    monkeypatch.setattr(os, "link", no_links)
+    target = atomic_write(tmp_path / "000001.pt", lambda handle: handle.write(b"first"), replace=False)
+    with pytest.raises(FileExistsError):
+        atomic_write(target, lambda handle: handle.write(b"second"), replace=False)
+    assert target.read_bytes() == b"first" and [entry.name for entry in tmp_path.iterdir()] == ["000001.pt"]
 
 
 def test_a_kept_version_can_be_made_active_again_and_the_active_one_is_kept(world):
