@@ -140,20 +140,23 @@ class LruAdapterCache:
         path = self._path(name)
         stamp = _file_stamp(path)  # taken before reading, so a concurrent replace is picked up next time
         with self._lock:
-            entry = self._entries.get(name)
-            # and the same path: a name bound to another path counts as changed, even to a hard link of its file
-            if entry is not None and entry.stamp == stamp and entry.path == path:
-                self._entries.move_to_end(name)
+            entry = self._current(name, path, stamp)
+            if entry is not None:
                 self._hits += 1
                 self._rejected += entry.adapter is None
                 return entry.adapter
             self._misses += 1
-            if entry is not None:
+        # loaded without the lock: a slow load (a cold file, a network share) holds up no other user's lookup
+        adapter = self._loader(path)
+        with self._lock:
+            self._rejected += adapter is None
+            entry = self._current(name, path, stamp)
+            if entry is not None:  # another thread loaded the same file meanwhile: serve one module
+                return entry.adapter
+            if name in self._entries:
                 self._reloads += 1
                 self._drop(name)
-                logger.info("adapter file of %r changed on disk; reloading %s", name, path)
-            adapter = self._loader(path)
-            self._rejected += adapter is None
+                logger.info("adapter file of %r changed on disk; reloaded %s", name, path)
             self._after_load(name)
             weight = self._weight(adapter)
             self._entries[name] = _CacheEntry(path, stamp, adapter, weight)
@@ -165,6 +168,16 @@ class LruAdapterCache:
                 self._evictions += 1
                 logger.debug("adapter cache over its bound (%d): evicted %r", self._bound, evicted)
             return adapter
+
+    def _current(self, name: str, path: Path, stamp: Tuple[int, int, int, int]) -> Optional[_CacheEntry]:
+        """The cached entry of ``name`` if it was loaded from this file as it is now (then marked most recently
+        used), else ``None``; the caller holds the lock. A name bound to another path counts as changed, even to a
+        hard link of its file."""
+        entry = self._entries.get(name)
+        if entry is None or entry.stamp != stamp or entry.path != path:
+            return None
+        self._entries.move_to_end(name)
+        return entry
 
     def names(self) -> List[str]:
         """Cached names, least recently used first."""

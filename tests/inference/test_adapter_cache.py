@@ -1,6 +1,9 @@
 """AdapterCache: LRU order and counters, reload when a file changes on disk, bounded size under many users."""
 
+import copy
 import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import torch
@@ -98,3 +101,30 @@ def test_batch_with_more_users_than_the_cache_holds(world):
     for got, expected in zip(small.transcribe(world.wavs, user=users), large.transcribe(world.wavs, user=users)):
         assert got.tokens == expected.tokens and got.score == expected.score
     assert len(small.cache) == 2 and small.cache_stats().evictions == 2
+
+
+def test_a_slow_load_holds_up_no_other_users_lookup(adapter_dir):
+    """While one user's adapter file is being read (a cold file on a network share, say), another user's cached
+    adapter is served at once; two threads loading the same file at once end with one module served."""
+    reading_a, finish_a = threading.Event(), threading.Event()
+    base = build_base()  # built once: build_base seeds the global RNG, which threads building at once would share
+
+    def slow_for_a(path):
+        if path.name.startswith("a_"):
+            reading_a.set()
+            assert finish_a.wait(10)
+        model = copy.deepcopy(base)
+        AdapterManager.load_adapter(model, path)
+        return model.remove_adapter().eval()
+
+    cache = AdapterCache(adapter_dir, slow_for_a, capacity=4)
+    b = cache.get("b")
+    with ThreadPoolExecutor(3) as pool:
+        first = pool.submit(cache.get, "a")
+        assert reading_a.wait(10)
+        second = pool.submit(cache.get, "a")  # the same file, while the first read is under way
+        assert pool.submit(cache.get, "b").result(timeout=10) is b  # answered while "a" is still being read
+        assert not first.done()
+        finish_a.set()
+        assert first.result(10) is second.result(10)
+    assert cache.names() == ["b", "a"] and cache.stats().misses == 3 and cache.stats().hits == 1
