@@ -91,8 +91,10 @@ class CTCLoss(nn.Module):
         kept_lengths = output_lengths[feasible]
         frames = torch.arange(kept_log_probs.size(0)).unsqueeze(1) < kept_lengths.unsqueeze(0)  # (T', kept)
         if not bool(torch.isfinite(kept_log_probs[frames.to(kept_log_probs.device)]).all()):
-            # zero_infinity would quietly turn this into a zero loss: report it so the step is skipped and counted
-            return CTCLossOutput(log_probs.new_tensor(float("inf")), int(keep.numel()), num_skipped)
+            # zero_infinity would quietly turn this into a zero loss: report it so the step is skipped and counted.
+            # It stays in the graph with non-finite gradients, so that under DDP this rank still joins the gradient
+            # all-reduce and every rank skips the update alike
+            return CTCLossOutput(log_probs.sum() * float("inf"), int(keep.numel()), num_skipped)
         per_utterance = F.ctc_loss(
             kept_log_probs,
             targets.index_select(0, keep),

@@ -35,7 +35,7 @@ class _RecordingTrainer(SupervisedTrainer):
         return super()._train_step(model, batch, optimizer, meter)
 
 
-def _rank_main(rank, world_size, port, entries, vocab, feature_config, out_dir):
+def _rank_main(rank, world_size, port, entries, vocab, feature_config, out_dir, poison=None):
     os.environ.update(
         MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE=str(world_size), RANK=str(rank), LOCAL_RANK=str(rank)
     )
@@ -58,6 +58,8 @@ def _rank_main(rank, world_size, port, entries, vocab, feature_config, out_dir):
         warmup_steps=2,
         device="cpu",
     )
+    if poison is not None and rank == poison[0]:
+        _poison_training_forward(model, step=poison[1])
     record = {"input_dim": feature_config.feature_dim, "num_classes": len(vocab), **MODEL.__dict__}
     trainer = _RecordingTrainer(config, vocab, feature_config, entries, entries[:3], record)
     trainer.seen = []
@@ -67,12 +69,41 @@ def _rank_main(rank, world_size, port, entries, vocab, feature_config, out_dir):
             "state": {key: value.clone() for key, value in model.state_dict().items()},
             "seen": trainer.seen,
             "steps": trainer.state.global_step,
+            "skipped_steps": trainer.state.skipped_steps,
             "history": trainer.state.history,
             "rank": trainer.dist.rank,
         },
         out_dir / f"rank{rank}.pt",
     )
     torch.distributed.destroy_process_group()
+
+
+def _poison_training_forward(model, step):
+    """The ``step``-th training forward of this rank returns -inf log-probs (a diverged batch)."""
+    calls = []
+
+    def hook(module, inputs, outputs):
+        if module.training:
+            calls.append(step)
+            if len(calls) == step:
+                return (torch.full_like(outputs[0], float("-inf")) + 0.0 * outputs[0],) + tuple(outputs[1:])
+        return None
+
+    model.register_forward_hook(hook)
+
+
+@pytest.mark.slow
+def test_a_non_finite_loss_on_one_rank_skips_the_step_on_every_rank(
+    tmp_path, base_entries, corpus_vocab, feature_config
+):
+    entries = base_entries[:14]
+    arguments = (2, _free_port(), entries, corpus_vocab, feature_config, tmp_path, (1, 2))  # rank 1's second step
+    mp.spawn(_rank_main, args=arguments, nprocs=2, join=True)
+    results = [torch.load(tmp_path / f"rank{rank}.pt", weights_only=True) for rank in range(2)]
+    assert [result["skipped_steps"] for result in results] == [1, 1]
+    assert results[0]["steps"] == results[1]["steps"] == 2 * 3
+    for key, value in results[0]["state"].items():
+        assert torch.isfinite(value).all() and torch.equal(value, results[1]["state"][key]), key
 
 
 @pytest.mark.slow
