@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Set, Tuple, Union
+from contextlib import contextmanager
+from typing import Iterator, Set, Tuple, Union
 
 import torch
 
-__all__ = ["resolve_device", "SUPPORTED_DEVICE_TYPES", "usable_cpu_cores", "loader_workers"]
+__all__ = ["resolve_device", "SUPPORTED_DEVICE_TYPES", "usable_cpu_cores", "loader_workers", "torch_threads"]
 
 logger = logging.getLogger(__name__)
 
@@ -78,3 +79,18 @@ def loader_workers(requested: int, compute_threads: int) -> int:
         )
         return limit
     return requested
+
+
+@contextmanager
+def torch_threads(count: int) -> Iterator[None]:
+    """Run the block with ``count`` (at least 1) torch intra-op threads, then give the process back the count it had.
+
+    The setting is process-wide, even when set from another thread: a training run in a server's background thread
+    must not leave the server's requests on its own count.
+    """
+    before = torch.get_num_threads()
+    torch.set_num_threads(max(1, count))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)

@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 import hydra
+import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
@@ -74,6 +75,8 @@ register_help()
 def hydra_main(config: DictConfig) -> None:
     """The Hydra job: an adapter run for ``train=adapter_train``, base training otherwise."""
     absolutize_paths(config)
+    if resolve_device(config.train.device).type == "cpu":  # the whole job, evaluations after training included
+        torch.set_num_threads(max(1, config.train.num_threads))
     if OmegaConf.get_type(config.train) is AdapterTrainConfig:
         if world_size_from_env() > 1:
             raise ValueError(

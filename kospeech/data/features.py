@@ -246,6 +246,13 @@ class FeatureExtractor:
             return 0
         return 1 + (num_samples - self.config.win_length) // self.config.hop_length
 
+    def without_dither(self) -> FeatureExtractor:
+        """This extractor without dither (itself when it has none): what evaluation and transcription use, so that
+        held-out figures are measured on the features inference sees, the same whatever the seed."""
+        if self.config.dither == 0:
+            return self
+        return FeatureExtractor(dataclasses.replace(self.config, dither=0.0))
+
     def __call__(
         self,
         waveform: Union[np.ndarray, torch.Tensor],

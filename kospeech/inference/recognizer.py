@@ -173,7 +173,7 @@ class Recognizer:
             raise ValueError(f"the vocabulary has {len(vocab)} tokens but the model {model.num_classes} classes")
         self.feature_config = dataclasses.replace(feature_config).validate()
         # no dither when transcribing: the same audio gives the same answer, and the caller's torch RNG is left alone
-        self.feature_extractor = FeatureExtractor(dataclasses.replace(self.feature_config, dither=0.0))
+        self.feature_extractor = FeatureExtractor(self.feature_config).without_dither()
         if self.feature_config.feature_dim != model.input_dim:
             raise ValueError(
                 f"the features have {self.feature_config.feature_dim} bins but the model expects {model.input_dim}"

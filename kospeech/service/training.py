@@ -1,11 +1,11 @@
 """One training job's model work: a user's enrollment utterances in, a trained adapter file and its figures out.
 
 :class:`AdapterJobRunner` wraps the library's :class:`~kospeech.trainer.AdapterTrainer` with the recipe of the asked
-adapter type (:meth:`AdapterTrainConfig.for_adapter_type`), the cached trunk (the recipe's default), one torch
-thread and no DataLoader worker processes. The adapter is written into the job's own folder, never where
-transcription reads: activation (copying it over the user's active file, atomically) is the job's decision, taken
-only when the trainer did not reject it (``trainer.outcome["rejected"]``: not better than the base on the user's
-held-out utterances).
+adapter type (:meth:`AdapterTrainConfig.for_adapter_type`), the cached trunk (the recipe's default), the process'
+torch threads (``server.torch_threads``) and no DataLoader worker processes. The adapter is written into the job's
+own folder, never where transcription reads: activation (copying it over the user's active file, atomically) is the
+job's decision, taken only when the trainer did not reject it (``trainer.outcome["rejected"]``: not better than the
+base on the user's held-out utterances).
 
 The trainer has no progress callback; the runner polls ``trainer.state`` (completed epochs of the configured
 maximum) from a ticker thread and reports ``0.1 + 0.85 * epochs / max_epochs``, which also serves as the job's
@@ -63,19 +63,30 @@ class AdapterJobRunner:
         base_model_path: the base checkpoint.
         num_epochs: epochs per run, or ``None`` for the adapter type's recipe.
         heartbeat_seconds: seconds between two progress reports of a run (``server.job_heartbeat_seconds``).
+        torch_threads: torch threads of a run (``server.torch_threads``: the process' own count, which a run in a
+            server's background thread shares with the requests).
     """
 
-    def __init__(self, base_model_path: str, num_epochs: Optional[int] = None, heartbeat_seconds: float = 2.0) -> None:
+    def __init__(
+        self,
+        base_model_path: str,
+        num_epochs: Optional[int] = None,
+        heartbeat_seconds: float = 2.0,
+        torch_threads: int = 1,
+    ) -> None:
         self.base_model_path = base_model_path
         self.num_epochs = num_epochs
         self.heartbeat_seconds = heartbeat_seconds
+        self.torch_threads = torch_threads
         self._checkpoint: Optional[Checkpoint] = None
         self._lock = threading.Lock()
 
     @classmethod
     def from_settings(cls, settings: ServerConfig) -> AdapterJobRunner:
-        """The runner of a server or worker: its base model, epochs and heartbeat interval."""
-        return cls(settings.base_model_path, settings.train_num_epochs, settings.job_heartbeat_seconds)
+        """The runner of a server or worker: its base model, epochs, heartbeat interval and threads."""
+        return cls(
+            settings.base_model_path, settings.train_num_epochs, settings.job_heartbeat_seconds, settings.torch_threads
+        )
 
     @property
     def checkpoint(self) -> Checkpoint:
@@ -127,7 +138,7 @@ class AdapterJobRunner:
             "adapter_save_dir": str(job_dir / "adapter"),
             "output_dir": str(job_dir / "run"),
             "device": "cpu",
-            "num_threads": 1,
+            "num_threads": self.torch_threads,
             "num_workers": 0,
         }
         if self.num_epochs is not None:

@@ -479,7 +479,7 @@ class AdapterTrainer(SupervisedTrainer):
             cache = build_trunk_cache(
                 base,
                 entries + list(self.valid_entries),
-                self.feature_extractor,
+                self.feature_extractor.without_dither(),  # dither blocks caching the training set: held-out only
                 point=point,
                 batch_size=batch_size,
                 device=device,

@@ -111,6 +111,8 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.num_epochs != MISSING:
             check_num_epochs(self.num_epochs)
+        if isinstance(self.log_every, int) and self.log_every < 1:  # refused before any work, not at the first log
+            raise ConfigError(f"train.log_every must be at least 1, got {self.log_every}")
 
 
 @dataclass

@@ -247,7 +247,7 @@ class MultiUserAdapterTrainer:
         cache = build_trunk_cache(
             model,
             entries,
-            next(iter(self.trainers.values())).feature_extractor,
+            next(iter(self.trainers.values())).feature_extractor.without_dither(),  # dither: held-out sets only
             point=point,
             batch_size=batch_size,
             device=self.device,
@@ -289,12 +289,13 @@ class MultiUserAdapterTrainer:
         config = self.config
         batch_size = batch_size or config.batch_size
         num_epochs = check_num_epochs(config.num_epochs if num_epochs is None else num_epochs)
-        if self.device.type == "cpu":
-            torch.set_num_threads(max(1, config.num_threads))
         model.to(self.device)
         set_aside = model.remove_adapter()
         cache: Optional[TrunkCache] = None
+        threads = torch.get_num_threads()  # the caller's count, given back at the end
         try:
+            if self.device.type == "cpu":
+                torch.set_num_threads(max(1, config.num_threads))
             self.adapters = {name: trainer.new_adapter(model) for name, trainer in self.trainers.items()}
             model.freeze_base_model()
             point = cache_point_for(config.adapter_type)
@@ -329,6 +330,7 @@ class MultiUserAdapterTrainer:
             results.update({name: {"adapter_path": None, "error": error} for name, error in self.failed_users.items()})
             return results
         finally:
+            torch.set_num_threads(threads)
             if cache is not None:
                 cache.close()
             if set_aside is not None:

@@ -8,7 +8,8 @@ Where the figures come from (Linux):
 - the process: the kernel's high-water mark of resident memory (``VmHWM``), reset when the measurement starts by
   writing ``5`` to ``/proc/self/clear_refs``; a kernel that refuses the reset gives the peak since the process started;
 - its worker processes: a sampler thread reads, every ``interval`` seconds, the memory private to each child process
-  (``Private_Clean + Private_Dirty`` of ``/proc/<pid>/smaps_rollup``, its unique set size). A forked DataLoader worker
+  started during the measurement (``Private_Clean + Private_Dirty`` of ``/proc/<pid>/smaps_rollup``, its unique set
+  size; children that were there before, a multiprocessing resource tracker say, are not the work's). A forked DataLoader worker
   shares the parent's pages until it writes them, so its resident size would count the model and the cache twice;
   the private part is what the worker adds. The figure is the largest sum over the live workers at one sample: a
   peak shorter than the interval can be missed;
@@ -22,7 +23,7 @@ import os
 import resource
 import threading
 from pathlib import Path
-from typing import Dict, Iterator, Optional, Union
+from typing import Dict, Iterator, Optional, Set, Union
 
 import torch
 
@@ -103,13 +104,18 @@ class PeakMemory:
         self._sampler: Optional[threading.Thread] = None
         self._exact = False
         self._workers_mb: Optional[float] = 0.0
+        self._children_before: Set[int] = set()
         self._result: Optional[Dict[str, Optional[float]]] = None
 
     def __enter__(self) -> PeakMemory:
         self._exact = _reset_peak_rss()
         if self.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(self.device)
-        self._sample_workers()
+        try:
+            self._children_before = set(_child_pids())
+        except OSError as exc:
+            logger.info("worker processes' memory is not measured here: %s", exc)
+            self._workers_mb = None
         self._sampler = threading.Thread(target=self._sample_loop, name="kospeech-peak-memory", daemon=True)
         self._sampler.start()
         return self
@@ -135,7 +141,7 @@ class PeakMemory:
         if self._workers_mb is None:
             return
         try:
-            total = sum(_private_mb(pid) for pid in _child_pids())
+            total = sum(_private_mb(pid) for pid in _child_pids() if pid not in self._children_before)
         except OSError as exc:
             logger.info("worker processes' memory is not measured here: %s", exc)
             self._workers_mb = None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import threading
@@ -22,8 +23,8 @@ from kospeech.data.features import FeatureConfig, FeatureExtractor, SpecAugment
 from kospeech.data.manifest import ManifestEntry
 from kospeech.data.silence_padding import SilencePadding
 from kospeech.decode import GreedyCTCDecoder
-from kospeech.device import loader_workers, resolve_device
-from kospeech.errors import TrainingError, TrainingInterrupted
+from kospeech.device import loader_workers, resolve_device, torch_threads
+from kospeech.errors import CheckpointError, TrainingError, TrainingInterrupted
 from kospeech.evaluation import EvaluationResult, evaluate, select_log_probs
 from kospeech.fileio import atomic_write_json, atomic_write_text
 from kospeech.metrics import ErrorRateMeter
@@ -183,29 +184,29 @@ class SupervisedTrainer:
         if self.distributed_training:
             self.dist = init_distributed(self.config.ddp_backend, self.device)
             self.device = self.dist.device_for(self.device)
-        if self.device.type == "cpu":
-            torch.set_num_threads(max(1, self.config.num_threads))
-        # rank 0 draws what a single process draws; DDP copies rank 0's initial weights to every rank
-        torch.manual_seed(self.config.seed + self.dist.rank)
-        model.to(self.device)
-        trained = self._wrap_distributed(model)
-        if self.dist.is_main:
-            self.output_dir.mkdir(parents=True, exist_ok=True)
-            self._write_run_config()
+        threads = self.config.num_threads if self.device.type == "cpu" else torch.get_num_threads()
+        with torch_threads(threads):  # the caller's count is back afterwards
+            # rank 0 draws what a single process draws; DDP copies rank 0's initial weights to every rank
+            torch.manual_seed(self.config.seed + self.dist.rank)
+            model.to(self.device)
+            trained = self._wrap_distributed(model)
+            if self.dist.is_main:
+                self.output_dir.mkdir(parents=True, exist_ok=True)
+                self._write_run_config()
 
-        train_loader, valid_loader = self._build_loaders(trained, batch_size)
-        self._stop_if_interrupted("after building the data loaders")  # setup can take long (caches, evaluations)
-        steps_per_epoch = epoch_time_step or len(train_loader)
-        optimizer = self._build_optimizer(trained, total_steps=steps_per_epoch * num_epochs)
-        self.state = TrainerState()
-        if resume:
-            self._resume(trained, optimizer)
-        self._on_train_start(trained, valid_loader)
-        self._stop_if_interrupted("before the first step")
-        self._train_epoches(trained, train_loader, valid_loader, optimizer, num_epochs)
-        self.check_trained()
-        self._on_train_end(trained)
-        return model
+            train_loader, valid_loader = self._build_loaders(trained, batch_size)
+            self._stop_if_interrupted("after building the data loaders")  # setup can take long (caches, evaluations)
+            steps_per_epoch = epoch_time_step or len(train_loader)
+            optimizer = self._build_optimizer(trained, total_steps=steps_per_epoch * num_epochs)
+            self.state = TrainerState()
+            if resume:
+                self._resume(trained, optimizer)
+            self._on_train_start(trained, valid_loader)
+            self._stop_if_interrupted("before the first step")
+            self._train_epoches(trained, train_loader, valid_loader, optimizer, num_epochs)
+            self.check_trained()
+            self._on_train_end(trained)
+            return model
 
     def _stop_if_interrupted(self, where: str) -> None:
         """Raise TrainingInterrupted if :attr:`interrupt` is set."""
@@ -241,7 +242,7 @@ class SupervisedTrainer:
         return train_loader, valid_loader
 
     def build_loader(self, entries: Sequence[ManifestEntry], batch_size: int, train: bool):
-        """A length-bucketed loader with this trainer's features (SpecAugment and workers only for training).
+        """A length-bucketed loader with this trainer's features (SpecAugment, dither and workers only for training).
 
         Under DDP the training loader yields this rank's share of the batches (the same count on every rank);
         evaluation loaders are not sharded (rank 0 validates on everything).
@@ -250,7 +251,7 @@ class SupervisedTrainer:
         padding = SilencePadding(self.feature_config.sample_rate) if (train and self.config.silence_padding) else None
         return build_dataloader(
             entries,
-            self.feature_extractor,
+            self.feature_extractor if train else self.feature_extractor.without_dither(),
             batch_size,
             shuffle=train,
             seed=self.config.seed,
@@ -526,8 +527,14 @@ class SupervisedTrainer:
             raise ValueError(f"{path}: the checkpoint's feature config differs from the training feature config")
         if checkpoint.optimizer_state_dict is None:
             raise ValueError(f"{path}: no optimizer state, cannot resume training from it")
-        unwrap_model(model).load_state_dict(checkpoint.model_state_dict)
-        optimizer.load_state_dict(checkpoint.optimizer_state_dict)
+        try:
+            unwrap_model(model).load_state_dict(checkpoint.model_state_dict)
+            optimizer.load_state_dict(checkpoint.optimizer_state_dict)
+        except (RuntimeError, ValueError, KeyError) as exc:
+            raise CheckpointError(
+                f"{path}: cannot resume from it: it was written by a run with another model or optimizer "
+                f"({str(exc).splitlines()[0]}); start a new output_dir or drop train.resume"
+            ) from exc
         saved = dict(checkpoint.trainer_state)
         rng_state = saved.pop("torch_rng_state", None)
         # checkpoints written before applied_steps was counted: every step that was not skipped was applied
@@ -538,10 +545,13 @@ class SupervisedTrainer:
         logger.info("resumed from %s at epoch %d, step %d", path, self.state.epoch + 1, self.state.global_step)
 
     def _write_run_config(self) -> None:
-        if self.resolved_config:
-            atomic_write_text(
-                self.output_dir / "config.yaml", OmegaConf.to_yaml(OmegaConf.create(self.resolved_config))
-            )
+        """``config.yaml`` in the run folder: the job's resolved config, or (a run started from Python, by the
+        service say) this trainer's own settings and features."""
+        record = self.resolved_config or {
+            "train": dataclasses.asdict(self.config),
+            "audio": self.feature_config.to_dict(),
+        }
+        atomic_write_text(self.output_dir / "config.yaml", OmegaConf.to_yaml(OmegaConf.create(record)))
 
 
 def _format_record(record: Dict[str, Any]) -> str:

@@ -192,8 +192,9 @@ def test_settings_are_typed_and_checked(tmp_path):
     # a lease shorter than 3 heartbeats would take running jobs from their workers between two heartbeats
     with pytest.raises(ConfigError, match=r"job_lease_seconds \(5\) must be at least 3 x server.job_heartbeat"):
         load_settings(["server.job_lease_seconds=5"])
-    quick = load_settings(["server.job_lease_seconds=1", "server.job_heartbeat_seconds=0.25"])
-    assert AdapterJobRunner.from_settings(quick).heartbeat_seconds == 0.25
+    quick = load_settings(["server.job_lease_seconds=1", "server.job_heartbeat_seconds=0.25", "server.torch_threads=2"])
+    runner = AdapterJobRunner.from_settings(quick)
+    assert runner.heartbeat_seconds == 0.25 and runner.torch_threads == 2  # a job runs on the process' own count
 
 
 def test_the_settings_table_of_the_docs_is_the_schema():

@@ -14,7 +14,7 @@ import yaml
 from kospeech.checkpoint import save_checkpoint
 from kospeech.cli.train_adapters import resolve_shard
 from kospeech.data.manifest import write_manifest
-from kospeech.device import loader_workers
+from kospeech.device import loader_workers, torch_threads
 from kospeech.model_builder import build_deepspeech2
 from kospeech.models import AdapterManager
 from kospeech.trainer import AdapterTrainConfig, AdapterTrainer, multi_user
@@ -264,7 +264,9 @@ def test_many_tiny_users_stream_through_in_groups(tmp_path, base_entries, corpus
     config = _config(
         tmp_path, base_model_path=str(checkpoint), num_epochs=1, warm_start_steps=0, alignment_steps=0, num_workers=1
     )
-    results = train_user_adapters(config, tmp_path / "users", group_size=8)
+    with torch_threads(2):
+        results = train_user_adapters(config, tmp_path / "users", group_size=8)
+        assert torch.get_num_threads() == 2  # the job ran on train.num_threads=1 and gave the count back
     assert [group["users"] for group in results["groups"]] == [names[start : start + 8] for start in range(0, 40, 8)]
     workers = loader_workers(1, 1)  # 1 where a core is left beside the training thread
     for group in results["groups"]:

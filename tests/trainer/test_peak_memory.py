@@ -1,5 +1,6 @@
 """PeakMemory: the process' peak, its DataLoader workers' own memory and the reset between two blocks."""
 
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -38,9 +39,17 @@ class _HoardingDataset(Dataset):
 
 def test_the_peak_of_a_block_counts_its_allocation_and_the_next_block_starts_afresh():
     before = _rss_mb()
-    with PeakMemory("cpu") as first:
-        block = torch.ones(300 * _MB // 4)  # 300 MB, written
-        del block
+    bystander = subprocess.Popen(
+        [sys.executable, "-c", "import time; time.sleep(30)"]
+    )  # a child the block did not start
+    try:
+        with PeakMemory("cpu", interval=0.02) as first:
+            block = torch.ones(300 * _MB // 4)  # 300 MB, written
+            time.sleep(0.1)
+            del block
+    finally:
+        bystander.kill()
+        bystander.wait()
     with PeakMemory("cpu") as second:
         small = torch.ones(10 * _MB // 4)
         del small

@@ -1,11 +1,14 @@
+import dataclasses
 import json
 import threading
 
 import pytest
 import torch
+import yaml
 
 from kospeech.checkpoint import load_checkpoint, save_checkpoint
-from kospeech.errors import TrainingInterrupted
+from kospeech.device import torch_threads
+from kospeech.errors import CheckpointError, ConfigError, TrainingInterrupted
 from kospeech.evaluation import evaluate
 from kospeech.model_builder import build_deepspeech2
 from kospeech.trainer import SupervisedTrainer, TrainConfig
@@ -146,10 +149,14 @@ def test_time_budget_stops_and_leaves_a_resumable_checkpoint(tmp_path, base_entr
         None,
         _record(feature_config, corpus_vocab, model_config),
     )
-    trainer.train(model)
+    with torch_threads(2):  # e.g. a server's own count: training runs on its num_threads, then gives it back
+        trainer.train(model)
+        assert torch.get_num_threads() == 2
     checkpoint = load_checkpoint(tmp_path / "last.pt")
     assert checkpoint.trainer_state["global_step"] == 1
     assert checkpoint.optimizer_state_dict is not None
+    recorded = yaml.safe_load((tmp_path / "config.yaml").read_text())  # a run started from Python records its own
+    assert recorded["train"]["max_minutes"] == 1e-6 and recorded["audio"] == feature_config.to_dict()
 
 
 def test_an_interrupt_stops_training_at_the_next_check(tmp_path, base_entries, corpus_vocab, feature_config):
@@ -182,3 +189,43 @@ def test_an_interrupt_stops_training_at_the_next_check(tmp_path, base_entries, c
 def test_trainer_refuses_empty_training_set(corpus_vocab, feature_config):
     with pytest.raises(ValueError, match="no training utterances"):
         SupervisedTrainer(TrainConfig(), corpus_vocab, feature_config, [])
+
+
+def test_held_out_features_carry_no_dither_whatever_the_seed(base_entries, corpus_vocab, feature_config):
+    """Dither is training noise: validation, test and the accept/reject decision see the features inference sees."""
+    dithered = dataclasses.replace(feature_config, dither=30.0)
+    entries = base_entries[:3]
+
+    def features(seed, config, train):
+        settings = TrainConfig(seed=seed, num_workers=0, num_threads=1, spec_augment=False, silence_padding=False)
+        trainer = SupervisedTrainer(settings, corpus_vocab, config, entries)
+        return next(iter(trainer.build_loader(entries, 3, train=train))).inputs
+
+    held_out = features(1, dithered, train=False)
+    assert torch.equal(held_out, features(2, dithered, train=False))
+    assert torch.equal(held_out, features(1, feature_config, train=False))
+    assert not torch.equal(features(1, dithered, train=True), features(2, dithered, train=True))  # training keeps it
+
+
+def test_resuming_with_another_model_names_the_checkpoint(tmp_path, base_entries, corpus_vocab, feature_config):
+    from kospeech.model_builder import DeepSpeech2Config
+
+    config = TrainConfig(
+        output_dir=str(tmp_path), batch_size=2, num_epochs=5, num_workers=0, max_minutes=1e-6, num_threads=1
+    )
+    first = DeepSpeech2Config(num_rnn_layers=1, rnn_hidden_dim=16)
+    record = _record(feature_config, corpus_vocab, first)
+    SupervisedTrainer(config, corpus_vocab, feature_config, base_entries[:4], None, record).train(
+        _model(feature_config, corpus_vocab, first)
+    )
+    wider = DeepSpeech2Config(num_rnn_layers=1, rnn_hidden_dim=24)
+    resumed = SupervisedTrainer(
+        dataclasses.replace(config, resume=True), corpus_vocab, feature_config, base_entries[:4], None, record
+    )
+    with pytest.raises(CheckpointError, match=r"last\.pt: cannot resume from it: .*another model"):
+        resumed.train(_model(feature_config, corpus_vocab, wider))
+
+
+def test_a_log_interval_of_zero_is_refused_before_any_work():
+    with pytest.raises(ConfigError, match="train.log_every must be at least 1, got 0"):
+        TrainConfig(log_every=0)
