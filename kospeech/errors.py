@@ -129,7 +129,8 @@ class UnknownUserError(KospeechError, LookupError):
     def __init__(self, user: str, available: Sequence[str], reason: str) -> None:
         super().__init__(
             f"unknown user {user!r}: {reason}; available adapters: {name_list(available)} "
-            "(fallback_to_base=True, or --fallback-to-base on the command line, uses the base model for such users)"
+            "(Recognizer(fallback_to_base=True), kospeech-transcribe --fallback-to-base or kospeech-eval "
+            "fallback_to_base=true uses the base model for such users)"
         )
         self.user = user
         self.available = list(available)

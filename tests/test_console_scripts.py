@@ -11,6 +11,7 @@ import pytest
 
 from kospeech.checkpoint import load_checkpoint
 from kospeech.cli import COMMANDS
+from kospeech.cli.common import exit_on_user_errors
 from kospeech.data.manifest import ManifestEntry, write_manifest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -74,6 +75,30 @@ def test_hydra_scripts_answer_mistakes_in_one_line(tmp_path):
         cwd=tmp_path,
     )
     assert users.returncode == 1 and "Traceback" not in users.stderr and "users folder" in users.stderr
+    (tmp_path / "ud").mkdir()
+    misspelled = _run(
+        [sys.executable, str(ROOT / "bin" / "train_adapters.py"), "--users-dir", "ud", "--base-model", "x.pt"]
+        + ["train.num_epoch=1"],
+        cwd=tmp_path,
+    )
+    assert misspelled.returncode == 1 and "Traceback" not in misspelled.stderr
+    assert misspelled.stderr.strip().splitlines()[-1].startswith("error: Could not override 'train.num_epoch'")
+    (tmp_path / "taken").write_text("a file, not a folder")
+    blocked = _run([sys.executable, str(ROOT / "bin" / "make_corpus.py"), "preset=tiny", "out_dir=taken"], cwd=tmp_path)
+    assert blocked.returncode == 1 and "Traceback" not in blocked.stderr
+    assert blocked.stderr.strip().splitlines()[-1].startswith("error: [Errno 17] File exists")
+
+
+def test_ctrl_c_ends_a_command_with_one_line_and_status_130(capsys):
+    def interrupted():
+        raise KeyboardInterrupt
+
+    with pytest.raises(SystemExit) as stopped:
+        exit_on_user_errors(interrupted)
+    assert stopped.value.code == 130
+    assert capsys.readouterr().err.strip() == (
+        "interrupted; a training run goes on from its last checkpoint with train.resume=true"
+    )
 
 
 def test_eval_entry_point_resolves_relative_paths_against_the_launch_directory(tmp_path):
@@ -104,3 +129,5 @@ def test_eval_entry_point_resolves_relative_paths_against_the_launch_directory(t
     results = json.loads((tmp_path / "rel" / "out" / "results.json").read_text(encoding="utf-8"))
     assert results["manifest"] == str(data / "test.tsv")
     assert results["base"]["num_utterances"] == 2 and 0.0 <= results["base"]["cer"] <= 1.0
+    recorded = (tmp_path / "rel" / "out" / "config.yaml").read_text(encoding="utf-8")  # resolved, beside the figures
+    assert "${" not in recorded and f"checkpoint_path: {tmp_path / 'rel' / 'base.pt'}" in recorded

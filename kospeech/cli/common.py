@@ -9,12 +9,14 @@ import sys
 from pathlib import Path
 from typing import Any, Callable, Iterable, List, Optional
 
+from hydra.errors import HydraException
 from hydra.utils import to_absolute_path
 from omegaconf import DictConfig, OmegaConf, open_dict
-from omegaconf.errors import MissingMandatoryValue
+from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
 from tqdm.auto import tqdm
 
 from kospeech.errors import KospeechError
+from kospeech.fileio import atomic_write_text
 from kospeech.trainer.configs import recipe_settings
 
 __all__ = [
@@ -118,26 +120,37 @@ def take_verbose_flag(argv: Optional[List[str]] = None) -> bool:
 
 
 def record_resolved_config(config: DictConfig, run_dir: Path) -> None:
-    """Log the resolved config at DEBUG (the run log always has it; the console only with ``-v``)."""
-    logger.debug("resolved config:\n%s", OmegaConf.to_yaml(config, resolve=True))
-    logger.info("resolved config: %s", Path(run_dir) / ".hydra" / "config.yaml")
+    """Write the resolved config to ``{run_dir}/config.yaml`` (Hydra's ``.hydra/config.yaml`` keeps the
+    interpolations, ``${now:...}`` say, unresolved) and log it at DEBUG (the console shows it with ``-v``)."""
+    resolved = OmegaConf.to_yaml(config, resolve=True)
+    logger.debug("resolved config:\n%s", resolved)
+    logger.info("resolved config: %s", atomic_write_text(Path(run_dir) / "config.yaml", resolved))
 
 
 def exit_on_user_errors(action: Callable[[], Any]) -> Any:
     """Run ``action()``; a user's mistake ends the process with one ``error: ...`` line on stderr and status 1.
 
-    Input and setup errors (a missing file, a bad value, a missing required key, a run that trained nothing) are
-    the user's to fix and need no traceback; it goes to the run log at DEBUG (and to the console with ``-v``).
-    Anything else is a bug and keeps its traceback.
+    Input and setup errors (a missing or unwritable path, a bad value or override, a missing required key, a run that
+    trained nothing) are the user's to fix and need no traceback; it goes to the run log at DEBUG (and to the console
+    with ``-v``). Ctrl-C ends with one line and status 130, logged; what was written is whole (atomic writes), and a
+    training run resumes from its last checkpoint. Anything else is a bug and keeps its traceback.
     """
     try:
         return action()
     except MissingMandatoryValue as exc:
         logger.debug("missing value", exc_info=True)
         sys.exit(f"error: {exc.full_key} is required and not set (add {exc.full_key}=...)")
-    except (KospeechError, FileNotFoundError, ValueError) as exc:
+    except (KospeechError, OSError, ValueError) as exc:
         logger.debug("the run stopped", exc_info=True)
         sys.exit(f"error: {exc}")
+    except (HydraException, OmegaConfBaseException) as exc:  # a bad override: their messages run over lines
+        logger.debug("the config was refused", exc_info=True)
+        cause = f" ({str(exc.__cause__).splitlines()[0]})" if exc.__cause__ is not None else ""
+        sys.exit(f"error: {str(exc).splitlines()[0]}{cause}")
+    except KeyboardInterrupt:
+        logger.warning("interrupted (Ctrl-C); the files written so far are whole")
+        print("interrupted; a training run goes on from its last checkpoint with train.resume=true", file=sys.stderr)
+        sys.exit(130)
 
 
 def one_line_errors(task: Callable[[DictConfig], Any]) -> Callable[[DictConfig], Any]:

@@ -141,7 +141,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     for path, user, result in transcribe_files(recognizer, files, users, return_timestamps=timings):
         if isinstance(result, Exception):
             failed += 1
-            print(f"error: {path}: {result}", file=sys.stderr)
+            message = str(result)
+            print(f"error: {message if str(path) in message else f'{path}: {message}'}", file=sys.stderr)
             if args.format == "jsonl":
                 print(strict_json({"path": str(path), "user": user, "error": str(result)}, indent=None))
         elif args.format == "jsonl":
