@@ -15,7 +15,7 @@ import sys
 from typing import List, Optional, Sequence, Tuple
 
 from kospeech.cli.common import setup_logging
-from kospeech.errors import ConfigError
+from kospeech.errors import ConfigError, KospeechError
 from kospeech.service.settings import ServerConfig, load_settings
 
 __all__ = ["main", "parse", "settings_from_argv", "settings_help", "split_settings"]
@@ -38,19 +38,27 @@ def split_settings(argv: Sequence[str]) -> Tuple[List[str], List[str]]:
     return settings, others
 
 
-def settings_from_argv(overrides: Sequence[str]) -> ServerConfig:
+def settings_from_argv(overrides: Sequence[str], needs_model: bool = False) -> ServerConfig:
     """Load the settings and log to stderr at their level; a bad setting ends the process with one line.
 
     Args:
         overrides: ``server.KEY=VALUE`` arguments.
+        needs_model: the process serves or trains (``kospeech-serve``, ``kospeech-worker``): a base checkpoint that
+            is missing or unreadable ends it now, not at its first request or job.
 
     Returns:
         The settings.
     """
     try:
         settings = load_settings(overrides)
+        if needs_model:
+            from kospeech.checkpoint import load_checkpoint  # here: kospeech-keys needs no torch
+
+            load_checkpoint(settings.base_model_path)
     except ConfigError as exc:
         sys.exit(f"error: {exc}")
+    except (KospeechError, OSError, ValueError) as exc:
+        sys.exit(f"error: server.base_model_path: {exc}")
     setup_logging(level=getattr(logging, settings.log_level.upper()))
     return settings
 
@@ -71,7 +79,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     from kospeech.service.app import create_app
 
     overrides = parse("Run the kospeech personalization service (HTTP API).", argv)
-    settings = settings_from_argv(overrides)
+    settings = settings_from_argv(overrides, needs_model=True)
     uvicorn.run(
         create_app(settings),
         host=settings.host,

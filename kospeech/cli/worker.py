@@ -29,7 +29,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     from kospeech.service.training import AdapterJobRunner
 
     overrides = parse("Run the kospeech personalization service's training jobs.", argv)
-    settings = settings_from_argv(overrides)
+    settings = settings_from_argv(overrides, needs_model=True)
     torch.set_num_threads(settings.torch_threads)
     engine = create_db_engine(settings.database())
     migrate(engine)

@@ -5,6 +5,8 @@ import dataclasses
 import hashlib
 import os
 import re
+import subprocess
+import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -284,3 +286,18 @@ def test_abandoned_uploads_are_swept_and_fresh_ones_kept(tmp_path):
     assert storage.sweep_uploads() == 1
     assert not abandoned.exists() and fresh.is_file()  # a running request's upload is left alone
     assert storage.sweep_uploads(older_than_seconds=0) == 1 and not fresh.exists()
+
+
+@pytest.mark.parametrize("command", ["serve", "worker"])
+def test_a_server_or_worker_without_a_usable_base_model_stops_at_once(tmp_path, command):
+    """Not at its first request or job: one line naming the setting, status 1."""
+    executable = Path(sys.executable).parent / f"kospeech-{command}"
+    missing = tmp_path / "missing.pt"
+    result = subprocess.run(
+        [str(executable), f"server.data_dir={tmp_path}", f"server.base_model_path={missing}", "server.port=1"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1] == f"error: server.base_model_path: checkpoint not found: {missing}"
