@@ -12,7 +12,7 @@ key                         content
 ``vocab``                   :meth:`Vocabulary.to_dict`
 ``feature_config``          :meth:`FeatureConfig.to_dict` (training and inference use the same)
 ``optimizer_state_dict``    optimizer + scheduler state for resuming (optional)
-``trainer_state``           epoch, step, best CER, history, RNG state (optional)
+``trainer_state``           epoch, step, best CER, history, every rank's RNG states (optional)
 ``train_config``            the resolved training config as plain containers (optional)
 ``metrics``                 last validation loss / CER / WER (optional)
 ``confidence_calibration``  word and utterance confidence maps fitted on held-out data (optional, added by

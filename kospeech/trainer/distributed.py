@@ -25,7 +25,7 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass
-from typing import Mapping, Optional, Union
+from typing import Any, List, Mapping, Optional, Union
 
 import torch
 import torch.distributed as dist
@@ -96,6 +96,14 @@ class DistributedContext:
         flag = self._flag(value, torch.device(device))
         dist.broadcast(flag, src=0)
         return bool(flag.item())
+
+    def gather(self, value: Any) -> List[Any]:
+        """Every rank's ``value`` (picklable), in rank order, on every rank: one all-gather (``[value]`` alone)."""
+        if not self.enabled:
+            return [value]
+        values: List[Any] = [None] * self.world_size
+        dist.all_gather_object(values, value)
+        return values
 
     def barrier(self) -> None:
         """Wait until every rank gets here (no-op for a single process)."""

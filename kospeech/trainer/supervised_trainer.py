@@ -155,6 +155,7 @@ class SupervisedTrainer:
         self.state = TrainerState()
         self.dist = DistributedContext()
         self.interrupt: Optional[threading.Event] = None
+        self._rng_states: Optional[List[Dict[str, Any]]] = None  # every rank's, gathered for the next checkpoint
         """Set from another thread to stop training after the current step (``train`` raises TrainingInterrupted)."""
 
     def train(
@@ -315,6 +316,7 @@ class SupervisedTrainer:
                     progress.update(1)
                     progress.set_postfix(loss=f"{tally.mean_loss:.3f}", cer=f"{tally.meter.cer:.3f}")
                 if self.config.checkpoint_every and state.global_step % self.config.checkpoint_every == 0:
+                    self._gather_rng_states()
                     self._save_checkpoint(model, optimizer, self.checkpoint_name)
                 # under DDP every rank must stop after the same step: the budget is agreed on
                 if budget_seconds is not None and self.dist.any_true(state.elapsed_seconds >= budget_seconds):
@@ -343,6 +345,7 @@ class SupervisedTrainer:
         if completed:
             self.state.epoch += 1
             self.state.step_in_epoch = 0
+        self._gather_rng_states()
         if not self.dist.is_main:
             return False
         return self._end_of_epoch(model, optimizer, valid_loader, {**tally.figures(), "completed": completed})
@@ -496,7 +499,7 @@ class SupervisedTrainer:
         if not self.dist.is_main:
             return None
         trainer_state = asdict(self.state)
-        trainer_state["torch_rng_state"] = torch.get_rng_state()
+        trainer_state["rng_states"] = self._rng_states if self._rng_states is not None else [self._own_rng_state()]
         return save_checkpoint(
             self.output_dir / name,
             model,
@@ -536,13 +539,44 @@ class SupervisedTrainer:
                 f"({str(exc).splitlines()[0]}); start a new output_dir or drop train.resume"
             ) from exc
         saved = dict(checkpoint.trainer_state)
-        rng_state = saved.pop("torch_rng_state", None)
+        rng_states = saved.pop("rng_states", None)
+        legacy_rng_state = saved.pop("torch_rng_state", None)  # checkpoints before every rank's streams were kept
         # checkpoints written before applied_steps was counted: every step that was not skipped was applied
         saved.setdefault("applied_steps", saved.get("global_step", 0) - saved.get("skipped_steps", 0))
         self.state = TrainerState(**saved)
-        if rng_state is not None and self.dist.is_main:  # the saved stream is rank 0's; other ranks keep their own
-            torch.set_rng_state(rng_state)
+        if rng_states is None and legacy_rng_state is not None:
+            rng_states = [{"cpu": legacy_rng_state, "cuda": None}]
+        self._restore_rng_state(rng_states)
         logger.info("resumed from %s at epoch %d, step %d", path, self.state.epoch + 1, self.state.global_step)
+
+    def _own_rng_state(self) -> Dict[str, Any]:
+        """This process' random streams: the CPU generator's, and the CUDA device's on a GPU."""
+        cuda = torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None
+        return {"cpu": torch.get_rng_state(), "cuda": cuda}
+
+    def _gather_rng_states(self) -> None:
+        """Every rank's random streams, kept for the next checkpoint, so that a resumed run draws each rank's dropout
+        masks and augmentation as the uninterrupted run would. Every rank calls it at the same points."""
+        self._rng_states = self.dist.gather(self._own_rng_state())
+
+    def _restore_rng_state(self, saved: Optional[List[Dict[str, Any]]]) -> None:
+        """Continue this rank's random streams from a checkpoint's (nothing when it has none)."""
+        if not saved:
+            return
+        if len(saved) == self.dist.world_size:
+            own = saved[self.dist.rank]
+        elif self.dist.is_main:
+            logger.warning(
+                "the checkpoint holds the random streams of %d processes, this run has %d: only rank 0 continues its own",
+                len(saved),
+                self.dist.world_size,
+            )
+            own = saved[0]
+        else:
+            return
+        torch.set_rng_state(own["cpu"])
+        if own.get("cuda") is not None and self.device.type == "cuda":
+            torch.cuda.set_rng_state(own["cuda"], self.device)
 
     def _write_run_config(self) -> None:
         """``config.yaml`` in the run folder: the job's resolved config, or (a run started from Python, by the

@@ -106,6 +106,57 @@ def test_a_non_finite_loss_on_one_rank_skips_the_step_on_every_rank(
         assert torch.isfinite(value).all() and torch.equal(value, results[1]["state"][key]), key
 
 
+class _StoppedAt(Exception):
+    pass
+
+
+class _StopsAtStep(SupervisedTrainer):
+    """Stops at the start of a given global step, as a killed job would (0: never)."""
+
+    stop_at = 0
+
+    def _train_step(self, model, batch, optimizer, meter):
+        if self.state.global_step + 1 == self.stop_at:
+            raise _StoppedAt()
+        return super()._train_step(model, batch, optimizer, meter)
+
+
+def _resume_rank_main(rank, world_size, port, entries, vocab, feature_config, out_dir):
+    """On each rank: a run to its end; a run stopped at step 4 (after the checkpoint of step 3); that run resumed."""
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE=str(world_size), RANK=str(rank), LOCAL_RANK=str(rank)
+    )
+    torch.set_num_threads(1)
+    record = {"input_dim": feature_config.feature_dim, "num_classes": len(vocab), **MODEL.__dict__}
+    finals = {}
+    for name, stop_at, resume in (("whole", 0, False), ("cut", 4, False), ("cut", 0, True)):
+        config = TrainConfig(
+            output_dir=str(out_dir / name), batch_size=3, num_epochs=2, num_workers=0, num_threads=1, log_every=100,
+            checkpoint_every=1, spec_augment=True, warmup_steps=2, device="cpu", resume=resume,
+        )  # fmt: skip
+        torch.manual_seed(0)
+        model = build_deepspeech2(feature_config.feature_dim, len(vocab), MODEL)  # dropout 0.1: draws every step
+        trainer = _StopsAtStep(config, vocab, feature_config, entries, entries[:3], record)
+        trainer.stop_at = stop_at
+        try:
+            finals[name] = {key: value.clone() for key, value in trainer.train(model).state_dict().items()}
+        except _StoppedAt:
+            pass
+    torch.save(finals, out_dir / f"resume{rank}.pt")
+    torch.distributed.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_a_resumed_ddp_run_continues_every_ranks_random_draws(tmp_path, base_entries, corpus_vocab, feature_config):
+    entries = base_entries[:14]
+    arguments = (2, _free_port(), entries, corpus_vocab, feature_config, tmp_path)
+    mp.spawn(_resume_rank_main, args=arguments, nprocs=2, join=True)
+    for rank in range(2):
+        finals = torch.load(tmp_path / f"resume{rank}.pt", weights_only=True)
+        for key, value in finals["whole"].items():
+            assert torch.equal(value, finals["cut"][key]), (rank, key)
+
+
 @pytest.mark.slow
 def test_two_process_ddp_training_on_cpu(tmp_path, base_entries, corpus_vocab, feature_config):
     entries = base_entries[:14]  # 5 batches of 3: rank 0 gets batches 0, 2, 4 and rank 1 gets 1, 3 and 0 again
