@@ -16,6 +16,8 @@ Many machines: each process takes one shard of the users (user ``k`` of the name
 torchrun on a machine with GPUs each process trains on ``cuda:LOCAL_RANK`` (when ``train.device`` is ``auto`` or
 ``cuda``).
 
+``-v`` / ``--verbose`` shows the DEBUG lines (written to the log file in any case) on the console too.
+
 Exit status: 1 when a user got no adapter; but 0 (the users reported) when the shard comes from torchrun or a
 Kubernetes indexed job, where a non-zero exit would stop the other processes or retry the whole shard.
 """
@@ -31,7 +33,13 @@ import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from kospeech.cli.common import apply_adapter_recipe, config_dir, exit_on_user_errors, setup_logging
+from kospeech.cli.common import (
+    apply_adapter_recipe,
+    config_dir,
+    exit_on_user_errors,
+    setup_logging,
+    take_verbose_flag,
+)
 from kospeech.config import register_configs
 from kospeech.errors import name_list
 from kospeech.fileio import strict_json
@@ -165,7 +173,9 @@ def resolve_shard(
 
 
 def main() -> None:
-    """``kospeech-train-adapters`` (and ``python bin/train_adapters.py``); mistakes end with one ``error:`` line."""
+    """``kospeech-train-adapters`` (and ``python bin/train_adapters.py``); mistakes end with one ``error:`` line;
+    ``-v`` / ``--verbose`` shows DEBUG lines on the console too."""
+    take_verbose_flag()
     args = parse_args()
     exit_on_user_errors(lambda: train(args))
 

@@ -83,7 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=",".join(AUDIO_EXTENSIONS),
         help="file extensions picked up from directories, comma separated",
     )
-    parser.add_argument("--verbose", action="store_true", help="log progress to stderr")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress to stderr")
     return parser
 
 
