@@ -17,7 +17,7 @@ import logging
 from pathlib import Path
 from typing import List
 
-from kospeech.cli.common import setup_logging
+from kospeech.cli.common import exit_on_user_errors, setup_logging
 from kospeech.data.ksponspeech import (
     COMPAT_MODES,
     EVAL_SPLITS,
@@ -77,8 +77,16 @@ def _eval_splits(scripts_dir: Path, explicit: bool) -> List[str]:
 
 
 def main(argv=None) -> None:
+    """``kospeech-preprocess-kspon``; a mistake ends with one ``error:`` line and status 1."""
     args = parse_args(argv)
     setup_logging()
+    exit_on_user_errors(lambda: _preprocess(args))
+
+
+def _preprocess(args: argparse.Namespace) -> None:
+    # the evaluation scripts are looked for first: a wrong --scripts-dir is reported before hours of work
+    scripts_dir = args.scripts_dir if args.scripts_dir is not None else args.root_dir / SCRIPTS_FOLDER
+    splits = _eval_splits(scripts_dir, explicit=args.scripts_dir is not None)
     summary = preprocess_ksponspeech(
         args.root_dir,
         args.out_dir,
@@ -91,8 +99,11 @@ def main(argv=None) -> None:
         progress=not args.no_progress,
         compat=args.compat,
     )
-    scripts_dir = args.scripts_dir if args.scripts_dir is not None else args.root_dir / SCRIPTS_FOLDER
-    splits = _eval_splits(scripts_dir, explicit=args.scripts_dir is not None)
+    for split in EVAL_SPLITS:
+        stale = Path(args.out_dir) / f"{split}.tsv"
+        if split not in splits and stale.exists():  # an earlier run's, labelled with another vocabulary
+            stale.unlink()
+            logger.warning("removed %s left by an earlier run", stale)
     if splits:
         summary["eval"] = preprocess_ksponspeech_eval(
             args.root_dir,

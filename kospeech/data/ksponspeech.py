@@ -478,6 +478,9 @@ def preprocess_ksponspeech(
     train_ids, valid_ids = _split_valid(len(entries), valid_ratio, seed)
     train_manifest = write_manifest(out / "train.tsv", _pick(entries, train_ids))
     valid_manifest = write_manifest(out / "valid.tsv", _pick(entries, valid_ids)) if valid_ids else None
+    if valid_manifest is None and (out / "valid.tsv").exists():  # an earlier run's, of other utterances and labels
+        (out / "valid.tsv").unlink()
+        logger.warning("removed %s left by an earlier run: this run holds nothing out", out / "valid.tsv")
     vocab_path = vocab.to_csv(out / "vocab.csv")
     labels: Dict[str, Optional[str]] = {"kospeech_labels": None, "kospeech_transcripts": None}
     if compat == "kospeech":

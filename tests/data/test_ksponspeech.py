@@ -190,6 +190,8 @@ def test_preprocess_valid_split_is_seeded(tmp_path: Path) -> None:
     valid = read_manifest(first["valid_manifest"])
     assert {e.audio_path for e in train}.isdisjoint(e.audio_path for e in valid)
     assert [e.audio_path for e in valid] == [e.audio_path for e in read_manifest(second["valid_manifest"])]
+    again = preprocess_ksponspeech(tmp_path / "corpus", tmp_path / "a", progress=False)  # nothing held out now
+    assert again["valid_manifest"] is None and not (tmp_path / "a" / "valid.tsv").exists()
 
 
 def test_preprocess_refuses_bad_input(tmp_path: Path) -> None:
@@ -525,7 +527,7 @@ def test_cli_compat_modes_and_eval_sets(tmp_path: Path, capsys: pytest.CaptureFi
     # today's rules: punctuation dropped, "%" read out, and the eval files are not training data
     transcripts = [e.transcript for e in read_manifest(summary["train_manifest"])]
     assert transcripts == ["세 시에 만나자", "이거 10 퍼센트 맞아", "이거 10 퍼센트 맞아", "에이 에스 가 됐어"]
-    with pytest.raises(ValueError, match="keep_punctuation applies to compat='clean' only"):
+    with pytest.raises(SystemExit, match="^error: keep_punctuation applies to compat='clean' only"):
         cli.main([str(tmp_path / "corpus"), str(tmp_path / "bad"), "--keep-punctuation", "--no-progress"])
 
 
@@ -543,5 +545,10 @@ def test_cli_scripts_dir(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     printed = capsys.readouterr()  # the CLI logs to stderr
     assert set(json.loads(printed.out)["eval"]) == {"eval_clean"}
     assert f"no eval_other.trn in {moved}: eval_other.tsv is not written" in printed.err
-    with pytest.raises(FileNotFoundError, match="holds none of"):
+    with pytest.raises(SystemExit, match="^error: --scripts-dir .* holds none of"):
         cli.main([str(tmp_path / "corpus"), str(tmp_path / "c"), "--scripts-dir", str(tmp_path), "--no-progress"])
+    assert not (tmp_path / "c").exists()  # refused before any work
+    # the same folder again without the scripts: the earlier run's eval_clean.tsv is not left to pass for this one's
+    assert (tmp_path / "b" / "eval_clean.tsv").exists()
+    cli.main([str(tmp_path / "corpus"), str(tmp_path / "b"), "--no-progress"])
+    assert not (tmp_path / "b" / "eval_clean.tsv").exists()
