@@ -15,7 +15,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
 from tqdm.auto import tqdm
 
-from kospeech.errors import KospeechError
+from kospeech.errors import ConfigError, KospeechError
 from kospeech.fileio import atomic_write_text
 from kospeech.trainer.configs import recipe_settings
 
@@ -206,6 +206,10 @@ def absolutize_paths(config: DictConfig, keys: Iterable[str] = PATH_KEYS) -> Dic
     return config
 
 
+_FROM_THE_BASE = ("audio", "model")
+"""Config groups an adapter run does not read: the base checkpoint records them."""
+
+
 def apply_adapter_recipe(train: DictConfig, overrides: Iterable[str]) -> dict:
     """Give an adapter job its type's recipe for every ``train.*`` setting the command line did not set.
 
@@ -218,12 +222,22 @@ def apply_adapter_recipe(train: DictConfig, overrides: Iterable[str]) -> dict:
 
     Returns:
         The settings the recipe filled in (logged).
+
+    Raises:
+        ConfigError: an override of ``audio``, ``model`` or ``data.unit``, which the base checkpoint decides (it
+            would be recorded in the run's config and silently not used).
     """
     explicit = set()
     for override in overrides:
         key = override.split("=", 1)[0].lstrip("+~")
         if key.startswith("train."):
             explicit.add(key[len("train.") :])
+        elif key.split(".")[0] in _FROM_THE_BASE or key == "data.unit":
+            raise ConfigError(
+                f"{override}: an adapter run takes its features, architecture and output units from its base "
+                "checkpoint (train.base_model_path); the adapter is set with train.adapter_type, "
+                "train.adapter_hidden_dims, train.adapter_bottleneck_dim"
+            )
     settings = recipe_settings(train.adapter_type, explicit)
     for key, value in settings.items():
         train[key] = value

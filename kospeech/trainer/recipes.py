@@ -208,7 +208,8 @@ def train_adapter_model(job: Any) -> Dict[str, Any]:
 
     torch.manual_seed(config.seed)
     model = checkpoint.build_model(device=resolve_device(config.device))
-    resolved = _plain(job)
+    # what the run used: the base checkpoint's features and architecture, not the config groups' defaults
+    resolved = {**_plain(job), "audio": feature_config.to_dict(), "model": dict(checkpoint.model_config)}
     trainer = AdapterTrainer(
         config, vocab, feature_config, train_entries, valid_entries, checkpoint.model_config, resolved_config=resolved
     )

@@ -18,6 +18,7 @@ from kospeech.cli.common import apply_adapter_recipe, config_dir
 from kospeech.config import register_configs
 from kospeech.data.manifest import read_manifest
 from kospeech.data.synthetic.corpus import build_user_sets
+from kospeech.errors import ConfigError
 from kospeech.inference import Recognizer
 from kospeech.models import AdapterManager, registered_adapter
 from kospeech.trainer import AdapterTrainConfig, AdapterTrainer
@@ -192,6 +193,12 @@ def _compose(*overrides):
     return OmegaConf.to_object(job.train)
 
 
+@pytest.mark.parametrize("override", ["audio=mfcc", "model.adapter_type=encoder", "data.unit=grapheme"])
+def test_settings_the_base_checkpoint_decides_are_refused_in_an_adapter_run(override):
+    with pytest.raises(ConfigError, match=f"^{override}: an adapter run takes .* from its base checkpoint"):
+        _compose(override)
+
+
 def test_the_seed_line_keeps_the_yaml_values_for_head():
     train = _compose()
     assert train.adapter_type == "head" and train.adapter_hidden_dims == [512, 256]
@@ -252,6 +259,8 @@ def test_the_cli_records_the_recipe_and_says_plainly_when_an_adapter_is_rejected
     assert recorded.adapter_bottleneck_dim == 24 and recorded.adapter_extractor_bottleneck_dim == 32
     assert list(recorded.speed_perturbation) == [0.9, 1.1]
     assert recorded.peak_lr == 2e-3 and recorded.num_epochs == 1
+    run = OmegaConf.load(tmp_path / "enc" / "config.yaml")  # the base checkpoint's features, not the group's default
+    assert run.audio.num_mels == 40 and run.model.rnn_hidden_dim == 256
 
     rejected = subprocess.run(
         [
