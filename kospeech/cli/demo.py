@@ -12,7 +12,9 @@ from pathlib import Path
 import torch
 
 from kospeech.cli.common import setup_logging
+from kospeech.data.synthetic.corpus import PRESETS
 from kospeech.demo import DemoConfig, format_table, run_demo
+from kospeech.models import registered_adapter_types
 
 
 def main() -> None:
@@ -20,10 +22,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--corpus-dir", default=defaults.corpus_dir, help="full corpus (only to train a missing base)")
     parser.add_argument("--users-dir", default=defaults.users_dir, help="where the users' speech is synthesized")
-    parser.add_argument("--preset", default=defaults.corpus_preset, help="corpus preset: tiny, demo or bench")
+    parser.add_argument("--preset", default=defaults.corpus_preset, choices=sorted(PRESETS), help="corpus preset")
     parser.add_argument("--base", default=defaults.base_model_path, help="base checkpoint (trained when missing)")
     parser.add_argument("--output-dir", default=defaults.output_dir, help="adapters, results.json and the plot")
-    parser.add_argument("--adapter-type", default=defaults.adapter.adapter_type, help="head, residual_head or encoder")
+    parser.add_argument(
+        "--adapter-type", default=defaults.adapter.adapter_type, choices=registered_adapter_types(), help="adapter type"
+    )
     parser.add_argument("--epochs", type=int, default=defaults.adapter.num_epochs, help="maximum adapter epochs")
     parser.add_argument("--users", nargs="*", default=None, help="users to adapt (default: all built-in users)")
     parser.add_argument("--max-enroll", type=int, default=None, help="enrollment utterances per user (default all)")
