@@ -14,6 +14,8 @@ import logging
 import sys
 from typing import List, Optional, Sequence, Tuple
 
+from sqlalchemy.engine import make_url
+
 from kospeech.cli.common import setup_logging
 from kospeech.errors import ConfigError, KospeechError
 from kospeech.service.settings import ServerConfig, load_settings
@@ -59,8 +61,25 @@ def settings_from_argv(overrides: Sequence[str], needs_model: bool = False) -> S
         sys.exit(f"error: {exc}")
     except (KospeechError, OSError, ValueError) as exc:
         sys.exit(f"error: server.base_model_path: {exc}")
+    _check_database(settings.database())
     setup_logging(level=getattr(logging, settings.log_level.upper()))
     return settings
+
+
+def _check_database(url: str) -> None:
+    """End the process with one line when the database cannot be reached (before a server or worker starts)."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from kospeech.service.db import create_db_engine
+
+    try:
+        engine = create_db_engine(url)
+        with engine.connect():
+            pass
+    except (SQLAlchemyError, OSError) as exc:
+        reason = str(getattr(exc, "orig", None) or exc).splitlines()[0]
+        sys.exit(f"error: server.database_url: cannot connect to {make_url(url).render_as_string()}: {reason}")
+    engine.dispose()
 
 
 def parse(description: str, argv: Optional[List[str]]) -> List[str]:

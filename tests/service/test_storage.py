@@ -301,3 +301,22 @@ def test_a_server_or_worker_without_a_usable_base_model_stops_at_once(tmp_path, 
     )
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert result.stderr.strip().splitlines()[-1] == f"error: server.base_model_path: checkpoint not found: {missing}"
+
+
+def test_an_unreachable_database_ends_a_command_in_one_line_without_its_password(tmp_path):
+    url = "postgresql+psycopg://kospeech:hunter2@127.0.0.1:1/asr"  # nothing listens on port 1
+    result = subprocess.run(
+        [
+            str(Path(sys.executable).parent / "kospeech-keys"),
+            "list",
+            f"server.data_dir={tmp_path}",
+            f"server.database_url={url}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 1 and "Traceback" not in result.stderr and "hunter2" not in result.stderr
+    assert result.stderr.strip().startswith(
+        "error: server.database_url: cannot connect to postgresql+psycopg://kospeech:***@"
+    )
