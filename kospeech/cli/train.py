@@ -119,7 +119,7 @@ def main() -> None:
                 quoted = len(value) >= 2 and value[0] == value[-1] and value[0] in "'\""
                 validate_adapter_name(value[1:-1] if quoted else value)
             except InvalidNameError as exc:
-                sys.exit(f"train.adapter_name: {exc}")
+                sys.exit(f"error: train.adapter_name: {exc}")
     if int(os.environ.get("RANK", "0")) > 0:
         sys.argv.append("hydra.output_subdir=null")  # under torchrun rank 0 alone writes .hydra/ to the run folder
     hydra_main()

@@ -90,7 +90,7 @@ def load_config(args: argparse.Namespace) -> AdapterTrainConfig:
     for override in args.overrides:
         key = override.split("=", 1)[0].lstrip("+~")
         if key in _PATH_OPTIONS:
-            sys.exit(f"set {key} with {_PATH_OPTIONS[key]}, not as an override")
+            sys.exit(f"error: set {key} with {_PATH_OPTIONS[key]}, not as an override")
     # base_model_path is required by the schema; the placeholder is replaced below
     overrides = ["train=adapter_train", "train.base_model_path=unset", *args.overrides]
     with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):

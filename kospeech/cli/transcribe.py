@@ -19,6 +19,8 @@ import sys
 from pathlib import Path
 from typing import Dict, List, Optional
 
+from tqdm.auto import tqdm
+
 from kospeech.decode import check_beam_size
 from kospeech.fileio import atomic_write_text, strict_json
 from kospeech.inference import (
@@ -138,7 +140,10 @@ def main(argv: Optional[List[str]] = None) -> int:
         return 2
     failed = 0
     timings = args.timestamps or subtitles
+    # a bar on the terminal while the results go to a file or a pipe (on the terminal itself they show the progress)
+    progress = tqdm(total=len(files), unit="file", desc="transcribing", disable=not _bar_wanted(), file=sys.stderr)
     for path, user, result in transcribe_files(recognizer, files, users, return_timestamps=timings):
+        progress.update(1)
         if isinstance(result, Exception):
             failed += 1
             message = str(result)
@@ -152,9 +157,15 @@ def main(argv: Optional[List[str]] = None) -> int:
         else:
             print(f"{escape_field(str(path))}\t{result.text}")
         sys.stdout.flush()
+    progress.close()
     if failed:
         print(f"{failed} of {len(files)} files failed", file=sys.stderr)
     return 1 if failed else 0
+
+
+def _bar_wanted() -> bool:
+    """A progress bar only when stderr is a terminal and the results do not go to that terminal."""
+    return sys.stderr.isatty() and not sys.stdout.isatty()
 
 
 _FIELD_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\r": "\\r", "\n": "\\n"})

@@ -1,6 +1,14 @@
 """bin/inference.py (files, directories, user maps, text/jsonl, errors) and per-user CER/WER evaluation."""
 
+import fcntl
 import json
+import os
+import pty
+import select
+import struct
+import subprocess
+import sys
+import termios
 from pathlib import Path
 
 import pytest
@@ -156,3 +164,23 @@ def test_eval_recipe_reports_per_user_figures(world, tmp_path):
     assert per_user["overall"]["base"]["cer"] == pytest.approx(results["base"]["cer"])
     written = json.loads((tmp_path / "eval" / "results.json").read_text(encoding="utf-8"))
     assert written["per_user"]["overall"] == per_user["overall"]
+
+
+def test_a_progress_bar_shows_on_the_terminal_while_the_results_go_to_a_pipe(world):
+    terminal, stderr = pty.openpty()
+    fcntl.ioctl(stderr, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))  # a terminal 100 columns wide
+    environment = {key: value for key, value in os.environ.items() if key != "TQDM_DISABLE"}
+    command = [str(Path(sys.executable).parent / "kospeech-transcribe"), "--checkpoint", str(world.checkpoint)]
+    try:
+        done = subprocess.run(
+            [*command, *map(str, world.wavs[:3])], stdout=subprocess.PIPE, stderr=stderr, env=environment, timeout=120
+        )
+        chunks = []
+        while select.select([terminal], [], [], 0.5)[0]:  # everything the command wrote to its terminal
+            chunks.append(os.read(terminal, 1 << 16))
+        shown = b"".join(chunks).decode("utf-8", "replace")
+    finally:
+        os.close(stderr)
+        os.close(terminal)
+    assert done.returncode == 0 and len(done.stdout.decode().splitlines()) == 3
+    assert "transcribing" in shown and "3/3" in shown

@@ -148,6 +148,8 @@ def test_openapi_lists_every_endpoint(service):
         "/v1/jobs/{job_id}",
     } <= set(paths)
     assert paths["/v1/users"]["post"]["responses"]["201"]
+    operation_ids = [operation["operationId"] for path in paths.values() for operation in path.values()]
+    assert len(operation_ids) == len(set(operation_ids)) and set(paths["/healthz"]) == {"get", "head"}
 
 
 # --------------------------------------------------------------------------------------------------------------- users
