@@ -693,6 +693,7 @@ class AdapterTrainer(SupervisedTrainer):
                     optimizer.step()
                     done += 1
                     progress.update(1)
+                    self._stop_if_interrupted(f"at {phase} step {done}")  # a shutdown need not wait for the rest
                     if done >= steps:
                         break
                 if done == fitted:  # no batch has a valid frame: nothing to fit

@@ -196,6 +196,12 @@ class AdapterTrainConfig(TrainConfig, AdapterSettings):
         default=None, metadata={"help": "folder for spilled cache entries (default: {output_dir}/trunk_cache)"}
     )
 
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        patience = self.early_stopping_patience
+        if isinstance(patience, int) and patience < 1:  # 0 stopped after the first epoch, even an improving one
+            raise ConfigError(f"train.early_stopping_patience must be at least 1 validation, got {patience}")
+
     @classmethod
     def for_adapter_type(cls, adapter_type: str, **settings: Any) -> AdapterTrainConfig:
         """A config for ``adapter_type`` with its recipe (see :func:`recipe_settings`), then ``settings`` on top.

@@ -1,7 +1,10 @@
+import threading
+
 import pytest
 import torch
 
 from kospeech.data.manifest import read_manifest
+from kospeech.errors import TrainingInterrupted
 from kospeech.model_builder import build_deepspeech2
 from kospeech.models import AdapterManager, DeepSpeech2
 from kospeech.trainer import AdapterTrainConfig, AdapterTrainer, split_holdout
@@ -167,3 +170,26 @@ def test_same_seed_gives_the_same_adapter_whatever_the_global_rng_drew_before(
     assert adapters[0].keys() == adapters[1].keys()
     for key in adapters[0]:
         assert torch.equal(adapters[0][key], adapters[1][key]), key
+
+
+def test_an_interrupt_stops_the_warm_start_at_its_next_step(tmp_path, user_entries, corpus_vocab, feature_config):
+    """A shutdown during the warm start (up to 150 steps before the first epoch) stops after the current step."""
+    model = build_deepspeech2(
+        feature_config.feature_dim, len(corpus_vocab), {"num_rnn_layers": 1, "rnn_hidden_dim": 16}
+    )
+    config = _adapter_config(tmp_path, warm_start_steps=50, alignment_steps=0, cache_trunk=False)
+    trainer = AdapterTrainer(config, corpus_vocab, feature_config, user_entries)
+    trainer.interrupt = threading.Event()
+    divergence = trainer._frame_divergence
+
+    def divergence_then_interrupt(*args):  # another thread's request, arriving during an early warm-start step
+        if divergence_then_interrupt.calls == 2:
+            trainer.interrupt.set()
+        divergence_then_interrupt.calls += 1
+        return divergence(*args)
+
+    divergence_then_interrupt.calls = 0
+    trainer._frame_divergence = divergence_then_interrupt
+    with pytest.raises(TrainingInterrupted, match=r"at warm start step [1-3]$"):  # not after all 50
+        trainer.train(model, adapter_name="alice")
+    assert trainer.state.global_step == 0

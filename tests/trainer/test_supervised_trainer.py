@@ -11,7 +11,7 @@ from kospeech.device import torch_threads
 from kospeech.errors import CheckpointError, ConfigError, TrainingInterrupted
 from kospeech.evaluation import evaluate
 from kospeech.model_builder import build_deepspeech2
-from kospeech.trainer import SupervisedTrainer, TrainConfig
+from kospeech.trainer import AdapterTrainConfig, SupervisedTrainer, TrainConfig
 
 
 def _model(feature_config, vocab, model_config, seed=0):
@@ -229,3 +229,5 @@ def test_resuming_with_another_model_names_the_checkpoint(tmp_path, base_entries
 def test_a_log_interval_of_zero_is_refused_before_any_work():
     with pytest.raises(ConfigError, match="train.log_every must be at least 1, got 0"):
         TrainConfig(log_every=0)
+    with pytest.raises(ConfigError, match="train.early_stopping_patience must be at least 1 validation, got 0"):
+        AdapterTrainConfig(base_model_path="base.pt", early_stopping_patience=0)
