@@ -90,7 +90,7 @@ def run_demo(config: DemoConfig) -> List[Dict[str, Any]]:
         base_path = train_demo_base(config)
     checkpoint = load_checkpoint(base_path)
     vocab, feature_config = checkpoint.vocab, checkpoint.feature_config
-    extractor = FeatureExtractor(feature_config)
+    extractor = FeatureExtractor(feature_config).without_dither()  # test features, as inference computes them
     manifests = build_user_sets(
         config.users_dir,
         vocab,

@@ -82,7 +82,11 @@ def _publish_new(tmp_name: str, path: Path) -> None:
         raise
     except OSError:  # a file system without hard links (some SMB or FAT mounts): reserve the name, then fill it
         os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
-        os.replace(tmp_name, path)
+        try:
+            os.replace(tmp_name, path)
+        except BaseException:
+            os.unlink(path)  # the empty reservation, never left to pass for a file
+            raise
     else:
         os.unlink(tmp_name)
 
@@ -151,10 +155,9 @@ def atomic_write_json(path: PathLike, obj: Any, sort_keys: bool = False) -> Path
     return atomic_write_text(path, strict_json(obj, sort_keys=sort_keys) + "\n")
 
 
-def atomic_torch_save(obj: Dict[str, Any], path: PathLike, *, replace: bool = True) -> Path:
-    """Atomically ``torch.save`` a plain dict (tensors, numbers, strings, lists, dicts) to ``path`` (``replace``: see
-    :func:`atomic_write`)."""
-    return atomic_write(path, lambda handle: torch.save(obj, handle), replace=replace)
+def atomic_torch_save(obj: Dict[str, Any], path: PathLike) -> Path:
+    """Atomically ``torch.save`` a plain dict (tensors, numbers, strings, lists, dicts) to ``path``."""
+    return atomic_write(path, lambda handle: torch.save(obj, handle))
 
 
 def safe_torch_load(path: PathLike, what: str = "file") -> Dict[str, Any]:

@@ -96,9 +96,10 @@ def test_ctrl_c_ends_a_command_with_one_line_and_status_130(capsys):
     with pytest.raises(SystemExit) as stopped:
         exit_on_user_errors(interrupted)
     assert stopped.value.code == 130
-    assert capsys.readouterr().err.strip() == (
-        "interrupted; a training run goes on from its last checkpoint with train.resume=true"
-    )
+    assert capsys.readouterr().err.strip() == "interrupted; the files written so far are whole"
+    with pytest.raises(SystemExit):
+        exit_on_user_errors(interrupted, resume_hint="run it again with --resume")
+    assert capsys.readouterr().err.strip().endswith("whole; run it again with --resume")
 
 
 def test_eval_entry_point_resolves_relative_paths_against_the_launch_directory(tmp_path):

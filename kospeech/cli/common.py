@@ -127,13 +127,14 @@ def record_resolved_config(config: DictConfig, run_dir: Path) -> None:
     logger.info("resolved config: %s", atomic_write_text(Path(run_dir) / "config.yaml", resolved))
 
 
-def exit_on_user_errors(action: Callable[[], Any]) -> Any:
+def exit_on_user_errors(action: Callable[[], Any], resume_hint: Optional[str] = None) -> Any:
     """Run ``action()``; a user's mistake ends the process with one ``error: ...`` line on stderr and status 1.
 
     Input and setup errors (a missing or unwritable path, a bad value or override, a missing required key, a run that
     trained nothing) are the user's to fix and need no traceback; it goes to the run log at DEBUG (and to the console
-    with ``-v``). Ctrl-C ends with one line and status 130, logged; what was written is whole (atomic writes), and a
-    training run resumes from its last checkpoint. Anything else is a bug and keeps its traceback.
+    with ``-v``). Ctrl-C ends with one line and status 130, logged; what was written is whole (atomic writes); a
+    command that can go on where it stopped says how in ``resume_hint``. Anything else is a bug and keeps its
+    traceback.
     """
     try:
         return action()
@@ -149,19 +150,25 @@ def exit_on_user_errors(action: Callable[[], Any]) -> Any:
         sys.exit(f"error: {str(exc).splitlines()[0]}{cause}")
     except KeyboardInterrupt:
         logger.warning("interrupted (Ctrl-C); the files written so far are whole")
-        print("interrupted; a training run goes on from its last checkpoint with train.resume=true", file=sys.stderr)
+        print(
+            f"interrupted; the files written so far are whole{f'; {resume_hint}' if resume_hint else ''}",
+            file=sys.stderr,
+        )
         sys.exit(130)
 
 
-def one_line_errors(task: Callable[[DictConfig], Any]) -> Callable[[DictConfig], Any]:
-    """Wrap a Hydra task function with :func:`exit_on_user_errors`, after naming every required key left unset."""
+def one_line_errors(
+    task: Callable[[DictConfig], Any], resume_hint: Optional[str] = None
+) -> Callable[[DictConfig], Any]:
+    """Wrap a Hydra task function with :func:`exit_on_user_errors` (and its ``resume_hint``), after naming every
+    required key left unset."""
 
     @functools.wraps(task)
     def run(config: DictConfig) -> Any:
         missing = sorted(OmegaConf.missing_keys(config))
         if missing:
             sys.exit(f"error: required and not set: {', '.join(missing)} (add {missing[0]}=...)")
-        return exit_on_user_errors(lambda: task(config))
+        return exit_on_user_errors(lambda: task(config), resume_hint)
 
     return run
 

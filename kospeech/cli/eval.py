@@ -67,7 +67,7 @@ def evaluate_checkpoint(job: Any) -> Dict[str, Any]:
         manifest = resolve_data(to_dataclass(job.data, DataConfig)).test_manifest
         logger.info("no manifest_path given: scoring the built-in corpus' base test set %s", manifest)
     entries = read_manifest(manifest, vocab, relabel=True)  # ids come from the checkpoint's own vocabulary
-    loader = build_dataloader(entries, FeatureExtractor(feature_config), job.batch_size, shuffle=False)
+    loader = build_dataloader(entries, FeatureExtractor(feature_config).without_dither(), job.batch_size, shuffle=False)
     results: Dict[str, Any] = {"checkpoint": str(job.checkpoint_path), "manifest": str(manifest)}
     loss_fn = CTCLoss(vocab.blank_id)
     base_model_output = evaluate(

@@ -78,7 +78,11 @@ def _check_database(url: str) -> None:
             pass
     except (SQLAlchemyError, OSError) as exc:
         reason = str(getattr(exc, "orig", None) or exc).splitlines()[0]
-        sys.exit(f"error: server.database_url: cannot connect to {make_url(url).render_as_string()}: {reason}")
+        try:
+            shown = make_url(url).render_as_string()  # the password hidden
+        except SQLAlchemyError:
+            sys.exit(f"error: server.database_url: not a database URL: {reason}")
+        sys.exit(f"error: server.database_url: cannot connect to {shown}: {reason}")
     engine.dispose()
 
 

@@ -9,6 +9,7 @@ Base training on several processes (DistributedDataParallel; see docs/performanc
     torchrun --standalone --nproc_per_node=2 bin/main.py --config-name=train train=ds2_train
 """
 
+import functools
 import logging
 import os
 import sys
@@ -71,7 +72,9 @@ register_help()
 
 
 @hydra.main(config_path=config_dir(), config_name="train", version_base="1.3")
-@one_line_errors
+@functools.partial(
+    one_line_errors, resume_hint="a base training run goes on from its last checkpoint with train.resume=true"
+)
 def hydra_main(config: DictConfig) -> None:
     """The Hydra job: an adapter run for ``train=adapter_train``, base training otherwise."""
     absolutize_paths(config)
@@ -84,7 +87,7 @@ def hydra_main(config: DictConfig) -> None:
             )
         setup_logging(Path(config.train.output_dir) / "train.log")
         apply_adapter_recipe(config.train, HydraConfig.get().overrides.task)
-        record_resolved_config(config, Path(config.train.output_dir))
+        # its config.yaml is the trainer's: the base checkpoint's features and architecture, not the groups' defaults
         results = train_adapter(config)
         print(strict_json(results))
         if results["rejected"]:

@@ -177,7 +177,7 @@ def main() -> None:
     ``-v`` / ``--verbose`` shows DEBUG lines on the console too."""
     take_verbose_flag()
     args = parse_args()
-    exit_on_user_errors(lambda: train(args))
+    exit_on_user_errors(lambda: train(args), "the same command with --resume keeps the adapters already trained")
 
 
 def train(args: argparse.Namespace) -> None:

@@ -103,6 +103,7 @@ class LruAdapterCache:
         self._lock = threading.Lock()
         self._weight_held = 0
         self._hits = self._misses = self._evictions = self._reloads = self._rejected = 0
+        self._forgets = 0  # bumped by _forget: a load that started before one is served but not cached
 
     def _path(self, name: str) -> Path:
         """The file ``name`` is served from (each cache says where); called without the lock held.
@@ -123,6 +124,13 @@ class LruAdapterCache:
         """Remove a cached entry; the caller holds the lock."""
         entry = self._entries.pop(name)
         self._weight_held -= entry.weight
+
+    def _forget(self, names: List[str]) -> None:
+        """Remove entries that must not come back (a deleted user's), also from a load under way; the caller holds
+        the lock."""
+        self._forgets += 1
+        for name in names:
+            self._drop(name)
 
     def get(self, name: str) -> Optional[AdapterModule]:
         """The adapter of ``name``, loading it on a miss or when its file changed; ``None`` when it is not served.
@@ -146,6 +154,7 @@ class LruAdapterCache:
                 self._rejected += entry.adapter is None
                 return entry.adapter
             self._misses += 1
+            forgets = self._forgets
         # loaded without the lock: a slow load (a cold file, a network share) holds up no other user's lookup
         adapter = self._loader(path)
         with self._lock:
@@ -153,6 +162,8 @@ class LruAdapterCache:
             entry = self._current(name, path, stamp)
             if entry is not None:  # another thread loaded the same file meanwhile: serve one module
                 return entry.adapter
+            if self._forgets != forgets:  # entries were forgotten during the load (a deleted user): cache nothing
+                return adapter
             if name in self._entries:
                 self._reloads += 1
                 self._drop(name)

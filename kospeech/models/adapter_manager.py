@@ -34,12 +34,13 @@ outside its directory is not followed.
 
 from __future__ import annotations
 
+import io
 import logging
 import numbers
 import os
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple, Union
+from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
 
 import torch
 from omegaconf import DictConfig, ListConfig, OmegaConf
@@ -72,6 +73,7 @@ ADAPTER_FILE_SUFFIX = "_adapter.pt"
 MAX_ADAPTER_NAME_LENGTH = 64
 MAX_ADAPTER_WEIGHT = 1e4
 VERSIONS_DIR_NAME = "versions"
+_VERSION_TRIES = 1000
 """Largest magnitude an adapter weight may hold: trained adapters stay below 10; a file beyond is damaged or hostile."""
 _NAME_CHARACTERS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-")
 _NAME_RULE = (
@@ -397,9 +399,9 @@ class AdapterManager:
         if not _is_main_process():
             return path
         if as_version:
-            path = AdapterManager._write_next_version(
-                save_path, name, lambda target: atomic_torch_save(content, target, replace=False)
-            )
+            serialized = io.BytesIO()
+            torch.save(content, serialized)
+            path = AdapterManager._write_next_version(save_path, name, serialized.getvalue())
         else:
             atomic_torch_save(content, path)
         logger.debug("saved %s adapter %r to %s", content["adapter_type"], name, path)
@@ -636,28 +638,37 @@ class AdapterManager:
         if not active.is_file():
             return None
         _check_inside(active, Path(save_dir))
-        data = active.read_bytes()
-        target = AdapterManager._write_next_version(
-            save_dir, adapter_name, lambda path: atomic_write(path, lambda handle: handle.write(data), replace=False)
-        )
+        target = AdapterManager._write_next_version(save_dir, adapter_name, active.read_bytes())
         logger.info("kept the active adapter %r as version %s", adapter_name, target)
         return target
 
     @staticmethod
     def _next_version(save_dir: PathLike, adapter_name: str) -> Path:
-        kept = AdapterManager.list_versions(save_dir, adapter_name)
-        return AdapterManager.versions_dir(save_dir, adapter_name) / f"{(kept[-1][0] + 1) if kept else 1:06d}.pt"
+        """The version file after every ``NNNNNN.pt`` entry of the folder (whatever the entry is: a stray link or
+        folder under a version's name is stepped over, not written to)."""
+        folder = AdapterManager.versions_dir(save_dir, adapter_name)
+        taken = [int(entry.stem) for entry in folder.glob("*.pt") if entry.stem.isdigit()] if folder.is_dir() else []
+        return folder / f"{max(taken, default=0) + 1:06d}.pt"
 
     @staticmethod
-    def _write_next_version(save_dir: PathLike, adapter_name: str, write_new: Callable[[Path], Path]) -> Path:
-        """Write a kept version under the next free number with ``write_new(path)``, which must refuse an existing
-        file (``FileExistsError``): a process keeping a version at the same moment takes one number, this one the
-        next, and neither file replaces the other."""
-        while True:
+    def _write_next_version(save_dir: PathLike, adapter_name: str, content: bytes) -> Path:
+        """Write ``content`` as a kept version under the next free number, only where no file has that name: a
+        process keeping a version at the same moment takes one number, this one the next, and neither file replaces
+        the other.
+
+        Raises:
+            OSError: no free number after many tries (another process keeps writing versions of this adapter).
+        """
+        for _ in range(_VERSION_TRIES):
             try:
-                return write_new(AdapterManager._next_version(save_dir, adapter_name))
+                return atomic_write(
+                    AdapterManager._next_version(save_dir, adapter_name),
+                    lambda handle: handle.write(content),
+                    replace=False,
+                )
             except FileExistsError:
                 continue
+        raise OSError(f"no free version number for adapter {adapter_name!r} in {save_dir} after {_VERSION_TRIES} tries")
 
     @staticmethod
     def restore_version(save_dir: PathLike, adapter_name: str, version: int) -> Path:

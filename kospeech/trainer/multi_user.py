@@ -57,7 +57,7 @@ from kospeech.data.dataset import SpeechDataset, worker_init_fn
 from kospeech.data.features import FeatureConfig
 from kospeech.data.manifest import ManifestEntry, read_manifest
 from kospeech.data.sampler import BucketBatchSampler, SampleKey
-from kospeech.device import resolve_device
+from kospeech.device import resolve_device, torch_threads
 from kospeech.errors import KospeechError, TrainingError, name_list
 from kospeech.fileio import atomic_write_json, atomic_write_text
 from kospeech.models import AdapterRouter, DeepSpeech2, RowBlock
@@ -292,49 +292,50 @@ class MultiUserAdapterTrainer:
         model.to(self.device)
         set_aside = model.remove_adapter()
         cache: Optional[TrunkCache] = None
-        threads = torch.get_num_threads()  # the caller's count, given back at the end
-        try:
-            if self.device.type == "cpu":
-                torch.set_num_threads(max(1, config.num_threads))
-            self.adapters = {name: trainer.new_adapter(model) for name, trainer in self.trainers.items()}
-            model.freeze_base_model()
-            point = cache_point_for(config.adapter_type)
-            blocker = train_cache_blocker(config, self.feature_config)
-            cache_train = config.cache_trunk and blocker is None
-            if config.cache_trunk and blocker is not None:
-                logger.info(
-                    "trunk cache for the held-out sets only: %s; each step runs the trunk once for all users", blocker
+        threads = config.num_threads if self.device.type == "cpu" else torch.get_num_threads()
+        with torch_threads(threads):  # the caller's count is back afterwards
+            try:
+                self.adapters = {name: trainer.new_adapter(model) for name, trainer in self.trainers.items()}
+                model.freeze_base_model()
+                point = cache_point_for(config.adapter_type)
+                blocker = train_cache_blocker(config, self.feature_config)
+                cache_train = config.cache_trunk and blocker is None
+                if config.cache_trunk and blocker is not None:
+                    logger.info(
+                        "trunk cache for the held-out sets only: %s; each step runs the trunk once for all users",
+                        blocker,
+                    )
+                keys: Dict[str, Tuple[Optional[List[int]], List[int]]] = {name: (None, []) for name in self.trainers}
+                if config.cache_trunk:
+                    cache, keys = self._shared_cache(model, point, cache_train, batch_size)
+                torch.manual_seed(config.seed)
+                rng_state = torch.get_rng_state()
+                for name, trainer in self.trainers.items():
+                    adapter = self.adapters[name]
+                    trainer.start(
+                        model,
+                        adapter,
+                        batch_size=batch_size,
+                        num_epochs=num_epochs,
+                        rng_state=rng_state,
+                        cached_model=CachedTrunkModel(model, point, adapter),
+                        cache=cache,
+                        train_keys=keys[name][0],
+                        valid_keys=keys[name][1],
+                    )
+                runs = list(self.trainers.values())
+                mixed_loader = None if cache_train else self._mixed_loader(runs)
+                self._train_lockstep(model, runs, mixed_loader, point, num_epochs)
+                results = {name: trainer.finish() for name, trainer in self.trainers.items()}
+                results.update(
+                    {name: {"adapter_path": None, "error": error} for name, error in self.failed_users.items()}
                 )
-            keys: Dict[str, Tuple[Optional[List[int]], List[int]]] = {name: (None, []) for name in self.trainers}
-            if config.cache_trunk:
-                cache, keys = self._shared_cache(model, point, cache_train, batch_size)
-            torch.manual_seed(config.seed)
-            rng_state = torch.get_rng_state()
-            for name, trainer in self.trainers.items():
-                adapter = self.adapters[name]
-                trainer.start(
-                    model,
-                    adapter,
-                    batch_size=batch_size,
-                    num_epochs=num_epochs,
-                    rng_state=rng_state,
-                    cached_model=CachedTrunkModel(model, point, adapter),
-                    cache=cache,
-                    train_keys=keys[name][0],
-                    valid_keys=keys[name][1],
-                )
-            runs = list(self.trainers.values())
-            mixed_loader = None if cache_train else self._mixed_loader(runs)
-            self._train_lockstep(model, runs, mixed_loader, point, num_epochs)
-            results = {name: trainer.finish() for name, trainer in self.trainers.items()}
-            results.update({name: {"adapter_path": None, "error": error} for name, error in self.failed_users.items()})
-            return results
-        finally:
-            torch.set_num_threads(threads)
-            if cache is not None:
-                cache.close()
-            if set_aside is not None:
-                model.attach_adapter(set_aside)
+                return results
+            finally:
+                if cache is not None:
+                    cache.close()
+                if set_aside is not None:
+                    model.attach_adapter(set_aside)
 
     def _mixed_loader(self, runs: Sequence[AdapterTrainer]) -> DataLoader:
         """One loader over every user's training set: each step holds every active user's next batch."""

@@ -154,8 +154,8 @@ class SupervisedTrainer:
         self.decoder = GreedyCTCDecoder(vocab)
         self.state = TrainerState()
         self.dist = DistributedContext()
-        self.interrupt: Optional[threading.Event] = None
         self._rng_states: Optional[List[Dict[str, Any]]] = None  # every rank's, gathered for the next checkpoint
+        self.interrupt: Optional[threading.Event] = None
         """Set from another thread to stop training after the current step (``train`` raises TrainingInterrupted)."""
 
     def train(

@@ -131,6 +131,15 @@ def test_versions_kept_at_the_same_moment_each_get_their_own_number(world):
     assert versions[0][1].read_bytes() == active
 
 
+def test_a_stray_entry_under_a_versions_name_is_stepped_over(world):
+    folder = AdapterManager.versions_dir(world.adapter_dir, "alice")
+    folder.mkdir(parents=True)
+    (folder / "000001.pt").symlink_to(folder / "gone.pt")  # a dangling link, not a version
+    (folder / "000002.pt").mkdir()  # a folder, not a version
+    kept = AdapterManager.keep_version(world.adapter_dir, "alice")
+    assert kept.name == "000003.pt" and kept.read_bytes() == (world.adapter_dir / "alice_adapter.pt").read_bytes()
+
+
 def test_without_hard_links_a_new_file_is_still_never_written_over_another(tmp_path, monkeypatch):
     def no_links(*_):
         raise PermissionError("operation not permitted")  # what an SMB or FAT mount answers

@@ -211,3 +211,24 @@ def test_the_cache_loads_new_versions_reloads_changed_files_and_stays_within_its
     assert cache.names() == [bob2] and cache.bytes == size  # the new version superseded the old one
     cache.forget_user("bob")
     assert len(cache) == 0 and cache.bytes == 0
+
+
+def test_a_user_deleted_while_their_adapter_loads_is_not_cached_again(tmp_path):
+    reading, finish = threading.Event(), threading.Event()
+    base = Recognizer.from_checkpoint(BASE_MODEL)
+
+    def slow_loader(path):
+        reading.set()
+        assert finish.wait(10)
+        return base.load_adapter(path)
+
+    cache = ByteBoundedAdapterCache(tmp_path, slow_loader, 1 << 30)
+    alice = serving_name("alice", 1)
+    cache.bind({alice: save_adapter(tmp_path / "a", "alice", seed=0)})
+    loading = threading.Thread(target=cache.get, args=(alice,))
+    loading.start()
+    assert reading.wait(10)
+    cache.forget_user("alice")  # DELETE /v1/users/alice while the model thread reads her file
+    finish.set()
+    loading.join(10)
+    assert len(cache) == 0 and cache.bytes == 0

@@ -1,7 +1,8 @@
 """User ids (per tenant) and tenant names unique regardless of case (unique indexes on ``lower(...)``): on a
 case-insensitive file system (macOS, an SMB or Azure Files share) ``Alice`` and ``alice`` would share one folder, and
 deleting one would delete the other's audio and adapters. A database that already holds such a pair is not changed:
-the upgrade stops and names the pairs, to be renamed or deleted before the next start.
+the upgrade stops, names the pairs and says how to rename one of each (in the database and on disk: no server can
+start on that database before).
 
 Revision ID: 0004
 Revises: 0003
@@ -36,7 +37,9 @@ def upgrade() -> None:
         clashes = [f"tenant {name!r}" for (name,) in tenants] + [f"user {tenant}/{user}" for tenant, user in users]
         raise RuntimeError(
             "these ids differ only in case, so they would share folders on a case-insensitive file system: "
-            f"{', '.join(clashes)}; delete or rename one of each (kospeech-keys, DELETE /v1/users/...) and start again"
+            f"{', '.join(clashes)}; the service cannot start on this database until one of each is renamed in it "
+            "(UPDATE users SET user_id = '<new id>' WHERE id = '<its row id>'; tenants: UPDATE tenants SET name = ...) "
+            "and its folder under data_dir/tenants/ renamed to match"
         )
     op.create_index("uq_users_tenant_user_folded", "users", ["tenant_id", sa.text("lower(user_id)")], unique=True)
     op.create_index("uq_tenants_name_folded", "tenants", [sa.text("lower(name)")], unique=True)
