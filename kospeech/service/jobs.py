@@ -265,6 +265,7 @@ class JobQueue:
         # a folder per attempt: a run that lost the job (recovery queued it again) never shares one with its successor
         job_dir = self.storage.job_dir(tenant, user_id, f"{job_id}-{attempt}")
         interrupt = threading.Event()
+        folder_removed = False
         with self._lock:
             if self._stopping:
                 interrupt.set()
@@ -282,6 +283,9 @@ class JobQueue:
             self._record(job_id, attempt, user_pk, outcome)
         except TrainingInterrupted:
             if self._stopping:
+                # emptied before the job is queued again: its next run takes the same attempt, so the same folder
+                self._remove_run_folder(job_dir)
+                folder_removed = True
                 self._put_back(job_id, attempt)
             else:
                 logger.info(
@@ -306,8 +310,13 @@ class JobQueue:
         finally:
             with self._lock:
                 self._running.pop(job_id, None)
-            self.storage.remove_tree(job_dir)
-            self.storage.prune_empty_folders(job_dir.parent)  # a deleted user's jobs/ folder, and its own if empty
+            if not folder_removed:  # a run put back removed it already: its successor may be using it by now
+                self._remove_run_folder(job_dir)
+
+    def _remove_run_folder(self, job_dir: Path) -> None:
+        """Remove a run's folder, and the user's ``jobs/`` folder (and their own) when that leaves them empty."""
+        self.storage.remove_tree(job_dir)
+        self.storage.prune_empty_folders(job_dir.parent)
 
     def _record(self, job_id: str, attempt: int, user_pk: str, outcome: TrainingOutcome) -> None:
         """Keep the trained adapter as the user's next version (active unless rejected) and end the job, in one commit.
