@@ -27,8 +27,9 @@ write adapters that servers read. On several machines it is a shared file system
 from __future__ import annotations
 
 import logging
+import os
 import shutil
-import time
+import tempfile
 import uuid
 from pathlib import Path
 
@@ -99,12 +100,17 @@ class Storage:
 
     def sweep_uploads(self, older_than_seconds: float = ABANDONED_UPLOAD_SECONDS) -> int:
         """Remove the upload files older than ``older_than_seconds`` (by modification time): those of requests whose
-        server was killed. Safe beside running servers, whose uploads are younger. Returns how many were removed."""
-        cutoff = time.time() - older_than_seconds
+        server was killed. Safe beside running servers, whose uploads are younger. Returns how many were removed.
+
+        Ages are measured on the file system's clock (the time stamp of a file made for the purpose), not this
+        machine's: on a shared folder, a machine whose clock runs ahead would otherwise take live uploads for old.
+        """
+        with tempfile.NamedTemporaryFile(dir=self.uploads_dir, prefix=".clock-") as probe:
+            cutoff = os.fstat(probe.fileno()).st_mtime - older_than_seconds
         removed = 0
         for path in self.uploads_dir.iterdir():
             try:
-                if path.is_file() and path.stat().st_mtime < cutoff:
+                if path.is_file() and not path.name.startswith(".clock-") and path.stat().st_mtime < cutoff:
                     path.unlink()
                     removed += 1
             except FileNotFoundError:  # another process' sweep took it

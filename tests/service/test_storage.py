@@ -12,6 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+import time_machine
 from alembic import command as alembic_command
 from alembic.autogenerate import compare_metadata
 from alembic.config import Config
@@ -285,7 +286,9 @@ def test_abandoned_uploads_are_swept_and_fresh_ones_kept(tmp_path):
     os.utime(abandoned, (two_hours_ago, two_hours_ago))  # a killed server's upload
     assert storage.sweep_uploads() == 1
     assert not abandoned.exists() and fresh.is_file()  # a running request's upload is left alone
-    assert storage.sweep_uploads(older_than_seconds=0) == 1 and not fresh.exists()
+    with time_machine.travel(time.time() + 7200):  # this machine's clock two hours ahead of the shared folder's
+        assert storage.sweep_uploads() == 0 and fresh.is_file()
+    assert storage.sweep_uploads(older_than_seconds=-1) == 1 and not fresh.exists()
 
 
 @pytest.mark.parametrize("command", ["serve", "worker"])
