@@ -144,10 +144,10 @@ def test_a_killed_workers_job_is_queued_again_and_failed_when_out_of_attempts(tm
     engine.dispose()
 
 
-def test_leases_are_measured_on_the_databases_clock_on_postgresql(tmp_path, postgres_url):
+def test_leases_are_measured_on_the_databases_clock_on_postgresql(tmp_path, fresh_postgres_url):
     """A worker on a machine whose clock is two hours behind claims a job and sends heartbeats; a worker with a right
     clock runs recovery: the live run keeps its job (on its own clock, its heartbeat would look two hours old)."""
-    settings = settings_for(tmp_path, f"server.database_url={postgres_url}", "server.job_lease_seconds=60")
+    settings = settings_for(tmp_path, f"server.database_url={fresh_postgres_url}", "server.job_lease_seconds=60")
     make_keys(settings)
     queue, engine = _queue(settings)
     job_id = _job_row(queue.sessions, status="queued", attempts=0)
