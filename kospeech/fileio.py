@@ -27,6 +27,7 @@ __all__ = [
     "atomic_write_json",
     "atomic_write_text",
     "atomic_torch_save",
+    "process_status_field",
     "safe_torch_load",
     "sha256_file",
     "strict_json",
@@ -110,15 +111,26 @@ _PROCESS_STATUS = Path("/proc/self/status")
 _UMASK_LOCK = threading.Lock()
 
 
+def process_status_field(key: str) -> Optional[str]:
+    """The value of ``key`` (``"Umask"``, ``"VmHWM"``, ...) in Linux' ``/proc/self/status``, without its unit; ``None``
+    where the file or the key is missing (not Linux)."""
+    try:
+        lines = _PROCESS_STATUS.read_text().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        name, _, value = line.partition(":")
+        if name == key and value.split():
+            return value.split()[0]
+    return None
+
+
 def _current_umask() -> int:
     """The process' umask, read without changing it where the kernel tells (Linux' ``Umask:`` line): setting it, even
     for an instant, would give files that other threads create meanwhile the wrong mode (0666)."""
-    try:
-        for line in _PROCESS_STATUS.read_text().splitlines():
-            if line.startswith("Umask:"):
-                return int(line.split()[1], 8)
-    except (OSError, ValueError, IndexError):
-        pass
+    umask = process_status_field("Umask")
+    if umask is not None and umask.isdigit():
+        return int(umask, 8)
     with _UMASK_LOCK:  # elsewhere the only way to read it is to set it and put it back
         mask = os.umask(0o077)
         os.umask(mask)

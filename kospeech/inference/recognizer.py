@@ -22,7 +22,6 @@ logged warning.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
 from dataclasses import dataclass, field
@@ -171,9 +170,10 @@ class Recognizer:
             raise ValueError("give adapter_dir or adapter_cache_factory, not both")
         if len(vocab) != model.num_classes:
             raise ValueError(f"the vocabulary has {len(vocab)} tokens but the model {model.num_classes} classes")
-        self.feature_config = dataclasses.replace(feature_config).validate()
+        extractor = FeatureExtractor(feature_config)
+        self.feature_config = extractor.config
         # no dither when transcribing: the same audio gives the same answer, and the caller's torch RNG is left alone
-        self.feature_extractor = FeatureExtractor(self.feature_config).without_dither()
+        self.feature_extractor = extractor.without_dither()
         if self.feature_config.feature_dim != model.input_dim:
             raise ValueError(
                 f"the features have {self.feature_config.feature_dim} bins but the model expects {model.input_dim}"

@@ -72,9 +72,10 @@ FORMAT_VERSION = 1
 ADAPTER_FILE_SUFFIX = "_adapter.pt"
 MAX_ADAPTER_NAME_LENGTH = 64
 MAX_ADAPTER_WEIGHT = 1e4
+"""Largest magnitude an adapter weight may hold: trained adapters stay below 10; a file beyond is damaged or hostile."""
 VERSIONS_DIR_NAME = "versions"
 _VERSION_TRIES = 1000
-"""Largest magnitude an adapter weight may hold: trained adapters stay below 10; a file beyond is damaged or hostile."""
+"""Version numbers tried in turn before keeping a version gives up (each lost to a writer racing for it)."""
 _NAME_CHARACTERS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-")
 _NAME_RULE = (
     f"an adapter name is 1 to {MAX_ADAPTER_NAME_LENGTH} ASCII letters, digits, '_', '.' or '-', "

@@ -284,7 +284,7 @@ class JobQueue:
         except TrainingInterrupted:
             if self._stopping:
                 # emptied before the job is queued again: its next run takes the same attempt, so the same folder
-                self._remove_run_folder(job_dir)
+                self.storage.remove_run_folder(job_dir)
                 folder_removed = True
                 self._put_back(job_id, attempt)
             else:
@@ -311,12 +311,7 @@ class JobQueue:
             with self._lock:
                 self._running.pop(job_id, None)
             if not folder_removed:  # a run put back removed it already: its successor may be using it by now
-                self._remove_run_folder(job_dir)
-
-    def _remove_run_folder(self, job_dir: Path) -> None:
-        """Remove a run's folder, and the user's ``jobs/`` folder (and their own) when that leaves them empty."""
-        self.storage.remove_tree(job_dir)
-        self.storage.prune_empty_folders(job_dir.parent)
+                self.storage.remove_run_folder(job_dir)
 
     def _record(self, job_id: str, attempt: int, user_pk: str, outcome: TrainingOutcome) -> None:
         """Keep the trained adapter as the user's next version (active unless rejected) and end the job, in one commit.
@@ -418,8 +413,7 @@ def recover_stale_jobs(queue: JobQueue) -> int:
             if changed and retry:
                 requeued.append(job_id)
     for run_dir in abandoned:  # what the stopped run left; a run still alive finds its job lost and stops anyway
-        queue.storage.remove_tree(run_dir)
-        queue.storage.prune_empty_folders(run_dir.parent)
+        queue.storage.remove_run_folder(run_dir)
     for job_id in requeued:
         logger.warning("job=%s: its worker stopped; queued again", job_id)
         queue.enqueue(job_id)

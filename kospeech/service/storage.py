@@ -44,6 +44,9 @@ ABANDONED_UPLOAD_SECONDS = 3600.0
 """An upload file this old belongs to a request whose server was killed: a request decodes its upload, already
 received in full, within seconds and then removes it."""
 
+_CLOCK_PROBE = ".clock-"
+"""Name prefix of the file whose time stamp tells the uploads folder's own clock (never swept itself)."""
+
 
 class Storage:
     """The file layout of one ``data_dir`` (see the module docstring).
@@ -93,10 +96,11 @@ class Storage:
         data = Path(source).read_bytes()
         return atomic_write(target, lambda handle: handle.write(data))
 
-    @staticmethod
-    def remove_tree(folder: Path) -> None:
-        """Remove a folder and everything in it (a job's run folder)."""
-        shutil.rmtree(folder, ignore_errors=True)
+    def remove_run_folder(self, job_dir: Path) -> None:
+        """Remove a training run's folder and everything in it, then the user's ``jobs/`` folder (and the user's
+        own) when that leaves them empty (see :meth:`prune_empty_folders`)."""
+        shutil.rmtree(job_dir, ignore_errors=True)
+        self.prune_empty_folders(Path(job_dir).parent)
 
     def sweep_uploads(self, older_than_seconds: float = ABANDONED_UPLOAD_SECONDS) -> int:
         """Remove the upload files older than ``older_than_seconds`` (by modification time): those of requests whose
@@ -105,12 +109,12 @@ class Storage:
         Ages are measured on the file system's clock (the time stamp of a file made for the purpose), not this
         machine's: on a shared folder, a machine whose clock runs ahead would otherwise take live uploads for old.
         """
-        with tempfile.NamedTemporaryFile(dir=self.uploads_dir, prefix=".clock-") as probe:
+        with tempfile.NamedTemporaryFile(dir=self.uploads_dir, prefix=_CLOCK_PROBE) as probe:
             cutoff = os.fstat(probe.fileno()).st_mtime - older_than_seconds
         removed = 0
         for path in self.uploads_dir.iterdir():
             try:
-                if path.is_file() and not path.name.startswith(".clock-") and path.stat().st_mtime < cutoff:
+                if path.is_file() and not path.name.startswith(_CLOCK_PROBE) and path.stat().st_mtime < cutoff:
                     path.unlink()
                     removed += 1
             except FileNotFoundError:  # another process' sweep took it

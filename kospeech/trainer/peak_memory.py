@@ -27,6 +27,8 @@ from typing import Dict, Iterator, Optional, Set, Union
 
 import torch
 
+from kospeech.fileio import process_status_field
+
 __all__ = ["PeakMemory"]
 
 logger = logging.getLogger(__name__)
@@ -46,12 +48,9 @@ def _reset_peak_rss() -> bool:
 
 def _peak_rss_mb() -> float:
     """Peak resident memory of this process in MB: since the last reset where the kernel allows it, else ever."""
-    try:
-        for line in (_PROC_SELF / "status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / _KB_PER_MB
-    except OSError:
-        pass
+    peak_kb = process_status_field("VmHWM")
+    if peak_kb is not None:
+        return int(peak_kb) / _KB_PER_MB
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / _KB_PER_MB  # kB on Linux
 
 
