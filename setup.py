@@ -29,7 +29,7 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
     packages=find_packages(include=["kospeech", "kospeech.*"]),
-    package_data={"kospeech.service": ["migrations/*.py", "migrations/*.mako", "migrations/versions/*.py"]},
+    package_data={"kospeech.service": ["migrations/*.py", "migrations/*.mako", "migrations/versions/*.py", "static/*"]},
     install_requires=read_requirements("requirements.txt"),
     extras_require={"dev": read_requirements("requirements-dev.txt")},
     data_files=config_files(),
