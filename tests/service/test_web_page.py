@@ -13,6 +13,7 @@ import shutil
 from typing import Iterator, Tuple
 
 import httpx
+import numpy as np
 import pytest
 import soundfile as sf
 from conftest import BASE_MODEL
@@ -25,6 +26,7 @@ from kospeech.data.synthetic.corpus import SAMPLE_RATE, plan_corpus, render_utte
 MAX_AUDIO_SECONDS = 8.0
 RECORDING_MARGIN_SECONDS = 0.5  # enroll.js stops this much before the server's limit
 MIN_ENROLLMENT = 5
+MAX_UPLOAD_BYTES = 1_000_000
 WAIT_MS = 60_000
 
 
@@ -52,6 +54,7 @@ def page_server(tmp_path_factory) -> Iterator[Tuple[Server, str]]:
             "server.train_num_epochs=1",
             f"server.max_audio_seconds={MAX_AUDIO_SECONDS}",
             f"server.min_enrollment_utterances={MIN_ENROLLMENT}",
+            f"server.max_upload_bytes={MAX_UPLOAD_BYTES}",
             "server.batch_max_wait_ms=5",
         ],
         folder / "server.log",
@@ -87,8 +90,11 @@ def browser(demo_user01):
 
 @pytest.fixture
 def page(browser, page_server):
-    # The page's Content-Security-Policy forbids eval, so the tests wait with locators, never wait_for_function.
-    """A fresh browser context (no storage) in English, with the microphone allowed for the server's origin."""
+    """A fresh browser context (no storage) in English, with the microphone allowed for the server's origin.
+
+    The page's Content-Security-Policy forbids eval, so the tests wait with locators, never ``wait_for_function``.
+    An uncaught exception or a refused resource (a CSP violation) in the page fails the test.
+    """
     server, _ = page_server
     context = browser.new_context(locale="en-US")
     context.grant_permissions(["microphone"], origin=server.url)
@@ -96,6 +102,9 @@ def page(browser, page_server):
     opened.set_default_timeout(WAIT_MS)
     errors = []
     opened.on("pageerror", lambda error: errors.append(str(error)))
+    opened.on(
+        "console", lambda message: message.type == "error" and "Refused" in message.text and errors.append(message.text)
+    )
     yield opened
     context.close()
     assert errors == [], f"the page raised: {errors}"
@@ -120,145 +129,222 @@ def sign_in(page, server: Server, key: str, user_id: str) -> None:
     expect(page.locator("#prompt")).not_to_be_empty()
 
 
+def remembered_key(page):
+    """The key the page keeps (in its history entry), or ``None``."""
+    return page.evaluate("history.state && history.state.key")
+
+
+def rows(page):
+    return page.locator("#utterances tbody tr")
+
+
 @pytest.mark.slow
-def test_enroll_by_upload_train_try_and_delete_in_a_browser(page, page_server, demo_user01, tmp_path):
+def test_enroll_by_upload_train_follow_after_a_reload_try_and_delete(page, page_server, demo_user01, tmp_path):
     server, key = page_server
     sign_in(page, server, key, "webuser")
-    assert key not in page.url, "the key stays out of the address bar and history"
-    assert page.evaluate("sessionStorage.getItem('kospeech.key')") == key
-    assert page.is_disabled("#train")
+    assert key not in page.url, "the key stays out of the address bar"
+    assert remembered_key(page) == key
+    expect(page.locator("#train")).to_be_disabled()
+    expect(page.locator("#record")).to_be_focused()
 
     read = []
     for index in range(MIN_ENROLLMENT):
         prompt = page.text_content("#prompt")
+        assert page.text_content("#prompt-count") == f"Sentence {index + 1}"
         recording = tmp_path / f"prompt{index}.wav"
         recording.write_bytes(spoken_by_user01(prompt, index))
         page.set_input_files("#prompt-file", str(recording))
-        expect(page.locator("#utterances tbody tr")).to_have_count(index + 1)
+        expect(rows(page)).to_have_count(index + 1)
         expect(page.locator("#prompt")).not_to_have_text(prompt)
         read.append(prompt)
 
-    rows = page.locator("#utterances tbody tr td:first-child").all_text_contents()
-    assert rows == read
+    assert rows(page).locator("td:first-child").all_text_contents() == read
     assert page.text_content("#summary-utterances") == str(MIN_ENROLLMENT)
     with server.client(key) as client:
         listed = client.get("/v1/users/webuser/utterances").json()["utterances"]
     assert [utterance["text"] for utterance in listed] == read
 
     # One recording deleted through its row's button, then one more sentence to get back to the minimum.
-    page.click(f"#utterances tbody tr:nth-child(2) button[aria-label='Delete the recording of: {read[1]}']")
-    expect(page.locator("#utterances tbody tr")).to_have_count(MIN_ENROLLMENT - 1)
-    assert page.is_disabled("#train")
+    page.click(f"#utterances button[aria-label='Delete the recording of: {read[1]}']")
+    expect(rows(page)).to_have_count(MIN_ENROLLMENT - 1)
+    expect(page.locator("#train")).to_be_disabled()
     prompt = page.text_content("#prompt")
+    assert prompt not in read, "a sentence already read is never asked again"
     recording = tmp_path / "extra.wav"
     recording.write_bytes(spoken_by_user01(prompt, MIN_ENROLLMENT))
     page.set_input_files("#prompt-file", str(recording))
-    expect(page.locator("#utterances tbody tr")).to_have_count(MIN_ENROLLMENT)
+    expect(rows(page)).to_have_count(MIN_ENROLLMENT)
+    expect(page.locator("#train")).to_be_enabled()
 
+    # The job started here is followed again after a reload (the key comes back from the history entry).
     page.select_option("#adapter-type", "head")
     page.click("#train")
+    expect(page.locator("#job")).to_be_visible()
+    page.reload()
+    expect(page.locator("#workspace")).to_be_visible()
+    expect(page.locator("#job")).to_be_visible()
     page.wait_for_selector("#job-status[data-outcome]", timeout=600_000)
     outcome = page.get_attribute("#job-status", "data-outcome")
     with server.client(key) as client:
         record = client.get("/v1/users/webuser").json()
-    job = record["jobs"][-1]
+    (job,) = record["jobs"]
     assert job["status"] == "succeeded" and outcome == ("activated" if job["result"]["activated"] else "kept")
     assert page.evaluate("document.querySelector('#job-progress').value") == 1
     assert record["adapter"]["adapter_type"] == "head" and record["adapter"]["version"] == 1
-    assert "version 1 (head)" in page.text_content("#summary-adapter")
-    assert page.is_enabled("#train")
+    expect(page.locator("#summary-adapter")).to_contain_text("version 1 (head)")
+    expect(page.locator("#train")).to_be_enabled()
 
     # Trying a test recording shows what the API answers for it, with and without the user.
     test_file = read_manifest(demo_user01["test"])[1].audio_path
     page.set_input_files("#try-file", str(test_file))
-    page.wait_for_selector("#try-result:not([hidden])")
+    expect(page.locator("#try-result")).to_be_visible()
     with server.client(key) as client:
         upload = {"file": (test_file.name, test_file.read_bytes())}
         personal = client.post("/v1/audio/transcriptions", files=upload, data={"user": "webuser"}).json()["text"]
         base = client.post("/v1/audio/transcriptions", files=upload).json()["text"]
     assert page.text_content("#try-base") == (base or "(nothing recognized)")
-    shown = page.text_content("#try-personal")
     if record["adapter"]["active"]:
-        assert shown.startswith(personal) and "version 1" in shown
+        expected = f"{personal or '(nothing recognized)'}  (personal model, version 1)"
     else:
-        assert shown.startswith(base) and "no personal model" in shown
+        expected = f"{base or '(nothing recognized)'}  (no personal model in use: this is the shared model)"
+    assert page.text_content("#try-personal") == expected
 
     page.once("dialog", lambda dialog: dialog.accept())
     page.click("#delete-user")
-    page.wait_for_selector("#sign-in:not([hidden])")
-    assert "deleted" in page.text_content("#status")
-    assert page.evaluate("sessionStorage.getItem('kospeech.key')") is None
+    expect(page.locator("#sign-in")).to_be_visible()
+    expect(page.locator("#status")).to_contain_text("deleted")
+    expect(page.locator("#error")).to_be_hidden()
+    assert remembered_key(page) is None
     with server.client(key) as client:
         assert client.get("/v1/users/webuser").status_code == 404
 
 
+def test_recordings_the_server_refuses_show_why_and_stay_unsent_when_too_large(page, page_server, tmp_path):
+    server, key = page_server
+    sign_in(page, server, key, "refused")
+    prompt = page.text_content("#prompt")
+    silence = tmp_path / "silence.wav"
+    sf.write(silence, np.zeros(SAMPLE_RATE * 2, dtype=np.float32), SAMPLE_RATE)
+    page.set_input_files("#prompt-file", str(silence))
+    expect(page.locator("#error")).to_contain_text("no speech found")
+    expect(page.locator("#prompt")).to_have_text(prompt)
+    expect(rows(page)).to_have_count(0)
+    expect(page.locator("#status")).to_be_empty()
+
+    sent = []
+    page.on("request", lambda request: request.method == "POST" and sent.append(request.url))
+    too_large = tmp_path / "large.wav"
+    sf.write(too_large, np.zeros(MAX_UPLOAD_BYTES // 2 + SAMPLE_RATE, dtype=np.int16), SAMPLE_RATE, subtype="PCM_16")
+    assert too_large.stat().st_size > MAX_UPLOAD_BYTES
+    page.set_input_files("#prompt-file", str(too_large))
+    expect(page.locator("#error")).to_contain_text("larger than the server's limit of 1.0 MiB")
+    assert sent == []
+
+
 @pytest.mark.slow
-def test_microphone_takes_are_kept_discarded_and_stopped_at_the_limit(page, page_server):
+def test_microphone_takes_focus_limits_and_a_clean_sign_out(page, page_server):
     server, key = page_server
     sign_in(page, server, key, "micuser")
     for idle in ("#meter", "#take", "#stop", "#try-result", "#job"):
         expect(page.locator(idle)).to_be_hidden()
 
     page.click("#record")
-    page.wait_for_selector("#stop:not([hidden])")
+    expect(page.locator("#stop")).to_be_focused()
     expect(page.locator("#meter")).to_be_visible()
+    for locked in ("#try-record", "#skip", "#prompt-file", "#try-file", "#delete-user"):
+        expect(page.locator(locked)).to_be_disabled()
     page.wait_for_timeout(1500)
     page.click("#stop")
-    page.wait_for_selector("#take:not([hidden])")
+    expect(page.locator("#take")).to_be_visible()
+    expect(page.locator("#keep")).to_be_focused()
     expect(page.locator("#meter")).to_be_hidden()
     assert page.evaluate("document.querySelector('#take-audio').src").startswith("blob:")
     page.click("#discard")
-    assert page.is_hidden("#take")
+    expect(page.locator("#take")).to_be_hidden()
 
-    # A take nobody stops ends at the server's limit less the margin, and the server measures that length.
-    page.click("#record")
-    page.wait_for_selector("#take:not([hidden])", timeout=int(MAX_AUDIO_SECONDS * 1000) + WAIT_MS)
-    assert "limit" in page.text_content("#status")
+    # A take nobody stops ends at the server's limit less the margin, and the server measures that length; it is
+    # kept with the sentence shown when it started.
     prompt = page.text_content("#prompt")
+    page.click("#record")
+    expect(page.locator("#take")).to_be_visible(timeout=int(MAX_AUDIO_SECONDS * 1000) + WAIT_MS)
+    expect(page.locator("#status")).to_contain_text("limit")
     page.click("#keep")
-    expect(page.locator("#utterances tbody tr")).to_have_count(1)
+    expect(rows(page)).to_have_count(1)
+    expect(page.locator("#record")).to_be_focused()
     with server.client(key) as client:
         (utterance,) = client.get("/v1/users/micuser/utterances").json()["utterances"]
     assert utterance["text"] == prompt
     assert MAX_AUDIO_SECONDS - RECORDING_MARGIN_SECONDS - 1.0 < utterance["duration"] <= MAX_AUDIO_SECONDS
     assert page.text_content("#utterances tbody td:nth-child(2)") == f"{utterance['duration']:.1f}"
 
-    # Trying the microphone before any adapter: both rows show the base model's answer.
+    # Trying the microphone: the page shows the server's answers to the two requests it sent for the recording
+    # (Playwright cannot read a blob request body, so the answers are taken from the responses).
+    answers = []
+    page.on("response", lambda response: response.url.endswith("/v1/audio/transcriptions") and answers.append(response))
     page.click("#try-record")
-    page.wait_for_selector("#try-stop:not([hidden])")
     page.wait_for_timeout(2000)
     page.click("#try-stop")
-    page.wait_for_selector("#try-result:not([hidden])")
-    assert "no personal model" in page.text_content("#try-personal")
-    assert page.text_content("#try-personal").startswith(page.text_content("#try-base"))
+    expect(page.locator("#try-result")).to_be_visible()
+    texts = {answer.json()["text"] for answer in answers}
+    assert len(answers) == 2 and len(texts) == 1, "with and without a user that has no adapter: one answer"
+    (text,) = texts
+    assert page.text_content("#try-base") == (text or "(nothing recognized)")
+    assert (
+        page.text_content("#try-personal")
+        == f"{text or '(nothing recognized)'}  (no personal model in use: this is the shared model)"
+    )
+
+    # Switching the language redraws what is on screen, then signing out leaves nothing of this user behind.
+    page.select_option("#language", "ko")
+    expect(page.locator("#utterances tbody button")).to_have_text("삭제")
+    expect(page.locator("#try-personal")).to_contain_text("공용 모델")
+    page.select_option("#language", "en")
+    page.click("#record")
+    page.wait_for_timeout(1000)
+    page.click("#stop")
+    expect(page.locator("#take")).to_be_visible()
+    page.click("#sign-out")
+    assert remembered_key(page) is None
+    sign_in(page, server, key, "nextuser")
+    for gone in ("#take", "#try-result", "#job", "#meter"):
+        expect(page.locator(gone)).to_be_hidden()
+    expect(rows(page)).to_have_count(0)
+    assert page.text_content("#summary-utterances") == "0"
 
 
-def test_a_refused_key_is_shown_and_nothing_is_kept(page, page_server):
+def test_a_refused_key_is_shown_and_never_kept(page, page_server):
     server, _ = page_server
-    page.goto(server.url)
-    page.fill("#key", "ksk_000000000000_" + "0" * 43)
-    page.fill("#user-id", "someone")
+    page.goto(f"{server.url}/#key=ksk_000000000000_{'0' * 43}&user=someone")
+    assert page.input_value("#user-id") == "someone" and "ksk_" not in page.url
     page.click("#sign-in-form button[type=submit]")
-    page.wait_for_selector("#error:not([hidden])")
-    assert "did not accept this key" in page.text_content("#error")
-    assert page.is_hidden("#workspace")
-    assert page.evaluate("sessionStorage.getItem('kospeech.key')") is None
+    expect(page.locator("#error")).to_contain_text("did not accept this key")
+    expect(page.locator("#workspace")).to_be_hidden()
+    assert remembered_key(page) is None
+    page.reload()
+    expect(page.locator("#workspace")).to_be_hidden()
 
 
-def test_an_existing_user_goes_on_and_a_reload_keeps_the_session(page, page_server):
+def test_an_existing_user_goes_on_and_a_reload_neither_signs_out_nor_recreates(page, page_server):
     server, key = page_server
     with server.client(key) as client:
         assert client.post("/v1/users", json={"user_id": "returning"}).status_code == 201
     page.goto(f"{server.url}/#key={key}&user=returning")
     assert page.input_value("#user-id") == "returning"
     page.click("#sign-in-form button[type=submit]")
-    page.wait_for_selector("#workspace:not([hidden])")
+    expect(page.locator("#workspace")).to_be_visible()
     assert page.text_content("#who-user") == "returning" and key not in page.url
     page.reload()
-    page.wait_for_selector("#workspace:not([hidden])")
+    expect(page.locator("#workspace")).to_be_visible()
     assert page.text_content("#who-user") == "returning"
-    page.click("#sign-out")
-    assert page.is_visible("#sign-in") and page.evaluate("sessionStorage.getItem('kospeech.key')") is None
+
+    # Deleted elsewhere: a reload says so and does not bring the user back.
+    with server.client(key) as client:
+        assert client.delete("/v1/users/returning").status_code == 204
+    page.reload()
+    expect(page.locator("#error")).to_contain_text("no user returning any more")
+    expect(page.locator("#workspace")).to_be_hidden()
+    with server.client(key) as client:
+        assert client.get("/v1/users/returning").status_code == 404
 
 
 def test_a_korean_browser_gets_the_korean_page(browser, page_server):
@@ -271,6 +357,7 @@ def test_a_korean_browser_gets_the_korean_page(browser, page_server):
         assert page.evaluate("document.documentElement.lang") == "ko"
         page.select_option("#language", "en")
         assert page.text_content("h1") == "Voice enrollment"
+        assert page.get_attribute("#take-audio", "aria-label") == "Your recording"
     finally:
         context.close()
 
@@ -287,9 +374,9 @@ def test_the_page_and_its_files_carry_their_security_headers(page_server):
     assert script.headers["x-content-type-options"] == "nosniff"
     again = httpx.get(f"{server.url}/static/enroll.js", headers={"If-None-Match": script.headers["etag"]})
     assert again.status_code == 304 and again.content == b""
-    missing = httpx.get(f"{server.url}/static/secrets.txt")
-    assert missing.status_code == 404 and missing.json()["error"]["code"] == "not_found"
-    assert httpx.get(f"{server.url}/static/..%2Fapp.py").status_code == 404
+    for other in ("enroll.html", "secrets.txt"):
+        missing = httpx.get(f"{server.url}/static/{other}")
+        assert missing.status_code == 404 and missing.json()["error"]["code"] == "not_found"
 
 
 def test_the_page_is_not_part_of_the_api_schema(page_server):

@@ -1,6 +1,6 @@
 // The enrollment page (GET /): sign in with an API key, read prompts aloud (or upload recordings of them), train a
 // personal adapter and follow its job, compare transcriptions with and without it, delete everything.
-// It talks only to the public /v1 API, with the key kept in sessionStorage (gone when the tab closes); every text
+// It talks only to the public /v1 API, with the key kept in the page's history entry (see `remember`); every text
 // that comes from the server is written with textContent, never as HTML.
 "use strict";
 
@@ -11,6 +11,7 @@
   const LANGUAGE_STORAGE = "kospeech.language";
   const PROMPT_BATCH = 20;
   const POLL_MS = 1000;
+  const MAX_POLL_MS = 30000;
   // Stop a little before the server's limit so that the encoder's last frames still fit.
   const RECORDING_MARGIN_SECONDS = 0.5;
   // Containers MediaRecorder may produce, in order of preference, with the file name the server is sent.
@@ -63,7 +64,6 @@
       deleteTitle: "Delete my data",
       deleteHelp: "Removes every recording and personal model of yours from the server.",
       deleteButton: "Delete everything",
-      apiDocs: "API documentation",
       promptCount: "Sentence {n}",
       secondsValue: "{s} s",
       adapterActive: "version {version} ({type}) in use; error rate {before} → {after}",
@@ -75,11 +75,11 @@
       jobActivated: "Done: your personal model is in use (error rate {before} → {after}).",
       jobKept: "Done, but the new model was not better ({before} → {after}); the model in use stays.",
       jobFailed: "Training failed: {error}",
-      recording: "Recording… read the sentence, then press Stop.",
+      recording: "Recording… press Stop when you are done.",
       uploading: "Uploading…",
       kept: "Kept ({s} s). Next sentence.",
       limitReached: "Stopped at the {s} s limit.",
-      tooLarge: "The recording is larger than the server's limit of {mb} MB.",
+      tooLarge: "The recording is larger than the server's limit of {mb} MiB.",
       micUnavailable: "This browser cannot record on this page (recording needs HTTPS or localhost); upload files instead.",
       micRefused: "The microphone could not be used: {error}",
       keyRefused: "The server did not accept this key: {message}",
@@ -90,8 +90,13 @@
       transcribing: "Transcribing…",
       nothingHeard: "(nothing recognized)",
       personalVersion: "{text}  (personal model, version {version})",
-      noPersonalModel: "{text}  (no personal model in use yet: this is the shared model)",
+      noPersonalModel: "{text}  (no personal model in use: this is the shared model)",
       networkError: "The server could not be reached: {error}",
+      httpError: "The server answered HTTP {status} without an explanation.",
+      unreadable: "The server's answer (HTTP {status}) could not be read.",
+      retrying: "No answer from the server; asking again… ({error})",
+      userGone: "There is no user {user} any more (deleted?). Press Start to create it again.",
+      takeLabel: "Your recording",
     },
     ko: {
       title: "음성 등록",
@@ -134,7 +139,6 @@
       deleteTitle: "내 데이터 삭제",
       deleteHelp: "서버에서 내 녹음과 개인 모델을 모두 지웁니다.",
       deleteButton: "모두 삭제",
-      apiDocs: "API 문서",
       promptCount: "{n}번째 문장",
       secondsValue: "{s}초",
       adapterActive: "버전 {version} ({type}) 사용 중, 오류율 {before} → {after}",
@@ -146,11 +150,11 @@
       jobActivated: "완료: 개인 모델을 사용합니다 (오류율 {before} → {after}).",
       jobKept: "완료했지만 새 모델이 더 낫지 않아 ({before} → {after}) 기존 모델을 계속 사용합니다.",
       jobFailed: "학습 실패: {error}",
-      recording: "녹음 중… 문장을 읽고 정지를 누르세요.",
+      recording: "녹음 중… 끝나면 정지를 누르세요.",
       uploading: "올리는 중…",
       kept: "저장했습니다 ({s}초). 다음 문장입니다.",
       limitReached: "최대 길이 {s}초에 도달해 멈췄습니다.",
-      tooLarge: "녹음이 서버 한도 {mb} MB보다 큽니다.",
+      tooLarge: "녹음이 서버 한도 {mb} MiB보다 큽니다.",
       micUnavailable: "이 페이지에서는 녹음할 수 없습니다 (HTTPS 또는 localhost 필요). 파일을 올려 주세요.",
       micRefused: "마이크를 사용할 수 없습니다: {error}",
       keyRefused: "서버가 이 키를 받아들이지 않았습니다: {message}",
@@ -161,38 +165,37 @@
       transcribing: "인식 중…",
       nothingHeard: "(인식된 내용 없음)",
       personalVersion: "{text}  (개인 모델, 버전 {version})",
-      noPersonalModel: "{text}  (아직 개인 모델이 없어 공용 모델의 결과입니다)",
+      noPersonalModel: "{text}  (사용 중인 개인 모델이 없어 공용 모델의 결과입니다)",
       networkError: "서버에 연결할 수 없습니다: {error}",
+      httpError: "서버가 설명 없이 HTTP {status}(으)로 응답했습니다.",
+      unreadable: "서버의 응답(HTTP {status})을 읽을 수 없습니다.",
+      retrying: "서버 응답이 없어 다시 묻는 중… ({error})",
+      userGone: "사용자 {user}가 더 이상 없습니다 (삭제되었나요?). 시작을 누르면 다시 만듭니다.",
+      takeLabel: "내 녹음",
     },
   };
 
   const $ = (id) => document.getElementById(id);
+  const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
   const state = {
     language: "en",
+    session: 0, // increased at every sign-in and sign-out: answers to an earlier session's requests are dropped
     key: "",
     userId: "",
+    working: 0, // requests the person started that have not answered yet
     record: null, // the last GET /v1/users/{id} answer
+    utterances: [], // the last GET /v1/users/{id}/utterances answer
     prompts: [],
-    promptNumber: 0,
-    take: null, // {blob, name}: the recording waiting for Keep or Record again
     currentPrompt: null,
-    polling: null, // the job id being followed
+    take: null, // {blob, name, text}: a recording waiting for Keep or Record again, with the sentence it reads
+    polling: null, // the id of the job being followed
+    job: null, // the last answer about it
+    tried: null, // {personal, base}: the last comparison
   };
 
   function t(name, values = {}) {
     const template = TEXT[state.language][name] ?? TEXT.en[name];
     return template.replace(/\{(\w+)\}/g, (_, field) => String(values[field]));
-  }
-
-  function applyLanguage(language) {
-    state.language = TEXT[language] ? language : "en";
-    document.documentElement.lang = state.language;
-    $("language").value = state.language;
-    for (const element of document.querySelectorAll("[data-text]")) {
-      element.textContent = t(element.dataset.text);
-    }
-    if (state.record) renderRecord();
-    renderPrompt();
   }
 
   function say(message) {
@@ -204,6 +207,9 @@
     $("error").hidden = !message;
   }
 
+  // An answer to a request of a session that has ended: dropped without a word.
+  class StaleAnswer extends Error {}
+
   class ApiError extends Error {
     constructor(status, code, message) {
       super(message);
@@ -213,6 +219,7 @@
   }
 
   async function api(method, path, { json, form } = {}) {
+    const session = state.session;
     const headers = { Authorization: `Bearer ${state.key}` };
     let body;
     if (json !== undefined) {
@@ -225,21 +232,30 @@
     try {
       response = await fetch(path, { method, headers, body });
     } catch (error) {
+      if (session !== state.session) throw new StaleAnswer();
       throw new ApiError(0, "network", t("networkError", { error: error.message }));
     }
-    if (response.status === 204) return null;
-    const answer = await response.json().catch(() => null);
+    const answer = response.status === 204 ? null : await response.json().catch(() => undefined);
+    if (session !== state.session) throw new StaleAnswer();
     if (!response.ok) {
-      const detail = answer?.error ?? { code: `http_${response.status}`, message: response.statusText };
-      throw new ApiError(response.status, detail.code, detail.message);
+      // A proxy's error page has no JSON body (and over HTTP/2 no reason phrase either).
+      const detail = answer?.error;
+      throw new ApiError(
+        response.status,
+        detail?.code ?? `http_${response.status}`,
+        detail?.message || t("httpError", { status: response.status }),
+      );
     }
+    if (answer === undefined) throw new ApiError(response.status, "unreadable", t("unreadable", { status: response.status }));
     return answer;
   }
 
   const userPath = (suffix = "") => `/v1/users/${encodeURIComponent(state.userId)}${suffix}`;
 
-  // A failed call in the workspace: a refused key ends the session, anything else is shown.
+  // A failed request: a refused key ends the session, anything else is shown.
   function report(error) {
+    if (error instanceof StaleAnswer) return;
+    say("");
     if (error instanceof ApiError && error.status === 401) {
       signOut();
       fail(t("keyRefused", { message: error.message }));
@@ -248,54 +264,106 @@
     }
   }
 
-  // Runs `action` with `buttons` disabled, reporting its failure.
-  async function busy(buttons, action) {
+  // Runs an action the person started, with the controls that could interfere disabled until it ends; then the
+  // keyboard focus goes to `focus` (an element id) after a success, else back where it was.
+  async function act(action, { focus } = {}) {
+    const session = state.session;
+    const origin = document.activeElement;
     fail("");
-    for (const button of buttons) button.disabled = true;
+    state.working += 1;
+    renderControls();
+    let succeeded = false;
     try {
       await action();
+      succeeded = true;
     } catch (error) {
       report(error);
     } finally {
-      for (const button of buttons) button.disabled = false;
-      renderTrainButton();
+      if (session === state.session) state.working -= 1;
+      renderControls();
     }
+    if (session !== state.session) return;
+    const target = succeeded && focus ? $(focus) : origin;
+    if (target?.isConnected && !target.disabled && !target.hidden) target.focus();
   }
 
-  // ---- sign in and out ----
+  // ---- the key and the session ----
 
-  async function signIn(key, userId) {
+  // The key lives in this page's history entry: it survives a reload, no other page of the site can read it (the
+  // API documentation included), and it is gone with the tab.
+  function remember(key, userId) {
+    history.replaceState({ key, userId }, "", location.pathname + location.search);
+  }
+
+  function forget() {
+    history.replaceState(null, "", location.pathname + location.search);
+  }
+
+  // A link may carry the key and the user id in its fragment, which browsers never send to the server: they fill
+  // the form and leave the address bar.
+  function takeFragment() {
+    const fragment = new URLSearchParams(location.hash.slice(1));
+    if (!fragment.get("key") && !fragment.get("user")) return;
+    if (fragment.get("key")) $("key").value = fragment.get("key");
+    if (fragment.get("user")) $("user-id").value = fragment.get("user");
+    history.replaceState(history.state, "", location.pathname + location.search);
+  }
+
+  // Everything on screen that belonged to the previous session goes.
+  function resetWorkspace() {
+    recorder.cancel();
+    dropTake();
+    Object.assign(state, {
+      working: 0,
+      record: null,
+      utterances: [],
+      prompts: [],
+      currentPrompt: null,
+      polling: null,
+      job: null,
+      tried: null,
+    });
+    $("job").hidden = true;
+    $("job-progress").value = 0;
+    delete $("job-status").dataset.outcome;
+    $("try-result").hidden = true;
+    $("record").hidden = $("try-record").hidden = false;
+    $("stop").hidden = $("try-stop").hidden = true;
+    renderAll();
+  }
+
+  async function signIn(key, userId, { create }) {
+    resetWorkspace();
+    state.session += 1;
     state.key = key;
     state.userId = userId;
-    try {
-      await api("POST", "/v1/users", { json: { user_id: userId } });
-    } catch (error) {
-      if (!(error instanceof ApiError && error.code === "user_exists")) throw error;
-      // An existing user is enrolled further; an id that differs only in case from another stays refused.
+    if (create) {
       try {
-        await api("GET", userPath());
-      } catch (lookup) {
-        throw lookup.status === 404 ? error : lookup;
+        await api("POST", "/v1/users", { json: { user_id: userId } });
+      } catch (error) {
+        if (!(error instanceof ApiError && error.code === "user_exists")) throw error;
+        // An existing user is enrolled further; an id that differs only in case from another stays refused.
+        try {
+          await api("GET", userPath());
+        } catch (lookup) {
+          throw lookup.status === 404 ? error : lookup;
+        }
       }
     }
-    sessionStorage.setItem(KEY_STORAGE, key);
-    sessionStorage.setItem(USER_STORAGE, userId);
+    await refresh();
+    remember(key, userId);
     $("who-user").textContent = userId;
     $("sign-in").hidden = true;
     $("workspace").hidden = false;
-    state.prompts = [];
-    state.promptNumber = 0;
-    await Promise.all([refresh(), nextPrompt()]);
+    await nextPrompt();
+    $("record").focus();
   }
 
   function signOut() {
-    sessionStorage.removeItem(KEY_STORAGE);
-    sessionStorage.removeItem(USER_STORAGE);
+    resetWorkspace();
+    state.session += 1;
     state.key = "";
-    state.record = null;
-    state.polling = null;
-    state.take = null;
-    recorder.cancel();
+    forget();
     $("workspace").hidden = true;
     $("sign-in").hidden = false;
     $("key").value = "";
@@ -307,8 +375,11 @@
   async function refresh() {
     const [record, listing] = await Promise.all([api("GET", userPath()), api("GET", userPath("/utterances"))]);
     state.record = record;
+    state.utterances = listing.utterances;
     renderRecord();
-    renderUtterances(listing.utterances);
+    renderUtterances();
+    renderPrompt();
+    renderControls();
     const pending = record.jobs.findLast((job) => job.status === "queued" || job.status === "running");
     if (pending && state.polling !== pending.job_id) followJob(pending.job_id);
   }
@@ -319,33 +390,38 @@
 
   function renderRecord() {
     const record = state.record;
-    $("summary-utterances").textContent = String(record.utterances);
-    $("summary-seconds").textContent = t("secondsValue", { s: record.audio_seconds.toFixed(1) });
-    const adapter = record.adapter;
-    const values = adapter && {
-      version: adapter.version,
-      type: adapter.adapter_type,
-      before: percent(adapter.cer_before),
-      after: percent(adapter.cer_after),
-    };
+    $("summary-utterances").textContent = String(record?.utterances ?? 0);
+    $("summary-seconds").textContent = t("secondsValue", { s: (record?.audio_seconds ?? 0).toFixed(1) });
+    const adapter = record?.adapter;
     $("summary-adapter").textContent = !adapter
       ? t("noAdapter")
-      : t(adapter.active ? "adapterActive" : "adapterRejected", values);
+      : t(adapter.active ? "adapterActive" : "adapterRejected", {
+          version: adapter.version,
+          type: adapter.adapter_type,
+          before: percent(adapter.cer_before),
+          after: percent(adapter.cer_after),
+        });
+    const count = record?.utterances ?? 0;
     const needed = CONFIG.min_enrollment_utterances;
-    $("train-help").textContent =
-      record.utterances < needed ? t("trainNeed", { min: needed, n: record.utterances }) : t("trainReady", { n: record.utterances });
-    renderTrainButton();
+    $("train-help").textContent = count < needed ? t("trainNeed", { min: needed, n: count }) : t("trainReady", { n: count });
   }
 
-  function renderTrainButton() {
-    const record = state.record;
-    $("train").disabled = !record || record.utterances < CONFIG.min_enrollment_utterances || state.polling !== null;
+  // Which controls may be used now: one recording at a time, nothing that changes the sentence or the recordings
+  // while a recording or a request the person started is under way.
+  function renderControls() {
+    const signedIn = state.record !== null;
+    const recording = recorder.active;
+    const idle = signedIn && !recording && state.working === 0;
+    for (const id of ["record", "try-record", "skip", "prompt-file", "try-file", "delete-user"]) $(id).disabled = !idle;
+    $("keep").disabled = $("discard").disabled = state.working > 0;
+    $("train").disabled =
+      !idle || state.polling !== null || state.record.utterances < CONFIG.min_enrollment_utterances;
+    for (const button of $("utterances").querySelectorAll("button")) button.disabled = !idle;
   }
 
-  function renderUtterances(utterances) {
-    const body = $("utterances").tBodies[0];
-    body.replaceChildren(
-      ...utterances.map((utterance) => {
+  function renderUtterances() {
+    $("utterances").tBodies[0].replaceChildren(
+      ...state.utterances.map((utterance) => {
         const row = document.createElement("tr");
         const text = document.createElement("td");
         text.textContent = utterance.text;
@@ -359,11 +435,11 @@
         remove.textContent = t("deleteRecording");
         remove.setAttribute("aria-label", t("deleteRecordingLabel", { text: utterance.text }));
         remove.addEventListener("click", () =>
-          busy([remove], async () => {
+          act(async () => {
             await api("DELETE", userPath(`/utterances/${encodeURIComponent(utterance.utterance_id)}`));
             say(t("recordingDeleted"));
             await refresh();
-          }),
+          }, { focus: "record" }),
         );
         actions.append(remove);
         row.append(text, seconds, actions);
@@ -372,63 +448,83 @@
     );
   }
 
+  // Follows a job until it ends; a later session, or another job, ends the loop. A server that does not answer
+  // (restarting, a proxy's 502) is asked again, less and less often.
   async function followJob(jobId) {
+    const session = state.session;
     state.polling = jobId;
-    renderTrainButton();
+    state.job = null;
+    delete $("job-status").dataset.outcome;
     $("job").hidden = false;
-    while (state.polling === jobId) {
-      let job;
+    renderJob();
+    renderControls();
+    let wait = POLL_MS;
+    while (state.session === session && state.polling === jobId) {
       try {
-        job = await api("GET", `/v1/jobs/${encodeURIComponent(jobId)}`);
+        state.job = await api("GET", `/v1/jobs/${encodeURIComponent(jobId)}`);
+        wait = POLL_MS;
       } catch (error) {
-        if (error.status === 0) {
-          // The server may be restarting: keep following the job.
-          $("job-status").textContent = error.message;
-          await new Promise((resolve) => setTimeout(resolve, 5 * POLL_MS));
+        if (error instanceof StaleAnswer) return;
+        if (error.status === 0 || error.status >= 500) {
+          $("job-status").textContent = t("retrying", { error: error.message });
+          wait = Math.min(2 * wait, MAX_POLL_MS);
+          await sleep(wait);
           continue;
         }
         state.polling = null;
+        renderControls();
         report(error);
-        break;
+        return;
       }
-      $("job-progress").value = job.progress;
-      if (job.status === "queued") {
-        $("job-status").textContent = t("jobQueued");
-      } else if (job.status === "running") {
-        $("job-status").textContent = t("jobRunning", { percent: Math.round(100 * job.progress) });
-      } else {
-        const result = job.result;
-        $("job-status").textContent =
-          job.status === "failed"
-            ? t("jobFailed", { error: job.error })
-            : t(result.activated ? "jobActivated" : "jobKept", {
-                before: percent(result.cer_before),
-                after: percent(result.cer_after),
-              });
-        $("job-status").dataset.outcome = job.status === "failed" ? "failed" : result.activated ? "activated" : "kept";
+      renderJob();
+      if (state.job.status === "succeeded" || state.job.status === "failed") {
         state.polling = null;
         await refresh().catch(report);
-        break;
+        if (state.session !== session) return;
+        const result = state.job.result;
+        $("job-status").dataset.outcome = state.job.status === "failed" ? "failed" : result.activated ? "activated" : "kept";
+        renderControls();
+        return;
       }
-      await new Promise((resolve) => setTimeout(resolve, POLL_MS));
+      await sleep(wait);
     }
-    renderTrainButton();
+  }
+
+  function renderJob() {
+    const job = state.job;
+    $("job-progress").value = job?.progress ?? 0;
+    if (!job || job.status === "queued") {
+      $("job-status").textContent = t("jobQueued");
+    } else if (job.status === "running") {
+      $("job-status").textContent = t("jobRunning", { percent: Math.round(100 * job.progress) });
+    } else if (job.status === "failed") {
+      $("job-status").textContent = t("jobFailed", { error: job.error });
+    } else {
+      const values = { before: percent(job.result.cer_before), after: percent(job.result.cer_after) };
+      $("job-status").textContent = t(job.result.activated ? "jobActivated" : "jobKept", values);
+    }
   }
 
   // ---- prompts and recordings ----
 
+  // The next sentence: never one the user has recorded already (the server's prompts are random).
   async function nextPrompt() {
-    if (state.prompts.length === 0) {
-      state.prompts = (await api("GET", `/v1/prompts?n=${PROMPT_BATCH}`)).prompts;
+    const recorded = new Set(state.utterances.map((utterance) => utterance.text));
+    for (let round = 0; state.prompts.length === 0; round += 1) {
+      const fresh = (await api("GET", `/v1/prompts?n=${PROMPT_BATCH}`)).prompts;
+      const unread = fresh.filter((text) => !recorded.has(text) && text !== state.currentPrompt);
+      // After three rounds of sentences already read (a user who has recorded most of the grammar), take them anyway.
+      state.prompts = unread.length > 0 || round < 2 ? unread : fresh;
     }
-    state.promptNumber += 1;
     state.currentPrompt = state.prompts.shift();
     renderPrompt();
   }
 
   function renderPrompt() {
     $("prompt").textContent = state.currentPrompt ?? "";
-    $("prompt-count").textContent = state.promptNumber ? t("promptCount", { n: state.promptNumber }) : "";
+    $("prompt-count").textContent = state.currentPrompt
+      ? t("promptCount", { n: (state.record?.utterances ?? 0) + 1 })
+      : "";
   }
 
   function checkSize(blob) {
@@ -437,29 +533,39 @@
     }
   }
 
-  async function enroll(blob, name) {
+  // Uploads one recording of `text`; once the server has it, the recording can never be sent again and the next
+  // sentence comes up.
+  async function enroll(blob, name, text) {
     checkSize(blob);
     say(t("uploading"));
     const form = new FormData();
     form.append("file", blob, name);
-    form.append("text", state.currentPrompt);
+    form.append("text", text);
     const created = await api("POST", userPath("/utterances"), { form });
+    dropTake();
     say(t("kept", { s: created.duration.toFixed(1) }));
-    await Promise.all([refresh(), nextPrompt()]);
+    state.utterances = state.utterances.concat([{ text }]);
+    await nextPrompt();
+    await refresh();
   }
 
-  // One microphone recording at a time, with a level meter and the server's length limit.
+  // One microphone recording at a time, with a level meter, stopped at the server's length limit.
   class Recorder {
     constructor() {
       this.media = null;
       this.stream = null;
       this.context = null;
       this.frame = 0;
+      this.timer = 0;
       this.stoppedAtLimit = null; // the limit in seconds when the last take ran into it
     }
 
     static available() {
       return Boolean(navigator.mediaDevices?.getUserMedia && window.MediaRecorder);
+    }
+
+    get active() {
+      return this.media?.state === "recording";
     }
 
     // Starts recording (rejects when the microphone is refused); `finished` resolves with {blob, name} once `stop`
@@ -470,49 +576,51 @@
       this.stream = await navigator.mediaDevices.getUserMedia({
         audio: { channelCount: 1, echoCancellation: false, noiseSuppression: false, autoGainControl: false },
       });
-      this.media = new MediaRecorder(this.stream, format ? { mimeType: format[0] } : {});
+      const media = new MediaRecorder(this.stream, format ? { mimeType: format[0] } : {});
+      this.media = media;
       const name = format ? format[1] : "recording.webm";
       const chunks = [];
       this.stoppedAtLimit = null;
-      this.media.addEventListener("dataavailable", (event) => event.data.size && chunks.push(event.data));
+      media.addEventListener("dataavailable", (event) => event.data.size && chunks.push(event.data));
       const finished = new Promise((resolve) =>
-        this.media.addEventListener("stop", () => resolve({ blob: new Blob(chunks, { type: this.media.mimeType }), name })),
+        media.addEventListener("stop", () => resolve({ blob: new Blob(chunks, { type: media.mimeType }), name })),
       );
-      this.media.start();
-      this.watch();
+      media.start();
+      // A timer, not the meter's animation frames, enforces the limit: browsers pause those in background tabs.
+      const limit = CONFIG.max_audio_seconds - RECORDING_MARGIN_SECONDS;
+      this.timer = setTimeout(() => {
+        this.stoppedAtLimit = limit;
+        this.stop();
+      }, limit * 1000);
+      this.meter();
       return { finished };
     }
 
-    // The level meter and timer; stops the recording at the length limit.
-    watch() {
+    // The level meter and the timer on screen.
+    meter() {
       this.context = new AudioContext();
       const analyser = this.context.createAnalyser();
       analyser.fftSize = 1024;
       this.context.createMediaStreamSource(this.stream).connect(analyser);
       const samples = new Float32Array(analyser.fftSize);
       const started = performance.now();
-      const limit = CONFIG.max_audio_seconds - RECORDING_MARGIN_SECONDS;
       $("meter").hidden = false;
       const draw = () => {
         analyser.getFloatTimeDomainData(samples);
         const rms = Math.sqrt(samples.reduce((sum, value) => sum + value * value, 0) / samples.length);
         $("meter-level").style.width = `${Math.min(60, 300 * rms)}%`;
-        const seconds = (performance.now() - started) / 1000;
-        $("timer").textContent = t("secondsValue", { s: seconds.toFixed(1) });
-        if (seconds >= limit) {
-          this.stoppedAtLimit = limit;
-          this.stop();
-          return;
-        }
+        $("timer").textContent = t("secondsValue", { s: ((performance.now() - started) / 1000).toFixed(1) });
         this.frame = requestAnimationFrame(draw);
       };
       draw();
     }
 
     stop() {
+      clearTimeout(this.timer);
       cancelAnimationFrame(this.frame);
-      if (this.media?.state === "recording") this.media.stop();
+      if (this.active) this.media.stop();
       for (const track of this.stream?.getTracks() ?? []) track.stop();
+      this.stream = null;
       this.context?.close();
       this.context = null;
       $("meter").hidden = true;
@@ -526,7 +634,8 @@
 
   const recorder = new Recorder();
 
-  // Wires a Record/Stop button pair to the recorder; `done` receives {blob, name}.
+  // Wires a Record/Stop pair to the recorder; `done` receives {blob, name, text} (`text`: the sentence shown when
+  // the recording started).
   function recordWith(recordButton, stopButton, done) {
     recordButton.addEventListener("click", async () => {
       fail("");
@@ -534,23 +643,32 @@
         fail(t("micUnavailable"));
         return;
       }
+      if (recorder.active) return;
+      const session = state.session;
+      const text = state.currentPrompt;
+      dropTake();
       let finished;
       try {
         ({ finished } = await recorder.start());
       } catch (error) {
         recorder.cancel();
+        renderControls();
         fail(t("micRefused", { error: error.message }));
         return;
       }
       recordButton.hidden = true;
       stopButton.hidden = false;
+      stopButton.focus();
+      renderControls();
       say(t("recording"));
       const take = await finished;
+      if (session !== state.session) return;
       recordButton.hidden = false;
       stopButton.hidden = true;
+      renderControls();
       const limit = recorder.stoppedAtLimit;
       say(limit === null ? "" : t("limitReached", { s: limit.toFixed(1) }));
-      if (state.key) await done(take);
+      await done({ ...take, text });
     });
     stopButton.addEventListener("click", () => recorder.stop());
   }
@@ -559,6 +677,7 @@
     state.take = take;
     $("take-audio").src = URL.createObjectURL(take.blob);
     $("take").hidden = false;
+    $("keep").focus();
   }
 
   function dropTake() {
@@ -582,13 +701,42 @@
     };
     // Sent together, the two requests meet in one batch on the server.
     const [personal, base] = await Promise.all([request({ user: state.userId }), request({})]);
+    state.tried = { personal, base };
+    renderTried();
+    say("");
+  }
+
+  function renderTried() {
+    $("try-result").hidden = state.tried === null;
+    if (state.tried === null) return;
+    const { personal, base } = state.tried;
     const shown = (answer) => answer.text || t("nothingHeard");
     $("try-personal").textContent = personal.adapter
       ? t("personalVersion", { text: shown(personal), version: personal.adapter.version })
       : t("noPersonalModel", { text: shown(personal) });
     $("try-base").textContent = shown(base);
-    $("try-result").hidden = false;
-    say("");
+  }
+
+  // ---- language ----
+
+  function renderAll() {
+    renderRecord();
+    renderUtterances();
+    renderPrompt();
+    if (state.job) renderJob();
+    renderTried();
+    renderControls();
+  }
+
+  function applyLanguage(language) {
+    state.language = TEXT[language] ? language : "en";
+    document.documentElement.lang = state.language;
+    $("language").value = state.language;
+    for (const element of document.querySelectorAll("[data-text]")) element.textContent = t(element.dataset.text);
+    for (const element of document.querySelectorAll("[data-label]")) {
+      element.setAttribute("aria-label", t(element.dataset.label));
+    }
+    renderAll();
   }
 
   // ---- wiring ----
@@ -601,27 +749,21 @@
       applyLanguage(event.target.value);
     });
     for (const type of CONFIG.adapter_types) {
-      const option = new Option(type, type, false, type === CONFIG.default_adapter_type);
-      $("adapter-type").append(option);
+      $("adapter-type").append(new Option(type, type, false, type === CONFIG.default_adapter_type));
     }
 
-    // A link may carry the key in its fragment (never sent to the server or kept in its logs): take it and hide it.
-    const fragment = new URLSearchParams(location.hash.slice(1));
-    if (fragment.get("key")) {
-      sessionStorage.setItem(KEY_STORAGE, fragment.get("key"));
-      history.replaceState(null, "", location.pathname + location.search);
-    }
-    if (fragment.get("user")) $("user-id").value = fragment.get("user");
-    $("key").value = sessionStorage.getItem(KEY_STORAGE) ?? "";
+    takeFragment();
+    window.addEventListener("hashchange", takeFragment);
 
     $("sign-in-form").addEventListener("submit", (event) => {
       event.preventDefault();
       const submit = event.target.querySelector("button");
       fail("");
       submit.disabled = true;
-      signIn($("key").value.trim(), $("user-id").value.trim())
+      signIn($("key").value.trim(), $("user-id").value.trim(), { create: true })
         .catch((error) => {
-          state.key = "";
+          if (error instanceof StaleAnswer) return;
+          signOut();
           fail(error.status === 401 ? t("keyRefused", { message: error.message }) : error.message);
         })
         .finally(() => (submit.disabled = false));
@@ -629,70 +771,71 @@
     $("sign-out").addEventListener("click", () => {
       signOut();
       say(t("signedOut"));
+      $("key").focus();
     });
 
     recordWith($("record"), $("stop"), async (take) => showTake(take));
     $("keep").addEventListener("click", () =>
-      busy([$("keep"), $("discard"), $("record")], async () => {
-        await enroll(state.take.blob, state.take.name);
-        dropTake();
-      }),
+      act(() => enroll(state.take.blob, state.take.name, state.take.text), { focus: "record" }),
     );
-    $("discard").addEventListener("click", dropTake);
+    $("discard").addEventListener("click", () => {
+      dropTake();
+      $("record").focus();
+    });
     $("skip").addEventListener("click", () =>
-      busy([$("skip")], async () => {
+      act(async () => {
         dropTake();
         await nextPrompt();
       }),
     );
     $("prompt-file").addEventListener("change", (event) => {
       const file = event.target.files[0];
+      event.target.value = "";
       if (!file) return;
-      busy([$("record"), $("skip")], async () => {
-        try {
-          await enroll(file, file.name);
-        } finally {
-          event.target.value = "";
-        }
-      });
+      dropTake();
+      act(() => enroll(file, file.name, state.currentPrompt));
     });
 
     $("train").addEventListener("click", () =>
-      busy([$("train")], async () => {
+      act(async () => {
         const created = await api("POST", userPath("/adapter"), { json: { adapter_type: $("adapter-type").value } });
-        delete $("job-status").dataset.outcome;
         followJob(created.job_id);
       }),
     );
 
-    recordWith($("try-record"), $("try-stop"), (take) => busy([$("try-record")], () => compare(take.blob, take.name)));
+    recordWith($("try-record"), $("try-stop"), (take) => act(() => compare(take.blob, take.name)));
     $("try-file").addEventListener("change", (event) => {
       const file = event.target.files[0];
-      if (!file) return;
-      busy([$("try-record")], async () => {
-        try {
-          await compare(file, file.name);
-        } finally {
-          event.target.value = "";
-        }
-      });
+      event.target.value = "";
+      if (file) act(() => compare(file, file.name));
     });
 
     $("delete-user").addEventListener("click", () => {
       if (!confirm(t("confirmDelete", { user: state.userId }))) return;
-      busy([$("delete-user")], async () => {
+      act(async () => {
         await api("DELETE", userPath());
         signOut();
         say(t("deleted"));
       });
     });
 
-    const storedUser = sessionStorage.getItem(USER_STORAGE);
-    if (storedUser && $("key").value) {
-      $("user-id").value = storedUser;
-      signIn($("key").value, storedUser).catch((error) => {
+    // A reload signs in again with the remembered key, without creating the user: a user deleted meanwhile (in
+    // another tab) is not brought back, and a server that does not answer leaves the key in the form to try again.
+    const remembered = history.state;
+    if (remembered?.key && remembered?.userId) {
+      $("key").value = remembered.key;
+      $("user-id").value = remembered.userId;
+      signIn(remembered.key, remembered.userId, { create: false }).catch((error) => {
+        if (error instanceof StaleAnswer) return;
+        const keep = error.status === 0 || error.status >= 500;
         signOut();
-        fail(error.message);
+        if (keep) {
+          remember(remembered.key, remembered.userId);
+          $("key").value = remembered.key;
+        }
+        if (error.status === 401) fail(t("keyRefused", { message: error.message }));
+        else if (error.status === 404) fail(t("userGone", { user: remembered.userId }));
+        else fail(error.message);
       });
     }
   }
