@@ -2,8 +2,9 @@
 
 The app opens its :class:`~kospeech.service.state.ServiceState` in its lifespan (database migration, base model,
 batcher, in-process worker) and closes it after the server has finished its in-flight requests (uvicorn's graceful
-shutdown). A pure ASGI middleware, outermost, answers 401 to an API request that presents no key of the right form
-before its body is read, bounds every request body (413 as soon as the declared or streamed size passes
+shutdown). A pure ASGI middleware, outermost, authenticates every API request before its body is read (401 for no key,
+a malformed, unknown or revoked one; the caller's tenant is handed to the endpoints in the request state), bounds
+every request body (413 as soon as the declared or streamed size passes
 ``server.max_upload_bytes`` plus room for the form fields), records request counts and latencies by
 route template, and writes one structured log line per request (``method=... path=... route=... status=...
 seconds=...``; never the ``Authorization`` header).
@@ -17,12 +18,13 @@ import time
 from contextlib import asynccontextmanager
 from typing import Any, AsyncIterator, Dict, Optional, Tuple
 
+import anyio.to_thread
 from fastapi import FastAPI, HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from kospeech.service.deps import MISSING_KEY, UNKNOWN_KEY
+from kospeech.service.deps import CALLER_STATE, MISSING_KEY, UNKNOWN_KEY, Caller
 from kospeech.service.errors import error_body, install_error_handlers
-from kospeech.service.keys import is_well_formed_key
+from kospeech.service.keys import authenticate, is_well_formed_key
 from kospeech.service.routers import health, jobs, pages, prompts, transcriptions, users, utterances
 from kospeech.service.settings import ServerConfig
 from kospeech.service.state import ServiceState
@@ -60,15 +62,36 @@ class _RequestGuard:
         await send({"type": "http.response.body", "body": body})
 
     @staticmethod
-    def _missing_key(path: str, headers: Dict[bytes, bytes]) -> Optional[str]:
-        """Why an API request presents no key, or ``None`` when it presents one of the right form (the endpoint's
-        dependency checks it against the database): checked before any body is read."""
-        if not path.startswith("/v1/"):
-            return None
+    def _presented_key(headers: Dict[bytes, bytes]) -> Tuple[Optional[str], Optional[str]]:
+        """The bearer key of a request, or why there is none of the right form: ``(key, None)`` or ``(None, why)``."""
         scheme, _, token = headers.get(b"authorization", b"").decode("latin-1").partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
-            return MISSING_KEY
-        return None if is_well_formed_key(token.strip()) else UNKNOWN_KEY
+            return None, MISSING_KEY
+        return (token.strip(), None) if is_well_formed_key(token.strip()) else (None, UNKNOWN_KEY)
+
+    @staticmethod
+    def _caller(state: ServiceState, key: str) -> Optional[Caller]:
+        """The tenant of a live ``key``, else ``None`` (runs in a worker thread: a database query)."""
+        with state.sessions() as session:
+            row = authenticate(session, key)
+            return None if row is None else Caller(row.tenant_id, row.tenant.name, row.admin)
+
+    async def _authenticate(self, scope: Scope, headers: Dict[bytes, bytes]) -> Optional[Tuple[int, str, str]]:
+        """Checks an API request's key before its body is read; ``None`` when it may go on (its caller is then in
+        the request state), else the refusal's ``(status, code, message)``."""
+        key, missing = self._presented_key(headers)
+        if key is None:
+            return 401, "unauthorized", missing
+        state: ServiceState = scope["app"].state.service
+        try:
+            caller = await anyio.to_thread.run_sync(self._caller, state, key)
+        except Exception:  # the database is down or failing: the server's fault, not the client's
+            logger.exception("could not check an API key")
+            return 503, "unavailable", "the API key could not be checked now; try again later"
+        if caller is None:
+            return 401, "unauthorized", UNKNOWN_KEY
+        scope.setdefault("state", {})[CALLER_STATE] = caller
+        return None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -79,11 +102,13 @@ class _RequestGuard:
         limit = self.max_body_bytes
         too_large = f"the request body is larger than {limit} bytes (server.max_upload_bytes plus form fields)"
         headers = dict(scope.get("headers", ()))
-        unauthorized = self._missing_key(scope["path"], headers)
+        refused = await self._authenticate(scope, headers) if scope["path"].startswith("/v1/") else None
         declared = headers.get(b"content-length")
-        if unauthorized is not None:  # an anonymous client never gets its body read, parsed or spooled
-            status["code"] = 401
-            await self._refuse(send, 401, "unauthorized", unauthorized, (b"www-authenticate", b"Bearer"))
+        if refused is not None:  # a client without a live key never gets its body read, parsed or spooled
+            code, name, message = refused
+            status["code"] = code
+            extra = [(b"www-authenticate", b"Bearer")] if code == 401 else []
+            await self._refuse(send, code, name, message, *extra)
             self._log(scope, status["code"], started)
             return
         if declared is not None and declared.isdigit() and int(declared) > limit:

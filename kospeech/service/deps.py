@@ -14,11 +14,11 @@ from sqlalchemy.orm import Session
 from kospeech.errors import InvalidNameError
 from kospeech.models.adapter_manager import validate_adapter_name
 from kospeech.service.errors import ServiceError
-from kospeech.service.keys import authenticate
 from kospeech.service.models import Job, User
 from kospeech.service.state import ServiceState
 
 __all__ = [
+    "CALLER_STATE",
     "MISSING_KEY",
     "UNKNOWN_KEY",
     "Caller",
@@ -34,6 +34,8 @@ MISSING_KEY = "missing API key: send Authorization: Bearer <key>"
 """The 401 message for a request without a bearer key (here and in the app's request guard, before the body)."""
 UNKNOWN_KEY = "unknown or revoked API key"
 """The 401 message for a key that is malformed, unknown or revoked."""
+CALLER_STATE = "caller"
+"""The request-state attribute where the app's request guard leaves the authenticated :class:`Caller`."""
 
 _bearer = HTTPBearer(auto_error=False, description="an API key made with kospeech-keys create")
 
@@ -69,20 +71,18 @@ def _unauthorized(message: str) -> ServiceError:
 
 
 def get_caller(
-    session: SessionDep, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+    request: Request, _credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 ) -> Caller:
-    """The caller of a request, from ``Authorization: Bearer <key>``.
+    """The caller of a request: the tenant whose live key the app's request guard found in
+    ``Authorization: Bearer <key>`` before the body was read (``_credentials`` declares the scheme in the OpenAPI
+    schema).
 
     Raises:
-        ServiceError: 401 without a key, or for an unknown or revoked key.
+        ServiceError: 401 when no caller was found (the guard answers such requests itself; this is the backstop).
     """
-    if credentials is None or credentials.scheme.lower() != "bearer" or not credentials.credentials:
+    caller = getattr(request.state, CALLER_STATE, None)
+    if caller is None:
         raise _unauthorized(MISSING_KEY)
-    key = authenticate(session, credentials.credentials)
-    if key is None:
-        raise _unauthorized(UNKNOWN_KEY)
-    caller = Caller(key.tenant_id, key.tenant.name, key.admin)
-    session.close()  # the connection goes back to the pool between this thread hop and the handler's
     return caller
 
 

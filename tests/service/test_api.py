@@ -111,7 +111,7 @@ def test_every_endpoint_refuses_no_wrong_malformed_or_revoked_keys(service, meth
 def test_health_metrics_and_page_need_no_key(service):
     assert service.client.get("/healthz").json() == {"status": "ok"}
     assert service.client.head("/healthz").status_code == 200
-    assert service.client.get("/").status_code == 200 and "/docs" in service.client.get("/").text
+    assert service.client.get("/").status_code == 200 and "/static/enroll.js" in service.client.get("/").text
     metrics = service.client.get("/metrics")
     assert metrics.status_code == 200 and metrics.headers["content-type"].startswith("text/plain")
     for name in (
@@ -237,8 +237,13 @@ def test_a_body_that_is_not_json_answers_422(service):
     assert response.status_code == 422 and error_code(response) == "invalid_request"
 
 
-@pytest.mark.parametrize("authorization", [None, "Basic abc", "Bearer not-a-key"])
+@pytest.mark.parametrize("authorization", [None, "Basic abc", "Bearer not-a-key", "unknown", "revoked"])
 def test_a_request_without_a_key_is_refused_before_its_body_is_read(service, user_id, authorization):
+    """Also a well-formed key that is unknown or revoked: checked against the database before the body is read."""
+    if authorization == "unknown":
+        authorization = "Bearer " + service.keys["acme"][:-4] + "AAAA"
+    elif authorization == "revoked":
+        authorization = "Bearer " + service.keys["revoked"]
     headers = {"content-type": "application/json"} | ({"Authorization": authorization} if authorization else {})
     broken = service.client.post("/v1/users", content=b"{not json", headers=headers)
     assert broken.status_code == 401 and error_code(broken) == "unauthorized"  # not the body's 422
@@ -247,6 +252,22 @@ def test_a_request_without_a_key_is_refused_before_its_body_is_read(service, use
     without_type = {name: value for name, value in headers.items() if name != "content-type"}
     anonymous = service.client.post("/v1/audio/transcriptions", files=huge, headers=without_type)
     assert anonymous.status_code == 401  # refused on its headers: an anonymous client's upload is never spooled
+
+
+
+def test_a_key_that_cannot_be_checked_answers_503_not_401(tmp_path):
+    """The database lost under a running server (its SQLite file removed): the guard cannot check a key, which is
+    the server's fault; the client is told to come back, not that its key is wrong."""
+    settings = settings_for(tmp_path)
+    keys = make_keys(settings)
+    with TestClient(create_app(settings)) as client:
+        headers = {"Authorization": f"Bearer {keys['acme']}"}
+        assert client.get("/v1/prompts?n=1", headers=headers).status_code == 200
+        (tmp_path / "service.db").unlink()
+        client.app.state.service.engine.dispose()  # the next connection opens a new, empty file
+        response = client.get("/v1/prompts?n=1", headers=headers)
+        assert response.status_code == 503 and error_code(response) == "unavailable"
+        assert "www-authenticate" not in response.headers
 
 
 # ------------------------------------------------------------------------------------------------------------- prompts
