@@ -254,7 +254,6 @@ def test_a_request_without_a_key_is_refused_before_its_body_is_read(service, use
     assert anonymous.status_code == 401  # refused on its headers: an anonymous client's upload is never spooled
 
 
-
 def test_a_key_that_cannot_be_checked_answers_503_not_401(tmp_path):
     """The database lost under a running server (its SQLite file removed): the guard cannot check a key, which is
     the server's fault; the client is told to come back, not that its key is wrong."""
