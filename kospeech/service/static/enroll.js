@@ -1,19 +1,18 @@
 // The enrollment page (GET /): sign in with an API key, read prompts aloud (or upload recordings of them), train a
 // personal adapter and follow its job, compare transcriptions with and without it, delete everything.
-// It talks only to the public /v1 API, with the key kept in the page's history entry (see `remember`); every text
-// that comes from the server is written with textContent, never as HTML.
+// It talks only to the public /v1 API with the key the person enters, which it keeps in memory only (a reload asks
+// for it again); every text that comes from the server is written with textContent, never as HTML.
 "use strict";
 
 (() => {
   const CONFIG = JSON.parse(document.getElementById("service-config").textContent);
-  const KEY_STORAGE = "kospeech.key";
-  const USER_STORAGE = "kospeech.user";
   const LANGUAGE_STORAGE = "kospeech.language";
   const PROMPT_BATCH = 20;
   const POLL_MS = 1000;
   const MAX_POLL_MS = 30000;
-  // Stop a little before the server's limit so that the encoder's last frames still fit.
-  const RECORDING_MARGIN_SECONDS = 0.5;
+  // Stop before the server's length limit: background tabs run timers up to a second late.
+  const RECORDING_MARGIN_SECONDS = 1.0;
+  const REQUEST_TIMEOUT_MS = 120000;
   // Containers MediaRecorder may produce, in order of preference, with the file name the server is sent.
   const RECORDING_FORMATS = [
     ["audio/webm;codecs=opus", "recording.webm"],
@@ -95,7 +94,6 @@
       httpError: "The server answered HTTP {status} without an explanation.",
       unreadable: "The server's answer (HTTP {status}) could not be read.",
       retrying: "No answer from the server; asking again… ({error})",
-      userGone: "There is no user {user} any more (deleted?). Press Start to create it again.",
       takeLabel: "Your recording",
     },
     ko: {
@@ -170,7 +168,6 @@
       httpError: "서버가 설명 없이 HTTP {status}(으)로 응답했습니다.",
       unreadable: "서버의 응답(HTTP {status})을 읽을 수 없습니다.",
       retrying: "서버 응답이 없어 다시 묻는 중… ({error})",
-      userGone: "사용자 {user}가 더 이상 없습니다 (삭제되었나요?). 시작을 누르면 다시 만듭니다.",
       takeLabel: "내 녹음",
     },
   };
@@ -230,7 +227,7 @@
     }
     let response;
     try {
-      response = await fetch(path, { method, headers, body });
+      response = await fetch(path, { method, headers, body, signal: AbortSignal.timeout(REQUEST_TIMEOUT_MS) });
     } catch (error) {
       if (session !== state.session) throw new StaleAnswer();
       throw new ApiError(0, "network", t("networkError", { error: error.message }));
@@ -289,24 +286,22 @@
 
   // ---- the key and the session ----
 
-  // The key lives in this page's history entry: it survives a reload, no other page of the site can read it (the
-  // API documentation included), and it is gone with the tab.
-  function remember(key, userId) {
-    history.replaceState({ key, userId }, "", location.pathname + location.search);
-  }
-
-  function forget() {
-    history.replaceState(null, "", location.pathname + location.search);
+  // The key is a tenant's: it stays in this page's memory, never in storage or history that a browser writes to
+  // disk or another page of the site could read. The user id, which is no secret, is kept in the history entry so
+  // that a reload fills it in again.
+  function rememberUser(userId) {
+    history.replaceState({ userId }, "", location.pathname + location.search);
   }
 
   // A link may carry the key and the user id in its fragment, which browsers never send to the server: they fill
-  // the form and leave the address bar.
+  // the sign-in form and leave the address bar. While someone is signed in, a link is not taken up.
   function takeFragment() {
     const fragment = new URLSearchParams(location.hash.slice(1));
     if (!fragment.get("key") && !fragment.get("user")) return;
+    history.replaceState(history.state, "", location.pathname + location.search);
+    if (state.key) return;
     if (fragment.get("key")) $("key").value = fragment.get("key");
     if (fragment.get("user")) $("user-id").value = fragment.get("user");
-    history.replaceState(history.state, "", location.pathname + location.search);
   }
 
   // Everything on screen that belonged to the previous session goes.
@@ -327,31 +322,30 @@
     $("job-progress").value = 0;
     delete $("job-status").dataset.outcome;
     $("try-result").hidden = true;
+    say("");
     $("record").hidden = $("try-record").hidden = false;
     $("stop").hidden = $("try-stop").hidden = true;
     renderAll();
   }
 
-  async function signIn(key, userId, { create }) {
+  async function signIn(key, userId) {
     resetWorkspace();
     state.session += 1;
     state.key = key;
     state.userId = userId;
-    if (create) {
+    try {
+      await api("POST", "/v1/users", { json: { user_id: userId } });
+    } catch (error) {
+      if (!(error instanceof ApiError && error.code === "user_exists")) throw error;
+      // An existing user is enrolled further; an id that differs only in case from another stays refused.
       try {
-        await api("POST", "/v1/users", { json: { user_id: userId } });
-      } catch (error) {
-        if (!(error instanceof ApiError && error.code === "user_exists")) throw error;
-        // An existing user is enrolled further; an id that differs only in case from another stays refused.
-        try {
-          await api("GET", userPath());
-        } catch (lookup) {
-          throw lookup.status === 404 ? error : lookup;
-        }
+        await api("GET", userPath());
+      } catch (lookup) {
+        throw lookup.status === 404 ? error : lookup;
       }
     }
     await refresh();
-    remember(key, userId);
+    rememberUser(userId);
     $("who-user").textContent = userId;
     $("sign-in").hidden = true;
     $("workspace").hidden = false;
@@ -363,7 +357,6 @@
     resetWorkspace();
     state.session += 1;
     state.key = "";
-    forget();
     $("workspace").hidden = true;
     $("sign-in").hidden = false;
     $("key").value = "";
@@ -410,7 +403,7 @@
   // while a recording or a request the person started is under way.
   function renderControls() {
     const signedIn = state.record !== null;
-    const recording = recorder.active;
+    const recording = recorder.busy;
     const idle = signedIn && !recording && state.working === 0;
     for (const id of ["record", "try-record", "skip", "prompt-file", "try-file", "delete-user"]) $(id).disabled = !idle;
     $("keep").disabled = $("discard").disabled = state.working > 0;
@@ -459,30 +452,36 @@
     renderJob();
     renderControls();
     let wait = POLL_MS;
-    while (state.session === session && state.polling === jobId) {
+    const following = () => state.session === session && state.polling === jobId;
+    while (following()) {
+      let job;
       try {
-        state.job = await api("GET", `/v1/jobs/${encodeURIComponent(jobId)}`);
+        job = await api("GET", `/v1/jobs/${encodeURIComponent(jobId)}`);
         wait = POLL_MS;
       } catch (error) {
         if (error instanceof StaleAnswer) return;
         if (error.status === 0 || error.status >= 500) {
+          if (!following()) return;
           $("job-status").textContent = t("retrying", { error: error.message });
           wait = Math.min(2 * wait, MAX_POLL_MS);
           await sleep(wait);
           continue;
         }
+        if (!following()) return;
         state.polling = null;
         renderControls();
         report(error);
         return;
       }
+      if (!following()) return;
+      state.job = job;
       renderJob();
-      if (state.job.status === "succeeded" || state.job.status === "failed") {
+      if (job.status === "succeeded" || job.status === "failed") {
         state.polling = null;
         await refresh().catch(report);
-        if (state.session !== session) return;
-        const result = state.job.result;
-        $("job-status").dataset.outcome = state.job.status === "failed" ? "failed" : result.activated ? "activated" : "kept";
+        // The refresh may have found another job of the user (queued elsewhere) and be following it now.
+        if (state.session !== session || state.polling !== null) return;
+        $("job-status").dataset.outcome = job.status === "failed" ? "failed" : job.result.activated ? "activated" : "kept";
         renderControls();
         return;
       }
@@ -507,9 +506,9 @@
 
   // ---- prompts and recordings ----
 
-  // The next sentence: never one the user has recorded already (the server's prompts are random).
-  async function nextPrompt() {
-    const recorded = new Set(state.utterances.map((utterance) => utterance.text));
+  // The next sentence: never one the user has recorded already (the server's prompts are random), nor `alsoRead`.
+  async function nextPrompt(alsoRead = []) {
+    const recorded = new Set([...state.utterances.map((utterance) => utterance.text), ...alsoRead]);
     for (let round = 0; state.prompts.length === 0; round += 1) {
       const fresh = (await api("GET", `/v1/prompts?n=${PROMPT_BATCH}`)).prompts;
       const unread = fresh.filter((text) => !recorded.has(text) && text !== state.currentPrompt);
@@ -544,8 +543,7 @@
     const created = await api("POST", userPath("/utterances"), { form });
     dropTake();
     say(t("kept", { s: created.duration.toFixed(1) }));
-    state.utterances = state.utterances.concat([{ text }]);
-    await nextPrompt();
+    await nextPrompt([text]);
     await refresh();
   }
 
@@ -558,6 +556,7 @@
       this.frame = 0;
       this.timer = 0;
       this.stoppedAtLimit = null; // the limit in seconds when the last take ran into it
+      this.starting = false; // waiting for the microphone (the browser may be asking the person)
     }
 
     static available() {
@@ -566,6 +565,11 @@
 
     get active() {
       return this.media?.state === "recording";
+    }
+
+    // Starting or recording: a second recording may not start.
+    get busy() {
+      return this.starting || this.active;
     }
 
     // Starts recording (rejects when the microphone is refused); `finished` resolves with {blob, name} once `stop`
@@ -635,25 +639,34 @@
   const recorder = new Recorder();
 
   // Wires a Record/Stop pair to the recorder; `done` receives {blob, name, text} (`text`: the sentence shown when
-  // the recording started).
-  function recordWith(recordButton, stopButton, done) {
+  // the recording started); `starting` runs first.
+  function recordWith(recordButton, stopButton, done, starting = () => {}) {
     recordButton.addEventListener("click", async () => {
       fail("");
       if (!Recorder.available()) {
         fail(t("micUnavailable"));
         return;
       }
-      if (recorder.active) return;
+      if (recorder.busy) return;
       const session = state.session;
       const text = state.currentPrompt;
-      dropTake();
+      starting();
+      // Locked before the microphone is asked for: the sentence and the other recorder may not change meanwhile.
+      recorder.starting = true;
+      renderControls();
       let finished;
       try {
         ({ finished } = await recorder.start());
       } catch (error) {
         recorder.cancel();
-        renderControls();
         fail(t("micRefused", { error: error.message }));
+        return;
+      } finally {
+        recorder.starting = false;
+        renderControls();
+      }
+      if (session !== state.session) {
+        recorder.cancel();
         return;
       }
       recordButton.hidden = true;
@@ -664,8 +677,9 @@
       const take = await finished;
       if (session !== state.session) return;
       recordButton.hidden = false;
-      stopButton.hidden = true;
       renderControls();
+      recordButton.focus(); // before Stop goes, so that the focus never falls to the page
+      stopButton.hidden = true;
       const limit = recorder.stoppedAtLimit;
       say(limit === null ? "" : t("limitReached", { s: limit.toFixed(1) }));
       await done({ ...take, text });
@@ -760,7 +774,7 @@
       const submit = event.target.querySelector("button");
       fail("");
       submit.disabled = true;
-      signIn($("key").value.trim(), $("user-id").value.trim(), { create: true })
+      signIn($("key").value.trim(), $("user-id").value.trim())
         .catch((error) => {
           if (error instanceof StaleAnswer) return;
           signOut();
@@ -774,7 +788,7 @@
       $("key").focus();
     });
 
-    recordWith($("record"), $("stop"), async (take) => showTake(take));
+    recordWith($("record"), $("stop"), async (take) => showTake(take), dropTake);
     $("keep").addEventListener("click", () =>
       act(() => enroll(state.take.blob, state.take.name, state.take.text), { focus: "record" }),
     );
@@ -797,10 +811,13 @@
     });
 
     $("train").addEventListener("click", () =>
-      act(async () => {
-        const created = await api("POST", userPath("/adapter"), { json: { adapter_type: $("adapter-type").value } });
-        followJob(created.job_id);
-      }),
+      act(
+        async () => {
+          const created = await api("POST", userPath("/adapter"), { json: { adapter_type: $("adapter-type").value } });
+          followJob(created.job_id);
+        },
+        { focus: "adapter-type" },
+      ),
     );
 
     recordWith($("try-record"), $("try-stop"), (take) => act(() => compare(take.blob, take.name)));
@@ -816,28 +833,12 @@
         await api("DELETE", userPath());
         signOut();
         say(t("deleted"));
+        $("key").focus();
       });
     });
 
-    // A reload signs in again with the remembered key, without creating the user: a user deleted meanwhile (in
-    // another tab) is not brought back, and a server that does not answer leaves the key in the form to try again.
-    const remembered = history.state;
-    if (remembered?.key && remembered?.userId) {
-      $("key").value = remembered.key;
-      $("user-id").value = remembered.userId;
-      signIn(remembered.key, remembered.userId, { create: false }).catch((error) => {
-        if (error instanceof StaleAnswer) return;
-        const keep = error.status === 0 || error.status >= 500;
-        signOut();
-        if (keep) {
-          remember(remembered.key, remembered.userId);
-          $("key").value = remembered.key;
-        }
-        if (error.status === 401) fail(t("keyRefused", { message: error.message }));
-        else if (error.status === 404) fail(t("userGone", { user: remembered.userId }));
-        else fail(error.message);
-      });
-    }
+    // After a reload the user id is filled in again; the key is asked for again.
+    if (history.state?.userId && !$("user-id").value) $("user-id").value = history.state.userId;
   }
 
   start();
