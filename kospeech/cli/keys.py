@@ -1,6 +1,6 @@
 """``kospeech-keys``: make, list and revoke API keys of the personalization service.
 
-    kospeech-keys create --tenant acme [--admin] [server.KEY=VALUE ...]   # the new key is the last word printed
+    kospeech-keys create --tenant acme [--admin | --user ID] [server.KEY=VALUE ...]   # the key: the last word printed
     kospeech-keys list [server.KEY=VALUE ...]
     kospeech-keys revoke PREFIX [server.KEY=VALUE ...]
 
@@ -27,8 +27,14 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     create = commands.add_parser("create", help="make a key for a tenant (created on first use)")
     create.add_argument("--tenant", required=True, help="tenant name ([A-Za-z0-9_.-], up to 64 characters)")
-    create.add_argument("--admin", action="store_true", help="mark the key as an admin key")
-    commands.add_parser("list", help="list keys (prefix, tenant, admin, created, revoked)")
+    scope = create.add_mutually_exclusive_group()
+    scope.add_argument("--admin", action="store_true", help="mark the key as an admin key")
+    scope.add_argument(
+        "--user",
+        metavar="ID",
+        help="limit the key to this one user of the tenant (for a person who enrolls themselves on the web page)",
+    )
+    commands.add_parser("list", help="list keys (prefix, tenant, kind: admin, tenant or user=ID, created, revoked)")
     revoke = commands.add_parser("revoke", help="revoke a key by its prefix (or the whole key)")
     revoke.add_argument("prefix")
     return parser
@@ -49,18 +55,18 @@ def main(argv: Optional[List[str]] = None) -> int:
         with session_scope(session_factory(engine)) as session:
             if args.command == "create":
                 try:
-                    key = create_key(session, args.tenant, admin=args.admin)
+                    key = create_key(session, args.tenant, admin=args.admin, user_id=args.user)
                 except InvalidNameError as exc:
-                    print(f"error: tenant: {exc}", file=sys.stderr)
+                    print(f"error: {'tenant or user' if args.user else 'tenant'}: {exc}", file=sys.stderr)
                     return 1
-                kind = "admin key" if args.admin else "key"
+                kind = "admin key" if args.admin else f"key of user {args.user}" if args.user else "key"
                 print(f"new {kind} for tenant {args.tenant} (shown only now): {key}")
             elif args.command == "list":
                 for record in list_keys(session):
                     revoked = record.revoked_at.isoformat() if record.revoked_at else "-"
+                    kind = "admin" if record.admin else f"user={record.user_id}" if record.user_id else "tenant"
                     print(
-                        f"{record.prefix}\t{record.tenant}\t{'admin' if record.admin else 'user'}\t"
-                        f"{record.created_at.isoformat()}\trevoked={revoked}"
+                        f"{record.prefix}\t{record.tenant}\t{kind}\t{record.created_at.isoformat()}\trevoked={revoked}"
                     )
             elif not revoke_key(session, args.prefix):  # messages name the prefix, never a whole key given here
                 print(f"error: no live key with prefix {key_prefix(args.prefix)!r}", file=sys.stderr)

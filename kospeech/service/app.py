@@ -74,7 +74,7 @@ class _RequestGuard:
         """The tenant of a live ``key``, else ``None`` (runs in a worker thread: a database query)."""
         with state.sessions() as session:
             row = authenticate(session, key)
-            return None if row is None else Caller(row.tenant_id, row.tenant.name, row.admin)
+            return None if row is None else Caller(row.tenant_id, row.tenant.name, row.admin, row.user_id)
 
     async def _authenticate(self, scope: Scope, headers: Dict[bytes, bytes]) -> Optional[Tuple[int, str, str]]:
         """Checks an API request's key before its body is read; ``None`` when it may go on (its caller is then in

@@ -4,7 +4,7 @@ and the caller's users and jobs (another tenant's ids answer 404, never 403)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Annotated, Iterator
+from typing import Annotated, Iterator, Optional
 
 from fastapi import Depends, Path, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -59,11 +59,17 @@ SessionDep = Annotated[Session, Depends(get_session)]
 
 @dataclass(frozen=True)
 class Caller:
-    """Who is calling: the tenant of the presented key."""
+    """Who is calling: the tenant of the presented key, and the one user it may act as for a user-scoped key
+    (``kospeech-keys create --user``: a key handed to a person who enrolls themselves)."""
 
     tenant_id: int
     tenant: str
     admin: bool
+    user_id: Optional[str] = None
+
+    def may_act_as(self, user_id: str) -> bool:
+        """Whether this caller may read, change or transcribe as its tenant's user ``user_id``."""
+        return self.user_id is None or self.user_id == user_id
 
 
 def _unauthorized(message: str) -> ServiceError:
@@ -106,9 +112,12 @@ def caller_user(session: SessionDep, caller: CallerDep, user_id: Annotated[str, 
     """The caller's user ``user_id``.
 
     Raises:
-        ServiceError: 422 for an id breaking the rule; 404 when the caller's tenant has no such user.
+        ServiceError: 422 for an id breaking the rule; 404 when the caller's tenant has no such user, or the caller's
+            key is scoped to another user.
     """
     checked_user_id(user_id)
+    if not caller.may_act_as(user_id):  # another user is as unknown to a user-scoped key as another tenant's
+        raise ServiceError(404, "user_not_found", f"no user {user_id!r}")
     user = session.scalar(select(User).where(User.tenant_id == caller.tenant_id, User.user_id == user_id))
     if user is None:
         raise ServiceError(404, "user_not_found", f"no user {user_id!r}")
@@ -122,10 +131,11 @@ def caller_job(session: SessionDep, caller: CallerDep, job_id: Annotated[str, Pa
     """The caller's job ``job_id``.
 
     Raises:
-        ServiceError: 404 when the caller's tenant has no such job.
+        ServiceError: 404 when the caller's tenant has no such job, or it is another user's than the caller's key is
+            scoped to.
     """
     job = session.scalar(select(Job).where(Job.tenant_id == caller.tenant_id, Job.id == job_id))
-    if job is None:
+    if job is None or not caller.may_act_as(job.user.user_id):
         raise ServiceError(404, "job_not_found", f"no job {job_id!r}")
     return job
 

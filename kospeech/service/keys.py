@@ -45,6 +45,7 @@ class KeyRecord:
         prefix: the key's public lookup part.
         tenant: its tenant's name.
         admin: whether it is an admin key.
+        user_id: the one user the key may act as, or ``None`` (the whole tenant).
         created_at: when it was made.
         revoked_at: when it was revoked, or ``None``.
     """
@@ -52,6 +53,7 @@ class KeyRecord:
     prefix: str
     tenant: str
     admin: bool
+    user_id: Optional[str]
     created_at: datetime
     revoked_at: Optional[datetime]
 
@@ -78,22 +80,29 @@ def key_prefix(prefix_or_key: str) -> str:
     return _split(prefix_or_key) or prefix_or_key
 
 
-def create_key(session: Session, tenant_name: str, admin: bool = False) -> str:
+def create_key(session: Session, tenant_name: str, admin: bool = False, user_id: Optional[str] = None) -> str:
     """Make a key for ``tenant_name`` (creating the tenant on first use) and return it; only its digest is stored.
 
     Args:
         session: an open session (committed by the caller).
         tenant_name: the tenant; the adapter-name rule applies (it names a folder under ``data_dir/tenants``).
         admin: mark the key as an admin key.
+        user_id: limit the key to this one user of the tenant (the user-id rule applies; the user need not exist
+            yet: the key may create it). A key without one acts for the whole tenant.
 
     Returns:
         The new key, the only time it is ever shown.
 
     Raises:
-        InvalidNameError: a tenant name that breaks the rule, or differs only in case from an existing tenant's
-            (both would share one folder on a case-insensitive file system).
+        InvalidNameError: a tenant name or user id that breaks the rule, or a tenant name that differs only in case
+            from an existing tenant's (both would share one folder on a case-insensitive file system).
+        ValueError: an admin key limited to one user.
     """
     validate_adapter_name(tenant_name)
+    if user_id is not None:
+        validate_adapter_name(user_id)
+        if admin:
+            raise ValueError("an admin key acts for the whole tenant; it cannot be limited to one user")
     tenant = session.scalar(select(Tenant).where(func.lower(Tenant.name) == tenant_name.lower()))
     if tenant is not None and tenant.name != tenant_name:
         raise InvalidNameError(
@@ -105,7 +114,7 @@ def create_key(session: Session, tenant_name: str, admin: bool = False) -> str:
         session.flush()
     prefix = secrets.token_hex(_PREFIX_HEX // 2)
     key = f"{KEY_PREFIX}_{prefix}_{secrets.token_urlsafe(32)}"
-    session.add(ApiKey(tenant_id=tenant.id, prefix=prefix, digest=_digest(key), admin=admin))
+    session.add(ApiKey(tenant_id=tenant.id, prefix=prefix, digest=_digest(key), admin=admin, user_id=user_id))
     session.flush()
     return key
 
@@ -115,7 +124,7 @@ def list_keys(session: Session) -> List[KeyRecord]:
     rows = session.execute(
         select(ApiKey, Tenant.name).join(Tenant, ApiKey.tenant_id == Tenant.id).order_by(Tenant.name, ApiKey.id)
     )
-    return [KeyRecord(key.prefix, name, key.admin, key.created_at, key.revoked_at) for key, name in rows]
+    return [KeyRecord(key.prefix, name, key.admin, key.user_id, key.created_at, key.revoked_at) for key, name in rows]
 
 
 def revoke_key(session: Session, prefix: str) -> bool:

@@ -88,7 +88,8 @@ class Tenant(Base):
 
 
 class ApiKey(Base):
-    """An API key, stored as a lookup prefix and the SHA-256 digest of the whole key (never the key itself)."""
+    """An API key, stored as a lookup prefix and the SHA-256 digest of the whole key (never the key itself); a key
+    with a ``user_id`` acts as that one user of its tenant only."""
 
     __tablename__ = "api_keys"
 
@@ -97,6 +98,7 @@ class ApiKey(Base):
     prefix: Mapped[str] = mapped_column(String(32), unique=True)
     digest: Mapped[str] = mapped_column(String(64))
     admin: Mapped[bool] = mapped_column(Boolean, default=False)
+    user_id: Mapped[Optional[str]] = mapped_column(String(64), nullable=True)  # the one user it may act as, if set
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
     revoked_at: Mapped[Optional[datetime]] = mapped_column(UtcDateTime, nullable=True)
 

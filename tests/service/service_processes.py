@@ -30,10 +30,10 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def create_key(settings: Sequence[str], tenant: str, cwd: Path) -> str:
-    """``kospeech-keys create --tenant TENANT [settings]``; the key is the last word it prints."""
+def create_key(settings: Sequence[str], tenant: str, cwd: Path, *options: str) -> str:
+    """``kospeech-keys create --tenant TENANT [options] [settings]``; the key is the last word it prints."""
     done = subprocess.run(
-        [*command("keys"), "create", "--tenant", tenant, *settings],
+        [*command("keys"), "create", "--tenant", tenant, *options, *settings],
         cwd=cwd,
         env=ENV,
         capture_output=True,

@@ -16,7 +16,8 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 
 from kospeech.service import create_app
-from kospeech.service.db import MAX_CONNECTIONS
+from kospeech.service.db import MAX_CONNECTIONS, session_scope
+from kospeech.service.keys import create_key
 from kospeech.service.models import User
 from kospeech.service.storage import Storage
 from kospeech.service.versions import record_version
@@ -512,6 +513,50 @@ def test_training_requests_are_checked_before_any_job(service, user_id):
     wrong = service.client.post(f"/v1/users/{user_id}/adapter", json={"adapter_type": 3}, headers=headers)
     assert wrong.status_code == 422 and error_code(wrong) == "invalid_request"
     assert service.client.get(f"/v1/users/{user_id}", headers=headers).json()["jobs"] == []
+
+
+def test_a_user_scoped_key_acts_as_its_user_only(service, user_id):
+    """A key made with ``kospeech-keys create --user``: its own user in full, every other user of the tenant as
+    unknown as another tenant's, and no other user created."""
+    with session_scope(service.client.app.state.service.sessions) as session:
+        scoped = {"Authorization": f"Bearer {create_key(session, 'acme', user_id=user_id)}"}
+    other = f"{user_id}x"
+    create_user(service, other)  # by the tenant's key
+    for _ in range(5):
+        assert upload(service, other, wav_bytes(tone(1.0))).status_code == 201
+    others_job = service.client.post(f"/v1/users/{other}/adapter", json={}, headers=service.headers()).json()["job_id"]
+
+    refused = service.client.post("/v1/users", json={"user_id": other + "y"}, headers=scoped)
+    assert refused.status_code == 403 and error_code(refused) == "forbidden" and user_id in refused.text
+    assert service.client.post("/v1/users", json={"user_id": user_id}, headers=scoped).status_code == 201
+    upload_own = service.client.post(
+        f"/v1/users/{user_id}/utterances",
+        files={"file": ("a.wav", wav_bytes(tone(1.0)))},
+        data={"text": TEXT},
+        headers=scoped,
+    )
+    assert upload_own.status_code == 201
+    clip = {"file": ("a.wav", wav_bytes(tone(1.0)))}
+    for method, path, kwargs in [
+        ("get", f"/v1/users/{other}", {}),
+        ("get", f"/v1/users/{other}/utterances", {}),
+        ("post", f"/v1/users/{other}/utterances", {"files": clip, "data": {"text": TEXT}}),
+        ("post", f"/v1/users/{other}/adapter", {"json": {}}),
+        ("delete", f"/v1/users/{other}", {}),
+        ("post", "/v1/audio/transcriptions", {"files": clip, "data": {"user": other}}),
+    ]:
+        response = getattr(service.client, method)(path, headers=scoped, **kwargs)
+        assert response.status_code == 404 and error_code(response) == "user_not_found", (method, path)
+    hidden = service.client.get(f"/v1/jobs/{others_job}", headers=scoped)
+    assert hidden.status_code == 404 and error_code(hidden) == "job_not_found"
+    assert service.client.get(f"/v1/users/{other}", headers=service.headers()).json()["utterances"] == 5
+
+    assert service.client.get(f"/v1/users/{user_id}", headers=scoped).json()["utterances"] == 1
+    for data in ({"user": user_id}, {}):
+        assert service.client.post("/v1/audio/transcriptions", files=clip, data=data, headers=scoped).status_code == 200
+    assert service.client.get("/v1/prompts?n=1", headers=scoped).status_code == 200
+    assert service.client.delete(f"/v1/users/{user_id}", headers=scoped).status_code == 204
+    assert service.client.delete(f"/v1/users/{other}", headers=service.headers()).status_code == 204
 
 
 def test_a_queued_job_is_visible_to_its_tenant_only(service, user_id):

@@ -228,6 +228,15 @@ def test_kospeech_keys_creates_lists_and_revokes(tmp_path, capsys, restore_loggi
     capsys.readouterr()
     assert keys_cli.main(["create", "--tenant", "ACME", data]) == 1
     assert "differs only in case from the existing tenant 'acme'" in capsys.readouterr().err
+    assert keys_cli.main(["create", "--tenant", "acme", "--user", "alice", data]) == 0
+    scoped = capsys.readouterr().out
+    assert "key of user alice" in scoped
+    assert keys_cli.main(["list", data]) == 0
+    assert f"{scoped.split()[-1].split('_')[1]}\tacme\tuser=alice\t" in capsys.readouterr().out
+    assert keys_cli.main(["create", "--tenant", "acme", "--user", "../x", data]) == 1
+    with pytest.raises(SystemExit):  # argparse: --admin and --user exclude each other
+        keys_cli.main(["create", "--tenant", "acme", "--admin", "--user", "alice", data])
+    capsys.readouterr()
     engine = create_db_engine(settings_for(tmp_path).database())
     with session_scope(session_factory(engine)) as session:
         assert authenticate(session, key) is None

@@ -41,12 +41,17 @@ def chromium_path() -> str:
     return path
 
 
+SCOPED_USER = "selfenrolled"
+
+
 @pytest.fixture(scope="module")
 def page_server(tmp_path_factory) -> Iterator[Tuple[Server, str]]:
-    """A ``kospeech-serve`` process with its in-process worker (1 epoch per job) and a key of tenant ``acme``."""
+    """A ``kospeech-serve`` process with its in-process worker (1 epoch per job) and a key of tenant ``acme``; the
+    server's ``scoped_key`` acts as user ``selfenrolled`` only."""
     folder = tmp_path_factory.mktemp("web")
     common = [f"server.data_dir={folder / 'data'}", f"server.base_model_path={BASE_MODEL}"]
-    key = create_key(common, "acme", cwd=folder)
+    key = create_key(common, "acme", folder)
+    scoped_key = create_key(common, "acme", folder, "--user", SCOPED_USER)
     server = Server(
         [
             *common,
@@ -60,6 +65,7 @@ def page_server(tmp_path_factory) -> Iterator[Tuple[Server, str]]:
         folder / "server.log",
         folder,
     )
+    server.scoped_key = scoped_key
     try:
         yield server, key
     finally:
@@ -343,6 +349,16 @@ def test_a_refused_key_is_shown_and_never_kept(page, page_server):
     expect(page.locator("#error")).to_contain_text("did not accept this key")
     expect(page.locator("#workspace")).to_be_hidden()
     assert not key_stored(page, "ksk_000000000000")
+
+
+def test_a_user_scoped_key_enrolls_its_user_and_no_other(page, page_server):
+    server, _ = page_server
+    page.goto(f"{server.url}/#key={server.scoped_key}&user=someone-else")
+    page.click("#sign-in-form button[type=submit]")
+    expect(page.locator("#error")).to_contain_text(f"acts as user '{SCOPED_USER}' only")
+    expect(page.locator("#workspace")).to_be_hidden()
+    sign_in(page, server, server.scoped_key, SCOPED_USER)
+    assert page.text_content("#who-user") == SCOPED_USER
 
 
 def test_an_existing_user_goes_on_and_a_reload_asks_for_the_key_again(page, page_server):

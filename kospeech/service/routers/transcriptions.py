@@ -82,6 +82,8 @@ def _serving(session: SessionDep, caller: CallerDep, state: StateDep, user_id: O
         return _Serving()
     checked_user_id(user_id)
     try:
+        if not caller.may_act_as(user_id):
+            raise ServiceError(404, "user_not_found", f"no user {user_id!r}")
         user = session.scalar(select(User).where(User.tenant_id == caller.tenant_id, User.user_id == user_id))
         if user is None:
             raise ServiceError(404, "user_not_found", f"no user {user_id!r}")

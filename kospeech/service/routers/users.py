@@ -55,12 +55,16 @@ def user_record(user: User) -> UserRecord:
     "/users",
     status_code=201,
     response_model=UserRecord,
-    responses={409: {"model": ErrorBody}, 422: {"model": ErrorBody}},
+    responses={403: {"model": ErrorBody}, 409: {"model": ErrorBody}, 422: {"model": ErrorBody}},
 )
 def create_user(body: UserCreate, session: SessionDep, caller: CallerDep) -> UserRecord:
     """Create a user (the id follows the adapter-name rule); 409 if the tenant already has it, or an id that differs
     from it only in case (both would share one folder on a case-insensitive file system)."""
     user_id = checked_user_id(body.user_id)
+    if not caller.may_act_as(user_id):
+        raise ServiceError(
+            403, "forbidden", f"this key acts as user {caller.user_id!r} only; it cannot create user {user_id!r}"
+        )
     existing = session.scalar(
         select(User.user_id).where(User.tenant_id == caller.tenant_id, func.lower(User.user_id) == user_id.lower())
     )
