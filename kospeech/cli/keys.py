@@ -56,8 +56,8 @@ def main(argv: Optional[List[str]] = None) -> int:
             if args.command == "create":
                 try:
                     key = create_key(session, args.tenant, admin=args.admin, user_id=args.user)
-                except InvalidNameError as exc:
-                    print(f"error: {'tenant or user' if args.user else 'tenant'}: {exc}", file=sys.stderr)
+                except InvalidNameError as exc:  # the message names the tenant or the user
+                    print(f"error: {exc}", file=sys.stderr)
                     return 1
                 kind = "admin key" if args.admin else f"key of user {args.user}" if args.user else "key"
                 print(f"new {kind} for tenant {args.tenant} (shown only now): {key}")

@@ -39,7 +39,7 @@ FORM_OVERHEAD_BYTES = 1 << 20
 
 
 class _RequestGuard:
-    """Body limit, metrics and the access log (see the module docstring)."""
+    """Authentication before the body, body limit, metrics and the access log (see the module docstring)."""
 
     def __init__(self, app: ASGIApp, max_body_bytes: int) -> None:
         self.app = app
@@ -60,6 +60,14 @@ class _RequestGuard:
             }
         )
         await send({"type": "http.response.body", "body": body})
+
+    @staticmethod
+    def _is_api(scope: Scope) -> bool:
+        """Whether the request is for the ``/v1`` API, behind any ``root_path`` (a proxy's prefix or a mount)."""
+        path, root = scope["path"], scope.get("root_path", "")
+        if root and path.startswith(root):
+            path = path[len(root) :]
+        return path.startswith("/v1/")
 
     @staticmethod
     def _presented_key(headers: Dict[bytes, bytes]) -> Tuple[Optional[str], Optional[str]]:
@@ -102,12 +110,16 @@ class _RequestGuard:
         limit = self.max_body_bytes
         too_large = f"the request body is larger than {limit} bytes (server.max_upload_bytes plus form fields)"
         headers = dict(scope.get("headers", ()))
-        refused = await self._authenticate(scope, headers) if scope["path"].startswith("/v1/") else None
+        try:
+            refused = await self._authenticate(scope, headers) if self._is_api(scope) else None
+        except BaseException:
+            self._log(scope, status["code"], started)
+            raise
         declared = headers.get(b"content-length")
         if refused is not None:  # a client without a live key never gets its body read, parsed or spooled
             code, name, message = refused
             status["code"] = code
-            extra = [(b"www-authenticate", b"Bearer")] if code == 401 else []
+            extra = {401: [(b"www-authenticate", b"Bearer")], 503: [(b"retry-after", b"5")]}.get(code, [])
             await self._refuse(send, code, name, message, *extra)
             self._log(scope, status["code"], started)
             return

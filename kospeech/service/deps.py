@@ -76,7 +76,7 @@ def _unauthorized(message: str) -> ServiceError:
     return ServiceError(401, "unauthorized", message, headers={"WWW-Authenticate": "Bearer"})
 
 
-def get_caller(
+async def get_caller(
     request: Request, _credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 ) -> Caller:
     """The caller of a request: the tenant whose live key the app's request guard found in

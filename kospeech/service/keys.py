@@ -1,7 +1,8 @@
 """API keys: created once, shown once, stored as a lookup prefix plus a SHA-256 digest, compared in constant time.
 
-A key reads ``ksk_<prefix>_<secret>``: 12 hex characters of prefix (the row is found by it, and ``kospeech-keys
-list`` shows it) and 256 random bits of secret. The database holds the prefix and the SHA-256 of the whole key; a
+A key reads ``ksk_<prefix>_<secret>`` (a tenant's key) or ``ksu_<prefix>_<secret>`` (a user key, which acts as one
+user of its tenant: a server older than user keys refuses that form instead of taking it for a tenant's key): 12 hex
+characters of prefix (the row is found by it, and ``kospeech-keys list`` shows it) and 256 random bits of secret. The database holds the prefix and the SHA-256 of the whole key; a
 presented key is hashed and compared with :func:`hmac.compare_digest`. A high-entropy random secret needs no slow
 password hash: SHA-256 cannot be inverted and a guess has no better odds than 2**-256.
 """
@@ -20,10 +21,11 @@ from sqlalchemy.orm import Session
 
 from kospeech.errors import InvalidNameError
 from kospeech.models.adapter_manager import validate_adapter_name
-from kospeech.service.models import ApiKey, Tenant, utcnow
+from kospeech.service.models import ApiKey, Tenant, User, utcnow
 
 __all__ = [
     "KEY_PREFIX",
+    "USER_KEY_PREFIX",
     "KeyRecord",
     "authenticate",
     "create_key",
@@ -31,9 +33,11 @@ __all__ = [
     "key_prefix",
     "list_keys",
     "revoke_key",
+    "revoke_user_keys",
 ]
 
 KEY_PREFIX = "ksk"
+USER_KEY_PREFIX = "ksu"
 _PREFIX_HEX = 12
 
 
@@ -65,13 +69,14 @@ def _digest(key: str) -> str:
 def _split(key: str) -> Optional[str]:
     """The prefix of a well-formed key, else ``None``."""
     parts = key.split("_", 2)
-    if len(parts) != 3 or parts[0] != KEY_PREFIX or len(parts[1]) != _PREFIX_HEX:
+    if len(parts) != 3 or parts[0] not in (KEY_PREFIX, USER_KEY_PREFIX) or len(parts[1]) != _PREFIX_HEX:
         return None
     return parts[1]
 
 
 def is_well_formed_key(text: str) -> bool:
-    """Whether ``text`` has the form of a key (``ksk_<prefix>_<secret>``); says nothing of whether it is valid."""
+    """Whether ``text`` has the form of a key (``ksk_`` or ``ksu_<prefix>_<secret>``); says nothing of whether it is
+    valid."""
     return _split(text) is not None
 
 
@@ -88,32 +93,46 @@ def create_key(session: Session, tenant_name: str, admin: bool = False, user_id:
         tenant_name: the tenant; the adapter-name rule applies (it names a folder under ``data_dir/tenants``).
         admin: mark the key as an admin key.
         user_id: limit the key to this one user of the tenant (the user-id rule applies; the user need not exist
-            yet: the key may create it). A key without one acts for the whole tenant.
+            yet: the key may create it; deleting the user revokes the key). A key without one acts for the whole
+            tenant.
 
     Returns:
         The new key, the only time it is ever shown.
 
     Raises:
-        InvalidNameError: a tenant name or user id that breaks the rule, or a tenant name that differs only in case
-            from an existing tenant's (both would share one folder on a case-insensitive file system).
+        InvalidNameError: a tenant name or user id that breaks the rule, or differs only in case from an existing
+            tenant's or user's (both would share one folder on a case-insensitive file system); the message starts
+            with ``tenant:`` or ``user:``.
         ValueError: an admin key limited to one user.
     """
-    validate_adapter_name(tenant_name)
-    if user_id is not None:
-        validate_adapter_name(user_id)
-        if admin:
-            raise ValueError("an admin key acts for the whole tenant; it cannot be limited to one user")
+    if admin and user_id is not None:
+        raise ValueError("an admin key acts for the whole tenant; it cannot be limited to one user")
+    for kind, name in (("tenant", tenant_name), ("user", user_id)):
+        try:
+            if name is not None:
+                validate_adapter_name(name)
+        except InvalidNameError as exc:
+            raise InvalidNameError(f"{kind}: {exc}") from exc
     tenant = session.scalar(select(Tenant).where(func.lower(Tenant.name) == tenant_name.lower()))
     if tenant is not None and tenant.name != tenant_name:
         raise InvalidNameError(
-            f"tenant {tenant_name!r} differs only in case from the existing tenant {tenant.name!r}; use {tenant.name!r}"
+            f"tenant: {tenant_name!r} differs only in case from the existing tenant {tenant.name!r}; use "
+            f"{tenant.name!r}"
         )
+    if tenant is not None and user_id is not None:
+        existing = session.scalar(
+            select(User.user_id).where(User.tenant_id == tenant.id, func.lower(User.user_id) == user_id.lower())
+        )
+        if existing is not None and existing != user_id:
+            raise InvalidNameError(
+                f"user: {user_id!r} differs only in case from the existing user {existing!r}; use {existing!r}"
+            )
     if tenant is None:
         tenant = Tenant(name=tenant_name)
         session.add(tenant)
         session.flush()
     prefix = secrets.token_hex(_PREFIX_HEX // 2)
-    key = f"{KEY_PREFIX}_{prefix}_{secrets.token_urlsafe(32)}"
+    key = f"{USER_KEY_PREFIX if user_id else KEY_PREFIX}_{prefix}_{secrets.token_urlsafe(32)}"
     session.add(ApiKey(tenant_id=tenant.id, prefix=prefix, digest=_digest(key), admin=admin, user_id=user_id))
     session.flush()
     return key
@@ -125,6 +144,21 @@ def list_keys(session: Session) -> List[KeyRecord]:
         select(ApiKey, Tenant.name).join(Tenant, ApiKey.tenant_id == Tenant.id).order_by(Tenant.name, ApiKey.id)
     )
     return [KeyRecord(key.prefix, name, key.admin, key.user_id, key.created_at, key.revoked_at) for key, name in rows]
+
+
+def revoke_user_keys(session: Session, tenant_id: int, user_id: str) -> int:
+    """Revoke the live keys that act as ``user_id`` of the tenant (its deletion: the id may later name someone
+    else); returns how many."""
+    keys = session.scalars(
+        select(ApiKey).where(
+            ApiKey.tenant_id == tenant_id,
+            func.lower(ApiKey.user_id) == user_id.lower(),
+            ApiKey.revoked_at.is_(None),
+        )
+    ).all()
+    for key in keys:
+        key.revoked_at = utcnow()
+    return len(keys)
 
 
 def revoke_key(session: Session, prefix: str) -> bool:

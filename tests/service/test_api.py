@@ -267,7 +267,7 @@ def test_a_key_that_cannot_be_checked_answers_503_not_401(tmp_path):
         client.app.state.service.engine.dispose()  # the next connection opens a new, empty file
         response = client.get("/v1/prompts?n=1", headers=headers)
         assert response.status_code == 503 and error_code(response) == "unavailable"
-        assert "www-authenticate" not in response.headers
+        assert "www-authenticate" not in response.headers and response.headers["retry-after"] == "5"
 
 
 # ------------------------------------------------------------------------------------------------------------- prompts
@@ -551,12 +551,37 @@ def test_a_user_scoped_key_acts_as_its_user_only(service, user_id):
     assert hidden.status_code == 404 and error_code(hidden) == "job_not_found"
     assert service.client.get(f"/v1/users/{other}", headers=service.headers()).json()["utterances"] == 5
 
-    assert service.client.get(f"/v1/users/{user_id}", headers=scoped).json()["utterances"] == 1
+    # Its own user in full: enrollment, listing, deleting a recording, training and its job, transcription.
+    for _ in range(5):
+        own = service.client.post(f"/v1/users/{user_id}/utterances", files=clip, data={"text": TEXT}, headers=scoped)
+        assert own.status_code == 201
+    listed = service.client.get(f"/v1/users/{user_id}/utterances", headers=scoped).json()["utterances"]
+    assert len(listed) == 6
+    removed = service.client.delete(f"/v1/users/{user_id}/utterances/{listed[0]['utterance_id']}", headers=scoped)
+    assert removed.status_code == 204
+    trained = service.client.post(f"/v1/users/{user_id}/adapter", json={}, headers=scoped)
+    assert trained.status_code == 202
+    job = service.client.get(f"/v1/jobs/{trained.json()['job_id']}", headers=scoped)
+    assert job.status_code == 200 and job.json()["user_id"] == user_id
+    assert service.client.get(f"/v1/users/{user_id}", headers=scoped).json()["utterances"] == 5
+    assert service.client.get(f"/v1/users/{user_id.upper()}", headers=scoped).status_code == 404
     for data in ({"user": user_id}, {}):
         assert service.client.post("/v1/audio/transcriptions", files=clip, data=data, headers=scoped).status_code == 200
     assert service.client.get("/v1/prompts?n=1", headers=scoped).status_code == 200
+
+    # Deleting the user revokes its keys: the id may later name someone else.
     assert service.client.delete(f"/v1/users/{user_id}", headers=scoped).status_code == 204
+    assert service.client.post("/v1/users", json={"user_id": user_id}, headers=scoped).status_code == 401
     assert service.client.delete(f"/v1/users/{other}", headers=service.headers()).status_code == 204
+
+
+def test_the_api_behind_a_path_prefix_checks_keys_before_bodies(service):
+    """Behind a proxy's prefix (uvicorn --root-path, a mount), API paths carry the prefix: the guard still knows them."""
+    prefixed = TestClient(service.client.app, root_path="/speech")
+    answered = prefixed.get("/speech/v1/prompts?n=1", headers=service.headers())
+    assert answered.status_code == 200
+    broken = prefixed.post("/speech/v1/users", content=b"{not json", headers={"content-type": "application/json"})
+    assert broken.status_code == 401 and error_code(broken) == "unauthorized"
 
 
 def test_a_queued_job_is_visible_to_its_tenant_only(service, user_id):

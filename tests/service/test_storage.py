@@ -177,6 +177,32 @@ def test_the_upgrade_stops_on_ids_that_differ_only_in_case_and_names_them(tmp_pa
     engine.dispose()
 
 
+def test_user_keys_have_their_own_form_and_a_downgrade_revokes_them(tmp_path):
+    """A server older than user keys refuses the ``ksu_`` form (it knows ``ksk_`` only), and a database taken back
+    before migration 0005 loses the column that limits a user key: the downgrade revokes them first."""
+    engine = create_db_engine(f"sqlite:///{tmp_path / 'service.db'}")
+    migrate(engine)
+    sessions = session_factory(engine)
+    with session_scope(sessions) as session:
+        user_key = create_key(session, "acme", user_id="alice")
+        tenant_key = create_key(session, "acme")
+    assert user_key.startswith("ksu_") and tenant_key.startswith("ksk_")
+    with session_scope(sessions) as session:
+        assert authenticate(session, user_key).user_id == "alice" and authenticate(session, tenant_key).user_id is None
+        session.add(User(id="1", tenant_id=1, user_id="Bob"))
+    with pytest.raises(InvalidNameError, match=r"user: 'bob' differs only in case from the existing user 'Bob'"):
+        with session_scope(sessions) as session:
+            create_key(session, "acme", user_id="bob")
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    with engine.begin() as connection:
+        config.attributes["connection"] = connection
+        alembic_command.downgrade(config, "0004")
+        live = connection.exec_driver_sql("SELECT prefix FROM api_keys WHERE revoked_at IS NULL").scalars().all()
+    assert live == [tenant_key.split("_")[1]]
+    engine.dispose()
+
+
 def test_settings_are_typed_and_checked(tmp_path):
     settings = load_settings([f"server.data_dir={tmp_path}", "server.port=9000", "server.database_url=null"])
     assert settings.port == 9000 and settings.database() == f"sqlite:///{tmp_path / 'service.db'}"

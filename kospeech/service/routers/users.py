@@ -15,6 +15,7 @@ from kospeech.models import registered_adapter_types
 from kospeech.service.db import database_now
 from kospeech.service.deps import CallerDep, SessionDep, StateDep, UserDep, checked_user_id
 from kospeech.service.errors import ServiceError
+from kospeech.service.keys import revoke_user_keys
 from kospeech.service.models import PENDING_JOB_STATES, Job, User
 from kospeech.service.routers.jobs import job_status
 from kospeech.service.schemas import AdapterInfo, AdapterRequest, ErrorBody, JobCreated, UserCreate, UserRecord
@@ -95,9 +96,11 @@ def get_user(user: UserDep) -> UserRecord:
 
 @router.delete("/users/{user_id}", status_code=204, response_class=Response, responses=_NOT_FOUND)
 def delete_user(user: UserDep, session: SessionDep, state: StateDep, caller: CallerDep) -> Response:
-    """Delete the user: audio, adapter files and every row (utterances, adapter versions, jobs)."""
+    """Delete the user: audio, adapter files and every row (utterances, adapter versions, jobs); the keys that act as
+    the user are revoked (the id may later name someone else)."""
     user_id, user_key = user.user_id, user.id
     session.delete(user)
+    revoke_user_keys(session, caller.tenant_id, user_id)
     session.commit()
     state.storage.delete_user(caller.tenant, user_id)
     state.cache.forget_user(user_key)

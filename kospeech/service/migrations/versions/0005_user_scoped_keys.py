@@ -20,5 +20,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    # Without the column a user key would act for its whole tenant: revoke them first.
+    op.execute("UPDATE api_keys SET revoked_at = CURRENT_TIMESTAMP WHERE user_id IS NOT NULL AND revoked_at IS NULL")
     with op.batch_alter_table("api_keys") as batch:
         batch.drop_column("user_id")
