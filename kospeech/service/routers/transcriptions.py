@@ -12,16 +12,14 @@ from typing import Annotated, Optional
 from fastapi import APIRouter, File, Form, UploadFile
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
-from sqlalchemy import select
 
 from kospeech.errors import AdapterCompatibilityError, AudioError, CheckpointError, UnknownUserError
 from kospeech.inference import Transcription, to_srt, to_vtt
 from kospeech.service.adapter_cache import serving_name
 from kospeech.service.audio import SAMPLE_RATE, decode_audio, spooled_upload
 from kospeech.service.batching import BatcherStopped
-from kospeech.service.deps import CallerDep, SessionDep, StateDep, checked_user_id
+from kospeech.service.deps import CallerDep, SessionDep, StateDep, caller_user
 from kospeech.service.errors import ServiceError
-from kospeech.service.models import User
 from kospeech.service.schemas import (
     ErrorBody,
     TranscriptionAdapter,
@@ -80,13 +78,8 @@ def _serving(session: SessionDep, caller: CallerDep, state: StateDep, user_id: O
     """
     if not user_id:
         return _Serving()
-    checked_user_id(user_id)
     try:
-        if not caller.may_act_as(user_id):
-            raise ServiceError(404, "user_not_found", f"no user {user_id!r}")
-        user = session.scalar(select(User).where(User.tenant_id == caller.tenant_id, User.user_id == user_id))
-        if user is None:
-            raise ServiceError(404, "user_not_found", f"no user {user_id!r}")
+        user = caller_user(session, caller, user_id)
         version = active_version(session, user.id)
         if version is None:
             return _Serving()
