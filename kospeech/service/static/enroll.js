@@ -174,20 +174,24 @@
 
   const $ = (id) => document.getElementById(id);
   const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
-  const state = {
-    language: "en",
-    session: 0, // increased at every sign-in and sign-out: answers to an earlier session's requests are dropped
-    key: "",
-    userId: "",
+  // What one signed-in user's session has on screen; a new session starts from this.
+  const sessionStart = () => ({
     working: 0, // requests the person started that have not answered yet
     record: null, // the last GET /v1/users/{id} answer
     utterances: [], // the last GET /v1/users/{id}/utterances answer
     prompts: [],
     currentPrompt: null,
-    take: null, // {blob, name, text}: a recording waiting for Keep or Record again, with the sentence it reads
     polling: null, // the id of the job being followed
     job: null, // the last answer about it
     tried: null, // {personal, base}: the last comparison
+  });
+  const state = {
+    language: "en",
+    session: 0, // increased at every sign-in and sign-out: answers to an earlier session's requests are dropped
+    key: "",
+    userId: "",
+    take: null, // {blob, name, text}: a recording waiting for Keep or Record again, with the sentence it reads
+    ...sessionStart(),
   };
 
   function t(name, values = {}) {
@@ -286,7 +290,7 @@
 
   // ---- the key and the session ----
 
-  // The key is a tenant's: it stays in this page's memory, never in storage or history that a browser writes to
+  // The key is a secret: it stays in this page's memory, never in storage or history that a browser writes to
   // disk or another page of the site could read. The user id, which is no secret, is kept in the history entry so
   // that a reload fills it in again.
   function rememberUser(userId) {
@@ -308,20 +312,10 @@
   function resetWorkspace() {
     recorder.cancel();
     dropTake();
-    Object.assign(state, {
-      working: 0,
-      record: null,
-      utterances: [],
-      prompts: [],
-      currentPrompt: null,
-      polling: null,
-      job: null,
-      tried: null,
-    });
+    Object.assign(state, sessionStart());
     $("job").hidden = true;
     $("job-progress").value = 0;
     delete $("job-status").dataset.outcome;
-    $("try-result").hidden = true;
     say("");
     $("record").hidden = $("try-record").hidden = false;
     $("stop").hidden = $("try-stop").hidden = true;
