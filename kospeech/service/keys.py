@@ -2,9 +2,9 @@
 
 A key reads ``ksk_<prefix>_<secret>`` (a tenant's key) or ``ksu_<prefix>_<secret>`` (a user key, which acts as one
 user of its tenant: a server older than user keys refuses that form instead of taking it for a tenant's key): 12 hex
-characters of prefix (the row is found by it, and ``kospeech-keys list`` shows it) and 256 random bits of secret. The database holds the prefix and the SHA-256 of the whole key; a
-presented key is hashed and compared with :func:`hmac.compare_digest`. A high-entropy random secret needs no slow
-password hash: SHA-256 cannot be inverted and a guess has no better odds than 2**-256.
+characters of prefix (the row is found by it, and ``kospeech-keys list`` shows it) and 256 random bits of secret. The
+database holds the prefix and the SHA-256 of the whole key; a presented key is hashed and compared with
+:func:`hmac.compare_digest`. A high-entropy random secret needs no slow password hash: SHA-256 cannot be inverted and a guess has no better odds than 2**-256.
 """
 
 from __future__ import annotations

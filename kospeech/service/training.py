@@ -118,7 +118,8 @@ class AdapterJobRunner:
             adapter_type: a registered adapter type.
             utterances: the user's enrollment recordings and transcripts.
             report: called with the progress (0..1) every ``heartbeat_seconds``, from another thread; returns
-                whether the run should go on (``False`` sets ``interrupt``). An error it raises is logged and the reports go on.
+                whether the run should go on (``False`` sets ``interrupt``). An error it raises is logged and the
+                reports go on.
             interrupt: set (by ``report``'s answer or by anyone) to stop the run after its current step.
 
         Returns:
