@@ -6,8 +6,10 @@ shutdown). A pure ASGI middleware, outermost, authenticates every API request be
 a malformed, unknown or revoked one; the caller's tenant is handed to the endpoints in the request state), bounds
 every request body (413 as soon as the declared or streamed size passes
 ``server.max_upload_bytes`` plus room for the form fields), records request counts and latencies by
-route template, and writes one structured log line per request (``method=... path=... route=... status=...
-seconds=...``; never the ``Authorization`` header).
+route template (also for the answers it gives before routing), and writes one structured log line per request
+(``method=... path=... route=... status=... seconds=...``; never the ``Authorization`` header). While the database
+cannot check keys, the guard logs the first failure with its traceback and then one line per
+``OUTAGE_LOG_SECONDS`` counting the refusals, not a traceback per request.
 """
 
 from __future__ import annotations
@@ -16,10 +18,11 @@ import json
 import logging
 import time
 from contextlib import asynccontextmanager
-from typing import Any, AsyncIterator, Dict, Optional, Tuple
+from typing import Any, AsyncIterator, Dict, List, Optional, Sequence, Tuple
 
 import anyio.to_thread
 from fastapi import FastAPI, HTTPException
+from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from kospeech.service.deps import CALLER_STATE, MISSING_KEY, UNKNOWN_KEY, Caller
@@ -29,7 +32,7 @@ from kospeech.service.routers import health, jobs, pages, prompts, transcription
 from kospeech.service.settings import ServerConfig
 from kospeech.service.state import ServiceState
 
-__all__ = ["FORM_OVERHEAD_BYTES", "create_app"]
+__all__ = ["FORM_OVERHEAD_BYTES", "OUTAGE_LOG_SECONDS", "create_app"]
 
 logger = logging.getLogger(__name__)
 access_logger = logging.getLogger("kospeech.service.access")
@@ -37,13 +40,51 @@ access_logger = logging.getLogger("kospeech.service.access")
 FORM_OVERHEAD_BYTES = 1 << 20
 """Room for multipart headers and text fields on top of ``server.max_upload_bytes`` in a request body."""
 
+OUTAGE_LOG_SECONDS = 30.0
+"""While API keys cannot be checked, at most one log line per this many seconds (the first with its traceback)."""
+
+
+class _OutageLog:
+    """Logs a run of failed key checks without a traceback per request: the first failure with its traceback, then at
+    most one warning per ``interval`` seconds with the number of refusals since, and one line when checks work again.
+
+    Used from the event loop only (no lock).
+    """
+
+    def __init__(self, interval: float = OUTAGE_LOG_SECONDS) -> None:
+        self.interval = interval
+        self._failures = 0  # in the current run
+        self._unlogged = 0  # since the last line
+        self._logged_at = 0.0
+
+    def failed(self) -> None:
+        """Call from the ``except`` block of a failed check."""
+        now = time.monotonic()
+        self._failures += 1
+        self._unlogged += 1
+        if self._failures == 1:
+            logger.exception("could not check an API key; answering 503 until the database answers again")
+        elif now - self._logged_at >= self.interval:
+            logger.warning("API keys still cannot be checked: %d requests refused with 503 since", self._unlogged)
+        else:
+            return
+        self._logged_at, self._unlogged = now, 0
+
+    def succeeded(self) -> None:
+        """Call after a check that reached the database."""
+        if self._failures:
+            logger.warning("API keys can be checked again, after %d requests refused with 503", self._failures)
+            self._failures = self._unlogged = 0
+
 
 class _RequestGuard:
     """Authentication before the body, body limit, metrics and the access log (see the module docstring)."""
 
-    def __init__(self, app: ASGIApp, max_body_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, max_body_bytes: int, routes: Sequence[BaseRoute] = ()) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
+        self.routes: List[BaseRoute] = list(routes)  # to name the route of an answer given before routing
+        self._outage = _OutageLog()
 
     @staticmethod
     async def _refuse(send: Send, status: int, code: str, message: str, *headers: Tuple[bytes, bytes]) -> None:
@@ -62,12 +103,14 @@ class _RequestGuard:
         await send({"type": "http.response.body", "body": body})
 
     @staticmethod
-    def _is_api(scope: Scope) -> bool:
-        """Whether the request is for the ``/v1`` API, behind any ``root_path`` (a proxy's prefix or a mount)."""
+    def _app_path(scope: Scope) -> str:
+        """The request's path within this app, behind any ``root_path`` (a proxy's prefix or a mount)."""
         path, root = scope["path"], scope.get("root_path", "")
-        if root and path.startswith(root):
-            path = path[len(root) :]
-        return path.startswith("/v1/")
+        return path[len(root) :] if root and path.startswith(root) else path
+
+    def _is_api(self, scope: Scope) -> bool:
+        """Whether the request is for the ``/v1`` API."""
+        return self._app_path(scope).startswith("/v1/")
 
     @staticmethod
     def _presented_key(headers: Dict[bytes, bytes]) -> Tuple[Optional[str], Optional[str]]:
@@ -94,8 +137,9 @@ class _RequestGuard:
         try:
             caller = await anyio.to_thread.run_sync(self._caller, state, key)
         except Exception:  # the database is down or failing: the server's fault, not the client's
-            logger.exception("could not check an API key")
+            self._outage.failed()
             return 503, "unavailable", "the API key could not be checked now; try again later"
+        self._outage.succeeded()
         if caller is None:
             return 401, "unauthorized", UNKNOWN_KEY
         scope.setdefault("state", {})[CALLER_STATE] = caller
@@ -149,9 +193,13 @@ class _RequestGuard:
         finally:
             self._log(scope, status["code"], started)
 
-    @staticmethod
-    def _route(scope: Scope) -> str:
+    def _route(self, scope: Scope) -> str:
+        """The request's route template: the matched route's, or for an answer given before routing (the guard's
+        401, 413 and 503) the one whose path fits; ``unmatched`` when none does."""
         route = scope.get("route")
+        if route is None:
+            path = self._app_path(scope)
+            route = next((candidate for candidate in self.routes if candidate.path_regex.match(path)), None)
         return getattr(route, "path", None) or "unmatched"
 
     def _log(self, scope: Scope, status: int, started: float) -> None:
@@ -194,7 +242,12 @@ def create_app(settings: ServerConfig, state: Optional[ServiceState] = None) -> 
         lifespan=lifespan,
     )
     install_error_handlers(app)
-    for module in (health, transcriptions, users, utterances, prompts, jobs, pages):
-        app.include_router(module.router)
-    app.add_middleware(_RequestGuard, max_body_bytes=settings.max_upload_bytes + FORM_OVERHEAD_BYTES)
+    routers = [module.router for module in (health, transcriptions, users, utterances, prompts, jobs, pages)]
+    for router in routers:
+        app.include_router(router)
+    app.add_middleware(
+        _RequestGuard,
+        max_body_bytes=settings.max_upload_bytes + FORM_OVERHEAD_BYTES,
+        routes=[route for router in routers for route in router.routes],
+    )
     return app

@@ -16,7 +16,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 
 from kospeech.service import create_app
-from kospeech.service.db import MAX_CONNECTIONS, session_scope
+from kospeech.service.db import MAX_CONNECTIONS, migrate, session_scope
 from kospeech.service.keys import create_key
 from kospeech.service.models import User
 from kospeech.service.storage import Storage
@@ -255,19 +255,31 @@ def test_a_request_without_a_key_is_refused_before_its_body_is_read(service, use
     assert anonymous.status_code == 401  # refused on its headers: an anonymous client's upload is never spooled
 
 
-def test_a_key_that_cannot_be_checked_answers_503_not_401(tmp_path):
+def test_a_key_that_cannot_be_checked_answers_503_not_401(tmp_path, caplog):
     """The database lost under a running server (its SQLite file removed): the guard cannot check a key, which is
-    the server's fault; the client is told to come back, not that its key is wrong."""
+    the server's fault; the client is told to come back, not that its key is wrong. The outage is logged once with
+    its traceback, not once per request, and its answers are counted under the route they were for."""
     settings = settings_for(tmp_path)
     keys = make_keys(settings)
     with TestClient(create_app(settings)) as client:
         headers = {"Authorization": f"Bearer {keys['acme']}"}
         assert client.get("/v1/prompts?n=1", headers=headers).status_code == 200
         (tmp_path / "service.db").unlink()
-        client.app.state.service.engine.dispose()  # the next connection opens a new, empty file
-        response = client.get("/v1/prompts?n=1", headers=headers)
-        assert response.status_code == 503 and error_code(response) == "unavailable"
-        assert "www-authenticate" not in response.headers and response.headers["retry-after"] == "5"
+        engine = client.app.state.service.engine
+        engine.dispose()  # the next connection opens a new, empty file
+        with caplog.at_level("WARNING", logger="kospeech.service.app"):
+            for _ in range(5):
+                response = client.get("/v1/prompts?n=1", headers=headers)
+                assert response.status_code == 503 and error_code(response) == "unavailable"
+                assert "www-authenticate" not in response.headers and response.headers["retry-after"] == "5"
+            migrate(engine)  # the database answers again (an empty one: the key is unknown there)
+            assert client.get("/v1/prompts?n=1", headers=headers).status_code == 401
+        records = [record for record in caplog.records if record.name == "kospeech.service.app"]
+        assert [record.levelname for record in records] == ["ERROR", "WARNING"], [r.getMessage() for r in records]
+        assert records[0].exc_info is not None and "after 5 requests refused" in records[1].getMessage()
+        metrics = client.get("/metrics").text
+    assert 'kospeech_http_requests_total{method="GET",route="/v1/prompts",status="503"} 5.0' in metrics
+    assert 'kospeech_http_requests_total{method="GET",route="/v1/prompts",status="401"} 1.0' in metrics
 
 
 # ------------------------------------------------------------------------------------------------------------- prompts
@@ -582,6 +594,8 @@ def test_the_api_behind_a_path_prefix_checks_keys_before_bodies(service):
     assert answered.status_code == 200
     broken = prefixed.post("/speech/v1/users", content=b"{not json", headers={"content-type": "application/json"})
     assert broken.status_code == 401 and error_code(broken) == "unauthorized"
+    metrics = service.client.get("/metrics").text  # refused before routing, and counted under its route's template
+    assert 'kospeech_http_requests_total{method="POST",route="/v1/users",status="401"}' in metrics
 
 
 def test_a_queued_job_is_visible_to_its_tenant_only(service, user_id):

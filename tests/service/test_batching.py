@@ -55,8 +55,10 @@ def test_concurrent_requests_of_different_users_run_as_one_batch(tiny_users, tmp
         bound.append(dict(mapping))
         cache.bind(mapping)
 
+    # the batch waits while requests are announced, not for a fixed time: preparing five requests one at a time can
+    # take longer than any short wait on a loaded machine, and a long wait costs nothing once the last one is queued
     batcher = DynamicBatcher(
-        recognizer, max_batch_size=8, max_wait_ms=300, on_batch=lambda n, s: batches.append(n), bind=bind
+        recognizer, max_batch_size=8, max_wait_ms=60000, on_batch=lambda n, s: batches.append(n), bind=bind
     )
     batcher.start()
     futures = [None] * len(waves)
