@@ -363,6 +363,8 @@ class JobQueue:
         except BaseException:
             if version_file is not None:
                 version_file.unlink(missing_ok=True)
+                # the user deleted meanwhile: writing the file re-created their folder (the commit then failed)
+                self.storage.prune_empty_folders(version_file.parent)
             raise
         logger.info(
             "job=%s user=%s version=%d cer_before=%s cer_after=%s activated=%s%s",

@@ -21,7 +21,7 @@ from kospeech.service.db import create_db_engine, migrate, session_factory, sess
 from kospeech.service.jobs import JobQueue, Recovery, recover_lost_jobs, recover_stale_jobs
 from kospeech.service.models import Job, Tenant, User, utcnow
 from kospeech.service.storage import Storage
-from kospeech.service.training import SETUP_PROGRESS, AdapterJobRunner
+from kospeech.service.training import SETUP_PROGRESS, AdapterJobRunner, TrainingOutcome
 from kospeech.service.versions import active_version, record_version
 
 
@@ -341,6 +341,34 @@ def test_a_crash_before_the_commit_leaves_the_previous_version_served(tmp_path, 
         assert active.version == expected and served(client)["adapter"] == {"user": "user01", "version": expected}
         assert sorted(path.name for path in versions_dir.iterdir()) == sorted(["imported.pt", f"{job_id}-2.pt"])
     engine.dispose()
+
+
+def test_a_user_deleted_while_their_job_records_its_version_leaves_no_folder(tmp_path):
+    """The user's deletion commits after the job has read the user and before it writes the version file: the write
+    re-creates the user's folder, the version's insert then fails on the deleted user, and the file and the folders
+    it re-created go (review of stop 32: ``users/<id>/versions/`` stayed)."""
+    settings = settings_for(tmp_path)
+    make_keys(settings)
+    queue, engine = _queue(settings)
+    job_id = _job_row(queue.sessions, heartbeat_age=0.0)
+    with queue.sessions() as session:
+        user = session.get(Job, job_id).user
+        user_pk, user_id = user.id, user.user_id
+    trained = save_adapter(tmp_path / "trained", user_id, seed=0)
+    copy = queue.storage.copy_atomic
+
+    def deleted_first(source, target):  # the DELETE request: its commit, then its files go
+        with session_scope(queue.sessions) as session:
+            session.delete(session.get(User, user_pk))
+        queue.storage.delete_user("acme", user_id)
+        return copy(source, target)
+
+    queue.storage.copy_atomic = deleted_first
+    with pytest.raises(SQLAlchemyError):
+        queue._record(job_id, 1, user_pk, TrainingOutcome(trained, False, None, 0.5, 0.4, "head"))
+    engine.dispose()
+    user_dir = queue.storage.user_dir("acme", user_id)
+    assert not user_dir.exists(), sorted(str(path.relative_to(tmp_path)) for path in user_dir.rglob("*"))
 
 
 def _enrolled(client, headers, entries, user_id="user01"):
