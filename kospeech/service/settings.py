@@ -103,8 +103,21 @@ class ServerConfig:
     min_enrollment_utterances: int = field(
         default=5, metadata={"help": "utterances a user needs before an adapter can be trained"}
     )
+    max_enrollment_utterances: int = field(
+        default=500,
+        metadata={
+            "help": "the most utterances one user keeps (more answer 409 too_many_utterances): bounds a job's data"
+        },
+    )
     train_num_epochs: Optional[int] = field(
         default=None, metadata={"help": "epochs per training job (default: the adapter type's recipe)"}
+    )
+    train_max_minutes: Optional[float] = field(
+        default=30.0,
+        metadata={
+            "help": "a training job's budget of training minutes: the run then stops and is judged on its best adapter "
+            "so far (null: no limit)"
+        },
     )
     default_adapter_type: str = field(default="encoder", metadata={"help": "adapter type trained when none is asked"})
     log_level: str = field(default="INFO", metadata={"help": "DEBUG, INFO, WARNING or ERROR"})
@@ -141,6 +154,7 @@ def _check(server: ServerConfig) -> ServerConfig:
         "job_lease_seconds": server.job_lease_seconds,
         "job_heartbeat_seconds": server.job_heartbeat_seconds,
         "min_enrollment_utterances": server.min_enrollment_utterances,
+        "max_enrollment_utterances": server.max_enrollment_utterances,
     }
     for key, value in positive.items():
         if value <= 0:
@@ -159,6 +173,13 @@ def _check(server: ServerConfig) -> ServerConfig:
         raise ConfigError("server.min_enrollment_utterances must be at least 2 (some are held out for validation)")
     if server.prepare_threads is not None and server.prepare_threads < 1:
         raise ConfigError(f"server.prepare_threads must be >= 1 or null, got {server.prepare_threads}")
+    if server.max_enrollment_utterances < server.min_enrollment_utterances:
+        raise ConfigError(
+            f"server.max_enrollment_utterances ({server.max_enrollment_utterances}) must be at least "
+            f"server.min_enrollment_utterances ({server.min_enrollment_utterances})"
+        )
+    if server.train_max_minutes is not None and server.train_max_minutes <= 0:
+        raise ConfigError(f"server.train_max_minutes must be > 0 or null, got {server.train_max_minutes}")
     if server.train_num_epochs is not None and server.train_num_epochs < 1:
         raise ConfigError(f"server.train_num_epochs must be >= 1 or null, got {server.train_num_epochs}")
     if server.queue not in QUEUE_BACKENDS:

@@ -65,6 +65,8 @@ class AdapterJobRunner:
         heartbeat_seconds: seconds between two progress reports of a run (``server.job_heartbeat_seconds``).
         torch_threads: torch threads of a run (``server.torch_threads``: the process' own count, which a run in a
             server's background thread shares with the requests).
+        max_minutes: a run's budget of training minutes (``server.train_max_minutes``), after which it stops and is
+            judged on its best adapter so far; ``None`` for no limit.
     """
 
     def __init__(
@@ -73,19 +75,25 @@ class AdapterJobRunner:
         num_epochs: Optional[int] = None,
         heartbeat_seconds: float = 2.0,
         torch_threads: int = 1,
+        max_minutes: Optional[float] = None,
     ) -> None:
         self.base_model_path = base_model_path
         self.num_epochs = num_epochs
         self.heartbeat_seconds = heartbeat_seconds
         self.torch_threads = torch_threads
+        self.max_minutes = max_minutes
         self._checkpoint: Optional[Checkpoint] = None
         self._lock = threading.Lock()
 
     @classmethod
     def from_settings(cls, settings: ServerConfig) -> AdapterJobRunner:
-        """The runner of a server or worker: its base model, epochs, heartbeat interval and threads."""
+        """The runner of a server or worker: its base model, epochs, heartbeat interval, threads and time budget."""
         return cls(
-            settings.base_model_path, settings.train_num_epochs, settings.job_heartbeat_seconds, settings.torch_threads
+            settings.base_model_path,
+            settings.train_num_epochs,
+            settings.job_heartbeat_seconds,
+            settings.torch_threads,
+            settings.train_max_minutes,
         )
 
     @property
@@ -141,6 +149,7 @@ class AdapterJobRunner:
             "device": "cpu",
             "num_threads": self.torch_threads,
             "num_workers": 0,
+            "max_minutes": self.max_minutes,
         }
         if self.num_epochs is not None:
             settings["num_epochs"] = self.num_epochs

@@ -323,6 +323,30 @@ def test_upload_list_and_delete_utterances(service, user_id):
     assert missing.status_code == 404 and error_code(missing) == "utterance_not_found"
 
 
+def test_a_user_keeps_at_most_max_enrollment_utterances(tmp_path, user_id):
+    """The limit bounds what one user's training job reads: one more answers 409, and a deletion makes room."""
+    settings = settings_for(tmp_path, "server.min_enrollment_utterances=2", "server.max_enrollment_utterances=2")
+    headers = {"Authorization": f"Bearer {make_keys(settings)['acme']}"}
+    with TestClient(create_app(settings)) as client:
+        assert client.post("/v1/users", json={"user_id": user_id}, headers=headers).status_code == 201
+
+        def add():
+            files = {"file": ("a.wav", wav_bytes(tone(1.0)))}
+            return client.post(f"/v1/users/{user_id}/utterances", files=files, data={"text": TEXT}, headers=headers)
+
+        first, second, third = add(), add(), add()
+        assert first.status_code == second.status_code == 201
+        assert third.status_code == 409 and error_code(third) == "too_many_utterances"
+        assert "2 utterances" in third.json()["error"]["message"]
+        path = f"/v1/users/{user_id}/utterances/{first.json()['utterance_id']}"
+        assert client.delete(path, headers=headers).status_code == 204
+        assert add().status_code == 201
+        listed = client.get(f"/v1/users/{user_id}/utterances", headers=headers).json()["utterances"]
+        assert len(listed) == 2
+        stored = Storage(settings.data_dir).user_dir("acme", user_id) / "utterances"
+        assert len(list(stored.iterdir())) == 2  # the refused upload left no file
+
+
 @pytest.mark.parametrize(
     "text, code",
     [("hello", "text_outside_vocabulary"), ("불 꺼 줘!", "text_outside_vocabulary"), ("  ", "invalid_text")],

@@ -1,6 +1,7 @@
 """Training jobs: a real job run end to end in-process, recovery of a killed worker's job and of a job whose message
 was lost, a crash before the activation commit, huey on real Redis."""
 
+import json
 import os
 import socket
 import threading
@@ -341,6 +342,24 @@ def test_a_crash_before_the_commit_leaves_the_previous_version_served(tmp_path, 
         assert active.version == expected and served(client)["adapter"] == {"user": "user01", "version": expected}
         assert sorted(path.name for path in versions_dir.iterdir()) == sorted(["imported.pt", f"{job_id}-2.pt"])
     engine.dispose()
+
+
+def test_a_run_stops_at_its_time_budget_and_is_judged_on_its_best_adapter(tmp_path, tiny_users):
+    """server.train_max_minutes bounds a job's training: a run of 200 epochs with a budget of 0.01 minute stops after
+    its first epochs, and its best adapter so far is judged as any other (saved, accepted or rejected)."""
+    settings = settings_for(tmp_path, "server.train_max_minutes=0.01", "server.train_num_epochs=200")
+    runner = AdapterJobRunner.from_settings(settings)
+    assert runner.max_minutes == 0.01
+    entries = read_manifest(tiny_users / "users" / "user01" / "enroll.tsv")
+    utterances = [(entry.audio_path, entry.transcript) for entry in entries]
+    started = time.monotonic()
+    outcome = runner.train(tmp_path / "job", "user01", "encoder", utterances, lambda _: True)
+    assert time.monotonic() - started < 120
+    assert outcome.adapter_file is not None and outcome.adapter_file.is_file()
+    assert outcome.cer_before is not None and outcome.cer_after is not None
+    history = json.loads((tmp_path / "job" / "run" / "history.json").read_text())
+    assert 1 <= len(history) < 200 and history[-1].get("partial") is True, history[-1]
+    assert "max_minutes: 0.01" in (tmp_path / "job" / "run" / "config.yaml").read_text()  # the resolved config
 
 
 def test_a_user_deleted_while_their_job_records_its_version_leaves_no_folder(tmp_path):

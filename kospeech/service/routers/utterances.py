@@ -9,7 +9,7 @@ from typing import Annotated, List, Tuple
 import numpy as np
 import torch
 from fastapi import APIRouter, File, Form, Response, UploadFile
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
 from kospeech.data.audio import save_audio
@@ -26,7 +26,7 @@ __all__ = ["MAX_TEXT_CHARACTERS", "router"]
 router = APIRouter(prefix="/v1", tags=["enrollment"])
 
 MAX_TEXT_CHARACTERS = 500
-_ERRORS = {404: {"model": ErrorBody}, 413: {"model": ErrorBody}, 422: {"model": ErrorBody}}
+_ERRORS = {404: {"model": ErrorBody}, 409: {"model": ErrorBody}, 413: {"model": ErrorBody}, 422: {"model": ErrorBody}}
 
 
 def _checked_text(text: str, state: StateDep) -> Tuple[str, List[int]]:
@@ -77,6 +77,14 @@ def add_utterance(
     """Add one enrollment recording with its transcript; kept as 16 kHz mono WAV."""
     cleaned, labels = _checked_text(text, state)
     settings = state.settings
+    kept = session.scalar(select(func.count()).select_from(Utterance).where(Utterance.user_pk == user.id))
+    if kept >= settings.max_enrollment_utterances:  # bounds a training job's data; checked before decoding
+        raise ServiceError(
+            409,
+            "too_many_utterances",
+            f"user {user.user_id!r} already has {kept} utterances, the most server.max_enrollment_utterances allows; "
+            "delete some before adding more",
+        )
     name = file.filename or "upload"
     with spooled_upload(file.file, name, state.storage.uploads_dir, settings.max_upload_bytes) as path:
         waveform = decode_audio(path, name, settings.max_audio_seconds)
