@@ -105,6 +105,7 @@ class DynamicBatcher:
         self._queue: queue.Queue = queue.Queue()
         self._accepting = False
         self._lock = threading.Lock()
+        self._changed = threading.Condition(self._lock)  # notified when a request is queued or an announced one is in
         self._thread: Optional[threading.Thread] = None
         self._forming = 0
         self._arriving = 0
@@ -128,6 +129,7 @@ class DynamicBatcher:
                 return
             self._accepting = False
             self._queue.put(_STOP)
+            self._changed.notify()
             thread, self._thread = self._thread, None
         thread.join(timeout)
 
@@ -139,8 +141,10 @@ class DynamicBatcher:
         try:
             yield
         finally:
-            with self._lock:
+            with self._changed:
                 self._arriving -= 1
+                if not self._arriving:  # a forming batch stops waiting at once, also for one that gave up (bad audio)
+                    self._changed.notify()
 
     def depth(self) -> int:
         """Requests waiting for the model: queued, or collected into the batch being formed."""
@@ -171,10 +175,11 @@ class DynamicBatcher:
         with self._preparing:
             prepared = self.recognizer.prepare((waveform, sample_rate), run_extractor=self._run_extractor, name=name)
         request = _Request(prepared, user, adapter_file)
-        with self._lock:
+        with self._changed:
             if not self._accepting:
                 raise BatcherStopped("the server is shutting down")
             self._queue.put(request)
+            self._changed.notify()
         return request.future
 
     def _loop(self) -> None:
@@ -186,18 +191,21 @@ class DynamicBatcher:
             batch: List[_Request] = [first]
             self._forming = 1
             deadline = time.monotonic() + self.max_wait
-            while len(batch) < self.max_batch_size:
-                if self._queue.empty() and not self._arriving:  # nobody else on the way: run now
-                    break
-                try:
-                    item = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
-                except queue.Empty:
-                    break
-                if item is _STOP:
-                    stopping = True
-                    break
-                batch.append(item)
-                self._forming = len(batch)
+            with self._changed:
+                while len(batch) < self.max_batch_size:
+                    try:
+                        item = self._queue.get_nowait()
+                    except queue.Empty:
+                        remaining = deadline - time.monotonic()
+                        if not self._arriving or remaining <= 0:  # nobody else on the way, or waited long enough
+                            break
+                        self._changed.wait(remaining)
+                        continue
+                    if item is _STOP:
+                        stopping = True
+                        break
+                    batch.append(item)
+                    self._forming = len(batch)
             self._forming = 0
             self._run(batch)
 

@@ -671,6 +671,33 @@ def test_request_logs_are_structured_and_never_show_keys(service, caplog):
     assert not any(service.keys["acme"] in record.getMessage() for record in caplog.records)
 
 
+def test_a_request_whose_user_is_deleted_while_it_waits_for_the_model_answers_404(tmp_path, user_id):
+    """The user is deleted between the request's lookup of its adapter version and the batch that would load it: the
+    client's own deletion is a 404 ``user_not_found``, not the server's 503 ``adapter_unavailable`` (review, stop 32)."""
+    settings = settings_for(tmp_path, "server.batch_max_size=4", "server.batch_max_wait_ms=60000")
+    headers = {"Authorization": f"Bearer {make_keys(settings)['acme']}"}
+    with TestClient(create_app(settings)) as client:
+        state = client.app.state.service
+        assert client.post("/v1/users", json={"user_id": user_id}, headers=headers).status_code == 201
+        with state.sessions.begin() as session:
+            user = session.scalar(select(User).where(User.user_id == user_id))
+            record_version(
+                session, state.storage, user, save_adapter(tmp_path / "v1", user_id, seed=5), "imported", "head", False
+            )
+        files = {"file": ("a.wav", wav_bytes(tone(0.5)))}
+        with ThreadPoolExecutor(1) as pool:
+            with state.batcher.arriving():  # one more announced: the batch waits while the user is deleted
+                waiting = pool.submit(
+                    client.post, "/v1/audio/transcriptions", files=files, data={"user": user_id}, headers=headers
+                )
+                deadline = time.monotonic() + 60
+                while state.batcher.depth() < 1 and time.monotonic() < deadline:
+                    time.sleep(0.05)
+                assert client.delete(f"/v1/users/{user_id}", headers=headers).status_code == 204
+            answer = waiting.result(timeout=60)
+        assert answer.status_code == 404 and error_code(answer) == "user_not_found", answer.text
+
+
 def test_requests_waiting_for_their_batch_hold_no_database_connection(tmp_path, user_id):
     settings = settings_for(tmp_path, "server.batch_max_size=4", "server.batch_max_wait_ms=60000")
     headers = {"Authorization": f"Bearer {make_keys(settings)['acme']}"}

@@ -125,6 +125,25 @@ def test_a_lone_request_never_waits_and_an_announced_one_is_waited_for(recognize
     assert batches == [1, 2]
 
 
+def test_a_batch_stops_waiting_as_soon_as_an_announced_request_gives_up(recognizer, tiny_users):
+    """An announced request that is never submitted (its upload is not audio: 422) ends the batch's wait at once, not
+    after ``max_wait_ms`` (before stop 32 the batch slept to its deadline)."""
+    wave = speech(tiny_users, 1)[0]
+    batcher = DynamicBatcher(recognizer, max_batch_size=4, max_wait_ms=60000)
+    batcher.start()
+    try:
+        with batcher.arriving():  # the request that will give up
+            with batcher.arriving():
+                first = batcher.submit(wave, 16000, None)
+            time.sleep(0.3)
+            assert not first.done()  # the batch waits for the announced request
+        gave_up = time.monotonic()
+        first.result(timeout=60)
+        assert time.monotonic() - gave_up < 20
+    finally:
+        batcher.stop()
+
+
 def test_one_bad_request_fails_alone(recognizer, tiny_users, caplog):
     wave = speech(tiny_users, 1)[0]
     batcher = DynamicBatcher(recognizer, max_batch_size=4, max_wait_ms=200)

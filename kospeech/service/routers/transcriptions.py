@@ -88,6 +88,12 @@ def _serving(session: SessionDep, caller: CallerDep, state: StateDep, user_id: O
         session.close()
 
 
+def _check_user_remains(state: StateDep, caller: CallerDep, user_id: str) -> None:
+    """Raises 404 when the caller's user ``user_id`` is gone (deleted while its request waited for the model)."""
+    with state.sessions() as session:
+        caller_user(session, caller, user_id)
+
+
 @router.post(
     "/audio/transcriptions",
     response_model=TranscriptionVerbose | TranscriptionJson,
@@ -133,6 +139,8 @@ async def transcribe(
     try:
         result: Transcription = await asyncio.wrap_future(future)
     except (UnknownUserError, CheckpointError, AdapterCompatibilityError) as exc:
+        if isinstance(exc, UnknownUserError):  # the file is gone: with its user (the client's own deletion), 404
+            await run_in_threadpool(_check_user_remains, state, caller, user)
         # the active version's file is gone or unusable: fail loudly, never serve the base (the path stays in the log)
         logger.error("user %r: adapter version %s cannot be used from %s: %s", user, serving.version, serving.file, exc)
         if isinstance(exc, UnknownUserError):
