@@ -49,7 +49,7 @@ from typing import Dict, Optional, Set
 
 from huey import Huey, RedisHuey, SqliteHuey
 from huey.consumer import Consumer
-from sqlalchemy import func, select, update
+from sqlalchemy import func, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from kospeech.errors import InputError, TrainingError, TrainingInterrupted
@@ -379,8 +379,9 @@ class JobQueue:
 
 
 def recover_stale_jobs(queue: JobQueue) -> int:
-    """Queue again every running job whose worker stopped sending heartbeats (killed), or fail it when out of attempts;
-    remove the run folder that worker left.
+    """Queue again every running job whose worker stopped sending heartbeats (killed) or whose run has lasted longer
+    than ``server.job_timeout_minutes`` (stuck: a hung read of a shared folder still sends heartbeats), or fail it when
+    out of attempts; remove the run folder that run left (a run still alive finds its job lost and stops).
 
     Safe to run from several workers at once: each row changes only if it still has the heartbeat that was read.
 
@@ -392,20 +393,30 @@ def recover_stale_jobs(queue: JobQueue) -> int:
     with queue.sessions.begin() as session:
         now = database_now(session)
         cutoff = now - timedelta(seconds=settings.job_lease_seconds)
+        stuck = Job.heartbeat_at < cutoff
+        if settings.job_timeout_minutes is not None:
+            stuck = or_(stuck, Job.started_at < now - timedelta(minutes=settings.job_timeout_minutes))
         stale = session.execute(
             select(Job.id, Job.heartbeat_at, Job.attempts, Tenant.name, User.user_id)
             .join(User, Job.user_pk == User.id)
             .join(Tenant, User.tenant_id == Tenant.id)
-            .where(Job.status == "running", Job.heartbeat_at < cutoff)
+            .where(Job.status == "running", stuck)
         ).all()
         for job_id, heartbeat, attempts, tenant, user_id in stale:
             retry = attempts < settings.job_max_attempts
+            if heartbeat < cutoff:
+                error = f"worker stopped during attempt {attempts} (no heartbeat for {settings.job_lease_seconds:g} s)"
+            else:
+                error = (
+                    f"attempt {attempts} ran longer than server.job_timeout_minutes ({settings.job_timeout_minutes:g})"
+                )
+                logger.error("job=%s: %s; taken from its run (stuck?)", job_id, error)
             changed = session.execute(
                 update(Job)
                 .where(Job.id == job_id, Job.status == "running", Job.heartbeat_at == heartbeat)
                 .values(
                     status="queued" if retry else "failed",
-                    error=f"worker stopped during attempt {attempts} (no heartbeat for {settings.job_lease_seconds:g} s)",
+                    error=error,
                     finished_at=None if retry else now,
                     queued_at=now if retry else Job.queued_at,
                 )

@@ -17,7 +17,8 @@ from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 
 from kospeech.data.manifest import read_manifest
-from kospeech.service import create_app
+from kospeech.errors import ConfigError
+from kospeech.service import create_app, load_settings
 from kospeech.service.db import create_db_engine, migrate, session_factory, session_scope
 from kospeech.service.jobs import JobQueue, Recovery, recover_lost_jobs, recover_stale_jobs
 from kospeech.service.models import Job, Tenant, User, utcnow
@@ -89,7 +90,7 @@ def test_a_training_job_runs_end_to_end_in_process(tmp_path, tiny_users):
         assert not storage.user_dir("acme", "user01").exists()
 
 
-def _job_row(sessions, status="running", attempts=1, heartbeat_age=3600.0):
+def _job_row(sessions, status="running", attempts=1, heartbeat_age=3600.0, started_age=None):
     with session_scope(sessions) as session:
         tenant = session.scalar(select(Tenant).where(Tenant.name == "acme"))
         user = User(tenant_id=tenant.id, user_id=f"u{uuid.uuid4().hex[:8]}")
@@ -103,6 +104,7 @@ def _job_row(sessions, status="running", attempts=1, heartbeat_age=3600.0):
             progress=0.4,
             attempts=attempts,
             heartbeat_at=utcnow() - timedelta(seconds=heartbeat_age),
+            started_at=utcnow() - timedelta(seconds=heartbeat_age if started_age is None else started_age),
         )
         session.add(job)
         session.flush()
@@ -143,6 +145,30 @@ def test_a_killed_workers_job_is_queued_again_and_failed_when_out_of_attempts(tm
     assert [task.args for task in queue.huey.pending()] == [(stale,)]
     assert recover_stale_jobs(queue) == 0  # a second worker's recovery finds nothing left to do
     engine.dispose()
+
+
+def test_a_run_past_its_timeout_is_taken_back_though_it_still_sends_heartbeats(tmp_path):
+    """A run stuck in a read of the shared folder (a hung network mount) or a deadlock: its ticker thread keeps its
+    heartbeat fresh, so only its age tells (review, stop 32: such a job stayed running for ever)."""
+    settings = settings_for(
+        tmp_path, "server.job_timeout_minutes=60", "server.train_max_minutes=30", "server.job_max_attempts=2"
+    )
+    make_keys(settings)
+    queue, engine = _queue(settings)
+    stuck = _job_row(queue.sessions, attempts=1, heartbeat_age=1.0, started_age=2 * 3600)
+    stuck_last = _job_row(queue.sessions, attempts=2, heartbeat_age=1.0, started_age=2 * 3600)
+    working = _job_row(queue.sessions, attempts=1, heartbeat_age=1.0, started_age=50 * 60)
+    assert recover_stale_jobs(queue) == 1
+    with queue.sessions() as session:
+        states = {job_id: session.get(Job, job_id) for job_id in (stuck, stuck_last, working)}
+        assert states[stuck].status == "queued"
+        assert states[stuck].error == "attempt 1 ran longer than server.job_timeout_minutes (60)"
+        assert states[stuck_last].status == "failed" and "attempt 2 ran longer" in states[stuck_last].error
+        assert states[working].status == "running"
+    assert [task.args for task in queue.huey.pending()] == [(stuck,)]
+    engine.dispose()
+    with pytest.raises(ConfigError, match="longer than server.train_max_minutes"):
+        load_settings([f"server.data_dir={tmp_path}", "server.job_timeout_minutes=20"])
 
 
 def test_leases_are_measured_on_the_databases_clock_on_postgresql(tmp_path, fresh_postgres_url):
