@@ -14,8 +14,10 @@ mixed-user call of :meth:`Recognizer.transcribe_prepared <kospeech.inference.Rec
 frozen trunk once per forward pass, each row through its own user's adapter). The batch goes in shortest first: the
 recognizer runs its segments ``batch_size`` at a time, each pass padded to its longest segment, so passes of similar
 lengths waste little on padding (where the convolutional front end runs in the batch, on a GPU, it costs as much for
-padding as for speech). The rest of the model (RNN layers, adapters, head) and decoding run on that one thread. A batch
-that fails is run again request by request, so one bad input fails only its own request.
+padding as for speech). The rest of the model (RNN layers, adapters, head) and decoding run on that one thread. A
+request whose user's adapter cannot be loaded (its file missing or damaged) fails alone before the batch runs, and a
+batch that fails anyway is run again request by request, so one bad input fails only its own request. A request whose
+caller gave up (its future cancelled) is left out; nothing a batch raises ends the model thread.
 """
 
 from __future__ import annotations
@@ -210,10 +212,25 @@ class DynamicBatcher:
             self._run(batch)
 
     def _run(self, batch: List[_Request]) -> None:
+        """Run one collected batch; nothing it raises ends the model thread."""
+        # a request whose caller gave up (its future cancelled) is dropped; the others can no longer be cancelled
+        batch = [request for request in batch if request.future.set_running_or_notify_cancel()]
+        try:
+            self._run_claimed(batch)
+        except Exception as exc:  # e.g. bind: the batch's requests fail, the thread goes on
+            logger.exception("batch of %d requests failed", len(batch))
+            for request in batch:
+                if not request.future.done():
+                    request.future.set_exception(exc)
+
+    def _run_claimed(self, batch: List[_Request]) -> None:
+        if not batch:
+            return
         started = time.monotonic()
         if self.bind is not None:
             files: Dict[str, Path] = {r.user: r.adapter_file for r in batch if r.user and r.adapter_file}
             self.bind(files)
+        batch = self._without_unusable_adapters(batch)
         # shortest first: the recognizer runs its segments batch_size at a time, padded to the longest of each pass
         batch = sorted(batch, key=lambda request: request.audio.item.seconds)
         try:
@@ -226,11 +243,28 @@ class DynamicBatcher:
                 return
             logger.warning("batch of %d failed (%s); running its requests one by one", len(batch), exc)
             for request in batch:
-                self._run([request])
+                self._run_claimed([request])
             return
-        seconds = time.monotonic() - started
-        if self.on_batch is not None:
-            self.on_batch(len(batch), seconds)
-        logger.debug("batch of %d requests (%d users) in %.3f s", len(batch), len({r.user for r in batch}), seconds)
         for request, result in zip(batch, results):
             request.future.set_result(result)
+        seconds = time.monotonic() - started
+        logger.debug("batch of %d requests (%d users) in %.3f s", len(batch), len({r.user for r in batch}), seconds)
+        if self.on_batch is not None:
+            try:
+                self.on_batch(len(batch), seconds)
+            except Exception:  # metrics must not cost answers
+                logger.exception("the batch callback failed")
+
+    def _without_unusable_adapters(self, batch: List[_Request]) -> List[_Request]:
+        """Fail the requests whose user's adapter cannot be loaded (a missing or damaged file) and return the others,
+        so that one user's broken adapter does not make the rest of the batch run request by request."""
+        unusable: Dict[str, Exception] = {}
+        for name in dict.fromkeys(request.user for request in batch if request.user):
+            try:
+                self.recognizer.resolve_users([name])
+            except Exception as exc:
+                unusable[name] = exc
+        for request in batch:
+            if request.user in unusable:
+                request.future.set_exception(unusable[request.user])
+        return [request for request in batch if request.user not in unusable]

@@ -144,22 +144,72 @@ def test_a_batch_stops_waiting_as_soon_as_an_announced_request_gives_up(recogniz
         batcher.stop()
 
 
+def test_a_cancelled_request_is_dropped_and_the_model_thread_goes_on(recognizer, tiny_users):
+    """A caller that gives up (its future cancelled, as ``asyncio.wrap_future`` does when the request's task is
+    cancelled) is left out of its batch; before stop 32 answering it killed the model thread, and every later request
+    waited for ever."""
+    wave = speech(tiny_users, 1)[0]
+    batches = []
+    batcher = DynamicBatcher(recognizer, max_batch_size=4, max_wait_ms=60000, on_batch=lambda n, s: batches.append(n))
+    batcher.start()
+    try:
+        with batcher.arriving():  # the batch forms while both are queued
+            kept = batcher.submit(wave, 16000, None)
+            given_up = batcher.submit(wave, 16000, None)
+            assert given_up.cancel()
+        assert kept.result(timeout=60).text
+        assert batcher.submit(wave, 16000, None).result(timeout=60).text  # the model thread still answers
+    finally:
+        batcher.stop()
+    assert batches == [1, 1]
+
+
+def test_a_users_unusable_adapter_fails_their_request_alone_and_the_rest_stays_batched(tmp_path, tiny_users):
+    """A user whose active version's file is missing on this server fails alone, before the batch runs: the other
+    users' requests still run as one batch (before stop 32, the whole batch was run again request by request)."""
+    recognizer, cache = serving(tmp_path)
+    good = save_adapter(tmp_path / "a", "alice", seed=0)
+    requests = [
+        (serving_name("alice", 1), good),
+        (None, None),
+        (serving_name("bob", 1), tmp_path / "gone.pt"),
+        (serving_name("carol", 1), good),
+    ]
+    waves = speech(tiny_users, 1) * len(requests)
+    batches = []
+    batcher = DynamicBatcher(
+        recognizer, max_batch_size=8, max_wait_ms=60000, on_batch=lambda n, s: batches.append(n), bind=cache.bind
+    )
+    batcher.start()
+    try:
+        with batcher.arriving():
+            futures = [batcher.submit(wave, 16000, *request) for wave, request in zip(waves, requests)]
+        with pytest.raises(UnknownUserError):
+            futures[2].result(timeout=60)
+        served = [futures[index].result(timeout=60) for index in (0, 1, 3)]
+    finally:
+        batcher.stop()
+    assert batches == [3]
+    assert [result.adapter for result in served] == [serving_name("alice", 1), None, serving_name("carol", 1)]
+
+
 def test_one_bad_request_fails_alone(recognizer, tiny_users, caplog):
     wave = speech(tiny_users, 1)[0]
-    batcher = DynamicBatcher(recognizer, max_batch_size=4, max_wait_ms=200)
+    batches = []
+    batcher = DynamicBatcher(recognizer, max_batch_size=4, max_wait_ms=200, on_batch=lambda n, s: batches.append(n))
     batcher.start()
     try:
         with pytest.raises(ValueError, match="NaN"):  # unusable audio fails on the caller's thread, before the queue
             batcher.submit(np.full(1600, np.nan, np.float32), 16000, None)
         with batcher.arriving():  # held together: the two requests go into one batch
             good = batcher.submit(wave, 16000, None)
-            unknown = batcher.submit(wave, 16000, "ghost")  # no adapter: the batch fails, then its requests alone
+            unknown = batcher.submit(wave, 16000, "ghost")  # no adapter: it fails before the batch runs
         assert good.result(timeout=60).text
         with pytest.raises(UnknownUserError):
             unknown.result(timeout=60)
-        assert "batch of 2 failed" in caplog.text  # they ran together, then each alone
     finally:
         batcher.stop()
+    assert batches == [1] and "failed" not in caplog.text  # the good request ran once, in a batch of its own
 
 
 def test_request_threads_run_the_extractor_at_most_prepare_threads_at_once(recognizer, tiny_users):
