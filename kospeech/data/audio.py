@@ -13,7 +13,7 @@ import itertools
 import logging
 import os
 from pathlib import Path
-from typing import Any, Dict, Iterator, NamedTuple, Optional, Union
+from typing import Any, Dict, Iterator, List, NamedTuple, Optional, Union
 
 import numpy as np
 import soundfile as sf
@@ -59,6 +59,7 @@ MAX_SAMPLE_RATE = 384000
 
 _PCM_SUFFIX = ".pcm"
 _DECODE_SHORTFALL_TOLERANCE = 0.02
+_READ_BLOCK_FRAMES = 1 << 16  # frames read at a time by load_audio, each block mixed down to mono at once
 
 
 def check_sample_rate(sample_rate: Any, where: Optional[str] = None) -> int:
@@ -237,17 +238,24 @@ def load_audio(path: PathLike, sample_rate: int = DEFAULT_SAMPLE_RATE, min_durat
         raise ValueError(f"min_duration_s must be >= 0, got {min_duration_s!r}")
     info = audio_info(path)
     path = Path(path)
+    pieces: List[np.ndarray] = []
+    bad = 0
     try:
-        data, file_sample_rate = sf.read(str(path), dtype="float32", always_2d=True, **_open_kwargs(path))
+        # block by block, each mixed down at once: memory follows the mono length, not channels x samples (a small
+        # FLAC of 8 channels of silence at 384 kHz would decode to gigabytes of float32 at once)
+        with sf.SoundFile(str(path), **_open_kwargs(path)) as handle:
+            file_sample_rate = handle.samplerate
+            for block in handle.blocks(_READ_BLOCK_FRAMES, dtype="float32", always_2d=True):
+                bad += int(block.size - np.isfinite(block).sum())
+                pieces.append(block.mean(axis=1, dtype=np.float32) if block.shape[1] > 1 else block[:, 0].copy())
     except sf.SoundFileError as exc:
         raise AudioError(f"{path}: not a readable audio file ({exc})") from exc
-    _check_decoded_length(path, data.shape[0], info.num_frames)
-    if data.shape[0] == 0:
+    waveform = np.concatenate(pieces) if pieces else np.zeros(0, np.float32)
+    _check_decoded_length(path, waveform.shape[0], info.num_frames)
+    if waveform.shape[0] == 0:
         raise AudioError(f"{path}: the audio file contains no samples")
-    if not np.isfinite(data).all():
-        bad = int(data.size - np.isfinite(data).sum())
+    if bad:
         raise AudioError(f"{path}: the audio contains {bad} NaN/Inf samples")
-    waveform = data.mean(axis=1, dtype=np.float32) if data.shape[1] > 1 else data[:, 0]
     waveform = resample(np.ascontiguousarray(waveform, dtype=np.float32), int(file_sample_rate), sample_rate)
     duration = waveform.shape[0] / sample_rate
     if duration < min_duration_s:

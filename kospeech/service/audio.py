@@ -20,7 +20,7 @@ from typing import BinaryIO, Iterator, List
 import av
 import numpy as np
 
-from kospeech.data.audio import audio_info, load_audio
+from kospeech.data.audio import audio_info, check_sample_rate, load_audio
 from kospeech.data.audio_headers import container_name
 from kospeech.errors import AudioError
 from kospeech.service.errors import ServiceError
@@ -90,29 +90,36 @@ def _too_long(name: str, seconds: float, limit: float) -> ServiceError:
 
 
 def _decode_with_pyav(path: Path, name: str, max_seconds: float) -> np.ndarray:
-    """Decode the first audio stream to float32 mono at :data:`SAMPLE_RATE`, refusing more than ``max_seconds``."""
+    """Decode the first audio stream to float32 mono at :data:`SAMPLE_RATE`, refusing more than ``max_seconds``.
+
+    The length is counted at each frame's own rate before the frame is resampled, and rates are checked as the
+    library checks a header's: a frame of a few KB at 1 Hz would otherwise become gigabytes at 16 kHz.
+    """
     limit = int(max_seconds * SAMPLE_RATE)
     pieces: List[np.ndarray] = []
-    total = 0
+    seconds = 0.0
     try:
-        with av.open(str(path), mode="r") as container:
+        with av.open(str(path), mode="r", metadata_errors="replace") as container:
             if not container.streams.audio:
                 raise AudioError(f"{name}: the file holds no audio stream")
             stream = container.streams.audio[0]
+            if stream.rate:
+                check_sample_rate(stream.rate, name)
             declared = float(stream.duration * stream.time_base) if stream.duration and stream.time_base else None
             if declared is not None and declared > max_seconds:
                 raise _too_long(name, declared, max_seconds)
             resampler = av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE)
             for frame in container.decode(stream):
+                seconds += frame.samples / check_sample_rate(frame.sample_rate, name)
+                if seconds > max_seconds:
+                    raise _too_long(name, seconds, max_seconds)
                 for converted in resampler.resample(frame):
-                    samples = converted.to_ndarray().reshape(-1)
-                    pieces.append(samples)
-                    total += samples.size
-                if total > limit:
-                    raise _too_long(name, total / SAMPLE_RATE, max_seconds)
+                    pieces.append(converted.to_ndarray().reshape(-1))
             for converted in resampler.resample(None):
                 pieces.append(converted.to_ndarray().reshape(-1))
-    except av.error.FFmpegError as exc:
+    except (AudioError, ServiceError):
+        raise
+    except Exception as exc:  # FFmpeg's errors, and anything else PyAV raises on a malformed file: the upload's fault
         raise AudioError(
             f"{name}: not a readable audio file (wav, flac, ogg/opus, webm, mp3 or m4a expected): {exc}"
         ) from exc

@@ -113,6 +113,7 @@ class DynamicBatcher:
         self._arriving = 0
         # the extractor is the same for every user and gains little from batching on a CPU: preparing runs it there
         self._run_extractor = recognizer.device.type == "cpu"
+        self.prepare_threads = prepare_threads
         self._preparing = threading.BoundedSemaphore(prepare_threads)
 
     def start(self) -> None:

@@ -85,6 +85,13 @@ class ServerConfig:
             "extractor); null: the cores the model thread's torch_threads leave free, at least 1"
         },
     )
+    max_queued_requests: int = field(
+        default=256,
+        metadata={
+            "help": "transcription requests waiting for the model at most; more answer 503 busy with Retry-After "
+            "(each waiting request holds its audio's features in memory)"
+        },
+    )
     adapter_cache_bytes: int = field(
         default=256 * 2**20, metadata={"help": "memory for loaded user adapters, in bytes (LRU beyond)"}
     )
@@ -162,6 +169,7 @@ def _check(server: ServerConfig) -> ServerConfig:
         "job_heartbeat_seconds": server.job_heartbeat_seconds,
         "min_enrollment_utterances": server.min_enrollment_utterances,
         "max_enrollment_utterances": server.max_enrollment_utterances,
+        "max_queued_requests": server.max_queued_requests,
     }
     for key, value in positive.items():
         if value <= 0:

@@ -4,6 +4,7 @@ metrics. Built by :meth:`ServiceState.open` and released by :meth:`ServiceState.
 from __future__ import annotations
 
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Optional
 
@@ -40,6 +41,7 @@ class ServiceState:
     batcher: DynamicBatcher
     queue: JobQueue
     metrics: ServiceMetrics
+    audio_pool: ThreadPoolExecutor
     consumer: Optional[JobConsumer] = None
     recovery: Optional[Recovery] = None
 
@@ -85,7 +87,11 @@ class ServiceState:
         )
         batcher.on_batch = metrics.observe_batch
         batcher.start()
-        state = cls(settings, engine, sessions, storage, recognizer, cache, batcher, queue, metrics)
+        # transcriptions decode and prepare their audio here, not on the shared request threads: a burst of uploads
+        # waits in this pool's queue (holding no thread) and never starves the key checks and the other endpoints;
+        # one more thread than may prepare at once, so that a decode overlaps the preparing
+        audio_pool = ThreadPoolExecutor(batcher.prepare_threads + 1, thread_name_prefix="kospeech-audio")
+        state = cls(settings, engine, sessions, storage, recognizer, cache, batcher, queue, metrics, audio_pool)
         if settings.in_process_worker:
             state.consumer = queue.consumer(embedded=True)
             state.consumer.start()
@@ -102,6 +108,7 @@ class ServiceState:
 
     def close(self) -> None:
         """Finish the waiting transcriptions, stop the in-process worker, release the database."""
+        self.audio_pool.shutdown(wait=True)
         self.batcher.stop()
         if self.recovery is not None:
             self.recovery.stop()

@@ -64,6 +64,28 @@ def test_six_channel_downmix(tmp_path: Path) -> None:
     np.testing.assert_allclose(waveform, 0.25, atol=1e-6)
 
 
+def test_many_channels_are_mixed_down_block_by_block(tmp_path: Path) -> None:
+    """Memory follows the mono length, not channels x samples: reading 10 s of 8 channels at 48 kHz peaks below the
+    15 MB those channels take as float32 (before stop 32 they were decoded at once, 19 MB at the peak; a small FLAC of
+    silence at 384 kHz could decode to gigabytes)."""
+    import tracemalloc
+
+    path = tmp_path / "eight.flac"
+    rate, seconds = 48000, 10
+    channels = np.zeros((rate * seconds, 8), dtype=np.int16)
+    channels[:, 3] = (_sine(rate, seconds) * 8000).astype(np.int16)
+    sf.write(path, channels, rate, subtype="PCM_16")
+    tracemalloc.start()
+    try:
+        waveform = load_audio(path, sample_rate=rate)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert waveform.shape == (rate * seconds,)
+    np.testing.assert_allclose(waveform, channels[:, 3] / 32768 / 8, atol=1e-6)
+    assert peak < rate * seconds * 8 * 4, peak
+
+
 @pytest.mark.parametrize(
     "subtype, tolerance",
     [("PCM_U8", 1e-2), ("PCM_16", 1e-4), ("PCM_24", 1e-6), ("PCM_32", 1e-6), ("FLOAT", 0.0), ("DOUBLE", 1e-7)],

@@ -398,6 +398,24 @@ def truncated_wav() -> bytes:
     return data[: len(data) // 2]
 
 
+def matroska_pcm(rate: int, samples: int, title: bytes = b"") -> bytes:
+    """A Matroska file of 16-bit PCM at ``rate`` Hz in one frame (its length declared nowhere), titled ``title``
+    (spliced in as raw bytes, so it may be invalid UTF-8)."""
+    buffer = io.BytesIO()
+    marker = b"TITLE-MARKER-0123456789"
+    with av.open(buffer, mode="w", format="matroska") as output:
+        if title:
+            output.metadata["title"] = marker.decode()
+        stream = output.add_stream("pcm_s16le", rate=rate, layout="mono")
+        pcm = (np.random.default_rng(0).standard_normal(samples) * 3000).astype(np.int16)[None, :]
+        frame = av.AudioFrame.from_ndarray(pcm, format="s16", layout="mono")
+        frame.sample_rate = rate
+        for packet in [*stream.encode(frame), *stream.encode(None)]:
+            output.mux(packet)
+    data = buffer.getvalue()
+    return data.replace(marker, title.ljust(len(marker), b"X")) if title else data
+
+
 def zero_length_wav() -> bytes:
     data = wav_bytes(np.zeros(0, np.float32))
     assert len(data) == 44  # a complete header declaring no samples
@@ -416,6 +434,10 @@ def zero_length_wav() -> bytes:
         ("nan.wav", wav_bytes(np.full(1600, np.nan, np.float32), subtype="FLOAT"), "invalid_audio"),
         ("loud.wav", wav_bytes(tone(0.6) * 1e15, subtype="FLOAT"), "invalid_audio"),  # finite, features are not
         ("long.wav", wav_bytes(tone(MAX_AUDIO_SECONDS + 1.0, 8000), 8000), "audio_too_long"),
+        # 2 KB at 1 Hz would be 32 MB at 16 kHz, a frame of 1 MB 32 GB: refused from the rate (review, stop 32)
+        ("rate1.mka", matroska_pcm(1, 1000), "invalid_audio"),
+        # a long frame whose length no header declares: refused before it is resampled
+        ("one-frame.mka", matroska_pcm(4000, int(4000 * (MAX_AUDIO_SECONDS + 1))), "audio_too_long"),
     ],
 )
 def test_bad_audio_answers_422_naming_the_upload(service, user_id, name, data, code):
@@ -523,6 +545,8 @@ def test_a_users_active_version_serves_them_and_a_missing_file_fails_loudly(serv
         ("a.mp3", lambda wave: wav_bytes(wave, audio_format="MP3")),
         ("a.webm", lambda wave: encoded_with_pyav(wave, "webm", "libopus")),
         ("a.m4a", lambda wave: encoded_with_pyav(wave, "mp4", "aac")),
+        # a title that is not UTF-8 in its metadata: decoded all the same (it answered 500 before stop 32)
+        ("title.mka", lambda wave: matroska_pcm(16000, wave.size, title=b"\xff\xfe\xfd")),
     ],
 )
 def test_compressed_formats_decode(service, user_id, name, encode):
@@ -696,6 +720,48 @@ def test_a_request_whose_user_is_deleted_while_it_waits_for_the_model_answers_40
                 assert client.delete(f"/v1/users/{user_id}", headers=headers).status_code == 204
             answer = waiting.result(timeout=60)
         assert answer.status_code == 404 and error_code(answer) == "user_not_found", answer.text
+
+
+def test_an_overloaded_server_answers_503_busy_instead_of_queuing_without_end(tmp_path):
+    settings = settings_for(
+        tmp_path, "server.max_queued_requests=1", "server.batch_max_size=4", "server.batch_max_wait_ms=60000"
+    )
+    headers = {"Authorization": f"Bearer {make_keys(settings)['acme']}"}
+    files = {"file": ("a.wav", wav_bytes(tone(0.5)))}
+    with TestClient(create_app(settings)) as client, ThreadPoolExecutor(1) as pool:
+        state = client.app.state.service
+        with state.batcher.arriving():  # the first request waits in its forming batch
+            first = pool.submit(client.post, "/v1/audio/transcriptions", files=files, headers=headers)
+            deadline = time.monotonic() + 60
+            while state.batcher.depth() < 1 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            refused = client.post("/v1/audio/transcriptions", files=files, headers=headers)
+        assert refused.status_code == 503 and error_code(refused) == "busy"
+        assert refused.headers["retry-after"] == "1" and "server.max_queued_requests" in refused.text
+        assert first.result(timeout=60).status_code == 200
+
+
+def test_transcriptions_waiting_for_their_audio_work_leave_the_other_endpoints_free(tmp_path):
+    """Fifty uploads waiting to be prepared (the model's extractor busy) hold none of the request threads that key
+    checks and the other endpoints run on (review, stop 32: they held all 40, and every request of any kind waited)."""
+    settings = settings_for(tmp_path)
+    headers = {"Authorization": f"Bearer {make_keys(settings)['acme']}"}
+    files = {"file": ("a.wav", wav_bytes(tone(0.5)))}
+    with TestClient(create_app(settings)) as client, ThreadPoolExecutor(51) as pool:
+        preparing = client.app.state.service.batcher._preparing
+        for _ in range(client.app.state.service.batcher.prepare_threads):
+            preparing.acquire()  # as if the extractor were busy with long recordings
+        try:
+            waiting = [
+                pool.submit(client.post, "/v1/audio/transcriptions", files=files, headers=headers) for _ in range(50)
+            ]
+            time.sleep(1.0)
+            prompts = pool.submit(client.get, "/v1/prompts?n=1", headers=headers)
+            assert prompts.result(timeout=30).status_code == 200
+        finally:
+            for _ in range(client.app.state.service.batcher.prepare_threads):
+                preparing.release()
+        assert [answer.result(timeout=120).status_code for answer in waiting] == [200] * 50
 
 
 def test_requests_waiting_for_their_batch_hold_no_database_connection(tmp_path, user_id):

@@ -119,18 +119,27 @@ async def transcribe(
     """Transcribe one recording. Requests arriving together are run as one batch across users."""
     settings = state.settings
     name = file.filename or "upload"
+    if state.batcher.depth() >= settings.max_queued_requests:  # overloaded: a fast answer beats a growing queue
+        raise ServiceError(
+            503,
+            "busy",
+            f"{state.batcher.depth()} transcriptions are waiting for the model (server.max_queued_requests); "
+            "try again shortly",
+            headers={"Retry-After": "1"},
+        )
 
     def decode():
         with spooled_upload(file.file, name, state.storage.uploads_dir, settings.max_upload_bytes) as path:
             return decode_audio(path, name, settings.max_audio_seconds)
 
+    loop = asyncio.get_running_loop()
     with state.batcher.arriving():  # a batch being formed waits for this request (up to server.batch_max_wait_ms)
         serving = await run_in_threadpool(_serving, session, caller, state, user)
-        waveform = await run_in_threadpool(decode)
+        # decoding and preparing (features, on a CPU the extractor) in the audio pool: the rest waits for the model
+        waveform = await loop.run_in_executor(state.audio_pool, decode)
         try:
-            # preparing (features, on a CPU the extractor) on this request's thread: the rest waits for the model thread
-            future = await run_in_threadpool(
-                state.batcher.submit, waveform, SAMPLE_RATE, serving.name, serving.file, name
+            future = await loop.run_in_executor(
+                state.audio_pool, state.batcher.submit, waveform, SAMPLE_RATE, serving.name, serving.file, name
             )
         except BatcherStopped as exc:
             raise ServiceError(503, "unavailable", str(exc)) from exc
