@@ -139,7 +139,7 @@ NOT_RUN: Dict[str, str] = {
     "make demo": "`make test` is this suite; `make demo`'s job (kospeech.demo.run_demo) is tested by tests/test_demo.py "
     "on a small scale, the whole demo takes minutes",
     "make test": "this suite",
-    "python3.11 -m venv .venv && .venv/bin/pip install -r requirements-dev.txt && .venv/bin/pip install -e .": (
+    "python3.11 -m venv .venv && .venv/bin/pip install -r requirements-dev.txt -c constraints.txt && .venv/bin/pip install -e .": (
         "installs packages; CI's fresh clone installs exactly this through `make test`"
     ),
     "python bin/make_corpus.py preset=demo out_dir=data/corpus_demo seed=0": "minutes of synthesis; the same code "

@@ -245,9 +245,12 @@ def load_audio(path: PathLike, sample_rate: int = DEFAULT_SAMPLE_RATE, min_durat
         # FLAC of 8 channels of silence at 384 kHz would decode to gigabytes of float32 at once)
         with sf.SoundFile(str(path), **_open_kwargs(path)) as handle:
             file_sample_rate = handle.samplerate
-            for block in handle.blocks(_READ_BLOCK_FRAMES, dtype="float32", always_2d=True):
+            while True:  # read() returns what was decoded (a truncated file ends short); blocks() pads to the header
+                block = handle.read(_READ_BLOCK_FRAMES, dtype="float32", always_2d=True)
+                if not block.shape[0]:
+                    break
                 bad += int(block.size - np.isfinite(block).sum())
-                pieces.append(block.mean(axis=1, dtype=np.float32) if block.shape[1] > 1 else block[:, 0].copy())
+                pieces.append(block.mean(axis=1, dtype=np.float32) if block.shape[1] > 1 else block[:, 0])
     except sf.SoundFileError as exc:
         raise AudioError(f"{path}: not a readable audio file ({exc})") from exc
     waveform = np.concatenate(pieces) if pieces else np.zeros(0, np.float32)
