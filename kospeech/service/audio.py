@@ -25,7 +25,7 @@ from kospeech.data.audio_headers import container_name
 from kospeech.errors import AudioError
 from kospeech.service.errors import ServiceError
 
-__all__ = ["CHUNK_BYTES", "SAMPLE_RATE", "decode_audio", "spooled_upload"]
+__all__ = ["CHUNK_BYTES", "PYAV_DEMUXERS", "SAMPLE_RATE", "decode_audio", "spooled_upload"]
 
 logger = logging.getLogger(__name__)
 
@@ -34,6 +34,10 @@ SAMPLE_RATE = 16000
 
 CHUNK_BYTES = 1 << 20
 """Uploads are copied in pieces of this size."""
+
+PYAV_DEMUXERS = "matroska,webm,mov,mp4,m4a,3gp,3g2,mj2,mp3,aac,ogg,wav,flac"
+"""The containers PyAV may open an upload as (FFmpeg's ``format_whitelist``): the formats the API names. Others are
+refused before they are read, e.g. a concat or playlist script that would make FFmpeg open other files."""
 
 
 def _too_large(name: str, limit: int) -> ServiceError:
@@ -99,7 +103,9 @@ def _decode_with_pyav(path: Path, name: str, max_seconds: float) -> np.ndarray:
     pieces: List[np.ndarray] = []
     seconds = 0.0
     try:
-        with av.open(str(path), mode="r", metadata_errors="replace") as container:
+        with av.open(
+            str(path), mode="r", metadata_errors="replace", container_options={"format_whitelist": PYAV_DEMUXERS}
+        ) as container:
             if not container.streams.audio:
                 raise AudioError(f"{name}: the file holds no audio stream")
             stream = container.streams.audio[0]

@@ -449,6 +449,21 @@ def test_bad_audio_answers_422_naming_the_upload(service, user_id, name, data, c
         assert str(service.data_dir) not in response.json()["error"]["message"]
 
 
+def test_an_upload_that_names_other_files_is_not_opened_as_a_playlist(service, user_id):
+    """A script of FFmpeg's concat demuxer naming another upload in the uploads folder: PyAV opens only the audio
+    containers the API names, so FFmpeg never reads the other file (before stop 32 it transcribed it)."""
+    uploads = Storage(service.data_dir).uploads_dir
+    uploads.mkdir(parents=True, exist_ok=True)
+    other = uploads / "upload-someone-else.audio"
+    other.write_bytes(wav_bytes(tone(1.0)))
+    try:
+        script = f"ffconcat version 1.0\nfile {other.name}\n".encode()
+        response = transcribe(service, script, name="list.webm")
+    finally:
+        other.unlink()
+    assert response.status_code == 422 and error_code(response) == "invalid_audio", response.text
+
+
 def test_huge_uploads_answer_413_before_the_body_is_read(service, user_id):
     create_user(service, user_id)
     huge = b"\0" * (MAX_UPLOAD_BYTES * 3)
