@@ -20,6 +20,7 @@ from typing import Optional
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
+from kospeech.service.db import database_now
 from kospeech.service.models import AdapterVersion, User
 from kospeech.service.storage import Storage
 
@@ -82,6 +83,7 @@ def record_version(
         active=not rejected,
         rejected=rejected,
         file=storage.relative(target),
+        created_at=database_now(session),  # one clock for every server's and worker's versions
     )
     session.add(row)
     session.flush()

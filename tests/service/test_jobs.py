@@ -21,7 +21,7 @@ from kospeech.errors import ConfigError
 from kospeech.service import create_app, load_settings
 from kospeech.service.db import create_db_engine, migrate, session_factory, session_scope
 from kospeech.service.jobs import JobQueue, Recovery, recover_lost_jobs, recover_stale_jobs
-from kospeech.service.models import Job, Tenant, User, utcnow
+from kospeech.service.models import AdapterVersion, Job, Tenant, User, Utterance, utcnow
 from kospeech.service.storage import Storage
 from kospeech.service.training import SETUP_PROGRESS, AdapterJobRunner, TrainingOutcome
 from kospeech.service.versions import active_version, record_version
@@ -184,6 +184,31 @@ def test_leases_are_measured_on_the_databases_clock_on_postgresql(tmp_path, fres
     with queue.sessions() as session:
         job = session.get(Job, job_id)
         assert job.status == "running" and abs((utcnow() - job.heartbeat_at).total_seconds()) < 60
+
+
+def test_jobs_and_versions_are_dated_on_the_databases_clock_on_postgresql(tmp_path, fresh_postgres_url):
+    """A server whose clock is two hours behind queues a job and records a version: both carry the database's time,
+    so every server's jobs and versions sort by when they happened (review, stop 32: each process' own clock)."""
+    settings = settings_for(tmp_path, f"server.database_url={fresh_postgres_url}", "server.min_enrollment_utterances=2")
+    headers = {"Authorization": f"Bearer {make_keys(settings)['acme']}"}
+    with TestClient(create_app(settings)) as client:
+        state = client.app.state.service
+        assert client.post("/v1/users", json={"user_id": "alice"}, headers=headers).status_code == 201
+        with session_scope(state.sessions) as session:
+            user = session.scalar(select(User).where(User.user_id == "alice"))
+            session.add_all(
+                [Utterance(user_pk=user.id, text="가", duration=1.0, audio_file=f"u{i}.wav") for i in (1, 2)]
+            )
+        with time_machine.travel(datetime.now(timezone.utc) - timedelta(hours=2)):  # this process' clock only
+            job_id = client.post("/v1/users/alice/adapter", headers=headers).json()["job_id"]
+            with session_scope(state.sessions) as session:
+                user = session.scalar(select(User).where(User.user_id == "alice"))
+                trained = save_adapter(tmp_path / "v1", "alice", seed=0)
+                version = record_version(session, state.storage, user, trained, "imported", "head", False)
+                version_id = version.id
+        with state.sessions() as session:
+            for row in (session.get(Job, job_id), session.get(AdapterVersion, version_id)):
+                assert abs((utcnow() - row.created_at).total_seconds()) < 60, row.created_at
 
 
 def test_a_job_runs_only_from_the_queued_state(tmp_path):

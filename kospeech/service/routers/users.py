@@ -147,13 +147,15 @@ def train_adapter(
     if pending:
         raise _job_pending(user.user_id, pending[0])
     user_id, user_pk = user.user_id, user.id
+    now = database_now(session)  # the clock job recovery measures leases with, and that orders every server's jobs
     job = Job(
         tenant_id=caller.tenant_id,
         user_pk=user_pk,
         adapter_type=adapter_type,
         status="queued",
         progress=0.0,
-        queued_at=database_now(session),  # on the clock job recovery measures the lease with
+        created_at=now,
+        queued_at=now,
     )
     session.add(job)
     try:
