@@ -1,5 +1,5 @@
-"""Everything one service process holds: settings, database, files, the recognizer and its batcher, the job queue,
-metrics. Built by :meth:`ServiceState.open` and released by :meth:`ServiceState.close` (the app's lifespan)."""
+"""Everything one service process holds: settings, database, files, the recognizer and its batcher, the audio pool
+transcriptions decode in, the job queue, metrics. Built by :meth:`ServiceState.open` and released by :meth:`ServiceState.close` (the app's lifespan)."""
 
 from __future__ import annotations
 
