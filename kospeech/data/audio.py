@@ -9,11 +9,10 @@ with that raw layout.
 
 from __future__ import annotations
 
-import itertools
 import logging
 import os
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, NamedTuple, Optional, Union
+from typing import Any, Dict, Iterator, List, NamedTuple, Optional, Tuple, Union
 
 import numpy as np
 import soundfile as sf
@@ -213,6 +212,30 @@ def resample(waveform: np.ndarray, orig_sample_rate: int, new_sample_rate: int) 
     return np.asarray(resampled, dtype=np.float32)
 
 
+def _mono_blocks(path: Path, block_frames: int) -> Iterator[Tuple[np.ndarray, int]]:
+    """Decode ``path`` ``block_frames`` at a time until the decoder stops, each block mixed down to mono at once.
+
+    Reads with ``read()``: ``sf.blocks()`` counts down the declared length instead and, for a cut file, yields
+    full-size blocks whose tail is the previous block's samples.
+
+    Yields:
+        ((n,) float32 mono samples at the file's rate, how many of the block's samples in any channel are NaN/Inf).
+
+    Raises:
+        AudioError: the file cannot be decoded.
+    """
+    try:
+        with sf.SoundFile(str(path), **_open_kwargs(path)) as handle:
+            while True:
+                block = handle.read(block_frames, dtype="float32", always_2d=True)
+                if block.shape[0] == 0:
+                    return
+                nonfinite = int(block.size - np.isfinite(block).sum())
+                yield block.mean(axis=1, dtype=np.float32) if block.shape[1] > 1 else block[:, 0].copy(), nonfinite
+    except sf.SoundFileError as exc:
+        raise AudioError(f"{path}: not a readable audio file ({exc})") from exc
+
+
 def load_audio(path: PathLike, sample_rate: int = DEFAULT_SAMPLE_RATE, min_duration_s: float = 0.0) -> np.ndarray:
     """Read an audio file as a mono float32 waveform at ``sample_rate``.
 
@@ -238,28 +261,20 @@ def load_audio(path: PathLike, sample_rate: int = DEFAULT_SAMPLE_RATE, min_durat
         raise ValueError(f"min_duration_s must be >= 0, got {min_duration_s!r}")
     info = audio_info(path)
     path = Path(path)
+    # block by block, each mixed down at once: memory follows the mono length, not channels x samples (a small FLAC
+    # of 8 channels of silence at 384 kHz would decode to gigabytes of float32 at once)
     pieces: List[np.ndarray] = []
     bad = 0
-    try:
-        # block by block, each mixed down at once: memory follows the mono length, not channels x samples (a small
-        # FLAC of 8 channels of silence at 384 kHz would decode to gigabytes of float32 at once)
-        with sf.SoundFile(str(path), **_open_kwargs(path)) as handle:
-            file_sample_rate = handle.samplerate
-            while True:  # read() returns what was decoded (a truncated file ends short); blocks() pads to the header
-                block = handle.read(_READ_BLOCK_FRAMES, dtype="float32", always_2d=True)
-                if not block.shape[0]:
-                    break
-                bad += int(block.size - np.isfinite(block).sum())
-                pieces.append(block.mean(axis=1, dtype=np.float32) if block.shape[1] > 1 else block[:, 0])
-    except sf.SoundFileError as exc:
-        raise AudioError(f"{path}: not a readable audio file ({exc})") from exc
+    for mono, nonfinite in _mono_blocks(path, _READ_BLOCK_FRAMES):
+        pieces.append(mono)
+        bad += nonfinite
     waveform = np.concatenate(pieces) if pieces else np.zeros(0, np.float32)
     _check_decoded_length(path, waveform.shape[0], info.num_frames)
     if waveform.shape[0] == 0:
         raise AudioError(f"{path}: the audio file contains no samples")
     if bad:
         raise AudioError(f"{path}: the audio contains {bad} NaN/Inf samples")
-    waveform = resample(np.ascontiguousarray(waveform, dtype=np.float32), int(file_sample_rate), sample_rate)
+    waveform = resample(np.ascontiguousarray(waveform, dtype=np.float32), info.sample_rate, sample_rate)
     duration = waveform.shape[0] / sample_rate
     if duration < min_duration_s:
         raise AudioError(f"{path}: the audio is {duration:.4f} s long, shorter than the minimum {min_duration_s} s")
@@ -360,20 +375,9 @@ def iter_audio_chunks(path: PathLike, chunk_seconds: float = 30.0) -> Iterator[n
     path = Path(path)
     block_frames = max(1, int(round(chunk_seconds * info.sample_rate)))
     decoded = 0
-    try:
-        # read block by block until the decoder stops: sf.blocks() counts down the declared length instead and, for
-        # a cut file, yields full-size blocks whose tail is the previous block's samples
-        with sf.SoundFile(str(path), **_open_kwargs(path)) as handle:
-            for offset in itertools.count():
-                block = handle.read(block_frames, dtype="float32", always_2d=True)
-                if block.shape[0] == 0:
-                    break
-                if not np.isfinite(block).all():
-                    raise AudioError(
-                        f"{path}: chunk {offset} (from {offset * chunk_seconds:.1f} s) holds NaN/Inf samples"
-                    )
-                decoded += block.shape[0]
-                yield block.mean(axis=1, dtype=np.float32) if block.shape[1] > 1 else np.ascontiguousarray(block[:, 0])
-    except sf.SoundFileError as exc:
-        raise AudioError(f"{path}: not a readable audio file ({exc})") from exc
+    for offset, (mono, nonfinite) in enumerate(_mono_blocks(path, block_frames)):
+        if nonfinite:
+            raise AudioError(f"{path}: chunk {offset} (from {offset * chunk_seconds:.1f} s) holds NaN/Inf samples")
+        decoded += mono.shape[0]
+        yield mono
     _check_decoded_length(path, decoded, info.num_frames)
