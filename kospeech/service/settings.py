@@ -195,13 +195,13 @@ def _check(server: ServerConfig) -> ServerConfig:
         )
     if server.train_max_minutes is not None and server.train_max_minutes <= 0:
         raise ConfigError(f"server.train_max_minutes must be > 0 or null, got {server.train_max_minutes}")
+    if server.job_timeout_minutes is not None and server.job_timeout_minutes <= 0:
+        raise ConfigError(f"server.job_timeout_minutes must be > 0 or null, got {server.job_timeout_minutes}")
     if server.job_timeout_minutes is not None and server.job_timeout_minutes <= (server.train_max_minutes or 0):
         raise ConfigError(
-            f"server.job_timeout_minutes ({server.job_timeout_minutes:g}) must be > 0 and longer than "
+            f"server.job_timeout_minutes ({server.job_timeout_minutes:g}) must be longer than "
             f"server.train_max_minutes ({server.train_max_minutes:g}): every run would be taken away before its "
             "training budget is spent"
-            if server.train_max_minutes
-            else f"server.job_timeout_minutes must be > 0 or null, got {server.job_timeout_minutes}"
         )
     if server.train_num_epochs is not None and server.train_num_epochs < 1:
         raise ConfigError(f"server.train_num_epochs must be >= 1 or null, got {server.train_num_epochs}")
