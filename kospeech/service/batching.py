@@ -149,6 +149,13 @@ class DynamicBatcher:
                 if not self._arriving:  # a forming batch stops waiting at once, also for one that gave up (bad audio)
                     self._changed.notify()
 
+    @contextmanager
+    def preparing(self) -> Iterator[None]:
+        """Hold one of the ``prepare_threads`` places while preparing audio (what :meth:`submit` does, and an enrollment
+        recording's checks): compute-bound work that, unbounded, would take the model thread's time slices."""
+        with self._preparing:
+            yield
+
     def depth(self) -> int:
         """Requests waiting for the model: queued, or collected into the batch being formed."""
         return self._queue.qsize() + self._forming
@@ -175,7 +182,7 @@ class DynamicBatcher:
             BatcherStopped: the batcher is not running.
             AudioError, ValueError: the waveform cannot be transcribed (raised here, not through the future).
         """
-        with self._preparing:
+        with self.preparing():
             prepared = self.recognizer.prepare((waveform, sample_rate), run_extractor=self._run_extractor, name=name)
         request = _Request(prepared, user, adapter_file)
         with self._changed:

@@ -58,7 +58,7 @@ from kospeech.service.models import JOB_STATES, Job, Tenant, User
 from kospeech.service.settings import ServerConfig
 from kospeech.service.storage import Storage
 from kospeech.service.training import AdapterJobRunner, TrainingOutcome
-from kospeech.service.versions import record_version
+from kospeech.service.versions import drop_old_versions, record_version
 
 __all__ = [
     "TASK_NAME",
@@ -360,12 +360,15 @@ class JobQueue:
                 if not owned:  # recovery gave the job to another run: its result, not this one, counts
                     raise TrainingInterrupted(f"job {job_id} is no longer this run's (attempt {attempt})")
                 version, activated, where = row.version, row.active, f"{user.tenant.name}/{user.user_id}"
+                dropped = drop_old_versions(session, self.storage, user.id, self.settings.keep_inactive_versions)
         except BaseException:
             if version_file is not None:
                 version_file.unlink(missing_ok=True)
                 # the user deleted meanwhile: writing the file re-created their folder (the commit then failed)
                 self.storage.prune_empty_folders(version_file.parent)
             raise
+        for path in dropped:  # their rows are gone: no request can be given these files any more
+            path.unlink(missing_ok=True)
         logger.info(
             "job=%s user=%s version=%d cer_before=%s cer_after=%s activated=%s%s",
             job_id,

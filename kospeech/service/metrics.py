@@ -26,11 +26,13 @@ class _StateCollector(Collector):
     def __init__(
         self,
         queue_depth: Callable[[], int],
+        uploads_in_progress: Callable[[], int],
         cache_stats: Callable[[], CacheStats],
         cache_bytes: Callable[[], int],
         jobs_by_state: Callable[[], Dict[str, int]],
     ) -> None:
         self._queue_depth = queue_depth
+        self._uploads_in_progress = uploads_in_progress
         self._cache_stats = cache_stats
         self._cache_bytes = cache_bytes
         self._jobs_by_state = jobs_by_state
@@ -38,6 +40,11 @@ class _StateCollector(Collector):
     def collect(self) -> Iterable[Metric]:
         yield GaugeMetricFamily(
             "kospeech_batch_queue_depth", "Transcription requests waiting for the model", value=self._queue_depth()
+        )
+        yield GaugeMetricFamily(
+            "kospeech_uploads_in_progress",
+            "Uploads being decoded or prepared, or waiting for the upload pool",
+            value=self._uploads_in_progress(),
         )
         stats = self._cache_stats()
         yield CounterMetricFamily("kospeech_adapter_cache_hits", "Adapter lookups served from memory", value=stats.hits)
@@ -68,6 +75,7 @@ class ServiceMetrics:
 
     Args:
         queue_depth: requests waiting in the batcher.
+        uploads_in_progress: uploads admitted to the upload pool.
         cache_stats: the adapter cache's counters.
         cache_bytes: bytes the adapter cache holds.
         jobs_by_state: job counts by state (from the database).
@@ -76,6 +84,7 @@ class ServiceMetrics:
     def __init__(
         self,
         queue_depth: Callable[[], int],
+        uploads_in_progress: Callable[[], int],
         cache_stats: Callable[[], CacheStats],
         cache_bytes: Callable[[], int],
         jobs_by_state: Callable[[], Dict[str, int]],
@@ -109,7 +118,9 @@ class ServiceMetrics:
         self.audio_seconds = Counter(
             "kospeech_transcribed_audio_seconds", "Seconds of audio transcribed", registry=self.registry
         )
-        self.registry.register(_StateCollector(queue_depth, cache_stats, cache_bytes, jobs_by_state))
+        self.registry.register(
+            _StateCollector(queue_depth, uploads_in_progress, cache_stats, cache_bytes, jobs_by_state)
+        )
 
     def observe_batch(self, size: int, seconds: float) -> None:
         """Record one model batch: how many requests it held and how long it took."""

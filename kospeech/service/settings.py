@@ -88,8 +88,9 @@ class ServerConfig:
     max_queued_requests: int = field(
         default=256,
         metadata={
-            "help": "transcription requests waiting for the model at most; more answer 503 busy with Retry-After "
-            "(each waiting request holds its audio's features in memory)"
+            "help": "transcription requests waiting for the model at most, and uploads (transcriptions and enrollment "
+            "recordings) waiting to be decoded at most; more answer 503 busy with Retry-After (each waiting request "
+            "holds its upload or its audio's features)"
         },
     )
     adapter_cache_bytes: int = field(
@@ -121,6 +122,14 @@ class ServerConfig:
         default=500,
         metadata={
             "help": "the most utterances one user keeps (more answer 409 too_many_utterances): bounds a job's data"
+        },
+    )
+    keep_inactive_versions: int = field(
+        default=3,
+        metadata={
+            "help": "a user's inactive adapter versions (rejected, or replaced by a newer one) kept, newest first; "
+            "older ones' files and rows go when a job records a new version (at least 1: a request may still be "
+            "loading the version just replaced)"
         },
     )
     train_num_epochs: Optional[int] = field(
@@ -170,6 +179,7 @@ def _check(server: ServerConfig) -> ServerConfig:
         "min_enrollment_utterances": server.min_enrollment_utterances,
         "max_enrollment_utterances": server.max_enrollment_utterances,
         "max_queued_requests": server.max_queued_requests,
+        "keep_inactive_versions": server.keep_inactive_versions,
     }
     for key, value in positive.items():
         if value <= 0:

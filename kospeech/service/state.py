@@ -1,10 +1,9 @@
-"""Everything one service process holds: settings, database, files, the recognizer and its batcher, the audio pool
-transcriptions decode in, the job queue, metrics. Built by :meth:`ServiceState.open` and released by :meth:`ServiceState.close` (the app's lifespan)."""
+"""Everything one service process holds: settings, database, files, the recognizer and its batcher, the pool
+uploads are decoded in, the job queue, metrics. Built by :meth:`ServiceState.open` and released by :meth:`ServiceState.close` (the app's lifespan)."""
 
 from __future__ import annotations
 
 import logging
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Optional
 
@@ -21,6 +20,7 @@ from kospeech.service.metrics import ServiceMetrics
 from kospeech.service.settings import ServerConfig
 from kospeech.service.storage import Storage
 from kospeech.service.training import AdapterJobRunner
+from kospeech.service.upload_pool import UploadPool
 from kospeech.vocabs import Vocabulary
 
 __all__ = ["ServiceState"]
@@ -41,7 +41,7 @@ class ServiceState:
     batcher: DynamicBatcher
     queue: JobQueue
     metrics: ServiceMetrics
-    audio_pool: ThreadPoolExecutor
+    uploads: UploadPool
     consumer: Optional[JobConsumer] = None
     recovery: Optional[Recovery] = None
 
@@ -79,19 +79,17 @@ class ServiceState:
             bind=cache.bind,
             prepare_threads=settings.prepare_threads,
         )
+        uploads = UploadPool(batcher.prepare_threads + 1, settings.max_queued_requests)
         metrics = ServiceMetrics(
             queue_depth=batcher.depth,
+            uploads_in_progress=uploads.in_progress,
             cache_stats=cache.stats,
             cache_bytes=lambda: cache.bytes,
             jobs_by_state=lambda: jobs_by_state(sessions),
         )
         batcher.on_batch = metrics.observe_batch
         batcher.start()
-        # transcriptions decode and prepare their audio here, not on the shared request threads: a burst of uploads
-        # waits in this pool's queue (holding no thread) and never starves the key checks and the other endpoints;
-        # one more thread than may prepare at once, so that a decode overlaps the preparing
-        audio_pool = ThreadPoolExecutor(batcher.prepare_threads + 1, thread_name_prefix="kospeech-audio")
-        state = cls(settings, engine, sessions, storage, recognizer, cache, batcher, queue, metrics, audio_pool)
+        state = cls(settings, engine, sessions, storage, recognizer, cache, batcher, queue, metrics, uploads)
         if settings.in_process_worker:
             state.consumer = queue.consumer(embedded=True)
             state.consumer.start()
@@ -108,7 +106,7 @@ class ServiceState:
 
     def close(self) -> None:
         """Finish the waiting transcriptions, stop the in-process worker, release the database."""
-        self.audio_pool.shutdown(wait=True)
+        self.uploads.shutdown()
         self.batcher.stop()
         if self.recovery is not None:
             self.recovery.stop()

@@ -9,7 +9,8 @@
                                       swept by job recovery once older than an hour)
       tenants/<tenant>/users/<user_id>/
         utterances/<utterance_id>.wav enrollment audio, 16 kHz mono 16-bit
-        versions/<job_id>-<attempt>.pt every trained adapter, accepted or rejected (imported ones: versions/<id>.pt)
+        versions/<job_id>-<attempt>.pt trained adapters: the active one and the newest few others, accepted or
+                                      rejected (server.keep_inactive_versions; imported ones: versions/<id>.pt)
         jobs/<job_id>-<attempt>/      a training run's folder (removed when the run ends, or by job recovery when
                                       its worker was killed)
       trash/                          deleted users' folders on their way out (emptied at start as well)

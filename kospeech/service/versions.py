@@ -7,6 +7,10 @@ previous version in force or the new one, never a file of one version served und
 between writing the file and the commit leaves an unreferenced file behind, which the retried job does not reuse
 (it writes its own) and which goes with the user's folder when the user is deleted.
 
+Only the newest few inactive versions are kept (``server.keep_inactive_versions``): :func:`drop_old_versions` deletes
+the older ones' rows in the transaction that records a new version, and their files are removed once it has committed.
+A version number is never used twice: the newest version always stays.
+
 :func:`record_version` is what a training job does with its result, and also how an adapter trained elsewhere (e.g.
 with ``kospeech-train-adapters``) is given to a user.
 """
@@ -15,7 +19,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Optional
+from typing import List, Optional
 
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
@@ -24,7 +28,7 @@ from kospeech.service.db import database_now
 from kospeech.service.models import AdapterVersion, User
 from kospeech.service.storage import Storage
 
-__all__ = ["active_version", "record_version"]
+__all__ = ["active_version", "drop_old_versions", "record_version"]
 
 logger = logging.getLogger(__name__)
 
@@ -88,3 +92,30 @@ def record_version(
     session.add(row)
     session.flush()
     return row
+
+
+def drop_old_versions(session: Session, storage: Storage, user_pk: str, keep: int) -> List[Path]:
+    """Delete the rows of the user's inactive versions beyond the newest ``keep``; the caller commits, then removes
+    the returned files (a failed commit keeps both rows and files).
+
+    Args:
+        session: an open session (the one recording the new version, after :func:`record_version`).
+        storage: the file layout.
+        user_pk: the user's primary key.
+        keep: inactive versions kept, newest first (>= 1: the version just replaced may still be loading for a request).
+
+    Returns:
+        The files of the deleted versions.
+    """
+    if keep < 1:
+        raise ValueError(f"keep must be >= 1 (the version just replaced may still be in use), got {keep}")
+    stale = session.scalars(
+        select(AdapterVersion)
+        .where(AdapterVersion.user_pk == user_pk, AdapterVersion.active.is_(False))
+        .order_by(AdapterVersion.version.desc())
+        .offset(keep)
+    ).all()
+    for row in stale:
+        session.delete(row)
+    session.flush()
+    return [storage.absolute(row.file) for row in stale]

@@ -779,6 +779,76 @@ def test_transcriptions_waiting_for_their_audio_work_leave_the_other_endpoints_f
         assert [answer.result(timeout=120).status_code for answer in waiting] == [200] * 50
 
 
+def test_enrollment_uploads_are_prepared_in_the_upload_pool_within_the_preparing_bound(tmp_path, user_id):
+    """Enrollment recordings are decoded and checked (speech detection, features) in the upload pool, taking the
+    same preparing places as transcriptions: a burst of them holds no request thread and no more cores than the model
+    thread leaves free (stop 32 left them on the shared request threads, preparing without bound)."""
+    settings = settings_for(tmp_path)
+    headers = {"Authorization": f"Bearer {make_keys(settings)['acme']}"}
+    files = {"file": ("a.wav", wav_bytes(tone(0.5)))}
+    with TestClient(create_app(settings)) as client, ThreadPoolExecutor(51) as pool:
+        assert client.post("/v1/users", json={"user_id": user_id}, headers=headers).status_code == 201
+        batcher = client.app.state.service.batcher
+        for _ in range(batcher.prepare_threads):
+            batcher._preparing.acquire()  # as if the extractor were busy with long recordings
+        try:
+            waiting = [
+                pool.submit(
+                    client.post, f"/v1/users/{user_id}/utterances", files=files, data={"text": TEXT}, headers=headers
+                )
+                for _ in range(50)
+            ]
+            time.sleep(1.0)
+            prompts = pool.submit(client.get, "/v1/prompts?n=1", headers=headers)
+            assert prompts.result(timeout=30).status_code == 200
+            assert not any(answer.done() for answer in waiting)  # none prepared while every place is taken
+        finally:
+            for _ in range(batcher.prepare_threads):
+                batcher._preparing.release()
+        assert [answer.result(timeout=120).status_code for answer in waiting] == [201] * 50
+
+
+def test_uploads_beyond_max_queued_requests_waiting_to_be_decoded_answer_503_busy(tmp_path, user_id):
+    """Uploads waiting for the upload pool are bounded too, transcriptions and enrollment recordings together (stop
+    32 bounded only the requests already waiting for the model: a burst faster than decoding queued without end)."""
+    settings = settings_for(tmp_path, "server.max_queued_requests=3")
+    headers = {"Authorization": f"Bearer {make_keys(settings)['acme']}"}
+    files = {"file": ("a.wav", wav_bytes(tone(0.5)))}
+    with TestClient(create_app(settings)) as client, ThreadPoolExecutor(3) as pool:
+        assert client.post("/v1/users", json={"user_id": user_id}, headers=headers).status_code == 201
+        state = client.app.state.service
+        for _ in range(state.batcher.prepare_threads):
+            state.batcher._preparing.acquire()
+        try:
+            waiting = [
+                pool.submit(client.post, "/v1/audio/transcriptions", files=files, headers=headers) for _ in range(3)
+            ]
+            deadline = time.monotonic() + 60
+            while state.uploads.in_progress() < 3 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert state.batcher.depth() == 0  # none of them is waiting for the model yet
+            gauge = "kospeech_uploads_in_progress 3.0"
+            assert gauge in client.get("/metrics").text
+            refused = [
+                client.post("/v1/audio/transcriptions", files=files, headers=headers),
+                client.post(f"/v1/users/{user_id}/utterances", files=files, data={"text": TEXT}, headers=headers),
+            ]
+        finally:
+            for _ in range(state.batcher.prepare_threads):
+                state.batcher._preparing.release()
+        for answer in refused:
+            assert answer.status_code == 503 and error_code(answer) == "busy", answer.text
+            assert answer.headers["retry-after"] == "1" and "server.max_queued_requests" in answer.text
+        assert [answer.result(timeout=60).status_code for answer in waiting] == [200] * 3
+        assert state.uploads.in_progress() == 0
+        assert (
+            client.post(
+                f"/v1/users/{user_id}/utterances", files=files, data={"text": TEXT}, headers=headers
+            ).status_code
+            == 201
+        )
+
+
 def test_requests_waiting_for_their_batch_hold_no_database_connection(tmp_path, user_id):
     settings = settings_for(tmp_path, "server.batch_max_size=4", "server.batch_max_wait_ms=60000")
     headers = {"Authorization": f"Bearer {make_keys(settings)['acme']}"}

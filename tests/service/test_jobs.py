@@ -17,7 +17,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 
 from kospeech.data.manifest import read_manifest
-from kospeech.errors import ConfigError
+from kospeech.errors import ConfigError, TrainingInterrupted
 from kospeech.service import create_app, load_settings
 from kospeech.service.db import create_db_engine, migrate, session_factory, session_scope
 from kospeech.service.jobs import JobQueue, Recovery, recover_lost_jobs, recover_stale_jobs
@@ -439,6 +439,47 @@ def test_a_user_deleted_while_their_job_records_its_version_leaves_no_folder(tmp
     engine.dispose()
     user_dir = queue.storage.user_dir("acme", user_id)
     assert not user_dir.exists(), sorted(str(path.relative_to(tmp_path)) for path in user_dir.rglob("*"))
+
+
+def test_a_users_inactive_versions_beyond_the_newest_few_go_with_their_files(tmp_path):
+    """Each recorded version deletes the rows of the user's inactive versions beyond ``server.keep_inactive_versions``
+    and, after its commit, their files; a recording whose commit fails deletes nothing (before stop 33 every job's
+    version file was kept for ever)."""
+    settings = settings_for(tmp_path, "server.keep_inactive_versions=2")
+    make_keys(settings)
+    queue, engine = _queue(settings)
+    first = _job_row(queue.sessions, heartbeat_age=0.0)
+    with queue.sessions() as session:
+        user = session.get(Job, first).user
+        user_pk, user_id, tenant_id = user.id, user.user_id, user.tenant_id
+    trained = save_adapter(tmp_path / "trained", user_id, seed=0)
+
+    def next_job(status="running"):
+        with session_scope(queue.sessions) as session:
+            job = Job(tenant_id=tenant_id, user_pk=user_pk, adapter_type="head", status=status, progress=0.4)
+            job.attempts, job.heartbeat_at, job.started_at = 1, utcnow(), utcnow()
+            session.add(job)
+            session.flush()
+            return job.id
+
+    def kept():
+        with queue.sessions() as session:
+            rows = session.scalars(select(AdapterVersion).where(AdapterVersion.user_pk == user_pk)).all()
+            return {row.version: (row.active, queue.storage.absolute(row.file)) for row in rows}
+
+    for index, rejected in enumerate([False, True, False, True, False]):  # versions 1..5; 5 is active
+        job_id = first if index == 0 else next_job()
+        queue._record(job_id, 1, user_pk, TrainingOutcome(trained, rejected, None, 0.5, 0.4, "head"))
+    versions = kept()
+    assert sorted(versions) == [3, 4, 5] and versions[5][0] and not versions[4][0] and not versions[3][0]
+    folder = queue.storage.version_file("acme", user_id, "x").parent
+    assert sorted(folder.iterdir()) == sorted(path for _, path in versions.values())
+
+    lost = next_job(status="queued")  # not this run's: its recording fails before the commit
+    with pytest.raises(TrainingInterrupted):
+        queue._record(lost, 1, user_pk, TrainingOutcome(trained, False, None, 0.5, 0.4, "head"))
+    assert kept() == versions and sorted(folder.iterdir()) == sorted(path for _, path in versions.values())
+    engine.dispose()
 
 
 def _enrolled(client, headers, entries, user_id="user01"):

@@ -132,14 +132,14 @@ async def transcribe(
         with spooled_upload(file.file, name, state.storage.uploads_dir, settings.max_upload_bytes) as path:
             return decode_audio(path, name, settings.max_audio_seconds)
 
-    loop = asyncio.get_running_loop()
-    with state.batcher.arriving():  # a batch being formed waits for this request (up to server.batch_max_wait_ms)
+    # a batch being formed waits for this request (up to server.batch_max_wait_ms)
+    with state.uploads.admitted(), state.batcher.arriving():
         serving = await run_in_threadpool(_serving, session, caller, state, user)
-        # decoding and preparing (features, on a CPU the extractor) in the audio pool: the rest waits for the model
-        waveform = await loop.run_in_executor(state.audio_pool, decode)
+        # decoding and preparing (features, on a CPU the extractor) in the upload pool: the rest waits for the model
+        waveform = await state.uploads.run(decode)
         try:
-            future = await loop.run_in_executor(
-                state.audio_pool, state.batcher.submit, waveform, SAMPLE_RATE, serving.name, serving.file, name
+            future = await state.uploads.run(
+                state.batcher.submit, waveform, SAMPLE_RATE, serving.name, serving.file, name
             )
         except BatcherStopped as exc:
             raise ServiceError(503, "unavailable", str(exc)) from exc

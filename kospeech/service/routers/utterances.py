@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from dataclasses import dataclass
 from typing import Annotated, List, Tuple
 
 import numpy as np
 import torch
 from fastapi import APIRouter, File, Form, Response, UploadFile
+from fastapi.concurrency import run_in_threadpool
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
@@ -49,7 +51,8 @@ def _check_recording(waveform: np.ndarray, name: str, labels: List[int], state: 
     recognizer = state.recognizer
     seconds = waveform.shape[0] / SAMPLE_RATE
     try:
-        prepared = recognizer.prepare((waveform, SAMPLE_RATE), name=name)  # speech detection and features
+        with state.batcher.preparing():  # bounded with the transcriptions' preparing, beside the model thread
+            prepared = recognizer.prepare((waveform, SAMPLE_RATE), name=name)  # speech detection and features
     except AudioError as exc:
         raise ServiceError(422, "invalid_audio", str(exc)) from exc
     if not prepared.segments:
@@ -66,8 +69,71 @@ def _check_recording(waveform: np.ndarray, name: str, labels: List[int], state: 
         )
 
 
+@dataclass(frozen=True)
+class _Enrolling:
+    """Whose recording an upload is (read before the upload waits for the pool, with the session closed)."""
+
+    user_pk: str
+    tenant: str
+    user_id: str
+
+
+def _check_room(session: SessionDep, user: UserDep, state: StateDep) -> _Enrolling:
+    """Refuse one more recording for a user who has as many as ``server.max_enrollment_utterances`` (bounds a training
+    job's data; checked before the upload is read).
+
+    The session is closed before returning: an upload waiting for the upload pool holds no database connection.
+    """
+    try:
+        kept = session.scalar(select(func.count()).select_from(Utterance).where(Utterance.user_pk == user.id))
+        if kept >= state.settings.max_enrollment_utterances:
+            raise ServiceError(
+                409,
+                "too_many_utterances",
+                f"user {user.user_id!r} already has {kept} utterances, the most server.max_enrollment_utterances "
+                "allows; delete some before adding more",
+            )
+        return _Enrolling(user.id, user.tenant.name, user.user_id)
+    finally:
+        session.close()
+
+
+def _received_recording(file: UploadFile, name: str, labels: List[int], state: StateDep) -> np.ndarray:
+    """The upload decoded to 16 kHz mono and checked as a recording of its text (:func:`_check_recording`)."""
+    with spooled_upload(file.file, name, state.storage.uploads_dir, state.settings.max_upload_bytes) as path:
+        waveform = decode_audio(path, name, state.settings.max_audio_seconds)
+    _check_recording(waveform, name, labels, state)
+    return waveform
+
+
+def _keep(state: StateDep, enrolling: _Enrolling, waveform: np.ndarray, text: str) -> UtteranceCreated:
+    """Write the recording as the user's new utterance and commit its row."""
+    utterance_id = new_id()
+    target = state.storage.utterance_file(enrolling.tenant, enrolling.user_id, utterance_id)
+    save_audio(target, waveform, SAMPLE_RATE)
+    duration = round(waveform.shape[0] / SAMPLE_RATE, 3)
+    with state.sessions() as session:
+        session.add(
+            Utterance(
+                id=utterance_id,
+                user_pk=enrolling.user_pk,
+                text=text,
+                duration=duration,
+                audio_file=state.storage.relative(target),
+            )
+        )
+        try:
+            session.commit()
+        except IntegrityError as exc:  # the user was deleted while the audio was written: keep none of it
+            session.rollback()
+            target.unlink(missing_ok=True)
+            state.storage.prune_empty_folders(target.parent)
+            raise ServiceError(404, "user_not_found", f"no user {enrolling.user_id!r}") from exc
+    return UtteranceCreated(utterance_id=utterance_id, duration=duration)
+
+
 @router.post("/users/{user_id}/utterances", status_code=201, response_model=UtteranceCreated, responses=_ERRORS)
-def add_utterance(
+async def add_utterance(
     user: UserDep,
     session: SessionDep,
     state: StateDep,
@@ -76,37 +142,11 @@ def add_utterance(
 ) -> UtteranceCreated:
     """Add one enrollment recording with its transcript; kept as 16 kHz mono WAV."""
     cleaned, labels = _checked_text(text, state)
-    settings = state.settings
-    kept = session.scalar(select(func.count()).select_from(Utterance).where(Utterance.user_pk == user.id))
-    if kept >= settings.max_enrollment_utterances:  # bounds a training job's data; checked before decoding
-        raise ServiceError(
-            409,
-            "too_many_utterances",
-            f"user {user.user_id!r} already has {kept} utterances, the most server.max_enrollment_utterances allows; "
-            "delete some before adding more",
-        )
+    enrolling = await run_in_threadpool(_check_room, session, user, state)
     name = file.filename or "upload"
-    with spooled_upload(file.file, name, state.storage.uploads_dir, settings.max_upload_bytes) as path:
-        waveform = decode_audio(path, name, settings.max_audio_seconds)
-    _check_recording(waveform, name, labels, state)
-    utterance_id = new_id()
-    target = state.storage.utterance_file(user.tenant.name, user.user_id, utterance_id)
-    save_audio(target, waveform, SAMPLE_RATE)
-    duration = round(waveform.shape[0] / SAMPLE_RATE, 3)
-    user_id = user.user_id
-    session.add(
-        Utterance(
-            id=utterance_id, user_pk=user.id, text=cleaned, duration=duration, audio_file=state.storage.relative(target)
-        )
-    )
-    try:
-        session.commit()
-    except IntegrityError as exc:  # the user was deleted while the audio was written: keep none of it
-        session.rollback()
-        target.unlink(missing_ok=True)
-        state.storage.prune_empty_folders(target.parent)
-        raise ServiceError(404, "user_not_found", f"no user {user_id!r}") from exc
-    return UtteranceCreated(utterance_id=utterance_id, duration=duration)
+    with state.uploads.admitted():  # decoded and checked in the upload pool, not on the shared request threads
+        waveform = await state.uploads.run(_received_recording, file, name, labels, state)
+    return await run_in_threadpool(_keep, state, enrolling, waveform, cleaned)
 
 
 @router.get("/users/{user_id}/utterances", response_model=UtteranceList, responses=_ERRORS)
