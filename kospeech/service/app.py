@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 from contextlib import asynccontextmanager
 from typing import Any, AsyncIterator, Dict, List, Optional, Sequence, Tuple
@@ -36,6 +37,11 @@ __all__ = ["FORM_OVERHEAD_BYTES", "OUTAGE_LOG_SECONDS", "create_app"]
 
 logger = logging.getLogger(__name__)
 access_logger = logging.getLogger("kospeech.service.access")
+
+HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+"""Methods counted and logged under their own name; any other is ``other``."""
+
+_CONTROL_CHARACTERS = re.compile(r"[\x00-\x20\x7f]")
 
 FORM_OVERHEAD_BYTES = 1 << 20
 """Room for multipart headers and text fields on top of ``server.max_upload_bytes`` in a request body."""
@@ -125,7 +131,9 @@ class _RequestGuard:
         """The tenant of a live ``key``, else ``None`` (runs in a worker thread: a database query)."""
         with state.sessions() as session:
             row = authenticate(session, key)
-            return None if row is None else Caller(row.tenant_id, row.tenant.name, row.admin, row.user_id)
+            if row is None:
+                return None
+            return Caller(row.tenant_id, row.tenant.name, row.admin, row.user_id, row.id, time.monotonic())
 
     async def _authenticate(self, scope: Scope, headers: Dict[bytes, bytes]) -> Optional[Tuple[int, str, str]]:
         """Checks an API request's key before its body is read; ``None`` when it may go on (its caller is then in
@@ -205,13 +213,15 @@ class _RequestGuard:
     def _log(self, scope: Scope, status: int, started: float) -> None:
         seconds = time.perf_counter() - started
         route = self._route(scope)
+        # any token is a method to the HTTP parser: one label per invented method would grow the metrics without end
+        method = scope["method"] if scope["method"] in HTTP_METHODS else "other"
         state: Optional[ServiceState] = getattr(scope["app"].state, "service", None) if "app" in scope else None
         if state is not None:
-            state.metrics.requests.labels(scope["method"], route, str(status)).inc()
-            state.metrics.latency.labels(scope["method"], route).observe(seconds)
-        access_logger.info(
-            "method=%s path=%s route=%s status=%d seconds=%.4f", scope["method"], scope["path"], route, status, seconds
-        )
+            state.metrics.requests.labels(method, route, str(status)).inc()
+            state.metrics.latency.labels(method, route).observe(seconds)
+        # the path arrives percent-decoded: a %0A or %20 in it must not forge a line or a field of this log
+        path = _CONTROL_CHARACTERS.sub(lambda found: f"\\x{ord(found.group()):02x}", scope["path"])
+        access_logger.info("method=%s path=%s route=%s status=%d seconds=%.4f", method, path, route, status, seconds)
 
 
 def create_app(settings: ServerConfig, state: Optional[ServiceState] = None) -> FastAPI:

@@ -3,10 +3,12 @@ and the caller's users and jobs (another tenant's ids answer 404, never 403)."""
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Annotated, Iterator, Optional
 
 from fastapi import Depends, Path, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -14,11 +16,13 @@ from sqlalchemy.orm import Session
 from kospeech.errors import InvalidNameError
 from kospeech.models.adapter_manager import validate_adapter_name
 from kospeech.service.errors import ServiceError
-from kospeech.service.models import Job, User
+from kospeech.service.keys import key_is_live
+from kospeech.service.models import Job, User, is_id
 from kospeech.service.state import ServiceState
 
 __all__ = [
     "CALLER_STATE",
+    "KEY_RECHECK_SECONDS",
     "MISSING_KEY",
     "UNKNOWN_KEY",
     "Caller",
@@ -35,6 +39,11 @@ MISSING_KEY = "missing API key: send Authorization: Bearer <key>"
 UNKNOWN_KEY = "unknown or revoked API key"
 """The 401 message for a key that is malformed, unknown or revoked."""
 CALLER_STATE = "caller"
+
+KEY_RECHECK_SECONDS = 1.0
+"""A request whose body took longer than this to arrive (after the guard checked its key) has the key checked again
+before it acts: a key revoked meanwhile, e.g. with its user's deletion, stops it (a slow upload cannot outlive the
+key and land in a user created again under the same id)."""
 """The request-state attribute where the app's request guard leaves the authenticated :class:`Caller`."""
 
 _bearer = HTTPBearer(auto_error=False, description="an API key made with kospeech-keys create")
@@ -66,6 +75,8 @@ class Caller:
     tenant: str
     admin: bool
     user_id: Optional[str] = None
+    key_id: Optional[int] = None
+    checked_at: float = 0.0  # time.monotonic() when the request guard found the key live
 
     def may_act_as(self, user_id: str) -> bool:
         """Whether this caller may read, change or transcribe as its tenant's user ``user_id``."""
@@ -89,7 +100,25 @@ async def get_caller(
     caller = getattr(request.state, CALLER_STATE, None)
     if caller is None:
         raise _unauthorized(MISSING_KEY)
+    if caller.key_id is not None and time.monotonic() - caller.checked_at > KEY_RECHECK_SECONDS:
+        state: ServiceState = request.app.state.service
+        try:
+            live = await run_in_threadpool(_key_is_live, state, caller.key_id)
+        except Exception as exc:  # the database is down or failing: the server's fault, as in the guard
+            raise ServiceError(
+                503,
+                "unavailable",
+                "the API key could not be checked now; try again later",
+                headers={"Retry-After": "5"},
+            ) from exc
+        if not live:
+            raise _unauthorized(UNKNOWN_KEY)
     return caller
+
+
+def _key_is_live(state: ServiceState, key_id: int) -> bool:
+    with state.sessions() as session:
+        return key_is_live(session, key_id)
 
 
 CallerDep = Annotated[Caller, Depends(get_caller)]
@@ -134,7 +163,11 @@ def caller_job(session: SessionDep, caller: CallerDep, job_id: Annotated[str, Pa
         ServiceError: 404 when the caller's tenant has no such job, or it is another user's than the caller's key is
             scoped to.
     """
-    job = session.scalar(select(Job).where(Job.tenant_id == caller.tenant_id, Job.id == job_id))
+    job = (
+        session.scalar(select(Job).where(Job.tenant_id == caller.tenant_id, Job.id == job_id))
+        if is_id(job_id)
+        else None
+    )
     if job is None or not caller.may_act_as(job.user.user_id):
         raise ServiceError(404, "job_not_found", f"no job {job_id!r}")
     return job

@@ -30,6 +30,7 @@ __all__ = [
     "authenticate",
     "create_key",
     "is_well_formed_key",
+    "key_is_live",
     "key_prefix",
     "list_keys",
     "revoke_key",
@@ -81,8 +82,16 @@ def is_well_formed_key(text: str) -> bool:
 
 
 def key_prefix(prefix_or_key: str) -> str:
-    """The prefix a key is listed and revoked by: of a whole key, its prefix (never its secret); else the text."""
-    return _split(prefix_or_key) or prefix_or_key
+    """The prefix a key is listed and revoked by, never a secret: of a key (whole or cut short, well-formed or not,
+    pasted with spaces around it or ``Bearer`` before it) the part after ``ksk_``/``ksu_``; of other text, the part
+    before any ``_`` (a prefix has none)."""
+    text = prefix_or_key.strip()
+    if text[:7].lower() == "bearer ":
+        text = text[7:].strip()
+    parts = text.split("_", 2)
+    if len(parts) >= 2 and parts[0] in (KEY_PREFIX, USER_KEY_PREFIX):
+        return parts[1]
+    return parts[0]
 
 
 def create_key(session: Session, tenant_name: str, admin: bool = False, user_id: Optional[str] = None) -> str:
@@ -169,6 +178,11 @@ def revoke_key(session: Session, prefix: str) -> bool:
         return False
     key.revoked_at = utcnow()
     return True
+
+
+def key_is_live(session: Session, key_id: int) -> bool:
+    """Whether the key row ``key_id`` exists and is not revoked (a request's key checked again after its body)."""
+    return session.scalar(select(ApiKey.id).where(ApiKey.id == key_id, ApiKey.revoked_at.is_(None))) is not None
 
 
 def authenticate(session: Session, presented: str) -> Optional[ApiKey]:

@@ -40,6 +40,7 @@ __all__ = [
     "User",
     "Utterance",
     "UtcDateTime",
+    "is_id",
     "new_id",
     "utcnow",
 ]
@@ -67,6 +68,12 @@ class UtcDateTime(TypeDecorator):
 def new_id() -> str:
     """A random 32-character hex id (users, utterances, jobs)."""
     return uuid.uuid4().hex
+
+
+def is_id(text: str) -> bool:
+    """Whether ``text`` has the form :func:`new_id` gives (anything else names no row, and some text, e.g. with a NUL
+    character, PostgreSQL refuses to compare at all)."""
+    return len(text) == 32 and all(character in "0123456789abcdef" for character in text)
 
 
 class Base(DeclarativeBase):

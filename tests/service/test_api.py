@@ -17,6 +17,7 @@ from sqlalchemy import select
 
 from kospeech.service import create_app
 from kospeech.service.db import MAX_CONNECTIONS, migrate, session_scope
+from kospeech.service.deps import KEY_RECHECK_SECONDS
 from kospeech.service.keys import create_key
 from kospeech.service.models import User
 from kospeech.service.storage import Storage
@@ -151,6 +152,60 @@ def test_openapi_lists_every_endpoint(service):
     assert paths["/v1/users"]["post"]["responses"]["201"]
     operation_ids = [operation["operationId"] for path in paths.values() for operation in path.values()]
     assert len(operation_ids) == len(set(operation_ids)) and set(paths["/healthz"]) == {"get", "head"}
+
+
+class _SlowBody:
+    """An ASGI wrapper that hands the app a request's body only after running ``meanwhile`` (in a thread) and then
+    waiting ``seconds``: a client that sends its upload slowly while something else happens."""
+
+    def __init__(self, app, meanwhile, seconds):
+        self.app, self.meanwhile, self.seconds = app, meanwhile, seconds
+
+    async def __call__(self, scope, receive, send):
+        delayed = False
+
+        async def slow_receive():
+            nonlocal delayed
+            message = await receive()
+            if message["type"] == "http.request" and not delayed:
+                delayed = True
+                await anyio.to_thread.run_sync(self.meanwhile)
+                await anyio.sleep(self.seconds)
+            return message
+
+        await self.app(scope, slow_receive, send)
+
+
+def test_a_key_revoked_while_its_upload_arrives_stops_that_upload(service, user_id):
+    """The guard checks a key before the body; a request whose body took longer than ``KEY_RECHECK_SECONDS`` has its
+    key checked again before it acts. Here the user is deleted (which revokes their key) and created again for
+    someone else while the old key's upload arrives: the upload answers 401 and lands nowhere (review, stop 33: it
+    was added to the new user's recordings)."""
+    create_user(service, user_id)
+    with session_scope(service.client.app.state.service.sessions) as session:
+        scoped = {"Authorization": f"Bearer {create_key(session, 'acme', user_id=user_id)}"}
+
+    def deleted_and_created_again():
+        assert service.client.delete(f"/v1/users/{user_id}", headers=service.headers()).status_code == 204
+        create_user(service, user_id)
+
+    slow = TestClient(_SlowBody(service.client.app, deleted_and_created_again, KEY_RECHECK_SECONDS + 0.3))
+    answer = slow.post(
+        f"/v1/users/{user_id}/utterances",
+        files={"file": ("a.wav", wav_bytes(tone(1.0)))},
+        data={"text": TEXT},
+        headers=scoped,
+    )
+    assert answer.status_code == 401 and error_code(answer) == "unauthorized", answer.text
+    assert service.client.get(f"/v1/users/{user_id}/utterances", headers=service.headers()).json()["utterances"] == []
+    slow.meanwhile = lambda: None  # a slow body from a key still live goes through
+    answer = slow.post(
+        f"/v1/users/{user_id}/utterances",
+        files={"file": ("a.wav", wav_bytes(tone(1.0)))},
+        data={"text": TEXT},
+        headers=service.headers(),
+    )
+    assert answer.status_code == 201, answer.text
 
 
 # --------------------------------------------------------------------------------------------------------------- users
@@ -708,6 +763,36 @@ def test_request_logs_are_structured_and_never_show_keys(service, caplog):
     lines = [record.getMessage() for record in caplog.records if record.name == "kospeech.service.access"]
     assert any("method=GET path=/v1/prompts route=/v1/prompts status=200 seconds=" in line for line in lines)
     assert not any(service.keys["acme"] in record.getMessage() for record in caplog.records)
+
+
+def test_invented_methods_and_control_characters_neither_grow_the_metrics_nor_forge_log_lines(service, caplog):
+    """Review, stop 33: each invented method (the HTTP parser takes any token) made new metric series, from clients
+    without a key; a percent-encoded newline in a path wrote a second, forged line to the access log."""
+    for index in range(3):
+        assert service.client.request(f"JUNKMETHOD{index}", "/healthz").status_code == 405
+    metrics = service.client.get("/metrics").text
+    assert "JUNKMETHOD" not in metrics and 'method="other",route="/healthz",status="405"' in metrics
+    with caplog.at_level("INFO", logger="kospeech.service.access"):
+        service.client.get("/x%0Amethod=GET%20path=/v1/users/x%20status=200")
+    lines = [record.getMessage() for record in caplog.records if record.name == "kospeech.service.access"]
+    forged = "method=GET path=/x\\x0amethod=GET\\x20path=/v1/users/x\\x20status=200 route=unmatched status=404 "
+    assert len(lines) == 1 and lines[0].startswith(forged) and "\n" not in lines[0], lines
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_ids_that_are_not_ids_answer_404_on_every_database(tmp_path, request, backend, user_id):
+    """Job and utterance ids are checked for their form before any query (review, stop 33: a NUL character in one
+    answered 500 on PostgreSQL, which refuses such text)."""
+    extra = [f"server.database_url={request.getfixturevalue('fresh_postgres_url')}"] if backend == "postgresql" else []
+    settings = settings_for(tmp_path, *extra)
+    headers = {"Authorization": f"Bearer {make_keys(settings)['acme']}"}
+    with TestClient(create_app(settings)) as client:
+        assert client.post("/v1/users", json={"user_id": user_id}, headers=headers).status_code == 201
+        for odd in ("a%00b", "%00" * 32, "A" * 32, "0" * 31):
+            job = client.get(f"/v1/jobs/{odd}", headers=headers)
+            assert job.status_code == 404 and error_code(job) == "job_not_found", job.text
+            gone = client.delete(f"/v1/users/{user_id}/utterances/{odd}", headers=headers)
+            assert gone.status_code == 404 and error_code(gone) == "utterance_not_found", gone.text
 
 
 def test_a_request_whose_user_is_deleted_while_it_waits_for_the_model_answers_404(tmp_path, user_id):

@@ -251,6 +251,11 @@ def test_kospeech_keys_creates_lists_and_revokes(tmp_path, capsys, restore_loggi
     assert keys_cli.main(["revoke", key, data]) == 1
     said = capsys.readouterr()
     assert prefix in said.out and prefix in said.err and key not in said.out + said.err
+    secret = key.split("_", 2)[2]
+    for pasted in (f" {key}\n", f"Bearer {key}", key[:-1].replace(prefix, prefix[:-1])):  # review, stop 33: echoed
+        assert keys_cli.main(["revoke", pasted, data]) == 1
+        said = capsys.readouterr()
+        assert "no live key" in said.err and secret[:-1] not in said.out + said.err, said.err
     assert keys_cli.main(["create", "--tenant", "../x", data]) == 1
     capsys.readouterr()
     assert keys_cli.main(["create", "--tenant", "ACME", data]) == 1

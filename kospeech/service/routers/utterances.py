@@ -19,7 +19,7 @@ from kospeech.errors import AudioError, UnknownCharacterError
 from kospeech.service.audio import SAMPLE_RATE, decode_audio, spooled_upload
 from kospeech.service.deps import SessionDep, StateDep, UserDep
 from kospeech.service.errors import ServiceError
-from kospeech.service.models import Utterance, new_id
+from kospeech.service.models import Utterance, is_id, new_id
 from kospeech.service.schemas import ErrorBody, UtteranceCreated, UtteranceList, UtteranceRecord
 from kospeech.trainer.criterion import min_output_frames
 
@@ -164,7 +164,9 @@ def list_utterances(user: UserDep) -> UtteranceList:
 )
 def delete_utterance(user: UserDep, utterance_id: str, session: SessionDep, state: StateDep) -> Response:
     """Delete one utterance and its audio."""
-    utterance = session.scalar(select(Utterance).where(Utterance.user_pk == user.id, Utterance.id == utterance_id))
+    utterance = None
+    if is_id(utterance_id):
+        utterance = session.scalar(select(Utterance).where(Utterance.user_pk == user.id, Utterance.id == utterance_id))
     if utterance is None:
         raise ServiceError(404, "utterance_not_found", f"user {user.user_id!r} has no utterance {utterance_id!r}")
     path = state.storage.absolute(utterance.audio_file)
