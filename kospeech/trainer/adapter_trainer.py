@@ -96,7 +96,8 @@ class AdapterTrainer(SupervisedTrainer):
     same utterances is saved marked ``rejected`` (with the reason), which makes the
     :class:`~kospeech.inference.Recognizer` serve the base for that user. An accepted adapter already active is never
     overwritten by a rejected one: the run writes over it only once it beats the base, and a run that ends rejected
-    saves its adapter as the newest kept version instead, for inspection (:attr:`outcome`).
+    saves its adapter as the newest kept version instead, for inspection (:attr:`outcome`). An active adapter trained
+    on other base weights (the base file replaced in place) is not kept in force: it cannot be served with this base.
 
     An adapter type that does not start at the base (``head``: a random replacing MLP) is first *warm-started*:
     ``config.warm_start_steps`` Adam steps fit its output to the base model's on the training frames (KL divergence,
@@ -723,7 +724,7 @@ class AdapterTrainer(SupervisedTrainer):
     def _on_improvement(self, model: nn.Module, optimizer: Optimizer) -> None:
         self._best_adapter_state = copy.deepcopy(dict(self.adapter.state_dict()))
         reason = self.rejection_reason()
-        if reason is not None and not self._saved_active and self._accepted_adapter_active():
+        if reason is not None and not self._saved_active and self._accepted_adapter_active(model):
             # an accepted adapter serves this user: it stays in force until this run has a better one
             logger.info(
                 "adapter %r: best so far is no better than the base; the active adapter stays", self.adapter_name
@@ -737,15 +738,18 @@ class AdapterTrainer(SupervisedTrainer):
             "saved adapter %r (valid CER %.4f) to %s", self.adapter_name, self.state.best_cer, self.adapter_path
         )
 
-    def _accepted_adapter_active(self) -> bool:
-        """Whether the user's active adapter file exists and was not rejected (a damaged file counts as none)."""
+    def _accepted_adapter_active(self, model: nn.Module) -> bool:
+        """Whether the user's active adapter file exists, was not rejected and was trained on ``model``'s base
+        weights: a damaged file, or one of a base since replaced (it cannot be served with this one), counts as none."""
         path = AdapterManager.adapter_file(self.adapter_save_dir, self.adapter_name)
         if not path.is_file():
             return False
         try:
-            return not AdapterManager.get_adapter_info(path)["rejected"]
+            info = AdapterManager.get_adapter_info(path)
         except ValueError:
             return False
+        base = model.model if isinstance(model, CachedTrunkModel) else unwrap_model(model)
+        return not info["rejected"] and info["base_fingerprint"] == base.base_fingerprint()
 
     def _save(self, model: nn.Module, rejected: Optional[str], as_version: bool = False) -> Path:
         base = model.model if isinstance(model, CachedTrunkModel) else unwrap_model(model)

@@ -58,7 +58,7 @@ from kospeech.data.features import FeatureConfig
 from kospeech.data.manifest import ManifestEntry, read_manifest
 from kospeech.data.sampler import BucketBatchSampler, SampleKey
 from kospeech.device import resolve_device, torch_threads
-from kospeech.errors import KospeechError, TrainingError, name_list
+from kospeech.errors import KospeechError, TrainingError, TrainingInterrupted, name_list
 from kospeech.fileio import atomic_write_json, atomic_write_text
 from kospeech.models import AdapterRouter, DeepSpeech2, RowBlock
 from kospeech.models.adapter import AdapterModule
@@ -515,25 +515,28 @@ class MultiUserAdapterTrainer:
 
 @dataclass
 class UserManifests:
-    """A user's manifests found by :func:`discover_user_manifests`."""
+    """A user's manifests found by :func:`discover_user_manifests`, or why the entry cannot be used (``problem``: the
+    job fails that user alone and trains the others)."""
 
     enroll: Path
     valid: Optional[Path] = None
+    problem: Optional[str] = None
 
 
 def discover_user_manifests(users_dir: Union[str, Path]) -> Dict[str, UserManifests]:
     """Find one enrollment manifest per user in a folder.
 
     Two layouts are recognized (they may be mixed): ``{users_dir}/{user}.tsv``, and ``{users_dir}/{user}/enroll.tsv``
-    with an optional ``{users_dir}/{user}/valid.tsv`` (the layout of the built-in corpus' ``users/`` folder). User
-    names must be valid adapter names; hidden entries (names starting with ``.``) are skipped.
+    with an optional ``{users_dir}/{user}/valid.tsv`` (the layout of the built-in corpus' ``users/`` folder). Hidden
+    entries (names starting with ``.``) and files other than ``.tsv`` are skipped. An entry that names a user but
+    cannot be used is returned with its ``problem``, so that the job reports it and trains the others: a name that is
+    not a valid adapter name, a user in both layouts, a folder without ``enroll.tsv``, a ``.tsv`` link to nothing.
 
     Returns:
         Manifests per user name, sorted by name.
 
     Raises:
-        FileNotFoundError: the folder does not exist or holds no user manifest.
-        ValueError: a user name is invalid or found in both layouts.
+        FileNotFoundError: the folder does not exist or holds no user entry.
     """
     folder = Path(users_dir)
     if not folder.is_dir():
@@ -542,25 +545,31 @@ def discover_user_manifests(users_dir: Union[str, Path]) -> Dict[str, UserManife
     for path in sorted(folder.iterdir()):
         if path.name.startswith("."):  # hidden: editors' lock files, macOS' ._ resource forks
             continue
-        if path.is_file() and path.suffix == ".tsv":
+        if path.suffix == ".tsv" and not path.is_dir():
             name, manifests = path.stem, UserManifests(path)
-        elif path.is_dir() and (path / "enroll.tsv").is_file():
+            if not path.is_file():
+                manifests.problem = f"{path} is not a readable file (a link to nothing?)"
+        elif path.is_dir():
             valid = path / "valid.tsv"
             name, manifests = path.name, UserManifests(path / "enroll.tsv", valid if valid.is_file() else None)
+            if not manifests.enroll.is_file():
+                manifests.problem = f"{path} holds no enroll.tsv"
         else:
             continue
         try:
             validate_adapter_name(name)
         except ValueError as exc:
-            raise ValueError(f"{path}: the user name {name!r} is not a valid adapter name: {exc}") from exc
+            manifests.problem = f"{path}: the user name {name!r} is not a valid adapter name: {exc}"
         if name in found:
-            raise ValueError(f"user {name!r} has two enrollment manifests: {found[name].enroll} and {manifests.enroll}")
+            manifests.problem = (
+                f"user {name!r} has two enrollment manifests: {found[name].enroll} and {manifests.enroll}"
+            )
         found[name] = manifests
     if not found:
         raise FileNotFoundError(
             f"no user manifests in {folder}: expected <user>.tsv files or <user>/enroll.tsv folders"
         )
-    return found
+    return dict(sorted(found.items()))
 
 
 def shard_users(names: Sequence[str], index: int, count: int) -> List[str]:
@@ -593,8 +602,8 @@ def _train_group(
     """Train one group of users together; returns per-user figures and the group's ``cache_mb`` and ``cache_seconds``.
 
     A user whose manifests cannot be read is failed alone. When the group's training itself fails on some user's
-    data (e.g. audio unreadable past its header), each user of the group is trained again alone, so only that user
-    fails.
+    data (e.g. audio unreadable past its header, or a recording so long that the device runs out of memory), each
+    user of the group is trained again alone, so only that user fails.
     """
     vocab = checkpoint.vocab
     per_user: Dict[str, Dict[str, Any]] = {}
@@ -618,7 +627,9 @@ def _train_group(
         )
         per_user.update(trainer.train(model))
         return per_user, {"cache_mb": trainer.cache_mb, "cache_seconds": trainer.cache_seconds}
-    except (KospeechError, OSError) as exc:
+    except TrainingInterrupted:
+        raise
+    except (KospeechError, OSError, RuntimeError, MemoryError) as exc:  # RuntimeError: e.g. CUDA out of memory
         if len(enroll) == 1:
             logger.error("user %r: no adapter: %s", next(iter(enroll)), exc)
             per_user.update({name: _failed(str(exc)) for name in enroll})
@@ -634,22 +645,58 @@ def _train_group(
     return per_user, cache
 
 
-def _finished_before(results_file: Path, config: AdapterTrainConfig, names: Sequence[str]) -> Dict[str, Dict[str, Any]]:
+_RESUME_NEUTRAL_SETTINGS = ("output_dir", "num_workers", "num_threads", "log_every", "device")
+"""Settings a resumed run may change: where the run's logs go and how fast it runs, not what its adapters are."""
+
+
+def _adapter_settings(config: AdapterTrainConfig) -> Dict[str, Any]:
+    """The settings that decide a job's adapters, as its results file records them (JSON types)."""
+    settings = dataclasses.asdict(config)
+    return json.loads(
+        json.dumps({key: value for key, value in settings.items() if key not in _RESUME_NEUTRAL_SETTINGS})
+    )
+
+
+def _finished_before(
+    results_file: Path, config: AdapterTrainConfig, base_fingerprint: str, names: Sequence[str]
+) -> Dict[str, Dict[str, Any]]:
     """The figures of the users among ``names`` that an earlier run's ``results_file`` lists with an adapter whose
-    file is still there (marked ``resumed``); nothing when there is no such file."""
+    file is still there (marked ``resumed``); nothing when there is no such file.
+
+    Raises:
+        ValueError: the file is not a results file, or its run had another base (path or weights) or other settings.
+    """
     if not results_file.is_file():
         logger.info("nothing to resume: %s does not exist", results_file)
         return {}
-    earlier = json.loads(results_file.read_text(encoding="utf-8"))
-    for key in ("base_model_path", "adapter_save_dir"):
-        if earlier.get(key) != str(getattr(config, key)):
+    try:
+        earlier = json.loads(results_file.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"{results_file} cannot be resumed from: it is not a results file ({exc})") from exc
+    if not isinstance(earlier, dict) or not isinstance(earlier.get("users"), dict):
+        raise ValueError(f"{results_file} cannot be resumed from: it is not a results file (no 'users' object)")
+    recorded = {
+        "base_model_path": str(config.base_model_path),
+        "adapter_save_dir": str(config.adapter_save_dir),
+        "base_fingerprint": base_fingerprint,
+    }
+    for key, value in recorded.items():
+        if earlier.get(key) != value:
             raise ValueError(
-                f"{results_file} is from a run with {key} {earlier.get(key)!r}, not {str(getattr(config, key))!r}: "
+                f"{results_file} is from a run with {key} {earlier.get(key)!r}, not {value!r}: "
                 "run without resume, or with another output folder"
             )
+    settings, before = _adapter_settings(config), earlier.get("adapter_settings") or {}
+    changed = sorted(key for key in settings.keys() | before.keys() if settings.get(key) != before.get(key))
+    if changed:
+        differences = ", ".join(f"{key}: {before.get(key)!r} -> {settings.get(key)!r}" for key in changed)
+        raise ValueError(
+            f"{results_file} is from a run with other settings ({differences}): "
+            "run without resume, or with another output folder"
+        )
     finished = {
         name: {**figures, "resumed": True}
-        for name, figures in earlier.get("users", {}).items()
+        for name, figures in earlier["users"].items()
         if name in names and figures.get("adapter_path") and Path(figures["adapter_path"]).is_file()
     }
     logger.info("resuming %s: %d of %d users already have their adapter", results_file, len(finished), len(names))
@@ -680,12 +727,15 @@ def train_user_adapters(
         shard: ``(index, count)``: train only shard ``index`` of ``count`` (see :func:`shard_users`); ``None``: all.
         resume: keep the users that the results file of an earlier run of this job (same output folder and shard)
             lists with an adapter whose file is still there, marked ``resumed``; train only the others (a job killed
-            mid-way goes on where it stopped). The earlier run must have had the same base and adapter folder.
+            mid-way goes on where it stopped). The earlier run must have had the same base (path and weights),
+            adapter folder and adapter settings (all but ``output_dir``, ``num_workers``, ``num_threads``,
+            ``log_every`` and ``device``).
 
     Returns:
         ``users`` (per-user figures and adapter paths), ``failed_users`` (names of users without an adapter: their
-        manifests or audio failed, no update was applied (see :meth:`MultiUserAdapterTrainer.train`), or the name is
-        one of the job's own files, see :func:`job_file_name`),
+        manifests or audio failed, no update was applied (see :meth:`MultiUserAdapterTrainer.train`), the entry in
+        ``users_dir`` cannot be used (see :func:`discover_user_manifests`), or the name is one of the job's own files,
+        see :func:`job_file_name`),
         ``rejected_users`` (users whose new adapter is no better than the base on their held-out utterances, so it is
         not served: see :class:`AdapterTrainer`), ``train_seconds``, ``cache_seconds``, ``shard``, ``group_size``,
         ``users_side_by_side`` (how the steps ran, see :func:`users_side_by_side`) and ``groups``: per group its
@@ -693,14 +743,16 @@ def train_user_adapters(
         :class:`~kospeech.trainer.peak_memory.PeakMemory`): ``peak_rss_mb`` (this process; ``peak_rss_since_start``
         where the kernel cannot reset that record), ``workers_peak_mb`` (what the DataLoader worker processes add)
         and ``gpu_peak_mb`` (CUDA only, else null); and ``complete``. Written to
-        ``{config.output_dir}/results.json`` (``results.shard-{index}-of-{count}.json`` for a shard) after every group
-        with ``complete: false``, so that a crash keeps the groups done, and at the end with ``complete: true``. The
+        ``{config.output_dir}/results.json`` (``results.shard-{index}-of-{count}.json`` for a shard) with
+        ``complete: false`` before the first group (an earlier run's file is never left to be resumed from) and after
+        every group (a crash keeps the groups done), and at the end with ``complete: true``; with ``base_fingerprint``
+        and ``adapter_settings``, which a resumed run must match. The
         job's resolved config goes to ``config.yaml`` (``config.shard-{index}-of-{count}.yaml``) beside it, each user's
         to the user's run folder.
 
     Raises:
         ValueError: ``group_size < 1``, a bad shard, ``users`` empty or naming a user without a manifest, or ``resume``
-            after a run with another base or adapter folder.
+            from a file that is not a results file, or after a run with another base, adapter folder or settings.
     """
     if isinstance(group_size, bool) or not isinstance(group_size, int) or group_size < 1:
         raise ValueError(f"group_size must be a positive int, got {group_size!r}")
@@ -726,12 +778,18 @@ def train_user_adapters(
         logger.info("shard %d of %d: %d of %d users", shard[0], shard[1], len(names), len(manifests))
     started = time.monotonic()
     per_user: Dict[str, Dict[str, Any]] = {}
-    for name in [name for name in names if _JOB_FILE.fullmatch(name)]:
-        per_user[name] = _failed(f"the user name {name!r} is the name of one of the job's own files in {output_dir}")
-        logger.error("user %r is left out: %s", name, per_user[name]["error"])
+    for name in names:
+        problem = manifests[name].problem
+        if problem is None and _JOB_FILE.fullmatch(name):
+            problem = f"the user name {name!r} is the name of one of the job's own files in {output_dir}"
+        if problem is not None:
+            per_user[name] = _failed(problem)
+            logger.error("user %r is left out: %s", name, problem)
     names = [name for name in names if name not in per_user]
+    base_fingerprint = model.base_fingerprint()
     if resume:
-        per_user.update(_finished_before(output_dir / job_file_name("results", "json", shard), config, names))
+        results_file = output_dir / job_file_name("results", "json", shard)
+        per_user.update(_finished_before(results_file, config, base_fingerprint, names))
         names = [name for name in names if name not in per_user]
     groups: List[Dict[str, Any]] = []
 
@@ -741,6 +799,8 @@ def train_user_adapters(
             "base_model_path": str(config.base_model_path),
             "users_dir": str(users_dir),
             "adapter_save_dir": str(config.adapter_save_dir),
+            "base_fingerprint": base_fingerprint,
+            "adapter_settings": _adapter_settings(config),
             "train_seconds": round(time.monotonic() - started, 2),
             "cache_seconds": round(sum(group["cache_seconds"] for group in groups), 2),
             "shard": shard_record,
@@ -754,6 +814,8 @@ def train_user_adapters(
         atomic_write_json(output_dir / job_file_name("results", "json", shard), results)
         return results
 
+    # at once: a run killed in its first group must not leave an earlier run's results to be resumed from
+    write_results(complete=False)
     for start in range(0, len(names), group_size):
         group = names[start : start + group_size]
         group_started = time.monotonic()

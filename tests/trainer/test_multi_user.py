@@ -11,7 +11,7 @@ import pytest
 import torch
 import yaml
 
-from kospeech.checkpoint import save_checkpoint
+from kospeech.checkpoint import load_checkpoint, save_checkpoint
 from kospeech.cli.train_adapters import resolve_shard
 from kospeech.data.manifest import write_manifest
 from kospeech.device import loader_workers, torch_threads
@@ -173,9 +173,18 @@ def test_user_manifest_discovery_layouts_and_errors(tmp_path, base_entries):
     found = discover_user_manifests(folder)
     assert sorted(found) == ["ann", "bo"]
     assert found["ann"].valid is None and found["bo"].valid == folder / "bo" / "valid.tsv"
+    assert all(item.problem is None for item in found.values())
+    # entries that name a user but cannot be used are returned with the reason, not raised (review, stop 33: one of
+    # them stopped every shard of the job; a folder without enroll.tsv and a dangling link were skipped unreported)
     write_manifest(folder / "bo.tsv", base_entries[:2])
-    with pytest.raises(ValueError, match="two enrollment manifests"):
-        discover_user_manifests(folder)
+    write_manifest(folder / "김민지.tsv", base_entries[:2])
+    (folder / "cy").mkdir()
+    (folder / "dee.tsv").symlink_to(folder / "not-synced-yet.tsv")
+    found = discover_user_manifests(folder)
+    assert list(found) == ["ann", "bo", "cy", "dee", "김민지"] and found["ann"].problem is None
+    assert "two enrollment manifests" in found["bo"].problem
+    assert "holds no enroll.tsv" in found["cy"].problem and "link to nothing" in found["dee"].problem
+    assert "not a valid adapter name" in found["김민지"].problem and "김민지.tsv" in found["김민지"].problem
     (tmp_path / "empty").mkdir()
     with pytest.raises(FileNotFoundError, match="no user manifests"):
         discover_user_manifests(tmp_path / "empty")
@@ -356,6 +365,47 @@ def test_a_resumed_job_keeps_the_users_done_and_trains_the_rest(tmp_path, base_e
     other = dataclasses.replace(config, adapter_save_dir=str(tmp_path / "elsewhere"))
     with pytest.raises(ValueError, match="adapter_save_dir"):
         train_user_adapters(other, tmp_path / "users", resume=True)
+    # review, stop 33: other settings, or other weights at the same base path, were resumed from silently
+    with pytest.raises(ValueError, match=r"other settings \(num_epochs: 1 -> 2\)"):
+        train_user_adapters(dataclasses.replace(config, num_epochs=2), tmp_path / "users", resume=True)
+    slower = dataclasses.replace(config, num_threads=2, log_every=5)  # how fast it runs: resumed
+    assert train_user_adapters(slower, tmp_path / "users", resume=True)["groups"] == []
+    stored = load_checkpoint(checkpoint)
+    republished = stored.build_model()
+    with torch.no_grad():
+        next(republished.parameters()).add_(1e-3)  # the base file replaced in place
+    save_checkpoint(
+        checkpoint, republished, model_config=stored.model_config, vocab=corpus_vocab, feature_config=feature_config
+    )
+    with pytest.raises(ValueError, match="base_fingerprint"):
+        train_user_adapters(config, tmp_path / "users", resume=True)
+    results_file = tmp_path / "run" / "results.json"
+    results_file.write_text("[]")
+    with pytest.raises(ValueError, match=re.escape(f"{results_file} cannot be resumed from")):
+        train_user_adapters(config, tmp_path / "users", resume=True)
+
+
+def test_a_rerun_killed_in_its_first_group_leaves_nothing_to_resume_from(
+    tmp_path, monkeypatch, base_entries, corpus_vocab, feature_config
+):
+    """Review, stop 33: a run without ``--resume`` wrote its results only after its first group, so one killed there
+    left the earlier run's complete results, and ``--resume`` then retrained no one and exited 0."""
+    names = _tiny_users(tmp_path / "users", base_entries, 2)
+    checkpoint = _tiny_checkpoint(tmp_path, feature_config, corpus_vocab)
+    config = _config(tmp_path, base_model_path=str(checkpoint), num_epochs=1, warm_start_steps=0, alignment_steps=0)
+    assert train_user_adapters(config, tmp_path / "users", group_size=1)["complete"] is True
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as patched:
+        patched.setattr(multi_user, "_train_group", killed)
+        with pytest.raises(KeyboardInterrupt):
+            train_user_adapters(config, tmp_path / "users", group_size=1)
+    left = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert left["complete"] is False and left["users"] == {}
+    resumed = train_user_adapters(config, tmp_path / "users", group_size=1, resume=True)
+    assert [group["users"] for group in resumed["groups"]] == [[name] for name in names]
 
 
 class _TickingClock:

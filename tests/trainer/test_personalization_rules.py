@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
@@ -142,6 +143,28 @@ def test_a_rejected_retraining_never_replaces_the_accepted_adapter_in_force(tmp_
     assert kept["rejected"] and kept["adapter_type"] == "head"
     recognizer = Recognizer.from_checkpoint(BASE, adapter_dir=tmp_path / "adapters")
     assert recognizer.transcribe(enroll[0].audio_path, user="user01").adapter == "user01"  # the encoder adapter
+
+
+def test_an_active_adapter_of_base_weights_since_replaced_is_not_kept_in_force(tmp_path, base, enroll):
+    """The base file republished in place: the accepted adapter in force was trained on the old weights and cannot be
+    served with the new ones, so a rejected retraining takes its place (served as the base) and it is kept as a
+    version (review, stop 33: it stayed active, and every request of the user failed to load it)."""
+    first, _ = _train(base, _config(tmp_path, **LEARNING_ENCODER), enroll, valid=enroll[:8])
+    assert not first.outcome["rejected"]
+    republished = base.build_model()
+    with torch.no_grad():
+        next(republished.parameters()).add_(1e-3)
+    assert republished.base_fingerprint() != base.build_model().base_fingerprint()
+    second = AdapterTrainer(
+        _config(tmp_path, **UNTRAINED_HEAD, output_dir=str(tmp_path / "run2")), base.vocab, base.feature_config, enroll
+    )
+    second.train(republished, adapter_name="user01")
+    assert second.outcome["rejected"] and not second.outcome["previous_adapter_kept"]
+    info = AdapterManager.get_adapter_info(tmp_path / "adapters" / "user01_adapter.pt")
+    assert info["rejected"] and info["base_fingerprint"] == republished.base_fingerprint()
+    versions = AdapterManager.list_versions(tmp_path / "adapters", "user01")
+    assert [number for number, _ in versions] == [1]
+    assert not AdapterManager.get_adapter_info(versions[0][1])["rejected"]  # the old accepted one, kept
 
 
 def test_an_accepted_adapter_is_served(tmp_path, base, enroll):
