@@ -32,7 +32,9 @@ import os
 import shutil
 import tempfile
 import uuid
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 from kospeech.fileio import atomic_write
 from kospeech.models.adapter_manager import validate_adapter_name
@@ -139,19 +141,36 @@ class Storage:
                 return
             folder = folder.parent
 
-    def delete_user(self, tenant: str, user_id: str) -> None:
-        """Remove every file of a user (audio, adapters, versions, job folders).
+    @contextmanager
+    def deleting_user(self, tenant: str, user_id: str) -> Iterator[None]:
+        """Remove every file of a user (audio, adapters, versions, job folders) around the commit of their deletion.
 
-        The folder is first moved into ``trash/`` (one rename: the user's path is free at once, for a user created
-        again under the same id), then removed; what a writer still adds to the moved folder meanwhile is removed
-        at the next start.
+        The folder is moved into ``trash/`` when the block starts (one rename), *before* the caller commits the
+        deletion of the user's rows inside the block: until that commit every other request still sees the user, so
+        no user can be created again under the same id while the old folder is in place, and the new user's files
+        can never be taken with it. When the block ends, the moved folder is removed; when it raises (the commit
+        failed), the folder is put back. What a writer still adds to the moved folder is removed at the next start.
+
+        Run the deletion's statements (``session.flush()``) before the block: their row locks make a writer that
+        re-creates the folder meanwhile wait for the commit, and then fail on the deleted user and remove its file.
         """
         folder = self.user_dir(tenant, user_id)
         doomed = self.trash_dir / f"{tenant}.{user_id}.{uuid.uuid4().hex}"
         try:
             folder.rename(doomed)
         except FileNotFoundError:
+            yield
             return
+        try:
+            yield
+        except BaseException:
+            try:
+                doomed.rename(folder)
+            except OSError as exc:  # a late writer re-created the folder meanwhile: the files stay in trash/
+                logger.error(
+                    "user %s/%s: deletion failed and %s could not be put back: %s", tenant, user_id, doomed, exc
+                )
+            raise
         shutil.rmtree(doomed, ignore_errors=True)
         if doomed.exists():
             logger.warning("user %s/%s: files added while deleting; removed at the next start", tenant, user_id)

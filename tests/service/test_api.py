@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from conftest import MAX_AUDIO_SECONDS, MAX_UPLOAD_BYTES, make_keys, save_adapter, settings_for, tone, wav_bytes
 from fastapi.testclient import TestClient
-from sqlalchemy import select
+from sqlalchemy import event, select
 
 from kospeech.service import create_app
 from kospeech.service.db import MAX_CONNECTIONS, migrate, session_scope
@@ -335,6 +335,37 @@ def test_a_key_that_cannot_be_checked_answers_503_not_401(tmp_path, caplog):
         metrics = client.get("/metrics").text
     assert 'kospeech_http_requests_total{method="GET",route="/v1/prompts",status="503"} 5.0' in metrics
     assert 'kospeech_http_requests_total{method="GET",route="/v1/prompts",status="401"} 1.0' in metrics
+
+
+def test_a_user_created_again_the_moment_a_deletion_commits_keeps_their_recordings(tmp_path, user_id):
+    """Another client creates the deleted id again and uploads as soon as the deletion commits: the new user's files
+    stay (review, stop 33: the folder was moved to the trash after the commit, taking the new user's recording with
+    it, while its row remained)."""
+    settings = settings_for(tmp_path)
+    headers = {"Authorization": f"Bearer {make_keys(settings)['acme']}"}
+    clip = {"file": ("a.wav", wav_bytes(tone(1.0)))}
+    with TestClient(create_app(settings)) as client:
+        state = client.app.state.service
+        assert client.post("/v1/users", json={"user_id": user_id}, headers=headers).status_code == 201
+        path = f"/v1/users/{user_id}/utterances"
+        assert client.post(path, files=clip, data={"text": TEXT}, headers=headers).status_code == 201
+        armed = [True]
+
+        def created_again(_session):
+            if armed and armed.pop():  # the first commit: the deletion's
+                assert client.post("/v1/users", json={"user_id": user_id}, headers=headers).status_code == 201
+                assert client.post(path, files=clip, data={"text": TEXT}, headers=headers).status_code == 201
+
+        event.listen(state.sessions, "after_commit", created_again)
+        try:
+            assert client.delete(f"/v1/users/{user_id}", headers=headers).status_code == 204
+        finally:
+            event.remove(state.sessions, "after_commit", created_again)
+        assert not armed
+        listed = client.get(path, headers=headers).json()["utterances"]
+        assert len(listed) == 1
+        kept = state.storage.utterance_file("acme", user_id, listed[0]["utterance_id"])
+        assert kept.is_file() and not any(state.storage.trash_dir.iterdir())
 
 
 # ------------------------------------------------------------------------------------------------------------- prompts

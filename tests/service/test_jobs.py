@@ -430,7 +430,8 @@ def test_a_user_deleted_while_their_job_records_its_version_leaves_no_folder(tmp
     def deleted_first(source, target):  # the DELETE request: its commit, then its files go
         with session_scope(queue.sessions) as session:
             session.delete(session.get(User, user_pk))
-        queue.storage.delete_user("acme", user_id)
+        with queue.storage.deleting_user("acme", user_id):
+            pass
         return copy(source, target)
 
     queue.storage.copy_atomic = deleted_first

@@ -298,9 +298,11 @@ def test_a_deleted_users_path_is_free_at_once_and_late_writers_leave_nothing(tmp
     audio = storage.utterance_file("acme", "alice", "u1")
     audio.parent.mkdir(parents=True)
     audio.write_bytes(b"RIFF")
-    storage.delete_user("acme", "alice")
+    with storage.deleting_user("acme", "alice"):
+        assert not storage.user_dir("acme", "alice").exists()  # moved into trash/ at the start
     assert not storage.user_dir("acme", "alice").exists() and not any(storage.trash_dir.iterdir())
-    storage.delete_user("acme", "alice")  # already gone: nothing to do
+    with storage.deleting_user("acme", "alice"):  # already gone: nothing to do
+        pass
     late = storage.job_dir("acme", "alice", "job-1") / "run"
     late.mkdir(parents=True)  # a run that had not noticed the deletion yet
     storage.prune_empty_folders(late)

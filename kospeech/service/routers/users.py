@@ -101,8 +101,9 @@ def delete_user(user: UserDep, session: SessionDep, state: StateDep, caller: Cal
     user_id, user_key = user.user_id, user.id
     session.delete(user)
     revoke_user_keys(session, caller.tenant_id, user_id)
-    session.commit()
-    state.storage.delete_user(caller.tenant, user_id)
+    session.flush()  # the rows are locked until the commit: writers of this user wait for it, then fail
+    with state.storage.deleting_user(caller.tenant, user_id):  # the folder goes before the user is seen gone
+        session.commit()
     state.cache.forget_user(user_key)
     return Response(status_code=204)
 
