@@ -17,6 +17,7 @@ loader and the counters), saying how a name finds its file and what an adapter w
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
 import threading
@@ -29,7 +30,7 @@ from kospeech.inference.records import CacheStats
 from kospeech.models import AdapterManager
 from kospeech.models.adapter import AdapterModule
 
-__all__ = ["AdapterCache", "AdapterLoader", "AdapterSource", "LruAdapterCache"]
+__all__ = ["MAX_REMEMBERED_FAILURES", "AdapterCache", "AdapterLoader", "AdapterSource", "LruAdapterCache"]
 
 logger = logging.getLogger(__name__)
 
@@ -66,6 +67,11 @@ def _file_stamp(path: Path) -> Tuple[int, int, int, int]:
     return status.st_dev, status.st_ino, status.st_mtime_ns, status.st_size
 
 
+MAX_REMEMBERED_FAILURES = 1024
+"""How many unusable adapter files (damaged, or for another base) a cache remembers, so that a user's requests do not
+read the same bad file again and again; a file that changes on disk is read again."""
+
+
 @dataclass
 class _CacheEntry:
     path: Path
@@ -81,7 +87,9 @@ class LruAdapterCache:
     (:meth:`_weight`: 1, so the bound counts adapters) and what else a load makes obsolete (:meth:`_after_load`).
     Each lookup compares the file's identity, modification time and size with those seen when it was loaded, so a
     file replaced on disk is loaded again. Least recently used adapters are evicted while the total weight exceeds
-    the bound, except the one just loaded.
+    the bound, except the one just loaded. A file the loader refused (``ValueError``: damaged, or made for another
+    base) is remembered as it is on disk (the last :data:`MAX_REMEMBERED_FAILURES` of them): until it changes, a
+    lookup raises the same error again without reading it (a read error, ``OSError``, is not remembered).
 
     Args:
         adapter_dir: the folder named in the Recognizer's messages about users without an adapter.
@@ -104,6 +112,7 @@ class LruAdapterCache:
         self._weight_held = 0
         self._hits = self._misses = self._evictions = self._reloads = self._rejected = 0
         self._forgets = 0  # bumped by _forget: a load that started before one is served but not cached
+        self._failures: OrderedDict[str, Tuple[Path, Tuple[int, int, int, int], ValueError]] = OrderedDict()
 
     def _path(self, name: str) -> Path:
         """The file ``name`` is served from (each cache says where); called without the lock held.
@@ -153,10 +162,22 @@ class LruAdapterCache:
                 self._hits += 1
                 self._rejected += entry.adapter is None
                 return entry.adapter
+            failure = self._failures.get(name)
+            if failure is not None and failure[:2] == (path, stamp):
+                self._failures.move_to_end(name)
+                raise copy.copy(failure[2])  # a new instance each time: raising one object again grows its traceback
             self._misses += 1
             forgets = self._forgets
         # loaded without the lock: a slow load (a cold file, a network share) holds up no other user's lookup
-        adapter = self._loader(path)
+        try:
+            adapter = self._loader(path)
+        except ValueError as exc:
+            with self._lock:
+                self._failures[name] = (path, stamp, copy.copy(exc))
+                self._failures.move_to_end(name)
+                while len(self._failures) > MAX_REMEMBERED_FAILURES:
+                    self._failures.popitem(last=False)
+            raise
         with self._lock:
             self._rejected += adapter is None
             entry = self._current(name, path, stamp)
@@ -204,9 +225,11 @@ class LruAdapterCache:
             return len(self._entries)
 
     def clear(self) -> None:
-        """Drop every cached adapter (the counters, and any other state of the cache, are kept)."""
+        """Drop every cached adapter and remembered failure (the counters, and any other state of the cache, are
+        kept)."""
         with self._lock:
             self._entries.clear()
+            self._failures.clear()
             self._weight_held = 0
 
     def stats(self) -> CacheStats:

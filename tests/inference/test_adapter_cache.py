@@ -79,6 +79,35 @@ def test_missing_adapter_and_bad_settings(adapter_dir, tmp_path):
         AdapterCache(tmp_path / "nowhere", counting_loader([]))
 
 
+def test_an_unusable_file_is_read_once_until_it_changes(adapter_dir):
+    """A damaged adapter file raises the loader's error at every lookup, but is read only once while it stays as it
+    is (review, stop 32: a user with a damaged active adapter made every one of their requests read it again, on the
+    service's model thread); a read error is not remembered, and a repaired file is loaded."""
+    loaded = []
+    cache = AdapterCache(adapter_dir, counting_loader(loaded), capacity=4)
+    damaged = adapter_dir / "a_adapter.pt"
+    damaged.write_bytes(damaged.read_bytes()[:100])
+    errors = []
+    for _ in range(3):
+        with pytest.raises(ValueError) as raised:
+            cache.get("a")
+        errors.append(raised.value)
+    assert loaded == ["a_adapter.pt"] and len({id(error) for error in errors}) == 3
+    assert len({str(error) for error in errors}) == 1 and "a_adapter.pt" in str(errors[0])
+    save_user_adapter(build_base(), adapter_dir, "a", "head", seed=7)  # repaired: read again
+    assert cache.get("a") is not None and loaded == ["a_adapter.pt", "a_adapter.pt"]
+
+    def unreadable(path):
+        loaded.append(path.name)
+        raise PermissionError(f"{path}: permission denied")
+
+    flaky = AdapterCache(adapter_dir, unreadable, capacity=4)
+    for _ in range(2):
+        with pytest.raises(PermissionError):
+            flaky.get("b")
+    assert loaded.count("b_adapter.pt") == 2
+
+
 def test_recognizer_picks_up_a_retrained_adapter(world):
     recognizer = Recognizer.from_checkpoint(world.checkpoint, adapter_dir=world.adapter_dir)
     before = recognizer.transcribe(world.wavs[1], user="alice")
