@@ -4,7 +4,7 @@ import io
 import time
 import unicodedata
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 
 import anyio
 import anyio.to_thread
@@ -19,7 +19,8 @@ from kospeech.service import create_app
 from kospeech.service.db import MAX_CONNECTIONS, migrate, session_scope
 from kospeech.service.deps import KEY_RECHECK_SECONDS
 from kospeech.service.keys import create_key
-from kospeech.service.models import User
+from kospeech.service.models import Job, User
+from kospeech.service.routers.users import LISTED_JOBS
 from kospeech.service.storage import Storage
 from kospeech.service.versions import record_version
 
@@ -786,6 +787,26 @@ def test_training_requests_at_once_queue_one_job(service, user_id):
     assert sorted(answer.status_code for answer in answers) == [202] + [409] * 7, [a.text for a in answers]
     assert {error_code(answer) for answer in answers if answer.status_code == 409} == {"job_pending"}
     assert len(service.client.get(f"/v1/users/{user_id}", headers=headers).json()["jobs"]) == 1
+
+
+def test_a_user_record_lists_their_most_recent_jobs_oldest_first(service, user_id):
+    """Review of stop 32: the record listed every job the user ever had, a response growing without end."""
+    create_user(service, user_id)
+    with session_scope(service.client.app.state.service.sessions) as session:
+        user = session.scalar(select(User).where(User.user_id == user_id))
+        started = datetime(2026, 12, 1, tzinfo=timezone.utc)
+        jobs = [
+            Job(tenant_id=user.tenant_id, user_pk=user.id, adapter_type="encoder", status="succeeded", progress=1.0)
+            for _ in range(LISTED_JOBS + 5)
+        ]
+        for index, job in enumerate(jobs):
+            job.created_at = started + timedelta(minutes=index)
+        session.add_all(jobs)
+        session.flush()
+        ids = [job.id for job in jobs]
+    listed = service.client.get(f"/v1/users/{user_id}", headers=service.headers()).json()["jobs"]
+    assert [job["job_id"] for job in listed] == ids[-LISTED_JOBS:]
+    assert service.client.get(f"/v1/jobs/{ids[0]}", headers=service.headers()).status_code == 200  # still readable
 
 
 def test_request_logs_are_structured_and_never_show_keys(service, caplog):

@@ -10,6 +10,7 @@ from fastapi import APIRouter, Body, Response
 from redis.exceptions import RedisError
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 
 from kospeech.models import registered_adapter_types
 from kospeech.service.db import database_now
@@ -20,7 +21,7 @@ from kospeech.service.models import PENDING_JOB_STATES, Job, User
 from kospeech.service.routers.jobs import job_status
 from kospeech.service.schemas import AdapterInfo, AdapterRequest, ErrorBody, JobCreated, UserCreate, UserRecord
 
-__all__ = ["router", "user_record"]
+__all__ = ["LISTED_JOBS", "router", "user_record"]
 
 logger = logging.getLogger(__name__)
 
@@ -29,8 +30,12 @@ router = APIRouter(prefix="/v1", tags=["users"])
 _NOT_FOUND = {404: {"model": ErrorBody}, 422: {"model": ErrorBody}}
 
 
-def user_record(user: User) -> UserRecord:
-    """The API view of a user: counts, the active (else newest) adapter, the jobs."""
+LISTED_JOBS = 20
+"""How many of a user's jobs their record lists: the most recent, oldest first (each stays readable by its id)."""
+
+
+def user_record(user: User, session: Session) -> UserRecord:
+    """The API view of a user: counts, the active (else newest) adapter, the :data:`LISTED_JOBS` most recent jobs."""
     active = [version for version in user.adapters if version.active]
     shown = active[-1] if active else (user.adapters[-1] if user.adapters else None)
     adapter = None
@@ -43,12 +48,15 @@ def user_record(user: User) -> UserRecord:
             active=shown.active,
             created_at=shown.created_at,
         )
+    recent = session.scalars(
+        select(Job).where(Job.user_pk == user.id).order_by(Job.created_at.desc(), Job.id.desc()).limit(LISTED_JOBS)
+    ).all()
     return UserRecord(
         user_id=user.user_id,
         utterances=len(user.utterances),
         audio_seconds=round(sum(utterance.duration for utterance in user.utterances), 3),
         adapter=adapter,
-        jobs=[job_status(job) for job in user.jobs],
+        jobs=[job_status(job) for job in reversed(recent)],
     )
 
 
@@ -85,13 +93,13 @@ def create_user(body: UserCreate, session: SessionDep, caller: CallerDep) -> Use
         session.rollback()
         raise ServiceError(409, "user_exists", f"user {user_id!r} already exists") from exc
     session.refresh(user)
-    return user_record(user)
+    return user_record(user, session)
 
 
 @router.get("/users/{user_id}", response_model=UserRecord, responses=_NOT_FOUND)
-def get_user(user: UserDep) -> UserRecord:
-    """The user's enrollment figures, adapter and jobs."""
-    return user_record(user)
+def get_user(user: UserDep, session: SessionDep) -> UserRecord:
+    """The user's enrollment figures, adapter and most recent jobs."""
+    return user_record(user, session)
 
 
 @router.delete("/users/{user_id}", status_code=204, response_class=Response, responses=_NOT_FOUND)
