@@ -62,7 +62,8 @@ class PlattScaling:
         """Calibrated probability of a raw measure in [0, 1] (0 stays 0: nothing was decoded)."""
         if raw <= 0.0:
             return 0.0
-        return 1.0 / (1.0 + math.exp(-(self.slope * _logit(raw) + self.intercept)))
+        z = self.slope * _logit(raw) + self.intercept
+        return 0.5 * (1.0 + math.tanh(0.5 * z))  # the sigmoid, without exp's overflow for a steep fitted slope
 
     @classmethod
     def fit(cls, raw: Sequence[float], correct: Sequence[bool], ridge: float = 1e-2) -> PlattScaling:
@@ -117,9 +118,16 @@ class ConfidenceCalibration:
         if not values:
             return cls()
         try:
-            return cls(word=PlattScaling(**values["word"]), utterance=PlattScaling(**values["utterance"]))
+            maps = {kind: PlattScaling(**values[kind]) for kind in ("word", "utterance")}
         except (KeyError, TypeError) as exc:
             raise ValueError(f"bad confidence_calibration {dict(values)!r}: {exc}") from exc
+        for kind, scaling in maps.items():
+            for name, value in asdict(scaling).items():
+                if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                    raise ValueError(
+                        f"bad confidence_calibration: {kind}.{name} must be a finite number, got {value!r}"
+                    )
+        return cls(**maps)
 
 
 def auroc(scores: Sequence[float], positives: Sequence[bool]) -> float:

@@ -38,6 +38,7 @@ import io
 import logging
 import numbers
 import os
+import shutil
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
@@ -592,11 +593,9 @@ class AdapterManager:
             ValueError: invalid name, or the file is a link resolving outside ``save_dir``.
         """
         path = AdapterManager.find_adapter(save_dir, adapter_name)
-        for _, version_path in AdapterManager.list_versions(save_dir, adapter_name):
-            version_path.unlink()
         versions = AdapterManager.versions_dir(save_dir, adapter_name)
-        if versions.is_dir():
-            versions.rmdir()
+        if versions.is_dir():  # with whatever else is in it (a killed write's temporary file): links are not followed
+            shutil.rmtree(versions)
         path.unlink()
         logger.info("deleted adapter %r: %s", adapter_name, path)
         return path
@@ -605,8 +604,20 @@ class AdapterManager:
 
     @staticmethod
     def versions_dir(save_dir: PathLike, adapter_name: str) -> Path:
-        """``{save_dir}/versions/{adapter_name}``: where the adapters a retraining replaced are kept."""
-        return Path(save_dir) / VERSIONS_DIR_NAME / validate_adapter_name(adapter_name)
+        """``{save_dir}/versions/{adapter_name}``: where the adapters a retraining replaced are kept.
+
+        Raises:
+            ValueError: invalid name, or ``versions/`` or ``versions/{adapter_name}`` is a link (keeping, listing,
+                restoring and deleting versions through it would reach another adapter's versions or another folder).
+        """
+        folder = Path(save_dir) / VERSIONS_DIR_NAME / validate_adapter_name(adapter_name)
+        if folder.exists() or folder.is_symlink():
+            expected = Path(save_dir).resolve() / VERSIONS_DIR_NAME / adapter_name
+            if folder.resolve() != expected:
+                raise InputError(
+                    f"{folder} is a link to {folder.resolve()}, not a folder of its own; refusing to follow it"
+                )
+        return folder
 
     @staticmethod
     def list_versions(save_dir: PathLike, adapter_name: str) -> List[Tuple[int, Path]]:
@@ -621,7 +632,7 @@ class AdapterManager:
         versions = []
         for entry in folder.iterdir():
             stem, suffix = entry.stem, entry.suffix
-            if suffix == ".pt" and stem.isdigit() and entry.is_file():
+            if suffix == ".pt" and stem.isascii() and stem.isdigit() and entry.is_file():
                 versions.append((int(stem), entry))
         return sorted(versions)
 
@@ -648,7 +659,8 @@ class AdapterManager:
         """The version file after every ``NNNNNN.pt`` entry of the folder (whatever the entry is: a stray link or
         folder under a version's name is stepped over, not written to)."""
         folder = AdapterManager.versions_dir(save_dir, adapter_name)
-        taken = [int(entry.stem) for entry in folder.glob("*.pt") if entry.stem.isdigit()] if folder.is_dir() else []
+        numbered = [entry.stem for entry in folder.glob("*.pt")] if folder.is_dir() else []
+        taken = [int(stem) for stem in numbered if stem.isascii() and stem.isdigit()]  # int() refuses "²", isdigit not
         return folder / f"{max(taken, default=0) + 1:06d}.pt"
 
     @staticmethod

@@ -1,6 +1,7 @@
 """Confidence measures, Platt calibration, AUROC and the reliability table, and their place in a checkpoint."""
 
 import itertools
+import math
 
 import numpy as np
 import pytest
@@ -50,6 +51,19 @@ def test_platt_fit_recovers_the_generating_map():
     assert fitted(0.0) == 0.0
     with pytest.raises(ValueError, match="all right or all wrong"):
         PlattScaling.fit([0.2, 0.4], [True, True])
+
+
+def test_a_steep_fitted_map_never_overflows_and_bad_stored_maps_are_refused():
+    """Review, stop 33: a fit on nearly separable items gave a slope near 110, and ``math.exp`` then overflowed for
+    any raw measure below about 1e-3, failing the whole transcription; stored maps were taken unchecked."""
+    steep = PlattScaling(slope=110.0, intercept=-5.0)
+    for raw in (1e-9, 1e-3, 0.5, 1.0 - 1e-9):
+        assert 0.0 <= steep(raw) <= 1.0
+    assert steep(1e-3) == pytest.approx(0.0, abs=1e-12) and steep(0.99) == pytest.approx(1.0)
+    assert PlattScaling(slope=2.0, intercept=-1.0)(0.3) == pytest.approx(1 / (1 + math.exp(-(2 * math.log(3 / 7) - 1))))
+    for bad in ({"slope": "2", "intercept": 0.0}, {"slope": float("nan"), "intercept": 0.0}):
+        with pytest.raises(ValueError, match="must be a finite number"):
+            ConfidenceCalibration.from_dict({"word": bad, "utterance": {"slope": 1.0, "intercept": 0.0}})
 
 
 def test_raw_measures():

@@ -188,6 +188,46 @@ def test_deleting_an_adapter_deletes_its_versions(world):
     assert AdapterManager.adapter_names(world.adapter_dir) == ["bob"]
 
 
+def test_a_versions_folder_that_is_a_link_is_never_followed(world, tmp_path):
+    """Review, stop 33: only the active file was checked, so a planted ``versions/alice`` link made keeping write
+    there, restoring activate a file from there, and deleting unlink every numbered file there."""
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "000001.pt").write_bytes(b"not an adapter of ours")
+    AdapterManager.keep_version(world.adapter_dir, "bob")
+    versions = world.adapter_dir / "versions"
+    active = (world.adapter_dir / "alice_adapter.pt").read_bytes()
+    for target in (outside, versions / "bob"):  # another folder; another adapter's versions
+        (versions / "alice").symlink_to(target)
+        actions = [
+            lambda: AdapterManager.keep_version(world.adapter_dir, "alice"),
+            lambda: AdapterManager.list_versions(world.adapter_dir, "alice"),
+            lambda: AdapterManager.restore_version(world.adapter_dir, "alice", 1),
+            lambda: AdapterManager.delete_adapter(world.adapter_dir, "alice"),
+        ]
+        for action in actions:
+            with pytest.raises(ValueError, match="refusing to follow it"):
+                action()
+        (versions / "alice").unlink()
+    assert (outside / "000001.pt").read_bytes() == b"not an adapter of ours"
+    assert [number for number, _ in AdapterManager.list_versions(world.adapter_dir, "bob")] == [1]
+    assert (world.adapter_dir / "alice_adapter.pt").read_bytes() == active
+
+
+def test_stray_files_in_a_versions_folder_neither_block_deletion_nor_break_numbering(world):
+    """Review, stop 33: a temporary file left by a killed write made ``delete_adapter`` fail after unlinking every
+    version (the active file stayed, for ever), and a file named ``².pt`` (a digit to ``isdigit``, not to ``int``)
+    broke listing and keeping versions."""
+    AdapterManager.keep_version(world.adapter_dir, "alice")
+    folder = AdapterManager.versions_dir(world.adapter_dir, "alice")
+    (folder / "².pt").write_bytes(b"x")
+    assert [number for number, _ in AdapterManager.list_versions(world.adapter_dir, "alice")] == [1]
+    assert AdapterManager.keep_version(world.adapter_dir, "alice").name == "000002.pt"
+    (folder / ".000003.pt.1234.tmp").write_bytes(b"half a file")
+    AdapterManager.delete_adapter(world.adapter_dir, "alice")
+    assert not folder.exists() and not (world.adapter_dir / "alice_adapter.pt").exists()
+
+
 def test_keeping_a_version_of_an_adapter_that_does_not_exist_keeps_nothing(world):
     assert AdapterManager.keep_version(world.adapter_dir, "nobody") is None
     assert not (world.adapter_dir / "versions").exists()
