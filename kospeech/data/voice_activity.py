@@ -97,7 +97,8 @@ class VoiceActivityConfig:
 
 
 def frame_levels(blocks: Iterable[np.ndarray], sample_rate: int) -> np.ndarray:
-    """The level of every 10 ms frame of a stream, in dBFS.
+    """The level of every 10 ms frame of a stream, in dBFS: the power of the frame about its own mean (a DC offset
+    is not counted).
 
     Args:
         blocks: consecutive (n,) float mono pieces of one stream in [-1, 1]; how it is split does not matter.
@@ -113,11 +114,13 @@ def frame_levels(blocks: Iterable[np.ndarray], sample_rate: int) -> np.ndarray:
         samples = np.concatenate([carry, np.asarray(block, dtype=np.float64)])
         whole = samples.size // frame * frame
         if whole:
-            energy = np.square(samples[:whole]).reshape(-1, frame).mean(axis=1)
+            # each frame's own mean is left out: a constant offset (a cheap microphone's DC) is not sound, and
+            # counted as energy it lifts a silent recording above the speech threshold
+            energy = samples[:whole].reshape(-1, frame).var(axis=1)
             levels.append(10.0 * np.log10(energy + _ENERGY_FLOOR))
         carry = samples[whole:]
     if carry.size:
-        levels.append(np.array([10.0 * np.log10(np.square(carry).mean() + _ENERGY_FLOOR)]))
+        levels.append(np.array([10.0 * np.log10(carry.var() + _ENERGY_FLOOR)]))
     return np.concatenate(levels).astype(np.float32) if levels else np.zeros(0, dtype=np.float32)
 
 

@@ -58,6 +58,15 @@ def test_no_speech_in_silence_or_quiet_noise():
     assert speech_regions([silence(2.0, 1e-3)], RATE, config) == []
 
 
+def test_a_dc_offset_is_not_sound():
+    config = VoiceActivityConfig()
+    for offset in (0.005, 0.02, -0.1):  # review, stop 33: above -50 dBFS, a flat offset counted as speech
+        assert speech_regions([silence(2.0) + np.float32(offset)], RATE, config) == []
+    signal = np.concatenate([silence(1.0, 1e-4), burst(2.0, 0), silence(1.5, 1e-4, 2)])
+    shifted = speech_regions([signal + np.float32(0.05)], RATE, config)
+    assert shifted == speech_regions([signal], RATE, config) and len(shifted) == 1
+
+
 def test_steady_sound_without_pauses_is_one_region():
     noisy = burst(3.0, 0) + silence(3.0, 0.05)
     assert speech_regions([noisy], RATE, VoiceActivityConfig()) == [(0, noisy.size)]

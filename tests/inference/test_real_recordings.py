@@ -137,6 +137,19 @@ def test_nothing_decoded_from_silence_and_no_stray_jamo_in_noise(recognizer):
         assert_well_formed(result)
 
 
+def test_silence_with_a_dc_offset_decodes_nothing_and_speech_with_one_decodes_as_without(recognizer, clips):
+    """A cheap microphone's constant offset is not sound (review, stop 33: an offset of 0.005, -46 dBFS, counted as
+    speech above the -50 dBFS threshold and decoded as a string of random syllables)."""
+    for offset in (0.005, 0.01, 0.02):
+        flat = recognizer.transcribe(np.full(RATE * 3, offset, dtype=np.float32), sample_rate=RATE)
+        assert (flat.text, flat.num_segments) == ("", 0), offset
+        hum = quiet(3.0, "noise", 4) + np.float32(offset)
+        assert recognizer.transcribe(hum, sample_rate=RATE).text == ""
+    plain = recognizer.transcribe(clips[0], sample_rate=RATE)
+    offset = recognizer.transcribe(clips[0] + np.float32(0.01), sample_rate=RATE)
+    assert offset.num_segments == plain.num_segments and offset.text == plain.text
+
+
 def test_confidence_is_higher_for_speech_than_for_loud_noise(recognizer, clips):
     clean = recognizer.transcribe(clips, sample_rate=RATE)
     rng = np.random.default_rng(0)
