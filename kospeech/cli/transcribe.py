@@ -15,6 +15,7 @@ an unknown user or a bad option stops before any audio is read, with exit status
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Dict, List, Optional
@@ -22,6 +23,7 @@ from typing import Dict, List, Optional
 from tqdm.auto import tqdm
 
 from kospeech.decode import check_beam_size
+from kospeech.errors import KospeechError
 from kospeech.fileio import atomic_write_text, strict_json
 from kospeech.inference import (
     AUDIO_EXTENSIONS,
@@ -36,6 +38,8 @@ from kospeech.inference import (
     users_for_files,
 )
 from kospeech.models import AdapterCompatibilityError
+
+logger = logging.getLogger(__name__)
 
 SUBTITLE_WRITERS = {"srt": to_srt, "vtt": to_vtt}
 
@@ -138,26 +142,49 @@ def main(argv: Optional[List[str]] = None) -> int:
     except (FileNotFoundError, ValueError, UnknownUserError, AdapterCompatibilityError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    return _write_results(args, recognizer, files, users, targets)
+
+
+def _write_results(args: argparse.Namespace, recognizer: Recognizer, files, users, targets) -> int:
+    """Transcribe ``files`` and write each result as it comes; the exit status (1 when a file failed).
+
+    A file that cannot be transcribed is reported and the others go on; what stops the run (an adapter deleted or
+    replaced meanwhile, an unwritable subtitle) ends it with one ``error:`` line, Ctrl-C with status 130. A reader
+    that stops reading (``| head -1``) ends it quietly with 141, as shell tools end on SIGPIPE.
+    """
     failed = 0
+    subtitles = args.format in SUBTITLE_WRITERS
     timings = args.timestamps or subtitles
     # a bar on the terminal while the results go to a file or a pipe (on the terminal itself they show the progress)
     progress = tqdm(total=len(files), unit="file", desc="transcribing", disable=not _bar_wanted(), file=sys.stderr)
-    for path, user, result in transcribe_files(recognizer, files, users, return_timestamps=timings):
-        progress.update(1)
-        if isinstance(result, Exception):
-            failed += 1
-            message = str(result)
-            print(f"error: {message if str(path) in message else f'{path}: {message}'}", file=sys.stderr)
-            if args.format == "jsonl":
-                print(strict_json({"path": str(path), "user": user, "error": str(result)}, indent=None))
-        elif args.format == "jsonl":
-            print(strict_json({"path": str(path), **result.to_dict()}, indent=None))
-        elif subtitles:
-            _write_subtitles(result, args.format, targets.get(path))
-        else:
-            print(f"{escape_field(str(path))}\t{result.text}")
-        sys.stdout.flush()
-    progress.close()
+    try:
+        for path, user, result in transcribe_files(recognizer, files, users, return_timestamps=timings):
+            progress.update(1)
+            if isinstance(result, Exception):
+                failed += 1
+                message = str(result)
+                print(f"error: {message if str(path) in message else f'{path}: {message}'}", file=sys.stderr)
+                if args.format == "jsonl":
+                    print(strict_json({"path": str(path), "user": user, "error": str(result)}, indent=None))
+            elif args.format == "jsonl":
+                print(strict_json({"path": str(path), **result.to_dict()}, indent=None))
+            elif subtitles:
+                _write_subtitles(result, args.format, targets.get(path))
+            else:
+                print(f"{escape_field(str(path))}\t{result.text}")
+            sys.stdout.flush()
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so that exiting flushes nowhere, silently
+        return 141
+    except (KospeechError, OSError, ValueError) as exc:
+        logger.debug("the run stopped", exc_info=True)
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted; the files written so far are whole", file=sys.stderr)
+        return 130
+    finally:
+        progress.close()
     if failed:
         print(f"{failed} of {len(files)} files failed", file=sys.stderr)
     return 1 if failed else 0
@@ -187,6 +214,8 @@ def _subtitle_targets(files: List[Path], format_name: str, output_dir: Optional[
         if len(files) > 1:
             raise ValueError(f"--format {format_name} with {len(files)} files needs --output-dir")
         return {}
+    if Path(output_dir).exists() and not Path(output_dir).is_dir():
+        raise ValueError(f"--output-dir {output_dir} is a file, not a folder")
     targets: Dict[Path, Path] = {}
     claimed: Dict[Path, Path] = {}
     for path in files:

@@ -84,6 +84,54 @@ def test_unknown_user_stops_before_any_output(cli, world, capsys):
     assert cli(["--checkpoint", str(world.checkpoint), "--timestamps", str(world.wavs[0])]) == 2
 
 
+def test_what_stops_a_run_midway_is_one_error_line_not_a_traceback(cli, world, tmp_path, monkeypatch, capsys):
+    """Review, stop 33: an adapter deleted while the files were transcribed, or an --output-dir that is a file,
+    ended in tracebacks (the latter after all the transcription work)."""
+    adapters = tmp_path / "copied_adapters"
+    adapters.mkdir()
+    for path in world.adapter_dir.glob("*_adapter.pt"):
+        (adapters / path.name).write_bytes(path.read_bytes())
+    from kospeech.cli import transcribe as transcribe_cli
+
+    real = transcribe_cli.transcribe_files
+
+    def deleting_after_the_first(*args, **kwargs):
+        for index, item in enumerate(real(*args, **kwargs)):
+            yield item
+            if index == 0:
+                (adapters / "alice_adapter.pt").unlink()  # an operator's cleanup while the run goes on
+
+    monkeypatch.setattr(transcribe_cli, "transcribe_files", deleting_after_the_first)
+    status = cli(
+        ["--checkpoint", str(world.checkpoint), "--adapter-dir", str(adapters), "--user", "alice", "--batch-size", "1"]
+        + [str(path) for path in world.wavs[:3]]
+    )
+    captured = capsys.readouterr()
+    assert status == 1 and len(captured.out.splitlines()) == 1
+    assert captured.err.count("error:") == 1 and "alice" in captured.err and "Traceback" not in captured.err
+    monkeypatch.undo()
+    a_file = tmp_path / "taken"
+    a_file.write_text("")
+    status = cli(
+        ["--checkpoint", str(world.checkpoint), "--format", "srt", "--output-dir", str(a_file), str(world.wavs[0])]
+    )
+    captured = capsys.readouterr()
+    assert status == 2 and f"--output-dir {a_file} is a file" in captured.err and captured.out == ""
+
+
+@pytest.mark.slow
+def test_a_reader_that_stops_reading_ends_the_command_quietly(world):
+    """``kospeech-transcribe ... | head -1``: status 141 and no traceback (review, stop 33: BrokenPipeError)."""
+    command = [str(Path(sys.executable).parent / "kospeech-transcribe"), "--checkpoint", str(world.checkpoint)]
+    process = subprocess.Popen(
+        [*command, "--batch-size", "1", *map(str, world.wavs * 20)], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    assert process.stdout.readline()
+    process.stdout.close()  # as `head -1` does after its line
+    stderr = process.stderr.read().decode()
+    assert process.wait(timeout=120) == 141 and "Traceback" not in stderr and "Exception ignored" not in stderr, stderr
+
+
 def test_collect_files_and_read_user_map_errors(world, tmp_path):
     (tmp_path / "wav" / "notes.txt").write_text("not audio")
     assert collect_audio_files([tmp_path / "wav"]) == world.wavs
