@@ -93,7 +93,9 @@ class AdapterTrainer(SupervisedTrainer):
     training stops after ``config.early_stopping_patience`` validations without improvement.
 
     An adapter is never served worse than the base: one whose best held-out CER is not below the base model's on the
-    same utterances is saved marked ``rejected`` (with the reason), which makes the
+    same utterances, by at least ``config.min_fewer_errors`` character errors (2: on the few held-out utterances of a
+    small enrollment set one lucky character decided too often), is saved marked ``rejected`` (with the reason),
+    which makes the
     :class:`~kospeech.inference.Recognizer` serve the base for that user. An accepted adapter already active is never
     overwritten by a rejected one: the run writes over it only once it beats the base, and a run that ends rejected
     saves its adapter as the newest kept version instead, for inspection (:attr:`outcome`). An active adapter trained
@@ -711,11 +713,20 @@ class AdapterTrainer(SupervisedTrainer):
         return False
 
     def rejection_reason(self) -> Optional[str]:
-        """Why the best adapter so far must not be served (``None`` while it beats the base on the held-out set)."""
+        """Why the best adapter so far must not be served (``None`` while it beats the base on the held-out set by
+        ``config.min_fewer_errors`` character errors or more)."""
         if self.base_result is None:
             return None
-        if self.state.best_cer < self.base_result.cer:
+        characters = sum(len("".join(reference.split())) for reference, _ in self.base_result.pairs)
+        fewer = round((self.base_result.cer - self.state.best_cer) * characters)  # CER's own denominator
+        if self.state.best_cer < self.base_result.cer and fewer >= self.config.min_fewer_errors:
             return None
+        if self.state.best_cer < self.base_result.cer:
+            return (
+                f"held-out CER {self.state.best_cer:.4f} against the base model's {self.base_result.cer:.4f} on the "
+                f"same {self.base_result.num_utterances} utterances is {fewer} character error(s) fewer, under the "
+                f"{self.config.min_fewer_errors} train.min_fewer_errors asks for"
+            )
         return (
             f"held-out CER {self.state.best_cer:.4f} is not below the base model's {self.base_result.cer:.4f} on the "
             f"same {self.base_result.num_utterances} utterances"

@@ -141,6 +141,13 @@ class AdapterTrainConfig(TrainConfig, AdapterSettings):
     early_stopping_patience: int = field(
         default=3, metadata={"help": "stop after this many validations without a better CER"}
     )
+    min_fewer_errors: int = field(
+        default=2,
+        metadata={
+            "help": "an adapter is accepted (served) only if it makes at least this many fewer character errors than "
+            "the base on the held-out utterances: a small held-out set is not decided by one lucky character"
+        },
+    )
     warm_start_steps: int = field(
         default=50,
         metadata={
@@ -201,6 +208,9 @@ class AdapterTrainConfig(TrainConfig, AdapterSettings):
         patience = self.early_stopping_patience
         if isinstance(patience, int) and patience < 1:  # 0 stopped after the first epoch, even an improving one
             raise ConfigError(f"train.early_stopping_patience must be at least 1 validation, got {patience}")
+        margin = self.min_fewer_errors
+        if isinstance(margin, int) and margin < 1:  # 0 would serve an adapter no better than the base
+            raise ConfigError(f"train.min_fewer_errors must be at least 1 character error, got {margin}")
 
     @classmethod
     def for_adapter_type(cls, adapter_type: str, **settings: Any) -> AdapterTrainConfig:

@@ -1,0 +1,134 @@
+"""How often a small enrollment set gets an adapter activated that is worse on the user's unseen speech.
+
+    python benchmarks/activation_safety.py                  # sizes 5, 8, 12; 3 sets each; 4 voices (about 10 minutes)
+    python benchmarks/activation_safety.py --sizes 5 --sets 1   # a quick look (about 1 minute)
+
+For each built-in voice (user01..user04 of the demo corpus, synthesized into ``--users-dir`` once, as
+``benchmarks/service_load.py`` does) and each enrollment size, ``--sets`` random enrollment sets are drawn from the
+voice's 40 enrollment utterances and an ``encoder`` adapter is trained on each with the type's recipe, exactly as the
+service's training job does (``AdapterTrainConfig.for_adapter_type``; the trainer holds out ``valid_fraction`` of the
+set and keeps the epoch with the best held-out CER). Each adapter is then scored on the voice's 16 test utterances,
+which no run saw. The acceptance rule is applied to each run's held-out figures twice: as it was before stop 33 (any
+held-out CER below the base's) and as it is now (at least ``train.min_fewer_errors`` fewer character errors), so both
+rules judge the same adapters. Prints one line per run, then per rule how many adapters it activated and how many of
+those were better and worse than the base on the unseen utterances; writes everything to
+``runs/benchmarks/activation_safety.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any, Callable, Dict, List
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from kospeech.checkpoint import load_checkpoint  # noqa: E402
+from kospeech.data.manifest import read_manifest  # noqa: E402
+from kospeech.data.synthetic import build_user_sets  # noqa: E402
+from kospeech.fileio import atomic_write_json  # noqa: E402
+from kospeech.inference import Recognizer  # noqa: E402
+from kospeech.metrics import character_error_rate  # noqa: E402
+from kospeech.trainer import AdapterTrainConfig, AdapterTrainer  # noqa: E402
+
+VOICES = ["user01", "user02", "user03", "user04"]
+
+
+def fewer_errors(run: Dict[str, Any]) -> int:
+    """Character errors the adapter saves against the base on the run's held-out utterances."""
+    return round((run["held_out_cer_base"] - run["held_out_cer_adapter"]) * run["held_out_characters"])
+
+
+def rules(min_fewer_errors: int) -> Dict[str, Callable[[Dict[str, Any]], bool]]:
+    """The acceptance rules compared: before stop 33, and now."""
+    return {
+        "held-out CER below the base's": lambda run: run["held_out_cer_adapter"] < run["held_out_cer_base"],
+        f"at least {min_fewer_errors} fewer character errors": lambda run: fewer_errors(run) >= min_fewer_errors,
+    }
+
+
+def train_and_score(args: argparse.Namespace, voice: str, size: int, index: int, sets: Dict, base, folder: Path):
+    """One run: train on a random enrollment set of ``size``, score the best adapter on the unseen utterances."""
+    enroll = read_manifest(sets[voice]["enroll"], base.vocab)
+    test = read_manifest(sets[voice]["test"], base.vocab)
+    chosen = random.Random(f"{voice}-{size}-{index}").sample(enroll, size)
+    config = AdapterTrainConfig.for_adapter_type(
+        "encoder",
+        base_model_path=args.base,
+        adapter_name=voice,
+        adapter_save_dir=str(folder / "adapter"),
+        output_dir=str(folder / "run"),
+        device="cpu",
+        num_threads=1,
+        num_workers=0,
+        seed=index,
+    )
+    trainer = AdapterTrainer(config, base.vocab, base.feature_config, chosen, None, base.model_config)
+    trainer.train(base.build_model(), adapter_name=voice)
+    audio = [entry.audio_path for entry in test]
+    references = [entry.transcript for entry in test]
+    served = Recognizer.from_checkpoint(args.base, adapter_dir=folder / "adapter", allow_rejected=True)
+    plain = Recognizer.from_checkpoint(args.base)
+    return {
+        "voice": voice,
+        "size": size,
+        "set": index,
+        "held_out": len(trainer.valid_entries),
+        "held_out_characters": sum(len("".join(ref.split())) for ref, _ in trainer.base_result.pairs),
+        "held_out_cer_base": trainer.base_result.cer,
+        "held_out_cer_adapter": trainer.state.best_cer,
+        "unseen_cer_base": character_error_rate(references, [result.text for result in plain.transcribe(audio)]),
+        "unseen_cer_adapter": character_error_rate(
+            references, [result.text for result in served.transcribe(audio, user=voice)]
+        ),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--base", default="pretrained/ds2_synthetic.pt", help="the base checkpoint")
+    parser.add_argument("--users-dir", default="data/service_load_users", help="the voices' speech (built once)")
+    parser.add_argument("--sizes", default="5,8,12", help="enrollment sizes, comma-separated")
+    parser.add_argument("--sets", type=int, default=3, help="random enrollment sets per voice and size")
+    parser.add_argument("--output", default="runs/benchmarks/activation_safety.json", help="where the JSON goes")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    base = load_checkpoint(args.base)
+    sets = build_user_sets(args.users_dir, base.vocab, preset="demo", users=VOICES, max_enroll=40, max_test=16)
+    runs: List[Dict[str, Any]] = []
+    with tempfile.TemporaryDirectory(prefix="kospeech_activation_") as scratch:
+        for voice in VOICES:
+            for size in (int(value) for value in args.sizes.split(",")):
+                for index in range(args.sets):
+                    folder = Path(scratch) / f"{voice}-{size}-{index}"
+                    runs.append(train_and_score(args, voice, size, index, sets, base, folder))
+                    print(
+                        {key: round(value, 4) if isinstance(value, float) else value for key, value in runs[-1].items()}
+                    )
+    margin = AdapterTrainConfig.for_adapter_type("encoder", base_model_path=args.base).min_fewer_errors
+    summary = {}
+    for name, accepts in rules(margin).items():
+        activated = [run for run in runs if accepts(run)]
+        summary[name] = {
+            "activated": len(activated),
+            "better_unseen": sum(run["unseen_cer_adapter"] < run["unseen_cer_base"] for run in activated),
+            "worse_unseen": sum(run["unseen_cer_adapter"] > run["unseen_cer_base"] for run in activated),
+            "mean_unseen_gain": sum(run["unseen_cer_base"] - run["unseen_cer_adapter"] for run in activated)
+            / len(runs),
+        }
+        figures = summary[name]
+        print(
+            f"{name}: {figures['activated']} of {len(runs)} activated, {figures['better_unseen']} better and "
+            f"{figures['worse_unseen']} worse on unseen speech; mean CER gain per run {figures['mean_unseen_gain']:.4f}"
+        )
+    atomic_write_json(Path(args.output), {"runs": runs, "rules": summary, "min_fewer_errors": margin})
+    print(f"results: {args.output}")
+
+
+if __name__ == "__main__":
+    main()
