@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from kospeech.checkpoint import load_checkpoint  # noqa: E402
 from kospeech.data.features import FeatureConfig  # noqa: E402
 from kospeech.data.manifest import ManifestEntry, read_manifest  # noqa: E402
-from kospeech.data.synthetic import ensure_corpus  # noqa: E402
+from kospeech.data.synthetic import build_user_sets, ensure_corpus  # noqa: E402
 from kospeech.device import resolve_device  # noqa: E402
 from kospeech.fileio import atomic_write_json  # noqa: E402
 from kospeech.model_builder import DeepSpeech2Config, build_deepspeech2  # noqa: E402
@@ -156,6 +156,16 @@ def machine(device: Optional[torch.device] = None) -> Dict[str, Any]:
         "cpu_count": os.cpu_count(),
         "load_average_1min": round(os.getloadavg()[0], 2),
     }
+
+
+VOICES = ["user01", "user02", "user03", "user04"]
+"""The built-in voices the service benchmarks enroll (users of the demo corpus, the shipped base's corpus)."""
+
+
+def voice_sets(users_dir: str, vocab: Vocabulary) -> Dict[str, Dict[str, Path]]:
+    """The :data:`VOICES`' manifests (40 enrollment and 16 test utterances each), synthesized into ``users_dir`` on
+    first use: ``{voice: {"enroll": path, "test": path}}``."""
+    return build_user_sets(users_dir, vocab, preset="demo", users=VOICES, max_enroll=40, max_test=16)
 
 
 def device_label(results: Dict[str, Any]) -> str:

@@ -1,7 +1,7 @@
 """How often a small enrollment set gets an adapter activated that is worse on the user's unseen speech.
 
-    python benchmarks/activation_safety.py                  # sizes 5, 8, 12; 3 sets each; 4 voices (about 10 minutes)
-    python benchmarks/activation_safety.py --sizes 5 --sets 1   # a quick look (about 1 minute)
+    python benchmarks/activation_safety.py            # sizes 5, 8, 12; 3 sets each; 4 voices (about 10 minutes)
+    python benchmarks/activation_safety.py --quick    # size 5, one set per voice (about 1 minute)
 
 For each built-in voice (user01..user04 of the demo corpus, synthesized into ``--users-dir`` once, as
 ``benchmarks/service_load.py`` does) and each enrollment size, ``--sets`` random enrollment sets are drawn from the
@@ -12,7 +12,8 @@ which no run saw. The acceptance rule is applied to each run's held-out figures 
 held-out CER below the base's) and as it is now (at least ``train.min_fewer_errors`` fewer character errors), so both
 rules judge the same adapters. Prints one line per run, then per rule how many adapters it activated and how many of
 those were better and worse than the base on the unseen utterances; writes everything to
-``runs/benchmarks/activation_safety.json``.
+``runs/benchmarks/activation_safety.json``. Last line ``ratio:``: the mean unseen CER gain per run under the rule of
+now / under the rule before (how much of the gain the safer rule keeps).
 """
 
 from __future__ import annotations
@@ -26,17 +27,15 @@ from typing import Any, Callable, Dict, List
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _bench_utils import VOICES, machine, print_table, voice_sets, write_results  # noqa: E402
 
 from kospeech.checkpoint import load_checkpoint  # noqa: E402
 from kospeech.data.manifest import read_manifest  # noqa: E402
-from kospeech.data.synthetic import build_user_sets  # noqa: E402
-from kospeech.fileio import atomic_write_json  # noqa: E402
 from kospeech.inference import Recognizer  # noqa: E402
 from kospeech.metrics import character_error_rate  # noqa: E402
 from kospeech.trainer import AdapterTrainConfig, AdapterTrainer  # noqa: E402
-
-VOICES = ["user01", "user02", "user03", "user04"]
 
 
 def fewer_errors(run: Dict[str, Any]) -> int:
@@ -91,20 +90,24 @@ def train_and_score(args: argparse.Namespace, voice: str, size: int, index: int,
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--base", default="pretrained/ds2_synthetic.pt", help="the base checkpoint")
+    parser.add_argument("--quick", action="store_true", help="size 5, one set per voice (about 1 minute)")
+    parser.add_argument("--base", default="pretrained/ds2_synthetic.pt", help="base checkpoint")
     parser.add_argument("--users-dir", default="data/service_load_users", help="the voices' speech (built once)")
     parser.add_argument("--sizes", default="5,8,12", help="enrollment sizes, comma-separated")
     parser.add_argument("--sets", type=int, default=3, help="random enrollment sets per voice and size")
-    parser.add_argument("--output", default="runs/benchmarks/activation_safety.json", help="where the JSON goes")
+    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
+    parser.add_argument("--output", default="runs/benchmarks/activation_safety.json", help="results JSON")
     args = parser.parse_args()
-    torch.set_num_threads(1)
+    sizes = [5] if args.quick else [int(value) for value in args.sizes.split(",")]
+    set_count = 1 if args.quick else args.sets
+    torch.set_num_threads(args.threads)
     base = load_checkpoint(args.base)
-    sets = build_user_sets(args.users_dir, base.vocab, preset="demo", users=VOICES, max_enroll=40, max_test=16)
+    sets = voice_sets(args.users_dir, base.vocab)
     runs: List[Dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="kospeech_activation_") as scratch:
         for voice in VOICES:
-            for size in (int(value) for value in args.sizes.split(",")):
-                for index in range(args.sets):
+            for size in sizes:
+                for index in range(set_count):
                     folder = Path(scratch) / f"{voice}-{size}-{index}"
                     runs.append(train_and_score(args, voice, size, index, sets, base, folder))
                     print(
@@ -121,13 +124,19 @@ def main() -> None:
             "mean_unseen_gain": sum(run["unseen_cer_base"] - run["unseen_cer_adapter"] for run in activated)
             / len(runs),
         }
-        figures = summary[name]
-        print(
-            f"{name}: {figures['activated']} of {len(runs)} activated, {figures['better_unseen']} better and "
-            f"{figures['worse_unseen']} worse on unseen speech; mean CER gain per run {figures['mean_unseen_gain']:.4f}"
-        )
-    atomic_write_json(Path(args.output), {"runs": runs, "rules": summary, "min_fewer_errors": margin})
-    print(f"results: {args.output}")
+    print_table(
+        ["rule", "activated", "better", "worse", "mean gain"],
+        [
+            [name, f"{figures['activated']}/{len(runs)}", figures["better_unseen"], figures["worse_unseen"],
+             f"{figures['mean_unseen_gain']:.4f}"]
+            for name, figures in summary.items()
+        ],
+    )  # fmt: skip
+    before, now = (figures["mean_unseen_gain"] for figures in summary.values())
+    ratio = now / before if before > 0 else float("nan")
+    results = {"machine": machine(), "min_fewer_errors": margin, "rules": summary, "runs": runs, "ratio": ratio}
+    print(f"results: {write_results(args.output, results)}")
+    print(f"ratio: {ratio:.2f}")
 
 
 if __name__ == "__main__":

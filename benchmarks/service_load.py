@@ -50,11 +50,10 @@ from sqlalchemy import select
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _bench_utils import machine, print_table, write_results  # noqa: E402
+from _bench_utils import VOICES, machine, print_table, voice_sets, write_results  # noqa: E402
 
 from kospeech.checkpoint import load_checkpoint  # noqa: E402
 from kospeech.data.manifest import read_manifest  # noqa: E402
-from kospeech.data.synthetic import build_user_sets  # noqa: E402
 from kospeech.fileio import atomic_write_json  # noqa: E402
 from kospeech.service import load_settings  # noqa: E402
 from kospeech.service.db import create_db_engine, migrate, session_factory, session_scope  # noqa: E402
@@ -64,9 +63,6 @@ from kospeech.service.storage import Storage  # noqa: E402
 from kospeech.service.training import AdapterJobRunner  # noqa: E402
 from kospeech.service.versions import record_version  # noqa: E402
 
-VOICES = ["user01", "user02", "user03", "user04"]
-ENROLLMENT = 40
-TEST_CLIPS = 16
 MAX_USERS = 64
 MODES = {"batched": [], "unbatched": ["server.batch_max_size=1"]}
 
@@ -74,9 +70,7 @@ MODES = {"batched": [], "unbatched": ["server.batch_max_size=1"]}
 def prepare_users(args: argparse.Namespace, data_dir: Path) -> Dict[str, Any]:
     """Train the voices' adapters, make the service users with their copies; returns what the clients need."""
     base = load_checkpoint(args.base)
-    sets = build_user_sets(
-        args.users_dir, base.vocab, preset="demo", users=VOICES, max_enroll=ENROLLMENT, max_test=TEST_CLIPS
-    )
+    sets = voice_sets(args.users_dir, base.vocab)
     settings = load_settings([f"server.data_dir={data_dir}", f"server.base_model_path={args.base}"])
     engine = create_db_engine(settings.database())
     migrate(engine)

@@ -186,6 +186,8 @@ NOT_RUN: Dict[str, str] = {
     "kospeech-worker $COMMON": "as above",
     "python benchmarks/service_load.py --quick": "a measurement of a few minutes, not behaviour; benchmarks are run "
     "by hand and print their ratio",
+    "python benchmarks/activation_safety.py --quick": "a measurement (about a minute), not behaviour; the rule it "
+    "measures is tested in tests/trainer/test_personalization_rules.py",
     "python bin/train_adapters.py --users-dir data/demo_users/users --base-model pretrained/ds2_synthetic.pt "
     "--adapter-save-dir ./adapters --output-dir runs/train_adapters train.adapter_type=encoder": "trains every built-in "
     "user (minutes); tests/trainer/test_multi_user.py runs the same command on tiny users",
