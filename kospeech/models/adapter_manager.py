@@ -153,6 +153,13 @@ def _check_inside(path: Path, directory: Path) -> None:
         raise InputError(f"{path} is a link to {resolved}, outside {root}; refusing to follow it")
 
 
+def _version_number(entry: Path) -> Optional[int]:
+    """The number of a kept version's name (``NNNNNN.pt``), else ``None`` (ASCII digits only: ``isdigit`` also takes
+    "²", which ``int`` refuses)."""
+    stem = entry.stem
+    return int(stem) if entry.suffix == ".pt" and stem.isascii() and stem.isdigit() else None
+
+
 def _to_plain(value: Any, where: str) -> Any:
     """Copy ``value`` into str/int/float/bool/None/list/dict only (what the weights-only loader accepts)."""
     if isinstance(value, (DictConfig, ListConfig)):
@@ -631,9 +638,9 @@ class AdapterManager:
             return []
         versions = []
         for entry in folder.iterdir():
-            stem, suffix = entry.stem, entry.suffix
-            if suffix == ".pt" and stem.isascii() and stem.isdigit() and entry.is_file():
-                versions.append((int(stem), entry))
+            number = _version_number(entry)
+            if number is not None and entry.is_file():
+                versions.append((number, entry))
         return sorted(versions)
 
     @staticmethod
@@ -659,8 +666,8 @@ class AdapterManager:
         """The version file after every ``NNNNNN.pt`` entry of the folder (whatever the entry is: a stray link or
         folder under a version's name is stepped over, not written to)."""
         folder = AdapterManager.versions_dir(save_dir, adapter_name)
-        numbered = [entry.stem for entry in folder.glob("*.pt")] if folder.is_dir() else []
-        taken = [int(stem) for stem in numbered if stem.isascii() and stem.isdigit()]  # int() refuses "²", isdigit not
+        numbers = [_version_number(entry) for entry in folder.iterdir()] if folder.is_dir() else []
+        taken = [number for number in numbers if number is not None]
         return folder / f"{max(taken, default=0) + 1:06d}.pt"
 
     @staticmethod

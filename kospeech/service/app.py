@@ -26,7 +26,7 @@ from fastapi import FastAPI, HTTPException
 from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from kospeech.service.deps import CALLER_STATE, MISSING_KEY, UNKNOWN_KEY, Caller
+from kospeech.service.deps import CALLER_STATE, MISSING_KEY, UNCHECKABLE_KEY, UNKNOWN_KEY, Caller
 from kospeech.service.errors import error_body, install_error_handlers
 from kospeech.service.keys import authenticate, is_well_formed_key
 from kospeech.service.routers import health, jobs, pages, prompts, transcriptions, users, utterances
@@ -146,7 +146,7 @@ class _RequestGuard:
             caller = await anyio.to_thread.run_sync(self._caller, state, key)
         except Exception:  # the database is down or failing: the server's fault, not the client's
             self._outage.failed()
-            return 503, "unavailable", "the API key could not be checked now; try again later"
+            return 503, "unavailable", UNCHECKABLE_KEY
         self._outage.succeeded()
         if caller is None:
             return 401, "unauthorized", UNKNOWN_KEY

@@ -24,6 +24,7 @@ __all__ = [
     "CALLER_STATE",
     "KEY_RECHECK_SECONDS",
     "MISSING_KEY",
+    "UNCHECKABLE_KEY",
     "UNKNOWN_KEY",
     "Caller",
     "CallerDep",
@@ -38,13 +39,15 @@ MISSING_KEY = "missing API key: send Authorization: Bearer <key>"
 """The 401 message for a request without a bearer key (here and in the app's request guard, before the body)."""
 UNKNOWN_KEY = "unknown or revoked API key"
 """The 401 message for a key that is malformed, unknown or revoked."""
+UNCHECKABLE_KEY = "the API key could not be checked now; try again later"
+"""The 503 message when the database cannot say whether a key is live (in the guard, and when checked again)."""
 CALLER_STATE = "caller"
+"""The request-state attribute where the app's request guard leaves the authenticated :class:`Caller`."""
 
 KEY_RECHECK_SECONDS = 1.0
 """A request whose body took longer than this to arrive (after the guard checked its key) has the key checked again
 before it acts: a key revoked meanwhile, e.g. with its user's deletion, stops it (a slow upload cannot outlive the
 key and land in a user created again under the same id)."""
-"""The request-state attribute where the app's request guard leaves the authenticated :class:`Caller`."""
 
 _bearer = HTTPBearer(auto_error=False, description="an API key made with kospeech-keys create")
 
@@ -105,12 +108,7 @@ async def get_caller(
         try:
             live = await run_in_threadpool(_key_is_live, state, caller.key_id)
         except Exception as exc:  # the database is down or failing: the server's fault, as in the guard
-            raise ServiceError(
-                503,
-                "unavailable",
-                "the API key could not be checked now; try again later",
-                headers={"Retry-After": "5"},
-            ) from exc
+            raise ServiceError(503, "unavailable", UNCHECKABLE_KEY, headers={"Retry-After": "5"}) from exc
         if not live:
             raise _unauthorized(UNKNOWN_KEY)
     return caller

@@ -23,6 +23,7 @@ from kospeech.data.manifest import ManifestEntry
 from kospeech.data.perturbation import speed_perturbed_copies
 from kospeech.errors import TrainingError
 from kospeech.evaluation import EvaluationResult, evaluate
+from kospeech.metrics import char_errors
 from kospeech.models import AdapterManager, DeepSpeech2, adapter_type_of, count_parameters, registered_adapter
 from kospeech.models.adapter_manager import validate_adapter_name
 from kospeech.models.utils import unwrap_model
@@ -65,6 +66,11 @@ def split_holdout(
     train = [entry for index, entry in enumerate(entries) if index not in held_out]
     valid = [entry for index, entry in enumerate(entries) if index in held_out]
     return train, valid
+
+
+def _base_model(model: nn.Module) -> DeepSpeech2:
+    """The DeepSpeech2 under a cached-trunk view or a DataParallel / DDP wrapper."""
+    return model.model if isinstance(model, CachedTrunkModel) else unwrap_model(model)
 
 
 @dataclass
@@ -712,24 +718,31 @@ class AdapterTrainer(SupervisedTrainer):
             return True
         return False
 
+    def fewer_errors_than_base(self) -> int:
+        """How many fewer character errors than the base the best adapter so far makes on the held-out utterances
+        (negative when more; 0 before the base is measured)."""
+        if self.base_result is None:
+            return 0
+        characters = sum(char_errors(reference, "")[1] for reference, _ in self.base_result.pairs)  # CER's denominator
+        return round((self.base_result.cer - self.state.best_cer) * characters)
+
     def rejection_reason(self) -> Optional[str]:
         """Why the best adapter so far must not be served (``None`` while it beats the base on the held-out set by
         ``config.min_fewer_errors`` character errors or more)."""
         if self.base_result is None:
             return None
-        characters = sum(len("".join(reference.split())) for reference, _ in self.base_result.pairs)
-        fewer = round((self.base_result.cer - self.state.best_cer) * characters)  # CER's own denominator
-        if self.state.best_cer < self.base_result.cer and fewer >= self.config.min_fewer_errors:
-            return None
-        if self.state.best_cer < self.base_result.cer:
+        if self.state.best_cer >= self.base_result.cer:
             return (
-                f"held-out CER {self.state.best_cer:.4f} against the base model's {self.base_result.cer:.4f} on the "
-                f"same {self.base_result.num_utterances} utterances is {fewer} character error(s) fewer, under the "
-                f"{self.config.min_fewer_errors} train.min_fewer_errors asks for"
+                f"held-out CER {self.state.best_cer:.4f} is not below the base model's {self.base_result.cer:.4f} on "
+                f"the same {self.base_result.num_utterances} utterances"
             )
+        fewer = self.fewer_errors_than_base()
+        if fewer >= self.config.min_fewer_errors:
+            return None
         return (
-            f"held-out CER {self.state.best_cer:.4f} is not below the base model's {self.base_result.cer:.4f} on the "
-            f"same {self.base_result.num_utterances} utterances"
+            f"held-out CER {self.state.best_cer:.4f} against the base model's {self.base_result.cer:.4f} on the same "
+            f"{self.base_result.num_utterances} utterances is {fewer} character error(s) fewer, under the "
+            f"{self.config.min_fewer_errors} train.min_fewer_errors asks for"
         )
 
     def _on_improvement(self, model: nn.Module, optimizer: Optimizer) -> None:
@@ -759,13 +772,11 @@ class AdapterTrainer(SupervisedTrainer):
             info = AdapterManager.get_adapter_info(path)
         except ValueError:
             return False
-        base = model.model if isinstance(model, CachedTrunkModel) else unwrap_model(model)
-        return not info["rejected"] and info["base_fingerprint"] == base.base_fingerprint()
+        return not info["rejected"] and info["base_fingerprint"] == _base_model(model).base_fingerprint()
 
     def _save(self, model: nn.Module, rejected: Optional[str], as_version: bool = False) -> Path:
-        base = model.model if isinstance(model, CachedTrunkModel) else unwrap_model(model)
         return AdapterManager.save_adapter(
-            base,
+            _base_model(model),
             self.adapter_save_dir,
             self.adapter_name,
             vocab_fingerprint=self.vocab.fingerprint(),
