@@ -34,6 +34,7 @@ outside its directory is not followed.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import logging
 import numbers
@@ -689,6 +690,39 @@ class AdapterManager:
             except FileExistsError:
                 continue
         raise OSError(f"no free version number for adapter {adapter_name!r} in {save_dir} after {_VERSION_TRIES} tries")
+
+    @staticmethod
+    def active_digest(save_dir: PathLike, adapter_name: str) -> Optional[str]:
+        """The SHA-256 of the active adapter file's bytes, or ``None`` when there is none: what :meth:`reinstate` puts
+        back after a run that replaced the file and then failed."""
+        active = AdapterManager.adapter_file(save_dir, adapter_name)
+        return hashlib.sha256(active.read_bytes()).hexdigest() if active.is_file() else None
+
+    @staticmethod
+    def reinstate(save_dir: PathLike, adapter_name: str, digest: Optional[str]) -> bool:
+        """Make the active adapter the one :meth:`active_digest` gave ``digest`` for, before a run that has since
+        replaced it and failed. The run's own file is kept as a version (for inspection); ``digest`` ``None`` (no
+        adapter before) leaves no active file.
+
+        Returns:
+            Whether the active adapter changed; ``False`` also when no kept version has those bytes any more (logged).
+
+        Raises:
+            ValueError: invalid name, or a link resolving outside ``save_dir``.
+        """
+        if AdapterManager.active_digest(save_dir, adapter_name) == digest:
+            return False
+        if digest is None:
+            AdapterManager.keep_version(save_dir, adapter_name)
+            AdapterManager.adapter_file(save_dir, adapter_name).unlink()
+            logger.info("adapter %r: the failed run's file is kept as a version; no adapter is active", adapter_name)
+            return True
+        for number, path in reversed(AdapterManager.list_versions(save_dir, adapter_name)):
+            if hashlib.sha256(path.read_bytes()).hexdigest() == digest:
+                AdapterManager.restore_version(save_dir, adapter_name, number)
+                return True
+        logger.warning("adapter %r: no kept version is the adapter active before the failed run", adapter_name)
+        return False
 
     @staticmethod
     def restore_version(save_dir: PathLike, adapter_name: str, version: int) -> Path:

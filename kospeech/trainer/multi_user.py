@@ -62,7 +62,7 @@ from kospeech.errors import KospeechError, TrainingError, TrainingInterrupted, n
 from kospeech.fileio import atomic_write_json, atomic_write_text
 from kospeech.models import AdapterRouter, DeepSpeech2, RowBlock
 from kospeech.models.adapter import AdapterModule
-from kospeech.models.adapter_manager import validate_adapter_name
+from kospeech.models.adapter_manager import AdapterManager, validate_adapter_name
 from kospeech.models.utils import unwrap_model
 from kospeech.trainer.adapter_trainer import AdapterTrainer
 from kospeech.trainer.configs import AdapterTrainConfig, check_num_epochs
@@ -603,8 +603,25 @@ def _train_group(
 
     A user whose manifests cannot be read is failed alone. When the group's training itself fails on some user's
     data (e.g. audio unreadable past its header, or a recording so long that the device runs out of memory), each
-    user of the group is trained again alone, so only that user fails.
+    user of the group is trained again alone, so only that user fails. A user who fails has the adapter of before
+    the group active again: the group's steps may have saved an improvement over it before the failure.
     """
+    before = {name: AdapterManager.active_digest(config.adapter_save_dir, name) for name in manifests}
+    per_user, cache = _train_together(config, checkpoint, model, manifests, resolved_config)
+    for name, figures in per_user.items():
+        if figures["adapter_path"] is None and AdapterManager.reinstate(config.adapter_save_dir, name, before[name]):
+            logger.warning("user %r failed: the adapter active before this job is active again", name)
+    return per_user, cache
+
+
+def _train_together(
+    config: AdapterTrainConfig,
+    checkpoint: Any,
+    model: DeepSpeech2,
+    manifests: Mapping[str, UserManifests],
+    resolved_config: Dict[str, Any],
+) -> Tuple[Dict[str, Dict[str, Any]], Dict[str, float]]:
+    """:func:`_train_group`'s training, the active adapters of failed users as the run left them."""
     vocab = checkpoint.vocab
     per_user: Dict[str, Dict[str, Any]] = {}
     enroll: Dict[str, List[ManifestEntry]] = {}
@@ -636,7 +653,7 @@ def _train_group(
             return per_user, cache
         logger.error("a group of %d users failed (%s); training each of them alone", len(enroll), exc)
     for name in enroll:
-        figures, user_cache = _train_group(config, checkpoint, model, {name: manifests[name]}, resolved_config)
+        figures, user_cache = _train_together(config, checkpoint, model, {name: manifests[name]}, resolved_config)
         per_user.update(figures)
         cache = {
             "cache_mb": max(cache["cache_mb"], user_cache["cache_mb"]),

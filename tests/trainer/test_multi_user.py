@@ -408,6 +408,59 @@ def test_a_rerun_killed_in_its_first_group_leaves_nothing_to_resume_from(
     assert [group["users"] for group in resumed["groups"]] == [[name] for name in names]
 
 
+def test_a_user_who_fails_after_the_group_saved_for_them_has_their_adapter_of_before(
+    tmp_path, monkeypatch, base_entries, corpus_vocab, feature_config
+):
+    """Review, stop 33: a group that failed after some users had saved an improvement was retrained user by user; a
+    user who then failed was reported without an adapter while the group's file for them had replaced theirs."""
+    folder, own_audio = tmp_path / "users", tmp_path / "bo_audio"
+    own_audio.mkdir()
+    bo_entries = []
+    for entry in base_entries[4:8]:  # bo's recordings are bo's alone: spoiling them must not touch ann's
+        copy_path = own_audio / entry.audio_path.name
+        copy_path.write_bytes(entry.audio_path.read_bytes())
+        bo_entries.append(dataclasses.replace(entry, audio_path=copy_path))
+    write_manifest(folder / "ann.tsv", base_entries[:4])
+    write_manifest(folder / "bo.tsv", bo_entries)
+    checkpoint = _tiny_checkpoint(tmp_path, feature_config, corpus_vocab)
+    config = _config(tmp_path, base_model_path=str(checkpoint), num_epochs=1, warm_start_steps=0, alignment_steps=0)
+    assert not train_user_adapters(config, folder)["failed_users"]
+    active = AdapterManager.adapter_file(config.adapter_save_dir, "bo")
+    before = active.read_bytes()
+    saves = []
+    save = AdapterManager.save_adapter
+
+    def save_then_spoil_bos_recordings(model, save_dir, adapter_name, **kwargs):
+        path = save(model, save_dir, adapter_name, **kwargs)
+        saves.append((adapter_name, kwargs.get("as_version", False)))
+        if adapter_name == "bo":  # e.g. a disk failing under the job: bo's next epoch cannot read them
+            for entry in bo_entries:
+                entry.audio_path.write_bytes(b"RIFF\x00\x00\x00\x00WAVEjunk")
+        return path
+
+    monkeypatch.setattr(AdapterManager, "save_adapter", staticmethod(save_then_spoil_bos_recordings))
+    # SpecAugment: the training audio is read every epoch, so the second epoch meets the spoiled files
+    rerun = dataclasses.replace(config, num_epochs=2, spec_augment=True)
+    results = train_user_adapters(rerun, folder)
+    assert ("bo", False) in saves  # the group's first epoch replaced bo's active adapter
+    assert results["failed_users"] == ["bo"] and results["users"]["bo"]["adapter_path"] is None
+    assert "bo_audio" in results["users"]["bo"]["error"]
+    assert active.read_bytes() == before  # bo is served what bo had before the job
+    kept = [path.read_bytes() for _, path in AdapterManager.list_versions(config.adapter_save_dir, "bo")]
+    assert kept and kept[-1] != before  # the failed run's adapter is kept as a version, for inspection
+    assert Path(results["users"]["ann"]["adapter_path"]).is_file()
+
+
+def test_reinstating_an_adapter_that_did_not_exist_leaves_none_active(tmp_path):
+    model = build_deepspeech2(8, 5, {"num_rnn_layers": 1, "rnn_hidden_dim": 8})
+    model.add_adapter("encoder", bottleneck_dim=4)
+    assert AdapterManager.active_digest(tmp_path, "zoe") is None
+    path = AdapterManager.save_adapter(model, tmp_path, "zoe")
+    assert AdapterManager.reinstate(tmp_path, "zoe", None) is True
+    assert not path.exists() and len(AdapterManager.list_versions(tmp_path, "zoe")) == 1
+    assert AdapterManager.reinstate(tmp_path, "zoe", None) is False  # nothing active: nothing to do
+
+
 class _TickingClock:
     """A ``time`` stand-in whose ``monotonic()`` moves one second per call: step and validation times are exact."""
 
