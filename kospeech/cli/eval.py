@@ -32,7 +32,7 @@ from kospeech.data.manifest import ManifestEntry, read_manifest
 from kospeech.device import resolve_device
 from kospeech.evaluation import EvaluationResult, evaluate
 from kospeech.fileio import strict_json
-from kospeech.inference import Recognizer, evaluate_users, read_user_map
+from kospeech.inference import Recognizer, evaluate_users, read_user_map, user_map_key
 from kospeech.models import AdapterManager
 from kospeech.trainer.configs import DataConfig
 from kospeech.trainer.criterion import CTCLoss
@@ -118,7 +118,7 @@ def _evaluate_per_user(job: Any, entries: List[ManifestEntry]) -> Dict[str, Any]
     """
     user_map_path = getattr(job, "user_map", None)
     user_map = read_user_map(user_map_path) if user_map_path else {}
-    users = [user_map.get(entry.audio_path.resolve(), entry.speaker) for entry in entries]
+    users = [user_map.get(user_map_key(entry.audio_path), entry.speaker) for entry in entries]
     recognizer = Recognizer.from_checkpoint(
         job.checkpoint_path,
         adapter_dir=job.adapter_dir,

@@ -2,7 +2,14 @@
 
 from kospeech.decode.beam import MAX_BEAM_SIZE, BeamSearchCTCDecoder, check_beam_size
 from kospeech.decode.builder import build_decoder
-from kospeech.decode.ctc import CTCHypothesis, CTCVocabulary, TokenSpan, check_ctc_inputs, token_spans
+from kospeech.decode.ctc import (
+    CTCHypothesis,
+    CTCVocabulary,
+    TokenSpan,
+    check_ctc_inputs,
+    spelling_tokens,
+    token_spans,
+)
 from kospeech.decode.greedy import GreedyCTCDecoder, greedy_ctc_ids
 
 __all__ = [
@@ -16,5 +23,6 @@ __all__ = [
     "check_beam_size",
     "check_ctc_inputs",
     "greedy_ctc_ids",
+    "spelling_tokens",
     "token_spans",
 ]

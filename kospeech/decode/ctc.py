@@ -11,12 +11,12 @@ non-finite steps): a row with NaN in its valid frames gets ``score = nan`` and i
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Iterable, List, Protocol
+from typing import Iterable, List, Optional, Protocol, Sequence
 
 import torch
 from torch import Tensor
 
-__all__ = ["CTCHypothesis", "CTCVocabulary", "TokenSpan", "check_ctc_inputs", "token_spans"]
+__all__ = ["CTCHypothesis", "CTCVocabulary", "TokenSpan", "check_ctc_inputs", "spelling_tokens", "token_spans"]
 
 
 @dataclass
@@ -125,3 +125,36 @@ def token_spans(log_probs: Tensor, tokens: List[int], starts: List[int], length:
         probability = float(rows[start:end, token].exp().mean())
         spans.append(TokenSpan(start, end, probability))
     return spans
+
+
+def spelling_tokens(tokens: Sequence[int], vocab: CTCVocabulary, space_id: Optional[int]) -> List[int]:
+    """The positions of the tokens that spell a hypothesis' text: the words (runs between space tokens) whose text is
+    not empty, one space token between two of them and none at the ends.
+
+    A CTC path can emit a space twice (space, blank, space), and a word of lone jamo composes to no text
+    (:func:`~kospeech.vocabs.hangul.compose_jamo`); without this the text held double spaces, and the tokens, the
+    word timings and the text disagreed.
+
+    Args:
+        tokens: label ids without special ids (e.g. :attr:`CTCHypothesis.tokens` less pad, sos, eos and blank).
+        vocab: the vocabulary that spells them.
+        space_id: the space token's id; ``None`` (a vocabulary without one): the tokens are one word.
+
+    Returns:
+        Increasing positions into ``tokens``: ``vocab.decode`` of the tokens there is the text, one space between
+        words.
+    """
+    if space_id is None:
+        return list(range(len(tokens))) if vocab.decode(tokens).strip() else []
+    kept: List[int] = []
+    word: List[int] = []
+    joint = -1  # the space after the last word kept: it joins that word to the next one kept
+    for position, token in enumerate([*tokens, space_id]):  # a space after the last word ends it
+        if token != space_id:
+            word.append(position)
+            continue
+        if vocab.decode([tokens[index] for index in word]).strip():
+            kept.extend(([joint] if kept else []) + word)
+            joint = position
+        word = []
+    return kept

@@ -32,8 +32,8 @@ Modules, one concept each:
 - :mod:`~kospeech.inference.adapter_cache`: :class:`AdapterCache`.
 - :mod:`~kospeech.inference.audio_inputs`: coercing one input into a checked mono waveform (or a file to stream).
 - :mod:`~kospeech.inference.segmentation`: speech regions of an input, long ones cut at quiet points, streamed.
-- :mod:`~kospeech.inference.files`: :func:`collect_audio_files`, :func:`read_user_map`, :func:`users_for_files`,
-  :func:`transcribe_files`.
+- :mod:`~kospeech.inference.files`: :func:`collect_audio_files`, :func:`read_user_map`, :func:`user_map_key`,
+  :func:`users_for_files`, :func:`transcribe_files`.
 - :func:`evaluate_users` (per-user CER/WER, base vs adapter) lives in :mod:`kospeech.evaluation`, shared with the
   trainers; it is re-exported here.
 """
@@ -46,6 +46,7 @@ from kospeech.inference.files import (
     collect_audio_files,
     read_user_map,
     transcribe_files,
+    user_map_key,
     users_for_files,
 )
 from kospeech.inference.recognizer import PreparedAudio, Recognizer, UnknownUserError
@@ -67,8 +68,9 @@ __all__ = [
     "collect_audio_files",
     "evaluate_users",
     "read_user_map",
-    "users_for_files",
     "to_srt",
     "to_vtt",
     "transcribe_files",
+    "user_map_key",
+    "users_for_files",
 ]

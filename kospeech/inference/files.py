@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import unicodedata
 from pathlib import Path
 from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
 
@@ -19,7 +20,14 @@ from kospeech.inference.records import Transcription
 from kospeech.models import validate_adapter_name
 from kospeech.text_files import read_lines
 
-__all__ = ["AUDIO_EXTENSIONS", "collect_audio_files", "read_user_map", "transcribe_files", "users_for_files"]
+__all__ = [
+    "AUDIO_EXTENSIONS",
+    "collect_audio_files",
+    "read_user_map",
+    "transcribe_files",
+    "user_map_key",
+    "users_for_files",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -54,11 +62,20 @@ def collect_audio_files(inputs: Iterable[PathLike], extensions: Sequence[str] = 
     return files
 
 
+def user_map_key(path: PathLike) -> Path:
+    """How a user map names an audio file: its resolved path in precomposed Unicode (NFC).
+
+    The map's text is read as NFC while a file made on macOS (or unpacked from an archive made there) has its Hangul
+    name decomposed (NFD) on disk: both spellings of one name give one key.
+    """
+    return Path(unicodedata.normalize("NFC", str(Path(path).resolve())))
+
+
 def read_user_map(path: PathLike) -> Dict[Path, str]:
     """Read a user map: one ``AUDIO_PATH<TAB>USER`` per line (blank lines and ``#`` comments skipped).
 
     The file is read by :mod:`kospeech.text_files` (UTF-8 with or without a BOM, LF or CRLF, NFC). Relative audio
-    paths are relative to the map file's directory; keys are resolved absolute paths. Columns are taken as they are
+    paths are relative to the map file's directory; keys are :func:`user_map_key` (resolved, NFC). Columns are taken as they are
     (a path may begin or end with a space; a user name may not).
 
     Raises:
@@ -78,7 +95,7 @@ def read_user_map(path: PathLike) -> Dict[Path, str]:
             user = validate_adapter_name(columns[1])
         except ValueError as exc:
             raise InputError(f"{path}:{number}: {exc}") from exc
-        audio = (path.parent / columns[0]).resolve()
+        audio = user_map_key(path.parent / columns[0])
         if audio in mapping:
             raise InputError(f"{path}:{number}: {audio} is listed twice")
         mapping[audio] = user
@@ -93,7 +110,7 @@ def users_for_files(
     Map entries that name none of the files are logged as one warning (the first 10 shown): a map written for other
     paths would otherwise silently transcribe everything with the default.
     """
-    resolved = [path.resolve() for path in files]
+    resolved = [user_map_key(path) for path in files]
     unmatched = sorted(set(user_map) - set(resolved))
     if unmatched:
         shown = name_list([str(path) for path in unmatched], limit=10)

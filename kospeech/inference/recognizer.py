@@ -36,7 +36,7 @@ from kospeech.checkpoint import load_checkpoint
 from kospeech.data.audio import resample
 from kospeech.data.features import FeatureConfig, FeatureExtractor
 from kospeech.data.voice_activity import VoiceActivityConfig
-from kospeech.decode import CTCHypothesis, TokenSpan, build_decoder, check_beam_size, token_spans
+from kospeech.decode import CTCHypothesis, TokenSpan, build_decoder, check_beam_size, spelling_tokens, token_spans
 from kospeech.device import resolve_device
 from kospeech.errors import UnknownUserError
 from kospeech.inference.adapter_cache import AdapterCache, AdapterLoader, AdapterSource
@@ -597,14 +597,13 @@ class Recognizer:
     ) -> None:
         """Add one decoded segment to its input's result: text, tokens, timings, words and probabilities."""
         kept = [(token, span) for token, span in zip(hypothesis.tokens, spans) if token not in self._special_ids]
-        if self._space_id is not None:  # the tokens spell the text: no spaces at a segment's ends, one between two
-            while kept and kept[0][0] == self._space_id:
-                kept.pop(0)
-            while kept and kept[-1][0] == self._space_id:
-                kept.pop()
-            if kept and accumulator.tokens:
-                accumulator.tokens.append(self._space_id)
-        text = hypothesis.text.strip()
+        # the tokens spell the text: words that spell something, one space between two, none at a segment's ends
+        kept = [
+            kept[position] for position in spelling_tokens([token for token, _ in kept], self.vocab, self._space_id)
+        ]
+        if kept and accumulator.tokens and self._space_id is not None:
+            accumulator.tokens.append(self._space_id)
+        text = self.vocab.decode(token for token, _ in kept)
         if text:
             accumulator.texts.append(text)
         offset = segment.offset_seconds

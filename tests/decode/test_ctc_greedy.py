@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from kospeech.decode import CTCHypothesis, GreedyCTCDecoder, greedy_ctc_ids, token_spans
+from kospeech.decode import CTCHypothesis, GreedyCTCDecoder, greedy_ctc_ids, spelling_tokens, token_spans
 from kospeech.vocabs import SPECIAL_TOKENS, Vocabulary
 
 BLANK = "-"
@@ -111,3 +111,23 @@ def test_token_spans_of_beam_search_starts_are_at_least_one_frame(vocab):
     spans = token_spans(log_probs, [vocab.encode("나")[0]], [2], 5)
     assert (spans[0].start, spans[0].end) == (2, 3)
     assert spans[0].probability < 0.1
+
+
+def test_the_tokens_that_spell_a_text_drop_empty_words_and_doubled_spaces():
+    """Review, stop 34: a doubled space (space, blank, space) and a word of a lone jamo (composing to nothing) left
+    two spaces in a transcript's text, while its words and timings had none."""
+    vocab = Vocabulary.build(["가나 다"], unit="grapheme")
+    ids = {token: index for index, token in enumerate(vocab.tokens)}
+    space, g, n, d, a = ids[" "], ids["ᄀ"], ids["ᄂ"], ids["ᄃ"], ids["ᅡ"]
+    cases = [
+        ([g, a, space, space, n, a], [0, 1, 2, 4, 5], "가 나"),  # the space CTC emitted twice
+        ([g, a, space, d, space, n, a], [0, 1, 2, 5, 6], "가 나"),  # a lone onset between two words
+        ([space, d, space, g, a, space], [3, 4], "가"),  # nothing before, nothing after
+        ([d, space, d], [], ""),  # nothing spells anything
+        ([], [], ""),
+    ]
+    for tokens, positions, text in cases:
+        assert spelling_tokens(tokens, vocab, space) == positions, tokens
+        assert vocab.decode(tokens[position] for position in positions) == text
+    assert spelling_tokens([g, a, space, space, n, a], vocab, None) == list(range(6))  # no space token: one word
+    assert spelling_tokens([d], vocab, None) == []

@@ -10,6 +10,7 @@ import struct
 import subprocess
 import sys
 import termios
+import unicodedata
 from pathlib import Path
 
 import pytest
@@ -61,6 +62,25 @@ def test_jsonl_with_user_map_timestamps_and_a_default_user(cli, world, tmp_path,
     for record, result in zip(records, expected):
         assert record["text"] == result.text and record["tokens"] == result.tokens
         assert [stamp["start"] for stamp in record["timestamps"]] == [stamp.start for stamp in result.timestamps]
+
+
+def test_a_user_map_names_a_korean_file_whichever_unicode_form_its_name_has_on_disk(cli, world, tmp_path, capsys):
+    """Review, stop 34: a file named on macOS has its Hangul name decomposed (NFD) on disk; the map, read as NFC,
+    never matched it, and the file was transcribed with the base model without a word but a warning."""
+    folder = tmp_path / "recordings"
+    folder.mkdir()
+    decomposed = folder / unicodedata.normalize("NFD", "회의록.wav")
+    decomposed.write_bytes(world.wavs[1].read_bytes())
+    for spelling in ("NFD", "NFC"):
+        user_map = tmp_path / "users.tsv"
+        user_map.write_text(f"{unicodedata.normalize(spelling, '회의록.wav')}\tbob\n", encoding="utf-8")
+        user_map.rename(folder / "users.tsv")
+        status = cli(
+            ["--checkpoint", str(world.checkpoint), "--adapter-dir", str(world.adapter_dir),
+             "--user-map", str(folder / "users.tsv"), "--format", "jsonl", str(decomposed)]
+        )  # fmt: skip
+        records = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+        assert status == 0 and [record["user"] for record in records] == ["bob"], spelling
 
 
 def test_bad_file_is_reported_and_the_others_still_transcribed(cli, world, tmp_path, capsys):
