@@ -30,6 +30,7 @@ from kospeech.data.dataset import build_dataloader
 from kospeech.data.features import FeatureExtractor
 from kospeech.data.manifest import ManifestEntry, read_manifest
 from kospeech.device import resolve_device
+from kospeech.errors import ManifestError
 from kospeech.evaluation import EvaluationResult, evaluate
 from kospeech.fileio import strict_json
 from kospeech.inference import Recognizer, evaluate_users, read_user_map, user_map_key
@@ -67,6 +68,10 @@ def evaluate_checkpoint(job: Any) -> Dict[str, Any]:
         manifest = resolve_data(to_dataclass(job.data, DataConfig)).test_manifest
         logger.info("no manifest_path given: scoring the built-in corpus' base test set %s", manifest)
     entries = read_manifest(manifest, vocab, relabel=True)  # ids come from the checkpoint's own vocabulary
+    if not entries:
+        raise ManifestError(f"the manifest {manifest} holds no utterances: nothing to score")
+    if job.adapter_path:  # a missing or damaged adapter fails now, not after the base model is scored
+        AdapterManager.get_adapter_info(job.adapter_path)
     loader = build_dataloader(entries, FeatureExtractor(feature_config).without_dither(), job.batch_size, shuffle=False)
     results: Dict[str, Any] = {"checkpoint": str(job.checkpoint_path), "manifest": str(manifest)}
     loss_fn = CTCLoss(vocab.blank_id)

@@ -20,7 +20,7 @@ from kospeech.data.features import FeatureConfig
 from kospeech.data.manifest import read_manifest
 from kospeech.data.synthetic import ensure_corpus
 from kospeech.device import resolve_device
-from kospeech.errors import ConfigError
+from kospeech.errors import ConfigError, ManifestError
 from kospeech.evaluation import evaluate, evaluate_base_and_adapter
 from kospeech.fileio import atomic_write_json
 from kospeech.model_builder import DeepSpeech2Config, build_deepspeech2
@@ -89,7 +89,7 @@ def resolve_data(data: DataConfig, adapter: bool = False) -> DataSources:
     return DataSources(
         train_manifest=Path(data.train_manifest) if own_manifest else default_train,
         valid_manifest=Path(data.valid_manifest) if data.valid_manifest else default_valid,
-        test_manifest=None if own_manifest else default_test,
+        test_manifest=None if own_manifest or not default_test.exists() else default_test,
         vocab_path=vocab_path,
     )
 
@@ -118,7 +118,8 @@ def train_base_model(job: Any) -> Dict[str, Any]:
     # other output units than the manifests were written with re-encode every line, as asked: no warning
     relabel = True if vocab.unit != manifest_vocab.unit else None
     train_entries = read_manifest(sources.train_manifest, vocab, relabel=relabel)
-    valid_entries = read_manifest(sources.valid_manifest, vocab, relabel=relabel) if sources.valid_manifest else []
+    valid_entries = _held_out(sources.valid_manifest, vocab, relabel) or []
+    test_entries = _held_out(sources.test_manifest, vocab, relabel)
 
     torch.manual_seed(train_config.seed)
     model = build_deepspeech2(feature_config.feature_dim, len(vocab), model_config)
@@ -142,12 +143,15 @@ def train_base_model(job: Any) -> Dict[str, Any]:
         "train_seconds": round(trainer.state.elapsed_seconds, 1),
         "skipped_steps": trainer.state.skipped_steps,
         "skipped_utterances": trainer.state.skipped_utterances,
-        "excluded_utterances": [item._asdict() for item in trainer.excluded_utterances],
     }
-    for split, manifest in (("valid", sources.valid_manifest), ("test", sources.test_manifest)):
-        if manifest is not None and manifest.exists():
-            entries = read_manifest(manifest, vocab, relabel=relabel)
-            loader = trainer.build_loader(entries, train_config.batch_size, train=False)
+    loaders = {
+        "valid": trainer.build_loader(trainer.valid_entries, train_config.batch_size, train=False)
+        if trainer.valid_entries
+        else None,  # screened before training
+        "test": trainer.scoring_loader(test_entries, "test") if test_entries else None,
+    }
+    for split, loader in loaders.items():
+        if loader is not None:
             result = evaluate(
                 model,
                 loader,
@@ -159,8 +163,25 @@ def train_base_model(job: Any) -> Dict[str, Any]:
             )
             results[split] = result.as_dict()
             logger.info("%s: CER %.4f WER %.4f (%d utterances)", split, result.cer, result.wer, result.num_utterances)
+    results["excluded_utterances"] = [item._asdict() for item in trainer.excluded_utterances]
     write_results(output_dir, results)
     return results
+
+
+def _held_out(manifest: Optional[Path], vocab: Vocabulary, relabel: Optional[bool] = None) -> Optional[list]:
+    """The entries of a job's validation or test manifest (``None`` without one), read before training so that a
+    bad one fails before the work, not after it.
+
+    Raises:
+        FileNotFoundError, ManifestError: the manifest cannot be read (naming it).
+        ManifestError: it holds no utterance (naming it).
+    """
+    if manifest is None:
+        return None
+    entries = read_manifest(manifest, vocab, relabel=relabel)
+    if not entries:
+        raise ManifestError(f"the manifest {manifest} holds no utterances: give one that does, or none")
+    return entries
 
 
 def _initialize_from(model: torch.nn.Module, vocab: Vocabulary, path: Path) -> None:
@@ -204,7 +225,8 @@ def train_adapter_model(job: Any) -> Dict[str, Any]:
             "an adapter must use its base model's vocabulary"
         )
     train_entries = read_manifest(sources.train_manifest, vocab)
-    valid_entries = read_manifest(sources.valid_manifest, vocab) if sources.valid_manifest else None
+    valid_entries = _held_out(sources.valid_manifest, vocab)
+    test_entries = _held_out(sources.test_manifest, vocab)
 
     torch.manual_seed(config.seed)
     model = checkpoint.build_model(device=resolve_device(config.device))
@@ -227,16 +249,15 @@ def train_adapter_model(job: Any) -> Dict[str, Any]:
         "warm_start": stats["warm_start"],
         "train_seconds": stats["train_seconds"],
         "skipped_steps": stats["skipped_steps"],
-        "excluded_utterances": [item._asdict() for item in trainer.excluded_utterances],
     }
-    if sources.test_manifest is not None and sources.test_manifest.exists():
-        test_entries = read_manifest(sources.test_manifest, vocab)
-        loader = trainer.build_loader(test_entries, config.batch_size, train=False)
+    loader = trainer.scoring_loader(test_entries, "test") if test_entries else None
+    if loader is not None:
         base, adapted = evaluate_base_and_adapter(
             model, loader, vocab, loss_fn=trainer.criterion, device=trainer.device, description="test"
         )
         results.update(test_base_cer=base.cer, test_adapter_cer=adapted.cer, test_utterances=adapted.num_utterances)
         logger.info("user test set: base CER %.4f -> adapter CER %.4f", base.cer, adapted.cer)
+    results["excluded_utterances"] = [item._asdict() for item in trainer.excluded_utterances]
     write_results(Path(config.output_dir), results)
     return results
 

@@ -242,6 +242,22 @@ class SupervisedTrainer:
         valid_loader = self.build_loader(self.valid_entries, batch_size, train=False) if self.valid_entries else None
         return train_loader, valid_loader
 
+    def scoring_loader(self, entries: Sequence[ManifestEntry], what: str) -> Optional[Any]:
+        """A loader over the usable utterances of a held-out set scored after training (e.g. the test set).
+
+        Its unusable files are left out and added to :attr:`excluded_utterances`, as the training and validation
+        sets' are (one bad file must not fail a job whose training is done).
+
+        Returns:
+            The loader, or ``None`` when no utterance is usable (logged).
+        """
+        usable, excluded = screen_entries(entries, self.feature_extractor, what)
+        self.excluded_utterances.extend(excluded)
+        if not usable:
+            logger.warning("none of the %d %s utterances is usable: not scored", len(entries), what)
+            return None
+        return self.build_loader(usable, self.config.batch_size, train=False)
+
     def build_loader(self, entries: Sequence[ManifestEntry], batch_size: int, train: bool):
         """A length-bucketed loader with this trainer's features (SpecAugment, dither and workers only for training).
 

@@ -238,6 +238,29 @@ def test_eval_recipe_reports_per_user_figures(world, tmp_path):
     assert written["per_user"]["overall"] == per_user["overall"]
 
 
+def test_eval_refuses_an_empty_manifest_and_a_missing_adapter_before_scoring(world, tmp_path, monkeypatch):
+    """Review, stop 34: an empty manifest failed inside the batch sampler without naming the file, and a missing
+    adapter was reported only after the whole base model had been scored."""
+    from kospeech.cli import eval as eval_cli
+    from kospeech.config import EvalConfig
+
+    empty = tmp_path / "empty.tsv"
+    empty.write_text("", encoding="utf-8")
+    job = EvalConfig(checkpoint_path=str(world.checkpoint), manifest_path=str(empty), output_dir=str(tmp_path / "e"))
+    with pytest.raises(ValueError, match=f"the manifest {empty} holds no utterances"):
+        eval_cli.evaluate_checkpoint(job)
+    scored = []
+    monkeypatch.setattr(eval_cli, "evaluate", lambda *args, **kwargs: scored.append(kwargs["description"]))
+    vocab = Vocabulary(TOKENS)
+    manifest = write_manifest(
+        tmp_path / "test.tsv", [ManifestEntry(world.wavs[0], "가나", tuple(vocab.encode("가나")))]
+    )
+    job.manifest_path, job.adapter_path = str(manifest), str(tmp_path / "nonexistent.pt")
+    with pytest.raises(FileNotFoundError, match="nonexistent.pt"):
+        eval_cli.evaluate_checkpoint(job)
+    assert scored == []  # the base model was not scored first
+
+
 def test_a_progress_bar_shows_on_the_terminal_while_the_results_go_to_a_pipe(world):
     terminal, stderr = pty.openpty()
     fcntl.ioctl(stderr, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))  # a terminal 100 columns wide

@@ -13,6 +13,7 @@ import pytest
 import torch
 from conftest import (
     FEATURES,
+    MODEL_CONFIG,
     REPO_ROOT,
     TOKENS,
     build_base,
@@ -28,8 +29,9 @@ from conftest import (
 
 from kospeech.config import TrainJobConfig
 from kospeech.data.manifest import ManifestEntry, read_manifest, write_manifest
-from kospeech.errors import ConfigError, TrainingError
+from kospeech.errors import ConfigError, ManifestError, TrainingError
 from kospeech.fileio import atomic_write_json, strict_json
+from kospeech.model_builder import DeepSpeech2Config
 from kospeech.models import AdapterManager
 from kospeech.trainer import AdapterTrainConfig, SupervisedTrainer, TrainConfig
 from kospeech.trainer.configs import DataConfig
@@ -177,6 +179,37 @@ def test_base_training_on_its_own_manifest_must_name_its_vocabulary(tmp_path, en
     with pytest.raises(ConfigError, match=r"data\.train_manifest is set but data\.vocab_path is not"):
         train_base_model(job)
     assert not (tmp_path / "corpus").exists() and not (tmp_path / "run").exists()
+
+
+def _base_job(tmp_path, paths, valid_manifest):
+    return TrainJobConfig(
+        audio=FEATURES,
+        model=DeepSpeech2Config(**MODEL_CONFIG),
+        train=tiny_train_config(tmp_path / "run", num_epochs=1),
+        data=DataConfig(
+            train_manifest=str(paths["manifest"]), valid_manifest=str(valid_manifest), vocab_path=str(paths["vocab"])
+        ),
+    )
+
+
+def test_an_unusable_validation_file_is_left_out_of_the_final_scoring_too(tmp_path, enrollment):
+    """Review, stop 34: training left the file out, then the figures after training read the manifest again and the
+    finished job failed on it, with no results.json."""
+    _, paths, entries = enrollment
+    valid = write_manifest(tmp_path / "valid.tsv", entries[:2] + loud_entries(tmp_path / "loud", 1))
+    results = train_base_model(_base_job(tmp_path, paths, valid))
+    assert results["valid"]["num_utterances"] == 2
+    assert [item["audio_path"].rsplit("/", 1)[-1] for item in results["excluded_utterances"]] == ["loud0.wav"]
+    assert strict_load(tmp_path / "run" / "results.json")["valid"]["num_utterances"] == 2
+
+
+def test_an_empty_validation_manifest_is_refused_before_training(tmp_path, enrollment):
+    _, paths, _ = enrollment
+    empty = tmp_path / "empty.tsv"
+    empty.write_text("", encoding="utf-8")
+    with pytest.raises(ManifestError, match=f"the manifest {empty} holds no utterances"):
+        train_base_model(_base_job(tmp_path, paths, empty))
+    assert not (tmp_path / "run" / "history.json").exists()  # no step was taken
 
 
 def test_multi_user_training_reports_a_user_without_usable_audio_and_trains_the_others(tmp_path, enrollment):
