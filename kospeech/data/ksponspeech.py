@@ -197,8 +197,8 @@ def resolve_dual_transcriptions(text: str, mode: str = "phonetic") -> str:
 
     Args:
         text: a raw KsponSpeech transcript.
-        mode: ``phonetic`` keeps the pronunciation, ``spelling`` keeps the spelling (with its digits and symbols
-            read out by ``normalize_text``).
+        mode: ``phonetic`` keeps the pronunciation, ``spelling`` keeps the spelling as written (:func:`clean_transcript`
+            reads its digits and symbols out together with the words that follow: ``(2)/(두) 개`` is ``두 개``).
 
     Returns:
         The text with the pairs resolved; everything else untouched.
@@ -210,7 +210,7 @@ def resolve_dual_transcriptions(text: str, mode: str = "phonetic") -> str:
         raise ValueError(f"mode must be one of {TRANSCRIPT_MODES}, got {mode!r}")
     if mode == "phonetic":
         return _DUAL_RE.sub(lambda match: match.group(2), text)
-    return _DUAL_RE.sub(lambda match: normalize_text(_strip_markers(match.group(1))), text)
+    return _DUAL_RE.sub(lambda match: match.group(1), text)
 
 
 def clean_transcript(text: str, mode: str = "phonetic", keep_punctuation: bool = False) -> str:

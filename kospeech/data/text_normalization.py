@@ -22,6 +22,7 @@ and runs of whitespace are collapsed to one space.
 from __future__ import annotations
 
 import re
+import unicodedata
 from typing import Dict, List, Match
 
 __all__ = ["normalize_text", "sino_korean_number", "native_korean_number", "read_digits"]
@@ -147,6 +148,7 @@ _NUMBER_RE = re.compile(
     rf"(?:\s?(?P<unit>{_alternation(list(_UNIT_KIND))})(?![A-Za-z]))?"
 )
 _WHITESPACE_RE = re.compile(r"\s+")
+_DIGIT_RE = re.compile(r"\d")
 
 
 def sino_korean_number(n: int) -> str:
@@ -312,7 +314,7 @@ def normalize_text(text: str) -> str:
         text: input text, e.g. ``"3시 30분에 5,000원 보내 줘"``.
 
     Returns:
-        The text with every ASCII digit replaced by its reading and whitespace collapsed, e.g.
+        The text with every digit (ASCII, full-width or any other decimal digit) replaced by its reading and whitespace collapsed, e.g.
         ``"세 시 삼십 분에 오천 원 보내 줘"``.
 
     Raises:
@@ -320,6 +322,8 @@ def normalize_text(text: str) -> str:
     """
     if not isinstance(text, str):
         raise TypeError(f"normalize_text expects a str, got {type(text).__name__}")
+    if not text.isascii():  # full-width (０-９) and other scripts' decimal digits read as the digits they are
+        text = _DIGIT_RE.sub(lambda match: str(unicodedata.decimal(match.group())), text)
     text = _PHONE_RE.sub(_replace_phone, text)
     text = _TIME_RE.sub(_replace_time, text)
     text = _FRACTION_RE.sub(_replace_fraction, text)

@@ -60,6 +60,21 @@ def test_dual_transcriptions(raw: str, phonetic: str, spelling: str) -> None:
 def test_resolve_dual_keeps_everything_else() -> None:
     assert resolve_dual_transcriptions("b/ (3시)/(세 시)에 n/", "phonetic") == "b/ 세 시에 n/"
     assert resolve_dual_transcriptions("(철자)/(발음)", "spelling") == "철자"
+    assert resolve_dual_transcriptions("(2)/(두) 개", "spelling") == "2 개"  # read out with its counter, below
+
+
+@pytest.mark.parametrize(
+    "raw, spelling",
+    [
+        ("(2)/(두) 개 주세요", "두 개 주세요"),
+        ("(3)/(세) 시에 만나", "세 시에 만나"),
+        ("(20)/(스무) 살이야", "스무 살이야"),
+    ],
+)
+def test_a_spelled_number_is_read_with_the_counter_after_its_pair(raw: str, spelling: str) -> None:
+    """Review, stop 34: the spelling side was read out alone, so ``(2)/(두) 개`` became ``이 개``, against the module's
+    own rule (native numbers before 개, 시, 살) and the pronunciation beside it."""
+    assert clean_transcript(raw, mode="spelling") == spelling
     with pytest.raises(ValueError, match="mode must be one of"):
         resolve_dual_transcriptions("가", "phonemic")
 

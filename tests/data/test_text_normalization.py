@@ -118,6 +118,10 @@ def test_read_digits():
         ("A+", "A 플러스"),
         ("  오늘은   맑음 ", "오늘은 맑음"),
         ("숫자 없는 문장입니다.", "숫자 없는 문장입니다."),
+        # review, stop 34: full-width digits matched the patterns, then stopped the reading with a ValueError
+        ("０１０-１２３４-５６７８", "공일공 일이삼사 오육칠팔"),
+        ("３시 ３０분", "세 시 삼십 분"),
+        ("٣개", "세 개"),
     ],
 )
 def test_normalize_text(text, expected):
