@@ -195,6 +195,9 @@ def _read_checkpoint(path: Path) -> Tuple[Dict[str, Any], Checkpoint]:
         feature_config = FeatureConfig.from_dict(raw["feature_config"])
     except (KeyError, TypeError, ValueError) as exc:
         raise CheckpointError(f"{path}: bad vocab or feature_config entry: {exc}") from exc
+    for key in ("model_config", "trainer_state", "train_config", "metrics", "confidence_calibration"):
+        if key in raw and not isinstance(raw[key], dict) and (key == "model_config" or raw[key] is not None):
+            raise CheckpointError(f"{path}: {key} must be a dict, got {type(raw[key]).__name__}")
     checkpoint = Checkpoint(
         path=path,
         model_state_dict=state_dict,

@@ -559,6 +559,13 @@ class SupervisedTrainer:
         legacy_rng_state = saved.pop("torch_rng_state", None)  # checkpoints before every rank's streams were kept
         # checkpoints written before applied_steps was counted: every step that was not skipped was applied
         saved.setdefault("applied_steps", saved.get("global_step", 0) - saved.get("skipped_steps", 0))
+        unknown = sorted(set(saved) - {field.name for field in dataclasses.fields(TrainerState)})
+        if unknown:
+            raise CheckpointError(
+                f"{path}: cannot resume from it: its trainer_state holds {unknown}, which this version of kospeech "
+                "does not know (written by another version?); start a new output_dir or drop "
+                "train.resume"
+            )
         self.state = TrainerState(**saved)
         if rng_states is None and legacy_rng_state is not None:
             rng_states = [{"cpu": legacy_rng_state, "cuda": None}]

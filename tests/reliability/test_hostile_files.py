@@ -139,6 +139,9 @@ def _checkpoint_cases(valid):
         ),
         "bad-architecture": ({**valid, "model_config": {**valid["model_config"], "rnn_type": "lstm2"}}, "rnn_type"),
         "not-a-dict": ([1, 2, 3], "must hold a dict, found list"),
+        # review, stop 34: these gave TypeError tracebacks from deep inside the loader
+        "model-config-int": ({**valid, "model_config": 5}, "model_config must be a dict, got int"),
+        "trainer-state-list": ({**valid, "trainer_state": [1, 2]}, "trainer_state must be a dict, got list"),
     }
 
 
@@ -156,6 +159,8 @@ CHECKPOINT_CASES = [
     "no-input-dim",
     "bad-architecture",
     "not-a-dict",
+    "model-config-int",
+    "trainer-state-list",
 ]
 ADAPTER_CASES = [
     "newer-format",

@@ -126,6 +126,25 @@ def test_resume_after_a_kill_continues_exactly(tmp_path, base_entries, corpus_vo
     assert resumed.optimizer_state_dict["scheduler"] == straight.optimizer_state_dict["scheduler"]
 
 
+def test_resuming_from_a_trainer_state_with_an_unknown_field_names_the_file(
+    tmp_path, base_entries, corpus_vocab, feature_config
+):
+    """Review, stop 34: a field this version does not know (a newer writer's) gave a TypeError traceback."""
+    from kospeech.fileio import atomic_torch_save, safe_torch_load
+    from kospeech.model_builder import DeepSpeech2Config
+
+    model_config = DeepSpeech2Config(num_rnn_layers=1, rnn_hidden_dim=16)
+    with pytest.raises(KeyboardInterrupt):
+        _train(tmp_path, base_entries[:6], corpus_vocab, feature_config, model_config, False, kill_at_step=5)
+    raw = safe_torch_load(tmp_path / "last.pt", what="checkpoint")
+    raw["trainer_state"]["grad_scaler"] = {"scale": 1.0}
+    atomic_torch_save(raw, tmp_path / "last.pt")
+    with pytest.raises(
+        CheckpointError, match=r"last\.pt: cannot resume from it: its trainer_state holds \['grad_scaler'\]"
+    ):
+        _train(tmp_path, base_entries[:6], corpus_vocab, feature_config, model_config, True)
+
+
 def test_time_budget_stops_and_leaves_a_resumable_checkpoint(tmp_path, base_entries, corpus_vocab, feature_config):
     from kospeech.model_builder import DeepSpeech2Config
 
