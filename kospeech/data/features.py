@@ -21,7 +21,7 @@ import torch
 import torchaudio.compliance.kaldi as kaldi
 import torchaudio.functional as AF
 
-from kospeech.data.audio import load_audio
+from kospeech.data.audio import MAX_SAMPLE_RATE, MIN_SAMPLE_RATE, load_audio
 from kospeech.errors import AudioError, ConfigError
 
 __all__ = ["FEATURE_TYPES", "NORMALIZE_MODES", "FeatureConfig", "FeatureExtractor", "SpecAugment"]
@@ -35,6 +35,11 @@ _STD_FLOOR = 1e-5
 _SPEECH_RANGE = 8.0  # "speech" normalization: frames within 8 nats of log power (about 35 dB) of the loudest
 _SPEECH_REFERENCE_PERCENTILE = 0.98  # the "loudest" frame level, robust to a click
 _SPEECH_FLOOR_PERCENTILE = 0.05  # per bin: frames partly in digital silence must not drag the floor down
+
+
+def _mel(hertz: Union[float, np.ndarray]) -> Union[float, np.ndarray]:
+    """The mel scale of Kaldi's filterbank and of HTK (torchaudio's default)."""
+    return 1127.0 * np.log1p(np.asarray(hertz, dtype=np.float64) / 700.0)
 
 
 @dataclass
@@ -106,10 +111,14 @@ class FeatureConfig:
             raise ConfigError(f"normalize must be one of {NORMALIZE_MODES}, got {self.normalize!r}")
         if self.normalize == "speech" and self.feature_type == "mfcc":
             raise ConfigError("normalize=speech needs log-spectral features (fbank, mel, spectrogram), not mfcc")
-        if self.sample_rate <= 0:
-            raise ConfigError(f"sample_rate must be > 0 Hz, got {self.sample_rate}")
-        if self.num_mels < 1:
-            raise ConfigError(f"num_mels must be >= 1, got {self.num_mels}")
+        if not MIN_SAMPLE_RATE <= self.sample_rate <= MAX_SAMPLE_RATE:
+            raise ConfigError(
+                f"sample_rate must be in [{MIN_SAMPLE_RATE}, {MAX_SAMPLE_RATE}] Hz (audio is read at those rates), "
+                f"got {self.sample_rate}"
+            )
+        least_mels = 3 if self.feature_type in ("fbank", "mfcc") else 1  # Kaldi's filterbank needs three
+        if self.num_mels < least_mels:
+            raise ConfigError(f"num_mels must be >= {least_mels} for {self.feature_type}, got {self.num_mels}")
         if self.feature_type == "mfcc" and not 1 <= self.num_mfcc <= self.num_mels:
             raise ConfigError(f"num_mfcc must be in [1, num_mels={self.num_mels}], got {self.num_mfcc}")
         if self.frame_length_ms <= 0 or self.frame_shift_ms <= 0:
@@ -134,6 +143,18 @@ class FeatureConfig:
         if self.dither < 0:
             raise ConfigError(f"dither must be >= 0, got {self.dither}")
         return self
+
+    def empty_mel_filters(self) -> int:
+        """How many mel filters hold no FFT bin (their features are constant: the filters are narrower than the bins'
+        spacing, from too many mels, too short a window or too narrow an ``f_min``..``f_max``); 0 for spectrogram."""
+        if self.feature_type == "spectrogram":
+            return 0
+        high = self.f_max if self.f_max > 0 else self.sample_rate / 2.0
+        low_mel, high_mel = _mel(self.f_min), _mel(high)
+        edges = np.linspace(low_mel, high_mel, self.num_mels + 2)  # filter m spans edges[m] .. edges[m + 2]
+        bins = _mel(np.arange(self.n_fft // 2 + 1) * self.sample_rate / self.n_fft)
+        inside = np.searchsorted(bins, edges[2:], side="left") - np.searchsorted(bins, edges[:-2], side="right")
+        return int((inside <= 0).sum())
 
     def to_dict(self) -> Dict[str, Any]:
         """The configuration as a plain dict (str, int, float values), as stored in checkpoints."""

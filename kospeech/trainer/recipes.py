@@ -110,6 +110,13 @@ def train_base_model(job: Any) -> Dict[str, Any]:
     """
     train_config: TrainConfig = to_dataclass(job.train, TrainConfig)
     feature_config: FeatureConfig = to_dataclass(job.audio, FeatureConfig).validate()
+    empty = feature_config.empty_mel_filters()
+    if empty:
+        raise ConfigError(
+            f"{empty} of audio.num_mels={feature_config.num_mels} mel filters hold no FFT bin (their features would "
+            f"be constant) with audio.frame_length_ms={feature_config.frame_length_ms}, audio.f_min={feature_config.f_min}"
+            f" and audio.f_max={feature_config.f_max}: use fewer mels, a longer window or a wider band"
+        )
     model_config: DeepSpeech2Config = to_dataclass(job.model, DeepSpeech2Config)
     data = to_dataclass(job.data, DataConfig)
     sources = resolve_data(data)

@@ -128,6 +128,25 @@ def test_config_errors_name_the_problem() -> None:
         FeatureConfig(f_max=9000.0).validate()
     with pytest.raises(ValueError, match="preemphasis"):
         FeatureConfig(preemphasis=1.0).validate()
+    # review, stop 34: torchaudio's assertion (a traceback), and every file blamed for a 100 Hz setting
+    with pytest.raises(ValueError, match="num_mels must be >= 3 for fbank, got 2"):
+        FeatureConfig(num_mels=2).validate()
+    assert FeatureConfig(feature_type="mel", num_mels=2).validate().num_mels == 2
+    with pytest.raises(ValueError, match=r"sample_rate must be in \[4000, 384000\] Hz"):
+        FeatureConfig(sample_rate=100).validate()
+
+
+def test_mel_filters_without_an_fft_bin_are_counted() -> None:
+    """Review, stop 34: such filters gave constant features, and training went on without a word."""
+    assert FeatureConfig().empty_mel_filters() == 0 and FeatureConfig(num_mels=40).empty_mel_filters() == 0
+    assert FeatureConfig(num_mels=256).empty_mel_filters() == 25  # a 20 ms window's bins are 31.25 Hz apart
+    assert FeatureConfig(f_min=7990.0, f_max=8000.0).empty_mel_filters() == 80
+    assert FeatureConfig(frame_length_ms=0.2).empty_mel_filters() == 78
+    assert FeatureConfig(feature_type="spectrogram").empty_mel_filters() == 0
+    extractor = FeatureExtractor(FeatureConfig(num_mels=256, normalize="none"))
+    features = extractor(np.random.default_rng(0).standard_normal(16000).astype(np.float32) * 0.1)
+    constant = int((features.std(dim=0) == 0).sum())
+    assert constant == 25  # the count is the features' own
 
 
 @pytest.mark.parametrize("name", ["fbank", "mel", "mfcc", "spectrogram"])

@@ -4,6 +4,7 @@ A run excludes the utterances it cannot use and says which; a run that trains no
 JSON file it writes is strict JSON; a job on its own manifest does no work it was not asked for.
 """
 
+import dataclasses
 import json
 import math
 import subprocess
@@ -210,6 +211,14 @@ def test_an_empty_validation_manifest_is_refused_before_training(tmp_path, enrol
     with pytest.raises(ManifestError, match=f"the manifest {empty} holds no utterances"):
         train_base_model(_base_job(tmp_path, paths, empty))
     assert not (tmp_path / "run" / "history.json").exists()  # no step was taken
+
+
+def test_base_training_refuses_features_whose_mel_filters_hold_no_fft_bin(tmp_path, enrollment):
+    _, paths, entries = enrollment
+    job = _base_job(tmp_path, paths, write_manifest(tmp_path / "valid.tsv", entries[:2]))
+    job.audio = dataclasses.replace(FEATURES, num_mels=256)
+    with pytest.raises(ConfigError, match=r"25 of audio\.num_mels=256 mel filters hold no FFT bin"):
+        train_base_model(job)
 
 
 def test_multi_user_training_reports_a_user_without_usable_audio_and_trains_the_others(tmp_path, enrollment):
