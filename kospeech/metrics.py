@@ -19,7 +19,7 @@ Conventions:
 
 from __future__ import annotations
 
-from typing import Dict, Optional, Sequence, Tuple
+from typing import Dict, Mapping, Optional, Sequence, Tuple
 
 import Levenshtein
 
@@ -173,17 +173,32 @@ class ErrorRateMeter:
         self.name = name
         self.reset()
 
+    COUNTS = (
+        "num_utterances",
+        "char_errors",
+        "num_chars",
+        "word_errors",
+        "num_words",
+        "kospeech_char_errors",
+        "kospeech_num_chars",
+        "spaced_char_errors",
+        "spaced_num_chars",
+    )
+    """The counters every rate is computed from."""
+
     def reset(self) -> None:
         """Forget everything accumulated so far."""
-        self.num_utterances = 0
-        self.char_errors = 0
-        self.num_chars = 0
-        self.word_errors = 0
-        self.num_words = 0
-        self.kospeech_char_errors = 0
-        self.kospeech_num_chars = 0
-        self.spaced_char_errors = 0
-        self.spaced_num_chars = 0
+        for name in self.COUNTS:
+            setattr(self, name, 0)
+
+    def counts(self) -> Dict[str, int]:
+        """The counters as plain ints (e.g. to carry a running figure across a checkpoint)."""
+        return {name: getattr(self, name) for name in self.COUNTS}
+
+    def add_counts(self, counts: Mapping[str, int]) -> None:
+        """Add counters that :meth:`counts` gave (missing ones count 0)."""
+        for name in self.COUNTS:
+            setattr(self, name, getattr(self, name) + int(counts.get(name, 0)))
 
     def update(self, references: Sequence[str], hypotheses: Sequence[str]) -> None:
         """Add a batch of paired transcripts.

@@ -9,7 +9,7 @@ import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 import torch
 from omegaconf import OmegaConf
@@ -85,6 +85,19 @@ class EpochTally:
         """Mean loss so far (0.0 before any step counted)."""
         return self.loss_sum / max(self.loss_count, 1)
 
+    def counts(self) -> Dict[str, Any]:
+        """The running figures as plain values, saved in a checkpoint taken within the epoch."""
+        return {"loss_sum": self.loss_sum, "loss_count": self.loss_count, "meter": self.meter.counts()}
+
+    @classmethod
+    def from_counts(cls, counts: Optional[Mapping[str, Any]]) -> EpochTally:
+        """The tally :meth:`counts` gave (a fresh one for ``None``): a resumed epoch goes on counting from it."""
+        tally = cls()
+        if counts:
+            tally.loss_sum, tally.loss_count = float(counts["loss_sum"]), int(counts["loss_count"])
+            tally.meter.add_counts(counts["meter"])
+        return tally
+
     def figures(self) -> Dict[str, float]:
         """``{"loss", "cer"}`` of the epoch; ``nan`` where nothing was measured (e.g. a resume at the epoch's end)."""
         return {
@@ -155,6 +168,8 @@ class SupervisedTrainer:
         self.state = TrainerState()
         self.dist = DistributedContext()
         self._rng_states: Optional[List[Dict[str, Any]]] = None  # every rank's, gathered for the next checkpoint
+        self._epoch_tally = EpochTally()  # the running figures of the epoch in progress
+        self._resumed_tally: Optional[Dict[str, Any]] = None  # those a checkpoint taken within an epoch held
         self.interrupt: Optional[threading.Event] = None
         """Set from another thread to stop training after the current step (``train`` raises TrainingInterrupted)."""
 
@@ -315,7 +330,9 @@ class SupervisedTrainer:
             model.train()
             if hasattr(train_loader.batch_sampler, "set_epoch"):
                 train_loader.batch_sampler.set_epoch(state.epoch)
-            tally = EpochTally()
+            # a run resumed within an epoch goes on with the figures of the steps it did before
+            tally = self._epoch_tally = EpochTally.from_counts(self._resumed_tally if state.step_in_epoch else None)
+            self._resumed_tally = None
             started = time.monotonic()
             elapsed_before = state.elapsed_seconds
             progress = tqdm(
@@ -516,6 +533,7 @@ class SupervisedTrainer:
             return None
         trainer_state = asdict(self.state)
         trainer_state["rng_states"] = self._rng_states if self._rng_states is not None else [self._own_rng_state()]
+        trainer_state["epoch_tally"] = self._epoch_tally.counts() if self.state.step_in_epoch else None
         return save_checkpoint(
             self.output_dir / name,
             model,
@@ -557,6 +575,7 @@ class SupervisedTrainer:
         saved = dict(checkpoint.trainer_state)
         rng_states = saved.pop("rng_states", None)
         legacy_rng_state = saved.pop("torch_rng_state", None)  # checkpoints before every rank's streams were kept
+        self._resumed_tally = saved.pop("epoch_tally", None)  # checkpoints before it was kept: the epoch's later steps
         # checkpoints written before applied_steps was counted: every step that was not skipped was applied
         saved.setdefault("applied_steps", saved.get("global_step", 0) - saved.get("skipped_steps", 0))
         unknown = sorted(set(saved) - {field.name for field in dataclasses.fields(TrainerState)})

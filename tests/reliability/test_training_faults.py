@@ -232,6 +232,9 @@ def test_sigkill_during_end_of_epoch_validation_then_resume(tmp_path, training_s
     resumed.train(new_tiny_model())
     assert [record["step"] for record in resumed.state.history] == [3, 6]
     assert resumed.state.global_step == straight.state.global_step == 6
+    for mine, theirs in zip(resumed.state.history, straight.state.history):  # review, stop 34: epoch 1's were NaN
+        assert mine["train_loss"] == pytest.approx(theirs["train_loss"], rel=1e-6)
+        assert mine["train_cer"] == pytest.approx(theirs["train_cer"], rel=1e-6)
     expected = load_checkpoint(tmp_path / "straight" / "last.pt").model_state_dict
     for key, value in load_checkpoint(tmp_path / "run" / "last.pt").model_state_dict.items():
         torch.testing.assert_close(value, expected[key], rtol=0, atol=1e-6, msg=key)
