@@ -196,6 +196,8 @@ def write_manifest(path: Union[str, os.PathLike], entries: Iterable[ManifestEntr
         audio_path = Path(entry.audio_path)
         resolved = audio_path.resolve() if audio_path.is_absolute() else (root / audio_path).resolve()
         stored = resolved.relative_to(root).as_posix() if resolved.is_relative_to(root) else str(resolved)
+        if any(ch in stored for ch in "\t\r\n"):  # the columns and lines of a manifest could not hold it
+            raise ManifestError(f"{path}: entry {index}: audio path {stored!r} contains a tab or newline")
         columns = [stored, entry.transcript, " ".join(str(i) for i in entry.label_ids)]
         if entry.speaker:
             columns.append(entry.speaker)

@@ -306,11 +306,12 @@ class AdapterManager:
 
     @staticmethod
     def adapter_names(save_dir: PathLike) -> List[str]:
-        """Sorted names of the files ``<name>_adapter.pt`` in ``save_dir`` (files are not opened)."""
+        """Sorted names of the files ``<name>_adapter.pt`` in ``save_dir`` (files are not opened; a folder or a link to
+        nothing under such a name is no adapter)."""
         save_dir = Path(save_dir)
         if not save_dir.is_dir():
             raise FileNotFoundError(f"adapter directory not found: {save_dir}")
-        names = (_name_from_file_name(entry.name) for entry in save_dir.iterdir())
+        names = (_name_from_file_name(entry.name) for entry in save_dir.iterdir() if entry.is_file())
         return sorted(name for name in names if name is not None)
 
     @staticmethod

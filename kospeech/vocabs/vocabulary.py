@@ -146,9 +146,11 @@ class Vocabulary:
         """Write the vocabulary as an ``id,char,freq`` CSV (atomically)."""
         buffer = io.StringIO()
         writer = csv.writer(buffer, lineterminator="\n")
+        # the minimal quoting leaves a lone \r unquoted (it is not the line terminator), and a reader ends the row there
+        quoted = csv.writer(buffer, lineterminator="\n", quoting=csv.QUOTE_ALL)
         writer.writerow(["id", "char", "freq"])
         for index, (token, freq) in enumerate(zip(self.tokens, self.freqs)):
-            writer.writerow([index, token, freq])
+            (quoted if "\r" in token else writer).writerow([index, token, freq])
         return atomic_write_text(path, buffer.getvalue())
 
     def to_dict(self) -> Dict[str, Any]:

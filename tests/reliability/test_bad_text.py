@@ -236,3 +236,12 @@ def test_a_training_set_written_by_the_library_reads_back(tmp_path):
     vocab = Vocabulary.from_csv(paths["vocab"])
     entries = read_manifest(paths["manifest"], vocab)
     assert len(entries) == 3 and all(entry.audio_path.is_file() for entry in entries)
+
+
+@pytest.mark.parametrize("name", ["a\tb.wav", "c\nd.wav"])
+def test_writing_an_audio_path_with_a_tab_or_newline_is_refused(root, name):
+    """Review, stop 34: the path was written as is, and the manifest could not be read back."""
+    entry = ManifestEntry(root / "wav" / name, "가나", tuple(VOCAB.encode("가나")))
+    with pytest.raises(ManifestError, match=r"entry 0: audio path .* contains a tab or newline"):
+        write_manifest(root / "out.tsv", [entry])
+    assert not (root / "out.tsv").exists()

@@ -31,6 +31,8 @@ def test_csv_round_trip(tmp_path):
     assert loaded.freqs == vocab.freqs
     assert loaded.fingerprint() == vocab.fingerprint()
     assert Vocabulary.from_dict(vocab.to_dict()) == vocab
+    awkward = Vocabulary.build(['가\r나 "x,'])  # review, stop 34: a lone \r was written unquoted and split its row
+    assert Vocabulary.from_csv(awkward.to_csv(tmp_path / "awkward.csv")) == awkward
 
 
 def test_frequencies_order_tokens():
