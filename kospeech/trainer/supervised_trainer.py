@@ -352,7 +352,9 @@ class SupervisedTrainer:
                     self._gather_rng_states()
                     self._save_checkpoint(model, optimizer, self.checkpoint_name)
                 # under DDP every rank must stop after the same step: the budget is agreed on
-                if budget_seconds is not None and self.dist.any_true(state.elapsed_seconds >= budget_seconds):
+                if budget_seconds is not None and self.dist.any_true(
+                    state.elapsed_seconds >= budget_seconds, self.device
+                ):
                     logger.info(
                         "time budget of %.1f min reached at step %d", self.config.max_minutes, state.global_step
                     )
@@ -401,6 +403,10 @@ class SupervisedTrainer:
             loss_value = loss.loss.item()
             optimizer.zero_grad()
             loss.loss.backward()
+            # a step in which no rank kept an utterance trains nothing, as alone: Adam's momentum would still move the
+            # weights, and the schedule would advance
+            if not self.dist.any_true(loss.num_kept > 0, self.device):
+                return None
             if not math.isfinite(optimizer.step(model)):
                 self.state.skipped_steps += 1
             elif loss.num_kept:

@@ -35,7 +35,7 @@ class _RecordingTrainer(SupervisedTrainer):
         return super()._train_step(model, batch, optimizer, meter)
 
 
-def _rank_main(rank, world_size, port, entries, vocab, feature_config, out_dir, poison=None):
+def _rank_main(rank, world_size, port, entries, vocab, feature_config, out_dir, poison=None, nothing_kept_at=None):
     os.environ.update(
         MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE=str(world_size), RANK=str(rank), LOCAL_RANK=str(rank)
     )
@@ -60,6 +60,8 @@ def _rank_main(rank, world_size, port, entries, vocab, feature_config, out_dir, 
     )
     if poison is not None and rank == poison[0]:
         _poison_training_forward(model, step=poison[1])
+    if nothing_kept_at is not None:
+        _no_frames_at(model, step=nothing_kept_at)
     record = {"input_dim": feature_config.feature_dim, "num_classes": len(vocab), **MODEL.__dict__}
     trainer = _RecordingTrainer(config, vocab, feature_config, entries, entries[:3], record)
     trainer.seen = []
@@ -70,6 +72,7 @@ def _rank_main(rank, world_size, port, entries, vocab, feature_config, out_dir, 
             "seen": trainer.seen,
             "steps": trainer.state.global_step,
             "skipped_steps": trainer.state.skipped_steps,
+            "applied_steps": trainer.state.applied_steps,
             "history": trainer.state.history,
             "rank": trainer.dist.rank,
         },
@@ -90,6 +93,33 @@ def _poison_training_forward(model, step):
         return None
 
     model.register_forward_hook(hook)
+
+
+def _no_frames_at(model, step):
+    """The ``step``-th training forward of this rank claims no output frames: no utterance of it can be aligned."""
+    calls = []
+
+    def hook(module, inputs, outputs):
+        if module.training:
+            calls.append(step)
+            if len(calls) == step:
+                return (outputs[0], torch.zeros_like(outputs[1])) + tuple(outputs[2:])
+        return None
+
+    model.register_forward_hook(hook)
+
+
+@pytest.mark.slow
+def test_a_step_in_which_no_rank_kept_an_utterance_updates_nothing(
+    tmp_path, base_entries, corpus_vocab, feature_config
+):
+    """Review, stop 34 (reasoned): under DDP such a step still ran the optimizer (Adam's momentum moved the weights, the
+    schedule advanced), where a single process skips it."""
+    arguments = (2, _free_port(), base_entries[:14], corpus_vocab, feature_config, tmp_path, None, 2)
+    mp.spawn(_rank_main, args=arguments, nprocs=2, join=True)
+    results = [torch.load(tmp_path / f"rank{rank}.pt", weights_only=True) for rank in range(2)]
+    assert [result["steps"] for result in results] == [6, 6] and [r["applied_steps"] for r in results] == [5, 5]
+    assert load_checkpoint(tmp_path / "run" / "last.pt").optimizer_state_dict["num_steps"] == 5
 
 
 @pytest.mark.slow
