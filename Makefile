@@ -1,4 +1,4 @@
-# Quick start: `make demo` and `make test`. Both create ./.venv on first use (about 90 s) and reuse it after.
+# Quick start: `make demo` and `make test`. Both create ./.venv on first use (1.5 to 4 minutes) and reuse it after.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin

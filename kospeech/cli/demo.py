@@ -1,7 +1,8 @@
 """``kospeech-demo`` (what ``make demo`` runs): personalize the shipped base model for every built-in user and show what it buys.
 
-Builds the demo corpus (cached after the first run), loads the shipped base model, trains one adapter
-per user on their enrollment set, then transcribes each user's test set with and without their adapter.
+Synthesizes the built-in users' speech (into ``data/demo_users``, cached after the first run; the whole corpus is
+built only when the shipped base model is missing), loads the shipped base model, trains one adapter per user on their
+enrollment set, then transcribes each user's test set with and without their adapter.
 
     python bin/demo.py [--preset demo] [--adapter-type residual_head] [--users user01 user02]
 """

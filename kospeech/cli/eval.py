@@ -1,4 +1,4 @@
-"""``kospeech-eval``: CER/WER of a checkpoint, optionally with a user's adapter, on a manifest (Hydra).
+r"""``kospeech-eval``: CER/WER of a checkpoint, optionally with a user's adapter, on a manifest (Hydra).
 
     python bin/eval.py checkpoint_path=runs/ds2_train/best.pt manifest_path=data/corpus_demo/base/test.tsv
     python bin/eval.py checkpoint_path=pretrained/ds2_synthetic.pt adapter_path=runs/demo/adapters/user01_adapter.pt \

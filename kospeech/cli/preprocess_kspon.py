@@ -1,4 +1,4 @@
-"""``kospeech-preprocess-kspon``: build a KoSpeech manifest and vocabulary from a KsponSpeech corpus tree.
+r"""``kospeech-preprocess-kspon``: build a KoSpeech manifest and vocabulary from a KsponSpeech corpus tree.
 
     python bin/preprocess_ksponspeech.py /data/KsponSpeech data/kspon --mode phonetic --unit character \
         --valid-ratio 0.01

@@ -27,9 +27,10 @@ GRACEFUL_SHUTDOWN_SECONDS = 30
 
 def settings_help() -> str:
     """One line per ``server.*`` key: name, default and help."""
-    lines = []
-    for item in dataclasses.fields(ServerConfig):
-        lines.append(f"  server.{item.name}={item.default!s:<28} {item.metadata.get('help', '')}")
+    fields = dataclasses.fields(ServerConfig)
+    settings = [f"server.{item.name}={item.default!s}" for item in fields]
+    width = min(max(len(setting) for setting in settings), 44)  # a longer one pushes its own help along, alone
+    lines = [f"  {setting:<{width}}  {item.metadata.get('help', '')}" for setting, item in zip(settings, fields)]
     return "settings (server.KEY=VALUE):\n" + "\n".join(lines)
 
 

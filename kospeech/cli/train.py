@@ -1,4 +1,4 @@
-"""``kospeech-train``: train a DeepSpeech2 base model or a per-user adapter (Hydra; ``bin/main.py`` runs it too).
+r"""``kospeech-train``: train a DeepSpeech2 base model or a per-user adapter (Hydra; ``bin/main.py`` runs it too).
 
     python bin/main.py --config-name=train train=ds2_train
     python bin/main.py --config-name=train train=adapter_train \

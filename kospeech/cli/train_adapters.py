@@ -1,4 +1,4 @@
-"""``kospeech-train-adapters``: train adapters for many users in one process, sharing one frozen base model.
+r"""``kospeech-train-adapters``: train adapters for many users in one process, sharing one frozen base model.
 
     python bin/train_adapters.py --users-dir data/demo_users/users --base-model pretrained/ds2_synthetic.pt \
         --adapter-save-dir ./adapters [--users user01,user02] [train.num_epochs=15 train.adapter_type=residual_head ...]
