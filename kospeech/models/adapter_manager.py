@@ -703,27 +703,33 @@ class AdapterManager:
     def reinstate(save_dir: PathLike, adapter_name: str, digest: Optional[str]) -> bool:
         """Make the active adapter the one :meth:`active_digest` gave ``digest`` for, before a run that has since
         replaced it and failed. The run's own file is kept as a version (for inspection); ``digest`` ``None`` (no
-        adapter before) leaves no active file.
+        adapter before) leaves no active file. The bytes put back are those that were active, whatever they hold (a
+        damaged file stays the damaged file it was).
 
         Returns:
             Whether the active adapter changed; ``False`` also when no kept version has those bytes any more (logged).
 
         Raises:
             ValueError: invalid name, or a link resolving outside ``save_dir``.
+            OSError: the folder cannot be read or written.
         """
         if AdapterManager.active_digest(save_dir, adapter_name) == digest:
             return False
+        active = AdapterManager.adapter_file(save_dir, adapter_name)
         if digest is None:
             AdapterManager.keep_version(save_dir, adapter_name)
-            AdapterManager.adapter_file(save_dir, adapter_name).unlink()
+            active.unlink()
             logger.info("adapter %r: the failed run's file is kept as a version; no adapter is active", adapter_name)
             return True
-        for number, path in reversed(AdapterManager.list_versions(save_dir, adapter_name)):
-            if hashlib.sha256(path.read_bytes()).hexdigest() == digest:
-                AdapterManager.restore_version(save_dir, adapter_name, number)
-                return True
-        logger.warning("adapter %r: no kept version is the adapter active before the failed run", adapter_name)
-        return False
+        kept = (path.read_bytes() for _, path in reversed(AdapterManager.list_versions(save_dir, adapter_name)))
+        data = next((content for content in kept if hashlib.sha256(content).hexdigest() == digest), None)
+        if data is None:
+            logger.warning("adapter %r: no kept version is the adapter active before the failed run", adapter_name)
+            return False
+        AdapterManager.keep_version(save_dir, adapter_name)
+        atomic_write(active, lambda handle: handle.write(data))
+        logger.info("adapter %r: the adapter active before the failed run is active again", adapter_name)
+        return True
 
     @staticmethod
     def restore_version(save_dir: PathLike, adapter_name: str, version: int) -> Path:

@@ -598,20 +598,39 @@ def _train_group(
     model: DeepSpeech2,
     manifests: Mapping[str, UserManifests],
     resolved_config: Dict[str, Any],
+    active_before: Mapping[str, Optional[str]],
 ) -> Tuple[Dict[str, Dict[str, Any]], Dict[str, float]]:
     """Train one group of users together; returns per-user figures and the group's ``cache_mb`` and ``cache_seconds``.
 
     A user whose manifests cannot be read is failed alone. When the group's training itself fails on some user's
     data (e.g. audio unreadable past its header, or a recording so long that the device runs out of memory), each
     user of the group is trained again alone, so only that user fails. A user who fails has the adapter of before
-    the group active again: the group's steps may have saved an improvement over it before the failure.
+    the job active again (``active_before``: :meth:`AdapterManager.active_digest` per user, where it could be read):
+    the group's steps may have saved an improvement over it before the failure.
     """
-    before = {name: AdapterManager.active_digest(config.adapter_save_dir, name) for name in manifests}
     per_user, cache = _train_together(config, checkpoint, model, manifests, resolved_config)
     for name, figures in per_user.items():
-        if figures["adapter_path"] is None and AdapterManager.reinstate(config.adapter_save_dir, name, before[name]):
-            logger.warning("user %r failed: the adapter active before this job is active again", name)
+        if figures["adapter_path"] is not None or name not in active_before:
+            continue
+        try:
+            if AdapterManager.reinstate(config.adapter_save_dir, name, active_before[name]):
+                logger.warning("user %r failed: the adapter active before this job is active again", name)
+        except (OSError, ValueError) as exc:  # the other users' results must still be written
+            logger.error("user %r failed, and the adapter active before this job could not be put back: %s", name, exc)
     return per_user, cache
+
+
+def _active_digests(save_dir: Union[str, Path], names: Sequence[str]) -> Dict[str, Optional[str]]:
+    """:meth:`AdapterManager.active_digest` of each user whose active file can be read (the others are left out)."""
+    digests: Dict[str, Optional[str]] = {}
+    for name in names:
+        try:
+            digests[name] = AdapterManager.active_digest(save_dir, name)
+        except (OSError, ValueError) as exc:
+            logger.warning(
+                "user %r: the active adapter cannot be read (%s); it is not put back should they fail", name, exc
+            )
+    return digests
 
 
 def _train_together(
@@ -676,16 +695,17 @@ def _adapter_settings(config: AdapterTrainConfig) -> Dict[str, Any]:
 
 def _finished_before(
     results_file: Path, config: AdapterTrainConfig, base_fingerprint: str, names: Sequence[str]
-) -> Dict[str, Dict[str, Any]]:
+) -> Tuple[Dict[str, Dict[str, Any]], Dict[str, Optional[str]]]:
     """The figures of the users among ``names`` that an earlier run's ``results_file`` lists with an adapter whose
-    file is still there (marked ``resumed``); nothing when there is no such file.
+    file is still there (marked ``resumed``), and the ``active_before`` digests that run recorded (the adapters active
+    before it, which its groups may have replaced before it was killed); nothing when there is no such file.
 
     Raises:
         ValueError: the file is not a results file, or its run had another base (path or weights) or other settings.
     """
     if not results_file.is_file():
         logger.info("nothing to resume: %s does not exist", results_file)
-        return {}
+        return {}, {}
     try:
         earlier = json.loads(results_file.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -717,7 +737,13 @@ def _finished_before(
         if name in names and figures.get("adapter_path") and Path(figures["adapter_path"]).is_file()
     }
     logger.info("resuming %s: %d of %d users already have their adapter", results_file, len(finished), len(names))
-    return finished
+    recorded_before = earlier.get("active_before") or {}
+    active_before = {
+        name: digest
+        for name, digest in recorded_before.items()
+        if name in names and name not in finished and (digest is None or isinstance(digest, str))
+    }
+    return finished, active_before
 
 
 def train_user_adapters(
@@ -759,7 +785,9 @@ def train_user_adapters(
         ``users``, ``seconds``, ``cache_mb`` (its trunk cache, memory and spilled) and its peak memory (see
         :class:`~kospeech.trainer.peak_memory.PeakMemory`): ``peak_rss_mb`` (this process; ``peak_rss_since_start``
         where the kernel cannot reset that record), ``workers_peak_mb`` (what the DataLoader worker processes add)
-        and ``gpu_peak_mb`` (CUDA only, else null); and ``complete``. Written to
+        and ``gpu_peak_mb`` (CUDA only, else null); ``active_before`` (per user trained, the SHA-256 of the adapter
+        file active before the job, or null for none: what a user who fails gets back, also after ``resume``); and
+        ``complete``. Written to
         ``{config.output_dir}/results.json`` (``results.shard-{index}-of-{count}.json`` for a shard) with
         ``complete: false`` before the first group (an earlier run's file is never left to be resumed from) and after
         every group (a crash keeps the groups done), and at the end with ``complete: true``; with ``base_fingerprint``
@@ -804,9 +832,11 @@ def train_user_adapters(
             logger.error("user %r is left out: %s", name, problem)
     names = [name for name in names if name not in per_user]
     base_fingerprint = model.base_fingerprint()
+    active_before: Dict[str, Optional[str]] = {}  # per user, the digest of the adapter active before the job
     if resume:
         results_file = output_dir / job_file_name("results", "json", shard)
-        per_user.update(_finished_before(results_file, config, base_fingerprint, names))
+        finished, active_before = _finished_before(results_file, config, base_fingerprint, names)
+        per_user.update(finished)
         names = [name for name in names if name not in per_user]
     groups: List[Dict[str, Any]] = []
 
@@ -827,6 +857,7 @@ def train_user_adapters(
             "failed_users": sorted(name for name, figures in per_user.items() if figures["adapter_path"] is None),
             "rejected_users": sorted(name for name, figures in per_user.items() if figures.get("rejected")),
             "users": per_user,
+            "active_before": active_before,
         }
         atomic_write_json(output_dir / job_file_name("results", "json", shard), results)
         return results
@@ -836,9 +867,17 @@ def train_user_adapters(
     for start in range(0, len(names), group_size):
         group = names[start : start + group_size]
         group_started = time.monotonic()
+        unread = [name for name in group if name not in active_before]  # a resumed run keeps the earlier run's
+        active_before.update(_active_digests(config.adapter_save_dir, unread))
+        write_results(complete=False)  # before any of the group's saves: a resumed run puts back the same adapters
         with PeakMemory(model_device) as memory:
             figures, cache = _train_group(
-                config, checkpoint, model, {name: manifests[name] for name in group}, resolved_config
+                config,
+                checkpoint,
+                model,
+                {name: manifests[name] for name in group},
+                resolved_config,
+                {name: active_before[name] for name in group if name in active_before},
             )
         per_user.update(figures)
         groups.append(

@@ -451,6 +451,58 @@ def test_a_user_who_fails_after_the_group_saved_for_them_has_their_adapter_of_be
     assert Path(results["users"]["ann"]["adapter_path"]).is_file()
 
 
+def test_a_user_who_fails_after_a_killed_run_replaced_their_adapter_gets_the_one_before_both_runs(
+    tmp_path, monkeypatch, base_entries, corpus_vocab, feature_config
+):
+    """Review, stop 34: a resumed run took the killed run's file as the adapter "of before"."""
+    folder, own_audio = tmp_path / "users", tmp_path / "bo_audio"
+    own_audio.mkdir()
+    bo_entries = []
+    for entry in base_entries[4:8]:
+        copy_path = own_audio / entry.audio_path.name
+        copy_path.write_bytes(entry.audio_path.read_bytes())
+        bo_entries.append(dataclasses.replace(entry, audio_path=copy_path))
+    write_manifest(folder / "ann.tsv", base_entries[:4])
+    write_manifest(folder / "bo.tsv", bo_entries)
+    checkpoint = _tiny_checkpoint(tmp_path, feature_config, corpus_vocab)
+    config = _config(tmp_path, base_model_path=str(checkpoint), num_epochs=1, warm_start_steps=0, alignment_steps=0)
+    train_user_adapters(config, folder)
+    active = AdapterManager.adapter_file(config.adapter_save_dir, "bo")
+    before = active.read_bytes()
+    save = AdapterManager.save_adapter
+
+    def save_then_die_after_bo(model, save_dir, adapter_name, **kwargs):
+        path = save(model, save_dir, adapter_name, **kwargs)
+        if adapter_name == "bo":
+            raise KeyboardInterrupt  # the job is killed right after bo's active file was replaced
+        return path
+
+    rerun = dataclasses.replace(config, num_epochs=2)
+    with monkeypatch.context() as patched:
+        patched.setattr(AdapterManager, "save_adapter", staticmethod(save_then_die_after_bo))
+        with pytest.raises(KeyboardInterrupt):
+            train_user_adapters(rerun, folder)
+    assert active.read_bytes() != before
+    for entry in bo_entries:  # bo's recordings are lost since: the resumed run fails bo
+        entry.audio_path.write_bytes(b"RIFF\x00\x00\x00\x00WAVEjunk")
+    resumed = train_user_adapters(rerun, folder, resume=True)
+    assert resumed["failed_users"] == ["bo"] and active.read_bytes() == before
+
+
+def test_reinstating_puts_back_the_bytes_that_were_active_even_unreadable_ones(tmp_path):
+    """Review, stop 34: a damaged adapter active before the job was refused when put back, and the job died."""
+    active = AdapterManager.adapter_file(tmp_path, "zoe")
+    active.write_bytes(b"half a copied adapter file")
+    digest = AdapterManager.active_digest(tmp_path, "zoe")
+    AdapterManager.keep_version(tmp_path, "zoe")  # what a run's first save does, before it writes its own file
+    model = build_deepspeech2(8, 5, {"num_rnn_layers": 1, "rnn_hidden_dim": 8})
+    model.add_adapter("encoder", bottleneck_dim=4)
+    AdapterManager.save_adapter(model, tmp_path, "zoe")
+    assert AdapterManager.reinstate(tmp_path, "zoe", digest) is True
+    assert active.read_bytes() == b"half a copied adapter file"
+    assert len(AdapterManager.list_versions(tmp_path, "zoe")) == 2  # the run's file is kept
+
+
 def test_reinstating_an_adapter_that_did_not_exist_leaves_none_active(tmp_path):
     model = build_deepspeech2(8, 5, {"num_rnn_layers": 1, "rnn_hidden_dim": 8})
     model.add_adapter("encoder", bottleneck_dim=4)
