@@ -10,8 +10,8 @@ bytes, so a RIFF file named ``.pcm`` is not decoded as header-less PCM.
 
 Streams whose writer did not know the length (RIFF/AU data size ``0xFFFFFFFF`` or ``0``, CAF data size ``-1``) are
 not truncations and pass, except a WAV ``data`` chunk declaring 0 bytes with audio after it (libsndfile reads none of
-it), which is refused as an incomplete header, as is one declaring fewer bytes than follow it when what follows is
-neither another chunk nor zero padding.
+it), which is refused as an incomplete header. A data size smaller than the audio after it is not detected: what
+may follow a data chunk (chunks without their pad byte, ID3 tags, stray bytes) is too varied to tell audio from it.
 """
 
 from __future__ import annotations
@@ -105,30 +105,24 @@ def _check_riff(handle: BinaryIO, size: int, path: Path) -> None:
             declared = data_size_64 if chunk_size == 0xFFFFFFFF and data_size_64 is not None else chunk_size
             if declared not in _UNKNOWN_SIZES and declared > available:
                 raise _truncated(path, container, declared, available)
-            if container == "WAV" and chunk_size == 0 and available > 0:  # libsndfile would read no sample
+            if (
+                container == "WAV"
+                and chunk_size == 0
+                and available >= 4
+                and not _is_chunk_id(_read_at(handle, position + 8, 4))
+            ):  # audio after a data chunk of 0 bytes (an empty one followed by a chunk is just empty): none is read
                 raise AudioError(
-                    f"{path}: incomplete WAV header: its data chunk declares 0 bytes, yet {available} bytes follow (a "
-                    "writer that never finished its header); rewrite the file, e.g. sox --ignore-length in.wav out.wav"
+                    f"{path}: incomplete WAV header: its data chunk declares 0 bytes, yet {available} bytes of audio "
+                    "follow (a writer that never finished its header); rewrite the file, e.g. "
+                    "sox --ignore-length in.wav out.wav"
                 )
-            if declared not in _UNKNOWN_SIZES:
-                _check_after_data(handle, position + 8 + declared + (declared & 1), size, declared, path)
             return
         position += 8 + chunk_size + (chunk_size & 1)
 
 
-def _check_after_data(handle: BinaryIO, end: int, size: int, declared: int, path: Path) -> None:
-    """What follows a WAV ``data`` chunk must be another chunk (``LIST``, ``id3 ``, ...) or zero padding: anything
-    else is audio that the header's data size leaves out, and libsndfile would read only the declared part."""
-    if size - end < 8:
-        return
-    header = _read_at(handle, end, 8)
-    if header == bytes(8) or all(0x20 <= byte <= 0x7E for byte in header[:4]):
-        return
-    raise AudioError(
-        f"{path}: the WAV header declares {declared} bytes of audio data, but the {size - end} bytes after them are "
-        "not WAV chunks: an understated data size (a writer that never finished its header?); rewrite the file, e.g. "
-        "sox --ignore-length in.wav out.wav"
-    )
+def _is_chunk_id(four: bytes) -> bool:
+    """Whether 4 bytes read like a RIFF chunk id (printable ASCII, as ``LIST``, ``id3 ``, ``bext``)."""
+    return len(four) == 4 and all(0x20 <= byte <= 0x7E for byte in four)
 
 
 def _check_wav_format(fmt: bytes, path: Path) -> None:
