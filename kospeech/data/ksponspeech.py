@@ -15,8 +15,9 @@ files, as KoSpeech does; the evaluation sets are read from their script files. T
 Cleaning decisions (:func:`clean_transcript`):
 
 - In ``spelling`` mode the text is passed through :func:`kospeech.data.text_normalization.normalize_text`, so digits
-  and symbols become their Hangul readings (``3시`` -> ``세 시``, ``70%`` -> ``칠십 퍼센트``); the spelling part of a
-  dual transcription is normalized before markers are stripped, so a fraction such as ``1/2`` survives.
+  and symbols become their Hangul readings (``3시`` -> ``세 시``, ``70%`` -> ``칠십 퍼센트``). A dual transcription
+  whose spelling holds a digit keeps its pronunciation instead: how a number was said (``(1)/(일) 대 (1)/(일)``,
+  ``(2)/(두) 개``) is what the speaker said, where a reading guessed from the digits and the next word can differ.
 - A ``%`` left over in either mode is read ``퍼센트``; ``#`` is read ``샵``.
 - Every other character that is not a Hangul syllable, an ASCII letter, a digit or a space is removed (sentence
   punctuation ``. , ? !`` is kept only with ``keep_punctuation=True``); whitespace is collapsed.
@@ -197,8 +198,8 @@ def resolve_dual_transcriptions(text: str, mode: str = "phonetic") -> str:
 
     Args:
         text: a raw KsponSpeech transcript.
-        mode: ``phonetic`` keeps the pronunciation, ``spelling`` keeps the spelling as written (:func:`clean_transcript`
-            reads its digits and symbols out together with the words that follow: ``(2)/(두) 개`` is ``두 개``).
+        mode: ``phonetic`` keeps the pronunciation, ``spelling`` keeps the spelling, except where it holds a digit:
+            a number's reading is the pronunciation (``(2)/(두) 개`` is ``두 개``, ``(1)/(일) 대`` is ``일 대``).
 
     Returns:
         The text with the pairs resolved; everything else untouched.
@@ -210,7 +211,9 @@ def resolve_dual_transcriptions(text: str, mode: str = "phonetic") -> str:
         raise ValueError(f"mode must be one of {TRANSCRIPT_MODES}, got {mode!r}")
     if mode == "phonetic":
         return _DUAL_RE.sub(lambda match: match.group(2), text)
-    return _DUAL_RE.sub(lambda match: match.group(1), text)
+    return _DUAL_RE.sub(
+        lambda match: match.group(2) if any(ch.isdigit() for ch in match.group(1)) else match.group(1), text
+    )
 
 
 def clean_transcript(text: str, mode: str = "phonetic", keep_punctuation: bool = False) -> str:

@@ -47,7 +47,7 @@ from kospeech.vocabs import Vocabulary
         ("(70%)/(칠십 퍼센트) 할인", "칠십 퍼센트 할인", "칠십 퍼센트 할인"),
         ("(KTX)/(케이티엑스) 타고 가", "케이티엑스 타고 가", "KTX 타고 가"),
         ("(2019년)/(이천십구 년)에", "이천십구 년에", "이천십구 년에"),
-        ("(1/2)/(반) 정도", "반 정도", "이 분의 일 정도"),
+        ("(1/2)/(반) 정도", "반 정도", "반 정도"),  # a number reads as said (stop 34; was 이 분의 일 정도)
         ("(A/S)/(에이 에스) 센터", "에이 에스 센터", "AS 센터"),
         ("(3개)/(세 개) + (5개)/(다섯 개)", "세 개 다섯 개", "세 개 다섯 개"),
     ],
@@ -60,7 +60,9 @@ def test_dual_transcriptions(raw: str, phonetic: str, spelling: str) -> None:
 def test_resolve_dual_keeps_everything_else() -> None:
     assert resolve_dual_transcriptions("b/ (3시)/(세 시)에 n/", "phonetic") == "b/ 세 시에 n/"
     assert resolve_dual_transcriptions("(철자)/(발음)", "spelling") == "철자"
-    assert resolve_dual_transcriptions("(2)/(두) 개", "spelling") == "2 개"  # read out with its counter, below
+    assert resolve_dual_transcriptions("(2)/(두) 개", "spelling") == "두 개"  # a number: as it was said, below
+    with pytest.raises(ValueError, match="mode must be one of"):
+        resolve_dual_transcriptions("가", "phonemic")
 
 
 @pytest.mark.parametrize(
@@ -69,14 +71,14 @@ def test_resolve_dual_keeps_everything_else() -> None:
         ("(2)/(두) 개 주세요", "두 개 주세요"),
         ("(3)/(세) 시에 만나", "세 시에 만나"),
         ("(20)/(스무) 살이야", "스무 살이야"),
+        ("(1)/(일) 대 (1)/(일)로", "일 대 일로"),
+        ("(3)/(삼) 시간", "삼 시간"),
     ],
 )
-def test_a_spelled_number_is_read_with_the_counter_after_its_pair(raw: str, spelling: str) -> None:
-    """Review, stop 34: the spelling side was read out alone, so ``(2)/(두) 개`` became ``이 개``, against the module's
-    own rule (native numbers before 개, 시, 살) and the pronunciation beside it."""
+def test_a_spelled_number_reads_as_the_speaker_said_it(raw: str, spelling: str) -> None:
+    """Review, stop 34: the spelling side was read out alone (``(2)/(두) 개`` became ``이 개``); read out with the next
+    word, the reading was a guess that the pronunciation beside it contradicted (``(1)/(일) 대`` became ``한 대``)."""
     assert clean_transcript(raw, mode="spelling") == spelling
-    with pytest.raises(ValueError, match="mode must be one of"):
-        resolve_dual_transcriptions("가", "phonemic")
 
 
 @pytest.mark.parametrize(
