@@ -2,7 +2,6 @@
 
 import fcntl
 import json
-import logging
 import os
 import pty
 import select
@@ -123,9 +122,6 @@ def test_what_stops_a_run_midway_is_one_error_line_not_a_traceback(cli, world, t
                 (adapters / "alice_adapter.pt").unlink()  # an operator's cleanup while the run goes on
 
     monkeypatch.setattr(transcribe_cli, "transcribe_files", deleting_after_the_first)
-    # an earlier in-process console script's root handler may write to a stream closed since: this run sets its own
-    monkeypatch.setattr(logging.root, "handlers", [])
-    monkeypatch.setattr(logging.root, "level", logging.root.level)
     status = cli(
         ["--checkpoint", str(world.checkpoint), "--adapter-dir", str(adapters), "--user", "alice", "--batch-size", "1"]
         + [str(path) for path in world.wavs[:3]]

@@ -6,7 +6,6 @@ answer.
 """
 
 import io
-import logging
 import socket
 import uuid
 from contextlib import contextmanager
@@ -199,12 +198,3 @@ def redis_url() -> str:
     if not reachable(REDIS):
         pytest.skip("Redis is not running on 127.0.0.1:6379")
     return f"redis://{REDIS[0]}:{REDIS[1]}/0"
-
-
-@pytest.fixture
-def restore_logging() -> Iterator[None]:
-    """Undo a console script's logging setup (it replaces the root handlers)."""
-    handlers, level = list(logging.root.handlers), logging.root.level
-    yield
-    logging.root.handlers[:] = handlers
-    logging.root.setLevel(level)

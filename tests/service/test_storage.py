@@ -237,7 +237,7 @@ def test_the_settings_table_of_the_docs_is_the_schema():
     assert sorted(rows) == sorted(setting.name for setting in dataclasses.fields(ServerConfig))
 
 
-def test_kospeech_keys_creates_lists_and_revokes(tmp_path, capsys, restore_logging):
+def test_kospeech_keys_creates_lists_and_revokes(tmp_path, capsys):
     data = f"server.data_dir={tmp_path}"
     assert keys_cli.main(["create", "--tenant", "acme", "--admin", data]) == 0
     key = capsys.readouterr().out.split()[-1]
