@@ -9,6 +9,7 @@ reader sees either the previous file or the new one. Every ``.pt`` file is read 
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import math
 import os
@@ -168,8 +169,14 @@ def atomic_write_json(path: PathLike, obj: Any, sort_keys: bool = False) -> Path
 
 
 def atomic_torch_save(obj: Dict[str, Any], path: PathLike) -> Path:
-    """Atomically ``torch.save`` a plain dict (tensors, numbers, strings, lists, dicts) to ``path``."""
-    return atomic_write(path, lambda handle: torch.save(obj, handle))
+    """Atomically ``torch.save`` a plain dict (tensors, numbers, strings, lists, dicts) to ``path``.
+
+    Serialized in memory first: torch's writer turns a failed write of the file (a full disk) into a RuntimeError
+    that no longer says why; written by Python, it stays the ``OSError`` (``ENOSPC``) it is.
+    """
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    return atomic_write(path, lambda handle: handle.write(buffer.getbuffer()))
 
 
 def safe_torch_load(path: PathLike, what: str = "file") -> Dict[str, Any]:

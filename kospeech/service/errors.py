@@ -2,7 +2,9 @@
 
 Handlers turn :class:`ServiceError` (raised by the service), FastAPI's request validation errors (422), Starlette's
 HTTP errors (404 for an unknown route, 405, 413 from the body limit) and the library's input errors into that shape;
-anything else is a server fault: logged with its traceback, answered 500 without internals.
+a full or read-only disk (the data folder's or the database's) is 507 ``insufficient_storage`` or 503
+``storage_unavailable``, with ``Retry-After``; anything else is a server fault: logged with its traceback, answered 500
+without internals.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from kospeech.errors import InputError
+from kospeech.service.storage import storage_fault
 
 __all__ = ["ServiceError", "error_body", "install_error_handlers"]
 
@@ -34,6 +37,13 @@ _CODES = {
     500: "internal_error",
     503: "unavailable",
 }
+
+
+_STORAGE_FAULTS = {
+    "full": (507, "insufficient_storage", "the server's storage is full; try again later"),
+    "read_only": (503, "storage_unavailable", "the server's storage cannot be written now; try again later"),
+}
+"""How a :func:`~kospeech.service.storage.storage_fault` is answered: status, code, message."""
 
 
 class ServiceError(Exception):
@@ -92,5 +102,10 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def _server_fault(request: Request, exc: Exception) -> JSONResponse:
+        fault = storage_fault(exc)
+        if fault is not None:  # the operator's to fix, and the client's to retry: said as such, not as a bug
+            logger.error("storage %s in %s %s: %s", fault.replace("_", "-"), request.method, request.url.path, exc)
+            status, code, message = _STORAGE_FAULTS[fault]
+            return JSONResponse(error_body(code, message), status_code=status, headers={"Retry-After": "60"})
         logger.error("unhandled error in %s %s", request.method, request.url.path, exc_info=exc)
         return JSONResponse(error_body("internal_error", "internal server error"), status_code=500)

@@ -49,14 +49,14 @@ from typing import Dict, Optional, Set
 
 from huey import Huey, RedisHuey, SqliteHuey
 from huey.consumer import Consumer
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import case, func, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from kospeech.errors import InputError, TrainingError, TrainingInterrupted
 from kospeech.service.db import database_now
 from kospeech.service.models import JOB_STATES, Job, Tenant, User
 from kospeech.service.settings import ServerConfig
-from kospeech.service.storage import Storage
+from kospeech.service.storage import Storage, storage_fault
 from kospeech.service.training import AdapterJobRunner, TrainingOutcome
 from kospeech.service.versions import drop_old_versions, record_version
 
@@ -77,6 +77,8 @@ TASK_NAME = "kospeech.train_adapter"
 """The huey task name (the same in every server and worker)."""
 
 RETRY_DELAY_SECONDS = 5
+STORAGE_RETRY_SECONDS = 60.0
+"""How long a job stopped by a full or read-only disk waits before it runs again (no attempt is spent on it)."""
 
 
 def build_huey(settings: ServerConfig) -> Huey:
@@ -142,9 +144,12 @@ class JobQueue:
             retries=settings.job_max_attempts - 1, retry_delay=RETRY_DELAY_SECONDS, name=TASK_NAME
         )(self.run_job)
 
-    def enqueue(self, job_id: str) -> None:
-        """Put a committed ``queued`` job on the queue."""
-        self._task(job_id)
+    def enqueue(self, job_id: str, delay: float = 0.0) -> None:
+        """Put a committed ``queued`` job on the queue (to be taken after ``delay`` seconds)."""
+        if delay > 0:
+            self._task.schedule((job_id,), delay=delay)
+        else:
+            self._task(job_id)
 
     def depth(self) -> int:
         """Tasks waiting in the queue."""
@@ -168,7 +173,7 @@ class JobQueue:
             claimed = session.execute(
                 update(Job)
                 .where(Job.id == job_id, Job.status == "queued", Job.attempts < self.settings.job_max_attempts)
-                .values(status="running", attempts=Job.attempts + 1, started_at=now, heartbeat_at=now, progress=0.0)
+                .values(status="running", attempts=Job.attempts + 1, started_at=now, heartbeat_at=now)
             ).rowcount
         return claimed == 1
 
@@ -183,13 +188,21 @@ class JobQueue:
 
     def _report(self, job_id: str, attempt: int, progress: float) -> bool:
         """Progress and heartbeat of a run; ``False`` when the job is no longer this run's (its user was deleted, or
-        recovery queued it again after missed heartbeats): the run then stops."""
+        recovery queued it again after missed heartbeats): the run then stops.
+
+        The job's progress never goes back: a retried attempt, or a late report of the same one, shows the furthest
+        any attempt got until this one goes further.
+        """
+        value = round(min(max(progress, 0.0), 1.0), 4)
         with self.sessions.begin() as session:
             return bool(
                 session.execute(
                     update(Job)
                     .where(*self._owned(job_id, attempt))
-                    .values(progress=round(min(max(progress, 0.0), 1.0), 4), heartbeat_at=database_now(session))
+                    .values(
+                        progress=case((Job.progress > value, Job.progress), else_=value),
+                        heartbeat_at=database_now(session),
+                    )
                 ).rowcount
             )
 
@@ -210,17 +223,19 @@ class JobQueue:
                 )
             )
 
-    def _put_back(self, job_id: str, attempt: int) -> None:
-        """A run stopped by a shutdown: queued again without using up an attempt, and sent to the queue."""
+    def _put_back(self, job_id: str, attempt: int, delay: float = 0.0, error: Optional[str] = None) -> bool:
+        """A run stopped by a shutdown (or by a full or read-only disk): queued again without using up an attempt, and
+        sent to the queue (after ``delay`` seconds). Returns whether the job was still this run's."""
         with self.sessions.begin() as session:
             changed = session.execute(
                 update(Job)
                 .where(*self._owned(job_id, attempt))
-                .values(status="queued", attempts=Job.attempts - 1, progress=0.0, queued_at=database_now(session))
+                .values(status="queued", attempts=Job.attempts - 1, queued_at=database_now(session), error=error)
             ).rowcount
         if changed:
-            logger.info("job=%s: stopped by a shutdown; queued again", job_id)
-            self.enqueue(job_id)
+            logger.info("job=%s: queued again%s", job_id, f" in {delay:g} s" if delay else "")
+            self.enqueue(job_id, delay)
+        return bool(changed)
 
     def interrupt_running(self) -> None:
         """Stop the runs in progress after their current step and queue their jobs again (graceful shutdown)."""
@@ -300,6 +315,14 @@ class JobQueue:
             if isinstance(exc, (TrainingError, InputError)):
                 logger.warning("job=%s failed: %s", job_id, exc)
                 self._finish(job_id, attempt, "failed", error=self._client_error(exc))
+                return
+            fault = storage_fault(exc)
+            if fault is not None:  # no attempt spent: it passes once the disk is freed or writable again
+                logger.error("job=%s attempt=%d: storage %s (%s); queued again", job_id, attempt, fault, exc)
+                error = f"waiting for storage: the data folder or database is {fault.replace('_', '-')}; retried"
+                self.storage.remove_run_folder(job_dir)  # before the job is queued: its next run takes this attempt
+                folder_removed = True
+                self._put_back(job_id, attempt, STORAGE_RETRY_SECONDS, error)
                 return
             retry = attempt < self.settings.job_max_attempts
             logger.exception("job=%s attempt=%d failed%s", job_id, attempt, "; retrying" if retry else "")

@@ -11,6 +11,8 @@ with OmegaConf, which refuses unknown keys and values of the wrong type, and the
 
 from __future__ import annotations
 
+import dataclasses
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -165,6 +167,10 @@ def register_service_configs() -> None:
 
 
 def _check(server: ServerConfig) -> ServerConfig:
+    for item in dataclasses.fields(server):  # nan slips past every comparison below, inf past most
+        value = getattr(server, item.name)
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"server.{item.name} must be a finite number, got {value!r}")
     positive = {
         "port": server.port,
         "max_upload_bytes": server.max_upload_bytes,

@@ -13,7 +13,7 @@
                                       rejected (server.keep_inactive_versions; imported ones: versions/<id>.pt)
         jobs/<job_id>-<attempt>/      a training run's folder (removed when the run ends, or by job recovery when
                                       its worker was killed)
-      trash/                          deleted users' folders on their way out (emptied at start as well)
+      trash/                          deleted users' folders on their way out (swept at start once 10 minutes old)
 
 Tenant and user ids follow the adapter-name rule (:func:`~kospeech.models.adapter_manager.validate_adapter_name`),
 so no id can climb out of its folder. Every file is written through :mod:`kospeech.fileio` (temporary file, fsync,
@@ -27,6 +27,7 @@ write adapters that servers read. On several machines it is a shared file system
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import shutil
@@ -34,14 +35,18 @@ import tempfile
 import uuid
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Optional
 
 from kospeech.fileio import atomic_write
 from kospeech.models.adapter_manager import validate_adapter_name
 
-__all__ = ["ABANDONED_UPLOAD_SECONDS", "Storage"]
+__all__ = ["ABANDONED_UPLOAD_SECONDS", "Storage", "storage_fault"]
 
 logger = logging.getLogger(__name__)
+
+TRASH_GRACE_SECONDS = 600.0
+"""A deleted user's folder is left in ``trash/`` this long before a start sweeps it: a deletion in progress in another
+process (milliseconds) may still put it back."""
 
 ABANDONED_UPLOAD_SECONDS = 3600.0
 """An upload file this old belongs to a request whose server was killed: a request decodes its upload, already
@@ -49,6 +54,24 @@ received in full, within seconds and then removes it."""
 
 _CLOCK_PROBE = ".clock-"
 """Name prefix of the file whose time stamp tells the uploads folder's own clock (never swept itself)."""
+
+
+def storage_fault(exc: BaseException) -> Optional[str]:
+    """``"full"`` or ``"read_only"`` when ``exc``, or an exception it was raised from, is the storage refusing a write
+    (``ENOSPC``/``EDQUOT``, ``EROFS``, SQLite's "database or disk is full"), else ``None``: not the request's fault,
+    nor a bug, and it passes once an operator frees or remounts the disk."""
+    seen = set()
+    current: Optional[BaseException] = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, OSError) and current.errno in (errno.ENOSPC, errno.EDQUOT):
+            return "full"
+        if isinstance(current, OSError) and current.errno == errno.EROFS:
+            return "read_only"
+        if "database or disk is full" in str(current):
+            return "full"
+        current = current.__cause__ or current.__context__
+    return None
 
 
 class Storage:
@@ -66,8 +89,7 @@ class Storage:
         self.tenants_dir.mkdir(parents=True, exist_ok=True)
         self.uploads_dir.mkdir(parents=True, exist_ok=True)
         self.trash_dir.mkdir(parents=True, exist_ok=True)
-        for leftover in self.trash_dir.iterdir():  # a deletion that a crash or a late writer left unfinished
-            shutil.rmtree(leftover, ignore_errors=True)
+        self.sweep_trash()
 
     def user_dir(self, tenant: str, user_id: str) -> Path:
         """``tenants/<tenant>/users/<user_id>`` (names checked against the adapter-name rule)."""
@@ -126,6 +148,22 @@ class Storage:
             logger.info("removed %d abandoned upload files from %s", removed, self.uploads_dir)
         return removed
 
+    def sweep_trash(self, older_than_seconds: float = TRASH_GRACE_SECONDS) -> int:
+        """Remove what deletions left in ``trash/`` (a crash, a late writer) once it is ``older_than_seconds``: a
+        younger entry may be another process's deletion in progress, which puts the folder back should its commit
+        fail. Ages are on the file system's clock, as for :meth:`sweep_uploads`. Returns how many were removed."""
+        with tempfile.NamedTemporaryFile(dir=self.trash_dir, prefix=_CLOCK_PROBE) as probe:
+            cutoff = os.fstat(probe.fileno()).st_mtime - older_than_seconds
+        removed = 0
+        for leftover in self.trash_dir.iterdir():
+            try:
+                if not leftover.name.startswith(_CLOCK_PROBE) and leftover.lstat().st_mtime < cutoff:
+                    shutil.rmtree(leftover, ignore_errors=True)
+                    removed += 1
+            except FileNotFoundError:  # another process' sweep took it
+                continue
+        return removed
+
     def prune_empty_folders(self, folder: Path) -> None:
         """Remove ``folder`` and then each parent while it is empty, up to the user's own folder: what a writer that
         lost a race with the user's deletion (a training run, an upload) recreated. A folder with anything in it (a
@@ -149,7 +187,7 @@ class Storage:
         deletion of the user's rows inside the block: until that commit every other request still sees the user, so
         no user can be created again under the same id while the old folder is in place, and the new user's files
         can never be taken with it. When the block ends, the moved folder is removed; when it raises (the commit
-        failed), the folder is put back. What a writer still adds to the moved folder is removed at the next start.
+        failed), the folder is put back. What a writer still adds to the moved folder is removed by a later start's :meth:`sweep_trash`.
 
         Run the deletion's statements (``session.flush()``) before the block: their row locks make a writer that
         re-creates the folder meanwhile wait for the commit, and then fail on the deleted user and remove its file.
@@ -161,6 +199,7 @@ class Storage:
         except FileNotFoundError:
             yield
             return
+        os.utime(doomed)  # its age in trash/ starts now (sweep_trash leaves younger entries alone)
         try:
             yield
         except BaseException:

@@ -1,5 +1,6 @@
 """The HTTP API of SPEC section 7 through FastAPI's TestClient: every endpoint, its answers and its errors."""
 
+import errno
 import io
 import time
 import unicodedata
@@ -408,6 +409,40 @@ def test_upload_list_and_delete_utterances(service, user_id):
     assert not stored.exists()
     missing = service.client.delete(path, headers=service.headers())
     assert missing.status_code == 404 and error_code(missing) == "utterance_not_found"
+    # review, stop 34: a file that cannot be removed (a read-only folder; here a folder in its place) answered 500
+    # after the row was gone, and a retry 404
+    stuck = Storage(service.data_dir).utterance_file("acme", user_id, second.json()["utterance_id"])
+    stuck.unlink()
+    stuck.mkdir()
+    path = f"/v1/users/{user_id}/utterances/{second.json()['utterance_id']}"
+    assert service.client.delete(path, headers=service.headers()).status_code == 204
+    assert service.client.get(f"/v1/users/{user_id}/utterances", headers=service.headers()).json()["utterances"] == []
+
+
+@pytest.mark.parametrize(
+    "error, status, code",
+    [
+        (OSError(errno.ENOSPC, "No space left on device"), 507, "insufficient_storage"),
+        (OSError(errno.EROFS, "Read-only file system"), 503, "storage_unavailable"),
+    ],
+)
+def test_a_full_or_read_only_disk_is_answered_as_such(tmp_path, monkeypatch, user_id, error, status, code):
+    """Review, stop 34: answered 500 internal_error, which a client cannot tell from a bug and should not retry."""
+    from kospeech.service.routers import utterances
+
+    settings = settings_for(tmp_path)
+    headers = {"Authorization": f"Bearer {make_keys(settings)['acme']}"}
+
+    def storage_refuses(*args, **kwargs):
+        raise error
+
+    monkeypatch.setattr(utterances, "save_audio", storage_refuses)
+    with TestClient(create_app(settings), raise_server_exceptions=False) as client:
+        assert client.post("/v1/users", json={"user_id": user_id}, headers=headers).status_code == 201
+        files = {"file": ("a.wav", wav_bytes(tone(1.0)))}
+        answer = client.post(f"/v1/users/{user_id}/utterances", files=files, data={"text": TEXT}, headers=headers)
+    assert answer.status_code == status and error_code(answer) == code
+    assert answer.headers["retry-after"] == "60" and "try again later" in answer.json()["error"]["message"]
 
 
 def test_a_user_keeps_at_most_max_enrollment_utterances(tmp_path, user_id):

@@ -1,6 +1,7 @@
 """Training jobs: a real job run end to end in-process, recovery of a killed worker's job and of a job whose message
 was lost, a crash before the activation commit, huey on real Redis."""
 
+import errno
 import json
 import os
 import socket
@@ -169,6 +170,10 @@ def test_a_run_past_its_timeout_is_taken_back_though_it_still_sends_heartbeats(t
     engine.dispose()
     with pytest.raises(ConfigError, match="longer than server.train_max_minutes"):
         load_settings([f"server.data_dir={tmp_path}", "server.job_timeout_minutes=20"])
+    for setting in ("job_lease_seconds=nan", "job_heartbeat_seconds=inf", "job_timeout_minutes=nan"):
+        # review, stop 34: accepted, and recovery then never ran (nan) or its thread died (inf)
+        with pytest.raises(ConfigError, match=rf"server\.{setting.split('=')[0]} must be a finite number"):
+            load_settings([f"server.data_dir={tmp_path}", f"server.{setting}"])
 
 
 def test_leases_are_measured_on_the_databases_clock_on_postgresql(tmp_path, fresh_postgres_url):
@@ -184,6 +189,25 @@ def test_leases_are_measured_on_the_databases_clock_on_postgresql(tmp_path, fres
     with queue.sessions() as session:
         job = session.get(Job, job_id)
         assert job.status == "running" and abs((utcnow() - job.heartbeat_at).total_seconds()) < 60
+
+
+@pytest.mark.parametrize("database", ["sqlite", "postgresql"])
+def test_a_jobs_progress_never_goes_back(tmp_path, request, database):
+    """Review, stop 34: a retried attempt showed 0.1, then 0.0, then 0.1 again; a late report of the same attempt
+    could also land after a later one."""
+    url = request.getfixturevalue("fresh_postgres_url") if database == "postgresql" else None
+    settings = settings_for(tmp_path, *([f"server.database_url={url}"] if url else []))
+    make_keys(settings)
+    queue, engine = _queue(settings)
+    job_id = _job_row(queue.sessions, status="queued", attempts=1)  # an earlier attempt got to 0.4
+    assert queue._claim(job_id)
+    shown = []
+    for progress in (0.0, 0.2, 0.5, 0.3, 0.7):  # the retry starts over; 0.3 is a late report
+        assert queue._report(job_id, 2, progress)
+        with queue.sessions() as session:
+            shown.append(session.get(Job, job_id).progress)
+    assert shown == [0.4, 0.4, 0.5, 0.5, 0.7]
+    engine.dispose()
 
 
 def test_jobs_and_versions_are_dated_on_the_databases_clock_on_postgresql(tmp_path, fresh_postgres_url):
@@ -233,6 +257,34 @@ def test_too_few_usable_utterances_fail_the_job_without_retry(tmp_path):
     with queue.sessions() as session:
         job = session.get(Job, job_id)
         assert job.status == "failed" and job.attempts == 1 and job.error
+    engine.dispose()
+
+
+def test_a_full_disk_queues_the_job_again_later_without_spending_an_attempt(tmp_path):
+    """Review, stop 34: a brief disk-full used up every attempt within seconds, each logged as an internal error."""
+    settings = settings_for(tmp_path, "server.job_max_attempts=2", "server.min_enrollment_utterances=2")
+    make_keys(settings)
+    queue, engine = _queue(settings)
+    job_id = _job_row(queue.sessions, status="queued", attempts=0)
+    with session_scope(queue.sessions) as session:
+        user_pk = session.get(Job, job_id).user_pk
+        session.add_all([Utterance(user_pk=user_pk, text="가", duration=1.0, audio_file=f"u{i}.wav") for i in (1, 2)])
+
+    def disk_full(*args, **kwargs):
+        try:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        except OSError as exc:  # as torch's writer reports it: a RuntimeError raised from the OSError
+            raise RuntimeError("PytorchStreamWriter failed writing file data") from exc
+
+    queue.runner.train = disk_full
+    for _ in range(3):  # more runs than attempts: none is spent
+        queue.run_job(job_id)
+        with queue.sessions() as session:
+            job = session.get(Job, job_id)
+            assert (job.status, job.attempts) == ("queued", 0) and "waiting for storage" in job.error
+    waiting = queue.huey.pending()  # each to run STORAGE_RETRY_SECONDS later, not at once
+    assert [task.args for task in waiting] == [(job_id,)] * 3
+    assert all(task.eta is not None and task.eta > datetime.now(timezone.utc).replace(tzinfo=None) for task in waiting)
     engine.dispose()
 
 
@@ -533,7 +585,7 @@ def test_a_run_that_loses_its_job_stops_and_leaves_nothing(tmp_path, tiny_users,
         assert not run.is_alive()
         if lost_by == "deletion":
             assert not storage.user_dir("acme", "user01").exists()
-            Storage(tmp_path)  # a restart sweeps the trash
+            storage.sweep_trash(older_than_seconds=0)  # what a restart sweeps, 10 minutes on
             assert not any(storage.trash_dir.iterdir()) and not any((storage.tenants_dir / "acme" / "users").iterdir())
         else:
             with queue.sessions() as session:
@@ -559,7 +611,7 @@ def test_a_graceful_shutdown_queues_the_running_job_again_without_using_an_attem
     queue, engine = _queue(settings)
     with queue.sessions() as session:
         job = session.get(Job, job_id)
-        assert (job.status, job.attempts, job.progress) == ("queued", 0, 0.0)
+        assert (job.status, job.attempts) == ("queued", 0) and job.progress > 0  # shown as far as it got
     assert queue.job_ids_on_queue() == {job_id}  # the next worker takes it at once
     assert not (Storage(tmp_path).user_dir("acme", "user01") / "jobs").exists()
     engine.dispose()

@@ -2,9 +2,11 @@
 the kospeech-keys console script."""
 
 import dataclasses
+import errno
 import hashlib
 import os
 import re
+import sqlite3
 import subprocess
 import sys
 import time
@@ -20,7 +22,7 @@ from alembic.migration import MigrationContext
 from conftest import settings_for
 from omegaconf import OmegaConf
 from sqlalchemy import func, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, OperationalError
 
 from kospeech.cli import keys as keys_cli
 from kospeech.errors import ConfigError, InvalidNameError
@@ -28,7 +30,7 @@ from kospeech.service.db import MIGRATIONS_DIR, create_db_engine, migrate, sessi
 from kospeech.service.keys import authenticate, create_key, list_keys, revoke_key
 from kospeech.service.models import AdapterVersion, ApiKey, Base, Job, Tenant, User, Utterance
 from kospeech.service.settings import ServerConfig, load_settings
-from kospeech.service.storage import Storage
+from kospeech.service.storage import Storage, storage_fault
 from kospeech.service.training import AdapterJobRunner
 
 
@@ -314,10 +316,15 @@ def test_a_deleted_users_path_is_free_at_once_and_late_writers_leave_nothing(tmp
     storage.job_dir("acme", "alice", "job-1").mkdir(parents=True)
     storage.prune_empty_folders(storage.job_dir("acme", "alice", "job-1"))
     assert kept.is_file() and not (storage.user_dir("acme", "alice") / "jobs").exists()
-    leftover = storage.trash_dir / "acme.bob.0123"
+    leftover, in_progress = storage.trash_dir / "acme.bob.0123", storage.trash_dir / "acme.cy.4567"
     (leftover / "versions").mkdir(parents=True)
+    (in_progress / "versions").mkdir(parents=True)
+    eleven_minutes_ago = time.time() - 660
+    os.utime(leftover, (eleven_minutes_ago, eleven_minutes_ago))
     Storage(tmp_path)  # a start sweeps what a deletion could not remove
     assert not leftover.exists()
+    # review, stop 34: a start also swept a deletion in progress in another process, which could not put it back
+    assert in_progress.is_dir()
 
 
 def test_abandoned_uploads_are_swept_and_fresh_ones_kept(tmp_path):
@@ -366,3 +373,18 @@ def test_an_unreachable_database_ends_a_command_in_one_line_without_its_password
     assert result.stderr.strip().startswith(
         "error: server.database_url: cannot connect to postgresql+psycopg://kospeech:***@"
     )
+
+
+def test_storage_faults_are_told_from_other_errors_through_their_causes():
+    full = OSError(errno.ENOSPC, "No space left on device")
+    try:
+        try:
+            raise OSError(errno.EROFS, "Read-only file system")
+        except OSError as exc:
+            raise RuntimeError("writing the adapter failed") from exc
+    except RuntimeError as chained:
+        read_only = chained
+    sqlite_full = OperationalError("INSERT ...", {}, sqlite3.OperationalError("database or disk is full"))
+    assert storage_fault(full) == "full" and storage_fault(sqlite_full) == "full"
+    assert storage_fault(read_only) == "read_only"
+    assert storage_fault(OSError(errno.EACCES, "Permission denied")) is None and storage_fault(ValueError("x")) is None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import re
 import unicodedata
 from dataclasses import dataclass
@@ -24,6 +25,8 @@ from kospeech.service.schemas import ErrorBody, UtteranceCreated, UtteranceList,
 from kospeech.trainer.criterion import min_output_frames
 
 __all__ = ["MAX_TEXT_CHARACTERS", "router"]
+
+logger = logging.getLogger(__name__)
 
 router = APIRouter(prefix="/v1", tags=["enrollment"])
 
@@ -172,5 +175,8 @@ def delete_utterance(user: UserDep, utterance_id: str, session: SessionDep, stat
     path = state.storage.absolute(utterance.audio_file)
     session.delete(utterance)
     session.commit()
-    path.unlink(missing_ok=True)
+    try:
+        path.unlink(missing_ok=True)
+    except OSError as exc:  # the deletion is done: the file goes with the user's folder when the user does
+        logger.warning("utterance %s deleted, but its audio %s could not be removed: %s", utterance_id, path, exc)
     return Response(status_code=204)
