@@ -9,7 +9,6 @@ reader sees either the previous file or the new one. Every ``.pt`` file is read 
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import math
 import os
@@ -168,15 +167,42 @@ def atomic_write_json(path: PathLike, obj: Any, sort_keys: bool = False) -> Path
     return atomic_write_text(path, strict_json(obj, sort_keys=sort_keys) + "\n")
 
 
+class _WriteErrorKeeper:
+    """The file-like object ``torch.save`` writes through, keeping the ``OSError`` a write raised: torch's writer turns
+    it into a RuntimeError that no longer says why (a full disk)."""
+
+    def __init__(self, handle: Any) -> None:
+        self.handle = handle
+        self.error: Optional[OSError] = None
+
+    def write(self, data: Any) -> int:
+        try:
+            return self.handle.write(data)
+        except OSError as exc:
+            self.error = exc
+            raise
+
+    def flush(self) -> None:
+        self.handle.flush()
+
+
 def atomic_torch_save(obj: Dict[str, Any], path: PathLike) -> Path:
     """Atomically ``torch.save`` a plain dict (tensors, numbers, strings, lists, dicts) to ``path``.
 
-    Serialized in memory first: torch's writer turns a failed write of the file (a full disk) into a RuntimeError
-    that no longer says why; written by Python, it stays the ``OSError`` (``ENOSPC``) it is.
+    Raises:
+        OSError: the file could not be written (e.g. ``ENOSPC``, the disk is full), as Python raised it.
     """
-    buffer = io.BytesIO()
-    torch.save(obj, buffer)
-    return atomic_write(path, lambda handle: handle.write(buffer.getbuffer()))
+
+    def save(handle: Any) -> None:
+        writer = _WriteErrorKeeper(handle)
+        try:
+            torch.save(obj, writer)
+        except RuntimeError as exc:
+            if writer.error is not None:
+                raise writer.error from exc
+            raise
+
+    return atomic_write(path, save)
 
 
 def safe_torch_load(path: PathLike, what: str = "file") -> Dict[str, Any]:

@@ -109,7 +109,7 @@ def _check_riff(handle: BinaryIO, size: int, path: Path) -> None:
                 container == "WAV"
                 and chunk_size == 0
                 and available >= 4
-                and not _is_chunk_id(_read_at(handle, position + 8, 4))
+                and not _is_chunk_header(_read_at(handle, position + 8, 8), available)
             ):  # audio after a data chunk of 0 bytes (an empty one followed by a chunk is just empty): none is read
                 raise AudioError(
                     f"{path}: incomplete WAV header: its data chunk declares 0 bytes, yet {available} bytes of audio "
@@ -120,9 +120,14 @@ def _check_riff(handle: BinaryIO, size: int, path: Path) -> None:
         position += 8 + chunk_size + (chunk_size & 1)
 
 
-def _is_chunk_id(four: bytes) -> bool:
-    """Whether 4 bytes read like a RIFF chunk id (printable ASCII, as ``LIST``, ``id3 ``, ``bext``)."""
-    return len(four) == 4 and all(0x20 <= byte <= 0x7E for byte in four)
+def _is_chunk_header(header: bytes, room: int) -> bool:
+    """Whether 8 bytes read like a RIFF chunk header with ``room`` bytes from its start: an id of printable ASCII
+    (``LIST``, ``id3 ``, ``bext``) and a size that fits (audio samples seldom pass both)."""
+    return (
+        len(header) == 8
+        and all(0x20 <= byte <= 0x7E for byte in header[:4])
+        and struct.unpack("<I", header[4:])[0] <= room - 8
+    )
 
 
 def _check_wav_format(fmt: bytes, path: Path) -> None:

@@ -79,6 +79,9 @@ TASK_NAME = "kospeech.train_adapter"
 RETRY_DELAY_SECONDS = 5
 STORAGE_RETRY_SECONDS = 60.0
 """How long a job stopped by a full or read-only disk waits before it runs again (no attempt is spent on it)."""
+STORAGE_WAIT_LIMIT_SECONDS = 3600.0
+"""A job older than this spends its attempts on storage faults as on any error: one that fills the disk itself (a
+trunk cache spilled to it, say) must not loop for ever."""
 
 
 def build_huey(settings: ServerConfig) -> Huey:
@@ -185,6 +188,12 @@ class JobQueue:
         """Whether the job is still this run's."""
         with self.sessions() as session:
             return session.scalar(select(func.count()).select_from(Job).where(*self._owned(job_id, attempt))) == 1
+
+    def _age_seconds(self, job_id: str) -> float:
+        """Seconds since the job was created (on the database's clock)."""
+        with self.sessions() as session:
+            created = session.scalar(select(Job.created_at).where(Job.id == job_id))
+            return (database_now(session) - created).total_seconds() if created is not None else 0.0
 
     def _report(self, job_id: str, attempt: int, progress: float) -> bool:
         """Progress and heartbeat of a run; ``False`` when the job is no longer this run's (its user was deleted, or
@@ -317,9 +326,10 @@ class JobQueue:
                 self._finish(job_id, attempt, "failed", error=self._client_error(exc))
                 return
             fault = storage_fault(exc)
-            if fault is not None:  # no attempt spent: it passes once the disk is freed or writable again
+            if fault is not None and self._age_seconds(job_id) < STORAGE_WAIT_LIMIT_SECONDS:
+                # no attempt spent: it passes once the disk is freed or writable again
                 logger.error("job=%s attempt=%d: storage %s (%s); queued again", job_id, attempt, fault, exc)
-                error = f"waiting for storage: the data folder or database is {fault.replace('_', '-')}; retried"
+                error = f"waiting for storage: a disk the job writes to is {fault.replace('_', '-')}; retried"
                 self.storage.remove_run_folder(job_dir)  # before the job is queued: its next run takes this attempt
                 folder_removed = True
                 self._put_back(job_id, attempt, STORAGE_RETRY_SECONDS, error)

@@ -31,6 +31,7 @@ import errno
 import logging
 import os
 import shutil
+import sqlite3
 import tempfile
 import uuid
 from contextlib import contextmanager
@@ -56,21 +57,41 @@ _CLOCK_PROBE = ".clock-"
 """Name prefix of the file whose time stamp tells the uploads folder's own clock (never swept itself)."""
 
 
+_SQLITE_READ_ONLY = {
+    getattr(sqlite3, name)
+    for name in ("SQLITE_READONLY", "SQLITE_READONLY_DBMOVED", "SQLITE_READONLY_DIRECTORY", "SQLITE_READONLY_ROLLBACK")
+    if hasattr(sqlite3, name)
+}
+_FULL_SQLSTATES = ("53100",)  # PostgreSQL's disk_full
+_READ_ONLY_SQLSTATES = ("25006",)  # read_only_sql_transaction: a standby, or default_transaction_read_only
+
+
 def storage_fault(exc: BaseException) -> Optional[str]:
-    """``"full"`` or ``"read_only"`` when ``exc``, or an exception it was raised from, is the storage refusing a write
-    (``ENOSPC``/``EDQUOT``, ``EROFS``, SQLite's "database or disk is full"), else ``None``: not the request's fault,
-    nor a bug, and it passes once an operator frees or remounts the disk."""
+    """``"full"`` or ``"read_only"`` when ``exc``, or an exception it was raised from, is the storage refusing a write,
+    else ``None``: not the request's fault, nor a bug, and it passes once an operator frees or remounts the disk.
+
+    Full: ``ENOSPC``/``EDQUOT``, SQLite's ``SQLITE_FULL``, PostgreSQL's ``disk_full``. Read-only: ``EROFS``, SQLite's
+    ``SQLITE_READONLY``, PostgreSQL's ``read_only_sql_transaction``.
+    """
     seen = set()
     current: Optional[BaseException] = exc
     while current is not None and id(current) not in seen:
         seen.add(id(current))
+        sqlstate = getattr(current, "sqlstate", None)
         if isinstance(current, OSError) and current.errno in (errno.ENOSPC, errno.EDQUOT):
             return "full"
         if isinstance(current, OSError) and current.errno == errno.EROFS:
             return "read_only"
-        if "database or disk is full" in str(current):
+        if isinstance(current, sqlite3.Error):
+            if getattr(current, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL:
+                return "full"
+            if getattr(current, "sqlite_errorcode", None) in _SQLITE_READ_ONLY:
+                return "read_only"
+        if sqlstate in _FULL_SQLSTATES:
             return "full"
-        current = current.__cause__ or current.__context__
+        if sqlstate in _READ_ONLY_SQLSTATES:
+            return "read_only"
+        current = getattr(current, "orig", None) or current.__cause__ or current.__context__
     return None
 
 
@@ -89,7 +110,10 @@ class Storage:
         self.tenants_dir.mkdir(parents=True, exist_ok=True)
         self.uploads_dir.mkdir(parents=True, exist_ok=True)
         self.trash_dir.mkdir(parents=True, exist_ok=True)
-        self.sweep_trash()
+        try:
+            self.sweep_trash()
+        except OSError as exc:  # a read-only data folder: the server still starts, and answers 503 for writes
+            logger.warning("could not sweep %s: %s", self.trash_dir, exc)
 
     def user_dir(self, tenant: str, user_id: str) -> Path:
         """``tenants/<tenant>/users/<user_id>`` (names checked against the adapter-name rule)."""
@@ -199,7 +223,12 @@ class Storage:
         except FileNotFoundError:
             yield
             return
-        os.utime(doomed)  # its age in trash/ starts now (sweep_trash leaves younger entries alone)
+        try:
+            os.utime(
+                doomed
+            )  # its age in trash/ starts now (a mv keeps the folder's time; sweep_trash spares the young)
+        except OSError as exc:
+            logger.warning("user %s/%s: could not date %s in trash/: %s", tenant, user_id, doomed, exc)
         try:
             yield
         except BaseException:

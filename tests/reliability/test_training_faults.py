@@ -4,12 +4,14 @@ Faults come from outside the trainer: data that cannot align, a forward hook tha
 SIGKILL from the test. The trainer's own code is never replaced.
 """
 
+import errno
 import logging
 import math
 import os
 import random
 import time
 from dataclasses import replace
+from pathlib import Path
 from signal import SIGKILL
 
 import pytest
@@ -37,7 +39,7 @@ from conftest import (
 from kospeech.checkpoint import load_checkpoint, save_checkpoint
 from kospeech.data.audio import save_audio
 from kospeech.data.manifest import ManifestEntry, read_manifest
-from kospeech.fileio import safe_torch_load
+from kospeech.fileio import _WriteErrorKeeper, safe_torch_load
 from kospeech.model_builder import build_deepspeech2
 from kospeech.models import AdapterManager
 from kospeech.trainer import CTCLoss, SupervisedTrainer
@@ -321,3 +323,14 @@ def test_leftover_temp_files_of_a_killed_writer_are_ignored(tmp_path, world):
     assert AdapterManager.adapter_names(world.adapter_dir) == ["alice", "bob"]
     assert [info["name"] for info in AdapterManager.list_adapters(world.adapter_dir)] == ["alice", "bob"]
     AdapterManager.load_adapter(build_base(), AdapterManager.find_adapter(world.adapter_dir, "alice"))
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full, the device every write to fails ENOSPC")
+def test_a_save_to_a_full_disk_raises_the_disks_error():
+    """Review, stop 34: torch's writer could turn a full disk into a RuntimeError that no longer said why, so the
+    service took it for a bug (500, attempts spent) rather than storage to wait for (507)."""
+    with open("/dev/full", "wb", buffering=0) as full:
+        keeper = _WriteErrorKeeper(full)  # what atomic_torch_save hands torch.save
+        with pytest.raises((OSError, RuntimeError)):
+            torch.save({"weights": torch.zeros(1 << 16)}, keeper)
+        assert keeper.error is not None and keeper.error.errno == errno.ENOSPC

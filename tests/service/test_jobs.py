@@ -21,7 +21,13 @@ from kospeech.data.manifest import read_manifest
 from kospeech.errors import ConfigError, TrainingInterrupted
 from kospeech.service import create_app, load_settings
 from kospeech.service.db import create_db_engine, migrate, session_factory, session_scope
-from kospeech.service.jobs import JobQueue, Recovery, recover_lost_jobs, recover_stale_jobs
+from kospeech.service.jobs import (
+    STORAGE_WAIT_LIMIT_SECONDS,
+    JobQueue,
+    Recovery,
+    recover_lost_jobs,
+    recover_stale_jobs,
+)
 from kospeech.service.models import AdapterVersion, Job, Tenant, User, Utterance, utcnow
 from kospeech.service.storage import Storage
 from kospeech.service.training import SETUP_PROGRESS, AdapterJobRunner, TrainingOutcome
@@ -285,6 +291,13 @@ def test_a_full_disk_queues_the_job_again_later_without_spending_an_attempt(tmp_
     waiting = queue.huey.pending()  # each to run STORAGE_RETRY_SECONDS later, not at once
     assert [task.args for task in waiting] == [(job_id,)] * 3
     assert all(task.eta is not None and task.eta > datetime.now(timezone.utc).replace(tzinfo=None) for task in waiting)
+    with session_scope(queue.sessions) as session:  # a job that has waited for an hour: as any error, attempts go
+        session.get(Job, job_id).created_at = utcnow() - timedelta(seconds=STORAGE_WAIT_LIMIT_SECONDS + 60)
+    with pytest.raises(RuntimeError, match="PytorchStreamWriter"):
+        queue.run_job(job_id)  # huey retries it after its delay
+    with queue.sessions() as session:
+        job = session.get(Job, job_id)
+        assert (job.status, job.attempts) == ("queued", 1) and "internal error in attempt 1" in job.error
     engine.dispose()
 
 

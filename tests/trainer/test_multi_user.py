@@ -408,15 +408,13 @@ def test_a_rerun_killed_in_its_first_group_leaves_nothing_to_resume_from(
     assert [group["users"] for group in resumed["groups"]] == [[name] for name in names]
 
 
-def test_a_user_who_fails_after_the_group_saved_for_them_has_their_adapter_of_before(
-    tmp_path, monkeypatch, base_entries, corpus_vocab, feature_config
-):
-    """Review, stop 33: a group that failed after some users had saved an improvement was retrained user by user; a
-    user who then failed was reported without an adapter while the group's file for them had replaced theirs."""
+def _ann_and_bo_trained_once(tmp_path, base_entries, corpus_vocab, feature_config):
+    """Users ann and bo, each with an adapter from a first job; bo's recordings are copies of bo's own (spoiling them
+    must not touch ann's). Returns the users' folder, bo's entries and the job's config."""
     folder, own_audio = tmp_path / "users", tmp_path / "bo_audio"
     own_audio.mkdir()
     bo_entries = []
-    for entry in base_entries[4:8]:  # bo's recordings are bo's alone: spoiling them must not touch ann's
+    for entry in base_entries[4:8]:
         copy_path = own_audio / entry.audio_path.name
         copy_path.write_bytes(entry.audio_path.read_bytes())
         bo_entries.append(dataclasses.replace(entry, audio_path=copy_path))
@@ -425,6 +423,15 @@ def test_a_user_who_fails_after_the_group_saved_for_them_has_their_adapter_of_be
     checkpoint = _tiny_checkpoint(tmp_path, feature_config, corpus_vocab)
     config = _config(tmp_path, base_model_path=str(checkpoint), num_epochs=1, warm_start_steps=0, alignment_steps=0)
     assert not train_user_adapters(config, folder)["failed_users"]
+    return folder, bo_entries, config
+
+
+def test_a_user_who_fails_after_the_group_saved_for_them_has_their_adapter_of_before(
+    tmp_path, monkeypatch, base_entries, corpus_vocab, feature_config
+):
+    """Review, stop 33: a group that failed after some users had saved an improvement was retrained user by user; a
+    user who then failed was reported without an adapter while the group's file for them had replaced theirs."""
+    folder, bo_entries, config = _ann_and_bo_trained_once(tmp_path, base_entries, corpus_vocab, feature_config)
     active = AdapterManager.adapter_file(config.adapter_save_dir, "bo")
     before = active.read_bytes()
     saves = []
@@ -455,18 +462,7 @@ def test_a_user_who_fails_after_a_killed_run_replaced_their_adapter_gets_the_one
     tmp_path, monkeypatch, base_entries, corpus_vocab, feature_config
 ):
     """Review, stop 34: a resumed run took the killed run's file as the adapter "of before"."""
-    folder, own_audio = tmp_path / "users", tmp_path / "bo_audio"
-    own_audio.mkdir()
-    bo_entries = []
-    for entry in base_entries[4:8]:
-        copy_path = own_audio / entry.audio_path.name
-        copy_path.write_bytes(entry.audio_path.read_bytes())
-        bo_entries.append(dataclasses.replace(entry, audio_path=copy_path))
-    write_manifest(folder / "ann.tsv", base_entries[:4])
-    write_manifest(folder / "bo.tsv", bo_entries)
-    checkpoint = _tiny_checkpoint(tmp_path, feature_config, corpus_vocab)
-    config = _config(tmp_path, base_model_path=str(checkpoint), num_epochs=1, warm_start_steps=0, alignment_steps=0)
-    train_user_adapters(config, folder)
+    folder, bo_entries, config = _ann_and_bo_trained_once(tmp_path, base_entries, corpus_vocab, feature_config)
     active = AdapterManager.adapter_file(config.adapter_save_dir, "bo")
     before = active.read_bytes()
     save = AdapterManager.save_adapter
