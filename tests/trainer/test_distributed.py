@@ -81,32 +81,30 @@ def _rank_main(rank, world_size, port, entries, vocab, feature_config, out_dir, 
     torch.distributed.destroy_process_group()
 
 
-def _poison_training_forward(model, step):
-    """The ``step``-th training forward of this rank returns -inf log-probs (a diverged batch)."""
+def _change_training_forward(model, step, change):
+    """The ``step``-th training forward of this rank returns ``change(outputs)`` instead of its outputs."""
     calls = []
 
     def hook(module, inputs, outputs):
         if module.training:
             calls.append(step)
             if len(calls) == step:
-                return (torch.full_like(outputs[0], float("-inf")) + 0.0 * outputs[0],) + tuple(outputs[1:])
+                return change(outputs)
         return None
 
     model.register_forward_hook(hook)
+
+
+def _poison_training_forward(model, step):
+    """The ``step``-th training forward of this rank returns -inf log-probs (a diverged batch)."""
+    _change_training_forward(
+        model, step, lambda outputs: (torch.full_like(outputs[0], float("-inf")) + 0.0 * outputs[0], *outputs[1:])
+    )
 
 
 def _no_frames_at(model, step):
     """The ``step``-th training forward of this rank claims no output frames: no utterance of it can be aligned."""
-    calls = []
-
-    def hook(module, inputs, outputs):
-        if module.training:
-            calls.append(step)
-            if len(calls) == step:
-                return (outputs[0], torch.zeros_like(outputs[1])) + tuple(outputs[2:])
-        return None
-
-    model.register_forward_hook(hook)
+    _change_training_forward(model, step, lambda outputs: (outputs[0], torch.zeros_like(outputs[1]), *outputs[2:]))
 
 
 @pytest.mark.slow
