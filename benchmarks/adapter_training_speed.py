@@ -1,7 +1,7 @@
 """Adapter training speed: cached trunk vs recomputing the frozen base every epoch, side by side in one run.
 
     python benchmarks/adapter_training_speed.py            # demo user01, all enrollment utterances, 4 epochs
-    python benchmarks/adapter_training_speed.py --quick    # 32 utterances, 2 epochs (about a minute on 2 cores)
+    python benchmarks/adapter_training_speed.py --quick    # 32 utterances, 2 epochs (about 20 s on 2 cores)
 
 Both runs train the same ``head`` adapter ([512, 256], as adapter_train.yaml) with the same seed on the demo
 corpus' user01 without SpecAugment, so they follow the same loss trajectory (checked and reported). The ``head``

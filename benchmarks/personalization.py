@@ -15,7 +15,7 @@ like the challenge users into ``--challenge-dir``, under ``sealed/<user>/``), ru
 ``--groups sealed``. It exists because recipes were compared on some challenge users: the sealed users are measured
 once, for the final word on recipes already fixed, and never used to choose a setting.
 
-    python benchmarks/personalization.py --quick        # 2 users of each group, 2 sizes (minutes)
+    python benchmarks/personalization.py --quick        # 2 users of each group, 2 sizes (over 15 minutes on 2 cores)
     python benchmarks/personalization.py                # 4 + 6 users x 10/25/50/100 utterances (long)
     python benchmarks/personalization.py --groups sealed  # the final measurement: once, after every choice
 
