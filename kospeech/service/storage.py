@@ -152,18 +152,13 @@ class Storage:
         self.prune_empty_folders(Path(job_dir).parent)
 
     def sweep_uploads(self, older_than_seconds: float = ABANDONED_UPLOAD_SECONDS) -> int:
-        """Remove the upload files older than ``older_than_seconds`` (by modification time): those of requests whose
-        server was killed. Safe beside running servers, whose uploads are younger. Returns how many were removed.
-
-        Ages are measured on the file system's clock (the time stamp of a file made for the purpose), not this
-        machine's: on a shared folder, a machine whose clock runs ahead would otherwise take live uploads for old.
-        """
-        with tempfile.NamedTemporaryFile(dir=self.uploads_dir, prefix=_CLOCK_PROBE) as probe:
-            cutoff = os.fstat(probe.fileno()).st_mtime - older_than_seconds
+        """Remove the upload files older than ``older_than_seconds`` (by modification time, see :meth:`_entries_older`):
+        those of requests whose server was killed. Safe beside running servers, whose uploads are younger. Returns how
+        many were removed."""
         removed = 0
-        for path in self.uploads_dir.iterdir():
+        for path in self._entries_older(self.uploads_dir, older_than_seconds):
             try:
-                if path.is_file() and not path.name.startswith(_CLOCK_PROBE) and path.stat().st_mtime < cutoff:
+                if path.is_file():
                     path.unlink()
                     removed += 1
             except FileNotFoundError:  # another process' sweep took it
@@ -173,20 +168,31 @@ class Storage:
         return removed
 
     def sweep_trash(self, older_than_seconds: float = TRASH_GRACE_SECONDS) -> int:
-        """Remove what deletions left in ``trash/`` (a crash, a late writer) once it is ``older_than_seconds``: a
-        younger entry may be another process's deletion in progress, which puts the folder back should its commit
-        fail. Ages are on the file system's clock, as for :meth:`sweep_uploads`. Returns how many were removed."""
-        with tempfile.NamedTemporaryFile(dir=self.trash_dir, prefix=_CLOCK_PROBE) as probe:
-            cutoff = os.fstat(probe.fileno()).st_mtime - older_than_seconds
+        """Remove what deletions left in ``trash/`` (a crash, a late writer) once it is ``older_than_seconds`` (see
+        :meth:`_entries_older`): a younger entry may be another process's deletion in progress, which puts the folder
+        back should its commit fail. Returns how many were removed."""
         removed = 0
-        for leftover in self.trash_dir.iterdir():
-            try:
-                if not leftover.name.startswith(_CLOCK_PROBE) and leftover.lstat().st_mtime < cutoff:
-                    shutil.rmtree(leftover, ignore_errors=True)
-                    removed += 1
-            except FileNotFoundError:  # another process' sweep took it
-                continue
+        for leftover in self._entries_older(self.trash_dir, older_than_seconds):
+            shutil.rmtree(leftover, ignore_errors=True)
+            removed += 1
         return removed
+
+    @staticmethod
+    def _entries_older(folder: Path, older_than_seconds: float) -> Iterator[Path]:
+        """The entries of ``folder`` last modified more than ``older_than_seconds`` ago; one that goes meanwhile
+        (another process' sweep) is skipped.
+
+        Ages are measured on the file system's clock (the time stamp of a file made for the purpose), not this
+        machine's: on a shared folder, a machine whose clock runs ahead would otherwise take live entries for old.
+        """
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=_CLOCK_PROBE) as probe:
+            cutoff = os.fstat(probe.fileno()).st_mtime - older_than_seconds
+        for entry in folder.iterdir():
+            try:
+                if not entry.name.startswith(_CLOCK_PROBE) and entry.lstat().st_mtime < cutoff:
+                    yield entry
+            except FileNotFoundError:
+                continue
 
     def prune_empty_folders(self, folder: Path) -> None:
         """Remove ``folder`` and then each parent while it is empty, up to the user's own folder: what a writer that
