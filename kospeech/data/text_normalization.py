@@ -314,8 +314,8 @@ def normalize_text(text: str) -> str:
         text: input text, e.g. ``"3시 30분에 5,000원 보내 줘"``.
 
     Returns:
-        The text with every digit (ASCII, full-width or any other decimal digit) replaced by its reading and whitespace collapsed, e.g.
-        ``"세 시 삼십 분에 오천 원 보내 줘"``.
+        The text with every digit (ASCII, full-width or any other decimal digit) replaced by its reading and
+        whitespace collapsed, e.g. ``"세 시 삼십 분에 오천 원 보내 줘"``.
 
     Raises:
         TypeError: ``text`` is not a string.

@@ -75,8 +75,8 @@ def read_user_map(path: PathLike) -> Dict[Path, str]:
     """Read a user map: one ``AUDIO_PATH<TAB>USER`` per line (blank lines and ``#`` comments skipped).
 
     The file is read by :mod:`kospeech.text_files` (UTF-8 with or without a BOM, LF or CRLF, NFC). Relative audio
-    paths are relative to the map file's directory; keys are :func:`user_map_key` (resolved, NFC). Columns are taken as they are
-    (a path may begin or end with a space; a user name may not).
+    paths are relative to the map file's directory; keys are :func:`user_map_key` (resolved, NFC). Columns are taken
+    as they are (a path may begin or end with a space; a user name may not).
 
     Raises:
         FileNotFoundError: no such file.

@@ -715,10 +715,9 @@ class AdapterManager:
         """
         if AdapterManager.active_digest(save_dir, adapter_name) == digest:
             return False
-        active = AdapterManager.adapter_file(save_dir, adapter_name)
         if digest is None:
             AdapterManager.keep_version(save_dir, adapter_name)
-            active.unlink()
+            AdapterManager.adapter_file(save_dir, adapter_name).unlink()
             logger.info("adapter %r: the failed run's file is kept as a version; no adapter is active", adapter_name)
             return True
         kept = (path.read_bytes() for _, path in reversed(AdapterManager.list_versions(save_dir, adapter_name)))
@@ -726,8 +725,7 @@ class AdapterManager:
         if data is None:
             logger.warning("adapter %r: no kept version is the adapter active before the failed run", adapter_name)
             return False
-        AdapterManager.keep_version(save_dir, adapter_name)
-        atomic_write(active, lambda handle: handle.write(data))
+        AdapterManager._replace_active(save_dir, adapter_name, data)
         logger.info("adapter %r: the adapter active before the failed run is active again", adapter_name)
         return True
 
@@ -748,9 +746,12 @@ class AdapterManager:
                 f"adapter {adapter_name!r} in {save_dir} has no version {version}; kept: {sorted(kept)}"
             )
         AdapterManager.get_adapter_info(kept[version])  # refuse a damaged version before the active file changes
-        data = kept[version].read_bytes()
-        AdapterManager.keep_version(save_dir, adapter_name)
-        active = AdapterManager.adapter_file(save_dir, adapter_name)
-        atomic_write(active, lambda handle: handle.write(data))
+        active = AdapterManager._replace_active(save_dir, adapter_name, kept[version].read_bytes())
         logger.info("adapter %r: version %d is active again", adapter_name, version)
         return active
+
+    @staticmethod
+    def _replace_active(save_dir: PathLike, adapter_name: str, data: bytes) -> Path:
+        """Keep the active adapter as the next version, then make ``data`` the active file (atomically)."""
+        AdapterManager.keep_version(save_dir, adapter_name)
+        return atomic_write(AdapterManager.adapter_file(save_dir, adapter_name), lambda handle: handle.write(data))
