@@ -232,9 +232,13 @@ class JobQueue:
                 )
             )
 
-    def _put_back(self, job_id: str, attempt: int, delay: float = 0.0, error: Optional[str] = None) -> bool:
-        """A run stopped by a shutdown (or by a full or read-only disk): queued again without using up an attempt, and
-        sent to the queue (after ``delay`` seconds). Returns whether the job was still this run's."""
+    def _put_back(
+        self, job_id: str, attempt: int, job_dir: Path, delay: float = 0.0, error: Optional[str] = None
+    ) -> None:
+        """A run stopped by a shutdown (or by a full or read-only disk): its folder removed, then queued again without
+        using up an attempt, and sent to the queue (after ``delay`` seconds). The folder goes first: the job's next
+        run takes the same attempt, so the same folder."""
+        self.storage.remove_run_folder(job_dir)
         with self.sessions.begin() as session:
             changed = session.execute(
                 update(Job)
@@ -244,7 +248,6 @@ class JobQueue:
         if changed:
             logger.info("job=%s: queued again%s", job_id, f" in {delay:g} s" if delay else "")
             self.enqueue(job_id, delay)
-        return bool(changed)
 
     def interrupt_running(self) -> None:
         """Stop the runs in progress after their current step and queue their jobs again (graceful shutdown)."""
@@ -307,10 +310,8 @@ class JobQueue:
             self._record(job_id, attempt, user_pk, outcome)
         except TrainingInterrupted:
             if self._stopping:
-                # emptied before the job is queued again: its next run takes the same attempt, so the same folder
-                self.storage.remove_run_folder(job_dir)
                 folder_removed = True
-                self._put_back(job_id, attempt)
+                self._put_back(job_id, attempt, job_dir)
             else:
                 logger.info(
                     "job=%s attempt=%d stopped: its user was deleted or the job was taken over", job_id, attempt
@@ -330,9 +331,8 @@ class JobQueue:
                 # no attempt spent: it passes once the disk is freed or writable again
                 logger.error("job=%s attempt=%d: storage %s (%s); queued again", job_id, attempt, fault, exc)
                 error = f"waiting for storage: a disk the job writes to is {fault.replace('_', '-')}; retried"
-                self.storage.remove_run_folder(job_dir)  # before the job is queued: its next run takes this attempt
                 folder_removed = True
-                self._put_back(job_id, attempt, STORAGE_RETRY_SECONDS, error)
+                self._put_back(job_id, attempt, job_dir, STORAGE_RETRY_SECONDS, error)
                 return
             retry = attempt < self.settings.job_max_attempts
             logger.exception("job=%s attempt=%d failed%s", job_id, attempt, "; retrying" if retry else "")
