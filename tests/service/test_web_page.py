@@ -277,6 +277,13 @@ def test_microphone_takes_focus_limits_and_a_clean_sign_out(page, page_server):
     expect(page.locator("#meter")).to_be_hidden()
     expect(page.locator("#stop")).to_be_hidden()
     assert page.evaluate("document.querySelector('#take-audio').src").startswith("blob:")
+    # While a try-it recording runs, the take waiting for review can be neither kept nor discarded.
+    page.click("#try-record")
+    for locked in ("#keep", "#discard"):
+        expect(page.locator(locked)).to_be_disabled()
+    page.click("#try-stop")
+    expect(page.locator("#try-result")).to_be_visible()
+    expect(page.locator("#keep")).to_be_enabled()
     page.click("#discard")
     expect(page.locator("#take")).to_be_hidden()
 

@@ -400,7 +400,7 @@
     const recording = recorder.busy;
     const idle = signedIn && !recording && state.working === 0;
     for (const id of ["record", "try-record", "skip", "prompt-file", "try-file", "delete-user"]) $(id).disabled = !idle;
-    $("keep").disabled = $("discard").disabled = state.working > 0;
+    $("keep").disabled = $("discard").disabled = recording || state.working > 0;
     $("train").disabled =
       !idle || state.polling !== null || state.record.utterances < CONFIG.min_enrollment_utterances;
     for (const button of $("utterances").querySelectorAll("button")) button.disabled = !idle;
