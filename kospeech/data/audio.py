@@ -19,7 +19,7 @@ import soundfile as sf
 import soxr
 import torch
 
-from kospeech.data.audio_headers import check_container, container_name
+from kospeech.data.audio_headers import check_container, container_name, mp3_counts_frames
 from kospeech.errors import AudioError, InputError
 from kospeech.fileio import atomic_write
 
@@ -34,6 +34,7 @@ __all__ = [
     "PCM_SAMPLE_RATE",
     "audio_info",
     "audio_duration",
+    "stated_frames",
     "load_audio",
     "resample",
     "save_audio",
@@ -59,6 +60,7 @@ MAX_SAMPLE_RATE = 384000
 _PCM_SUFFIX = ".pcm"
 _DECODE_SHORTFALL_TOLERANCE = 0.02
 _READ_BLOCK_FRAMES = 1 << 16  # frames read at a time by load_audio, each block mixed down to mono at once
+_UNSTATED_FRAMES = 1 << 62  # libsndfile's count for a stream whose header leaves the length out (SF_COUNT_MAX)
 
 
 def check_sample_rate(sample_rate: Any, where: Optional[str] = None) -> int:
@@ -145,13 +147,14 @@ def _check_decoded_length(path: Path, decoded: int, declared: int) -> None:
 
 
 def audio_info(path: PathLike) -> AudioInfo:
-    """Read an audio file's header (cheap: no samples are decoded).
+    """Read an audio file's header (cheap: no samples are decoded, unless the header leaves the length out).
 
     Args:
         path: any file soundfile reads, or a KsponSpeech ``.pcm`` file.
 
     Returns:
-        The file's :class:`AudioInfo`.
+        The file's :class:`AudioInfo`. Where the header does not state the length exactly (:func:`stated_frames`),
+        the file is decoded once to count its frames.
 
     Raises:
         FileNotFoundError: the file does not exist.
@@ -160,13 +163,40 @@ def audio_info(path: PathLike) -> AudioInfo:
     """
     path = _existing_file(path)
     check_container(path)
+    sample_rate, num_frames, channels = _header(path)
+    if num_frames is None:  # counted: decoding is the only way to know
+        num_frames = sum(mono.shape[0] for mono, _ in _mono_blocks(path, _READ_BLOCK_FRAMES))
+    return AudioInfo(sample_rate, num_frames, channels, num_frames / sample_rate)
+
+
+def stated_frames(path: PathLike) -> Optional[int]:
+    """The number of frames (samples per channel) a file's header states exactly, without decoding anything.
+
+    Args:
+        path: any file soundfile reads, or a KsponSpeech ``.pcm`` file.
+
+    Returns:
+        The count, or ``None`` where the file does not state it: a FLAC stream written to a pipe (its header's total
+        is 0), or an MP3 without a frame-counting first frame (:func:`~kospeech.data.audio_headers.
+        mp3_counts_frames`), whose length decoders only estimate from the first frame's bit rate.
+
+    Raises:
+        FileNotFoundError: the file does not exist.
+        AudioError: the file is not readable audio or has an implausible sample rate.
+    """
+    return _header(_existing_file(path))[1]
+
+
+def _header(path: Path) -> Tuple[int, Optional[int], int]:
+    """(sample rate, stated frames or ``None``, channels) of an existing file, from its header."""
     try:
         with sf.SoundFile(str(path), **_open_kwargs(path)) as handle:
             sample_rate, num_frames, channels = int(handle.samplerate), int(handle.frames), int(handle.channels)
+            estimated = handle.format == "MP3" and not mp3_counts_frames(path)
     except sf.SoundFileError as exc:
         raise AudioError(f"{path}: not a readable audio file ({exc})") from exc
     check_sample_rate(sample_rate, str(path))
-    return AudioInfo(sample_rate, num_frames, channels, num_frames / sample_rate)
+    return sample_rate, None if estimated or num_frames >= _UNSTATED_FRAMES else num_frames, channels
 
 
 def audio_duration(path: PathLike) -> float:
@@ -224,6 +254,9 @@ def _mono_blocks(path: Path, block_frames: int) -> Iterator[Tuple[np.ndarray, in
     Raises:
         AudioError: the file cannot be decoded.
     """
+    if container_name(path) == "FLAC" and stated_frames(path) is None:
+        yield from _unsized_flac_mono_blocks(path, block_frames)
+        return
     try:
         with sf.SoundFile(str(path), **_open_kwargs(path)) as handle:
             while True:
@@ -234,6 +267,31 @@ def _mono_blocks(path: Path, block_frames: int) -> Iterator[Tuple[np.ndarray, in
                 yield block.mean(axis=1, dtype=np.float32) if block.shape[1] > 1 else block[:, 0].copy(), nonfinite
     except sf.SoundFileError as exc:
         raise AudioError(f"{path}: not a readable audio file ({exc})") from exc
+
+
+def _unsized_flac_mono_blocks(path: Path, block_frames: int) -> Iterator[Tuple[np.ndarray, int]]:
+    """:func:`_mono_blocks` of a FLAC stream whose header leaves the length out (written to a pipe), decoded by PyAV:
+    libsndfile decodes it but fails on its last block, seeking to a position it cannot compute without the length.
+    FLAC holds integer samples, so no block holds NaN/Inf."""
+    import av  # FFmpeg is needed for these streams only
+
+    pieces: List[np.ndarray] = []
+    held = 0
+    try:
+        with av.open(str(path), mode="r", format="flac") as container:
+            converter = av.AudioResampler(format="fltp")  # float planes; the stream's own layout and rate
+            for frame in container.decode(container.streams.audio[0]):
+                for converted in converter.resample(frame):
+                    pieces.append(converted.to_ndarray().mean(axis=0, dtype=np.float32))
+                    held += pieces[-1].shape[0]
+                while held >= block_frames:
+                    joined = np.concatenate(pieces)
+                    yield joined[:block_frames], 0
+                    pieces, held = [joined[block_frames:]], held - block_frames
+    except av.FFmpegError as exc:
+        raise AudioError(f"{path}: not a readable audio file ({exc})") from exc
+    if held:
+        yield np.concatenate(pieces), 0
 
 
 def load_audio(path: PathLike, sample_rate: int = DEFAULT_SAMPLE_RATE, min_duration_s: float = 0.0) -> np.ndarray:

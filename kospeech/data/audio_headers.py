@@ -12,6 +12,11 @@ Streams whose writer did not know the length (RIFF/AU data size ``0xFFFFFFFF`` o
 not truncations and pass, except a WAV ``data`` chunk declaring 0 bytes with audio after it (libsndfile reads none of
 it), which is refused as an incomplete header. A data size smaller than the audio after it is not detected: what
 may follow a data chunk (chunks without their pad byte, ID3 tags, stray bytes) is too varied to tell audio from it.
+
+MP3 has no container header: its length is exact only where the first frame is a Xing/Info or VBRI frame counting
+the frames (:func:`mp3_counts_frames`); without one, decoders estimate it from the first frame's bit rate, which for a
+variable bit rate stream (what FFmpeg writes to a pipe, where it cannot go back for that frame) can be several times
+off.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ from typing import BinaryIO, Optional, Tuple
 
 from kospeech.errors import AudioError
 
-__all__ = ["check_container", "container_name"]
+__all__ = ["check_container", "container_name", "mp3_counts_frames"]
 
 _W64_RIFF = b"riff\x2e\x91\xcf\x11\xa5\xd6\x28\xdb\x04\xc1\x00\x00"
 _W64_DATA = b"data\xf3\xac\xd3\x11\x8c\xd1\x00\xc0\x4f\x8e\xdb\x8a"
@@ -40,6 +45,8 @@ _MAGICS: Tuple[Tuple[bytes, int, str], ...] = (
 )
 _UNKNOWN_SIZES = (0, 0xFFFFFFFF)
 _OGG_SCAN_BYTES = 1 << 16  # the last page of an Ogg stream is at most 65,307 bytes long
+_MP3_SYNC_SCAN_BYTES = 1 << 12  # where, after the ID3 tags, the first MPEG frame must start
+_MP3_FRAMES_FLAG = 0x1  # a Xing/Info frame's flag for "the frame count follows"
 
 
 def container_name(path: Path) -> Optional[str]:
@@ -72,6 +79,44 @@ def check_container(path: Path) -> None:
         with open(path, "rb") as handle:
             size = handle.seek(0, 2)
             checks[name](handle, size, path)
+
+
+def mp3_counts_frames(path: Path) -> bool:
+    """Whether an MP3 file's first frame is a Xing/Info frame with a frame count, or a VBRI frame (which always has
+    one): then decoders know its length exactly; otherwise they estimate it.
+
+    Args:
+        path: the file (any leading ID3v2 tags are skipped).
+
+    Returns:
+        ``True`` when the length is counted in the file, ``False`` otherwise (also for a file with no MPEG frame in
+        its first bytes after the tags).
+    """
+    with open(path, "rb") as handle:
+        position = 0
+        while True:  # ID3v2 tags, each 10 bytes of header, a syncsafe size and an optional 10-byte footer
+            tag = _read_at(handle, position, 10)
+            if len(tag) < 10 or tag[:3] != b"ID3":
+                break
+            size = 0
+            for byte in tag[6:10]:
+                size = (size << 7) | (byte & 0x7F)
+            position += 10 + size + (10 if tag[5] & 0x10 else 0)
+        head = _read_at(handle, position, _MP3_SYNC_SCAN_BYTES)
+    start = next(
+        (i for i in range(len(head) - 3) if head[i] == 0xFF and head[i + 1] & 0xE0 == 0xE0 and head[i + 1] & 0x06),
+        None,
+    )
+    if start is None:
+        return False
+    mpeg1 = (head[start + 1] >> 3) & 0x3 == 0x3
+    mono = (head[start + 3] >> 6) & 0x3 == 0x3
+    side_info = (17 if mono else 32) if mpeg1 else (9 if mono else 17)
+    xing = start + 4 + side_info
+    if head[xing : xing + 4] in (b"Xing", b"Info"):
+        flags = head[xing + 4 : xing + 8]
+        return len(flags) == 4 and bool(int.from_bytes(flags, "big") & _MP3_FRAMES_FLAG)
+    return head[start + 36 : start + 40] == b"VBRI"
 
 
 def _truncated(path: Path, container: str, declared: int, present: int) -> AudioError:

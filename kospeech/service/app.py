@@ -26,6 +26,7 @@ from fastapi import FastAPI, HTTPException
 from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from kospeech.service.audio import limit_ffmpeg_allocations
 from kospeech.service.deps import CALLER_STATE, MISSING_KEY, UNCHECKABLE_KEY, UNKNOWN_KEY, Caller
 from kospeech.service.errors import error_body, install_error_handlers
 from kospeech.service.keys import authenticate, is_well_formed_key
@@ -245,6 +246,7 @@ def create_app(settings: ServerConfig, state: Optional[ServiceState] = None) -> 
             if opened:
                 app.state.service.close()
 
+    limit_ffmpeg_allocations()  # before any upload is opened: see the function
     app = FastAPI(
         title="kospeech personalization service",
         version="1",

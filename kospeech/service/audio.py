@@ -3,13 +3,16 @@
 WAV, FLAC, Ogg (Vorbis, Opus), AIFF and MP3 with an ID3 tag are read by the library (:func:`kospeech.data.audio.
 load_audio`: soundfile, with its checks for truncated and inconsistent containers); anything whose first bytes name
 no container soundfile knows (WebM, MP4/M4A, MP3 without a tag) is decoded by PyAV, which ships its own FFmpeg
-libraries. The length is checked before decoding where the header declares it, and while decoding otherwise, so a
-long file is never decoded whole. Every refusal is a :class:`~kospeech.service.errors.ServiceError`: 413 for too
+libraries, and so is a file whose header does not state its length exactly (FLAC written to a pipe, MP3 without a
+frame count: :func:`~kospeech.data.audio.stated_frames`). The length is checked before decoding where the header
+states it, and while decoding otherwise, so a long file is never decoded whole. Every refusal is a :class:`~kospeech.service.errors.ServiceError`: 413 for too
 many bytes, 422 for audio that is unreadable, empty or too long, with a message naming the upload.
 """
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import logging
 import os
 import tempfile
@@ -20,12 +23,20 @@ from typing import BinaryIO, Iterator, List
 import av
 import numpy as np
 
-from kospeech.data.audio import audio_info, check_sample_rate, load_audio
+from kospeech.data.audio import audio_info, check_sample_rate, load_audio, stated_frames
 from kospeech.data.audio_headers import container_name
 from kospeech.errors import AudioError
 from kospeech.service.errors import ServiceError
 
-__all__ = ["CHUNK_BYTES", "PYAV_DEMUXERS", "SAMPLE_RATE", "decode_audio", "spooled_upload"]
+__all__ = [
+    "CHUNK_BYTES",
+    "FFMPEG_MAX_ALLOCATION_BYTES",
+    "PYAV_DEMUXERS",
+    "SAMPLE_RATE",
+    "decode_audio",
+    "limit_ffmpeg_allocations",
+    "spooled_upload",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -38,6 +49,37 @@ CHUNK_BYTES = 1 << 20
 PYAV_DEMUXERS = "matroska,webm,mov,mp4,m4a,3gp,3g2,mj2,mp3,aac,ogg,wav,flac"
 """The containers PyAV may open an upload as (FFmpeg's ``format_whitelist``): the formats the API names. Others are
 refused before they are read, e.g. a concat or playlist script that would make FFmpeg open other files."""
+
+FFMPEG_MAX_ALLOCATION_BYTES = 64 << 20
+"""The largest single allocation FFmpeg may make in the service's process (:func:`limit_ffmpeg_allocations`). Decoding
+an upload of the largest allowed size needs a few MB at a time; FFmpeg's own default is about 2 GiB."""
+
+
+def limit_ffmpeg_allocations(max_bytes: int = FFMPEG_MAX_ALLOCATION_BYTES) -> bool:
+    """Cap every single allocation of PyAV's FFmpeg libraries in this process (``av_max_alloc``).
+
+    Containers size some tables from counts in their headers before any audio is read: a 34 KB MP4 whose sample table
+    claims 89 million samples made FFmpeg allocate 3 GB inside ``av.open``. With the cap such a file fails at once as
+    unreadable. PyAV's wheels ship their own ``libavutil``, which is looked for beside the package first.
+
+    Args:
+        max_bytes: the cap.
+
+    Returns:
+        Whether the cap is set (``False``, with a warning, where no ``libavutil`` is found).
+    """
+    package = Path(av.__file__).resolve().parent
+    candidates = sorted(package.parent.glob("av.libs/libavutil*")) + sorted(package.glob(".dylibs/libavutil*"))
+    system = ctypes.util.find_library("avutil")
+    for library in [str(path) for path in candidates] + ([system] if system else []):
+        try:
+            ctypes.CDLL(library).av_max_alloc(ctypes.c_size_t(max_bytes))
+        except (OSError, AttributeError):
+            continue
+        logger.info("FFmpeg allocations capped at %d bytes (%s)", max_bytes, library)
+        return True
+    logger.warning("no libavutil found beside PyAV: FFmpeg's allocations are not capped for uploads")
+    return False
 
 
 def _too_large(name: str, limit: int) -> ServiceError:
@@ -97,7 +139,9 @@ def _decode_with_pyav(path: Path, name: str, max_seconds: float) -> np.ndarray:
     """Decode the first audio stream to float32 mono at :data:`SAMPLE_RATE`, refusing more than ``max_seconds``.
 
     The length is counted at each frame's own rate before the frame is resampled, and rates are checked as the
-    library checks a header's: a frame of a few KB at 1 Hz would otherwise become gigabytes at 16 kHz.
+    library checks a header's: a frame of a few KB at 1 Hz would otherwise become gigabytes at 16 kHz. A duration the
+    container declares is not trusted: FFmpeg estimates one where the file has none (an MP3 without a frame count,
+    from its first frame's bit rate), and counting stops at ``max_seconds`` anyway.
     """
     limit = int(max_seconds * SAMPLE_RATE)
     pieces: List[np.ndarray] = []
@@ -111,9 +155,6 @@ def _decode_with_pyav(path: Path, name: str, max_seconds: float) -> np.ndarray:
             stream = container.streams.audio[0]
             if stream.rate:
                 check_sample_rate(stream.rate, name)
-            declared = float(stream.duration * stream.time_base) if stream.duration and stream.time_base else None
-            if declared is not None and declared > max_seconds:
-                raise _too_long(name, declared, max_seconds)
             resampler = av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE)
             for frame in container.decode(stream):
                 seconds += frame.samples / check_sample_rate(frame.sample_rate, name)
@@ -154,7 +195,7 @@ def decode_audio(path: Path, name: str, max_seconds: float) -> np.ndarray:
         ServiceError: 422 (code ``invalid_audio`` or ``audio_too_long``) naming the upload and the problem.
     """
     try:
-        if container_name(path) is None:
+        if container_name(path) is None or stated_frames(path) is None:  # counted while decoding, up to the limit
             return _decode_with_pyav(path, name, max_seconds)
         info = audio_info(path)
         if info.duration > max_seconds:

@@ -15,6 +15,7 @@ from typing import Any, Dict, Optional
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from kospeech.errors import InputError
@@ -100,12 +101,30 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _input_error(_request: Request, exc: InputError) -> JSONResponse:
         return JSONResponse(error_body("invalid_input", str(exc)), status_code=422)
 
+    def storage_answer(request: Request, exc: Exception) -> Optional[JSONResponse]:
+        fault = storage_fault(exc)
+        if fault is None:
+            return None
+        # the operator's to fix, and the client's to retry: said as such, not as a bug
+        logger.error("storage %s in %s %s: %s", fault.replace("_", "-"), request.method, request.url.path, exc)
+        status, code, message = _STORAGE_FAULTS[fault]
+        return JSONResponse(error_body(code, message), status_code=status, headers={"Retry-After": "60"})
+
+    # The errors a storage fault arrives as are answered inside the middleware (the request guard then logs and counts
+    # the status sent); the handler for Exception runs outside it, where the guard can only count a 500.
+    async def _storage_error(request: Request, exc: Exception) -> JSONResponse:
+        answer = storage_answer(request, exc)
+        if answer is None:
+            raise exc  # a server fault: the outermost handler logs it and answers 500
+        return answer
+
+    app.add_exception_handler(OSError, _storage_error)
+    app.add_exception_handler(SQLAlchemyError, _storage_error)
+
     @app.exception_handler(Exception)
     async def _server_fault(request: Request, exc: Exception) -> JSONResponse:
-        fault = storage_fault(exc)
-        if fault is not None:  # the operator's to fix, and the client's to retry: said as such, not as a bug
-            logger.error("storage %s in %s %s: %s", fault.replace("_", "-"), request.method, request.url.path, exc)
-            status, code, message = _STORAGE_FAULTS[fault]
-            return JSONResponse(error_body(code, message), status_code=status, headers={"Retry-After": "60"})
+        answer = storage_answer(request, exc)  # a storage fault wrapped in another error
+        if answer is not None:
+            return answer
         logger.error("unhandled error in %s %s", request.method, request.url.path, exc_info=exc)
         return JSONResponse(error_body("internal_error", "internal server error"), status_code=500)

@@ -13,8 +13,18 @@ import pytest
 import soundfile as sf
 import torch
 from conftest import FEATURES, SAMPLE_RATE, tone, write_wav
+from piped_audio import flac_written_to_a_pipe, vbr_mp3_written_to_a_pipe
 
-from kospeech.data.audio import MAX_SAMPLE_RATE, MIN_SAMPLE_RATE, audio_info, iter_audio_chunks, load_audio, save_audio
+from kospeech.data.audio import (
+    MAX_SAMPLE_RATE,
+    MIN_SAMPLE_RATE,
+    audio_info,
+    iter_audio_chunks,
+    load_audio,
+    save_audio,
+    stated_frames,
+)
+from kospeech.data.audio_headers import mp3_counts_frames
 from kospeech.data.features import FeatureExtractor
 from kospeech.decode import MAX_BEAM_SIZE
 from kospeech.device import resolve_device
@@ -113,6 +123,35 @@ def test_truncated_containers_are_refused_not_read_as_shorter_audio(tmp_path, co
         load_audio(path)
     with pytest.raises(AudioError, match=rf"speech\.{suffix}"):
         list(iter_audio_chunks(path, chunk_seconds=1.0))
+
+
+def test_a_flac_stream_without_its_length_is_read_whole(tmp_path):
+    """Review, stop 35: its length read as 2**63 samples, and libsndfile failed on its last block."""
+    waveform = tone(3.0)
+    piped, whole = tmp_path / "piped.flac", tmp_path / "whole.flac"
+    flac_written_to_a_pipe(piped, waveform, SAMPLE_RATE)
+    sf.write(str(whole), waveform, SAMPLE_RATE, format="FLAC", subtype="PCM_16")
+    assert stated_frames(piped) is None and stated_frames(whole) == waveform.size
+    assert audio_info(piped).num_frames == waveform.size and audio_info(piped).duration == pytest.approx(3.0)
+    np.testing.assert_array_equal(load_audio(piped), load_audio(whole))
+    chunks = list(iter_audio_chunks(piped, chunk_seconds=1.0))
+    assert [chunk.size for chunk in chunks] == [SAMPLE_RATE] * 3
+    np.testing.assert_array_equal(np.concatenate(chunks), load_audio(whole))
+
+
+def test_an_mp3_without_a_frame_count_is_counted_not_refused_as_truncated(tmp_path):
+    """Review, stop 35: 10 s of VBR MP3 read as 41.8 s long, then refused as truncated (24 % decoded)."""
+    rate = 44100
+    noise = np.random.default_rng(0).standard_normal(8 * rate).astype(np.float32) * 0.3
+    path = tmp_path / "piped.mp3"
+    path.write_bytes(vbr_mp3_written_to_a_pipe(np.concatenate([np.zeros(2 * rate, np.float32), noise]), rate))
+    assert sf.info(str(path)).duration > 20.0  # libsndfile's estimate: the case this test is about
+    assert not mp3_counts_frames(path) and stated_frames(path) is None
+    assert audio_info(path).duration == pytest.approx(10.0, abs=0.1)
+    assert load_audio(path).size == pytest.approx(10 * SAMPLE_RATE, abs=0.05 * SAMPLE_RATE)  # + encoder delay
+    counted = tmp_path / "counted.mp3"  # what soundfile writes has a Xing frame: its count is the length
+    sf.write(str(counted), tone(3.0), SAMPLE_RATE, format="MP3", subtype="MPEG_LAYER_III")
+    assert mp3_counts_frames(counted) and stated_frames(counted) == pytest.approx(3 * SAMPLE_RATE, abs=1200)
 
 
 def test_a_wav_named_pcm_is_read_with_its_header(tmp_path, caplog):

@@ -2,6 +2,11 @@
 
 import errno
 import io
+import json
+import struct
+import subprocess
+import sys
+import textwrap
 import time
 import unicodedata
 from concurrent.futures import ThreadPoolExecutor
@@ -14,9 +19,11 @@ import numpy as np
 import pytest
 from conftest import MAX_AUDIO_SECONDS, MAX_UPLOAD_BYTES, make_keys, save_adapter, settings_for, tone, wav_bytes
 from fastapi.testclient import TestClient
+from piped_audio import flac_written_to_a_pipe, vbr_mp3_written_to_a_pipe
 from sqlalchemy import event, select
 
 from kospeech.service import create_app
+from kospeech.service.audio import decode_audio
 from kospeech.service.db import MAX_CONNECTIONS, migrate, session_scope
 from kospeech.service.deps import KEY_RECHECK_SECONDS
 from kospeech.service.keys import create_key
@@ -441,8 +448,13 @@ def test_a_full_or_read_only_disk_is_answered_as_such(tmp_path, monkeypatch, use
         assert client.post("/v1/users", json={"user_id": user_id}, headers=headers).status_code == 201
         files = {"file": ("a.wav", wav_bytes(tone(1.0)))}
         answer = client.post(f"/v1/users/{user_id}/utterances", files=files, data={"text": TEXT}, headers=headers)
+        metrics = client.get("/metrics").text
     assert answer.status_code == status and error_code(answer) == code
     assert answer.headers["retry-after"] == "60" and "try again later" in answer.json()["error"]["message"]
+    # counted as answered (review, stop 35: the metrics and the access log said 500, a server bug, to dashboards)
+    route = 'method="POST",route="/v1/users/{user_id}/utterances"'
+    assert f'kospeech_http_requests_total{{{route},status="{status}"}} 1.0' in metrics
+    assert f'{route},status="500"' not in metrics
 
 
 def test_a_user_keeps_at_most_max_enrollment_utterances(tmp_path, user_id):
@@ -695,6 +707,84 @@ def test_compressed_formats_decode(service, user_id, name, encode):
     assert response.status_code == 201, response.text
     assert response.json()["duration"] == pytest.approx(2.0, abs=0.1)
     assert transcribe(service, encode(waveform), name=name).status_code == 200
+
+
+def test_uploads_whose_headers_do_not_state_their_length_are_measured(service, user_id, tmp_path):
+    """Review, stop 35: a FLAC from a pipe (total samples 0) was refused as 576460752303423.5 s long, and 10 s of
+    variable bit rate MP3 without a frame count was refused as truncated, or as too long from a bit rate estimate."""
+    create_user(service, user_id)
+    flac = tmp_path / "piped.flac"
+    flac_written_to_a_pipe(flac, tone(2.0), 16000)
+    rate = 44100
+    noise = np.random.default_rng(0).standard_normal(8 * rate).astype(np.float32) * 0.3
+    mp3 = tmp_path / "piped.mp3"
+    mp3.write_bytes(vbr_mp3_written_to_a_pipe(np.concatenate([np.zeros(2 * rate, np.float32), noise]), rate))
+    for path, seconds in ((flac, 2.0), (mp3, 10.0)):
+        response = upload(service, user_id, path.read_bytes(), name=path.name)
+        assert response.status_code == 201, response.text
+        assert response.json()["duration"] == pytest.approx(seconds, abs=0.1)
+    estimated = av.open(str(mp3)).streams.audio[0]
+    assert float(estimated.duration * estimated.time_base) > MAX_AUDIO_SECONDS  # what the header-based check read
+    assert decode_audio(mp3, "piped.mp3", MAX_AUDIO_SECONDS).size == pytest.approx(10 * 16000, abs=800)
+
+
+def _mp4_boxes(data: bytes):
+    position = 0
+    while position < len(data):
+        size, kind = struct.unpack(">I4s", data[position : position + 8])
+        yield kind, data[position + 8 : position + size]
+        position += size
+
+
+def _with_boxes_replaced(data: bytes, replacements) -> bytes:
+    """An MP4's boxes with the payloads of ``replacements`` (type -> payload) swapped in, the containers resized."""
+    containers = {b"moov", b"trak", b"mdia", b"minf", b"stbl"}
+    rebuilt = b""
+    for kind, payload in _mp4_boxes(data):
+        payload = _with_boxes_replaced(payload, replacements) if kind in containers else replacements.get(kind, payload)
+        rebuilt += struct.pack(">I4s", 8 + len(payload), kind) + payload
+    return rebuilt
+
+
+def test_an_mp4_whose_sample_table_claims_millions_of_samples_is_refused_without_the_memory(tmp_path):
+    """Review, stop 35: 34 KB of M4A whose sample table claims 89 million samples made FFmpeg allocate 3 GB inside
+    ``av.open``, before any length check. The service caps FFmpeg's allocations (``create_app``)."""
+    claimed = 89_000_000
+    m4a = encoded_with_pyav(tone(2.0), "mp4", "aac")  # mdat first, then moov: no chunk offset moves
+    bomb = _with_boxes_replaced(
+        m4a,
+        {
+            b"stts": struct.pack(">IIII", 0, 1, claimed, 1024),  # one run of samples of 1024 ticks
+            b"stsc": struct.pack(">IIIII", 0, 1, 1, claimed, 1),  # every sample in the first chunk
+            b"stsz": struct.pack(">III", 0, 1, claimed),  # each one byte long
+        },
+    )
+    path = tmp_path / "claims.m4a"
+    path.write_bytes(bomb)
+    assert len(bomb) < 64_000
+    probe = textwrap.dedent(
+        f"""
+        import json, resource, sys
+        from pathlib import Path
+        from kospeech.service import create_app, load_settings
+        from kospeech.service.audio import decode_audio
+        from kospeech.service.errors import ServiceError
+        create_app(load_settings(["server.data_dir={tmp_path / "data"}"]))
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        try:
+            decode_audio(Path("{path}"), "claims.m4a", 120.0)
+            outcome = "decoded"
+        except ServiceError as exc:
+            outcome = f"{{exc.status}} {{exc.code}}"
+        grown = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
+        print(json.dumps({{"outcome": outcome, "grown_mb": grown}}))
+        """
+    )
+    finished = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=300)
+    assert finished.returncode == 0, finished.stderr
+    result = json.loads(finished.stdout.strip().splitlines()[-1])
+    assert result["outcome"] == "422 invalid_audio"
+    assert result["grown_mb"] < 256, result
 
 
 # ------------------------------------------------------------------------------------------------------ adapter, jobs
