@@ -46,6 +46,7 @@ __all__ = [
     "TrunkCacheTooLargeError",
     "TrainingError",
     "TrainingInterrupted",
+    "SchemaError",
     "EspeakError",
 ]
 
@@ -147,6 +148,11 @@ class TrainingError(KospeechError, RuntimeError):
 
 class TrainingInterrupted(KospeechError, RuntimeError):
     """Training was asked to stop from outside (its trainer's ``interrupt`` event was set) and stopped after a step."""
+
+
+class SchemaError(KospeechError, RuntimeError):
+    """The service's database cannot be brought to this release's schema: data a migration refuses, or a schema
+    newer than this release knows. The message says what to do."""
 
 
 class EspeakError(KospeechError, RuntimeError):

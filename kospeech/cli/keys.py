@@ -40,11 +40,45 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _run(args: argparse.Namespace, sessions) -> int:
+    """One key command in one transaction, printed once committed (a new key is shown only if it was stored);
+    returns the exit status."""
+    from kospeech.errors import InvalidNameError
+    from kospeech.service.db import session_scope
+    from kospeech.service.keys import create_key, key_prefix, list_keys, revoke_key
+
+    lines: List[str] = []
+    with session_scope(sessions) as session:
+        if args.command == "create":
+            try:
+                key = create_key(session, args.tenant, admin=args.admin, user_id=args.user)
+            except InvalidNameError as exc:  # the message names the tenant or the user
+                print(f"error: {exc}", file=sys.stderr)
+                return 1
+            kind = "admin key" if args.admin else f"key of user {args.user}" if args.user else "key"
+            lines.append(f"new {kind} for tenant {args.tenant} (shown only now): {key}")
+        elif args.command == "list":
+            for record in list_keys(session):
+                revoked = record.revoked_at.isoformat() if record.revoked_at else "-"
+                kind = "admin" if record.admin else f"user={record.user_id}" if record.user_id else "tenant"
+                lines.append(
+                    f"{record.prefix}\t{record.tenant}\t{kind}\t{record.created_at.isoformat()}\trevoked={revoked}"
+                )
+        elif not revoke_key(session, args.prefix):  # messages name the prefix, never a whole key given here
+            print(f"error: no live key with prefix {key_prefix(args.prefix)!r}", file=sys.stderr)
+            return 1
+        else:
+            lines.append(f"revoked key {key_prefix(args.prefix)}")
+    for line in lines:
+        print(line)
+    return 0
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     """Run one key command; returns the exit status."""
-    from kospeech.errors import InvalidNameError
-    from kospeech.service.db import create_db_engine, migrate, session_factory, session_scope
-    from kospeech.service.keys import create_key, key_prefix, list_keys, revoke_key
+    from sqlalchemy.exc import IntegrityError
+
+    from kospeech.service.db import create_db_engine, migrate, session_factory
 
     overrides, rest = split_settings(sys.argv[1:] if argv is None else argv)
     args = _parser().parse_args(rest)
@@ -52,30 +86,12 @@ def main(argv: Optional[List[str]] = None) -> int:
     engine = create_db_engine(settings.database())
     try:
         migrate(engine)
-        with session_scope(session_factory(engine)) as session:
-            if args.command == "create":
-                try:
-                    key = create_key(session, args.tenant, admin=args.admin, user_id=args.user)
-                except InvalidNameError as exc:  # the message names the tenant or the user
-                    print(f"error: {exc}", file=sys.stderr)
-                    return 1
-                kind = "admin key" if args.admin else f"key of user {args.user}" if args.user else "key"
-                print(f"new {kind} for tenant {args.tenant} (shown only now): {key}")
-            elif args.command == "list":
-                for record in list_keys(session):
-                    revoked = record.revoked_at.isoformat() if record.revoked_at else "-"
-                    kind = "admin" if record.admin else f"user={record.user_id}" if record.user_id else "tenant"
-                    print(
-                        f"{record.prefix}\t{record.tenant}\t{kind}\t{record.created_at.isoformat()}\trevoked={revoked}"
-                    )
-            elif not revoke_key(session, args.prefix):  # messages name the prefix, never a whole key given here
-                print(f"error: no live key with prefix {key_prefix(args.prefix)!r}", file=sys.stderr)
-                return 1
-            else:
-                print(f"revoked key {key_prefix(args.prefix)}")
+        try:
+            return _run(args, session_factory(engine))
+        except IntegrityError:  # another process created the same new tenant at this moment: its row is there now
+            return _run(args, session_factory(engine))
     finally:
         engine.dispose()
-    return 0
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ from sqlalchemy.engine import make_url
 
 from kospeech.cli.common import setup_logging
 from kospeech.errors import ConfigError, KospeechError
-from kospeech.service.settings import ServerConfig, load_settings
+from kospeech.service.settings import ServerConfig, check_model_settings, load_settings
 
 __all__ = ["main", "parse", "settings_from_argv", "settings_help", "split_settings"]
 
@@ -57,6 +57,7 @@ def settings_from_argv(overrides: Sequence[str], needs_model: bool = False) -> S
         if needs_model:
             from kospeech.checkpoint import load_checkpoint  # here: kospeech-keys needs no torch
 
+            check_model_settings(settings)
             load_checkpoint(settings.base_model_path)
     except ConfigError as exc:
         sys.exit(f"error: {exc}")
@@ -68,15 +69,22 @@ def settings_from_argv(overrides: Sequence[str], needs_model: bool = False) -> S
 
 
 def _check_database(url: str) -> None:
-    """End the process with one line when the database cannot be reached (before a server or worker starts)."""
+    """Bring the database's schema to this release's, or end the process with one line when it cannot be reached
+    or migrated (before a server, a worker or a key command starts)."""
     from sqlalchemy.exc import SQLAlchemyError
 
-    from kospeech.service.db import create_db_engine
+    from kospeech.errors import SchemaError
+    from kospeech.service.db import create_db_engine, migrate
 
     try:
         engine = create_db_engine(url)
         with engine.connect():
             pass
+        migrate(engine)
+    except SchemaError as exc:
+        sys.exit(f"error: server.database_url: {exc}")
+    except ImportError as exc:  # a URL whose driver is not installed (mysql://, ...)
+        sys.exit(f"error: server.database_url: no driver for {make_url(url).drivername}: {exc}")
     except (SQLAlchemyError, OSError) as exc:
         reason = str(getattr(exc, "orig", None) or exc).splitlines()[0]
         try:

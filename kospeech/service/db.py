@@ -17,9 +17,13 @@ from typing import Any, Iterator
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, create_engine, event, func, select
+from alembic.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Connection, Engine, create_engine, event, func, select
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
+
+from kospeech.errors import SchemaError
 
 __all__ = [
     "MAX_CONNECTIONS",
@@ -27,6 +31,7 @@ __all__ = [
     "create_db_engine",
     "database_now",
     "migrate",
+    "migration_connection",
     "session_factory",
     "session_scope",
 ]
@@ -94,21 +99,50 @@ def _sqlite_migration_lock(engine: Engine) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+@contextmanager
+def migration_connection(engine: Engine) -> Iterator[Connection]:
+    """A connection whose one transaction holds the migration lock (PostgreSQL's transaction-scoped advisory lock, or
+    a file lock beside a SQLite database) until it commits: what :func:`migrate` and Alembic's own command line
+    (``migrations/env.py``) run migrations on."""
+    with _sqlite_migration_lock(engine), engine.begin() as connection:
+        if engine.dialect.name == "postgresql":  # held until this transaction ends
+            connection.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_MIGRATION_LOCK_KEY})")
+        elif engine.dialect.name == "sqlite":  # pysqlite begins a transaction before DML only: DDL would commit alone
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
+        yield connection
+
+
 def migrate(engine: Engine) -> None:
     """Bring the database schema to the newest migration (``alembic upgrade head``), on the engine's connection.
 
     Safe to run from several processes at once (servers and workers starting together on a new database): they
     migrate one at a time, under PostgreSQL's transaction-scoped advisory lock or a file lock beside a SQLite
-    database, and the later ones find the schema current.
+    database, and the later ones find the schema current. All steps run in one transaction, so an upgrade refused at
+    any step (or a process killed during it) leaves the schema as it was.
+
+    Raises:
+        SchemaError: data a migration refuses (ids that differ only in case), or a schema newer than this release.
     """
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS_DIR))
-    with _sqlite_migration_lock(engine), engine.begin() as connection:
-        if engine.dialect.name == "postgresql":  # held until this transaction ends
-            connection.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_MIGRATION_LOCK_KEY})")
+    with migration_connection(engine) as connection:
+        _check_known_revision(connection, ScriptDirectory.from_config(config))
         config.attributes["connection"] = connection
         command.upgrade(config, "head")
     logger.info("database schema is at the newest migration")
+
+
+def _check_known_revision(connection: Connection, scripts: ScriptDirectory) -> None:
+    """Refuse a database whose schema a newer release migrated: this release cannot read it, nor take it back."""
+    known = {script.revision for script in scripts.walk_revisions()}
+    current = MigrationContext.configure(connection).get_current_heads()
+    unknown = sorted(set(current) - known)
+    if unknown:
+        raise SchemaError(
+            f"the database's schema is at revision {', '.join(unknown)}, which this kospeech release does not know "
+            f"(its newest is {scripts.get_current_head()}): a newer release migrated it; run that release (or a "
+            "newer one) against this database"
+        )
 
 
 def session_factory(engine: Engine) -> sessionmaker[Session]:

@@ -7,6 +7,7 @@ Names carry their unit (``_seconds``, ``_bytes``, ``_total``).
 
 from __future__ import annotations
 
+import logging
 from typing import Callable, Dict, Iterable
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
@@ -14,6 +15,8 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from kospeech.inference.records import CacheStats
+
+logger = logging.getLogger(__name__)
 
 __all__ = ["CONTENT_TYPE", "ServiceMetrics"]
 
@@ -64,10 +67,21 @@ class _StateCollector(Collector):
         yield GaugeMetricFamily(
             "kospeech_adapter_cache_max_bytes", "Byte bound of the adapter cache", value=stats.capacity
         )
-        jobs = GaugeMetricFamily("kospeech_jobs", "Training jobs by state", labels=["state"])
-        for state, count in self._jobs_by_state().items():
-            jobs.add_metric([state], count)
-        yield jobs
+        try:
+            counts = self._jobs_by_state()
+        except Exception as exc:  # the database is down: the scrape still answers, and says what it could not read
+            logger.warning("metrics: job counts not read from the database (%s)", str(exc).splitlines()[0])
+            counts = None
+        yield GaugeMetricFamily(
+            "kospeech_jobs_readable",
+            "1 when kospeech_jobs could be read from the database at this scrape, 0 when not (then it is left out)",
+            value=0 if counts is None else 1,
+        )
+        if counts is not None:
+            jobs = GaugeMetricFamily("kospeech_jobs", "Training jobs by state", labels=["state"])
+            for state, count in counts.items():
+                jobs.add_metric([state], count)
+            yield jobs
 
 
 class ServiceMetrics:

@@ -24,6 +24,8 @@ from omegaconf.errors import OmegaConfBaseException
 
 from kospeech.errors import ConfigError
 
+_REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
+
 __all__ = [
     "QUEUE_BACKENDS",
     "SCHEMA_NAME",
@@ -225,7 +227,26 @@ def _check(server: ServerConfig) -> ServerConfig:
         raise ConfigError(f"server.queue must be one of {list(QUEUE_BACKENDS)}, got {server.queue!r}")
     if server.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         raise ConfigError(f"server.log_level must be DEBUG, INFO, WARNING or ERROR, got {server.log_level!r}")
+    if server.queue == "redis" and not server.redis_url.startswith(_REDIS_SCHEMES):
+        raise ConfigError(f"server.redis_url must start with one of {list(_REDIS_SCHEMES)}, got {server.redis_url!r}")
     return server
+
+
+def check_model_settings(server: ServerConfig) -> None:
+    """The checks that need the model code (and so torch), left out of :func:`load_settings` so that
+    ``kospeech-keys`` stays light; the server and the worker make them at start.
+
+    Raises:
+        ConfigError: ``default_adapter_type`` is no registered adapter type (every training request without one
+            would be refused as the client's fault).
+    """
+    from kospeech.models import registered_adapter_types
+
+    if server.default_adapter_type not in registered_adapter_types():
+        raise ConfigError(
+            f"server.default_adapter_type must be one of {sorted(registered_adapter_types())}, "
+            f"got {server.default_adapter_type!r}"
+        )
 
 
 def load_settings(overrides: Sequence[str] = ()) -> ServerConfig:

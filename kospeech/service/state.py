@@ -17,7 +17,7 @@ from kospeech.service.batching import DynamicBatcher
 from kospeech.service.db import create_db_engine, migrate, session_factory
 from kospeech.service.jobs import JobConsumer, JobQueue, Recovery, jobs_by_state
 from kospeech.service.metrics import ServiceMetrics
-from kospeech.service.settings import ServerConfig
+from kospeech.service.settings import ServerConfig, check_model_settings
 from kospeech.service.storage import Storage
 from kospeech.service.training import AdapterJobRunner
 from kospeech.service.upload_pool import UploadPool
@@ -55,8 +55,10 @@ class ServiceState:
         """Migrate the database, load the base model, start the batcher and (if set) the in-process worker.
 
         Raises:
-            FileNotFoundError: no base checkpoint. CheckpointError: not a checkpoint.
+            FileNotFoundError: no base checkpoint. CheckpointError: not a checkpoint. ConfigError: see
+                :func:`~kospeech.service.settings.check_model_settings`.
         """
+        check_model_settings(settings)
         torch.set_num_threads(settings.torch_threads)
         storage = Storage(settings.data_dir)
         engine = create_db_engine(settings.database())

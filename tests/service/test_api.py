@@ -336,6 +336,10 @@ def test_a_key_that_cannot_be_checked_answers_503_not_401(tmp_path, caplog):
                 response = client.get("/v1/prompts?n=1", headers=headers)
                 assert response.status_code == 503 and error_code(response) == "unavailable"
                 assert "www-authenticate" not in response.headers and response.headers["retry-after"] == "5"
+            # the scrape during the outage answers: it leaves out the job counts and says so (review, stop 35: 500)
+            during = client.get("/metrics")
+            assert during.status_code == 200 and "kospeech_jobs_readable 0.0" in during.text
+            assert "kospeech_jobs{" not in during.text and "kospeech_batch_queue_depth" in during.text
             migrate(engine)  # the database answers again (an empty one: the key is unknown there)
             assert client.get("/v1/prompts?n=1", headers=headers).status_code == 401
         records = [record for record in caplog.records if record.name == "kospeech.service.app"]
@@ -344,6 +348,7 @@ def test_a_key_that_cannot_be_checked_answers_503_not_401(tmp_path, caplog):
         metrics = client.get("/metrics").text
     assert 'kospeech_http_requests_total{method="GET",route="/v1/prompts",status="503"} 5.0' in metrics
     assert 'kospeech_http_requests_total{method="GET",route="/v1/prompts",status="401"} 1.0' in metrics
+    assert "kospeech_jobs_readable 1.0" in metrics and 'kospeech_jobs{state="queued"} 0.0' in metrics
 
 
 def test_a_user_created_again_the_moment_a_deletion_commits_keeps_their_recordings(tmp_path, user_id):

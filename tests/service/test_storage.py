@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
@@ -21,11 +22,13 @@ from alembic.config import Config
 from alembic.migration import MigrationContext
 from conftest import settings_for
 from omegaconf import OmegaConf
-from sqlalchemy import func, select, update
+from sqlalchemy import Engine, event, func, insert, select, update
 from sqlalchemy.exc import IntegrityError, OperationalError
 
 from kospeech.cli import keys as keys_cli
-from kospeech.errors import ConfigError, InvalidNameError
+from kospeech.cli import serve as serve_cli
+from kospeech.cli import worker as worker_cli
+from kospeech.errors import ConfigError, InvalidNameError, SchemaError
 from kospeech.service.db import MIGRATIONS_DIR, create_db_engine, migrate, session_factory, session_scope
 from kospeech.service.keys import authenticate, create_key, list_keys, revoke_key
 from kospeech.service.models import AdapterVersion, ApiKey, Base, Job, Tenant, User, Utterance
@@ -154,13 +157,38 @@ def test_tenant_names_that_differ_only_in_case_are_refused(engine):
         session.add(Tenant(name="Acme"))
 
 
-def test_the_upgrade_stops_on_ids_that_differ_only_in_case_and_names_them(tmp_path):
+def test_a_schema_newer_than_this_release_is_refused_in_one_line(tmp_path):
+    """Review, stop 35: Alembic's "Can't locate revision" traceback, from the server, the worker and kospeech-keys."""
+    engine = create_db_engine(f"sqlite:///{tmp_path / 'service.db'}")
+    migrate(engine)
+    with engine.begin() as connection:
+        connection.exec_driver_sql("UPDATE alembic_version SET version_num = '0099'")
+    with pytest.raises(SchemaError, match=r"revision 0099, which this kospeech release does not know \(its newest"):
+        migrate(engine)
+    engine.dispose()
+    listed = subprocess.run(
+        [sys.executable, "-m", "kospeech.cli.keys", "list", f"server.data_dir={tmp_path}"],
+        capture_output=True,
+        text=True,
+    )
+    assert listed.returncode != 0 and listed.stderr.strip().splitlines() == [
+        "error: server.database_url: the database's schema is at revision 0099, which this kospeech release does not "
+        "know (its newest is 0005): a newer release migrated it; run that release (or a newer one) against this database"
+    ]
+
+
+@pytest.mark.parametrize("made_at", ["0001", "0003"])
+def test_the_upgrade_stops_on_ids_that_differ_only_in_case_and_names_them(tmp_path, made_at):
+    """A refused upgrade leaves the database as it was, so the one after the operator's fix runs every step. Review,
+    stop 35: SQLite ran the DDL of the steps before the refusal outside the transaction (pysqlite begins one before
+    DML only), so 0002's column stayed while the recorded revision went back to 0001: every later start failed on
+    "duplicate column name"."""
     engine = create_db_engine(f"sqlite:///{tmp_path / 'service.db'}")
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS_DIR))
     with engine.begin() as connection:
         config.attributes["connection"] = connection
-        alembic_command.upgrade(config, "0003")  # a database made before ids were compared regardless of case
+        alembic_command.upgrade(config, made_at)  # a database made before ids were compared regardless of case
         connection.exec_driver_sql("INSERT INTO tenants (name, created_at) VALUES ('acme', CURRENT_TIMESTAMP)")
         for user_pk, user_id in (("1", "alice"), ("2", "Alice"), ("3", "bob")):
             connection.exec_driver_sql(
@@ -169,6 +197,10 @@ def test_the_upgrade_stops_on_ids_that_differ_only_in_case_and_names_them(tmp_pa
             )
     with pytest.raises(RuntimeError, match=r"differ only in case.*user acme/Alice, user acme/alice; .*UPDATE users"):
         migrate(engine)
+    with engine.connect() as connection:
+        assert MigrationContext.configure(connection).get_current_revision() == made_at
+        job_columns = {row[1] for row in connection.exec_driver_sql("PRAGMA table_info(jobs)")}
+    assert ("queued_at" in job_columns) == (made_at != "0001")
     with engine.begin() as connection:
         connection.exec_driver_sql("DELETE FROM users WHERE user_id = 'Alice'")
     migrate(engine)
@@ -195,12 +227,13 @@ def test_user_keys_have_their_own_form_and_a_downgrade_revokes_them(tmp_path):
     with pytest.raises(InvalidNameError, match=r"user: 'bob' differs only in case from the existing user 'Bob'"):
         with session_scope(sessions) as session:
             create_key(session, "acme", user_id="bob")
-    config = Config()
+    config = Config()  # as Alembic's command line reads an ini file naming the database (docs/service.md)
     config.set_main_option("script_location", str(MIGRATIONS_DIR))
-    with engine.begin() as connection:
-        config.attributes["connection"] = connection
-        alembic_command.downgrade(config, "0004")
+    config.set_main_option("sqlalchemy.url", str(engine.url))
+    alembic_command.downgrade(config, "0004")
+    with engine.connect() as connection:
         live = connection.exec_driver_sql("SELECT prefix FROM api_keys WHERE revoked_at IS NULL").scalars().all()
+        assert MigrationContext.configure(connection).get_current_revision() == "0004"
     assert live == [tenant_key.split("_")[1]]
     engine.dispose()
 
@@ -221,12 +254,30 @@ def test_settings_are_typed_and_checked(tmp_path):
     ):
         with pytest.raises(ConfigError):
             load_settings([bad])
+    with pytest.raises(ConfigError, match=r"server.redis_url must start with one of \['redis://'"):
+        load_settings(["server.queue=redis", "server.redis_url=notaurl"])  # review, stop 35: a ValueError traceback
     # a lease shorter than 3 heartbeats would take running jobs from their workers between two heartbeats
     with pytest.raises(ConfigError, match=r"job_lease_seconds \(5\) must be at least 3 x server.job_heartbeat"):
         load_settings(["server.job_lease_seconds=5"])
     quick = load_settings(["server.job_lease_seconds=1", "server.job_heartbeat_seconds=0.25", "server.torch_threads=2"])
     runner = AdapterJobRunner.from_settings(quick)
     assert runner.heartbeat_seconds == 0.25 and runner.torch_threads == 2  # a job runs on the process' own count
+
+
+@pytest.mark.parametrize(
+    "setting, message",
+    [
+        # review, stop 35: the server started, then refused every training request without a type as the client's 422
+        ("server.default_adapter_type=nope", "error: server.default_adapter_type must be one of ['encoder', "),
+        # review, stop 35: a ModuleNotFoundError traceback
+        ("server.database_url=mysql://root@127.0.0.1/kospeech", "error: server.database_url: no driver for mysql: "),
+    ],
+)
+def test_a_server_or_worker_with_an_unusable_setting_stops_with_one_line(tmp_path, setting, message):
+    for command in (serve_cli.main, worker_cli.main):
+        with pytest.raises(SystemExit) as stopped:
+            command([f"server.data_dir={tmp_path}", setting])
+        assert str(stopped.value).startswith(message) and "\n" not in str(stopped.value), stopped.value
 
 
 def test_the_settings_table_of_the_docs_is_the_schema():
@@ -237,6 +288,34 @@ def test_the_settings_table_of_the_docs_is_the_schema():
         default = OmegaConf.to_yaml({"value": setting.default}).split(":", 1)[1].strip().strip("'")
         assert f"| `server.{setting.name}` | `{default}` | {setting.metadata['help']} |" in table, setting.name
     assert sorted(rows) == sorted(setting.name for setting in dataclasses.fields(ServerConfig))
+
+
+def test_a_tenant_another_process_creates_meanwhile_gets_the_new_key(tmp_path, capsys):
+    """Review, stop 35: two ``kospeech-keys create --tenant NEW`` at once: the second one's insert of the tenant
+    failed on the unique name with a traceback. Here the other process commits the tenant between this one's
+    lookup and its insert; the command then uses that row and prints a key that was stored."""
+    data = f"server.data_dir={tmp_path}"
+    other = create_db_engine(f"sqlite:///{tmp_path / 'service.db'}")
+    migrate(other)
+    raced = []
+
+    def another_process_creates_it(_connection, _cursor, statement, *_):
+        if statement.startswith("INSERT INTO tenants") and not raced:
+            raced.append(statement)
+            with other.begin() as connection:
+                connection.execute(insert(Tenant).values(name="race", created_at=datetime.now(timezone.utc)))
+
+    event.listen(Engine, "before_cursor_execute", another_process_creates_it)
+    try:
+        assert keys_cli.main(["create", "--tenant", "race", data]) == 0
+    finally:
+        event.remove(Engine, "before_cursor_execute", another_process_creates_it)
+    printed = capsys.readouterr().out.splitlines()
+    assert raced and len(printed) == 1 and printed[0].startswith("new key for tenant race")
+    with session_scope(session_factory(other)) as session:
+        assert authenticate(session, printed[0].split()[-1]).tenant.name == "race"
+        assert session.scalar(select(func.count()).select_from(Tenant)) == 1
+    other.dispose()
 
 
 def test_kospeech_keys_creates_lists_and_revokes(tmp_path, capsys):

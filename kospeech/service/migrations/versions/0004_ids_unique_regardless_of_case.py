@@ -12,6 +12,8 @@ Create Date: 2026-12-06
 import sqlalchemy as sa
 from alembic import op
 
+from kospeech.errors import SchemaError
+
 revision = "0004"
 down_revision = "0003"
 branch_labels = None
@@ -35,7 +37,7 @@ def upgrade() -> None:
     ).all()
     if users or tenants:
         clashes = [f"tenant {name!r}" for (name,) in tenants] + [f"user {tenant}/{user}" for tenant, user in users]
-        raise RuntimeError(
+        raise SchemaError(
             "these ids differ only in case, so they would share folders on a case-insensitive file system: "
             f"{', '.join(clashes)}; the service cannot start on this database until one of each is renamed in it "
             "(UPDATE users SET user_id = '<new id>' WHERE id = '<its row id>'; tenants: UPDATE tenants SET name = ...) "
