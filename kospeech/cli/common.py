@@ -7,8 +7,9 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import Any, Callable, Iterable, List, Optional
+from typing import Any, Callable, Iterable, List, Optional, Set
 
+from hydra.core.hydra_config import HydraConfig
 from hydra.errors import HydraException
 from hydra.utils import to_absolute_path
 from omegaconf import DictConfig, OmegaConf, open_dict
@@ -217,15 +218,36 @@ _FROM_THE_BASE = ("audio", "model")
 """Config groups an adapter run does not read: the base checkpoint records them."""
 
 
-def apply_adapter_recipe(train: DictConfig, overrides: Iterable[str]) -> dict:
-    """Give an adapter job its type's recipe for every ``train.*`` setting the command line did not set.
+def keys_set_by_preset(group: str) -> Set[str]:
+    """The keys that the preset of config group ``group`` chosen in this Hydra run sets in its own file, when that
+    file is the user's (found through ``--config-dir``), not the one shipped in :func:`config_dir`.
+
+    Returns:
+        The key names (``defaults`` left out); empty for a shipped preset or one that is no file.
+    """
+    runtime = HydraConfig.get().runtime
+    choice = runtime.choices.get(group)
+    shipped = (Path(config_dir()) / group / f"{choice}.yaml").resolve()
+    for source in runtime.config_sources:  # Hydra's search order: the first folder holding the preset is the one used
+        path = Path(source.path) / group / f"{choice}.yaml"
+        if source.schema == "file" and path.is_file():
+            return (
+                set() if path.resolve() == shipped else {str(key) for key in OmegaConf.load(path) if key != "defaults"}
+            )
+    return set()
+
+
+def apply_adapter_recipe(train: DictConfig, overrides: Iterable[str], chosen: Iterable[str] = ()) -> dict:
+    """Give an adapter job its type's recipe for every ``train.*`` setting the user did not set.
 
     ``train.adapter_type=encoder`` alone then trains with the encoder's measured settings (bottleneck, learning rates,
-    epochs, batch size); ``train.peak_lr=...`` next to it still wins. The ``head`` type's recipe is the YAML itself.
+    epochs, batch size); ``train.peak_lr=...`` next to it still wins, as does a value the user's own preset file sets
+    (``chosen``). The ``head`` type's recipe is the YAML itself.
 
     Args:
         train: the composed ``train`` node of an adapter job (changed in place).
         overrides: the command line's Hydra overrides (``train.KEY=VALUE``, ``+train.KEY=...``, ``~train.KEY``).
+        chosen: other ``train`` settings the user chose (:func:`keys_set_by_preset`).
 
     Returns:
         The settings the recipe filled in (logged).
@@ -234,7 +256,7 @@ def apply_adapter_recipe(train: DictConfig, overrides: Iterable[str]) -> dict:
         ConfigError: an override of ``audio``, ``model`` or ``data.unit``, which the base checkpoint decides (it
             would be recorded in the run's config and silently not used).
     """
-    explicit = set()
+    explicit = set(chosen)
     for override in overrides:
         key = override.split("=", 1)[0].lstrip("+~")
         if key.startswith("train."):

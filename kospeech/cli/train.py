@@ -24,6 +24,7 @@ from kospeech.cli.common import (
     absolutize_paths,
     apply_adapter_recipe,
     config_dir,
+    keys_set_by_preset,
     one_line_errors,
     record_resolved_config,
     register_help,
@@ -86,7 +87,7 @@ def hydra_main(config: DictConfig) -> None:
                 "adapter training runs in one process; to train many users at once use bin/train_adapters.py"
             )
         setup_logging(Path(config.train.output_dir) / "train.log")
-        apply_adapter_recipe(config.train, HydraConfig.get().overrides.task)
+        apply_adapter_recipe(config.train, HydraConfig.get().overrides.task, keys_set_by_preset("train"))
         # its config.yaml is the trainer's: the base checkpoint's features and architecture, not the groups' defaults
         results = train_adapter(config)
         print(strict_json(results))

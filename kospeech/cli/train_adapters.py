@@ -91,6 +91,8 @@ def load_config(args: argparse.Namespace) -> AdapterTrainConfig:
         key = override.split("=", 1)[0].lstrip("+~")
         if key in _PATH_OPTIONS:
             sys.exit(f"error: set {key} with {_PATH_OPTIONS[key]}, not as an override")
+        if not key.startswith("train."):  # data.* and the rest: composed and then never read by this job
+            sys.exit(f"error: {override}: only train.* settings apply here (the users' data comes from --users-dir)")
     # base_model_path is required by the schema; the placeholder is replaced below
     overrides = ["train=adapter_train", "train.base_model_path=unset", *args.overrides]
     with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):

@@ -75,6 +75,8 @@ ADAPTER_FILE_SUFFIX = "_adapter.pt"
 MAX_ADAPTER_NAME_LENGTH = 64
 MAX_ADAPTER_WEIGHT = 1e4
 """Largest magnitude an adapter weight may hold: trained adapters stay below 10; a file beyond is damaged or hostile."""
+MAX_ADAPTER_LAYERS = 1024
+"""Most RNN layers an adapter file may claim (the spec's base has 5; each claimed layer is built to check the file)."""
 VERSIONS_DIR_NAME = "versions"
 _VERSION_TRIES = 1000
 """Version numbers tried in turn before keeping a version gives up (each lost to a writer racing for it)."""
@@ -254,13 +256,18 @@ def _read_adapter_file(path: Path, build: bool = True) -> Tuple[Dict[str, Any], 
         content["num_layers"],
         content.get("extractor_dim"),
     )
+    state_dict = content["adapter_state_dict"]
+    # refused before a module is built per layer: 10**9 of them would never finish
+    if isinstance(content["num_layers"], int) and not 0 < content["num_layers"] <= MAX_ADAPTER_LAYERS:
+        raise CheckpointError(
+            f"{path}: invalid adapter sizes: num_layers {content['num_layers']} is outside 1..{MAX_ADAPTER_LAYERS}"
+        )
     try:
         # built without memory first: recorded sizes the stored weights do not back allocate nothing
         with torch.device("meta"):
             skeleton = build_adapter(*sizes)
     except (TypeError, ValueError) as exc:
         raise CheckpointError(f"{path}: invalid adapter sizes: {exc}") from exc
-    state_dict = content["adapter_state_dict"]
     missing, unexpected, mismatched = state_dict_problems(skeleton.state_dict(), state_dict)
     for key, value in state_dict.items():
         if not isinstance(value, torch.Tensor) or key in unexpected:

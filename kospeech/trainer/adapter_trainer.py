@@ -232,6 +232,24 @@ class AdapterTrainer(SupervisedTrainer):
         adapter = registered_adapter(self.config.adapter_type).create(config, model.trunk_dims)
         return adapter.to(device=model.device)
 
+    def _warn_if_unlike_the_config(self, base: DeepSpeech2) -> None:
+        """Say so when the adapter the caller attached is not the one the config describes: it is trained as it is,
+        so ``train.adapter_*`` settings (a recipe's dropout, a type) would otherwise be ignored without a word."""
+        attached = base.adapter.adapter_config()
+        with torch.random.fork_rng(devices=[]):  # building the configured one for comparison draws no caller's numbers
+            configured = self.new_adapter(base).adapter_config()
+        differences = [
+            f"{key} {attached.get(key)!r} (config: {configured.get(key)!r})"
+            for key in sorted(set(attached) | set(configured))
+            if attached.get(key) != configured.get(key)
+        ]
+        if differences:
+            logger.warning(
+                "training the adapter attached to the model, which differs from the one train.adapter_type and "
+                "train.adapter_* describe: %s; attach none to train the configured one",
+                ", ".join(differences),
+            )
+
     def prepare_adapter(self, model: nn.Module, adapter_name: str, adapter: Optional[nn.Module] = None) -> DeepSpeech2:
         """Check the name, pick the adapter to train, freeze the base, log sizes.
 
@@ -239,7 +257,8 @@ class AdapterTrainer(SupervisedTrainer):
             model: the DeepSpeech2 (possibly wrapped).
             adapter_name: the user's adapter name.
             adapter: an unattached adapter to train (a unit of a multi-user run); ``None`` trains the model's attached
-                adapter, attaching :meth:`new_adapter` when it has none.
+                adapter (with a warning when it is not the configured one), attaching :meth:`new_adapter` when it has
+                none.
 
         Returns:
             The bare DeepSpeech2 (unwrapped).
@@ -250,6 +269,8 @@ class AdapterTrainer(SupervisedTrainer):
         if adapter is None:
             if not base.use_adapter:
                 base.attach_adapter(self.new_adapter(base))
+            else:
+                self._warn_if_unlike_the_config(base)
             adapter = base.adapter
         else:
             base.check_adapter_fits(adapter)

@@ -211,6 +211,19 @@ class AdapterTrainConfig(TrainConfig, AdapterSettings):
         margin = self.min_fewer_errors
         if isinstance(margin, int) and margin < 1:  # 0 would serve an adapter no better than the base
             raise ConfigError(f"train.min_fewer_errors must be at least 1 character error, got {margin}")
+        # named here, before any file is read, rather than by the model or the optimizer after screening and the
+        # base's evaluation
+        for name in ("peak_lr", "warm_start_lr"):
+            value = getattr(self, name)
+            if isinstance(value, (int, float)) and not value > 0:
+                raise ConfigError(f"train.{name} must be a learning rate > 0, got {value}")
+        if isinstance(self.adapter_bottleneck_dim, int) and self.adapter_bottleneck_dim < 1:
+            raise ConfigError(f"train.adapter_bottleneck_dim must be at least 1, got {self.adapter_bottleneck_dim}")
+        if self.resume is True:
+            raise ConfigError(
+                "train.resume applies to base training; an adapter run starts again (its few epochs are not "
+                "checkpointed), and kospeech-train-adapters --resume keeps the users an earlier job finished"
+            )
 
     @classmethod
     def for_adapter_type(cls, adapter_type: str, **settings: Any) -> AdapterTrainConfig:

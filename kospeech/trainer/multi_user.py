@@ -470,7 +470,8 @@ class MultiUserAdapterTrainer:
     ) -> None:
         """Every user's epochs, one step of each active user at a time (side by side or in turn), until each stops
         early, runs out of epochs or has spent ``config.max_minutes`` training: each user's own time, its steps and
-        validations, as if it trained alone (a side-by-side step counts whole for each of its users)."""
+        validations (a side-by-side step counts whole for each of its users). A user trained alone counts its steps
+        only, so under the same budget it may run a little longer."""
         budget = self.config.max_minutes * 60 if self.config.max_minutes else None
         spent = {run.adapter_name: 0.0 for run in runs}
         shared = CachedTrunkModel(model, point)

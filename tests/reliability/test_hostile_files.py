@@ -255,6 +255,21 @@ def test_malformed_adapters_are_refused_naming_file_and_reason(world, case):
         recognizer.transcribe(world.wavs[0], user="broken")  # a broken file is an error, never a silent fallback
 
 
+@pytest.mark.parametrize("num_layers", [10**9, 0])
+def test_an_encoder_adapter_claiming_an_absurd_layer_count_is_refused_before_any_layer_is_built(tmp_path, num_layers):
+    """Review, stop 35: a module was built per claimed layer before the weights were compared: 20,000 layers took
+    15 s and 1 GB, 10**9 never finished (one user's file could stall a serving process)."""
+    model = build_base()
+    model.add_adapter("encoder", bottleneck_dim=8)
+    path = AdapterManager.save_adapter(model, tmp_path, "claims")
+    content = torch.load(path, weights_only=True)
+    torch.save({**content, "num_layers": num_layers}, path)
+    with pytest.raises(
+        ValueError, match=rf"claims_adapter\.pt: invalid adapter sizes: num_layers {num_layers} is outside"
+    ):
+        AdapterManager.get_adapter_info(path)
+
+
 # -------------------------------------------------------------------------------------------------- mismatched adapters
 
 

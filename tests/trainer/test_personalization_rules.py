@@ -4,6 +4,7 @@ These run on the shipped base (``pretrained/ds2_synthetic.pt``) and a built-in u
 "better than the base" has a meaning (a tiny random base has none).
 """
 
+import argparse
 import json
 import subprocess
 import sys
@@ -15,6 +16,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from kospeech.checkpoint import load_checkpoint
+from kospeech.cli import train_adapters as train_adapters_cli
 from kospeech.cli.common import apply_adapter_recipe, config_dir
 from kospeech.config import register_configs
 from kospeech.data.manifest import read_manifest
@@ -243,6 +245,51 @@ def test_settings_the_base_checkpoint_decides_are_refused_in_an_adapter_run(over
         _compose(override)
 
 
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("train.resume=true", "train.resume applies to base training; an adapter run starts again"),
+        ("train.warm_start_lr=-1", r"train.warm_start_lr must be a learning rate > 0, got -1"),
+        ("train.peak_lr=0", r"train.peak_lr must be a learning rate > 0, got 0"),
+        ("train.adapter_bottleneck_dim=0", "train.adapter_bottleneck_dim must be at least 1, got 0"),
+    ],
+)
+def test_adapter_settings_that_cannot_work_are_refused_naming_the_setting(override, message):
+    """Review, stop 35: ``resume`` was silently ignored; the others failed after screening and the base's evaluation
+    with "Invalid learning rate: -1.0" or "hidden_dims must be a list of positive ints"."""
+    with pytest.raises(ConfigError, match=message):
+        _compose("train.adapter_type=encoder", override)
+
+
+def test_an_attached_adapter_unlike_the_config_is_trained_with_a_warning(base, user_sets, tmp_path, caplog):
+    """Review, stop 35: ADAPTER_README's example attached an encoder adapter with dropout 0.1 before training with the
+    encoder's recipe (0.3); the attached one was trained and the recipe's dropout ignored without a word."""
+    _, manifests = user_sets
+    enroll = read_manifest(manifests["user01"]["enroll"], base.vocab)
+    config = AdapterTrainConfig.for_adapter_type(
+        "encoder", base_model_path=str(BASE), output_dir=str(tmp_path / "run"), num_workers=0, num_threads=1
+    )
+    model = base.build_model()
+    model.add_adapter("encoder", bottleneck_dim=config.adapter_bottleneck_dim, dropout_p=0.1)
+    state = torch.get_rng_state()
+    with caplog.at_level("WARNING", logger="kospeech.trainer.adapter_trainer"):
+        AdapterTrainer(config, base.vocab, base.feature_config, enroll).prepare_adapter(model, "user01")
+    assert "dropout_p 0.1 (config: 0.3)" in caplog.text and "attach none to train the configured one" in caplog.text
+    assert torch.equal(torch.get_rng_state(), state)  # the comparison drew nothing from the caller's generator
+    caplog.clear()
+    unattached = base.build_model()
+    with caplog.at_level("WARNING", logger="kospeech.trainer.adapter_trainer"):
+        AdapterTrainer(config, base.vocab, base.feature_config, enroll).prepare_adapter(unattached, "user01")
+    assert unattached.adapter.adapter_config()["dropout_p"] == 0.3 and "differs" not in caplog.text
+
+
+def test_the_multi_user_job_refuses_settings_it_would_not_read():
+    """Review, stop 35: ``data.valid_manifest=...`` was composed, recorded and never used."""
+    arguments = argparse.Namespace(overrides=["data.valid_manifest=/elsewhere.tsv"])
+    with pytest.raises(SystemExit, match=r"data.valid_manifest=/elsewhere.tsv: only train.\* settings apply here"):
+        train_adapters_cli.load_config(arguments)
+
+
 def test_the_seed_line_keeps_the_yaml_values_for_head():
     train = _compose()
     assert train.adapter_type == "head" and train.adapter_hidden_dims == [512, 256]
@@ -305,6 +352,30 @@ def test_the_cli_records_the_recipe_and_says_plainly_when_an_adapter_is_rejected
     assert recorded.peak_lr == 2e-3 and recorded.num_epochs == 1
     run = OmegaConf.load(tmp_path / "enc" / "config.yaml")  # the base checkpoint's features, not the group's default
     assert run.audio.num_mels == 40 and run.model.rnn_hidden_dim == 256
+
+    # A preset of the user's own (--config-dir) is their choice too: its values win over the recipe, which fills in
+    # the rest. Review, stop 35: the recipe overwrote them (20 epochs of 16 where the preset said 1 of 4).
+    presets = tmp_path / "conf" / "train"
+    presets.mkdir(parents=True)
+    (presets / "my_encoder.yaml").write_text(
+        "defaults:\n  - adapter_train\n  - _self_\nadapter_type: encoder\nnum_epochs: 1\nbatch_size: 4\n"
+    )
+    preset = subprocess.run(
+        [
+            *common[:2],
+            f"--config-dir={tmp_path / 'conf'}",
+            *[argument if argument != "train=adapter_train" else "train=my_encoder" for argument in common[2:]],
+            f"hydra.run.dir={tmp_path / 'preset'}",
+            f"train.output_dir={tmp_path / 'preset'}",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
+    assert preset.returncode == 0, preset.stderr
+    recorded = OmegaConf.load(tmp_path / "preset" / "config.yaml").train
+    assert (recorded.num_epochs, recorded.batch_size) == (1, 4)
+    assert recorded.peak_lr == 2e-3 and recorded.adapter_bottleneck_dim == 24  # the recipe's, the preset left them
 
     rejected = subprocess.run(
         [
