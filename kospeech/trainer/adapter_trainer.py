@@ -82,7 +82,7 @@ class _UnitRun:
     optimizer: Optimizer
     train_loader: Any
     valid_loader: Any
-    rng_state: Tensor
+    rng_state: Dict[str, Any]  # the CPU generator's state, and the CUDA device's on a GPU (own_rng_state)
     full_model: CachedTrunkModel
     tally: EpochTally = field(default_factory=EpochTally)
     pending_loss: Optional[float] = None  # the loss of a shared step between step_loss and finish_step
@@ -300,7 +300,7 @@ class AdapterTrainer(SupervisedTrainer):
         *,
         batch_size: int,
         num_epochs: int,
-        rng_state: Tensor,
+        rng_state: Dict[str, Any],
         cached_model: CachedTrunkModel,
         cache: Optional[TrunkCache] = None,
         train_keys: Optional[Sequence[int]] = None,
@@ -313,7 +313,9 @@ class AdapterTrainer(SupervisedTrainer):
             adapter: this user's adapter (:meth:`new_adapter`).
             batch_size: utterances per batch.
             num_epochs: maximum epochs (sizes the LR schedule with this user's own number of batches).
-            rng_state: the global RNG state this user's steps start from (as if it trained alone).
+            rng_state: the random streams this user's steps start from (as if it trained alone): the CPU
+                generator's and, on a GPU, the CUDA device's (``own_rng_state()``), so dropout on a GPU draws from the
+                user's own stream too.
             cached_model: the model above the cache point with ``adapter`` (``CachedTrunkModel(model, point,
                 adapter)``); the unit trains and validates through it.
             cache: a trunk cache shared by several units (never closed by this one), or ``None``.
@@ -438,13 +440,13 @@ class AdapterTrainer(SupervisedTrainer):
         if unit is None:
             yield
             return
-        outside = torch.get_rng_state()
-        torch.set_rng_state(unit.rng_state)
+        outside = self.own_rng_state()
+        self.set_own_rng_state(unit.rng_state)
         try:
             yield
         finally:
-            unit.rng_state = torch.get_rng_state()
-            torch.set_rng_state(outside)
+            unit.rng_state = self.own_rng_state()
+            self.set_own_rng_state(outside)
 
     def _running(self) -> _UnitRun:
         if self._unit is None:

@@ -308,8 +308,8 @@ class MultiUserAdapterTrainer:
                 keys: Dict[str, Tuple[Optional[List[int]], List[int]]] = {name: (None, []) for name in self.trainers}
                 if config.cache_trunk:
                     cache, keys = self._shared_cache(model, point, cache_train, batch_size)
-                torch.manual_seed(config.seed)
-                rng_state = torch.get_rng_state()
+                torch.manual_seed(config.seed)  # the CPU's and every CUDA device's generator
+                rng_state = next(iter(self.trainers.values())).own_rng_state()
                 for name, trainer in self.trainers.items():
                     adapter = self.adapters[name]
                     trainer.start(

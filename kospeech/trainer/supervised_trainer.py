@@ -538,7 +538,7 @@ class SupervisedTrainer:
         if not self.dist.is_main:
             return None
         trainer_state = asdict(self.state)
-        trainer_state["rng_states"] = self._rng_states if self._rng_states is not None else [self._own_rng_state()]
+        trainer_state["rng_states"] = self._rng_states if self._rng_states is not None else [self.own_rng_state()]
         trainer_state["epoch_tally"] = self._epoch_tally.counts() if self.state.step_in_epoch else None
         return save_checkpoint(
             self.output_dir / name,
@@ -597,7 +597,7 @@ class SupervisedTrainer:
         self._restore_rng_state(rng_states)
         logger.info("resumed from %s at epoch %d, step %d", path, self.state.epoch + 1, self.state.global_step)
 
-    def _own_rng_state(self) -> Dict[str, Any]:
+    def own_rng_state(self) -> Dict[str, Any]:
         """This process' random streams: the CPU generator's, and the CUDA device's on a GPU."""
         cuda = torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None
         return {"cpu": torch.get_rng_state(), "cuda": cuda}
@@ -605,7 +605,7 @@ class SupervisedTrainer:
     def _gather_rng_states(self) -> None:
         """Every rank's random streams, kept for the next checkpoint, so that a resumed run draws each rank's dropout
         masks and augmentation as the uninterrupted run would. Every rank calls it at the same points."""
-        self._rng_states = self.dist.gather(self._own_rng_state())
+        self._rng_states = self.dist.gather(self.own_rng_state())
 
     def _restore_rng_state(self, saved: Optional[List[Dict[str, Any]]]) -> None:
         """Continue this rank's random streams from a checkpoint's (nothing when it has none)."""
@@ -622,9 +622,13 @@ class SupervisedTrainer:
             own = saved[0]
         else:
             return
-        torch.set_rng_state(own["cpu"])
-        if own.get("cuda") is not None and self.device.type == "cuda":
-            torch.cuda.set_rng_state(own["cuda"], self.device)
+        self.set_own_rng_state(own)
+
+    def set_own_rng_state(self, state: Dict[str, Any]) -> None:
+        """Set this process' random streams to ``state`` (as :meth:`own_rng_state` returns them)."""
+        torch.set_rng_state(state["cpu"])
+        if state.get("cuda") is not None and self.device.type == "cuda":
+            torch.cuda.set_rng_state(state["cuda"], self.device)
 
     def _write_run_config(self) -> None:
         """``config.yaml`` in the run folder: the job's resolved config, or (a run started from Python, by the

@@ -142,6 +142,18 @@ def test_cached_multi_user_training_equals_each_user_alone(
     _assert_same_as_alone(tmp_path, multi, results, base, config, users, corpus_vocab, feature_config, atol=atol)
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no GPU: the CUDA generator's stream is what this checks")
+def test_on_a_gpu_each_users_dropout_draws_from_its_own_stream(tmp_path, users, corpus_vocab, feature_config):
+    """Review, stop 35 (found by reading, no GPU lent): a user's own random stream held the CPU generator only, so on
+    a GPU the adapter's dropout masks depended on the other users of the group and their order."""
+    base = _base(feature_config, corpus_vocab)
+    config = _config(tmp_path, adapter_type="encoder", users_side_by_side=True, device="cuda")
+    multi = MultiUserAdapterTrainer(config, corpus_vocab, feature_config, users)
+    results = multi.train(copy.deepcopy(base))
+    # TF32 convolutions and cuDNN's GRU round differently from row to row: the tolerance of the CUDA model tests
+    _assert_same_as_alone(tmp_path, multi, results, base, config, users, corpus_vocab, feature_config, atol=1e-3)
+
+
 @pytest.mark.parametrize("adapter_type", ["head", "encoder"])
 def test_shared_trunk_forward_with_spec_augment_equals_each_user_alone(
     tmp_path, users, corpus_vocab, feature_config, adapter_type
