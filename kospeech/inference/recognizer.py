@@ -454,6 +454,7 @@ class Recognizer:
         prepared: Sequence[PreparedAudio],
         user: Union[None, str, Sequence[Optional[str]]] = None,
         return_timestamps: bool = False,
+        adapters: Optional[Dict[Optional[str], Optional[AdapterModule]]] = None,
     ) -> List[Transcription]:
         """Transcribe inputs made by :meth:`prepare`, each with its own user's adapter, in mixed-user batches.
 
@@ -462,6 +463,8 @@ class Recognizer:
             user: ``None`` (base model for all), one name for all inputs, or a list with one name (or ``None``) per
                 input.
             return_timestamps: fill :attr:`Transcription.timestamps` and :attr:`Transcription.words`.
+            adapters: the users' adapters as :meth:`resolve_users` gave them, when the caller has resolved them
+                already (a server checking each user first); ``None``: resolved here.
 
         Returns:
             One :class:`Transcription` per input, in input order.
@@ -470,7 +473,10 @@ class Recognizer:
             UnknownUserError, ValueError, AdapterCompatibilityError: see :meth:`resolve_users`.
         """
         users = self._users_per_input(user, len(prepared), single=False)
-        adapters = self.resolve_users(users)
+        if adapters is None:
+            adapters = self.resolve_users(users)
+        elif not set(users) <= set(adapters):
+            raise ValueError(f"adapters lacks users {sorted(set(users) - set(adapters), key=str)}")
         return self._run(
             [audio.item for audio in prepared],
             [audio.segments for audio in prepared],

@@ -31,12 +31,13 @@ from concurrent.futures import Future
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Dict, Iterator, List, Mapping, Optional
+from typing import Callable, Dict, Iterator, List, Mapping, Optional, Tuple
 
 import numpy as np
 import torch
 
 from kospeech.inference import PreparedAudio, Recognizer, Transcription
+from kospeech.models.adapter import AdapterModule
 
 __all__ = ["BatcherStopped", "DynamicBatcher", "default_prepare_threads"]
 
@@ -238,12 +239,15 @@ class DynamicBatcher:
         if self.bind is not None:
             files: Dict[str, Path] = {r.user: r.adapter_file for r in batch if r.user and r.adapter_file}
             self.bind(files)
-        batch = self._without_unusable_adapters(batch)
+        batch, adapters = self._without_unusable_adapters(batch)
         # shortest first: the recognizer runs its segments batch_size at a time, padded to the longest of each pass
         batch = sorted(batch, key=lambda request: request.audio.item.seconds)
         try:
             results: List[Transcription] = self.recognizer.transcribe_prepared(
-                [request.audio for request in batch], user=[request.user for request in batch], return_timestamps=True
+                [request.audio for request in batch],
+                user=[request.user for request in batch],
+                return_timestamps=True,
+                adapters=adapters,
             )
         except Exception as exc:  # handed to the waiting request (one) or narrowed down to the failing requests
             if len(batch) == 1:
@@ -263,16 +267,20 @@ class DynamicBatcher:
             except Exception:  # metrics must not cost answers
                 logger.exception("the batch callback failed")
 
-    def _without_unusable_adapters(self, batch: List[_Request]) -> List[_Request]:
-        """Fail the requests whose user's adapter cannot be loaded (a missing or damaged file) and return the others,
-        so that one user's broken adapter does not make the rest of the batch run request by request."""
+    def _without_unusable_adapters(
+        self, batch: List[_Request]
+    ) -> Tuple[List[_Request], Dict[Optional[str], Optional[AdapterModule]]]:
+        """Fail the requests whose user's adapter cannot be loaded (a missing or damaged file) and return the others
+        with their users' adapters, so that one user's broken adapter does not make the rest of the batch run request
+        by request (each user is looked up once per batch: the cache's hit and miss counts stay true)."""
         unusable: Dict[str, Exception] = {}
+        adapters: Dict[Optional[str], Optional[AdapterModule]] = {None: None}
         for name in dict.fromkeys(request.user for request in batch if request.user):
             try:
-                self.recognizer.resolve_users([name])
+                adapters.update(self.recognizer.resolve_users([name]))
             except Exception as exc:
                 unusable[name] = exc
         for request in batch:
             if request.user in unusable:
                 request.future.set_exception(unusable[request.user])
-        return [request for request in batch if request.user not in unusable]
+        return [request for request in batch if request.user not in unusable], adapters

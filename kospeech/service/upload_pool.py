@@ -5,7 +5,9 @@ milliseconds to seconds of CPU. Run on the shared request threads, a burst of up
 starve the key checks and every other endpoint; run here, a waiting upload holds no thread. The pool has one thread
 more than may prepare at once (:attr:`~kospeech.service.batching.DynamicBatcher.prepare_threads`), so that a decode
 overlaps the preparing, and admits at most ``max_waiting`` uploads (transcriptions and enrollment recordings) at a
-time: one more is refused with 503 ``busy`` before its bytes are read, instead of waiting in a queue without end.
+time: one more is refused with 503 ``busy`` before it is copied or decoded, instead of waiting in a queue without end.
+Its body has been received by then (FastAPI parses a form before the endpoint runs, within ``server.max_upload_bytes``);
+what the refusal saves is the decoding and the preparing.
 """
 
 from __future__ import annotations

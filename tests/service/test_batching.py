@@ -63,6 +63,7 @@ def test_concurrent_requests_of_different_users_run_as_one_batch(tiny_users, tmp
     batcher.start()
     futures = [None] * len(waves)
     announced = threading.Barrier(len(waves))
+    looked_up = cache.stats()
 
     def submit(index):
         user = users[index]
@@ -80,11 +81,16 @@ def test_concurrent_requests_of_different_users_run_as_one_batch(tiny_users, tmp
     finally:
         batcher.stop()
     assert batches == [5] and bound == [files]
+    # each of the batch's 3 users looked up once (review, stop 35: twice, which inflated the hit rate)
+    now = cache.stats()
+    assert (now.hits + now.misses) - (looked_up.hits + looked_up.misses) == 3
     assert [result.tokens for result in batched] == [result.tokens for result in alone]
     assert [result.adapter for result in batched] == users  # each request names the version that served it
     base = recognizer.transcribe((waves[0], 16000))
     assert base.tokens != alone[0].tokens  # the adapter changes the output, so the test can fail
     assert alone[0].tokens != alone[4].tokens  # and the two versions of alice differ
+    with pytest.raises(ValueError, match=r"adapters lacks users \['alice"):  # resolved by the caller: all of them
+        recognizer.transcribe_prepared([recognizer.prepare((waves[0], 16000))], user=users[0], adapters={None: None})
 
 
 def test_a_batch_waits_at_most_max_wait_and_holds_at_most_max_size(recognizer, tiny_users):
