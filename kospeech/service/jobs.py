@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from datetime import timedelta
 from pathlib import Path
 from typing import Dict, Optional, Set
@@ -91,6 +92,41 @@ def build_huey(settings: ServerConfig) -> Huey:
     return SqliteHuey(settings.queue_name, filename=f"{settings.data_dir}/queue.db", results=False)
 
 
+QUEUE_ERROR_LOG_SECONDS = 30.0
+"""While the queue cannot be read, huey's consumer logs an error each second; at most one per this many seconds is kept."""
+
+
+class _RepeatedErrors(logging.Filter):
+    """Keeps the first of a run of the same error (with its traceback), then at most one per ``interval`` seconds,
+    saying how many were left out: huey's scheduler and worker threads log a traceback every second while Redis is
+    down, thousands an hour."""
+
+    def __init__(self, interval: float = QUEUE_ERROR_LOG_SECONDS) -> None:
+        super().__init__()
+        self.interval = interval
+        self._lock = threading.Lock()
+        self._runs: Dict[str, tuple] = {}  # logger and message -> (when last kept, how many left out since)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno < logging.ERROR:
+            return True
+        key = f"{record.name}: {record.msg}"
+        now = time.monotonic()
+        with self._lock:
+            kept_at, left_out = self._runs.get(key, (None, 0))
+            if kept_at is not None and now - kept_at < self.interval:
+                self._runs[key] = (kept_at, left_out + 1)
+                return False
+            self._runs[key] = (now, 0)
+        if left_out:
+            record.msg = f"{record.msg} ({left_out} more in the last {self.interval:g} s; tracebacks left out)"
+            record.exc_info, record.exc_text = None, None
+        return True
+
+
+_QUEUE_ERRORS = _RepeatedErrors()
+
+
 class JobConsumer(Consumer):
     """huey's consumer of the training queue, whose every stop is graceful: the runs in progress stop after their
     current step and their jobs are queued again without using up an attempt (:meth:`JobQueue.interrupt_running`),
@@ -107,6 +143,8 @@ class JobConsumer(Consumer):
         super().__init__(queue.huey, workers=workers, worker_type="thread", periodic=False)
         self.job_queue = queue
         self.embedded = embedded
+        for name in ("huey.consumer.Scheduler", "huey.consumer.Worker"):  # added once: the filter is one object
+            logging.getLogger(name).addFilter(_QUEUE_ERRORS)
 
     def _set_signal_handlers(self) -> None:
         if not self.embedded:

@@ -320,6 +320,23 @@ def test_jobs_travel_over_redis(tmp_path, redis_url):
         engine.dispose()
 
 
+def test_a_queue_that_cannot_be_reached_is_logged_once_per_interval_not_every_second(tmp_path, caplog):
+    """Review, stop 35: with Redis down, huey's scheduler and worker logged a traceback each second (130 in 35 s)."""
+    settings = settings_for(tmp_path, "server.queue=redis", f"server.redis_url=redis://127.0.0.1:{_free_port()}/0")
+    queue, engine = _queue(settings)
+    consumer = queue.consumer(embedded=True)
+    try:
+        with caplog.at_level("ERROR", logger="huey"):
+            consumer.start()
+            time.sleep(3.5)  # the scheduler reads its schedule every second
+            consumer.stop()
+    finally:
+        engine.dispose()
+    kept = [record for record in caplog.records if record.name.startswith("huey.consumer")]
+    assert kept and all(record.exc_info for record in kept)  # the first of each kind, with its traceback
+    assert len({record.name for record in kept}) == len(kept) <= 2, [record.getMessage() for record in kept]
+
+
 def _free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
