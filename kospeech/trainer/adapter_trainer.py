@@ -540,7 +540,10 @@ class AdapterTrainer(SupervisedTrainer):
         if train_keys is not None:
             train_loader = CachedFeatureLoader(cache, train_keys, batch_size, shuffle=True, seed=seed, device=device)
         else:
-            train_loader = self.build_loader(self.train_entries, batch_size, train=True)
+            # in a multi-user group the epochs read the group's mixed loader: this one feeds the warm start only, and
+            # persistent workers of their own would idle through the whole group, one set per user
+            workers = 0 if self._shared_cache is not None else None
+            train_loader = self.build_loader(self.train_entries, batch_size, train=True, workers=workers)
         valid_loader = CachedFeatureLoader(cache, valid_keys, batch_size, shuffle=False, seed=seed, device=device)
         self._train_loader = train_loader
         return train_loader, valid_loader

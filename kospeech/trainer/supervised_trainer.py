@@ -273,11 +273,14 @@ class SupervisedTrainer:
             return None
         return self.build_loader(usable, self.config.batch_size, train=False)
 
-    def build_loader(self, entries: Sequence[ManifestEntry], batch_size: int, train: bool):
+    def build_loader(
+        self, entries: Sequence[ManifestEntry], batch_size: int, train: bool, workers: Optional[int] = None
+    ):
         """A length-bucketed loader with this trainer's features (SpecAugment, dither and workers only for training).
 
         Under DDP the training loader yields this rank's share of the batches (the same count on every rank);
-        evaluation loaders are not sharded (rank 0 validates on everything).
+        evaluation loaders are not sharded (rank 0 validates on everything). ``workers`` overrides the training
+        loader's worker processes (``None``: the trainer's).
         """
         spec_augment = SpecAugment() if (train and self.config.spec_augment) else None
         padding = SilencePadding(self.feature_config.sample_rate) if (train and self.config.silence_padding) else None
@@ -287,7 +290,7 @@ class SupervisedTrainer:
             batch_size,
             shuffle=train,
             seed=self.config.seed,
-            num_workers=self.loader_workers if train else 0,
+            num_workers=(self.loader_workers if workers is None else workers) if train else 0,
             spec_augment=spec_augment,
             silence_padding=padding,
             num_replicas=self.dist.world_size if train else 1,
