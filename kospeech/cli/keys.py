@@ -25,7 +25,9 @@ def _parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     commands = parser.add_subparsers(dest="command", required=True)
-    create = commands.add_parser("create", help="make a key for a tenant (created on first use)")
+    where = "the database is chosen with server.KEY=VALUE settings (server.data_dir, server.database_url) anywhere on "
+    where += "the line: kospeech-keys --help lists them"
+    create = commands.add_parser("create", help="make a key for a tenant (created on first use)", epilog=where)
     create.add_argument("--tenant", required=True, help="tenant name ([A-Za-z0-9_.-], up to 64 characters)")
     scope = create.add_mutually_exclusive_group()
     scope.add_argument("--admin", action="store_true", help="mark the key as an admin key")
@@ -34,8 +36,10 @@ def _parser() -> argparse.ArgumentParser:
         metavar="ID",
         help="limit the key to this one user of the tenant (for a person who enrolls themselves on the web page)",
     )
-    commands.add_parser("list", help="list keys (prefix, tenant, kind: admin, tenant or user=ID, created, revoked)")
-    revoke = commands.add_parser("revoke", help="revoke a key by its prefix (or the whole key)")
+    commands.add_parser(
+        "list", help="list keys (prefix, tenant, kind: admin, tenant or user=ID, created, revoked)", epilog=where
+    )
+    revoke = commands.add_parser("revoke", help="revoke a key by its prefix (or the whole key)", epilog=where)
     revoke.add_argument("prefix")
     return parser
 
