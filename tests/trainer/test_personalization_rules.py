@@ -321,37 +321,35 @@ def test_explicit_settings_win_over_the_recipe():
 @pytest.mark.slow
 def test_the_cli_records_the_recipe_and_says_plainly_when_an_adapter_is_rejected(tmp_path, user_sets):
     folder, manifests = user_sets
-    common = [
-        sys.executable,
-        str(ROOT / "bin" / "main.py"),
-        "--config-name=train",
-        "train=adapter_train",
-        f"train.base_model_path={BASE}",
-        "train.adapter_name=john",
-        f"train.adapter_save_dir={tmp_path / 'adapters'}",
-        f"data.train_manifest={manifests['user01']['enroll']}",
-        "train.num_workers=0",
-        "train.num_threads=1",
-    ]
-    encoder = subprocess.run(
-        [
-            *common,
-            "train.adapter_type=encoder",
-            "train.num_epochs=1",
-            f"hydra.run.dir={tmp_path / 'enc'}",
-            f"train.output_dir={tmp_path / 'enc'}",
-        ],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-    )
+
+    def run(run_dir: str, *settings: str, preset: str = "adapter_train", options: tuple = ()):
+        """``bin/main.py`` training john's adapter on user01's enrollment set into ``tmp_path/run_dir``."""
+        command = [
+            sys.executable,
+            str(ROOT / "bin" / "main.py"),
+            *options,
+            "--config-name=train",
+            f"train={preset}",
+            f"train.base_model_path={BASE}",
+            "train.adapter_name=john",
+            f"train.adapter_save_dir={tmp_path / 'adapters'}",
+            f"data.train_manifest={manifests['user01']['enroll']}",
+            "train.num_workers=0",
+            "train.num_threads=1",
+            *settings,
+            f"hydra.run.dir={tmp_path / run_dir}",
+            f"train.output_dir={tmp_path / run_dir}",
+        ]
+        return subprocess.run(command, capture_output=True, text=True, cwd=tmp_path)
+
+    encoder = run("enc", "train.adapter_type=encoder", "train.num_epochs=1")
     assert encoder.returncode == 0, encoder.stderr
     recorded = OmegaConf.load(tmp_path / "enc" / "config.yaml").train
     assert recorded.adapter_bottleneck_dim == 24 and recorded.adapter_extractor_bottleneck_dim == 32
     assert list(recorded.speed_perturbation) == [0.9, 1.1]
     assert recorded.peak_lr == 2e-3 and recorded.num_epochs == 1
-    run = OmegaConf.load(tmp_path / "enc" / "config.yaml")  # the base checkpoint's features, not the group's default
-    assert run.audio.num_mels == 40 and run.model.rnn_hidden_dim == 256
+    run_config = OmegaConf.load(tmp_path / "enc" / "config.yaml")  # the checkpoint's features, not the group default
+    assert run_config.audio.num_mels == 40 and run_config.model.rnn_hidden_dim == 256
 
     # A preset of the user's own (--config-dir) is their choice too: its values win over the recipe, which fills in
     # the rest. Review, stop 35: the recipe overwrote them (20 epochs of 16 where the preset said 1 of 4).
@@ -360,34 +358,16 @@ def test_the_cli_records_the_recipe_and_says_plainly_when_an_adapter_is_rejected
     (presets / "my_encoder.yaml").write_text(
         "defaults:\n  - adapter_train\n  - _self_\nadapter_type: encoder\nnum_epochs: 1\nbatch_size: 4\n"
     )
-    preset = subprocess.run(
-        [
-            *common[:2],
-            f"--config-dir={tmp_path / 'conf'}",
-            *[argument if argument != "train=adapter_train" else "train=my_encoder" for argument in common[2:]],
-            f"hydra.run.dir={tmp_path / 'preset'}",
-            f"train.output_dir={tmp_path / 'preset'}",
-        ],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-    )
+    preset = run("preset", preset="my_encoder", options=(f"--config-dir={tmp_path / 'conf'}",))
     assert preset.returncode == 0, preset.stderr
     recorded = OmegaConf.load(tmp_path / "preset" / "config.yaml").train
     assert (recorded.num_epochs, recorded.batch_size) == (1, 4)
     assert recorded.peak_lr == 2e-3 and recorded.adapter_bottleneck_dim == 24  # the recipe's, the preset left them
 
-    rejected = subprocess.run(
-        [
-            *common,
-            *(f"train.{key}={value}" for key, value in UNTRAINED_HEAD.items() if key != "adapter_hidden_dims"),
-            "train.adapter_hidden_dims=[64]",
-            f"hydra.run.dir={tmp_path / 'head'}",
-            f"train.output_dir={tmp_path / 'head'}",
-        ],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
+    rejected = run(
+        "head",
+        *(f"train.{key}={value}" for key, value in UNTRAINED_HEAD.items() if key != "adapter_hidden_dims"),
+        "train.adapter_hidden_dims=[64]",
     )
     assert rejected.returncode == 0, rejected.stderr
     results = json.loads(rejected.stdout)
