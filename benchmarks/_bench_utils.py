@@ -27,10 +27,11 @@ from kospeech.checkpoint import load_checkpoint  # noqa: E402
 from kospeech.data.features import FeatureConfig  # noqa: E402
 from kospeech.data.manifest import ManifestEntry, read_manifest  # noqa: E402
 from kospeech.data.synthetic import build_user_sets, ensure_corpus  # noqa: E402
+from kospeech.demo import DemoConfig, run_demo  # noqa: E402
 from kospeech.device import resolve_device  # noqa: E402
 from kospeech.fileio import atomic_write_json  # noqa: E402
 from kospeech.model_builder import DeepSpeech2Config, build_deepspeech2  # noqa: E402
-from kospeech.models import DeepSpeech2, count_parameters  # noqa: E402
+from kospeech.models import AdapterManager, DeepSpeech2, count_parameters  # noqa: E402
 from kospeech.vocabs import Vocabulary  # noqa: E402
 
 MODELS = {
@@ -70,6 +71,24 @@ def users_parser(description: str, output: str, quick_help: str) -> argparse.Arg
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
     parser.add_argument("--output", default=output, help="results JSON")
     return parser
+
+
+def ensure_demo_adapters(args: argparse.Namespace) -> None:
+    """Train the built-in users' adapters as ``make demo`` does when ``--adapter-dir`` holds none (once; about two
+    minutes on 2 cores when the users' speech is already synthesized).
+
+    ``make demo`` writes its adapters to ``<output dir>/adapters``: a folder of any other name is never filled here, so
+    a mistyped ``--adapter-dir`` stops the benchmark instead of training into it.
+    """
+    adapter_dir = Path(args.adapter_dir)
+    if adapter_dir.is_dir() and AdapterManager.adapter_names(adapter_dir):
+        return
+    if adapter_dir.name != "adapters":
+        raise SystemExit(f"no adapters in {adapter_dir}: run `make demo` first, or pass its --output-dir's adapters/")
+    print(f"no adapters in {adapter_dir}: training the built-in users' adapters as `make demo` does (once)", flush=True)
+    config = DemoConfig(users_dir=args.users_dir, base_model_path=args.base, output_dir=str(adapter_dir.parent))
+    config.adapter.num_threads = args.threads
+    run_demo(config)
 
 
 class World:

@@ -1,9 +1,11 @@
 """Confidence calibration: fit word and utterance maps on held-out data, report AUROC and a reliability diagram.
 
-    make demo                                   # the users' data and adapters, once
     python benchmarks/confidence.py             # fit, evaluate, write the JSON and the diagram
     python benchmarks/confidence.py --store     # ... and record the fitted maps in the base checkpoint
     python benchmarks/confidence.py --quick     # 40 utterances per set
+
+The users' adapters are ``make demo``'s (``runs/demo/adapters``); where that folder holds none, they are trained
+first, as ``make demo`` trains them.
 
 Held-out calibration data: the base speakers' dev set and the built-in users' enrollment sets, decoded with the
 base alone (the base never trained on them). Evaluation data: the users' test sets, decoded with the base alone
@@ -25,7 +27,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from _bench_utils import users_parser  # noqa: E402
+from _bench_utils import ensure_demo_adapters, users_parser  # noqa: E402
 
 from kospeech.checkpoint import load_checkpoint, store_confidence_calibration  # noqa: E402
 from kospeech.data.manifest import read_manifest  # noqa: E402
@@ -121,14 +123,13 @@ def main() -> None:
     args = parse_args()
     torch.set_num_threads(args.threads)
     limit = 40 if args.quick else None
+    ensure_demo_adapters(args)
     checkpoint = load_checkpoint(args.base)
     # without a calibration the recognizer reports the raw measures, whatever the checkpoint holds
     recognizer = Recognizer(
         checkpoint.build_model(), checkpoint.vocab, checkpoint.feature_config, adapter_dir=args.adapter_dir
     )
     users = recognizer.available_users()
-    if not users:
-        raise SystemExit(f"no adapters in {args.adapter_dir}: run `make demo` first")
     users_dir = Path(args.users_dir) / "users"
     held_out = Scored()
     dev = Path(args.corpus_dir) / "base" / "dev.tsv"

@@ -15,7 +15,7 @@ like the challenge users into ``--challenge-dir``, under ``sealed/<user>/``), ru
 ``--groups sealed``. It exists because recipes were compared on some challenge users: the sealed users are measured
 once, for the final word on recipes already fixed, and never used to choose a setting.
 
-    python benchmarks/personalization.py --quick        # 2 users of each group, 2 sizes (over 15 minutes on 2 cores)
+    python benchmarks/personalization.py --quick        # 1 user of each group, 25 utterances each
     python benchmarks/personalization.py                # 4 + 6 users x 10/25/50/100 utterances (long)
     python benchmarks/personalization.py --groups sealed  # the final measurement: once, after every choice
 
@@ -52,6 +52,7 @@ ADAPTER_METHODS = ("head", "residual_head", "encoder")
 GROUPS = ("users", "challenge", "sealed")
 DEFAULT_GROUPS = ("users", "challenge")  # sealed: only on request, see the module docstring
 BUILT_GROUPS = {"challenge": plan_challenge, "sealed": plan_sealed}  # built on request into --challenge-dir
+QUICK_USERS_PER_GROUP = 1
 
 
 def train_adapter(checkpoint, entries, method, args, workdir):
@@ -117,11 +118,11 @@ def main() -> None:
     parser.add_argument("--full-lr", type=float, default=2e-4)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--quick", action="store_true", help="2 users per group, sizes 25 and 100")
+    parser.add_argument("--quick", action="store_true", help="1 user per group, 25 enrollment utterances")
     parser.add_argument("--output-dir", default="runs/benchmarks/personalization")
     args = parser.parse_args()
     if args.quick:
-        args.sizes = [25, 100]
+        args.sizes = [25]
     setup_logging()
     torch.set_num_threads(args.threads)
 
@@ -138,13 +139,16 @@ def main() -> None:
         if group not in args.groups:
             continue
         group_users, _ = plan_group(plan_corpus(args.preset, 0))
-        wanted = [user.user_id for user in group_users if not args.users or user.user_id in args.users]
+        wanted = sorted(user.user_id for user in group_users if not args.users or user.user_id in args.users)
+        wanted = wanted[:QUICK_USERS_PER_GROUP] if args.quick else wanted  # only the users measured are synthesized
         manifests[group] = (
             build_user_sets(args.challenge_dir, vocab, preset=args.preset, users=wanted, group=group) if wanted else {}
         )
     for group in manifests:
         names = [name for name in sorted(manifests[group]) if not args.users or name in args.users]
-        manifests[group] = {name: manifests[group][name] for name in names[: 2 if args.quick else None]}
+        manifests[group] = {
+            name: manifests[group][name] for name in names[: QUICK_USERS_PER_GROUP if args.quick else None]
+        }
     base_model = checkpoint.build_model()
 
     def test_cer(model, entries, adapter_output):

@@ -1,8 +1,10 @@
 """Real-recording robustness: clips padded with silence, clips joined with pauses, and an hour-long file.
 
-    make demo                                  # the users' data and their adapters, once
     python benchmarks/robustness.py            # 20 test clips per user, joined files up to 5 min, a 60 min file
     python benchmarks/robustness.py --quick    # 8 clips per user, 30 s joined files, a 5 min long file
+
+The users' adapters are ``make demo``'s (``runs/demo/adapters``); where that folder holds none, they are trained
+first, as ``make demo`` trains them.
 
 For every built-in user, with the user's adapter and with the base alone, through ``Recognizer.transcribe`` as a
 service would call it (voice activity detection on, the shipped base's own features):
@@ -39,7 +41,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from _bench_utils import users_parser  # noqa: E402
+from _bench_utils import ensure_demo_adapters, users_parser  # noqa: E402
 
 from kospeech.data.audio import load_audio  # noqa: E402
 from kospeech.data.manifest import read_manifest  # noqa: E402
@@ -121,10 +123,9 @@ def main() -> None:
     clips_per_user = 8 if args.quick else 20
     joined_targets = [30.0] if args.quick else [30.0, 120.0, 300.0]
     long_minutes = 5.0 if args.quick else 60.0
+    ensure_demo_adapters(args)
     recognizer = Recognizer.from_checkpoint(args.base, adapter_dir=args.adapter_dir)
     users = recognizer.available_users()
-    if not users:
-        raise SystemExit(f"no adapters in {args.adapter_dir}: run `make demo` first")
     quiet = Quiet(args.seed)
     conditions: Dict[str, Dict[str, List[Tuple[str, str]]]] = {}
     started = time.perf_counter()
