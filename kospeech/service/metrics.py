@@ -70,7 +70,8 @@ class _StateCollector(Collector):
         try:
             counts = self._jobs_by_state()
         except Exception as exc:  # the database is down: the scrape still answers, and says what it could not read
-            logger.warning("metrics: job counts not read from the database (%s)", str(exc).splitlines()[0])
+            reason = (str(exc).splitlines() or [type(exc).__name__])[0]  # an error may have no message at all
+            logger.warning("metrics: job counts not read from the database (%s)", reason)
             counts = None
         yield GaugeMetricFamily(
             "kospeech_jobs_readable",

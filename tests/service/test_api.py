@@ -22,11 +22,13 @@ from fastapi.testclient import TestClient
 from piped_audio import flac_written_to_a_pipe, vbr_mp3_written_to_a_pipe
 from sqlalchemy import event, select
 
+from kospeech.inference.records import CacheStats
 from kospeech.service import create_app
 from kospeech.service.audio import decode_audio
 from kospeech.service.db import MAX_CONNECTIONS, migrate, session_scope
 from kospeech.service.deps import KEY_RECHECK_SECONDS
 from kospeech.service.keys import create_key
+from kospeech.service.metrics import ServiceMetrics
 from kospeech.service.models import Job, User
 from kospeech.service.routers.users import LISTED_JOBS
 from kospeech.service.storage import Storage
@@ -349,6 +351,16 @@ def test_a_key_that_cannot_be_checked_answers_503_not_401(tmp_path, caplog):
     assert 'kospeech_http_requests_total{method="GET",route="/v1/prompts",status="503"} 5.0' in metrics
     assert 'kospeech_http_requests_total{method="GET",route="/v1/prompts",status="401"} 1.0' in metrics
     assert "kospeech_jobs_readable 1.0" in metrics and 'kospeech_jobs{state="queued"} 0.0' in metrics
+
+
+def test_a_scrape_answers_when_reading_the_job_counts_fails_without_a_message():
+    """An error with no text at all (``TimeoutError()``) is named by its type; the scrape still answers."""
+
+    def timed_out():
+        raise TimeoutError()
+
+    metrics = ServiceMetrics(lambda: 0, lambda: 0, CacheStats, lambda: 0, timed_out).render().decode()
+    assert "kospeech_jobs_readable 0.0" in metrics and "kospeech_jobs{" not in metrics
 
 
 def test_a_user_created_again_the_moment_a_deletion_commits_keeps_their_recordings(tmp_path, user_id):
