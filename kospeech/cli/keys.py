@@ -82,18 +82,16 @@ def main(argv: Optional[List[str]] = None) -> int:
     """Run one key command; returns the exit status."""
     from sqlalchemy.exc import IntegrityError
 
-    from kospeech.service.db import create_db_engine, migrate, session_factory
+    from kospeech.service.db import create_db_engine, session_factory
 
     overrides, rest = split_settings(sys.argv[1:] if argv is None else argv)
     args = _parser().parse_args(rest)
-    settings = settings_from_argv(overrides)
+    settings = settings_from_argv(overrides)  # the schema is migrated there
     engine = create_db_engine(settings.database())
     try:
-        migrate(engine)
-        try:
-            return _run(args, session_factory(engine))
-        except IntegrityError:  # another process created the same new tenant at this moment: its row is there now
-            return _run(args, session_factory(engine))
+        return _run(args, session_factory(engine))
+    except IntegrityError:  # another process created the same new tenant at this moment: its row is there now
+        return _run(args, session_factory(engine))
     finally:
         engine.dispose()
 

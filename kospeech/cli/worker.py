@@ -23,16 +23,15 @@ def main(argv: Optional[List[str]] = None) -> None:
     """Parse the settings, recover jobs of killed workers, and consume the queue until stopped."""
     import torch
 
-    from kospeech.service.db import create_db_engine, migrate, session_factory
+    from kospeech.service.db import create_db_engine, session_factory
     from kospeech.service.jobs import JobQueue, Recovery
     from kospeech.service.storage import Storage
     from kospeech.service.training import AdapterJobRunner
 
     overrides = parse("Run the kospeech personalization service's training jobs.", argv)
-    settings = settings_from_argv(overrides, needs_model=True)
+    settings = settings_from_argv(overrides, needs_model=True)  # the schema is migrated there
     torch.set_num_threads(settings.torch_threads)
     engine = create_db_engine(settings.database())
-    migrate(engine)
     runner = AdapterJobRunner.from_settings(settings)
     queue = JobQueue(settings, session_factory(engine), Storage(settings.data_dir), runner)
     recovery = Recovery(queue)
