@@ -34,6 +34,7 @@ __all__ = [
     "KospeechError",
     "InputError",
     "AudioError",
+    "AudioTooLongError",
     "ManifestError",
     "TranscriptError",
     "UnknownCharacterError",
@@ -77,6 +78,21 @@ class InputError(KospeechError, ValueError):
 
 class AudioError(InputError):
     """An audio file cannot be used: unreadable, corrupt, truncated, empty, non-finite or too short."""
+
+
+class AudioTooLongError(AudioError):
+    """An audio file is longer than the caller's limit (``load_audio(max_duration_s=...)``).
+
+    Attributes:
+        seconds: the file's length where its header states it; where it does not, the audio decoded when the limit
+            was passed (the rest is not decoded).
+        limit: the limit, in seconds.
+    """
+
+    def __init__(self, message: str, seconds: float, limit: float) -> None:
+        super().__init__(message)
+        self.seconds = seconds
+        self.limit = limit
 
 
 class ManifestError(InputError):

@@ -28,6 +28,7 @@ from kospeech.vocabs import Vocabulary
 
 INPUT_ERRORS = [
     "AudioError",
+    "AudioTooLongError",
     "ManifestError",
     "TranscriptError",
     "UnknownCharacterError",

@@ -20,11 +20,12 @@ import soxr
 import torch
 
 from kospeech.data.audio_headers import check_container, container_name, mp3_counts_frames
-from kospeech.errors import AudioError, InputError
+from kospeech.errors import AudioError, AudioTooLongError, InputError
 from kospeech.fileio import atomic_write
 
 __all__ = [
     "AudioError",
+    "AudioTooLongError",
     "MAX_SAMPLE_RATE",
     "MIN_SAMPLE_RATE",
     "pcm_to_float",
@@ -161,12 +162,11 @@ def audio_info(path: PathLike) -> AudioInfo:
         AudioError: the file is not readable audio, holds less audio data than its header declares or
             inconsistent header fields (:mod:`kospeech.data.audio_headers`), or has an implausible sample rate.
     """
-    path = _existing_file(path)
-    check_container(path)
-    sample_rate, num_frames, channels = _header(path)
+    path, header = _probe(path)
+    num_frames = header.frames
     if num_frames is None:  # counted: decoding is the only way to know
-        num_frames = sum(mono.shape[0] for mono, _ in _mono_blocks(path, _READ_BLOCK_FRAMES))
-    return AudioInfo(sample_rate, num_frames, channels, num_frames / sample_rate)
+        num_frames = sum(mono.shape[0] for mono, _ in _mono_blocks(path, header, _READ_BLOCK_FRAMES))
+    return AudioInfo(header.sample_rate, num_frames, header.channels, num_frames / header.sample_rate)
 
 
 def stated_frames(path: PathLike) -> Optional[int]:
@@ -182,21 +182,48 @@ def stated_frames(path: PathLike) -> Optional[int]:
 
     Raises:
         FileNotFoundError: the file does not exist.
-        AudioError: the file is not readable audio or has an implausible sample rate.
+        AudioError: the file is not readable audio, holds less audio data than its header declares or inconsistent
+            header fields, or has an implausible sample rate.
     """
-    return _header(_existing_file(path))[1]
+    return _probe(path)[1].frames
 
 
-def _header(path: Path) -> Tuple[int, Optional[int], int]:
-    """(sample rate, stated frames or ``None``, channels) of an existing file, from its header."""
+class _Header(NamedTuple):
+    """What one read of a file's header tells: enough to decode the file and to check the decode.
+
+    Attributes:
+        sample_rate: samples per second per channel.
+        frames: samples per channel where the header states them exactly, else ``None`` (only decoding counts them).
+        channels: number of channels.
+        unsized_flac: a FLAC stream without its length, which libsndfile cannot read to its end
+            (:func:`_unsized_flac_mono_blocks`).
+    """
+
+    sample_rate: int
+    frames: Optional[int]
+    channels: int
+    unsized_flac: bool
+
+
+def _probe(path: PathLike) -> Tuple[Path, _Header]:
+    """Check that ``path`` exists and that its container holds what it declares, then read its header once.
+
+    Raises:
+        FileNotFoundError: the file does not exist.
+        AudioError: see :func:`audio_info`.
+    """
+    path = _existing_file(path)
+    check_container(path)
     try:
         with sf.SoundFile(str(path), **_open_kwargs(path)) as handle:
             sample_rate, num_frames, channels = int(handle.samplerate), int(handle.frames), int(handle.channels)
-            estimated = handle.format == "MP3" and not mp3_counts_frames(path)
+            file_format = handle.format
     except sf.SoundFileError as exc:
         raise AudioError(f"{path}: not a readable audio file ({exc})") from exc
     check_sample_rate(sample_rate, str(path))
-    return sample_rate, None if estimated or num_frames >= _UNSTATED_FRAMES else num_frames, channels
+    estimated = file_format == "MP3" and not mp3_counts_frames(path)
+    frames = None if estimated or num_frames >= _UNSTATED_FRAMES else num_frames
+    return path, _Header(sample_rate, frames, channels, file_format == "FLAC" and frames is None)
 
 
 def audio_duration(path: PathLike) -> float:
@@ -242,8 +269,9 @@ def resample(waveform: np.ndarray, orig_sample_rate: int, new_sample_rate: int) 
     return np.asarray(resampled, dtype=np.float32)
 
 
-def _mono_blocks(path: Path, block_frames: int) -> Iterator[Tuple[np.ndarray, int]]:
-    """Decode ``path`` ``block_frames`` at a time until the decoder stops, each block mixed down to mono at once.
+def _mono_blocks(path: Path, header: _Header, block_frames: int) -> Iterator[Tuple[np.ndarray, int]]:
+    """Decode ``path`` (whose :func:`_probe` gave ``header``) ``block_frames`` at a time until the decoder stops, each
+    block mixed down to mono at once.
 
     Reads with ``read()``: ``sf.blocks()`` counts down the declared length instead and, for a cut file, yields
     full-size blocks whose tail is the previous block's samples.
@@ -254,7 +282,7 @@ def _mono_blocks(path: Path, block_frames: int) -> Iterator[Tuple[np.ndarray, in
     Raises:
         AudioError: the file cannot be decoded.
     """
-    if container_name(path) == "FLAC" and stated_frames(path) is None:
+    if header.unsized_flac:
         yield from _unsized_flac_mono_blocks(path, block_frames)
         return
     try:
@@ -294,7 +322,12 @@ def _unsized_flac_mono_blocks(path: Path, block_frames: int) -> Iterator[Tuple[n
         yield np.concatenate(pieces), 0
 
 
-def load_audio(path: PathLike, sample_rate: int = DEFAULT_SAMPLE_RATE, min_duration_s: float = 0.0) -> np.ndarray:
+def load_audio(
+    path: PathLike,
+    sample_rate: int = DEFAULT_SAMPLE_RATE,
+    min_duration_s: float = 0.0,
+    max_duration_s: Optional[float] = None,
+) -> np.ndarray:
     """Read an audio file as a mono float32 waveform at ``sample_rate``.
 
     Any format, sample rate, channel count and bit depth that soundfile reads is accepted (``.pcm`` is read as
@@ -304,6 +337,9 @@ def load_audio(path: PathLike, sample_rate: int = DEFAULT_SAMPLE_RATE, min_durat
         path: the audio file.
         sample_rate: output sample rate in Hz.
         min_duration_s: refuse waveforms shorter than this many seconds (after resampling).
+        max_duration_s: refuse files longer than this many seconds, without decoding them where the header states
+            the length, and as soon as the decoded audio passes it where it does not: the work and memory for a file
+            from an untrusted source stay bounded by the limit. ``None``: no limit.
 
     Returns:
         (N,) float32 waveform, integer formats scaled to [-1, 1).
@@ -312,31 +348,49 @@ def load_audio(path: PathLike, sample_rate: int = DEFAULT_SAMPLE_RATE, min_durat
         FileNotFoundError: the file does not exist.
         AudioError: the file is unreadable, corrupt, truncated (its header or its decoded length says so), has an
             implausible sample rate, has no samples, holds NaN/Inf samples or is shorter than ``min_duration_s``.
-        ValueError: ``sample_rate`` is not a positive integer or ``min_duration_s`` is negative.
+        AudioTooLongError: the file is longer than ``max_duration_s``.
+        ValueError: ``sample_rate`` is not a positive integer, ``min_duration_s`` is negative or ``max_duration_s``
+            is not a number above 0.
     """
     sample_rate = check_sample_rate(sample_rate)
     if min_duration_s < 0:
         raise ValueError(f"min_duration_s must be >= 0, got {min_duration_s!r}")
-    info = audio_info(path)
-    path = Path(path)
+    if max_duration_s is not None and not 0 < max_duration_s < float("inf"):
+        raise ValueError(f"max_duration_s must be a finite number > 0 or None, got {max_duration_s!r}")
+    path, header = _probe(path)
+    frame_limit = float("inf") if max_duration_s is None else max_duration_s * header.sample_rate
+    if header.frames is not None and header.frames > frame_limit:
+        raise _too_long(path, header.frames / header.sample_rate, max_duration_s)
     # block by block, each mixed down at once: memory follows the mono length, not channels x samples (a small FLAC
     # of 8 channels of silence at 384 kHz would decode to gigabytes of float32 at once)
     pieces: List[np.ndarray] = []
-    bad = 0
-    for mono, nonfinite in _mono_blocks(path, _READ_BLOCK_FRAMES):
+    decoded = bad = 0
+    for mono, nonfinite in _mono_blocks(path, header, _READ_BLOCK_FRAMES):
         pieces.append(mono)
+        decoded += mono.shape[0]
         bad += nonfinite
+        if decoded > frame_limit:  # a length the header does not state, or understates
+            raise _too_long(path, decoded / header.sample_rate, max_duration_s, counted=True)
     waveform = np.concatenate(pieces) if pieces else np.zeros(0, np.float32)
-    _check_decoded_length(path, waveform.shape[0], info.num_frames)
-    if waveform.shape[0] == 0:
+    if header.frames is not None:  # else the decode itself was the count
+        _check_decoded_length(path, decoded, header.frames)
+    if decoded == 0:
         raise AudioError(f"{path}: the audio file contains no samples")
     if bad:
         raise AudioError(f"{path}: the audio contains {bad} NaN/Inf samples")
-    waveform = resample(np.ascontiguousarray(waveform, dtype=np.float32), info.sample_rate, sample_rate)
+    waveform = resample(np.ascontiguousarray(waveform, dtype=np.float32), header.sample_rate, sample_rate)
     duration = waveform.shape[0] / sample_rate
     if duration < min_duration_s:
         raise AudioError(f"{path}: the audio is {duration:.4f} s long, shorter than the minimum {min_duration_s} s")
     return waveform
+
+
+def _too_long(path: Path, seconds: float, limit: float, counted: bool = False) -> AudioTooLongError:
+    if counted:
+        message = f"the audio goes on past the limit of {limit:g} s (decoding stopped there)"
+    else:
+        message = f"{seconds:.1f} s of audio is longer than the limit of {limit:g} s"
+    return AudioTooLongError(f"{path}: {message}", seconds, limit)
 
 
 def pcm_to_float(data: np.ndarray, where: str) -> np.ndarray:
@@ -429,13 +483,13 @@ def iter_audio_chunks(path: PathLike, chunk_seconds: float = 30.0) -> Iterator[n
     """
     if not 0 < chunk_seconds < float("inf"):
         raise ValueError(f"chunk_seconds must be a finite number > 0, got {chunk_seconds!r}")
-    info = audio_info(path)
-    path = Path(path)
-    block_frames = max(1, int(round(chunk_seconds * info.sample_rate)))
+    path, header = _probe(path)
+    block_frames = max(1, int(round(chunk_seconds * header.sample_rate)))
     decoded = 0
-    for offset, (mono, nonfinite) in enumerate(_mono_blocks(path, block_frames)):
+    for offset, (mono, nonfinite) in enumerate(_mono_blocks(path, header, block_frames)):
         if nonfinite:
             raise AudioError(f"{path}: chunk {offset} (from {offset * chunk_seconds:.1f} s) holds NaN/Inf samples")
         decoded += mono.shape[0]
         yield mono
-    _check_decoded_length(path, decoded, info.num_frames)
+    if header.frames is not None:  # else the decode itself was the count
+        _check_decoded_length(path, decoded, header.frames)

@@ -1,12 +1,13 @@
 """Uploaded audio: copied to disk within a byte limit, then decoded to 16 kHz mono within a duration limit.
 
-WAV, FLAC, Ogg (Vorbis, Opus), AIFF and MP3 with an ID3 tag are read by the library (:func:`kospeech.data.audio.
-load_audio`: soundfile, with its checks for truncated and inconsistent containers); anything whose first bytes name
-no container soundfile knows (WebM, MP4/M4A, MP3 without a tag) is decoded by PyAV, which ships its own FFmpeg
-libraries, and so is a file whose header does not state its length exactly (FLAC written to a pipe, MP3 without a
-frame count: :func:`~kospeech.data.audio.stated_frames`). The length is checked before decoding where the header
-states it, and while decoding otherwise, so a long file is never decoded whole. Every refusal is a :class:`~kospeech.service.errors.ServiceError`: 413 for too
-many bytes, 422 for audio that is unreadable, empty or too long, with a message naming the upload.
+WAV, FLAC, Ogg (Vorbis, Opus), AIFF and MP3 with an ID3 tag are read by the library as its own commands read them
+(:func:`kospeech.data.audio.load_audio`: soundfile, with its checks for truncated and inconsistent containers);
+anything whose first bytes name no container soundfile knows (WebM, MP4/M4A, MP3 without a tag) is decoded by PyAV,
+which ships its own FFmpeg libraries. Both check the length before decoding where the header states it exactly, and
+count it while decoding otherwise (FLAC written to a pipe, MP3 without a frame count, any WebM or M4A: a duration
+the container merely declares is not trusted), so a long file is never decoded whole. Every refusal is a
+:class:`~kospeech.service.errors.ServiceError`: 413 for too many bytes, 422 for audio that is unreadable, empty or
+too long, with a message naming the upload.
 """
 
 from __future__ import annotations
@@ -23,9 +24,9 @@ from typing import BinaryIO, Iterator, List
 import av
 import numpy as np
 
-from kospeech.data.audio import audio_info, check_sample_rate, load_audio, stated_frames
+from kospeech.data.audio import check_sample_rate, load_audio
 from kospeech.data.audio_headers import container_name
-from kospeech.errors import AudioError
+from kospeech.errors import AudioError, AudioTooLongError
 from kospeech.service.errors import ServiceError
 
 __all__ = [
@@ -195,11 +196,10 @@ def decode_audio(path: Path, name: str, max_seconds: float) -> np.ndarray:
         ServiceError: 422 (code ``invalid_audio`` or ``audio_too_long``) naming the upload and the problem.
     """
     try:
-        if container_name(path) is None or stated_frames(path) is None:  # counted while decoding, up to the limit
+        if container_name(path) is None:
             return _decode_with_pyav(path, name, max_seconds)
-        info = audio_info(path)
-        if info.duration > max_seconds:
-            raise _too_long(name, info.duration, max_seconds)
-        return load_audio(path, sample_rate=SAMPLE_RATE)
+        return load_audio(path, sample_rate=SAMPLE_RATE, max_duration_s=max_seconds)
+    except AudioTooLongError as exc:
+        raise _too_long(name, exc.seconds, max_seconds) from exc
     except (AudioError, FileNotFoundError) as exc:
         raise ServiceError(422, "invalid_audio", str(exc).replace(str(path), name)) from exc

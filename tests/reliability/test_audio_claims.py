@@ -28,7 +28,7 @@ from kospeech.data.audio_headers import mp3_counts_frames
 from kospeech.data.features import FeatureExtractor
 from kospeech.decode import MAX_BEAM_SIZE
 from kospeech.device import resolve_device
-from kospeech.errors import AudioError, InputError
+from kospeech.errors import AudioError, AudioTooLongError, InputError
 from kospeech.inference import Recognizer
 from kospeech.inference.files import transcribe_files
 
@@ -152,6 +152,36 @@ def test_an_mp3_without_a_frame_count_is_counted_not_refused_as_truncated(tmp_pa
     counted = tmp_path / "counted.mp3"  # what soundfile writes has a Xing frame: its count is the length
     sf.write(str(counted), tone(3.0), SAMPLE_RATE, format="MP3", subtype="MPEG_LAYER_III")
     assert mp3_counts_frames(counted) and stated_frames(counted) == pytest.approx(3 * SAMPLE_RATE, abs=1200)
+
+
+def test_a_length_limit_refuses_a_stated_length_before_decoding(tmp_path):
+    """``max_duration_s`` reads the header only: 3 s of NaN samples is refused as too long, not as NaN (which
+    decoding would find), and a file within the limit loads as it does without one."""
+    nan = write_wav(tmp_path / "nan.wav", np.full(3 * SAMPLE_RATE, np.nan, np.float32), subtype="FLOAT")
+    with pytest.raises(AudioTooLongError, match=r"nan\.wav: 3\.0 s of audio is longer than the limit of 2 s") as caught:
+        load_audio(nan, max_duration_s=2.0)
+    assert (caught.value.seconds, caught.value.limit) == (3.0, 2.0)
+    with pytest.raises(AudioError, match="NaN"):
+        load_audio(nan, max_duration_s=3.0)
+    fine = write_wav(tmp_path / "fine.wav", tone(1.0))
+    np.testing.assert_array_equal(load_audio(fine, max_duration_s=1.0), load_audio(fine))
+
+
+def test_a_length_limit_stops_decoding_a_file_whose_header_leaves_the_length_out(tmp_path):
+    """A FLAC stream from a pipe states no length: it is counted while decoding and refused once the decoded audio
+    passes the limit (one 64 Ki-frame block at most beyond it), not decoded whole first."""
+    piped = tmp_path / "piped.flac"
+    flac_written_to_a_pipe(piped, tone(10.0), SAMPLE_RATE)
+    with pytest.raises(AudioTooLongError, match=r"piped\.flac: the audio goes on past the limit of 2 s") as caught:
+        load_audio(piped, max_duration_s=2.0)
+    assert 2.0 < caught.value.seconds <= 2.0 + 65536 / SAMPLE_RATE
+    np.testing.assert_array_equal(load_audio(piped, max_duration_s=10.0), load_audio(piped))
+
+
+@pytest.mark.parametrize("limit", [0.0, -1.0, float("nan"), float("inf")])
+def test_a_length_limit_must_be_a_positive_finite_number(tmp_path, limit):
+    with pytest.raises(ValueError, match="max_duration_s must be a finite number > 0"):
+        load_audio(write_wav(tmp_path / "a.wav", tone(0.5)), max_duration_s=limit)
 
 
 def test_a_wav_named_pcm_is_read_with_its_header(tmp_path, caplog):
