@@ -42,14 +42,17 @@ the previous version in force, never a half-written adapter nor a file served un
 from __future__ import annotations
 
 import logging
+import sqlite3
 import threading
 import time
 from datetime import timedelta
 from pathlib import Path
 from typing import Dict, Optional, Set
+from urllib.parse import urlsplit, urlunsplit
 
 from huey import Huey, RedisHuey, SqliteHuey
 from huey.consumer import Consumer
+from redis.exceptions import RedisError
 from sqlalchemy import case, func, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -65,8 +68,10 @@ __all__ = [
     "TASK_NAME",
     "JobConsumer",
     "JobQueue",
+    "QUEUE_FAULTS",
     "Recovery",
     "build_huey",
+    "queue_location",
     "jobs_by_state",
     "recover_lost_jobs",
     "recover_stale_jobs",
@@ -85,11 +90,27 @@ STORAGE_WAIT_LIMIT_SECONDS = 3600.0
 trunk cache spilled to it, say) must not loop for ever."""
 
 
+QUEUE_FAULTS = (RedisError, sqlite3.Error)
+"""What the queue raises when it cannot be reached or written (Redis down or stuck, the SQLite file unwritable)."""
+
+
 def build_huey(settings: ServerConfig) -> Huey:
-    """The huey instance of ``settings.queue``: SQLite under ``data_dir`` or Redis at ``settings.redis_url``."""
+    """The huey instance of ``settings.queue``: SQLite under ``data_dir`` or Redis at ``settings.redis_url``
+    (redis-py's connections give up after 5 s, so a stopped Redis costs a training request that, not a hang)."""
     if settings.queue == "redis":
         return RedisHuey(settings.queue_name, url=settings.redis_url, results=False)
     return SqliteHuey(settings.queue_name, filename=f"{settings.data_dir}/queue.db", results=False)
+
+
+def queue_location(settings: ServerConfig) -> str:
+    """Where the queue is, for logs: the Redis URL with its password left out, or the SQLite file."""
+    if settings.queue != "redis":
+        return f"{settings.data_dir}/queue.db"
+    parts = urlsplit(settings.redis_url)
+    if parts.password is None:
+        return settings.redis_url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))
 
 
 QUEUE_ERROR_LOG_SECONDS = 30.0
@@ -195,6 +216,22 @@ class JobQueue:
     def depth(self) -> int:
         """Tasks waiting in the queue."""
         return self.huey.pending_count()
+
+    def answers(self) -> bool:
+        """Whether the queue answers now; when it does not, one warning says what still works (the server and the
+        worker ask once at start, so an unreachable Redis is named before huey's errors about it).
+        """
+        try:
+            self.depth()
+        except QUEUE_FAULTS as exc:
+            logger.warning(
+                "the job queue at %s does not answer (%s): training requests are still accepted; their jobs wait in "
+                "the database and are put on the queue once it answers",
+                queue_location(self.settings),
+                exc,
+            )
+            return False
+        return True
 
     def job_ids_on_queue(self) -> Set[str]:
         """Ids of the jobs that have a message waiting on the queue, now or after a retry delay."""

@@ -15,7 +15,7 @@ from kospeech.inference import Recognizer
 from kospeech.service.adapter_cache import ByteBoundedAdapterCache
 from kospeech.service.batching import DynamicBatcher
 from kospeech.service.db import create_db_engine, migrate, session_factory
-from kospeech.service.jobs import JobConsumer, JobQueue, Recovery, jobs_by_state
+from kospeech.service.jobs import JobConsumer, JobQueue, Recovery, jobs_by_state, queue_location
 from kospeech.service.metrics import ServiceMetrics
 from kospeech.service.settings import ServerConfig, check_model_settings
 from kospeech.service.storage import Storage
@@ -74,6 +74,7 @@ class ServiceState:
         cache: ByteBoundedAdapterCache = recognizer.cache
         runner = AdapterJobRunner.from_settings(settings)
         queue = JobQueue(settings, sessions, storage, runner if settings.in_process_worker else None)
+        queue.answers()
         batcher = DynamicBatcher(
             recognizer,
             settings.batch_max_size,
@@ -98,10 +99,11 @@ class ServiceState:
             state.recovery = Recovery(queue)
             state.recovery.start()
         logger.info(
-            "service ready: data_dir=%s database=%s queue=%s in_process_worker=%s",
+            "service ready: data_dir=%s database=%s queue=%s (%s) in_process_worker=%s",
             settings.data_dir,
             engine.url.render_as_string(hide_password=True),
             settings.queue,
+            queue_location(settings),
             settings.in_process_worker,
         )
         return state

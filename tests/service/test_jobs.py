@@ -410,6 +410,21 @@ def test_a_job_whose_message_never_reached_the_queue_is_enqueued_by_a_workers_re
         engine.dispose()
 
 
+def test_a_queue_that_does_not_answer_at_start_is_named_once_without_its_password(tmp_path, caplog):
+    """Before stop 36 a server whose Redis was down logged "service ready", then huey's errors; now one warning at
+    start names the queue (its password left out) and says what still works."""
+    url = f"redis://:s3cret@127.0.0.1:{_free_port()}/0"
+    settings = settings_for(tmp_path, "server.queue=redis", f"server.redis_url={url}", "server.in_process_worker=false")
+    with caplog.at_level("INFO", logger="kospeech.service"), TestClient(create_app(settings)) as client:
+        assert client.get("/healthz").status_code == 200
+    logged = [record.getMessage() for record in caplog.records]
+    location = url.replace(":s3cret@", ":***@")
+    warned = [message for message in logged if f"job queue at {location} does not answer" in message]
+    assert len(warned) == 1 and "training requests are still accepted" in warned[0], logged
+    assert any(f"queue=redis ({location})" in message for message in logged), logged
+    assert not any("s3cret" in message for message in logged)
+
+
 def test_a_crash_before_the_commit_leaves_the_previous_version_served(tmp_path, tiny_users):
     """Activation is one commit: a job that dies after writing its adapter file and before committing changes nothing
     a request sees; its retry records the version; the served version is always the database's active one."""

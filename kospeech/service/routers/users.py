@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import logging
-import sqlite3
 from typing import Annotated, Optional
 
 from fastapi import APIRouter, Body, Response
-from redis.exceptions import RedisError
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -16,6 +14,7 @@ from kospeech.models import registered_adapter_types
 from kospeech.service.db import database_now
 from kospeech.service.deps import CallerDep, SessionDep, StateDep, UserDep, checked_user_id
 from kospeech.service.errors import ServiceError
+from kospeech.service.jobs import QUEUE_FAULTS
 from kospeech.service.keys import revoke_user_keys
 from kospeech.service.models import PENDING_JOB_STATES, Job, User
 from kospeech.service.routers.jobs import job_status
@@ -177,6 +176,6 @@ def train_adapter(
         raise _job_pending(user_id, other) from exc
     try:
         state.queue.enqueue(job.id)
-    except (RedisError, sqlite3.Error) as exc:  # the job is committed: a worker's recovery enqueues it later
+    except QUEUE_FAULTS as exc:  # the job is committed: a worker's recovery enqueues it later
         logger.error("job=%s is queued but could not be put on the queue (%s); recovery will enqueue it", job.id, exc)
     return JobCreated(job_id=job.id)
