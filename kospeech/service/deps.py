@@ -10,7 +10,7 @@ from typing import Annotated, Iterator, Optional
 from fastapi import Depends, Path, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from kospeech.errors import InvalidNameError
@@ -140,14 +140,19 @@ def caller_user(session: SessionDep, caller: CallerDep, user_id: Annotated[str, 
 
     Raises:
         ServiceError: 422 for an id breaking the rule; 404 when the caller's tenant has no such user, or the caller's
-            key is scoped to another user.
+            key is scoped to another user. Ids are case-sensitive; where the tenant has the id in another case (ids
+            that differ only in case cannot both exist), the 404's message names it.
     """
     checked_user_id(user_id)
     if not caller.may_act_as(user_id):  # another user is as unknown to a user-scoped key as another tenant's
         raise ServiceError(404, "user_not_found", f"no user {user_id!r}")
     user = session.scalar(select(User).where(User.tenant_id == caller.tenant_id, User.user_id == user_id))
     if user is None:
-        raise ServiceError(404, "user_not_found", f"no user {user_id!r}")
+        other_case = session.scalar(
+            select(User.user_id).where(User.tenant_id == caller.tenant_id, func.lower(User.user_id) == user_id.lower())
+        )
+        hint = f"; user ids are case-sensitive: did you mean {other_case!r}?" if other_case else ""
+        raise ServiceError(404, "user_not_found", f"no user {user_id!r}{hint}")
     return user
 
 

@@ -232,6 +232,9 @@ def test_create_read_and_delete_a_user(service, user_id):
     shouted = service.client.post("/v1/users", json={"user_id": user_id.upper()}, headers=service.headers())
     assert shouted.status_code == 409 and error_code(shouted) == "user_exists"
     assert "differ only in case" in shouted.json()["error"]["message"]
+    read_shouted = service.client.get(f"/v1/users/{user_id.upper()}", headers=service.headers())
+    assert read_shouted.status_code == 404 and error_code(read_shouted) == "user_not_found"
+    assert f"did you mean {user_id!r}?" in read_shouted.json()["error"]["message"]
     assert upload(service, user_id, wav_bytes(tone(1.0))).status_code == 201
     folder = Storage(service.data_dir).user_dir("acme", user_id)
     assert any(folder.rglob("*.wav"))
