@@ -113,7 +113,7 @@ def test_bad_files_raise_value_errors_that_name_the_file(tmp_path):
     with pytest.raises(InputError, match="corpus.json"):
         CorpusCard.load(tmp_path)
     with pytest.raises(InputError, match="no .pcm files"):
-        preprocess_ksponspeech(tmp_path, tmp_path / "out", progress=False)
+        preprocess_ksponspeech(tmp_path, tmp_path / "out", compat="clean", progress=False)
 
 
 def test_a_checkpoint_whose_architecture_is_invalid_is_a_checkpoint_error(tmp_path):

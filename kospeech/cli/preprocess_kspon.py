@@ -4,7 +4,7 @@ r"""``kospeech-preprocess-kspon``: build a KoSpeech manifest and vocabulary from
         --valid-ratio 0.01
 
 ``--compat kospeech`` (default) filters transcripts with upstream KoSpeech's rules (sentence_filter, its percent
-files, strict cp949) and also writes KoSpeech's aihub_labels.csv and transcripts.txt; ``--compat clean`` uses this
+files, cp949; a corpus converted to UTF-8 is read as UTF-8) and also writes KoSpeech's aihub_labels.csv and transcripts.txt; ``--compat clean`` uses this
 project's cleaner rules (clean_transcript). Writes OUT_DIR/train.tsv, OUT_DIR/valid.tsv (with --valid-ratio) and
 OUT_DIR/vocab.csv; for each evaluation script file found (ROOT_DIR/KsponSpeech_scripts/eval_clean.trn and
 eval_other.trn, or in --scripts-dir), also OUT_DIR/eval_clean.tsv / OUT_DIR/eval_other.tsv: the pcm files under

@@ -18,7 +18,8 @@ Cleaning decisions (:func:`clean_transcript`):
   and symbols become their Hangul readings (``3시`` -> ``세 시``, ``70%`` -> ``칠십 퍼센트``). A dual transcription
   whose spelling holds a digit keeps its pronunciation instead: how a number was said (``(1)/(일) 대 (1)/(일)``,
   ``(2)/(두) 개``) is what the speaker said, where a reading guessed from the digits and the next word can differ.
-- A ``%`` left over in either mode is read ``퍼센트``; ``#`` is read ``샵``.
+- A ``%`` left over in either mode is read ``퍼센트`` (``프로`` in the three training files whose speaker said so,
+  :data:`PERCENT_FILES`); ``#`` is read ``샵``.
 - Every other character that is not a Hangul syllable, an ASCII letter, a digit or a space is removed (sentence
   punctuation ``. , ? !`` is kept only with ``keep_punctuation=True``); whitespace is collapsed.
 - In ``phonetic`` mode digits written outside a dual transcription are kept as written.
@@ -170,6 +171,18 @@ def read_transcript(path: PathLike) -> str:
         FileNotFoundError: the file does not exist.
         TranscriptError: the bytes are neither cp949 nor UTF-8 (the message names the file).
     """
+    text = _decoded_transcript(path)
+    return unicodedata.normalize("NFC", " ".join(text.splitlines()))
+
+
+def _decoded_transcript(path: PathLike) -> str:
+    """The text of a cp949 or UTF-8 transcript file, whichever decoding gives Hangul rather than mojibake (cp949 on a
+    tie; a UTF-8 byte order mark means UTF-8 and is dropped); nothing else changed.
+
+    Raises:
+        FileNotFoundError: the file does not exist.
+        TranscriptError: the bytes are neither cp949 nor UTF-8.
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"transcript file not found: {path}")
@@ -184,8 +197,7 @@ def read_transcript(path: PathLike) -> str:
             errors.append(f"{encoding}: {exc.reason} at byte {exc.start}")
     if not decoded:
         raise TranscriptError(f"{path}: transcript is neither cp949 nor UTF-8 text ({'; '.join(errors)})")
-    text = max(decoded, key=_hangul_share)  # max keeps the first (cp949) on a tie
-    return unicodedata.normalize("NFC", " ".join(text.splitlines()))
+    return max(decoded, key=_hangul_share)  # max keeps the first (cp949) on a tie
 
 
 def _strip_markers(text: str) -> str:
@@ -216,13 +228,17 @@ def resolve_dual_transcriptions(text: str, mode: str = "phonetic") -> str:
     )
 
 
-def clean_transcript(text: str, mode: str = "phonetic", keep_punctuation: bool = False) -> str:
+def clean_transcript(
+    text: str, mode: str = "phonetic", keep_punctuation: bool = False, percent: Optional[str] = None
+) -> str:
     """Turn a raw KsponSpeech transcript into training text (see the module docstring for the rules).
 
     Args:
         text: the raw transcript, e.g. ``"b/ 아/ (3시)/(세 시)에 n/ 만나+ 만나자."``.
         mode: ``phonetic`` or ``spelling``.
         keep_punctuation: keep ``. , ? !``.
+        percent: how a ``%`` left outside a dual transcription is read (the file's :func:`percent_word`: in three
+            training files the speaker said 프로); ``None`` reads it ``퍼센트``.
 
     Returns:
         The cleaned text, e.g. ``"아 세 시에 만나 만나자"``; may be empty (a noise-only utterance).
@@ -234,7 +250,8 @@ def clean_transcript(text: str, mode: str = "phonetic", keep_punctuation: bool =
     text = _strip_markers(text)
     if mode == "spelling":
         text = normalize_text(text)
-    for symbol, reading in _SYMBOL_READINGS.items():
+    readings = {**_SYMBOL_READINGS, **({"%": percent} if percent else {})}
+    for symbol, reading in readings.items():
         text = text.replace(symbol, f" {reading} ")
     low, high = _HANGUL_SYLLABLES
     kept = []
@@ -326,7 +343,11 @@ def percent_word(transcript_name: str) -> Optional[str]:
 
 
 def read_kospeech_transcript(path: PathLike) -> str:
-    """Read a transcript as KoSpeech does: strict cp949, ``\\r\\n`` and ``\\r`` read as ``\\n``, nothing else changed.
+    """Read a transcript as KoSpeech does: cp949, ``\\r\\n`` and ``\\r`` read as ``\\n``, nothing else changed.
+
+    A file converted to UTF-8 (which KoSpeech cannot read) is read as UTF-8, giving the text of its cp949 original:
+    a short UTF-8 text can also decode as cp949, into mojibake (진짜 as 吏꾩쭨), so the decoding that gives Hangul
+    is taken, as :func:`read_transcript` does.
 
     Args:
         path: the ``.txt`` file.
@@ -336,17 +357,9 @@ def read_kospeech_transcript(path: PathLike) -> str:
 
     Raises:
         FileNotFoundError: the file does not exist.
-        TranscriptError: the bytes are not cp949 (the message names the file).
+        TranscriptError: the bytes are neither cp949 nor UTF-8 (the message names the file).
     """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"transcript file not found: {path}")
-    raw = path.read_bytes()
-    try:
-        text = raw.decode("cp949")
-    except UnicodeDecodeError as exc:
-        raise TranscriptError(f"{path}: transcript is not cp949 text ({exc.reason} at byte {exc.start})") from exc
-    return text.replace("\r\n", "\n").replace("\r", "\n")
+    return _decoded_transcript(path).replace("\r\n", "\n").replace("\r", "\n")
 
 
 def _split_valid(count: int, valid_ratio: float, seed: int) -> Tuple[List[int], List[int]]:
@@ -381,7 +394,9 @@ def _read_and_filter(transcript_path: Path, mode: str, compat: str, keep_punctua
     if compat == "kospeech":
         raw = read_kospeech_transcript(transcript_path)
         return sentence_filter(raw, mode, percent_word(transcript_path.name))
-    return clean_transcript(read_transcript(transcript_path), mode=mode, keep_punctuation=keep_punctuation)
+    return clean_transcript(
+        read_transcript(transcript_path), mode, keep_punctuation, percent=percent_word(transcript_path.name)
+    )
 
 
 def _check_options(mode: str, unit: str, compat: str, keep_punctuation: bool) -> None:
@@ -410,14 +425,14 @@ def preprocess_ksponspeech(
     keep_punctuation: bool = False,
     audio_extension: str = ".pcm",
     progress: bool = True,
-    compat: str = "clean",
+    compat: str = "kospeech",
 ) -> Dict[str, Any]:
     """Walk a KsponSpeech tree, filter every transcript, and write the manifest(s) and the vocabulary.
 
     ``compat='clean'`` pairs every ``*.pcm`` under ``root_dir`` (outside ``KsponSpeech_eval``) with the ``.txt`` of
     the same name and cleans it with :func:`clean_transcript`. ``compat='kospeech'`` reads what upstream KoSpeech reads, every
     ``KsponSpeech*/<folder>/*.txt`` (e.g. ``KsponSpeech_01/KsponSpeech_0001/KsponSpeech_000001.txt``; the
-    ``KsponSpeech_eval`` folder is left out, see :func:`preprocess_ksponspeech_eval`), as strict cp949, filters it
+    ``KsponSpeech_eval`` folder is left out, see :func:`preprocess_ksponspeech_eval`), as cp949 (or UTF-8: :func:`read_kospeech_transcript`), filters it
     with :func:`sentence_filter` and the file's :func:`percent_word`, and also writes KoSpeech's label files
     (:func:`write_kospeech_labels`) from every decoded transcript, empty ones included, as upstream does.
 
@@ -436,7 +451,8 @@ def preprocess_ksponspeech(
         keep_punctuation: keep ``. , ? !`` in the transcripts (``compat='clean'`` only).
         audio_extension: suffix of the audio files.
         progress: show a tqdm progress bar.
-        compat: ``clean`` (this project's rules, :func:`clean_transcript`) or ``kospeech`` (upstream KoSpeech's).
+        compat: ``kospeech`` (upstream KoSpeech's rules, the default here, in ``kospeech-preprocess-kspon`` and in
+            :func:`preprocess_ksponspeech_eval`) or ``clean`` (this project's rules, :func:`clean_transcript`).
 
     Returns:
         A summary: ``utterances``, ``train_utterances``, ``valid_utterances``, ``hours``,
@@ -543,7 +559,7 @@ def _collect(
             text = _read_and_filter(transcript_path, mode, compat, keep_punctuation)
         except TranscriptError as exc:
             skipped["skipped_undecodable_transcript"] += 1
-            logger.warning("skipping %s: %s", transcript_path, exc)
+            logger.warning("skipping %s", exc)  # the message names the file
             continue
         except InputError as exc:
             skipped["skipped_percent_without_reading"] += 1
@@ -847,9 +863,10 @@ def preprocess_ksponspeech_eval(
             if isinstance(problem, str):
                 skipped[problem] += 1
                 continue
-            reference = "".join(ch for ch in text if known.issuperset(vocab.tokenize(ch)))
-            dropped += len(text) - len(reference)
-            if not reference.strip():
+            kept = "".join(ch for ch in text if known.issuperset(vocab.tokenize(ch)))
+            dropped += len(text) - len(kept)
+            reference = " ".join(kept.split())  # a removed word leaves no doubled or edge space (the reader strips)
+            if not reference:
                 skipped["skipped_empty_transcript"] += 1
                 logger.info("skipping %s: transcript empty after filtering", where)
                 continue

@@ -7,6 +7,7 @@ The expectations of the KoSpeech rules (``sentence_filter``, the label files) ar
 import codecs
 import json
 import logging
+import shutil
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
@@ -161,7 +162,7 @@ CORPUS = {
 def test_preprocess_phonetic(tmp_path: Path) -> None:
     _write_corpus(tmp_path / "corpus", CORPUS)
     out = tmp_path / "out"
-    summary = preprocess_ksponspeech(tmp_path / "corpus", out, mode="phonetic", progress=False)
+    summary = preprocess_ksponspeech(tmp_path / "corpus", out, mode="phonetic", compat="clean", progress=False)
     assert summary["utterances"] == summary["train_utterances"] == 4
     assert summary["skipped_empty_transcript"] == 1
     assert summary["skipped_missing_transcript"] == 1
@@ -189,7 +190,7 @@ def test_preprocess_phonetic(tmp_path: Path) -> None:
 def test_preprocess_spelling_and_grapheme(tmp_path: Path) -> None:
     _write_corpus(tmp_path / "corpus", CORPUS)
     summary = preprocess_ksponspeech(
-        tmp_path / "corpus", tmp_path / "out", mode="spelling", unit="grapheme", progress=False
+        tmp_path / "corpus", tmp_path / "out", mode="spelling", unit="grapheme", compat="clean", progress=False
     )
     vocab = Vocabulary.from_csv(tmp_path / "out" / "vocab.csv", unit="grapheme")
     transcripts = [e.transcript for e in read_manifest(summary["train_manifest"], vocab=vocab)]
@@ -200,33 +201,39 @@ def test_preprocess_spelling_and_grapheme(tmp_path: Path) -> None:
 
 def test_preprocess_valid_split_is_seeded(tmp_path: Path) -> None:
     _write_corpus(tmp_path / "corpus", CORPUS)
-    first = preprocess_ksponspeech(tmp_path / "corpus", tmp_path / "a", valid_ratio=0.25, seed=3, progress=False)
-    second = preprocess_ksponspeech(tmp_path / "corpus", tmp_path / "b", valid_ratio=0.25, seed=3, progress=False)
+    first = preprocess_ksponspeech(
+        tmp_path / "corpus", tmp_path / "a", valid_ratio=0.25, seed=3, compat="clean", progress=False
+    )
+    second = preprocess_ksponspeech(
+        tmp_path / "corpus", tmp_path / "b", valid_ratio=0.25, seed=3, compat="clean", progress=False
+    )
     assert (first["train_utterances"], first["valid_utterances"]) == (3, 1)
     train = read_manifest(first["train_manifest"])
     valid = read_manifest(first["valid_manifest"])
     assert {e.audio_path for e in train}.isdisjoint(e.audio_path for e in valid)
     assert [e.audio_path for e in valid] == [e.audio_path for e in read_manifest(second["valid_manifest"])]
-    again = preprocess_ksponspeech(tmp_path / "corpus", tmp_path / "a", progress=False)  # nothing held out now
+    again = preprocess_ksponspeech(
+        tmp_path / "corpus", tmp_path / "a", compat="clean", progress=False
+    )  # nothing held out now
     assert again["valid_manifest"] is None and not (tmp_path / "a" / "valid.tsv").exists()
 
 
 def test_preprocess_refuses_bad_input(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="nowhere"):
-        preprocess_ksponspeech(tmp_path / "nowhere", tmp_path / "out", progress=False)
+        preprocess_ksponspeech(tmp_path / "nowhere", tmp_path / "out", compat="clean", progress=False)
     (tmp_path / "empty").mkdir()
     with pytest.raises(ValueError, match="no .pcm files"):
-        preprocess_ksponspeech(tmp_path / "empty", tmp_path / "out", progress=False)
+        preprocess_ksponspeech(tmp_path / "empty", tmp_path / "out", compat="clean", progress=False)
     _write_corpus(tmp_path / "noise", {"KsponSpeech_000001": "b/ n/"})
     with pytest.raises(ValueError, match="no utterance"):
-        preprocess_ksponspeech(tmp_path / "noise", tmp_path / "out", progress=False)
+        preprocess_ksponspeech(tmp_path / "noise", tmp_path / "out", compat="clean", progress=False)
     with pytest.raises(ValueError, match="mode"):
-        preprocess_ksponspeech(tmp_path / "noise", tmp_path / "out", mode="both", progress=False)
+        preprocess_ksponspeech(tmp_path / "noise", tmp_path / "out", mode="both", compat="clean", progress=False)
 
 
 def test_preprocessed_corpus_feeds_the_dataset(tmp_path: Path) -> None:
     _write_corpus(tmp_path / "corpus", CORPUS)
-    summary = preprocess_ksponspeech(tmp_path / "corpus", tmp_path / "out", progress=False)
+    summary = preprocess_ksponspeech(tmp_path / "corpus", tmp_path / "out", compat="clean", progress=False)
     entries = read_manifest(summary["train_manifest"])
     extractor = FeatureExtractor(FeatureConfig())
     dataset = SpeechDataset(entries, extractor)
@@ -303,12 +310,12 @@ def test_percent_files() -> None:
     assert percent_word("KsponSpeech_E00001.txt") is None
 
 
-def test_read_kospeech_transcript_is_strict_cp949_with_universal_newlines(tmp_path: Path) -> None:
+def test_read_kospeech_transcript_is_cp949_with_universal_newlines(tmp_path: Path) -> None:
     path = tmp_path / "KsponSpeech_000001.txt"
     path.write_bytes("첫 줄\r\n둘째\r셋째 \u212b\n".encode("cp949"))
     assert read_kospeech_transcript(path) == "첫 줄\n둘째\n셋째 \u212b\n"  # no NFC: U+212B stays
-    path.write_bytes("가나".encode())
-    with pytest.raises(TranscriptError, match="KsponSpeech_000001.txt.*not cp949"):
+    path.write_bytes(b"\xff\xfe\x00")
+    with pytest.raises(TranscriptError, match="KsponSpeech_000001.txt: transcript is neither cp949 nor UTF-8"):
         read_kospeech_transcript(path)
     with pytest.raises(FileNotFoundError):
         read_kospeech_transcript(tmp_path / "absent.txt")
@@ -377,6 +384,41 @@ def test_preprocess_kospeech_rules_write_upstreams_label_files(tmp_path: Path) -
         "KsponSpeech_02/KsponSpeech_0124/KsponSpeech_123002.pcm\t어 네 네\t6 3 7 3 7",
     ]
     assert summary["kospeech_labels"] == str(out / "aihub_labels.csv")
+
+
+def test_a_corpus_converted_to_utf8_gives_what_its_cp949_original_gives(tmp_path: Path) -> None:
+    """Review, stop 36: under KoSpeech's rules a short UTF-8 transcript that also decodes as cp949 became mojibake
+    (진짜 as 吏꾩쭨) in the manifest and the vocabulary, and the run succeeded; longer ones were skipped."""
+    _write_kospeech_corpus(tmp_path / "cp949")
+    short = tmp_path / "cp949" / "KsponSpeech_01" / "KsponSpeech_0001" / "KsponSpeech_000005"
+    short.with_suffix(".txt").write_bytes("진짜".encode("cp949"))
+    short.with_suffix(".pcm").write_bytes(np.ones(3200, dtype="<i2").tobytes())
+    shutil.copytree(tmp_path / "cp949", tmp_path / "utf8")
+    for path in (tmp_path / "utf8").rglob("*.txt"):
+        path.write_text(path.read_bytes().decode("cp949"), encoding="utf-8", newline="")
+    assert "진짜".encode().decode("cp949") != "진짜"  # the case: the UTF-8 bytes also decode as cp949, into mojibake
+    summaries = {
+        name: preprocess_ksponspeech(tmp_path / name, tmp_path / f"out-{name}", compat="kospeech", progress=False)
+        for name in ("cp949", "utf8")
+    }
+    assert summaries["utf8"]["skipped_undecodable_transcript"] == 0
+    assert summaries["utf8"]["utterances"] == summaries["cp949"]["utterances"] == 4
+    for produced in ("train.tsv", "vocab.csv", "aihub_labels.csv", "transcripts.txt"):
+        cp949, utf8 = ((tmp_path / f"out-{name}" / produced).read_text(encoding="utf-8") for name in summaries)
+        assert utf8 == cp949.replace(str(tmp_path / "cp949"), str(tmp_path / "utf8")), produced
+    assert "진짜" in (tmp_path / "out-utf8" / "train.tsv").read_text(encoding="utf-8")
+
+
+def test_clean_rules_read_a_bare_percent_as_the_file_says_it(tmp_path: Path) -> None:
+    """Review, stop 36: in the files where KoSpeech reads a bare % as 프로 (the speaker's word), the clean rules
+    wrote 퍼센트."""
+    root = tmp_path / "corpus"
+    _write_corpus(root, {"KsponSpeech_501006": "그거 한 오십% 정도야\n", "KsponSpeech_087797": "한 오십% 정도야\n"})
+    summary = preprocess_ksponspeech(root, tmp_path / "out", compat="clean", progress=False)
+    assert summary["utterances"] == 2
+    texts = [entry.transcript for entry in read_manifest(tmp_path / "out" / "train.tsv")]
+    assert texts == ["한 오십 퍼센트 정도야", "그거 한 오십 프로 정도야"]
+    assert clean_transcript("오십%", percent="프로") == "오십 프로" and clean_transcript("오십%") == "오십 퍼센트"
 
 
 def test_preprocess_kospeech_grapheme_labels(tmp_path: Path) -> None:
@@ -473,6 +515,20 @@ def test_read_trn_refuses_a_cp949_file(tmp_path: Path) -> None:
     path.write_bytes("a/E1.pcm :: b/\na/E2.pcm :: 그 다음에 봐\n".encode("cp949"))
     with pytest.raises(TranscriptError, match=r"eval_other.trn:2: not UTF-8 text \(its bytes read as cp949\).*iconv"):
         read_trn(path)
+
+
+def test_eval_references_keep_no_space_a_removed_character_leaves(tmp_path: Path) -> None:
+    """Review, stop 36: a character outside the training vocabulary was removed with the spaces around it kept, so
+    references held edge and doubled spaces and their label ids disagreed with the stripped transcript on reading."""
+    root = tmp_path / "corpus"
+    _write_corpus(root, {"KsponSpeech_000001": "만나자 에이\n"})
+    _write_eval_sets(root, {"eval_clean": ["# 만나자 # 에이 #"]})
+    summary = preprocess_ksponspeech(root, tmp_path / "out", compat="kospeech", progress=False)
+    vocab = Vocabulary.from_csv(summary["vocab"])
+    results = preprocess_ksponspeech_eval(root, tmp_path / "out", vocab, splits=["eval_clean"], progress=False)
+    assert results["eval_clean"]["dropped_characters"] == 3
+    (entry,) = read_manifest(results["eval_clean"]["manifest"], vocab=vocab, relabel=False)
+    assert entry.transcript == "만나자 에이" and list(entry.label_ids) == vocab.encode("만나자 에이")
 
 
 def test_eval_sets_skip_count_and_log_bad_lines(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:

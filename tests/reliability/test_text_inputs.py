@@ -145,6 +145,6 @@ def test_ksponspeech_preprocessing_skips_and_counts_undecodable_transcripts(tmp_
         stem = root / f"KsponSpeech_{index:06d}"
         (stem.with_suffix(".pcm")).write_bytes((tone(0.5, seed=index) * 2**14).astype("<i2").tobytes())
         (stem.with_suffix(".txt")).write_bytes(raw)
-    summary = preprocess_ksponspeech(tmp_path, tmp_path / "out", progress=False)
+    summary = preprocess_ksponspeech(tmp_path, tmp_path / "out", compat="clean", progress=False)
     assert summary["utterances"] == 2  # the cp949 and the UTF-8 transcript
     assert summary["skipped_undecodable_transcript"] == 2
