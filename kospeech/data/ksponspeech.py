@@ -23,6 +23,10 @@ Cleaning decisions (:func:`clean_transcript`):
 - Every other character that is not a Hangul syllable, an ASCII letter, a digit or a space is removed (sentence
   punctuation ``. , ? !`` is kept only with ``keep_punctuation=True``); whitespace is collapsed.
 - In ``phonetic`` mode digits written outside a dual transcription are kept as written.
+- Full-width ASCII (``（３시）``, ``ＬＧ``) and the ideographic space are read as ASCII first. Dual transcriptions nest
+  (resolved from the inside out); what is left of a broken pair (an unclosed bracket, ``)/`` or ``/(``) is resolved
+  by KoSpeech's toggle rule (:func:`bracket_filter`), so one side is kept, never both run together. Other brackets
+  are dropped and their words kept (``(정말)`` is ``정말``).
 
 KoSpeech compatibility (:func:`sentence_filter`, ``compat='kospeech'``): the rules of upstream KoSpeech's
 ``dataset/kspon/preprocess/preprocess.py``, giving the same text for every input:
@@ -99,9 +103,11 @@ PathLike = Union[str, os.PathLike]
 TRANSCRIPT_MODES = ("phonetic", "spelling")
 
 _DUAL_RE = re.compile(r"\(([^()]*)\)\s*/\s*\(([^()]*)\)")
+_HALF_PAIR_RE = re.compile(r"\)\s*/|/\s*\(")
 _NOISE_RE = re.compile(r"(?<![A-Za-z])[onubl]/")
 _MARKER_RE = re.compile(r"[+*]|(?<!\d)/|/(?!\d)")
 _SYMBOL_READINGS = {"%": "퍼센트", "#": "샵"}
+_FULL_WIDTH_TO_ASCII = {**{code: code - 0xFEE0 for code in range(0xFF01, 0xFF5F)}, 0x3000: ord(" ")}
 _PUNCTUATION = ".,?!"
 _WHITESPACE_RE = re.compile(r"\s+")
 _HANGUL_SYLLABLES = ("\uac00", "\ud7a3")
@@ -214,18 +220,23 @@ def resolve_dual_transcriptions(text: str, mode: str = "phonetic") -> str:
             a number's reading is the pronunciation (``(2)/(두) 개`` is ``두 개``, ``(1)/(일) 대`` is ``일 대``).
 
     Returns:
-        The text with the pairs resolved; everything else untouched.
+        The text with the pairs resolved, nested ones from the inside out; everything else untouched.
 
     Raises:
         ValueError: unknown mode.
     """
     if mode not in TRANSCRIPT_MODES:
         raise ValueError(f"mode must be one of {TRANSCRIPT_MODES}, got {mode!r}")
-    if mode == "phonetic":
-        return _DUAL_RE.sub(lambda match: match.group(2), text)
-    return _DUAL_RE.sub(
-        lambda match: match.group(2) if any(ch.isdigit() for ch in match.group(1)) else match.group(1), text
-    )
+
+    def side(match: re.Match) -> str:
+        if mode == "phonetic" or any(ch.isdigit() for ch in match.group(1)):
+            return match.group(2)
+        return match.group(1)
+
+    resolved = None
+    while resolved != text:
+        resolved, text = text, _DUAL_RE.sub(side, text)
+    return text
 
 
 def clean_transcript(
@@ -246,7 +257,9 @@ def clean_transcript(
     Raises:
         ValueError: unknown mode.
     """
-    text = resolve_dual_transcriptions(unicodedata.normalize("NFC", text), mode)
+    text = resolve_dual_transcriptions(unicodedata.normalize("NFC", text).translate(_FULL_WIDTH_TO_ASCII), mode)
+    if text.count("(") != text.count(")") or _HALF_PAIR_RE.search(text):  # a broken pair: one side, not both
+        text = bracket_filter(text, mode)
     text = _strip_markers(text)
     if mode == "spelling":
         text = normalize_text(text)

@@ -409,6 +409,22 @@ def test_a_corpus_converted_to_utf8_gives_what_its_cp949_original_gives(tmp_path
     assert "진짜" in (tmp_path / "out-utf8" / "train.tsv").read_text(encoding="utf-8")
 
 
+@pytest.mark.parametrize(
+    "raw, phonetic, spelling",
+    [
+        ("(3시)/(세 시", "세 시", "세 시"),  # unclosed: KoSpeech's toggle rule keeps one side
+        ("(아 (3시)/(세 시))/(아 세 시)", "아 세 시", "아 세 시"),  # nested: from the inside out
+        ("（3시）/（세 시）에", "세 시에", "세 시에"),  # full-width brackets
+        ("３시에 봐", "3시에 봐", "세 시에 봐"),  # a full-width digit was dropped
+        ("(ＬＧ)/(엘지) 폰", "엘지 폰", "LG 폰"),  # full-width letters were dropped
+    ],
+)
+def test_clean_rules_keep_one_side_of_a_malformed_or_full_width_dual_transcription(raw, phonetic, spelling) -> None:
+    """Review, stop 36: both sides ran together (``3시세 시``: digits and a made-up syllable run in phonetic mode)."""
+    assert clean_transcript(raw) == phonetic
+    assert clean_transcript(raw, mode="spelling") == spelling
+
+
 def test_clean_rules_read_a_bare_percent_as_the_file_says_it(tmp_path: Path) -> None:
     """Review, stop 36: in the files where KoSpeech reads a bare % as 프로 (the speaker's word), the clean rules
     wrote 퍼센트."""
