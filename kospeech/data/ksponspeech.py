@@ -412,7 +412,12 @@ def _read_and_filter(transcript_path: Path, mode: str, compat: str, keep_punctua
     )
 
 
-def _check_options(mode: str, unit: str, compat: str, keep_punctuation: bool) -> None:
+def _check_options(mode: str, unit: str, compat: str, keep_punctuation: bool, audio_extension: str) -> None:
+    if not (audio_extension.startswith(".") and len(audio_extension) > 1 and "/" not in audio_extension):
+        raise ValueError(
+            f"audio_extension (--audio-extension) must be a file suffix with its dot, e.g. '.wav', got "
+            f"{audio_extension!r}"
+        )
     if mode not in TRANSCRIPT_MODES:
         raise ValueError(f"mode must be one of {TRANSCRIPT_MODES}, got {mode!r}")
     if unit not in OUTPUT_UNITS:
@@ -484,7 +489,7 @@ def preprocess_ksponspeech(
     out = Path(out_dir)
     if not root.is_dir():
         raise FileNotFoundError(f"KsponSpeech root directory not found: {root}")
-    _check_options(mode, unit, compat, keep_punctuation)
+    _check_options(mode, unit, compat, keep_punctuation, audio_extension)
     if not 0.0 <= valid_ratio < 1.0:
         raise ValueError(f"valid_ratio must be in [0, 1), got {valid_ratio}")
     if compat == "kospeech":
@@ -840,7 +845,7 @@ def preprocess_ksponspeech_eval(
         ValueError: bad ``mode``, ``compat``, ``keep_punctuation`` or split name.
         InputError: (a ValueError) a script file is not UTF-8, or a split has no utterance left.
     """
-    _check_options(mode, vocab.unit, compat, keep_punctuation)
+    _check_options(mode, vocab.unit, compat, keep_punctuation, audio_extension)
     unknown = [split for split in splits if split not in EVAL_SPLITS]
     if unknown:
         raise ValueError(f"evaluation splits must be among {EVAL_SPLITS}, got {unknown}")

@@ -21,6 +21,7 @@ from kospeech.data.audio import load_audio
 from kospeech.data.dataset import SpeechDataset
 from kospeech.data.features import FeatureConfig, FeatureExtractor
 from kospeech.data.ksponspeech import (
+    COMPAT_MODES,
     PERCENT_FILES,
     TranscriptError,
     bracket_filter,
@@ -423,6 +424,16 @@ def test_clean_rules_keep_one_side_of_a_malformed_or_full_width_dual_transcripti
     """Review, stop 36: both sides ran together (``3시세 시``: digits and a made-up syllable run in phonetic mode)."""
     assert clean_transcript(raw) == phonetic
     assert clean_transcript(raw, mode="spelling") == spelling
+
+
+@pytest.mark.parametrize("compat", COMPAT_MODES)
+def test_an_audio_extension_without_its_dot_is_refused_naming_the_option(tmp_path: Path, compat: str) -> None:
+    """Review, stop 36: ``--audio-extension wav`` ended with "Invalid suffix 'wav'" or "no wav files under ..."."""
+    _write_corpus(tmp_path / "corpus", {"KsponSpeech_000001": "만나자\n"})
+    with pytest.raises(
+        ValueError, match=r"--audio-extension\) must be a file suffix with its dot, e.g. '.wav', got 'wav'"
+    ):
+        preprocess_ksponspeech(tmp_path / "corpus", tmp_path / "out", compat=compat, audio_extension="wav")
 
 
 def test_clean_rules_read_a_bare_percent_as_the_file_says_it(tmp_path: Path) -> None:
