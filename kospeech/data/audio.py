@@ -195,14 +195,16 @@ class _Header(NamedTuple):
         sample_rate: samples per second per channel.
         frames: samples per channel where the header states them exactly, else ``None`` (only decoding counts them).
         channels: number of channels.
-        unsized_flac: a FLAC stream without its length, which libsndfile cannot read to its end
-            (:func:`_unsized_flac_mono_blocks`).
+        pyav_format: the FFmpeg demuxer that decodes a file libsndfile cannot read to its end, else ``None``: a FLAC
+            stream without its length (libsndfile fails on its last block) or an MP3 without a frame count
+            (libsndfile stops at the length it estimated from the first frame's bit rate, half of a stream that
+            starts loud) (:func:`_pyav_mono_blocks`).
     """
 
     sample_rate: int
     frames: Optional[int]
     channels: int
-    unsized_flac: bool
+    pyav_format: Optional[str]
 
 
 def _probe(path: PathLike) -> Tuple[Path, _Header]:
@@ -223,7 +225,8 @@ def _probe(path: PathLike) -> Tuple[Path, _Header]:
     check_sample_rate(sample_rate, str(path))
     estimated = file_format == "MP3" and not mp3_counts_frames(path)
     frames = None if estimated or num_frames >= _UNSTATED_FRAMES else num_frames
-    return path, _Header(sample_rate, frames, channels, file_format == "FLAC" and frames is None)
+    pyav_format = file_format.lower() if frames is None and file_format in ("FLAC", "MP3") else None
+    return path, _Header(sample_rate, frames, channels, pyav_format)
 
 
 def audio_duration(path: PathLike) -> float:
@@ -282,8 +285,8 @@ def _mono_blocks(path: Path, header: _Header, block_frames: int) -> Iterator[Tup
     Raises:
         AudioError: the file cannot be decoded.
     """
-    if header.unsized_flac:
-        yield from _unsized_flac_mono_blocks(path, block_frames)
+    if header.pyav_format is not None:
+        yield from _pyav_mono_blocks(path, header.pyav_format, block_frames)
         return
     try:
         with sf.SoundFile(str(path), **_open_kwargs(path)) as handle:
@@ -297,29 +300,30 @@ def _mono_blocks(path: Path, header: _Header, block_frames: int) -> Iterator[Tup
         raise AudioError(f"{path}: not a readable audio file ({exc})") from exc
 
 
-def _unsized_flac_mono_blocks(path: Path, block_frames: int) -> Iterator[Tuple[np.ndarray, int]]:
-    """:func:`_mono_blocks` of a FLAC stream whose header leaves the length out (written to a pipe), decoded by PyAV:
-    libsndfile decodes it but fails on its last block, seeking to a position it cannot compute without the length.
-    FLAC holds integer samples, so no block holds NaN/Inf."""
+def _pyav_mono_blocks(path: Path, pyav_format: str, block_frames: int) -> Iterator[Tuple[np.ndarray, int]]:
+    """:func:`_mono_blocks` of a file whose header leaves the length out (``_Header.pyav_format``), decoded by PyAV
+    with the demuxer ``pyav_format`` to the end of its stream."""
     import av  # FFmpeg is needed for these streams only
 
     pieces: List[np.ndarray] = []
-    held = 0
+    held = nonfinite = 0
     try:
-        with av.open(str(path), mode="r", format="flac") as container:
+        with av.open(str(path), mode="r", format=pyav_format) as container:
             converter = av.AudioResampler(format="fltp")  # float planes; the stream's own layout and rate
             for frame in container.decode(container.streams.audio[0]):
                 for converted in converter.resample(frame):
-                    pieces.append(converted.to_ndarray().mean(axis=0, dtype=np.float32))
+                    planes = converted.to_ndarray()
+                    nonfinite += int(planes.size - np.isfinite(planes).sum())
+                    pieces.append(planes.mean(axis=0, dtype=np.float32))
                     held += pieces[-1].shape[0]
                 while held >= block_frames:
                     joined = np.concatenate(pieces)
-                    yield joined[:block_frames], 0
-                    pieces, held = [joined[block_frames:]], held - block_frames
+                    yield joined[:block_frames], nonfinite
+                    pieces, held, nonfinite = [joined[block_frames:]], held - block_frames, 0
     except av.FFmpegError as exc:
         raise AudioError(f"{path}: not a readable audio file ({exc})") from exc
     if held:
-        yield np.concatenate(pieces), 0
+        yield np.concatenate(pieces), nonfinite
 
 
 def load_audio(

@@ -24,9 +24,8 @@ Cleaning decisions (:func:`clean_transcript`):
   punctuation ``. , ? !`` is kept only with ``keep_punctuation=True``); whitespace is collapsed.
 - In ``phonetic`` mode digits written outside a dual transcription are kept as written.
 - Full-width ASCII (``（３시）``, ``ＬＧ``) and the ideographic space are read as ASCII first. Dual transcriptions nest
-  (resolved from the inside out); what is left of a broken pair (an unclosed bracket, ``)/`` or ``/(``) is resolved
-  by KoSpeech's toggle rule (:func:`bracket_filter`), so one side is kept, never both run together. Other brackets
-  are dropped and their words kept (``(정말)`` is ``정말``).
+  (resolved from the inside out), and a line's last pair may lack its closing bracket (``(3시)/(세 시``): one side is
+  kept, never both run together. Other brackets are dropped and their words kept (``(정말)`` is ``정말``).
 
 KoSpeech compatibility (:func:`sentence_filter`, ``compat='kospeech'``): the rules of upstream KoSpeech's
 ``dataset/kspon/preprocess/preprocess.py``, giving the same text for every input:
@@ -103,7 +102,7 @@ PathLike = Union[str, os.PathLike]
 TRANSCRIPT_MODES = ("phonetic", "spelling")
 
 _DUAL_RE = re.compile(r"\(([^()]*)\)\s*/\s*\(([^()]*)\)")
-_HALF_PAIR_RE = re.compile(r"\)\s*/|/\s*\(")
+_UNCLOSED_DUAL_RE = re.compile(r"\(([^()]*)\)\s*/\s*\(([^()]*)$")  # a pair whose last bracket is missing
 _NOISE_RE = re.compile(r"(?<![A-Za-z])[onubl]/")
 _MARKER_RE = re.compile(r"[+*]|(?<!\d)/|/(?!\d)")
 _SYMBOL_READINGS = {"%": "퍼센트", "#": "샵"}
@@ -220,7 +219,8 @@ def resolve_dual_transcriptions(text: str, mode: str = "phonetic") -> str:
             a number's reading is the pronunciation (``(2)/(두) 개`` is ``두 개``, ``(1)/(일) 대`` is ``일 대``).
 
     Returns:
-        The text with the pairs resolved, nested ones from the inside out; everything else untouched.
+        The text with the pairs resolved, nested ones from the inside out, and a last pair whose closing bracket
+        the line lacks (``(3시)/(세 시``); everything else untouched.
 
     Raises:
         ValueError: unknown mode.
@@ -236,7 +236,7 @@ def resolve_dual_transcriptions(text: str, mode: str = "phonetic") -> str:
     resolved = None
     while resolved != text:
         resolved, text = text, _DUAL_RE.sub(side, text)
-    return text
+    return _UNCLOSED_DUAL_RE.sub(side, text)
 
 
 def clean_transcript(
@@ -249,7 +249,8 @@ def clean_transcript(
         mode: ``phonetic`` or ``spelling``.
         keep_punctuation: keep ``. , ? !``.
         percent: how a ``%`` left outside a dual transcription is read (the file's :func:`percent_word`: in three
-            training files the speaker said 프로); ``None`` reads it ``퍼센트``.
+            training files the speaker said 프로); ``None`` reads it ``퍼센트``. Spelling mode reads a number with its
+            ``%`` first (``50%`` is ``오십 퍼센트``), so there it applies to a ``%`` after no digit only.
 
     Returns:
         The cleaned text, e.g. ``"아 세 시에 만나 만나자"``; may be empty (a noise-only utterance).
@@ -258,8 +259,6 @@ def clean_transcript(
         ValueError: unknown mode.
     """
     text = resolve_dual_transcriptions(unicodedata.normalize("NFC", text).translate(_FULL_WIDTH_TO_ASCII), mode)
-    if text.count("(") != text.count(")") or _HALF_PAIR_RE.search(text):  # a broken pair: one side, not both
-        text = bracket_filter(text, mode)
     text = _strip_markers(text)
     if mode == "spelling":
         text = normalize_text(text)
@@ -360,7 +359,9 @@ def read_kospeech_transcript(path: PathLike) -> str:
 
     A file converted to UTF-8 (which KoSpeech cannot read) is read as UTF-8, giving the text of its cp949 original:
     a short UTF-8 text can also decode as cp949, into mojibake (진짜 as 吏꾩쭨), so the decoding that gives Hangul
-    is taken, as :func:`read_transcript` does.
+    is taken, as :func:`read_transcript` does. The converse is possible in principle (cp949 Hanja followed by rare
+    syllables, ``媛곴컖``, whose bytes are the UTF-8 of ``각각``) and would be read as UTF-8, unlike upstream; spoken
+    transcripts hold no such text.
 
     Args:
         path: the ``.txt`` file.

@@ -199,7 +199,8 @@ def decode_audio(path: Path, name: str, max_seconds: float) -> np.ndarray:
         if container_name(path) is None:
             return _decode_with_pyav(path, name, max_seconds)
         return load_audio(path, sample_rate=SAMPLE_RATE, max_duration_s=max_seconds)
-    except AudioTooLongError as exc:
-        raise _too_long(name, exc.seconds, max_seconds) from exc
+    except AudioTooLongError as exc:  # its wording says whether the length was stated or counted
+        message = f"{str(exc).replace(str(path), name)} (server.max_audio_seconds)"
+        raise ServiceError(422, "audio_too_long", message) from exc
     except (AudioError, FileNotFoundError) as exc:
         raise ServiceError(422, "invalid_audio", str(exc).replace(str(path), name)) from exc

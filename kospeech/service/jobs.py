@@ -42,16 +42,17 @@ the previous version in force, never a half-written adapter nor a file served un
 from __future__ import annotations
 
 import logging
+import re
 import sqlite3
 import threading
 import time
 from datetime import timedelta
 from pathlib import Path
 from typing import Dict, Optional, Set
-from urllib.parse import urlsplit, urlunsplit
 
 from huey import Huey, RedisHuey, SqliteHuey
 from huey.consumer import Consumer
+from redis import ConnectionPool
 from redis.exceptions import RedisError
 from sqlalchemy import case, func, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
@@ -90,27 +91,35 @@ STORAGE_WAIT_LIMIT_SECONDS = 3600.0
 trunk cache spilled to it, say) must not loop for ever."""
 
 
+_QUERY_PASSWORD_RE = re.compile(r"([?&]password=)[^&]*", re.IGNORECASE)
 QUEUE_FAULTS = (RedisError, sqlite3.Error)
 """What the queue raises when it cannot be reached or written (Redis down or stuck, the SQLite file unwritable)."""
 
 
+REDIS_TIMEOUT_SECONDS = 5.0
+"""The longest a Redis connection or command waits (a worker's blocking read of the queue waits 1 s for a message):
+a stopped or unreachable Redis costs a training request this, not a hang (redis-py before 6 waited without end)."""
+
+
 def build_huey(settings: ServerConfig) -> Huey:
-    """The huey instance of ``settings.queue``: SQLite under ``data_dir`` or Redis at ``settings.redis_url``
-    (redis-py's connections give up after 5 s, so a stopped Redis costs a training request that, not a hang)."""
+    """The huey instance of ``settings.queue``: SQLite under ``data_dir`` or Redis at ``settings.redis_url``."""
     if settings.queue == "redis":
-        return RedisHuey(settings.queue_name, url=settings.redis_url, results=False)
+        pool = ConnectionPool.from_url(
+            settings.redis_url, socket_connect_timeout=REDIS_TIMEOUT_SECONDS, socket_timeout=REDIS_TIMEOUT_SECONDS
+        )
+        return RedisHuey(settings.queue_name, connection_pool=pool, results=False)
     return SqliteHuey(settings.queue_name, filename=f"{settings.data_dir}/queue.db", results=False)
 
 
 def queue_location(settings: ServerConfig) -> str:
-    """Where the queue is, for logs: the Redis URL with its password left out, or the SQLite file."""
+    """Where the queue is, for logs: the SQLite file, or the Redis URL with its credentials left out (user and
+    password before an ``@``, which may hold any character; a ``password=`` in the query)."""
     if settings.queue != "redis":
         return f"{settings.data_dir}/queue.db"
-    parts = urlsplit(settings.redis_url)
-    if parts.password is None:
-        return settings.redis_url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return urlunsplit(parts._replace(netloc=netloc))
+    scheme, _, rest = settings.redis_url.partition("://")
+    if "@" in rest:
+        rest = "***@" + rest.rpartition("@")[2]
+    return scheme + "://" + _QUERY_PASSWORD_RE.sub(r"\1***", rest)
 
 
 QUEUE_ERROR_LOG_SECONDS = 30.0

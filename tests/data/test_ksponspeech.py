@@ -413,11 +413,16 @@ def test_a_corpus_converted_to_utf8_gives_what_its_cp949_original_gives(tmp_path
 @pytest.mark.parametrize(
     "raw, phonetic, spelling",
     [
-        ("(3시)/(세 시", "세 시", "세 시"),  # unclosed: KoSpeech's toggle rule keeps one side
+        ("(3시)/(세 시", "세 시", "세 시"),  # the line's last pair lacks its closing bracket
         ("(아 (3시)/(세 시))/(아 세 시)", "아 세 시", "아 세 시"),  # nested: from the inside out
         ("（3시）/（세 시）에", "세 시에", "세 시에"),  # full-width brackets
         ("３시에 봐", "3시에 봐", "세 시에 봐"),  # a full-width digit was dropped
         ("(ＬＧ)/(엘지) 폰", "엘지 폰", "LG 폰"),  # full-width letters were dropped
+        # brackets that are no pair keep their words (review of the first fix: the rest of the line was dropped)
+        ("b/ (정말) 좋아", "정말 좋아", "정말 좋아"),
+        ("아/ (그러니까) 내 말은", "아 그러니까 내 말은", "아 그러니까 내 말은"),
+        ("(그 사람)/(그 싸람)이 왔(어", "그 싸람이 왔어", "그 사람이 왔어"),
+        ("좋아 :( 진짜 싫어", "좋아 진짜 싫어", "좋아 진짜 싫어"),
     ],
 )
 def test_clean_rules_keep_one_side_of_a_malformed_or_full_width_dual_transcription(raw, phonetic, spelling) -> None:

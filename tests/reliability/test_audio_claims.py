@@ -149,6 +149,11 @@ def test_an_mp3_without_a_frame_count_is_counted_not_refused_as_truncated(tmp_pa
     assert not mp3_counts_frames(path) and stated_frames(path) is None
     assert audio_info(path).duration == pytest.approx(10.0, abs=0.1)
     assert load_audio(path).size == pytest.approx(10 * SAMPLE_RATE, abs=0.05 * SAMPLE_RATE)  # + encoder delay
+    loud = tmp_path / "loud.mp3"  # loud from the start: libsndfile's estimate is short, and it stopped there
+    loud.write_bytes(vbr_mp3_written_to_a_pipe(noise[: 6 * rate], rate))
+    assert sf.info(str(loud)).duration < 5.0
+    assert load_audio(loud).size == pytest.approx(6 * SAMPLE_RATE, abs=0.05 * SAMPLE_RATE)
+    assert audio_info(loud).duration == pytest.approx(6.0, abs=0.1)
     counted = tmp_path / "counted.mp3"  # what soundfile writes has a Xing frame: its count is the length
     sf.write(str(counted), tone(3.0), SAMPLE_RATE, format="MP3", subtype="MPEG_LAYER_III")
     assert mp3_counts_frames(counted) and stated_frames(counted) == pytest.approx(3 * SAMPLE_RATE, abs=1200)

@@ -25,6 +25,7 @@ from kospeech.service.jobs import (
     STORAGE_WAIT_LIMIT_SECONDS,
     JobQueue,
     Recovery,
+    queue_location,
     recover_lost_jobs,
     recover_stale_jobs,
 )
@@ -410,6 +411,22 @@ def test_a_job_whose_message_never_reached_the_queue_is_enqueued_by_a_workers_re
         engine.dispose()
 
 
+@pytest.mark.parametrize(
+    "url, logged",
+    [
+        ("redis://:s3cret@h:6379/0", "redis://***@h:6379/0"),
+        ("rediss://user:p%40ss@h:6380/1", "rediss://***@h:6380/1"),
+        ("redis://:a/b@h/0", "redis://***@h/0"),  # a raw "/" in the password: no URL parser finds the host
+        ("unix:///run/redis.sock?db=0&password=pw", "unix:///run/redis.sock?db=0&password=***"),
+        ("redis://h:6379/0?Password=pw&db=1", "redis://h:6379/0?Password=***&db=1"),
+        ("redis://h:6379/0", "redis://h:6379/0"),
+    ],
+)
+def test_a_queue_is_logged_without_its_credentials(tmp_path, url, logged):
+    """Review, stop 36: a password in the query, or with a raw "/" in it, was logged as it was."""
+    assert queue_location(settings_for(tmp_path, "server.queue=redis", f"server.redis_url={url}")) == logged
+
+
 def test_a_queue_that_does_not_answer_at_start_is_named_once_without_its_password(tmp_path, caplog):
     """Before stop 36 a server whose Redis was down logged "service ready", then huey's errors; now one warning at
     start names the queue (its password left out) and says what still works."""
@@ -418,7 +435,7 @@ def test_a_queue_that_does_not_answer_at_start_is_named_once_without_its_passwor
     with caplog.at_level("INFO", logger="kospeech.service"), TestClient(create_app(settings)) as client:
         assert client.get("/healthz").status_code == 200
     logged = [record.getMessage() for record in caplog.records]
-    location = url.replace(":s3cret@", ":***@")
+    location = url.replace(":s3cret@", "***@")
     warned = [message for message in logged if f"job queue at {location} does not answer" in message]
     assert len(warned) == 1 and "training requests are still accepted" in warned[0], logged
     assert any(f"queue=redis ({location})" in message for message in logged), logged
