@@ -18,10 +18,10 @@ demo: venv
 	$(BIN)/python bin/demo.py
 
 test: venv
-	$(BIN)/python -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile
 
 test-fast: venv
-	$(BIN)/python -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder -m "not slow"
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile -m "not slow"
 
 lint: venv
 	$(BIN)/ruff check .
