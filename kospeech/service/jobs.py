@@ -98,7 +98,8 @@ QUEUE_FAULTS = (RedisError, sqlite3.Error)
 
 REDIS_TIMEOUT_SECONDS = 5.0
 """The longest a Redis connection or command waits (a worker's blocking read of the queue waits 1 s for a message):
-a stopped or unreachable Redis costs a training request this, not a hang (redis-py before 6 waited without end)."""
+a stopped or unreachable Redis costs a training request this, not a hang (redis-py's own default, 5 s in the pinned
+release, has been no timeout in earlier ones that requirements.txt allows)."""
 
 
 def build_huey(settings: ServerConfig) -> Huey:
@@ -108,14 +109,18 @@ def build_huey(settings: ServerConfig) -> Huey:
             settings.redis_url, socket_connect_timeout=REDIS_TIMEOUT_SECONDS, socket_timeout=REDIS_TIMEOUT_SECONDS
         )
         return RedisHuey(settings.queue_name, connection_pool=pool, results=False)
-    return SqliteHuey(settings.queue_name, filename=f"{settings.data_dir}/queue.db", results=False)
+    return SqliteHuey(settings.queue_name, filename=_sqlite_queue_file(settings), results=False)
+
+
+def _sqlite_queue_file(settings: ServerConfig) -> str:
+    return f"{settings.data_dir}/queue.db"
 
 
 def queue_location(settings: ServerConfig) -> str:
     """Where the queue is, for logs: the SQLite file, or the Redis URL with its credentials left out (user and
     password before an ``@``, which may hold any character; a ``password=`` in the query)."""
     if settings.queue != "redis":
-        return f"{settings.data_dir}/queue.db"
+        return _sqlite_queue_file(settings)
     scheme, _, rest = settings.redis_url.partition("://")
     if "@" in rest:
         rest = "***@" + rest.rpartition("@")[2]
