@@ -94,6 +94,22 @@ class AudioTooLongError(AudioError):
         self.seconds = seconds
         self.limit = limit
 
+    @classmethod
+    def exceeding(cls, where: object, seconds: float, limit: float, counted: bool = False) -> AudioTooLongError:
+        """The error for audio at ``where`` (a path or an upload's name) found longer than ``limit`` seconds.
+
+        Args:
+            where: what the message names first.
+            seconds: the length the header states, or (``counted``) the audio decoded when the limit was passed.
+            limit: the limit, in seconds.
+            counted: the length was counted while decoding (the header does not state it), and decoding stopped.
+        """
+        if counted:
+            message = f"the audio goes on past the limit of {limit:g} s (decoding stopped there)"
+        else:
+            message = f"{seconds:.1f} s of audio is longer than the limit of {limit:g} s"
+        return cls(f"{where}: {message}", seconds, limit)
+
 
 class ManifestError(InputError):
     """A manifest line is malformed or disagrees with the vocabulary."""

@@ -128,14 +128,6 @@ def spooled_upload(source: BinaryIO, name: str, folder: Path, max_bytes: int) ->
         path.unlink(missing_ok=True)
 
 
-def _too_long(name: str, seconds: float, limit: float) -> ServiceError:
-    return ServiceError(
-        422,
-        "audio_too_long",
-        f"{name}: {seconds:.1f} s of audio is longer than the limit of {limit:g} s (server.max_audio_seconds)",
-    )
-
-
 def _decode_with_pyav(path: Path, name: str, max_seconds: float) -> np.ndarray:
     """Decode the first audio stream to float32 mono at :data:`SAMPLE_RATE`, refusing more than ``max_seconds``.
 
@@ -160,13 +152,17 @@ def _decode_with_pyav(path: Path, name: str, max_seconds: float) -> np.ndarray:
             for frame in container.decode(stream):
                 seconds += frame.samples / check_sample_rate(frame.sample_rate, name)
                 if seconds > max_seconds:
-                    raise _too_long(name, seconds, max_seconds)
+                    raise AudioTooLongError.exceeding(name, seconds, max_seconds, counted=True)
                 for converted in resampler.resample(frame):
                     pieces.append(converted.to_ndarray().reshape(-1))
             for converted in resampler.resample(None):
                 pieces.append(converted.to_ndarray().reshape(-1))
-    except (AudioError, ServiceError):
+    except AudioError:
         raise
+    except av.error.EOFError as exc:  # a browser's recorder stopped before its first frame writes only a header
+        raise AudioError(
+            f"{name}: the file ends before its first audio frame (a recording stopped as soon as it started?)"
+        ) from exc
     except Exception as exc:  # FFmpeg's errors, and anything else PyAV raises on a malformed file: the upload's fault
         raise AudioError(
             f"{name}: not a readable audio file (wav, flac, ogg/opus, webm, mp3 or m4a expected): {exc}"
@@ -175,7 +171,7 @@ def _decode_with_pyav(path: Path, name: str, max_seconds: float) -> np.ndarray:
     if waveform.size == 0:
         raise AudioError(f"{name}: the audio contains no samples")
     if waveform.size > limit:
-        raise _too_long(name, waveform.size / SAMPLE_RATE, max_seconds)
+        raise AudioTooLongError.exceeding(name, waveform.size / SAMPLE_RATE, max_seconds, counted=True)
     if not np.isfinite(waveform).all():
         raise AudioError(f"{name}: the audio contains NaN/Inf samples")
     return waveform

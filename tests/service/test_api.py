@@ -603,6 +603,41 @@ def test_bad_audio_answers_422_naming_the_upload(service, user_id, name, data, c
         assert str(service.data_dir) not in response.json()["error"]["message"]
 
 
+# What Chromium 156's MediaRecorder gives for a recording stopped within about 50 ms: the EBML header of a WebM
+# file, padded with zeros, and nothing else
+WEBM_HEADER_ONLY = bytes.fromhex("1a45dfa39f4286810142f7810142f2810442f381084282847765626d428781044285810200") + bytes(
+    74
+)
+
+
+def test_a_recording_stopped_at_once_is_refused_as_such(service, user_id):
+    create_user(service, user_id)
+    for response in (
+        upload(service, user_id, WEBM_HEADER_ONLY, name="recording.webm"),
+        transcribe(service, WEBM_HEADER_ONLY, name="recording.webm"),
+    ):
+        assert response.status_code == 422 and error_code(response) == "invalid_audio", response.text
+        assert response.json()["error"]["message"] == (
+            "recording.webm: the file ends before its first audio frame (a recording stopped as soon as it started?)"
+        )
+
+
+@pytest.mark.parametrize(
+    "name, data, wording",
+    [
+        ("long.wav", wav_bytes(tone(MAX_AUDIO_SECONDS + 1.0, 8000), 8000), "13.0 s of audio is longer than the limit"),
+        # decoded by PyAV, its length counted while decoding: worded as the library words a counted length
+        ("one-frame.mka", matroska_pcm(4000, int(4000 * (MAX_AUDIO_SECONDS + 1))), "the audio goes on past the limit"),
+    ],
+)
+def test_too_long_audio_is_refused_in_the_library_s_words_whatever_decodes_it(service, name, data, wording):
+    response = transcribe(service, data, name=name)
+    assert response.status_code == 422 and error_code(response) == "audio_too_long", response.text
+    message = response.json()["error"]["message"]
+    assert message.startswith(f"{name}: {wording} of {MAX_AUDIO_SECONDS:g} s"), message
+    assert message.endswith("(server.max_audio_seconds)"), message
+
+
 def test_an_upload_that_names_other_files_is_not_opened_as_a_playlist(service, user_id):
     """A script of FFmpeg's concat demuxer naming another upload in the uploads folder: PyAV opens only the audio
     containers the API names, so FFmpeg never reads the other file (before stop 32 it transcribed it)."""

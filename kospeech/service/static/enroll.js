@@ -697,7 +697,13 @@
 
   // ---- trying the personal model ----
 
+  function clearTried() {
+    state.tried = null;
+    renderTried();
+  }
+
   async function compare(blob, name) {
+    clearTried();
     checkSize(blob);
     say(t("transcribing"));
     const request = (extra) => {
@@ -814,7 +820,8 @@
       ),
     );
 
-    recordWith($("try-record"), $("try-stop"), (take) => act(() => compare(take.blob, take.name)));
+    // A new try clears the last one's result at once: it never stands beside a recording it was not made from.
+    recordWith($("try-record"), $("try-stop"), (take) => act(() => compare(take.blob, take.name)), clearTried);
     $("try-file").addEventListener("change", (event) => {
       const file = event.target.files[0];
       event.target.value = "";
