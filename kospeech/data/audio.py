@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, NamedTuple, Optional, Tuple, Union
+from typing import Any, Dict, Iterable, Iterator, List, NamedTuple, Optional, Tuple, Union
 
 import numpy as np
 import soundfile as sf
@@ -38,6 +38,7 @@ __all__ = [
     "stated_frames",
     "load_audio",
     "resample",
+    "resample_blocks",
     "save_audio",
     "iter_audio_chunks",
 ]
@@ -272,6 +273,38 @@ def resample(waveform: np.ndarray, orig_sample_rate: int, new_sample_rate: int) 
     return np.asarray(resampled, dtype=np.float32)
 
 
+def resample_blocks(blocks: Iterable[np.ndarray], orig_sample_rate: int, new_sample_rate: int) -> Iterator[np.ndarray]:
+    """Resample a stream of mono blocks as one signal, with :func:`resample`'s filter kept running across blocks.
+
+    The pieces joined equal :func:`resample` of the whole stream, however it is split: a long file streamed with
+    :func:`iter_audio_chunks` and resampled here gives the samples :func:`load_audio` would.
+
+    Args:
+        blocks: consecutive (n,) float32 mono pieces of one stream at ``orig_sample_rate``.
+        orig_sample_rate: their rate.
+        new_sample_rate: the wanted rate.
+
+    Yields:
+        (n',) float32 pieces at ``new_sample_rate``, none empty (the blocks themselves when the rates are equal).
+
+    Raises:
+        AudioError: a rate outside the plausible range.
+    """
+    orig_sample_rate = check_sample_rate(orig_sample_rate, "resample")
+    new_sample_rate = check_sample_rate(new_sample_rate, "resample")
+    if orig_sample_rate == new_sample_rate:
+        yield from blocks
+        return
+    stream = soxr.ResampleStream(orig_sample_rate, new_sample_rate, 1, dtype="float32", quality="HQ")
+    for block in blocks:
+        piece = stream.resample_chunk(np.ascontiguousarray(block, dtype=np.float32))
+        if piece.size:
+            yield piece
+    tail = stream.resample_chunk(np.zeros(0, dtype=np.float32), last=True)
+    if tail.size:
+        yield tail
+
+
 def _mono_blocks(path: Path, header: _Header, block_frames: int) -> Iterator[Tuple[np.ndarray, int]]:
     """Decode ``path`` (whose :func:`_probe` gave ``header``) ``block_frames`` at a time until the decoder stops, each
     block mixed down to mono at once.
@@ -364,7 +397,7 @@ def load_audio(
     path, header = _probe(path)
     frame_limit = float("inf") if max_duration_s is None else max_duration_s * header.sample_rate
     if header.frames is not None and header.frames > frame_limit:
-        raise _too_long(path, header.frames / header.sample_rate, max_duration_s)
+        raise AudioTooLongError.exceeding(path, header.frames / header.sample_rate, max_duration_s)
     # block by block, each mixed down at once: memory follows the mono length, not channels x samples (a small FLAC
     # of 8 channels of silence at 384 kHz would decode to gigabytes of float32 at once)
     pieces: List[np.ndarray] = []
@@ -374,7 +407,7 @@ def load_audio(
         decoded += mono.shape[0]
         bad += nonfinite
         if decoded > frame_limit:  # a length the header does not state, or understates
-            raise _too_long(path, decoded / header.sample_rate, max_duration_s, counted=True)
+            raise AudioTooLongError.exceeding(path, decoded / header.sample_rate, max_duration_s, counted=True)
     waveform = np.concatenate(pieces) if pieces else np.zeros(0, np.float32)
     if header.frames is not None:  # else the decode itself was the count
         _check_decoded_length(path, decoded, header.frames)
@@ -387,14 +420,6 @@ def load_audio(
     if duration < min_duration_s:
         raise AudioError(f"{path}: the audio is {duration:.4f} s long, shorter than the minimum {min_duration_s} s")
     return waveform
-
-
-def _too_long(path: Path, seconds: float, limit: float, counted: bool = False) -> AudioTooLongError:
-    if counted:
-        message = f"the audio goes on past the limit of {limit:g} s (decoding stopped there)"
-    else:
-        message = f"{seconds:.1f} s of audio is longer than the limit of {limit:g} s"
-    return AudioTooLongError(f"{path}: {message}", seconds, limit)
 
 
 def pcm_to_float(data: np.ndarray, where: str) -> np.ndarray:
@@ -470,7 +495,8 @@ def save_audio(path: PathLike, waveform: Union[np.ndarray, torch.Tensor], sample
 def iter_audio_chunks(path: PathLike, chunk_seconds: float = 30.0) -> Iterator[np.ndarray]:
     """Stream a long audio file as consecutive mono float32 chunks, without decoding it whole.
 
-    Chunks keep the file's own sample rate (read it with :func:`audio_info`); resample the pieces you need.
+    Chunks keep the file's own sample rate (read it with :func:`audio_info`); :func:`resample_blocks` converts the
+    stream.
 
     Args:
         path: the audio file.

@@ -7,8 +7,9 @@ normalization. :func:`speech_regions` finds the spoken stretches so the recogniz
 The detector is an energy gate with thresholds set per recording, in three steps:
 
 1. Levels: the energy of every 10 ms frame in dB relative to full scale (a full-scale sine is -3 dBFS).
-2. Threshold: the recording's noise floor is a low percentile of its levels and its speech level a high one; a
-   frame is speech when it is louder than ``max(silence_dbfs, floor + threshold_ratio * (speech - floor),
+2. Threshold: the recording's noise floor is a low percentile of its levels and its speech level a high one (of
+   the levels within ``speech_window_seconds`` of a stretch that stands ``min_dynamic_range_db`` out of the floor, so
+   that one sentence in minutes of silence still sets it); a frame is speech when it is louder than ``max(silence_dbfs, floor + threshold_ratio * (speech - floor),
    nearby - speech_range_db)``, ``nearby`` being the ``speech_percentile`` of the levels within
    ``speech_window_seconds`` of the frame (the last term: a pause in a quiet room, well below the voice around it, is silence even when the recording's
    quietest stretches are quieter still; measured against the voice nearby, not the loudest voice of the whole
@@ -139,13 +140,16 @@ def regions_from_levels(levels: np.ndarray, config: VoiceActivityConfig) -> List
     if count == 0:
         return []
     floor = float(np.percentile(levels, config.floor_percentile))
-    speech = float(np.percentile(levels, config.speech_percentile))
+    window = 2 * int(round(config.speech_window_seconds / LEVEL_FRAME_SECONDS)) + 1
+    nearby = percentile_filter(levels, config.speech_percentile, size=window, mode="nearest")  # (F,) local speech level
+    # the speech level is measured where something stands out of the floor: over the whole recording, a sentence in
+    # minutes of silence is fewer frames than the percentile leaves out, and the speech level would be the floor's
+    active = nearby - floor >= config.min_dynamic_range_db
+    speech = float(np.percentile(levels[active] if active.any() else levels, config.speech_percentile))
     if speech < config.silence_dbfs:
         return []
     if speech - floor < config.min_dynamic_range_db:
         return [(0, count)]
-    window = 2 * int(round(config.speech_window_seconds / LEVEL_FRAME_SECONDS)) + 1
-    nearby = percentile_filter(levels, config.speech_percentile, size=window, mode="nearest")  # (F,) local speech level
     threshold = np.maximum(
         max(config.silence_dbfs, floor + config.threshold_ratio * (speech - floor)), nearby - config.speech_range_db
     )

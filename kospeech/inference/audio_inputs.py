@@ -25,7 +25,15 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from kospeech.data.audio import AudioError, audio_info, check_sample_rate, load_audio, pcm_to_float
+from kospeech.data.audio import (
+    AudioError,
+    AudioTooLongError,
+    audio_info,
+    check_sample_rate,
+    load_audio,
+    pcm_to_float,
+    resample,
+)
 from kospeech.errors import InputError
 
 __all__ = ["MAX_CHANNELS", "AudioInput", "AudioItem", "prepare_input"]
@@ -44,7 +52,7 @@ class AudioItem:
 
     Attributes:
         description: how errors and warnings name the input (the path, or ``input N (numpy.ndarray of shape ...)``).
-        sample_rate: Hz of ``waveform``, or of the file at ``path`` (streamed blocks keep the file's rate).
+        sample_rate: Hz of ``waveform``, or of the file at ``path``.
         num_samples: samples of the whole input at ``sample_rate``.
         waveform: (N,) float32 mono samples, or ``None`` for a file to stream.
         path: the file to stream, or ``None`` for a waveform in memory.
@@ -80,6 +88,8 @@ def _as_mono(waveform: Union[np.ndarray, Tensor], description: str) -> np.ndarra
             waveform = waveform.float()
         waveform = waveform.numpy()
     data = pcm_to_float(np.asarray(waveform), description)
+    if data.ndim in (1, 2) and data.size == 0:  # before the channels are averaged, which would make NaNs of nothing
+        raise AudioError(f"{description}: the waveform has no samples")
     if data.ndim == 2:
         channel_axis = 0 if data.shape[0] <= data.shape[1] else 1
         if data.shape[channel_axis] > MAX_CHANNELS:
@@ -92,8 +102,6 @@ def _as_mono(waveform: Union[np.ndarray, Tensor], description: str) -> np.ndarra
         raise InputError(
             f"{description}: waveform must be 1-D (samples) or 2-D (with channels), got shape {data.shape}"
         )
-    if data.size == 0:
-        raise AudioError(f"{description}: the waveform has no samples")
     if not np.isfinite(data).all():
         bad = int(data.size - np.isfinite(data).sum())
         raise AudioError(f"{description}: the waveform holds {bad} NaN/Inf samples")
@@ -115,14 +123,15 @@ def prepare_input(
         audio: a path, a waveform (numpy array / torch tensor, 1-D or 2-D), or a ``(waveform, sample_rate)`` pair.
         index: the input's position in a list (named in messages), ``None`` for a single input.
         sample_rate: Hz of a waveform given without its own rate (ignored for files and pairs).
-        target_rate: files read now are resampled to this rate (the checkpoint's feature sample rate).
+        target_rate: waveforms and the files read now are resampled to this rate (the checkpoint's feature sample
+            rate), so speech is detected on what the model hears, whatever the input's kind.
         max_in_memory_seconds: files longer than this are not read but streamed later (the recognizer's
             ``chunk_seconds``).
         name: how messages name a waveform input (e.g. the file an upload came from); by default its position,
             type and shape. A path is always named by itself.
 
     Returns:
-        The checked input: waveforms at their own rate, short files at ``target_rate``, long files as a path.
+        The checked input: waveforms and short files at ``target_rate``, long files as a path (at their own rate).
 
     Raises:
         FileNotFoundError: a missing file.
@@ -132,14 +141,12 @@ def prepare_input(
     description = _describe(audio, index, name)
     if isinstance(audio, (str, os.PathLike)):
         path = Path(audio)
-        info = audio_info(path)
-        if info.num_frames == 0:
-            raise AudioError(f"{path}: the audio file contains no samples")
-        if info.duration > max_in_memory_seconds:
+        try:  # one read: a file whose header leaves its length out is not counted first and decoded after
+            waveform = load_audio(path, sample_rate=target_rate, max_duration_s=max_in_memory_seconds)
+        except AudioTooLongError:
+            info = audio_info(path)
             return AudioItem(str(path), info.sample_rate, info.num_frames, path=path)
-        rate = target_rate
-        waveform = load_audio(path, sample_rate=rate)
-        return AudioItem(str(path), rate, waveform.shape[0], waveform=waveform)
+        return AudioItem(str(path), target_rate, waveform.shape[0], waveform=waveform)
     if isinstance(audio, tuple):
         if len(audio) != 2 or not isinstance(audio[0], (np.ndarray, Tensor)):
             raise InputError(
@@ -154,5 +161,5 @@ def prepare_input(
     if sample_rate is None:
         raise InputError(f"{description}: a waveform needs its sample rate: pass sample_rate=... or (waveform, rate)")
     rate = check_sample_rate(sample_rate, description)
-    waveform = _as_mono(audio, description)
-    return AudioItem(description, rate, waveform.shape[0], waveform=waveform)
+    waveform = resample(_as_mono(audio, description), rate, target_rate)
+    return AudioItem(description, target_rate, waveform.shape[0], waveform=waveform)

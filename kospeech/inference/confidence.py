@@ -167,9 +167,22 @@ def reliability_table(confidences: Sequence[float], correct: Sequence[bool], bin
 
     Returns:
         One ``{"low", "high", "confidence", "accuracy", "count"}`` per non-empty bin.
+
+    Raises:
+        ValueError: a confidence that is not a number in [0, 1] (it would fall in no bin, or the wrong one), or the
+            two sequences differ in length.
     """
     values = np.asarray(confidences, dtype=np.float64)
     labels = np.asarray(correct, dtype=np.float64)
+    if values.shape != labels.shape:
+        raise ValueError(f"got {values.size} confidences but {labels.size} correctness flags; they must pair up")
+    outside = ~((values >= 0.0) & (values <= 1.0))  # NaN included
+    if outside.any():
+        first = int(np.flatnonzero(outside)[0])
+        raise ValueError(
+            f"confidences must be numbers in [0, 1]: {int(outside.sum())} are not, the first at position {first} "
+            f"({float(values[first])})"
+        )
     index = np.minimum((values * bins).astype(int), bins - 1)
     table = []
     for position in range(bins):

@@ -38,27 +38,36 @@ AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".pcm")
 
 
 def collect_audio_files(inputs: Iterable[PathLike], extensions: Sequence[str] = AUDIO_EXTENSIONS) -> List[Path]:
-    """Files given directly, plus every audio file under given directories (recursive, sorted).
+    """Files given directly, plus every audio file under given directories (recursive, sorted), each file once.
 
     Args:
         inputs: files and directories.
-        extensions: lower-case suffixes picked up from directories (files given directly are always kept).
+        extensions: lower-case suffixes picked up from directories (files given directly are always kept); one
+            suffix may be given as a string.
+
+    Returns:
+        The files in the order given, a file named again (directly or inside a directory given too) left out.
 
     Raises:
         FileNotFoundError: an input does not exist.
     """
+    suffixes = (extensions,) if isinstance(extensions, str) else tuple(extensions)
     files: List[Path] = []
+    seen = set()
     for entry in inputs:
         path = Path(entry)
         if path.is_dir():
-            found = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in extensions)
+            found = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in suffixes)
             if not found:
-                logger.warning("no audio files (%s) under %s", ", ".join(extensions), path)
-            files.extend(found)
+                logger.warning("no audio files (%s) under %s", ", ".join(suffixes), path)
         elif path.is_file():
-            files.append(path)
+            found = [path]
         else:
             raise FileNotFoundError(f"no such file or directory: {path}")
+        for file in found:
+            if file.resolve() not in seen:
+                seen.add(file.resolve())
+                files.append(file)
     return files
 
 

@@ -33,7 +33,6 @@ import torch
 from torch import Tensor
 
 from kospeech.checkpoint import load_checkpoint
-from kospeech.data.audio import resample
 from kospeech.data.features import FeatureConfig, FeatureExtractor
 from kospeech.data.voice_activity import VoiceActivityConfig
 from kospeech.decode import CTCHypothesis, TokenSpan, build_decoder, check_beam_size, spelling_tokens, token_spans
@@ -369,7 +368,9 @@ class Recognizer:
         )
 
     def _item_segments(self, item: AudioItem) -> Iterator[Tuple[int, np.ndarray]]:
-        return item_segments(item, self.chunk_seconds, self.split_search_seconds, self.voice_activity)
+        return item_segments(
+            item, self.feature_config.sample_rate, self.chunk_seconds, self.split_search_seconds, self.voice_activity
+        )
 
     # ------------------------------------------------------------------ transcription
 
@@ -504,11 +505,10 @@ class Recognizer:
         target_rate = self.feature_config.sample_rate
         min_samples = self.feature_config.win_length
         for offset, samples in self._item_segments(item):
-            samples = resample(samples, item.sample_rate, target_rate)
             if samples.shape[0] < min_samples:
                 continue  # a tail shorter than one feature window carries nothing to decode
             features = self.feature_extractor(samples, where=item.description)
-            yield _Segment(offset / item.sample_rate, samples.shape[0] / target_rate, features)
+            yield _Segment(offset / target_rate, samples.shape[0] / target_rate, features)
 
     def _run(
         self,

@@ -19,7 +19,7 @@ from typing import Iterable, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from kospeech.data.audio import iter_audio_chunks
+from kospeech.data.audio import iter_audio_chunks, resample, resample_blocks
 from kospeech.data.voice_activity import VoiceActivityConfig, quietest_point, speech_regions
 from kospeech.inference.audio_inputs import AudioItem
 
@@ -107,35 +107,40 @@ def segments(
 
 def item_segments(
     item: AudioItem,
+    sample_rate: int,
     max_seconds: float,
     search_seconds: float,
     voice_activity: Optional[VoiceActivityConfig] = None,
 ) -> Iterator[Tuple[int, np.ndarray]]:
-    """The :func:`segments` of one checked input: its waveform in memory, or its file streamed in 5 s blocks.
+    """The :func:`segments` of one checked input at ``sample_rate``: its waveform in memory, or its file streamed in
+    5 s blocks and resampled as it goes (:func:`~kospeech.data.audio.resample_blocks`: the samples a file read whole
+    gives). Speech is detected and cuts are placed at ``sample_rate``, so what the model does not hear (a whine above
+    its band) does not move them.
 
     Args:
         item: the input (:func:`~kospeech.inference.audio_inputs.prepare_input`).
+        sample_rate: the rate the segments are wanted at (the model's feature rate).
         max_seconds: longest segment (the recognizer's ``chunk_seconds``).
         search_seconds: how far back the quietest cut point is searched (``split_search_seconds``).
         voice_activity: detector settings to decode the speech regions only, or ``None`` for the whole input.
 
     Returns:
-        An iterator of ``(offset, segment)`` at ``item.sample_rate`` (see :func:`segments`); a streamed file is
-        read as the iterator advances.
+        An iterator of ``(offset, segment)`` at ``sample_rate`` (see :func:`segments`); a streamed file is read as
+        the iterator advances.
 
     Raises:
         AudioError: a corrupt block of a streamed file, when it is reached.
     """
     if item.waveform is not None:
-        waveform = item.waveform
+        waveform = resample(item.waveform, item.sample_rate, sample_rate)
 
         def blocks() -> Iterable[np.ndarray]:
             return [waveform]
     else:
-        path = item.path
+        path, file_rate = item.path, item.sample_rate
 
         def blocks() -> Iterable[np.ndarray]:
-            return iter_audio_chunks(path, chunk_seconds=_STREAM_BLOCK_SECONDS)
+            return resample_blocks(iter_audio_chunks(path, chunk_seconds=_STREAM_BLOCK_SECONDS), file_rate, sample_rate)
 
-    regions = None if voice_activity is None else speech_regions(blocks(), item.sample_rate, voice_activity)
-    return segments(blocks(), item.sample_rate, max_seconds, search_seconds, regions)
+    regions = None if voice_activity is None else speech_regions(blocks(), sample_rate, voice_activity)
+    return segments(blocks(), sample_rate, max_seconds, search_seconds, regions)

@@ -28,6 +28,19 @@ def seconds(regions):
     return [(round(start / RATE, 2), round(stop / RATE, 2)) for start, stop in regions]
 
 
+@pytest.mark.parametrize("floor", [0.0, 1e-4, 1e-3, 3e-3, 8e-3])
+@pytest.mark.parametrize("minutes", [1, 10])
+def test_one_sentence_in_minutes_of_silence_or_noise_is_found(floor, minutes):
+    """Review, stop 37: the speech level was a percentile of every frame's level; under 2 % of speech left it at the
+    floor, so the sentence was dropped (silence) or the whole recording kept as speech (noise at -42 dBFS)."""
+    config = VoiceActivityConfig()
+    signal = silence(60.0 * minutes, floor, 1)
+    signal[RATE : 3 * RATE] += burst(2.0, 0)
+    (region,) = speech_regions([signal], RATE, config)
+    assert region[0] / RATE == pytest.approx(1.0 - config.padding_seconds, abs=0.03)
+    assert region[1] / RATE == pytest.approx(3.0 + config.padding_seconds, abs=0.03)
+
+
 @pytest.mark.parametrize("floor", [0.0, 1e-4, 1e-3, 3e-3])
 def test_leading_and_trailing_silence_is_trimmed_to_the_padding(floor):
     config = VoiceActivityConfig()

@@ -2,14 +2,17 @@
 
 import logging
 
+import av
 import numpy as np
 import pytest
 import soundfile as sf
 import torch
 from inference_world import SAMPLE_RATE, tone
+from piped_audio import flac_written_to_a_pipe
 
 from kospeech.data.audio import AudioError, load_audio, save_audio
 from kospeech.inference import Recognizer
+from kospeech.inference.audio_inputs import prepare_input
 from kospeech.inference.segmentation import segments as _segments
 
 
@@ -131,8 +134,9 @@ def test_unusable_inputs_raise_errors_naming_the_input(world, recognizer, tmp_pa
     nan[100] = np.nan
     with pytest.raises(AudioError, match="input 1 .*NaN"):
         recognizer.transcribe([world.wavs[0], nan], sample_rate=SAMPLE_RATE)
-    with pytest.raises(AudioError, match="no samples"):
-        recognizer.transcribe(np.zeros(0, np.float32), sample_rate=SAMPLE_RATE)
+    for empty in (np.zeros(0, np.float32), np.zeros((0, 2), np.float32), np.zeros((2, 0), np.int16)):
+        with pytest.raises(AudioError, match=r"the waveform has no samples$"):  # review, stop 37: "2 NaN/Inf samples"
+            recognizer.transcribe(empty, sample_rate=SAMPLE_RATE)
     with pytest.raises(ValueError, match="sample rate"):
         recognizer.transcribe(tone(0.5, seed=1))
     with pytest.raises(ValueError, match="sample_rate must be a positive int"):
@@ -172,3 +176,19 @@ def test_too_short_input_and_silence_give_empty_transcripts(world, recognizer, c
     assert decoded.num_segments == 1 and np.isfinite(decoded.score) and 0.0 <= decoded.confidence <= 1.0
     both = recognizer.transcribe([np.zeros(50, np.float32), world.wavs[0]], sample_rate=SAMPLE_RATE)
     assert both[0].text == "" and same(both[1], recognizer.transcribe(world.wavs[0]))
+
+
+def test_a_file_without_a_stated_length_is_decoded_once_when_short_and_streamed_when_long(tmp_path, monkeypatch):
+    """Stop 37: a short FLAC written to a pipe was decoded twice, once to count it and once to read it."""
+    piped = tmp_path / "piped.flac"
+    waveform = tone(3.0, seed=2)
+    flac_written_to_a_pipe(piped, waveform, SAMPLE_RATE)
+    opened = []
+    pyav_open = av.open
+    monkeypatch.setattr(av, "open", lambda *args, **kwargs: opened.append(args[0]) or pyav_open(*args, **kwargs))
+    short = prepare_input(piped, None, None, target_rate=SAMPLE_RATE, max_in_memory_seconds=30.0)
+    assert opened == [str(piped)]
+    np.testing.assert_array_equal(short.waveform, load_audio(piped))
+    assert (short.num_samples, short.sample_rate, short.path) == (waveform.size, SAMPLE_RATE, None)
+    long = prepare_input(piped, None, None, target_rate=SAMPLE_RATE, max_in_memory_seconds=1.0)
+    assert (long.num_samples, long.sample_rate, long.path, long.waveform) == (waveform.size, SAMPLE_RATE, piped, None)

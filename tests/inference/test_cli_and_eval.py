@@ -155,6 +155,13 @@ def test_a_reader_that_stops_reading_ends_the_command_quietly(world):
 def test_collect_files_and_read_user_map_errors(world, tmp_path):
     (tmp_path / "wav" / "notes.txt").write_text("not audio")
     assert collect_audio_files([tmp_path / "wav"]) == world.wavs
+    # review, stop 37: a file named twice was transcribed twice (two subtitle files with one name: an error), and a
+    # suffix given as a string matched its substrings (notes.w, or no suffix at all)
+    (tmp_path / "wav" / "README").write_text("not audio")
+    assert collect_audio_files([world.wavs[1], tmp_path / "wav", world.wavs[1]]) == [world.wavs[1]] + [
+        path for path in world.wavs if path != world.wavs[1]
+    ]
+    assert collect_audio_files([tmp_path / "wav"], ".wav") == [path for path in world.wavs if path.suffix == ".wav"]
     with pytest.raises(FileNotFoundError, match="nothing.wav"):
         collect_audio_files([tmp_path / "nothing.wav"])
     bad = tmp_path / "map.tsv"

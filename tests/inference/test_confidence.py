@@ -76,6 +76,14 @@ def test_reliability_table_bins():
     table = reliability_table([0.05, 0.15, 0.95, 0.97, 1.0], [False, True, True, True, False], bins=10)
     assert [(row["low"], row["count"]) for row in table] == [(0.0, 1), (0.1, 1), (0.9, 3)]
     assert table[-1]["accuracy"] == pytest.approx(2 / 3)
+    # review, stop 37: NaN fell in no bin and 1.2 in the last one, silently
+    for bad in (float("nan"), 1.2, -0.1):
+        with pytest.raises(
+            ValueError, match=r"confidences must be numbers in \[0, 1\]: 1 are not, the first at position 1 \("
+        ):
+            reliability_table([0.5, bad], [True, False])
+    with pytest.raises(ValueError, match="2 confidences but 1 correctness flags"):
+        reliability_table([0.5, 0.6], [True])
 
 
 def test_calibration_is_stored_in_a_checkpoint_without_touching_the_weights(tmp_path):

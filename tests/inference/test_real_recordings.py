@@ -13,7 +13,7 @@ import pytest
 import soundfile as sf
 
 from kospeech.cli.transcribe import main as transcribe_main
-from kospeech.data.audio import load_audio
+from kospeech.data.audio import load_audio, resample
 from kospeech.data.silence_padding import low_noise
 from kospeech.inference import Recognizer
 from kospeech.metrics import char_errors
@@ -127,6 +127,32 @@ def test_a_long_file_is_streamed_and_decodes_as_in_memory(recognizer, clips, alo
     assert streamed.num_segments == 12
     assert_close_to([segment.text for segment in streamed.segments], alone * 3, 0.08)
     assert_timings_ordered_and_inside(streamed)
+
+
+def test_a_whine_above_the_model_s_band_moves_no_segment_whatever_the_input_kind(recognizer, clips, tmp_path):
+    """Review, stop 37: arrays and streamed files were searched for speech at their own rate, where a 12 kHz whine
+    at 48 kHz (gone once resampled for the model) raised the threshold: a sentence was lost that the same audio
+    read from a short file kept."""
+    audio = resample(joined(clips * 2, 2.0, "zeros"), RATE, 48000)
+    whine = (0.02 * np.sin(2 * np.pi * 12000 * np.arange(audio.size) / 48000)).astype(np.float32)
+    path = tmp_path / "whine.wav"
+    sf.write(str(path), audio + whine, 48000, subtype="FLOAT")
+    samples, _ = sf.read(str(path), dtype="float32")
+    clean = recognizer.transcribe(audio, sample_rate=48000)
+    streaming = Recognizer.from_checkpoint(BASE, chunk_seconds=10.0)
+    assert samples.size / 48000 > streaming.chunk_seconds
+    for result in (
+        recognizer.transcribe(path),  # read whole, resampled, then searched
+        recognizer.transcribe(samples, sample_rate=48000),
+        streaming.transcribe(path),  # streamed in blocks
+        streaming.transcribe(samples, sample_rate=48000),
+    ):
+        assert result.num_segments == clean.num_segments == 8
+        assert result.text == clean.text
+    streamed, in_memory = streaming.transcribe(path), streaming.transcribe(samples, sample_rate=48000)
+    assert [(segment.start, segment.end) for segment in streamed.segments] == [
+        (segment.start, segment.end) for segment in in_memory.segments
+    ]
 
 
 def test_nothing_decoded_from_silence_and_no_stray_jamo_in_noise(recognizer):
