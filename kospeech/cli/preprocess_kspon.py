@@ -99,11 +99,6 @@ def _preprocess(args: argparse.Namespace) -> None:
         progress=not args.no_progress,
         compat=args.compat,
     )
-    for split in EVAL_SPLITS:
-        stale = Path(args.out_dir) / f"{split}.tsv"
-        if split not in splits and stale.exists():  # an earlier run's, labelled with another vocabulary
-            stale.unlink()
-            logger.warning("removed %s left by an earlier run", stale)
     if splits:
         summary["eval"] = preprocess_ksponspeech_eval(
             args.root_dir,

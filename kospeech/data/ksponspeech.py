@@ -462,7 +462,9 @@ def preprocess_ksponspeech(
     Args:
         root_dir: the corpus root.
         out_dir: where ``train.tsv``, ``valid.tsv`` (when ``valid_ratio > 0``) and ``vocab.csv`` are written (and,
-            with KoSpeech rules, ``aihub_labels.csv`` and ``transcripts.txt``).
+            with KoSpeech rules, ``aihub_labels.csv`` and ``transcripts.txt``). An earlier run's files there that
+            this run does not write (``valid.tsv``, the label files, and ``eval_*.tsv``, which
+            :func:`preprocess_ksponspeech_eval` writes anew with this run's vocabulary) are removed, with a warning.
         mode: ``phonetic`` (KoSpeech default) or ``spelling``.
         unit: vocabulary unit, ``character`` or ``grapheme``.
         valid_ratio: share of utterances held out (seeded) into ``valid.tsv``; 0 writes only ``train.tsv``.
@@ -516,9 +518,17 @@ def preprocess_ksponspeech(
     train_ids, valid_ids = _split_valid(len(entries), valid_ratio, seed)
     train_manifest = write_manifest(out / "train.tsv", _pick(entries, train_ids))
     valid_manifest = write_manifest(out / "valid.tsv", _pick(entries, valid_ids)) if valid_ids else None
-    if valid_manifest is None and (out / "valid.tsv").exists():  # an earlier run's, of other utterances and labels
-        (out / "valid.tsv").unlink()
-        logger.warning("removed %s left by an earlier run: this run holds nothing out", out / "valid.tsv")
+    # an earlier run's outputs that this run does not write are of other utterances or another vocabulary: they must
+    # not pass for this run's (the evaluation manifests are written anew by preprocess_ksponspeech_eval)
+    unwritten = [f"{split}.tsv" for split in EVAL_SPLITS]
+    if valid_manifest is None:
+        unwritten.append("valid.tsv")
+    if compat != "kospeech":
+        unwritten += ["aihub_labels.csv", "transcripts.txt"]
+    for name in unwritten:
+        if (out / name).exists():
+            (out / name).unlink()
+            logger.warning("removed %s left by an earlier run: this run does not write it", out / name)
     vocab_path = vocab.to_csv(out / "vocab.csv")
     labels: Dict[str, Optional[str]] = {"kospeech_labels": None, "kospeech_transcripts": None}
     if compat == "kospeech":

@@ -86,7 +86,9 @@ def read_manifest(
     for line_number, line in read_lines(path, "manifest", ManifestError):
         if not line.strip():
             continue
-        entry, changed = _parse_line(line, f"{path}:{line_number}", path.parent, vocab, check_audio_exists, relabel)
+        entry, changed = _parse_line(
+            line, f"{path}:{line_number}", path.absolute().parent, vocab, check_audio_exists, relabel
+        )
         entries.append(entry)
         relabelled += changed
     if relabelled and relabel is None:

@@ -219,6 +219,22 @@ def test_preprocess_valid_split_is_seeded(tmp_path: Path) -> None:
     assert again["valid_manifest"] is None and not (tmp_path / "a" / "valid.tsv").exists()
 
 
+def test_an_earlier_run_s_files_this_run_does_not_write_are_removed(tmp_path: Path, caplog) -> None:
+    """Stop 37: KoSpeech's label files and the evaluation manifests of an earlier run into the same folder were left
+    beside this run's vocabulary, of other labels."""
+    _write_kospeech_corpus(tmp_path / "corpus")
+    out = tmp_path / "out"
+    first = preprocess_ksponspeech(tmp_path / "corpus", out, compat="kospeech", progress=False)
+    (out / "eval_clean.tsv").write_text("an earlier run's evaluation manifest\n", encoding="utf-8")
+    assert Path(first["kospeech_labels"]).exists() and Path(first["kospeech_transcripts"]).exists()
+    with caplog.at_level("WARNING", logger="kospeech.data.ksponspeech"):
+        preprocess_ksponspeech(tmp_path / "corpus", out, compat="clean", progress=False)
+    left = sorted(path.name for path in out.iterdir())
+    assert left == ["train.tsv", "vocab.csv"], left
+    for name in ("eval_clean.tsv", "aihub_labels.csv", "transcripts.txt"):
+        assert f"removed {out / name} left by an earlier run" in caplog.text
+
+
 def test_preprocess_refuses_bad_input(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="nowhere"):
         preprocess_ksponspeech(tmp_path / "nowhere", tmp_path / "out", compat="clean", progress=False)

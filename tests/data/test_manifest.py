@@ -25,6 +25,18 @@ def test_write_then_read_round_trip(corpus):
     assert read_manifest(path, vocab) == entries
 
 
+def test_a_manifest_named_by_a_relative_path_gives_absolute_audio_paths(corpus, monkeypatch):
+    """Review, stop 37: read by a relative path, the entries' audio paths were relative to the working folder; a
+    subset written to another folder then named files that do not exist."""
+    root, vocab = corpus
+    write_manifest(root / "train.tsv", [ManifestEntry(root / "wavs" / "a.wav", "세 시", tuple(vocab.encode("세 시")))])
+    monkeypatch.chdir(root)
+    (entry,) = read_manifest("train.tsv", vocab)
+    assert entry.audio_path == root / "wavs" / "a.wav"
+    subset = write_manifest("subset/train.tsv", [entry])
+    assert read_manifest(subset, vocab) == [entry]
+
+
 def test_crlf_and_bom_are_accepted(corpus):
     root, vocab = corpus
     ids = " ".join(map(str, vocab.encode("세 시")))
