@@ -118,6 +118,9 @@ def evaluate(
 
     Returns:
         :class:`EvaluationResult`.
+
+    Raises:
+        ValueError: ``batches`` held no utterance.
     """
     decoder = build_decoder(vocab, beam_size)
     meter = ErrorRateMeter()
@@ -145,6 +148,9 @@ def evaluate(
             pairs.extend(zip(references, hypotheses))
     finally:
         model.train(was_training)
+    if meter.num_utterances == 0:
+        where = f" ({description})" if description else ""
+        raise ValueError(f"evaluate{where}: the batches held no utterance; nothing to score")
     return EvaluationResult(
         loss=total_loss / scored_batches if scored_batches else float("nan"),
         cer=meter.cer,

@@ -12,6 +12,8 @@ Conventions:
   or a tab-like whitespace), and ``cer_with_spaces`` counts the space as a character (whitespace runs read as one
   space, ends stripped), as ESPnet-style character scoring does.
 - WER splits on whitespace (``str.split()``) and counts word substitutions, insertions and deletions.
+- Text is compared in Unicode NFC: a syllable written as conjoining jamo (NFD, as macOS file names and some tools
+  give it) is the same character as its precomposed form, not two or three characters that all differ.
 - Empty references: an utterance with an empty reference simply adds its hypothesis length as insertions. If the
   whole corpus has zero reference characters (or words), the rate is 0.0 when every hypothesis is empty too, and a
   ``ValueError`` otherwise (insertions over nothing have no finite rate). A corpus with no utterances raises.
@@ -19,6 +21,7 @@ Conventions:
 
 from __future__ import annotations
 
+import unicodedata
 from typing import Dict, Mapping, Optional, Sequence, Tuple
 
 import Levenshtein
@@ -34,6 +37,10 @@ __all__ = [
 ]
 
 
+def _nfc(text: str) -> str:
+    return unicodedata.normalize("NFC", text)
+
+
 def char_errors(reference: str, hypothesis: str) -> Tuple[int, int]:
     """Character edit distance and reference length of one utterance, whitespace removed from both.
 
@@ -44,8 +51,8 @@ def char_errors(reference: str, hypothesis: str) -> Tuple[int, int]:
     Returns:
         ``(edit_distance, num_reference_chars)``.
     """
-    ref = "".join(reference.split())
-    hyp = "".join(hypothesis.split())
+    ref = "".join(_nfc(reference).split())
+    hyp = "".join(_nfc(hypothesis).split())
     return Levenshtein.distance(ref, hyp), len(ref)
 
 
@@ -61,8 +68,8 @@ def kospeech_char_errors(reference: str, hypothesis: str) -> Tuple[int, int]:
     Returns:
         ``(edit_distance, num_reference_chars)``.
     """
-    ref = reference.replace(" ", "").replace("_", "")
-    hyp = hypothesis.replace(" ", "").replace("_", "")
+    ref = _nfc(reference).replace(" ", "").replace("_", "")
+    hyp = _nfc(hypothesis).replace(" ", "").replace("_", "")
     return Levenshtein.distance(ref, hyp), len(ref)
 
 
@@ -78,8 +85,8 @@ def spaced_char_errors(reference: str, hypothesis: str) -> Tuple[int, int]:
     Returns:
         ``(edit_distance, num_reference_chars)``, spaces included.
     """
-    ref = " ".join(reference.split())
-    hyp = " ".join(hypothesis.split())
+    ref = " ".join(_nfc(reference).split())
+    hyp = " ".join(_nfc(hypothesis).split())
     return Levenshtein.distance(ref, hyp), len(ref)
 
 
@@ -93,14 +100,16 @@ def word_errors(reference: str, hypothesis: str) -> Tuple[int, int]:
     Returns:
         ``(edit_distance, num_reference_words)``.
     """
-    ref = reference.split()
-    return Levenshtein.distance(ref, hypothesis.split()), len(ref)
+    ref = _nfc(reference).split()
+    return Levenshtein.distance(ref, _nfc(hypothesis).split()), len(ref)
 
 
 def _check_pair(references: Sequence[str], hypotheses: Sequence[str]) -> None:
     for name, value in (("references", references), ("hypotheses", hypotheses)):
         if isinstance(value, str):
             raise TypeError(f"{name} must be a sequence of transcripts, got a single str {value!r}")
+        if not hasattr(value, "__len__"):
+            raise TypeError(f"{name} must be a sequence (list or tuple) of transcripts, got {type(value).__name__}")
     if len(references) != len(hypotheses):
         raise ValueError(f"got {len(references)} references but {len(hypotheses)} hypotheses; they must pair up")
     for index, (ref, hyp) in enumerate(zip(references, hypotheses)):
@@ -254,9 +263,15 @@ class ErrorRateMeter:
     def to_dict(self) -> Dict[str, object]:
         """Counts and rates as plain values (for results JSON and checkpoints).
 
-        Raises:
-            ValueError: as ``cer`` / ``wer`` when a rate is undefined.
+        A rate that is undefined (no utterances, or insertions over references without a character or word: where
+        the property raises) is ``None``, beside the counts that show why; the other rates are still given.
         """
+        rates = {}
+        for name in ("cer", "wer", "cer_kospeech", "cer_with_spaces"):
+            try:
+                rates[name] = getattr(self, name)
+            except ValueError:
+                rates[name] = None
         return {
             "name": self.name,
             "num_utterances": self.num_utterances,
@@ -264,9 +279,6 @@ class ErrorRateMeter:
             "num_chars": self.num_chars,
             "word_errors": self.word_errors,
             "num_words": self.num_words,
-            "cer": self.cer,
-            "wer": self.wer,
-            "cer_kospeech": self.cer_kospeech,
-            "cer_with_spaces": self.cer_with_spaces,
+            **rates,
             "num_chars_with_spaces": self.spaced_num_chars,
         }

@@ -1,5 +1,7 @@
 """CER / WER at corpus level, KoSpeech space convention, empty cases, the per-split meter."""
 
+import unicodedata
+
 import pytest
 
 from kospeech.metrics import ErrorRateMeter, char_errors, character_error_rate, word_error_rate, word_errors
@@ -49,6 +51,32 @@ def test_empty_references():
         character_error_rate(["", " "], ["", "가"])
     with pytest.raises(ValueError, match="no utterances"):
         character_error_rate([], [])
+
+
+def test_decomposed_hangul_scores_as_the_same_text():
+    """Review, stop 37: 한국어 in NFD (conjoining jamo, as macOS and some tools write it) scored CER 1.0 against
+    itself in NFC."""
+    decomposed = unicodedata.normalize("NFD", "한국어 말")
+    assert char_errors(decomposed, "한국어 말") == (0, 4)
+    assert character_error_rate([decomposed], ["한국어 말"]) == word_error_rate([decomposed], ["한국어 말"]) == 0.0
+    assert character_error_rate(["한국어 말"], [unicodedata.normalize("NFD", "한국이 말")]) == pytest.approx(1 / 4)
+
+
+def test_to_dict_gives_every_defined_rate_and_none_for_an_undefined_one():
+    """Review, stop 37: one undefined rate made to_dict raise, and with it a whole per-user report."""
+    meter = ErrorRateMeter("u2")
+    meter.update(["_"], ["가"])  # one character to the usual CER, none to KoSpeech's, which drops "_"
+    summary = meter.to_dict()
+    assert summary["cer"] == 1.0 and summary["cer_kospeech"] is None
+    assert summary["wer"] == 1.0 and summary["num_utterances"] == 1
+    assert ErrorRateMeter("empty").to_dict()["cer"] is None
+    with pytest.raises(ValueError, match="references contain no characters"):
+        _ = meter.cer_kospeech
+
+
+def test_transcripts_must_come_as_sequences():
+    with pytest.raises(TypeError, match="references must be a sequence .* got list_iterator"):
+        ErrorRateMeter().update(iter(["가"]), ["가"])
 
 
 def test_meter_accumulates_per_split_and_resets():

@@ -172,6 +172,8 @@ class BeamSearchCTCDecoder:
             best = np.argpartition(-flat, keep - 1)[:keep]
             for position in best.tolist():
                 score = float(flat[position])
+                if score == -np.inf:  # blank, pruned or merged above: a frame of -inf would add them as duplicates
+                    continue
                 k, label = divmod(position, num_classes)
                 candidates.append((score, prefixes[k] + (label,), -np.inf, score, stamps[k] + (t,)))
 

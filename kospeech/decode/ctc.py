@@ -68,7 +68,12 @@ def check_ctc_inputs(log_probs: Tensor, output_lengths: Tensor, blank_id: int) -
         raise TypeError(f"log_probs must be a floating-point tensor of shape (B, T', C), got {type(log_probs)!r}")
     if log_probs.dim() != 3:
         raise ValueError(f"log_probs must have shape (B, T', C), got shape {tuple(log_probs.shape)}")
-    if not isinstance(output_lengths, Tensor) or output_lengths.is_floating_point() or output_lengths.is_complex():
+    if (
+        not isinstance(output_lengths, Tensor)
+        or output_lengths.is_floating_point()
+        or output_lengths.is_complex()
+        or output_lengths.dtype == torch.bool
+    ):
         raise TypeError(f"output_lengths must be an integer tensor of shape (B,), got {output_lengths!r}")
     batch, frames, classes = log_probs.shape
     if output_lengths.shape != (batch,):

@@ -154,3 +154,14 @@ def test_argument_validation(vocab):
     log_probs, lengths = peaked_batch(vocab, ["가"])
     with pytest.raises(ValueError, match=r"\[1, beam_size=2\]"):
         BeamSearchCTCDecoder(vocab, beam_size=2).nbest(log_probs, lengths, n=3)
+
+
+@pytest.mark.parametrize("impossible", [float("-inf"), float("nan")])
+def test_a_frame_that_rules_out_every_class_leaves_distinct_hypotheses(vocab, impossible):
+    """Review, stop 37: with no finite extension left, merged (-inf) extensions entered the beam beside the prefix
+    they had been merged into: the n-best held one prefix twice."""
+    log_probs = torch.randn(1, 4, len(vocab), generator=torch.Generator().manual_seed(0)).log_softmax(dim=-1)
+    log_probs[0, 1] = impossible
+    (hypotheses,) = BeamSearchCTCDecoder(vocab, beam_size=4).nbest(log_probs, torch.tensor([4]), n=4)
+    prefixes = [tuple(hypothesis.tokens) for hypothesis in hypotheses]
+    assert len(prefixes) == len(set(prefixes)), prefixes

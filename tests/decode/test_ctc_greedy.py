@@ -80,8 +80,9 @@ def test_input_validation(vocab):
         decoder(log_probs, torch.tensor([3]))
     with pytest.raises(ValueError, match="shape"):
         decoder(log_probs[0], lengths)
-    with pytest.raises(TypeError, match="integer tensor"):
-        decoder(log_probs, lengths.float())
+    for wrong in (lengths.float(), torch.tensor([True])):  # review, stop 37: True decoded one frame
+        with pytest.raises(TypeError, match="integer tensor"):
+            decoder(log_probs, wrong)
     with pytest.raises(ValueError, match="classes"):
         decoder(log_probs[..., :-1], lengths)
 

@@ -48,6 +48,8 @@ def test_tiny_model_overfits_a_handful_of_utterances(
     trainer.train(model)
     result = evaluate(model, trainer.build_loader(entries, 4, train=False), corpus_vocab)
     assert result.cer < 0.05, result.pairs
+    with pytest.raises(ValueError, match=r"^evaluate \(dev\): the batches held no utterance"):
+        evaluate(model, [], corpus_vocab, description="dev")
     history = json.loads((tmp_path / "run" / "history.json").read_text())
     assert history[-1]["valid_cer"] <= history[0]["valid_cer"]
     assert (tmp_path / "run" / "best.pt").exists() and (tmp_path / "run" / "last.pt").exists()
