@@ -399,27 +399,33 @@ class SpecAugment:
     Masked cells are set to 0, the mean of utterance-normalized features.
 
     Args:
-        freq_mask_param: F, the widest frequency mask in bins (capped at D); 27 suits 80 mel bins.
+        freq_mask_param: F, the widest frequency mask in bins (capped at D); ``None`` (the default) scales
+            SpecAugment's 27 of 80 mel bins to the features' D (14 of 40, 87 of 257): a fixed 27 would mask more
+            than half of 40 bins on average, and little of a 257-bin spectrogram.
         num_freq_masks: frequency masks per utterance.
         time_mask_ratio: the widest time mask as a fraction of the utterance's frames.
         num_time_masks: time masks per utterance.
     """
 
+    FREQ_MASK_SHARE = 27 / 80
+    """The widest frequency mask as a share of the bins when ``freq_mask_param`` is not given (SpecAugment's
+    LibriSpeech policy: F = 27 of 80 mel bins)."""
+
     def __init__(
         self,
-        freq_mask_param: int = 27,
+        freq_mask_param: Optional[int] = None,
         num_freq_masks: int = 2,
         time_mask_ratio: float = 0.05,
         num_time_masks: int = 2,
     ) -> None:
-        if freq_mask_param < 0 or num_freq_masks < 0 or num_time_masks < 0:
+        if (freq_mask_param is not None and freq_mask_param < 0) or num_freq_masks < 0 or num_time_masks < 0:
             raise ValueError(
                 "freq_mask_param, num_freq_masks and num_time_masks must be >= 0, got "
                 f"{freq_mask_param}, {num_freq_masks}, {num_time_masks}"
             )
         if not 0.0 <= time_mask_ratio <= 1.0:
             raise ValueError(f"time_mask_ratio must be in [0, 1], got {time_mask_ratio}")
-        self.freq_mask_param = int(freq_mask_param)
+        self.freq_mask_param = None if freq_mask_param is None else int(freq_mask_param)
         self.num_freq_masks = int(num_freq_masks)
         self.time_mask_ratio = float(time_mask_ratio)
         self.num_time_masks = int(num_time_masks)
@@ -438,7 +444,8 @@ class SpecAugment:
             raise ValueError(f"features must have shape (T, D), got {tuple(features.shape)}")
         masked = features.clone()
         num_frames, num_bins = masked.shape
-        max_freq = min(self.freq_mask_param, num_bins)
+        widest = round(self.FREQ_MASK_SHARE * num_bins) if self.freq_mask_param is None else self.freq_mask_param
+        max_freq = min(widest, num_bins)
         for _ in range(self.num_freq_masks):
             start, width = _draw_span(num_bins, max_freq, generator)
             masked[:, start : start + width] = 0.0
