@@ -251,6 +251,9 @@ def test_bad_presets_and_sizes_are_rejected(tmp_path):
         build_corpus(tmp_path, preset="tiny", num_speakers=3)
     with pytest.raises(ValueError, match="utterances_per_speaker"):
         plan_corpus("tiny", utterances_per_speaker=2)
+    # review, stop 37: 10 utterances split 5 dev / 5 test left base/train.tsv empty, without a word
+    with pytest.raises(ValueError, match="10 utterances per speaker leave none for training after 5 dev and 5 test"):
+        plan_corpus("tiny", utterances_per_speaker=10, dev_fraction=0.49, test_fraction=0.49)
     with pytest.raises(ValueError, match="seed"):
         plan_corpus("tiny", seed=-1)
     with pytest.raises(ValueError, match="num_workers"):

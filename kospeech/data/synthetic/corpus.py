@@ -158,6 +158,13 @@ class CorpusSizes:
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
                 raise ConfigError(f"corpus size {name} must be in [0, 1], got {value!r}")
+        train, dev, test = self.split_counts()
+        if train < 1:
+            raise ConfigError(
+                f"corpus size: {self.utterances_per_speaker} utterances per speaker leave none for training after "
+                f"{dev} dev and {test} test (dev_fraction {self.dev_fraction}, test_fraction {self.test_fraction}); "
+                "raise utterances_per_speaker or lower the fractions"
+            )
         pool = min(len(RARE_PERSONS), len(RARE_PLACES))
         if self.num_users * self.favourites_per_kind > pool:
             raise ConfigError(
