@@ -335,8 +335,10 @@ class FeatureExtractor:
         return kaldi.fbank(
             samples.unsqueeze(0),
             num_mel_bins=cfg.num_mels,
-            frame_length=cfg.frame_length_ms,
-            frame_shift=cfg.frame_shift_ms,
+            # Kaldi truncates milliseconds x rate to samples where the config rounds: given half a sample more, it
+            # cuts the config's win_length / hop_length frames (20.06 ms at 16 kHz: 321 samples, not 320)
+            frame_length=(cfg.win_length + 0.5) * 1000.0 / cfg.sample_rate,
+            frame_shift=(cfg.hop_length + 0.5) * 1000.0 / cfg.sample_rate,
             sample_frequency=float(cfg.sample_rate),
             low_freq=cfg.f_min,
             high_freq=cfg.f_max,

@@ -37,6 +37,24 @@ def test_shapes_and_dims(feature_type: str, dim: int, num_samples: int) -> None:
 
 
 @pytest.mark.parametrize("feature_type", FEATURE_TYPES)
+@pytest.mark.parametrize("sample_rate, frame_length_ms, frame_shift_ms", [(16000, 20.06, 9.99), (11025, 25.0, 10.0)])
+def test_every_type_cuts_the_config_s_frames_when_a_frame_is_no_whole_number_of_samples(
+    feature_type, sample_rate, frame_length_ms, frame_shift_ms
+) -> None:
+    """Review, stop 37: fbank (Kaldi) truncated 20.06 ms at 16 kHz to 320 samples where the config rounds to 321, so
+    its frame count disagreed with num_frames and with the other types."""
+    config = FeatureConfig(
+        feature_type=feature_type,
+        sample_rate=sample_rate,
+        frame_length_ms=frame_length_ms,
+        frame_shift_ms=frame_shift_ms,
+    )
+    extractor = FeatureExtractor(config)
+    for num_samples in (config.win_length, 638, 960, sample_rate + 7):
+        assert extractor(_speechlike(num_samples)).shape[0] == extractor.num_frames(num_samples), num_samples
+
+
+@pytest.mark.parametrize("feature_type", FEATURE_TYPES)
 def test_utterance_normalization(feature_type: str) -> None:
     waveform = _speechlike(16000)
     normalized = FeatureExtractor(FeatureConfig(feature_type=feature_type))(waveform)
