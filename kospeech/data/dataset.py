@@ -162,9 +162,10 @@ def screen_entries(
     """
     usable: List[ManifestEntry] = []
     excluded: List[ExcludedUtterance] = []
+    extractor = feature_extractor.without_dither()  # dither would draw from the global random stream
     for entry in tqdm(entries, desc=f"checking {what} audio", unit="utt", disable=len(entries) < 1000):
         try:
-            feature_extractor.from_file(entry.audio_path)
+            extractor.from_file(entry.audio_path)
         except (FileNotFoundError, InputError) as exc:
             logger.warning("excluding %s utterance %s: %s", what, entry.audio_path, exc)
             excluded.append(ExcludedUtterance(str(entry.audio_path), str(exc)))

@@ -10,8 +10,6 @@ samples gives ``T = 1 + (N - win_length) // hop_length`` frames whatever the typ
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, Mapping, Optional, Tuple, Union
@@ -184,11 +182,6 @@ class FeatureConfig:
         for name, value in values.items():
             kwargs[name] = _coerce(name, fields[name].type, value)
         return cls(**kwargs).validate()
-
-    def fingerprint(self) -> str:
-        """SHA-256 hex digest of the canonical JSON of :meth:`to_dict`: equal iff the features are the same."""
-        canonical = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
-        return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
 
 def _standardize(features: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:

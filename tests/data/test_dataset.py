@@ -11,7 +11,7 @@ import torch
 
 from kospeech.data.audio import AudioError
 from kospeech.data.collate import SpeechBatch, collate_speech_batch
-from kospeech.data.dataset import SpeechDataset, build_dataloader
+from kospeech.data.dataset import SpeechDataset, build_dataloader, screen_entries
 from kospeech.data.features import FeatureConfig, FeatureExtractor, SpecAugment
 from kospeech.data.manifest import ManifestEntry
 from kospeech.data.sampler import BucketBatchSampler, SampleKey
@@ -79,6 +79,18 @@ def test_errors_name_the_audio_file(entries, extractor, tmp_path: Path) -> None:
         dataset[11]
     with pytest.raises(FileNotFoundError, match="missing.wav"):
         _ = dataset.durations
+
+
+def test_screening_audio_leaves_the_global_random_stream_alone(entries, tmp_path: Path) -> None:
+    """Review, stop 37: with dither on, checking the training audio drew from torch's global generator."""
+    broken = ManifestEntry(audio_path=tmp_path / "missing.wav", transcript="가", label_ids=(4,))
+    dithered = FeatureExtractor(FeatureConfig(num_mels=40, dither=1.0))
+    torch.manual_seed(0)
+    expected = torch.rand(3)
+    torch.manual_seed(0)
+    usable, excluded = screen_entries([*entries, broken], dithered)
+    assert torch.equal(torch.rand(3), expected)
+    assert usable == entries and [item.audio_path for item in excluded] == [str(broken.audio_path)]
 
 
 def test_spec_augment_is_seeded_by_seed_epoch_and_index(entries, extractor) -> None:

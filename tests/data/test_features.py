@@ -119,13 +119,10 @@ def test_dither_follows_the_generator() -> None:
     assert not torch.equal(a, c)
 
 
-def test_config_round_trip_and_fingerprint() -> None:
+def test_config_round_trip() -> None:
     config = FeatureConfig(feature_type="mfcc", num_mfcc=13, frame_length_ms=25.0)
     restored = FeatureConfig.from_dict(config.to_dict())
     assert restored == config
-    assert restored.fingerprint() == config.fingerprint()
-    assert FeatureConfig().fingerprint() == FeatureConfig().fingerprint()
-    assert FeatureConfig(num_mels=40).fingerprint() != FeatureConfig().fingerprint()
     assert all(isinstance(v, (str, int, float)) for v in config.to_dict().values())
     assert FeatureConfig.from_dict({"frame_length_ms": 25}).frame_length_ms == 25.0
     assert FeatureConfig.from_dict({}) == FeatureConfig()
