@@ -40,6 +40,7 @@ LEVEL_FRAME_SECONDS = 0.01
 """Length of the frames whose energies the detector compares."""
 
 _ENERGY_FLOOR = 1e-12  # -120 dBFS: the level of digital silence
+_LEVEL_SLICE_SAMPLES = 1 << 18  # samples measured at a time (about 16 s at 16 kHz)
 
 
 @dataclass
@@ -112,14 +113,18 @@ def frame_levels(blocks: Iterable[np.ndarray], sample_rate: int) -> np.ndarray:
     levels: List[np.ndarray] = []
     carry = np.zeros(0, dtype=np.float64)
     for block in blocks:
-        samples = np.concatenate([carry, np.asarray(block, dtype=np.float64)])
-        whole = samples.size // frame * frame
-        if whole:
-            # each frame's own mean is left out: a constant offset (a cheap microphone's DC) is not sound, and
-            # counted as energy it lifts a silent recording above the speech threshold
-            energy = samples[:whole].reshape(-1, frame).var(axis=1)
-            levels.append(10.0 * np.log10(energy + _ENERGY_FLOOR))
-        carry = samples[whole:]
+        block = np.asarray(block)
+        # a slice at a time: the float64 copy and the variance's temporaries of a waveform held whole in memory (ten
+        # minutes of it) would be four times its own size
+        for start in range(0, max(block.size, 1), _LEVEL_SLICE_SAMPLES):
+            samples = np.concatenate([carry, block[start : start + _LEVEL_SLICE_SAMPLES].astype(np.float64)])
+            whole = samples.size // frame * frame
+            if whole:
+                # each frame's own mean is left out: a constant offset (a cheap microphone's DC) is not sound, and
+                # counted as energy it lifts a silent recording above the speech threshold
+                energy = samples[:whole].reshape(-1, frame).var(axis=1)
+                levels.append(10.0 * np.log10(energy + _ENERGY_FLOOR))
+            carry = samples[whole:]
     if carry.size:
         levels.append(np.array([10.0 * np.log10(carry.var() + _ENERGY_FLOOR)]))
     return np.concatenate(levels).astype(np.float32) if levels else np.zeros(0, dtype=np.float32)
