@@ -87,6 +87,11 @@ def _check_values(config: DeepSpeech2Config) -> None:
     for name in ("num_rnn_layers", "rnn_hidden_dim", "adapter_bottleneck_dim"):
         if getattr(config, name) < 1:
             problems.append(f"{name} must be >= 1, got {getattr(config, name)}")
+    if config.adapter_extractor_bottleneck_dim < 0:
+        problems.append(
+            f"adapter_extractor_bottleneck_dim must be >= 0 (0: no part on the extractor), got "
+            f"{config.adapter_extractor_bottleneck_dim}"
+        )
     for name in ("dropout_p", "adapter_dropout_p"):
         if not 0.0 <= getattr(config, name) < 1.0:
             problems.append(f"{name} must be in [0, 1), got {getattr(config, name)}")
@@ -135,4 +140,5 @@ def build_deepspeech2(
         adapter_type=settings.adapter_type,
         adapter_dropout_p=settings.adapter_dropout_p,
         adapter_bottleneck_dim=settings.adapter_bottleneck_dim,
+        adapter_extractor_bottleneck_dim=settings.adapter_extractor_bottleneck_dim,
     )

@@ -87,3 +87,16 @@ def test_bad_configs_are_rejected_with_the_field_named():
         build_deepspeech2(16, 12, {**small, "adapter_type": "lora"})
     with pytest.raises(TypeError, match="config must be"):
         build_deepspeech2(16, 12, ["gru"])
+
+
+@pytest.mark.parametrize("extractor_dim", [0, 5])
+def test_the_encoder_adapter_s_extractor_width_is_built_as_configured(extractor_dim):
+    """Review, stop 37: build_deepspeech2 left adapter_extractor_bottleneck_dim out, so every model had the default
+    32 and a checkpoint that recorded 0 could not be built again."""
+    config = {"num_rnn_layers": 1, "rnn_hidden_dim": 8, "use_adapter": True, "adapter_type": "encoder"}
+    model = build_deepspeech2(16, 12, {**config, "adapter_extractor_bottleneck_dim": extractor_dim})
+    direct = DeepSpeech2(16, 12, **config, adapter_extractor_bottleneck_dim=extractor_dim)
+    assert set(model.state_dict()) == set(direct.state_dict())
+    assert (model.adapter.extractor is None) == (extractor_dim == 0)
+    with pytest.raises(ValueError, match="adapter_extractor_bottleneck_dim must be >= 0"):
+        build_deepspeech2(16, 12, {**config, "adapter_extractor_bottleneck_dim": -1})
