@@ -112,6 +112,21 @@ def test_mixed_batch_from_the_extractor_output_of_each_row_alone_equals_the_full
         assert (resumed[row, :frames] - full[row, :frames]).abs().max() <= 1e-5
 
 
+def test_a_start_past_an_adapter_s_first_call_point_is_refused(make_model, batch):
+    """Review, stop 37: from RNN layer 1's output, an encoder adapter's calls on the extractor's output and after
+    layer 0 were skipped without a word (outputs off by up to 0.9); a head adapter may start anywhere."""
+    model = make_model(seed=7)
+    inputs, lengths = batch
+    encoder, head = make_adapter(model, "encoder", seed=30), make_adapter(model, "head", seed=31)
+    with torch.inference_mode():
+        after_layer_0, point_lengths = model.run(inputs, lengths, to_layer=1)
+        with pytest.raises(ValueError, match=r"from_layer=1 is past point 0, where 'encoder' adapters are first"):
+            model.forward_mixed(after_layer_0, point_lengths, [([0, 1], encoder)], from_layer=1)
+        resumed, _ = model.forward_mixed(after_layer_0, point_lengths, [([0, 1], head)], from_layer=1)
+        full, _ = model.forward_mixed(inputs, lengths, [([0, 1], head)])
+    assert (resumed - full).abs().max() <= 1e-5
+
+
 def test_no_groups_is_the_base_model_and_the_attached_adapter_is_ignored(make_model, batch):
     model = make_model(seed=2, use_adapter=True, adapter_type="head")
     inputs, lengths = batch

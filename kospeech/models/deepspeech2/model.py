@@ -237,7 +237,8 @@ class DeepSpeech2(nn.Module):
         output of RNN layer ``k - 1``, both *before* the adapters at that point (called with ``layer_index = k - 1``,
         -1 for the extractor's output), and the trunk output (``to_layer=N``) comes after the adapters of the last
         layer. So ``run(x, L, to_layer=k)`` without a router computes what
-        ``run(h, L', from_layer=k, router=r)`` continues from, which is how a frozen prefix is cached once.
+        ``run(h, L', from_layer=k, router=r)`` continues from, which is how a frozen prefix is cached once, as long
+        as no adapter of ``r`` is called before point ``k`` (its type's cache point; a later start raises).
 
         Inputs:
             inputs: (B, T, D) float padded features when ``from_layer`` is ``None``; otherwise the value at point
@@ -252,9 +253,20 @@ class DeepSpeech2(nn.Module):
         Returns:
             hidden: (B, T', F) the value at ``to_layer``, zero at padded frames.
             output_lengths: (B,) int64 valid frames T'_i on ``input_lengths.device``.
+
+        Raises:
+            ValueError: a layer range outside the model, or ``from_layer`` past the first call point of a routed
+                adapter.
         """
         stop = self.num_rnn_layers if to_layer is None else to_layer
         self._check_layer_range(inputs, from_layer, stop)
+        for route in [] if router is None or from_layer is None else router.layer_routes:
+            first = self.cache_layer(route.entry.cache_point)
+            if from_layer > first:
+                raise ValueError(
+                    f"from_layer={from_layer} is past point {first}, where {route.entry.name!r} adapters are first "
+                    f"called: their calls before it would be skipped; start at point {first} or earlier"
+                )
         if from_layer is None:
             self._check_inputs(inputs, input_lengths)
             hidden, lengths = self.conv(inputs, input_lengths)  # (B, T', F_conv)
