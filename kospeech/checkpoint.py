@@ -34,7 +34,7 @@ from torch import nn
 from kospeech import __version__
 from kospeech.data.features import FeatureConfig
 from kospeech.errors import CheckpointError
-from kospeech.fileio import atomic_torch_save, safe_torch_load
+from kospeech.fileio import atomic_torch_save, plain_values, safe_torch_load
 from kospeech.model_builder import build_deepspeech2
 from kospeech.models import DeepSpeech2
 from kospeech.models.utils import describe_state_dict_problems, state_dict_problems, unwrap_model
@@ -144,6 +144,11 @@ def save_checkpoint(
 
     Returns:
         The written path.
+
+    Raises:
+        ValueError: ``model_config`` lacks ``input_dim`` or ``num_classes``.
+        TypeError: a value the weights-only loader would refuse (a ``Path``, an object; numpy numbers and OmegaConf
+            containers are converted), naming where it is, before anything is written.
     """
     missing = [key for key in ("input_dim", "num_classes") if key not in model_config]
     if missing:
@@ -153,13 +158,13 @@ def save_checkpoint(
         "kospeech_version": __version__,
         "created_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "model_state_dict": {key: value.detach().cpu() for key, value in unwrap_model(model).state_dict().items()},
-        "model_config": dict(model_config),
+        "model_config": plain_values(model_config, "model_config", "a checkpoint"),
         "vocab": vocab.to_dict(),
         "feature_config": feature_config.to_dict(),
         "optimizer_state_dict": optimizer_state_dict,
-        "trainer_state": dict(trainer_state or {}),
-        "train_config": dict(train_config or {}),
-        "metrics": dict(metrics or {}),
+        "trainer_state": plain_values(trainer_state or {}, "trainer_state", "a checkpoint", tensors=True),
+        "train_config": plain_values(train_config or {}, "train_config", "a checkpoint"),
+        "metrics": plain_values(metrics or {}, "metrics", "a checkpoint"),
     }
     return atomic_torch_save(state, path)
 
@@ -228,7 +233,7 @@ def store_confidence_calibration(path: Union[str, os.PathLike], calibration: Dic
         FileNotFoundError, CheckpointError: as :func:`load_checkpoint`.
     """
     raw, _ = _read_checkpoint(Path(path))
-    raw["confidence_calibration"] = dict(calibration)
+    raw["confidence_calibration"] = plain_values(calibration, "confidence_calibration", "a checkpoint")
     return atomic_torch_save(raw, path)
 
 

@@ -11,14 +11,17 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import numbers
 import os
 import tempfile
 import threading
 import zipfile
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Callable, Dict, Optional, Union
 
 import torch
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from kospeech.errors import CheckpointError
 
@@ -27,6 +30,7 @@ __all__ = [
     "atomic_write_json",
     "atomic_write_text",
     "atomic_torch_save",
+    "plain_values",
     "process_status_field",
     "safe_torch_load",
     "sha256_file",
@@ -184,6 +188,45 @@ class _WriteErrorKeeper:
 
     def flush(self) -> None:
         self.handle.flush()
+
+
+def plain_values(value: Any, where: str, what: str = "a .pt file", tensors: bool = False) -> Any:
+    """A copy of ``value`` in the types the weights-only loader reads back.
+
+    str, int, float, bool and None stay; numpy and other number types become Python's; lists, tuples (as lists),
+    dicts with str keys and OmegaConf containers are copied item by item; tensors are kept where ``tensors``.
+    Checked when a file is written: a value the loader would refuse is otherwise found only when the file is read.
+
+    Args:
+        value: what is to be stored.
+        where: how messages name it (e.g. ``"metrics"``); nested items are named below it (``metrics.cer``).
+        what: the kind of file, for messages.
+        tensors: whether tensors may be stored.
+
+    Raises:
+        TypeError: a value of another type, or a key that is not a str, naming where it is.
+    """
+    if isinstance(value, (DictConfig, ListConfig)):
+        value = OmegaConf.to_container(value, resolve=True)
+    if value is None or isinstance(value, bool) or (tensors and isinstance(value, torch.Tensor)):
+        return value
+    if isinstance(value, numbers.Integral):
+        return int(value)
+    if isinstance(value, numbers.Real):
+        return float(value)
+    if isinstance(value, str):
+        return str(value)
+    if isinstance(value, Mapping):
+        plain = {}
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise TypeError(f"{where}: keys must be str, found {key!r} ({type(key).__name__})")
+            plain[str(key)] = plain_values(item, f"{where}.{key}", what, tensors)
+        return plain
+    if isinstance(value, (list, tuple)):
+        return [plain_values(item, f"{where}[{index}]", what, tensors) for index, item in enumerate(value)]
+    allowed = "str, int, float, bool, None, " + ("tensors, " if tensors else "") + "lists and dicts"
+    raise TypeError(f"{where}: a {type(value).__name__} cannot be stored in {what}; use {allowed}")
 
 
 def atomic_torch_save(obj: Dict[str, Any], path: PathLike) -> Path:

@@ -37,7 +37,6 @@ from __future__ import annotations
 import hashlib
 import io
 import logging
-import numbers
 import os
 import shutil
 from datetime import datetime, timezone
@@ -45,12 +44,12 @@ from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
 
 import torch
-from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf import DictConfig
 from torch import nn
 
 import kospeech
 from kospeech.errors import CheckpointError, InputError, InvalidNameError, name_list
-from kospeech.fileio import atomic_torch_save, atomic_write, safe_torch_load
+from kospeech.fileio import atomic_torch_save, atomic_write, plain_values, safe_torch_load
 from kospeech.models.adapter import AdapterModule, build_adapter, registered_adapter_types
 from kospeech.models.deepspeech2 import AdapterCompatibilityError, DeepSpeech2
 from kospeech.models.utils import state_dict_problems, unwrap_model
@@ -161,33 +160,6 @@ def _version_number(entry: Path) -> Optional[int]:
     "²", which ``int`` refuses)."""
     stem = entry.stem
     return int(stem) if entry.suffix == ".pt" and stem.isascii() and stem.isdigit() else None
-
-
-def _to_plain(value: Any, where: str) -> Any:
-    """Copy ``value`` into str/int/float/bool/None/list/dict only (what the weights-only loader accepts)."""
-    if isinstance(value, (DictConfig, ListConfig)):
-        value = OmegaConf.to_container(value, resolve=True)
-    if value is None or isinstance(value, bool):
-        return value
-    if isinstance(value, numbers.Integral):
-        return int(value)
-    if isinstance(value, numbers.Real):
-        return float(value)
-    if isinstance(value, str):
-        return str(value)
-    if isinstance(value, Mapping):
-        plain = {}
-        for key, item in value.items():
-            if not isinstance(key, str):
-                raise TypeError(f"{where}: keys must be str, found {key!r} ({type(key).__name__})")
-            plain[str(key)] = _to_plain(item, f"{where}.{key}")
-        return plain
-    if isinstance(value, (list, tuple)):
-        return [_to_plain(item, f"{where}[{index}]") for index, item in enumerate(value)]
-    raise TypeError(
-        f"{where}: a {type(value).__name__} cannot be stored in an adapter file; "
-        "use str, int, float, bool, None, lists and dicts"
-    )
 
 
 def _dict_differences(stored: Mapping[str, Any], given: Mapping[str, Any], prefix: str = "") -> List[str]:
@@ -407,10 +379,12 @@ class AdapterManager:
             },
             "base_fingerprint": base.base_fingerprint(),
             "vocab_fingerprint": vocab_fingerprint,
-            "feature_config": None if feature_config is None else _to_plain(feature_config, "feature_config"),
+            "feature_config": None
+            if feature_config is None
+            else plain_values(feature_config, "feature_config", "an adapter file"),
             "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "kospeech_version": kospeech.__version__,
-            "training_stats": _to_plain(training_stats or {}, "training_stats"),
+            "training_stats": plain_values(training_stats or {}, "training_stats", "an adapter file"),
             "rejected": rejected is not None,
             "rejected_reason": rejected,
         }
@@ -507,7 +481,9 @@ class AdapterManager:
             if info["feature_config"] is None:
                 logger.warning("%s records no feature_config; the features cannot be checked", path)
             else:
-                differences = _dict_differences(info["feature_config"], _to_plain(feature_config, "feature_config"))
+                differences = _dict_differences(
+                    info["feature_config"], plain_values(feature_config, "feature_config", "an adapter file")
+                )
                 mismatches += [f"feature_config.{difference}" for difference in differences]
         if mismatches:
             message = f"adapter {path} does not match this model: " + "; ".join(mismatches)

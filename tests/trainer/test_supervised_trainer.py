@@ -2,9 +2,11 @@ import dataclasses
 import json
 import threading
 
+import numpy as np
 import pytest
 import torch
 import yaml
+from omegaconf import OmegaConf
 
 from kospeech.checkpoint import load_checkpoint, save_checkpoint
 from kospeech.device import torch_threads
@@ -74,6 +76,38 @@ def test_checkpoint_round_trip_gives_identical_outputs(tmp_path, corpus_vocab, f
     inputs, lengths = torch.randn(2, 50, feature_config.feature_dim), torch.tensor([50, 31])
     expected, actual = model(inputs, lengths), restored(inputs, lengths)
     assert torch.equal(expected[0], actual[0]) and torch.equal(expected[1], actual[1])
+
+
+def test_values_the_loader_would_refuse_are_converted_or_refused_when_saving(
+    tmp_path, corpus_vocab, feature_config, tiny_model_config
+):
+    """Review, stop 37: numpy numbers, a Path or a nested DictConfig were saved, and the file then failed to load
+    ("refused by the weights-only loader")."""
+    model = _model(feature_config, corpus_vocab, tiny_model_config)
+    record = _record(feature_config, corpus_vocab, tiny_model_config)
+    path = save_checkpoint(
+        tmp_path / "ckpt.pt",
+        model,
+        model_config={**record, "num_classes": np.int64(record["num_classes"])},
+        vocab=corpus_vocab,
+        feature_config=feature_config,
+        metrics={"cer": np.float64(0.1)},
+        trainer_state={"epoch": np.int64(3), "rng": torch.arange(3)},
+        train_config={"nested": OmegaConf.create({"lr": 0.1, "layers": [1, 2]})},
+    )
+    checkpoint = load_checkpoint(path)
+    assert checkpoint.metrics == {"cer": 0.1} and checkpoint.train_config == {"nested": {"lr": 0.1, "layers": [1, 2]}}
+    assert checkpoint.trainer_state["epoch"] == 3 and torch.equal(checkpoint.trainer_state["rng"], torch.arange(3))
+    with pytest.raises(TypeError, match=r"train_config\.out: a PosixPath cannot be stored in a checkpoint"):
+        save_checkpoint(
+            tmp_path / "refused.pt",
+            model,
+            model_config=record,
+            vocab=corpus_vocab,
+            feature_config=feature_config,
+            train_config={"out": tmp_path},
+        )
+    assert not (tmp_path / "refused.pt").exists()
 
 
 class _KilledAtStep(SupervisedTrainer):
