@@ -13,6 +13,7 @@ import json
 import math
 import numbers
 import os
+import stat
 import tempfile
 import threading
 import zipfile
@@ -49,7 +50,9 @@ def atomic_write(path: PathLike, write_fn: Callable[[Any], None], mode: str = "w
         write_fn: writes the whole content to the open file object it is given.
         mode: ``"wb"`` or ``"w"`` (text, UTF-8).
         replace: replace an existing ``path``; ``False`` publishes the file only where none exists yet (a hard link,
-            atomic on POSIX), so of two writers racing for one name exactly one succeeds.
+            atomic on POSIX), so of two writers racing for one name exactly one succeeds. A file replaced keeps its
+            permission bits (a key file of mode 0600 stays 0600); a symbolic link at ``path`` is replaced by the
+            new file, its target left as it was.
 
     Returns:
         The destination as a ``Path``.
@@ -66,7 +69,7 @@ def atomic_write(path: PathLike, write_fn: Callable[[Any], None], mode: str = "w
             write_fn(handle)
             handle.flush()
             os.fsync(handle.fileno())
-        os.chmod(tmp_name, 0o666 & ~_current_umask())  # mkstemp creates 0600; give the file the usual mode
+        os.chmod(tmp_name, _mode_for(path))  # mkstemp creates 0600
         if replace:
             os.replace(tmp_name, path)
         else:
@@ -77,6 +80,17 @@ def atomic_write(path: PathLike, write_fn: Callable[[Any], None], mode: str = "w
         raise
     _fsync_folder(path.parent)
     return path
+
+
+def _mode_for(path: Path) -> int:
+    """The permission bits of the regular file at ``path``, else the usual ones of a new file (0666 less the umask)."""
+    try:
+        status = os.lstat(path)
+    except FileNotFoundError:
+        status = None
+    if status is not None and stat.S_ISREG(status.st_mode):
+        return stat.S_IMODE(status.st_mode)
+    return 0o666 & ~_current_umask()
 
 
 def _publish_new(tmp_name: str, path: Path) -> None:

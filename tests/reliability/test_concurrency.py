@@ -183,3 +183,22 @@ def test_reading_the_umask_for_atomic_writes_leaves_other_threads_files_alone(tm
         os.umask(previous)
     assert {stat.S_IMODE(path.stat().st_mode) for path in tmp_path.iterdir()} == {0o644}
     assert stat.S_IMODE(written.stat().st_mode) == 0o644
+
+
+def test_a_file_rewritten_atomically_keeps_its_mode_and_a_link_is_replaced_not_followed(tmp_path):
+    """Review, stop 37: a file of mode 0600 (a key, a private adapter) came back 0644 from a rewrite."""
+    private = tmp_path / "private.json"
+    private.write_text("{}")
+    private.chmod(0o600)
+    atomic_write(private, lambda handle: handle.write(b'{"new": 1}'))
+    assert stat.S_IMODE(private.stat().st_mode) == 0o600 and private.read_bytes() == b'{"new": 1}'
+    target, link = tmp_path / "v3.pt", tmp_path / "current.pt"
+    target.write_bytes(b"old")
+    link.symlink_to(target)
+    previous = os.umask(0o022)
+    try:
+        atomic_write(link, lambda handle: handle.write(b"new"))
+    finally:
+        os.umask(previous)
+    assert not link.is_symlink() and link.read_bytes() == b"new" and target.read_bytes() == b"old"
+    assert stat.S_IMODE(link.stat().st_mode) == 0o644
