@@ -23,7 +23,8 @@ class Optimizer:
     """Wraps a torch optimizer and an optional LR scheduler.
 
     ``step(model)`` measures the L2 norm of the gradients of ``model``'s trainable parameters
-    (``requires_grad=True`` and a ``.grad``). If it is not finite (a NaN/inf loss or overflow), the update is skipped:
+    (``requires_grad=True`` and a ``.grad``) and of every other parameter the optimizer holds (one trained without
+    being attached to ``model``, e.g. a separate adapter). If it is not finite (a NaN/inf loss or overflow), the update is skipped:
     parameters, optimizer state and the scheduler stay as they were, ``skipped_steps`` grows, and the norm is
     returned so the caller can log it. Otherwise the gradients are clipped to ``max_grad_norm``, the optimizer steps,
     and a ``scheduler_period="step"`` scheduler steps once. Skipped updates therefore do not advance the schedule.
@@ -78,7 +79,9 @@ class Optimizer:
         """
         if not isinstance(model, nn.Module):
             raise TypeError(f"step expects the nn.Module being trained, got {type(model).__name__}")
-        params = [param for param in model.parameters() if param.requires_grad and param.grad is not None]
+        held = (param for group in self.optimizer.param_groups for param in group["params"])
+        candidates = {id(param): param for param in (*model.parameters(), *held)}  # each parameter once
+        params = [param for param in candidates.values() if param.requires_grad and param.grad is not None]
         total_norm = get_total_norm([param.grad for param in params], norm_type=2.0, error_if_nonfinite=False)
         norm = float(total_norm)
         if not math.isfinite(norm):

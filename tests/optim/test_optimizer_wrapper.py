@@ -109,6 +109,20 @@ def test_frozen_parameters_are_not_counted():
     assert wrapper.step(model) == pytest.approx(math.sqrt(2 + 4 + 2))
 
 
+def test_parameters_the_optimizer_holds_outside_the_model_are_measured_and_clipped():
+    """Review, stop 37: an adapter trained beside the model (not attached) stepped NaN gradients unclipped."""
+    model, adapter = nn.Linear(2, 2), nn.Linear(2, 2)
+    wrapper = Optimizer(build_optimizer("sgd", [*model.parameters(), *adapter.parameters()], lr=0.1))
+    for param in (*model.parameters(), *adapter.parameters()):
+        param.grad = torch.ones_like(param)
+    adapter.weight.grad[0, 0] = float("nan")
+    before = adapter.weight.detach().clone()
+    assert math.isnan(wrapper.step(model)) and wrapper.skipped_steps == 1
+    assert torch.equal(adapter.weight, before)
+    adapter.weight.grad[0, 0] = 1.0
+    assert wrapper.step(model) == pytest.approx(math.sqrt(2 * (4 + 2)))
+
+
 @pytest.mark.parametrize("bad", [float("nan"), float("inf")])
 def test_non_finite_gradient_step_is_skipped(bad):
     model = tiny_model()
