@@ -187,7 +187,7 @@ def _read_checkpoint(path: Path) -> Tuple[Dict[str, Any], Checkpoint]:
     if missing:
         raise CheckpointError(f"{path}: not a kospeech checkpoint, missing keys {missing} (found {sorted(raw)})")
     version = raw["format_version"]
-    if not isinstance(version, int) or version > CHECKPOINT_FORMAT_VERSION:
+    if isinstance(version, bool) or not isinstance(version, int) or not 1 <= version <= CHECKPOINT_FORMAT_VERSION:
         raise CheckpointError(
             f"{path}: checkpoint format_version {version!r} is not supported "
             f"(this kospeech {__version__} reads up to {CHECKPOINT_FORMAT_VERSION})"

@@ -295,3 +295,8 @@ def test_invalid_arguments_are_rejected(make_model):
         model(torch.randn(2, 10, 16), torch.tensor([10, 0]))
     with pytest.raises(ValueError, match="integer"):
         model(torch.randn(2, 10, 16), torch.tensor([10.0, 5.0]))
+    # review, stop 37: an AttributeError ('list' object has no attribute 'dim') and a RuntimeError from inside conv
+    with pytest.raises(TypeError, match="input_lengths must be a torch.Tensor, got list"):
+        model(torch.randn(2, 10, 16), [10, 5])
+    with pytest.raises(ValueError, match="inputs are torch.float64 but the model's weights are torch.float32"):
+        model(torch.randn(2, 10, 16, dtype=torch.float64), torch.tensor([10, 5]))

@@ -114,6 +114,8 @@ def _checkpoint_cases(valid):
         "missing-weights": ({k: v for k, v in valid.items() if k != "model_state_dict"}, r"missing keys \['model_st"),
         "newer-format": ({**valid, "format_version": 99}, "format_version 99 is not supported"),
         "format-as-str": ({**valid, "format_version": "1"}, "format_version '1' is not supported"),
+        "format-zero": ({**valid, "format_version": 0}, "format_version 0 is not supported"),  # review, stop 37
+        "format-as-bool": ({**valid, "format_version": True}, "format_version True is not supported"),
         "weight-not-tensor": ({**valid, "model_state_dict": {**weights, first: [1.0]}}, "must map names to tensors"),
         "wrong-shape": (
             {**valid, "model_state_dict": {**weights, first: torch.zeros(3, 3)}},

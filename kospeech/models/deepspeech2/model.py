@@ -186,10 +186,16 @@ class DeepSpeech2(nn.Module):
         return self.conv.output_lengths(input_lengths)
 
     def _check_inputs(self, inputs: Tensor, input_lengths: Tensor) -> None:
+        for name, value in (("inputs", inputs), ("input_lengths", input_lengths)):
+            if not isinstance(value, Tensor):
+                raise TypeError(f"{name} must be a torch.Tensor, got {type(value).__name__}")
         if inputs.dim() != 3 or inputs.size(-1) != self.input_dim:
             raise ValueError(f"inputs must have shape (B, T, {self.input_dim}), got {tuple(inputs.shape)}")
         if not inputs.is_floating_point():
             raise ValueError(f"inputs must be a floating point tensor, got {inputs.dtype}")
+        weights = self.conv.blocks[0][0].weight.dtype
+        if inputs.dtype != weights:
+            raise ValueError(f"inputs are {inputs.dtype} but the model's weights are {weights}: convert one of them")
         if input_lengths.dim() != 1 or input_lengths.size(0) != inputs.size(0):
             raise ValueError(
                 f"input_lengths must have shape ({inputs.size(0)},) to match inputs, got {tuple(input_lengths.shape)}"
