@@ -21,6 +21,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Callable, Dict, Optional, Union
 
+import numpy as np
 import torch
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
@@ -222,6 +223,8 @@ def plain_values(value: Any, where: str, what: str = "a .pt file", tensors: bool
     """
     if isinstance(value, (DictConfig, ListConfig)):
         value = OmegaConf.to_container(value, resolve=True)
+    if isinstance(value, (np.generic, np.ndarray)) and np.ndim(value) == 0:  # numpy scalars, np.bool_ included
+        value = value.item()
     if value is None or isinstance(value, bool) or (tensors and isinstance(value, torch.Tensor)):
         return value
     if isinstance(value, numbers.Integral):
@@ -240,7 +243,8 @@ def plain_values(value: Any, where: str, what: str = "a .pt file", tensors: bool
     if isinstance(value, (list, tuple)):
         return [plain_values(item, f"{where}[{index}]", what, tensors) for index, item in enumerate(value)]
     allowed = "str, int, float, bool, None, " + ("tensors, " if tensors else "") + "lists and dicts"
-    raise TypeError(f"{where}: a {type(value).__name__} cannot be stored in {what}; use {allowed}")
+    kind = f"{type(value).__module__}.{type(value).__qualname__}".removeprefix("builtins.")
+    raise TypeError(f"{where}: a {kind} cannot be stored in {what}; use {allowed}")
 
 
 def atomic_torch_save(obj: Dict[str, Any], path: PathLike) -> Path:

@@ -8,8 +8,8 @@ The detector is an energy gate with thresholds set per recording, in three steps
 
 1. Levels: the energy of every 10 ms frame in dB relative to full scale (a full-scale sine is -3 dBFS).
 2. Threshold: the recording's noise floor is a low percentile of its levels and its speech level a high one (of
-   the levels within ``speech_window_seconds`` of a stretch that stands ``min_dynamic_range_db`` out of the floor, so
-   that one sentence in minutes of silence still sets it); a frame is speech when it is louder than ``max(silence_dbfs, floor + threshold_ratio * (speech - floor),
+   the levels within ``speech_window_seconds`` of a stretch that stands ``min_dynamic_range_db`` out of the floor,
+   so that one sentence in minutes of silence still sets it); a frame is speech when it is louder than ``max(silence_dbfs, floor + threshold_ratio * (speech - floor),
    nearby - speech_range_db)``, ``nearby`` being the ``speech_percentile`` of the levels within
    ``speech_window_seconds`` of the frame (the last term: a pause in a quiet room, well below the voice around it, is silence even when the recording's
    quietest stretches are quieter still; measured against the voice nearby, not the loudest voice of the whole
@@ -61,7 +61,11 @@ class VoiceActivityConfig:
         default=3.0, metadata={"help": "how far on each side of a frame its local speech level is measured"}
     )
     min_dynamic_range_db: float = field(
-        default=10.0, metadata={"help": "speech level minus noise floor below which the whole input is speech"}
+        default=10.0,
+        metadata={
+            "help": "speech level minus noise floor below which the whole input is speech; also how far above the "
+            "floor a stretch must be for its surroundings to set the speech level"
+        },
     )
     floor_percentile: float = field(default=5.0, metadata={"help": "percentile of frame levels taken as noise floor"})
     speech_percentile: float = field(default=98.0, metadata={"help": "percentile of frame levels taken as speech"})

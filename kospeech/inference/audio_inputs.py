@@ -117,7 +117,8 @@ def prepare_input(
     max_in_memory_seconds: float,
     name: Optional[str] = None,
 ) -> AudioItem:
-    """Validate one input; short files are read now, long files only have their header checked.
+    """Validate one input; short files are read now, long files are only measured (their header read, or the file
+    counted by decoding where the header leaves the length out).
 
     Args:
         audio: a path, a waveform (numpy array / torch tensor, 1-D or 2-D), or a ``(waveform, sample_rate)`` pair.

@@ -357,7 +357,7 @@ class Recognizer:
     def _prepare(
         self, audio: AudioInput, index: Optional[int], sample_rate: Optional[int], name: Optional[str] = None
     ) -> AudioItem:
-        """Validate one input; short files are read now, long files only have their header checked."""
+        """Validate one input; short files are read now, long files are streamed later (see ``prepare_input``)."""
         return prepare_input(
             audio,
             index,

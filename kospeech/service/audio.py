@@ -171,7 +171,7 @@ def _decode_with_pyav(path: Path, name: str, max_seconds: float) -> np.ndarray:
     if waveform.size == 0:
         raise AudioError(f"{name}: the audio contains no samples")
     if waveform.size > limit:
-        raise AudioTooLongError.exceeding(name, waveform.size / SAMPLE_RATE, max_seconds, counted=True)
+        raise AudioTooLongError.exceeding(name, waveform.size / SAMPLE_RATE, max_seconds)
     if not np.isfinite(waveform).all():
         raise AudioError(f"{name}: the audio contains NaN/Inf samples")
     return waveform

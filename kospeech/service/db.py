@@ -73,7 +73,8 @@ def create_db_engine(url: str) -> Engine:
     parsed = make_url(url)
     pool = {"pool_size": _KEPT_CONNECTIONS, "max_overflow": MAX_CONNECTIONS - _KEPT_CONNECTIONS}
     if parsed.get_backend_name() == "sqlite":
-        if parsed.database and parsed.database != ":memory:":
+        # a URI filename (``sqlite:///file:/path?mode=ro&uri=true``) names an existing file, not a folder to make
+        if parsed.database and parsed.database != ":memory:" and not parsed.database.startswith("file:"):
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
         engine = create_engine(
             url, connect_args={"check_same_thread": False, "timeout": _SQLITE_BUSY_MS / 1000}, **pool

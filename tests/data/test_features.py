@@ -50,7 +50,7 @@ def test_every_type_cuts_the_config_s_frames_when_a_frame_is_no_whole_number_of_
         frame_shift_ms=frame_shift_ms,
     )
     extractor = FeatureExtractor(config)
-    for num_samples in (config.win_length, 638, 960, sample_rate + 7):
+    for num_samples in (config.win_length, 385, 638, 960, sample_rate + 7):
         assert extractor(_speechlike(num_samples)).shape[0] == extractor.num_frames(num_samples), num_samples
 
 

@@ -205,5 +205,10 @@ def test_cli_writes_subtitles_and_jsonl_words(clips, tmp_path, capsys):
     record = json.loads(capsys.readouterr().out)
     assert len(record["segments"]) == 4 and record["words"] and record["timestamps"]
     assert {"word", "start", "end", "confidence"} <= set(record["words"][0])
-    assert transcribe_main(["--checkpoint", str(BASE), "--format", "srt", str(path), str(path)]) == 2
+    other = tmp_path / "other.wav"
+    other.write_bytes(path.read_bytes())
+    assert transcribe_main(["--checkpoint", str(BASE), "--format", "srt", str(path), str(other)]) == 2
     assert "--output-dir" in capsys.readouterr().err
+    # one file named twice is one file (review, stop 37: it was transcribed twice)
+    assert transcribe_main(["--checkpoint", str(BASE), "--format", "srt", str(path), str(path)]) == 0
+    assert capsys.readouterr().out == srt

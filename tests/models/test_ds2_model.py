@@ -300,3 +300,5 @@ def test_invalid_arguments_are_rejected(make_model):
         model(torch.randn(2, 10, 16), [10, 5])
     with pytest.raises(ValueError, match="inputs are torch.float64 but the model's weights are torch.float32"):
         model(torch.randn(2, 10, 16, dtype=torch.float64), torch.tensor([10, 5]))
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # autocast casts what it is given: allowed
+        model.eval()(torch.randn(2, 10, 16, dtype=torch.bfloat16), torch.tensor([10, 5]))

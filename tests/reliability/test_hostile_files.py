@@ -151,6 +151,8 @@ CHECKPOINT_CASES = [
     "missing-weights",
     "newer-format",
     "format-as-str",
+    "format-zero",
+    "format-as-bool",
     "weight-not-tensor",
     "wrong-shape",
     "missing-key",

@@ -490,6 +490,7 @@ def test_storage_faults_are_told_from_other_errors_through_their_causes(tmp_path
         assert storage_fault(_refused_write(connection, "INSERT INTO t VALUES (printf('%.100000c', 'x'))")) == "full"
     full.dispose()
     read_only = create_db_engine(f"sqlite:///file:{tmp_path / 'full.db'}?mode=ro&uri=true")
+    assert not Path("file:").exists()  # stop 37: a folder "file:/tmp/..." was made in the working folder
     with read_only.connect() as connection:
         assert storage_fault(_refused_write(connection, "INSERT INTO t VALUES ('x')")) == "read_only"
     read_only.dispose()

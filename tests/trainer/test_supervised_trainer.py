@@ -91,14 +91,16 @@ def test_values_the_loader_would_refuse_are_converted_or_refused_when_saving(
         model_config={**record, "num_classes": np.int64(record["num_classes"])},
         vocab=corpus_vocab,
         feature_config=feature_config,
-        metrics={"cer": np.float64(0.1)},
+        metrics={"cer": np.float64(0.1), "improved": np.bool_(True), "steps": np.array(3)},
         trainer_state={"epoch": np.int64(3), "rng": torch.arange(3)},
         train_config={"nested": OmegaConf.create({"lr": 0.1, "layers": [1, 2]})},
     )
     checkpoint = load_checkpoint(path)
-    assert checkpoint.metrics == {"cer": 0.1} and checkpoint.train_config == {"nested": {"lr": 0.1, "layers": [1, 2]}}
+    assert checkpoint.metrics == {"cer": 0.1, "improved": True, "steps": 3} and checkpoint.train_config == {
+        "nested": {"lr": 0.1, "layers": [1, 2]}
+    }
     assert checkpoint.trainer_state["epoch"] == 3 and torch.equal(checkpoint.trainer_state["rng"], torch.arange(3))
-    with pytest.raises(TypeError, match=r"train_config\.out: a PosixPath cannot be stored in a checkpoint"):
+    with pytest.raises(TypeError, match=r"train_config\.out: a pathlib\.PosixPath cannot be stored in a checkpoint"):
         save_checkpoint(
             tmp_path / "refused.pt",
             model,

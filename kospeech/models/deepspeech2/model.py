@@ -194,7 +194,7 @@ class DeepSpeech2(nn.Module):
         if not inputs.is_floating_point():
             raise ValueError(f"inputs must be a floating point tensor, got {inputs.dtype}")
         weights = self.conv.blocks[0][0].weight.dtype
-        if inputs.dtype != weights:
+        if inputs.dtype != weights and not torch.is_autocast_enabled(inputs.device.type):  # autocast casts them
             raise ValueError(f"inputs are {inputs.dtype} but the model's weights are {weights}: convert one of them")
         if input_lengths.dim() != 1 or input_lengths.size(0) != inputs.size(0):
             raise ValueError(
