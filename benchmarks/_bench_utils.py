@@ -6,6 +6,7 @@ fbank features: the figures are about speed, never accuracy.
 """
 
 import argparse
+import dataclasses
 import logging
 import os
 import platform
@@ -121,6 +122,13 @@ class World:
             return self.checkpoint.build_model()
         torch.manual_seed(self.seed)
         return build_deepspeech2(self.feature_config.feature_dim, len(self.vocab), self.model_config)
+
+    def base_record(self) -> Dict[str, Any]:
+        """The ``model_config`` a checkpoint of :meth:`build_model`'s model needs to be built again as it is."""
+        if self.checkpoint is not None:
+            return dict(self.checkpoint.model_config)
+        architecture = dataclasses.asdict(self.model_config)
+        return {"input_dim": self.feature_config.feature_dim, "num_classes": len(self.vocab), **architecture}
 
     def warm_up_device(self) -> None:
         """On a GPU, one untimed forward/backward so that no timed run pays for CUDA's start-up (no-op on the CPU)."""

@@ -14,6 +14,7 @@ per epoch / cached wall seconds per epoch.
 """
 
 import copy
+import dataclasses
 import statistics
 import sys
 import tempfile
@@ -84,7 +85,15 @@ def run(world: World, entries, cache_trunk: bool, epochs: int, adapter_type: str
         "valid_cer": [record["valid_cer"] for record in history],
         "cache": trainer.cache_info,
         "train_utterances": len(trainer.train_entries),
+        "adapter": dataclasses.asdict(config.adapter_config()),
     }
+
+
+def _describe(adapter_type: str, adapter: dict) -> str:
+    """``head [512, 256]``, ``encoder (bottleneck 64, extractor 32)``: the adapter the runs trained."""
+    if "hidden_dims" in adapter:
+        return f"{adapter_type} {adapter['hidden_dims']}"
+    return f"{adapter_type} (bottleneck {adapter['bottleneck_dim']}, extractor {adapter['extractor_bottleneck_dim']})"
 
 
 def main() -> None:
@@ -113,7 +122,7 @@ def main() -> None:
         **world.describe(),
         "user": args.user,
         "adapter_type": args.adapter_type,
-        "adapter_hidden_dims": [512, 256],
+        "adapter": cached["adapter"],
         "batch_size": 16,
         "cached": cached,
         "uncached": uncached,
@@ -129,7 +138,7 @@ def main() -> None:
         f"load average {results['load_average_1min']})"
     )
     print(
-        f"{world.model_description}; {args.adapter_type} adapter [512, 256]; user {args.user}, "
+        f"{world.model_description}; {_describe(args.adapter_type, cached['adapter'])} adapter; user {args.user}, "
         f"{cached['train_utterances']} training utterances, batch 16, {epochs} epochs"
     )
     print()

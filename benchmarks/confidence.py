@@ -44,8 +44,16 @@ def parse_args() -> argparse.Namespace:
     parser = users_parser(__doc__.split("\n\n")[0], "runs/benchmarks/confidence.json", "40 utterances per set")
     parser.add_argument("--corpus-dir", default="data/corpus_demo", help="base speakers' dev set (optional)")
     parser.add_argument("--store", action="store_true", help="record the fitted maps in --base")
-    parser.add_argument("--figure", default="docs/figures/confidence_reliability.png")
-    return parser.parse_args()
+    parser.add_argument(
+        "--figure",
+        help="the reliability diagram (default: docs/figures/confidence_reliability.png, the committed one; with "
+        "--quick runs/benchmarks/confidence_reliability.png)",
+    )
+    args = parser.parse_args()
+    if args.figure is None:
+        folder = "runs/benchmarks" if args.quick else "docs/figures"
+        args.figure = f"{folder}/confidence_reliability.png"
+    return args
 
 
 class Scored:

@@ -52,8 +52,11 @@ def main() -> None:
         record = {"input_dim": world.feature_config.feature_dim, "num_classes": len(world.vocab)}
         trainer = SupervisedTrainer(config, world.vocab, world.feature_config, entries, None, record)
         loader = trainer.build_loader(entries, 16, train=True)
-        iter(loader)  # start the persistent workers before timing
-        # 1. the loader alone (epoch 1: nothing cached anywhere)
+        # start the persistent workers before timing, with a whole untimed pass: an iterator left part-read would
+        # have its prefetched batches computed and thrown away inside the timed pass below
+        loader.batch_sampler.set_epoch(0)
+        list(loader)
+        # 1. the loader alone (epoch 1: no batch of it computed before)
         loader.batch_sampler.set_epoch(1)
         started = time.perf_counter()
         batches = list(loader)
@@ -92,7 +95,7 @@ def main() -> None:
         "mode": "quick" if args.quick else "full",
         **machine(),
         **world.describe(),
-        "num_workers": args.num_workers,
+        "num_workers": trainer.loader_workers,  # what ran: the trainer lowers it to fit the cores
         "batches": len(batches),
         "utterances": len(entries),
         "audio_frames_per_batch": statistics.mean(int(batch.input_lengths.sum()) for batch in batches),

@@ -58,14 +58,12 @@ def train(world: World, args, root: Path, cache_trunk: bool) -> dict:
 
 def inference(world: World, args, root: Path) -> dict:
     model = world.build_model()
-    record = {
-        "input_dim": world.feature_config.feature_dim,
-        "num_classes": len(world.vocab),
-        "num_rnn_layers": model.num_rnn_layers,
-        "rnn_hidden_dim": model.rnn_hidden_dim,
-    }
     base = save_checkpoint(
-        root / "base.pt", model, model_config=record, vocab=world.vocab, feature_config=world.feature_config
+        root / "base.pt",
+        model,
+        model_config=world.base_record(),
+        vocab=world.vocab,
+        feature_config=world.feature_config,
     )
     model.add_adapter("head", hidden_dims=[512, 256])
     AdapterManager.save_adapter(
@@ -119,13 +117,15 @@ def main() -> None:
         args.model,
     ]
     forwarded += (["--quick"] if args.quick else []) + (["--base", args.base] if args.base else [])
+    world_info = World(args).describe()  # first: a fresh machine's corpus is built here, not in the imports phase
     phases = {}
     for phase in PHASES:
         completed = subprocess.run(
-            [sys.executable, __file__, "--phase", phase, *forwarded], capture_output=True, text=True, check=True
+            [sys.executable, __file__, "--phase", phase, *forwarded], capture_output=True, text=True
         )
+        if completed.returncode != 0:
+            raise SystemExit(f"the {phase} phase failed (exit {completed.returncode}):\n{completed.stderr}")
         phases[phase] = json.loads(completed.stdout.strip().splitlines()[-1])
-    world_info = World(args).describe()
     peak = max(item["peak_rss_mb"] for item in phases.values())
     floor = phases["imports"]["peak_rss_mb"]
     # what the trunk cache costs in memory: training's peak above the import floor, cached vs recomputing

@@ -5,8 +5,8 @@
     python benchmarks/multi_user_training.py --device cuda
 
 The 8 users are the demo corpus' 4 users, each enrollment set cut in two halves; every side uses the same adapter
-settings (``encoder`` adapter, bottleneck 32, batch 16, the default trunk cache, no workers, the same seed, no early
-stopping).
+settings (the ``encoder`` recipe with bottleneck 32, no speed perturbation, batch 16, the default trunk cache, no
+workers, the same seed, no early stopping). The in-process rows also record this process' CPU seconds per side.
 
 The headline (``ratio``) is what a user sees: N runs of the single-user job (``bin/main.py train=adapter_train``, one
 process each: start-up, checkpoint loading, cache build, training) one after the other vs one ``bin/train_adapters.py``
@@ -64,20 +64,20 @@ def make_users(world: World, per_user: int):
 def config_for(
     root: Path, epochs: int, spec_augment: bool, seed: int, device: str, side_by_side: Optional[bool] = None
 ) -> AdapterTrainConfig:
-    return AdapterTrainConfig(
+    # the encoder recipe with the CLI runs' settings (processes()' ``common``): every row trains the same adapters
+    return AdapterTrainConfig.for_adapter_type(
+        "encoder",
         base_model_path="unused",
         output_dir=str(root / "runs"),
         adapter_save_dir=str(root / "adapters"),
-        adapter_type="encoder",
         adapter_bottleneck_dim=32,
         alignment_steps=0,
+        speed_perturbation=[],
         batch_size=16,
         num_epochs=epochs,
         num_workers=0,
         warmup_steps=3,
-        init_lr=1e-4,
         peak_lr=2e-3,
-        final_lr=1e-4,
         early_stopping_patience=epochs + 1,
         num_threads=torch.get_num_threads(),
         seed=seed,
@@ -93,12 +93,7 @@ def sequential(world: World, users, config: AdapterTrainConfig, root: Path):
     for name, entries in users.items():
         model = world.build_model()
         torch.manual_seed(config.seed)
-        model.add_adapter(
-            config.adapter_type,
-            hidden_dims=list(config.adapter_hidden_dims),
-            dropout_p=config.adapter_dropout_p,
-            bottleneck_dim=config.adapter_bottleneck_dim,
-        )
+        model.add_adapter(config.adapter_type, config=config.adapter_config())
         user_config = AdapterTrainConfig(
             **{
                 **config.__dict__,
@@ -126,9 +121,12 @@ def compare(
     world: World, users, epochs: int, spec_augment: bool, seed: int, root: Path, side_by_side: Optional[bool]
 ) -> dict:
     config = config_for(root, epochs, spec_augment, seed, str(world.device))
+    cpu = time.process_time()
     sequential_seconds, sequential_adapters = timed(lambda: sequential(world, users, config, root))
+    sequential_cpu, cpu = time.process_time() - cpu, time.process_time()
     config = config_for(root / "multi", epochs, spec_augment, seed, str(world.device), side_by_side)
     multi_seconds, (multi_adapters, cache_seconds) = timed(lambda: one_process(world, users, config))
+    multi_cpu = time.process_time() - cpu
     steps = {True: "users side by side", False: "users in turn", None: "the device's default steps"}[side_by_side]
     return {
         "regime": f"{'SpecAugment, shared trunk forward per step' if spec_augment else 'trunk cache'}, {steps}",
@@ -137,6 +135,10 @@ def compare(
         "one_process_seconds": round(multi_seconds, 3),
         "one_process_cache_build_seconds": round(cache_seconds, 3),
         "ratio": round(sequential_seconds / multi_seconds, 3),
+        # this process' CPU time: what other processes on the machine disturb far less than wall seconds
+        "sequential_cpu_seconds": round(sequential_cpu, 3),
+        "one_process_cpu_seconds": round(multi_cpu, 3),
+        "cpu_ratio": round(sequential_cpu / multi_cpu, 3),
         "max_adapter_weight_difference": max_difference(multi_adapters, sequential_adapters),
     }
 
@@ -144,14 +146,12 @@ def compare(
 def processes(world: World, users, epochs: int, root: Path) -> dict:
     """N single-user CLI runs vs one multi-user CLI run (start-up, checkpoint loading and everything included)."""
     model = world.build_model()
-    record = {
-        "input_dim": world.feature_config.feature_dim,
-        "num_classes": len(world.vocab),
-        "num_rnn_layers": model.num_rnn_layers,
-        "rnn_hidden_dim": model.rnn_hidden_dim,
-    }
     base = save_checkpoint(
-        root / "base.pt", model, model_config=record, vocab=world.vocab, feature_config=world.feature_config
+        root / "base.pt",
+        model,
+        model_config=world.base_record(),
+        vocab=world.vocab,
+        feature_config=world.feature_config,
     )
     world.vocab.to_csv(root / "vocab.csv")
     for name, entries in users.items():
@@ -230,6 +230,8 @@ def main() -> None:
         regimes = []
         if not args.quick:  # --quick measures the headline alone, to stay near a minute
             world.warm_up_device()
+            # a process' first optimizer imports torch._dynamo (about a second): not in the first timed side
+            torch.optim.Adam([torch.zeros(1, requires_grad=True)])
             regimes.append(compare(world, users, epochs, False, args.seed, root / "cached", side_by_side=True))
             regimes.append(compare(world, users, epochs, False, args.seed, root / "default", side_by_side=None))
             regimes.append(compare(world, users, epochs, True, args.seed, root / "specaug", side_by_side=None))

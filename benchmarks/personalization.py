@@ -149,6 +149,14 @@ def main() -> None:
         manifests[group] = {
             name: manifests[group][name] for name in names[: QUICK_USERS_PER_GROUP if args.quick else None]
         }
+    enrolled = {
+        f"{group}/{user}": len(read_manifest(paths["enroll"], vocab, relabel=True))
+        for group, users in manifests.items()
+        for user, paths in users.items()
+    }
+    short = {name: count for name, count in enrolled.items() if count < max(args.sizes)}
+    if short:  # refused before hours of training: the tables are by enrollment size
+        parser.error(f"--sizes up to {max(args.sizes)}, but these users enrolled fewer utterances: {short}")
     base_model = checkpoint.build_model()
 
     def test_cer(model, entries, adapter_output):
@@ -166,7 +174,7 @@ def main() -> None:
         test = read_manifest(paths["test"], vocab, relabel=True)
         base_cer = test_cer(base_model, test, False)
         for size in args.sizes:
-            subset = enroll[: min(size, len(enroll))]
+            subset = enroll[:size]
             for method in args.methods:
                 with tempfile.TemporaryDirectory() as workdir:
                     torch.manual_seed(args.seed)

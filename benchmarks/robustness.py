@@ -17,8 +17,9 @@ service would call it (voice activity detection on, the shipped base's own featu
   30 s), scored as one transcript against the joined references.
 
 Then 10 minutes and an hour (``--quick``: 50 s and 5 min) of joined clips, each written to a WAV file piece by
-piece, are transcribed from disk: the process's peak resident set size after the hour is that after the 10 minutes
-(plus noise) when memory stays bounded while a file streams.
+piece, are transcribed from disk: the process's peak resident set size while transcribing the hour (measured from
+a reset of the kernel's high-water mark, :class:`~kospeech.trainer.peak_memory.PeakMemory`) is that of the 10
+minutes (plus noise) when memory stays bounded while a file streams.
 
 CER counts character edits over reference characters (spaces removed, as KoSpeech counts), summed over a condition's utterances.
 Results go to ``runs/benchmarks/robustness.json``; printed lines give each condition's CER and its ratio to the
@@ -28,7 +29,6 @@ users (target <= 1.05).
 
 import argparse
 import platform
-import resource
 import sys
 import tempfile
 import time
@@ -50,6 +50,7 @@ from kospeech.data.voice_activity import frame_levels  # noqa: E402
 from kospeech.fileio import atomic_write_json  # noqa: E402
 from kospeech.inference import Recognizer  # noqa: E402
 from kospeech.metrics import character_error_rate  # noqa: E402
+from kospeech.trainer.peak_memory import PeakMemory  # noqa: E402
 
 SAMPLE_RATE = 16000
 
@@ -110,11 +111,6 @@ def joined_file(clips: List[np.ndarray], texts: List[str], quiet: Quiet, seconds
     """One recording of about ``seconds`` in memory, and its reference."""
     pieces = list(joined_pieces(clips, texts, quiet, seconds))
     return np.concatenate([samples for samples, _ in pieces]), " ".join(text for _, text in pieces if text)
-
-
-def rss_mb() -> float:
-    """Peak resident set size of this process so far, in MB."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
 def main() -> None:
@@ -178,15 +174,18 @@ def main() -> None:
                     handle.write(samples)
             seconds = sf.info(str(path)).duration
             tick = time.perf_counter()
-            long_result = recognizer.transcribe(path, user=users[0])
+            with PeakMemory() as peak:  # the peak of this transcription alone, not the process' high-water mark
+                long_result = recognizer.transcribe(path, user=users[0])
             long_seconds = time.perf_counter() - tick
+            memory = peak.figures()
             long_files.append(
                 {
                     "audio_minutes": round(seconds / 60.0, 1),
                     "segments": long_result.num_segments,
                     "processing_seconds": round(long_seconds, 1),
                     "real_time_factor": round(long_seconds / seconds, 4),
-                    "peak_rss_mb_after": round(rss_mb(), 1),
+                    "peak_rss_mb": memory["peak_rss_mb"],
+                    "peak_rss_since_start": memory["peak_rss_since_start"],
                 }
             )
     figures["long_files"] = long_files
@@ -213,7 +212,7 @@ def main() -> None:
     for long_file in long_files:
         print(
             f"long file: {long_file['audio_minutes']} min in {long_file['segments']} segments, "
-            f"RTF {long_file['real_time_factor']}, peak RSS so far {long_file['peak_rss_mb_after']} MB"
+            f"RTF {long_file['real_time_factor']}, peak RSS while transcribing {long_file['peak_rss_mb']} MB"
         )
     print(f"results: {args.output}")
     print(f"ratio: {worst:.3f}")

@@ -238,7 +238,7 @@ def percentile(values: List[float], share: float) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="K = 1 and 16, 8 s per point")
+    parser.add_argument("--quick", action="store_true", help="K = 1 and 16, 12 s per point")
     parser.add_argument("--base", default="pretrained/ds2_synthetic.pt", help="base checkpoint")
     parser.add_argument("--users-dir", default="data/service_load_users", help="the voices' speech (built once)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads of the server process")
@@ -295,8 +295,8 @@ def main() -> None:
                     rows[mode][k] = {
                         "requests": total["completed"],
                         "requests_per_second": round(total["completed"] / total["seconds"], 3),
-                        "p50_ms": round(1000 * statistics.median(latencies), 1),
-                        "p95_ms": round(1000 * percentile(latencies, 0.95), 1),
+                        "p50_ms": round(1000 * statistics.median(latencies), 1) if latencies else None,
+                        "p95_ms": round(1000 * percentile(latencies, 0.95), 1) if latencies else None,
                         "mean_batch_size": round(total["batches"][0] / max(1.0, total["batches"][1]), 2),
                         "server_cpu_ms_per_request": round(1000 * total["cpu_seconds"] / max(1, total["completed"]), 1),
                         "client_cpu_ms_per_request": round(
@@ -311,13 +311,17 @@ def main() -> None:
     ratio_k = 16 if 16 in concurrency else concurrency[-1]
     ratio = rows["batched"][ratio_k]["requests_per_second"] / rows["unbatched"][ratio_k]["requests_per_second"]
     clip_seconds = [value for user in setup["users"][: len(setup["adapters"])] for value in user["clip_seconds"]]
+    batching = load_settings(args.setting)  # the batched server's settings: the defaults under --setting
     results = {
         "mode": "quick" if args.quick else "full",
+        # torch_threads there is this (client) process'; the servers' is server.torch_threads
         "machine": machine(),
         "load_average_1min_at_start": load_at_start,
         "server": {
             "torch_threads": args.threads,
-            "batched": "the defaults (server.batch_max_size=16, server.batch_max_wait_ms=10)",
+            "batched": {
+                name: getattr(batching, name) for name in ("batch_max_size", "batch_max_wait_ms", "batch_forward_size")
+            },
             "unbatched": "server.batch_max_size=1",
             "both": args.setting,
             "database": "SQLite",
@@ -333,7 +337,7 @@ def main() -> None:
         "seconds_per_point": seconds,
         "results": {mode: {str(k): row for k, row in by_k.items()} for mode, by_k in rows.items()},
         "ratio_k": ratio_k,
-        "ratio_batched_vs_unbatched": round(ratio, 3),
+        "ratio": round(ratio, 3),
     }
     output = write_results(args.output, results)
     print()
@@ -348,6 +352,7 @@ def main() -> None:
     table = [[mode, k, *(row[key] for key in keys)] for mode, by_k in rows.items() for k, row in by_k.items()]
     print_table(header, table)
     print(f"results: {output}")
+    print(f"(requests/s at K={ratio_k}, batched / unbatched)")
     print(f"ratio: {ratio:.2f}")
 
 
