@@ -288,7 +288,7 @@ def test_crash_mid_save_leaves_the_previous_file_intact(tmp_path, monkeypatch, m
 
 
 def test_unstorable_metadata_is_refused_before_writing(tmp_path, adapted):
-    with pytest.raises(TypeError, match=r"training_stats.when: a PosixPath"):
+    with pytest.raises(TypeError, match=r"training_stats.when: a pathlib.PosixPath"):
         AdapterManager.save_adapter(adapted, tmp_path, "john", training_stats={"when": tmp_path})
     adapted.remove_adapter()
     with pytest.raises(ValueError, match="no adapter"):
