@@ -60,9 +60,7 @@ def main() -> None:
         **({} if args.epochs is None else {"num_epochs": args.epochs}),
     )
     model = checkpoint.build_model()
-    model.add_adapter(
-        args.adapter_type, hidden_dims=config.adapter_hidden_dims, bottleneck_dim=config.adapter_bottleneck_dim
-    )
+    model.add_adapter(args.adapter_type, config=config.adapter_config())  # the recipe's sizes and dropout
     model.freeze_base_model()
     trainer = AdapterTrainer(config, vocab, feature_config, enroll, model_config=checkpoint.model_config)
     trainer.train(model, adapter_name=args.user)

@@ -142,6 +142,7 @@ NOT_RUN: Dict[str, str] = {
     "python3.11 -m venv .venv && .venv/bin/pip install -r requirements-dev.txt -c constraints.txt && .venv/bin/pip install -e .": (
         "installs packages; CI's fresh clone installs exactly this through `make test`"
     ),
+    ". .venv/bin/activate": "changes the reader's shell; the suite runs in that environment already",
     "python bin/make_corpus.py preset=demo out_dir=data/corpus_demo seed=0": "minutes of synthesis; the same code "
     "builds the tiny preset above",
     "python bin/make_corpus.py preset=bench out_dir=data/corpus_bench seed=0": "a larger corpus for benchmarks; the "

@@ -27,4 +27,6 @@ def test_adapter_quickstart_notebook_runs(tmp_path, monkeypatch):
     assert "reloaded adapter gives identical outputs: True" in outputs
     assert "IProgress not found" not in outputs  # ipywidgets is installed: tqdm.auto draws notebook bars
     assert "test CER  base" in outputs
+    # review, stop 37: the notebook attached an encoder adapter unlike its recipe (dropout 0.1, not 0.3)
+    assert "differs from the one train.adapter_type" not in outputs
     assert (tmp_path / "adapters" / "user01_adapter.pt").exists()

@@ -9,6 +9,7 @@ enrollment set, then transcribes each user's test set with and without their ada
 
 import argparse
 from pathlib import Path
+from typing import Optional, Sequence
 
 import torch
 
@@ -16,9 +17,11 @@ from kospeech.cli.common import setup_logging
 from kospeech.data.synthetic.corpus import PRESETS
 from kospeech.demo import DemoConfig, format_table, run_demo
 from kospeech.models import registered_adapter_types
+from kospeech.trainer import AdapterTrainConfig
 
 
-def main() -> None:
+def demo_config(argv: Optional[Sequence[str]] = None) -> DemoConfig:
+    """The demo's settings from its command line: the chosen adapter type's recipe, the given values on top."""
     defaults = DemoConfig()
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--corpus-dir", default=defaults.corpus_dir, help="full corpus (only to train a missing base)")
@@ -29,16 +32,14 @@ def main() -> None:
     parser.add_argument(
         "--adapter-type", default=defaults.adapter.adapter_type, choices=registered_adapter_types(), help="adapter type"
     )
-    parser.add_argument("--epochs", type=int, default=defaults.adapter.num_epochs, help="maximum adapter epochs")
+    parser.add_argument("--epochs", type=int, default=None, help="maximum adapter epochs (default: the type's recipe)")
     parser.add_argument("--users", nargs="*", default=None, help="users to adapt (default: all built-in users)")
     parser.add_argument("--max-enroll", type=int, default=None, help="enrollment utterances per user (default all)")
     parser.add_argument("--max-test", type=int, default=None, help="test utterances per user (default all)")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
-    args = parser.parse_args()
-    setup_logging(Path(args.output_dir) / "demo.log")
-    torch.set_num_threads(args.threads)
-
-    config = DemoConfig(
+    args = parser.parse_args(argv)
+    chosen = {"num_threads": args.threads, **({} if args.epochs is None else {"num_epochs": args.epochs})}
+    return DemoConfig(
         corpus_dir=args.corpus_dir,
         users_dir=args.users_dir,
         corpus_preset=args.preset,
@@ -47,13 +48,18 @@ def main() -> None:
         users=args.users,
         max_enroll=args.max_enroll,
         max_test=args.max_test,
+        # the type's own recipe: changing only adapter_type kept the encoder recipe's sizes and dropout
+        adapter=AdapterTrainConfig.for_adapter_type(args.adapter_type, base_model_path="", num_workers=0, **chosen),
     )
-    config.adapter.adapter_type = args.adapter_type
-    config.adapter.num_epochs = args.epochs
-    config.adapter.num_threads = args.threads
+
+
+def main() -> None:
+    config = demo_config()
+    setup_logging(Path(config.output_dir) / "demo.log")
+    torch.set_num_threads(config.adapter.num_threads)
     records = run_demo(config)
 
-    output_dir = Path(args.output_dir)
+    output_dir = Path(config.output_dir)
     print()
     print(format_table(records))
     print()

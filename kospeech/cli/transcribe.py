@@ -1,7 +1,7 @@
 """``kospeech-transcribe``: transcribe audio files with a base checkpoint and optional per-user adapters.
 
     python bin/inference.py --checkpoint base.pt audio/ one.wav
-    python bin/inference.py --checkpoint base.pt --adapter-dir adapters --user user01 --timestamps clips/
+    python bin/inference.py --checkpoint base.pt --adapter-dir adapters --user user01 --format jsonl --timestamps clips/
     python bin/inference.py --checkpoint base.pt --adapter-dir adapters --user-map users.tsv --format jsonl clips/
     python bin/inference.py --checkpoint base.pt --format srt --output-dir subtitles/ recordings/
 
