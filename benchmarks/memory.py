@@ -24,7 +24,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-# first: it switches progress bars off before torch (and with it tqdm) is imported
+# before torch, which imports tqdm: importing _bench_utils switches progress bars off (unless --verbose)
+import _bench_utils  # noqa: E402, F401
 import torch  # noqa: E402
 from _bench_utils import World, base_parser, machine, peak_rss_mb, print_table, write_results  # noqa: E402
 

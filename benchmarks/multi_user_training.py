@@ -38,7 +38,8 @@ from typing import Optional
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-# first: it switches progress bars off before torch (and with it tqdm) is imported
+# before torch, which imports tqdm: importing _bench_utils switches progress bars off (unless --verbose)
+import _bench_utils  # noqa: E402, F401
 import torch  # noqa: E402
 from _bench_utils import World, base_parser, device_label, machine, print_table, timed, write_results  # noqa: E402
 

@@ -25,7 +25,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 # the GPU count; above its highest level it stays quiet (an explicit setting in the environment wins)
 os.environ.setdefault("KINETO_LOG_LEVEL", "6")
 
-# first: it switches progress bars off before torch (and with it tqdm) is imported
+# before torch, which imports tqdm: importing _bench_utils switches progress bars off (unless --verbose)
+import _bench_utils  # noqa: E402, F401
 import torch  # noqa: E402
 from _bench_utils import World, base_parser, machine, print_table, write_results  # noqa: E402
 from torch.profiler import ProfilerActivity, profile  # noqa: E402
