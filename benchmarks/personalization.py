@@ -150,11 +150,13 @@ def main() -> None:
             name: manifests[group][name] for name in names[: QUICK_USERS_PER_GROUP if args.quick else None]
         }
     enrolled = {
-        f"{group}/{user}": len(read_manifest(paths["enroll"], vocab, relabel=True))
+        (group, user): read_manifest(paths["enroll"], vocab, relabel=True)
         for group, users in manifests.items()
         for user, paths in users.items()
     }
-    short = {name: count for name, count in enrolled.items() if count < max(args.sizes)}
+    short = {
+        f"{group}/{user}": len(entries) for (group, user), entries in enrolled.items() if len(entries) < max(args.sizes)
+    }
     if short:  # refused before hours of training: the tables are by enrollment size
         parser.error(f"--sizes up to {max(args.sizes)}, but these users enrolled fewer utterances: {short}")
     base_model = checkpoint.build_model()
@@ -170,7 +172,7 @@ def main() -> None:
     # every finished cell at once, so an interrupted run of hours keeps what it measured
     partial = output_dir / "rows.partial.json"
     for group, user, paths in [(g, u, p) for g, users in manifests.items() for u, p in users.items()]:
-        enroll = read_manifest(paths["enroll"], vocab, relabel=True)
+        enroll = enrolled[group, user]
         test = read_manifest(paths["test"], vocab, relabel=True)
         base_cer = test_cer(base_model, test, False)
         for size in args.sizes:

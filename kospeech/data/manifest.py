@@ -83,12 +83,11 @@ def read_manifest(
         raise ValueError("relabel=True needs a vocabulary")
     entries = []
     relabelled = 0
+    root = path.absolute().parent  # relative audio paths are relative to it; absolute ones whatever the working folder
     for line_number, line in read_lines(path, "manifest", ManifestError):
         if not line.strip():
             continue
-        entry, changed = _parse_line(
-            line, f"{path}:{line_number}", path.absolute().parent, vocab, check_audio_exists, relabel
-        )
+        entry, changed = _parse_line(line, f"{path}:{line_number}", root, vocab, check_audio_exists, relabel)
         entries.append(entry)
         relabelled += changed
     if relabelled and relabel is None:

@@ -65,8 +65,9 @@ def collect_audio_files(inputs: Iterable[PathLike], extensions: Sequence[str] = 
         else:
             raise FileNotFoundError(f"no such file or directory: {path}")
         for file in found:
-            if file.resolve() not in seen:
-                seen.add(file.resolve())
+            resolved = file.resolve()
+            if resolved not in seen:
+                seen.add(resolved)
                 files.append(file)
     return files
 
