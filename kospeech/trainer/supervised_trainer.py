@@ -7,9 +7,10 @@ import logging
 import math
 import threading
 import time
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, ContextManager, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 import torch
 from omegaconf import OmegaConf
@@ -320,8 +321,17 @@ class SupervisedTrainer:
         return Optimizer(torch_optimizer, scheduler, max_grad_norm=self.config.max_grad_norm)
 
     def _forward(self, model: nn.Module, batch) -> tuple:
-        outputs = model(batch.inputs.to(self.device), batch.input_lengths.to(self.device))
+        with self._output_scope(model):
+            outputs = model(batch.inputs.to(self.device), batch.input_lengths.to(self.device))
         return select_log_probs(outputs, self.use_adapter_output)
+
+    def _output_scope(self, model: nn.Module) -> ContextManager:
+        """Where this trainer's passes run: base training keeps an attached adapter out of them.
+
+        Its loss and scores read the base output alone; with the adapter in the pass an ``encoder`` adapter's RNN
+        layers would run a second time and update their BatchNorm statistics with the adapted activations.
+        """
+        return nullcontext() if self.use_adapter_output else unwrap_model(model).disable_adapter()
 
     def _train_epoches(
         self, model: nn.Module, train_loader, valid_loader, optimizer: Optimizer, num_epochs: int
@@ -474,16 +484,17 @@ class SupervisedTrainer:
 
     def _validate(self, model: nn.Module, valid_loader) -> EvaluationResult:
         # the bare module: a DDP forward on rank 0 alone could wait for the other ranks (buffer broadcast)
-        return evaluate(
-            unwrap_model(model) if self.dist.enabled else model,
-            valid_loader,
-            self.vocab,
-            loss_fn=self.criterion,
-            device=self.device,
-            use_adapter_output=self.use_adapter_output,
-            beam_size=self.config.beam_size,
-            description="validate",
-        )
+        with self._output_scope(model):
+            return evaluate(
+                unwrap_model(model) if self.dist.enabled else model,
+                valid_loader,
+                self.vocab,
+                loss_fn=self.criterion,
+                device=self.device,
+                use_adapter_output=self.use_adapter_output,
+                beam_size=self.config.beam_size,
+                description="validate",
+            )
 
     def _end_of_epoch(self, model: nn.Module, optimizer: Optimizer, valid_loader, train_figures: Dict) -> bool:
         """Validate, record, checkpoint. Returns True to stop training early."""

@@ -292,3 +292,40 @@ def test_a_log_interval_of_zero_is_refused_before_any_work():
         TrainConfig(log_every=0)
     with pytest.raises(ConfigError, match="train.early_stopping_patience must be at least 1 validation, got 0"):
         AdapterTrainConfig(base_model_path="base.pt", early_stopping_patience=0)
+
+
+def test_base_training_leaves_an_attached_encoder_adapter_out_of_its_passes(
+    tmp_path, base_entries, corpus_vocab, feature_config, tiny_model_config
+):
+    """The base's loss reads the base output: the RNN layers run once and their BatchNorm sees base activations."""
+    adapted_config = dataclasses.replace(tiny_model_config, use_adapter=True, adapter_type="encoder")
+    models = {}
+    for name, model_config in (("alone", tiny_model_config), ("with_adapter", adapted_config)):
+        config = TrainConfig(
+            output_dir=str(tmp_path / name),
+            batch_size=2,
+            num_epochs=1,
+            num_workers=0,
+            spec_augment=False,
+            log_every=1000,
+            checkpoint_every=0,
+            num_threads=1,
+            seed=3,
+        )
+        model = _model(feature_config, corpus_vocab, model_config)
+        trainer = SupervisedTrainer(
+            config,
+            corpus_vocab,
+            feature_config,
+            base_entries[:4],
+            base_entries[4:6],
+            _record(feature_config, corpus_vocab, model_config),
+        )
+        trainer.train(model)
+        models[name] = model
+    alone = models["alone"].state_dict()
+    with_adapter = {key: value for key, value in models["with_adapter"].state_dict().items() if "adapter" not in key}
+    assert with_adapter.keys() == alone.keys()
+    for key, value in alone.items():
+        assert torch.allclose(with_adapter[key].float(), value.float(), atol=1e-6), key
+    assert int(with_adapter["rnn_layers.1.batch_norm.num_batches_tracked"]) == 2  # two steps, one pass each
