@@ -100,7 +100,7 @@ class Checkpoint:
             config = {key: value for key, value in self.model_config.items() if key not in ("input_dim", "num_classes")}
             with torch.device("meta"):
                 skeleton = build_deepspeech2(input_dim, num_classes, config, device="meta")
-        except (KeyError, TypeError, ValueError) as exc:
+        except (KeyError, TypeError, ValueError, RuntimeError, OverflowError) as exc:  # torch: "... overflowed"
             raise CheckpointError(f"{self.path}: invalid model_config {self.model_config!r}: {exc}") from exc
         expected = skeleton.state_dict()
         missing, unexpected, mismatched = state_dict_problems(expected, self.model_state_dict)

@@ -164,7 +164,7 @@ def _version_number(entry: Path) -> Optional[int]:
 
 def _dict_differences(stored: Mapping[str, Any], given: Mapping[str, Any], prefix: str = "") -> List[str]:
     differences = []
-    for key in sorted(set(stored) | set(given)):
+    for key in sorted(set(stored) | set(given), key=str):  # a file's keys may be of any plain type
         name = f"{prefix}{key}"
         if key not in stored:
             differences.append(f"{name}: not in the file, given {given[key]!r}")
@@ -238,7 +238,7 @@ def _read_adapter_file(path: Path, build: bool = True) -> Tuple[Dict[str, Any], 
         # built without memory first: recorded sizes the stored weights do not back allocate nothing
         with torch.device("meta"):
             skeleton = build_adapter(*sizes)
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, RuntimeError, OverflowError) as exc:  # torch: "storage size ... overflowed"
         raise CheckpointError(f"{path}: invalid adapter sizes: {exc}") from exc
     missing, unexpected, mismatched = state_dict_problems(skeleton.state_dict(), state_dict)
     for key, value in state_dict.items():
@@ -577,18 +577,26 @@ class AdapterManager:
     def delete_adapter(save_dir: PathLike, adapter_name: str) -> Path:
         """Delete adapter ``adapter_name`` (exact name) from ``save_dir``, with its kept versions.
 
+        An adapter with kept versions but no active file (a first training that was rejected, see :meth:`reinstate`)
+        is deleted too.
+
         Returns:
-            The deleted file's path.
+            The deleted active file's path (it may not have existed, when only kept versions were deleted).
 
         Raises:
-            FileNotFoundError: no such adapter (the message lists the adapters that exist).
+            FileNotFoundError: no such adapter, neither active nor kept (the message lists the adapters that exist).
             ValueError: invalid name, or the file is a link resolving outside ``save_dir``.
         """
-        path = AdapterManager.find_adapter(save_dir, adapter_name)
         versions = AdapterManager.versions_dir(save_dir, adapter_name)
-        if versions.is_dir():  # with whatever else is in it (a killed write's temporary file): links are not followed
-            shutil.rmtree(versions)
-        path.unlink()
+        if not versions.is_dir():
+            path = AdapterManager.find_adapter(save_dir, adapter_name)
+        else:
+            path = AdapterManager.adapter_file(save_dir, adapter_name)
+            if path.is_file():
+                _check_inside(path, Path(save_dir))
+            shutil.rmtree(versions)  # with whatever else is in it (a killed write's temporary file): links not followed
+        if path.is_file():
+            path.unlink()
         logger.info("deleted adapter %r: %s", adapter_name, path)
         return path
 

@@ -141,6 +141,8 @@ class AdapterRouter:
                 entry = adapter_type_of(adapter)
             except TypeError as exc:
                 raise TypeError(f"group {position}: expected an adapter module, got {type(adapter).__name__}") from exc
+            if isinstance(rows, (list, tuple)) and not rows:
+                continue  # as_tensor would give an empty float tensor
             rows = torch.as_tensor(rows).reshape(-1).cpu()
             if rows.is_floating_point() or rows.is_complex() or rows.dtype == torch.bool:
                 raise ValueError(f"group {position}: row indices must be integers, got {rows.dtype}")

@@ -325,3 +325,14 @@ def test_missing_directory_and_file(tmp_path):
         AdapterManager.list_adapters(tmp_path / "nope")
     with pytest.raises(FileNotFoundError, match="adapter not found"):
         AdapterManager.get_adapter_info(tmp_path / "nope_adapter.pt")
+
+
+def test_deleting_an_adapter_with_kept_versions_and_no_active_file_removes_them(tmp_path, adapted):
+    """A first training that was rejected leaves versions and no active file: deleting still removes everything."""
+    AdapterManager.save_adapter(adapted, tmp_path, "zoe")
+    assert AdapterManager.reinstate(tmp_path, "zoe", None) is True
+    assert not (tmp_path / "zoe_adapter.pt").exists() and AdapterManager.list_versions(tmp_path, "zoe")
+    assert AdapterManager.delete_adapter(tmp_path, "zoe") == tmp_path / "zoe_adapter.pt"
+    assert not (tmp_path / "versions" / "zoe").exists()
+    with pytest.raises(FileNotFoundError, match=r"no adapter named 'zoe'"):
+        AdapterManager.delete_adapter(tmp_path, "zoe")

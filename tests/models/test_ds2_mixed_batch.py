@@ -167,6 +167,10 @@ def test_mixed_batch_refuses_bad_groups(make_model, batch):
         model.forward_mixed(inputs, lengths, [([6], adapter)])
     with pytest.raises(ValueError, match="integers"):
         model.forward_mixed(inputs, lengths, [(torch.tensor([0.0]), adapter)])
+    with torch.inference_mode():  # an empty group is dropped, as a list or as a tensor
+        for empty in ([], (), torch.tensor([], dtype=torch.long)):
+            mixed, _ = model.forward_mixed(inputs, lengths, [(empty, adapter), ([1], adapter)])
+            assert torch.equal(mixed, model.forward_mixed(inputs, lengths, [([1], adapter)])[0])
     with pytest.raises(TypeError, match="adapter module"):
         model.forward_mixed(inputs, lengths, [([0], "user_a")])
     other = DeepSpeech2(16, 7, num_rnn_layers=2, rnn_hidden_dim=16)
@@ -179,3 +183,24 @@ def test_mixed_batch_refuses_bad_groups(make_model, batch):
     model.train()
     with pytest.raises(ValueError, match="inference only"):
         model.forward_mixed(inputs, lengths, [([0], adapter)])
+
+
+def test_lengths_at_a_later_trunk_point_are_checked_as_from_the_features(make_model, batch):
+    """Review, stop 38: with ``from_layer`` the lengths went unchecked (float lengths came back as float lengths, 0
+    or too long gave torch errors deep in packing)."""
+    model = make_model(seed=8)
+    inputs, lengths = batch
+    with torch.inference_mode():
+        extracted, point_lengths = model.run(inputs, lengths, to_layer=0)
+        frames = extracted.size(1)
+        cases = [
+            (point_lengths.float(), "must be an integer tensor"),
+            (point_lengths.clamp(max=0), r"must lie in \[1, T'="),
+            (point_lengths + frames, rf"must lie in \[1, T'={frames}\]"),
+            (point_lengths[:2], r"must have shape \(6,\)"),
+        ]
+        for bad, message in cases:
+            with pytest.raises(ValueError, match=message):
+                model.forward_mixed(extracted, bad, [], from_layer=0)
+            with pytest.raises(ValueError, match=message):
+                model.run(extracted, bad, from_layer=0)

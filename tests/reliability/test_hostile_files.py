@@ -429,6 +429,36 @@ def test_adapter_claiming_huge_sizes_allocates_nothing(tmp_path, world):
     assert code == 0 and report.startswith("ValueError") and "missing keys" in report, report
 
 
+@pytest.mark.parametrize("field", ["hidden_dims", "input_dim"])
+def test_adapter_sizes_too_large_to_count_are_refused_and_skipped_when_listing(world, field, caplog):
+    """Sizes whose storage size overflows torch's count are refused as invalid sizes, not a RuntimeError."""
+    valid = _adapter_dict(world)
+    path = world.adapter_dir / "overflow_adapter.pt"
+    torch.save({**valid, field: [2**62] if field == "hidden_dims" else 2**62}, path)
+    with pytest.raises(ValueError, match=r"overflow_adapter\.pt: invalid adapter sizes: .*overflow"):
+        AdapterManager.get_adapter_info(path)
+    with caplog.at_level(logging.WARNING, logger="kospeech.models.adapter_manager"):
+        listed = [info["name"] for info in AdapterManager.list_adapters(world.adapter_dir)]
+    assert "overflow" not in listed and "alice" in listed
+    assert any("overflow_adapter.pt" in record.getMessage() for record in caplog.records)
+
+
+def test_checkpoint_sizes_too_large_to_count_are_refused_naming_the_file(tmp_path, world):
+    valid = _checkpoint_dict(world)
+    path = tmp_path / "overflow.pt"
+    torch.save({**valid, "model_config": {**valid["model_config"], "rnn_hidden_dim": 2**62}}, path)
+    with pytest.raises(ValueError, match=r"overflow\.pt: invalid model_config"):
+        load_model(path)
+
+
+def test_an_adapter_file_whose_feature_config_mixes_key_types_is_compared_not_crashed(world):
+    valid = _adapter_dict(world)
+    path = world.adapter_dir / "mixed_adapter.pt"
+    torch.save({**valid, "feature_config": {**valid["feature_config"], 7: "extra"}}, path)
+    with pytest.raises(AdapterCompatibilityError, match=r"7: file has 'extra', not given"):
+        AdapterManager.load_adapter(world.model, path, feature_config=valid["feature_config"])
+
+
 # ------------------------------------------------------------------------------------------------------------- symlinks
 
 

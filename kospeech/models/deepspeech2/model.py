@@ -196,6 +196,13 @@ class DeepSpeech2(nn.Module):
         weights = self.conv.blocks[0][0].weight.dtype
         if inputs.dtype != weights and not torch.is_autocast_enabled(inputs.device.type):  # autocast casts them
             raise ValueError(f"inputs are {inputs.dtype} but the model's weights are {weights}: convert one of them")
+        self._check_lengths(inputs, input_lengths, "T")
+
+    @staticmethod
+    def _check_lengths(inputs: Tensor, input_lengths: Tensor, frames: str) -> None:
+        """``input_lengths``: (B,) integers in ``[1, inputs.size(1)]``; ``frames`` names the time axis in messages."""
+        if not isinstance(input_lengths, Tensor):
+            raise TypeError(f"input_lengths must be a torch.Tensor, got {type(input_lengths).__name__}")
         if input_lengths.dim() != 1 or input_lengths.size(0) != inputs.size(0):
             raise ValueError(
                 f"input_lengths must have shape ({inputs.size(0)},) to match inputs, got {tuple(input_lengths.shape)}"
@@ -205,7 +212,7 @@ class DeepSpeech2(nn.Module):
         lengths = input_lengths.cpu()
         if lengths.numel() and (int(lengths.min()) < 1 or int(lengths.max()) > inputs.size(1)):
             raise ValueError(
-                f"input_lengths must lie in [1, T={inputs.size(1)}], got min {int(lengths.min())}, "
+                f"input_lengths must lie in [1, {frames}={inputs.size(1)}], got min {int(lengths.min())}, "
                 f"max {int(lengths.max())}"
             )
 
@@ -261,8 +268,8 @@ class DeepSpeech2(nn.Module):
             output_lengths: (B,) int64 valid frames T'_i on ``input_lengths.device``.
 
         Raises:
-            ValueError: a layer range outside the model, or ``from_layer`` past the first call point of a routed
-                adapter.
+            ValueError: a layer range outside the model, ``from_layer`` past the first call point of a routed
+                adapter, inputs of another shape, or lengths that are not (B,) integers in ``[1, T]`` (``[1, T']``).
         """
         stop = self.num_rnn_layers if to_layer is None else to_layer
         self._check_layer_range(inputs, from_layer, stop)
@@ -278,6 +285,7 @@ class DeepSpeech2(nn.Module):
             hidden, lengths = self.conv(inputs, input_lengths)  # (B, T', F_conv)
             start = 0
         else:
+            self._check_lengths(inputs, input_lengths, "T'")
             hidden, lengths, start = inputs, input_lengths, from_layer
         mask = None if router is None else router.layer_mask(lengths, hidden.size(1), hidden.device)
         if mask is not None and stop > start:  # the adapters at the starting point (-1: the extractor's output)
@@ -349,8 +357,10 @@ class DeepSpeech2(nn.Module):
             ``input_lengths.device`` and ``T' = ceil(T / 2)``.
 
         For an adapter placed after the RNN layers the base and the adapted trunk differ from the first RNN layer
-        on, so the extractor runs once and the RNN layers run twice (the base pass is the unadapted trunk). Callers
-        that only need the adapted output can use ``head(encode(inputs, input_lengths)[0])``, which runs the trunk
+        on, so the extractor runs once and the RNN layers run twice (the base pass is the unadapted trunk); in
+        training mode with an unfrozen base, their BatchNorm statistics then update on both passes. Callers that only
+        need the adapted output can use ``head(encode(inputs, input_lengths)[0])``, and callers that only need the
+        base output can call the model inside :meth:`disable_adapter` (as base training does): each runs the trunk
         once.
         """
         extracted, lengths = self.run(inputs, input_lengths, to_layer=0)  # (B, T', F_conv)
@@ -379,9 +389,12 @@ class DeepSpeech2(nn.Module):
         The extractor and every RNN layer run once for the whole batch. Layer adapters adapt their group's rows of
         each RNN layer's output before the next layer; head adapters adapt their group's rows of the trunk output at
         the head. The groups of one type whose registry entry can stack them are computed together (one batched
-        computation per call point, see :attr:`AdapterRouter.planned_routes`), the others one group at a time. Rows in no group get the base model's output, bitwise equal to that row of ``forward`` of the same
-        batch on this model without an adapter. Each adapted row equals (within float rounding, ~1e-6) the row of
-        a model with that adapter attached. The adapter attached to this model (``self.adapter``), if any, is not
+        computation per call point, see :attr:`AdapterRouter.planned_routes`), the others one group at a time. Rows
+        in no group get the base model's output, bitwise equal to that row of ``forward`` of the same batch on this
+        model without an adapter when autograd is off (``torch.no_grad`` / ``inference_mode``, as in inference; with
+        autograd on a CPU, adapters that need gradients move the RNN layers to their padded path, equal within float
+        rounding). Each adapted row equals (within float rounding, ~1e-6) the row of a model with that adapter
+        attached. The adapter attached to this model (``self.adapter``), if any, is not
         used; the adapters' dropout is off because they must be in eval mode.
 
         Inputs:
