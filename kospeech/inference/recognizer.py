@@ -23,6 +23,7 @@ logged warning.
 from __future__ import annotations
 
 import logging
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -591,7 +592,8 @@ class Recognizer:
         for row, ((index, segment), hypothesis) in enumerate(zip(pending, hypotheses)):
             frames = int(lengths[row])
             spans = token_spans(log_probs[row], hypothesis.tokens, hypothesis.timesteps, frames)
-            self._add(accumulators[index], segment, hypothesis, spans, frames)
+            blank = log_probs[row, :frames, self.vocab.blank_id].float()  # (T'_row,) log-posteriors of the blank
+            self._add(accumulators[index], segment, hypothesis, spans, blank)
 
     def _add(
         self,
@@ -599,9 +601,12 @@ class Recognizer:
         segment: _Segment,
         hypothesis: CTCHypothesis,
         spans: List[TokenSpan],
-        frames: int,
+        blank: Tensor,
     ) -> None:
-        """Add one decoded segment to its input's result: text, tokens, timings, words and probabilities."""
+        """Add one decoded segment to its input's result: text, tokens, timings, words and probabilities.
+
+        ``blank`` holds the segment's (T',) log-posteriors of the blank label, one per valid output frame.
+        """
         kept = [(token, span) for token, span in zip(hypothesis.tokens, spans) if token not in self._special_ids]
         # the tokens spell the text: words that spell something, one space between two, none at a segment's ends
         kept = [
@@ -613,8 +618,16 @@ class Recognizer:
         if text:
             accumulator.texts.append(text)
         offset = segment.offset_seconds
+        spoken = [math.log(max(span.probability, 1e-30)) for token, span in kept if token != self._space_id]
         accumulator.segments.append(
-            TranscriptSegment(_seconds(offset), _seconds(offset + segment.duration_seconds), text)
+            TranscriptSegment(
+                _seconds(offset),
+                _seconds(offset + segment.duration_seconds),
+                text,
+                tokens=[token for token, _ in kept],
+                avg_logprob=round(sum(spoken) / len(spoken) if spoken else float(blank.mean()), 4),
+                no_speech_prob=round(float(blank.min().exp()), 4),
+            )
         )
         accumulator.tokens.extend(token for token, _ in kept)
         accumulator.timestamps.extend(
@@ -630,7 +643,7 @@ class Recognizer:
         accumulator.probabilities.extend(span.probability for token, span in kept if token != self._space_id)
         accumulator.words.extend(self._words(kept, offset))
         accumulator.score += float(hypothesis.score)
-        accumulator.num_frames += frames
+        accumulator.num_frames += blank.numel()
         accumulator.num_segments += 1
 
     def _words(self, kept: List[Tuple[int, TokenSpan]], offset: float) -> List[WordTiming]:

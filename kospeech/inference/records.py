@@ -62,11 +62,19 @@ class TranscriptSegment:
         start: where the segment's audio starts.
         end: where it ends.
         text: its transcript (may be empty).
+        tokens: label ids of its transcript (special ids removed).
+        avg_logprob: mean natural-log posterior of its tokens other than spaces (each over its frames); of the blank
+            over the segment's frames when it decoded no token.
+        no_speech_prob: the blank posterior at the segment's most speech-like output frame: near 0 where a token was
+            emitted with confidence, near 1 in silence (CTC's counterpart of Whisper's field of that name).
     """
 
     start: float
     end: float
     text: str
+    tokens: List[int] = field(default_factory=list)
+    avg_logprob: float = 0.0
+    no_speech_prob: float = 0.0
 
 
 @dataclass

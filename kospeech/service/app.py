@@ -7,7 +7,9 @@ a malformed, unknown or revoked one; the caller's tenant is handed to the endpoi
 every request body (413 as soon as the declared or streamed size passes
 ``server.max_upload_bytes`` plus room for the form fields), records request counts and latencies by
 route template (also for the answers it gives before routing), and writes one structured log line per request
-(``method=... path=... route=... status=... seconds=...``; never the ``Authorization`` header). While the database
+(``method=... path=... route=... status=... seconds=... request_id=...``; never the ``Authorization`` header), and
+gives every answer an ``X-Request-ID`` (the client's own when it sent a plain one) and every 405 an ``Allow`` naming
+the methods of every route at its path. While the database
 cannot check keys, the guard logs the first failure with its traceback and then one line per
 ``OUTAGE_LOG_SECONDS`` counting the refusals, not a traceback per request.
 """
@@ -18,6 +20,7 @@ import json
 import logging
 import re
 import time
+import uuid
 from contextlib import asynccontextmanager
 from typing import Any, AsyncIterator, Dict, List, Optional, Sequence, Tuple
 
@@ -27,14 +30,14 @@ from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from kospeech.service.audio import limit_ffmpeg_allocations
-from kospeech.service.deps import CALLER_STATE, MISSING_KEY, UNCHECKABLE_KEY, UNKNOWN_KEY, Caller
+from kospeech.service.deps import CALLER_STATE, MISSING_KEY, NOT_BEARER, UNCHECKABLE_KEY, UNKNOWN_KEY, Caller
 from kospeech.service.errors import error_body, install_error_handlers
 from kospeech.service.keys import authenticate, is_well_formed_key
 from kospeech.service.routers import health, jobs, pages, prompts, transcriptions, users, utterances
 from kospeech.service.settings import ServerConfig
 from kospeech.service.state import ServiceState
 
-__all__ = ["FORM_OVERHEAD_BYTES", "OUTAGE_LOG_SECONDS", "create_app"]
+__all__ = ["FORM_OVERHEAD_BYTES", "OUTAGE_LOG_SECONDS", "REQUEST_ID_HEADER", "create_app"]
 
 logger = logging.getLogger(__name__)
 access_logger = logging.getLogger("kospeech.service.access")
@@ -43,6 +46,10 @@ HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTI
 """Methods counted and logged under their own name; any other is ``other``."""
 
 _CONTROL_CHARACTERS = re.compile(r"[\x00-\x20\x7f]")
+
+REQUEST_ID_HEADER = b"x-request-id"
+"""Every answer carries the request's id (the client's own when it sent a plain one), as the access log does."""
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 
 FORM_OVERHEAD_BYTES = 1 << 20
 """Room for multipart headers and text fields on top of ``server.max_upload_bytes`` in a request body."""
@@ -122,8 +129,11 @@ class _RequestGuard:
     @staticmethod
     def _presented_key(headers: Dict[bytes, bytes]) -> Tuple[Optional[str], Optional[str]]:
         """The bearer key of a request, or why there is none of the right form: ``(key, None)`` or ``(None, why)``."""
-        scheme, _, token = headers.get(b"authorization", b"").decode("latin-1").partition(" ")
-        if scheme.lower() != "bearer" or not token.strip():
+        header = headers.get(b"authorization", b"").decode("latin-1").strip()
+        scheme, _, token = header.partition(" ")
+        if header and scheme.lower() != "bearer":
+            return None, NOT_BEARER
+        if not token.strip():
             return None, MISSING_KEY
         return (token.strip(), None) if is_well_formed_key(token.strip()) else (None, UNKNOWN_KEY)
 
@@ -163,23 +173,25 @@ class _RequestGuard:
         limit = self.max_body_bytes
         too_large = f"the request body is larger than {limit} bytes (server.max_upload_bytes plus form fields)"
         headers = dict(scope.get("headers", ()))
+        request_id = self._request_id(headers)
+        id_header = (REQUEST_ID_HEADER, request_id.encode("ascii"))
         try:
             refused = await self._authenticate(scope, headers) if self._is_api(scope) else None
         except BaseException:
-            self._log(scope, status["code"], started)
+            self._log(scope, status["code"], started, request_id)
             raise
         declared = headers.get(b"content-length")
         if refused is not None:  # a client without a live key never gets its body read, parsed or spooled
             code, name, message = refused
             status["code"] = code
             extra = {401: [(b"www-authenticate", b"Bearer")], 503: [(b"retry-after", b"5")]}.get(code, [])
-            await self._refuse(send, code, name, message, *extra)
-            self._log(scope, status["code"], started)
+            await self._refuse(send, code, name, message, id_header, *extra)
+            self._log(scope, status["code"], started, request_id)
             return
         if declared is not None and declared.isdigit() and int(declared) > limit:
             status["code"] = 413
-            await self._refuse(send, 413, "upload_too_large", too_large)
-            self._log(scope, status["code"], started)
+            await self._refuse(send, 413, "upload_too_large", too_large, id_header)
+            self._log(scope, status["code"], started, request_id)
             return
         received = 0
 
@@ -195,12 +207,30 @@ class _RequestGuard:
         async def recording_send(message: Message) -> None:
             if message["type"] == "http.response.start":
                 status["code"] = message["status"]
+                headers = [*message.get("headers", ()), id_header]
+                allowed = self._allowed_methods(scope) if message["status"] == 405 else []
+                if allowed:  # Starlette names the methods of the first route fitting the path only
+                    headers = [item for item in headers if item[0].lower() != b"allow"]
+                    headers.append((b"allow", ", ".join(allowed).encode("ascii")))
+                message = {**message, "headers": headers}
             await send(message)
 
         try:
             await self.app(scope, limited_receive, recording_send)
         finally:
-            self._log(scope, status["code"], started)
+            self._log(scope, status["code"], started, request_id)
+
+    @staticmethod
+    def _request_id(headers: Dict[bytes, bytes]) -> str:
+        """The client's ``X-Request-ID`` when it is a plain token (1-128 of ``[A-Za-z0-9._:-]``), else a new one."""
+        given = headers.get(REQUEST_ID_HEADER, b"").decode("latin-1")
+        return given if _REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
+
+    def _allowed_methods(self, scope: Scope) -> List[str]:
+        """Every method some route serves at the request's path."""
+        path = self._app_path(scope)
+        fitting = (route for route in self.routes if route.path_regex.fullmatch(path))
+        return sorted({method for route in fitting for method in getattr(route, "methods", None) or ()})
 
     def _route(self, scope: Scope) -> str:
         """The request's route template: the matched route's, or for an answer given before routing (the guard's
@@ -211,7 +241,7 @@ class _RequestGuard:
             route = next((candidate for candidate in self.routes if candidate.path_regex.match(path)), None)
         return getattr(route, "path", None) or "unmatched"
 
-    def _log(self, scope: Scope, status: int, started: float) -> None:
+    def _log(self, scope: Scope, status: int, started: float, request_id: str) -> None:
         seconds = time.perf_counter() - started
         route = self._route(scope)
         # any token is a method to the HTTP parser: one label per invented method would grow the metrics without end
@@ -222,7 +252,15 @@ class _RequestGuard:
             state.metrics.latency.labels(method, route).observe(seconds)
         # the path arrives percent-decoded: a %0A or %20 in it must not forge a line or a field of this log
         path = _CONTROL_CHARACTERS.sub(lambda found: f"\\x{ord(found.group()):02x}", scope["path"])
-        access_logger.info("method=%s path=%s route=%s status=%d seconds=%.4f", method, path, route, status, seconds)
+        access_logger.info(
+            "method=%s path=%s route=%s status=%d seconds=%.4f request_id=%s",
+            method,
+            path,
+            route,
+            status,
+            seconds,
+            request_id,
+        )
 
 
 def create_app(settings: ServerConfig, state: Optional[ServiceState] = None) -> FastAPI:
@@ -252,6 +290,7 @@ def create_app(settings: ServerConfig, state: Optional[ServiceState] = None) -> 
         version="1",
         description="Korean speech recognition with per-user adapters: enroll, train in the background, transcribe.",
         lifespan=lifespan,
+        redirect_slashes=False,  # a 307 to the path without its slash made clients send an upload twice
     )
     install_error_handlers(app)
     routers = [module.router for module in (health, transcriptions, users, utterances, prompts, jobs, pages)]

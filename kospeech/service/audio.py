@@ -164,8 +164,10 @@ def _decode_with_pyav(path: Path, name: str, max_seconds: float) -> np.ndarray:
             f"{name}: the file ends before its first audio frame (a recording stopped as soon as it started?)"
         ) from exc
     except Exception as exc:  # FFmpeg's errors, and anything else PyAV raises on a malformed file: the upload's fault
+        # FFmpeg's own words, without its error number and the server's spool path
+        reason = exc.strerror if isinstance(exc, av.FFmpegError) and exc.strerror else exc
         raise AudioError(
-            f"{name}: not a readable audio file (wav, flac, ogg/opus, webm, mp3 or m4a expected): {exc}"
+            f"{name}: not a readable audio file (wav, flac, ogg/opus, webm, mp3 or m4a expected): {reason}"
         ) from exc
     waveform = np.concatenate(pieces).astype(np.float32, copy=False) if pieces else np.zeros(0, np.float32)
     if waveform.size == 0:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Annotated, Iterator, Optional
+from typing import Annotated, Awaitable, Callable, Iterator, Optional
 
 from fastapi import Depends, Path, Request
 from fastapi.concurrency import run_in_threadpool
@@ -24,6 +24,7 @@ __all__ = [
     "CALLER_STATE",
     "KEY_RECHECK_SECONDS",
     "MISSING_KEY",
+    "NOT_BEARER",
     "UNCHECKABLE_KEY",
     "UNKNOWN_KEY",
     "Caller",
@@ -33,10 +34,13 @@ __all__ = [
     "caller_user",
     "checked_user_id",
     "get_session",
+    "single_form_fields",
 ]
 
 MISSING_KEY = "missing API key: send Authorization: Bearer <key>"
 """The 401 message for a request without a bearer key (here and in the app's request guard, before the body)."""
+NOT_BEARER = "the Authorization header must use the Bearer scheme: Authorization: Bearer <key>"
+"""The 401 message for an ``Authorization`` header of another scheme (``Basic``, or a bare key)."""
 UNKNOWN_KEY = "unknown or revoked API key"
 """The 401 message for a key that is malformed, unknown or revoked."""
 UNCHECKABLE_KEY = "the API key could not be checked now; try again later"
@@ -177,3 +181,21 @@ def caller_job(session: SessionDep, caller: CallerDep, job_id: Annotated[str, Pa
 
 
 JobDep = Annotated[Job, Depends(caller_job)]
+
+
+def single_form_fields(*names: str) -> Callable[[Request], Awaitable[None]]:
+    """A dependency refusing (422) a multipart request that sends one of the fields ``names`` more than once.
+
+    FastAPI keeps the last of repeated fields: an enrollment's second ``text`` would be stored against a recording of
+    the first. Fields the endpoint does not read (OpenAI's ``timestamp_granularities[]``, a list) are not checked.
+    """
+
+    async def check(request: Request) -> None:
+        form = await request.form()  # the form FastAPI has parsed for the endpoint (kept on the request)
+        repeated = [name for name in names if len(form.getlist(name)) > 1]
+        if repeated:
+            raise ServiceError(
+                422, "invalid_request", f"{', '.join(repeated)}: sent more than once; send each field once"
+            )
+
+    return check

@@ -12,11 +12,12 @@ from __future__ import annotations
 import logging
 from typing import Any, Dict, Optional
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Request, params
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from kospeech.errors import InputError
 from kospeech.service.storage import storage_fault
@@ -70,12 +71,49 @@ def error_body(code: str, message: str) -> Dict[str, Any]:
     return {"error": {"code": code, "message": message}}
 
 
+_FILE_AS_TEXT = "must be sent as a file part (a multipart part with a filename, as curl -F 'file=@clip.wav' sends)"
+"""Starlette reads a part without a filename as a text field: what a client sending one is told."""
+
+
 def _validation_message(exc: RequestValidationError) -> str:
     parts = []
     for error in exc.errors():
-        where = ".".join(str(part) for part in error.get("loc", ()) if part != "body") or "request"
-        parts.append(f"{where}: {error.get('msg', 'invalid')}")
+        location = [str(part) for part in error.get("loc", ()) if part != "body"]
+        if error.get("type") == "json_invalid":  # its location is a character offset, not a field
+            reason = (error.get("ctx") or {}).get("error", "invalid JSON")
+            parts.append(f"the body is not valid JSON ({reason} at character {location[-1] if location else 0})")
+            continue
+        message = error.get("msg", "invalid")
+        if "Expected UploadFile" in message:
+            message = _FILE_AS_TEXT
+        parts.append(f"{'.'.join(location) or 'request'}: {message}")
     return "; ".join(parts) or "invalid request"
+
+
+def _expected_media_type(request: Request) -> Optional[str]:
+    """The body the matched endpoint reads (``multipart/form-data`` or ``application/json``) when the request was
+    sent as another media type, else ``None``."""
+    route = request.scope.get("route")
+    body_params = getattr(getattr(route, "dependant", None), "body_params", None)
+    if not body_params:
+        return None
+    media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if any(isinstance(param.field_info, params.Form) for param in body_params):  # File is a Form
+        expected, accepted = "multipart/form-data", {"multipart/form-data", "application/x-www-form-urlencoded"}
+    else:
+        expected, accepted = "application/json", {"application/json", ""}
+    if media_type in accepted or media_type.endswith("+json") and expected == "application/json":
+        return None
+    return expected
+
+
+def _path_without_slash_exists(request: Request) -> bool:
+    """Whether the request's path, less its trailing slash, is a route (slashes are not redirected)."""
+    path = request.scope["path"]
+    if not path.endswith("/") or path == "/":
+        return False
+    scope = {**request.scope, "path": path.rstrip("/")}
+    return any(route.matches(scope)[0] is not Match.NONE for route in request.app.router.routes)
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -86,16 +124,24 @@ def install_error_handlers(app: FastAPI) -> None:
         return JSONResponse(error_body(exc.code, exc.message), status_code=exc.status, headers=exc.headers)
 
     @app.exception_handler(RequestValidationError)
-    async def _validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
+    async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        expected = _expected_media_type(request)
+        if expected is not None:
+            sent = request.headers.get("content-type") or "no content type"
+            message = f"the body must be sent as {expected}, not {sent}"
+            return JSONResponse(error_body("unsupported_media_type", message), status_code=415)
         return JSONResponse(error_body("invalid_request", _validation_message(exc)), status_code=422)
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         code = _CODES.get(exc.status_code, "error")
         message = exc.detail if isinstance(exc.detail, str) else code.replace("_", " ")
-        return JSONResponse(
-            error_body(code, message), status_code=exc.status_code, headers=getattr(exc, "headers", None)
-        )
+        headers = getattr(exc, "headers", None)  # a 405's Allow: the app's request guard completes it
+        if exc.status_code == 404 and _path_without_slash_exists(request):
+            message = f"{message}: {request.scope['path']!r} ends with a slash; the API's paths do not"
+        elif exc.status_code == 400 and message.startswith("Part exceeded maximum size"):
+            message = f"{message} (a text field; a file {_FILE_AS_TEXT})"
+        return JSONResponse(error_body(code, message), status_code=exc.status_code, headers=headers)
 
     @app.exception_handler(InputError)
     async def _input_error(_request: Request, exc: InputError) -> JSONResponse:

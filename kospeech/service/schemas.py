@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import List, Literal, Optional
+from typing import Any, Dict, List, Literal, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field
 
 __all__ = [
+    "API_ERRORS",
     "AdapterInfo",
     "AdapterRequest",
     "ErrorBody",
@@ -45,6 +46,14 @@ class ErrorBody(BaseModel):
     """Every error answer."""
 
     error: ErrorDetail
+
+
+API_ERRORS: Dict[Union[int, str], Dict[str, Any]] = {
+    401: {"model": ErrorBody, "description": "no API key, or one that is malformed, unknown or revoked"},
+    422: {"model": ErrorBody, "description": "a field of the request is invalid (the message names it)"},
+    503: {"model": ErrorBody, "description": "the server cannot answer now (Retry-After says when to try again)"},
+}
+"""The answers every ``/v1`` endpoint may give besides its own (the request guard's and the validation's)."""
 
 
 class Health(BaseModel):
@@ -147,12 +156,22 @@ class TranscriptionJson(BaseModel):
 
 
 class TranscriptionSegment(BaseModel):
-    """One decoded stretch of speech."""
+    """One decoded stretch of speech, with the fields of OpenAI's segment (a CTC model's counterparts)."""
 
     id: int
+    seek: int = Field(description="the segment's start in 10 ms frames")
     start: float
     end: float
     text: str
+    tokens: List[int] = Field(description="the base vocabulary's label ids of the text")
+    temperature: float = Field(description="0.0: greedy or beam search, no sampling")
+    avg_logprob: float = Field(
+        description="mean natural-log posterior of the text's tokens (of the blank over the segment when it has none)"
+    )
+    compression_ratio: float = Field(description="the text's UTF-8 bytes over their zlib-compressed size")
+    no_speech_prob: float = Field(
+        description="the blank posterior at the segment's most speech-like frame: near 1 in silence"
+    )
 
 
 class TranscriptionWord(BaseModel):

@@ -108,6 +108,9 @@ def test_clips_joined_with_pauses_decode_one_by_one(recognizer, clips, alone):
     assert_close_to([segment.text for segment in result.segments], alone, 0.05)
     assert result.text == " ".join(segment.text for segment in result.segments)
     assert_timings_ordered_and_inside(result)
+    for segment in result.segments:  # the scores a Whisper-style client filters segments by
+        assert recognizer.vocab.decode(segment.tokens) == segment.text
+        assert -3.0 < segment.avg_logprob <= 0.0 and 0.0 <= segment.no_speech_prob < 0.5, segment
     position = 0.7
     for segment, clip in zip(result.segments, clips):  # each segment lies on its clip (its own silence trimmed)
         duration = clip.size / RATE

@@ -682,6 +682,11 @@ def test_wrong_form_field_types_answer_422(service, user_id):
 
 # ------------------------------------------------------------------------------------------------------ transcription
 
+OPENAI_SEGMENT_FIELDS = {
+    "id", "seek", "start", "end", "text", "tokens", "temperature", "avg_logprob", "compression_ratio", "no_speech_prob"
+}  # fmt: skip
+"""The fields of a segment of OpenAI's verbose_json (its SDK's model requires every one)."""
+
 
 def test_every_response_format(service, tiny_users):
     speech = sorted((tiny_users / "users" / "user01" / "wavs").glob("*test*.wav"))[0].read_bytes()
@@ -692,7 +697,11 @@ def test_every_response_format(service, tiny_users):
     verbose = transcribe(service, speech, response_format="verbose_json").json()
     assert verbose["text"] == plain.json()["text"] and verbose["adapter"] is None
     assert verbose["duration"] > 0.5 and 0.0 <= verbose["confidence"] <= 1.0
-    assert verbose["segments"] and set(verbose["segments"][0]) == {"id", "start", "end", "text"}
+    assert verbose["segments"] and set(verbose["segments"][0]) == OPENAI_SEGMENT_FIELDS
+    for segment in verbose["segments"]:  # the scores Whisper clients filter segments by, with CTC's meaning
+        assert segment["seek"] == round(segment["start"] * 100) and segment["temperature"] == 0.0
+        assert segment["tokens"] and -3.0 < segment["avg_logprob"] <= 0.0 and 0.0 <= segment["no_speech_prob"] < 0.5
+        assert segment["compression_ratio"] > 0.0
     assert verbose["words"] and set(verbose["words"][0]) == {"start", "end", "word"}
     assert " ".join(word["word"] for word in verbose["words"]) == verbose["text"]
     srt = transcribe(service, speech, response_format="srt").text
@@ -949,6 +958,7 @@ def test_a_queued_job_is_visible_to_its_tenant_only(service, user_id):
     )
     assert created.status_code == 202 and set(created.json()) == {"job_id"}
     job_id = created.json()["job_id"]
+    assert created.headers["location"] == f"http://testserver/v1/jobs/{job_id}"
     job = service.client.get(f"/v1/jobs/{job_id}", headers=service.headers()).json()
     assert job == {
         "job_id": job_id,
@@ -999,6 +1009,105 @@ def test_a_user_record_lists_their_most_recent_jobs_oldest_first(service, user_i
     listed = service.client.get(f"/v1/users/{user_id}", headers=service.headers()).json()["jobs"]
     assert [job["job_id"] for job in listed] == ids[-LISTED_JOBS:]
     assert service.client.get(f"/v1/jobs/{ids[0]}", headers=service.headers()).status_code == 200  # still readable
+
+
+def test_the_openapi_schema_describes_uploads_as_files_and_every_error_as_the_error_body(service):
+    """Review, stop 38: a client generated from the schema sent the audio as a text field (no ``format: binary``),
+    and the schema promised FastAPI's ``{"detail": [...]}`` for 422 and no 401 or 503 where the API sends its own
+    error body."""
+    schema = service.client.get("/openapi.json").json()
+    components = schema["components"]["schemas"]
+    for path in ("/v1/audio/transcriptions", "/v1/users/{user_id}/utterances"):
+        form = schema["paths"][path]["post"]["requestBody"]["content"]["multipart/form-data"]["schema"]["$ref"]
+        assert components[form.rsplit("/", 1)[-1]]["properties"]["file"]["format"] == "binary"
+    for path, operations in schema["paths"].items():
+        for method, operation in operations.items():
+            if path.startswith("/v1/"):
+                for status in ("401", "422", "503"):
+                    content = operation["responses"][status]["content"]["application/json"]["schema"]
+                    assert content == {"$ref": "#/components/schemas/ErrorBody"}, (method, path, status)
+    utterance_list = schema["paths"]["/v1/users/{user_id}/utterances"]["get"]["responses"]
+    assert not {"409", "413"} & set(utterance_list)  # answers it never gives
+    answers = schema["paths"]["/v1/audio/transcriptions"]["post"]["responses"]["200"]["content"]
+    assert answers["text/plain"]["schema"] == answers["text/vtt"]["schema"] == {"type": "string"}
+
+
+def test_uploads_and_bodies_of_the_wrong_kind_are_told_what_to_send(service, user_id):
+    """Review, stop 38: a file part without a filename (read as text) was "Expected UploadFile, received: <class
+    'str'>", or a 400 "Part exceeded maximum size" past 1 MiB; a body of the wrong media type, broken JSON and an
+    unreadable upload answered with FastAPI's and FFmpeg's internals."""
+    create_user(service, user_id)
+    clip = wav_bytes(tone(0.5))
+    nameless = service.client.post(
+        "/v1/audio/transcriptions", files={"file": (None, clip, "audio/wav")}, headers=service.headers()
+    )
+    assert nameless.status_code == 422 and "file: must be sent as a file part" in nameless.json()["error"]["message"]
+    large = service.client.post(
+        "/v1/audio/transcriptions",
+        files={"file": (None, wav_bytes(tone(40.0)), "audio/wav")},
+        headers=service.headers(),
+    )
+    assert large.status_code == 400 and "a file must be sent as a file part" in large.json()["error"]["message"]
+    broken = service.client.post(
+        "/v1/users", content=b'{"user_id": ', headers={**service.headers(), "content-type": "application/json"}
+    )
+    assert broken.status_code == 422 and "the body is not valid JSON (" in broken.json()["error"]["message"]
+    form = service.client.post("/v1/users", data={"user_id": "bob"}, headers=service.headers())
+    assert form.status_code == 415 and error_code(form) == "unsupported_media_type"
+    assert "application/json, not application/x-www-form-urlencoded" in form.json()["error"]["message"]
+    as_json = service.client.post("/v1/audio/transcriptions", json={"file": "x"}, headers=service.headers())
+    assert as_json.status_code == 415 and "must be sent as multipart/form-data" in as_json.json()["error"]["message"]
+    garbage = transcribe(service, b"RIFF not audio at all" * 40, name="garbage.wav")
+    message = garbage.json()["error"]["message"]
+    assert garbage.status_code == 422 and message.startswith("garbage.wav: not a readable audio file")
+    assert "Errno" not in message and str(service.client.app.state.service.storage.uploads_dir) not in message
+
+
+def test_repeated_fields_and_streaming_are_refused_and_openai_lists_accepted(service, user_id):
+    """Review, stop 38: a second ``text`` replaced the first (stored against a recording of the other sentence), and
+    ``stream=true`` got a plain JSON answer that OpenAI's SDK read as a stream of no events."""
+    create_user(service, user_id)
+    clip = wav_bytes(tone(0.5))
+    twice = service.client.post(
+        f"/v1/users/{user_id}/utterances",
+        files=[("file", ("clip.wav", clip)), ("text", (None, TEXT)), ("text", (None, "켜 줘"))],
+        headers=service.headers(),
+    )
+    assert twice.status_code == 422 and twice.json()["error"]["message"].startswith("text: sent more than once")
+    assert service.client.get(f"/v1/users/{user_id}", headers=service.headers()).json()["utterances"] == 0
+    streamed = transcribe(service, clip, stream="true")
+    assert streamed.status_code == 400 and error_code(streamed) == "stream_unsupported"
+    granularities = service.client.post(
+        "/v1/audio/transcriptions",
+        files=[("file", ("clip.wav", clip)), ("timestamp_granularities[]", (None, "word"))]
+        + [("timestamp_granularities[]", (None, "segment")), ("stream", (None, "false"))],
+        headers=service.headers(),
+    )
+    assert granularities.status_code == 200, granularities.text
+
+
+def test_answers_carry_request_ids_locations_and_the_methods_a_path_allows(service, user_id, caplog):
+    """Review, stop 38: no request id; 201 and 202 without ``Location``; a 405 named only the first route's methods
+    (``Allow: GET`` where DELETE is allowed too, ``Allow: HEAD`` on /healthz); a trailing slash answered 307, so a
+    client sent its upload twice; a key without the Bearer scheme was told it sent none."""
+    created = service.client.post("/v1/users", json={"user_id": user_id}, headers=service.headers())
+    assert created.headers["location"] == f"http://testserver/v1/users/{user_id}"
+    with caplog.at_level("INFO", logger="kospeech.service.access"):
+        given = service.client.get(f"/v1/users/{user_id}", headers={**service.headers(), "X-Request-ID": "req-42.a"})
+        refused = service.client.get("/v1/prompts", headers={"X-Request-ID": "bad id with spaces"})
+    assert given.headers["x-request-id"] == "req-42.a"
+    assert len(refused.headers["x-request-id"]) == 32 and refused.status_code == 401
+    lines = [record.getMessage() for record in caplog.records if record.name == "kospeech.service.access"]
+    assert any(line.endswith("request_id=req-42.a") for line in lines)
+    assert any(line.endswith(f"request_id={refused.headers['x-request-id']}") for line in lines)
+    patch = service.client.patch(f"/v1/users/{user_id}", headers=service.headers())
+    assert patch.status_code == 405 and patch.headers["allow"] == "DELETE, GET"
+    assert service.client.post("/healthz").headers["allow"] == "GET, HEAD"
+    slash = service.client.post("/v1/audio/transcriptions/", files={"file": ("a.wav", b"x")}, headers=service.headers())
+    assert slash.status_code == 404 and "ends with a slash" in slash.json()["error"]["message"]
+    for authorization in (service.keys["acme"], f"Basic {service.keys['acme']}"):
+        wrong = service.client.get("/v1/prompts", headers={"Authorization": authorization})
+        assert wrong.status_code == 401 and "must use the Bearer scheme" in wrong.json()["error"]["message"]
 
 
 def test_request_logs_are_structured_and_never_show_keys(service, caplog):

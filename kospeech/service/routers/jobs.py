@@ -6,11 +6,11 @@ from fastapi import APIRouter
 
 from kospeech.service.deps import JobDep
 from kospeech.service.models import Job
-from kospeech.service.schemas import ErrorBody, JobResult, JobStatus
+from kospeech.service.schemas import API_ERRORS, ErrorBody, JobResult, JobStatus
 
 __all__ = ["job_status", "router"]
 
-router = APIRouter(prefix="/v1", tags=["jobs"])
+router = APIRouter(prefix="/v1", tags=["jobs"], responses=API_ERRORS)
 
 
 def job_status(job: Job) -> JobStatus:

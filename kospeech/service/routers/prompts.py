@@ -10,11 +10,11 @@ from fastapi import APIRouter, Query
 from kospeech.data.synthetic import SentenceGenerator
 from kospeech.errors import UnknownCharacterError
 from kospeech.service.deps import CallerDep, StateDep
-from kospeech.service.schemas import Prompts
+from kospeech.service.schemas import API_ERRORS, Prompts
 
 __all__ = ["MAX_PROMPTS", "router"]
 
-router = APIRouter(prefix="/v1", tags=["enrollment"])
+router = APIRouter(prefix="/v1", tags=["enrollment"], responses=API_ERRORS)
 
 MAX_PROMPTS = 100
 _generator = SentenceGenerator()

@@ -5,11 +5,12 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Optional
 
-from fastapi import APIRouter, File, Form, UploadFile
+from fastapi import APIRouter, Depends, File, Form, UploadFile
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
@@ -18,9 +19,10 @@ from kospeech.inference import Transcription, to_srt, to_vtt
 from kospeech.service.adapter_cache import serving_name
 from kospeech.service.audio import SAMPLE_RATE, decode_audio, spooled_upload
 from kospeech.service.batching import BatcherStopped
-from kospeech.service.deps import CallerDep, SessionDep, StateDep, caller_user
+from kospeech.service.deps import CallerDep, SessionDep, StateDep, caller_user, single_form_fields
 from kospeech.service.errors import ServiceError
 from kospeech.service.schemas import (
+    API_ERRORS,
     ErrorBody,
     TranscriptionAdapter,
     TranscriptionJson,
@@ -34,7 +36,7 @@ __all__ = ["ResponseFormat", "router", "verbose"]
 
 logger = logging.getLogger(__name__)
 
-router = APIRouter(prefix="/v1", tags=["transcription"])
+router = APIRouter(prefix="/v1", tags=["transcription"], responses=API_ERRORS)
 
 
 class ResponseFormat(str, enum.Enum):
@@ -47,13 +49,30 @@ class ResponseFormat(str, enum.Enum):
     vtt = "vtt"
 
 
+def _compression_ratio(text: str) -> float:
+    """Whisper's repetition measure: the text's UTF-8 size over its zlib-compressed size (0 for no text)."""
+    data = text.encode("utf-8")
+    return round(len(data) / len(zlib.compress(data)), 4) if data else 0.0
+
+
 def verbose(result: Transcription, adapter: Optional[TranscriptionAdapter]) -> TranscriptionVerbose:
     """The ``verbose_json`` body of a transcription."""
     return TranscriptionVerbose(
         duration=round(result.duration, 4),
         text=result.text,
         segments=[
-            TranscriptionSegment(id=index, start=segment.start, end=segment.end, text=segment.text)
+            TranscriptionSegment(
+                id=index,
+                seek=round(segment.start * 100),
+                start=segment.start,
+                end=segment.end,
+                text=segment.text,
+                tokens=segment.tokens,
+                temperature=0.0,
+                avg_logprob=segment.avg_logprob,
+                compression_ratio=_compression_ratio(segment.text),
+                no_speech_prob=segment.no_speech_prob,
+            )
             for index, segment in enumerate(result.segments)
         ],
         words=[TranscriptionWord(start=word.start, end=word.end, word=word.word) for word in result.words or []],
@@ -98,25 +117,29 @@ def _check_user_remains(state: StateDep, caller: CallerDep, user_id: str) -> Non
     "/audio/transcriptions",
     response_model=TranscriptionVerbose | TranscriptionJson,
     responses={
-        200: {"content": {"text/plain": {}, "text/vtt": {}}},
-        401: {"model": ErrorBody},
+        200: {"content": {"text/plain": {"schema": {"type": "string"}}, "text/vtt": {"schema": {"type": "string"}}}},
+        400: {"model": ErrorBody},
         404: {"model": ErrorBody},
         413: {"model": ErrorBody},
-        422: {"model": ErrorBody},
-        503: {"model": ErrorBody},
     },
+    dependencies=[Depends(single_form_fields("file", "user", "response_format"))],
 )
 async def transcribe(
     session: SessionDep,
     caller: CallerDep,
     state: StateDep,
-    file: Annotated[UploadFile, File(description="wav, flac, ogg/opus, webm, mp3 or m4a")],
+    file: Annotated[
+        UploadFile, File(description="wav, flac, ogg/opus, webm, mp3 or m4a", json_schema_extra={"format": "binary"})
+    ],
     user: Annotated[Optional[str], Form(description="the user whose adapter to use (default: the base model)")] = None,
     response_format: Annotated[ResponseFormat, Form()] = ResponseFormat.json,
     model: Annotated[Optional[str], Form(description="accepted for OpenAI compatibility, ignored")] = None,
     language: Annotated[Optional[str], Form(description="accepted for OpenAI compatibility, ignored")] = None,
+    stream: Annotated[bool, Form(description="OpenAI's streamed answer: not offered, false only")] = False,
 ) -> Response:
     """Transcribe one recording. Requests arriving together are run as one batch across users."""
+    if stream:  # a client asking for events would otherwise read the JSON answer as a stream of none
+        raise ServiceError(400, "stream_unsupported", "stream: streamed answers are not offered; leave it out or false")
     settings = state.settings
     name = file.filename or "upload"
     if state.batcher.depth() >= settings.max_queued_requests:  # overloaded: a fast answer beats a growing queue

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Annotated, Optional
 
-from fastapi import APIRouter, Body, Response
+from fastapi import APIRouter, Body, Request, Response
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -18,15 +18,23 @@ from kospeech.service.jobs import QUEUE_FAULTS
 from kospeech.service.keys import revoke_user_keys
 from kospeech.service.models import PENDING_JOB_STATES, Job, User
 from kospeech.service.routers.jobs import job_status
-from kospeech.service.schemas import AdapterInfo, AdapterRequest, ErrorBody, JobCreated, UserCreate, UserRecord
+from kospeech.service.schemas import (
+    API_ERRORS,
+    AdapterInfo,
+    AdapterRequest,
+    ErrorBody,
+    JobCreated,
+    UserCreate,
+    UserRecord,
+)
 
 __all__ = ["LISTED_JOBS", "router", "user_record"]
 
 logger = logging.getLogger(__name__)
 
-router = APIRouter(prefix="/v1", tags=["users"])
+router = APIRouter(prefix="/v1", tags=["users"], responses=API_ERRORS)
 
-_NOT_FOUND = {404: {"model": ErrorBody}, 422: {"model": ErrorBody}}
+_NOT_FOUND = {404: {"model": ErrorBody}}
 
 
 LISTED_JOBS = 20
@@ -63,9 +71,11 @@ def user_record(user: User, session: Session) -> UserRecord:
     "/users",
     status_code=201,
     response_model=UserRecord,
-    responses={403: {"model": ErrorBody}, 409: {"model": ErrorBody}, 422: {"model": ErrorBody}},
+    responses={403: {"model": ErrorBody}, 409: {"model": ErrorBody}},
 )
-def create_user(body: UserCreate, session: SessionDep, caller: CallerDep) -> UserRecord:
+def create_user(
+    body: UserCreate, session: SessionDep, caller: CallerDep, request: Request, response: Response
+) -> UserRecord:
     """Create a user (the id follows the adapter-name rule); 409 if the tenant already has it, or an id that differs
     from it only in case (both would share one folder on a case-insensitive file system)."""
     user_id = checked_user_id(body.user_id)
@@ -92,6 +102,7 @@ def create_user(body: UserCreate, session: SessionDep, caller: CallerDep) -> Use
         session.rollback()
         raise ServiceError(409, "user_exists", f"user {user_id!r} already exists") from exc
     session.refresh(user)
+    response.headers["Location"] = str(request.url_for("get_user", user_id=user_id))
     return user_record(user, session)
 
 
@@ -124,13 +135,15 @@ def _job_pending(user_id: str, job: Job) -> ServiceError:
     "/users/{user_id}/adapter",
     status_code=202,
     response_model=JobCreated,
-    responses={404: {"model": ErrorBody}, 409: {"model": ErrorBody}, 422: {"model": ErrorBody}},
+    responses={404: {"model": ErrorBody}, 409: {"model": ErrorBody}},
 )
 def train_adapter(
     user: UserDep,
     session: SessionDep,
     state: StateDep,
     caller: CallerDep,
+    request: Request,
+    response: Response,
     body: Annotated[Optional[AdapterRequest], Body()] = None,
 ) -> JobCreated:
     """Queue a training job for the user's adapter; poll ``GET /v1/jobs/{job_id}``.
@@ -178,4 +191,5 @@ def train_adapter(
         state.queue.enqueue(job.id)
     except QUEUE_FAULTS as exc:  # the job is committed: a worker's recovery enqueues it later
         logger.error("job=%s is queued but could not be put on the queue (%s); recovery will enqueue it", job.id, exc)
+    response.headers["Location"] = str(request.url_for("get_job", job_id=job.id))
     return JobCreated(job_id=job.id)

@@ -10,7 +10,7 @@ from typing import Annotated, List, Tuple
 
 import numpy as np
 import torch
-from fastapi import APIRouter, File, Form, Response, UploadFile
+from fastapi import APIRouter, Depends, File, Form, Response, UploadFile
 from fastapi.concurrency import run_in_threadpool
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
@@ -18,20 +18,20 @@ from sqlalchemy.exc import IntegrityError
 from kospeech.data.audio import save_audio
 from kospeech.errors import AudioError, UnknownCharacterError
 from kospeech.service.audio import SAMPLE_RATE, decode_audio, spooled_upload
-from kospeech.service.deps import SessionDep, StateDep, UserDep
+from kospeech.service.deps import SessionDep, StateDep, UserDep, single_form_fields
 from kospeech.service.errors import ServiceError
 from kospeech.service.models import Utterance, is_id, new_id
-from kospeech.service.schemas import ErrorBody, UtteranceCreated, UtteranceList, UtteranceRecord
+from kospeech.service.schemas import API_ERRORS, ErrorBody, UtteranceCreated, UtteranceList, UtteranceRecord
 from kospeech.trainer.criterion import min_output_frames
 
 __all__ = ["MAX_TEXT_CHARACTERS", "router"]
 
 logger = logging.getLogger(__name__)
 
-router = APIRouter(prefix="/v1", tags=["enrollment"])
+router = APIRouter(prefix="/v1", tags=["enrollment"], responses=API_ERRORS)
 
 MAX_TEXT_CHARACTERS = 500
-_ERRORS = {404: {"model": ErrorBody}, 409: {"model": ErrorBody}, 413: {"model": ErrorBody}, 422: {"model": ErrorBody}}
+_NOT_FOUND = {404: {"model": ErrorBody}}
 
 
 def _checked_text(text: str, state: StateDep) -> Tuple[str, List[int]]:
@@ -135,12 +135,23 @@ def _keep(state: StateDep, enrolling: _Enrolling, waveform: np.ndarray, text: st
     return UtteranceCreated(utterance_id=utterance_id, duration=duration)
 
 
-@router.post("/users/{user_id}/utterances", status_code=201, response_model=UtteranceCreated, responses=_ERRORS)
+@router.post(
+    "/users/{user_id}/utterances",
+    status_code=201,
+    response_model=UtteranceCreated,
+    responses={**_NOT_FOUND, 409: {"model": ErrorBody}, 413: {"model": ErrorBody}},
+    dependencies=[Depends(single_form_fields("file", "text"))],
+)
 async def add_utterance(
     user: UserDep,
     session: SessionDep,
     state: StateDep,
-    file: Annotated[UploadFile, File(description="the recording: wav, flac, ogg/opus, webm, mp3 or m4a")],
+    file: Annotated[
+        UploadFile,
+        File(
+            description="the recording: wav, flac, ogg/opus, webm, mp3 or m4a", json_schema_extra={"format": "binary"}
+        ),
+    ],
     text: Annotated[str, Form(description="what was read, in Hangul (e.g. a prompt of GET /v1/prompts)")],
 ) -> UtteranceCreated:
     """Add one enrollment recording with its transcript; kept as 16 kHz mono WAV."""
@@ -152,7 +163,7 @@ async def add_utterance(
     return await run_in_threadpool(_keep, state, enrolling, waveform, cleaned)
 
 
-@router.get("/users/{user_id}/utterances", response_model=UtteranceList, responses=_ERRORS)
+@router.get("/users/{user_id}/utterances", response_model=UtteranceList, responses=_NOT_FOUND)
 def list_utterances(user: UserDep) -> UtteranceList:
     """The user's enrollment utterances, oldest first."""
     return UtteranceList(
@@ -163,7 +174,7 @@ def list_utterances(user: UserDep) -> UtteranceList:
 
 
 @router.delete(
-    "/users/{user_id}/utterances/{utterance_id}", status_code=204, response_class=Response, responses=_ERRORS
+    "/users/{user_id}/utterances/{utterance_id}", status_code=204, response_class=Response, responses=_NOT_FOUND
 )
 def delete_utterance(user: UserDep, utterance_id: str, session: SessionDep, state: StateDep) -> Response:
     """Delete one utterance and its audio."""
