@@ -36,21 +36,22 @@ def decode_text(raw: bytes, where: str, error: Type[InputError] = InputError) ->
         error: the :class:`InputError` subclass to raise (``ManifestError`` for a manifest, ...).
 
     Raises:
-        InputError: the bytes are not UTF-8.
+        InputError: the bytes are not UTF-8, naming the line and the offset of the first bad byte in ``raw`` (a BOM
+            included).
     """
-    if raw.startswith(codecs.BOM_UTF8):
-        raw = raw[len(codecs.BOM_UTF8) :]
+    bom = len(codecs.BOM_UTF8) if raw.startswith(codecs.BOM_UTF8) else 0
     try:
-        text = raw.decode("utf-8")
+        text = raw[bom:].decode("utf-8")
     except UnicodeDecodeError as exc:
-        line = raw.count(b"\n", 0, exc.start) + 1
+        offset = bom + exc.start  # exc.start counts from after the BOM; the error names the byte of the file
+        line = raw.count(b"\n", 0, offset) + 1
         hint = (
             " (it starts with a UTF-16 byte-order mark)"
             if raw[:2] in (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)
             else ""
         )
         raise error(
-            f"{where}:{line}: not UTF-8 text{hint}: {exc.reason} at byte {exc.start}; "
+            f"{where}:{line}: not UTF-8 text{hint}: {exc.reason} at byte {offset}; "
             "convert it (e.g. from cp949: iconv -f cp949 -t utf-8) first"
         ) from exc
     return unicodedata.normalize("NFC", text)

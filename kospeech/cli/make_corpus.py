@@ -4,7 +4,8 @@
     python bin/make_corpus.py preset=demo num_base_speakers=12 utterances_per_speaker=150 num_workers=2
 
 Writes DIR/corpus.json, DIR/vocab.csv, DIR/base/{train,dev,test}.tsv and DIR/users/<user>/{enroll,test}.tsv;
-a second run reuses the audio that is already there.
+a second run reuses the audio that is already there. Training jobs that read the folder keep the sizes it was
+built with (``ensure_corpus`` without sizes), so the second example stays at 12 speakers in data/corpus_demo.
 """
 
 import logging
@@ -17,6 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 from kospeech.cli.common import config_dir, one_line_errors, setup_logging, take_verbose_flag
 from kospeech.config import register_configs
 from kospeech.data.synthetic import CorpusConfig, build_corpus
+from kospeech.errors import ConfigError
 
 logger = logging.getLogger("kospeech.make_corpus")
 
@@ -30,6 +32,12 @@ def hydra_main(config: DictConfig) -> None:
     setup_logging()
     corpus_config: CorpusConfig = OmegaConf.to_object(config)
     logger.debug("resolved config:\n%s", OmegaConf.to_yaml(config, resolve=True))
+    if not corpus_config.out_dir.strip():
+        # to_absolute_path("") is the launch directory: the corpus' folders and files would land among the user's own
+        raise ConfigError(
+            f"out_dir={corpus_config.out_dir!r} is blank: name the corpus folder, "
+            f"e.g. out_dir=data/corpus_{corpus_config.preset}"
+        )
     out_dir = Path(to_absolute_path(corpus_config.out_dir))
     card = build_corpus(
         out_dir,

@@ -1,6 +1,7 @@
 """Tests for building the synthetic corpus (tiny preset): determinism, cache, manifests, splits, speaker ID."""
 
 import json
+import logging
 import shutil
 from pathlib import Path
 
@@ -22,7 +23,7 @@ from kospeech.data.synthetic import (
     plan_sealed,
 )
 from kospeech.data.synthetic.corpus import PRESETS
-from kospeech.vocabs import Vocabulary
+from kospeech.vocabs import UnknownCharacterError, Vocabulary
 
 
 def _files(root: Path):
@@ -192,6 +193,29 @@ def test_ensure_corpus_returns_quickly_when_complete_and_rebuilds_otherwise(corp
     (root / "base" / "dev.tsv").unlink()
     ensure_corpus(root, preset="tiny", seed=0, num_workers=1)
     assert (root / "base" / "dev.tsv").read_bytes() == (corpus.root / "base" / "dev.tsv").read_bytes()
+
+
+def test_ensure_corpus_without_sizes_keeps_the_sizes_the_corpus_was_built_with(corpus, tmp_path, caplog):
+    # review: training calls ensure_corpus(dir, preset, seed); it rebuilt a corpus made with size overrides at the
+    # preset's sizes ("31 of 38 utterances cached, synthesizing 7"), deleting files
+    root = tmp_path / "kept"
+    shutil.copytree(corpus.root, root)
+    build_corpus(root, preset="tiny", seed=0, num_workers=1, num_users=1)
+    stamps = {path: path.stat().st_mtime_ns for path in root.rglob("*") if path.is_file()}
+    with caplog.at_level(logging.INFO):
+        card = ensure_corpus(root, preset="tiny", seed=0)
+    assert card.users == ["user01"] and card.sizes.num_users == 1
+    assert {path: path.stat().st_mtime_ns for path in root.rglob("*") if path.is_file()} == stamps
+    kept = [record.getMessage() for record in caplog.records if "keeping the sizes" in record.getMessage()]
+    assert len(kept) == 1 and "num_users=1 (preset: 2)" in kept[0] and str(root) in kept[0]
+
+    (root / "base" / "dev.tsv").unlink()  # completed as it was built, not rebuilt at the preset's sizes
+    assert ensure_corpus(root, preset="tiny", seed=0, num_workers=1).users == ["user01"]
+    assert (root / "base" / "dev.tsv").is_file() and not (root / "users" / "user02").exists()
+
+    # explicit sizes that differ from the card's rebuild the corpus at those sizes
+    assert ensure_corpus(root, preset="tiny", seed=0, num_workers=1, num_users=2).users == ["user01", "user02"]
+    assert _files(root) == _files(corpus.root)
 
 
 def test_smaller_rebuild_removes_stale_files_and_matches_a_fresh_build(corpus, tmp_path):
@@ -377,3 +401,100 @@ def test_sealed_sets_are_built_on_request(tmp_path):
         packets = samples[: len(samples) - len(samples) % 320].reshape(-1, 320)
         lost.append(np.mean(np.all(packets == 0, axis=1)))
     assert 0.0 < np.mean(lost) < 0.2
+
+
+def test_challenge_and_sealed_users_never_share_favourite_words():
+    # review: favourites_per_kind=7 wrapped the pool of 40, so challenge01 and challenge06 shared two favourites
+    too_many = plan_corpus("tiny", 0, favourites_per_kind=7, num_users=1)
+    for plan_group in (plan_challenge, plan_sealed):
+        with pytest.raises(ValueError, match=r"favourites_per_kind=7 .* 6 users x 7 .*favourites_per_kind <= 6"):
+            plan_group(too_many)
+    for plan_group in (plan_challenge, plan_sealed):
+        users, _ = plan_group(plan_corpus("tiny", 0, favourites_per_kind=6, num_users=1))
+        words = [word for user in users for kind in ("person", "place") for word in user.favourites[kind]]
+        assert len(words) == len(set(words)) == 6 * 2 * 6
+
+
+def test_a_vocabulary_without_the_groups_syllables_is_refused_before_any_synthesis(tmp_path):
+    # review: a character vocabulary of the base sentences synthesized every challenge file, then failed at encoding
+    plan = plan_corpus("tiny", 0)
+    vocab = Vocabulary.build([u.text for u in plan.utterances if u.group == "base"])
+    with pytest.raises(
+        UnknownCharacterError,
+        match=r"^\d+ of 42 challenge texts hold characters outside the character vocabulary \(\d+ tokens\), "
+        r"first missing: \['.*'\]; nothing was synthesized; these groups use syllables outside a character base's "
+        r"vocabulary: use a grapheme \(jamo\) vocabulary",
+    ):
+        build_user_sets(tmp_path / "sets", vocab, preset="tiny", group="challenge")
+    assert not (tmp_path / "sets").exists()
+
+
+def test_user_sets_are_planned_with_the_sizes_of_their_corpus(tmp_path):
+    # review: build_user_sets planned plan_corpus(preset, seed), so 8 of the demo users' sentences were base sentences
+    # of a demo corpus built with num_base_speakers=12
+    sized = plan_corpus("demo", 0, num_base_speakers=12)
+    base = {u.text for u in sized.utterances if u.group == "base"}
+    preset_enroll = [u for u in plan_corpus("demo", 0).utterances if u.group == "users/user02" and u.split == "enroll"]
+    assert preset_enroll[8].text in base
+    vocab = Vocabulary.build(u.text for u in sized.utterances)
+    manifests = build_user_sets(
+        tmp_path, vocab, preset="demo", users=["user02"], max_enroll=9, max_test=1, num_base_speakers=12
+    )
+    texts = [entry.transcript for entry in read_manifest(manifests["user02"]["enroll"], vocab)]
+    assert texts == [u.text for u in sized.utterances if u.group == "users/user02" and u.split == "enroll"][:9]
+    assert not set(texts) & base
+
+
+def test_user_sets_of_a_corpus_folder_follow_its_card_and_refuse_base_sentences(corpus, tmp_path):
+    root = tmp_path / "corpus"
+    shutil.copytree(corpus.root, root)
+    build_corpus(root, preset="tiny", seed=0, num_workers=1, test_per_user=2)
+    challenge = plan_challenge(plan_corpus("tiny", 0, test_per_user=2))[1]
+    vocab = Vocabulary.build(u.text for u in challenge)
+    sets = tmp_path / "sets"
+    manifests = build_user_sets(sets, vocab, corpus=root, users=["challenge01"], max_enroll=1, group="challenge")
+    tests = read_manifest(manifests["challenge01"]["test"], vocab)
+    assert [entry.transcript for entry in tests] == [
+        u.text for u in challenge if u.utt_id.startswith("challenge01-test")
+    ]
+    assert len(tests) == 2  # the card's test_per_user, not the preset's 3
+    with pytest.raises(
+        ValueError, match=r"takes preset, seed and sizes from its card; leave out preset='tiny', num_users=1"
+    ):
+        build_user_sets(sets, vocab, corpus=root, preset="tiny", num_users=1, group="challenge")
+
+    # a base manifest that holds a challenge sentence (a corpus some other code built) is refused before synthesis
+    train = root / "base" / "train.tsv"
+    first, *rest = train.read_text(encoding="utf-8").splitlines()
+    columns = first.split("\t")
+    columns[1] = challenge[0].text
+    train.write_text("\n".join(["\t".join(columns)] + rest) + "\n", encoding="utf-8")
+    with pytest.raises(
+        ValueError, match=r"1 challenge sentences are in the base set of the corpus in .*\['challenge01-enroll-0000'\]"
+    ):
+        build_user_sets(tmp_path / "other", vocab, corpus=root, users=["challenge01"], max_enroll=1, group="challenge")
+    assert not (tmp_path / "other").exists()
+
+
+def test_user_sets_keep_a_checksum_index_and_synthesize_damaged_wavs_again(tmp_path):
+    # review: without utterances.tsv a cached wav was reused after a format check only
+    vocab = Vocabulary.build(u.text for u in plan_challenge(plan_corpus("tiny", 0))[1])
+
+    def build(max_enroll):
+        build_user_sets(
+            tmp_path, vocab, preset="tiny", users=["challenge02"], max_enroll=max_enroll, max_test=1, group="challenge"
+        )
+
+    build(2)
+    folder = tmp_path / "challenge" / "challenge02"
+    wavs = sorted((folder / "wavs").glob("*.wav"))
+    index = (folder / "utterances.tsv").read_text(encoding="utf-8")
+    assert [path.name.split("-")[1:3] for path in wavs] == [["enroll", "0000"], ["enroll", "0001"], ["test", "0000"]]
+    assert all(f"challenge/challenge02/wavs/{path.name}" in index for path in wavs)
+    originals = {path: path.read_bytes() for path in wavs}
+    damaged = wavs[1]
+    damaged.write_bytes(originals[damaged][:-200] + bytes(200))  # same size and header, wrong samples
+    build(1)  # a smaller run keeps the checksums of the files it leaves alone
+    assert (folder / "utterances.tsv").read_text(encoding="utf-8") == index
+    build(2)
+    assert {path: path.read_bytes() for path in wavs} == originals

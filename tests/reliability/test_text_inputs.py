@@ -16,7 +16,7 @@ from kospeech.data.ksponspeech import preprocess_ksponspeech
 from kospeech.data.manifest import MAX_LABEL_ID, ManifestError, read_manifest
 from kospeech.errors import InputError
 from kospeech.inference.files import read_user_map, users_for_files
-from kospeech.text_files import read_lines
+from kospeech.text_files import decode_text, read_lines
 from kospeech.vocabs import Vocabulary
 
 VOCAB = Vocabulary(TOKENS)
@@ -73,6 +73,21 @@ def test_a_user_map_in_another_encoding_names_the_file_and_line(root, encoding):
     path.write_bytes("wav/a.wav\t사용자\n".encode(encoding))
     with pytest.raises(InputError, match=r"users\.tsv:1: not UTF-8 text.*iconv"):
         read_user_map(path)
+
+
+@pytest.mark.parametrize(
+    ("raw", "line", "offset"),
+    [
+        (codecs.BOM_UTF8 + b"ab\xffcd", 1, 5),
+        (b"ab\xffcd", 1, 2),
+        (codecs.BOM_UTF8 + b"a\nb\xff", 2, 6),
+    ],
+    ids=["bom", "no-bom", "bom-second-line"],
+)
+def test_a_decoding_error_names_the_offset_of_the_bad_byte_in_the_file_a_bom_included(raw, line, offset):
+    # review: the offset was counted after the stripped BOM ("at byte 2" for byte 5)
+    with pytest.raises(InputError, match=rf"^f\.tsv:{line}: not UTF-8 text: invalid start byte at byte {offset};"):
+        decode_text(raw, "f.tsv")
 
 
 def test_nfd_audio_paths_in_a_manifest_find_the_nfc_file(root):

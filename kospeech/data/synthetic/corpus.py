@@ -13,7 +13,9 @@ Layout of a corpus folder ``DIR``::
 
 Audio is 16 kHz mono 16-bit PCM. Every file depends only on the seed, the sizes and the code versions (no
 timestamps, no absolute paths), so the same seed gives byte-identical folders. A wav file's name carries a hash
-of everything that determines its samples; a second build reuses every existing, verified file.
+of everything that determines its samples; a second build reuses every existing file that matches the checksum
+its index (``utterances.tsv``) recorded. :func:`build_user_sets` keeps one such index per user it builds
+(``<group>/<user>/utterances.tsv``).
 
 Users are held out: each has a speaker profile with a voice variant no base speaker uses, its own channel from
 a hard family (telephone, reverberant, noisy, tilted, clipped) that no base utterance goes through, and
@@ -34,14 +36,14 @@ import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Set, Tuple, Union
 
 import numpy as np
 import soundfile as sf
 from tqdm import tqdm
 
 import kospeech
-from kospeech.data.manifest import ManifestEntry, write_manifest
+from kospeech.data.manifest import ManifestEntry, read_manifest, write_manifest
 from kospeech.data.synthetic.channel import apply_channel
 from kospeech.data.synthetic.espeak import espeak_version, synthesize
 from kospeech.data.synthetic.grammar import FAVOURITE_KINDS, RARE_PERSONS, RARE_PLACES, SentenceGenerator
@@ -63,7 +65,7 @@ from kospeech.data.synthetic.profiles import (
 from kospeech.device import usable_cpu_cores
 from kospeech.errors import ConfigError, InputError
 from kospeech.fileio import atomic_write, atomic_write_json, atomic_write_text, sha256_file
-from kospeech.vocabs import Vocabulary
+from kospeech.vocabs import SPECIAL_TOKENS, UnknownCharacterError, Vocabulary
 
 __all__ = [
     "CorpusSizes",
@@ -99,6 +101,9 @@ RENDER_VERSION = 1
 BASE_SPLITS = ("train", "dev", "test")
 USER_SPLITS = ("enroll", "test")
 PathLike = Union[str, os.PathLike]
+# Users of one group take disjoint slices of the shuffled rare names and places, so a group holds at most this many
+# favourites per kind in all.
+_FAVOURITE_POOL = min(len(RARE_PERSONS), len(RARE_PLACES))
 
 
 @dataclass(frozen=True)
@@ -165,11 +170,10 @@ class CorpusSizes:
                 f"{dev} dev and {test} test (dev_fraction {self.dev_fraction}, test_fraction {self.test_fraction}); "
                 "raise utterances_per_speaker or lower the fractions"
             )
-        pool = min(len(RARE_PERSONS), len(RARE_PLACES))
-        if self.num_users * self.favourites_per_kind > pool:
+        if self.num_users * self.favourites_per_kind > _FAVOURITE_POOL:
             raise ConfigError(
-                f"{self.num_users} users x {self.favourites_per_kind} favourites per kind exceed the {pool} rare "
-                f"names/places available; lower num_users or favourites_per_kind"
+                f"{self.num_users} users x {self.favourites_per_kind} favourites per kind exceed the {_FAVOURITE_POOL} "
+                f"rare names/places available; lower num_users or favourites_per_kind"
             )
         return self
 
@@ -462,17 +466,22 @@ def _user_utterances(
 
 
 def plan_challenge(plan: CorpusPlan) -> Tuple[Tuple[PlannedUser, ...], Tuple[PlannedUtterance, ...]]:
-    """The *challenge* users of a corpus plan: held-out users nobody tuned a recipe on.
+    """The *challenge* users of a corpus plan: held-out users harder than its own, for the personalization benchmark.
 
-    One user per :data:`~kospeech.data.synthetic.profiles.CHALLENGE_CHANNEL_KINDS` family (codec, mains hum,
-    babble, far field, whisper, all combined), each with a voice of
-    :data:`~kospeech.data.synthetic.profiles.CHALLENGE_VOICES` (outside the variants base speakers and users are
-    drawn from) and the plan's enrollment and test sizes, on sentences the plan does not use. They live in their own
-    group (``challenge/<user>/``), apart from the plan: adding them changes nothing of the corpus, its base model or
-    its users.
+    The encoder recipe's variants were compared on challenge01-03 (ADAPTER_README.md), so those three are no longer
+    users nobody tuned a recipe on; the *sealed* users of :func:`plan_sealed` are the untouched check. One user per
+    :data:`~kospeech.data.synthetic.profiles.CHALLENGE_CHANNEL_KINDS` family (codec, mains hum, babble, far field,
+    whisper, all combined), each with a voice of :data:`~kospeech.data.synthetic.profiles.CHALLENGE_VOICES` (outside
+    the variants base speakers and users are drawn from) and the plan's enrollment and test sizes, on sentences the
+    plan does not use. They live in their own group (``challenge/<user>/``), apart from the plan: adding them changes
+    nothing of the corpus, its base model or its users.
 
     Returns:
         ``(users, utterances)``.
+
+    Raises:
+        ConfigError: (a ValueError) the plan's ``favourites_per_kind`` is too large for six users to get favourite
+            words of their own.
     """
     seen = {utterance.text for utterance in plan.utterances}
     return _plan_group(plan, CHALLENGE_GROUP, CHALLENGE_CHANNEL_KINDS, CHALLENGE_VOICES, sample_challenge_channel, seen)
@@ -493,6 +502,10 @@ def plan_sealed(plan: CorpusPlan) -> Tuple[Tuple[PlannedUser, ...], Tuple[Planne
 
     Returns:
         ``(users, utterances)``.
+
+    Raises:
+        ConfigError: (a ValueError) the plan's ``favourites_per_kind`` is too large for six users to get favourite
+            words of their own.
     """
     seen = {utterance.text for utterance in plan.utterances}
     seen.update(utterance.text for utterance in plan_challenge(plan)[1])
@@ -510,10 +523,20 @@ def _plan_group(
     """Users ``<group>01``, ... of a group apart from the plan: one per channel kind, with the voice of the same index.
 
     Favourites come from pools shuffled by the label ``<group>-favourites``; sentences are new to ``seen`` (updated).
+
+    Raises:
+        ConfigError: the group's users would share favourite words (the pools would wrap around).
     """
     seed, sizes = plan.seed, plan.sizes
-    persons, places = _favourite_pools(seed, f"{group}-favourites")
     k = sizes.favourites_per_kind
+    count = min(len(kinds), len(voices))
+    if count * k > _FAVOURITE_POOL:
+        raise ConfigError(
+            f"favourites_per_kind={k} is too large for the {group} users: {count} users x {k} favourites per kind "
+            f"exceed the {_FAVOURITE_POOL} rare names/places available, so users would share favourite words; use "
+            f"favourites_per_kind <= {_FAVOURITE_POOL // count}"
+        )
+    persons, places = _favourite_pools(seed, f"{group}-favourites")
     users = []
     for index, (kind, variant) in enumerate(zip(kinds, voices)):
         favourites = _favourites(persons, places, index, k)
@@ -597,10 +620,13 @@ def _read_index(path: Path) -> Dict[str, str]:
 
 
 def _synthesize_missing(
-    root: Path, utterances: Sequence[PlannedUtterance], num_workers: int
+    root: Path, utterances: Sequence[PlannedUtterance], num_workers: int, previous: Mapping[str, str]
 ) -> Tuple[Dict[str, int], int]:
-    """Render every utterance whose wav is not cached; returns frames per relative path and the render count."""
-    previous = _read_index(root / "utterances.tsv")
+    """Render every utterance whose wav is not cached; returns frames per relative path and the render count.
+
+    ``previous`` maps relative audio paths to the checksums an earlier build recorded; a cached wav it lists is reused
+    only with that checksum.
+    """
     frames: Dict[str, int] = {}
     jobs = []
     for utterance in utterances:
@@ -741,6 +767,21 @@ class CorpusCard:
     def seed(self) -> int:
         """The corpus seed."""
         return self.data["seed"]
+
+    @property
+    def sizes(self) -> CorpusSizes:
+        """The sizes the corpus was built with.
+
+        Raises:
+            InputError: (a ValueError) the card's ``sizes`` are missing or not valid :class:`CorpusSizes`.
+        """
+        recorded = self.data.get("sizes")
+        try:
+            return CorpusSizes(**recorded).validate()
+        except (TypeError, ConfigError) as exc:
+            raise InputError(
+                f"{self.root / 'corpus.json'}: not a valid corpus card: sizes {recorded!r}: {exc}"
+            ) from exc
 
     @property
     def users(self) -> List[str]:
@@ -936,7 +977,7 @@ def build_corpus(
     if not isinstance(workers, int) or workers < 1:
         raise ValueError(f"num_workers must be a positive int or None, got {num_workers!r}")
     root.mkdir(parents=True, exist_ok=True)
-    frames, rendered = _synthesize_missing(root, plan.utterances, workers)
+    frames, rendered = _synthesize_missing(root, plan.utterances, workers, _read_index(root / "utterances.tsv"))
     _remove_stale_files(root, plan)
     _write_outputs(root, plan, frames)
     card = CorpusCard.load(root)
@@ -962,23 +1003,63 @@ def ensure_corpus(
     The quick check reads the card, compares preset, seed, sizes and code versions, checks the recorded
     checksums of the manifests, vocabulary and index, and that every wav listed in the index exists.
 
+    Without size overrides (none passed, or all ``None``, as training jobs call it), the corpus card already in
+    ``out_dir`` decides the sizes when it is a corpus of the same preset and seed: a corpus built with overrides
+    (``bin/make_corpus.py preset=demo num_base_speakers=12``) is checked and, where files are missing or damaged,
+    completed at the sizes it was built with, never rebuilt at the preset's; one INFO line names the sizes kept.
+    Explicit overrides that differ from the card's rebuild the corpus at the sizes asked for, which deletes the files
+    of the old sizes that the new ones do not use.
+
     Args:
         out_dir: the corpus folder.
         preset: see :func:`build_corpus`.
         seed: see :func:`build_corpus`.
         num_workers: see :func:`build_corpus`.
-        **overrides: see :func:`build_corpus`.
+        **overrides: see :func:`build_corpus`; left out, the sizes of the corpus of ``preset`` and ``seed`` already in
+            ``out_dir`` (the preset's when there is none).
 
     Returns:
         The corpus card.
+
+    Raises:
+        ValueError: unknown preset or override, invalid sizes or seed.
     """
     root = Path(out_dir)
     sizes = resolve_sizes(preset, overrides)
+    if all(value is None for value in overrides.values()):
+        recorded = _recorded_sizes(root, preset, seed)
+        if recorded is not None and recorded != sizes:
+            kept = ", ".join(
+                f"{name}={value} (preset: {getattr(sizes, name)})"
+                for name, value in dataclasses.asdict(recorded).items()
+                if value != getattr(sizes, name)
+            )
+            logger.info(
+                "keeping the sizes the %s corpus in %s was built with: %s (pass sizes to rebuild it at others)",
+                preset,
+                root,
+                kept,
+            )
+            sizes = recorded
     if _is_complete(root, _requested_config(preset, seed, sizes)):
         card = CorpusCard.load(root)
         logger.info("using cached %s", card.summary())
         return card
-    return build_corpus(root, preset=preset, seed=seed, num_workers=num_workers, **overrides)
+    return build_corpus(root, preset=preset, seed=seed, num_workers=num_workers, **dataclasses.asdict(sizes))
+
+
+def _recorded_sizes(root: Path, preset: str, seed: int) -> Optional[CorpusSizes]:
+    """The sizes of the corpus card in ``root`` if it is a corpus of ``preset`` and ``seed``, else ``None``.
+
+    An unreadable card also gives ``None``: the build that follows replaces it, as it did before cards kept sizes.
+    """
+    try:
+        card = CorpusCard.load(root)
+        if card.data.get("preset") != preset or card.data.get("seed") != seed:
+            return None
+        return card.sizes
+    except (FileNotFoundError, InputError):
+        return None
 
 
 def _is_complete(root: Path, expected: Mapping[str, Any]) -> bool:
@@ -1002,43 +1083,60 @@ def build_user_sets(
     out_dir: PathLike,
     vocab: Vocabulary,
     *,
-    preset: str = "demo",
-    seed: int = 0,
+    preset: Optional[str] = None,
+    seed: Optional[int] = None,
     users: Optional[Sequence[str]] = None,
     max_enroll: Optional[int] = None,
     max_test: Optional[int] = None,
     num_workers: int = 1,
     group: str = USERS_GROUP,
+    corpus: Optional[PathLike] = None,
+    **overrides: Any,
 ) -> Dict[str, Dict[str, Path]]:
     """Synthesize only some held-out users' utterances of a corpus plan, with manifests in ``vocab``'s ids.
 
     A cheap way to get a user's enrollment and test sets that match a base model trained on the full
-    corpus of the same preset and seed (same sentences, voices and channels), without building the
+    corpus of the same preset, seed and sizes (same sentences, voices and channels), without building the
     base speakers' audio. The files are the ones :func:`build_corpus` would write for these users. With
     ``group="challenge"`` the users are the plan's challenge users (:func:`plan_challenge`), with ``group="sealed"``
     its sealed users (:func:`plan_sealed`, for a final measurement only); only this function builds them.
 
+    The plan is the one of the corpus the base model was trained on: ``corpus`` names a built corpus whose card gives
+    preset, seed and sizes; without it, pass the ``preset``, ``seed`` and size ``overrides`` that corpus was built
+    with (the users of a corpus built with ``num_base_speakers=12`` are not the preset's users). Before anything is
+    synthesized, the chosen sentences are checked against the base set (the corpus' base manifests, or the plan's
+    base sentences) and every transcript against ``vocab``. Each user folder gets a checksum index
+    (``<group>/<user>/utterances.tsv``), so a later run reuses only the cached wavs that match it.
+
     Args:
-        out_dir: folder that receives ``<group>/<user>/{enroll,test}.tsv`` and the wavs.
+        out_dir: folder that receives ``<group>/<user>/{enroll,test}.tsv``, the index and the wavs.
         vocab: the base model's vocabulary (label ids are encoded with it).
-        preset: corpus preset of the plan.
-        seed: corpus seed of the plan.
+        preset: corpus preset of the plan (default ``"demo"``); not together with ``corpus``.
+        seed: corpus seed of the plan (default 0); not together with ``corpus``.
         users: user ids to build (default: every user of the plan).
         max_enroll: keep the first N enrollment utterances of each user (default: all).
         max_test: keep the first N test utterances of each user (default: all).
         num_workers: synthesis processes.
         group: ``"users"`` (the corpus' held-out users), ``"challenge"`` or ``"sealed"``.
+        corpus: a built corpus folder: its card gives preset, seed and sizes.
+        **overrides: :class:`CorpusSizes` fields the corpus was built with, as for :func:`plan_corpus` (``None``
+            keeps the preset's value); not together with ``corpus``.
 
     Returns:
         ``{user: {"enroll": manifest path, "test": manifest path}}``.
 
     Raises:
-        ValueError: an unknown user id or group; UnknownCharacterError: a transcript outside ``vocab``.
+        ValueError: an unknown user id or group.
+        ConfigError: (a ValueError) ``corpus`` together with ``preset``, ``seed`` or sizes; unknown or invalid sizes;
+            a chosen sentence that is in the base set, naming the utterance ids.
+        FileNotFoundError: ``corpus`` holds no corpus card.
+        InputError: (a ValueError) the corpus card or a base manifest is unreadable.
+        UnknownCharacterError: (an InputError) transcripts outside ``vocab``, raised before any synthesis.
     """
     if group not in USER_GROUPS:
         raise ValueError(f"unknown user group {group!r}; choose one of {USER_GROUPS}")
     root = Path(out_dir)
-    plan = plan_corpus(preset, seed)
+    plan, base_texts, base_name = _user_sets_plan(corpus, preset, seed, overrides)
     if group == USERS_GROUP:
         planned_users, planned = plan.users, plan.utterances
     else:
@@ -1047,7 +1145,7 @@ def build_user_sets(
     wanted = list(known if users is None else users)
     unknown = sorted(set(wanted) - set(known))
     if unknown:
-        raise ValueError(f"unknown users {unknown}; the {preset!r} plan with seed {seed} has {known}")
+        raise ValueError(f"unknown users {unknown}; the {plan.preset!r} plan with seed {plan.seed} has {known}")
     limits = {"enroll": max_enroll, "test": max_test}
     chosen: Dict[Tuple[str, str], List[PlannedUtterance]] = {}
     for utterance in sorted(planned, key=lambda u: u.utt_id):
@@ -1058,8 +1156,24 @@ def build_user_sets(
         limit = limits.get(utterance.split)
         if limit is None or len(members) < limit:
             members.append(utterance)
+    selected = [u for members in chosen.values() for u in members]
+    in_base = [u.utt_id for u in selected if u.text in base_texts]
+    if in_base:
+        raise ConfigError(
+            f"{len(in_base)} {group} sentences are in the base set of {base_name}: {in_base[:10]}; their scores would "
+            "measure sentences the base model was trained on. Build them from the corpus the base model was trained "
+            "on (corpus=its folder, or the preset, seed and sizes it was built with)"
+        )
+    _check_vocabulary(vocab, group, selected)
     root.mkdir(parents=True, exist_ok=True)
-    _synthesize_missing(root, [u for members in chosen.values() for u in members], num_workers)
+    indexes = {user_id: root / group / user_id / "utterances.tsv" for user_id, _ in chosen}
+    previous: Dict[str, str] = {}
+    for index in indexes.values():
+        previous.update(_read_index(index))
+    frames, _ = _synthesize_missing(root, selected, num_workers, previous)
+    for user_id, index in indexes.items():
+        user_utterances = [u for (owner, _), members in sorted(chosen.items()) if owner == user_id for u in members]
+        _write_user_index(root, index, user_utterances, frames)
     manifests: Dict[str, Dict[str, Path]] = {}
     for (user_id, split), members in sorted(chosen.items()):
         entries = [
@@ -1073,3 +1187,87 @@ def build_user_sets(
         ]
         manifests.setdefault(user_id, {})[split] = write_manifest(root / group / user_id / f"{split}.tsv", entries)
     return manifests
+
+
+def _user_sets_plan(
+    corpus: Optional[PathLike], preset: Optional[str], seed: Optional[int], overrides: Mapping[str, Any]
+) -> Tuple[CorpusPlan, Set[str], str]:
+    """The plan :func:`build_user_sets` works from, the sentences of the base set and what that base set is.
+
+    Raises:
+        ConfigError: ``corpus`` together with ``preset``, ``seed`` or sizes.
+    """
+    if corpus is None:
+        plan = plan_corpus("demo" if preset is None else preset, 0 if seed is None else seed, **overrides)
+        arguments = [repr(plan.preset), str(plan.seed)]
+        arguments += [f"{name}={value!r}" for name, value in overrides.items() if value is not None]
+        return plan, {u.text for u in plan.utterances if u.group == "base"}, f"plan_corpus({', '.join(arguments)})"
+    given = {name: value for name, value in {"preset": preset, "seed": seed, **overrides}.items() if value is not None}
+    if given:
+        raise ConfigError(
+            f"build_user_sets: corpus={str(corpus)!r} takes preset, seed and sizes from its card; leave out "
+            + ", ".join(f"{name}={value!r}" for name, value in given.items())
+        )
+    card = CorpusCard.load(corpus)
+    plan = plan_corpus(card.preset, card.seed, **dataclasses.asdict(card.sizes))
+    # The manifests, not the plan: they are what a base model trained on this corpus read.
+    texts = {
+        entry.transcript
+        for split in BASE_SPLITS
+        for entry in read_manifest(card.base_manifest(split), check_audio_exists=False)
+    }
+    return plan, texts, f"the corpus in {card.root}"
+
+
+def _check_vocabulary(vocab: Vocabulary, group: str, utterances: Sequence[PlannedUtterance]) -> None:
+    """Refuse transcripts with units outside ``vocab`` before any of them is synthesized.
+
+    Raises:
+        UnknownCharacterError: naming the group, how many texts miss units and the first missing ones.
+    """
+    known = set(vocab.tokens[len(SPECIAL_TOKENS) :])
+    missing: Dict[str, None] = {}  # an ordered set: the first missing units in plan order
+    short = 0
+    for utterance in utterances:
+        unknown = [unit for unit in vocab.tokenize(utterance.text) if unit not in known]
+        short += bool(unknown)
+        missing.update(dict.fromkeys(unknown))
+    if not short:
+        return
+    hint = ""
+    if vocab.unit == "character":
+        reason = (
+            "these groups use syllables outside a character base's vocabulary"
+            if group != USERS_GROUP
+            else "a character vocabulary holds only the syllables of the texts it was built from"
+        )
+        hint = f"; {reason}: use a grapheme (jamo) vocabulary like the shipped base's (pretrained/ds2_synthetic.pt)"
+    raise UnknownCharacterError(
+        f"{short} of {len(utterances)} {group} texts hold characters outside the {vocab.unit} vocabulary "
+        f"({len(vocab)} tokens), first missing: {list(missing)[:10]}; nothing was synthesized{hint}"
+    )
+
+
+def _write_user_index(
+    root: Path, path: Path, utterances: Sequence[PlannedUtterance], frames: Mapping[str, int]
+) -> None:
+    """Write a user's checksum index ``path`` (the layout of ``utterances.tsv``, paths relative to ``root``).
+
+    It lists ``utterances`` and keeps the earlier lines of other wavs that still exist: a run with a smaller
+    ``max_enroll`` must not drop the checksums of the files a larger run made.
+    """
+    header, *lines = _utterance_index(utterances, frames, root).splitlines()
+    columns = header.split("\t")
+    path_column = columns.index("audio_path")
+    listed = {line.split("\t")[path_column] for line in lines}
+    earlier = path.read_text(encoding="utf-8").splitlines() if path.is_file() else []
+    if earlier and earlier[0] == header:
+        for line in earlier[1:]:
+            fields = line.split("\t")
+            if (
+                len(fields) == len(columns)
+                and fields[path_column] not in listed
+                and (root / fields[path_column]).is_file()
+            ):
+                lines.append(line)
+    atomic_write_text(path, "\n".join([header] + sorted(lines)) + "\n")

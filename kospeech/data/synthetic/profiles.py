@@ -10,8 +10,9 @@ clipping, noise suppression, a low-bitrate speech codec and lost packets. Base c
 clean; user channels are drawn from harder families (telephone, strong reverb, low SNR, strong tilt, clipping) so that
 personalization has something to fix. The *challenge* users have voices outside :data:`SPEAKER_VARIANTS`
 (:data:`CHALLENGE_VOICES`) and channel families no user or base channel has (:data:`CHALLENGE_CHANNEL_KINDS`: codec,
-mains hum, babble, far field, a whispering voice in a quiet room, and all of them at once): users nobody tuned a recipe
-on. The *sealed* users, for a final measurement only, have voices outside both (:data:`SEALED_VOICES`) and channel
+mains hum, babble, far field, a whispering voice in a quiet room, and all of them at once); the encoder recipe's
+variants were compared on challenge01-03, so those three are no longer users nobody tuned a recipe on. The *sealed*
+users, the untouched check for a final measurement only, have voices outside both (:data:`SEALED_VOICES`) and channel
 families unlike all of the above (:data:`SEALED_CHANNEL_KINDS`: muffled through a door, a car, a speakerphone, VoIP
 packet loss, a returning echo, an app's noise suppression).
 
