@@ -23,6 +23,7 @@ Writes runs/benchmarks/personalization/{results.json,results.md,personalization.
 """
 
 import argparse
+import dataclasses
 import statistics
 import sys
 import tempfile
@@ -138,11 +139,11 @@ def main() -> None:
     for group, plan_group in BUILT_GROUPS.items():
         if group not in args.groups:
             continue
-        group_users, _ = plan_group(plan_corpus(args.preset, 0))
+        group_users, _ = plan_group(plan_corpus(card.preset, card.seed, **dataclasses.asdict(card.sizes)))
         wanted = sorted(user.user_id for user in group_users if not args.users or user.user_id in args.users)
         wanted = wanted[:QUICK_USERS_PER_GROUP] if args.quick else wanted  # only the users measured are synthesized
         manifests[group] = (
-            build_user_sets(args.challenge_dir, vocab, preset=args.preset, users=wanted, group=group) if wanted else {}
+            build_user_sets(args.challenge_dir, vocab, users=wanted, group=group, corpus=card.root) if wanted else {}
         )
     for group in manifests:
         names = [name for name in sorted(manifests[group]) if not args.users or name in args.users]
