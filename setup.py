@@ -7,10 +7,16 @@ from setuptools import find_packages, setup
 ROOT = Path(__file__).parent
 
 
-def config_files() -> list:
-    """The Hydra YAML of ``configs/``, installed under ``share/kospeech/configs`` (see ``kospeech.cli.config_dir``)."""
+def shipped_files() -> list:
+    """The Hydra YAML of ``configs/`` and the shipped base model of ``pretrained/``, installed under
+    ``share/kospeech/`` of the install's data folder, where ``kospeech.resources`` finds them."""
     folders = {}
-    for path in sorted((ROOT / "configs").rglob("*.yaml")):
+    paths = [
+        *(ROOT / "configs").rglob("*.yaml"),
+        *(ROOT / "pretrained").glob("ds2_synthetic*"),
+        ROOT / "pretrained" / "README.md",
+    ]
+    for path in sorted(paths):
         target = Path("share", "kospeech", path.parent.relative_to(ROOT))
         folders.setdefault(str(target), []).append(str(path.relative_to(ROOT)))
     return sorted(folders.items())
@@ -32,7 +38,7 @@ setup(
     package_data={"kospeech.service": ["migrations/*.py", "migrations/*.mako", "migrations/versions/*.py", "static/*"]},
     install_requires=read_requirements("requirements.txt"),
     extras_require={"dev": read_requirements("requirements-dev.txt")},
-    data_files=config_files(),
+    data_files=shipped_files(),
     entry_points={
         "console_scripts": [
             "kospeech-train = kospeech.cli.train:main",

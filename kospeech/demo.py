@@ -25,6 +25,7 @@ from kospeech.evaluation import evaluate_base_and_adapter
 from kospeech.fileio import atomic_write_json
 from kospeech.model_builder import DeepSpeech2Config
 from kospeech.models import AdapterManager
+from kospeech.resources import SHIPPED_BASE_MODEL, local_or_shipped
 from kospeech.trainer.adapter_trainer import AdapterTrainer
 from kospeech.trainer.configs import AdapterTrainConfig, DataConfig, TrainConfig
 from kospeech.trainer.recipes import train_base_model
@@ -45,7 +46,7 @@ class DemoConfig:
     corpus_preset: str = field(default="demo", metadata={"help": "tiny, demo or bench"})
     corpus_seed: int = field(default=0, metadata={"help": "corpus seed"})
     base_model_path: str = field(
-        default="pretrained/ds2_synthetic.pt", metadata={"help": "shipped base; trained first when missing"}
+        default=SHIPPED_BASE_MODEL, metadata={"help": "shipped base; trained first when missing"}
     )
     synthesis_workers: int = field(default=2, metadata={"help": "processes synthesizing the users' speech"})
     base_train_minutes: float = field(default=8.0, metadata={"help": "time budget when a base must be trained"})
@@ -85,7 +86,7 @@ def run_demo(config: DemoConfig) -> List[Dict[str, Any]]:
         better than the base on the held-out part, so a Recognizer serves the base) and the curves.
     """
     output_dir = Path(config.output_dir)
-    base_path = Path(config.base_model_path)
+    base_path = Path(local_or_shipped(config.base_model_path))  # an installed package's copy of the default
     if not base_path.exists():
         base_path = train_demo_base(config)
     checkpoint = load_checkpoint(base_path)

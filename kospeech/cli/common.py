@@ -18,6 +18,7 @@ from tqdm.auto import tqdm
 
 from kospeech.errors import ConfigError, KospeechError
 from kospeech.fileio import atomic_write_text
+from kospeech.resources import shipped_candidates
 from kospeech.trainer.configs import recipe_settings
 
 __all__ = [
@@ -63,14 +64,14 @@ PATH_KEYS = (
 def config_dir() -> str:
     """The folder of the Hydra YAML configs (``train.yaml``, ``eval.yaml``, ``make_corpus.yaml``, groups).
 
-    A checkout or an editable install (``pip install -e .``) uses the repository's ``configs/`` next to the package,
-    so edits there take effect at once; a regular install uses the copy that ``setup.py`` installs under
-    ``{sys.prefix}/share/kospeech/configs``.
+    A checkout or an editable install (``pip install -e .``) uses the repository's ``configs/``, so edits there take
+    effect at once; a regular install uses the copy that ``setup.py`` installs under ``share/kospeech/configs`` of its
+    data folder (``sys.prefix``, or the user base of ``pip install --user``): see :mod:`kospeech.resources`.
 
     Raises:
-        FileNotFoundError: neither folder exists.
+        FileNotFoundError: no such folder holds ``train.yaml``.
     """
-    candidates = [Path(__file__).resolve().parents[2] / "configs", Path(sys.prefix) / "share" / "kospeech" / "configs"]
+    candidates = shipped_candidates("configs")
     for candidate in candidates:
         if (candidate / "train.yaml").is_file():
             return str(candidate)

@@ -23,6 +23,7 @@ from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from kospeech.errors import ConfigError
+from kospeech.resources import SHIPPED_BASE_MODEL, local_or_shipped
 
 _REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
 
@@ -55,7 +56,8 @@ class ServerConfig:
         default="./service_data", metadata={"help": "audio, adapters, the SQLite database and queue live here"}
     )
     base_model_path: str = field(
-        default="pretrained/ds2_synthetic.pt", metadata={"help": "base DeepSpeech2 checkpoint every user adapts"}
+        default=SHIPPED_BASE_MODEL,
+        metadata={"help": "base DeepSpeech2 checkpoint every user adapts (default: the shipped one)"},
     )
     database_url: Optional[str] = field(
         default=None,
@@ -274,5 +276,5 @@ def load_settings(overrides: Sequence[str] = ()) -> ServerConfig:
         raise ConfigError(f"bad setting: {exc}".splitlines()[0]) from exc
     server = config.server
     server.data_dir = os.path.abspath(server.data_dir)
-    server.base_model_path = os.path.abspath(server.base_model_path)
+    server.base_model_path = os.path.abspath(local_or_shipped(server.base_model_path))  # installed: its copy
     return _check(server)

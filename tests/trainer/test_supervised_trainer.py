@@ -25,6 +25,22 @@ def _record(feature_config, vocab, model_config):
     return {"input_dim": feature_config.feature_dim, "num_classes": len(vocab), **model_config.__dict__}
 
 
+def _quick_trainer(output_dir, entries, held_out, vocab, feature_config, model_config, **settings):
+    """A trainer of batches of 2 on one thread, without workers, logs or periodic checkpoints."""
+    config = TrainConfig(
+        output_dir=str(output_dir),
+        batch_size=2,
+        num_workers=0,
+        log_every=1000,
+        checkpoint_every=0,
+        num_threads=1,
+        **settings,
+    )
+    return SupervisedTrainer(
+        config, vocab, feature_config, entries, held_out, _record(feature_config, vocab, model_config)
+    )
+
+
 @pytest.mark.slow
 def test_tiny_model_overfits_a_handful_of_utterances(
     tmp_path, base_entries, corpus_vocab, feature_config, tiny_model_config
@@ -191,24 +207,9 @@ def test_time_budget_stops_and_leaves_a_resumable_checkpoint(tmp_path, base_entr
     from kospeech.model_builder import DeepSpeech2Config
 
     model_config = DeepSpeech2Config(num_rnn_layers=1, rnn_hidden_dim=16)
-    config = TrainConfig(
-        output_dir=str(tmp_path),
-        batch_size=2,
-        num_epochs=50,
-        num_workers=0,
-        max_minutes=1e-6,
-        log_every=1000,
-        checkpoint_every=0,
-        num_threads=1,
-    )
     model = _model(feature_config, corpus_vocab, model_config)
-    trainer = SupervisedTrainer(
-        config,
-        corpus_vocab,
-        feature_config,
-        base_entries[:4],
-        None,
-        _record(feature_config, corpus_vocab, model_config),
+    trainer = _quick_trainer(
+        tmp_path, base_entries[:4], None, corpus_vocab, feature_config, model_config, num_epochs=50, max_minutes=1e-6
     )
     with torch_threads(2):  # e.g. a server's own count: training runs on its num_threads, then gives it back
         trainer.train(model)
@@ -301,27 +302,12 @@ def test_base_training_leaves_an_attached_encoder_adapter_out_of_its_passes(
     adapted_config = dataclasses.replace(tiny_model_config, use_adapter=True, adapter_type="encoder")
     models = {}
     for name, model_config in (("alone", tiny_model_config), ("with_adapter", adapted_config)):
-        config = TrainConfig(
-            output_dir=str(tmp_path / name),
-            batch_size=2,
-            num_epochs=1,
-            num_workers=0,
-            spec_augment=False,
-            log_every=1000,
-            checkpoint_every=0,
-            num_threads=1,
-            seed=3,
-        )
         model = _model(feature_config, corpus_vocab, model_config)
-        trainer = SupervisedTrainer(
-            config,
-            corpus_vocab,
-            feature_config,
-            base_entries[:4],
-            base_entries[4:6],
-            _record(feature_config, corpus_vocab, model_config),
-        )
-        trainer.train(model)
+        held_out = base_entries[4:6]
+        settings = dict(num_epochs=1, spec_augment=False, seed=3)
+        _quick_trainer(
+            tmp_path / name, base_entries[:4], held_out, corpus_vocab, feature_config, model_config, **settings
+        ).train(model)
         models[name] = model
     alone = models["alone"].state_dict()
     with_adapter = {key: value for key, value in models["with_adapter"].state_dict().items() if "adapter" not in key}
