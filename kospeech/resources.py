@@ -57,7 +57,7 @@ def local_or_shipped(path: str) -> str:
 
     So a checkout's commands read ``./pretrained/...`` and an installed package's find the copy installed with it.
     """
-    if os.path.exists(path) or os.path.isabs(path) or path not in (SHIPPED_BASE_MODEL,):
+    if os.path.exists(path) or os.path.isabs(path) or path != SHIPPED_BASE_MODEL:
         return path
     shipped = shipped_path(path)
     return str(shipped) if shipped is not None else path

@@ -22,7 +22,7 @@ import re
 import time
 import uuid
 from contextlib import asynccontextmanager
-from typing import Any, AsyncIterator, Dict, List, Optional, Sequence, Tuple
+from typing import Any, AsyncIterator, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import anyio.to_thread
 from fastapi import FastAPI, HTTPException
@@ -226,19 +226,19 @@ class _RequestGuard:
         given = headers.get(REQUEST_ID_HEADER, b"").decode("latin-1")
         return given if _REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
 
+    def _routes_at(self, scope: Scope) -> Iterator[BaseRoute]:
+        """The routes whose path template fits the request's path, whatever their methods."""
+        path = self._app_path(scope)
+        return (route for route in self.routes if route.path_regex.fullmatch(path))
+
     def _allowed_methods(self, scope: Scope) -> List[str]:
         """Every method some route serves at the request's path."""
-        path = self._app_path(scope)
-        fitting = (route for route in self.routes if route.path_regex.fullmatch(path))
-        return sorted({method for route in fitting for method in getattr(route, "methods", None) or ()})
+        return sorted({method for route in self._routes_at(scope) for method in getattr(route, "methods", None) or ()})
 
     def _route(self, scope: Scope) -> str:
         """The request's route template: the matched route's, or for an answer given before routing (the guard's
         401, 413 and 503) the one whose path fits; ``unmatched`` when none does."""
-        route = scope.get("route")
-        if route is None:
-            path = self._app_path(scope)
-            route = next((candidate for candidate in self.routes if candidate.path_regex.match(path)), None)
+        route = scope.get("route") or next(self._routes_at(scope), None)
         return getattr(route, "path", None) or "unmatched"
 
     def _log(self, scope: Scope, status: int, started: float, request_id: str) -> None:
