@@ -1,6 +1,7 @@
 """Tests for espeak-ng synthesis, speaker/channel profiles and the channel chain of the synthetic corpus."""
 
 import random
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -22,6 +23,7 @@ from kospeech.data.synthetic.profiles import (
     sample_speaker_profile,
     sample_user_channel,
 )
+from kospeech.errors import EspeakError
 
 TEXT = "안녕하세요 오늘 날씨가 좋네요"
 
@@ -68,6 +70,23 @@ def test_variants_and_parameters_change_the_voice():
 def test_synthesis_rejects_empty_text():
     with pytest.raises(ValueError, match="empty"):
         synthesize("  ", EspeakVoice("m3"))
+
+
+def _children() -> set:
+    """This process' child processes, zombies included (every thread's ``/proc`` children list)."""
+    listed = (path.read_text().split() for path in Path("/proc/self/task").glob("*/children"))
+    return {int(pid) for pids in listed for pid in pids}
+
+
+def test_a_synthesis_past_its_timeout_is_stopped_and_leaves_no_process():
+    before = _children()
+    with pytest.raises(EspeakError, match=r"took longer than 1e-05 s .*stopped it"):
+        synthesize(TEXT * 20, EspeakVoice("m3"), timeout=1e-5)  # far too short for espeak to start, let alone speak
+    assert _children() == before  # killed and reaped, not left running or as a zombie
+    with pytest.raises(ValueError, match="timeout must be a positive number of seconds, got 0"):
+        synthesize(TEXT, EspeakVoice("m3"), timeout=0)
+    samples, _ = synthesize(TEXT, EspeakVoice("m3"), timeout=30)  # an ordinary call after a stopped one
+    assert len(samples) > 0 and _children() == before
 
 
 def test_profiles_round_trip_and_validate():

@@ -15,10 +15,13 @@ from __future__ import annotations
 import ctypes
 import functools
 import os
+import select
+import signal
 import struct
+import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import List, Tuple
+from typing import List, Optional, Tuple
 
 import numpy as np
 
@@ -36,6 +39,10 @@ __all__ = [
 ]
 
 LANGUAGE = "ko"
+
+SYNTHESIS_TIMEOUT_SECONDS = 60.0
+"""How long :func:`synthesize` waits for its child (a sentence takes well under a second): a hung espeak would
+otherwise stop a corpus build for good."""
 
 # espeak_AUDIO_OUTPUT / options / parameters / flags from speak_lib.h.
 _AUDIO_OUTPUT_SYNCHRONOUS = 0x02
@@ -138,24 +145,30 @@ def espeak_version() -> str:
     return library.espeak_Info(None).decode("utf-8", "replace").split()[0]
 
 
-def synthesize(text: str, voice: EspeakVoice, seed: int = 0) -> Tuple[np.ndarray, int]:
+def synthesize(
+    text: str, voice: EspeakVoice, seed: int = 0, timeout: float = SYNTHESIS_TIMEOUT_SECONDS
+) -> Tuple[np.ndarray, int]:
     """Speak ``text`` in Korean with espeak-ng in a forked child process.
 
     Args:
         text: UTF-8 text to speak (Hangul; normalize digits first).
         voice: voice settings; validated before forking.
         seed: seed of espeak's internal random generator (lower 32 bits are used).
+        timeout: seconds to wait for the child's result; past them the child is killed.
 
     Returns:
         ``(samples, sample_rate)``: int16 samples ``(N,)`` at espeak's native rate (22050 Hz).
 
     Raises:
-        ValueError: empty text or invalid voice settings.
-        EspeakError: the child failed to initialize espeak, select the voice or synthesize.
+        ValueError: empty text, invalid voice settings or a timeout that is not positive.
+        EspeakError: the child failed to initialize espeak, select the voice or synthesize, or took longer than
+            ``timeout``.
         RuntimeError: the platform has no ``os.fork``.
     """
     if not text.strip():
         raise ValueError("cannot synthesize empty text")
+    if not timeout > 0:
+        raise ValueError(f"timeout must be a positive number of seconds, got {timeout}")
     voice.validate()
     if not hasattr(os, "fork"):
         raise RuntimeError("espeak synthesis needs os.fork (POSIX) to run each utterance in a fresh process")
@@ -165,9 +178,16 @@ def synthesize(text: str, voice: EspeakVoice, seed: int = 0) -> Tuple[np.ndarray
         os.close(read_fd)
         _child_main(write_fd, text, voice, seed)
     os.close(write_fd)
-    with os.fdopen(read_fd, "rb") as reader:
-        payload = reader.read()
-    _, wait_status = os.waitpid(pid, 0)
+    payload: Optional[bytes] = None
+    try:
+        payload = _read_until_closed(read_fd, timeout)
+    finally:
+        if payload is None:  # timed out, or the caller was interrupted: no child may outlive this call
+            os.kill(pid, signal.SIGKILL)
+        os.close(read_fd)
+        _, wait_status = os.waitpid(pid, 0)
+    if payload is None:
+        raise EspeakError(f"espeak took longer than {timeout:g} s for {text!r} with voice {voice}; stopped it")
     if len(payload) < _HEADER.size:
         raise EspeakError(f"espeak child process exited (wait status {wait_status}) without sending a result")
     status, sample_rate = _HEADER.unpack_from(payload)
@@ -175,6 +195,20 @@ def synthesize(text: str, voice: EspeakVoice, seed: int = 0) -> Tuple[np.ndarray
     if status != 0:
         raise EspeakError(f"espeak failed for {text!r} with voice {voice}: {body.decode('utf-8', 'replace')}")
     return np.frombuffer(body, dtype=np.int16).copy(), sample_rate
+
+
+def _read_until_closed(fd: int, timeout: float) -> Optional[bytes]:
+    """Everything written to the pipe ``fd`` until its writer closes it; ``None`` when that takes over ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    chunks: List[bytes] = []
+    while True:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0 or not select.select([fd], [], [], remaining)[0]:
+            return None
+        chunk = os.read(fd, 1 << 16)
+        if not chunk:
+            return b"".join(chunks)
+        chunks.append(chunk)
 
 
 def _child_main(write_fd: int, text: str, voice: EspeakVoice, seed: int) -> None:
