@@ -5,11 +5,13 @@ batcher, in-process worker) and closes it after the server has finished its in-f
 shutdown). A pure ASGI middleware, outermost, authenticates every API request before its body is read (401 for no key,
 a malformed, unknown or revoked one; the caller's tenant is handed to the endpoints in the request state), bounds
 every request body (413 as soon as the declared or streamed size passes
-``server.max_upload_bytes`` plus room for the form fields), records request counts and latencies by
+``server.max_upload_bytes`` plus room for the form fields for a multipart upload, :data:`MAX_JSON_BODY_BYTES` for any
+other body; 408 when no part of an unfinished body arrives for ``server.body_idle_seconds``), records request counts and latencies by
 route template (also for the answers it gives before routing), and writes one structured log line per request
 (``method=... path=... route=... status=... seconds=... request_id=...``; never the ``Authorization`` header), and
 gives every answer an ``X-Request-ID`` (the client's own when it sent a plain one) and every 405 an ``Allow`` naming
-the methods of every route at its path. While the database
+the methods of every route at its path; API answers are marked ``Cache-Control: no-store`` (they carry transcripts
+and enrollment texts) and ``X-Content-Type-Options: nosniff``. While the database
 cannot check keys, the guard logs the first failure with its traceback and then one line per
 ``OUTAGE_LOG_SECONDS`` counting the refusals, not a traceback per request.
 """
@@ -24,6 +26,7 @@ import uuid
 from contextlib import asynccontextmanager
 from typing import Any, AsyncIterator, Dict, Iterator, List, Optional, Sequence, Tuple
 
+import anyio
 import anyio.to_thread
 from fastapi import FastAPI, HTTPException
 from starlette.routing import BaseRoute
@@ -37,7 +40,7 @@ from kospeech.service.routers import health, jobs, pages, prompts, transcription
 from kospeech.service.settings import ServerConfig
 from kospeech.service.state import ServiceState
 
-__all__ = ["FORM_OVERHEAD_BYTES", "OUTAGE_LOG_SECONDS", "REQUEST_ID_HEADER", "create_app"]
+__all__ = ["FORM_OVERHEAD_BYTES", "MAX_JSON_BODY_BYTES", "OUTAGE_LOG_SECONDS", "REQUEST_ID_HEADER", "create_app"]
 
 logger = logging.getLogger(__name__)
 access_logger = logging.getLogger("kospeech.service.access")
@@ -53,6 +56,12 @@ _REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 
 FORM_OVERHEAD_BYTES = 1 << 20
 """Room for multipart headers and text fields on top of ``server.max_upload_bytes`` in a request body."""
+
+MAX_JSON_BODY_BYTES = 64 << 10
+"""The largest body of a request that is not a multipart upload (the JSON requests are a few hundred bytes): a
+megabyte-sized object of unknown fields would otherwise hold the event loop for seconds while it is validated."""
+
+_API_HEADERS = [(b"cache-control", b"no-store"), (b"x-content-type-options", b"nosniff")]
 
 OUTAGE_LOG_SECONDS = 30.0
 """While API keys cannot be checked, at most one log line per this many seconds (the first with its traceback)."""
@@ -94,9 +103,12 @@ class _OutageLog:
 class _RequestGuard:
     """Authentication before the body, body limit, metrics and the access log (see the module docstring)."""
 
-    def __init__(self, app: ASGIApp, max_body_bytes: int, routes: Sequence[BaseRoute] = ()) -> None:
+    def __init__(
+        self, app: ASGIApp, max_body_bytes: int, body_idle_seconds: float, routes: Sequence[BaseRoute] = ()
+    ) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
+        self.body_idle_seconds = body_idle_seconds
         self.routes: List[BaseRoute] = list(routes)  # to name the route of an answer given before routing
         self._outage = _OutageLog()
 
@@ -170,13 +182,18 @@ class _RequestGuard:
             return
         started = time.perf_counter()
         status: Dict[str, Any] = {"code": 500}
-        limit = self.max_body_bytes
-        too_large = f"the request body is larger than {limit} bytes (server.max_upload_bytes plus form fields)"
         headers = dict(scope.get("headers", ()))
+        if headers.get(b"content-type", b"").lower().startswith(b"multipart/form-data"):
+            limit = self.max_body_bytes
+            too_large = f"the request body is larger than {limit} bytes (server.max_upload_bytes plus form fields)"
+        else:
+            limit = MAX_JSON_BODY_BYTES
+            too_large = f"a request body other than a multipart upload is limited to {limit} bytes"
+        is_api = self._is_api(scope)
         request_id = self._request_id(headers)
-        id_header = (REQUEST_ID_HEADER, request_id.encode("ascii"))
+        own_headers = [(REQUEST_ID_HEADER, request_id.encode("ascii")), *(_API_HEADERS if is_api else ())]
         try:
-            refused = await self._authenticate(scope, headers) if self._is_api(scope) else None
+            refused = await self._authenticate(scope, headers) if is_api else None
         except BaseException:
             self._log(scope, status["code"], started, request_id)
             raise
@@ -185,29 +202,39 @@ class _RequestGuard:
             code, name, message = refused
             status["code"] = code
             extra = {401: [(b"www-authenticate", b"Bearer")], 503: [(b"retry-after", b"5")]}.get(code, [])
-            await self._refuse(send, code, name, message, id_header, *extra)
+            await self._refuse(send, code, name, message, *own_headers, *extra)
             self._log(scope, status["code"], started, request_id)
             return
         if declared is not None and declared.isdigit() and int(declared) > limit:
             status["code"] = 413
-            await self._refuse(send, 413, "upload_too_large", too_large, id_header)
+            await self._refuse(send, 413, "upload_too_large", too_large, *own_headers)
             self._log(scope, status["code"], started, request_id)
             return
         received = 0
+        body_complete = False
 
         async def limited_receive() -> Message:
-            nonlocal received
-            message = await receive()
+            nonlocal received, body_complete
+            if body_complete:  # after the body the app only listens for a disconnect, which may come much later
+                return await receive()
+            with anyio.move_on_after(self.body_idle_seconds) as waiting:
+                message = await receive()
+            if waiting.cancelled_caught:  # a stalled client would hold its spooled parts and a connection for good
+                raise HTTPException(
+                    408,
+                    f"no part of the request body arrived for {self.body_idle_seconds:g} s (server.body_idle_seconds)",
+                )
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > limit:
                     raise HTTPException(413, too_large)
+                body_complete = not message.get("more_body", False)
             return message
 
         async def recording_send(message: Message) -> None:
             if message["type"] == "http.response.start":
                 status["code"] = message["status"]
-                headers = [*message.get("headers", ()), id_header]
+                headers = [*message.get("headers", ()), *own_headers]
                 allowed = self._allowed_methods(scope) if message["status"] == 405 else []
                 if allowed:  # Starlette names the methods of the first route fitting the path only
                     headers = [item for item in headers if item[0].lower() != b"allow"]
@@ -299,6 +326,7 @@ def create_app(settings: ServerConfig, state: Optional[ServiceState] = None) -> 
     app.add_middleware(
         _RequestGuard,
         max_body_bytes=settings.max_upload_bytes + FORM_OVERHEAD_BYTES,
+        body_idle_seconds=settings.body_idle_seconds,
         routes=[route for router in routers for route in router.routes],
     )
     return app

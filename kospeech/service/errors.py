@@ -32,6 +32,7 @@ _CODES = {
     403: "forbidden",
     404: "not_found",
     405: "method_not_allowed",
+    408: "request_timeout",
     409: "conflict",
     413: "upload_too_large",
     415: "unsupported_media_type",
@@ -75,9 +76,14 @@ _FILE_AS_TEXT = "must be sent as a file part (a multipart part with a filename, 
 """Starlette reads a part without a filename as a text field: what a client sending one is told."""
 
 
+_LISTED_VALIDATION_ERRORS = 10
+"""The most problems a 422's message lists (an object of thousands of unknown fields would be answered in megabytes)."""
+
+
 def _validation_message(exc: RequestValidationError) -> str:
+    errors = exc.errors()
     parts = []
-    for error in exc.errors():
+    for error in errors[:_LISTED_VALIDATION_ERRORS]:
         location = [str(part) for part in error.get("loc", ()) if part != "body"]
         if error.get("type") == "json_invalid":  # its location is a character offset, not a field
             reason = (error.get("ctx") or {}).get("error", "invalid JSON")
@@ -87,6 +93,9 @@ def _validation_message(exc: RequestValidationError) -> str:
         if "Expected UploadFile" in message:
             message = _FILE_AS_TEXT
         parts.append(f"{'.'.join(location) or 'request'}: {message}")
+    unlisted = len(errors) - _LISTED_VALIDATION_ERRORS
+    if unlisted > 0:
+        parts.append(f"and {unlisted} more")
     return "; ".join(parts) or "invalid request"
 
 

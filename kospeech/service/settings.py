@@ -73,6 +73,12 @@ class ServerConfig:
     max_audio_seconds: float = field(
         default=120.0, metadata={"help": "longest audio accepted, in seconds (422 beyond)"}
     )
+    body_idle_seconds: float = field(
+        default=30.0,
+        metadata={
+            "help": "longest wait for the next part of a request body, in seconds (408 beyond: a stalled upload)"
+        },
+    )
     batch_max_size: int = field(default=16, metadata={"help": "most transcription requests run as one batch"})
     batch_max_wait_ms: float = field(
         default=10.0, metadata={"help": "how long the first request of a batch waits for others, in ms"}
@@ -179,6 +185,7 @@ def _check(server: ServerConfig) -> ServerConfig:
         "port": server.port,
         "max_upload_bytes": server.max_upload_bytes,
         "max_audio_seconds": server.max_audio_seconds,
+        "body_idle_seconds": server.body_idle_seconds,
         "batch_max_size": server.batch_max_size,
         "batch_forward_size": server.batch_forward_size,
         "adapter_cache_bytes": server.adapter_cache_bytes,

@@ -24,6 +24,7 @@ from sqlalchemy import event, select
 
 from kospeech.inference.records import CacheStats
 from kospeech.service import create_app
+from kospeech.service.app import MAX_JSON_BODY_BYTES
 from kospeech.service.audio import decode_audio
 from kospeech.service.db import MAX_CONNECTIONS, migrate, session_scope
 from kospeech.service.deps import KEY_RECHECK_SECONDS
@@ -958,7 +959,7 @@ def test_a_queued_job_is_visible_to_its_tenant_only(service, user_id):
     )
     assert created.status_code == 202 and set(created.json()) == {"job_id"}
     job_id = created.json()["job_id"]
-    assert created.headers["location"] == f"http://testserver/v1/jobs/{job_id}"
+    assert created.headers["location"] == f"/v1/jobs/{job_id}"
     job = service.client.get(f"/v1/jobs/{job_id}", headers=service.headers()).json()
     assert job == {
         "job_id": job_id,
@@ -1091,7 +1092,7 @@ def test_answers_carry_request_ids_locations_and_the_methods_a_path_allows(servi
     (``Allow: GET`` where DELETE is allowed too, ``Allow: HEAD`` on /healthz); a trailing slash answered 307, so a
     client sent its upload twice; a key without the Bearer scheme was told it sent none."""
     created = service.client.post("/v1/users", json={"user_id": user_id}, headers=service.headers())
-    assert created.headers["location"] == f"http://testserver/v1/users/{user_id}"
+    assert created.headers["location"] == f"/v1/users/{user_id}"
     with caplog.at_level("INFO", logger="kospeech.service.access"):
         given = service.client.get(f"/v1/users/{user_id}", headers={**service.headers(), "X-Request-ID": "req-42.a"})
         refused = service.client.get("/v1/prompts", headers={"X-Request-ID": "bad id with spaces"})
@@ -1108,6 +1109,83 @@ def test_answers_carry_request_ids_locations_and_the_methods_a_path_allows(servi
     for authorization in (service.keys["acme"], f"Basic {service.keys['acme']}"):
         wrong = service.client.get("/v1/prompts", headers={"Authorization": authorization})
         assert wrong.status_code == 401 and "must use the Bearer scheme" in wrong.json()["error"]["message"]
+
+
+def test_locations_are_relative_and_api_answers_are_not_cached(service, user_id):
+    """Review, stop 39: ``Location`` was built from the client's ``Host`` header (``Host: evil.example`` gave
+    ``http://evil.example/v1/users/...``), and API answers carrying transcripts and enrollment texts had no
+    ``Cache-Control``."""
+    created = service.client.post(
+        "/v1/users", json={"user_id": user_id}, headers={**service.headers(), "Host": "evil.example"}
+    )
+    assert created.status_code == 201 and created.headers["location"] == f"/v1/users/{user_id}"
+    for answer in (
+        service.client.get(f"/v1/users/{user_id}", headers=service.headers()),
+        service.client.get("/v1/prompts"),  # the guard's own 401
+    ):
+        assert answer.headers["cache-control"] == "no-store", answer.headers
+        assert answer.headers["x-content-type-options"] == "nosniff"
+    assert "cache-control" not in service.client.get("/healthz").headers
+
+
+def test_a_json_body_is_bounded_and_its_422_lists_ten_problems(service, user_id):
+    """Review, stop 39: JSON bodies were bounded only by the upload limit (26 MiB), and a 422 listed every unknown
+    field: an object of 1.5 million fields held the event loop for 36 s and was answered with 62 MB."""
+    extra = {f"k{number}": 1 for number in range(40)}
+    refused = service.client.post("/v1/users", json={"user_id": user_id, **extra}, headers=service.headers())
+    message = refused.json()["error"]["message"]
+    assert refused.status_code == 422 and message.count("Extra inputs are not permitted") == 10, message
+    assert message.endswith("; and 30 more")
+    big = json.dumps({"user_id": user_id, "pad": "x" * MAX_JSON_BODY_BYTES})
+    for headers in ({}, {"Transfer-Encoding": "chunked"}):  # declared, then only counted as it streams
+        body = big if not headers else iter([big[:1000].encode(), big[1000:].encode()])
+        too_large = service.client.post(
+            "/v1/users", content=body, headers={**service.headers(), "Content-Type": "application/json", **headers}
+        )
+        assert too_large.status_code == 413 and error_code(too_large) == "upload_too_large"
+        assert f"other than a multipart upload is limited to {MAX_JSON_BODY_BYTES} bytes" in too_large.text
+    assert service.client.get(f"/v1/users/{user_id}", headers=service.headers()).status_code == 404
+
+
+class _StalledBody:
+    """An ASGI wrapper handing the app the first half of a request's body and then nothing more: a client that
+    stopped sending in the middle of its upload."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        calls = 0
+
+        async def stalled_receive():
+            nonlocal calls
+            calls += 1
+            if calls > 1:
+                await anyio.sleep_forever()
+            message = await receive()
+            half = len(message["body"]) // 2
+            return {"type": "http.request", "body": message["body"][:half], "more_body": True}
+
+        await self.app(scope, stalled_receive, send)
+
+
+def test_an_upload_that_stops_arriving_is_answered_408(tmp_path, user_id):
+    """Review, stop 39: an upload whose client stopped sending was held open for good, its parts spooled in memory
+    or on disk; now the request ends after ``server.body_idle_seconds`` without a byte."""
+    settings = settings_for(tmp_path, "server.body_idle_seconds=0.5")
+    keys = make_keys(settings)
+    headers = {"Authorization": f"Bearer {keys['acme']}"}
+    with TestClient(create_app(settings)) as client:
+        assert client.post("/v1/users", json={"user_id": user_id}, headers=headers).status_code == 201
+        stalled = TestClient(_StalledBody(client.app)).post(
+            f"/v1/users/{user_id}/utterances",
+            files={"file": ("a.wav", wav_bytes(tone(1.0)))},
+            data={"text": TEXT},
+            headers=headers,
+        )
+        assert stalled.status_code == 408 and error_code(stalled) == "request_timeout", stalled.text
+        assert "no part of the request body arrived for 0.5 s (server.body_idle_seconds)" in stalled.text
+        assert client.get(f"/v1/users/{user_id}/utterances", headers=headers).json()["utterances"] == []
 
 
 def test_request_logs_are_structured_and_never_show_keys(service, caplog):

@@ -41,6 +41,12 @@ LISTED_JOBS = 20
 """How many of a user's jobs their record lists: the most recent, oldest first (each stays readable by its id)."""
 
 
+def _location(request: Request, route_name: str, **path_params: object) -> str:
+    """A ``Location`` for the named route, relative to the server (behind a proxy's prefix): built from the client's
+    ``Host`` header, it would point wherever a forged header says."""
+    return request.scope.get("root_path", "") + str(request.app.url_path_for(route_name, **path_params))
+
+
 def user_record(user: User, session: Session) -> UserRecord:
     """The API view of a user: counts, the active (else newest) adapter, the :data:`LISTED_JOBS` most recent jobs."""
     active = [version for version in user.adapters if version.active]
@@ -102,7 +108,7 @@ def create_user(
         session.rollback()
         raise ServiceError(409, "user_exists", f"user {user_id!r} already exists") from exc
     session.refresh(user)
-    response.headers["Location"] = str(request.url_for("get_user", user_id=user_id))
+    response.headers["Location"] = _location(request, "get_user", user_id=user_id)
     return user_record(user, session)
 
 
@@ -191,5 +197,5 @@ def train_adapter(
         state.queue.enqueue(job.id)
     except QUEUE_FAULTS as exc:  # the job is committed: a worker's recovery enqueues it later
         logger.error("job=%s is queued but could not be put on the queue (%s); recovery will enqueue it", job.id, exc)
-    response.headers["Location"] = str(request.url_for("get_job", job_id=job.id))
+    response.headers["Location"] = _location(request, "get_job", job_id=job.id)
     return JobCreated(job_id=job.id)
