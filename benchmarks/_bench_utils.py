@@ -7,6 +7,7 @@ fbank features: the figures are about speed, never accuracy.
 
 import argparse
 import dataclasses
+import json
 import logging
 import os
 import platform
@@ -14,7 +15,7 @@ import resource
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 
 # tqdm reads TQDM_* variables when it is first imported (torch imports it): bars stay off unless --verbose
 if "--verbose" not in sys.argv:
@@ -25,14 +26,16 @@ import torch  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from kospeech.checkpoint import load_checkpoint  # noqa: E402
+from kospeech.cli.common import positive_int  # noqa: E402
 from kospeech.data.features import FeatureConfig  # noqa: E402
 from kospeech.data.manifest import ManifestEntry, read_manifest  # noqa: E402
 from kospeech.data.synthetic import build_user_sets, ensure_corpus  # noqa: E402
 from kospeech.demo import DemoConfig, run_demo  # noqa: E402
 from kospeech.device import resolve_device  # noqa: E402
-from kospeech.fileio import atomic_write_json  # noqa: E402
+from kospeech.fileio import atomic_write, atomic_write_json  # noqa: E402
 from kospeech.model_builder import DeepSpeech2Config, build_deepspeech2  # noqa: E402
 from kospeech.models import AdapterManager, DeepSpeech2, count_parameters  # noqa: E402
+from kospeech.resources import SHIPPED_BASE_MODEL  # noqa: E402
 from kospeech.vocabs import Vocabulary  # noqa: E402
 
 MODELS = {
@@ -45,7 +48,7 @@ def base_parser(description: str, output: str, device_option: bool = False) -> a
     """Options every training benchmark takes (``--device`` only where the benchmark supports GPUs)."""
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--quick", action="store_true", help="a smaller run of about a minute on 2 cores")
-    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads (set explicitly)")
+    parser.add_argument("--threads", type=positive_int, default=1, help="torch intra-op threads (set explicitly)")
     parser.add_argument("--corpus-dir", default="data/corpus_demo", help="built-in demo corpus (built if missing)")
     parser.add_argument("--base", default=None, help="base checkpoint; default: a random-weight model on fbank 80")
     parser.add_argument(
@@ -66,12 +69,19 @@ def users_parser(description: str, output: str, quick_help: str) -> argparse.Arg
     """Options of the benchmarks that transcribe the built-in users with their ``make demo`` adapters."""
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--quick", action="store_true", help=quick_help)
-    parser.add_argument("--base", default="pretrained/ds2_synthetic.pt", help="base checkpoint")
+    parser.add_argument("--base", default=SHIPPED_BASE_MODEL, help="base checkpoint")
     parser.add_argument("--adapter-dir", default="runs/demo/adapters", help="the users' adapters (make demo)")
     parser.add_argument("--users-dir", default="data/demo_users", help="the users' data (make demo)")
-    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
+    parser.add_argument("--threads", type=positive_int, default=1, help="torch intra-op threads")
     parser.add_argument("--output", default=output, help="results JSON")
     return parser
+
+
+def check_base(path: str) -> None:
+    """Stop at once, in one line, when ``--base`` names no file: a benchmark otherwise builds a corpus or trains for
+    minutes before reading it, and then fails with a traceback."""
+    if not Path(path).is_file():
+        raise SystemExit(f"error: --base {path} not found")
 
 
 def ensure_demo_adapters(args: argparse.Namespace) -> None:
@@ -79,8 +89,11 @@ def ensure_demo_adapters(args: argparse.Namespace) -> None:
     minutes on 2 cores when the users' speech is already synthesized).
 
     ``make demo`` writes its adapters to ``<output dir>/adapters``: a folder of any other name is never filled here, so
-    a mistyped ``--adapter-dir`` stops the benchmark instead of training into it.
+    a mistyped ``--adapter-dir`` stops the benchmark instead of training into it. Likewise a ``--base`` that does not
+    exist stops it, unless it is the shipped base's path: ``make demo`` trains a base when that one is missing.
     """
+    if args.base != SHIPPED_BASE_MODEL:
+        check_base(args.base)
     adapter_dir = Path(args.adapter_dir)
     if adapter_dir.is_dir() and AdapterManager.adapter_names(adapter_dir):
         return
@@ -96,6 +109,8 @@ class World:
     """Corpus, vocabulary, features and a way to build fresh copies of the base model."""
 
     def __init__(self, args: argparse.Namespace) -> None:
+        if args.base:  # before the corpus is built: a mistyped path is otherwise found minutes later
+            check_base(args.base)
         logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, force=True)
         torch.set_num_threads(args.threads)
         self.device = resolve_device(getattr(args, "device", "cpu"))
@@ -187,12 +202,14 @@ def machine(device: Optional[torch.device] = None) -> Dict[str, Any]:
 
 VOICES = ["user01", "user02", "user03", "user04"]
 """The built-in voices the service benchmarks enroll (users of the demo corpus, the shipped base's corpus)."""
+VOICE_ENROLLMENT = 40
+"""Enrollment utterances of each of the :data:`VOICES` (:func:`voice_sets`)."""
 
 
 def voice_sets(users_dir: str, vocab: Vocabulary) -> Dict[str, Dict[str, Path]]:
-    """The :data:`VOICES`' manifests (40 enrollment and 16 test utterances each), synthesized into ``users_dir`` on
-    first use: ``{voice: {"enroll": path, "test": path}}``."""
-    return build_user_sets(users_dir, vocab, preset="demo", users=VOICES, max_enroll=40, max_test=16)
+    """The :data:`VOICES`' manifests (:data:`VOICE_ENROLLMENT` enrollment and 16 test utterances each), synthesized
+    into ``users_dir`` on first use: ``{voice: {"enroll": path, "test": path}}``."""
+    return build_user_sets(users_dir, vocab, preset="demo", users=VOICES, max_enroll=VOICE_ENROLLMENT, max_test=16)
 
 
 def device_label(results: Dict[str, Any]) -> str:
@@ -200,8 +217,19 @@ def device_label(results: Dict[str, Any]) -> str:
     return "CPU" if results["device"] == "cpu" else f"{results['device']} {results['device_name']}"
 
 
-def write_results(path: str, results: Dict[str, Any]) -> Path:
-    return atomic_write_json(Path(path), results)
+def write_results(path: Union[str, os.PathLike], results: Dict[str, Any], args: argparse.Namespace) -> Path:
+    """Write ``results`` as JSON to ``path`` (atomically), with the run's parsed arguments under ``"config"``: the
+    file then says how its figures were made (seed, sizes, ``--quick``, ...)."""
+    # through JSON and back: what JSON has no type for (a Path) is recorded as its text
+    config = json.loads(json.dumps(vars(args), default=str))
+    return atomic_write_json(path, {**results, "config": config})
+
+
+def save_figure(figure: Any, path: Union[str, os.PathLike], dpi: int) -> Path:
+    """Save a matplotlib figure to ``path`` atomically, in the format its suffix names (PNG without one)."""
+    path = Path(path)
+    # a file handle carries no name to take the format from, as savefig does from a path
+    return atomic_write(path, lambda handle: figure.savefig(handle, format=path.suffix[1:] or "png", dpi=dpi))
 
 
 def print_table(header: List[str], rows: List[List[Any]], widths: Optional[List[int]] = None) -> None:

@@ -29,9 +29,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _bench_utils import VOICES, machine, print_table, voice_sets, write_results  # noqa: E402
+from _bench_utils import VOICE_ENROLLMENT, VOICES, check_base, machine, print_table, voice_sets, write_results  # noqa: E402
 
 from kospeech.checkpoint import load_checkpoint  # noqa: E402
+from kospeech.cli.common import positive_int  # noqa: E402
 from kospeech.data.manifest import ManifestEntry, read_manifest  # noqa: E402
 from kospeech.inference import Recognizer  # noqa: E402
 from kospeech.metrics import character_error_rate  # noqa: E402
@@ -63,7 +64,7 @@ def train_and_score(args: argparse.Namespace, voice: str, size: int, index: int,
         adapter_save_dir=str(folder / "adapter"),
         output_dir=str(folder / "run"),
         device="cpu",
-        num_threads=1,
+        num_threads=args.threads,
         num_workers=0,
         seed=index,
     )
@@ -83,18 +84,28 @@ def train_and_score(args: argparse.Namespace, voice: str, size: int, index: int,
     }
 
 
+def enrollment_sizes(text: str) -> List[int]:
+    """An ``argparse`` type: comma-separated sizes of 1 to the voices' enrollment utterances (a size out of range
+    otherwise fails only when its turn comes, after the runs of the sizes before it)."""
+    sizes = [positive_int(value) for value in text.split(",")]
+    if max(sizes) > VOICE_ENROLLMENT:
+        raise argparse.ArgumentTypeError(f"at most {VOICE_ENROLLMENT} (the voices' enrollment utterances), got {text}")
+    return sizes
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="size 5, one set per voice (about 1 minute)")
     parser.add_argument("--base", default="pretrained/ds2_synthetic.pt", help="base checkpoint")
     parser.add_argument("--users-dir", default="data/service_load_users", help="the voices' speech (built once)")
-    parser.add_argument("--sizes", default="5,8,12", help="enrollment sizes, comma-separated")
-    parser.add_argument("--sets", type=int, default=3, help="random enrollment sets per voice and size")
-    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
+    parser.add_argument("--sizes", type=enrollment_sizes, default="5,8,12", help="enrollment sizes, comma-separated")
+    parser.add_argument("--sets", type=positive_int, default=3, help="random enrollment sets per voice and size")
+    parser.add_argument("--threads", type=positive_int, default=1, help="torch intra-op threads")
     parser.add_argument("--output", default="runs/benchmarks/activation_safety.json", help="results JSON")
     args = parser.parse_args()
-    sizes = [5] if args.quick else [int(value) for value in args.sizes.split(",")]
-    set_count = 1 if args.quick else args.sets
+    check_base(args.base)
+    if args.quick:  # set on args, so that the config the results record is what ran
+        args.sizes, args.sets = [5], 1
     torch.set_num_threads(args.threads)
     base = load_checkpoint(args.base)
     sets = voice_sets(args.users_dir, base.vocab)
@@ -103,8 +114,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="kospeech_activation_") as scratch:
         for voice in VOICES:
             base_cer = unseen_cer(plain, read_manifest(sets[voice]["test"], base.vocab))  # the same for every run
-            for size in sizes:
-                for index in range(set_count):
+            for size in args.sizes:
+                for index in range(args.sets):
                     folder = Path(scratch) / f"{voice}-{size}-{index}"
                     runs.append(
                         {**train_and_score(args, voice, size, index, sets, base, folder), "unseen_cer_base": base_cer}
@@ -134,7 +145,7 @@ def main() -> None:
     before, now = (figures["mean_unseen_gain"] for figures in summary.values())
     ratio = now / before if before > 0 else float("nan")
     results = {"machine": machine(), "min_fewer_errors": margin, "rules": summary, "runs": runs, "ratio": ratio}
-    print(f"results: {write_results(args.output, results)}")
+    print(f"results: {write_results(args.output, results, args)}")
     print(f"ratio: {ratio:.2f}")
 
 

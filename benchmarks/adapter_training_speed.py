@@ -133,7 +133,7 @@ def main() -> None:
         "ratio_train_loop_per_epoch": round(loop_ratio, 3),
         "ratio_whole_train_call": round(uncached["train_call_seconds"] / cached["train_call_seconds"], 3),
     }
-    output = write_results(args.output, results)
+    output = write_results(args.output, results, args)
     print(
         f"adapter training speed ({results['mode']}, {device_label(results)}, {results['torch_threads']} thread(s), "
         f"load average {results['load_average_1min']})"

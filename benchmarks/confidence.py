@@ -27,11 +27,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from _bench_utils import ensure_demo_adapters, users_parser  # noqa: E402
+from _bench_utils import ensure_demo_adapters, save_figure, users_parser, write_results  # noqa: E402
 
 from kospeech.checkpoint import load_checkpoint, store_confidence_calibration  # noqa: E402
 from kospeech.data.manifest import read_manifest  # noqa: E402
-from kospeech.fileio import atomic_write_json  # noqa: E402
 from kospeech.inference import ConfidenceCalibration, Recognizer, Transcription  # noqa: E402
 from kospeech.inference.confidence import PlattScaling, auroc, reliability_table  # noqa: E402
 from kospeech.metrics import char_errors  # noqa: E402
@@ -123,8 +122,7 @@ def plot(figures: Dict[str, Dict[str, Any]], path: Path) -> None:
         axis.set_ylim(0, 1)
         axis.legend(loc="upper left", fontsize=8)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
+    save_figure(fig, path, dpi=110)
 
 
 def main() -> None:
@@ -164,7 +162,7 @@ def main() -> None:
         "held_out": {"utterances": len(held_out.utterance_raw), "words": len(held_out.word_raw)},
         "test": figures,
     }
-    atomic_write_json(Path(args.output), report)
+    write_results(args.output, report, args)
     if args.store:
         store_confidence_calibration(args.base, calibration.to_dict())
         print(f"stored the calibration in {args.base}")

@@ -111,7 +111,7 @@ def main() -> None:
         "wait_fraction_after_first_batch": round(sum(waits[1:]) / (loop_seconds - first_wait), 4),
         "ratio_loader_over_trainer": round(ratio, 3),
     }
-    output = write_results(args.output, results)
+    output = write_results(args.output, results, args)
     print(
         f"data loading vs training steps ({results['mode']}, CPU, {results['torch_threads']} thread(s), "
         f"{args.num_workers} worker(s), load average {results['load_average_1min']})"

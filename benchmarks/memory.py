@@ -142,7 +142,7 @@ def main() -> None:
         "peak_rss_mb": peak,
         "cached_over_uncached_training_memory": round(cache_ratio, 3),
     }
-    output = write_results(args.output, results)
+    output = write_results(args.output, results, args)
     print(f"peak memory ({results['mode']}, CPU, {results['torch_threads']} thread(s)); {world_info['model']}")
     print()
     print_table(

@@ -41,10 +41,12 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from _bench_utils import write_results  # noqa: E402
+
 from kospeech.checkpoint import save_checkpoint  # noqa: E402
+from kospeech.cli.common import positive_int  # noqa: E402
 from kospeech.data.features import FeatureConfig, FeatureExtractor  # noqa: E402
 from kospeech.decode import GreedyCTCDecoder  # noqa: E402
-from kospeech.fileio import atomic_write_json  # noqa: E402
 from kospeech.inference import Recognizer  # noqa: E402
 from kospeech.model_builder import build_deepspeech2  # noqa: E402
 from kospeech.models import AdapterManager, count_parameters  # noqa: E402
@@ -149,7 +151,7 @@ def per_user_swap(world: Dict[str, Any], waveforms: List[np.ndarray], from_disk:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="shorter utterances and fewer repeats (< 1 minute)")
-    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads (set explicitly)")
+    parser.add_argument("--threads", type=positive_int, default=1, help="torch intra-op threads (set explicitly)")
     parser.add_argument("--adapter-type", choices=sorted(ADAPTER_SIZES), default="encoder")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--output", default="runs/benchmarks/multi_user_inference.json")
@@ -240,8 +242,7 @@ def main() -> None:
         "mixed_vs_base": round(timings["base_only_batch"] / timings["mixed_batch"], 3),
         "load_average": [round(value, 2) for value in os.getloadavg()],
     }
-    output = Path(args.output)
-    atomic_write_json(output, results)
+    output = write_results(args.output, results, args)
 
     print(f"multi-user inference benchmark ({results['mode']}, CPU, {results['torch_threads']} thread(s))")
     print(

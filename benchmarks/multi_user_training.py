@@ -250,7 +250,7 @@ def main() -> None:
         "in_process_ratio": regimes[0]["ratio"] if regimes else None,
         "ratio": process_level["ratio"],
     }
-    output = write_results(args.output, results)
+    output = write_results(args.output, results, args)
     print(
         f"multi-user adapter training ({results['mode']}, {device_label(results)}, "
         f"{results['torch_threads']} thread(s), load average {results['load_average_1min']})"

@@ -33,9 +33,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
+from _bench_utils import check_base, save_figure, write_results  # noqa: E402
 
 from kospeech.checkpoint import load_checkpoint  # noqa: E402
 from kospeech.cli import setup_logging  # noqa: E402
+from kospeech.cli.common import positive_int  # noqa: E402
 from kospeech.data import FeatureExtractor, build_dataloader, read_manifest  # noqa: E402
 from kospeech.data.synthetic import (  # noqa: E402
     build_user_sets,
@@ -44,8 +46,8 @@ from kospeech.data.synthetic import (  # noqa: E402
     plan_corpus,
     plan_sealed,
 )
-from kospeech.fileio import atomic_write_json  # noqa: E402
-from kospeech.models import count_parameters  # noqa: E402
+from kospeech.fileio import atomic_write_json, atomic_write_text  # noqa: E402
+from kospeech.models import count_parameters, registered_adapter_types  # noqa: E402
 from kospeech.trainer import AdapterTrainConfig, AdapterTrainer, SupervisedTrainer, TrainConfig, evaluate  # noqa: E402
 from kospeech.trainer.adapter_trainer import split_holdout  # noqa: E402
 
@@ -110,18 +112,24 @@ def main() -> None:
     parser.add_argument(
         "--challenge-dir", default="data/demo_users", help="where the challenge (and sealed) users are built"
     )
-    parser.add_argument("--groups", nargs="*", default=list(DEFAULT_GROUPS), choices=GROUPS)
+    # nargs "+" (not "*"): an empty list is refused here rather than found after the corpus is set up
+    parser.add_argument("--groups", nargs="+", default=list(DEFAULT_GROUPS), choices=GROUPS)
     parser.add_argument("--users", nargs="*", default=None, help="only these users (of any group)")
-    parser.add_argument("--sizes", nargs="*", type=int, default=[10, 25, 50, 100])
-    parser.add_argument("--methods", nargs="*", default=[*ADAPTER_METHODS, "full"])
-    parser.add_argument("--epochs", type=int, default=15, help="full fine-tuning epochs (adapters: their recipes)")
+    parser.add_argument("--sizes", nargs="+", type=positive_int, default=[10, 25, 50, 100])
+    parser.add_argument(
+        "--methods", nargs="+", default=[*ADAPTER_METHODS, "full"], choices=[*registered_adapter_types(), "full"]
+    )
+    parser.add_argument(
+        "--epochs", type=positive_int, default=15, help="full fine-tuning epochs (adapters: their recipes)"
+    )
     parser.add_argument("--patience", type=int, default=4, help="full fine-tuning early-stopping patience")
     parser.add_argument("--full-lr", type=float, default=2e-4)
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=positive_int, default=2)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--quick", action="store_true", help="1 user per group, 25 enrollment utterances")
     parser.add_argument("--output-dir", default="runs/benchmarks/personalization")
     args = parser.parse_args()
+    check_base(args.base)
     if args.quick:
         args.sizes = [25]
     setup_logging()
@@ -136,10 +144,16 @@ def main() -> None:
             user: {split: card.user_manifest(user, split) for split in ("enroll", "test")}
             for user in sorted(card.users)
         }
-    for group, plan_group in BUILT_GROUPS.items():
-        if group not in args.groups:
-            continue
-        group_users, _ = plan_group(plan_corpus(card.preset, card.seed, **dataclasses.asdict(card.sizes)))
+    planned = {
+        group: plan_group(plan_corpus(card.preset, card.seed, **dataclasses.asdict(card.sizes)))[0]
+        for group, plan_group in BUILT_GROUPS.items()
+        if group in args.groups
+    }
+    known = {user.user_id for group_users in planned.values() for user in group_users}
+    unknown = sorted(set(args.users or ()) - known - set(card.users if "users" in args.groups else ()))
+    if unknown:  # refused before any user is synthesized: a mistyped name is otherwise just left out
+        parser.error(f"--users {' '.join(unknown)}: not users of --groups {' '.join(args.groups)}")
+    for group, group_users in planned.items():
         wanted = sorted(user.user_id for user in group_users if not args.users or user.user_id in args.users)
         wanted = wanted[:QUICK_USERS_PER_GROUP] if args.quick else wanted  # only the users measured are synthesized
         manifests[group] = (
@@ -239,14 +253,14 @@ def main() -> None:
         "seconds": round(time.monotonic() - started, 1),
         "quick": args.quick,
     }
-    atomic_write_json(output_dir / "results.json", report)
+    write_results(output_dir / "results.json", report, args)
     partial.unlink()
     markdown = "\n\n".join(
         f"### {group} ({len(manifests[group])} users)\n\n" + to_markdown(summary[group], args.methods, args.sizes)
         for group in summary
         if summary[group]
     )
-    (output_dir / "results.md").write_text(markdown + "\n", encoding="utf-8")
+    atomic_write_text(output_dir / "results.md", markdown + "\n")
     plot(summary, args.methods, args.sizes, output_dir / "personalization.png")
     print()
     print(markdown)
@@ -334,7 +348,7 @@ def plot(summary, methods, sizes, path):
         axis.set_xticks(sizes, [str(s) for s in sizes])
         axis.legend()
     figure.tight_layout()
-    figure.savefig(path, dpi=100)
+    save_figure(figure, path, dpi=100)
     plt.close(figure)
 
 

@@ -128,7 +128,7 @@ def main() -> None:
         "profiled_self_cpu_seconds": round(total / 1e6, 3),
         "top_ops": top,
     }
-    output = write_results(args.output, results)
+    output = write_results(args.output, results, args)
     print(
         f"base training step profile ({results['mode']}, CPU, {results['torch_threads']} thread(s), load average "
         f"{results['load_average_1min']}); {world.model_description}"

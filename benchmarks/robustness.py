@@ -41,13 +41,12 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from _bench_utils import ensure_demo_adapters, users_parser  # noqa: E402
+from _bench_utils import ensure_demo_adapters, users_parser, write_results  # noqa: E402
 
 from kospeech.data.audio import load_audio  # noqa: E402
 from kospeech.data.manifest import read_manifest  # noqa: E402
 from kospeech.data.silence_padding import low_noise  # noqa: E402
 from kospeech.data.voice_activity import frame_levels  # noqa: E402
-from kospeech.fileio import atomic_write_json  # noqa: E402
 from kospeech.inference import Recognizer  # noqa: E402
 from kospeech.metrics import character_error_rate  # noqa: E402
 from kospeech.trainer.peak_memory import PeakMemory  # noqa: E402
@@ -202,7 +201,7 @@ def main() -> None:
         "seconds": round(time.perf_counter() - started, 1),
         "ratio": round(worst, 3),
     }
-    atomic_write_json(Path(args.output), report)
+    write_results(args.output, report, args)
     for key, values in figures.items():
         if key != "long_files":
             print(

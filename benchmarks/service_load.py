@@ -50,9 +50,10 @@ from sqlalchemy import select
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _bench_utils import VOICES, machine, print_table, voice_sets, write_results  # noqa: E402
+from _bench_utils import VOICES, check_base, machine, print_table, voice_sets, write_results  # noqa: E402
 
 from kospeech.checkpoint import load_checkpoint  # noqa: E402
+from kospeech.cli.common import positive_int  # noqa: E402
 from kospeech.data.manifest import read_manifest  # noqa: E402
 from kospeech.fileio import atomic_write_json  # noqa: E402
 from kospeech.service import load_settings  # noqa: E402
@@ -241,16 +242,24 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="K = 1 and 16, 12 s per point")
     parser.add_argument("--base", default="pretrained/ds2_synthetic.pt", help="base checkpoint")
     parser.add_argument("--users-dir", default="data/service_load_users", help="the voices' speech (built once)")
-    parser.add_argument("--threads", type=int, default=1, help="torch threads of the server process")
+    parser.add_argument("--threads", type=positive_int, default=1, help="torch threads of the server process")
     parser.add_argument("--seconds", type=float, default=None, help="measured seconds per mode and K (30; --quick 12)")
-    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds the seconds are split into")
+    parser.add_argument("--rounds", type=positive_int, default=3, help="alternating rounds the seconds are split into")
     parser.add_argument("--retrain", action="store_true", help="train the voices' adapters again")
-    parser.add_argument("--concurrency", type=int, nargs="+", help="the values of K (default 1 4 16 64; --quick 1 16)")
+    parser.add_argument(
+        "--concurrency",
+        type=positive_int,
+        nargs="+",
+        help=f"the values of K, up to {MAX_USERS} (default 1 4 16 64; --quick 1 16)",
+    )
     parser.add_argument(
         "--setting", action="append", default=[], help="a server.KEY=VALUE for both servers (repeatable)"
     )
     parser.add_argument("--output", default="runs/benchmarks/service_load.json", help="results JSON")
     args = parser.parse_args()
+    check_base(args.base)
+    if args.concurrency and max(args.concurrency) > MAX_USERS:  # there are MAX_USERS clients: a larger K runs fewer
+        parser.error(f"argument --concurrency: at most {MAX_USERS}, got {max(args.concurrency)}")
     concurrency = args.concurrency or ([1, 16] if args.quick else [1, 4, 16, 64])
     seconds = args.seconds or (12.0 if args.quick else 30.0)
     args.base = str(Path(args.base).resolve())
@@ -339,7 +348,7 @@ def main() -> None:
         "ratio_k": ratio_k,
         "ratio": round(ratio, 3),
     }
-    output = write_results(args.output, results)
+    output = write_results(args.output, results, args)
     print()
     print(
         f"service load ({results['mode']}, CPU, server with {args.threads} torch thread(s), "

@@ -17,6 +17,7 @@ import torch
 
 from kospeech.checkpoint import load_checkpoint
 from kospeech.cli import setup_logging
+from kospeech.cli.common import exit_on_user_errors, positive_int
 from kospeech.data import FeatureExtractor, build_dataloader, read_manifest
 from kospeech.data.synthetic import ensure_corpus
 from kospeech.demo import DemoConfig, train_demo_base
@@ -32,12 +33,18 @@ def main() -> None:
     parser.add_argument("--corpus-dir", default="data/corpus_demo", help="built-in corpus folder")
     parser.add_argument("--preset", default="demo", help="corpus preset: tiny, demo or bench")
     parser.add_argument("--adapter-type", default="encoder", help="head, residual_head or encoder")
-    parser.add_argument("--epochs", type=int, default=None, help="maximum adapter epochs (default: the type's recipe)")
+    parser.add_argument(
+        "--epochs", type=positive_int, default=None, help="maximum adapter epochs (default: the type's recipe)"
+    )
     parser.add_argument("--output-dir", default="runs/adapter_example", help="adapters and logs go here")
     args = parser.parse_args()
     setup_logging()
     torch.set_num_threads(2)
+    exit_on_user_errors(lambda: personalize(args))  # a mistyped user or path: one line, no traceback
 
+
+def personalize(args: argparse.Namespace) -> None:
+    """Steps 1 to 6 of the module docstring for ``args.user``."""
     card = ensure_corpus(Path(args.corpus_dir), preset=args.preset, seed=0)
     base_path = Path(args.base)
     if not base_path.exists():

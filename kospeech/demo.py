@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 import torch
+from omegaconf import OmegaConf
 
 from kospeech.checkpoint import load_checkpoint
 from kospeech.config import TrainJobConfig
@@ -22,7 +23,7 @@ from kospeech.data.features import FeatureExtractor
 from kospeech.data.manifest import read_manifest
 from kospeech.data.synthetic import build_user_sets
 from kospeech.evaluation import evaluate_base_and_adapter
-from kospeech.fileio import atomic_write_json
+from kospeech.fileio import atomic_write, atomic_write_json, atomic_write_text
 from kospeech.model_builder import DeepSpeech2Config
 from kospeech.models import AdapterManager
 from kospeech.resources import SHIPPED_BASE_MODEL, local_or_shipped
@@ -86,6 +87,7 @@ def run_demo(config: DemoConfig) -> List[Dict[str, Any]]:
         better than the base on the held-out part, so a Recognizer serves the base) and the curves.
     """
     output_dir = Path(config.output_dir)
+    logger.info("demo config: %s", atomic_write_text(output_dir / "config.yaml", OmegaConf.to_yaml(config)))
     base_path = Path(local_or_shipped(config.base_model_path))  # an installed package's copy of the default
     if not base_path.exists():
         base_path = train_demo_base(config)
@@ -193,7 +195,6 @@ def plot_results(records: List[Dict[str, Any]], path: Path) -> Path:
     bars.set(title="test CER per user", ylabel="CER")
     bars.legend()
     figure.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=100)
+    atomic_write(path, lambda handle: figure.savefig(handle, format="png", dpi=100))
     plt.close(figure)
     return path

@@ -2,9 +2,12 @@
 
 import dataclasses
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
+from omegaconf import OmegaConf
 
 from kospeech.cli.demo import demo_config
 from kospeech.demo import DemoConfig, format_table, run_demo
@@ -36,7 +39,9 @@ def test_demo_adapter_beats_the_base_on_an_unseen_channel(tmp_path):
     assert saved[0]["adapter_cer"] == record["adapter_cer"]
     assert {"base_cer", "adapter_cer", "trainable_params", "adapter_bytes", "train_seconds"} <= set(saved[0])
     assert record["adapter_bytes"] == Path(record["adapter_path"]).stat().st_size
-    assert (tmp_path / "demo" / "personalization.png").stat().st_size > 0
+    assert (tmp_path / "demo" / "personalization.png").read_bytes().startswith(b"\x89PNG\r\n")
+    recorded = OmegaConf.load(tmp_path / "demo" / "config.yaml")  # the demo's own settings, beside its results
+    assert recorded.users == ["user01"] and recorded.max_enroll == 40 and recorded.adapter.num_epochs == 6
     assert "user01" in format_table(records)
 
 
@@ -50,3 +55,21 @@ def test_the_demo_trains_the_chosen_type_s_own_recipe():
     assert chosen.adapter_hidden_dims == [128]
     assert demo_config([]).adapter == dataclasses.replace(DemoConfig().adapter, num_threads=2)  # `make demo`
     assert demo_config(["--epochs", "3", "--threads", "1"]).adapter.num_epochs == 3
+
+
+def test_the_demo_refuses_mistakes_in_one_line(tmp_path, capsys):
+    """Review, stop 39: --threads 0, --epochs 0 and an unknown user ended in tracebacks, and a mistyped --base
+    trained a new base model for minutes."""
+    for arguments, problem in (
+        (["--threads", "0"], "argument --threads: must be at least 1, got 0"),
+        (["--epochs", "0"], "argument --epochs: must be at least 1, got 0"),
+        (["--base", str(tmp_path / "typo.pt")], "typo.pt: no such file"),
+    ):
+        with pytest.raises(SystemExit) as stopped:
+            demo_config(arguments)
+        assert stopped.value.code == 2 and problem in capsys.readouterr().err
+    command = [sys.executable, str(ROOT / "bin" / "demo.py"), "--users", "nobody", "--base", str(BASE)]
+    command += ["--output-dir", str(tmp_path / "out"), "--users-dir", str(tmp_path / "users"), "--threads", "1"]
+    finished = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert finished.returncode == 1 and "Traceback" not in finished.stderr
+    assert finished.stderr.strip().splitlines()[-1].startswith("error: unknown users ['nobody']")

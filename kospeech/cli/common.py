@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import functools
 import logging
 import os
@@ -30,6 +31,7 @@ __all__ = [
     "take_verbose_flag",
     "one_line_errors",
     "exit_on_user_errors",
+    "positive_int",
     "record_resolved_config",
     "config_groups_help",
     "register_help",
@@ -119,6 +121,17 @@ def take_verbose_flag(argv: Optional[List[str]] = None) -> bool:
     argv[1:] = [argument for argument in argv[1:] if argument not in VERBOSE_FLAGS]
     _verbose = _verbose or found
     return found
+
+
+def positive_int(text: str) -> int:
+    """An ``argparse`` type: a whole number of at least 1 (``--threads 0`` is refused with the option's name)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
 
 
 def record_resolved_config(config: DictConfig, run_dir: Path) -> None:

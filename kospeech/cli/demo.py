@@ -13,7 +13,7 @@ from typing import Optional, Sequence
 
 import torch
 
-from kospeech.cli.common import setup_logging
+from kospeech.cli.common import exit_on_user_errors, positive_int, setup_logging
 from kospeech.data.synthetic.corpus import PRESETS
 from kospeech.demo import DemoConfig, format_table, run_demo
 from kospeech.models import registered_adapter_types
@@ -32,12 +32,18 @@ def demo_config(argv: Optional[Sequence[str]] = None) -> DemoConfig:
     parser.add_argument(
         "--adapter-type", default=defaults.adapter.adapter_type, choices=registered_adapter_types(), help="adapter type"
     )
-    parser.add_argument("--epochs", type=int, default=None, help="maximum adapter epochs (default: the type's recipe)")
+    parser.add_argument(
+        "--epochs", type=positive_int, default=None, help="maximum adapter epochs (default: the type's recipe)"
+    )
     parser.add_argument("--users", nargs="*", default=None, help="users to adapt (default: all built-in users)")
-    parser.add_argument("--max-enroll", type=int, default=None, help="enrollment utterances per user (default all)")
-    parser.add_argument("--max-test", type=int, default=None, help="test utterances per user (default all)")
-    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    parser.add_argument(
+        "--max-enroll", type=positive_int, default=None, help="enrollment utterances per user (default all)"
+    )
+    parser.add_argument("--max-test", type=positive_int, default=None, help="test utterances per user (default all)")
+    parser.add_argument("--threads", type=positive_int, default=2, help="torch CPU threads")
     args = parser.parse_args(argv)
+    if args.base != defaults.base_model_path and not Path(args.base).is_file():  # a typo must not train a new base
+        parser.error(f"--base {args.base}: no such file (leave --base out to use, or train, the shipped base)")
     chosen = {"num_threads": args.threads, **({} if args.epochs is None else {"num_epochs": args.epochs})}
     return DemoConfig(
         corpus_dir=args.corpus_dir,
@@ -54,10 +60,10 @@ def demo_config(argv: Optional[Sequence[str]] = None) -> DemoConfig:
 
 
 def main() -> None:
-    config = demo_config()
-    setup_logging(Path(config.output_dir) / "demo.log")
+    config = exit_on_user_errors(demo_config)
+    exit_on_user_errors(lambda: setup_logging(Path(config.output_dir) / "demo.log"))
     torch.set_num_threads(config.adapter.num_threads)
-    records = run_demo(config)
+    records = exit_on_user_errors(lambda: run_demo(config))
 
     output_dir = Path(config.output_dir)
     print()
