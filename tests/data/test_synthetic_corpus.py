@@ -23,6 +23,7 @@ from kospeech.data.synthetic import (
     plan_sealed,
 )
 from kospeech.data.synthetic.corpus import PRESETS
+from kospeech.errors import ConfigError
 from kospeech.vocabs import UnknownCharacterError, Vocabulary
 
 
@@ -216,6 +217,22 @@ def test_ensure_corpus_without_sizes_keeps_the_sizes_the_corpus_was_built_with(c
     # explicit sizes that differ from the card's rebuild the corpus at those sizes
     assert ensure_corpus(root, preset="tiny", seed=0, num_workers=1, num_users=2).users == ["user01", "user02"]
     assert _files(root) == _files(corpus.root)
+
+
+def test_ensure_corpus_refuses_a_folder_holding_a_corpus_of_another_preset_or_seed(corpus, tmp_path):
+    """Review, stop 39: ``kospeech-train data.corpus_dir=data/corpus_tiny`` (the demo preset by default) began
+    synthesizing the demo corpus into the tiny corpus' folder, and its build would have deleted the tiny files the demo
+    plan does not use."""
+    root = tmp_path / "other"
+    shutil.copytree(corpus.root, root)
+    stamps = {path: path.stat().st_mtime_ns for path in root.rglob("*") if path.is_file()}
+    for preset, seed in (("demo", 0), ("tiny", 1)):
+        with pytest.raises(ConfigError) as refused:
+            ensure_corpus(root, preset=preset, seed=seed, num_workers=1)
+        message = str(refused.value)
+        assert f"holds the 'tiny' corpus of seed 0, not the {preset!r} corpus of seed {seed}" in message
+        assert f"bin/make_corpus.py preset={preset} seed={seed} out_dir={root}" in message
+    assert {path: path.stat().st_mtime_ns for path in root.rglob("*") if path.is_file()} == stamps
 
 
 def test_smaller_rebuild_removes_stale_files_and_matches_a_fresh_build(corpus, tmp_path):

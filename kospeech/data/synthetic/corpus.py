@@ -1008,7 +1008,9 @@ def ensure_corpus(
     (``bin/make_corpus.py preset=demo num_base_speakers=12``) is checked and, where files are missing or damaged,
     completed at the sizes it was built with, never rebuilt at the preset's; one INFO line names the sizes kept.
     Explicit overrides that differ from the card's rebuild the corpus at the sizes asked for, which deletes the files
-    of the old sizes that the new ones do not use.
+    of the old sizes that the new ones do not use. A corpus of another preset or seed in ``out_dir`` is never rebuilt
+    here (that would delete much of it, as a side effect of a training job's default preset): it is refused, and
+    ``bin/make_corpus.py`` rebuilds a folder on purpose.
 
     Args:
         out_dir: the corpus folder.
@@ -1023,11 +1025,13 @@ def ensure_corpus(
 
     Raises:
         ValueError: unknown preset or override, invalid sizes or seed.
+        ConfigError: ``out_dir`` holds a corpus of another preset or seed.
     """
     root = Path(out_dir)
     sizes = resolve_sizes(preset, overrides)
+    _refuse_another_corpus(root, preset, seed)
     if all(value is None for value in overrides.values()):
-        recorded = _recorded_sizes(root, preset, seed)
+        recorded = _recorded_sizes(root)
         if recorded is not None and recorded != sizes:
             kept = ", ".join(
                 f"{name}={value} (preset: {getattr(sizes, name)})"
@@ -1048,16 +1052,29 @@ def ensure_corpus(
     return build_corpus(root, preset=preset, seed=seed, num_workers=num_workers, **dataclasses.asdict(sizes))
 
 
-def _recorded_sizes(root: Path, preset: str, seed: int) -> Optional[CorpusSizes]:
-    """The sizes of the corpus card in ``root`` if it is a corpus of ``preset`` and ``seed``, else ``None``.
+def _refuse_another_corpus(root: Path, preset: str, seed: int) -> None:
+    """Raise :class:`ConfigError` when the readable card in ``root`` is of another preset or seed than asked for."""
+    try:
+        recorded = CorpusCard.load(root).data
+    except (FileNotFoundError, InputError):  # no corpus yet, or a broken one that the build replaces
+        return
+    if (recorded.get("preset"), recorded.get("seed")) != (preset, seed):
+        raise ConfigError(
+            f"{root} holds the {recorded.get('preset')!r} corpus of seed {recorded.get('seed')}, not the {preset!r} "
+            f"corpus of seed {seed} asked for (a training job's data.corpus_preset, data.corpus_seed): ask for that "
+            "corpus, point at another folder, or rebuild this one on purpose with bin/make_corpus.py "
+            f"preset={preset} seed={seed} out_dir={root}"
+        )
 
-    An unreadable card also gives ``None``: the build that follows replaces it, as it did before cards kept sizes.
+
+def _recorded_sizes(root: Path) -> Optional[CorpusSizes]:
+    """The sizes of the corpus card in ``root`` (of the preset and seed asked for: see :func:`_refuse_another_corpus`).
+
+    No card, or an unreadable one, gives ``None``: the build that follows replaces it, as it did before cards kept
+    sizes.
     """
     try:
-        card = CorpusCard.load(root)
-        if card.data.get("preset") != preset or card.data.get("seed") != seed:
-            return None
-        return card.sizes
+        return CorpusCard.load(root).sizes
     except (FileNotFoundError, InputError):
         return None
 
