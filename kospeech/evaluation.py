@@ -242,7 +242,8 @@ def evaluate_users(
     base_hypotheses: List[str] = []
     adapted_hypotheses: List[str] = []
     applied: Dict[Optional[str], bool] = {}
-    for start in range(0, len(files), recognizer.batch_size):
+    starts = range(0, len(files), recognizer.batch_size)
+    for start in tqdm(starts, desc="per user (base and adapter)", unit="batch", leave=False):
         chunk, chunk_users = (
             files[start : start + recognizer.batch_size],
             list(users[start : start + recognizer.batch_size]),

@@ -1,18 +1,23 @@
 """Console scripts: real installed executables, ``python -m kospeech``, and the ``bin/`` shims from a checkout."""
 
+import dataclasses
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from omegaconf import OmegaConf
 
 from kospeech.checkpoint import load_checkpoint
 from kospeech.cli import COMMANDS
-from kospeech.cli.common import exit_on_user_errors
+from kospeech.cli.common import PATH_KEYS, absolutize_paths, exit_on_user_errors
+from kospeech.config import EvalConfig, TrainJobConfig
 from kospeech.data.manifest import ManifestEntry, write_manifest
+from kospeech.trainer.configs import AdapterTrainConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPTS = Path(sys.executable).parent
@@ -133,3 +138,20 @@ def test_eval_entry_point_resolves_relative_paths_against_the_launch_directory(t
     assert results["base"]["num_utterances"] == 2 and 0.0 <= results["base"]["cer"] <= 1.0
     recorded = (tmp_path / "rel" / "out" / "config.yaml").read_text(encoding="utf-8")  # resolved, beside the figures
     assert "${" not in recorded and f"checkpoint_path: {tmp_path / 'rel' / 'base.pt'}" in recorded
+
+
+def test_every_path_setting_is_resolved_against_the_launch_directory():
+    """Review, stop 39: ``train.init_from`` was not in ``PATH_KEYS``: under ``hydra.job.chdir=true`` a relative
+    checkpoint was not found, and ``config.yaml`` recorded it relative while every other path was absolute."""
+    path_like = re.compile(r"(_path|_dir|_manifest|_map)$|^init_from$")
+
+    def fields_of(schema):
+        for item in dataclasses.fields(schema):
+            default = item.default_factory() if item.default_factory is not dataclasses.MISSING else item.default
+            yield from fields_of(type(default)) if dataclasses.is_dataclass(default) else (item.name,)
+
+    names = {name for schema in (TrainJobConfig, EvalConfig, AdapterTrainConfig) for name in fields_of(schema)}
+    assert {"init_from", "checkpoint_path", "train_manifest"} <= names
+    assert sorted(name for name in names if path_like.search(name) and name not in PATH_KEYS) == []
+    config = absolutize_paths(OmegaConf.create({"train": {"init_from": "runs/base/best.pt", "optimizer": "adam"}}))
+    assert config.train.init_from == str(Path.cwd() / "runs" / "base" / "best.pt") and config.train.optimizer == "adam"

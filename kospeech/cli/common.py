@@ -52,6 +52,7 @@ PATH_KEYS = (
     "valid_manifest",
     "vocab_path",
     "base_model_path",
+    "init_from",
     "adapter_save_dir",
     "checkpoint_path",
     "manifest_path",

@@ -10,7 +10,7 @@ Figures go to ``{output_dir}/results.json`` (default ``runs/eval/<date>_<time>/`
 import logging
 import sys
 from pathlib import Path
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional, Tuple
 
 import hydra
 from omegaconf import DictConfig
@@ -30,7 +30,7 @@ from kospeech.data.dataset import build_dataloader
 from kospeech.data.features import FeatureExtractor
 from kospeech.data.manifest import ManifestEntry, read_manifest
 from kospeech.device import resolve_device
-from kospeech.errors import ManifestError
+from kospeech.errors import ConfigError, ManifestError
 from kospeech.evaluation import EvaluationResult, evaluate
 from kospeech.fileio import strict_json
 from kospeech.inference import Recognizer, evaluate_users, read_user_map, user_map_key
@@ -64,14 +64,26 @@ def evaluate_checkpoint(job: Any) -> Dict[str, Any]:
     model = checkpoint.build_model(device=device)
     if job.manifest_path:
         manifest = Path(job.manifest_path)
+    elif job.data.train_manifest is not None:
+        raise ConfigError(
+            "set manifest_path=... (the utterances to score, e.g. data/kspon/eval_clean.tsv): these data settings "
+            "name training manifests, and the built-in corpus' test set is scored only without them"
+        )
     else:
         manifest = resolve_data(to_dataclass(job.data, DataConfig)).test_manifest
+        if manifest is None:
+            raise ConfigError(
+                f"set manifest_path=... (the utterances to score): the corpus in {job.data.corpus_dir} has no base "
+                "test set"
+            )
         logger.info("no manifest_path given: scoring the built-in corpus' base test set %s", manifest)
     entries = read_manifest(manifest, vocab, relabel=True)  # ids come from the checkpoint's own vocabulary
     if not entries:
         raise ManifestError(f"the manifest {manifest} holds no utterances: nothing to score")
     if job.adapter_path:  # a missing or damaged adapter fails now, not after the base model is scored
         AdapterManager.get_adapter_info(job.adapter_path)
+    # likewise every user's adapter, before the base pass over the whole manifest
+    per_user = _users_and_recognizer(job, entries) if getattr(job, "adapter_dir", None) else None
     loader = build_dataloader(entries, FeatureExtractor(feature_config).without_dither(), job.batch_size, shuffle=False)
     results: Dict[str, Any] = {"checkpoint": str(job.checkpoint_path), "manifest": str(manifest)}
     loss_fn = CTCLoss(vocab.blank_id)
@@ -97,8 +109,8 @@ def evaluate_checkpoint(job: Any) -> Dict[str, Any]:
         )
         results["adapter"] = {"path": str(job.adapter_path), "name": info.get("adapter_name"), **adapted.as_dict()}
         _log_cer("adapter", adapted)
-    if getattr(job, "adapter_dir", None):
-        results["per_user"] = _evaluate_per_user(job, entries)
+    if per_user is not None:
+        results["per_user"] = _evaluate_per_user(job, entries, *per_user)
     write_results(Path(job.output_dir), results)
     return results
 
@@ -115,11 +127,14 @@ def _log_cer(label: str, result: EvaluationResult) -> None:
     )
 
 
-def _evaluate_per_user(job: Any, entries: List[ManifestEntry]) -> Dict[str, Any]:
-    """CER/WER per user and overall, each utterance with its own user's adapter (mixed-user batches).
+def _users_and_recognizer(job: Any, entries: List[ManifestEntry]) -> Tuple[List[Optional[str]], Recognizer]:
+    """Each utterance's user and a recognizer over ``job.adapter_dir`` whose adapters for them are checked (loaded).
 
     The user of an utterance comes from ``job.user_map`` when it lists the audio file, else from the manifest's
     speaker column; utterances without a user are scored with the base model.
+
+    Raises:
+        UnknownUserError: a user without an adapter (unless ``job.fallback_to_base``).
     """
     user_map_path = getattr(job, "user_map", None)
     user_map = read_user_map(user_map_path) if user_map_path else {}
@@ -132,6 +147,14 @@ def _evaluate_per_user(job: Any, entries: List[ManifestEntry]) -> Dict[str, Any]
         beam_size=job.beam_size,
         batch_size=job.batch_size,
     )
+    recognizer.resolve_users(users)
+    return users, recognizer
+
+
+def _evaluate_per_user(
+    job: Any, entries: List[ManifestEntry], users: List[Optional[str]], recognizer: Recognizer
+) -> Dict[str, Any]:
+    """CER/WER per user and overall, each utterance with its own user's adapter (mixed-user batches)."""
     paths = [entry.audio_path for entry in entries]
     figures = evaluate_users(recognizer, paths, [entry.transcript for entry in entries], users)
     for user, values in figures["per_user"].items():

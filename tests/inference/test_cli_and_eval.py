@@ -16,6 +16,7 @@ import pytest
 from inference_world import TOKENS
 
 from kospeech.data.manifest import ManifestEntry, write_manifest
+from kospeech.errors import ConfigError, UnknownUserError
 from kospeech.inference import Recognizer, collect_audio_files, evaluate_users, read_user_map, transcribe_files
 from kospeech.metrics import character_error_rate
 from kospeech.vocabs import Vocabulary
@@ -262,6 +263,21 @@ def test_eval_refuses_an_empty_manifest_and_a_missing_adapter_before_scoring(wor
     with pytest.raises(FileNotFoundError, match="nonexistent.pt"):
         eval_cli.evaluate_checkpoint(job)
     assert scored == []  # the base model was not scored first
+
+    # review, stop 39: a user of adapter_dir without an adapter was found after the base pass over the whole manifest
+    strangers = write_manifest(
+        tmp_path / "carol.tsv", [ManifestEntry(world.wavs[0], "가나", tuple(vocab.encode("가나")), "carol")]
+    )
+    job.manifest_path, job.adapter_path, job.adapter_dir = str(strangers), None, str(world.adapter_dir)
+    with pytest.raises(UnknownUserError, match="carol"):
+        eval_cli.evaluate_checkpoint(job)
+    assert scored == []
+    # and data settings naming training manifests (data=kspon) without manifest_path: a TypeError on None before
+    job.manifest_path, job.adapter_dir = None, None
+    job.data.train_manifest = str(manifest)
+    with pytest.raises(ConfigError, match=r"set manifest_path=\.\.\. \(the utterances to score"):
+        eval_cli.evaluate_checkpoint(job)
+    assert scored == []
 
 
 def test_a_progress_bar_shows_on_the_terminal_while_the_results_go_to_a_pipe(world):
