@@ -289,11 +289,25 @@ def safe_torch_load(path: PathLike, what: str = "file") -> Dict[str, Any]:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # on arbitrary bytes the weights-only unpickler fails with many types (IndexError, ...)
-        raise CheckpointError(f"{path}: not a valid {what} (refused by the weights-only loader): {exc}") from exc
+        raise CheckpointError(
+            f"{path}: not a valid {what} (refused by the weights-only loader: {_loader_reason(exc)})"
+        ) from exc
     if not isinstance(obj, dict):
         raise CheckpointError(f"{path}: a {what} must hold a dict, found {type(obj).__name__}")
     _refuse_unusual_tensors(obj, f"{path}: {what} entry", "")
     return obj
+
+
+_TORCH_LOADER_ADVICE = ("Weights only load failed", "Please file an issue", "Check the documentation")
+"""How the paragraphs of torch's weights-only refusals that are advice, not the reason, begin."""
+
+
+def _loader_reason(exc: Exception) -> str:
+    """The weights-only loader's reason in one line, without torch's advice to load with ``weights_only=False``
+    (which would run the file's code: never done here)."""
+    lines = (line.strip() for line in str(exc).split("WeightsUnpickler error:")[-1].splitlines())
+    reasons = [line for line in lines if line and not line.startswith(_TORCH_LOADER_ADVICE)]
+    return f"{type(exc).__name__}: {reasons[0] if reasons else 'no reason given'}"
 
 
 def _refuse_unusual_tensors(value: Any, where: str, key: str) -> None:
