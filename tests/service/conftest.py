@@ -6,6 +6,7 @@ answer.
 """
 
 import io
+import os
 import socket
 import uuid
 from contextlib import contextmanager
@@ -154,11 +155,19 @@ def demo_user01(request, tmp_path_factory) -> Dict[str, Path]:
     return sets["user01"]
 
 
+def service_unavailable(reason: str) -> None:
+    """Skip a test whose database or queue server is not running, saying so; under ``KOSPEECH_REQUIRE_SERVICES=1``
+    (``.ci/run``, whose machines run both) fail it instead: CI must run these tests, never skip them quietly."""
+    if os.environ.get("KOSPEECH_REQUIRE_SERVICES") == "1":
+        pytest.fail(f"{reason} (KOSPEECH_REQUIRE_SERVICES=1: these tests must run here)")
+    pytest.skip(reason)
+
+
 @contextmanager
 def postgres_schema() -> Iterator[str]:
     """A URL of the real PostgreSQL database ``test`` on a schema made for the caller (dropped after)."""
     if not reachable(POSTGRES):
-        pytest.skip("PostgreSQL is not running on 127.0.0.1:5432")
+        service_unavailable("PostgreSQL is not running on 127.0.0.1:5432")
     import psycopg
 
     schema = f"kospeech_test_{uuid.uuid4().hex[:10]}"
@@ -196,5 +205,5 @@ def fresh_postgres_url() -> Iterator[str]:
 def redis_url() -> str:
     """The real Redis (tests use a unique queue name each)."""
     if not reachable(REDIS):
-        pytest.skip("Redis is not running on 127.0.0.1:6379")
+        service_unavailable("Redis is not running on 127.0.0.1:6379")
     return f"redis://{REDIS[0]}:{REDIS[1]}/0"
