@@ -7,13 +7,15 @@ stored as the user wrote them and resolved against the launch directory at the C
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
-from typing import Any, Collection, Dict, List, Optional
+from typing import Any, Callable, Collection, Dict, List, Optional, Sequence
 
 from omegaconf import MISSING
 
 from kospeech.errors import ConfigError
 from kospeech.models.adapter import AdapterSettings, registered_adapter
+from kospeech.optim import LR_SCHEDULERS, OPTIMIZERS
 
 __all__ = ["DataConfig", "TrainConfig", "AdapterTrainConfig", "check_num_epochs", "recipe_settings"]
 
@@ -56,6 +58,44 @@ def check_num_epochs(num_epochs: int) -> int:
     return num_epochs
 
 
+def _placeholder(value: Any) -> bool:
+    """Whether ``value`` is OmegaConf's ``MISSING`` or an interpolation, which OmegaConf fills or refuses itself."""
+    return isinstance(value, str) and (value == MISSING or value.startswith("${"))
+
+
+def _check_name(setting: str, value: Any, known: Sequence[str]) -> None:
+    """Refuse a name outside ``known`` (the table the builder looks names up in), naming ``train.<setting>``."""
+    if isinstance(value, str) and not _placeholder(value) and value not in known:
+        raise ConfigError(f"train.{setting} must be one of {', '.join(known)}, got {value!r}")
+
+
+def _check_range(setting: str, value: Any, rule: str, within: Callable[[float], bool]) -> None:
+    """Refuse a number for which ``within`` is false, naming ``train.<setting>`` and ``rule``.
+
+    Anything but a number (a placeholder: see :func:`_placeholder`) is left to OmegaConf's type checks.
+    """
+    if isinstance(value, (int, float)) and not within(value):
+        raise ConfigError(f"train.{setting} must be {rule}, got {value!r}")
+
+
+def _at_least(minimum: float) -> Callable[[float], bool]:
+    """The rule "at least ``minimum``" for :func:`_check_range` (NaN is refused)."""
+    return lambda value: value >= minimum
+
+
+def _finite_at_least(minimum: float) -> Callable[[float], bool]:
+    """The rule "finite and at least ``minimum``" for :func:`_check_range`."""
+    return lambda value: math.isfinite(value) and value >= minimum
+
+
+def _check_lr(setting: str, value: Any, positive: bool, reason: str = "") -> None:
+    """Refuse a learning rate that is not finite, negative, or (``positive``) zero; ``reason`` says why it must be > 0."""
+    if isinstance(value, (int, float)) and not (math.isfinite(value) and (value > 0 if positive else value >= 0)):
+        raise ConfigError(
+            f"train.{setting} must be a learning rate {'> 0' if positive else '>= 0'}, got {value!r}{reason}"
+        )
+
+
 @dataclass
 class TrainConfig:
     """Base-model training (group ``train``, preset ``ds2_train``)."""
@@ -63,27 +103,25 @@ class TrainConfig:
     output_dir: str = field(default="runs/ds2_train", metadata={"help": "run folder: config, log, checkpoints"})
     seed: int = field(default=1, metadata={"help": "seed of every random choice (init, shuffling, SpecAugment)"})
     device: str = field(default="auto", metadata={"help": "cpu, cuda, cuda:N or auto"})
-    num_threads: int = field(default=2, metadata={"help": "torch intra-op threads on CPU"})
+    num_threads: int = field(default=2, metadata={"help": "torch intra-op threads on CPU (at least 1)"})
     batch_size: int = field(default=16, metadata={"help": "utterances per batch"})
     num_epochs: int = field(default=20, metadata={"help": "epochs over the training manifest"})
     max_minutes: Optional[float] = field(
         default=None,
         metadata={
             "help": "stop after this many minutes of training in total, the runs this one resumes included (a "
-            "checkpoint is written; the cut epoch is recorded with partial: true)"
+            "checkpoint is written; the cut epoch is recorded with partial: true); null: no limit"
         },
     )
     num_workers: int = field(default=1, metadata={"help": "DataLoader worker processes"})
-    optimizer: str = field(default="adam", metadata={"help": "adam, adamw or sgd"})
+    optimizer: str = field(default="adam", metadata={"help": ", ".join(OPTIMIZERS)})
     weight_decay: float = field(default=0.0, metadata={"help": "optimizer weight decay"})
     init_lr: float = field(default=1e-5, metadata={"help": "learning rate at step 0"})
     peak_lr: float = field(default=1e-3, metadata={"help": "learning rate after warm-up"})
     final_lr: float = field(default=1e-5, metadata={"help": "learning rate at the end of decay"})
     warmup_steps: int = field(default=200, metadata={"help": "linear warm-up steps"})
-    lr_scheduler: str = field(
-        default="tri_stage_lr_scheduler", metadata={"help": "tri_stage_lr_scheduler, warmup_lr_scheduler or constant"}
-    )
-    max_grad_norm: float = field(default=400.0, metadata={"help": "gradient-norm clipping threshold"})
+    lr_scheduler: str = field(default="tri_stage_lr_scheduler", metadata={"help": ", ".join(LR_SCHEDULERS)})
+    max_grad_norm: float = field(default=400.0, metadata={"help": "gradient-norm clipping threshold; 0: no clipping"})
     spec_augment: bool = field(default=True, metadata={"help": "SpecAugment on training features"})
     silence_padding: bool = field(
         default=False,
@@ -97,7 +135,12 @@ class TrainConfig:
         },
     )
     log_every: int = field(default=20, metadata={"help": "log step, loss, CER, lr every N steps"})
-    checkpoint_every: int = field(default=200, metadata={"help": "write a resumable checkpoint every N steps"})
+    checkpoint_every: int = field(
+        default=200,
+        metadata={
+            "help": "write a resumable checkpoint every N steps; 0: only the one written at the end of each epoch"
+        },
+    )
     resume: bool = field(default=False, metadata={"help": "resume from output_dir/last.pt when it exists"})
     beam_size: int = field(default=1, metadata={"help": "validation decoding: 1 = greedy CTC, >1 = beam search"})
     ddp_backend: str = field(
@@ -109,10 +152,43 @@ class TrainConfig:
     )
 
     def __post_init__(self) -> None:
+        """Refuse settings that cannot work here, before any data is prepared (the trainer, optimizer, scheduler and
+        loaders would refuse them only after the corpus was built and every recording screened).
+
+        Raises:
+            ConfigError: a setting out of range or an unknown name, naming ``train.<setting>``.
+        """
         if self.num_epochs != MISSING:
             check_num_epochs(self.num_epochs)
         if isinstance(self.log_every, int) and self.log_every < 1:  # refused before any work, not at the first log
             raise ConfigError(f"train.log_every must be at least 1, got {self.log_every}")
+        _check_name("optimizer", self.optimizer, OPTIMIZERS)
+        _check_name("lr_scheduler", self.lr_scheduler, LR_SCHEDULERS)
+        # torch_threads raised anything below 1 to 1 without a word
+        _check_range("num_threads", self.num_threads, "at least 1", _at_least(1))
+        _check_range("batch_size", self.batch_size, "at least 1 utterance", _at_least(1))
+        _check_range("num_workers", self.num_workers, "at least 0 (0: load in the training process)", _at_least(0))
+        # 0 meant no limit and a negative budget stopped after the first step; null is the way to say no limit
+        if self.max_minutes is not None:
+            _check_range("max_minutes", self.max_minutes, "> 0 minutes or null (no limit)", lambda value: value > 0)
+        _check_range("weight_decay", self.weight_decay, "a finite number >= 0", _finite_at_least(0))
+        _check_range("warmup_steps", self.warmup_steps, "at least 0 steps", _at_least(0))
+        _check_range("max_grad_norm", self.max_grad_norm, "a number >= 0 (0: no clipping)", _at_least(0))
+        # a negative interval still checkpointed (a step count modulo -N is 0 every N steps)
+        _check_range(
+            "checkpoint_every", self.checkpoint_every, "at least 0 steps (0: at epoch ends only)", _at_least(0)
+        )
+        # the rules of the schedules (kospeech.optim.lr_scheduler): only the tri-stage one decays, exponentially, so
+        # only it needs peak_lr and final_lr above 0
+        tri_stage = self.lr_scheduler == "tri_stage_lr_scheduler"
+        reason = (
+            " (train.lr_scheduler=tri_stage_lr_scheduler decays exponentially from train.peak_lr to train.final_lr)"
+            if tri_stage
+            else ""
+        )
+        _check_lr("init_lr", self.init_lr, positive=False)
+        _check_lr("peak_lr", self.peak_lr, positive=tri_stage, reason=reason)
+        _check_lr("final_lr", self.final_lr, positive=tri_stage, reason=reason)
 
 
 @dataclass
@@ -211,14 +287,26 @@ class AdapterTrainConfig(TrainConfig, AdapterSettings):
         margin = self.min_fewer_errors
         if isinstance(margin, int) and margin < 1:  # 0 would serve an adapter no better than the base
             raise ConfigError(f"train.min_fewer_errors must be at least 1 character error, got {margin}")
-        # named here, before any file is read, rather than by the model or the optimizer after screening and the
-        # base's evaluation
-        for name in ("peak_lr", "warm_start_lr"):
-            value = getattr(self, name)
-            if isinstance(value, (int, float)) and not value > 0:
-                raise ConfigError(f"train.{name} must be a learning rate > 0, got {value}")
+        # named here, before any file is read, rather than by the model, the optimizer, the hold-out split or the
+        # trunk cache after screening and the base's evaluation; an adapter trained at a rate of 0 whatever the
+        # schedule would stay as initialized
+        _check_lr("peak_lr", self.peak_lr, positive=True)
+        _check_lr("warm_start_lr", self.warm_start_lr, positive=True)
         if isinstance(self.adapter_bottleneck_dim, int) and self.adapter_bottleneck_dim < 1:
             raise ConfigError(f"train.adapter_bottleneck_dim must be at least 1, got {self.adapter_bottleneck_dim}")
+        # a negative width left the extractor part out as 0 does, without a word
+        _check_range(
+            "adapter_extractor_bottleneck_dim",
+            self.adapter_extractor_bottleneck_dim,
+            "at least 0 (0: none)",
+            _at_least(0),
+        )
+        _check_range("adapter_dropout_p", self.adapter_dropout_p, "in [0, 1)", lambda value: 0 <= value < 1)
+        _check_range("valid_fraction", self.valid_fraction, "a share in (0, 1)", lambda value: 0 < value < 1)
+        _check_range("trunk_cache_max_mb", self.trunk_cache_max_mb, "a finite number >= 0", _finite_at_least(0))
+        # a negative count ran no step, as 0 does, without a word
+        _check_range("warm_start_steps", self.warm_start_steps, "at least 0 steps (0: none)", _at_least(0))
+        _check_range("alignment_steps", self.alignment_steps, "at least 0 steps (0: none)", _at_least(0))
         if self.resume is True:
             raise ConfigError(
                 "train.resume applies to base training; an adapter run starts again (its few epochs are not "

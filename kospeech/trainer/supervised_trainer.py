@@ -198,6 +198,9 @@ class SupervisedTrainer:
         batch_size = batch_size or self.config.batch_size
         num_epochs = check_num_epochs(self.config.num_epochs if num_epochs is None else num_epochs)
         resume = self.config.resume if resume is None else resume
+        # what config.yaml records: the settings this run uses, the arguments over the config's (the config's checks
+        # apply to the arguments too, naming train.<setting>)
+        run_config = dataclasses.replace(self.config, batch_size=batch_size, num_epochs=num_epochs, resume=resume)
         if self.distributed_training:
             self.dist = init_distributed(self.config.ddp_backend, self.device)
             self.device = self.dist.device_for(self.device)
@@ -209,7 +212,7 @@ class SupervisedTrainer:
             trained = self._wrap_distributed(model)
             if self.dist.is_main:
                 self.output_dir.mkdir(parents=True, exist_ok=True)
-                self._write_run_config()
+                self._write_run_config(run_config)
 
             train_loader, valid_loader = self._build_loaders(trained, batch_size)
             self._stop_if_interrupted("after building the data loaders")  # setup can take long (caches, evaluations)
@@ -644,13 +647,19 @@ class SupervisedTrainer:
         if state.get("cuda") is not None and self.device.type == "cuda":
             torch.cuda.set_rng_state(state["cuda"], self.device)
 
-    def _write_run_config(self) -> None:
+    def _write_run_config(self, run_config: Optional[TrainConfig] = None) -> None:
         """``config.yaml`` in the run folder: the job's resolved config, or (a run started from Python, by the
-        service say) this trainer's own settings and features."""
-        record = self.resolved_config or {
-            "train": dataclasses.asdict(self.config),
-            "audio": self.feature_config.to_dict(),
-        }
+        service say) this trainer's own settings and features; its ``train`` part holds the settings the run uses.
+
+        Args:
+            run_config: the settings the run uses (``train()``'s arguments over the config's); ``None``: the config.
+        """
+        train = dataclasses.asdict(run_config or self.config)
+        if self.resolved_config:
+            # the job's keys and their order stay; the values are the run's
+            record = {**self.resolved_config, "train": {**self.resolved_config.get("train", {}), **train}}
+        else:
+            record = {"train": train, "audio": self.feature_config.to_dict()}
         atomic_write_text(self.output_dir / "config.yaml", OmegaConf.to_yaml(OmegaConf.create(record)))
 
 
