@@ -93,6 +93,16 @@ def test_hydra_scripts_answer_mistakes_in_one_line(tmp_path):
     assert blocked.returncode == 1 and "Traceback" not in blocked.stderr
     assert blocked.stderr.strip().splitlines()[-1].startswith("error: [Errno 17] File exists")
 
+    # review, stop 39: Hydra failed making its run folder (a traceback), and ++train.adapter_name=... passed the check
+    for script, arguments, problem in (
+        ("main.py", ["train.output_dir=taken/run"], "error: train.output_dir=taken/run: taken is a file"),
+        ("eval.py", ["checkpoint_path=x.pt", "output_dir=taken"], "error: output_dir=taken: taken is a file"),
+        ("main.py", ["train=adapter_train", "++train.adapter_name=../up"], "error: train.adapter_name: invalid"),
+    ):
+        refused = _run([sys.executable, str(ROOT / "bin" / script), *arguments], cwd=tmp_path)
+        assert refused.returncode == 1 and "Traceback" not in refused.stderr, refused.stderr
+        assert refused.stderr.strip().splitlines()[-1].startswith(problem), refused.stderr
+
 
 def test_ctrl_c_ends_a_command_with_one_line_and_status_130(capsys):
     def interrupted():

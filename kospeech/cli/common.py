@@ -8,7 +8,7 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import Any, Callable, Iterable, List, Optional, Set
+from typing import Any, Callable, Iterable, List, Optional, Sequence, Set
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import HydraException
@@ -32,6 +32,8 @@ __all__ = [
     "one_line_errors",
     "exit_on_user_errors",
     "positive_int",
+    "command_line_values",
+    "refuse_unusable_output_folders",
     "record_resolved_config",
     "config_groups_help",
     "register_help",
@@ -122,6 +124,33 @@ def take_verbose_flag(argv: Optional[List[str]] = None) -> bool:
     argv[1:] = [argument for argument in argv[1:] if argument not in VERBOSE_FLAGS]
     _verbose = _verbose or found
     return found
+
+
+def command_line_values(argv: Sequence[str], key: str) -> List[str]:
+    """The values a Hydra command line gives ``key`` (as ``key=v``, ``+key=v`` or ``++key=v``), outer quotes removed.
+
+    For checks a CLI makes before Hydra starts: Hydra reports an error raised while it sets up the run (a resolver's,
+    making the run folder) with a long traceback, not as one line.
+    """
+    values = []
+    for argument in argv:
+        name, equals, value = argument.lstrip("+").partition("=")
+        if equals and name == key:
+            quoted = len(value) >= 2 and value[0] == value[-1] and value[0] in "'\""
+            values.append(value[1:-1] if quoted else value)
+    return values
+
+
+def refuse_unusable_output_folders(argv: Sequence[str], key: str) -> None:
+    """End the process with one ``error:`` line when the command line gives ``key`` a folder that cannot be made:
+    a file in its place or above it (Hydra would fail making its run folder there, with a traceback)."""
+    for value in command_line_values(argv, key):
+        if "${" in value:  # an interpolation: known only once Hydra resolves it
+            continue
+        folder = Path(value).expanduser()
+        existing = next((path for path in (folder, *folder.parents) if path.exists()), None)
+        if existing is not None and not existing.is_dir():
+            sys.exit(f"error: {key}={value}: {existing} is a file, so the folder cannot be made there")
 
 
 def positive_int(text: str) -> int:

@@ -21,6 +21,7 @@ from kospeech.cli.common import (
     config_dir,
     one_line_errors,
     record_resolved_config,
+    refuse_unusable_output_folders,
     register_help,
     setup_logging,
     take_verbose_flag,
@@ -181,6 +182,7 @@ def hydra_main(config: DictConfig) -> None:
 def main() -> None:
     """``kospeech-eval`` (and ``python bin/eval.py``); ``-v`` / ``--verbose`` shows DEBUG logs and tracebacks."""
     take_verbose_flag()
+    refuse_unusable_output_folders(sys.argv[1:], "output_dir")
     hydra_main()
 
 

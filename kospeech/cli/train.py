@@ -23,10 +23,12 @@ from omegaconf import DictConfig, OmegaConf
 from kospeech.cli.common import (
     absolutize_paths,
     apply_adapter_recipe,
+    command_line_values,
     config_dir,
     keys_set_by_preset,
     one_line_errors,
     record_resolved_config,
+    refuse_unusable_output_folders,
     register_help,
     setup_logging,
     take_verbose_flag,
@@ -41,8 +43,6 @@ from kospeech.trainer.distributed import cleanup_distributed, init_distributed, 
 from kospeech.trainer.recipes import train_adapter_model, train_base_model
 
 logger = logging.getLogger("kospeech.main")
-
-_ADAPTER_NAME_OVERRIDE = "train.adapter_name="
 
 
 def train_base(config: DictConfig) -> dict:
@@ -115,15 +115,13 @@ def main() -> None:
     ``-v`` / ``--verbose`` (not a Hydra override) shows DEBUG logs, the resolved config and tracebacks.
     """
     take_verbose_flag()
-    for argument in sys.argv[1:]:
-        # the run folder's resolver refuses a bad name too (the guarantee); this gives the one-line message
-        if argument.startswith(_ADAPTER_NAME_OVERRIDE):
-            try:
-                value = argument[len(_ADAPTER_NAME_OVERRIDE) :]
-                quoted = len(value) >= 2 and value[0] == value[-1] and value[0] in "'\""
-                validate_adapter_name(value[1:-1] if quoted else value)
-            except InvalidNameError as exc:
-                sys.exit(f"error: train.adapter_name: {exc}")
+    # the run folder's resolver refuses a bad name too (the guarantee); this gives the one-line message
+    for name in command_line_values(sys.argv[1:], "train.adapter_name"):
+        try:
+            validate_adapter_name(name)
+        except InvalidNameError as exc:
+            sys.exit(f"error: train.adapter_name: {exc}")
+    refuse_unusable_output_folders(sys.argv[1:], "train.output_dir")
     if int(os.environ.get("RANK", "0")) > 0:
         sys.argv.append("hydra.output_subdir=null")  # under torchrun rank 0 alone writes .hydra/ to the run folder
     hydra_main()
