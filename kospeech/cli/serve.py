@@ -28,10 +28,17 @@ GRACEFUL_SHUTDOWN_SECONDS = 30
 def settings_help() -> str:
     """One line per ``server.*`` key: name, default and help."""
     fields = dataclasses.fields(ServerConfig)
-    settings = [f"server.{item.name}={item.default!s}" for item in fields]
+    settings = [f"server.{item.name}={_as_typed(item.default)}" for item in fields]
     width = min(max(len(setting) for setting in settings), 44)  # a longer one pushes its own help along, alone
     lines = [f"  {setting:<{width}}  {item.metadata.get('help', '')}" for setting, item in zip(settings, fields)]
     return "settings (server.KEY=VALUE):\n" + "\n".join(lines)
+
+
+def _as_typed(value: object) -> str:
+    """A default as the command line takes it: ``null``, ``true`` and ``false`` (Python's ``None`` is refused)."""
+    if value is None:
+        return "null"
+    return str(value).lower() if isinstance(value, bool) else str(value)
 
 
 def split_settings(argv: Sequence[str]) -> Tuple[List[str], List[str]]:

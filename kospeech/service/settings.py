@@ -280,7 +280,9 @@ def load_settings(overrides: Sequence[str] = ()) -> ServerConfig:
         merged = OmegaConf.merge(schema, OmegaConf.from_dotlist(list(overrides)))
         config: ServiceConfig = OmegaConf.to_object(merged)
     except OmegaConfBaseException as exc:
-        raise ConfigError(f"bad setting: {exc}".splitlines()[0]) from exc
+        key = getattr(exc, "full_key", None)  # OmegaConf's first line names the value, not always the key
+        named = f"{key}: " if key and key not in str(exc).splitlines()[0] else ""
+        raise ConfigError(f"bad setting: {named}{str(exc).splitlines()[0]}") from exc
     server = config.server
     server.data_dir = os.path.abspath(server.data_dir)
     server.base_model_path = os.path.abspath(local_or_shipped(server.base_model_path))  # installed: its copy

@@ -254,6 +254,10 @@ def test_settings_are_typed_and_checked(tmp_path):
     ):
         with pytest.raises(ConfigError):
             load_settings([bad])
+    # review, stop 39: the key of a wrongly typed value was not named
+    with pytest.raises(ConfigError, match=r"^bad setting: server.port: Value 'abc' .* could not be converted"):
+        load_settings(["server.port=abc"])
+    assert "server.train_num_epochs=null " in serve_cli.settings_help()  # the help showed None, which is refused
     with pytest.raises(ConfigError, match=r"server.redis_url must start with one of \['redis://'"):
         load_settings(["server.queue=redis", "server.redis_url=notaurl"])  # review, stop 35: a ValueError traceback
     # a lease shorter than 3 heartbeats would take running jobs from their workers between two heartbeats
