@@ -149,6 +149,19 @@ def test_eval_entry_point_resolves_relative_paths_against_the_launch_directory(t
     recorded = (tmp_path / "rel" / "out" / "config.yaml").read_text(encoding="utf-8")  # resolved, beside the figures
     assert "${" not in recorded and f"checkpoint_path: {tmp_path / 'rel' / 'base.pt'}" in recorded
 
+    # review, stop 39: the jobs of a sweep (-m) wrote over each other's results in one output_dir
+    swept = _run(
+        [str(SCRIPTS / "kospeech-eval"), "-m", "checkpoint_path=rel/base.pt", "manifest_path=rel/data/test.tsv"]
+        + ["output_dir=rel/sweep", "device=cpu", "batch_size=1,2"],
+        cwd=tmp_path,
+    )
+    assert swept.returncode == 0, swept.stderr
+    for number, batch_size in ((0, 1), (1, 2)):
+        job = tmp_path / "rel" / "sweep" / str(number)
+        assert json.loads((job / "results.json").read_text(encoding="utf-8"))["base"]["cer"] == results["base"]["cer"]
+        assert f"batch_size: {batch_size}" in (job / "config.yaml").read_text(encoding="utf-8")
+        assert (job / ".hydra" / "overrides.yaml").is_file()
+
 
 def test_every_path_setting_is_resolved_against_the_launch_directory():
     """Review, stop 39: ``train.init_from`` was not in ``PATH_KEYS``: under ``hydra.job.chdir=true`` a relative

@@ -12,6 +12,7 @@ from typing import Any, Callable, Iterable, List, Optional, Sequence, Set
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import HydraException
+from hydra.types import RunMode
 from hydra.utils import to_absolute_path
 from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
@@ -32,6 +33,7 @@ __all__ = [
     "one_line_errors",
     "exit_on_user_errors",
     "positive_int",
+    "own_folder_in_a_sweep",
     "command_line_values",
     "refuse_unusable_output_folders",
     "record_resolved_config",
@@ -239,6 +241,14 @@ def register_help() -> None:
     """Register :data:`HELP_RESOLVER` (once); every Hydra script calls it before ``hydra.main``."""
     if not OmegaConf.has_resolver(HELP_RESOLVER):
         OmegaConf.register_new_resolver(HELP_RESOLVER, config_groups_help)
+
+
+def own_folder_in_a_sweep(config: DictConfig, key: str) -> None:
+    """In a Hydra sweep (``-m``), set the output folder ``key`` (``train.output_dir``) to the job's own folder
+    (``hydra.sweep.dir/<job number>``, as the configs set it); a single run keeps its own."""
+    hydra_config = HydraConfig.get()
+    if hydra_config.mode == RunMode.MULTIRUN:
+        OmegaConf.update(config, key, hydra_config.runtime.output_dir)
 
 
 def absolutize_paths(config: DictConfig, keys: Iterable[str] = PATH_KEYS) -> DictConfig:

@@ -20,6 +20,7 @@ from kospeech.cli.common import (
     absolutize_paths,
     config_dir,
     one_line_errors,
+    own_folder_in_a_sweep,
     record_resolved_config,
     refuse_unusable_output_folders,
     register_help,
@@ -171,6 +172,7 @@ register_help()
 @one_line_errors
 def hydra_main(config: DictConfig) -> None:
     """The Hydra job: score, write ``{output_dir}/results.json``, print the figures as JSON on stdout."""
+    own_folder_in_a_sweep(config, "output_dir")
     absolutize_paths(config)
     setup_logging(Path(config.output_dir) / "eval.log")
     record_resolved_config(config, Path(config.output_dir))

@@ -27,6 +27,7 @@ from kospeech.cli.common import (
     config_dir,
     keys_set_by_preset,
     one_line_errors,
+    own_folder_in_a_sweep,
     record_resolved_config,
     refuse_unusable_output_folders,
     register_help,
@@ -78,6 +79,7 @@ register_help()
 )
 def hydra_main(config: DictConfig) -> None:
     """The Hydra job: an adapter run for ``train=adapter_train``, base training otherwise."""
+    own_folder_in_a_sweep(config, "train.output_dir")
     absolutize_paths(config)
     if resolve_device(config.train.device).type == "cpu":  # the whole job, evaluations after training included
         torch.set_num_threads(max(1, config.train.num_threads))
