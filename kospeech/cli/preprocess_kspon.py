@@ -13,6 +13,7 @@ Prints a JSON summary.
 """
 
 import argparse
+import json
 import logging
 from pathlib import Path
 from typing import List
@@ -26,7 +27,7 @@ from kospeech.data.ksponspeech import (
     preprocess_ksponspeech,
     preprocess_ksponspeech_eval,
 )
-from kospeech.fileio import strict_json
+from kospeech.fileio import atomic_write_json, strict_json
 from kospeech.vocabs import OUTPUT_UNITS, Vocabulary
 
 logger = logging.getLogger(__name__)
@@ -84,6 +85,8 @@ def main(argv=None) -> None:
 
 
 def _preprocess(args: argparse.Namespace) -> None:
+    if not args.root_dir.is_dir():  # before the warnings about its missing evaluation scripts
+        raise FileNotFoundError(f"KsponSpeech root directory not found: {args.root_dir}")
     # the evaluation scripts are looked for first: a wrong --scripts-dir is reported before hours of work
     scripts_dir = args.scripts_dir if args.scripts_dir is not None else args.root_dir / SCRIPTS_FOLDER
     splits = _eval_splits(scripts_dir, explicit=args.scripts_dir is not None)
@@ -112,6 +115,9 @@ def _preprocess(args: argparse.Namespace) -> None:
             audio_extension=args.audio_extension,
             progress=not args.no_progress,
         )
+    # the run's settings beside its outputs (seed and valid ratio decide the split)
+    record = {"settings": json.loads(json.dumps(vars(args), default=str)), "summary": summary}
+    logger.info("settings and summary: %s", atomic_write_json(args.out_dir / "preprocess.json", record))
     print(strict_json(summary))
 
 

@@ -486,7 +486,8 @@ def preprocess_ksponspeech(
     Raises:
         FileNotFoundError: ``root_dir`` is not a directory.
         ValueError: bad ``mode``, ``unit``, ``compat``, ``valid_ratio``, or ``keep_punctuation`` with KoSpeech rules.
-        InputError: (a ValueError) no audio (or, KoSpeech rules, transcript) files, or no utterance left.
+        InputError: (a ValueError) no audio (or, KoSpeech rules, transcript) files, no utterance left, or
+            ``out_dir`` cannot be made.
     """
     root = Path(root_dir).resolve()
     out = Path(out_dir)
@@ -495,6 +496,10 @@ def preprocess_ksponspeech(
     _check_options(mode, unit, compat, keep_punctuation, audio_extension)
     if not 0.0 <= valid_ratio < 1.0:
         raise ValueError(f"valid_ratio must be in [0, 1), got {valid_ratio}")
+    try:  # before the corpus is read (hours on the real one), not when the first output is written
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InputError(f"the output folder {out} cannot be made: {exc.strerror or exc}") from exc
     if compat == "kospeech":
         pairs = [(path.with_suffix(audio_extension), path) for path in _kospeech_transcript_files(root)]
         if not pairs:

@@ -247,6 +247,12 @@ def test_preprocess_refuses_bad_input(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="mode"):
         preprocess_ksponspeech(tmp_path / "noise", tmp_path / "out", mode="both", compat="clean", progress=False)
 
+    # review, stop 39: an output folder that cannot be made was found after the whole corpus had been read
+    _write_corpus(tmp_path / "corpus", CORPUS)
+    (tmp_path / "taken").write_text("a file")
+    with pytest.raises(ValueError, match=r"the output folder .*taken/out cannot be made: Not a directory"):
+        preprocess_ksponspeech(tmp_path / "corpus", tmp_path / "taken" / "out", compat="clean", progress=True)
+
 
 def test_preprocessed_corpus_feeds_the_dataset(tmp_path: Path) -> None:
     _write_corpus(tmp_path / "corpus", CORPUS)
@@ -266,6 +272,11 @@ def test_cli_prints_the_summary(tmp_path: Path, capsys: pytest.CaptureFixture) -
     summary = json.loads(capsys.readouterr().out)
     assert summary["utterances"] == 4 and summary["mode"] == "spelling"
     assert Path(summary["vocab"]).is_file()
+
+    # review, stop 39: the run's settings were recorded nowhere
+    record = json.loads((tmp_path / "out" / "preprocess.json").read_text(encoding="utf-8"))
+    assert record["summary"] == summary and record["settings"]["mode"] == "spelling"
+    assert record["settings"]["seed"] == 0 and record["settings"]["out_dir"] == str(tmp_path / "out")
 
 
 KOSPEECH_RAW = "b/ (70%)/(칠십 퍼센트) 확률이라니 아/ (뭐+ 뭔)/(모+ 몬) 소리야 진짜 (100%)/(백 프로)가 왜 안돼? n/"
