@@ -122,7 +122,6 @@ def main() -> None:
     parser.add_argument(
         "--epochs", type=positive_int, default=15, help="full fine-tuning epochs (adapters: their recipes)"
     )
-    parser.add_argument("--patience", type=int, default=4, help="full fine-tuning early-stopping patience")
     parser.add_argument("--full-lr", type=float, default=2e-4)
     parser.add_argument("--threads", type=positive_int, default=2)
     parser.add_argument("--seed", type=int, default=0)
