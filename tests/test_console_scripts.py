@@ -98,6 +98,7 @@ def test_hydra_scripts_answer_mistakes_in_one_line(tmp_path):
         ("main.py", ["train.output_dir=taken/run"], "error: train.output_dir=taken/run: taken is a file"),
         ("eval.py", ["checkpoint_path=x.pt", "output_dir=taken"], "error: output_dir=taken: taken is a file"),
         ("main.py", ["train=adapter_train", "++train.adapter_name=../up"], "error: train.adapter_name: invalid"),
+        ("main.py", ["hydra.run.dir=elsewhere"], "error: hydra.run.dir follows train.output_dir here"),
     ):
         refused = _run([sys.executable, str(ROOT / "bin" / script), *arguments], cwd=tmp_path)
         assert refused.returncode == 1 and "Traceback" not in refused.stderr, refused.stderr
