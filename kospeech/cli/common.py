@@ -146,9 +146,11 @@ def command_line_values(argv: Sequence[str], key: str) -> List[str]:
 def refuse_unusable_output_folders(argv: Sequence[str], key: str) -> None:
     """End the process with one ``error:`` line when the command line gives ``key`` a folder that cannot be made
     (a file in its place or above it: Hydra would fail making its run folder there, with a traceback), or sets
-    Hydra's run or sweep folder, which ``key`` decides (another one would split the run's files between the two)."""
+    Hydra's run or sweep folder, which ``key`` decides, to another folder (the run's files would be split between
+    the two)."""
+    chosen = {Path(value) for value in command_line_values(argv, key)}
     for hydra_key in ("hydra.run.dir", "hydra.sweep.dir"):
-        if command_line_values(argv, hydra_key):
+        if any(Path(value) not in chosen for value in command_line_values(argv, hydra_key)):
             sys.exit(f"error: {hydra_key} follows {key} here (the run's files and .hydra/ stay together): set {key}")
     for value in command_line_values(argv, key):
         if "${" in value:  # an interpolation: known only once Hydra resolves it
