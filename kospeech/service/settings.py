@@ -109,6 +109,10 @@ class ServerConfig:
         default=256 * 2**20, metadata={"help": "memory for loaded user adapters, in bytes (LRU beyond)"}
     )
     torch_threads: int = field(default=1, metadata={"help": "torch intra-op threads of this process"})
+    device: str = field(
+        default="auto",
+        metadata={"help": "where transcription and training run: auto (a GPU when there is one), cpu, cuda or cuda:N"},
+    )
     job_max_attempts: int = field(default=3, metadata={"help": "runs of a training job before it is failed"})
     job_lease_seconds: float = field(
         default=120.0,
@@ -247,10 +251,15 @@ def check_model_settings(server: ServerConfig) -> None:
 
     Raises:
         ConfigError: ``default_adapter_type`` is no registered adapter type (every training request without one
-            would be refused as the client's fault).
+            would be refused as the client's fault), or ``device`` is none this machine has.
     """
+    from kospeech.device import resolve_device
     from kospeech.models import registered_adapter_types
 
+    try:
+        resolve_device(server.device)
+    except ValueError as exc:
+        raise ConfigError(f"server.device: {exc}") from exc
     if server.default_adapter_type not in registered_adapter_types():
         raise ConfigError(
             f"server.default_adapter_type must be one of {sorted(registered_adapter_types())}, "

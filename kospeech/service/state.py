@@ -11,6 +11,7 @@ import torch
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+from kospeech.device import resolve_device
 from kospeech.inference import Recognizer
 from kospeech.service.adapter_cache import ByteBoundedAdapterCache
 from kospeech.service.batching import DynamicBatcher
@@ -66,6 +67,7 @@ class ServiceState:
         sessions = session_factory(engine)
         recognizer = Recognizer.from_checkpoint(
             settings.base_model_path,
+            device=resolve_device(settings.device),
             batch_size=settings.batch_forward_size,
             adapter_cache_factory=lambda loader: ByteBoundedAdapterCache(
                 storage.tenants_dir, loader, settings.adapter_cache_bytes

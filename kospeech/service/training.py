@@ -23,6 +23,7 @@ from typing import Callable, List, Optional, Sequence, Tuple
 
 from kospeech.checkpoint import Checkpoint, load_checkpoint
 from kospeech.data.manifest import ManifestEntry
+from kospeech.device import resolve_device
 from kospeech.errors import TrainingInterrupted
 from kospeech.service.settings import ServerConfig
 from kospeech.trainer import AdapterTrainConfig, AdapterTrainer
@@ -67,6 +68,7 @@ class AdapterJobRunner:
             server's background thread shares with the requests).
         max_minutes: a run's budget of training minutes (``server.train_max_minutes``), after which it stops and is
             judged on its best adapter so far; ``None`` for no limit.
+        device: where a run trains (``server.device``: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``).
     """
 
     def __init__(
@@ -76,12 +78,14 @@ class AdapterJobRunner:
         heartbeat_seconds: float = 2.0,
         torch_threads: int = 1,
         max_minutes: Optional[float] = None,
+        device: str = "auto",
     ) -> None:
         self.base_model_path = base_model_path
         self.num_epochs = num_epochs
         self.heartbeat_seconds = heartbeat_seconds
         self.torch_threads = torch_threads
         self.max_minutes = max_minutes
+        self.device = resolve_device(device)
         self._checkpoint: Optional[Checkpoint] = None
         self._lock = threading.Lock()
 
@@ -94,6 +98,7 @@ class AdapterJobRunner:
             settings.job_heartbeat_seconds,
             settings.torch_threads,
             settings.train_max_minutes,
+            settings.device,
         )
 
     @property
@@ -146,7 +151,7 @@ class AdapterJobRunner:
             "adapter_name": user_id,
             "adapter_save_dir": str(job_dir / "adapter"),
             "output_dir": str(job_dir / "run"),
-            "device": "cpu",
+            "device": str(self.device),
             "num_threads": self.torch_threads,
             "num_workers": 0,
             "max_minutes": self.max_minutes,
@@ -189,7 +194,7 @@ class AdapterJobRunner:
             send(SETUP_PROGRESS)
             if interrupt.is_set():
                 raise TrainingInterrupted("training interrupted before its first step")
-            trainer.train(checkpoint.build_model(device="cpu"), adapter_name=user_id)
+            trainer.train(checkpoint.build_model(device=self.device), adapter_name=user_id)
         finally:
             done.set()
             ticker.join()

@@ -275,6 +275,8 @@ def test_settings_are_typed_and_checked(tmp_path):
         ("server.default_adapter_type=nope", "error: server.default_adapter_type must be one of ['encoder', "),
         # review, stop 35: a ModuleNotFoundError traceback
         ("server.database_url=mysql://root@127.0.0.1/kospeech", "error: server.database_url: no driver for mysql: "),
+        # review, stop 39: training always ran on the CPU, serving wherever the recognizer chose
+        ("server.device=cuda:99", "error: server.device: device 'cuda:99'"),
     ],
 )
 def test_a_server_or_worker_with_an_unusable_setting_stops_with_one_line(tmp_path, setting, message):
