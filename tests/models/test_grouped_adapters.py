@@ -118,3 +118,22 @@ def test_training_routes_are_not_grouped(make_model):
     planned = AdapterRouter([([0], adapters[0]), ([1], adapters[1]), ([2], adapters[2])], 3).planned_routes
     assert [route.grouped is not None for route in planned] == [False, True]
     assert planned[1].rows.tolist() == [0, 2]
+
+
+@pytest.mark.parametrize("adapter_type", ADAPTER_TYPES)
+def test_one_route_over_every_row_out_of_order_puts_each_row_back_in_its_place(make_model, padded_batch, adapter_type):
+    """Review, stop 39: one route whose rows [2, 0, 1] cover the whole batch must write its piece back by row index;
+    taken as the output in its gathered order, row 0 would get row 2's result."""
+    model = make_model(seed=4)
+    adapter = make_adapter(model, adapter_type, seed=31)
+    inputs, lengths = padded_batch
+    with torch.inference_mode():
+        shuffled, _ = model.forward_mixed(inputs, lengths, AdapterRouter([([2, 0, 1], adapter)], 3))
+        ordered, _ = model.forward_mixed(inputs, lengths, AdapterRouter([([0, 1, 2], adapter)], 3))
+        base, _ = model(inputs, lengths)
+        for row in range(3):
+            frames = math.ceil(int(lengths[row]) / 2)
+            oracle = alone_with(model, adapter, inputs, lengths, row)
+            assert (shuffled[row, :frames] - oracle).abs().max() <= 1e-5, row
+            assert (ordered[row, :frames] - oracle).abs().max() <= 1e-5, row
+            assert (shuffled[row, :frames] - base[row, :frames]).abs().max() > 1e-2  # the adapter matters

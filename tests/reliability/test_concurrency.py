@@ -82,17 +82,18 @@ def test_readers_never_see_a_half_written_adapter(tmp_path):
     seen = []
     pid = fork_loop(write)
     try:
-        deadline = time.monotonic() + 1.5
-        while time.monotonic() < deadline or len(set(seen)) < 3:
+        # reads until the writer has replaced the file several times (review, stop 39: read for 1.5 s before)
+        guard = time.monotonic() + 120  # a hang guard only
+        while len(seen) <= 10 or len(set(seen)) < 4:
             value = _fill_value(path)  # raises on a missing, truncated or mixed file
             info = AdapterManager.load_adapter(probe, path)
             assert torch.all(probe.adapter.state_dict()["0.weight"] >= value)  # the load saw the same or a newer file
             assert info["training_stats"].get("version", 0) >= value
             seen.append(value)
-            assert time.monotonic() < deadline + 30, "the writer made no progress"
+            assert time.monotonic() < guard, f"the writer made no progress: {sorted(set(seen))}"
     finally:
         kill_hard(pid)
-    assert len(seen) > 10 and len(set(seen)) >= 3 and seen == sorted(seen)
+    assert len(seen) > 10 and len(set(seen)) >= 4 and seen == sorted(seen)
 
 
 @pytest.mark.slow

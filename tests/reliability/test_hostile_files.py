@@ -172,6 +172,8 @@ CHECKPOINT_CASES = [
 ]
 ADAPTER_CASES = [
     "newer-format",
+    "format-zero",
+    "format-negative",
     "no-format",
     "missing-field",
     "bool-as-int",
@@ -225,6 +227,9 @@ def _adapter_cases(valid):
     weights = valid["adapter_state_dict"]
     return {
         "newer-format": ({**valid, "format_version": 2}, "format_version 2 is not supported"),
+        # review, stop 39: only newer formats were checked, so a format 0 or -1 file was read as format 1
+        "format-zero": ({**valid, "format_version": 0}, "format_version 0 is not supported"),
+        "format-negative": ({**valid, "format_version": -1}, "format_version -1 is not supported"),
         "no-format": ({k: v for k, v in valid.items() if k != "format_version"}, "no integer 'format_version'"),
         "missing-field": ({k: v for k, v in valid.items() if k != "base_fingerprint"}, "lacks the field"),
         "bool-as-int": ({**valid, "input_dim": True}, "'input_dim' must be int, found bool"),

@@ -140,6 +140,24 @@ def test_a_stray_entry_under_a_versions_name_is_stepped_over(world):
     assert kept.name == "000003.pt" and kept.read_bytes() == (world.adapter_dir / "alice_adapter.pt").read_bytes()
 
 
+def test_the_next_version_follows_the_highest_number_kept_not_the_count(world):
+    """Review, stop 39: with versions 1 and 3 kept (2 deleted by hand), the next number counted the files (3, taken:
+    every try collided and keeping failed); it must be 4, and neither kept file is touched."""
+    active = world.adapter_dir / "alice_adapter.pt"
+    kept = []
+    for seed in (9, 10, 11):
+        kept.append(AdapterManager.keep_version(world.adapter_dir, "alice"))
+        save_user_adapter(world.model, world.adapter_dir, "alice", seed=seed)
+    assert [path.name for path in kept] == ["000001.pt", "000002.pt", "000003.pt"]
+    first, third = kept[0].read_bytes(), kept[2].read_bytes()
+    assert first != third
+    kept[1].unlink()
+    newest = AdapterManager.keep_version(world.adapter_dir, "alice")
+    assert newest.name == "000004.pt" and newest.read_bytes() == active.read_bytes()
+    assert kept[0].read_bytes() == first and kept[2].read_bytes() == third
+    assert [number for number, _ in AdapterManager.list_versions(world.adapter_dir, "alice")] == [1, 3, 4]
+
+
 def test_without_hard_links_a_new_file_is_still_never_written_over_another(tmp_path, monkeypatch):
     def no_links(*_):
         raise PermissionError("operation not permitted")  # what an SMB or FAT mount answers

@@ -665,6 +665,44 @@ def test_huge_uploads_answer_413_before_the_body_is_read(service, user_id):
     assert not any(Storage(service.data_dir).uploads_dir.iterdir())
 
 
+class _CountedBody:
+    """An ASGI wrapper playing a client that streams a ``total``-byte body in 64 KiB chunks, one per call of the
+    app's ``receive``, and counts the chunks the app pulled."""
+
+    CHUNK = 64 * 1024
+
+    def __init__(self, app, total: int) -> None:
+        self.app = app
+        self.total = total
+        self.pulled = 0
+
+    async def __call__(self, scope, receive, send):
+        async def streamed_receive():
+            sent = self.pulled * self.CHUNK
+            if sent >= self.total:
+                return await receive()  # the body is over: the app waits for a disconnect
+            self.pulled += 1
+            size = min(self.CHUNK, self.total - sent)
+            return {"type": "http.request", "body": b"\0" * size, "more_body": sent + size < self.total}
+
+        await self.app(scope, streamed_receive, send)
+
+
+@pytest.mark.parametrize("content_type", ["multipart/form-data; boundary=xyz", "application/json"])
+def test_a_declared_size_over_the_limit_is_refused_before_any_of_the_body_is_pulled(service, user_id, content_type):
+    """Review, stop 39: without the check of the declared Content-Length the streamed count still answered 413, but
+    only after the server had pulled (and spooled) the body up to the limit; the declaration alone must do."""
+    create_user(service, user_id)
+    limit = MAX_JSON_BODY_BYTES if content_type == "application/json" else MAX_UPLOAD_BYTES
+    paths = {"application/json": "/v1/users", "multipart/form-data; boundary=xyz": f"/v1/users/{user_id}/utterances"}
+    client = _CountedBody(service.client.app, total=limit * 3)
+    headers = {**service.headers(), "Content-Type": content_type, "Content-Length": str(client.total)}
+    response = TestClient(client).post(paths[content_type], headers=headers)
+    assert response.status_code == 413 and error_code(response) == "upload_too_large", response.text
+    assert client.pulled == 0
+    assert service.client.get(f"/v1/users/{user_id}/utterances", headers=service.headers()).json()["utterances"] == []
+
+
 def test_wrong_form_field_types_answer_422(service, user_id):
     create_user(service, user_id)
     missing_text = service.client.post(

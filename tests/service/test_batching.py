@@ -94,14 +94,15 @@ def test_concurrent_requests_of_different_users_run_as_one_batch(tiny_users, tmp
 
 
 def test_a_batch_waits_at_most_max_wait_and_holds_at_most_max_size(recognizer, tiny_users):
+    """Review, stop 39: the wait was checked by the clock (< 5 s); now by behaviour: a request announced and never
+    submitted keeps the batch waiting, and only ``max_wait_ms`` (50 ms, against a 60 s hang guard) ends the wait."""
     wave = speech(tiny_users, 1)[0]
     batches = []
     batcher = DynamicBatcher(recognizer, max_batch_size=2, max_wait_ms=50, on_batch=lambda n, s: batches.append(n))
     batcher.start()
     try:
-        started = time.monotonic()
-        assert batcher.submit(wave, 16000, None).result(timeout=60).text
-        assert time.monotonic() - started < 5.0
+        with batcher.arriving():  # announced until the answer is in: the batch's deadline must end its wait
+            assert batcher.submit(wave, 16000, None).result(timeout=60).text
         futures = [batcher.submit(wave, 16000, None) for _ in range(5)]
         texts = {future.result(timeout=60).text for future in futures}
     finally:
@@ -112,14 +113,15 @@ def test_a_batch_waits_at_most_max_wait_and_holds_at_most_max_size(recognizer, t
 
 
 def test_a_lone_request_never_waits_and_an_announced_one_is_waited_for(recognizer, tiny_users):
+    """The batch's wait is longer than the 60 s the answers are waited for: a lone request answered at all was not
+    held for it (review, stop 39: checked by the clock before)."""
     wave = speech(tiny_users, 1)[0]
     batches = []
-    batcher = DynamicBatcher(recognizer, max_batch_size=4, max_wait_ms=20000, on_batch=lambda n, s: batches.append(n))
+    batcher = DynamicBatcher(recognizer, max_batch_size=4, max_wait_ms=600_000, on_batch=lambda n, s: batches.append(n))
     batcher.start()
     try:
-        started = time.monotonic()
-        batcher.submit(wave, 16000, None).result(timeout=60)  # nothing queued, nothing announced: no 20 s wait
-        assert time.monotonic() - started < 10.0 and batches == [1]
+        batcher.submit(wave, 16000, None).result(timeout=60)  # nothing queued, nothing announced: no 10 min wait
+        assert batches == [1]
         with batcher.arriving():
             first = batcher.submit(wave, 16000, None)
             with batcher.arriving():
@@ -135,7 +137,10 @@ def test_a_batch_stops_waiting_as_soon_as_an_announced_request_gives_up(recogniz
     """An announced request that is never submitted (its upload is not audio: 422) ends the batch's wait at once, not
     after ``max_wait_ms`` (before stop 32 the batch slept to its deadline)."""
     wave = speech(tiny_users, 1)[0]
-    batcher = DynamicBatcher(recognizer, max_batch_size=4, max_wait_ms=60000)
+    batches = []
+    # a wait far longer than the 60 s the answer is waited for: only the give-up can end it in time (review, stop 39:
+    # checked by the clock before)
+    batcher = DynamicBatcher(recognizer, max_batch_size=4, max_wait_ms=600_000, on_batch=lambda n, s: batches.append(n))
     batcher.start()
     try:
         with batcher.arriving():  # the request that will give up
@@ -143,11 +148,10 @@ def test_a_batch_stops_waiting_as_soon_as_an_announced_request_gives_up(recogniz
                 first = batcher.submit(wave, 16000, None)
             time.sleep(0.3)
             assert not first.done()  # the batch waits for the announced request
-        gave_up = time.monotonic()
-        first.result(timeout=60)
-        assert time.monotonic() - gave_up < 20
+        assert first.result(timeout=60).text
     finally:
         batcher.stop()
+    assert batches == [1]
 
 
 def test_a_cancelled_request_is_dropped_and_the_model_thread_goes_on(recognizer, tiny_users):

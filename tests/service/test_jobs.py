@@ -255,6 +255,23 @@ def test_a_job_runs_only_from_the_queued_state(tmp_path):
     engine.dispose()
 
 
+def test_a_queued_job_with_no_attempts_left_is_never_claimed(tmp_path):
+    """Review, stop 39: the claim's ``attempts < job_max_attempts`` was untested; a queued row that has used every
+    attempt (a retry message arriving after recovery counted the last one) must not run again."""
+    settings = settings_for(tmp_path, "server.job_max_attempts=2")
+    make_keys(settings)
+    queue, engine = _queue(settings)
+    spent = _job_row(queue.sessions, status="queued", attempts=2)
+    with queue.sessions() as session:
+        before = session.get(Job, spent).started_at
+    queue.run_job(spent)
+    with queue.sessions() as session:
+        job = session.get(Job, spent)
+        assert (job.status, job.attempts, job.progress, job.error) == ("queued", 2, 0.4, None)
+        assert job.started_at == before and job.finished_at is None
+    engine.dispose()
+
+
 def test_too_few_usable_utterances_fail_the_job_without_retry(tmp_path):
     settings = settings_for(tmp_path, "server.job_max_attempts=3")
     make_keys(settings)
@@ -517,13 +534,14 @@ def test_a_run_stops_at_its_time_budget_and_is_judged_on_its_best_adapter(tmp_pa
     assert runner.max_minutes == 0.01
     entries = read_manifest(tiny_users / "users" / "user01" / "enroll.tsv")
     utterances = [(entry.audio_path, entry.transcript) for entry in entries]
-    started = time.monotonic()
     outcome = runner.train(tmp_path / "job", "user01", "encoder", utterances, lambda _: True)
-    assert time.monotonic() - started < 120
     assert outcome.adapter_file is not None and outcome.adapter_file.is_file()
     assert outcome.cer_before is not None and outcome.cer_after is not None
+    # the epochs recorded show where the budget cut the run (review, stop 39: checked by the clock before)
     history = json.loads((tmp_path / "job" / "run" / "history.json").read_text())
     assert 1 <= len(history) < 200 and history[-1].get("partial") is True, history[-1]
+    assert [record["epoch"] for record in history] == list(range(1, len(history) + 1))
+    assert not any(record.get("partial") for record in history[:-1])  # only the cut epoch is partial
     assert "max_minutes: 0.01" in (tmp_path / "job" / "run" / "config.yaml").read_text()  # the resolved config
 
 
@@ -668,12 +686,13 @@ def test_a_graceful_shutdown_queues_the_running_job_again_without_using_an_attem
         job_id = _enrolled(client, headers, read_manifest(tiny_users / "users" / "user01" / "enroll.tsv"))
         sessions = client.app.state.service.sessions
         _wait_for(lambda: _training(sessions, job_id), "the run's first epoch")
-        stopping = time.monotonic()
-    assert time.monotonic() - stopping < 30  # the run stopped after its step, not after its 200 epochs
+    # the run stopped after its step, not after its 200 epochs: queued again, short of the progress of a finished run
+    # (review, stop 39: checked by the clock before)
     queue, engine = _queue(settings)
     with queue.sessions() as session:
         job = session.get(Job, job_id)
-        assert (job.status, job.attempts) == ("queued", 0) and job.progress > 0  # shown as far as it got
+        assert (job.status, job.attempts, job.version) == ("queued", 0, None)
+        assert SETUP_PROGRESS <= job.progress < SETUP_PROGRESS + 0.85 * 100 / 200  # shown as far as it got
     assert queue.job_ids_on_queue() == {job_id}  # the next worker takes it at once
     assert not (Storage(tmp_path).user_dir("acme", "user01") / "jobs").exists()
     engine.dispose()

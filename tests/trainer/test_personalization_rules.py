@@ -190,6 +190,41 @@ def test_an_active_adapter_of_base_weights_since_replaced_is_not_kept_in_force(t
     assert not AdapterManager.get_adapter_info(versions[0][1])["rejected"]  # the old accepted one, kept
 
 
+def test_a_rejected_retraining_replaces_an_active_adapter_that_was_rejected_too(tmp_path, base, enroll):
+    """Review, stop 39: only an accepted adapter stays in force; a rejected one in the active file is no reason to
+    keep it, so a second rejected run takes its place (the first is kept as a version) and says nothing was kept."""
+    first, _ = _train(base, _config(tmp_path, **UNTRAINED_HEAD), enroll)
+    assert first.outcome["rejected"] and not first.outcome["previous_adapter_kept"]
+    active = tmp_path / "adapters" / "user01_adapter.pt"
+    rejected_before = active.read_bytes()
+    assert AdapterManager.get_adapter_info(active)["rejected"]
+
+    second_config = _config(tmp_path, **UNTRAINED_HEAD, seed=6, output_dir=str(tmp_path / "run2"))
+    second, _ = _train(base, second_config, enroll)
+    assert second.outcome["rejected"] and not second.outcome["previous_adapter_kept"]
+    assert second.adapter_path == active and active.read_bytes() != rejected_before
+    saved, info = AdapterManager.read_adapter(active)
+    assert info["rejected"] and info["rejected_reason"] == second.outcome["rejected_reason"]
+    assert info["training_stats"]["history"] == second.state.history
+    trained = second.adapter.state_dict()
+    assert all(torch.equal(value, trained[key]) for key, value in saved.state_dict().items())
+    versions = AdapterManager.list_versions(tmp_path / "adapters", "user01")
+    assert [number for number, _ in versions] == [1] and versions[0][1].read_bytes() == rejected_before
+
+
+def test_adapter_training_stops_after_patience_validations_without_a_better_cer(tmp_path, base, enroll):
+    """Review, stop 39: early stopping was untested. A learning rate that leaves the head where it started: the first
+    validation sets the best CER, the next two equal it, and patience 2 stops the run there, 3 of 7 epochs."""
+    config = _config(tmp_path, **{**UNTRAINED_HEAD, "num_epochs": 7, "early_stopping_patience": 2})
+    trainer, _ = _train(base, config, enroll)
+    cers = [record["valid_cer"] for record in trainer.state.history]
+    assert cers == [cers[0]] * 3 and trainer.state.best_cer == cers[0]  # a plateau after the first validation
+    assert [record["epoch"] for record in trainer.state.history] == [1, 2, 3] and trainer.state.epoch == 3
+    stats = AdapterManager.get_adapter_info(trainer.adapter_path)["training_stats"]
+    assert stats["epochs"] == 1  # saved at the one improvement, the first epoch
+    assert trainer.training_stats()["epochs"] == 3
+
+
 def test_an_accepted_adapter_is_served(tmp_path, base, enroll):
     trainer, _ = _train(base, _config(tmp_path, **LEARNING_ENCODER), enroll, valid=enroll[:8])
     assert trainer.outcome == {"rejected": False, "rejected_reason": None, "previous_adapter_kept": False}

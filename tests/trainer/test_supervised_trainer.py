@@ -248,6 +248,34 @@ def test_an_interrupt_stops_training_at_the_next_check(tmp_path, base_entries, c
     assert stopper.state.global_step == 3
 
 
+def test_the_trained_model_ends_with_the_best_validations_weights_not_the_last_epochs(
+    tmp_path, base_entries, corpus_vocab, feature_config
+):
+    """Review, stop 39: a run whose last epoch is not its best must leave the model holding best.pt's weights (the
+    reload of best.pt at the end of training was untested)."""
+    from kospeech.model_builder import DeepSpeech2Config
+
+    model_config = DeepSpeech2Config(num_rnn_layers=1, rnn_hidden_dim=16)
+    model = _model(feature_config, corpus_vocab, model_config)
+    # a constant learning rate this high drives the tiny model to blanks in the first epoch and keeps it there: every
+    # validation has the same CER, so the first is the best while later epochs still move the weights
+    constant = dict(lr_scheduler="constant", init_lr=1e-2, peak_lr=1e-2, num_epochs=3, device="cpu")
+    trainer = _quick_trainer(
+        tmp_path, base_entries[:4], base_entries[4:6], corpus_vocab, feature_config, model_config, **constant
+    )
+    trainer.train(model)
+    cers = [record["valid_cer"] for record in trainer.state.history]
+    assert len(cers) == 3 and min(cers[1:]) >= cers[0]  # the first validation is the best: best.pt holds epoch 1
+    best = load_checkpoint(tmp_path / "best.pt")
+    last = load_checkpoint(tmp_path / "last.pt")
+    assert best.trainer_state["epoch"] == 1 and last.trainer_state["epoch"] == 3
+    assert any(not torch.equal(value, last.model_state_dict[key]) for key, value in best.model_state_dict.items())
+    state = model.state_dict()
+    assert state.keys() == best.model_state_dict.keys()
+    for key, value in best.model_state_dict.items():
+        assert torch.equal(state[key], value), key
+
+
 def test_trainer_refuses_empty_training_set(corpus_vocab, feature_config):
     with pytest.raises(ValueError, match="no training utterances"):
         SupervisedTrainer(TrainConfig(), corpus_vocab, feature_config, [])
