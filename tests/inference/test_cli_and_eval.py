@@ -242,42 +242,45 @@ def test_eval_recipe_reports_per_user_figures(world, tmp_path):
     assert written["per_user"]["overall"] == per_user["overall"]
 
 
-def test_eval_refuses_an_empty_manifest_and_a_missing_adapter_before_scoring(world, tmp_path, monkeypatch):
+def test_eval_refuses_an_empty_manifest_and_a_missing_adapter_before_scoring(world, tmp_path, caplog):
     """Review, stop 34: an empty manifest failed inside the batch sampler without naming the file, and a missing
-    adapter was reported only after the whole base model had been scored."""
+    adapter was reported only after the whole base model had been scored. Whether the base was scored is read from
+    the log: the base pass ends with its ``base: cer ...`` line."""
     from kospeech.cli import eval as eval_cli
     from kospeech.config import EvalConfig
+
+    def refused(job, error, match):
+        with caplog.at_level("INFO", logger=eval_cli.logger.name), pytest.raises(error, match=match):
+            eval_cli.evaluate_checkpoint(job)
+        assert not any(record.getMessage().startswith("base: cer") for record in caplog.records)  # not scored
+        caplog.clear()
 
     empty = tmp_path / "empty.tsv"
     empty.write_text("", encoding="utf-8")
     job = EvalConfig(checkpoint_path=str(world.checkpoint), manifest_path=str(empty), output_dir=str(tmp_path / "e"))
-    with pytest.raises(ValueError, match=f"the manifest {empty} holds no utterances"):
-        eval_cli.evaluate_checkpoint(job)
-    scored = []
-    monkeypatch.setattr(eval_cli, "evaluate", lambda *args, **kwargs: scored.append(kwargs["description"]))
+    refused(job, ValueError, f"the manifest {empty} holds no utterances")
     vocab = Vocabulary(TOKENS)
     manifest = write_manifest(
         tmp_path / "test.tsv", [ManifestEntry(world.wavs[0], "가나", tuple(vocab.encode("가나")))]
     )
     job.manifest_path, job.adapter_path = str(manifest), str(tmp_path / "nonexistent.pt")
-    with pytest.raises(FileNotFoundError, match="nonexistent.pt"):
-        eval_cli.evaluate_checkpoint(job)
-    assert scored == []  # the base model was not scored first
+    refused(job, FileNotFoundError, "nonexistent.pt")
 
     # review, stop 39: a user of adapter_dir without an adapter was found after the base pass over the whole manifest
     strangers = write_manifest(
         tmp_path / "carol.tsv", [ManifestEntry(world.wavs[0], "가나", tuple(vocab.encode("가나")), "carol")]
     )
     job.manifest_path, job.adapter_path, job.adapter_dir = str(strangers), None, str(world.adapter_dir)
-    with pytest.raises(UnknownUserError, match="carol"):
-        eval_cli.evaluate_checkpoint(job)
-    assert scored == []
+    refused(job, UnknownUserError, "carol")
     # and data settings naming training manifests (data=kspon) without manifest_path: a TypeError on None before
     job.manifest_path, job.adapter_dir = None, None
     job.data.train_manifest = str(manifest)
-    with pytest.raises(ConfigError, match=r"set manifest_path=\.\.\. \(the utterances to score"):
+    refused(job, ConfigError, r"set manifest_path=\.\.\. \(the utterances to score")
+    # the same job with the manifest is scored, and says so in the log the checks above read
+    job.manifest_path = str(manifest)
+    with caplog.at_level("INFO", logger=eval_cli.logger.name):
         eval_cli.evaluate_checkpoint(job)
-    assert scored == []
+    assert any(record.getMessage().startswith("base: cer") for record in caplog.records)
 
 
 def test_a_progress_bar_shows_on_the_terminal_while_the_results_go_to_a_pipe(world):
