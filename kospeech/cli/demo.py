@@ -27,7 +27,11 @@ def demo_config(argv: Optional[Sequence[str]] = None) -> DemoConfig:
     parser.add_argument("--corpus-dir", default=defaults.corpus_dir, help="full corpus (only to train a missing base)")
     parser.add_argument("--users-dir", default=defaults.users_dir, help="where the users' speech is synthesized")
     parser.add_argument("--preset", default=defaults.corpus_preset, choices=sorted(PRESETS), help="corpus preset")
-    parser.add_argument("--base", default=defaults.base_model_path, help="base checkpoint (trained when missing)")
+    parser.add_argument(
+        "--base",
+        default=defaults.base_model_path,
+        help="base checkpoint (the default is trained when missing; another must exist)",
+    )
     parser.add_argument("--output-dir", default=defaults.output_dir, help="adapters, results.json and the plot")
     parser.add_argument(
         "--adapter-type", default=defaults.adapter.adapter_type, choices=registered_adapter_types(), help="adapter type"

@@ -117,8 +117,10 @@ def main() -> None:
     ``-v`` / ``--verbose`` (not a Hydra override) shows DEBUG logs, the resolved config and tracebacks.
     """
     take_verbose_flag()
-    # the run folder's resolver refuses a bad name too (the guarantee); this gives the one-line message
-    for name in command_line_values(sys.argv[1:], "train.adapter_name"):
+    # the run folder's resolver refuses a bad name too (the guarantee); this gives the one-line message (not for a
+    # sweep's list of names, which Hydra splits into one name per job)
+    sweep = any(argument in ("-m", "--multirun") for argument in sys.argv[1:])
+    for name in [] if sweep else command_line_values(sys.argv[1:], "train.adapter_name"):
         try:
             validate_adapter_name(name)
         except InvalidNameError as exc:

@@ -5,8 +5,8 @@ batcher, in-process worker) and closes it after the server has finished its in-f
 shutdown). A pure ASGI middleware, outermost, authenticates every API request before its body is read (401 for no key,
 a malformed, unknown or revoked one; the caller's tenant is handed to the endpoints in the request state), bounds
 every request body (413 as soon as the declared or streamed size passes
-``server.max_upload_bytes`` plus room for the form fields for a multipart upload, :data:`MAX_JSON_BODY_BYTES` for any
-other body; 408 when no part of an unfinished body arrives for ``server.body_idle_seconds``), records request counts and latencies by
+``server.max_upload_bytes`` plus room for the form fields, :data:`MAX_JSON_BODY_BYTES` for a JSON body; 408 when no
+part of an unfinished body arrives for ``server.body_idle_seconds``), records request counts and latencies by
 route template (also for the answers it gives before routing), and writes one structured log line per request
 (``method=... path=... route=... status=... seconds=... request_id=...``; never the ``Authorization`` header), and
 gives every answer an ``X-Request-ID`` (the client's own when it sent a plain one) and every 405 an ``Allow`` naming
@@ -58,13 +58,19 @@ FORM_OVERHEAD_BYTES = 1 << 20
 """Room for multipart headers and text fields on top of ``server.max_upload_bytes`` in a request body."""
 
 MAX_JSON_BODY_BYTES = 64 << 10
-"""The largest body of a request that is not a multipart upload (the JSON requests are a few hundred bytes): a
-megabyte-sized object of unknown fields would otherwise hold the event loop for seconds while it is validated."""
+"""The largest JSON body (the API's JSON requests are a few hundred bytes): a megabyte-sized object of unknown fields
+would otherwise hold the event loop for seconds while it is validated."""
 
 _API_HEADERS = [(b"cache-control", b"no-store"), (b"x-content-type-options", b"nosniff")]
 
 OUTAGE_LOG_SECONDS = 30.0
 """While API keys cannot be checked, at most one log line per this many seconds (the first with its traceback)."""
+
+
+def _is_json(content_type: bytes) -> bool:
+    """Whether a body of this ``Content-Type`` is read as JSON (FastAPI reads a body without one as JSON too)."""
+    media_type = content_type.split(b";")[0].strip().lower()
+    return media_type in (b"", b"application/json") or media_type.endswith(b"+json")
 
 
 class _OutageLog:
@@ -182,13 +188,15 @@ class _RequestGuard:
             return
         started = time.perf_counter()
         status: Dict[str, Any] = {"code": 500}
-        headers = dict(scope.get("headers", ()))
-        if headers.get(b"content-type", b"").lower().startswith(b"multipart/form-data"):
+        headers: Dict[bytes, bytes] = {}
+        for name, value in scope.get("headers", ()):  # the first of a repeated header, as Starlette reads it
+            headers.setdefault(name, value)
+        if _is_json(headers.get(b"content-type", b"")):
+            limit = MAX_JSON_BODY_BYTES
+            too_large = f"a JSON request body is limited to {limit} bytes"
+        else:  # a multipart upload; any other type is refused (415) without its body being parsed
             limit = self.max_body_bytes
             too_large = f"the request body is larger than {limit} bytes (server.max_upload_bytes plus form fields)"
-        else:
-            limit = MAX_JSON_BODY_BYTES
-            too_large = f"a request body other than a multipart upload is limited to {limit} bytes"
         is_api = self._is_api(scope)
         request_id = self._request_id(headers)
         own_headers = [(REQUEST_ID_HEADER, request_id.encode("ascii")), *(_API_HEADERS if is_api else ())]

@@ -110,8 +110,8 @@ class ServerConfig:
     )
     torch_threads: int = field(default=1, metadata={"help": "torch intra-op threads of this process"})
     device: str = field(
-        default="auto",
-        metadata={"help": "where transcription and training run: auto (a GPU when there is one), cpu, cuda or cuda:N"},
+        default="cpu",
+        metadata={"help": "where transcription and training run: cpu, cuda, cuda:N or auto (a GPU when there is one)"},
     )
     job_max_attempts: int = field(default=3, metadata={"help": "runs of a training job before it is failed"})
     job_lease_seconds: float = field(

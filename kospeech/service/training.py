@@ -68,7 +68,7 @@ class AdapterJobRunner:
             server's background thread shares with the requests).
         max_minutes: a run's budget of training minutes (``server.train_max_minutes``), after which it stops and is
             judged on its best adapter so far; ``None`` for no limit.
-        device: where a run trains (``server.device``: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``).
+        device: where a run trains (``server.device``: ``cpu``, ``cuda``, ``cuda:N`` or ``auto``).
     """
 
     def __init__(
@@ -78,7 +78,7 @@ class AdapterJobRunner:
         heartbeat_seconds: float = 2.0,
         torch_threads: int = 1,
         max_minutes: Optional[float] = None,
-        device: str = "auto",
+        device: str = "cpu",
     ) -> None:
         self.base_model_path = base_model_path
         self.num_epochs = num_epochs

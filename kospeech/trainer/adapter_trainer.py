@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import logging
 import random
 import time
@@ -326,7 +327,7 @@ class AdapterTrainer(SupervisedTrainer):
         self.prepare_adapter(model, self.config.adapter_name, adapter)
         self._started = time.monotonic()
         self.output_dir.mkdir(parents=True, exist_ok=True)
-        self._write_run_config()
+        self._write_run_config(dataclasses.replace(self.config, batch_size=batch_size, num_epochs=num_epochs))
         self._use_shared_trunk_cache(cache, train_keys, valid_keys, cached_model)
         train_loader, valid_loader = self._build_loaders(model, batch_size)
         optimizer = self._build_optimizer(cached_model, total_steps=len(train_loader) * num_epochs)

@@ -1181,13 +1181,62 @@ def test_a_json_body_is_bounded_and_its_422_lists_ten_problems(service, user_id)
             "/v1/users", content=body, headers={**service.headers(), "Content-Type": "application/json", **headers}
         )
         assert too_large.status_code == 413 and error_code(too_large) == "upload_too_large"
-        assert f"other than a multipart upload is limited to {MAX_JSON_BODY_BYTES} bytes" in too_large.text
+        assert f"a JSON request body is limited to {MAX_JSON_BODY_BYTES} bytes" in too_large.text
+    # the first of two Content-Type headers decides, as it does for the parser (review of stop 39's diff: a second,
+    # multipart one lifted the limit to the upload's while the body was still read as JSON)
+    raw_headers = [
+        (b"authorization", service.headers()["Authorization"].encode()),
+        (b"content-type", b"application/json"),
+    ]
+    raw_headers.append((b"content-type", b"multipart/form-data; boundary=x"))
+    doubled = _send_raw(service.client.app, "POST", "/v1/users", raw_headers, big.encode())
+    assert doubled["status"] == 413 and b"a JSON request body is limited" in doubled["body"]
     assert service.client.get(f"/v1/users/{user_id}", headers=service.headers()).status_code == 404
+    # audio sent as the body itself is told to use multipart, not that it is too large
+    raw = service.client.post(
+        "/v1/audio/transcriptions",
+        content=wav_bytes(tone(3.0)),
+        headers={**service.headers(), "Content-Type": "audio/wav"},
+    )
+    assert raw.status_code == 415 and "must be sent as multipart/form-data, not audio/wav" in raw.text, raw.text
+
+
+def _send_raw(app, method, path, headers, body):
+    """One request with exactly these ``headers`` (repeated ones kept) through ``app``: ``{"status", "body"}``."""
+    answer = {"body": b""}
+
+    async def receive():
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    async def send(message):
+        if message["type"] == "http.response.start":
+            answer["status"] = message["status"]
+        elif message["type"] == "http.response.body":
+            answer["body"] += message.get("body", b"")
+
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": method,
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "root_path": "",
+        "headers": headers,
+        "client": ("127.0.0.1", 1),
+        "server": ("testserver", 80),
+        "app": app,
+    }
+    anyio.run(app, scope, receive, send)
+    return answer
 
 
 class _StalledBody:
-    """An ASGI wrapper handing the app the first half of a request's body and then nothing more: a client that
-    stopped sending in the middle of its upload."""
+    """An ASGI wrapper handing the app the first half of a request's body and then nothing for 60 s: a client that
+    stopped sending in the middle of its upload (then an empty last part, so that a server without the timeout
+    answers something else instead of hanging the test)."""
 
     def __init__(self, app):
         self.app = app
@@ -1199,7 +1248,8 @@ class _StalledBody:
             nonlocal calls
             calls += 1
             if calls > 1:
-                await anyio.sleep_forever()
+                await anyio.sleep(60)
+                return {"type": "http.request", "body": b"", "more_body": False}
             message = await receive()
             half = len(message["body"]) // 2
             return {"type": "http.request", "body": message["body"][:half], "more_body": True}

@@ -1058,12 +1058,12 @@ def _refuse_another_corpus(root: Path, preset: str, seed: int) -> None:
         recorded = CorpusCard.load(root).data
     except (FileNotFoundError, InputError):  # no corpus yet, or a broken one that the build replaces
         return
-    if (recorded.get("preset"), recorded.get("seed")) != (preset, seed):
+    found = (recorded.get("preset"), recorded.get("seed"))
+    if None not in found and found != (preset, seed):  # a card without them is broken: the build replaces it
         raise ConfigError(
-            f"{root} holds the {recorded.get('preset')!r} corpus of seed {recorded.get('seed')}, not the {preset!r} "
-            f"corpus of seed {seed} asked for (a training job's data.corpus_preset, data.corpus_seed): ask for that "
-            "corpus, point at another folder, or rebuild this one on purpose with bin/make_corpus.py "
-            f"preset={preset} seed={seed} out_dir={root}"
+            f"{root} holds the {found[0]!r} corpus of seed {found[1]}, not the {preset!r} corpus of seed {seed} "
+            "asked for: ask for that corpus (a training job's data.corpus_preset and data.corpus_seed), use another "
+            f"folder, or rebuild this one on purpose with bin/make_corpus.py preset={preset} seed={seed} out_dir={root}"
         )
 
 

@@ -201,9 +201,11 @@ def _read_until_closed(fd: int, timeout: float) -> Optional[bytes]:
     """Everything written to the pipe ``fd`` until its writer closes it; ``None`` when that takes over ``timeout`` s."""
     deadline = time.monotonic() + timeout
     chunks: List[bytes] = []
+    poller = select.poll()  # not select.select: it fails on descriptors numbered 1024 or more (a busy process)
+    poller.register(fd, select.POLLIN)
     while True:
         remaining = deadline - time.monotonic()
-        if remaining <= 0 or not select.select([fd], [], [], remaining)[0]:
+        if remaining <= 0 or not poller.poll(remaining * 1000):
             return None
         chunk = os.read(fd, 1 << 16)
         if not chunk:
