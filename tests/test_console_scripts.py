@@ -99,6 +99,8 @@ def test_hydra_scripts_answer_mistakes_in_one_line(tmp_path):
         ("eval.py", ["checkpoint_path=x.pt", "output_dir=taken"], "error: output_dir=taken: taken is a file"),
         ("main.py", ["train=adapter_train", "++train.adapter_name=../up"], "error: train.adapter_name: invalid"),
         ("main.py", ["hydra.run.dir=elsewhere"], "error: hydra.run.dir follows train.output_dir here"),
+        ("main.py", ["+train.num_epoch=3"], "error: train.num_epoch is not a setting of TrainConfig"),
+        ("eval.py", ["checkpoint_path=x.pt", "+beam=4"], "error: beam is not a setting of EvalConfig"),
     ):
         refused = _run([sys.executable, str(ROOT / "bin" / script), *arguments], cwd=tmp_path)
         assert refused.returncode == 1 and "Traceback" not in refused.stderr, refused.stderr

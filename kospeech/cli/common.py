@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import functools
 import logging
 import os
@@ -34,6 +35,7 @@ __all__ = [
     "exit_on_user_errors",
     "positive_int",
     "own_folder_in_a_sweep",
+    "refuse_unknown_settings",
     "command_line_values",
     "refuse_unusable_output_folders",
     "record_resolved_config",
@@ -247,6 +249,28 @@ def register_help() -> None:
     """Register :data:`HELP_RESOLVER` (once); every Hydra script calls it before ``hydra.main``."""
     if not OmegaConf.has_resolver(HELP_RESOLVER):
         OmegaConf.register_new_resolver(HELP_RESOLVER, config_groups_help)
+
+
+def refuse_unknown_settings(node: DictConfig, where: str = "") -> None:
+    """Refuse a key that the node's schema (a dataclass, at any depth) does not declare: Hydra lets ``+key=value``
+    add one, which nothing reads (a misspelled setting then silently keeps its default) or which fails only after
+    the run has written its config.
+
+    Raises:
+        ConfigError: naming the key as typed (``model.foo``) and its schema.
+    """
+    schema = OmegaConf.get_type(node)
+    if not dataclasses.is_dataclass(schema):
+        return
+    known = {item.name for item in dataclasses.fields(schema)}
+    for key, value in node.items_ex(resolve=False):
+        name = f"{where}{key}"
+        if key not in known:
+            raise ConfigError(
+                f"{name} is not a setting of {schema.__name__} (+{name}=... adds a key nothing reads): check its spelling"
+            )
+        if isinstance(value, DictConfig):
+            refuse_unknown_settings(value, f"{name}.")
 
 
 def own_folder_in_a_sweep(config: DictConfig, key: str) -> None:

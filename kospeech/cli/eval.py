@@ -22,6 +22,7 @@ from kospeech.cli.common import (
     one_line_errors,
     own_folder_in_a_sweep,
     record_resolved_config,
+    refuse_unknown_settings,
     refuse_unusable_output_folders,
     register_help,
     setup_logging,
@@ -172,6 +173,7 @@ register_help()
 @one_line_errors
 def hydra_main(config: DictConfig) -> None:
     """The Hydra job: score, write ``{output_dir}/results.json``, print the figures as JSON on stdout."""
+    refuse_unknown_settings(config)
     own_folder_in_a_sweep(config, "output_dir")
     absolutize_paths(config)
     setup_logging(Path(config.output_dir) / "eval.log")

@@ -29,6 +29,7 @@ from kospeech.cli.common import (
     one_line_errors,
     own_folder_in_a_sweep,
     record_resolved_config,
+    refuse_unknown_settings,
     refuse_unusable_output_folders,
     register_help,
     setup_logging,
@@ -79,6 +80,7 @@ register_help()
 )
 def hydra_main(config: DictConfig) -> None:
     """The Hydra job: an adapter run for ``train=adapter_train``, base training otherwise."""
+    refuse_unknown_settings(config)
     own_folder_in_a_sweep(config, "train.output_dir")
     absolutize_paths(config)
     if resolve_device(config.train.device).type == "cpu":  # the whole job, evaluations after training included
