@@ -8,6 +8,7 @@ import pytest
 import torch
 import yaml
 from hydra import compose, initialize_config_dir
+from test_supervised_trainer import _quick_trainer
 
 from kospeech.cli.common import config_dir
 from kospeech.config import register_configs
@@ -168,18 +169,19 @@ def test_adapter_training_refuses_a_bad_setting_before_reading_the_base(override
 def test_config_yaml_records_the_batch_size_and_epochs_the_run_used(
     tmp_path, base_entries, corpus_vocab, feature_config, tiny_model_config, resolved
 ):
-    config = TrainConfig(
-        output_dir=str(tmp_path),
+    trainer = _quick_trainer(
+        tmp_path,
+        base_entries[:4],
+        None,
+        corpus_vocab,
+        feature_config,
+        tiny_model_config,
+        resolved,
         batch_size=4,
         num_epochs=3,
-        num_workers=0,
-        log_every=1000,
-        checkpoint_every=0,
-        num_threads=1,
         device="cpu",
     )
-    record = {"input_dim": feature_config.feature_dim, "num_classes": len(corpus_vocab), **tiny_model_config.__dict__}
-    trainer = SupervisedTrainer(config, corpus_vocab, feature_config, base_entries[:4], None, record, resolved)
+    config = trainer.config
     torch.manual_seed(0)
     model = build_deepspeech2(feature_config.feature_dim, len(corpus_vocab), tiny_model_config)
     trainer.train(model, num_epochs=1, batch_size=2)

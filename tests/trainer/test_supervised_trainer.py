@@ -25,19 +25,19 @@ def _record(feature_config, vocab, model_config):
     return {"input_dim": feature_config.feature_dim, "num_classes": len(vocab), **model_config.__dict__}
 
 
-def _quick_trainer(output_dir, entries, held_out, vocab, feature_config, model_config, **settings):
-    """A trainer of batches of 2 on one thread, without workers, logs or periodic checkpoints."""
+def _quick_trainer(output_dir, entries, held_out, vocab, feature_config, model_config, resolved=None, **settings):
+    """A trainer (of batches of 2 unless ``settings`` say otherwise) on one thread, without workers, logs or periodic
+    checkpoints; ``resolved`` is the job's resolved config, as a CLI run hands it over."""
     config = TrainConfig(
+        **{"batch_size": 2, **settings},
         output_dir=str(output_dir),
-        batch_size=2,
         num_workers=0,
         log_every=1000,
         checkpoint_every=0,
         num_threads=1,
-        **settings,
     )
     return SupervisedTrainer(
-        config, vocab, feature_config, entries, held_out, _record(feature_config, vocab, model_config)
+        config, vocab, feature_config, entries, held_out, _record(feature_config, vocab, model_config), resolved
     )
 
 
