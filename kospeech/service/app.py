@@ -10,7 +10,8 @@ part of an unfinished body arrives for ``server.body_idle_seconds``), records re
 route template (also for the answers it gives before routing), and writes one structured log line per request
 (``method=... path=... route=... status=... seconds=... request_id=...``; never the ``Authorization`` header), and
 gives every answer an ``X-Request-ID`` (the client's own when it sent a plain one) and every 405 an ``Allow`` naming
-the methods of every route at its path; API answers are marked ``Cache-Control: no-store`` (they carry transcripts
+the methods of every route at its path; it answers ``HEAD`` wherever ``GET`` is served (HTTP requires it; FastAPI's
+routes declare only the methods they are given); API answers are marked ``Cache-Control: no-store`` (they carry transcripts
 and enrollment texts) and ``X-Content-Type-Options: nosniff``. While the database
 cannot check keys, the guard logs the first failure with its traceback and then one line per
 ``OUTAGE_LOG_SECONDS`` counting the refusals, not a traceback per request.
@@ -24,7 +25,7 @@ import re
 import time
 import uuid
 from contextlib import asynccontextmanager
-from typing import Any, AsyncIterator, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, AsyncIterator, Dict, Iterator, List, Optional, Sequence, Set, Tuple
 
 import anyio
 import anyio.to_thread
@@ -218,6 +219,10 @@ class _RequestGuard:
             await self._refuse(send, 413, "upload_too_large", too_large, *own_headers)
             self._log(scope, status["code"], started, request_id)
             return
+        methods = self._route_methods(scope)
+        # HTTP has HEAD wherever GET is: the GET route answers, and its body is left out below
+        head_as_get = scope["method"] == "HEAD" and "HEAD" not in self._declared_methods(scope) and "GET" in methods
+        served = {**scope, "method": "GET"} if head_as_get else scope
         received = 0
         body_complete = False
 
@@ -243,15 +248,16 @@ class _RequestGuard:
             if message["type"] == "http.response.start":
                 status["code"] = message["status"]
                 headers = [*message.get("headers", ()), *own_headers]
-                allowed = self._allowed_methods(scope) if message["status"] == 405 else []
-                if allowed:  # Starlette names the methods of the first route fitting the path only
+                if message["status"] == 405 and methods:  # Starlette names the first fitting route's methods only
                     headers = [item for item in headers if item[0].lower() != b"allow"]
-                    headers.append((b"allow", ", ".join(allowed).encode("ascii")))
+                    headers.append((b"allow", ", ".join(sorted(methods)).encode("ascii")))
                 message = {**message, "headers": headers}
+            elif message["type"] == "http.response.body" and head_as_get:
+                message = {**message, "body": b""}  # its Content-Length stays: the size the GET would have sent
             await send(message)
 
         try:
-            await self.app(scope, limited_receive, recording_send)
+            await self.app(served, limited_receive, recording_send)
         finally:
             self._log(scope, status["code"], started, request_id)
 
@@ -266,9 +272,14 @@ class _RequestGuard:
         path = self._app_path(scope)
         return (route for route in self.routes if route.path_regex.fullmatch(path))
 
-    def _allowed_methods(self, scope: Scope) -> List[str]:
-        """Every method some route serves at the request's path."""
-        return sorted({method for route in self._routes_at(scope) for method in getattr(route, "methods", None) or ()})
+    def _declared_methods(self, scope: Scope) -> Set[str]:
+        """Every method some route declares at the request's path."""
+        return {method for route in self._routes_at(scope) for method in getattr(route, "methods", None) or ()}
+
+    def _route_methods(self, scope: Scope) -> Set[str]:
+        """Every method served at the request's path: the routes' own, and HEAD wherever GET is."""
+        methods = self._declared_methods(scope)
+        return methods | {"HEAD"} if "GET" in methods else methods
 
     def _route(self, scope: Scope) -> str:
         """The request's route template: the matched route's, or for an answer given before routing (the guard's

@@ -1140,7 +1140,15 @@ def test_answers_carry_request_ids_locations_and_the_methods_a_path_allows(servi
     assert any(line.endswith("request_id=req-42.a") for line in lines)
     assert any(line.endswith(f"request_id={refused.headers['x-request-id']}") for line in lines)
     patch = service.client.patch(f"/v1/users/{user_id}", headers=service.headers())
-    assert patch.status_code == 405 and patch.headers["allow"] == "DELETE, GET"
+    assert patch.status_code == 405 and patch.headers["allow"] == "DELETE, GET, HEAD"
+    # HEAD wherever GET is served (HTTP requires it; left alone in stop 38): the GET's status and headers, no body
+    got = service.client.get(f"/v1/users/{user_id}", headers=service.headers())
+    head = service.client.head(f"/v1/users/{user_id}", headers=service.headers())
+    assert head.status_code == 200 and head.content == b"" and head.headers["content-length"] == str(len(got.content))
+    assert service.client.head("/v1/users/nobody-here", headers=service.headers()).status_code == 404
+    assert service.client.head(f"/v1/users/{user_id}").status_code == 401
+    post_only = service.client.head("/v1/audio/transcriptions", headers=service.headers())
+    assert post_only.status_code == 405 and post_only.headers["allow"] == "POST"
     assert service.client.post("/healthz").headers["allow"] == "GET, HEAD"
     slash = service.client.post("/v1/audio/transcriptions/", files={"file": ("a.wav", b"x")}, headers=service.headers())
     assert slash.status_code == 404 and "ends with a slash" in slash.json()["error"]["message"]
