@@ -41,7 +41,14 @@ from kospeech.service.routers import health, jobs, pages, prompts, transcription
 from kospeech.service.settings import ServerConfig
 from kospeech.service.state import ServiceState
 
-__all__ = ["FORM_OVERHEAD_BYTES", "MAX_JSON_BODY_BYTES", "OUTAGE_LOG_SECONDS", "REQUEST_ID_HEADER", "create_app"]
+__all__ = [
+    "CLIENT_CLOSED_REQUEST",
+    "FORM_OVERHEAD_BYTES",
+    "MAX_JSON_BODY_BYTES",
+    "OUTAGE_LOG_SECONDS",
+    "REQUEST_ID_HEADER",
+    "create_app",
+]
 
 logger = logging.getLogger(__name__)
 access_logger = logging.getLogger("kospeech.service.access")
@@ -63,6 +70,9 @@ MAX_JSON_BODY_BYTES = 64 << 10
 would otherwise hold the event loop for seconds while it is validated."""
 
 _API_HEADERS = [(b"cache-control", b"no-store"), (b"x-content-type-options", b"nosniff")]
+
+CLIENT_CLOSED_REQUEST = 499
+"""The status logged and counted for a request whose client closed its connection before its body had arrived."""
 
 OUTAGE_LOG_SECONDS = 30.0
 """While API keys cannot be checked, at most one log line per this many seconds (the first with its traceback)."""
@@ -242,6 +252,8 @@ class _RequestGuard:
                 if received > limit:
                     raise HTTPException(413, too_large)
                 body_complete = not message.get("more_body", False)
+            elif message["type"] == "http.disconnect":  # the client left mid-body: its fault, but no malformed body
+                status["client_left"] = True
             return message
 
         async def recording_send(message: Message) -> None:
@@ -259,7 +271,10 @@ class _RequestGuard:
         try:
             await self.app(served, limited_receive, recording_send)
         finally:
-            self._log(scope, status["code"], started, request_id)
+            # nginx's 499: whatever the app answered went nowhere, and a 400 would count a client's broken body
+            self._log(
+                scope, CLIENT_CLOSED_REQUEST if status.get("client_left") else status["code"], started, request_id
+            )
 
     @staticmethod
     def _request_id(headers: Dict[bytes, bytes]) -> str:

@@ -1265,6 +1265,44 @@ class _StalledBody:
         await self.app(scope, stalled_receive, send)
 
 
+class _LeavingClient:
+    """An ASGI wrapper handing the app the first half of a request's body, then the client's disconnect."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        calls = 0
+
+        async def leaving_receive():
+            nonlocal calls
+            calls += 1
+            if calls > 1:
+                return {"type": "http.disconnect"}
+            message = await receive()
+            return {"type": "http.request", "body": message["body"][: len(message["body"]) // 2], "more_body": True}
+
+        await self.app(scope, leaving_receive, send)
+
+
+def test_a_client_that_leaves_mid_upload_is_logged_as_499_not_400(service, user_id, caplog):
+    """Left alone in stop 38, done in stop 39: a closed connection was logged and counted as a 400, like a client's
+    malformed body; it is nginx's 499 now, in the access log and the request metric."""
+    create_user(service, user_id)
+    with caplog.at_level("INFO", logger="kospeech.service.access"):
+        TestClient(_LeavingClient(service.client.app)).post(
+            f"/v1/users/{user_id}/utterances",
+            files={"file": ("a.wav", wav_bytes(tone(1.0)))},
+            data={"text": TEXT},
+            headers=service.headers(),
+        )
+    lines = [record.getMessage() for record in caplog.records if record.name == "kospeech.service.access"]
+    assert any("route=/v1/users/{user_id}/utterances status=499 " in line for line in lines), lines
+    metrics = service.client.get("/metrics").text
+    assert 'route="/v1/users/{user_id}/utterances",status="499"' in metrics
+    assert service.client.get(f"/v1/users/{user_id}/utterances", headers=service.headers()).json()["utterances"] == []
+
+
 def test_an_upload_that_stops_arriving_is_answered_408(tmp_path, user_id):
     """Review, stop 39: an upload whose client stopped sending was held open for good, its parts spooled in memory
     or on disk; now the request ends after ``server.body_idle_seconds`` without a byte."""
