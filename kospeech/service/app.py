@@ -11,8 +11,8 @@ route template (also for the answers it gives before routing), and writes one st
 (``method=... path=... route=... status=... seconds=... request_id=...``; never the ``Authorization`` header), and
 gives every answer an ``X-Request-ID`` (the client's own when it sent a plain one) and every 405 an ``Allow`` naming
 the methods of every route at its path; it answers ``HEAD`` wherever ``GET`` is served (HTTP requires it; FastAPI's
-routes declare only the methods they are given); API answers are marked ``Cache-Control: no-store`` (they carry transcripts
-and enrollment texts) and ``X-Content-Type-Options: nosniff``. While the database
+routes declare only the methods they are given); API answers are marked ``Cache-Control: no-store`` (they carry
+transcripts and enrollment texts) and ``X-Content-Type-Options: nosniff``. While the database
 cannot check keys, the guard logs the first failure with its traceback and then one line per
 ``OUTAGE_LOG_SECONDS`` counting the refusals, not a traceback per request.
 """
@@ -229,9 +229,10 @@ class _RequestGuard:
             await self._refuse(send, 413, "upload_too_large", too_large, *own_headers)
             self._log(scope, status["code"], started, request_id)
             return
-        methods = self._route_methods(scope)
+        declared = self._declared_methods(scope)
         # HTTP has HEAD wherever GET is: the GET route answers, and its body is left out below
-        head_as_get = scope["method"] == "HEAD" and "HEAD" not in self._declared_methods(scope) and "GET" in methods
+        head_as_get = scope["method"] == "HEAD" and "GET" in declared and "HEAD" not in declared
+        methods = declared | {"HEAD"} if "GET" in declared else declared  # what a 405's Allow names
         served = {**scope, "method": "GET"} if head_as_get else scope
         received = 0
         body_complete = False
@@ -290,11 +291,6 @@ class _RequestGuard:
     def _declared_methods(self, scope: Scope) -> Set[str]:
         """Every method some route declares at the request's path."""
         return {method for route in self._routes_at(scope) for method in getattr(route, "methods", None) or ()}
-
-    def _route_methods(self, scope: Scope) -> Set[str]:
-        """Every method served at the request's path: the routes' own, and HEAD wherever GET is."""
-        methods = self._declared_methods(scope)
-        return methods | {"HEAD"} if "GET" in methods else methods
 
     def _route(self, scope: Scope) -> str:
         """The request's route template: the matched route's, or for an answer given before routing (the guard's
