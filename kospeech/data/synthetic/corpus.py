@@ -1029,22 +1029,20 @@ def ensure_corpus(
     """
     root = Path(out_dir)
     sizes = resolve_sizes(preset, overrides)
-    _refuse_another_corpus(root, preset, seed)
-    if all(value is None for value in overrides.values()):
-        recorded = _recorded_sizes(root)
-        if recorded is not None and recorded != sizes:
-            kept = ", ".join(
-                f"{name}={value} (preset: {getattr(sizes, name)})"
-                for name, value in dataclasses.asdict(recorded).items()
-                if value != getattr(sizes, name)
-            )
-            logger.info(
-                "keeping the sizes the %s corpus in %s was built with: %s (pass sizes to rebuild it at others)",
-                preset,
-                root,
-                kept,
-            )
-            sizes = recorded
+    recorded = _recorded_sizes(root, preset, seed)  # refuses a corpus of another preset or seed
+    if recorded is not None and recorded != sizes and all(value is None for value in overrides.values()):
+        kept = ", ".join(
+            f"{name}={value} (preset: {getattr(sizes, name)})"
+            for name, value in dataclasses.asdict(recorded).items()
+            if value != getattr(sizes, name)
+        )
+        logger.info(
+            "keeping the sizes the %s corpus in %s was built with: %s (pass sizes to rebuild it at others)",
+            preset,
+            root,
+            kept,
+        )
+        sizes = recorded
     if _is_complete(root, _requested_config(preset, seed, sizes)):
         card = CorpusCard.load(root)
         logger.info("using cached %s", card.summary())
@@ -1052,30 +1050,31 @@ def ensure_corpus(
     return build_corpus(root, preset=preset, seed=seed, num_workers=num_workers, **dataclasses.asdict(sizes))
 
 
-def _refuse_another_corpus(root: Path, preset: str, seed: int) -> None:
-    """Raise :class:`ConfigError` when the readable card in ``root`` is of another preset or seed than asked for."""
+def _recorded_sizes(root: Path, preset: str, seed: int) -> Optional[CorpusSizes]:
+    """The sizes the card in ``root`` records, when it is a corpus of ``preset`` and ``seed``.
+
+    No card, or an unreadable one (one without a preset or seed included), gives ``None``: the build that follows
+    replaces it, as it did before cards kept sizes.
+
+    Raises:
+        ConfigError: the card is of another preset or seed (rebuilding it here would delete much of it).
+    """
     try:
-        recorded = CorpusCard.load(root).data
-    except (FileNotFoundError, InputError):  # no corpus yet, or a broken one that the build replaces
-        return
-    found = (recorded.get("preset"), recorded.get("seed"))
-    if None not in found and found != (preset, seed):  # a card without them is broken: the build replaces it
+        card = CorpusCard.load(root)
+    except (FileNotFoundError, InputError):
+        return None
+    found = (card.data.get("preset"), card.data.get("seed"))
+    if None in found:
+        return None
+    if found != (preset, seed):
         raise ConfigError(
             f"{root} holds the {found[0]!r} corpus of seed {found[1]}, not the {preset!r} corpus of seed {seed} "
             "asked for: ask for that corpus (a training job's data.corpus_preset and data.corpus_seed), use another "
             f"folder, or rebuild this one on purpose with bin/make_corpus.py preset={preset} seed={seed} out_dir={root}"
         )
-
-
-def _recorded_sizes(root: Path) -> Optional[CorpusSizes]:
-    """The sizes of the corpus card in ``root`` (of the preset and seed asked for: see :func:`_refuse_another_corpus`).
-
-    No card, or an unreadable one, gives ``None``: the build that follows replaces it, as it did before cards kept
-    sizes.
-    """
     try:
-        return CorpusCard.load(root).sizes
-    except (FileNotFoundError, InputError):
+        return card.sizes
+    except InputError:  # sizes the build replaces (ConfigError is one too, hence not in the first try)
         return None
 
 
