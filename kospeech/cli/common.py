@@ -150,11 +150,11 @@ def refuse_unusable_output_folders(argv: Sequence[str], key: str) -> None:
     (a file in its place or above it: Hydra would fail making its run folder there, with a traceback), or sets
     Hydra's run or sweep folder, which ``key`` decides, to another folder (the run's files would be split between
     the two)."""
-    chosen = {Path(value) for value in command_line_values(argv, key)}
+    values = command_line_values(argv, key)
     for hydra_key in ("hydra.run.dir", "hydra.sweep.dir"):
-        if any(Path(value) not in chosen for value in command_line_values(argv, hydra_key)):
+        if any(Path(value) not in map(Path, values) for value in command_line_values(argv, hydra_key)):
             sys.exit(f"error: {hydra_key} follows {key} here (the run's files and .hydra/ stay together): set {key}")
-    for value in command_line_values(argv, key):
+    for value in values:
         if "${" in value:  # an interpolation: known only once Hydra resolves it
             continue
         folder = Path(value).expanduser()

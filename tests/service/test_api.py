@@ -1241,48 +1241,37 @@ def _send_raw(app, method, path, headers, body):
     return answer
 
 
-class _StalledBody:
-    """An ASGI wrapper handing the app the first half of a request's body and then nothing for 60 s: a client that
-    stopped sending in the middle of its upload (then an empty last part, so that a server without the timeout
-    answers something else instead of hanging the test)."""
+class _HalfBody:
+    """An ASGI wrapper handing the app the first half of a request's body, then what ``after()`` gives: a client
+    that stopped sending, or left, in the middle of its upload."""
 
-    def __init__(self, app):
-        self.app = app
+    def __init__(self, app, after):
+        self.app, self.after = app, after
 
     async def __call__(self, scope, receive, send):
         calls = 0
 
-        async def stalled_receive():
+        async def half_receive():
             nonlocal calls
             calls += 1
             if calls > 1:
-                await anyio.sleep(60)
-                return {"type": "http.request", "body": b"", "more_body": False}
+                return await self.after()
             message = await receive()
             half = len(message["body"]) // 2
             return {"type": "http.request", "body": message["body"][:half], "more_body": True}
 
-        await self.app(scope, stalled_receive, send)
+        await self.app(scope, half_receive, send)
 
 
-class _LeavingClient:
-    """An ASGI wrapper handing the app the first half of a request's body, then the client's disconnect."""
+async def _stall():
+    """Nothing for 60 s, then an empty last part: a server without the idle timeout answers something else instead
+    of hanging the test."""
+    await anyio.sleep(60)
+    return {"type": "http.request", "body": b"", "more_body": False}
 
-    def __init__(self, app):
-        self.app = app
 
-    async def __call__(self, scope, receive, send):
-        calls = 0
-
-        async def leaving_receive():
-            nonlocal calls
-            calls += 1
-            if calls > 1:
-                return {"type": "http.disconnect"}
-            message = await receive()
-            return {"type": "http.request", "body": message["body"][: len(message["body"]) // 2], "more_body": True}
-
-        await self.app(scope, leaving_receive, send)
+async def _leave():
+    return {"type": "http.disconnect"}
 
 
 def test_a_client_that_leaves_mid_upload_is_logged_as_499_not_400(service, user_id, caplog):
@@ -1290,7 +1279,7 @@ def test_a_client_that_leaves_mid_upload_is_logged_as_499_not_400(service, user_
     malformed body; it is nginx's 499 now, in the access log and the request metric."""
     create_user(service, user_id)
     with caplog.at_level("INFO", logger="kospeech.service.access"):
-        TestClient(_LeavingClient(service.client.app)).post(
+        TestClient(_HalfBody(service.client.app, _leave)).post(
             f"/v1/users/{user_id}/utterances",
             files={"file": ("a.wav", wav_bytes(tone(1.0)))},
             data={"text": TEXT},
@@ -1311,7 +1300,7 @@ def test_an_upload_that_stops_arriving_is_answered_408(tmp_path, user_id):
     headers = {"Authorization": f"Bearer {keys['acme']}"}
     with TestClient(create_app(settings)) as client:
         assert client.post("/v1/users", json={"user_id": user_id}, headers=headers).status_code == 201
-        stalled = TestClient(_StalledBody(client.app)).post(
+        stalled = TestClient(_HalfBody(client.app, _stall)).post(
             f"/v1/users/{user_id}/utterances",
             files={"file": ("a.wav", wav_bytes(tone(1.0)))},
             data={"text": TEXT},
