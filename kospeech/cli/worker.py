@@ -34,7 +34,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     engine = create_db_engine(settings.database())
     runner = AdapterJobRunner.from_settings(settings)
     queue = JobQueue(settings, session_factory(engine), Storage(settings.data_dir), runner)
-    queue.answers()
+    queue.check_at_start()
     recovery = Recovery(queue)
     recovery.start()
     try:

@@ -50,16 +50,16 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Dict, Optional, Set
 
-from huey import Huey, RedisHuey, SqliteHuey
+from huey import Huey, PriorityRedisHuey, SqliteHuey
 from huey.consumer import Consumer
 from redis import ConnectionPool
-from redis.exceptions import RedisError
+from redis.exceptions import RedisError, ResponseError
 from sqlalchemy import case, func, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from kospeech.errors import InputError, TrainingError, TrainingInterrupted
 from kospeech.service.db import database_now
-from kospeech.service.models import JOB_STATES, Job, Tenant, User
+from kospeech.service.models import JOB_STATES, PENDING_JOB_STATES, Job, Tenant, User
 from kospeech.service.settings import ServerConfig
 from kospeech.service.storage import Storage, storage_fault
 from kospeech.service.training import AdapterJobRunner, TrainingOutcome
@@ -108,7 +108,7 @@ def build_huey(settings: ServerConfig) -> Huey:
         pool = ConnectionPool.from_url(
             settings.redis_url, socket_connect_timeout=REDIS_TIMEOUT_SECONDS, socket_timeout=REDIS_TIMEOUT_SECONDS
         )
-        return RedisHuey(settings.queue_name, connection_pool=pool, results=False)
+        return PriorityRedisHuey(settings.queue_name, connection_pool=pool, results=False)
     return SqliteHuey(settings.queue_name, filename=_sqlite_queue_file(settings), results=False)
 
 
@@ -221,21 +221,43 @@ class JobQueue:
         )(self.run_job)
 
     def enqueue(self, job_id: str, delay: float = 0.0) -> None:
-        """Put a committed ``queued`` job on the queue (to be taken after ``delay`` seconds)."""
+        """Put a committed ``queued`` job on the queue (to be taken after ``delay`` seconds), behind the jobs of
+        tenants with fewer jobs waiting or running (:meth:`_tenant_share_priority`)."""
+        priority = self._tenant_share_priority(job_id)
         if delay > 0:
-            self._task.schedule((job_id,), delay=delay)
+            self._task.schedule((job_id,), delay=delay, priority=priority)
         else:
-            self._task(job_id)
+            self._task(job_id, priority=priority)
+
+    def _tenant_share_priority(self, job_id: str) -> int:
+        """Minus the number of the job's tenant's other jobs that are queued or running.
+
+        Workers take higher priorities first and, within one, the older message first. So a tenant's n-th waiting
+        job is taken after every other tenant's n-th: a tenant that enrolls a thousand users at once does not hold
+        another tenant's one job behind all of theirs; jobs of tenants that queue alike still alternate.
+        """
+        with self.sessions() as session:
+            tenant_id = select(Job.tenant_id).where(Job.id == job_id).scalar_subquery()
+            ahead = session.scalar(
+                select(func.count())
+                .select_from(Job)
+                .where(Job.tenant_id == tenant_id, Job.status.in_(PENDING_JOB_STATES), Job.id != job_id)
+            )
+        return -int(ahead or 0)
 
     def depth(self) -> int:
         """Tasks waiting in the queue."""
         return self.huey.pending_count()
 
-    def answers(self) -> bool:
-        """Whether the queue answers now; when it does not, one warning says what still works (the server and the
-        worker ask once at start, so an unreachable Redis is named before huey's errors about it).
+    def check_at_start(self) -> None:
+        """What the server and the worker do with the queue at start: when it does not answer, one warning says what
+        still works (so an unreachable Redis is named before huey's errors about it); when it does, a Redis queue an
+        earlier release left as a list becomes a priority queue (:meth:`_convert_list_queue`).
         """
+        storage = self.huey.storage
         try:
+            if self.settings.queue == "redis" and storage.conn.type(storage.queue_key) == b"list":
+                self._convert_list_queue()
             self.depth()
         except QUEUE_FAULTS as exc:
             logger.warning(
@@ -244,8 +266,28 @@ class JobQueue:
                 queue_location(self.settings),
                 exc,
             )
-            return False
-        return True
+
+    def _convert_list_queue(self) -> None:
+        """Move the messages of a Redis list queue (releases before tenants' shares; huey's ``RedisHuey``) onto this
+        release's sorted set under the same key, oldest first, at the highest share: they have waited longest.
+
+        The list is renamed first, so that of several processes starting at once one converts it. A process killed
+        before the end leaves the renamed list behind; the jobs its messages named are queued in the database, and
+        recovery sends them again once they have waited a lease (:func:`recover_lost_jobs`).
+        """
+        storage = self.huey.storage
+        held = f"{storage.queue_key}.list"
+        try:
+            storage.conn.rename(storage.queue_key, held)
+        except ResponseError:  # another process took it first
+            return
+        messages = storage.conn.lrange(held, 0, -1)
+        for message in reversed(messages):  # RedisHuey pushes at the head and pops the tail
+            storage.enqueue(message, 0)
+        storage.conn.delete(held)
+        logger.warning(
+            "the job queue %s was a list (an earlier release): %d messages moved", storage.queue_key, len(messages)
+        )
 
     def job_ids_on_queue(self) -> Set[str]:
         """Ids of the jobs that have a message waiting on the queue, now or after a retry delay."""

@@ -76,7 +76,7 @@ class ServiceState:
         cache: ByteBoundedAdapterCache = recognizer.cache
         runner = AdapterJobRunner.from_settings(settings)
         queue = JobQueue(settings, sessions, storage, runner if settings.in_process_worker else None)
-        queue.answers()
+        queue.check_at_start()
         batcher = DynamicBatcher(
             recognizer,
             settings.batch_max_size,

@@ -14,6 +14,7 @@ import pytest
 import time_machine
 from conftest import make_keys, save_adapter, settings_for, tone, wav_bytes
 from fastapi.testclient import TestClient
+from huey import RedisHuey
 from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -98,9 +99,9 @@ def test_a_training_job_runs_end_to_end_in_process(tmp_path, tiny_users):
         assert not storage.user_dir("acme", "user01").exists()
 
 
-def _job_row(sessions, status="running", attempts=1, heartbeat_age=3600.0, started_age=None):
+def _job_row(sessions, status="running", attempts=1, heartbeat_age=3600.0, started_age=None, tenant="acme"):
     with session_scope(sessions) as session:
-        tenant = session.scalar(select(Tenant).where(Tenant.name == "acme"))
+        tenant = session.scalar(select(Tenant).where(Tenant.name == tenant))
         user = User(tenant_id=tenant.id, user_id=f"u{uuid.uuid4().hex[:8]}")
         session.add(user)
         session.flush()
@@ -338,6 +339,35 @@ def test_jobs_travel_over_redis(tmp_path, redis_url):
         engine.dispose()
 
 
+def test_messages_an_earlier_release_left_on_a_redis_list_are_moved_onto_the_priority_queue(
+    tmp_path, redis_url, caplog, monkeypatch
+):
+    """The Redis queue became a sorted set (tenants' shares): a list left under its key made every read fail with
+    WRONGTYPE, so no job would have run again until someone deleted the key."""
+    name = f"kospeech-test-{uuid.uuid4().hex[:10]}"
+    settings = settings_for(
+        tmp_path, "server.queue=redis", f"server.redis_url={redis_url}", f"server.queue_name={name}"
+    )
+    make_keys(settings)
+    with monkeypatch.context() as patch:  # the queue as earlier releases built it
+        patch.setattr("kospeech.service.jobs.PriorityRedisHuey", RedisHuey)
+        earlier, earlier_engine = _queue(settings)
+        for job_id in ("first", "second", "third"):
+            earlier.enqueue(job_id)
+        earlier_engine.dispose()
+    queue, engine = _queue(settings)
+    try:
+        with caplog.at_level("WARNING", logger="kospeech.service.jobs"):
+            queue.check_at_start()
+        assert "3 messages moved" in caplog.text
+        assert [queue.huey.dequeue().args[0] for _ in range(3)] == ["first", "second", "third"]
+        queue.enqueue("fourth")
+        assert queue.depth() == 1 and queue.huey.storage.conn.keys(f"*{name.replace('-', '')}*.list") == []
+    finally:
+        queue.huey.flush()
+        engine.dispose()
+
+
 def test_a_queue_that_cannot_be_reached_is_logged_once_per_interval_not_every_second(tmp_path, caplog):
     """Review, stop 35: with Redis down, huey's scheduler and worker logged a traceback each second (130 in 35 s)."""
     settings = settings_for(tmp_path, "server.queue=redis", f"server.redis_url=redis://127.0.0.1:{_free_port()}/0")
@@ -361,14 +391,18 @@ def _free_port() -> int:
         return probe.getsockname()[1]
 
 
-@pytest.mark.parametrize("backend", ["sqlite", "redis"])
-def test_a_queued_job_without_a_message_is_enqueued_again_once(tmp_path, backend, request):
-    extra = ["server.job_lease_seconds=60"]
+def _settings_on(backend, tmp_path, request, *extra):
+    """Test settings with the queue on ``backend``: SQLite, or the real Redis under a queue name of the test's own."""
     if backend == "redis":
         name = f"kospeech-test-{uuid.uuid4().hex[:10]}"
-        extra += ["server.queue=redis", f"server.redis_url={request.getfixturevalue('redis_url')}"]
-        extra += [f"server.queue_name={name}"]
-    settings = settings_for(tmp_path, *extra)
+        extra += ("server.queue=redis", f"server.redis_url={request.getfixturevalue('redis_url')}")
+        extra += (f"server.queue_name={name}",)
+    return settings_for(tmp_path, *extra)
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "redis"])
+def test_a_queued_job_without_a_message_is_enqueued_again_once(tmp_path, backend, request):
+    settings = _settings_on(backend, tmp_path, request, "server.job_lease_seconds=60")
     make_keys(settings)
     queue, engine = _queue(settings)
     try:
@@ -387,6 +421,34 @@ def test_a_queued_job_without_a_message_is_enqueued_again_once(tmp_path, backend
         with queue.sessions() as session:
             bumped = session.get(Job, lost).queued_at.replace(tzinfo=None)  # SQLite gives naive UTC
             assert bumped > old.replace(tzinfo=None) and session.get(Job, fresh).status == "queued"
+    finally:
+        queue.huey.flush()
+        engine.dispose()
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "redis"])
+def test_a_tenant_with_many_jobs_waiting_does_not_hold_back_another_tenants_job(tmp_path, backend, request):
+    """Left alone in stop 39: jobs ran strictly in arrival order, so one tenant enrolling many users at once held every
+    other tenant's job behind all of theirs. Workers now take a tenant's n-th waiting job after the others' n-th."""
+    settings = _settings_on(backend, tmp_path, request)
+    make_keys(settings)
+    queue, engine = _queue(settings)
+
+    def queued(tenant):  # as the API does: the row committed, then its message sent
+        job_id = _job_row(queue.sessions, status="queued", attempts=0, tenant=tenant)
+        queue.enqueue(job_id)
+        return job_id
+
+    try:
+        running = _job_row(queue.sessions, status="running", heartbeat_age=1.0)
+        busy = [queued("acme") for _ in range(3)]
+        later = [queued("globex") for _ in range(2)]
+        taken = [queue.huey.dequeue().args[0] for _ in range(5)]
+        # acme's first waits behind its running job, so globex's first goes before it, and its second before acme's
+        assert taken == [later[0], busy[0], later[1], busy[1], busy[2]]
+        assert running not in taken and queue.huey.dequeue() is None
+        queue.enqueue(later[0], delay=60)  # a retry after a delay keeps its tenant's share: one other globex job
+        assert [(task.args[0], task.priority) for task in queue.huey.pending()] == [(later[0], -1)]
     finally:
         queue.huey.flush()
         engine.dispose()
