@@ -27,17 +27,21 @@ GRACEFUL_SHUTDOWN_SECONDS = 30
 
 def settings_help() -> str:
     """One line per ``server.*`` key: name, default and help."""
-    fields = dataclasses.fields(ServerConfig)
-    settings = [f"server.{item.name}={_as_typed(item.default)}" for item in fields]
+    defaults = ServerConfig()  # an instance: a list's default comes from its factory
+    fields = dataclasses.fields(defaults)
+    settings = [f"server.{item.name}={_as_typed(getattr(defaults, item.name))}" for item in fields]
     width = min(max(len(setting) for setting in settings), 44)  # a longer one pushes its own help along, alone
     lines = [f"  {setting:<{width}}  {item.metadata.get('help', '')}" for setting, item in zip(settings, fields)]
     return "settings (server.KEY=VALUE):\n" + "\n".join(lines)
 
 
 def _as_typed(value: object) -> str:
-    """A default as the command line takes it: ``null``, ``true`` and ``false`` (Python's ``None`` is refused)."""
+    """A default as the command line takes it: ``null``, ``true`` and ``false`` (Python's ``None`` is refused), and a
+    list as ``[a,b]``."""
     if value is None:
         return "null"
+    if isinstance(value, list):
+        return "[" + ",".join(_as_typed(item) for item in value) + "]"
     return str(value).lower() if isinstance(value, bool) else str(value)
 
 

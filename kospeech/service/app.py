@@ -14,7 +14,9 @@ the methods of every route at its path; it answers ``HEAD`` wherever ``GET`` is 
 routes declare only the methods they are given); API answers are marked ``Cache-Control: no-store`` (they carry
 transcripts and enrollment texts) and ``X-Content-Type-Options: nosniff``. While the database
 cannot check keys, the guard logs the first failure with its traceback and then one line per
-``OUTAGE_LOG_SECONDS`` counting the refusals, not a traceback per request.
+``OUTAGE_LOG_SECONDS`` counting the refusals, not a traceback per request. With ``server.cors_allow_origins`` set,
+Starlette's CORS middleware sits outside the guard: it answers browsers' preflights, which carry no key, and adds the
+CORS headers to every answer for those origins, the guard's refusals included.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from typing import Any, AsyncIterator, Dict, Iterator, List, Optional, Sequence,
 import anyio
 import anyio.to_thread
 from fastapi import FastAPI, HTTPException
+from starlette.middleware.cors import CORSMiddleware
 from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -43,6 +46,10 @@ from kospeech.service.state import ServiceState
 
 __all__ = [
     "CLIENT_CLOSED_REQUEST",
+    "CORS_EXPOSED_HEADERS",
+    "CORS_MAX_AGE_SECONDS",
+    "CORS_METHODS",
+    "CORS_REQUEST_HEADERS",
     "FORM_OVERHEAD_BYTES",
     "MAX_JSON_BODY_BYTES",
     "OUTAGE_LOG_SECONDS",
@@ -70,6 +77,15 @@ MAX_JSON_BODY_BYTES = 64 << 10
 would otherwise hold the event loop for seconds while it is validated."""
 
 _API_HEADERS = [(b"cache-control", b"no-store"), (b"x-content-type-options", b"nosniff")]
+
+CORS_METHODS = frozenset({"GET", "HEAD", "POST", "DELETE"})
+"""The API's methods, for browser pages of ``server.cors_allow_origins``."""
+CORS_REQUEST_HEADERS = ("Authorization", "Content-Type", "X-Request-ID")
+"""Headers such a page may send beyond the CORS-safelisted ones: the key, a JSON body's type, its own request id."""
+CORS_EXPOSED_HEADERS = ("Location", "Retry-After", "X-Request-ID")
+"""Answer headers such a page's script may read beyond the safelisted ones."""
+CORS_MAX_AGE_SECONDS = 600
+"""How long a browser may keep a preflight's answer."""
 
 CLIENT_CLOSED_REQUEST = 499
 """The status logged and counted for a request whose client closed its connection before its body had arrived."""
@@ -359,4 +375,13 @@ def create_app(settings: ServerConfig, state: Optional[ServiceState] = None) -> 
         body_idle_seconds=settings.body_idle_seconds,
         routes=[route for router in routers for route in router.routes],
     )
+    if settings.cors_allow_origins:  # outside the guard: preflights carry no key, and refusals need the CORS headers
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=list(settings.cors_allow_origins),
+            allow_methods=sorted(CORS_METHODS),
+            allow_headers=list(CORS_REQUEST_HEADERS),
+            expose_headers=list(CORS_EXPOSED_HEADERS),
+            max_age=CORS_MAX_AGE_SECONDS,
+        )
     return app

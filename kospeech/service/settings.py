@@ -14,10 +14,12 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import List, Optional, Sequence
 
+import yaml
 from hydra.core.config_store import ConfigStore
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
@@ -35,6 +37,9 @@ __all__ = [
     "load_settings",
     "register_service_configs",
 ]
+
+_ORIGIN = re.compile(r"https?://[^/?#\s]+")
+"""An origin as browsers send it: scheme and host, with a port where not the scheme's own; no path, not even ``/``."""
 
 _HEARTBEATS_PER_LEASE = 3
 """A lease spans at least this many heartbeats, so that one late or failed heartbeat does not lose a running job."""
@@ -158,6 +163,13 @@ class ServerConfig:
             "so far (null: no limit)"
         },
     )
+    cors_allow_origins: List[str] = field(
+        default_factory=list,
+        metadata={
+            "help": "origins whose browser pages may call the API (CORS), e.g. [https://app.example.com]; '[\"*\"]' any; "
+            "[] none (the enrollment page, served by the API itself, needs none)"
+        },
+    )
     default_adapter_type: str = field(default="encoder", metadata={"help": "adapter type trained when none is asked"})
     log_level: str = field(default="INFO", metadata={"help": "DEBUG, INFO, WARNING or ERROR"})
 
@@ -240,6 +252,12 @@ def _check(server: ServerConfig) -> ServerConfig:
         raise ConfigError(f"server.queue must be one of {list(QUEUE_BACKENDS)}, got {server.queue!r}")
     if server.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         raise ConfigError(f"server.log_level must be DEBUG, INFO, WARNING or ERROR, got {server.log_level!r}")
+    for origin in server.cors_allow_origins:
+        if origin != "*" and not _ORIGIN.fullmatch(origin):
+            raise ConfigError(
+                f"server.cors_allow_origins: {origin!r} is not an origin as browsers send it (scheme://host[:port], "
+                "no path nor trailing /), nor *"
+            )
     if server.queue == "redis" and not server.redis_url.startswith(_REDIS_SCHEMES):
         raise ConfigError(f"server.redis_url must start with one of {list(_REDIS_SCHEMES)}, got {server.redis_url!r}")
     return server
@@ -267,6 +285,16 @@ def check_model_settings(server: ServerConfig) -> None:
         )
 
 
+def _unparsable(overrides: Sequence[str]) -> str:
+    """The first argument whose value OmegaConf cannot read as YAML."""
+    for argument in overrides:
+        try:
+            OmegaConf.from_dotlist([argument])
+        except yaml.YAMLError:
+            return repr(argument)
+    return "a value"
+
+
 def load_settings(overrides: Sequence[str] = ()) -> ServerConfig:
     """The settings from ``server.KEY=VALUE`` overrides on top of the defaults.
 
@@ -292,6 +320,8 @@ def load_settings(overrides: Sequence[str] = ()) -> ServerConfig:
         key = getattr(exc, "full_key", None)  # OmegaConf's first line names the value, not always the key
         named = f"{key}: " if key and key not in str(exc).splitlines()[0] else ""
         raise ConfigError(f"bad setting: {named}{str(exc).splitlines()[0]}") from exc
+    except yaml.YAMLError as exc:  # values are read as YAML: [*] is an unfinished alias
+        raise ConfigError(f"bad setting: {_unparsable(overrides)} is not valid YAML; quote the value") from exc
     server = config.server
     server.data_dir = os.path.abspath(server.data_dir)
     server.base_model_path = os.path.abspath(local_or_shipped(server.base_model_path))  # installed: its copy

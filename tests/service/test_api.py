@@ -1174,6 +1174,36 @@ def test_locations_are_relative_and_api_answers_are_not_cached(service, user_id)
     assert "cache-control" not in service.client.get("/healthz").headers
 
 
+def test_cors_is_off_by_default_and_answers_only_the_origins_it_names(service, tmp_path):
+    """Left alone in stop 39: no browser page of another origin could call the API. ``test_web_page`` checks that
+    Chromium accepts the answers; this checks them header by header."""
+    origin = "https://app.example.com"
+    preflight = {
+        "Origin": origin,
+        "Access-Control-Request-Method": "POST",
+        "Access-Control-Request-Headers": "authorization, content-type",
+    }
+    assert "access-control-allow-origin" not in service.client.options("/v1/users", headers=preflight).headers
+    settings = settings_for(tmp_path, f"server.cors_allow_origins=[{origin}]")
+    keys = make_keys(settings)
+    with TestClient(create_app(settings)) as client:
+        answer = client.options("/v1/users", headers=preflight)  # no key: a browser's preflight never carries one
+        assert answer.status_code == 200 and answer.headers["access-control-allow-origin"] == origin
+        assert "authorization" in answer.headers["access-control-allow-headers"].lower()
+        assert "DELETE" in answer.headers["access-control-allow-methods"]
+        other = client.options("/v1/users", headers={**preflight, "Origin": "https://evil.example"})
+        assert other.status_code == 400 and "access-control-allow-origin" not in other.headers
+        refused = client.get("/v1/prompts", headers={"Origin": origin})  # the guard's 401, readable by the page
+        assert refused.status_code == 401 and refused.headers["access-control-allow-origin"] == origin
+        created = client.post(
+            "/v1/users",
+            json={"user_id": "corsuser"},
+            headers={"Origin": origin, "Authorization": f"Bearer {keys['acme']}"},
+        )
+        assert created.status_code == 201 and created.headers["access-control-allow-origin"] == origin
+        assert "location" in created.headers["access-control-expose-headers"].lower()
+
+
 def test_a_json_body_is_bounded_and_its_422_lists_ten_problems(service, user_id):
     """Review, stop 39: JSON bodies were bounded only by the upload limit (26 MiB), and a 422 listed every unknown
     field: an object of 1.5 million fields held the event loop for 36 s and was answered with 62 MB."""

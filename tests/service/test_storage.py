@@ -258,6 +258,13 @@ def test_settings_are_typed_and_checked(tmp_path):
     with pytest.raises(ConfigError, match=r"^bad setting: server.port: Value 'abc' .* could not be converted"):
         load_settings(["server.port=abc"])
     assert "server.train_num_epochs=null " in serve_cli.settings_help()  # the help showed None, which is refused
+    assert "server.cors_allow_origins=[] " in serve_cli.settings_help()
+    for origin in ("https://app.example.com/", "app.example.com", "https://app.example.com/enroll"):
+        with pytest.raises(ConfigError, match="is not an origin as browsers send it"):
+            load_settings([f"server.cors_allow_origins=[{origin}]"])  # a browser's Origin never matches these
+    with pytest.raises(ConfigError, match=r"^bad setting: 'server.cors_allow_origins=\[\*\]' is not valid YAML"):
+        load_settings(["server.cors_allow_origins=[*]"])  # YAML's alias: a yaml ScannerError traceback before
+    assert load_settings(['server.cors_allow_origins=["*",http://localhost:3000]']).cors_allow_origins[0] == "*"
     with pytest.raises(ConfigError, match=r"server.redis_url must start with one of \['redis://'"):
         load_settings(["server.queue=redis", "server.redis_url=notaurl"])  # review, stop 35: a ValueError traceback
     # a lease shorter than 3 heartbeats would take running jobs from their workers between two heartbeats
@@ -290,8 +297,9 @@ def test_the_settings_table_of_the_docs_is_the_schema():
     """docs/service.md lists every setting with its default and help text, as ``ServerConfig`` declares them."""
     table = (Path(__file__).resolve().parents[2] / "docs" / "service.md").read_text(encoding="utf-8")
     rows = dict(re.findall(r"^\| `server\.(\w+)` \| `[^`]*` \| (.*) \|$", table, re.MULTILINE))
+    defaults = ServerConfig()  # a list's default comes from its factory
     for setting in dataclasses.fields(ServerConfig):
-        default = OmegaConf.to_yaml({"value": setting.default}).split(":", 1)[1].strip().strip("'")
+        default = OmegaConf.to_yaml({"value": getattr(defaults, setting.name)}).split(":", 1)[1].strip().strip("'")
         assert f"| `server.{setting.name}` | `{default}` | {setting.metadata['help']} |" in table, setting.name
     assert sorted(rows) == sorted(setting.name for setting in dataclasses.fields(ServerConfig))
 

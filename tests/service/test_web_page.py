@@ -10,6 +10,8 @@ import dataclasses
 import io
 import os
 import shutil
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Iterator, Tuple
 
 import httpx
@@ -44,10 +46,38 @@ def chromium_path() -> str:
 SCOPED_USER = "selfenrolled"
 
 
+class _BlankPage(BaseHTTPRequestHandler):
+    def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+        body = b"<!doctype html><title>another site</title>"
+        self.send_response(200)
+        self.send_header("Content-Type", "text/html")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args) -> None:
+        pass
+
+
 @pytest.fixture(scope="module")
-def page_server(tmp_path_factory) -> Iterator[Tuple[Server, str]]:
+def other_site() -> Iterator[int]:
+    """The port of a blank page on loopback: ``http://localhost:<port>`` and ``http://127.0.0.1:<port>`` are two
+    origins other than the service's, the first of which ``page_server`` lets call its API."""
+    site = ThreadingHTTPServer(("127.0.0.1", 0), _BlankPage)
+    thread = threading.Thread(target=site.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield site.server_address[1]
+    finally:
+        site.shutdown()
+        site.server_close()
+
+
+@pytest.fixture(scope="module")
+def page_server(tmp_path_factory, other_site) -> Iterator[Tuple[Server, str]]:
     """A ``kospeech-serve`` process with its in-process worker (1 epoch per job) and a key of tenant ``acme``; the
-    server's ``scoped_key`` acts as user ``selfenrolled`` only."""
+    server's ``scoped_key`` acts as user ``selfenrolled`` only, and pages of ``http://localhost:<other_site>`` may call
+    its API."""
     folder = tmp_path_factory.mktemp("web")
     common = [f"server.data_dir={folder / 'data'}", f"server.base_model_path={BASE_MODEL}"]
     key = create_key(common, "acme", folder)
@@ -61,6 +91,7 @@ def page_server(tmp_path_factory) -> Iterator[Tuple[Server, str]]:
             f"server.min_enrollment_utterances={MIN_ENROLLMENT}",
             f"server.max_upload_bytes={MAX_UPLOAD_BYTES}",
             "server.batch_max_wait_ms=5",
+            f"server.cors_allow_origins=[http://localhost:{other_site}]",
         ],
         folder / "server.log",
         folder,
@@ -466,3 +497,34 @@ def test_the_page_is_not_part_of_the_api_schema(page_server):
     server, _ = page_server
     paths = httpx.get(f"{server.url}/openapi.json").json()["paths"]
     assert "/" not in paths and not any(path.startswith("/static") for path in paths)
+
+
+CROSS_ORIGIN_FETCH = """async ([url, key]) => {
+    try {
+        const answer = await fetch(url, {headers: {Authorization: `Bearer ${key}`}});
+        return {status: answer.status, requestId: answer.headers.get("X-Request-ID"), body: await answer.json()};
+    } catch (error) {
+        return {refused: String(error)};
+    }
+}"""
+
+
+def test_a_page_of_an_allowed_origin_calls_the_api_and_others_are_refused_by_the_browser(
+    browser, page_server, other_site
+):
+    """Left alone in stop 39: without CORS no browser page of another origin could call the API. Chromium itself
+    makes the preflight and enforces the answer here, as it would for a web app on its own domain."""
+    server, key = page_server
+    context = browser.new_context()
+    try:
+        page = context.new_page()
+        page.goto(f"http://localhost:{other_site}/")
+        allowed = page.evaluate(CROSS_ORIGIN_FETCH, [f"{server.url}/v1/prompts", key])
+        assert allowed["status"] == 200 and allowed["requestId"] and allowed["body"]["prompts"]
+        refused_key = page.evaluate(CROSS_ORIGIN_FETCH, [f"{server.url}/v1/prompts", "ks_wrong"])
+        assert refused_key["status"] == 401 and refused_key["body"]["error"]["code"] == "unauthorized"
+        page.goto(f"http://127.0.0.1:{other_site}/")
+        refused = page.evaluate(CROSS_ORIGIN_FETCH, [f"{server.url}/v1/prompts", key])
+        assert "Failed to fetch" in refused["refused"]
+    finally:
+        context.close()
