@@ -81,7 +81,7 @@ _VERSION_TRIES = 1000
 """Version numbers tried in turn before keeping a version gives up (each lost to a writer racing for it)."""
 _NAME_CHARACTERS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-")
 _NAME_RULE = (
-    f"an adapter name is 1 to {MAX_ADAPTER_NAME_LENGTH} ASCII letters, digits, '_', '.' or '-', "
+    f"is 1 to {MAX_ADAPTER_NAME_LENGTH} ASCII letters, digits, '_', '.' or '-', "
     "does not start with '.' and does not contain '..'"
 )
 
@@ -109,11 +109,12 @@ _OPTIONAL_FIELD_TYPES: Dict[str, Tuple[Tuple[type, ...], Any]] = {
 }
 
 
-def validate_adapter_name(name: str) -> str:
+def validate_adapter_name(name: str, what: str = "adapter name") -> str:
     """Check an adapter name before it becomes part of a path.
 
     Args:
         name: the candidate name.
+        what: what the name is called in the error (the service's user ids and tenant names follow the same rule).
 
     Returns:
         ``name`` unchanged.
@@ -122,8 +123,9 @@ def validate_adapter_name(name: str) -> str:
         InvalidNameError: (a ValueError) the name breaks the rule: 1 to 64 ASCII characters from ``[A-Za-z0-9_.-]``, not starting
             with ``'.'``, no ``'..'`` (so no path separators, NUL bytes or look-alike Unicode letters).
     """
+    article = "an" if what[0] in "aeio" else "a"  # "a user id"
     if not isinstance(name, str):
-        raise InvalidNameError(f"invalid adapter name {name!r}: {_NAME_RULE}")
+        raise InvalidNameError(f"invalid {what} {name!r}: {article} {what} {_NAME_RULE}")
     if (
         not name
         or len(name) > MAX_ADAPTER_NAME_LENGTH
@@ -132,7 +134,7 @@ def validate_adapter_name(name: str) -> str:
         or ".." in name
     ):
         shown = name if len(name) <= 80 else f"{name[:77]}..."
-        raise InvalidNameError(f"invalid adapter name {shown!r}: {_NAME_RULE}")
+        raise InvalidNameError(f"invalid {what} {shown!r}: {article} {what} {_NAME_RULE}")
     return name
 
 

@@ -133,10 +133,9 @@ def checked_user_id(user_id: str) -> str:
         ServiceError: 422 naming the rule.
     """
     try:
-        return validate_adapter_name(user_id)
+        return validate_adapter_name(user_id, "user id")
     except InvalidNameError as exc:
-        message = str(exc).replace("an adapter name", "a user id").replace("adapter name", "user id")
-        raise ServiceError(422, "invalid_user_id", message) from exc
+        raise ServiceError(422, "invalid_user_id", str(exc)) from exc
 
 
 def caller_user(session: SessionDep, caller: CallerDep, user_id: Annotated[str, Path()]) -> User:

@@ -116,10 +116,10 @@ def create_key(session: Session, tenant_name: str, admin: bool = False, user_id:
     """
     if admin and user_id is not None:
         raise ValueError("an admin key acts for the whole tenant; it cannot be limited to one user")
-    for kind, name in (("tenant", tenant_name), ("user", user_id)):
+    for kind, name, what in (("tenant", tenant_name, "tenant name"), ("user", user_id, "user id")):
         try:
             if name is not None:
-                validate_adapter_name(name)
+                validate_adapter_name(name, what)
         except InvalidNameError as exc:
             raise InvalidNameError(f"{kind}: {exc}") from exc
     tenant = session.scalar(select(Tenant).where(func.lower(Tenant.name) == tenant_name.lower()))

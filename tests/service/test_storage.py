@@ -356,7 +356,9 @@ def test_kospeech_keys_creates_lists_and_revokes(tmp_path, capsys):
         said = capsys.readouterr()
         assert "no live key" in said.err and secret[:-1] not in said.out + said.err, said.err
     assert keys_cli.main(["create", "--tenant", "../x", data]) == 1
-    capsys.readouterr()
+    assert "tenant: invalid tenant name '../x': a tenant name is 1 to 64" in capsys.readouterr().err  # "adapter name"
+    assert keys_cli.main(["create", "--tenant", "acme", "--user", "a/b", data]) == 1
+    assert "user: invalid user id 'a/b': a user id is 1 to 64" in capsys.readouterr().err
     assert keys_cli.main(["create", "--tenant", "ACME", data]) == 1
     assert "differs only in case from the existing tenant 'acme'" in capsys.readouterr().err
     assert keys_cli.main(["create", "--tenant", "acme", "--user", "alice", data]) == 0
