@@ -8,7 +8,8 @@
 Prints one line per file on stdout: ``PATH<TAB>TEXT`` (``--format text``; a backslash, tab, CR or LF in a path is
 written as ``\\\\``, ``\\t``, ``\\r``, ``\\n``) or a JSON object (``--format jsonl``,
 with ``--timestamps`` its words' and tokens' start and end times). ``--format srt`` / ``vtt`` writes subtitles:
-to stdout for a single file, or one ``<name>.srt`` / ``.vtt`` per input file into ``--output-dir``. A file that
+to stdout for a single file, or one ``<name>.srt`` / ``.vtt`` per input file into ``--output-dir``, beside the run's
+options (``transcribe_config.yaml``). A file that
 cannot be read is reported on stderr (and, with jsonl, as an ``{"path", "error"}`` line) and the exit status is 1;
 an unknown user or a bad option stops before any audio is read, with exit status 2.
 """
@@ -20,6 +21,7 @@ import sys
 from pathlib import Path
 from typing import Dict, List, Optional
 
+from omegaconf import OmegaConf
 from tqdm.auto import tqdm
 
 from kospeech.decode import check_beam_size
@@ -42,6 +44,9 @@ from kospeech.models import AdapterCompatibilityError
 logger = logging.getLogger(__name__)
 
 SUBTITLE_WRITERS = {"srt": to_srt, "vtt": to_vtt}
+
+SETTINGS_FILE = "transcribe_config.yaml"
+"""What ``--output-dir`` gets beside the subtitles: the run's options, resolved (a run's config next to its outputs)."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -73,7 +78,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="add per-word and per-token start and end times in seconds (needs --format jsonl)",
     )
     parser.add_argument(
-        "--output-dir", default=None, help="srt/vtt: write <name>.srt or .vtt per input file here (needed for several)"
+        "--output-dir",
+        default=None,
+        help=f"srt/vtt: write <name>.srt or .vtt per input file here (needed for several), the run's options to {SETTINGS_FILE}",
     )
     parser.add_argument(
         "--keep-silence",
@@ -139,10 +146,29 @@ def main(argv: Optional[List[str]] = None) -> int:
         targets = _subtitle_targets(files, args.format, args.output_dir) if subtitles else {}
         users = users_for_files(files, user_map, args.user)
         recognizer.resolve_users(users)
-    except (FileNotFoundError, ValueError, UnknownUserError, AdapterCompatibilityError) as exc:
+        if args.output_dir is not None:
+            _record_settings(args, recognizer, len(files))
+    except (FileNotFoundError, ValueError, UnknownUserError, AdapterCompatibilityError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     return _write_results(args, recognizer, files, users, targets)
+
+
+def _record_settings(args: argparse.Namespace, recognizer: Recognizer, num_files: int) -> None:
+    """Write the run's options to ``{output_dir}/transcribe_config.yaml`` before any subtitle: paths absolute, the
+    device the recognizer chose, the number of input files."""
+    settings = {
+        **{key: value for key, value in vars(args).items() if key != "verbose"},
+        "checkpoint": str(Path(args.checkpoint).resolve()),
+        "adapter_dir": None if args.adapter_dir is None else str(Path(args.adapter_dir).resolve()),
+        "user_map": None if args.user_map is None else str(Path(args.user_map).resolve()),
+        "output_dir": str(Path(args.output_dir).resolve()),
+        "inputs": [str(Path(item).resolve()) for item in args.inputs],
+        "device": str(recognizer.device),
+        "num_files": num_files,
+    }
+    Path(args.output_dir).mkdir(parents=True, exist_ok=True)
+    atomic_write_text(Path(args.output_dir) / SETTINGS_FILE, OmegaConf.to_yaml(settings))
 
 
 def _write_results(args: argparse.Namespace, recognizer: Recognizer, files, users, targets) -> int:

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
+import yaml
 
 from kospeech.cli.transcribe import main as transcribe_main
 from kospeech.data.audio import load_audio, resample
@@ -203,6 +204,9 @@ def test_cli_writes_subtitles_and_jsonl_words(clips, tmp_path, capsys):
         == 0
     )
     assert (tmp_path / "subs" / "meeting.vtt").read_text(encoding="utf-8").startswith("WEBVTT\n")
+    recorded = yaml.safe_load((tmp_path / "subs" / "transcribe_config.yaml").read_text(encoding="utf-8"))
+    assert recorded["checkpoint"] == str(BASE.resolve()) and recorded["format"] == "vtt"  # left alone in stop 39
+    assert recorded["inputs"] == [str(path)] and recorded["num_files"] == 1 and recorded["device"] == "cpu"
     capsys.readouterr()
     assert transcribe_main(["--checkpoint", str(BASE), "--format", "jsonl", "--timestamps", str(path)]) == 0
     record = json.loads(capsys.readouterr().out)
