@@ -87,12 +87,14 @@ def _check_database(url: str) -> None:
     from kospeech.errors import SchemaError
     from kospeech.service.db import create_db_engine, migrate
 
+    step = "cannot connect to"
     try:
         engine = create_db_engine(url)
         with engine.connect():
             pass
+        step = "cannot bring the schema up to date in"  # connected: what fails now is a migration
         migrate(engine)
-    except SchemaError as exc:
+    except (SchemaError, ConfigError) as exc:
         sys.exit(f"error: server.database_url: {exc}")
     except ImportError as exc:  # a URL whose driver is not installed (mysql://, ...)
         sys.exit(f"error: server.database_url: no driver for {make_url(url).drivername}: {exc}")
@@ -102,7 +104,7 @@ def _check_database(url: str) -> None:
             shown = make_url(url).render_as_string()  # the password hidden
         except SQLAlchemyError:
             sys.exit(f"error: server.database_url: not a database URL: {reason}")
-        sys.exit(f"error: server.database_url: cannot connect to {shown}: {reason}")
+        sys.exit(f"error: server.database_url: {step} {shown}: {reason}")
     engine.dispose()
 
 

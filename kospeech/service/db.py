@@ -13,7 +13,7 @@ import logging
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Optional
 
 from alembic import command
 from alembic.config import Config
@@ -23,7 +23,7 @@ from sqlalchemy import Connection, Engine, create_engine, event, func, select
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
-from kospeech.errors import SchemaError
+from kospeech.errors import ConfigError, SchemaError
 
 __all__ = [
     "MAX_CONNECTIONS",
@@ -69,12 +69,20 @@ def create_db_engine(url: str) -> Engine:
     Returns:
         The engine (connections are checked before use, so a restarted PostgreSQL is reconnected); up to
         :data:`MAX_CONNECTIONS` connections, of which 5 are kept open when idle.
+
+    Raises:
+        ConfigError: an in-memory SQLite database (each connection would get an empty one of its own).
     """
     parsed = make_url(url)
     pool = {"pool_size": _KEPT_CONNECTIONS, "max_overflow": MAX_CONNECTIONS - _KEPT_CONNECTIONS}
     if parsed.get_backend_name() == "sqlite":
+        if _sqlite_file(parsed.database) is None:
+            raise ConfigError(
+                f"{url!r} is an in-memory SQLite database, which the service's threads and processes cannot share; "
+                "name a file (sqlite:////path/service.db)"
+            )
         # a URI filename (``sqlite:///file:/path?mode=ro&uri=true``) names an existing file, not a folder to make
-        if parsed.database and parsed.database != ":memory:" and not parsed.database.startswith("file:"):
+        if not parsed.database.startswith("file:"):
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
         engine = create_engine(
             url, connect_args={"check_same_thread": False, "timeout": _SQLITE_BUSY_MS / 1000}, **pool
@@ -84,15 +92,22 @@ def create_db_engine(url: str) -> Engine:
     return create_engine(url, pool_pre_ping=True, **pool)
 
 
+def _sqlite_file(database: Optional[str]) -> Optional[str]:
+    """The file a SQLite URL's database part names (a URI filename's path, ``file:/path?mode=ro``), or ``None`` for
+    an in-memory database."""
+    if database and database.startswith("file:"):
+        database = database[len("file:") :].split("?", 1)[0]
+    return None if not database or database == ":memory:" else database
+
+
 @contextmanager
 def _sqlite_migration_lock(engine: Engine) -> Iterator[None]:
     """An exclusive lock on a file beside a SQLite database, held until the migration has committed (nothing for
     other databases)."""
-    database = engine.url.database if engine.dialect.name == "sqlite" else None
-    if not database or database == ":memory:":
+    if engine.dialect.name != "sqlite":
         yield
         return
-    with open(f"{database}.migrate-lock", "a") as handle:
+    with open(f"{_sqlite_file(engine.url.database)}.migrate-lock", "a") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
             yield
@@ -104,13 +119,44 @@ def _sqlite_migration_lock(engine: Engine) -> Iterator[None]:
 def migration_connection(engine: Engine) -> Iterator[Connection]:
     """A connection whose one transaction holds the migration lock (PostgreSQL's transaction-scoped advisory lock, or
     a file lock beside a SQLite database) until it commits: what :func:`migrate` and Alembic's own command line
-    (``migrations/env.py``) run migrations on."""
-    with _sqlite_migration_lock(engine), engine.begin() as connection:
-        if engine.dialect.name == "postgresql":  # held until this transaction ends
-            connection.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_MIGRATION_LOCK_KEY})")
-        elif engine.dialect.name == "sqlite":  # pysqlite begins a transaction before DML only: DDL would commit alone
-            connection.exec_driver_sql("BEGIN IMMEDIATE")
-        yield connection
+    (``migrations/env.py``) run migrations on.
+
+    On SQLite, foreign keys are off during the migration and checked before it commits: Alembic changes a SQLite
+    table by copying it into a new one and dropping the old, and with foreign keys on that drop would delete every
+    row that refers to the table (``ON DELETE CASCADE``: a user's utterances, versions and jobs).
+
+    Raises:
+        SchemaError: on SQLite, the migration left rows whose parent row is gone (nothing is committed).
+    """
+    sqlite = engine.dialect.name == "sqlite"
+    with _sqlite_migration_lock(engine), engine.connect() as connection:
+        if sqlite:  # SQLite ignores this pragma inside a transaction
+            connection.exec_driver_sql("PRAGMA foreign_keys=OFF")
+            connection.commit()
+        try:
+            with connection.begin():
+                if engine.dialect.name == "postgresql":  # held until this transaction ends
+                    connection.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_MIGRATION_LOCK_KEY})")
+                elif sqlite:  # pysqlite begins a transaction before DML only: DDL would commit alone
+                    connection.exec_driver_sql("BEGIN IMMEDIATE")
+                yield connection
+                if sqlite:
+                    _check_foreign_keys(connection)
+        finally:
+            if sqlite:  # the connection goes back to the pool
+                connection.exec_driver_sql("PRAGMA foreign_keys=ON")
+                connection.commit()
+
+
+def _check_foreign_keys(connection: Connection) -> None:
+    """Refuse to commit a SQLite migration that left rows referring to a missing row."""
+    orphans = connection.exec_driver_sql("PRAGMA foreign_key_check").all()
+    if orphans:
+        tables = sorted({row[0] for row in orphans})
+        raise SchemaError(
+            f"the migration left {len(orphans)} rows in {', '.join(tables)} whose parent row is gone; nothing was "
+            "changed"
+        )
 
 
 def migrate(engine: Engine) -> None:

@@ -20,16 +20,24 @@ from alembic import command as alembic_command
 from alembic.autogenerate import compare_metadata
 from alembic.config import Config
 from alembic.migration import MigrationContext
+from alembic.operations import Operations
 from conftest import settings_for
 from omegaconf import OmegaConf
-from sqlalchemy import Engine, event, func, insert, select, update
+from sqlalchemy import Engine, String, event, func, insert, select, update
 from sqlalchemy.exc import IntegrityError, OperationalError
 
 from kospeech.cli import keys as keys_cli
 from kospeech.cli import serve as serve_cli
 from kospeech.cli import worker as worker_cli
 from kospeech.errors import ConfigError, InvalidNameError, SchemaError
-from kospeech.service.db import MIGRATIONS_DIR, create_db_engine, migrate, session_factory, session_scope
+from kospeech.service.db import (
+    MIGRATIONS_DIR,
+    create_db_engine,
+    migrate,
+    migration_connection,
+    session_factory,
+    session_scope,
+)
 from kospeech.service.keys import authenticate, create_key, list_keys, revoke_key
 from kospeech.service.models import AdapterVersion, ApiKey, Base, Job, Tenant, User, Utterance
 from kospeech.service.settings import ServerConfig, load_settings
@@ -130,6 +138,39 @@ def test_deleting_a_user_deletes_every_row_of_theirs(engine):
             owners = session.scalars(select(model.user_pk)).all()
             assert owners and gone_id not in owners, model.__name__
         assert session.scalars(select(User.user_id)).all() == ["kept"]
+
+
+def _rows_per_table(engine):
+    with engine.connect() as connection:
+        return [connection.scalar(select(func.count()).select_from(model)) for model in (User, Utterance, Job)]
+
+
+def test_a_sqlite_migration_that_rebuilds_a_parent_table_keeps_its_children(tmp_path):
+    """Review F, stop 40: migrations ran with SQLite's foreign keys on, and Alembic changes a SQLite table by copying
+    it and dropping the old one: a future migration of ``users`` would have deleted every utterance, version and job
+    (``ON DELETE CASCADE``). Foreign keys are now off during a migration and checked before it commits."""
+    engine = create_db_engine(f"sqlite:///{tmp_path / 'service.db'}")
+    migrate(engine)
+    sessions = session_factory(engine)
+    with session_scope(sessions) as session:
+        create_key(session, "acme")
+        user = User(tenant_id=session.scalar(select(Tenant.id)), user_id="alice")
+        session.add(user)
+        session.flush()
+        session.add(Utterance(user_pk=user.id, text="불 꺼 줘", duration=1.0, audio_file="x.wav"))
+        session.add(Job(tenant_id=user.tenant_id, user_pk=user.id, adapter_type="head", status="succeeded"))
+    with migration_connection(engine) as connection:
+        with Operations(MigrationContext.configure(connection)).batch_alter_table("users", recreate="always") as batch:
+            batch.alter_column("user_id", existing_type=String(64), existing_nullable=False)
+    assert _rows_per_table(engine) == [1, 1, 1]
+    with pytest.raises(SchemaError, match=r"left 2 rows in jobs, utterances whose parent row is gone"):
+        with migration_connection(engine) as connection:
+            connection.exec_driver_sql("DELETE FROM users")
+    assert _rows_per_table(engine) == [1, 1, 1]  # nothing of the refused migration was committed
+    with session_scope(sessions) as session:  # foreign keys are on again for the service's own connections
+        session.delete(session.scalar(select(User)))
+    assert _rows_per_table(engine) == [0, 0, 0]
+    engine.dispose()
 
 
 @pytest.mark.parametrize("second", ["alice", "Alice"])
@@ -284,6 +325,8 @@ def test_settings_are_typed_and_checked(tmp_path):
         ("server.database_url=mysql://root@127.0.0.1/kospeech", "error: server.database_url: no driver for mysql: "),
         # review, stop 39: training always ran on the CPU, serving wherever the recognizer chose
         ("server.device=cuda:99", "error: server.device: device 'cuda:99'"),
+        # review F, stop 40: a TypeError traceback (SQLite's in-memory pool takes no pool size)
+        ("server.database_url=sqlite://", "error: server.database_url: 'sqlite://' is an in-memory SQLite database"),
     ],
 )
 def test_a_server_or_worker_with_an_unusable_setting_stops_with_one_line(tmp_path, setting, message):
@@ -291,6 +334,24 @@ def test_a_server_or_worker_with_an_unusable_setting_stops_with_one_line(tmp_pat
         with pytest.raises(SystemExit) as stopped:
             command([f"server.data_dir={tmp_path}", setting])
         assert str(stopped.value).startswith(message) and "\n" not in str(stopped.value), stopped.value
+
+
+def test_a_sqlite_uri_filename_is_migrated_and_a_failed_migration_is_not_called_a_connection_failure(tmp_path, capsys):
+    """Review F, stop 40: the migration lock was made at ``file:/path.db.migrate-lock``, so a URI-filename URL (which
+    ``create_db_engine`` accepts) never started; and a migration that failed on a database it had connected to was
+    reported as "cannot connect"."""
+    database = tmp_path / "u.db"
+    sqlite3.connect(database).close()
+    uri = f"server.database_url=sqlite:///file:{database}?uri=true"
+    assert keys_cli.main(["create", "--tenant", "acme", f"server.data_dir={tmp_path}", uri]) == 0
+    assert (tmp_path / "u.db.migrate-lock").is_file() and " ksk_" in capsys.readouterr().out
+    taken = tmp_path / "taken.db"
+    with sqlite3.connect(taken) as connection:  # tables made without Alembic: the first migration cannot create them
+        connection.execute("CREATE TABLE tenants (id TEXT)")
+    with pytest.raises(SystemExit) as stopped:
+        keys_cli.main(["list", f"server.data_dir={tmp_path}", f"server.database_url=sqlite:///{taken}"])
+    assert str(stopped.value).startswith("error: server.database_url: cannot bring the schema up to date in sqlite:")
+    assert "table tenants already exists" in str(stopped.value)
 
 
 def test_the_settings_table_of_the_docs_is_the_schema():
