@@ -1,6 +1,7 @@
 """Storage on SQLite and on the real PostgreSQL: migrations equal the models, keys are hashed, deletion cascades;
 the kospeech-keys console script."""
 
+import contextlib
 import dataclasses
 import errno
 import hashlib
@@ -21,7 +22,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.config import Config
 from alembic.migration import MigrationContext
 from alembic.operations import Operations
-from conftest import settings_for
+from conftest import postgres_schema, settings_for
 from omegaconf import OmegaConf
 from sqlalchemy import Engine, String, event, func, insert, select, update
 from sqlalchemy.exc import IntegrityError, OperationalError
@@ -62,10 +63,38 @@ def engine(request, tmp_path):
     engine.dispose()
 
 
-def test_migrations_create_exactly_the_models_schema(engine):
+def _index_definitions(engine: Engine) -> set:
+    """Every index's definition as the database states it, quotes, schema names and spacing left out: what
+    ``compare_metadata`` cannot compare (SQLite's indexes on expressions, partial indexes' conditions)."""
+    with engine.connect() as connection:
+        if engine.dialect.name == "sqlite":
+            query = "SELECT sql FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL"
+        else:
+            query = (
+                "SELECT replace(indexdef, current_schema() || '.', '') FROM pg_indexes "
+                "WHERE schemaname = current_schema() AND tablename <> 'alembic_version'"
+            )
+        return {" ".join(row.replace('"', "").split()) for row in connection.exec_driver_sql(query).scalars()}
+
+
+def test_migrations_create_exactly_the_models_schema(engine, request, tmp_path):
+    """Review F, stop 40: ``compare_metadata`` passed with the case-folding unique indexes dropped or the pending-job
+    index's condition changed; the indexes' definitions are now compared with those the models create."""
     with engine.connect() as connection:
         differences = compare_metadata(MigrationContext.configure(connection), Base.metadata)
     assert differences == []
+    with contextlib.ExitStack() as stack:
+        if engine.dialect.name == "sqlite":
+            url = f"sqlite:///{tmp_path / 'from_models.db'}"
+        else:
+            url = stack.enter_context(postgres_schema())
+        from_models = create_db_engine(url)
+        stack.callback(from_models.dispose)
+        Base.metadata.create_all(from_models)
+        migrated = _index_definitions(engine)
+        assert migrated == _index_definitions(from_models)
+    assert any("lower(" in index and "user_id" in index for index in migrated)
+    assert any("uq_jobs_user_pending" in index and "WHERE" in index for index in migrated)
 
 
 def test_a_user_has_at_most_one_pending_job(engine):
@@ -218,37 +247,99 @@ def test_a_schema_newer_than_this_release_is_refused_in_one_line(tmp_path):
     ]
 
 
-@pytest.mark.parametrize("made_at", ["0001", "0003"])
-def test_the_upgrade_stops_on_ids_that_differ_only_in_case_and_names_them(tmp_path, made_at):
-    """A refused upgrade leaves the database as it was, so the one after the operator's fix runs every step. Review,
-    stop 35: SQLite ran the DDL of the steps before the refusal outside the transaction (pysqlite begins one before
-    DML only), so 0002's column stayed while the recorded revision went back to 0001: every later start failed on
-    "duplicate column name"."""
+def _database_at(tmp_path, revision):
+    """A SQLite database under ``tmp_path`` migrated only up to ``revision`` (one made by an earlier release)."""
     engine = create_db_engine(f"sqlite:///{tmp_path / 'service.db'}")
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS_DIR))
     with engine.begin() as connection:
         config.attributes["connection"] = connection
-        alembic_command.upgrade(config, made_at)  # a database made before ids were compared regardless of case
+        alembic_command.upgrade(config, revision)
         connection.exec_driver_sql("INSERT INTO tenants (name, created_at) VALUES ('acme', CURRENT_TIMESTAMP)")
+    return engine
+
+
+def _documented_user_rename(tenant: str, old_id: str, new_id: str, row_id: str) -> list:
+    """The SQL statements docs/service.md gives for renaming a user whose id clashes, placeholders filled in."""
+    docs = (Path(__file__).resolve().parents[2] / "docs" / "service.md").read_text(encoding="utf-8")
+    section = docs.split("### Ids that differ only in case", 1)[1]
+    block = section.split("```sql\n", 1)[1].split("```", 1)[0]
+    filled = block.replace("<tenant>", tenant).replace("<old id>", old_id).replace("<new id>", new_id)
+    return [line.rstrip(";") for line in filled.replace("<row id>", row_id).splitlines() if line.startswith("UPDATE")]
+
+
+@pytest.mark.parametrize("made_at", ["0001", "0003"])
+def test_the_upgrade_stops_on_ids_that_differ_only_in_case_and_names_them(tmp_path, made_at):
+    """A refused upgrade leaves the database as it was, so the one after the operator's fix runs every step. Review,
+    stop 35: SQLite ran the DDL of the steps before the refusal outside the transaction (pysqlite begins one before
+    DML only), so 0002's column stayed while the recorded revision went back to 0001: every later start failed on
+    "duplicate column name". Review F, stop 40: the message's advice renamed the user's row but not the paths of its
+    files (its audio and adapters were then missing); the documented rename is followed here."""
+    engine = _database_at(tmp_path, made_at)
+    storage = Storage(tmp_path)
+    with engine.begin() as connection:  # a database made before ids were compared regardless of case
         for user_pk, user_id in (("1", "alice"), ("2", "Alice"), ("3", "bob")):
             connection.exec_driver_sql(
                 "INSERT INTO users (id, tenant_id, user_id, created_at) "
                 f"VALUES ('{user_pk}', 1, '{user_id}', CURRENT_TIMESTAMP)"
             )
-    with pytest.raises(RuntimeError, match=r"differ only in case.*user acme/Alice, user acme/alice; .*UPDATE users"):
+        audio, adapter = storage.utterance_file("acme", "Alice", "u1"), storage.version_file("acme", "Alice", "j1-1")
+        for path in (audio, adapter):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(b"Alice's")
+        connection.exec_driver_sql(
+            "INSERT INTO utterances (id, user_pk, text, duration, audio_file, created_at) "
+            f"VALUES ('u1', '2', '불 꺼 줘', 1.0, '{storage.relative(audio)}', CURRENT_TIMESTAMP)"
+        )
+        connection.exec_driver_sql(
+            "INSERT INTO adapter_versions (user_pk, version, adapter_type, active, rejected, file, created_at) "
+            f"VALUES ('2', 1, 'encoder', 1, 0, '{storage.relative(adapter)}', CURRENT_TIMESTAMP)"
+        )
+    clash = r"differ only in case.*user acme/Alice \(users.id '2'\), user acme/alice \(users.id '1'\);"
+    with pytest.raises(RuntimeError, match=clash + r".*\"Ids that differ only in case\""):
         migrate(engine)
     with engine.connect() as connection:
         assert MigrationContext.configure(connection).get_current_revision() == made_at
         job_columns = {row[1] for row in connection.exec_driver_sql("PRAGMA table_info(jobs)")}
     assert ("queued_at" in job_columns) == (made_at != "0001")
     with engine.begin() as connection:
-        connection.exec_driver_sql("DELETE FROM users WHERE user_id = 'Alice'")
+        for statement in _documented_user_rename("acme", "Alice", "alice2", "2"):
+            connection.exec_driver_sql(statement)
+    storage.user_dir("acme", "Alice").rename(storage.user_dir("acme", "alice2"))  # a case-sensitive file system
     migrate(engine)
+    with engine.connect() as connection:
+        files = connection.exec_driver_sql(
+            "SELECT audio_file FROM utterances UNION ALL SELECT file FROM adapter_versions"
+        ).scalars()
+        assert [storage.absolute(file).read_bytes() for file in files] == [b"Alice's", b"Alice's"]
     with pytest.raises(IntegrityError), engine.begin() as connection:
         connection.exec_driver_sql(
             "INSERT INTO users (id, tenant_id, user_id, created_at) VALUES ('4', 1, 'BOB', CURRENT_TIMESTAMP)"
         )
+    engine.dispose()
+
+
+def test_the_upgrade_to_one_pending_job_per_user_keeps_the_running_job(tmp_path):
+    """Review F, stop 40: migration 0003 kept each user's oldest pending job, failing a newer one that a worker was
+    training during a rolling upgrade. Now the running job is kept, else the oldest queued one."""
+    engine = _database_at(tmp_path, "0002")
+    with engine.begin() as connection:
+        for user_pk in ("1", "2"):
+            connection.exec_driver_sql(
+                f"INSERT INTO users (id, tenant_id, user_id, created_at) VALUES ('{user_pk}', 1, 'u{user_pk}', "
+                "CURRENT_TIMESTAMP)"
+            )
+        jobs = [("old", "1", "queued", "01"), ("training", "1", "running", "02"), ("first", "2", "queued", "01")]
+        jobs += [("second", "2", "queued", "02")]
+        for job_id, user_pk, status, day in jobs:
+            connection.exec_driver_sql(
+                "INSERT INTO jobs (id, tenant_id, user_pk, adapter_type, status, progress, attempts, created_at) "
+                f"VALUES ('{job_id}', 1, '{user_pk}', 'encoder', '{status}', 0, 0, '2026-12-{day} 00:00:00')"
+            )
+    migrate(engine)
+    with engine.connect() as connection:
+        states = dict(connection.exec_driver_sql("SELECT id, status FROM jobs").all())
+    assert states == {"old": "failed", "training": "running", "first": "queued", "second": "failed"}
     engine.dispose()
 
 
