@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import List, Optional
 
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
 from kospeech.errors import InvalidNameError
@@ -29,12 +29,12 @@ __all__ = [
     "KeyRecord",
     "authenticate",
     "create_key",
+    "delete_user_keys",
     "is_well_formed_key",
     "key_is_live",
     "key_prefix",
     "list_keys",
     "revoke_key",
-    "revoke_user_keys",
 ]
 
 KEY_PREFIX = "ksk"
@@ -155,19 +155,12 @@ def list_keys(session: Session) -> List[KeyRecord]:
     return [KeyRecord(key.prefix, name, key.admin, key.user_id, key.created_at, key.revoked_at) for key, name in rows]
 
 
-def revoke_user_keys(session: Session, tenant_id: int, user_id: str) -> int:
-    """Revoke the live keys that act as ``user_id`` of the tenant (its deletion: the id may later name someone
-    else); returns how many."""
-    keys = session.scalars(
-        select(ApiKey).where(
-            ApiKey.tenant_id == tenant_id,
-            func.lower(ApiKey.user_id) == user_id.lower(),
-            ApiKey.revoked_at.is_(None),
-        )
-    ).all()
-    for key in keys:
-        key.revoked_at = utcnow()
-    return len(keys)
+def delete_user_keys(session: Session, tenant_id: int, user_id: str) -> int:
+    """Delete the keys, live or revoked, that act as ``user_id`` of the tenant: part of the user's deletion (the id
+    may later name someone else, and a deleted user keeps no row); returns how many."""
+    return session.execute(
+        delete(ApiKey).where(ApiKey.tenant_id == tenant_id, func.lower(ApiKey.user_id) == user_id.lower())
+    ).rowcount
 
 
 def revoke_key(session: Session, prefix: str) -> bool:

@@ -30,7 +30,7 @@ from kospeech.service.db import MAX_CONNECTIONS, migrate, session_scope
 from kospeech.service.deps import KEY_RECHECK_SECONDS
 from kospeech.service.keys import create_key
 from kospeech.service.metrics import ServiceMetrics
-from kospeech.service.models import Job, User
+from kospeech.service.models import ApiKey, Job, User
 from kospeech.service.routers.users import LISTED_JOBS
 from kospeech.service.storage import Storage
 from kospeech.service.versions import record_version
@@ -396,6 +396,42 @@ def test_a_user_created_again_the_moment_a_deletion_commits_keeps_their_recordin
         assert len(listed) == 1
         kept = state.storage.utterance_file("acme", user_id, listed[0]["utterance_id"])
         assert kept.is_file() and not any(state.storage.trash_dir.iterdir())
+
+
+def test_a_second_deletion_that_loaded_the_user_first_leaves_a_new_users_files_and_keys_go_with_the_user(
+    tmp_path, user_id
+):
+    """Review G, stop 40: a ``DELETE`` that had loaded the user before another ``DELETE`` of them committed went on
+    (its row deletion removed nothing, with only a warning) and moved away the folder of a user created since under
+    the same id: the new user's recording was gone while its row stayed. It now answers 404 and touches nothing. And
+    the user's keys were only marked revoked, rows naming the deleted user kept for ever: they are deleted too."""
+    settings = settings_for(tmp_path)
+    headers = {"Authorization": f"Bearer {make_keys(settings)['acme']}"}
+    clip = {"file": ("a.wav", wav_bytes(tone(1.0)))}
+    path = f"/v1/users/{user_id}/utterances"
+    with TestClient(create_app(settings)) as client:
+        state = client.app.state.service
+        assert client.post("/v1/users", json={"user_id": user_id}, headers=headers).status_code == 201
+        with session_scope(state.sessions) as session:
+            create_key(session, "acme", user_id=user_id)
+        armed = [True]
+
+        def deleted_and_created_again_meanwhile(_connection, _cursor, statement, *_):
+            if statement.startswith("DELETE FROM users") and armed and armed.pop():  # the slower deletion's
+                assert client.delete(f"/v1/users/{user_id}", headers=headers).status_code == 204
+                assert client.post("/v1/users", json={"user_id": user_id}, headers=headers).status_code == 201
+                assert client.post(path, files=clip, data={"text": TEXT}, headers=headers).status_code == 201
+
+        event.listen(state.engine, "before_cursor_execute", deleted_and_created_again_meanwhile)
+        try:
+            late = client.delete(f"/v1/users/{user_id}", headers=headers)
+        finally:
+            event.remove(state.engine, "before_cursor_execute", deleted_and_created_again_meanwhile)
+        assert not armed and late.status_code == 404 and error_code(late) == "user_not_found", late.text
+        listed = client.get(path, headers=headers).json()["utterances"]
+        assert len(listed) == 1 and state.storage.utterance_file("acme", user_id, listed[0]["utterance_id"]).is_file()
+        with state.sessions() as session:
+            assert session.scalars(select(ApiKey.user_id).where(ApiKey.user_id.is_not(None))).all() == []
 
 
 # ------------------------------------------------------------------------------------------------------------- prompts

@@ -6,7 +6,7 @@ import logging
 from typing import Annotated, Optional
 
 from fastapi import APIRouter, Body, Request, Response
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -15,7 +15,7 @@ from kospeech.service.db import database_now
 from kospeech.service.deps import CallerDep, SessionDep, StateDep, UserDep, checked_user_id
 from kospeech.service.errors import ServiceError
 from kospeech.service.jobs import QUEUE_FAULTS
-from kospeech.service.keys import revoke_user_keys
+from kospeech.service.keys import delete_user_keys
 from kospeech.service.models import PENDING_JOB_STATES, Job, User
 from kospeech.service.routers.jobs import job_status
 from kospeech.service.schemas import (
@@ -120,12 +120,20 @@ def get_user(user: UserDep, session: SessionDep) -> UserRecord:
 
 @router.delete("/users/{user_id}", status_code=204, response_class=Response, responses=_NOT_FOUND)
 def delete_user(user: UserDep, session: SessionDep, state: StateDep, caller: CallerDep) -> Response:
-    """Delete the user: audio, adapter files and every row (utterances, adapter versions, jobs); the keys that act as
-    the user are revoked (the id may later name someone else)."""
+    """Delete the user: audio, adapter files and every row (utterances, adapter versions, jobs, and the keys that act
+    as the user: the id may later name someone else).
+
+    The row is deleted by its primary key, and only a deletion that removed it goes on to the folder: a second
+    ``DELETE`` that loaded the user before the first committed finds it gone (404) and leaves alone the folder of a
+    user created since under the same id.
+    """
     user_id, user_key = user.user_id, user.id
-    session.delete(user)
-    revoke_user_keys(session, caller.tenant_id, user_id)
-    session.flush()  # the rows are locked until the commit: writers of this user wait for it, then fail
+    session.expunge(user)
+    if session.execute(delete(User).where(User.id == user_key)).rowcount != 1:  # its rows cascade in the database
+        session.rollback()
+        raise ServiceError(404, "user_not_found", f"no user {user_id!r}")
+    delete_user_keys(session, caller.tenant_id, user_id)
+    # the deleted rows stay locked until the commit: a writer of this user waits for it, then fails
     with state.storage.deleting_user(caller.tenant, user_id):  # the folder goes before the user is seen gone
         session.commit()
     state.cache.forget_user(user_key)
