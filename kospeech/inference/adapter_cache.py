@@ -24,7 +24,7 @@ import threading
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, List, Optional, Protocol, Tuple, Union, runtime_checkable
+from typing import Callable, Dict, Iterable, List, Optional, Protocol, Set, Tuple, Union, runtime_checkable
 
 from kospeech.inference.records import CacheStats
 from kospeech.models import AdapterManager
@@ -110,8 +110,9 @@ class LruAdapterCache:
         self._entries: OrderedDict[str, _CacheEntry] = OrderedDict()
         self._lock = threading.Lock()
         self._weight_held = 0
-        self._hits = self._misses = self._evictions = self._reloads = self._rejected = 0
-        self._forgets = 0  # bumped by _forget: a load that started before one is served but not cached
+        self._hits = self._misses = self._evictions = self._reloads = self._rejected = self._load_failures = 0
+        self._loading: Dict[str, int] = {}  # name -> loads of it under way (outside the lock)
+        self._forgotten_while_loading: Set[str] = set()  # their loads are served but not cached
         self._failures: OrderedDict[str, Tuple[Path, Tuple[int, int, int, int], ValueError]] = OrderedDict()
 
     def _path(self, name: str) -> Path:
@@ -134,12 +135,18 @@ class LruAdapterCache:
         entry = self._entries.pop(name)
         self._weight_held -= entry.weight
 
-    def _forget(self, names: List[str]) -> None:
-        """Remove entries that must not come back (a deleted user's), also from a load under way; the caller holds
-        the lock."""
-        self._forgets += 1
+    def _forget(self, names: Iterable[str]) -> None:
+        """Remove entries that must not come back (a deleted user's); a load of one of ``names`` under way is served
+        but not cached. Other names' loads are not disturbed. The caller holds the lock."""
         for name in names:
-            self._drop(name)
+            if name in self._entries:
+                self._drop(name)
+            if name in self._loading:
+                self._forgotten_while_loading.add(name)
+
+    def _names_held_or_loading(self) -> Set[str]:
+        """Names cached or being loaded now; the caller holds the lock."""
+        return {*self._entries, *self._loading}
 
     def get(self, name: str) -> Optional[AdapterModule]:
         """The adapter of ``name``, loading it on a miss or when its file changed; ``None`` when it is not served.
@@ -164,26 +171,34 @@ class LruAdapterCache:
                 return entry.adapter
             failure = self._failures.get(name)
             if failure is not None and failure[:2] == (path, stamp):
+                self._load_failures += 1
                 self._failures.move_to_end(name)
                 raise copy.copy(failure[2])  # a new instance each time: raising one object again grows its traceback
             self._misses += 1
-            forgets = self._forgets
+            self._loading[name] = self._loading.get(name, 0) + 1
         # loaded without the lock: a slow load (a cold file, a network share) holds up no other user's lookup
         try:
             adapter = self._loader(path)
         except ValueError as exc:
             with self._lock:
+                self._load_ended(name)
+                self._load_failures += 1
                 self._failures[name] = (path, stamp, copy.copy(exc))
                 self._failures.move_to_end(name)
                 while len(self._failures) > MAX_REMEMBERED_FAILURES:
                     self._failures.popitem(last=False)
             raise
+        except BaseException:
+            with self._lock:
+                self._load_ended(name)
+            raise
         with self._lock:
+            forgotten = self._load_ended(name)
             self._rejected += adapter is None
             entry = self._current(name, path, stamp)
             if entry is not None:  # another thread loaded the same file meanwhile: serve one module
                 return entry.adapter
-            if self._forgets != forgets:  # entries were forgotten during the load (a deleted user): cache nothing
+            if forgotten:  # forgotten during the load (its user deleted): cache nothing
                 return adapter
             if name in self._entries:
                 self._reloads += 1
@@ -200,6 +215,15 @@ class LruAdapterCache:
                 self._evictions += 1
                 logger.debug("adapter cache over its bound (%d): evicted %r", self._bound, evicted)
             return adapter
+
+    def _load_ended(self, name: str) -> bool:
+        """Count a load of ``name`` as over; whether ``name`` was forgotten while it ran. The caller holds the lock."""
+        forgotten = name in self._forgotten_while_loading
+        self._loading[name] -= 1
+        if not self._loading[name]:
+            del self._loading[name]
+            self._forgotten_while_loading.discard(name)
+        return forgotten
 
     def _current(self, name: str, path: Path, stamp: Tuple[int, int, int, int]) -> Optional[_CacheEntry]:
         """The cached entry of ``name`` if it was loaded from this file as it is now (then marked most recently
@@ -243,6 +267,7 @@ class LruAdapterCache:
                 len(self._entries),
                 self._bound,
                 self._rejected,
+                self._load_failures,
             )
 
 

@@ -137,6 +137,8 @@ class CacheStats:
             tensors).
         rejected: lookups answered with the base model because the user's adapter was rejected at training (no
             better than the base on the user's held-out utterances).
+        failures: lookups that failed because the adapter's file could not be used (damaged, or made for another
+            base), also those answered from the memory of an earlier failure without reading the file again.
     """
 
     hits: int = 0
@@ -146,3 +148,4 @@ class CacheStats:
     size: int = 0
     capacity: int = 0
     rejected: int = 0
+    failures: int = 0

@@ -86,7 +86,7 @@ class ByteBoundedAdapterCache(LruAdapterCache):
             user_key: the user's database id.
         """
         with self._lock:
-            self._forget([name for name in self._entries if _user_key(name) == user_key])
+            self._forget([name for name in self._names_held_or_loading() if _user_key(name) == user_key])
 
     def available(self) -> List[str]:
         """Serving names bound for the current batch."""

@@ -45,7 +45,6 @@ import logging
 import re
 import sqlite3
 import threading
-import time
 from datetime import timedelta
 from pathlib import Path
 from typing import Dict, Optional, Set
@@ -60,6 +59,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from kospeech.errors import InputError, TrainingError, TrainingInterrupted
 from kospeech.service.db import database_now
 from kospeech.service.models import JOB_STATES, PENDING_JOB_STATES, Job, Tenant, User
+from kospeech.service.repeated_errors import RepeatedErrors
 from kospeech.service.settings import ServerConfig
 from kospeech.service.storage import Storage, storage_fault
 from kospeech.service.training import AdapterJobRunner, TrainingOutcome
@@ -130,36 +130,7 @@ def queue_location(settings: ServerConfig) -> str:
 QUEUE_ERROR_LOG_SECONDS = 30.0
 """While the queue cannot be read, huey's consumer logs an error each second; at most one per this many seconds is kept."""
 
-
-class _RepeatedErrors(logging.Filter):
-    """Keeps the first of a run of the same error (with its traceback), then at most one per ``interval`` seconds,
-    saying how many were left out: huey's scheduler and worker threads log a traceback every second while Redis is
-    down, thousands an hour."""
-
-    def __init__(self, interval: float = QUEUE_ERROR_LOG_SECONDS) -> None:
-        super().__init__()
-        self.interval = interval
-        self._lock = threading.Lock()
-        self._runs: Dict[str, tuple] = {}  # logger and message -> (when last kept, how many left out since)
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if record.levelno < logging.ERROR:
-            return True
-        key = f"{record.name}: {record.msg}"
-        now = time.monotonic()
-        with self._lock:
-            kept_at, left_out = self._runs.get(key, (None, 0))
-            if kept_at is not None and now - kept_at < self.interval:
-                self._runs[key] = (kept_at, left_out + 1)
-                return False
-            self._runs[key] = (now, 0)
-        if left_out:
-            record.msg = f"{record.msg} ({left_out} more in the last {self.interval:g} s; tracebacks left out)"
-            record.exc_info, record.exc_text = None, None
-        return True
-
-
-_QUEUE_ERRORS = _RepeatedErrors()
+_QUEUE_ERRORS = RepeatedErrors(QUEUE_ERROR_LOG_SECONDS)
 
 
 class JobConsumer(Consumer):

@@ -60,6 +60,11 @@ class _StateCollector(Collector):
         yield CounterMetricFamily(
             "kospeech_adapter_cache_reloads", "Adapters loaded again because their file changed", value=stats.reloads
         )
+        yield CounterMetricFamily(
+            "kospeech_adapter_cache_load_failures",
+            "Adapter lookups that failed on an unusable file (damaged, or made for another base)",
+            value=stats.failures,
+        )
         yield GaugeMetricFamily("kospeech_adapter_cache_adapters", "Adapters held in memory", value=stats.size)
         yield GaugeMetricFamily(
             "kospeech_adapter_cache_bytes", "Bytes of adapter tensors held in memory", value=self._cache_bytes()

@@ -799,7 +799,15 @@ def test_a_user_without_an_adapter_is_served_by_the_base(service, user_id, tiny_
     assert invalid.status_code == 422 and error_code(invalid) == "invalid_user_id"
 
 
-def test_a_users_active_version_serves_them_and_a_missing_file_fails_loudly(service, user_id, tiny_users, tmp_path):
+def _metric(service, name: str) -> float:
+    """A metric's value on ``/metrics`` now."""
+    lines = service.client.get("/metrics").text.splitlines()
+    return float(next(line.split()[-1] for line in lines if line.startswith(f"{name} ")))
+
+
+def test_a_users_active_version_serves_them_and_a_missing_file_fails_loudly(
+    service, user_id, tiny_users, tmp_path, caplog
+):
     create_user(service, user_id)
     state = service.client.app.state.service
     with state.sessions.begin() as session:  # an adapter trained elsewhere, given to the user as version 1
@@ -820,9 +828,18 @@ def test_a_users_active_version_serves_them_and_a_missing_file_fails_loudly(serv
     assert lost.status_code == 503 and error_code(lost) == "adapter_unavailable"
     assert "version 1" in lost.json()["error"]["message"] and str(service.data_dir) not in lost.text
     version_file.write_bytes(b"not an adapter")  # a damaged file is the server's fault too, and names no path
-    damaged = transcribe(service, speech, response_format="verbose_json", user=user_id)
-    assert damaged.status_code == 503 and error_code(damaged) == "adapter_unavailable"
-    assert "damaged" in damaged.json()["error"]["message"] and str(service.data_dir) not in damaged.text
+    failures = _metric(service, "kospeech_adapter_cache_load_failures_total")
+    caplog.clear()
+    with caplog.at_level("ERROR", logger="kospeech.service.routers.transcriptions"):
+        for _ in range(3):
+            damaged = transcribe(service, speech, response_format="verbose_json", user=user_id)
+            assert damaged.status_code == 503 and error_code(damaged) == "adapter_unavailable"
+            assert "damaged" in damaged.json()["error"]["message"] and str(service.data_dir) not in damaged.text
+    # review G, stop 40: one ERROR line per request (200 identical lines for 200 requests), and the lookups answered
+    # from the remembered failure were counted nowhere
+    logged = [record for record in caplog.records if "cannot be used" in record.getMessage()]
+    assert len(logged) == 1 and str(version_file) in logged[0].getMessage()
+    assert _metric(service, "kospeech_adapter_cache_load_failures_total") == failures + 3
 
 
 @pytest.mark.parametrize(

@@ -21,6 +21,7 @@ from kospeech.service.audio import SAMPLE_RATE, decode_audio, spooled_upload
 from kospeech.service.batching import BatcherStopped
 from kospeech.service.deps import CallerDep, SessionDep, StateDep, caller_user, single_form_fields
 from kospeech.service.errors import ServiceError
+from kospeech.service.repeated_errors import RepeatedErrors, by_message
 from kospeech.service.schemas import (
     API_ERRORS,
     ErrorBody,
@@ -35,6 +36,10 @@ from kospeech.service.versions import active_version
 __all__ = ["ResponseFormat", "router", "verbose"]
 
 logger = logging.getLogger(__name__)
+
+UNUSABLE_ADAPTER_LOG_SECONDS = 60.0
+"""A user whose active adapter cannot be used fails each request: its error is logged once per this many seconds."""
+logger.addFilter(RepeatedErrors(UNUSABLE_ADAPTER_LOG_SECONDS, by_message))
 
 router = APIRouter(prefix="/v1", tags=["transcription"], responses=API_ERRORS)
 
