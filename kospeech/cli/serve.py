@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
+import os
 import sys
 from typing import List, Optional, Sequence, Tuple
 
@@ -58,11 +59,15 @@ def settings_from_argv(overrides: Sequence[str], needs_model: bool = False) -> S
     Args:
         overrides: ``server.KEY=VALUE`` arguments.
         needs_model: the process serves or trains (``kospeech-serve``, ``kospeech-worker``): a base checkpoint that
-            is missing or unreadable ends it now, not at its first request or job.
+            is missing or unreadable ends it now, not at its first request or job. Its training runs then draw no
+            progress bars (``TQDM_DISABLE=1`` unless the environment sets it): their progress is their jobs', and
+            bars on stderr would fill the service's log with carriage returns.
 
     Returns:
         The settings.
     """
+    if needs_model:
+        os.environ.setdefault("TQDM_DISABLE", "1")
     try:
         settings = load_settings(overrides)
         if needs_model:

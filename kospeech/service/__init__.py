@@ -12,6 +12,7 @@ Modules, one concept each:
 - :mod:`~kospeech.service.training`, :mod:`~kospeech.service.jobs`: training jobs on huey.
 - :mod:`~kospeech.service.versions`: users' adapter versions (the database says which one is served).
 - :mod:`~kospeech.service.app`, :mod:`~kospeech.service.routers`: the FastAPI app.
+- :mod:`~kospeech.service.repeated_errors`: a log filter for errors that repeat with every request or poll.
 
 Console scripts: ``kospeech-serve``, ``kospeech-worker``, ``kospeech-keys`` (:mod:`kospeech.cli`).
 """

@@ -23,7 +23,8 @@ every half lease) handles the two ways a job can be forgotten:
   enqueued again (:func:`recover_lost_jobs`).
 
 Each round also removes the upload files that killed servers left in ``uploads/``
-(:meth:`~kospeech.service.storage.Storage.sweep_uploads`). Both recoveries are safe to run from several processes at
+(:meth:`~kospeech.service.storage.Storage.sweep_uploads`) and what deletions left in ``trash/``
+(:meth:`~kospeech.service.storage.Storage.sweep_trash`). Both recoveries are safe to run from several processes at
 once (each row changes only if it is still as it was read) and at worst send a message for a job that already has
 one: the claim runs it once, the other delivery does nothing.
 
@@ -615,8 +616,9 @@ def jobs_by_state(sessions: sessionmaker[Session]) -> Dict[str, int]:
 
 
 class Recovery:
-    """Runs :func:`recover_stale_jobs`, :func:`recover_lost_jobs` and the sweep of abandoned uploads
-    (:meth:`Storage.sweep_uploads`) now and then every half lease, on a daemon thread, until :meth:`stop`."""
+    """Runs :func:`recover_stale_jobs`, :func:`recover_lost_jobs` and the sweeps of abandoned uploads and of what
+    deletions left in ``trash/`` (:meth:`Storage.sweep_uploads`, :meth:`Storage.sweep_trash`) now and then every half
+    lease, on a daemon thread, until :meth:`stop`."""
 
     def __init__(self, queue: JobQueue) -> None:
         self.queue = queue
@@ -633,6 +635,7 @@ class Recovery:
             "stale jobs": lambda: recover_stale_jobs(self.queue),
             "lost jobs": lambda: recover_lost_jobs(self.queue),
             "abandoned uploads": self.queue.storage.sweep_uploads,
+            "deleted users' leftovers": self.queue.storage.sweep_trash,
         }
         while True:
             for name, chore in chores.items():

@@ -217,7 +217,8 @@ class Storage:
         deletion of the user's rows inside the block: until that commit every other request still sees the user, so
         no user can be created again under the same id while the old folder is in place, and the new user's files
         can never be taken with it. When the block ends, the moved folder is removed; when it raises (the commit
-        failed), the folder is put back. What a writer still adds to the moved folder is removed by a later start's :meth:`sweep_trash`.
+        failed), the folder is put back. What a writer still adds to the moved folder is removed by a later :meth:`sweep_trash` (at each start, and
+        in each round of job recovery).
 
         Run the deletion's statements (``session.flush()``) before the block: their row locks make a writer that
         re-creates the folder meanwhile wait for the commit, and then fail on the deleted user and remove its file.
@@ -247,5 +248,7 @@ class Storage:
             raise
         shutil.rmtree(doomed, ignore_errors=True)
         if doomed.exists():
-            logger.warning("user %s/%s: files added while deleting; removed at the next start", tenant, user_id)
+            logger.warning(
+                "user %s/%s: files added while deleting; removed by a later sweep of trash/", tenant, user_id
+            )
         logger.info("deleted the files of user %s/%s", tenant, user_id)

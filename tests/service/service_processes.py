@@ -13,7 +13,8 @@ from typing import Dict, List, Optional, Sequence
 import httpx
 
 SCRIPTS = Path(sys.executable).parent
-ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "TQDM_DISABLE": "1"}
+ENV = {key: value for key, value in os.environ.items() if key != "TQDM_DISABLE"}  # the service sets it itself
+ENV.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
 START_SECONDS = 180.0
 
 

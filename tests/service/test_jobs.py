@@ -788,6 +788,9 @@ def test_job_recovery_outlives_a_queue_failure(tmp_path, caplog):
     abandoned = queue.storage.uploads_dir / "upload-killed.audio"
     abandoned.write_bytes(b"RIFF")
     os.utime(abandoned, (time.time() - 7200, time.time() - 7200))
+    leftover = queue.storage.trash_dir / "acme.gone.0123"  # review G, stop 40: swept only when a process started
+    (leftover / "utterances").mkdir(parents=True)
+    os.utime(leftover, (time.time() - 7200, time.time() - 7200))
     recovery = Recovery(queue)
     with caplog.at_level("ERROR", logger="kospeech.service.jobs"):
         recovery.start()
@@ -795,5 +798,5 @@ def test_job_recovery_outlives_a_queue_failure(tmp_path, caplog):
         assert recovery._thread.is_alive()
         recovery.stop()
     assert sum("job recovery failed (lost jobs)" in record.getMessage() for record in caplog.records) >= 2
-    assert not abandoned.exists()  # the other chores of a round go on
+    assert not abandoned.exists() and not leftover.exists()  # the other chores of a round go on
     engine.dispose()

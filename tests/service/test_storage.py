@@ -445,6 +445,19 @@ def test_a_sqlite_uri_filename_is_migrated_and_a_failed_migration_is_not_called_
     assert "table tenants already exists" in str(stopped.value)
 
 
+def test_a_server_or_worker_draws_no_progress_bars_unless_told_to(tmp_path, monkeypatch):
+    """Review G, stop 40: training jobs run in a server or worker drew tqdm bars into its log (carriage returns, no
+    time or level; 11.7 KB for one small job). Their progress is the job's; ``TQDM_DISABLE`` set by hand wins."""
+    monkeypatch.delenv("TQDM_DISABLE", raising=False)
+    serve_cli.settings_from_argv([f"server.data_dir={tmp_path}"])  # kospeech-keys: trains nothing, changes nothing
+    assert "TQDM_DISABLE" not in os.environ
+    serve_cli.settings_from_argv([f"server.data_dir={tmp_path}"], needs_model=True)
+    assert os.environ["TQDM_DISABLE"] == "1"
+    monkeypatch.setenv("TQDM_DISABLE", "0")
+    serve_cli.settings_from_argv([f"server.data_dir={tmp_path}"], needs_model=True)
+    assert os.environ["TQDM_DISABLE"] == "0"
+
+
 def test_the_settings_table_of_the_docs_is_the_schema():
     """docs/service.md lists every setting with its default and help text, as ``ServerConfig`` declares them."""
     table = (Path(__file__).resolve().parents[2] / "docs" / "service.md").read_text(encoding="utf-8")
