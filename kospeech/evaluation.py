@@ -15,11 +15,11 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, List, Optional,
 
 import torch
 from torch import Tensor, nn
-from tqdm.auto import tqdm
 
 from kospeech.decode.builder import build_decoder
 from kospeech.metrics import ErrorRateMeter
 from kospeech.models.utils import unwrap_model
+from kospeech.progress import progress_bar
 from kospeech.vocabs import Vocabulary
 
 if TYPE_CHECKING:
@@ -129,9 +129,7 @@ def evaluate(
     total_loss, scored_batches, skipped = 0.0, 0, 0
     pairs: List[Tuple[str, str]] = []
     try:
-        # ``disable`` is only ever forced on, so that TQDM_DISABLE=1 in the environment silences the bar
-        hidden = {"disable": True} if description is None else {}
-        for batch in tqdm(batches, desc=description, leave=False, **hidden):
+        for batch in progress_bar(batches, disable=description is None, desc=description, leave=False):
             inputs, input_lengths = batch.inputs.to(device), batch.input_lengths.to(device)
             log_probs, output_lengths = select_log_probs(model(inputs, input_lengths), use_adapter_output)
             if loss_fn is not None:
@@ -243,7 +241,7 @@ def evaluate_users(
     adapted_hypotheses: List[str] = []
     applied: Dict[Optional[str], bool] = {}
     starts = range(0, len(files), recognizer.batch_size)
-    for start in tqdm(starts, desc="per user (base and adapter)", unit="batch", leave=False):
+    for start in progress_bar(starts, desc="per user (base and adapter)", unit="batch", leave=False):
         chunk, chunk_users = (
             files[start : start + recognizer.batch_size],
             list(users[start : start + recognizer.batch_size]),

@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
-import os
 import sys
 from typing import List, Optional, Sequence, Tuple
 
@@ -19,6 +18,7 @@ from sqlalchemy.engine import make_url
 
 from kospeech.cli.common import setup_logging
 from kospeech.errors import ConfigError, KospeechError
+from kospeech.progress import set_progress_bars
 from kospeech.service.settings import ServerConfig, check_model_settings, load_settings
 
 __all__ = ["main", "parse", "settings_from_argv", "settings_help", "split_settings"]
@@ -60,14 +60,14 @@ def settings_from_argv(overrides: Sequence[str], needs_model: bool = False) -> S
         overrides: ``server.KEY=VALUE`` arguments.
         needs_model: the process serves or trains (``kospeech-serve``, ``kospeech-worker``): a base checkpoint that
             is missing or unreadable ends it now, not at its first request or job. Its training runs then draw no
-            progress bars (``TQDM_DISABLE=1`` unless the environment sets it): their progress is their jobs', and
-            bars on stderr would fill the service's log with carriage returns.
+            progress bars (:func:`~kospeech.progress.set_progress_bars`): their progress is their jobs', and bars on
+            stderr would fill the service's log with carriage returns.
 
     Returns:
         The settings.
     """
     if needs_model:
-        os.environ.setdefault("TQDM_DISABLE", "1")
+        set_progress_bars(False)
     try:
         settings = load_settings(overrides)
         if needs_model:

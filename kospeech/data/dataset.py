@@ -14,7 +14,6 @@ from typing import TYPE_CHECKING, List, NamedTuple, Optional, Sequence, Tuple, U
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
-from tqdm.auto import tqdm
 
 from kospeech.data.audio import audio_duration
 from kospeech.data.collate import SpeechBatch, collate_speech_batch
@@ -23,6 +22,7 @@ from kospeech.data.perturbation import speed_perturb
 from kospeech.data.sampler import BucketBatchSampler, SampleKey
 from kospeech.data.silence_padding import SilencePadding
 from kospeech.errors import InputError
+from kospeech.progress import progress_bar
 
 if TYPE_CHECKING:
     from kospeech.data.manifest import ManifestEntry
@@ -163,7 +163,7 @@ def screen_entries(
     usable: List[ManifestEntry] = []
     excluded: List[ExcludedUtterance] = []
     extractor = feature_extractor.without_dither()  # dither would draw from the global random stream
-    for entry in tqdm(entries, desc=f"checking {what} audio", unit="utt", disable=len(entries) < 1000):
+    for entry in progress_bar(entries, disable=len(entries) < 1000, desc=f"checking {what} audio", unit="utt"):
         try:
             extractor.from_file(entry.audio_path)
         except (FileNotFoundError, InputError) as exc:

@@ -61,13 +61,12 @@ from pathlib import Path, PurePosixPath
 from types import MappingProxyType
 from typing import Any, Dict, List, Mapping, NamedTuple, Optional, Sequence, Tuple, Union
 
-from tqdm import tqdm
-
 from kospeech.data.audio import AudioError, audio_duration
 from kospeech.data.manifest import ManifestEntry, write_manifest
 from kospeech.data.text_normalization import normalize_text
 from kospeech.errors import InputError, TranscriptError
 from kospeech.fileio import atomic_write_text
+from kospeech.progress import progress_bar
 from kospeech.vocabs import OUTPUT_UNITS, SPECIAL_TOKENS, Vocabulary
 
 __all__ = [
@@ -584,7 +583,9 @@ def _collect(
     kept: List[Tuple[Path, Path, str]] = []
     decoded: List[Tuple[Path, str]] = []
     total_seconds = 0.0
-    for audio_path, transcript_path in tqdm(pairs, desc="KsponSpeech transcripts", unit="utt", disable=not progress):
+    for audio_path, transcript_path in progress_bar(
+        pairs, disable=not progress, desc="KsponSpeech transcripts", unit="utt"
+    ):
         if not transcript_path.is_file():
             skipped["skipped_missing_transcript"] += 1
             logger.warning("skipping %s: no transcript %s", audio_path, transcript_path.name)
@@ -884,7 +885,9 @@ def preprocess_ksponspeech_eval(
                 logger.warning("skipping %s:%d: %s", script, number, reason)
         entries: List[ManifestEntry] = []
         dropped = 0
-        for number, relative, raw in tqdm(trn.lines, desc=f"KsponSpeech {split}", unit="utt", disable=not progress):
+        for number, relative, raw in progress_bar(
+            trn.lines, disable=not progress, desc=f"KsponSpeech {split}", unit="utt"
+        ):
             where = f"{script}:{number}"
             audio = (root / relative).with_suffix(audio_extension)
             try:

@@ -48,7 +48,7 @@ import sqlite3
 import threading
 from datetime import timedelta
 from pathlib import Path
-from typing import Dict, Optional, Set
+from typing import Callable, Dict, Optional, Set
 
 from huey import Huey, PriorityRedisHuey, SqliteHuey
 from huey.consumer import Consumer
@@ -224,12 +224,10 @@ class JobQueue:
     def check_at_start(self) -> None:
         """What the server and the worker do with the queue at start: when it does not answer, one warning says what
         still works (so an unreachable Redis is named before huey's errors about it); when it does, a Redis queue an
-        earlier release left as a list becomes a priority queue (:meth:`_convert_list_queue`).
+        earlier release left as a list becomes a priority queue (:meth:`convert_earlier_queue`).
         """
-        storage = self.huey.storage
         try:
-            if self.settings.queue == "redis" and storage.conn.type(storage.queue_key) == b"list":
-                self._convert_list_queue()
+            self.convert_earlier_queue()
             self.depth()
         except QUEUE_FAULTS as exc:
             logger.warning(
@@ -239,15 +237,20 @@ class JobQueue:
                 exc,
             )
 
-    def _convert_list_queue(self) -> None:
+    def convert_earlier_queue(self) -> None:
         """Move the messages of a Redis list queue (releases before tenants' shares; huey's ``RedisHuey``) onto this
-        release's sorted set under the same key, oldest first, at the highest share: they have waited longest.
+        release's sorted set under the same key, oldest first, at the highest share: they have waited longest. Nothing
+        on SQLite, or when the key is not a list.
 
-        The list is renamed first, so that of several processes starting at once one converts it. A process killed
-        before the end leaves the renamed list behind; the jobs its messages named are queued in the database, and
-        recovery sends them again once they have waited a lease (:func:`recover_lost_jobs`).
+        Run at start and in every round of recovery: Redis deletes a sorted set once it is empty, and a server of the
+        earlier release still running then makes the key a list again with its next message. The list is renamed
+        first, so that of several processes at once one converts it. A process killed before the end leaves the
+        renamed list behind; the jobs its messages named are queued in the database, and recovery sends them again
+        once they have waited a lease (:func:`recover_lost_jobs`).
         """
         storage = self.huey.storage
+        if self.settings.queue != "redis" or storage.conn.type(storage.queue_key) != b"list":
+            return
         held = f"{storage.queue_key}.list"
         try:
             storage.conn.rename(storage.queue_key, held)
@@ -629,14 +632,19 @@ class Recovery:
         """Start the thread."""
         self._thread.start()
 
-    def _loop(self) -> None:
-        interval = max(1.0, self.queue.settings.job_lease_seconds / 2)
-        chores = {
+    def _chores(self) -> Dict[str, Callable[[], object]]:
+        """What each round does, by the name its failures are logged under."""
+        return {
             "stale jobs": lambda: recover_stale_jobs(self.queue),
             "lost jobs": lambda: recover_lost_jobs(self.queue),
             "abandoned uploads": self.queue.storage.sweep_uploads,
             "deleted users' leftovers": self.queue.storage.sweep_trash,
+            "a queue an earlier release left": self.queue.convert_earlier_queue,
         }
+
+    def _loop(self) -> None:
+        interval = max(1.0, self.queue.settings.job_lease_seconds / 2)
+        chores = self._chores()
         while True:
             for name, chore in chores.items():
                 try:

@@ -38,8 +38,11 @@ __all__ = [
     "register_service_configs",
 ]
 
-_ORIGIN = re.compile(r"https?://[^/?#\s]+")
-"""An origin as browsers send it: scheme and host, with a port where not the scheme's own; no path, not even ``/``."""
+_ORIGIN = re.compile(r"(?P<scheme>https?)://(?:[a-z0-9-]+(?:\.[a-z0-9-]+)*|\[[0-9a-f:.]+\])(?::(?P<port>[0-9]{1,5}))?")
+"""An origin as browsers send it (and as the CORS check compares it, character for character): scheme and host in
+lower case, a port only where it is not the scheme's own; no path, not even ``/``, and no wildcard."""
+
+_DEFAULT_PORTS = {"http": "80", "https": "443"}
 
 _HEARTBEATS_PER_LEASE = 3
 """A lease spans at least this many heartbeats, so that one late or failed heartbeat does not lose a running job."""
@@ -253,10 +256,11 @@ def _check(server: ServerConfig) -> ServerConfig:
     if server.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         raise ConfigError(f"server.log_level must be DEBUG, INFO, WARNING or ERROR, got {server.log_level!r}")
     for origin in server.cors_allow_origins:
-        if origin != "*" and not _ORIGIN.fullmatch(origin):
+        matched = _ORIGIN.fullmatch(origin)
+        if origin != "*" and (matched is None or _DEFAULT_PORTS[matched["scheme"]] == matched["port"]):
             raise ConfigError(
-                f"server.cors_allow_origins: {origin!r} is not an origin as browsers send it (scheme://host[:port], "
-                "no path nor trailing /), nor *"
+                f"server.cors_allow_origins: {origin!r} is not an origin as browsers send it (scheme://host[:port] in "
+                "lower case, the port only where not the scheme's own; no path, trailing / or wildcard), nor *"
             )
     if server.queue == "redis" and not server.redis_url.startswith(_REDIS_SCHEMES):
         raise ConfigError(f"server.redis_url must start with one of {list(_REDIS_SCHEMES)}, got {server.redis_url!r}")

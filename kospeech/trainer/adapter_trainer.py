@@ -16,7 +16,6 @@ import torch
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 from torchaudio.functional import forced_align
-from tqdm.auto import tqdm
 
 from kospeech.data.audio import audio_duration
 from kospeech.data.features import FeatureConfig
@@ -29,6 +28,7 @@ from kospeech.models import AdapterManager, DeepSpeech2, adapter_type_of, count_
 from kospeech.models.adapter_manager import validate_adapter_name
 from kospeech.models.utils import unwrap_model
 from kospeech.optim import Optimizer
+from kospeech.progress import progress_bar
 from kospeech.trainer.configs import AdapterTrainConfig
 from kospeech.trainer.supervised_trainer import EpochTally, SupervisedTrainer, TrainerState
 from kospeech.trainer.trunk_cache import (
@@ -717,7 +717,9 @@ class AdapterTrainer(SupervisedTrainer):
     ) -> int:
         """``steps`` Adam steps on the frame divergence to the base / aligned targets, cycling the training batches."""
         done = 0
-        with tqdm(total=steps, desc=f"{phase} {self.adapter_name}", leave=False, disable=steps <= 0) as progress:
+        with progress_bar(
+            disable=steps <= 0, total=steps, desc=f"{phase} {self.adapter_name}", leave=False
+        ) as progress:
             while done < steps:
                 fitted = done
                 for batch in train_loader:

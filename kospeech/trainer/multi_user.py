@@ -49,7 +49,6 @@ import torch.nn.functional as F
 from omegaconf import OmegaConf
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler
-from tqdm.auto import tqdm
 
 from kospeech.checkpoint import load_checkpoint
 from kospeech.data.collate import SpeechBatch, collate_speech_batch
@@ -64,6 +63,7 @@ from kospeech.models import AdapterRouter, DeepSpeech2, RowBlock
 from kospeech.models.adapter import AdapterModule
 from kospeech.models.adapter_manager import AdapterManager, validate_adapter_name
 from kospeech.models.utils import unwrap_model
+from kospeech.progress import progress_bar
 from kospeech.trainer.adapter_trainer import AdapterTrainer
 from kospeech.trainer.configs import AdapterTrainConfig, check_num_epochs
 from kospeech.trainer.peak_memory import PeakMemory
@@ -490,7 +490,7 @@ class MultiUserAdapterTrainer:
             else:
                 total = max(len(run.train_loader) for run in active)
                 steps = iter([None] * total)
-            for mixed in tqdm(steps, total=total, desc=f"epoch {epoch + 1}/{num_epochs} ({len(active)} users)"):
+            for mixed in progress_bar(steps, total=total, desc=f"epoch {epoch + 1}/{num_epochs} ({len(active)} users)"):
                 pairs = self._step_batches(model, runs, mixed, point, iterators)
                 for together in [pairs] if self.side_by_side else [[pair] for pair in pairs]:
                     began = time.monotonic()

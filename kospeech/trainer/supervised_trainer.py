@@ -16,7 +16,6 @@ import torch
 from omegaconf import OmegaConf
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
-from tqdm.auto import tqdm
 
 from kospeech.checkpoint import load_checkpoint, save_checkpoint
 from kospeech.data.dataset import ExcludedUtterance, build_dataloader, screen_entries
@@ -31,6 +30,7 @@ from kospeech.fileio import atomic_write_json, atomic_write_text
 from kospeech.metrics import ErrorRateMeter
 from kospeech.models.utils import unwrap_model
 from kospeech.optim import Optimizer, build_lr_scheduler, build_optimizer
+from kospeech.progress import progress_bar
 from kospeech.trainer.configs import TrainConfig, check_num_epochs
 from kospeech.trainer.criterion import CTCLoss, CTCLossOutput
 from kospeech.trainer.distributed import DistributedContext, init_distributed
@@ -351,11 +351,11 @@ class SupervisedTrainer:
             self._resumed_tally = None
             started = time.monotonic()
             elapsed_before = state.elapsed_seconds
-            progress = tqdm(
+            progress = progress_bar(
+                disable=not self.dist.is_main,
                 total=len(train_loader),
                 initial=state.step_in_epoch,
                 desc=f"epoch {state.epoch + 1}/{num_epochs}",
-                **({} if self.dist.is_main else {"disable": True}),  # unset on rank 0: TQDM_DISABLE=1 still applies
             )
             for batch in self._batches_from(train_loader, state.step_in_epoch):
                 self._count_step(tally, self._train_step(model, batch, optimizer, tally.meter), optimizer)

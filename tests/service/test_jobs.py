@@ -18,6 +18,7 @@ from huey import RedisHuey
 from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 
+from kospeech.cli import serve as serve_cli
 from kospeech.data.manifest import read_manifest
 from kospeech.errors import ConfigError, TrainingInterrupted
 from kospeech.service import create_app, load_settings
@@ -354,17 +355,22 @@ def test_messages_an_earlier_release_left_on_a_redis_list_are_moved_onto_the_pri
         earlier, earlier_engine = _queue(settings)
         for job_id in ("first", "second", "third"):
             earlier.enqueue(job_id)
-        earlier_engine.dispose()
     queue, engine = _queue(settings)
     try:
         with caplog.at_level("WARNING", logger="kospeech.service.jobs"):
             queue.check_at_start()
         assert "3 messages moved" in caplog.text
         assert [queue.huey.dequeue().args[0] for _ in range(3)] == ["first", "second", "third"]
+        # review E2, stop 40: the emptied sorted set is gone, and a server of the earlier release still running made
+        # the key a list again; a round of recovery converts it
+        earlier.enqueue("late")
+        Recovery(queue)._chores()["a queue an earlier release left"]()
         queue.enqueue("fourth")
-        assert queue.depth() == 1 and queue.huey.storage.conn.keys(f"*{name.replace('-', '')}*.list") == []
+        assert [queue.huey.dequeue().args[0] for _ in range(2)] == ["late", "fourth"]
+        assert queue.huey.storage.conn.keys(f"*{name.replace('-', '')}*.list") == []
     finally:
         queue.huey.flush()
+        earlier_engine.dispose()
         engine.dispose()
 
 
@@ -773,6 +779,18 @@ def test_heartbeats_go_on_after_a_failed_report(tmp_path, tiny_users):
     runner = AdapterJobRunner(str(settings_for(tmp_path).base_model_path), num_epochs=2, heartbeat_seconds=0.05)
     outcome = runner.train(tmp_path / "job", "user01", "head", [(e.audio_path, e.transcript) for e in entries], report)
     assert outcome.adapter_file is not None and len(calls) > 4 and calls[-1] >= SETUP_PROGRESS
+
+
+def test_a_server_or_workers_training_draws_no_progress_bars(tmp_path, tiny_users, capfd, monkeypatch):
+    """Review G, stop 40: training jobs run by a server or worker drew tqdm bars into its log (carriage returns, no
+    time or level; 11.7 KB for one small job); and setting TQDM_DISABLE at start came too late (review E2: tqdm reads
+    it once, at import). A job's progress is its row's."""
+    monkeypatch.setattr("kospeech.progress._bars_enabled", True)  # as a fresh process starts
+    serve_cli.settings_from_argv([f"server.data_dir={tmp_path}"], needs_model=True)  # what the server and worker do
+    entries = read_manifest(tiny_users / "users" / "user01" / "enroll.tsv")
+    runner = AdapterJobRunner(str(settings_for(tmp_path).base_model_path), num_epochs=2, heartbeat_seconds=0.5)
+    outcome = runner.train(tmp_path / "job", "user01", "head", [(e.audio_path, e.transcript) for e in entries], bool)
+    assert outcome.adapter_file is not None and "\r" not in capfd.readouterr().err
 
 
 def test_job_recovery_outlives_a_queue_failure(tmp_path, caplog):

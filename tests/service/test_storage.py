@@ -5,6 +5,7 @@ import contextlib
 import dataclasses
 import errno
 import hashlib
+import json
 import os
 import re
 import sqlite3
@@ -391,12 +392,14 @@ def test_settings_are_typed_and_checked(tmp_path):
         load_settings(["server.port=abc"])
     assert "server.train_num_epochs=null " in serve_cli.settings_help()  # the help showed None, which is refused
     assert "server.cors_allow_origins=[] " in serve_cli.settings_help()
-    for origin in ("https://app.example.com/", "app.example.com", "https://app.example.com/enroll"):
+    never_sent = ("https://App.Example.com", "https://app.example.com:443", "https://*.example.com")  # review E2
+    for origin in ("https://app.example.com/", "app.example.com", "https://app.example.com/enroll", *never_sent):
         with pytest.raises(ConfigError, match="is not an origin as browsers send it"):
             load_settings([f"server.cors_allow_origins=[{origin}]"])  # a browser's Origin never matches these
     with pytest.raises(ConfigError, match=r"^bad setting: 'server.cors_allow_origins=\[\*\]' is not valid YAML"):
         load_settings(["server.cors_allow_origins=[*]"])  # YAML's alias: a yaml ScannerError traceback before
-    assert load_settings(['server.cors_allow_origins=["*",http://localhost:3000]']).cors_allow_origins[0] == "*"
+    allowed = ["*", "http://localhost:3000", "https://app.example.com:8443", "http://[::1]:8000", "http://10.0.0.1"]
+    assert load_settings([f"server.cors_allow_origins={json.dumps(allowed)}"]).cors_allow_origins == allowed
     with pytest.raises(ConfigError, match=r"server.redis_url must start with one of \['redis://'"):
         load_settings(["server.queue=redis", "server.redis_url=notaurl"])  # review, stop 35: a ValueError traceback
     # a lease shorter than 3 heartbeats would take running jobs from their workers between two heartbeats
@@ -443,19 +446,6 @@ def test_a_sqlite_uri_filename_is_migrated_and_a_failed_migration_is_not_called_
         keys_cli.main(["list", f"server.data_dir={tmp_path}", f"server.database_url=sqlite:///{taken}"])
     assert str(stopped.value).startswith("error: server.database_url: cannot bring the schema up to date in sqlite:")
     assert "table tenants already exists" in str(stopped.value)
-
-
-def test_a_server_or_worker_draws_no_progress_bars_unless_told_to(tmp_path, monkeypatch):
-    """Review G, stop 40: training jobs run in a server or worker drew tqdm bars into its log (carriage returns, no
-    time or level; 11.7 KB for one small job). Their progress is the job's; ``TQDM_DISABLE`` set by hand wins."""
-    monkeypatch.delenv("TQDM_DISABLE", raising=False)
-    serve_cli.settings_from_argv([f"server.data_dir={tmp_path}"])  # kospeech-keys: trains nothing, changes nothing
-    assert "TQDM_DISABLE" not in os.environ
-    serve_cli.settings_from_argv([f"server.data_dir={tmp_path}"], needs_model=True)
-    assert os.environ["TQDM_DISABLE"] == "1"
-    monkeypatch.setenv("TQDM_DISABLE", "0")
-    serve_cli.settings_from_argv([f"server.data_dir={tmp_path}"], needs_model=True)
-    assert os.environ["TQDM_DISABLE"] == "0"
 
 
 def test_the_settings_table_of_the_docs_is_the_schema():

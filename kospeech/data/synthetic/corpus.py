@@ -40,7 +40,6 @@ from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Seque
 
 import numpy as np
 import soundfile as sf
-from tqdm import tqdm
 
 import kospeech
 from kospeech.data.manifest import ManifestEntry, read_manifest, write_manifest
@@ -65,6 +64,7 @@ from kospeech.data.synthetic.profiles import (
 from kospeech.device import usable_cpu_cores
 from kospeech.errors import ConfigError, InputError
 from kospeech.fileio import atomic_write, atomic_write_json, atomic_write_text, sha256_file
+from kospeech.progress import progress_bar
 from kospeech.vocabs import SPECIAL_TOKENS, UnknownCharacterError, Vocabulary
 
 __all__ = [
@@ -637,7 +637,7 @@ def _synthesize_missing(
         else:
             frames[relative] = cached
     logger.info("%d of %d utterances cached, synthesizing %d", len(frames), len(utterances), len(jobs))
-    progress = tqdm(total=len(jobs), desc="synthesizing", unit="utt", disable=None)
+    progress = progress_bar(disable=None, total=len(jobs), desc="synthesizing", unit="utt")
     # without a terminal the bar is off; a log line every tenth of the work still shows a long build moving
     log_every = max(1, len(jobs) // 10)
     rendered = 0
