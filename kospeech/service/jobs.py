@@ -59,7 +59,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from kospeech.errors import InputError, TrainingError, TrainingInterrupted
 from kospeech.service.db import database_now
-from kospeech.service.models import JOB_STATES, PENDING_JOB_STATES, Job, Tenant, User
+from kospeech.service.models import JOB_STATES, Job, Tenant, User
 from kospeech.service.repeated_errors import RepeatedErrors
 from kospeech.service.settings import ServerConfig
 from kospeech.service.storage import Storage, storage_fault
@@ -193,29 +193,32 @@ class JobQueue:
         )(self.run_job)
 
     def enqueue(self, job_id: str, delay: float = 0.0) -> None:
-        """Put a committed ``queued`` job on the queue (to be taken after ``delay`` seconds), behind the jobs of
-        tenants with fewer jobs waiting or running (:meth:`_tenant_share_priority`)."""
-        priority = self._tenant_share_priority(job_id)
+        """Put a committed ``queued`` job on the queue (to be taken after ``delay`` seconds), at its place in the
+        tenants' fair share of the workers (:meth:`_share_tag`)."""
+        priority = -self._share_tag(job_id)  # huey takes the highest priority first, the oldest message within one
         if delay > 0:
             self._task.schedule((job_id,), delay=delay, priority=priority)
         else:
             self._task(job_id, priority=priority)
 
-    def _tenant_share_priority(self, job_id: str) -> int:
-        """Minus the number of the job's tenant's other jobs that are queued or running.
+    def _share_tag(self, job_id: str) -> int:
+        """The job's place in the tenants' share of the workers: start-time fair queueing, one job per turn.
 
-        Workers take higher priorities first and, within one, the older message first. So a tenant's n-th waiting
-        job is taken after every other tenant's n-th: a tenant that enrolls a thousand users at once does not hold
-        another tenant's one job behind all of theirs; jobs of tenants that queue alike still alternate.
+        A job first sent gets the tag ``max(V, T) + 1``, where ``V`` is the highest tag of the jobs workers have
+        taken (every tag below it is served or being served) and ``T`` the highest of its own tenant's jobs; workers
+        take the lowest tag first. So each tenant with jobs waiting gets one job per turn, however many it has queued
+        and whenever the others arrive: a tenant that sends a thousand jobs holds another tenant's job behind at most
+        one of its own per worker. A job sent again (a retry, recovery, a stopped worker) keeps its tag and its place.
         """
-        with self.sessions() as session:
-            tenant_id = select(Job.tenant_id).where(Job.id == job_id).scalar_subquery()
-            ahead = session.scalar(
-                select(func.count())
-                .select_from(Job)
-                .where(Job.tenant_id == tenant_id, Job.status.in_(PENDING_JOB_STATES), Job.id != job_id)
-            )
-        return -int(ahead or 0)
+        with self.sessions.begin() as session:
+            job = session.get(Job, job_id)
+            if job is None:  # deleted meanwhile: the claim will find nothing
+                return 0
+            if job.share_tag is None:
+                taken = session.scalar(select(func.max(Job.share_tag)).where(Job.status != "queued"))
+                tenants = session.scalar(select(func.max(Job.share_tag)).where(Job.tenant_id == job.tenant_id))
+                job.share_tag = max(taken or 0, tenants or 0) + 1
+            return job.share_tag
 
     def depth(self) -> int:
         """Tasks waiting in the queue."""

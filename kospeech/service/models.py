@@ -14,6 +14,7 @@ from datetime import datetime, timezone
 from typing import List, Optional
 
 from sqlalchemy import (
+    BigInteger,
     Boolean,
     DateTime,
     Dialect,
@@ -192,6 +193,8 @@ class Job(Base):
     than the lease with no message on the queue is enqueued again (:func:`kospeech.service.jobs.recover_lost_jobs`).
     ``queued_at``, ``started_at`` and ``heartbeat_at`` are on the clock leases are measured with
     (:func:`kospeech.service.db.database_now`: PostgreSQL's own, so machines with skewed clocks agree).
+    ``share_tag`` is the job's place in the tenants' fair share of the workers, set when it is first sent to the
+    queue (:meth:`kospeech.service.jobs.JobQueue.enqueue`).
     """
 
     __tablename__ = "jobs"
@@ -223,5 +226,6 @@ class Job(Base):
     started_at: Mapped[Optional[datetime]] = mapped_column(UtcDateTime, nullable=True)
     heartbeat_at: Mapped[Optional[datetime]] = mapped_column(UtcDateTime, nullable=True)
     finished_at: Mapped[Optional[datetime]] = mapped_column(UtcDateTime, nullable=True)
+    share_tag: Mapped[Optional[int]] = mapped_column(BigInteger, nullable=True, index=True)
 
     user: Mapped[User] = relationship(back_populates="jobs")

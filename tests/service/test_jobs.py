@@ -435,7 +435,9 @@ def test_a_queued_job_without_a_message_is_enqueued_again_once(tmp_path, backend
 @pytest.mark.parametrize("backend", ["sqlite", "redis"])
 def test_a_tenant_with_many_jobs_waiting_does_not_hold_back_another_tenants_job(tmp_path, backend, request):
     """Left alone in stop 39: jobs ran strictly in arrival order, so one tenant enrolling many users at once held every
-    other tenant's job behind all of theirs. Workers now take a tenant's n-th waiting job after the others' n-th."""
+    other tenant's job behind all of theirs. Workers now give each tenant with jobs waiting one job per turn
+    (start-time fair queueing), whenever the tenants' jobs arrive: review E2 found that a first version, which ranked
+    a job by its tenant's pending jobs when it was sent, put a busy tenant's last job behind a newcomer's every job."""
     settings = _settings_on(backend, tmp_path, request)
     make_keys(settings)
     queue, engine = _queue(settings)
@@ -445,16 +447,28 @@ def test_a_tenant_with_many_jobs_waiting_does_not_hold_back_another_tenants_job(
         queue.enqueue(job_id)
         return job_id
 
+    def taken(count):  # what a worker takes, in order, each claimed as run_job does
+        ids = [queue.huey.dequeue().args[0] for _ in range(count)]
+        assert all(queue._claim(job_id) for job_id in ids)
+        return ids
+
     try:
-        running = _job_row(queue.sessions, status="running", heartbeat_age=1.0)
-        busy = [queued("acme") for _ in range(3)]
-        later = [queued("globex") for _ in range(2)]
-        taken = [queue.huey.dequeue().args[0] for _ in range(5)]
-        # acme's first waits behind its running job, so globex's first goes before it, and its second before acme's
-        assert taken == [later[0], busy[0], later[1], busy[1], busy[2]]
-        assert running not in taken and queue.huey.dequeue() is None
-        queue.enqueue(later[0], delay=60)  # a retry after a delay keeps its tenant's share: one other globex job
-        assert [(task.args[0], task.priority) for task in queue.huey.pending()] == [(later[0], -1)]
+        acme = [queued("acme") for _ in range(3)]
+        globex = [queued("globex") for _ in range(2)]
+        assert taken(5) == [acme[0], globex[0], acme[1], globex[1], acme[2]]  # one each per turn
+        assert queue.huey.dequeue() is None
+        acme = [queued("acme") for _ in range(4)]
+        assert taken(3) == acme[:3]  # alone: acme's jobs run in turn, one after another
+        globex = [queued("globex") for _ in range(3)]
+        assert taken(4) == [acme[3], *globex]  # acme's last job waited its turn, not behind every later globex job
+        retried = queued("acme")
+        assert taken(1) == [retried]
+        with queue.sessions.begin() as session:
+            session.get(Job, retried).status = "queued"  # as a retry puts it back
+        queue.enqueue(retried, delay=60)
+        with queue.sessions() as session:
+            tag = session.get(Job, retried).share_tag
+        assert [(task.args[0], task.priority) for task in queue.huey.pending()] == [(retried, -tag)]  # its place kept
     finally:
         queue.huey.flush()
         engine.dispose()

@@ -244,7 +244,7 @@ def test_a_schema_newer_than_this_release_is_refused_in_one_line(tmp_path):
     )
     assert listed.returncode != 0 and listed.stderr.strip().splitlines() == [
         "error: server.database_url: the database's schema is at revision 0099, which this kospeech release does not "
-        "know (its newest is 0005): a newer release migrated it; run that release (or a newer one) against this database"
+        "know (its newest is 0006): a newer release migrated it; run that release (or a newer one) against this database"
     ]
 
 
