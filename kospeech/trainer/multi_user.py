@@ -1,25 +1,29 @@
 """Train adapters for many users in one process, sharing one frozen base.
 
-The frozen base runs once per batch for all users together; each user keeps an adapter, an optimizer, a learning-rate
-schedule, a held-out set, early stopping and an adapter file of their own (``{adapter_save_dir}/{user}_adapter.pt``).
+The frozen base is shared (one model, and one trunk cache or one trunk forward per step); each user keeps an adapter,
+an optimizer, a learning-rate schedule, a held-out set, early stopping and an adapter file of their own
+(``{adapter_save_dir}/{user}_adapter.pt``).
 
 How the base is shared:
 
-- with the trunk cache (``cache_trunk``, the default where valid) the base runs once over every user's utterances, in
-  length-sorted batches that mix users (:func:`~kospeech.trainer.trunk_cache.build_trunk_cache`); the epochs then
-  train each adapter on the cached outputs;
+- with the trunk cache (``cache_trunk``, the default where valid) the base runs once over every user's utterances
+  into one cache, each user's in the length-sorted batches that user's own cache would have
+  (:func:`~kospeech.trainer.trunk_cache.build_trunk_cache` with ``group_sizes``); the epochs then train each adapter
+  on the cached outputs;
 - without it (SpecAugment or dither on, or ``cache_trunk=false``) every step draws each active user's next batch, pads
   them into one batch, runs the frozen trunk once over it (no gradient: nothing below the first adapter trains; on the
   CPU in length-sorted chunks of ``batch_size`` rows, see :meth:`MultiUserAdapterTrainer._shared_trunk`) and hands
   each user its group of rows.
 
 Each user's result equals training that user alone with :class:`~kospeech.trainer.adapter_trainer.AdapterTrainer`
-(same config and seed, the adapter initialized after ``torch.manual_seed(config.seed)``), within float rounding:
+(same config and seed, the adapter initialized after ``torch.manual_seed(config.seed)``): bit for bit on a CPU with
+the cache and the users' steps in turn (whatever the group size or shard), within float rounding otherwise:
 every user has the batches its own sampler draws, its own optimizer and schedule (sized by its own number of
 batches), its own early stopping, and its own stream of random numbers (the global RNG state is swapped per user
-around each step, so the adapters' dropout masks are those of the run alone). What differs is only where the trunk
-output of a row comes from: a batch with other users' rows, which the padding-invariant base makes equal within
-1e-5.
+around each step, so the adapters' dropout masks are those of the run alone). What can differ is only where the
+trunk output of a row comes from without the cache, or with the steps side by side: a batch with other users' rows,
+which the padding-invariant base makes equal within 1e-5 (float rounding that the warm start's steps can amplify in
+single weights).
 
 For ``encoder`` adapters the shared part is the extractor (the cache point). On a GPU the RNN layers above it run
 once per step over every active user's batch side by side, each row through its own user's adapters; on a CPU the
@@ -232,10 +236,15 @@ class MultiUserAdapterTrainer:
     def _shared_cache(
         self, model: DeepSpeech2, point: str, cache_train: bool, batch_size: int
     ) -> Tuple[TrunkCache, Dict[str, Tuple[Optional[List[int]], List[int]]]]:
-        """One cache over every user's utterances (one base forward per mixed batch) and each user's keys."""
+        """One cache over every user's utterances and each user's keys. Each user's utterances are batched as that
+        user's own cache batches them, so that every adapter equals its single-user run bit for bit on a CPU: batches
+        mixing users change the cached outputs by float rounding, which the warm start's steps amplified to 0.1 in
+        some weights (review K, stop 40)."""
         entries: List[ManifestEntry] = []
+        group_sizes: List[int] = []
         keys: Dict[str, Tuple[Optional[List[int]], List[int]]] = {}
         for name, trainer in self.trainers.items():
+            first = len(entries)
             train_keys = None
             if cache_train:
                 train_keys = list(range(len(entries), len(entries) + len(trainer.train_entries)))
@@ -243,6 +252,7 @@ class MultiUserAdapterTrainer:
             valid_keys = list(range(len(entries), len(entries) + len(trainer.valid_entries)))
             entries.extend(trainer.valid_entries)
             keys[name] = (train_keys, valid_keys)
+            group_sizes.append(len(entries) - first)
         started = time.monotonic()
         cache = build_trunk_cache(
             model,
@@ -256,6 +266,7 @@ class MultiUserAdapterTrainer:
             if self.config.trunk_cache_spill
             else None,
             num_workers=self.loader_workers,
+            group_sizes=group_sizes,
         )
         self.cache_seconds = time.monotonic() - started
         self.cache_mb = (cache.memory_bytes + cache.disk_bytes) / _BYTES_PER_MB

@@ -403,12 +403,16 @@ def build_trunk_cache(
     max_mb: float = 2048.0,
     spill_dir: Optional[Union[str, Path]] = None,
     num_workers: int = 0,
+    group_sizes: Optional[Sequence[int]] = None,
 ) -> TrunkCache:
     """Run the frozen base once over ``entries`` and cache its output at ``point`` (key = position in ``entries``).
 
     Utterances are batched shortest-first (little padding); the model runs in eval mode under
     ``torch.inference_mode`` and its previous mode is restored. Every utterance's output equals (within 1e-5) the
     output it gets inside any other padded batch, which is what makes the cache interchangeable with recomputing.
+    With ``group_sizes``, ``entries`` is consecutive groups (users) batched each on its own, exactly as a cache of
+    that group alone would be: its outputs are then bit for bit those of the group's own cache (on a CPU), where
+    batches mixing groups would differ by float rounding that training amplifies.
 
     Args:
         model: the DeepSpeech2 whose (frozen) base computes the outputs; adapters do not take part.
@@ -420,6 +424,8 @@ def build_trunk_cache(
         max_mb: megabytes of cached features kept in memory.
         spill_dir: where entries beyond ``max_mb`` go; ``None`` refuses to exceed the bound.
         num_workers: DataLoader workers for feature extraction.
+        group_sizes: the sizes of consecutive groups of ``entries`` batched apart (summing to ``len(entries)``);
+            ``None`` batches all of them together.
 
     Returns:
         The filled :class:`TrunkCache`.
@@ -431,10 +437,19 @@ def build_trunk_cache(
     point = _check_point(point)
     if not entries:
         raise ValueError("no utterances to cache")
+    sizes = [len(entries)] if group_sizes is None else [size for size in group_sizes if size]
+    if sum(sizes) != len(entries) or min(sizes) < 0:
+        raise ValueError(f"group sizes {list(group_sizes or [])} do not split {len(entries)} utterances")
     device = torch.device(device)
     max_bytes = int(max_mb * _BYTES_PER_MB)
-    loader = build_dataloader(entries, feature_extractor, batch_size, shuffle=False, num_workers=num_workers)
-    durations = loader.dataset.durations
+    starts = [sum(sizes[:index]) for index in range(len(sizes))]
+    loaders = [
+        build_dataloader(
+            entries[start : start + size], feature_extractor, batch_size, shuffle=False, num_workers=num_workers
+        )
+        for start, size in zip(starts, sizes)
+    ]
+    durations = [duration for loader in loaders for duration in loader.dataset.durations]
     estimate = estimate_cache_bytes(durations, feature_extractor.config, model.point_dim(model.cache_layer(point)))
     if spill_dir is None and estimate > max_bytes:
         raise TrunkCacheTooLargeError(
@@ -447,21 +462,22 @@ def build_trunk_cache(
     model.eval()
     completed = False
     try:
-        for keys, batch in zip(loader.batch_sampler.global_batches(), loader):
-            with torch.inference_mode():
-                features, lengths = trunk_features(
-                    model, batch.inputs.to(device), batch.input_lengths.to(device), point
-                )  # (B, T', F), (B,)
-            lengths = lengths.tolist()
-            target_lengths = batch.target_lengths.tolist()
-            for row, key in enumerate(keys):
-                # cloned outside inference mode: a normal tensor, which autograd may save for the adapter's backward
-                cache.add(
-                    key,
-                    features[row, : lengths[row]].clone(),
-                    batch.targets[row, : target_lengths[row]].clone(),
-                    durations[key],
-                )
+        for start, loader in zip(starts, loaders):
+            for keys, batch in zip(loader.batch_sampler.global_batches(), loader):
+                with torch.inference_mode():
+                    features, lengths = trunk_features(
+                        model, batch.inputs.to(device), batch.input_lengths.to(device), point
+                    )  # (B, T', F), (B,)
+                lengths = lengths.tolist()
+                target_lengths = batch.target_lengths.tolist()
+                for row, key in enumerate(keys):
+                    # cloned outside inference mode: a normal tensor, which autograd may save for the adapter's backward
+                    cache.add(
+                        start + key,
+                        features[row, : lengths[row]].clone(),
+                        batch.targets[row, : target_lengths[row]].clone(),
+                        durations[start + key],
+                    )
         completed = True
     finally:
         model.train(was_training)

@@ -98,7 +98,7 @@ def _alone(tmp_path, base, config, name, entries, vocab, feature_config):
     return trainer, model
 
 
-def _assert_same_as_alone(tmp_path, multi, results, base, config, users, vocab, feature_config, atol):
+def _assert_same_as_alone(tmp_path, multi, results, base, config, users, vocab, feature_config, atol, exact=False):
     for name, entries in users.items():
         trainer, model = _alone(tmp_path, base, config, name, entries, vocab, feature_config)
         multi_trainer = multi.trainers[name]
@@ -110,6 +110,8 @@ def _assert_same_as_alone(tmp_path, multi, results, base, config, users, vocab, 
                 assert mine[key] == pytest.approx(theirs[key], rel=1e-5, abs=atol), (name, key, mine, theirs)
         expected = model.adapter_state_dict()
         actual = multi.adapters[name].state_dict()
+        if exact:  # the same batches through the same frozen layers: the same bits
+            assert all(torch.equal(actual[key], value) for key, value in expected.items()), name
         # Adam divides each gradient by its running RMS: an element whose gradient is rounding noise (a bottleneck
         # unit almost never active) steps by up to the learning rate either way. Seen on an AMD EPYC VM (stop 38):
         # 1 of 10,240 elements 1.6e-3 apart, every other one within 3e-5 and the losses within 1e-5. So a few such
@@ -150,7 +152,11 @@ def test_cached_multi_user_training_equals_each_user_alone(
     # encoder adapters start at the extractor: their gradients pass back through every frozen RNN layer, whose float
     # rounding over other rows Adam's normalized steps carry into the weights (seen: up to 2.4e-5 on weights ~0.07)
     atol = 1e-4 if adapter_type == "encoder" else 1e-5
-    _assert_same_as_alone(tmp_path, multi, results, base, config, users, corpus_vocab, feature_config, atol=atol)
+    # in turn, each user's steps are its own run's; review K (stop 40): the shared cache's batches mixed users, and
+    # the warm start's steps carried that rounding into weights (0.1 apart with the recipe's 150 steps)
+    _assert_same_as_alone(
+        tmp_path, multi, results, base, config, users, corpus_vocab, feature_config, atol=atol, exact=not side_by_side
+    )
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no GPU: the CUDA generator's stream is what this checks")

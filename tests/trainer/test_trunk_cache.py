@@ -168,6 +168,36 @@ def test_cache_entries_equal_each_utterance_alone(base_entries, corpus_vocab, fe
             assert cache.targets(key).tolist() == list(entry.label_ids)
 
 
+@pytest.mark.parametrize("point", [RNN_OUTPUT, EXTRACTOR])
+def test_groups_batched_apart_give_each_groups_own_cache_bit_for_bit(base_entries, corpus_vocab, feature_config, point):
+    """Review K, stop 40: the multi-user job cached every user's utterances in batches mixing users, whose outputs
+    differ from the user's own cache by float rounding (other batch shapes, other kernels); the warm start's steps
+    carried that into adapters 0.1 apart. Users batched apart (``group_sizes``) get their own cache's bits."""
+    torch.manual_seed(0)
+    model = build_deepspeech2(
+        feature_config.feature_dim, len(corpus_vocab), {"num_rnn_layers": 3, "rnn_hidden_dim": 256}
+    )
+    extractor = FeatureExtractor(feature_config)
+    groups = [base_entries[:5], base_entries[5:11], base_entries[11:14]]
+    shared = build_trunk_cache(
+        model,
+        [entry for group in groups for entry in group],
+        extractor,
+        point=point,
+        batch_size=4,
+        group_sizes=[len(group) for group in groups],
+    )
+    start = 0
+    for group in groups:
+        with build_trunk_cache(model, group, extractor, point=point, batch_size=4) as alone:
+            for key in range(len(group)):
+                assert torch.equal(shared.features(start + key), alone.features(key)), (start, key)
+        start += len(group)
+    shared.close()
+    with pytest.raises(ValueError, match="do not split 14 utterances"):
+        build_trunk_cache(model, base_entries[:14], extractor, point=point, batch_size=4, group_sizes=[5, 6])
+
+
 def test_cache_spills_to_disk_over_the_bound_and_cleans_up(tmp_path, base_entries, corpus_vocab, feature_config):
     model = _base_model(feature_config, corpus_vocab, "head")
     extractor = FeatureExtractor(feature_config)
