@@ -192,13 +192,13 @@ NOT_RUN: Dict[str, str] = {
     "python bin/train_adapters.py --users-dir data/demo_users/users --base-model pretrained/ds2_synthetic.pt "
     "--adapter-save-dir ./adapters --output-dir runs/train_adapters train.adapter_type=encoder": "trains every built-in "
     "user (minutes); tests/trainer/test_multi_user.py runs the same command on tiny users",
-    "python bin/train_adapters.py --shard 0/4 --users-dir /data/users --base-model base.pt --adapter-save-dir "
+    "python bin/train_adapters.py --shard 0/4 --resume --users-dir /data/users --base-model base.pt --adapter-save-dir "
     "/data/adapters": "names a deployment's shared folders; tests/trainer/test_multi_user.py runs two shards as two "
     "processes of the same command",
     "torchrun --nnodes 2 --node-rank 0 --nproc-per-node 4 --master-addr host0 --master-port 29500 "
-    "bin/train_adapters.py --users-dir /data/users --base-model base.pt --adapter-save-dir /data/adapters": "needs two "
-    "hosts; the shard it takes from RANK / WORLD_SIZE is tested in tests/trainer/test_multi_user.py",
-    "kospeech-train-adapters --num-shards 8 --users-dir /data/users --base-model /data/base.pt --adapter-save-dir "
+    "bin/train_adapters.py --resume --users-dir /data/users --base-model base.pt --adapter-save-dir /data/adapters": "needs "
+    "two hosts; the shard it takes from RANK / WORLD_SIZE is tested in tests/trainer/test_multi_user.py",
+    "kospeech-train-adapters --num-shards 8 --resume --users-dir /data/users --base-model /data/base.pt --adapter-save-dir "
     "/data/adapters --output-dir /data/runs": "runs inside a Kubernetes indexed job; the shard it takes from "
     "JOB_COMPLETION_INDEX is tested in tests/trainer/test_multi_user.py",
 }

@@ -185,7 +185,9 @@ def main() -> None:
 def train(args: argparse.Namespace) -> None:
     """Train every user's adapter, print the table and the run's figures; exit 1 when a user got no adapter, unless
     the shard came from a launcher (torchrun, a Kubernetes indexed job): there a non-zero exit stops the other
-    processes or retries the whole shard, so the failed users are only reported (and listed in the results file)."""
+    processes or retries the whole shard, so the failed users are only reported (and listed in the results file),
+    except when no user of the shard got one: then the job itself is broken (a setting, the base, the disk) and
+    exits 1 there too."""
     shard = resolve_shard(args.shard, args.num_shards, os.environ)
     from_launcher = shard is not None and args.shard is None
     # first: the recipe the config takes is logged
@@ -210,7 +212,7 @@ def train(args: argparse.Namespace) -> None:
     failed = results["failed_users"]
     if failed:
         message = f"no adapter for {len(failed)} user(s): {name_list(failed)}"
-        if not from_launcher:
+        if not from_launcher or len(failed) == len(results["users"]):
             sys.exit(message)
         print(f"{message} (exit status 0 under a launcher: see the results file)", file=sys.stderr)
 

@@ -358,7 +358,9 @@ def test_a_users_bad_data_fails_that_user_alone_with_the_reason(tmp_path, base_e
 
 
 @pytest.mark.slow
-def test_a_shard_from_a_launcher_reports_failed_users_and_exits_0(tmp_path, base_entries, corpus_vocab, feature_config):
+def test_a_shard_from_a_launcher_reports_failed_users_and_exits_0_unless_all_failed(
+    tmp_path, base_entries, corpus_vocab, feature_config
+):
     write_manifest(tmp_path / "users" / "ann.tsv", base_entries[:4])
     write_manifest(tmp_path / "users" / "one.tsv", base_entries[4:5])
     checkpoint = _tiny_checkpoint(tmp_path, feature_config, corpus_vocab)
@@ -380,6 +382,15 @@ def test_a_shard_from_a_launcher_reports_failed_users_and_exits_0(tmp_path, base
     assert (tmp_path / "out" / "config.shard-0-of-1.yaml").is_file()
     explicit = subprocess.run([*command, "--shard", "0/1"], env=env, capture_output=True, text=True)
     assert explicit.returncode == 1 and "no adapter for 1 user(s): ['one']" in explicit.stderr
+    # review K, stop 40: a shard in which every user failed (a job-wide fault) exited 0 too, and Kubernetes showed
+    # the job as succeeded
+    broken = subprocess.run(
+        [*command, "--num-shards", "1", "--users", "one"],
+        env={**env, "JOB_COMPLETION_INDEX": "0"},
+        capture_output=True,
+        text=True,
+    )
+    assert broken.returncode == 1 and "no adapter for 1 user(s): ['one']" in broken.stderr, broken.stderr[-3000:]
 
 
 def test_a_resumed_job_keeps_the_users_done_and_trains_the_rest(tmp_path, base_entries, corpus_vocab, feature_config):
