@@ -538,11 +538,14 @@ class UserManifests:
 def discover_user_manifests(users_dir: Union[str, Path]) -> Dict[str, UserManifests]:
     """Find one enrollment manifest per user in a folder.
 
-    Two layouts are recognized (they may be mixed): ``{users_dir}/{user}.tsv``, and ``{users_dir}/{user}/enroll.tsv``
-    with an optional ``{users_dir}/{user}/valid.tsv`` (the layout of the built-in corpus' ``users/`` folder). Hidden
-    entries (names starting with ``.``) and files other than ``.tsv`` are skipped. An entry that names a user but
+    Two layouts are recognized (they may be mixed): ``{users_dir}/{user}.tsv`` (``.TSV`` too), and
+    ``{users_dir}/{user}/enroll.tsv`` with an optional ``{users_dir}/{user}/valid.tsv`` (the layout of the built-in
+    corpus' ``users/`` folder). Hidden entries (names starting with ``.``), other files and folders holding no ``.tsv``
+    at all (the users' audio, ``lost+found``) are skipped, each with an INFO line. An entry that names a user but
     cannot be used is returned with its ``problem``, so that the job reports it and trains the others: a name that is
-    not a valid adapter name, a user in both layouts, a folder without ``enroll.tsv``, a ``.tsv`` link to nothing.
+    not a valid adapter name, a user in both layouts, a folder with manifests but no ``enroll.tsv``, a ``.tsv`` link
+    to nothing, and names that differ only in case (their adapter files would be one file on a case-insensitive file
+    system, as shared folders often are).
 
     Returns:
         Manifests per user name, sorted by name.
@@ -557,16 +560,20 @@ def discover_user_manifests(users_dir: Union[str, Path]) -> Dict[str, UserManife
     for path in sorted(folder.iterdir()):
         if path.name.startswith("."):  # hidden: editors' lock files, macOS' ._ resource forks
             continue
-        if path.suffix == ".tsv" and not path.is_dir():
+        if path.suffix.lower() == ".tsv" and not path.is_dir():
             name, manifests = path.stem, UserManifests(path)
             if not path.is_file():
                 manifests.problem = f"{path} is not a readable file (a link to nothing?)"
+        elif path.is_dir() and not any(child.suffix.lower() == ".tsv" for child in path.iterdir()):
+            logger.info("skipping %s: a folder without manifests is no user", path)
+            continue
         elif path.is_dir():
             valid = path / "valid.tsv"
             name, manifests = path.name, UserManifests(path / "enroll.tsv", valid if valid.is_file() else None)
             if not manifests.enroll.is_file():
-                manifests.problem = f"{path} holds no enroll.tsv"
+                manifests.problem = f"{path} holds manifests but no enroll.tsv"
         else:
+            logger.info("skipping %s: not a .tsv manifest", path)
             continue
         try:
             validate_adapter_name(name)
@@ -577,6 +584,13 @@ def discover_user_manifests(users_dir: Union[str, Path]) -> Dict[str, UserManife
                 f"user {name!r} has two enrollment manifests: {found[name].enroll} and {manifests.enroll}"
             )
         found[name] = manifests
+    for name, manifests in found.items():
+        alike = sorted(other for other in found if other.lower() == name.lower())
+        if len(alike) > 1:
+            manifests.problem = (
+                f"user names {alike} differ only in case: their adapter files would be one file on a case-insensitive "
+                "file system; rename all but one"
+            )
     if not found:
         raise FileNotFoundError(
             f"no user manifests in {folder}: expected <user>.tsv files or <user>/enroll.tsv folders"

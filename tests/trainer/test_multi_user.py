@@ -212,13 +212,22 @@ def test_user_manifest_discovery_layouts_and_errors(tmp_path, base_entries):
     # them stopped every shard of the job; a folder without enroll.tsv and a dangling link were skipped unreported)
     write_manifest(folder / "bo.tsv", base_entries[:2])
     write_manifest(folder / "김민지.tsv", base_entries[:2])
-    (folder / "cy").mkdir()
+    write_manifest(folder / "cy" / "train.tsv", base_entries[:2])  # a manifest under another name
     (folder / "dee.tsv").symlink_to(folder / "not-synced-yet.tsv")
+    # review K, stop 40: a folder of audio failed as a user (every run exited 1), ".TSV" was skipped without a word,
+    # and names differing only in case were both trained (one adapter file on a case-insensitive share)
+    (folder / "wavs").mkdir()
+    (folder / "wavs" / "ann_1.wav").write_bytes(b"RIFF")
+    write_manifest(folder / "Eve.TSV", base_entries[:2])
+    write_manifest(folder / "fay.tsv", base_entries[:2])
+    write_manifest(folder / "Fay" / "enroll.tsv", base_entries[:2])
     found = discover_user_manifests(folder)
-    assert list(found) == ["ann", "bo", "cy", "dee", "김민지"] and found["ann"].problem is None
+    assert list(found) == ["Eve", "Fay", "ann", "bo", "cy", "dee", "fay", "김민지"]
+    assert found["ann"].problem is None and found["Eve"].problem is None
     assert "two enrollment manifests" in found["bo"].problem
-    assert "holds no enroll.tsv" in found["cy"].problem and "link to nothing" in found["dee"].problem
+    assert "holds manifests but no enroll.tsv" in found["cy"].problem and "link to nothing" in found["dee"].problem
     assert "not a valid adapter name" in found["김민지"].problem and "김민지.tsv" in found["김민지"].problem
+    assert "['Fay', 'fay'] differ only in case" in found["Fay"].problem and found["fay"].problem == found["Fay"].problem
     (tmp_path / "empty").mkdir()
     with pytest.raises(FileNotFoundError, match="no user manifests"):
         discover_user_manifests(tmp_path / "empty")
