@@ -720,14 +720,21 @@ def _adapter_settings(config: AdapterTrainConfig) -> Dict[str, Any]:
 
 
 def _finished_before(
-    results_file: Path, config: AdapterTrainConfig, base_fingerprint: str, names: Sequence[str]
+    results_file: Path,
+    config: AdapterTrainConfig,
+    base_fingerprint: str,
+    users_dir: Path,
+    this_run: Sequence[str],
+    names: Sequence[str],
 ) -> Tuple[Dict[str, Dict[str, Any]], Dict[str, Optional[str]]]:
     """The figures of the users among ``names`` that an earlier run's ``results_file`` lists with an adapter whose
     file is still there (marked ``resumed``), and the ``active_before`` digests that run recorded (the adapters active
     before it, which its groups may have replaced before it was killed); nothing when there is no such file.
 
     Raises:
-        ValueError: the file is not a results file, or its run had another base (path or weights) or other settings.
+        ValueError: the file is not a results file; its run had another base (path or weights), users folder or
+            other settings; or it lists users that this run (``this_run``: its ``--users`` and shard) leaves out,
+            whom the results this run writes would drop, so that a later resume would train them again.
     """
     if not results_file.is_file():
         logger.info("nothing to resume: %s does not exist", results_file)
@@ -742,6 +749,7 @@ def _finished_before(
         "base_model_path": str(config.base_model_path),
         "adapter_save_dir": str(config.adapter_save_dir),
         "base_fingerprint": base_fingerprint,
+        "users_dir": str(users_dir),
     }
     for key, value in recorded.items():
         if earlier.get(key) != value:
@@ -756,6 +764,13 @@ def _finished_before(
         raise ValueError(
             f"{results_file} is from a run with other settings ({differences}): "
             "run without resume, or with another output folder"
+        )
+    left_out = sorted(set(earlier["users"]) - set(this_run))
+    if left_out:
+        raise ValueError(
+            f"{results_file} lists users this run leaves out ({name_list(left_out)}): its results would drop them, "
+            "and a later resume would train them again; resume with the same --users (or none), or use another "
+            "--output-dir"
         )
     finished = {
         name: {**figures, "resumed": True}
@@ -836,6 +851,7 @@ def train_user_adapters(
             raise ValueError(f"users {name_list(missing)} have no manifest in {users_dir}")
         manifests = {name: manifests[name] for name in users}
     names = sorted(manifests) if shard is None else shard_users(list(manifests), *shard)
+    this_run = list(names)
     checkpoint = load_checkpoint(config.base_model_path)
     torch.manual_seed(config.seed)
     model_device = resolve_device(config.device)
@@ -861,7 +877,7 @@ def train_user_adapters(
     active_before: Dict[str, Optional[str]] = {}  # per user, the digest of the adapter active before the job
     if resume:
         results_file = output_dir / job_file_name("results", "json", shard)
-        finished, active_before = _finished_before(results_file, config, base_fingerprint, names)
+        finished, active_before = _finished_before(results_file, config, base_fingerprint, users_dir, this_run, names)
         per_user.update(finished)
         names = [name for name in names if name not in per_user]
     groups: List[Dict[str, Any]] = []

@@ -4,6 +4,7 @@ import json
 import multiprocessing
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -419,6 +420,15 @@ def test_a_resumed_job_keeps_the_users_done_and_trains_the_rest(tmp_path, base_e
     other = dataclasses.replace(config, adapter_save_dir=str(tmp_path / "elsewhere"))
     with pytest.raises(ValueError, match="adapter_save_dir"):
         train_user_adapters(other, tmp_path / "users", resume=True)
+    # review K, stop 40: resuming with --users dropped the other users from the results, so the next resume trained
+    # them all again; and a resume from another users folder kept adapters trained on the old data silently
+    with pytest.raises(
+        ValueError, match=r"lists users this run leaves out \(\['u001', 'u002'\]\): its results would drop them"
+    ):
+        train_user_adapters(config, tmp_path / "users", users=names[:1], resume=True)
+    shutil.copytree(tmp_path / "users", tmp_path / "users_v2")
+    with pytest.raises(ValueError, match="users_dir"):
+        train_user_adapters(config, tmp_path / "users_v2", resume=True)
     # review, stop 33: other settings, or other weights at the same base path, were resumed from silently
     with pytest.raises(ValueError, match=r"other settings \(num_epochs: 1 -> 2\)"):
         train_user_adapters(dataclasses.replace(config, num_epochs=2), tmp_path / "users", resume=True)
