@@ -1,8 +1,8 @@
 """SPEC section 1's import direction, checked statically on every module of ``kospeech/``.
 
 ``bin/`` -> ``trainer/``, ``inference`` -> ``models/``, ``data/``, ``decode/`` -> ``vocabs/``: a layer may import the
-layers below it and the leaf helpers (``errors``, ``fileio``, ``text_files``, ``device``, ``metrics``, the package root), never a
-layer above or beside it. Spelled out by SPEC: ``models/`` never imports ``trainer/`` or ``data/``, ``data/`` never
+layers below it and the leaf helpers (``errors``, ``fileio``, ``text_files``, ``device``, ``metrics``, ``progress``, the
+package root), never a layer above or beside it. Spelled out by SPEC: ``models/`` never imports ``trainer/`` or ``data/``, ``data/`` never
 imports ``models/``, ``inference`` never imports ``trainer/``, nothing under ``kospeech/`` imports ``bin/``.
 
 Every form of import counts: ``import a.b``, ``from a import b`` (``b`` resolved to a submodule when it is one),
@@ -25,7 +25,14 @@ PACKAGE = REPO / "kospeech"
 BIN = REPO / "bin"
 
 ROOT = "kospeech"  # the package root; it holds only __version__ and is kept a leaf by the "package root" rule
-LEAVES = ("kospeech.errors", "kospeech.fileio", "kospeech.text_files", "kospeech.device", "kospeech.metrics")
+LEAVES = (
+    "kospeech.errors",
+    "kospeech.fileio",
+    "kospeech.text_files",
+    "kospeech.device",
+    "kospeech.metrics",
+    "kospeech.progress",
+)
 UPPER = ("kospeech.trainer", "kospeech.inference", "kospeech.cli", "kospeech.service", "kospeech.demo")
 # Named by SPEC (section 7) but not written yet: a rule may forbid them before they exist.
 PLANNED = ("kospeech.service",)
