@@ -80,7 +80,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--output-dir",
         default=None,
-        help=f"srt/vtt: write <name>.srt or .vtt per input file here (needed for several), the run's options to {SETTINGS_FILE}",
+        help=f"srt/vtt: write <name>.srt or .vtt per input file here (needed for several), the run's options to "
+        f"{SETTINGS_FILE}",
     )
     parser.add_argument(
         "--keep-silence",

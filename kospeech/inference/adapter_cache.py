@@ -179,18 +179,15 @@ class LruAdapterCache:
         # loaded without the lock: a slow load (a cold file, a network share) holds up no other user's lookup
         try:
             adapter = self._loader(path)
-        except ValueError as exc:
+        except BaseException as exc:
             with self._lock:
                 self._load_ended(name)
-                self._load_failures += 1
-                self._failures[name] = (path, stamp, copy.copy(exc))
-                self._failures.move_to_end(name)
-                while len(self._failures) > MAX_REMEMBERED_FAILURES:
-                    self._failures.popitem(last=False)
-            raise
-        except BaseException:
-            with self._lock:
-                self._load_ended(name)
+                if isinstance(exc, ValueError):  # an unusable file, remembered until it changes
+                    self._load_failures += 1
+                    self._failures[name] = (path, stamp, copy.copy(exc))
+                    self._failures.move_to_end(name)
+                    while len(self._failures) > MAX_REMEMBERED_FAILURES:
+                        self._failures.popitem(last=False)
             raise
         with self._lock:
             forgotten = self._load_ended(name)

@@ -217,8 +217,8 @@ class Storage:
         deletion of the user's rows inside the block: until that commit every other request still sees the user, so
         no user can be created again under the same id while the old folder is in place, and the new user's files
         can never be taken with it. When the block ends, the moved folder is removed; when it raises (the commit
-        failed), the folder is put back. What a writer still adds to the moved folder is removed by a later :meth:`sweep_trash` (at each start, and
-        in each round of job recovery).
+        failed), the folder is put back. What a writer still adds to the moved folder is removed by a later
+        :meth:`sweep_trash` (at each start, and in each round of job recovery).
 
         Run the deletion's statements (``session.flush()``) before the block: their row locks make a writer that
         re-creates the folder meanwhile wait for the commit, and then fail on the deleted user and remove its file.

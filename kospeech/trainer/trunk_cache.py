@@ -33,6 +33,7 @@ from __future__ import annotations
 import logging
 import shutil
 import tempfile
+from itertools import accumulate
 from pathlib import Path
 from typing import Dict, Iterator, NamedTuple, Optional, Sequence, Tuple, Union
 
@@ -442,7 +443,7 @@ def build_trunk_cache(
         raise ValueError(f"group sizes {list(group_sizes or [])} do not split {len(entries)} utterances")
     device = torch.device(device)
     max_bytes = int(max_mb * _BYTES_PER_MB)
-    starts = [sum(sizes[:index]) for index in range(len(sizes))]
+    starts = [0, *accumulate(sizes)][:-1]
     loaders = [
         build_dataloader(
             entries[start : start + size], feature_extractor, batch_size, shuffle=False, num_workers=num_workers
